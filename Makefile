@@ -1,0 +1,42 @@
+# Rafting: the two commands are `make run` (a local 3-node cluster) and `make test`.
+GO      ?= go
+BIN     ?= bin
+FUZZTIME ?= 3s
+export GOFLAGS := -buildvcs=false
+
+.PHONY: run build test test-unit fuzz vet bench fmt clean
+
+## run: start a 3-node dev cluster on 127.0.0.1:7070/7170/7270 (data in ./.rafting-dev)
+run: build
+	./$(BIN)/rafting dev
+
+## build: build the rafting binary into ./bin
+build:
+	$(GO) build -o $(BIN)/rafting ./cmd/rafting
+
+## test: everything CI runs: vet, race tests, examples and benchmarks build, brief fuzzing
+test: vet test-unit fuzz
+	$(GO) build ./examples/... ./cmd/...
+	cd benchmarks && $(GO) vet ./... && $(GO) test -count=1 -run '^$$' ./...
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+
+test-unit:
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+## fuzz: run every fuzz target briefly (FUZZTIME each); seeds also run in test-unit
+fuzz:
+	./scripts/fuzz.sh $(FUZZTIME)
+
+## bench: the benchmarks of benchmarks/RESULTS.md
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./balancer/
+	cd benchmarks && $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,315 @@
+package api
+
+import "time"
+
+// Headers of REST API v1.
+const (
+	// HeaderIndex carries the Raft index a read was served at (reads) or a
+	// write was applied at (writes). It never goes backwards for a client that
+	// passes it back as ?index=.
+	HeaderIndex = "X-Rafting-Index"
+	// HeaderLeader is the API address of the tenant shard's Raft leader, so a
+	// client can send leader-only work (keepalives, streams) there directly.
+	HeaderLeader = "X-Rafting-Leader"
+	// HeaderSession names the caller's own session on deregister and resign:
+	// a mastership released under the holder's own session is handed over in
+	// the same entry; any other release waits for the holder's last promise.
+	HeaderSession = "X-Rafting-Session"
+)
+
+// MaxBodyBytes is the largest request body a server reads (413 above it).
+const MaxBodyBytes = 1 << 20
+
+// Mode is how an instance takes part in its service.
+type Mode string
+
+// Modes.
+const (
+	ModeFarm          Mode = "farm"           // every ready instance is active
+	ModeMasterStandby Mode = "master-standby" // one ready instance is elected master
+)
+
+// Valid reports whether m is a known mode.
+func (m Mode) Valid() bool { return m == ModeFarm || m == ModeMasterStandby }
+
+// State is an instance's life-cycle state. Balancers pick only ready
+// instances; elections grant only ready ones.
+type State string
+
+// States.
+const (
+	StateStarting State = "starting" // registered, visible to operators, never picked or elected
+	StateReady    State = "ready"    // eligible
+	StateDraining State = "draining" // leaving: never picked; a master releases
+)
+
+// Valid reports whether s is a known state.
+func (s State) Valid() bool { return s == StateStarting || s == StateReady || s == StateDraining }
+
+// DefaultWeight is an instance's weight when the registration omits it.
+const DefaultWeight = 100
+
+// Instance is one registered instance of a service, as reads return it.
+type Instance struct {
+	ID           string            `json:"id"`
+	Address      string            `json:"address"`
+	Mode         Mode              `json:"mode"`
+	State        State             `json:"state"`
+	Weight       int               `json:"weight"`
+	Priority     int               `json:"priority"`
+	Zone         string            `json:"zone"`
+	Meta         map[string]string `json:"meta,omitempty"`
+	SessionTag   string            `json:"session_tag,omitempty"`
+	RegisteredAt time.Time         `json:"registered_at"`
+}
+
+// RegisterRequest is the body of PUT /v1/tenants/{t}/services/{s}/instances/{id}.
+// A missing weight is DefaultWeight; a missing mode is farm; a missing state
+// is ready. A master-standby instance must name a session. ColdStart, when
+// set, is the service's election policy carried by the instance; a policy set
+// through the policy endpoint wins over it.
+type RegisterRequest struct {
+	Address   string            `json:"address"`
+	Mode      Mode              `json:"mode,omitempty"`
+	State     State             `json:"state,omitempty"`
+	Weight    *int              `json:"weight,omitempty"`
+	Priority  int               `json:"priority,omitempty"`
+	Zone      string            `json:"zone,omitempty"`
+	Meta      map[string]string `json:"meta,omitempty"`
+	Session   string            `json:"session,omitempty"`
+	ColdStart *ColdStart        `json:"cold_start,omitempty"`
+}
+
+// WriteResponse answers every write: the index it was applied at, for
+// read-your-writes (pass it as ?index=N-1, or wait for X-Rafting-Index >= N).
+type WriteResponse struct {
+	Index uint64 `json:"index"`
+}
+
+// RegisterResponse answers a registration (201 created, 200 updated).
+type RegisterResponse struct {
+	Index    uint64   `json:"index"`
+	Instance Instance `json:"instance"`
+}
+
+// Master is a service's master record. FencingToken is epoch<<40 | raft
+// index of the grant: strictly increasing per service, below 2^53.
+type Master struct {
+	Instance     string    `json:"instance"`
+	SessionTag   string    `json:"session_tag"`
+	FencingToken uint64    `json:"fencing_token"`
+	Since        time.Time `json:"since"`
+	// Releasing is true when someone other than the holder revoked the
+	// mastership: the holder must stop acting; the successor is granted when
+	// the holder's last promise has lapsed or it resigns itself.
+	Releasing bool `json:"releasing"`
+}
+
+// ColdStart is the election policy of a service with no master: the next
+// grant waits until MinReady candidates are ready or SettleMs has passed
+// since the first became ready.
+type ColdStart struct {
+	MinReady int   `json:"min_ready"`
+	SettleMs int64 `json:"settle_ms"`
+}
+
+// Policy is a service's election policy.
+type Policy struct {
+	ColdStart ColdStart `json:"cold_start"`
+}
+
+// PolicyRequest is the body of PUT .../services/{s}/policy.
+type PolicyRequest struct {
+	ColdStart *ColdStart `json:"cold_start"`
+}
+
+// ServiceResponse answers GET /v1/tenants/{t}/services/{s}. Index is the
+// replica's applied index when the read was served (never below the asked
+// index); ModifyIndex is the index of the last entry that changed this
+// service's answer: a blocking query returns when it exceeds the asked index.
+type ServiceResponse struct {
+	Index       uint64     `json:"index"`
+	ModifyIndex uint64     `json:"modify_index"`
+	Service     string     `json:"service"`
+	Instances   []Instance `json:"instances"`
+	Master      *Master    `json:"master"`
+	Policy      Policy     `json:"policy"`
+}
+
+// ServiceSummary is one entry of GET /v1/tenants/{t}/services.
+type ServiceSummary struct {
+	Name        string `json:"name"`
+	Instances   int    `json:"instances"`
+	Ready       int    `json:"ready"`
+	Master      string `json:"master,omitempty"`
+	ModifyIndex uint64 `json:"modify_index"`
+}
+
+// ServiceList answers GET /v1/tenants/{t}/services.
+type ServiceList struct {
+	Index    uint64           `json:"index"`
+	Services []ServiceSummary `json:"services"`
+}
+
+// SessionRequest is the body of PUT /v1/tenants/{t}/sessions/{id}. Zero
+// values take the defaults: ttl_ms 5000, lease_ms 0 (no promise: farm),
+// drop_grace_ms min(500, lease_ms) or 500 without a lease.
+type SessionRequest struct {
+	TTLMs       int64 `json:"ttl_ms,omitempty"`
+	LeaseMs     int64 `json:"lease_ms,omitempty"`
+	DropGraceMs int64 `json:"drop_grace_ms,omitempty"`
+}
+
+// SessionResponse answers a session create (201) or read-back (200). The
+// session ID itself is a secret and is never returned.
+type SessionResponse struct {
+	Index       uint64 `json:"index"`
+	SessionTag  string `json:"session_tag"`
+	TTLMs       int64  `json:"ttl_ms"`
+	LeaseMs     int64  `json:"lease_ms"`
+	DropGraceMs int64  `json:"drop_grace_ms"`
+}
+
+// KeepaliveResponse answers PUT .../sessions/{id}/keepalive. LeaseMs is the
+// promise: the session will not be expired before the leader's receipt of
+// the keepalive + LeaseMs; a client anchors it at the moment it sent the
+// keepalive. Masters lists the masterships this session holds as of the
+// answer; an entry with Releasing set must stop acting at once.
+type KeepaliveResponse struct {
+	LeaseMs int64            `json:"lease_ms"`
+	TTLMs   int64            `json:"ttl_ms"`
+	Term    uint64           `json:"term"`
+	Index   uint64           `json:"index"`
+	Masters []HeldMastership `json:"masters"`
+}
+
+// HeldMastership is one mastership a session holds.
+type HeldMastership struct {
+	Service      string `json:"service"`
+	Instance     string `json:"instance"`
+	FencingToken uint64 `json:"fencing_token"`
+	Releasing    bool   `json:"releasing"`
+}
+
+// Stream event types, one JSON object per line of a session stream.
+const (
+	EventHeartbeat = "heartbeat" // term and index; never a lease
+	EventMoved     = "moved"     // the server closes the stream: reconnect to Leader (may be empty)
+	EventExpired   = "expired"   // the session has ended
+	EventMaster    = "master"    // a mastership of this session was granted, marked releasing or lost
+)
+
+// StreamEvent is one line of GET /v1/tenants/{t}/sessions/{id}/stream.
+type StreamEvent struct {
+	Type   string `json:"type"`
+	Term   uint64 `json:"term,omitempty"`
+	Index  uint64 `json:"index,omitempty"`
+	Leader string `json:"leader,omitempty"`
+	// Service and Master are set on "master" events; Master is nil when this
+	// session lost the service's mastership.
+	Service string  `json:"service,omitempty"`
+	Master  *Master `json:"master,omitempty"`
+}
+
+// ResignRequest is the body of POST .../services/{s}/master/resign. It applies
+// only while FencingToken is the current one; To names a ready standby.
+type ResignRequest struct {
+	Instance     string `json:"instance"`
+	FencingToken uint64 `json:"fencing_token"`
+	To           string `json:"to,omitempty"`
+}
+
+// Quotas bound what one tenant may use. In a create request a zero field
+// takes the default; in a PATCH a zero field is left unchanged. Answers show
+// every field resolved.
+type Quotas struct {
+	MaxServices       int64 `json:"max_services,omitempty"`
+	MaxInstances      int64 `json:"max_instances,omitempty"`
+	MaxSessions       int64 `json:"max_sessions,omitempty"`
+	MaxWatchers       int64 `json:"max_watchers,omitempty"`
+	MaxMetaBytes      int64 `json:"max_meta_bytes,omitempty"`
+	MinTTLMs          int64 `json:"min_ttl_ms,omitempty"`
+	MaxTTLMs          int64 `json:"max_ttl_ms,omitempty"`
+	RequestsPerSecond int64 `json:"requests_per_second,omitempty"`
+	Burst             int64 `json:"burst,omitempty"`
+	WritesPerSecond   int64 `json:"writes_per_second,omitempty"`
+}
+
+// Usage is what a tenant uses now, against its Quotas. Counts come from the
+// tenant's state machine; Watchers are this node's open blocking queries.
+type Usage struct {
+	Services  int64 `json:"services"`
+	Instances int64 `json:"instances"`
+	Sessions  int64 `json:"sessions"`
+	Watchers  int64 `json:"watchers"`
+}
+
+// CreateTenantRequest is the body of POST /v1/tenants. Secret, when given, is
+// the random part of the token (>= 22 characters of base64url), so a retried
+// create returns 200 with the same token.
+type CreateTenantRequest struct {
+	Name   string `json:"name"`
+	Quotas Quotas `json:"quotas"`
+	Secret string `json:"secret,omitempty"`
+}
+
+// Tenant is a tenant as GET /v1/tenants/{t} shows it. Token is set only in
+// the answer to a create or a rotation.
+type Tenant struct {
+	Name      string    `json:"name"`
+	Token     string    `json:"token,omitempty"`
+	Epoch     uint64    `json:"epoch"`
+	ShardID   uint64    `json:"shard_id"`
+	Quotas    Quotas    `json:"quotas"`
+	Usage     *Usage    `json:"usage,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// TenantList answers GET /v1/tenants.
+type TenantList struct {
+	Tenants []Tenant `json:"tenants"`
+}
+
+// UpdateTenantRequest is the body of PATCH /v1/tenants/{t}.
+type UpdateTenantRequest struct {
+	Quotas Quotas `json:"quotas"`
+}
+
+// RotateTokenRequest is the body of POST /v1/tenants/{t}/token. A missing
+// PreviousValidMs keeps the old token valid for one hour; 0 revokes it now.
+type RotateTokenRequest struct {
+	Secret          string `json:"secret,omitempty"`
+	PreviousValidMs *int64 `json:"previous_valid_ms,omitempty"`
+}
+
+// Node is a server of the cluster.
+type Node struct {
+	ID          uint64 `json:"id"`
+	RaftAddress string `json:"raft_address"`
+	APIAddress  string `json:"api_address"`
+}
+
+// Shard is one Raft shard as a node sees it.
+type Shard struct {
+	ShardID  uint64            `json:"shard_id"`
+	Tenant   string            `json:"tenant,omitempty"` // empty for the meta shard
+	Replicas map[uint64]uint64 `json:"replicas"`         // replica ID -> node ID
+	Leader   uint64            `json:"leader_node"`      // 0 when unknown
+	Term     uint64            `json:"term"`
+	Applied  uint64            `json:"applied_index"`
+}
+
+// Cluster answers GET /v1/cluster.
+type Cluster struct {
+	NodeID uint64  `json:"node_id"`
+	Nodes  []Node  `json:"nodes"`
+	Shards []Shard `json:"shards"`
+}
+
+// JoinRequest is the body of POST /v1/cluster/nodes, sent by a node started
+// with --join to a running member.
+type JoinRequest struct {
+	ID          uint64 `json:"id"`
+	RaftAddress string `json:"raft_address"`
+	APIAddress  string `json:"api_address"`
+}

@@ -1,0 +1,5 @@
+// Package benchmarks holds Rafting's end-to-end benchmarks and the
+// side-by-side comparison with etcd and ZooKeeper. It is its own module so
+// that the peers' client libraries never enter the main module's graph.
+// Results, with the command, machine and date of each run, are in RESULTS.md.
+package benchmarks

@@ -1,0 +1,3 @@
+module github.com/rafting/rafting
+
+go 1.26
