@@ -1,0 +1,187 @@
+package fsm
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/rafting/rafting/api"
+)
+
+// CodecVersion is the first byte of every command and snapshot. A replica
+// that meets a version it does not know rejects the command (Update stays
+// total) and refuses the snapshot, rather than guessing.
+const CodecVersion = 1
+
+// Op names a command. The numbering is part of the on-disk format: append,
+// never renumber.
+type Op uint8
+
+// Tenant shard commands. Ordinary commands may be proposed by any node and
+// carry no time; leader-only commands carry the proposer's Raft term and
+// time and are rejected unless the term is that of the last barrier.
+const (
+	OpOpenSession  Op = iota + 1 // ordinary
+	OpCloseSession               // ordinary
+	OpRegister                   // ordinary
+	OpDeregister                 // ordinary
+	OpSetPolicy                  // ordinary
+	OpResign                     // ordinary
+	OpSetQuotas                  // system (proposed by the reconciler)
+	OpBarrier                    // leader-only: a new leader's first word
+	OpRenew                      // leader-only: remaining countdowns
+	OpExpire                     // leader-only: end sessions
+	OpTick                       // leader-only: time for cold-start waits
+	OpRelease                    // leader-only: grant the successor of a releasing master
+)
+
+// Meta shard commands.
+const (
+	OpRegisterNode Op = iota + 64
+	OpCreateTenant
+	OpDeleteTenant
+	OpUpdateQuotas
+	OpRotateToken
+	OpAddReplica
+)
+
+var opNames = map[Op]string{
+	OpOpenSession: "open_session", OpCloseSession: "close_session", OpRegister: "register",
+	OpDeregister: "deregister", OpSetPolicy: "set_policy", OpResign: "resign",
+	OpSetQuotas: "set_quotas", OpBarrier: "barrier", OpRenew: "renew", OpExpire: "expire",
+	OpTick: "tick", OpRelease: "release",
+	OpRegisterNode: "register_node", OpCreateTenant: "create_tenant", OpDeleteTenant: "delete_tenant",
+	OpUpdateQuotas: "update_quotas", OpRotateToken: "rotate_token", OpAddReplica: "add_replica",
+}
+
+func (o Op) String() string {
+	if n, ok := opNames[o]; ok {
+		return n
+	}
+	return fmt.Sprintf("op(%d)", uint8(o))
+}
+
+// Encode returns the wire form of a command: version, op, JSON body.
+func Encode(op Op, body any) []byte {
+	b, err := json.Marshal(body)
+	if err != nil {
+		// Commands are plain structs built by this module: a marshal error
+		// is a programming error, not input.
+		panic(fmt.Sprintf("fsm: encode %s: %v", op, err))
+	}
+	out := make([]byte, 0, len(b)+2)
+	out = append(out, CodecVersion, byte(op))
+	return append(out, b...)
+}
+
+// Decode splits a command into its op and body. It never panics; every
+// malformed input is an error.
+func Decode(cmd []byte) (Op, []byte, error) {
+	if len(cmd) < 2 {
+		return 0, nil, fmt.Errorf("command of %d bytes", len(cmd))
+	}
+	if cmd[0] != CodecVersion {
+		return 0, nil, fmt.Errorf("codec version %d, want %d", cmd[0], CodecVersion)
+	}
+	return Op(cmd[1]), cmd[2:], nil
+}
+
+// Command bodies of the tenant shard.
+
+// OpenSession creates a session with a client-chosen secret ID, or reads it
+// back when it exists with the same parameters.
+type OpenSession struct {
+	ID          string `json:"id"`
+	TTLMs       int64  `json:"ttl_ms"`
+	LeaseMs     int64  `json:"lease_ms"`
+	DropGraceMs int64  `json:"drop_grace_ms"`
+}
+
+// CloseSession ends a session: its instances are removed and its
+// masterships handed over at once (the caller is the holder).
+type CloseSession struct {
+	ID string `json:"id"`
+}
+
+// Register creates or replaces an instance. Caller is the X-Rafting-Session
+// of the request, if any; the request is the holder's own when Caller or
+// the body's session names the instance's current session.
+type Register struct {
+	Service  string              `json:"service"`
+	ID       string              `json:"id"`
+	Instance api.RegisterRequest `json:"instance"`
+	Caller   string              `json:"caller,omitempty"`
+}
+
+// Deregister removes an instance.
+type Deregister struct {
+	Service string `json:"service"`
+	ID      string `json:"id"`
+	Caller  string `json:"caller,omitempty"`
+}
+
+// SetPolicy sets a service's election policy (it wins over instances' policy).
+type SetPolicy struct {
+	Service   string        `json:"service"`
+	ColdStart api.ColdStart `json:"cold_start"`
+}
+
+// Resign hands a mastership over, only while Token is the current one.
+type Resign struct {
+	Service  string `json:"service"`
+	Instance string `json:"instance"`
+	Token    uint64 `json:"fencing_token"`
+	To       string `json:"to,omitempty"`
+	Caller   string `json:"caller,omitempty"`
+}
+
+// SetQuotas brings the tenant shard's copy of its quotas to a version of the
+// meta shard's. Older versions are ignored.
+type SetQuotas struct {
+	Version uint64     `json:"version"`
+	Quotas  api.Quotas `json:"quotas"`
+}
+
+// Leader-only commands. Term is the Raft term they were proposed in; NowMs
+// the proposer's clock (Unix milliseconds).
+
+// Barrier is proposed by a new leader before it answers any keepalive.
+type Barrier struct {
+	Term  uint64 `json:"term"`
+	NowMs int64  `json:"now_ms"`
+}
+
+// Renew records sessions' remaining countdowns, so that a new leader resumes
+// them instead of granting a fresh TTL.
+type Renew struct {
+	Term  uint64      `json:"term"`
+	NowMs int64       `json:"now_ms"`
+	Items []RenewItem `json:"items"`
+}
+
+// RenewItem is one session's remaining countdown.
+type RenewItem struct {
+	ID          string `json:"id"`
+	RemainingMs int64  `json:"remaining_ms"`
+}
+
+// Expire ends sessions whose deadline passed, then grants successors.
+type Expire struct {
+	Term  uint64   `json:"term"`
+	NowMs int64    `json:"now_ms"`
+	IDs   []string `json:"ids"`
+}
+
+// Tick advances time for services waiting on a cold-start settle period.
+type Tick struct {
+	Term  uint64 `json:"term"`
+	NowMs int64  `json:"now_ms"`
+}
+
+// Release grants the successor of a releasing mastership once the holder's
+// last promise has lapsed.
+type Release struct {
+	Term    uint64 `json:"term"`
+	NowMs   int64  `json:"now_ms"`
+	Service string `json:"service"`
+	Token   uint64 `json:"fencing_token"`
+}

@@ -1,0 +1,85 @@
+package fsm
+
+import (
+	"fmt"
+
+	"github.com/rafting/rafting/api"
+	"sort"
+	"strings"
+)
+
+// Dump renders the whole state as canonical text: the same state always
+// gives the same text. Tests compare replicas and script expectations with it.
+func (t *Tenant) Dump() string {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	var b strings.Builder
+	st := &t.st
+	fmt.Fprintf(&b, "tenant %s epoch=%d applied=%d now=%d barrier=%d services_index=%d quotas_version=%d\n",
+		st.Name, st.Epoch, st.Applied, st.NowMs, st.BarrierTerm, st.ServicesIndex, st.QuotasVersion)
+	for _, id := range sortedSessionIDs(st.Sessions) {
+		s := st.Sessions[id]
+		fmt.Fprintf(&b, "session %s ttl=%d lease=%d grace=%d remaining=%d created=%d\n",
+			id, s.TTLMs, s.LeaseMs, s.DropGraceMs, s.RemainingMs, s.CreatedIndex)
+	}
+	for _, name := range sortedKeys(st.Services) {
+		svc := st.Services[name]
+		fmt.Fprintf(&b, "service %s modify=%d cold=%t waiting=%t wait_from=%d policy=%s",
+			name, svc.ModifyIndex, svc.Cold, svc.Waiting, svc.WaitFromMs, csString(svc.Policy))
+		if svc.Carried != nil {
+			fmt.Fprintf(&b, " carried=%s", csString(svc.Carried))
+		}
+		b.WriteByte('\n')
+		for _, id := range sortedKeys(svc.Instances) {
+			in := svc.Instances[id]
+			fmt.Fprintf(&b, "  instance %s %s %s addr=%s w=%d p=%d ready_index=%d registered=%d",
+				id, in.Mode, in.State, in.Address, in.Weight, in.Priority, in.ReadyIndex, in.RegisteredMs)
+			if in.Zone != "" {
+				fmt.Fprintf(&b, " zone=%s", in.Zone)
+			}
+			if in.Session != "" {
+				fmt.Fprintf(&b, " session=%s", in.Session)
+			}
+			if len(in.Meta) > 0 {
+				fmt.Fprintf(&b, " meta=%s", metaString(in.Meta))
+			}
+			b.WriteByte('\n')
+		}
+		if m := svc.Master; m != nil {
+			fmt.Fprintf(&b, "  master %s session=%s token=%s since=%d", m.Instance, m.Session, TokenString(m.Token), m.SinceMs)
+			if m.Releasing {
+				fmt.Fprintf(&b, " releasing to=%q", m.To)
+			}
+			b.WriteByte('\n')
+		}
+	}
+	for _, id := range st.TombOrder {
+		fmt.Fprintf(&b, "tomb %s @%d\n", id, st.Tombs[id])
+	}
+	return b.String()
+}
+
+// TokenString renders a fencing token as epoch:index.
+func TokenString(token uint64) string {
+	return fmt.Sprintf("%d:%d", token>>40, token&(1<<40-1))
+}
+
+func csString(cs *api.ColdStart) string {
+	if cs == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%d/%dms", cs.MinReady, cs.SettleMs)
+}
+
+func metaString(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + m[k]
+	}
+	return strings.Join(parts, ",")
+}

@@ -1,0 +1,95 @@
+package fsm
+
+import (
+	"bytes"
+	"regexp"
+	"testing"
+
+	"github.com/rafting/rafting/api"
+)
+
+var appliedField = regexp.MustCompile(`applied=\d+`)
+
+// seeded returns a tenant with sessions, a farm service and an elected
+// master-standby service, so fuzzed commands meet real state.
+func seeded(t testing.TB) *Tenant {
+	sm := NewTenant(TenantInfo{Name: "acme", Epoch: 3, Quotas: api.Quotas{MaxServices: 5, MaxInstances: 8, MaxSessions: 4, MaxMetaBytes: 64, MinTTLMs: 3000, MaxTTLMs: 60000}})
+	cmds := [][]byte{
+		Encode(OpBarrier, Barrier{Term: 2, NowMs: 1000}),
+		Encode(OpOpenSession, OpenSession{ID: "sessA-0000000000", TTLMs: 5000, LeaseMs: 1000}),
+		Encode(OpOpenSession, OpenSession{ID: "sessB-0000000000", TTLMs: 5000, LeaseMs: 1000}),
+		Encode(OpRegister, Register{Service: "web", ID: "w1", Instance: api.RegisterRequest{Address: "a:1"}}),
+		Encode(OpRegister, Register{Service: "db", ID: "d1", Instance: api.RegisterRequest{Address: "d:1", Mode: api.ModeMasterStandby, Session: "sessA-0000000000"}}),
+		Encode(OpRegister, Register{Service: "db", ID: "d2", Instance: api.RegisterRequest{Address: "d:2", Mode: api.ModeMasterStandby, Session: "sessB-0000000000"}}),
+	}
+	for i, c := range cmds {
+		var ch Changes
+		if o := sm.Apply(uint64(i+1), c, &ch); o.Code != "" {
+			t.Fatalf("seed command %d: %s %s", i, o.Code, o.Message)
+		}
+	}
+	return sm
+}
+
+// FuzzTenantApply feeds arbitrary commands to a tenant state machine: no
+// command may hit the internal-error path (a panic caught by Apply), a
+// rejected command must change nothing, and the state must survive a
+// snapshot round trip.
+func FuzzTenantApply(f *testing.F) {
+	f.Add(byte(OpRegister), []byte(`{"service":"db","id":"d3","instance":{"address":"x","mode":"master-standby","session":"sessA-0000000000","priority":3}}`))
+	f.Add(byte(OpResign), []byte(`{"service":"db","instance":"d1","fencing_token":3298534883333,"to":"d2","caller":"sessA-0000000000"}`))
+	f.Add(byte(OpExpire), []byte(`{"term":2,"now_ms":5000,"ids":["sessA-0000000000","sessB-0000000000"]}`))
+	f.Add(byte(OpRelease), []byte(`{"term":2,"now_ms":5000,"service":"db","fencing_token":3298534883333}`))
+	f.Add(byte(OpSetPolicy), []byte(`{"service":"db","cold_start":{"min_ready":2,"settle_ms":100}}`))
+	f.Add(byte(OpTick), []byte(`{"term":2,"now_ms":-1}`))
+	f.Add(byte(OpRenew), []byte(`{"term":2,"now_ms":1,"items":[{"id":"sessA-0000000000","remaining_ms":-7}]}`))
+	f.Add(byte(OpOpenSession), []byte(`{"id":"sessC-0000000000","ttl_ms":1e30}`))
+	f.Add(byte(OpDeregister), []byte(`{"service":"db","id":"d1"}`))
+	f.Add(byte(OpCloseSession), []byte(`{"id":"sessB-0000000000"}`))
+	f.Add(byte(0), []byte(`null`))
+	f.Add(byte(OpRegister), []byte(`{"service":"web","id":"w1","instance":{"address":"a","meta":{"":"x"}}}`))
+	f.Fuzz(func(t *testing.T, op byte, body []byte) {
+		sm := seeded(t)
+		before := appliedField.ReplaceAllString(sm.Dump(), "")
+		var ch Changes
+		o := sm.Apply(100, append([]byte{CodecVersion, op}, body...), &ch)
+		if o.Code == api.CodeInternal {
+			t.Fatalf("op %d %q: internal error: %s", op, body, o.Message)
+		}
+		if o.Code != "" {
+			if after := appliedField.ReplaceAllString(sm.Dump(), ""); after != before {
+				t.Fatalf("op %d %q rejected (%s) but changed the state:\n%s\nwas:\n%s", op, body, o.Code, after, before)
+			}
+			if !ch.empty() {
+				t.Fatalf("op %d %q rejected but reported changes %+v", op, body, ch)
+			}
+		}
+		snap, err := sm.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		again := NewTenant(TenantInfo{})
+		if err := again.Restore(bytes.NewReader(snap)); err != nil {
+			t.Fatal(err)
+		}
+		if again.Dump() != sm.Dump() {
+			t.Fatalf("snapshot round trip differs after op %d %q", op, body)
+		}
+	})
+}
+
+// FuzzDecode checks the command envelope never panics and round-trips.
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte{CodecVersion, byte(OpRegister), '{', '}'})
+	f.Add([]byte{})
+	f.Add([]byte{9, 9})
+	f.Fuzz(func(t *testing.T, cmd []byte) {
+		op, body, err := Decode(cmd)
+		if err != nil {
+			return
+		}
+		if again := append([]byte{CodecVersion, byte(op)}, body...); !bytes.Equal(again, cmd) {
+			t.Fatalf("Decode(%q) does not round-trip", cmd)
+		}
+	})
+}

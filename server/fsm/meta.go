@@ -1,0 +1,487 @@
+package fsm
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/tenants"
+)
+
+// MetaShardID is the Raft shard of the meta state machine. Its replica IDs
+// are the node IDs.
+const MetaShardID = 1
+
+// First IDs handed out by the meta shard's counters. Shard IDs below
+// FirstTenantShardID are reserved for system shards; tenant replica IDs
+// start above any plausible node ID, so they are never confused with one.
+const (
+	FirstTenantShardID = 100
+	FirstReplicaID     = 1000
+)
+
+// Meta is the state machine of the meta shard: nodes, tenants with their
+// shard, replica map, epoch, quotas and token hashes, the tombstones of
+// deleted tenants' shards, and the counters that issue shard and replica
+// IDs, never reused.
+type Meta struct {
+	mu    sync.RWMutex
+	st    metaState
+	watch watchHub
+}
+
+type metaState struct {
+	Applied       uint64                   `json:"applied"`
+	NextShardID   uint64                   `json:"next_shard_id"`
+	NextReplicaID uint64                   `json:"next_replica_id"`
+	Epochs        map[string]uint64        `json:"epochs"`
+	Nodes         map[uint64]*NodeRecord   `json:"nodes"`
+	Tenants       map[string]*TenantRecord `json:"tenants"`
+	Tombstones    map[uint64]*Tombstone    `json:"tombstones"`
+}
+
+// NodeRecord is a server as it registered itself.
+type NodeRecord struct {
+	ID          uint64 `json:"id"`
+	RaftAddress string `json:"raft_address"`
+	APIAddress  string `json:"api_address"`
+}
+
+// Replica is one replica of a tenant shard. Join is set for replicas added
+// after the shard was created: their node starts them as joiners, never
+// bootstrapping them.
+type Replica struct {
+	Node        uint64 `json:"node"`
+	RaftAddress string `json:"raft_address"`
+	Join        bool   `json:"join,omitempty"`
+}
+
+// TenantRecord is a tenant in the meta shard.
+type TenantRecord struct {
+	Name          string              `json:"name"`
+	ShardID       uint64              `json:"shard_id"`
+	Epoch         uint64              `json:"epoch"`
+	Replicas      map[uint64]Replica  `json:"replicas"`
+	InitialQuotas api.Quotas          `json:"initial_quotas"` // what the shard starts from
+	Quotas        api.Quotas          `json:"quotas"`
+	QuotasVersion uint64              `json:"quotas_version"`
+	Credentials   tenants.Credentials `json:"credentials"`
+	CreatedMs     int64               `json:"created_ms"`
+}
+
+// Info is what the tenant's state machine starts from.
+func (r *TenantRecord) Info() TenantInfo {
+	return TenantInfo{Name: r.Name, Epoch: r.Epoch, Quotas: r.InitialQuotas}
+}
+
+// Initial returns the replica map a bootstrapping node starts with: the
+// replicas fixed at creation (joiners excluded).
+func (r *TenantRecord) Initial() map[uint64]string {
+	m := map[uint64]string{}
+	for id, rep := range r.Replicas {
+		if !rep.Join {
+			m[id] = rep.RaftAddress
+		}
+	}
+	return m
+}
+
+// ReplicaOn returns the replica ID a node hosts, if any.
+func (r *TenantRecord) ReplicaOn(node uint64) (uint64, Replica, bool) {
+	for id, rep := range r.Replicas {
+		if rep.Node == node {
+			return id, rep, true
+		}
+	}
+	return 0, Replica{}, false
+}
+
+func (r *TenantRecord) clone() *TenantRecord {
+	c := *r
+	c.Replicas = make(map[uint64]Replica, len(r.Replicas))
+	for k, v := range r.Replicas {
+		c.Replicas[k] = v
+	}
+	if r.Credentials.Previous != nil {
+		p := *r.Credentials.Previous
+		c.Credentials.Previous = &p
+	}
+	return &c
+}
+
+// Tombstone is the shard of a deleted tenant: its ID is never reused, and
+// every node removes its local data for it.
+type Tombstone struct {
+	Tenant    string             `json:"tenant"`
+	ShardID   uint64             `json:"shard_id"`
+	Replicas  map[uint64]Replica `json:"replicas"`
+	DeletedMs int64              `json:"deleted_ms"`
+}
+
+// Meta commands.
+
+// RegisterNode records (or updates) a node's addresses; nodes send it at
+// every start.
+type RegisterNode struct {
+	ID          uint64 `json:"id"`
+	RaftAddress string `json:"raft_address"`
+	APIAddress  string `json:"api_address"`
+}
+
+// CreateTenant creates a tenant with a replica on each of Members (node ID
+// -> Raft address), chosen by the proposer from the meta shard's membership.
+// A retry with the same token hash answers the existing tenant.
+type CreateTenant struct {
+	Name      string            `json:"name"`
+	Quotas    api.Quotas        `json:"quotas"`
+	TokenHash tenants.Hash      `json:"token_hash"`
+	Members   map[uint64]string `json:"members"`
+	NowMs     int64             `json:"now_ms"`
+}
+
+// DeleteTenant deletes a tenant and tombstones its shard.
+type DeleteTenant struct {
+	Name  string `json:"name"`
+	NowMs int64  `json:"now_ms"`
+}
+
+// UpdateQuotas replaces a tenant's quotas (already merged and validated).
+type UpdateQuotas struct {
+	Name   string     `json:"name"`
+	Quotas api.Quotas `json:"quotas"`
+}
+
+// RotateToken makes TokenHash the tenant's token; the previous one stays
+// valid for PreviousValidMs. A retry with the same hash changes nothing.
+type RotateToken struct {
+	Name            string       `json:"name"`
+	TokenHash       tenants.Hash `json:"token_hash"`
+	PreviousValidMs int64        `json:"previous_valid_ms"`
+	NowMs           int64        `json:"now_ms"`
+}
+
+// AddReplica places a new replica of every tenant shard on a node that
+// joined the cluster after the tenants were created.
+type AddReplica struct {
+	Name        string `json:"name"`
+	Node        uint64 `json:"node"`
+	RaftAddress string `json:"raft_address"`
+}
+
+// MetaOutcome is the result of a meta command.
+type MetaOutcome struct {
+	Code    api.Code      `json:"code,omitempty"`
+	Message string        `json:"message,omitempty"`
+	Index   uint64        `json:"index"`
+	Created bool          `json:"created,omitempty"`
+	Tenant  *TenantRecord `json:"tenant,omitempty"`
+	Replica uint64        `json:"replica,omitempty"`
+}
+
+// Err returns the outcome as an *api.Error, or nil when it succeeded.
+func (o *MetaOutcome) Err() *api.Error {
+	if o.Code == "" {
+		return nil
+	}
+	return &api.Error{Code: o.Code, Message: o.Message}
+}
+
+func metaReject(code api.Code, format string, args ...any) MetaOutcome {
+	return MetaOutcome{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// NewMeta returns an empty meta state machine.
+func NewMeta() *Meta {
+	return &Meta{st: metaState{
+		NextShardID: FirstTenantShardID, NextReplicaID: FirstReplicaID,
+		Epochs: map[string]uint64{}, Nodes: map[uint64]*NodeRecord{},
+		Tenants: map[string]*TenantRecord{}, Tombstones: map[uint64]*Tombstone{},
+	}}
+}
+
+// Apply applies one committed meta entry. Like Tenant.Apply it is total.
+func (m *Meta) Apply(index uint64, cmd []byte) (o MetaOutcome) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	defer func() {
+		if r := recover(); r != nil {
+			o = metaReject(api.CodeInternal, "meta command at %d: %v", index, r)
+		}
+		if index > m.st.Applied {
+			m.st.Applied = index
+		}
+		o.Index = index
+	}()
+	op, body, err := Decode(cmd)
+	if err != nil {
+		return metaReject(api.CodeBadRequest, "undecodable command: %v", err)
+	}
+	switch op {
+	case OpRegisterNode:
+		var c RegisterNode
+		if err := strictUnmarshal(body, &c); err != nil {
+			return metaReject(api.CodeBadRequest, "%s: %v", op, err)
+		}
+		if c.ID == 0 || c.RaftAddress == "" {
+			return metaReject(api.CodeBadRequest, "register_node: id and raft_address are required")
+		}
+		m.st.Nodes[c.ID] = &NodeRecord{ID: c.ID, RaftAddress: c.RaftAddress, APIAddress: c.APIAddress}
+		return MetaOutcome{}
+	case OpCreateTenant:
+		var c CreateTenant
+		if err := strictUnmarshal(body, &c); err != nil {
+			return metaReject(api.CodeBadRequest, "%s: %v", op, err)
+		}
+		return m.createTenant(c)
+	case OpDeleteTenant:
+		var c DeleteTenant
+		if err := strictUnmarshal(body, &c); err != nil {
+			return metaReject(api.CodeBadRequest, "%s: %v", op, err)
+		}
+		t := m.st.Tenants[c.Name]
+		if t == nil {
+			return MetaOutcome{} // deleting a missing tenant succeeds
+		}
+		m.st.Tombstones[t.ShardID] = &Tombstone{Tenant: t.Name, ShardID: t.ShardID, Replicas: t.clone().Replicas, DeletedMs: c.NowMs}
+		delete(m.st.Tenants, c.Name)
+		return MetaOutcome{Tenant: t.clone()}
+	case OpUpdateQuotas:
+		var c UpdateQuotas
+		if err := strictUnmarshal(body, &c); err != nil {
+			return metaReject(api.CodeBadRequest, "%s: %v", op, err)
+		}
+		t := m.st.Tenants[c.Name]
+		if t == nil {
+			return metaReject(api.CodeNotFound, "tenant %s not found", c.Name)
+		}
+		if t.Quotas != c.Quotas {
+			t.Quotas = c.Quotas
+			t.QuotasVersion++
+		}
+		return MetaOutcome{Tenant: t.clone()}
+	case OpRotateToken:
+		var c RotateToken
+		if err := strictUnmarshal(body, &c); err != nil {
+			return metaReject(api.CodeBadRequest, "%s: %v", op, err)
+		}
+		t := m.st.Tenants[c.Name]
+		if t == nil {
+			return metaReject(api.CodeNotFound, "tenant %s not found", c.Name)
+		}
+		if c.PreviousValidMs < 0 {
+			return metaReject(api.CodeBadRequest, "previous_valid_ms: must not be negative")
+		}
+		t.Credentials, _ = tenants.Rotate(t.Credentials, c.TokenHash, time.UnixMilli(c.NowMs),
+			time.Duration(c.PreviousValidMs)*time.Millisecond)
+		return MetaOutcome{Tenant: t.clone()}
+	case OpAddReplica:
+		var c AddReplica
+		if err := strictUnmarshal(body, &c); err != nil {
+			return metaReject(api.CodeBadRequest, "%s: %v", op, err)
+		}
+		t := m.st.Tenants[c.Name]
+		if t == nil {
+			return metaReject(api.CodeNotFound, "tenant %s not found", c.Name)
+		}
+		if id, _, ok := t.ReplicaOn(c.Node); ok {
+			return MetaOutcome{Tenant: t.clone(), Replica: id}
+		}
+		id := m.st.NextReplicaID
+		m.st.NextReplicaID++
+		t.Replicas[id] = Replica{Node: c.Node, RaftAddress: c.RaftAddress, Join: true}
+		return MetaOutcome{Tenant: t.clone(), Replica: id, Created: true}
+	}
+	return metaReject(api.CodeBadRequest, "unknown meta command %s", op)
+}
+
+func (m *Meta) createTenant(c CreateTenant) MetaOutcome {
+	if err := api.ValidateTenantName("name", c.Name); err != nil {
+		e := err.(*api.Error)
+		return MetaOutcome{Code: e.Code, Message: e.Message}
+	}
+	if t := m.st.Tenants[c.Name]; t != nil {
+		if t.Credentials.Current.Equal(c.TokenHash) {
+			return MetaOutcome{Tenant: t.clone()} // a retry
+		}
+		return metaReject(api.CodeConflict, "tenant %s exists", c.Name)
+	}
+	if len(c.Members) == 0 {
+		return metaReject(api.CodeUnavailable, "create_tenant: no members to place the shard on")
+	}
+	t := &TenantRecord{
+		Name: c.Name, ShardID: m.st.NextShardID, Epoch: m.st.Epochs[c.Name] + 1,
+		Replicas: map[uint64]Replica{}, InitialQuotas: c.Quotas, Quotas: c.Quotas,
+		Credentials: tenants.Credentials{Current: c.TokenHash}, CreatedMs: c.NowMs,
+	}
+	m.st.NextShardID++
+	m.st.Epochs[c.Name] = t.Epoch
+	nodes := make([]uint64, 0, len(c.Members))
+	for n := range c.Members {
+		nodes = append(nodes, n)
+	}
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i] < nodes[j] })
+	for _, n := range nodes {
+		t.Replicas[m.st.NextReplicaID] = Replica{Node: n, RaftAddress: c.Members[n]}
+		m.st.NextReplicaID++
+	}
+	m.st.Tenants[c.Name] = t
+	return MetaOutcome{Tenant: t.clone(), Created: true}
+}
+
+// Notify wakes the meta watchers (the reconciler) after a batch.
+func (m *Meta) Notify() {
+	m.watch.notify(&Changes{})
+}
+
+// WaitApplied returns the applied index and a channel closed after the next
+// applied batch.
+func (m *Meta) WaitApplied() (uint64, <-chan struct{}) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.st.Applied, m.watch.appliedChan()
+}
+
+// Applied is the index of the last applied meta entry.
+func (m *Meta) Applied() uint64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.st.Applied
+}
+
+// Tenant returns a copy of a tenant's record.
+func (m *Meta) Tenant(name string) (*TenantRecord, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	t := m.st.Tenants[name]
+	if t == nil {
+		return nil, false
+	}
+	return t.clone(), true
+}
+
+// Tenants returns copies of every tenant's record, sorted by name.
+func (m *Meta) Tenants() []*TenantRecord {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]*TenantRecord, 0, len(m.st.Tenants))
+	for _, name := range sortedKeys(m.st.Tenants) {
+		out = append(out, m.st.Tenants[name].clone())
+	}
+	return out
+}
+
+// TenantByShard returns the tenant that owns a shard, if it is live.
+func (m *Meta) TenantByShard(shardID uint64) (*TenantRecord, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for _, t := range m.st.Tenants {
+		if t.ShardID == shardID {
+			return t.clone(), true
+		}
+	}
+	return nil, false
+}
+
+// Credentials returns a tenant's token hashes.
+func (m *Meta) Credentials(name string) (tenants.Credentials, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	t := m.st.Tenants[name]
+	if t == nil {
+		return tenants.Credentials{}, false
+	}
+	return t.clone().Credentials, true
+}
+
+// Nodes returns every registered node, sorted by ID.
+func (m *Meta) Nodes() []NodeRecord {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]NodeRecord, 0, len(m.st.Nodes))
+	for _, n := range m.st.Nodes {
+		out = append(out, *n)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Node returns one node's record.
+func (m *Meta) Node(id uint64) (NodeRecord, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	n := m.st.Nodes[id]
+	if n == nil {
+		return NodeRecord{}, false
+	}
+	return *n, true
+}
+
+// Tombstoned reports whether a shard ID belongs to a deleted tenant.
+func (m *Meta) Tombstoned(shardID uint64) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	_, ok := m.st.Tombstones[shardID]
+	return ok
+}
+
+// Tombstones returns every tombstone, sorted by shard ID.
+func (m *Meta) Tombstones() []Tombstone {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]Tombstone, 0, len(m.st.Tombstones))
+	for _, t := range m.st.Tombstones {
+		out = append(out, *t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ShardID < out[j].ShardID })
+	return out
+}
+
+// Snapshot returns the encoded state.
+func (m *Meta) Snapshot() ([]byte, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	b, err := json.Marshal(&m.st)
+	if err != nil {
+		return nil, fmt.Errorf("encode meta snapshot: %w", err)
+	}
+	return append([]byte{CodecVersion}, b...), nil
+}
+
+// SaveSnapshot writes the encoded state.
+func (m *Meta) SaveSnapshot(w io.Writer) error {
+	b, err := m.Snapshot()
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(b)
+	return err
+}
+
+// Restore replaces the state with a snapshot's.
+func (m *Meta) Restore(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return fmt.Errorf("read meta snapshot: %w", err)
+	}
+	if len(b) < 1 || b[0] != CodecVersion {
+		return fmt.Errorf("meta snapshot: unknown codec version")
+	}
+	st := NewMeta().st
+	if err := json.Unmarshal(b[1:], &st); err != nil {
+		return fmt.Errorf("decode meta snapshot: %w", err)
+	}
+	for _, t := range st.Tenants {
+		if t.Replicas == nil {
+			t.Replicas = map[uint64]Replica{}
+		}
+	}
+	m.mu.Lock()
+	m.st = st
+	m.mu.Unlock()
+	m.watch.wakeAll()
+	return nil
+}

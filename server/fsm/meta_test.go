@@ -1,0 +1,114 @@
+package fsm
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/tenants"
+)
+
+func metaApply(t *testing.T, m *Meta, index uint64, op Op, body any) MetaOutcome {
+	t.Helper()
+	o := m.Apply(index, Encode(op, body))
+	if o.Index != index {
+		t.Fatalf("%s: index %d, want %d", op, o.Index, index)
+	}
+	return o
+}
+
+func TestMetaTenantLifecycle(t *testing.T) {
+	m := NewMeta()
+	members := map[uint64]string{1: "h1:1", 2: "h2:1", 3: "h3:1"}
+	h1 := tenants.HashToken("rft_acme_one")
+	o := metaApply(t, m, 1, OpCreateTenant, CreateTenant{Name: "acme", Quotas: api.Quotas{MaxServices: 7}, TokenHash: h1, Members: members, NowMs: 1000})
+	if o.Code != "" || !o.Created || o.Tenant.ShardID != FirstTenantShardID || o.Tenant.Epoch != 1 {
+		t.Fatalf("create = %+v", o)
+	}
+	if got := len(o.Tenant.Replicas); got != 3 {
+		t.Fatalf("replicas = %d, want 3", got)
+	}
+	first := o.Tenant
+	// A retry with the same token hash answers the same tenant; another hash conflicts.
+	if o := metaApply(t, m, 2, OpCreateTenant, CreateTenant{Name: "acme", TokenHash: h1, Members: members}); o.Code != "" || o.Created || o.Tenant.ShardID != first.ShardID {
+		t.Fatalf("retry = %+v", o)
+	}
+	if o := metaApply(t, m, 3, OpCreateTenant, CreateTenant{Name: "acme", TokenHash: tenants.HashToken("x"), Members: members}); o.Code != api.CodeConflict {
+		t.Fatalf("second create = %+v, want conflict", o)
+	}
+	if o := metaApply(t, m, 4, OpCreateTenant, CreateTenant{Name: "Bad_Name", TokenHash: h1, Members: members}); o.Code != api.CodeBadRequest {
+		t.Fatalf("bad name = %+v, want bad_request", o)
+	}
+	// Delete tombstones the shard; a re-create gets fresh IDs and the next epoch.
+	metaApply(t, m, 5, OpDeleteTenant, DeleteTenant{Name: "acme", NowMs: 2000})
+	if !m.Tombstoned(first.ShardID) {
+		t.Fatal("deleted shard not tombstoned")
+	}
+	if o := metaApply(t, m, 6, OpDeleteTenant, DeleteTenant{Name: "acme"}); o.Code != "" {
+		t.Fatalf("delete of a missing tenant = %+v, want success", o)
+	}
+	o = metaApply(t, m, 7, OpCreateTenant, CreateTenant{Name: "acme", TokenHash: h1, Members: members, NowMs: 3000})
+	if o.Tenant.ShardID <= first.ShardID || o.Tenant.Epoch != 2 {
+		t.Fatalf("re-create = shard %d epoch %d, want a new shard and epoch 2", o.Tenant.ShardID, o.Tenant.Epoch)
+	}
+	for id := range o.Tenant.Replicas {
+		if _, reused := first.Replicas[id]; reused {
+			t.Fatalf("replica ID %d reused", id)
+		}
+	}
+	// Rotation: the previous token stays valid for its window; a retry is a no-op.
+	h2 := tenants.HashToken("rft_acme_two")
+	metaApply(t, m, 8, OpRotateToken, RotateToken{Name: "acme", TokenHash: h2, PreviousValidMs: 60_000, NowMs: 10_000})
+	metaApply(t, m, 9, OpRotateToken, RotateToken{Name: "acme", TokenHash: h2, PreviousValidMs: 60_000, NowMs: 20_000})
+	c, _ := m.Credentials("acme")
+	if !c.Match(h2, time.UnixMilli(10_001)) || !c.Match(h1, time.UnixMilli(69_999)) || c.Match(h1, time.UnixMilli(70_000)) {
+		t.Fatalf("credentials after rotation: %+v", c)
+	}
+	// Quotas: a change bumps the version once.
+	metaApply(t, m, 10, OpUpdateQuotas, UpdateQuotas{Name: "acme", Quotas: api.Quotas{MaxServices: 9}})
+	metaApply(t, m, 11, OpUpdateQuotas, UpdateQuotas{Name: "acme", Quotas: api.Quotas{MaxServices: 9}})
+	tr, _ := m.Tenant("acme")
+	if tr.QuotasVersion != 1 || tr.Quotas.MaxServices != 9 {
+		t.Fatalf("quotas = %+v v%d", tr.Quotas, tr.QuotasVersion)
+	}
+	// A node that joins later gets a joiner replica, once.
+	a := metaApply(t, m, 12, OpAddReplica, AddReplica{Name: "acme", Node: 4, RaftAddress: "h4:1"})
+	b := metaApply(t, m, 13, OpAddReplica, AddReplica{Name: "acme", Node: 4, RaftAddress: "h4:1"})
+	if !a.Created || b.Created || a.Replica != b.Replica || !b.Tenant.Replicas[a.Replica].Join {
+		t.Fatalf("add replica: %+v then %+v", a, b)
+	}
+	if _, ok := b.Tenant.Initial()[a.Replica]; ok {
+		t.Fatal("a joiner is part of the initial map")
+	}
+	// Snapshot round trip.
+	snap, _ := m.Snapshot()
+	again := NewMeta()
+	if err := again.Restore(bytes.NewReader(snap)); err != nil {
+		t.Fatal(err)
+	}
+	if s2, _ := again.Snapshot(); !bytes.Equal(snap, s2) {
+		t.Fatalf("meta snapshot round trip differs")
+	}
+}
+
+func FuzzMetaApply(f *testing.F) {
+	f.Add(byte(OpCreateTenant), []byte(`{"name":"acme","quotas":{},"token_hash":"00","members":{"1":"a"}}`))
+	f.Add(byte(OpRotateToken), []byte(`{"name":"acme","token_hash":"zz","previous_valid_ms":-1}`))
+	f.Add(byte(OpAddReplica), []byte(`{"name":"acme","node":0}`))
+	f.Add(byte(OpRegisterNode), []byte(`{"id":1,"raft_address":"x","api_address":"y"}`))
+	f.Fuzz(func(t *testing.T, op byte, body []byte) {
+		m := NewMeta()
+		m.Apply(1, Encode(OpCreateTenant, CreateTenant{Name: "acme", TokenHash: tenants.HashToken("t"), Members: map[uint64]string{1: "a"}}))
+		before, _ := m.Snapshot()
+		o := m.Apply(2, append([]byte{CodecVersion, op}, body...))
+		if o.Code == api.CodeInternal {
+			t.Fatalf("op %d %q: internal error %s", op, body, o.Message)
+		}
+		after, _ := m.Snapshot()
+		// A rejected command moves the applied index and nothing else.
+		if want := bytes.Replace(before, []byte(`"applied":1,`), []byte(`"applied":2,`), 1); o.Code != "" && !bytes.Equal(want, after) {
+			t.Fatalf("op %d %q rejected (%s) but changed the state", op, body, o.Code)
+		}
+	})
+}

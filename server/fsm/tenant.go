@@ -1,0 +1,1020 @@
+package fsm
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/rafting/rafting/api"
+)
+
+// Session defaults and bounds. The tenant's quotas narrow TTLs further.
+const (
+	DefaultTTLMs       = 5000
+	DefaultDropGraceMs = 500
+	// MaxTombstones bounds the ended sessions a tenant remembers, so that a
+	// keepalive for one is answered session_expired rather than not_found.
+	MaxTombstones = 10000
+)
+
+// Tenant is the state machine of one tenant shard: services, instances,
+// sessions, master records and indexes. Apply is deterministic: it reads no
+// clock and no random source; time arrives in leader-only commands.
+//
+// Apply is called by one goroutine at a time (Dragonboat's apply worker);
+// every read method may be called concurrently with it.
+type Tenant struct {
+	mu sync.RWMutex
+	st tenantState
+	// derived from st, rebuilt on restore
+	owned map[string]map[instKey]struct{} // session -> instances it owns
+	held  map[string]map[string]struct{}  // session -> services it masters
+
+	watch watchHub
+}
+
+type instKey struct{ service, id string }
+
+// tenantState is everything a snapshot holds. encoding/json writes map keys
+// sorted, so the same state always encodes to the same bytes.
+type tenantState struct {
+	Name          string              `json:"name"`
+	Epoch         uint64              `json:"epoch"`
+	Quotas        api.Quotas          `json:"quotas"`
+	QuotasVersion uint64              `json:"quotas_version"`
+	Applied       uint64              `json:"applied"`
+	NowMs         int64               `json:"now_ms"`
+	BarrierTerm   uint64              `json:"barrier_term"`
+	ServicesIndex uint64              `json:"services_index"`
+	Services      map[string]*service `json:"services"`
+	Sessions      map[string]*session `json:"sessions"`
+	Tombs         map[string]uint64   `json:"tombs"`
+	TombOrder     []string            `json:"tomb_order"`
+}
+
+type service struct {
+	ModifyIndex uint64               `json:"modify_index"`
+	Instances   map[string]*instance `json:"instances"`
+	Master      *master              `json:"master,omitempty"`
+	Policy      *api.ColdStart       `json:"policy,omitempty"`  // set through the REST endpoint
+	Carried     *api.ColdStart       `json:"carried,omitempty"` // carried by instances
+	Cold        bool                 `json:"cold"`              // no ready candidate since the last grant
+	Waiting     bool                 `json:"waiting"`           // cold start waits for min_ready or settle
+	WaitFromMs  int64                `json:"wait_from_ms"`      // anchored by the first Tick of the wait
+}
+
+type instance struct {
+	Address      string            `json:"address"`
+	Mode         api.Mode          `json:"mode"`
+	State        api.State         `json:"state"`
+	Weight       int               `json:"weight"`
+	Priority     int               `json:"priority"`
+	Zone         string            `json:"zone,omitempty"`
+	Meta         map[string]string `json:"meta,omitempty"`
+	Session      string            `json:"session,omitempty"`
+	RegisteredMs int64             `json:"registered_ms"`
+	ReadyIndex   uint64            `json:"ready_index"`
+}
+
+type session struct {
+	TTLMs        int64  `json:"ttl_ms"`
+	LeaseMs      int64  `json:"lease_ms"`
+	DropGraceMs  int64  `json:"drop_grace_ms"`
+	RemainingMs  int64  `json:"remaining_ms"`
+	CreatedIndex uint64 `json:"created_index"`
+}
+
+type master struct {
+	Instance  string `json:"instance"`
+	Session   string `json:"session"`
+	Token     uint64 `json:"token"`
+	SinceMs   int64  `json:"since_ms"`
+	Releasing bool   `json:"releasing,omitempty"`
+	To        string `json:"to,omitempty"` // preferred successor of a releasing record
+}
+
+// TenantInfo is what a tenant shard starts from, fixed by the meta entry
+// that created the tenant, identical on every replica.
+type TenantInfo struct {
+	Name   string
+	Epoch  uint64
+	Quotas api.Quotas
+}
+
+// NewTenant returns the state machine of a new tenant shard.
+func NewTenant(info TenantInfo) *Tenant {
+	t := &Tenant{st: tenantState{
+		Name: info.Name, Epoch: info.Epoch, Quotas: info.Quotas,
+		Services: map[string]*service{}, Sessions: map[string]*session{}, Tombs: map[string]uint64{},
+	}}
+	t.rebuild()
+	return t
+}
+
+func (t *Tenant) rebuild() {
+	t.owned = map[string]map[instKey]struct{}{}
+	t.held = map[string]map[string]struct{}{}
+	for name, svc := range t.st.Services {
+		for id, in := range svc.Instances {
+			if in.Session != "" {
+				t.own(in.Session, instKey{name, id})
+			}
+		}
+		if svc.Master != nil {
+			t.hold(svc.Master.Session, name)
+		}
+	}
+}
+
+func (t *Tenant) own(sess string, k instKey) {
+	m := t.owned[sess]
+	if m == nil {
+		m = map[instKey]struct{}{}
+		t.owned[sess] = m
+	}
+	m[k] = struct{}{}
+}
+
+func (t *Tenant) disown(sess string, k instKey) {
+	if m := t.owned[sess]; m != nil {
+		delete(m, k)
+		if len(m) == 0 {
+			delete(t.owned, sess)
+		}
+	}
+}
+
+func (t *Tenant) hold(sess, svc string) {
+	m := t.held[sess]
+	if m == nil {
+		m = map[string]struct{}{}
+		t.held[sess] = m
+	}
+	m[svc] = struct{}{}
+}
+
+func (t *Tenant) unhold(sess, svc string) {
+	if m := t.held[sess]; m != nil {
+		delete(m, svc)
+		if len(m) == 0 {
+			delete(t.held, sess)
+		}
+	}
+}
+
+// Outcome is the result of one command, returned to the proposer in the
+// entry's Result.Data. A rejected command (Code set) changed nothing.
+type Outcome struct {
+	Code     api.Code             `json:"code,omitempty"`
+	Message  string               `json:"message,omitempty"`
+	Quota    string               `json:"quota,omitempty"`
+	Limit    int64                `json:"limit,omitempty"`
+	Used     int64                `json:"used,omitempty"`
+	Index    uint64               `json:"index"`
+	Created  bool                 `json:"created,omitempty"`
+	Instance *api.Instance        `json:"instance,omitempty"`
+	Session  *api.SessionResponse `json:"session,omitempty"`
+}
+
+// Err returns the outcome as an *api.Error, or nil when it succeeded.
+func (o *Outcome) Err() *api.Error {
+	if o.Code == "" {
+		return nil
+	}
+	return &api.Error{Code: o.Code, Message: o.Message, Quota: o.Quota, Limit: o.Limit, Used: o.Used}
+}
+
+func reject(err *api.Error) Outcome {
+	return Outcome{Code: err.Code, Message: err.Message, Quota: err.Quota, Limit: err.Limit, Used: err.Used}
+}
+
+func rejectf(code api.Code, format string, args ...any) Outcome {
+	return reject(api.Errorf(code, format, args...))
+}
+
+// Changes tells a node's local observers what one batch of entries changed.
+// It is derived from the entries, so every replica computes the same.
+type Changes struct {
+	Services   map[string]struct{} // services whose answer changed
+	ServiceSet bool                // a service was created or removed
+	Opened     []string            // sessions created
+	Ended      []string            // sessions ended (expired or closed)
+	Masters    []MasterChange      // master records granted, marked releasing or removed
+	Barrier    uint64              // the barrier term applied in this batch, if any
+}
+
+// MasterChange is one change of a service's master record. Old or New is
+// nil when there was or is no master.
+type MasterChange struct {
+	Service  string
+	Old, New *MasterView
+}
+
+// MasterView is a master record as local observers see it (with the secret
+// session, which never leaves the node).
+type MasterView struct {
+	Instance  string
+	Session   string
+	Token     uint64
+	SinceMs   int64
+	Releasing bool
+}
+
+func (c *Changes) service(name string) {
+	if c.Services == nil {
+		c.Services = map[string]struct{}{}
+	}
+	c.Services[name] = struct{}{}
+}
+
+func (c *Changes) empty() bool {
+	return len(c.Services) == 0 && !c.ServiceSet && len(c.Opened) == 0 && len(c.Ended) == 0 &&
+		len(c.Masters) == 0 && c.Barrier == 0
+}
+
+// Apply applies one committed entry and returns its outcome. It never
+// panics and never fails: a command that cannot be decoded or is invalid is
+// rejected with a code and changes nothing.
+func (t *Tenant) Apply(index uint64, cmd []byte, ch *Changes) Outcome {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	o := t.apply(index, cmd, ch)
+	if index > t.st.Applied {
+		t.st.Applied = index
+	}
+	o.Index = index
+	return o
+}
+
+// Notify wakes the watchers of what a batch changed. Call it after the
+// batch's Apply calls, outside any lock of the caller's.
+func (t *Tenant) Notify(ch *Changes) {
+	t.watch.notify(ch)
+}
+
+func (t *Tenant) apply(index uint64, cmd []byte, ch *Changes) (o Outcome) {
+	defer func() {
+		// Update must be total: Dragonboat stops the process on an Update
+		// error. A panic here is a bug; it must still not take every
+		// replica down, and every replica rejects the entry alike.
+		if r := recover(); r != nil {
+			o = rejectf(api.CodeInternal, "command at %d: %v", index, r)
+		}
+	}()
+	op, body, err := Decode(cmd)
+	if err != nil {
+		return rejectf(api.CodeBadRequest, "undecodable command: %v", err)
+	}
+	switch op {
+	case OpOpenSession:
+		var c OpenSession
+		if err := strictUnmarshal(body, &c); err != nil {
+			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
+		}
+		return t.openSession(index, c, ch)
+	case OpCloseSession:
+		var c CloseSession
+		if err := strictUnmarshal(body, &c); err != nil {
+			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
+		}
+		if _, ok := t.st.Sessions[c.ID]; ok {
+			t.endSessions(index, []string{c.ID}, ch)
+		}
+		return Outcome{}
+	case OpRegister:
+		var c Register
+		if err := strictUnmarshal(body, &c); err != nil {
+			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
+		}
+		return t.register(index, c, ch)
+	case OpDeregister:
+		var c Deregister
+		if err := strictUnmarshal(body, &c); err != nil {
+			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
+		}
+		return t.deregister(index, c, ch)
+	case OpSetPolicy:
+		var c SetPolicy
+		if err := strictUnmarshal(body, &c); err != nil {
+			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
+		}
+		return t.setPolicy(index, c, ch)
+	case OpResign:
+		var c Resign
+		if err := strictUnmarshal(body, &c); err != nil {
+			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
+		}
+		return t.resign(index, c, ch)
+	case OpSetQuotas:
+		var c SetQuotas
+		if err := strictUnmarshal(body, &c); err != nil {
+			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
+		}
+		if c.Version > t.st.QuotasVersion {
+			t.st.QuotasVersion, t.st.Quotas = c.Version, c.Quotas
+		}
+		return Outcome{}
+	case OpBarrier:
+		var c Barrier
+		if err := strictUnmarshal(body, &c); err != nil {
+			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
+		}
+		if c.Term < t.st.BarrierTerm {
+			return rejectf(api.CodeConflict, "barrier of term %d after term %d", c.Term, t.st.BarrierTerm)
+		}
+		t.st.BarrierTerm = c.Term
+		t.advance(c.NowMs)
+		ch.Barrier = c.Term
+		return Outcome{}
+	case OpRenew:
+		var c Renew
+		if err := strictUnmarshal(body, &c); err != nil {
+			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
+		}
+		if o, ok := t.guard(op, c.Term); !ok {
+			return o
+		}
+		t.advance(c.NowMs)
+		for _, it := range c.Items {
+			if s := t.st.Sessions[it.ID]; s != nil {
+				s.RemainingMs = max(0, min(it.RemainingMs, s.TTLMs))
+			}
+		}
+		return Outcome{}
+	case OpExpire:
+		var c Expire
+		if err := strictUnmarshal(body, &c); err != nil {
+			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
+		}
+		if o, ok := t.guard(op, c.Term); !ok {
+			return o
+		}
+		t.advance(c.NowMs)
+		t.endSessions(index, c.IDs, ch)
+		return Outcome{}
+	case OpTick:
+		var c Tick
+		if err := strictUnmarshal(body, &c); err != nil {
+			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
+		}
+		if o, ok := t.guard(op, c.Term); !ok {
+			return o
+		}
+		t.advance(c.NowMs)
+		for _, name := range sortedKeys(t.st.Services) {
+			svc := t.st.Services[name]
+			if !svc.Waiting {
+				continue
+			}
+			if svc.WaitFromMs == 0 {
+				svc.WaitFromMs = t.st.NowMs
+			}
+			t.elect(index, name, svc, "", ch)
+		}
+		return Outcome{}
+	case OpRelease:
+		var c Release
+		if err := strictUnmarshal(body, &c); err != nil {
+			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
+		}
+		if o, ok := t.guard(op, c.Term); !ok {
+			return o
+		}
+		t.advance(c.NowMs)
+		return t.release(index, c, ch)
+	}
+	return rejectf(api.CodeBadRequest, "unknown tenant command %s", op)
+}
+
+// guard is the term guard of leader-only commands: a deposed leader's late
+// command never applies after the new leader's barrier.
+func (t *Tenant) guard(op Op, term uint64) (Outcome, bool) {
+	if term == 0 || term != t.st.BarrierTerm {
+		return rejectf(api.CodeConflict, "%s of term %d, barrier term is %d", op, term, t.st.BarrierTerm), false
+	}
+	return Outcome{}, true
+}
+
+// advance moves sm_now forward to a leader's stamp; it never goes back.
+func (t *Tenant) advance(nowMs int64) {
+	t.st.NowMs = max(t.st.NowMs, nowMs)
+}
+
+func (t *Tenant) openSession(index uint64, c OpenSession, ch *Changes) Outcome {
+	if err := api.ValidateSessionID("id", c.ID); err != nil {
+		return reject(err.(*api.Error))
+	}
+	q := t.st.Quotas
+	if c.TTLMs == 0 {
+		c.TTLMs = DefaultTTLMs
+	}
+	minTTL, maxTTL := q.MinTTLMs, q.MaxTTLMs
+	if minTTL <= 0 {
+		minTTL = 3000
+	}
+	if maxTTL <= 0 {
+		maxTTL = 3600_000
+	}
+	switch {
+	case c.TTLMs < minTTL || c.TTLMs > maxTTL:
+		return reject(api.BadField("ttl_ms", "%d is outside the tenant's bounds [%d, %d]", c.TTLMs, minTTL, maxTTL))
+	case c.LeaseMs < 0 || c.LeaseMs > c.TTLMs:
+		return reject(api.BadField("lease_ms", "%d must be within [0, ttl_ms %d]", c.LeaseMs, c.TTLMs))
+	case c.DropGraceMs < 0 || c.DropGraceMs > c.TTLMs:
+		return reject(api.BadField("drop_grace_ms", "%d must be within [0, ttl_ms %d]", c.DropGraceMs, c.TTLMs))
+	}
+	if c.DropGraceMs == 0 {
+		c.DropGraceMs = DefaultDropGraceMs
+		if c.LeaseMs > 0 {
+			c.DropGraceMs = min(DefaultDropGraceMs, c.LeaseMs)
+		}
+	}
+	view := &api.SessionResponse{SessionTag: api.SessionTag(c.ID), TTLMs: c.TTLMs, LeaseMs: c.LeaseMs, DropGraceMs: c.DropGraceMs}
+	if _, dead := t.st.Tombs[c.ID]; dead {
+		return rejectf(api.CodeSessionExpired, "session %s has ended", view.SessionTag)
+	}
+	if s, ok := t.st.Sessions[c.ID]; ok {
+		if s.TTLMs != c.TTLMs || s.LeaseMs != c.LeaseMs || s.DropGraceMs != c.DropGraceMs {
+			return rejectf(api.CodeConflict, "session %s exists with ttl_ms %d, lease_ms %d, drop_grace_ms %d",
+				view.SessionTag, s.TTLMs, s.LeaseMs, s.DropGraceMs)
+		}
+		return Outcome{Session: view}
+	}
+	if n := int64(len(t.st.Sessions)); q.MaxSessions > 0 && n >= q.MaxSessions {
+		return reject(api.QuotaExceeded(t.st.Name, "max_sessions", q.MaxSessions, n))
+	}
+	t.st.Sessions[c.ID] = &session{TTLMs: c.TTLMs, LeaseMs: c.LeaseMs, DropGraceMs: c.DropGraceMs,
+		RemainingMs: c.TTLMs, CreatedIndex: index}
+	ch.Opened = append(ch.Opened, c.ID)
+	return Outcome{Created: true, Session: view}
+}
+
+// endSessions removes sessions, their instances and masterships, then grants
+// successors: every expired session goes first, so no successor is chosen
+// among sessions that are ending in the same entry.
+func (t *Tenant) endSessions(index uint64, ids []string, ch *Changes) {
+	affected := map[string]struct{}{}
+	for _, id := range ids {
+		if _, ok := t.st.Sessions[id]; !ok {
+			continue
+		}
+		for _, name := range sortedKeys(t.held[id]) {
+			svc := t.st.Services[name]
+			t.setMaster(name, svc, nil, ch)
+			affected[name] = struct{}{}
+		}
+		for _, k := range sortedInstKeys(t.owned[id]) {
+			svc := t.st.Services[k.service]
+			delete(svc.Instances, k.id)
+			svc.ModifyIndex = index
+			ch.service(k.service)
+			affected[k.service] = struct{}{}
+		}
+		delete(t.owned, id)
+		delete(t.st.Sessions, id)
+		t.tombstone(id, index)
+		ch.Ended = append(ch.Ended, id)
+	}
+	for _, name := range sortedKeys(affected) {
+		svc := t.st.Services[name]
+		t.elect(index, name, svc, "", ch)
+		t.dropIfEmpty(index, name, svc, ch)
+	}
+}
+
+func (t *Tenant) tombstone(id string, index uint64) {
+	t.st.Tombs[id] = index
+	t.st.TombOrder = append(t.st.TombOrder, id)
+	for len(t.st.TombOrder) > MaxTombstones {
+		delete(t.st.Tombs, t.st.TombOrder[0])
+		t.st.TombOrder = t.st.TombOrder[1:]
+	}
+	if cap(t.st.TombOrder) > 2*MaxTombstones {
+		t.st.TombOrder = slices.Clone(t.st.TombOrder)
+	}
+}
+
+func (t *Tenant) register(index uint64, c Register, ch *Changes) Outcome {
+	if err := api.ValidateName("service", c.Service); err != nil {
+		return reject(err.(*api.Error))
+	}
+	if err := api.ValidateName("id", c.ID); err != nil {
+		return reject(err.(*api.Error))
+	}
+	r := c.Instance
+	if r.Mode == "" {
+		r.Mode = api.ModeFarm
+	}
+	if r.State == "" {
+		r.State = api.StateReady
+	}
+	weight := api.DefaultWeight
+	if r.Weight != nil {
+		weight = *r.Weight
+	}
+	q := t.st.Quotas
+	switch {
+	case r.Address == "" || len(r.Address) > 1024:
+		return reject(api.BadField("address", "must be 1 to 1024 characters"))
+	case !r.Mode.Valid():
+		return reject(api.BadField("mode", "%q is not farm or master-standby", r.Mode))
+	case !r.State.Valid():
+		return reject(api.BadField("state", "%q is not starting, ready or draining", r.State))
+	case weight < 0 || weight > 1_000_000:
+		return reject(api.BadField("weight", "%d must be within [0, 1000000]", weight))
+	case r.Priority < -1_000_000 || r.Priority > 1_000_000:
+		return reject(api.BadField("priority", "%d must be within [-1000000, 1000000]", r.Priority))
+	case len(r.Zone) > 128:
+		return reject(api.BadField("zone", "must be at most 128 characters"))
+	}
+	metaBytes := int64(0)
+	for k, v := range r.Meta {
+		if k == "" {
+			return reject(api.BadField("meta", "keys must not be empty"))
+		}
+		metaBytes += int64(len(k) + len(v))
+	}
+	if q.MaxMetaBytes > 0 && metaBytes > q.MaxMetaBytes {
+		return reject(api.QuotaExceeded(t.st.Name, "max_meta_bytes", q.MaxMetaBytes, metaBytes))
+	}
+	if r.ColdStart != nil {
+		if err := validColdStart("cold_start", r.ColdStart); err != nil {
+			return reject(err)
+		}
+	}
+	svc := t.st.Services[c.Service]
+	var old *instance
+	if svc != nil {
+		old = svc.Instances[c.ID]
+	}
+	sess := r.Session
+	if sess == "" && old != nil {
+		sess = old.Session // an operator's update keeps the owner
+	}
+	if sess != "" {
+		if _, ok := t.st.Sessions[sess]; !ok {
+			if _, dead := t.st.Tombs[sess]; dead {
+				return rejectf(api.CodeSessionExpired, "session %s has ended", api.SessionTag(sess))
+			}
+			return rejectf(api.CodeNotFound, "session %s not found", api.SessionTag(sess))
+		}
+	}
+	if r.Mode == api.ModeMasterStandby && sess == "" {
+		return reject(api.BadField("session", "a master-standby instance must name a session"))
+	}
+	if old != nil && old.Session != "" && old.Session != sess {
+		if _, alive := t.st.Sessions[old.Session]; alive {
+			return rejectf(api.CodeConflict, "instance %s is owned by live session %s", c.ID, api.SessionTag(old.Session))
+		}
+	}
+	if svc == nil {
+		if n := int64(len(t.st.Services)); q.MaxServices > 0 && n >= q.MaxServices {
+			return reject(api.QuotaExceeded(t.st.Name, "max_services", q.MaxServices, n))
+		}
+	}
+	if old == nil {
+		if n := t.instanceCount(); q.MaxInstances > 0 && n >= q.MaxInstances {
+			return reject(api.QuotaExceeded(t.st.Name, "max_instances", q.MaxInstances, n))
+		}
+	}
+
+	// Valid: apply.
+	if svc == nil {
+		svc = &service{Instances: map[string]*instance{}, Cold: true, ModifyIndex: index}
+		t.st.Services[c.Service] = svc
+		t.st.ServicesIndex = index
+		ch.ServiceSet = true
+		ch.service(c.Service)
+	}
+	in := &instance{
+		Address: r.Address, Mode: r.Mode, State: r.State, Weight: weight, Priority: r.Priority,
+		Zone: r.Zone, Meta: r.Meta, Session: sess, RegisteredMs: t.st.NowMs, ReadyIndex: index,
+	}
+	if len(in.Meta) == 0 {
+		in.Meta = nil
+	}
+	changed := true
+	if old != nil {
+		in.RegisteredMs = old.RegisteredMs
+		if old.State == api.StateReady && in.State == api.StateReady {
+			in.ReadyIndex = old.ReadyIndex
+		}
+		changed = !sameInstance(old, in)
+	}
+	if r.ColdStart != nil && (svc.Carried == nil || *svc.Carried != *r.ColdStart) {
+		cs := *r.ColdStart
+		svc.Carried = &cs
+		if svc.Policy == nil {
+			changed = true
+		}
+	}
+	if !changed {
+		return Outcome{Instance: t.instanceView(c.ID, old)}
+	}
+	if old != nil && old.Session != "" && old.Session != sess {
+		t.disown(old.Session, instKey{c.Service, c.ID})
+	}
+	if sess != "" {
+		t.own(sess, instKey{c.Service, c.ID})
+	}
+	svc.Instances[c.ID] = in
+	svc.ModifyIndex = index
+	ch.service(c.Service)
+	if m := svc.Master; m != nil && m.Instance == c.ID && !eligible(in) {
+		holder := m.Session != "" && (m.Session == c.Caller || m.Session == r.Session)
+		t.revoke(c.Service, svc, holder, "", ch)
+	}
+	t.elect(index, c.Service, svc, "", ch)
+	return Outcome{Created: old == nil, Instance: t.instanceView(c.ID, in)}
+}
+
+func sameInstance(a, b *instance) bool {
+	if a.Address != b.Address || a.Mode != b.Mode || a.State != b.State || a.Weight != b.Weight ||
+		a.Priority != b.Priority || a.Zone != b.Zone || a.Session != b.Session || len(a.Meta) != len(b.Meta) {
+		return false
+	}
+	for k, v := range a.Meta {
+		if w, ok := b.Meta[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+func (t *Tenant) deregister(index uint64, c Deregister, ch *Changes) Outcome {
+	if err := api.ValidateName("service", c.Service); err != nil {
+		return reject(err.(*api.Error))
+	}
+	if err := api.ValidateName("id", c.ID); err != nil {
+		return reject(err.(*api.Error))
+	}
+	svc := t.st.Services[c.Service]
+	if svc == nil || svc.Instances[c.ID] == nil {
+		return Outcome{} // DELETE of a missing thing succeeds
+	}
+	in := svc.Instances[c.ID]
+	if m := svc.Master; m != nil && m.Instance == c.ID {
+		t.revoke(c.Service, svc, c.Caller != "" && c.Caller == m.Session, "", ch)
+	}
+	if in.Session != "" {
+		t.disown(in.Session, instKey{c.Service, c.ID})
+	}
+	delete(svc.Instances, c.ID)
+	svc.ModifyIndex = index
+	ch.service(c.Service)
+	t.elect(index, c.Service, svc, "", ch)
+	t.dropIfEmpty(index, c.Service, svc, ch)
+	return Outcome{}
+}
+
+func (t *Tenant) setPolicy(index uint64, c SetPolicy, ch *Changes) Outcome {
+	if err := api.ValidateName("service", c.Service); err != nil {
+		return reject(err.(*api.Error))
+	}
+	if err := validColdStart("cold_start", &c.ColdStart); err != nil {
+		return reject(err)
+	}
+	svc := t.st.Services[c.Service]
+	if svc == nil {
+		q := t.st.Quotas
+		if n := int64(len(t.st.Services)); q.MaxServices > 0 && n >= q.MaxServices {
+			return reject(api.QuotaExceeded(t.st.Name, "max_services", q.MaxServices, n))
+		}
+		svc = &service{Instances: map[string]*instance{}, Cold: true}
+		t.st.Services[c.Service] = svc
+		t.st.ServicesIndex = index
+		ch.ServiceSet = true
+	} else if svc.Policy != nil && *svc.Policy == c.ColdStart {
+		return Outcome{}
+	}
+	cs := c.ColdStart
+	svc.Policy = &cs
+	svc.ModifyIndex = index
+	ch.service(c.Service)
+	t.elect(index, c.Service, svc, "", ch)
+	return Outcome{}
+}
+
+func validColdStart(field string, cs *api.ColdStart) *api.Error {
+	switch {
+	case cs.MinReady < 0 || cs.MinReady > 10_000:
+		return api.BadField(field+".min_ready", "%d must be within [0, 10000]", cs.MinReady)
+	case cs.SettleMs < 0 || cs.SettleMs > 3600_000:
+		return api.BadField(field+".settle_ms", "%d must be within [0, 3600000]", cs.SettleMs)
+	}
+	if cs.MinReady == 0 {
+		cs.MinReady = 1
+	}
+	return nil
+}
+
+func (t *Tenant) resign(index uint64, c Resign, ch *Changes) Outcome {
+	if err := api.ValidateName("service", c.Service); err != nil {
+		return reject(err.(*api.Error))
+	}
+	svc := t.st.Services[c.Service]
+	if svc == nil || svc.Master == nil {
+		return rejectf(api.CodeConflict, "service %s has no master", c.Service)
+	}
+	m := svc.Master
+	if m.Instance != c.Instance || m.Token != c.Token {
+		return rejectf(api.CodeConflict, "%s with fencing token %d is not the master of %s (current: %s, %d)",
+			c.Instance, c.Token, c.Service, m.Instance, m.Token)
+	}
+	if c.To != "" {
+		if c.To == m.Instance || !t.candidate(svc.Instances[c.To]) {
+			return rejectf(api.CodeConflict, "to: %s is not a ready standby of %s", c.To, c.Service)
+		}
+	} else if len(t.candidates(svc, m.Instance)) == 0 {
+		return rejectf(api.CodeConflict, "service %s has no other ready candidate to hand over to", c.Service)
+	}
+	holder := c.Caller != "" && c.Caller == m.Session
+	if !holder {
+		if m.Releasing && m.To == c.To {
+			return Outcome{} // a retry
+		}
+		t.revoke(c.Service, svc, false, c.To, ch)
+		svc.ModifyIndex = index
+		return Outcome{}
+	}
+	t.revoke(c.Service, svc, true, "", ch)
+	t.handOver(index, c.Service, svc, c.To, m.Instance, ch)
+	return Outcome{}
+}
+
+// release grants the successor of a releasing record (leader-only: the
+// leader proposes it once the holder's last promise has lapsed).
+func (t *Tenant) release(index uint64, c Release, ch *Changes) Outcome {
+	svc := t.st.Services[c.Service]
+	if svc == nil || svc.Master == nil || !svc.Master.Releasing || svc.Master.Token != c.Token {
+		return Outcome{} // already released, or re-granted: nothing to do
+	}
+	m := svc.Master
+	t.setMaster(c.Service, svc, nil, ch)
+	svc.ModifyIndex = index
+	ch.service(c.Service)
+	t.handOver(index, c.Service, svc, m.To, m.Instance, ch)
+	t.dropIfEmpty(index, c.Service, svc, ch)
+	return Outcome{}
+}
+
+// handOver grants a service with no master to `to` when it is a ready
+// standby, else by the election rule, avoiding `from` when another
+// candidate exists.
+func (t *Tenant) handOver(index uint64, name string, svc *service, to, from string, ch *Changes) {
+	if to != "" && t.candidate(svc.Instances[to]) {
+		t.grant(index, name, svc, to, ch)
+		return
+	}
+	t.elect(index, name, svc, from, ch)
+}
+
+// revoke ends a mastership. The holder's own revocation clears the record
+// (the caller then elects a successor in the same entry); anyone else's
+// marks it releasing, and the successor waits for the holder's last promise.
+func (t *Tenant) revoke(name string, svc *service, holder bool, to string, ch *Changes) {
+	m := svc.Master
+	if holder {
+		t.setMaster(name, svc, nil, ch)
+		return
+	}
+	if m.Releasing && m.To == to {
+		return
+	}
+	next := *m
+	next.Releasing, next.To = true, to
+	t.setMaster(name, svc, &next, ch)
+}
+
+func (t *Tenant) setMaster(name string, svc *service, m *master, ch *Changes) {
+	old := svc.Master
+	if old != nil {
+		t.unhold(old.Session, name)
+	}
+	svc.Master = m
+	if m != nil {
+		t.hold(m.Session, name)
+	}
+	ch.service(name)
+	ch.Masters = append(ch.Masters, MasterChange{Service: name, Old: old.view(), New: m.view()})
+}
+
+func (m *master) view() *MasterView {
+	if m == nil {
+		return nil
+	}
+	return &MasterView{Instance: m.Instance, Session: m.Session, Token: m.Token, SinceMs: m.SinceMs, Releasing: m.Releasing}
+}
+
+func eligible(in *instance) bool {
+	return in != nil && in.Mode == api.ModeMasterStandby && in.State == api.StateReady && in.Session != ""
+}
+
+func (t *Tenant) candidate(in *instance) bool {
+	if !eligible(in) {
+		return false
+	}
+	_, alive := t.st.Sessions[in.Session]
+	return alive
+}
+
+// candidates are the service's ready master-standby instances with a live
+// session, best first: highest priority, then earliest ready (Raft index),
+// then ID. `avoid` is left out when any other candidate exists.
+func (t *Tenant) candidates(svc *service, avoid string) []string {
+	var ids []string
+	for id, in := range svc.Instances {
+		if id != avoid && t.candidate(in) {
+			ids = append(ids, id)
+		}
+	}
+	sort.Slice(ids, func(i, j int) bool {
+		a, b := svc.Instances[ids[i]], svc.Instances[ids[j]]
+		if a.Priority != b.Priority {
+			return a.Priority > b.Priority
+		}
+		if a.ReadyIndex != b.ReadyIndex {
+			return a.ReadyIndex < b.ReadyIndex
+		}
+		return ids[i] < ids[j]
+	})
+	return ids
+}
+
+// policy is the service's effective cold-start policy: the REST one, else
+// the one its instances carry, else {1, 0}: grant at once.
+func (svc *service) policy() api.ColdStart {
+	switch {
+	case svc.Policy != nil:
+		return *svc.Policy
+	case svc.Carried != nil:
+		return *svc.Carried
+	}
+	return api.ColdStart{MinReady: 1}
+}
+
+// elect grants a service with no master, by the election rules.
+func (t *Tenant) elect(index uint64, name string, svc *service, avoid string, ch *Changes) {
+	if svc == nil || svc.Master != nil {
+		return
+	}
+	cands := t.candidates(svc, avoid)
+	if len(cands) == 0 && avoid != "" {
+		cands = t.candidates(svc, "")
+	}
+	if len(cands) == 0 {
+		svc.Cold, svc.Waiting, svc.WaitFromMs = true, false, 0
+		return
+	}
+	if svc.Cold {
+		p := svc.policy()
+		if p.SettleMs > 0 && len(cands) < max(1, p.MinReady) {
+			if !svc.Waiting {
+				svc.Waiting, svc.WaitFromMs = true, 0
+			}
+			if svc.WaitFromMs == 0 || t.st.NowMs-svc.WaitFromMs < p.SettleMs {
+				return
+			}
+		}
+	}
+	t.grant(index, name, svc, cands[0], ch)
+}
+
+func (t *Tenant) grant(index uint64, name string, svc *service, id string, ch *Changes) {
+	in := svc.Instances[id]
+	svc.Cold, svc.Waiting, svc.WaitFromMs = false, false, 0
+	t.setMaster(name, svc, &master{Instance: id, Session: in.Session, Token: t.st.Epoch<<40 | index, SinceMs: t.st.NowMs}, ch)
+	svc.ModifyIndex = index
+}
+
+// dropIfEmpty removes a service left with no instance, no master and no
+// policy of its own.
+func (t *Tenant) dropIfEmpty(index uint64, name string, svc *service, ch *Changes) {
+	if svc == nil || len(svc.Instances) > 0 || svc.Master != nil || svc.Policy != nil {
+		return
+	}
+	delete(t.st.Services, name)
+	t.st.ServicesIndex = index
+	ch.ServiceSet = true
+	ch.service(name)
+}
+
+func (t *Tenant) instanceCount() int64 {
+	n := 0
+	for _, svc := range t.st.Services {
+		n += len(svc.Instances)
+	}
+	return int64(n)
+}
+
+func (t *Tenant) instanceView(id string, in *instance) *api.Instance {
+	v := &api.Instance{
+		ID: id, Address: in.Address, Mode: in.Mode, State: in.State, Weight: in.Weight,
+		Priority: in.Priority, Zone: in.Zone, Meta: in.Meta, RegisteredAt: msTime(in.RegisteredMs),
+	}
+	if in.Session != "" {
+		v.SessionTag = api.SessionTag(in.Session)
+	}
+	return v
+}
+
+func msTime(ms int64) time.Time {
+	return time.UnixMilli(ms).UTC()
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func sortedInstKeys(m map[instKey]struct{}) []instKey {
+	keys := make([]instKey, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].service != keys[j].service {
+			return keys[i].service < keys[j].service
+		}
+		return keys[i].id < keys[j].id
+	})
+	return keys
+}
+
+func strictUnmarshal(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return fmt.Errorf("trailing data")
+	}
+	return nil
+}
+
+// SaveSnapshot writes the whole state: version byte, then JSON.
+func (t *Tenant) SaveSnapshot(w io.Writer) error {
+	b, err := t.Snapshot()
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(b)
+	return err
+}
+
+// Snapshot returns the encoded state (taken under the read lock, so it may
+// run concurrently with reads).
+func (t *Tenant) Snapshot() ([]byte, error) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	b, err := json.Marshal(&t.st)
+	if err != nil {
+		return nil, fmt.Errorf("encode tenant snapshot: %w", err)
+	}
+	return append([]byte{CodecVersion}, b...), nil
+}
+
+// Restore replaces the state with a snapshot's and wakes every watcher.
+func (t *Tenant) Restore(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return fmt.Errorf("read tenant snapshot: %w", err)
+	}
+	if len(b) < 1 || b[0] != CodecVersion {
+		return fmt.Errorf("tenant snapshot: unknown codec version")
+	}
+	var st tenantState
+	if err := json.Unmarshal(b[1:], &st); err != nil {
+		return fmt.Errorf("decode tenant snapshot: %w", err)
+	}
+	if st.Services == nil {
+		st.Services = map[string]*service{}
+	}
+	if st.Sessions == nil {
+		st.Sessions = map[string]*session{}
+	}
+	if st.Tombs == nil {
+		st.Tombs = map[string]uint64{}
+	}
+	for _, svc := range st.Services {
+		if svc.Instances == nil {
+			svc.Instances = map[string]*instance{}
+		}
+	}
+	t.mu.Lock()
+	t.st = st
+	t.rebuild()
+	t.mu.Unlock()
+	t.watch.wakeAll()
+	return nil
+}

@@ -1,0 +1,309 @@
+package fsm
+
+import (
+	"sort"
+	"sync"
+
+	"github.com/rafting/rafting/api"
+)
+
+// watchHub wakes blocking queries. Each service name has a channel that is
+// closed (and forgotten) when the service's answer changes; `applied` is
+// closed after every batch. Channels are taken under the Tenant's read lock
+// together with the index they guard, so no change can slip between them.
+type watchHub struct {
+	mu       sync.Mutex
+	services map[string]*watchEntry
+	applied  chan struct{}
+}
+
+type watchEntry struct {
+	ch   chan struct{}
+	refs int
+}
+
+func (h *watchHub) serviceChan(name string) (<-chan struct{}, func()) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.services == nil {
+		h.services = map[string]*watchEntry{}
+	}
+	e := h.services[name]
+	if e == nil {
+		e = &watchEntry{ch: make(chan struct{})}
+		h.services[name] = e
+	}
+	e.refs++
+	return e.ch, func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		e.refs--
+		if e.refs == 0 && h.services[name] == e {
+			delete(h.services, name)
+		}
+	}
+}
+
+func (h *watchHub) appliedChan() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.applied == nil {
+		h.applied = make(chan struct{})
+	}
+	return h.applied
+}
+
+func (h *watchHub) notify(ch *Changes) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for name := range ch.Services {
+		if e := h.services[name]; e != nil {
+			close(e.ch)
+			delete(h.services, name)
+		}
+	}
+	if h.applied != nil {
+		close(h.applied)
+		h.applied = nil
+	}
+}
+
+func (h *watchHub) wakeAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for name, e := range h.services {
+		close(e.ch)
+		delete(h.services, name)
+	}
+	if h.applied != nil {
+		close(h.applied)
+		h.applied = nil
+	}
+}
+
+// Watch returns, in one consistent read, the service's modify index (for a
+// service that does not exist: the index of the last service creation or
+// removal), the replica's applied index, and a channel closed at the next
+// change that matters: the next applied batch while applied < minApplied,
+// else the next change of the service. Call done when no longer waiting.
+func (t *Tenant) Watch(service string, minApplied uint64) (modify, applied uint64, wake <-chan struct{}, done func()) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	applied = t.st.Applied
+	modify = t.st.ServicesIndex
+	if svc := t.st.Services[service]; svc != nil {
+		modify = svc.ModifyIndex
+	}
+	if applied < minApplied {
+		return modify, applied, t.watch.appliedChan(), func() {}
+	}
+	wake, done = t.watch.serviceChan(service)
+	return modify, applied, wake, done
+}
+
+// WaitApplied returns the applied index and a channel closed after the next
+// applied batch.
+func (t *Tenant) WaitApplied() (uint64, <-chan struct{}) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.st.Applied, t.watch.appliedChan()
+}
+
+// Applied is the index of the last entry applied to this replica.
+func (t *Tenant) Applied() uint64 {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.st.Applied
+}
+
+// Name is the tenant's name; Epoch its incarnation.
+func (t *Tenant) Name() string { t.mu.RLock(); defer t.mu.RUnlock(); return t.st.Name }
+
+// Epoch is the tenant's incarnation, the high bits of its fencing tokens.
+func (t *Tenant) Epoch() uint64 { t.mu.RLock(); defer t.mu.RUnlock(); return t.st.Epoch }
+
+// Service returns a service's answer. A service that does not exist answers
+// with no instances and no master.
+func (t *Tenant) Service(name string) api.ServiceResponse {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	r := api.ServiceResponse{Index: t.st.Applied, ModifyIndex: t.st.ServicesIndex, Service: name,
+		Instances: []api.Instance{}, Policy: api.Policy{ColdStart: api.ColdStart{MinReady: 1}}}
+	svc := t.st.Services[name]
+	if svc == nil {
+		return r
+	}
+	r.ModifyIndex = svc.ModifyIndex
+	r.Policy = api.Policy{ColdStart: svc.policy()}
+	for _, id := range sortedKeys(svc.Instances) {
+		r.Instances = append(r.Instances, *t.instanceView(id, svc.Instances[id]))
+	}
+	if m := svc.Master; m != nil {
+		r.Master = &api.Master{Instance: m.Instance, SessionTag: api.SessionTag(m.Session),
+			FencingToken: m.Token, Since: msTime(m.SinceMs), Releasing: m.Releasing}
+	}
+	return r
+}
+
+// Services lists the tenant's services.
+func (t *Tenant) Services() api.ServiceList {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	l := api.ServiceList{Index: t.st.Applied, Services: []api.ServiceSummary{}}
+	for _, name := range sortedKeys(t.st.Services) {
+		svc := t.st.Services[name]
+		s := api.ServiceSummary{Name: name, Instances: len(svc.Instances), ModifyIndex: svc.ModifyIndex}
+		for _, in := range svc.Instances {
+			if in.State == api.StateReady {
+				s.Ready++
+			}
+		}
+		if svc.Master != nil {
+			s.Master = svc.Master.Instance
+		}
+		l.Services = append(l.Services, s)
+	}
+	return l
+}
+
+// Usage counts what the tenant uses (Watchers is the caller's to fill).
+func (t *Tenant) Usage() api.Usage {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return api.Usage{Services: int64(len(t.st.Services)), Instances: t.instanceCount(), Sessions: int64(len(t.st.Sessions))}
+}
+
+// Quotas is the tenant shard's copy of its quotas and its version.
+func (t *Tenant) Quotas() (api.Quotas, uint64) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.st.Quotas, t.st.QuotasVersion
+}
+
+// SessionState says whether a session is live, ended (a known tombstone) or
+// unknown.
+type SessionState int
+
+// Session states.
+const (
+	SessionUnknown SessionState = iota + 1
+	SessionLive
+	SessionEnded
+)
+
+// SessionInfo is what the leader's session manager needs of a session.
+type SessionInfo struct {
+	ID          string
+	TTLMs       int64
+	LeaseMs     int64
+	DropGraceMs int64
+	RemainingMs int64 // last recorded countdown
+	// SeeksMaster is true when the session owns a master-standby instance or
+	// holds a mastership: it is renewed only while its stream is attached.
+	SeeksMaster bool
+	Held        []api.HeldMastership
+}
+
+// Session returns one session's info and state.
+func (t *Tenant) Session(id string) (SessionInfo, SessionState) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	s := t.st.Sessions[id]
+	if s == nil {
+		if _, dead := t.st.Tombs[id]; dead {
+			return SessionInfo{ID: id}, SessionEnded
+		}
+		return SessionInfo{ID: id}, SessionUnknown
+	}
+	return t.sessionInfo(id, s), SessionLive
+}
+
+func (t *Tenant) sessionInfo(id string, s *session) SessionInfo {
+	info := SessionInfo{ID: id, TTLMs: s.TTLMs, LeaseMs: s.LeaseMs, DropGraceMs: s.DropGraceMs, RemainingMs: s.RemainingMs}
+	for _, name := range sortedKeys(t.held[id]) {
+		m := t.st.Services[name].Master
+		info.Held = append(info.Held, api.HeldMastership{Service: name, Instance: m.Instance,
+			FencingToken: m.Token, Releasing: m.Releasing})
+	}
+	info.SeeksMaster = len(info.Held) > 0
+	for k := range t.owned[id] {
+		if in := t.st.Services[k.service].Instances[k.id]; in != nil && in.Mode == api.ModeMasterStandby {
+			info.SeeksMaster = true
+			break
+		}
+	}
+	return info
+}
+
+// Sessions returns every live session, sorted by ID.
+func (t *Tenant) Sessions() []SessionInfo {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	out := make([]SessionInfo, 0, len(t.st.Sessions))
+	for _, id := range sortedKeys(t.st.Sessions) {
+		out = append(out, t.sessionInfo(id, t.st.Sessions[id]))
+	}
+	return out
+}
+
+// BarrierTerm is the term of the last applied barrier.
+func (t *Tenant) BarrierTerm() uint64 {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.st.BarrierTerm
+}
+
+// MaxLeaseMs is the largest lease of any live session: a new leader expires
+// nothing and releases nothing before its takeover + this.
+func (t *Tenant) MaxLeaseMs() int64 {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	var m int64
+	for _, s := range t.st.Sessions {
+		m = max(m, s.LeaseMs)
+	}
+	return m
+}
+
+// ReleasingMaster is a master record waiting for its holder's last promise.
+type ReleasingMaster struct {
+	Service string
+	Session string
+	Token   uint64
+}
+
+// Releasing lists the releasing master records, sorted by service.
+func (t *Tenant) Releasing() []ReleasingMaster {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	var out []ReleasingMaster
+	for _, name := range sortedKeys(t.st.Services) {
+		if m := t.st.Services[name].Master; m != nil && m.Releasing {
+			out = append(out, ReleasingMaster{Service: name, Session: m.Session, Token: m.Token})
+		}
+	}
+	return out
+}
+
+// Waiting reports whether a service waits on a cold-start settle period, so
+// the leader must propose Ticks.
+func (t *Tenant) Waiting() bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	for _, svc := range t.st.Services {
+		if svc.Waiting {
+			return true
+		}
+	}
+	return false
+}
+
+// sortedSessions is a helper for dumps.
+func sortedSessionIDs(m map[string]*session) []string {
+	ids := make([]string, 0, len(m))
+	for id := range m {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
