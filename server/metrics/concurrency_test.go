@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -32,7 +33,13 @@ func TestConcurrent(t *testing.T) {
 					return
 				default:
 				}
-				fams, err := parseText(scrape(t, r))
+				// Not scrape: t.Fatal may not be called off the test goroutine.
+				var b strings.Builder
+				if err := r.WriteText(&b); err != nil {
+					t.Error(err)
+					return
+				}
+				fams, err := parseText(b.String())
 				if err != nil {
 					t.Error(err)
 					return

@@ -31,7 +31,8 @@
 // integral value, Gauge.Set and Histogram.Observe are lock-free and never
 // allocate; Gauge.Add, Inc and Dec and fractional Counter.Add use a
 // compare-and-swap loop. With on a vec takes a read lock and a map lookup
-// without allocating once the series exists; its first call for a label set
+// without allocating once the series exists (if its label values, with more
+// than one label, total under 256 bytes); its first call for a label set
 // takes the write lock and allocates. A scrape (WriteText, Handler) holds no
 // lock while it formats, takes each vec's read lock briefly to copy its
 // series, and runs func collectors on its own goroutine.
