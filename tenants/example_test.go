@@ -44,3 +44,21 @@ func ExampleRotate() {
 	// +0s old=true new=true
 	// +10m0s old=false new=true
 }
+
+// The server keeps one Limiters per use and asks it before doing any work.
+func ExampleLimiters() {
+	var requests tenants.Limiters
+	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	q := tenants.DefaultQuotas()
+	q.RequestsPerSecond, q.Burst = 2, 3
+
+	for i := range 4 {
+		ok, retryAfter := requests.Allow("acme", float64(q.RequestsPerSecond), int(q.Burst), now)
+		fmt.Println(i, ok, retryAfter)
+	}
+	// Output:
+	// 0 true 0s
+	// 1 true 0s
+	// 2 true 0s
+	// 3 false 500ms
+}

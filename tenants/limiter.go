@@ -1,0 +1,224 @@
+package tenants
+
+import (
+	"math"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Fixed buckets. A tenant's own buckets come from its Quotas
+// (requests_per_second and burst; writes_per_second and WriteBurst).
+const (
+	// UnauthenticatedRate and UnauthenticatedBurst size the bucket that all
+	// requests without a valid token from one remote address share (per
+	// node): enough for a client to learn that its token is wrong, too little
+	// to guess tokens or to load the meta replica's ReadIndex path that a
+	// missed token hash takes.
+	UnauthenticatedRate  = 5  // per second
+	UnauthenticatedBurst = 10 // requests
+
+	// LaneRate and LaneBurst size the keepalive lane's bucket of one session:
+	// keepalives and stream attaches, which never count against the tenant's
+	// request or write rates. The fastest keepalive cadence is 20 a second
+	// (lease_ms 200); a few times that lets an SDK retry and re-attach
+	// freely while keeping the lane from being a flood vector.
+	LaneRate  = 25 // per second
+	LaneBurst = 50 // requests
+)
+
+// DefaultIdleTimeout is how long a bucket of Limiters must go unused before a
+// sweep may evict it.
+const DefaultIdleTimeout = 10 * time.Minute
+
+// usedGranularity is how far apart two recorded uses of a bucket must be: the
+// hot path writes the bucket's last-use time at most once a second.
+const usedGranularity = time.Second
+
+// Limiters is a set of token buckets (golang.org/x/time/rate), one per key,
+// on one node: per tenant for requests, per tenant for writes, per remote
+// address for unauthenticated requests, per session for the keepalive lane
+// (one Limiters each). It is safe for concurrent use, and the zero value is
+// ready to use with DefaultIdleTimeout.
+//
+// A bucket is created on a key's first Allow, full, and follows the rate and
+// burst of its latest Allow (so a quota change applies at a tenant's next
+// request). A bucket unused for the idle timeout and full again is evicted:
+// since a new bucket starts full, eviction is invisible to the key's owner.
+// Sweeps happen inside Allow, at most once per idle timeout, or when the
+// owner calls Sweep; Limiters starts no goroutine.
+//
+// Allow on different keys contends on nothing shared but reads; on the same
+// key it serialises on that key's bucket. A Limiters must not be copied after
+// first use.
+type Limiters struct {
+	idle      time.Duration // 0 means DefaultIdleTimeout
+	buckets   sync.Map      // string -> *bucket
+	n         atomic.Int64  // buckets held
+	nextSweep atomic.Int64  // Unix nanoseconds before which Allow does not sweep
+}
+
+// NewLimiters returns an empty set whose buckets are evicted after idle
+// without use (idle <= 0 means DefaultIdleTimeout).
+func NewLimiters(idle time.Duration) *Limiters {
+	return &Limiters{idle: max(idle, 0)}
+}
+
+type bucket struct {
+	lim *rate.Limiter
+
+	// limit and burst are what lim was last set to: Allow compares them,
+	// without taking lim's lock, to notice a quota change. mu serialises the
+	// changes, so that lim and these two always end in agreement.
+	mu    sync.Mutex
+	limit atomic.Uint64 // math.Float64bits(float64(rate.Limit))
+	burst atomic.Int64
+
+	used atomic.Int64 // Unix nanoseconds of the last use, to usedGranularity
+}
+
+// Allow takes one token from key's bucket at now, the bucket refilling at rps
+// tokens a second up to burst. When no token is left it reports false and
+// retryAfter, the time until one is (rounded up to the millisecond, at least
+// 1 ms); when ok, retryAfter is 0.
+//
+// burst below 1 counts as 1. rps math.Inf(1) allows every call. rps <= 0 or
+// NaN allows none (retryAfter 1 s) and creates no bucket: Resolve never
+// leaves such a quota, so it is a caller's bug, and failing closed is the
+// safe side of it.
+//
+// now is the caller's clock (time.Now() in the server); calls on one key
+// should pass non-decreasing times.
+func (l *Limiters) Allow(key string, rps float64, burst int, now time.Time) (ok bool, retryAfter time.Duration) {
+	if !(rps > 0) {
+		return false, time.Second
+	}
+	limit := rate.Limit(rps)
+	if math.IsInf(rps, 1) {
+		limit = rate.Inf
+	}
+	burst = max(burst, 1)
+
+	l.maybeSweep(now)
+	b := l.bucket(key, limit, burst)
+	b.touch(now)
+	b.configure(limit, burst, now)
+	if b.lim.AllowN(now, 1) {
+		return true, 0
+	}
+	return false, retryDelay(b.lim.TokensAt(now), limit)
+}
+
+// bucket returns key's bucket, creating it (full) if there is none.
+func (l *Limiters) bucket(key string, limit rate.Limit, burst int) *bucket {
+	if v, ok := l.buckets.Load(key); ok {
+		return v.(*bucket)
+	}
+	nb := &bucket{lim: rate.NewLimiter(limit, burst)}
+	nb.limit.Store(math.Float64bits(float64(limit)))
+	nb.burst.Store(int64(burst))
+	// Clone: the key is often a slice of a larger string (a header) that the
+	// map would otherwise keep alive.
+	v, loaded := l.buckets.LoadOrStore(strings.Clone(key), nb)
+	if !loaded {
+		l.n.Add(1)
+	}
+	return v.(*bucket)
+}
+
+// touch records a use at now, writing only when the record is a
+// usedGranularity old, so that a busy key's callers mostly just read it.
+func (b *bucket) touch(now time.Time) {
+	t := now.UnixNano()
+	if t-b.used.Load() >= int64(usedGranularity) {
+		b.used.Store(t)
+	}
+}
+
+// configure makes the bucket refill at limit up to burst, if it does not.
+func (b *bucket) configure(limit rate.Limit, burst int, now time.Time) {
+	bits := math.Float64bits(float64(limit))
+	if b.limit.Load() == bits && b.burst.Load() == int64(burst) {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.lim.Limit() != limit {
+		b.lim.SetLimitAt(now, limit)
+	}
+	if b.lim.Burst() != burst {
+		b.lim.SetBurstAt(now, burst)
+	}
+	b.limit.Store(bits)
+	b.burst.Store(int64(burst))
+}
+
+// retryDelay is how long a bucket holding tokens (< 1) takes to hold one at
+// limit tokens a second, rounded up to the millisecond, at least 1 ms.
+func retryDelay(tokens float64, limit rate.Limit) time.Duration {
+	const minDelay = time.Millisecond
+	need := 1 - tokens
+	if need <= 0 || limit == rate.Inf {
+		return minDelay // refilled since the refusal
+	}
+	ns := math.Ceil(need / float64(limit) * float64(time.Second))
+	if ns >= math.MaxInt64/2 {
+		return math.MaxInt64 / 2 / minDelay * minDelay // a rate this low never refills
+	}
+	d := (time.Duration(ns) + minDelay - 1) / minDelay * minDelay
+	return max(d, minDelay)
+}
+
+// maybeSweep sweeps if no sweep has happened for the idle timeout. At most
+// one of the callers that find it due does the work.
+func (l *Limiters) maybeSweep(now time.Time) {
+	next := l.nextSweep.Load()
+	if now.UnixNano() < next || !l.nextSweep.CompareAndSwap(next, now.Add(l.idleTimeout()).UnixNano()) {
+		return
+	}
+	l.sweep(now)
+}
+
+// Sweep evicts every bucket that has gone unused for the idle timeout at now
+// and is full again, and returns how many it evicted. It costs a walk of all
+// buckets; a server with many keys may call it from its own ticker, which
+// also spares Allow's callers the walk (Allow sweeps only when no sweep has
+// happened for the idle timeout).
+//
+// A call that raced an eviction may take its token from the evicted bucket,
+// so a key's first burst after minutes of silence can exceed burst by the
+// number of its calls that were in flight during the sweep.
+func (l *Limiters) Sweep(now time.Time) int {
+	l.nextSweep.Store(now.Add(l.idleTimeout()).UnixNano())
+	return l.sweep(now)
+}
+
+func (l *Limiters) sweep(now time.Time) int {
+	cutoff := now.Add(-l.idleTimeout()).UnixNano()
+	evicted := 0
+	l.buckets.Range(func(k, v any) bool {
+		b := v.(*bucket)
+		if b.used.Load() > cutoff || b.lim.TokensAt(now) < float64(b.burst.Load()) {
+			return true
+		}
+		if l.buckets.CompareAndDelete(k, b) {
+			l.n.Add(-1)
+			evicted++
+		}
+		return true
+	})
+	return evicted
+}
+
+// Len returns how many buckets the set holds.
+func (l *Limiters) Len() int { return int(l.n.Load()) }
+
+func (l *Limiters) idleTimeout() time.Duration {
+	if l.idle <= 0 {
+		return DefaultIdleTimeout
+	}
+	return l.idle
+}
