@@ -38,7 +38,9 @@ func (h Hash) Equal(o Hash) bool { return subtle.ConstantTimeCompare(h[:], o[:])
 // IsZero reports whether h is the zero Hash.
 func (h Hash) IsZero() bool { return h == Hash{} }
 
-// String returns h in lowercase hex. A token's hash is safe to log.
+// String returns h in lowercase hex. A tenant token's hash reveals nothing
+// usable (its secret has at least 128 random bits); an admin token chosen by a
+// person may be guessable from its hash, so do not log that one.
 func (h Hash) String() string { return hex.EncodeToString(h[:]) }
 
 // MarshalText implements encoding.TextMarshaler (and so JSON): lowercase hex.
