@@ -85,7 +85,9 @@ func Decode(cmd []byte) (Op, []byte, error) {
 	return Op(cmd[1]), cmd[2:], nil
 }
 
-// Command bodies of the tenant shard.
+// Command bodies of the tenant shard. Ordinary commands carry the
+// proposer's clock in AtMs; it stamps what reads display (registered_at,
+// since) as max(sm_now, at_ms) and never moves sm_now, which decides.
 
 // OpenSession creates a session with a client-chosen secret ID, or reads it
 // back when it exists with the same parameters.
@@ -94,12 +96,14 @@ type OpenSession struct {
 	TTLMs       int64  `json:"ttl_ms"`
 	LeaseMs     int64  `json:"lease_ms"`
 	DropGraceMs int64  `json:"drop_grace_ms"`
+	AtMs        int64  `json:"at_ms,omitempty"` // proposer's clock: display times only
 }
 
 // CloseSession ends a session: its instances are removed and its
 // masterships handed over at once (the caller is the holder).
 type CloseSession struct {
-	ID string `json:"id"`
+	ID   string `json:"id"`
+	AtMs int64  `json:"at_ms,omitempty"` // proposer's clock: display times only
 }
 
 // Register creates or replaces an instance. Caller is the X-Rafting-Session
@@ -110,6 +114,7 @@ type Register struct {
 	ID       string              `json:"id"`
 	Instance api.RegisterRequest `json:"instance"`
 	Caller   string              `json:"caller,omitempty"`
+	AtMs     int64               `json:"at_ms,omitempty"` // proposer's clock: display times only
 }
 
 // Deregister removes an instance.
@@ -117,12 +122,14 @@ type Deregister struct {
 	Service string `json:"service"`
 	ID      string `json:"id"`
 	Caller  string `json:"caller,omitempty"`
+	AtMs    int64  `json:"at_ms,omitempty"` // proposer's clock: display times only
 }
 
 // SetPolicy sets a service's election policy (it wins over instances' policy).
 type SetPolicy struct {
 	Service   string        `json:"service"`
 	ColdStart api.ColdStart `json:"cold_start"`
+	AtMs      int64         `json:"at_ms,omitempty"` // proposer's clock: display times only
 }
 
 // Resign hands a mastership over, only while Token is the current one.
@@ -132,6 +139,7 @@ type Resign struct {
 	Token    uint64 `json:"fencing_token"`
 	To       string `json:"to,omitempty"`
 	Caller   string `json:"caller,omitempty"`
+	AtMs     int64  `json:"at_ms,omitempty"` // proposer's clock: display times only
 }
 
 // SetQuotas brings the tenant shard's copy of its quotas to a version of the

@@ -36,6 +36,7 @@ type Tenant struct {
 	held  map[string]map[string]struct{}  // session -> services it masters
 
 	watch watchHub
+	atMs  int64 // the entry being applied: proposer's clock (display only)
 }
 
 type instKey struct{ service, id string }
@@ -270,18 +271,21 @@ func (t *Tenant) apply(index uint64, cmd []byte, ch *Changes) (o Outcome) {
 	if err != nil {
 		return rejectf(api.CodeBadRequest, "undecodable command: %v", err)
 	}
+	t.atMs = 0
 	switch op {
 	case OpOpenSession:
 		var c OpenSession
 		if err := strictUnmarshal(body, &c); err != nil {
 			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
 		}
+		t.atMs = c.AtMs
 		return t.openSession(index, c, ch)
 	case OpCloseSession:
 		var c CloseSession
 		if err := strictUnmarshal(body, &c); err != nil {
 			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
 		}
+		t.atMs = c.AtMs
 		if _, ok := t.st.Sessions[c.ID]; ok {
 			t.endSessions(index, []string{c.ID}, ch)
 		}
@@ -291,24 +295,28 @@ func (t *Tenant) apply(index uint64, cmd []byte, ch *Changes) (o Outcome) {
 		if err := strictUnmarshal(body, &c); err != nil {
 			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
 		}
+		t.atMs = c.AtMs
 		return t.register(index, c, ch)
 	case OpDeregister:
 		var c Deregister
 		if err := strictUnmarshal(body, &c); err != nil {
 			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
 		}
+		t.atMs = c.AtMs
 		return t.deregister(index, c, ch)
 	case OpSetPolicy:
 		var c SetPolicy
 		if err := strictUnmarshal(body, &c); err != nil {
 			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
 		}
+		t.atMs = c.AtMs
 		return t.setPolicy(index, c, ch)
 	case OpResign:
 		var c Resign
 		if err := strictUnmarshal(body, &c); err != nil {
 			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
 		}
+		t.atMs = c.AtMs
 		return t.resign(index, c, ch)
 	case OpSetQuotas:
 		var c SetQuotas
@@ -398,6 +406,13 @@ func (t *Tenant) guard(op Op, term uint64) (Outcome, bool) {
 		return rejectf(api.CodeConflict, "%s of term %d, barrier term is %d", op, term, t.st.BarrierTerm), false
 	}
 	return Outcome{}, true
+}
+
+// displayMs is the time reads show for what this entry does: sm_now, or
+// the proposer's clock when it is later (sm_now moves only with leader
+// entries, so it lags on a tenant that only sees ordinary writes).
+func (t *Tenant) displayMs() int64 {
+	return max(t.st.NowMs, t.atMs)
 }
 
 // advance moves sm_now forward to a leader's stamp; it never goes back.
@@ -593,7 +608,7 @@ func (t *Tenant) register(index uint64, c Register, ch *Changes) Outcome {
 	}
 	in := &instance{
 		Address: r.Address, Mode: r.Mode, State: r.State, Weight: weight, Priority: r.Priority,
-		Zone: r.Zone, Meta: r.Meta, Session: sess, RegisteredMs: t.st.NowMs, ReadyIndex: index,
+		Zone: r.Zone, Meta: r.Meta, Session: sess, RegisteredMs: t.displayMs(), ReadyIndex: index,
 	}
 	if len(in.Meta) == 0 {
 		in.Meta = nil
@@ -888,7 +903,7 @@ func (t *Tenant) elect(index uint64, name string, svc *service, avoid string, ch
 func (t *Tenant) grant(index uint64, name string, svc *service, id string, ch *Changes) {
 	in := svc.Instances[id]
 	svc.Cold, svc.Waiting, svc.WaitFromMs = false, false, 0
-	t.setMaster(name, svc, &master{Instance: id, Session: in.Session, Token: t.st.Epoch<<40 | index, SinceMs: t.st.NowMs}, ch)
+	t.setMaster(name, svc, &master{Instance: id, Session: in.Session, Token: t.st.Epoch<<40 | index, SinceMs: t.displayMs()}, ch)
 	svc.ModifyIndex = index
 }
 

@@ -1,0 +1,99 @@
+package balancer_test
+
+import (
+	"fmt"
+	"strconv"
+	"testing"
+
+	"github.com/rafting/rafting/balancer"
+)
+
+// endpoints returns n endpoints of weights 1..n, the ID of the i-th being "e<i>".
+func endpoints(n int) []balancer.Endpoint {
+	eps := make([]balancer.Endpoint, n)
+	for i := range eps {
+		eps[i] = balancer.Endpoint{
+			ID:      "e" + strconv.Itoa(i),
+			Address: fmt.Sprintf("10.0.%d.%d:8080", i/256, i%256),
+			Weight:  i + 1,
+		}
+	}
+	return eps
+}
+
+func benchPick(b *testing.B, p balancer.Policy, n int) {
+	bl := balancer.New(p)
+	bl.Update(endpoints(n))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := bl.Pick(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func benchPickParallel(b *testing.B, p balancer.Policy, n int) {
+	bl := balancer.New(p)
+	bl.Update(endpoints(n))
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		var e balancer.Endpoint
+		for pb.Next() {
+			e, _ = bl.Pick()
+		}
+		_ = e
+	})
+}
+
+func benchPickDone(b *testing.B, p balancer.Policy, n int) {
+	bl := balancer.New(p)
+	bl.Update(endpoints(n))
+	b.ReportAllocs()
+	for b.Loop() {
+		_, d, err := bl.PickTracked()
+		if err != nil {
+			b.Fatal(err)
+		}
+		d.Finish(nil)
+	}
+}
+
+func benchPickDoneParallel(b *testing.B, p balancer.Policy, n int) {
+	bl := balancer.New(p)
+	bl.Update(endpoints(n))
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			_, d, _ := bl.PickTracked()
+			d.Finish(nil)
+		}
+	})
+}
+
+func BenchmarkRoundRobin(b *testing.B) {
+	for _, n := range []int{10, 1000} {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) { benchPick(b, balancer.RoundRobin(), n) })
+		b.Run(fmt.Sprintf("n=%d/parallel", n), func(b *testing.B) { benchPickParallel(b, balancer.RoundRobin(), n) })
+	}
+}
+
+func BenchmarkMonteCarlo(b *testing.B) {
+	for _, n := range []int{10, 1000} {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) { benchPick(b, balancer.MonteCarlo(), n) })
+		b.Run(fmt.Sprintf("n=%d/parallel", n), func(b *testing.B) { benchPickParallel(b, balancer.MonteCarlo(), n) })
+	}
+}
+
+func BenchmarkLeastLoaded(b *testing.B) {
+	for _, n := range []int{10, 1000} {
+		b.Run(fmt.Sprintf("n=%d/done", n), func(b *testing.B) { benchPickDone(b, balancer.LeastLoaded(), n) })
+		b.Run(fmt.Sprintf("n=%d/done/parallel", n), func(b *testing.B) { benchPickDoneParallel(b, balancer.LeastLoaded(), n) })
+		b.Run(fmt.Sprintf("n=%d/pick", n), func(b *testing.B) { benchPick(b, balancer.LeastLoaded(), n) })
+	}
+}
+
+func BenchmarkFunc(b *testing.B) {
+	first := balancer.Func(func(eps []balancer.Endpoint) (balancer.Endpoint, error) { return eps[0], nil })
+	b.Run("n=10", func(b *testing.B) { benchPick(b, first, 10) })
+	b.Run("n=10/parallel", func(b *testing.B) { benchPickParallel(b, first, 10) })
+}

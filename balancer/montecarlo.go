@@ -1,0 +1,133 @@
+package balancer
+
+import (
+	"math"
+	"math/bits"
+)
+
+// MonteCarlo returns a Policy that picks an endpoint at random, with
+// probability proportional to its Weight. A pick costs O(1) whatever the
+// number of endpoints (Vose's alias method, whose table Build makes in
+// O(n)), and draws from math/rand/v2's per-thread generator, so concurrent
+// picks share no lock and no counter. An ejected endpoint is redrawn.
+func MonteCarlo() Policy { return monteCarlo{} }
+
+// MonteCarloSeed is MonteCarlo drawing from a deterministic generator
+// seeded with seed, for tests and simulations: a Picker built by it makes
+// the same picks from the same seed when one goroutine picks. Every Picker
+// (every Update) starts again from seed. It stays safe for concurrent use,
+// through one atomic counter per Picker that concurrent picks contend on,
+// so production code should use MonteCarlo.
+func MonteCarloSeed(seed uint64) Policy { return monteCarlo{seeded: true, seed: seed} }
+
+type monteCarlo struct {
+	seeded bool
+	seed   uint64
+}
+
+func (m monteCarlo) Build(eps []Endpoint) Picker { return buildFresh(m, eps) }
+
+func (m monteCarlo) build(es []entry) Picker {
+	return &mcPicker{src: newSource(m.seeded, m.seed), es: es, cols: alias(es)}
+}
+
+type mcPicker struct {
+	src  *source
+	es   []entry
+	cols []column // len(cols) == len(es)
+}
+
+// column i of an alias table: index i is kept when a uniform draw in
+// [0, 2^64) is below keep, and replaced by other otherwise.
+type column struct {
+	keep  uint64
+	other int
+}
+
+func (p *mcPicker) Pick() (Endpoint, Done, error) {
+	e, count := p.choose()
+	return e.Endpoint, track(e, count), nil
+}
+
+func (p *mcPicker) choose() (*entry, bool) {
+	e := p.draw()
+	if e.l.fails.Load() >= EjectAfter {
+		e = p.redraw(e)
+	}
+	return e, false
+}
+
+func (p *mcPicker) draw() *entry {
+	// One draw gives both the column (the high word of r*n) and the coin
+	// (the low word, uniform and independent of the column).
+	i, coin := bits.Mul64(p.src.uint64(), uint64(len(p.cols)))
+	c := p.cols[i]
+	if coin >= c.keep {
+		return &p.es[c.other]
+	}
+	return &p.es[i]
+}
+
+// redraw returns a healthy endpoint drawn after e, or e.
+func (p *mcPicker) redraw(e *entry) *entry {
+	var now int64
+	if e.l.healthy(&now) {
+		return e
+	}
+	for range maxProbes - 1 {
+		if f := p.draw(); f.l.healthy(&now) {
+			return f
+		}
+	}
+	return e
+}
+
+// alias makes the alias table of es's weights, by Vose's method.
+func alias(es []entry) []column {
+	n := len(es)
+	var sum float64
+	for _, e := range es {
+		sum += float64(e.Weight)
+	}
+	// p[i] is i's probability scaled so that the mean is 1; small and large
+	// hold the indexes below and at or above 1.
+	p := make([]float64, n)
+	small := make([]int, 0, n)
+	large := make([]int, 0, n)
+	for i, e := range es {
+		p[i] = float64(e.Weight) * float64(n) / sum
+		if p[i] < 1 {
+			small = append(small, i)
+		} else {
+			large = append(large, i)
+		}
+	}
+	cols := make([]column, n)
+	for len(small) > 0 && len(large) > 0 {
+		s, l := small[len(small)-1], large[len(large)-1]
+		small, large = small[:len(small)-1], large[:len(large)-1]
+		cols[s] = column{keep: scale(p[s]), other: l}
+		p[l] = (p[l] + p[s]) - 1
+		if p[l] < 1 {
+			small = append(small, l)
+		} else {
+			large = append(large, l)
+		}
+	}
+	// What is left is 1 up to rounding: the column keeps its own index.
+	for _, i := range append(small, large...) {
+		cols[i] = column{keep: math.MaxUint64, other: i}
+	}
+	return cols
+}
+
+// scale maps a probability in [0, 1] to [0, 2^64).
+func scale(p float64) uint64 {
+	switch {
+	case p <= 0:
+		return 0
+	case p >= 1:
+		return math.MaxUint64
+	}
+	return uint64(p * 0x1p64)
+}

@@ -1,0 +1,378 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/rafting/rafting/api"
+)
+
+// client is the admin CLI's REST client: it tries each server in turn and
+// retries what the API says is safe to retry.
+type client struct {
+	servers []string
+	token   string
+	http    *http.Client
+}
+
+type commonFlags struct {
+	servers string
+	token   string
+	output  string
+}
+
+func (c *commonFlags) register(fs *flag.FlagSet, tokenEnv string) {
+	fs.StringVar(&c.servers, "servers", "", "comma-separated API addresses (default $RAFTING_SERVERS, else 127.0.0.1:7070)")
+	fs.StringVar(&c.token, "token", "", "bearer token (default $"+tokenEnv+")")
+	fs.StringVar(&c.output, "o", "table", "output: table or json")
+	c.token = os.Getenv(tokenEnv)
+}
+
+func (c *commonFlags) client() (*client, error) {
+	servers := c.servers
+	if servers == "" {
+		servers = os.Getenv("RAFTING_SERVERS")
+	}
+	if servers == "" {
+		servers = "127.0.0.1:7070"
+	}
+	if c.output != "table" && c.output != "json" {
+		return nil, usageError{fmt.Sprintf("-o %q: want table or json", c.output)}
+	}
+	if c.token == "" {
+		return nil, usageError{"a token is required (--token, or the environment variable named in -h)"}
+	}
+	cl := &client{token: c.token, http: &http.Client{Timeout: 30 * time.Second}}
+	for _, s := range strings.Split(servers, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			if !strings.Contains(s, "://") {
+				s = "http://" + s
+			}
+			cl.servers = append(cl.servers, strings.TrimRight(s, "/"))
+		}
+	}
+	return cl, nil
+}
+
+// do sends a request to the first server that answers; 503/504/429 and
+// connection errors move on to the next server (every write is idempotent).
+func (c *client) do(ctx context.Context, method, path string, in, out any) error {
+	var body []byte
+	if in != nil {
+		body, _ = json.Marshal(in)
+	}
+	var last error
+	for attempt := 0; attempt < 3*len(c.servers); attempt++ {
+		base := c.servers[attempt%len(c.servers)]
+		req, err := http.NewRequestWithContext(ctx, method, base+path, bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+c.token)
+		if in != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := c.http.Do(req)
+		if err != nil {
+			last = err
+			continue
+		}
+		b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+		resp.Body.Close()
+		if err != nil {
+			last = err
+			continue
+		}
+		if resp.StatusCode >= 400 {
+			e := api.Decode(resp.StatusCode, b, resp.Header.Get("Retry-After"))
+			if e.Code.Retryable() {
+				last = e
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(max(e.RetryAfter, 100*time.Millisecond)):
+				}
+				continue
+			}
+			return e
+		}
+		if out != nil && len(bytes.TrimSpace(b)) > 0 {
+			return json.Unmarshal(b, out)
+		}
+		return nil
+	}
+	return fmt.Errorf("no server answered: %w", last)
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func quotaFlags(fs *flag.FlagSet, q *api.Quotas) {
+	fs.Int64Var(&q.MaxServices, "max-services", 0, "quota: services")
+	fs.Int64Var(&q.MaxInstances, "max-instances", 0, "quota: instances")
+	fs.Int64Var(&q.MaxSessions, "max-sessions", 0, "quota: sessions (streams count here)")
+	fs.Int64Var(&q.MaxWatchers, "max-watchers", 0, "quota: concurrent blocking queries per node")
+	fs.Int64Var(&q.MaxMetaBytes, "max-meta-bytes", 0, "quota: metadata bytes per instance")
+	fs.Int64Var(&q.MinTTLMs, "min-ttl-ms", 0, "quota: shortest session TTL")
+	fs.Int64Var(&q.MaxTTLMs, "max-ttl-ms", 0, "quota: longest session TTL")
+	fs.Int64Var(&q.RequestsPerSecond, "requests-per-second", 0, "rate: requests per second per node")
+	fs.Int64Var(&q.Burst, "burst", 0, "rate: request burst")
+	fs.Int64Var(&q.WritesPerSecond, "writes-per-second", 0, "rate: writes per second per node")
+}
+
+func runTenant(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return usageError{"usage: rafting tenant create|list|show|update|rotate-token|delete [flags] [NAME]"}
+	}
+	sub, args := args[0], args[1:]
+	fs := newFlagSet("tenant " + sub)
+	var cf commonFlags
+	cf.register(fs, "RAFTING_ADMIN_TOKEN")
+	var q api.Quotas
+	var secret string
+	var previous time.Duration
+	switch sub {
+	case "create", "update":
+		quotaFlags(fs, &q)
+		if sub == "create" {
+			fs.StringVar(&secret, "secret", "", "the token's secret part (so a retried create is safe); default: generated")
+		}
+	case "rotate-token":
+		fs.StringVar(&secret, "secret", "", "the new token's secret part; default: generated")
+		fs.DurationVar(&previous, "previous-valid", time.Hour, "how long the old token keeps working (0 revokes it now)")
+	case "list", "show", "delete":
+	default:
+		return usageError{fmt.Sprintf("unknown tenant command %q", sub)}
+	}
+	name, err := parseWithName(fs, args, sub != "list")
+	if err != nil {
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	var t api.Tenant
+	switch sub {
+	case "create":
+		err = c.do(ctx, http.MethodPost, "/v1/tenants", api.CreateTenantRequest{Name: name, Quotas: q, Secret: secret}, &t)
+	case "update":
+		err = c.do(ctx, http.MethodPatch, "/v1/tenants/"+name, api.UpdateTenantRequest{Quotas: q}, &t)
+	case "rotate-token":
+		ms := previous.Milliseconds()
+		err = c.do(ctx, http.MethodPost, "/v1/tenants/"+name+"/token", api.RotateTokenRequest{Secret: secret, PreviousValidMs: &ms}, &t)
+	case "show":
+		err = c.do(ctx, http.MethodGet, "/v1/tenants/"+name, nil, &t)
+	case "delete":
+		if err = c.do(ctx, http.MethodDelete, "/v1/tenants/"+name, nil, nil); err == nil {
+			fmt.Fprintf(stdout, "tenant %s deleted\n", name)
+		}
+		return err
+	case "list":
+		var l api.TenantList
+		if err := c.do(ctx, http.MethodGet, "/v1/tenants", nil, &l); err != nil {
+			return err
+		}
+		if cf.output == "json" {
+			return printJSON(stdout, l)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tSHARD\tEPOCH\tSERVICES\tINSTANCES\tSESSIONS\tCREATED")
+		for _, t := range l.Tenants {
+			u := api.Usage{}
+			if t.Usage != nil {
+				u = *t.Usage
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d/%d\t%d/%d\t%d/%d\t%s\n", t.Name, t.ShardID, t.Epoch,
+				u.Services, t.Quotas.MaxServices, u.Instances, t.Quotas.MaxInstances, u.Sessions, t.Quotas.MaxSessions,
+				t.CreatedAt.Format(time.RFC3339))
+		}
+		return tw.Flush()
+	}
+	if err != nil {
+		return err
+	}
+	if cf.output == "json" {
+		return printJSON(stdout, t)
+	}
+	return printTenant(stdout, t)
+}
+
+func printTenant(w io.Writer, t api.Tenant) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "name\t%s\nshard\t%d\nepoch\t%d\ncreated\t%s\n", t.Name, t.ShardID, t.Epoch, t.CreatedAt.Format(time.RFC3339))
+	if t.Token != "" {
+		fmt.Fprintf(tw, "token\t%s\t(shown once: keep it)\n", t.Token)
+	}
+	u := api.Usage{}
+	if t.Usage != nil {
+		u = *t.Usage
+	}
+	q := t.Quotas
+	rows := []struct {
+		name        string
+		used, limit int64
+		hasUse      bool
+	}{
+		{"services", u.Services, q.MaxServices, true}, {"instances", u.Instances, q.MaxInstances, true},
+		{"sessions", u.Sessions, q.MaxSessions, true}, {"watchers (this node)", u.Watchers, q.MaxWatchers, true},
+		{"meta bytes per instance", 0, q.MaxMetaBytes, false}, {"min ttl ms", 0, q.MinTTLMs, false},
+		{"max ttl ms", 0, q.MaxTTLMs, false}, {"requests/s", 0, q.RequestsPerSecond, false},
+		{"burst", 0, q.Burst, false}, {"writes/s", 0, q.WritesPerSecond, false},
+	}
+	fmt.Fprintln(tw, "\nQUOTA\tUSED\tLIMIT")
+	for _, r := range rows {
+		used := "-"
+		if r.hasUse && t.Usage != nil {
+			used = fmt.Sprint(r.used)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\n", r.name, used, r.limit)
+	}
+	return tw.Flush()
+}
+
+// parseWithName parses flags that may come before or after the one NAME.
+func parseWithName(fs *flag.FlagSet, args []string, needName bool) (string, error) {
+	var name string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		name, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		return "", usageError{err.Error()}
+	}
+	if name == "" && fs.NArg() > 0 {
+		name = fs.Arg(0)
+	}
+	if needName && name == "" {
+		return "", usageError{fs.Name() + ": a NAME is required"}
+	}
+	return name, nil
+}
+
+func runService(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return usageError{"usage: rafting service list|show [--tenant T] [NAME]"}
+	}
+	sub, args := args[0], args[1:]
+	fs := newFlagSet("service " + sub)
+	var cf commonFlags
+	cf.register(fs, "RAFTING_TOKEN")
+	tenant := fs.String("tenant", os.Getenv("RAFTING_TENANT"), "tenant (default $RAFTING_TENANT)")
+	if sub != "list" && sub != "show" {
+		return usageError{fmt.Sprintf("unknown service command %q", sub)}
+	}
+	name, err := parseWithName(fs, args, sub == "show")
+	if err != nil {
+		return err
+	}
+	if *tenant == "" {
+		return usageError{"--tenant (or RAFTING_TENANT) is required"}
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	if sub == "list" {
+		var l api.ServiceList
+		if err := c.do(ctx, http.MethodGet, "/v1/tenants/"+*tenant+"/services", nil, &l); err != nil {
+			return err
+		}
+		if cf.output == "json" {
+			return printJSON(stdout, l)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SERVICE\tINSTANCES\tREADY\tMASTER\tMODIFY INDEX")
+		for _, s := range l.Services {
+			m := s.Master
+			if m == "" {
+				m = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%d\n", s.Name, s.Instances, s.Ready, m, s.ModifyIndex)
+		}
+		return tw.Flush()
+	}
+	var s api.ServiceResponse
+	if err := c.do(ctx, http.MethodGet, "/v1/tenants/"+*tenant+"/services/"+name, nil, &s); err != nil {
+		return err
+	}
+	if cf.output == "json" {
+		return printJSON(stdout, s)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "service\t%s\nindex\t%d\nmodify index\t%d\ncold start\tmin_ready %d, settle %dms\n", s.Service, s.Index, s.ModifyIndex,
+		s.Policy.ColdStart.MinReady, s.Policy.ColdStart.SettleMs)
+	if m := s.Master; m != nil {
+		rel := ""
+		if m.Releasing {
+			rel = " (releasing)"
+		}
+		fmt.Fprintf(tw, "master\t%s token %d since %s%s\n", m.Instance, m.FencingToken, m.Since.Format(time.RFC3339), rel)
+	} else {
+		fmt.Fprintln(tw, "master\t-")
+	}
+	fmt.Fprintln(tw, "\nINSTANCE\tADDRESS\tMODE\tSTATE\tWEIGHT\tPRIORITY\tZONE\tSESSION")
+	for _, in := range s.Instances {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", in.ID, in.Address, in.Mode, in.State, in.Weight, in.Priority, dash(in.Zone), dash(in.SessionTag))
+	}
+	return tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func runCluster(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlagSet("cluster")
+	var cf commonFlags
+	cf.register(fs, "RAFTING_ADMIN_TOKEN")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	var cl api.Cluster
+	if err := c.do(ctx, http.MethodGet, "/v1/cluster", nil, &cl); err != nil {
+		var e *api.Error
+		if errors.As(err, &e) && e.Code == api.CodeForbidden {
+			return fmt.Errorf("%w (the cluster view needs the admin token: $RAFTING_ADMIN_TOKEN)", err)
+		}
+		return err
+	}
+	if cf.output == "json" {
+		return printJSON(stdout, cl)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "answered by node %d\n\nNODE\tRAFT\tAPI\n", cl.NodeID)
+	for _, n := range cl.Nodes {
+		fmt.Fprintf(tw, "%d\t%s\t%s\n", n.ID, n.RaftAddress, n.APIAddress)
+	}
+	fmt.Fprintln(tw, "\nSHARD\tTENANT\tLEADER NODE\tTERM\tAPPLIED\tREPLICAS")
+	for _, s := range cl.Shards {
+		reps := make([]string, 0, len(s.Replicas))
+		for r, n := range s.Replicas {
+			reps = append(reps, fmt.Sprintf("%d@%d", r, n))
+		}
+		sort.Strings(reps)
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%s\n", s.ShardID, dash(s.Tenant), s.Leader, s.Term, s.Applied, strings.Join(reps, " "))
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,190 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/server"
+	"github.com/rafting/rafting/server/config"
+	"github.com/rafting/rafting/tenants"
+)
+
+// Dev cluster layout: node i (1..3) serves its API on devAPI[i-1] and Raft on
+// the next port.
+var devPorts = []int{7070, 7170, 7270}
+
+const devTenant = "default"
+
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("dev")
+	var (
+		data      = fs.String("data", ".rafting-dev", "data directory of the three nodes")
+		tokenFile = fs.String("admin-token-file", "", "file holding the admin token (else RAFTING_ADMIN_TOKEN, else generated into <data>/admin.token)")
+		host      = fs.String("host", "127.0.0.1", "loopback address to bind")
+		rtt       = fs.Duration("rtt", 50*time.Millisecond, "Raft tick")
+		logLevel  = fs.String("log-level", "warn", "debug, info, warn or error")
+	)
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	log, err := logger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*data, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", *data, err)
+	}
+	admin, err := adminToken(*tokenFile)
+	if err != nil {
+		return err
+	}
+	if admin == "" {
+		if admin, err = persistedSecret(filepath.Join(*data, "admin.token"), func() string { return "rfa_" + tenants.NewSecret() }); err != nil {
+			return err
+		}
+	}
+	initial := map[uint64]string{}
+	for i, p := range devPorts {
+		initial[uint64(i+1)] = fmt.Sprintf("%s:%d", *host, p+1)
+	}
+	var servers []*server.Server
+	defer func() {
+		for _, s := range servers {
+			s.Close()
+		}
+	}()
+	// Nodes start concurrently: a node's first start waits for a quorum.
+	type started struct {
+		s   *server.Server
+		err error
+	}
+	results := make(chan started, len(devPorts))
+	for i, p := range devPorts {
+		cfg := config.DefaultConfig()
+		cfg.NodeID = uint64(i + 1)
+		cfg.DataDir = filepath.Join(*data, fmt.Sprintf("node%d", i+1))
+		cfg.APIAddress = fmt.Sprintf("%s:%d", *host, p)
+		cfg.RaftAddress = initial[cfg.NodeID]
+		cfg.InitialCluster = initial
+		cfg.AdminToken = admin
+		cfg.RTT = *rtt
+		cfg.LogDB = "tiny"
+		cfg.Logger = log.With("node", cfg.NodeID)
+		go func() {
+			s, err := server.New(cfg)
+			results <- started{s, err}
+		}()
+	}
+	var firstErr error
+	for range devPorts {
+		r := <-results
+		if r.err != nil && firstErr == nil {
+			firstErr = r.err
+		}
+		if r.s != nil {
+			servers = append(servers, r.s)
+		}
+	}
+	if firstErr != nil {
+		return firstErr
+	}
+	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for _, s := range servers {
+		if err := s.WaitReady(rctx); err != nil {
+			return err
+		}
+	}
+	base := fmt.Sprintf("http://%s:%d", *host, devPorts[0])
+	tenantSecret, err := persistedSecret(filepath.Join(*data, devTenant+".secret"), tenants.NewSecret)
+	if err != nil {
+		return err
+	}
+	token, err := ensureTenant(rctx, base, admin, devTenant, tenantSecret)
+	if err != nil {
+		return err
+	}
+	printDevBanner(stdout, base, *data, admin, token)
+	<-ctx.Done()
+	fmt.Fprintln(stdout, "\nstopping the dev cluster (handing leaderships over)...")
+	return nil
+}
+
+// persistedSecret reads a secret from path, or makes one and writes it there
+// (0600), so a second `make run` prints the same tokens.
+func persistedSecret(path string, mk func() string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if s := strings.TrimSpace(string(b)); s != "" {
+			return s, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	s := mk()
+	if err := os.WriteFile(path, []byte(s+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// ensureTenant creates the dev tenant with a known secret: a retry (or a
+// second start) answers 200 with the same token.
+func ensureTenant(ctx context.Context, base, admin, name, secret string) (string, error) {
+	body, _ := json.Marshal(api.CreateTenantRequest{Name: name, Secret: secret})
+	for attempt := 0; ; attempt++ {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/tenants", bytes.NewReader(body))
+		if err != nil {
+			return "", err
+		}
+		req.Header.Set("Authorization", "Bearer "+admin)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, api.MaxBodyBytes))
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusCreated {
+				var t api.Tenant
+				if err := json.Unmarshal(b, &t); err != nil {
+					return "", fmt.Errorf("create tenant %s: %w", name, err)
+				}
+				return t.Token, nil
+			}
+			e := api.Decode(resp.StatusCode, b, resp.Header.Get("Retry-After"))
+			if !e.Code.Retryable() {
+				return "", fmt.Errorf("create tenant %s: %w", name, e)
+			}
+			err = e
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("create tenant %s: %w", name, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func printDevBanner(w io.Writer, base, data, admin, token string) {
+	fmt.Fprintf(w, `
+Rafting dev cluster is up: 3 nodes, API on %s (and :7170, :7270), data in %s
+
+  admin token:            %s
+  tenant "default" token: %s
+
+Try it:
+  export RAFTING_SERVERS=127.0.0.1:7070,127.0.0.1:7170,127.0.0.1:7270 RAFTING_TENANT=default RAFTING_TOKEN=%s
+  curl -s -X PUT -H "Authorization: Bearer $RAFTING_TOKEN" %s/v1/tenants/default/services/web/instances/web-1 -d '{"address":"127.0.0.1:8080"}'
+  curl -s -H "Authorization: Bearer $RAFTING_TOKEN" %s/v1/tenants/default/services/web
+
+Ctrl-C stops the cluster; 'make run' again brings it back with the same state and tokens.
+`, base, data, admin, token, token, base, base)
+}

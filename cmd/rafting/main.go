@@ -1,0 +1,102 @@
+// Command rafting is Rafting's one binary: `rafting server` runs a server,
+// `rafting dev` a 3-node cluster in one process for local work, and the
+// admin subcommands talk to the REST API.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+)
+
+const usage = `usage: rafting <command> [flags]
+
+commands:
+  server     run one Rafting server (one Raft node)
+  dev        run a 3-node cluster in this process on 127.0.0.1:7070/7170/7270
+  tenant     create|list|show|update|rotate-token|delete tenants (admin)
+  service    list|show a tenant's services
+  cluster    show nodes, shards and leaders (admin)
+
+Run 'rafting <command> -h' for a command's flags.
+`
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintln(os.Stderr, "rafting:", err)
+			os.Exit(2)
+		}
+		fmt.Fprintln(os.Stderr, "rafting:", err)
+		os.Exit(1)
+	}
+}
+
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return usageError{"a command is required"}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	switch args[0] {
+	case "server":
+		return runServer(ctx, args[1:], stderr)
+	case "dev":
+		return runDev(ctx, args[1:], stdout, stderr)
+	case "tenant", "tenants":
+		return runTenant(ctx, args[1:], stdout)
+	case "service", "services":
+		return runService(ctx, args[1:], stdout)
+	case "cluster":
+		return runCluster(ctx, args[1:], stdout)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return usageError{fmt.Sprintf("unknown command %q", args[0])}
+}
+
+// logger returns a text logger on w at the named level.
+func logger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, usageError{fmt.Sprintf("--log-level %q: want debug, info, warn or error", level)}
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// adminToken reads the admin token: --admin-token-file, else
+// RAFTING_ADMIN_TOKEN, else "".
+func adminToken(file string) (string, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("read --admin-token-file: %w", err)
+		}
+		tok := strings.TrimSpace(string(b))
+		if tok == "" {
+			return "", fmt.Errorf("--admin-token-file %s is empty", file)
+		}
+		return tok, nil
+	}
+	return strings.TrimSpace(os.Getenv("RAFTING_ADMIN_TOKEN")), nil
+}
+
+func newFlagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	return fs
+}

@@ -1,0 +1,190 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/server"
+	"github.com/rafting/rafting/server/config"
+)
+
+// identity is what a data dir remembers of its node, so a restart needs
+// no flags but --data (and the addresses, which must not change).
+type identity struct {
+	ID          uint64 `json:"id"`
+	RaftAddress string `json:"raft_address"`
+	APIAddress  string `json:"api_address"`
+}
+
+func identityPath(dataDir string) string { return filepath.Join(dataDir, "node.json") }
+
+func readIdentity(dataDir string) (identity, bool, error) {
+	b, err := os.ReadFile(identityPath(dataDir))
+	if errors.Is(err, os.ErrNotExist) {
+		return identity{}, false, nil
+	}
+	if err != nil {
+		return identity{}, false, err
+	}
+	var id identity
+	if err := json.Unmarshal(b, &id); err != nil {
+		return identity{}, false, fmt.Errorf("%s: %w", identityPath(dataDir), err)
+	}
+	return id, true, nil
+}
+
+func writeIdentity(dataDir string, id identity) error {
+	b, _ := json.MarshalIndent(id, "", "  ")
+	tmp := identityPath(dataDir) + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, identityPath(dataDir))
+}
+
+func runServer(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlagSet("server")
+	def := config.DefaultConfig()
+	var (
+		id             = fs.Uint64("id", 0, "node ID (>= 1); remembered in the data dir")
+		data           = fs.String("data", "", "data directory (required)")
+		apiAddr        = fs.String("api", "", "REST API address (default 127.0.0.1:7070; remembered)")
+		advertise      = fs.String("advertise-api", "", "API address other nodes and clients use (default: --api)")
+		raftAddr       = fs.String("raft", "", "Raft address host:port (required on first start; remembered)")
+		initial        = fs.String("initial-cluster", "", "first start of a new cluster: ID=RAFT_ADDR,... (etcd-style)")
+		join           = fs.String("join", "", "API address of a running member: add this node to that cluster")
+		tokenFile      = fs.String("admin-token-file", "", "file holding the admin token (else RAFTING_ADMIN_TOKEN)")
+		rtt            = fs.Duration("rtt", def.RTT, "Raft tick (RTTMillisecond); election timeout = 10 ticks")
+		logdb          = fs.String("logdb", def.LogDB, "LogDB memory preset: tiny, small, medium or default (fixed at first start)")
+		quiesce        = fs.Bool("quiesce", false, "let idle tenant shards stop ticking (Dragonboat's experimental quiesce)")
+		logLevel       = fs.String("log-level", "info", "debug, info, warn or error")
+		tlsCert        = fs.String("tls-cert", "", "serve the API over TLS with this certificate")
+		tlsKey         = fs.String("tls-key", "", "key of --tls-cert")
+		peerCA         = fs.String("peer-ca", "", "CA of the Raft peers' certificates (mutual TLS)")
+		peerCert       = fs.String("peer-cert", "", "this node's Raft certificate")
+		peerKey        = fs.String("peer-key", "", "key of --peer-cert")
+		insecure       = fs.Bool("insecure", false, "allow non-loopback addresses without TLS")
+		selfPreserveMn = fs.Int("self-preservation-min", def.SelfPreservationMin, "least expiry batch held back by self-preservation")
+	)
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	if *data == "" {
+		return usageError{"--data is required"}
+	}
+	log, err := logger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*data, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	known, remembered, err := readIdentity(*data)
+	if err != nil {
+		return err
+	}
+	cfg := def
+	cfg.DataDir, cfg.AdvertiseAPI, cfg.Join = *data, *advertise, *join
+	cfg.RTT, cfg.LogDB, cfg.Quiesce, cfg.Logger = *rtt, *logdb, *quiesce, log
+	cfg.TLSCert, cfg.TLSKey, cfg.PeerCA, cfg.PeerCert, cfg.PeerKey, cfg.Insecure = *tlsCert, *tlsKey, *peerCA, *peerCert, *peerKey, *insecure
+	cfg.SelfPreservationMin = *selfPreserveMn
+	cfg.NodeID, cfg.RaftAddress, cfg.APIAddress = *id, *raftAddr, *apiAddr
+	if remembered {
+		switch {
+		case cfg.NodeID != 0 && cfg.NodeID != known.ID:
+			return usageError{fmt.Sprintf("--id %d, but %s belongs to node %d", cfg.NodeID, *data, known.ID)}
+		case cfg.RaftAddress != "" && cfg.RaftAddress != known.RaftAddress:
+			return usageError{fmt.Sprintf("--raft %s, but %s is bound to %s (Dragonboat ties a data dir to its Raft address)", cfg.RaftAddress, *data, known.RaftAddress)}
+		}
+		cfg.NodeID, cfg.RaftAddress = known.ID, known.RaftAddress
+		if cfg.APIAddress == "" {
+			cfg.APIAddress = known.APIAddress
+		}
+		if *initial != "" {
+			log.Info("ignoring --initial-cluster: the data dir already holds a cluster")
+		}
+		cfg.Join = "" // the data dir knows its membership
+	} else if cfg.InitialCluster, err = config.ParseInitialCluster(*initial); err != nil {
+		return usageError{"--initial-cluster: " + err.Error()}
+	}
+	if cfg.APIAddress == "" {
+		cfg.APIAddress = def.APIAddress
+	}
+	if cfg.AdminToken, err = adminToken(*tokenFile); err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return usageError{err.Error()}
+	}
+	if cfg.Join != "" {
+		if cfg.AdminToken == "" {
+			return usageError{"--join needs the admin token (--admin-token-file or RAFTING_ADMIN_TOKEN)"}
+		}
+		if err := requestJoin(ctx, cfg); err != nil {
+			return err
+		}
+	}
+	s, err := server.New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := writeIdentity(*data, identity{ID: cfg.NodeID, RaftAddress: cfg.RaftAddress, APIAddress: s.Addr()}); err != nil {
+		s.Close()
+		return fmt.Errorf("remember node identity: %w", err)
+	}
+	<-ctx.Done()
+	log.Info("stopping: handing leaderships over")
+	s.Close()
+	return nil
+}
+
+// requestJoin asks a running member to add this node to the cluster.
+func requestJoin(ctx context.Context, cfg config.Config) error {
+	advertise := cfg.AdvertiseAPI
+	if advertise == "" {
+		advertise = cfg.APIAddress
+	}
+	body, _ := json.Marshal(api.JoinRequest{ID: cfg.NodeID, RaftAddress: cfg.RaftAddress, APIAddress: advertise})
+	base := cfg.Join
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/cluster/nodes", bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+cfg.AdminToken)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, api.MaxBodyBytes))
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			e := api.Decode(resp.StatusCode, b, resp.Header.Get("Retry-After"))
+			if !e.Code.Retryable() {
+				return fmt.Errorf("join %s: %w", cfg.Join, e)
+			}
+			err = e
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("join %s: %w", cfg.Join, err)
+		case <-time.After(time.Duration(min(attempt+1, 10)) * 200 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,572 @@
+// Package cluster wires Rafting's state machines to Dragonboat: one
+// NodeHost per server, the meta shard (1) and one shard per tenant, the
+// reconciler that starts and stops tenant shards to match the meta shard,
+// proposals with retries, linearizable reads, leadership and graceful
+// hand-off. It is the only package that imports Dragonboat.
+//
+// Threading: every exported method of Node and Tenant is safe for
+// concurrent use. Close must be called once.
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lni/dragonboat/v4"
+	dbconfig "github.com/lni/dragonboat/v4/config"
+	"github.com/lni/dragonboat/v4/raftio"
+	sm "github.com/lni/dragonboat/v4/statemachine"
+
+	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/server/config"
+	"github.com/rafting/rafting/server/fsm"
+	"github.com/rafting/rafting/server/metrics"
+	"github.com/rafting/rafting/server/session"
+)
+
+// Node is one Rafting server's Raft side.
+type Node struct {
+	cfg     config.Config
+	log     *slog.Logger
+	nh      *dragonboat.NodeHost
+	meta    *fsm.Meta
+	metrics *nodeMetrics
+
+	metaSynced atomic.Bool // the meta replica caught up with a quorum once
+	reconciled atomic.Bool // every tenant shard this node hosts was started once
+	closing    atomic.Bool
+
+	mu      sync.RWMutex
+	tenants map[uint64]*Tenant // running tenant replicas by shard ID
+	byName  map[string]*Tenant
+
+	kick chan struct{}
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// Tenant is a tenant shard's replica running on this node.
+type Tenant struct {
+	Name      string
+	ShardID   uint64
+	ReplicaID uint64
+	Epoch     uint64
+	SM        *fsm.Tenant
+	Sessions  *session.Manager
+
+	node *Node
+}
+
+// New starts the NodeHost and the meta replica; Start begins reconciling.
+func New(cfg config.Config, reg *metrics.Registry) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	setLogger(log)
+	n := &Node{
+		cfg: cfg, log: log.With("node", cfg.NodeID), meta: fsm.NewMeta(),
+		tenants: map[uint64]*Tenant{}, byName: map[string]*Tenant{},
+		kick: make(chan struct{}, 1), stop: make(chan struct{}),
+	}
+	n.metrics = newNodeMetrics(reg, n)
+	nhc := dbconfig.NodeHostConfig{
+		DeploymentID:      cfg.DeploymentID,
+		NodeHostDir:       filepath.Join(cfg.DataDir, "raft"),
+		WALDir:            filepath.Join(cfg.DataDir, "raft"),
+		RTTMillisecond:    uint64(cfg.RTT / time.Millisecond),
+		RaftAddress:       cfg.RaftAddress,
+		RaftEventListener: listener{n},
+		MutualTLS:         cfg.PeerCA != "",
+		CAFile:            cfg.PeerCA,
+		CertFile:          cfg.PeerCert,
+		KeyFile:           cfg.PeerKey,
+		Expert:            dbconfig.ExpertConfig{LogDB: logDBPreset(cfg.LogDB)},
+	}
+	nh, err := dragonboat.NewNodeHost(nhc)
+	if err != nil {
+		return nil, fmt.Errorf("start raft node host: %w", err)
+	}
+	n.nh = nh
+	if err := n.startMeta(); err != nil {
+		nh.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+func logDBPreset(name string) dbconfig.LogDBConfig {
+	switch name {
+	case "tiny":
+		return dbconfig.GetTinyMemLogDBConfig()
+	case "medium":
+		return dbconfig.GetMediumMemLogDBConfig()
+	case "default":
+		return dbconfig.GetDefaultLogDBConfig()
+	}
+	return dbconfig.GetSmallMemLogDBConfig()
+}
+
+// startMeta starts the meta replica: bootstrapping with --initial-cluster
+// on a first start, as a joiner with --join, from the data dir otherwise.
+func (n *Node) startMeta() error {
+	create := func(uint64, uint64) sm.IConcurrentStateMachine { return &metaSM{n: n} }
+	id := n.cfg.NodeID
+	var members map[uint64]dragonboat.Target
+	join := false
+	switch {
+	case n.nh.HasNodeInfo(fsm.MetaShardID, id):
+		// restart: the data dir knows the members
+	case n.cfg.Join != "":
+		join = true
+	case len(n.cfg.InitialCluster) > 0:
+		members = map[uint64]dragonboat.Target{}
+		for nid, addr := range n.cfg.InitialCluster {
+			members[nid] = addr
+		}
+	default:
+		return fmt.Errorf("data dir %s holds no cluster: give --initial-cluster for a new cluster or --join to join one", n.cfg.DataDir)
+	}
+	if err := n.nh.StartConcurrentReplica(members, join, create, n.shardConfig(fsm.MetaShardID, id, false)); err != nil {
+		return fmt.Errorf("start meta replica: %w", err)
+	}
+	return nil
+}
+
+func (n *Node) shardConfig(shard, replica uint64, quiesce bool) dbconfig.Config {
+	return dbconfig.Config{
+		ShardID: shard, ReplicaID: replica,
+		ElectionRTT: n.cfg.ElectionRTT, HeartbeatRTT: n.cfg.HeartbeatRTT,
+		CheckQuorum: true, PreVote: true,
+		SnapshotEntries: n.cfg.SnapshotEntries, CompactionOverhead: n.cfg.CompactionOverhead,
+		OrderedConfigChange: true, MaxInMemLogSize: 64 << 20,
+		Quiesce: quiesce,
+	}
+}
+
+// Start registers this node in the meta shard and starts the reconciler.
+func (n *Node) Start() {
+	n.wg.Add(2)
+	go n.register()
+	go n.reconcileLoop()
+}
+
+// register records this node's addresses in the meta shard, until it sticks.
+func (n *Node) register() {
+	defer n.wg.Done()
+	api := n.cfg.AdvertiseAPI
+	if api == "" {
+		api = n.cfg.APIAddress
+	}
+	cmd := fsm.Encode(fsm.OpRegisterNode, fsm.RegisterNode{ID: n.cfg.NodeID, RaftAddress: n.cfg.RaftAddress, APIAddress: api})
+	for attempt := 0; ; attempt++ {
+		if rec, ok := n.meta.Node(n.cfg.NodeID); ok && rec.APIAddress == api && rec.RaftAddress == n.cfg.RaftAddress {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.RequestTimeout)
+		_, err := n.ProposeMeta(ctx, cmd)
+		cancel()
+		if err == nil {
+			return
+		}
+		if !n.sleep(backoff(attempt)) {
+			return
+		}
+	}
+}
+
+// sleep waits d or until the node stops; it reports whether to go on.
+func (n *Node) sleep(d time.Duration) bool {
+	select {
+	case <-n.stop:
+		return false
+	case <-time.After(d):
+		return true
+	}
+}
+
+func backoff(attempt int) time.Duration {
+	d := min(10*time.Millisecond<<min(attempt, 6), 500*time.Millisecond)
+	return d/2 + rand.N(d/2+1)
+}
+
+// Meta is the local meta replica's state machine.
+func (n *Node) Meta() *fsm.Meta { return n.meta }
+
+// ID is this node's ID.
+func (n *Node) ID() uint64 { return n.cfg.NodeID }
+
+// Config is the node's configuration.
+func (n *Node) Config() config.Config { return n.cfg }
+
+// Ready reports whether the meta replica caught up once and every tenant
+// shard this node hosts has been started.
+func (n *Node) Ready() bool { return n.metaSynced.Load() && n.reconciled.Load() }
+
+// Tenant returns a running tenant replica by tenant name.
+func (n *Node) Tenant(name string) (*Tenant, bool) {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	t, ok := n.byName[name]
+	return t, ok
+}
+
+// Tenants returns the running tenant replicas, sorted by name.
+func (n *Node) Tenants() []*Tenant {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	out := make([]*Tenant, 0, len(n.byName))
+	for _, t := range n.byName {
+		out = append(out, t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// ProposeMeta proposes a meta command, retrying within ctx.
+func (n *Node) ProposeMeta(ctx context.Context, cmd []byte) (fsm.MetaOutcome, error) {
+	r, err := n.propose(ctx, fsm.MetaShardID, cmd)
+	if err != nil {
+		return fsm.MetaOutcome{}, err
+	}
+	var o fsm.MetaOutcome
+	if err := json.Unmarshal(r.Data, &o); err != nil {
+		return o, fmt.Errorf("decode meta outcome: %w", err)
+	}
+	if e := o.Err(); e != nil {
+		return o, e
+	}
+	return o, nil
+}
+
+// propose proposes cmd on a shard with short attempts, retried within ctx:
+// every command is idempotent, so a timed-out attempt may be sent again.
+// The error is an *api.Error: 503 when nothing was applied, 504 when the
+// outcome is unknown.
+func (n *Node) propose(ctx context.Context, shard uint64, cmd []byte) (sm.Result, error) {
+	start := time.Now()
+	var last error
+	for attempt := 0; ; attempt++ {
+		timeout := n.cfg.ProposalTimeout
+		if dl, ok := ctx.Deadline(); ok {
+			timeout = min(timeout, time.Until(dl))
+		}
+		if timeout < n.cfg.RTT {
+			break
+		}
+		actx, cancel := context.WithTimeout(ctx, timeout)
+		r, err := n.nh.SyncPropose(actx, n.nh.GetNoOPSession(shard), cmd)
+		cancel()
+		if err == nil {
+			n.metrics.proposed(shard, "ok", time.Since(start))
+			return r, nil
+		}
+		last = err
+		if !retryable(err) || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff(attempt)):
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	e := raftError(last, ctx)
+	n.metrics.proposed(shard, string(e.Code), time.Since(start))
+	return sm.Result{}, e
+}
+
+func retryable(err error) bool {
+	return errors.Is(err, dragonboat.ErrSystemBusy) || errors.Is(err, dragonboat.ErrShardNotReady) ||
+		errors.Is(err, dragonboat.ErrTimeout) || errors.Is(err, dragonboat.ErrShardNotInitialized) ||
+		errors.Is(err, dragonboat.ErrAborted) || errors.Is(err, dragonboat.ErrDeadlineNotSet) ||
+		errors.Is(err, dragonboat.ErrTimeoutTooSmall)
+}
+
+// raftError maps a Dragonboat error to the API's: 504 when a proposal may
+// have been applied, 503 when it surely was not.
+func raftError(err error, ctx context.Context) *api.Error {
+	retry := 200 * time.Millisecond
+	switch {
+	case err == nil && ctx.Err() != nil, errors.Is(err, dragonboat.ErrTimeout):
+		return &api.Error{Code: api.CodeTimeout, Message: "raft: no answer before the deadline; the outcome is unknown, retry with the same body", RetryAfter: retry}
+	case errors.Is(err, dragonboat.ErrSystemBusy):
+		return &api.Error{Code: api.CodeUnavailable, Message: "raft: busy (back-pressure)", RetryAfter: 500 * time.Millisecond}
+	case errors.Is(err, dragonboat.ErrShardNotFound), errors.Is(err, dragonboat.ErrShardClosed):
+		return &api.Error{Code: api.CodeUnavailable, Message: "raft: the shard is not running on this node", RetryAfter: time.Second}
+	case errors.Is(err, dragonboat.ErrClosed):
+		return &api.Error{Code: api.CodeUnavailable, Message: "raft: this node is shutting down", RetryAfter: retry}
+	case errors.Is(err, dragonboat.ErrPayloadTooBig):
+		return &api.Error{Code: api.CodeTooLarge, Message: "raft: command too large"}
+	case errors.Is(err, dragonboat.ErrCanceled), errors.Is(err, context.Canceled):
+		return &api.Error{Code: api.CodeUnavailable, Message: "raft: canceled", RetryAfter: retry}
+	case err == nil:
+		return &api.Error{Code: api.CodeUnavailable, Message: "raft: no time left to propose", RetryAfter: retry}
+	}
+	return &api.Error{Code: api.CodeUnavailable, Message: "raft: " + err.Error(), RetryAfter: retry}
+}
+
+// readIndex waits for a ReadIndex on a shard: on success the local replica
+// has applied everything committed before the call.
+func (n *Node) readIndex(ctx context.Context, shard uint64) error {
+	timeout := n.cfg.ProposalTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(dl))
+	}
+	if timeout < n.cfg.RTT {
+		return &api.Error{Code: api.CodeUnavailable, Message: "raft: no time left to read", RetryAfter: 100 * time.Millisecond}
+	}
+	rs, err := n.nh.ReadIndex(shard, timeout)
+	if err != nil {
+		return raftError(err, ctx)
+	}
+	defer rs.Release()
+	select {
+	case r := <-rs.ResultC():
+		if r.Completed() {
+			return nil
+		}
+		if r.Timeout() {
+			return &api.Error{Code: api.CodeUnavailable, Message: "raft: read index timed out (no quorum?)", RetryAfter: 200 * time.Millisecond}
+		}
+		return &api.Error{Code: api.CodeUnavailable, Message: "raft: read index dropped or aborted", RetryAfter: 100 * time.Millisecond}
+	case <-ctx.Done():
+		return &api.Error{Code: api.CodeUnavailable, Message: "raft: read index: " + ctx.Err().Error(), RetryAfter: 100 * time.Millisecond}
+	}
+}
+
+// SyncMeta makes the local meta replica current with a quorum.
+func (n *Node) SyncMeta(ctx context.Context) error {
+	return n.readIndex(ctx, fsm.MetaShardID)
+}
+
+// MetaMembers is the meta shard's membership: node ID -> Raft address.
+func (n *Node) MetaMembers(ctx context.Context) (map[uint64]string, error) {
+	m, err := n.nh.SyncGetShardMembership(ctx, fsm.MetaShardID)
+	if err != nil {
+		return nil, raftError(err, ctx)
+	}
+	out := map[uint64]string{}
+	for id, addr := range m.Nodes {
+		out[id] = addr
+	}
+	return out, nil
+}
+
+// leader is the local view of a shard's leader.
+func (n *Node) leader(shard uint64) (replica, term uint64, ok bool) {
+	id, term, valid, err := n.nh.GetLeaderID(shard)
+	if err != nil || !valid || id == 0 {
+		return 0, term, false
+	}
+	return id, term, true
+}
+
+// NodeAPI is a node's advertised API address ("" when unknown).
+func (n *Node) NodeAPI(node uint64) string {
+	if rec, ok := n.meta.Node(node); ok {
+		return rec.APIAddress
+	}
+	return ""
+}
+
+// MetaLeaderAPI is the API address of the meta shard's leader.
+func (n *Node) MetaLeaderAPI() string {
+	if id, _, ok := n.leader(fsm.MetaShardID); ok {
+		return n.NodeAPI(id)
+	}
+	return ""
+}
+
+// Cluster describes nodes and shards as this node sees them.
+func (n *Node) Cluster() api.Cluster {
+	c := api.Cluster{NodeID: n.cfg.NodeID, Nodes: []api.Node{}, Shards: []api.Shard{}}
+	for _, rec := range n.meta.Nodes() {
+		c.Nodes = append(c.Nodes, api.Node{ID: rec.ID, RaftAddress: rec.RaftAddress, APIAddress: rec.APIAddress})
+	}
+	meta := api.Shard{ShardID: fsm.MetaShardID, Replicas: map[uint64]uint64{}, Applied: n.meta.Applied()}
+	for _, rec := range n.meta.Nodes() {
+		meta.Replicas[rec.ID] = rec.ID
+	}
+	if id, term, ok := n.leader(fsm.MetaShardID); ok {
+		meta.Leader, meta.Term = id, term
+	}
+	c.Shards = append(c.Shards, meta)
+	for _, rec := range n.meta.Tenants() {
+		s := api.Shard{ShardID: rec.ShardID, Tenant: rec.Name, Replicas: map[uint64]uint64{}}
+		for rid, rep := range rec.Replicas {
+			s.Replicas[rid] = rep.Node
+		}
+		if id, term, ok := n.leader(rec.ShardID); ok {
+			s.Leader, s.Term = rec.Replicas[id].Node, term
+		}
+		if t, ok := n.Tenant(rec.Name); ok {
+			s.Applied = t.SM.Applied()
+		}
+		c.Shards = append(c.Shards, s)
+	}
+	return c
+}
+
+// Close stops the node gracefully: it hands every leadership it holds to
+// another replica (a rolling restart must not look like a crash), then
+// closes the NodeHost.
+func (n *Node) Close() {
+	if !n.closing.CompareAndSwap(false, true) {
+		return
+	}
+	n.TransferLeaderships(3 * time.Second)
+	close(n.stop)
+	n.wg.Wait()
+	n.mu.Lock()
+	running := make([]*Tenant, 0, len(n.tenants))
+	for _, t := range n.tenants {
+		running = append(running, t)
+	}
+	n.mu.Unlock()
+	for _, t := range running {
+		t.Sessions.Close()
+	}
+	n.nh.Close()
+}
+
+// TransferLeaderships moves every shard this node leads to another replica
+// (tenant sessions stop being answered here first) and waits, up to max,
+// until none is led here.
+func (n *Node) TransferLeaderships(max time.Duration) {
+	me := n.cfg.NodeID
+	type led struct {
+		shard, target uint64
+		t             *Tenant
+	}
+	var shards []led
+	if id, _, ok := n.leader(fsm.MetaShardID); ok && id == me {
+		for _, rec := range n.meta.Nodes() {
+			if rec.ID != me {
+				shards = append(shards, led{shard: fsm.MetaShardID, target: rec.ID})
+				break
+			}
+		}
+	}
+	for _, t := range n.Tenants() {
+		if id, _, ok := n.leader(t.ShardID); ok && id == t.ReplicaID {
+			rec, ok := n.meta.Tenant(t.Name)
+			if !ok {
+				continue
+			}
+			for rid := range rec.Replicas {
+				if rid != t.ReplicaID {
+					shards = append(shards, led{shard: t.ShardID, target: rid, t: t})
+					break
+				}
+			}
+		}
+	}
+	for _, s := range shards {
+		if s.t != nil {
+			s.t.Sessions.Handoff()
+		}
+		if err := n.nh.RequestLeaderTransfer(s.shard, s.target); err != nil {
+			n.log.Warn("leader transfer", "shard", s.shard, "err", err)
+		}
+	}
+	deadline := time.Now().Add(max)
+	for len(shards) > 0 && time.Now().Before(deadline) {
+		left := shards[:0]
+		for _, s := range shards {
+			rid := me
+			if s.t != nil {
+				rid = s.t.ReplicaID
+			}
+			if id, _, ok := n.leader(s.shard); ok && id == rid {
+				left = append(left, s)
+			}
+		}
+		shards = left
+		if len(shards) > 0 {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if len(shards) > 0 {
+		n.log.Warn("some leaderships were not transferred before shutdown", "shards", len(shards))
+	}
+}
+
+// listener receives Dragonboat's leader changes; it must never block.
+type listener struct{ n *Node }
+
+func (l listener) LeaderUpdated(info raftio.LeaderInfo) {
+	if info.ShardID == fsm.MetaShardID {
+		return
+	}
+	l.n.mu.RLock()
+	t := l.n.tenants[info.ShardID]
+	l.n.mu.RUnlock()
+	if t != nil {
+		t.Sessions.LeaderChanged()
+	}
+}
+
+// Tenant replica: the session manager's view of Raft.
+
+// Leader is the local view of the tenant shard's leader and term.
+func (t *Tenant) Leader() (uint64, uint64, bool) { return t.node.leader(t.ShardID) }
+
+// ReadIndex confirms the local replica is current with a quorum.
+func (t *Tenant) ReadIndex(ctx context.Context) error { return t.node.readIndex(ctx, t.ShardID) }
+
+// Propose proposes a command on the tenant shard and returns its outcome;
+// the error is an *api.Error for both Raft failures and rejected commands.
+func (t *Tenant) Propose(ctx context.Context, cmd []byte) (fsm.Outcome, error) {
+	r, err := t.node.propose(ctx, t.ShardID, cmd)
+	if err != nil {
+		return fsm.Outcome{}, err
+	}
+	var o fsm.Outcome
+	if err := json.Unmarshal(r.Data, &o); err != nil {
+		return o, fmt.Errorf("decode outcome: %w", err)
+	}
+	return o, nil
+}
+
+// LeaderAPI is the API address of the tenant shard's leader ("" unknown).
+func (t *Tenant) LeaderAPI() string {
+	id, _, ok := t.Leader()
+	if !ok {
+		return ""
+	}
+	rec, ok := t.node.meta.Tenant(t.Name)
+	if !ok {
+		return ""
+	}
+	rep, ok := rec.Replicas[id]
+	if !ok {
+		return ""
+	}
+	return t.node.NodeAPI(rep.Node)
+}
+
+// LeaderIsLocal reports whether this node's replica leads the shard.
+func (t *Tenant) LeaderIsLocal() bool {
+	id, _, ok := t.Leader()
+	return ok && id == t.ReplicaID
+}
+
+// raftView adapts a Tenant to session.Raft (ReplicaID is a field there).
+type raftView struct{ *Tenant }
+
+func (r raftView) ReplicaID() uint64 { return r.Tenant.ReplicaID }

@@ -1,0 +1,229 @@
+package cluster
+
+import (
+	"context"
+	"time"
+
+	"github.com/lni/dragonboat/v4"
+	sm "github.com/lni/dragonboat/v4/statemachine"
+
+	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/server/fsm"
+	"github.com/rafting/rafting/server/session"
+)
+
+// The reconciler makes the tenant replicas running on this node match the
+// meta shard, like a controller: it starts the shards placed here, stops
+// the ones that are not, removes the data of tombstoned shards (and only
+// those), and brings each tenant shard's quotas to the meta shard's
+// version. It first syncs the meta replica with a quorum, so a node coming
+// back after a tenant was deleted and re-created never restarts the old
+// shard: its ID is tombstoned, the new tenant has a new ID.
+
+func (n *Node) kickReconcile() {
+	select {
+	case n.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (n *Node) reconcileLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	n.kickReconcile()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-n.kick:
+		case <-t.C:
+		}
+		if n.closing.Load() {
+			return
+		}
+		if !n.metaSynced.Load() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			err := n.SyncMeta(ctx)
+			cancel()
+			if err != nil {
+				n.log.Debug("meta not synced yet", "err", err)
+				continue
+			}
+			n.metaSynced.Store(true)
+		}
+		if n.reconcile() {
+			n.reconciled.Store(true)
+		}
+	}
+}
+
+// reconcile runs one pass and reports whether every desired shard runs.
+func (n *Node) reconcile() bool {
+	me := n.cfg.NodeID
+	desired := map[uint64]*fsm.TenantRecord{}
+	for _, rec := range n.meta.Tenants() {
+		if _, _, ok := rec.ReplicaOn(me); ok {
+			desired[rec.ShardID] = rec
+		}
+	}
+	n.mu.RLock()
+	var stale []*Tenant
+	for shard, t := range n.tenants {
+		if _, ok := desired[shard]; !ok {
+			stale = append(stale, t)
+		}
+	}
+	n.mu.RUnlock()
+	for _, t := range stale {
+		n.stopTenant(t)
+	}
+	all := true
+	for shard, rec := range desired {
+		n.mu.RLock()
+		t := n.tenants[shard]
+		n.mu.RUnlock()
+		if t == nil {
+			if err := n.startTenant(rec); err != nil {
+				n.log.Warn("start tenant shard", "tenant", rec.Name, "shard", shard, "err", err)
+				all = false
+			}
+			continue
+		}
+		n.syncQuotas(t, rec)
+	}
+	for _, tomb := range n.meta.Tombstones() {
+		for rid, rep := range tomb.Replicas {
+			if rep.Node == me && n.nh.HasNodeInfo(tomb.ShardID, rid) {
+				n.removeData(tomb.ShardID, rid)
+			}
+		}
+	}
+	return all
+}
+
+func (n *Node) startTenant(rec *fsm.TenantRecord) error {
+	rid, rep, _ := rec.ReplicaOn(n.cfg.NodeID)
+	t := &Tenant{Name: rec.Name, ShardID: rec.ShardID, ReplicaID: rid, Epoch: rec.Epoch,
+		SM: fsm.NewTenant(rec.Info()), node: n}
+	t.Sessions = session.New(session.Config{
+		RenewInterval:       n.cfg.RenewInterval,
+		ExpiryInterval:      n.cfg.ExpiryInterval,
+		ProposalTimeout:     n.cfg.ProposalTimeout,
+		SelfPreservationMin: n.cfg.SelfPreservationMin,
+		Logger:              n.log.With("tenant", rec.Name, "shard", rec.ShardID),
+	}, t.SM, raftView{t})
+	var members map[uint64]dragonboat.Target
+	join := false
+	switch {
+	case n.nh.HasNodeInfo(rec.ShardID, rid):
+		// restart from the data dir
+	case rep.Join:
+		join = true
+	default:
+		members = map[uint64]dragonboat.Target{}
+		for id, addr := range rec.Initial() {
+			members[id] = addr
+		}
+	}
+	// Register before starting: Dragonboat may apply entries (and call
+	// the state machine, which reaches the session manager) at once.
+	n.mu.Lock()
+	n.tenants[t.ShardID] = t
+	n.byName[t.Name] = t
+	n.mu.Unlock()
+	create := func(uint64, uint64) sm.IConcurrentStateMachine { return &tenantSM{t: t} }
+	if err := n.nh.StartConcurrentReplica(members, join, create, n.shardConfig(rec.ShardID, rid, n.cfg.Quiesce)); err != nil {
+		n.mu.Lock()
+		delete(n.tenants, t.ShardID)
+		if n.byName[t.Name] == t {
+			delete(n.byName, t.Name)
+		}
+		n.mu.Unlock()
+		t.Sessions.Close()
+		return err
+	}
+	n.log.Debug("started tenant shard", "tenant", rec.Name, "shard", rec.ShardID, "replica", rid, "join", join)
+	return nil
+}
+
+func (n *Node) stopTenant(t *Tenant) {
+	t.Sessions.Close()
+	if err := n.nh.StopShard(t.ShardID); err != nil {
+		n.log.Warn("stop tenant shard", "tenant", t.Name, "shard", t.ShardID, "err", err)
+	}
+	n.mu.Lock()
+	delete(n.tenants, t.ShardID)
+	if n.byName[t.Name] == t {
+		delete(n.byName, t.Name)
+	}
+	n.mu.Unlock()
+	n.metrics.forget(t)
+	n.log.Debug("stopped tenant shard", "tenant", t.Name, "shard", t.ShardID)
+}
+
+// removeData deletes a tombstoned shard's local data.
+func (n *Node) removeData(shard, replica uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := n.nh.SyncRemoveData(ctx, shard, replica); err != nil {
+		n.log.Warn("remove tombstoned shard data", "shard", shard, "err", err)
+		return
+	}
+	n.log.Debug("removed tombstoned shard data", "shard", shard)
+}
+
+// syncQuotas proposes the meta shard's quotas into the tenant shard, from
+// its leader only, when the tenant's copy is older.
+func (n *Node) syncQuotas(t *Tenant, rec *fsm.TenantRecord) {
+	if _, v := t.SM.Quotas(); v >= rec.QuotasVersion || !t.LeaderIsLocal() {
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.RequestTimeout)
+		defer cancel()
+		if _, err := t.Propose(ctx, fsm.Encode(fsm.OpSetQuotas, fsm.SetQuotas{Version: rec.QuotasVersion, Quotas: rec.Quotas})); err != nil {
+			n.log.Warn("sync quotas", "tenant", t.Name, "err", err)
+		}
+	}()
+}
+
+// AddNode adds a node started with --join: first to the meta shard, then a
+// replica of every tenant shard (IDs from the meta counter, never reused).
+// The joining node starts those replicas as joiners.
+func (n *Node) AddNode(ctx context.Context, id uint64, raftAddr, apiAddr string) error {
+	mm, err := n.nh.SyncGetShardMembership(ctx, fsm.MetaShardID)
+	if err != nil {
+		return raftError(err, ctx)
+	}
+	if addr, ok := mm.Nodes[id]; ok && addr != raftAddr {
+		return api.Errorf(api.CodeConflict, "node %d is a member with raft address %s", id, addr)
+	}
+	if _, ok := mm.Nodes[id]; !ok {
+		if err := n.nh.SyncRequestAddReplica(ctx, fsm.MetaShardID, id, raftAddr, mm.ConfigChangeID); err != nil {
+			return raftError(err, ctx)
+		}
+	}
+	if _, err := n.ProposeMeta(ctx, fsm.Encode(fsm.OpRegisterNode, fsm.RegisterNode{ID: id, RaftAddress: raftAddr, APIAddress: apiAddr})); err != nil {
+		return err
+	}
+	for _, rec := range n.meta.Tenants() {
+		o, err := n.ProposeMeta(ctx, fsm.Encode(fsm.OpAddReplica, fsm.AddReplica{Name: rec.Name, Node: id, RaftAddress: raftAddr}))
+		if err != nil {
+			return err
+		}
+		m, err := n.nh.SyncGetShardMembership(ctx, rec.ShardID)
+		if err != nil {
+			return raftError(err, ctx)
+		}
+		if _, ok := m.Nodes[o.Replica]; ok {
+			continue
+		}
+		if err := n.nh.SyncRequestAddReplica(ctx, rec.ShardID, o.Replica, raftAddr, m.ConfigChangeID); err != nil {
+			return raftError(err, ctx)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,236 @@
+// Package config holds the server's configuration: Config, DefaultConfig and
+// Validate, which names the bad field. Every field documents its zero value
+// and unit; durations are time.Duration.
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config configures one Rafting server (one NodeHost).
+type Config struct {
+	// NodeID is this server's ID in the cluster, >= 1. It is also its
+	// replica ID in the meta shard. Required.
+	NodeID uint64
+	// DataDir holds the Raft logs, snapshots and the node's identity.
+	// Required. The directory is bound to RaftAddress: restart with the same.
+	DataDir string
+	// APIAddress is the host:port of the REST API. Default 127.0.0.1:7070.
+	APIAddress string
+	// AdvertiseAPI is the API address other nodes and clients use to reach
+	// this one (written to the meta shard). Empty: APIAddress.
+	AdvertiseAPI string
+	// RaftAddress is the host:port of the Raft transport. Required.
+	RaftAddress string
+	// InitialCluster maps node ID to Raft address for the cluster's first
+	// start. Empty on restart (the data directory knows) and with Join.
+	InitialCluster map[uint64]string
+	// Join is the API address of a running member; set it to add this node
+	// to an existing cluster. The admin token is required to join.
+	Join string
+	// AdminToken is the secret of the admin token (from --admin-token-file
+	// or RAFTING_ADMIN_TOKEN). Empty: no admin access at all.
+	AdminToken string
+
+	// RTT is Dragonboat's RTTMillisecond: the Raft tick. Default 50 ms
+	// (leader failover ≈ 0.6 s median, ≈ 1.05 s p99). Smaller only for tests
+	// with few shards: every replica is ticked every RTT.
+	RTT time.Duration
+	// ElectionRTT and HeartbeatRTT are in ticks. Defaults 10 and 1.
+	ElectionRTT  uint64
+	HeartbeatRTT uint64
+	// SnapshotEntries and CompactionOverhead bound every shard's log.
+	// Defaults 5000 and 500.
+	SnapshotEntries    uint64
+	CompactionOverhead uint64
+	// LogDB is the LogDB memory preset: "tiny" (256 MB bound), "small"
+	// (1 GB), "medium" (4 GB) or "default" (8 GB). Default "small". It is
+	// fixed by the first start of a data directory.
+	LogDB string
+	// Quiesce lets idle tenant shards stop ticking (Dragonboat's experimental
+	// quiesce). Default off.
+	Quiesce bool
+	// DeploymentID separates clusters that must never talk. Default 1.
+	DeploymentID uint64
+
+	// RenewInterval is the most often a tenant leader records sessions'
+	// remaining countdowns (one Raft entry per tenant at most). Default 1 s.
+	RenewInterval time.Duration
+	// ExpiryInterval is the period of the leader's expiry loop. Default 25 ms.
+	ExpiryInterval time.Duration
+	// StreamHeartbeat is the period of heartbeats on session streams.
+	// Default 1 s.
+	StreamHeartbeat time.Duration
+	// SelfPreservationMin is the least number of sessions an expiry batch
+	// must hold, besides being over half the tenant's sessions and
+	// unexplained by stream closes, before it is held back one TTL.
+	// Default 3.
+	SelfPreservationMin int
+	// ProposalTimeout bounds one proposal attempt; a request retries within
+	// its own deadline. Default 2 s.
+	ProposalTimeout time.Duration
+	// RequestTimeout bounds a write request (all its attempts). Default 10 s.
+	RequestTimeout time.Duration
+	// MaxWait caps a blocking query's wait. Default 5 min.
+	MaxWait time.Duration
+
+	// TLSCert and TLSKey serve the API over TLS.
+	TLSCert, TLSKey string
+	// PeerCA, PeerCert and PeerKey turn on mutual TLS between Raft peers.
+	PeerCA, PeerCert, PeerKey string
+	// Insecure allows a non-loopback API address without TLS.
+	Insecure bool
+
+	// Logger receives the server's logs; nil is silent.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a Config with every default set and the required
+// fields (NodeID, DataDir, RaftAddress) empty.
+func DefaultConfig() Config {
+	return Config{
+		APIAddress:          "127.0.0.1:7070",
+		RTT:                 50 * time.Millisecond,
+		ElectionRTT:         10,
+		HeartbeatRTT:        1,
+		SnapshotEntries:     5000,
+		CompactionOverhead:  500,
+		LogDB:               "small",
+		DeploymentID:        1,
+		RenewInterval:       time.Second,
+		ExpiryInterval:      25 * time.Millisecond,
+		StreamHeartbeat:     time.Second,
+		SelfPreservationMin: 3,
+		ProposalTimeout:     2 * time.Second,
+		RequestTimeout:      10 * time.Second,
+		MaxWait:             5 * time.Minute,
+	}
+}
+
+// ElectionTimeout is the Raft election timeout (RTT × ElectionRTT).
+func (c *Config) ElectionTimeout() time.Duration {
+	return c.RTT * time.Duration(c.ElectionRTT)
+}
+
+// Validate checks the configuration and names the first bad field.
+func (c *Config) Validate() error {
+	switch {
+	case c.NodeID == 0:
+		return fmt.Errorf("config: NodeID (--id) is required and must be >= 1")
+	case c.NodeID >= 1000:
+		return fmt.Errorf("config: NodeID (--id) %d must be below 1000", c.NodeID)
+	case c.DataDir == "":
+		return fmt.Errorf("config: DataDir (--data) is required")
+	case c.RaftAddress == "":
+		return fmt.Errorf("config: RaftAddress (--raft) is required")
+	case c.RTT < time.Millisecond:
+		return fmt.Errorf("config: RTT %v must be at least 1ms", c.RTT)
+	case c.ElectionRTT < 2*c.HeartbeatRTT || c.HeartbeatRTT == 0:
+		return fmt.Errorf("config: ElectionRTT %d must be at least twice HeartbeatRTT %d (>= 1)", c.ElectionRTT, c.HeartbeatRTT)
+	case c.SnapshotEntries == 0:
+		return fmt.Errorf("config: SnapshotEntries must be > 0 (0 grows the log forever)")
+	case c.RenewInterval <= 0 || c.ExpiryInterval <= 0 || c.StreamHeartbeat <= 0:
+		return fmt.Errorf("config: RenewInterval, ExpiryInterval and StreamHeartbeat must be > 0")
+	case c.ProposalTimeout < c.RTT || c.RequestTimeout < c.ProposalTimeout:
+		return fmt.Errorf("config: ProposalTimeout %v must be >= RTT and <= RequestTimeout %v", c.ProposalTimeout, c.RequestTimeout)
+	case c.Join != "" && len(c.InitialCluster) > 0:
+		return fmt.Errorf("config: Join (--join) and InitialCluster (--initial-cluster) exclude each other")
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return fmt.Errorf("config: TLSCert (--tls-cert) and TLSKey (--tls-key) go together")
+	case (c.PeerCA == "") != (c.PeerCert == "") || (c.PeerCert == "") != (c.PeerKey == ""):
+		return fmt.Errorf("config: PeerCA, PeerCert and PeerKey (--peer-*) go together")
+	}
+	switch c.LogDB {
+	case "tiny", "small", "medium", "default":
+	default:
+		return fmt.Errorf("config: LogDB %q is not tiny, small, medium or default", c.LogDB)
+	}
+	for _, a := range []struct{ field, addr string }{{"APIAddress (--api)", c.APIAddress}, {"RaftAddress (--raft)", c.RaftAddress}} {
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			return fmt.Errorf("config: %s %q: %w", a.field, a.addr, err)
+		}
+	}
+	if len(c.InitialCluster) > 0 {
+		addr, ok := c.InitialCluster[c.NodeID]
+		if !ok {
+			return fmt.Errorf("config: InitialCluster (--initial-cluster) has no entry for NodeID %d", c.NodeID)
+		}
+		if addr != c.RaftAddress {
+			return fmt.Errorf("config: InitialCluster names %s for node %d, RaftAddress is %s", addr, c.NodeID, c.RaftAddress)
+		}
+	}
+	if c.TLSCert == "" && !c.Insecure && !Loopback(c.APIAddress) {
+		return fmt.Errorf("config: APIAddress %s is not loopback: serve it with TLS (--tls-cert, --tls-key) or pass --insecure", c.APIAddress)
+	}
+	if c.PeerCA == "" && !c.Insecure && !Loopback(c.RaftAddress) {
+		return fmt.Errorf("config: RaftAddress %s is not loopback: use peer mTLS (--peer-ca, --peer-cert, --peer-key) or pass --insecure", c.RaftAddress)
+	}
+	if !filepath.IsAbs(c.DataDir) {
+		abs, err := filepath.Abs(c.DataDir)
+		if err != nil {
+			return fmt.Errorf("config: DataDir %q: %w", c.DataDir, err)
+		}
+		c.DataDir = abs
+	}
+	return nil
+}
+
+// Loopback reports whether a host:port binds only the loopback interface.
+func Loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// ParseInitialCluster parses "1=127.0.0.1:7071,2=...": node ID = Raft address.
+func ParseInitialCluster(s string) (map[uint64]string, error) {
+	out := map[uint64]string{}
+	if strings.TrimSpace(s) == "" {
+		return out, nil
+	}
+	for _, part := range strings.Split(s, ",") {
+		id, addr, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok {
+			return nil, fmt.Errorf("initial cluster entry %q: want ID=HOST:PORT", part)
+		}
+		n, err := strconv.ParseUint(id, 10, 64)
+		if err != nil || n == 0 {
+			return nil, fmt.Errorf("initial cluster entry %q: ID must be a number >= 1", part)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("initial cluster entry %q: %w", part, err)
+		}
+		if _, dup := out[n]; dup {
+			return nil, fmt.Errorf("initial cluster: node %d named twice", n)
+		}
+		out[n] = addr
+	}
+	return out, nil
+}
+
+// FormatInitialCluster is the inverse of ParseInitialCluster.
+func FormatInitialCluster(m map[uint64]string) string {
+	ids := make([]uint64, 0, len(m))
+	for id := range m {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	parts := make([]string, len(ids))
+	for i, id := range ids {
+		parts[i] = fmt.Sprintf("%d=%s", id, m[id])
+	}
+	return strings.Join(parts, ",")
+}

@@ -1,0 +1,296 @@
+package httpapi
+
+import (
+	"context"
+	"math/rand/v2"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/server/cluster"
+	"github.com/rafting/rafting/server/fsm"
+)
+
+// replica returns the path's tenant replica on this node: 404 when the
+// tenant does not exist, 503 while its shard is starting here.
+func (s *Server) replica(w http.ResponseWriter, r *http.Request) (*cluster.Tenant, bool) {
+	name := r.PathValue("t")
+	if t, ok := s.node.Tenant(name); ok {
+		if rec, ok := s.node.Meta().Tenant(name); ok && rec.ShardID == t.ShardID {
+			return t, true
+		}
+	}
+	if _, ok := s.node.Meta().Tenant(name); ok {
+		writeError(w, &api.Error{Code: api.CodeUnavailable, Message: "tenant " + name + ": its shard is starting on this node", RetryAfter: 200 * time.Millisecond})
+		return nil, false
+	}
+	writeError(w, api.Errorf(api.CodeNotFound, "tenant %s not found", name))
+	return nil, false
+}
+
+func pathNames(r *http.Request, fields ...string) error {
+	for _, f := range fields {
+		field := f
+		if f == "s" {
+			field = "service"
+		}
+		if err := api.ValidateName(field, r.PathValue(f)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// propose runs a tenant command and answers its outcome's error, if any.
+func (s *Server) propose(w http.ResponseWriter, r *http.Request, t *cluster.Tenant, cmd []byte) (fsm.Outcome, bool) {
+	ctx, cancel := s.writeCtx(r)
+	defer cancel()
+	o, err := t.Propose(ctx, cmd)
+	if err == nil {
+		if e := o.Err(); e != nil {
+			err = e
+		}
+	}
+	if leader := t.LeaderAPI(); leader != "" {
+		w.Header().Set(api.HeaderLeader, leader)
+	}
+	if err != nil {
+		writeError(w, err)
+		return o, false
+	}
+	setIndex(w, o.Index)
+	return o, true
+}
+
+func (s *Server) register(w http.ResponseWriter, r *http.Request, _ identity) {
+	if err := pathNames(r, "s", "id"); err != nil {
+		writeError(w, err)
+		return
+	}
+	var req api.RegisterRequest
+	if err := decode(w, r, &req, false); err != nil {
+		writeError(w, err)
+		return
+	}
+	t, ok := s.replica(w, r)
+	if !ok {
+		return
+	}
+	o, ok := s.propose(w, r, t, fsm.Encode(fsm.OpRegister, fsm.Register{
+		Service: r.PathValue("s"), ID: r.PathValue("id"), Instance: req, Caller: r.Header.Get(api.HeaderSession), AtMs: time.Now().UnixMilli(),
+	}))
+	if !ok {
+		return
+	}
+	status := http.StatusOK
+	if o.Created {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, api.RegisterResponse{Index: o.Index, Instance: *o.Instance})
+}
+
+func (s *Server) deregister(w http.ResponseWriter, r *http.Request, _ identity) {
+	if err := pathNames(r, "s", "id"); err != nil {
+		writeError(w, err)
+		return
+	}
+	t, ok := s.replica(w, r)
+	if !ok {
+		return
+	}
+	if _, ok := s.propose(w, r, t, fsm.Encode(fsm.OpDeregister, fsm.Deregister{
+		Service: r.PathValue("s"), ID: r.PathValue("id"), Caller: r.Header.Get(api.HeaderSession), AtMs: time.Now().UnixMilli(),
+	})); ok {
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func (s *Server) setPolicy(w http.ResponseWriter, r *http.Request, _ identity) {
+	if err := pathNames(r, "s"); err != nil {
+		writeError(w, err)
+		return
+	}
+	var req api.PolicyRequest
+	if err := decode(w, r, &req, false); err != nil {
+		writeError(w, err)
+		return
+	}
+	if req.ColdStart == nil {
+		writeError(w, api.BadField("cold_start", "is required"))
+		return
+	}
+	t, ok := s.replica(w, r)
+	if !ok {
+		return
+	}
+	if o, ok := s.propose(w, r, t, fsm.Encode(fsm.OpSetPolicy, fsm.SetPolicy{Service: r.PathValue("s"), ColdStart: *req.ColdStart, AtMs: time.Now().UnixMilli()})); ok {
+		writeJSON(w, http.StatusOK, api.WriteResponse{Index: o.Index})
+	}
+}
+
+func (s *Server) resign(w http.ResponseWriter, r *http.Request, _ identity) {
+	if err := pathNames(r, "s"); err != nil {
+		writeError(w, err)
+		return
+	}
+	var req api.ResignRequest
+	if err := decode(w, r, &req, false); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := api.ValidateName("instance", req.Instance); err != nil {
+		writeError(w, err)
+		return
+	}
+	if req.To != "" {
+		if err := api.ValidateName("to", req.To); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	t, ok := s.replica(w, r)
+	if !ok {
+		return
+	}
+	if o, ok := s.propose(w, r, t, fsm.Encode(fsm.OpResign, fsm.Resign{
+		Service: r.PathValue("s"), Instance: req.Instance, Token: req.FencingToken, To: req.To,
+		Caller: r.Header.Get(api.HeaderSession), AtMs: time.Now().UnixMilli(),
+	})); ok {
+		writeJSON(w, http.StatusOK, api.WriteResponse{Index: o.Index})
+	}
+}
+
+// readable makes a read current when asked: ?consistent=true performs a
+// ReadIndex first (a linearizable read).
+func (s *Server) readable(w http.ResponseWriter, r *http.Request, t *cluster.Tenant) bool {
+	consistent, err := parseBool(r, "consistent")
+	if err != nil {
+		writeError(w, err)
+		return false
+	}
+	if consistent {
+		ctx, cancel := context.WithTimeout(r.Context(), s.node.Config().RequestTimeout)
+		defer cancel()
+		if err := t.ReadIndex(ctx); err != nil {
+			writeError(w, err)
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Server) listServices(w http.ResponseWriter, r *http.Request, _ identity) {
+	t, ok := s.replica(w, r)
+	if !ok || !s.readable(w, r, t) {
+		return
+	}
+	l := t.SM.Services()
+	setIndex(w, l.Index)
+	if leader := t.LeaderAPI(); leader != "" {
+		w.Header().Set(api.HeaderLeader, leader)
+	}
+	writeJSON(w, http.StatusOK, l)
+}
+
+func (s *Server) watcherCount(tenant string) *atomic.Int64 {
+	s.watchMu.Lock()
+	defer s.watchMu.Unlock()
+	n := s.watchers[tenant]
+	if n == nil {
+		n = &atomic.Int64{}
+		s.watchers[tenant] = n
+	}
+	return n
+}
+
+// service answers GET .../services/{s}, blocking while ?index=N is given:
+// it returns when the service's modify index exceeds N, or when ?wait
+// (default 5 min, plus up to wait/16 of jitter) passes. It never answers
+// with an index below N: a replica still behind when the wait ends checks
+// with a ReadIndex and answers 503 stale_replica if it cannot catch up.
+func (s *Server) service(w http.ResponseWriter, r *http.Request, _ identity) {
+	if err := pathNames(r, "s"); err != nil {
+		writeError(w, err)
+		return
+	}
+	index, err := parseIndex(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	cfg := s.node.Config()
+	wait, err := parseWait(r, cfg.MaxWait, cfg.MaxWait)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	t, ok := s.replica(w, r)
+	if !ok || !s.readable(w, r, t) {
+		return
+	}
+	name := r.PathValue("s")
+	if index > 0 {
+		if !s.block(w, r, t, name, index, wait) {
+			return
+		}
+	}
+	resp := t.SM.Service(name)
+	setIndex(w, resp.Index)
+	if leader := t.LeaderAPI(); leader != "" {
+		w.Header().Set(api.HeaderLeader, leader)
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// block waits for the service to move past index; false means it answered.
+func (s *Server) block(w http.ResponseWriter, r *http.Request, t *cluster.Tenant, name string, index uint64, wait time.Duration) bool {
+	rec, ok := s.node.Meta().Tenant(t.Name)
+	if !ok {
+		writeError(w, api.Errorf(api.CodeNotFound, "tenant %s not found", t.Name))
+		return false
+	}
+	count := s.watcherCount(t.Name)
+	if used := count.Add(1); rec.Quotas.MaxWatchers > 0 && used > rec.Quotas.MaxWatchers {
+		count.Add(-1)
+		writeError(w, api.QuotaExceeded(t.Name, "max_watchers", rec.Quotas.MaxWatchers, used-1))
+		return false
+	}
+	defer count.Add(-1)
+	if wait > 0 {
+		wait += rand.N(wait/16 + 1)
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		modify, applied, wake, done := t.SM.Watch(name, index)
+		if applied >= index && modify > index {
+			done()
+			return true
+		}
+		select {
+		case <-wake:
+			done()
+			continue
+		case <-r.Context().Done():
+			done()
+			writeError(w, &api.Error{Code: api.CodeUnavailable, Message: "blocking query ended: the request was canceled or the server is stopping", RetryAfter: 100 * time.Millisecond})
+			return false
+		case <-timer.C:
+			done()
+		}
+		if applied >= index {
+			return true
+		}
+		// Still behind the asked index: this replica may be cut off.
+		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+		err := t.ReadIndex(ctx)
+		cancel()
+		if err == nil && t.SM.Applied() >= index {
+			return true
+		}
+		writeError(w, &api.Error{Code: api.CodeStaleReplica, Message: "this node's replica is behind the asked index and cannot catch up",
+			RetryAfter: 100 * time.Millisecond, Leader: t.LeaderAPI()})
+		return false
+	}
+}

@@ -1,0 +1,182 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rafting/rafting/api"
+)
+
+// writeJSON answers v with status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		writeError(w, api.Errorf(api.CodeInternal, "encode answer: %v", err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	b = append(b, '\n')
+	_, _ = w.Write(b)
+}
+
+// writeError answers an error as DESIGN.md lists it: the status of its code,
+// an ErrorBody, and on 429, 503 and 504 a Retry-After (whole seconds,
+// rounded up) beside retry_after_ms.
+func writeError(w http.ResponseWriter, err error) {
+	var e *api.Error
+	if !errors.As(err, &e) {
+		e = api.Errorf(api.CodeInternal, "%v", err)
+	}
+	status := e.Status()
+	switch status {
+	case http.StatusTooManyRequests, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		if e.RetryAfter <= 0 {
+			c := *e
+			c.RetryAfter = 200 * time.Millisecond
+			e = &c
+		}
+		secs := int64((e.RetryAfter + time.Second - 1) / time.Second)
+		w.Header().Set("Retry-After", strconv.FormatInt(max(secs, 1), 10))
+	}
+	if e.Leader != "" {
+		w.Header().Set(api.HeaderLeader, e.Leader)
+	}
+	writeJSON(w, status, e.Body())
+}
+
+// decode reads a JSON body strictly: at most api.MaxBodyBytes (413 above),
+// no unknown fields, nothing after the value. Errors name the field.
+func decode(w http.ResponseWriter, r *http.Request, v any, optional bool) error {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, api.MaxBodyBytes))
+	if err != nil {
+		var mb *http.MaxBytesError
+		if errors.As(err, &mb) {
+			return api.Errorf(api.CodeTooLarge, "body: larger than %d bytes", api.MaxBodyBytes)
+		}
+		return api.BadField("body", "%v", err)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		if optional {
+			return nil
+		}
+		return api.BadField("body", "a JSON object is required")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return jsonError(err)
+	}
+	if dec.More() {
+		return api.BadField("body", "unexpected data after the JSON value")
+	}
+	return nil
+}
+
+func jsonError(err error) error {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return api.BadField("body", "invalid JSON at offset %d: %v", syn.Offset, err)
+	case errors.As(err, &typ):
+		field := typ.Field
+		if field == "" {
+			field = "body"
+		}
+		return api.BadField(field, "must be %s, got JSON %s", typ.Type, typ.Value)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return api.BadField(name, "unknown field")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return api.BadField("body", "truncated JSON")
+	}
+	return api.BadField("body", "%v", err)
+}
+
+// jsonErrorWriter turns the mux's own plain-text 404 and 405 answers into
+// error bodies.
+type jsonErrorWriter struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (j *jsonErrorWriter) WriteHeader(code int) {
+	if j.wrote {
+		return
+	}
+	j.wrote = true
+	h := j.Header()
+	h.Del("Content-Type")
+	h.Del("X-Content-Type-Options")
+	c := api.CodeNotFound
+	msg := "no such endpoint"
+	if code == http.StatusMethodNotAllowed {
+		c, msg = api.CodeBadRequest, "method not allowed; allowed: "+h.Get("Allow")
+	}
+	b, _ := json.Marshal(api.Errorf(c, "%s", msg).Body())
+	h.Set("Content-Type", "application/json")
+	j.ResponseWriter.WriteHeader(code)
+	_, _ = j.ResponseWriter.Write(append(b, '\n'))
+}
+
+func (j *jsonErrorWriter) Write(b []byte) (int, error) {
+	if !j.wrote {
+		j.WriteHeader(http.StatusOK)
+	}
+	return len(b), nil // the mux's text body is replaced
+}
+
+// parseIndex reads ?index=N (0 when absent).
+func parseIndex(r *http.Request) (uint64, error) {
+	v := r.URL.Query().Get("index")
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, api.BadField("index", "%q is not a non-negative integer", v)
+	}
+	return n, nil
+}
+
+// parseWait reads ?wait= as a Go duration ("30s", "500ms") or a bare number
+// of milliseconds; the default is def, the cap max.
+func parseWait(r *http.Request, def, limit time.Duration) (time.Duration, error) {
+	v := r.URL.Query().Get("wait")
+	if v == "" {
+		return def, nil
+	}
+	var d time.Duration
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		d = time.Duration(n) * time.Millisecond
+	} else if d, err = time.ParseDuration(v); err != nil {
+		return 0, api.BadField("wait", "%q is not a duration like 30s or a number of milliseconds", v)
+	}
+	if d < 0 {
+		return 0, api.BadField("wait", "%q must not be negative", v)
+	}
+	return min(d, limit), nil
+}
+
+func parseBool(r *http.Request, name string) (bool, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, api.BadField(name, "%q is not true or false", v)
+	}
+	return b, nil
+}
+
+func setIndex(w http.ResponseWriter, index uint64) {
+	w.Header().Set(api.HeaderIndex, strconv.FormatUint(index, 10))
+}

@@ -1,0 +1,345 @@
+// Package httpapi serves Rafting's REST API v1 (DESIGN.md's table) over a
+// cluster.Node: authentication, rate limits, authorization, blocking
+// queries, writes on any node, keepalives forwarded to the tenant leader,
+// session streams, tenant administration and /metrics.
+//
+// Order on every request: authenticate (401) → rate-limit by the
+// authenticated identity (429; requests without a valid token share one
+// small bucket per remote address) → authorize (403 for a tenant token on
+// an admin endpoint, 404 for a tenant token on another tenant's path).
+// Keepalives and stream attaches use their own lane, outside the tenant's
+// request and write rates.
+//
+// Threading: a Server is safe for concurrent use by the http.Server.
+package httpapi
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/server/cluster"
+	"github.com/rafting/rafting/server/metrics"
+	"github.com/rafting/rafting/tenants"
+)
+
+// Server is the REST API of one node.
+type Server struct {
+	node  *cluster.Node
+	log   *slog.Logger
+	reg   *metrics.Registry
+	mux   *http.ServeMux
+	admin tenants.Hash // zero: no admin token configured
+	peers *http.Client // forwards keepalives to the tenant leader
+
+	requests *tenants.Limiters // per tenant: requests_per_second, burst
+	writes   *tenants.Limiters // per tenant: writes_per_second
+	lane     *tenants.Limiters // per session: keepalives and stream attaches
+	unauth   *tenants.Limiters // per remote address: requests without a valid token
+
+	watchMu  sync.Mutex
+	watchers map[string]*atomic.Int64 // open blocking queries per tenant
+
+	reqCount *metrics.CounterVec
+	reqTime  *metrics.HistogramVec
+}
+
+// identity is who a request authenticated as.
+type identity struct {
+	admin  bool
+	tenant string // set for a tenant token
+}
+
+// New returns the API of a node. reg receives the API's metrics and is
+// served on /metrics (admin token required).
+func New(node *cluster.Node, reg *metrics.Registry, peers *http.Client) *Server {
+	cfg := node.Config()
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if peers == nil {
+		peers = &http.Client{Timeout: 5 * time.Second}
+	}
+	s := &Server{
+		node: node, log: log.With("node", cfg.NodeID), reg: reg, mux: http.NewServeMux(), peers: peers,
+		requests: tenants.NewLimiters(0), writes: tenants.NewLimiters(0),
+		lane: tenants.NewLimiters(0), unauth: tenants.NewLimiters(0),
+		watchers: map[string]*atomic.Int64{},
+	}
+	if cfg.AdminToken != "" {
+		s.admin = tenants.HashToken(cfg.AdminToken)
+	}
+	s.reqCount = reg.NewCounterVec("rafting_http_requests_total", "HTTP requests by route and status code.", "route", "code")
+	s.reqTime = reg.NewHistogramVec("rafting_http_request_seconds", "HTTP request latency by route (blocking queries and streams included).", nil, "route")
+	reg.NewGaugeFunc("rafting_tenant_watchers", "Open blocking queries per tenant on this node.", []string{"tenant"}, func(emit func(float64, ...string)) {
+		s.watchMu.Lock()
+		defer s.watchMu.Unlock()
+		for t, n := range s.watchers {
+			emit(float64(n.Load()), t)
+		}
+	})
+	s.routes()
+	return s
+}
+
+// kind of endpoint, for the auth middleware.
+type access int
+
+const (
+	public   access = iota + 1 // no token
+	admin                      // admin token only
+	tenant                     // admin, or the token of the path's tenant
+	tenantRO                   // GET /v1/tenants/{t}: admin or own tenant
+)
+
+// lane marks requests that are keepalives or stream attaches.
+type lane bool
+
+func (s *Server) routes() {
+	h := func(pattern string, a access, l lane, write bool, fn func(http.ResponseWriter, *http.Request, identity)) {
+		s.mux.Handle(pattern, s.wrap(pattern, a, l, write, fn))
+	}
+	h("GET /healthz", public, false, false, s.healthz)
+	h("GET /readyz", public, false, false, s.readyz)
+	h("GET /metrics", admin, false, false, s.metrics)
+	h("GET /v1/cluster", admin, false, false, s.cluster)
+	h("POST /v1/cluster/nodes", admin, false, false, s.joinNode)
+	h("GET /v1/cluster/meta-applied", admin, false, false, s.metaApplied)
+	h("POST /v1/tenants", admin, false, false, s.createTenant)
+	h("GET /v1/tenants", admin, false, false, s.listTenants)
+	h("GET /v1/tenants/{t}", tenantRO, false, false, s.showTenant)
+	h("PATCH /v1/tenants/{t}", admin, false, false, s.updateTenant)
+	h("DELETE /v1/tenants/{t}", admin, false, false, s.deleteTenant)
+	h("POST /v1/tenants/{t}/token", admin, false, false, s.rotateToken)
+	h("PUT /v1/tenants/{t}/sessions/{id}", tenant, false, true, s.openSession)
+	h("DELETE /v1/tenants/{t}/sessions/{id}", tenant, false, true, s.closeSession)
+	h("PUT /v1/tenants/{t}/sessions/{id}/keepalive", tenant, true, false, s.keepalive)
+	h("GET /v1/tenants/{t}/sessions/{id}/stream", tenant, true, false, s.stream)
+	h("PUT /v1/tenants/{t}/services/{s}/instances/{id}", tenant, false, true, s.register)
+	h("DELETE /v1/tenants/{t}/services/{s}/instances/{id}", tenant, false, true, s.deregister)
+	h("GET /v1/tenants/{t}/services", tenant, false, false, s.listServices)
+	h("GET /v1/tenants/{t}/services/{s}", tenant, false, false, s.service)
+	h("PUT /v1/tenants/{t}/services/{s}/policy", tenant, false, true, s.setPolicy)
+	h("POST /v1/tenants/{t}/services/{s}/master/resign", tenant, false, true, s.resign)
+}
+
+// ServeHTTP serves the API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if _, pattern := s.mux.Handler(r); pattern == "" {
+		s.mux.ServeHTTP(&jsonErrorWriter{ResponseWriter: w}, r)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// statusWriter records the status for metrics and passes Flush through.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (sw *statusWriter) WriteHeader(code int) {
+	if sw.status == 0 {
+		sw.status = code
+	}
+	sw.ResponseWriter.WriteHeader(code)
+}
+
+func (sw *statusWriter) Write(b []byte) (int, error) {
+	if sw.status == 0 {
+		sw.status = http.StatusOK
+	}
+	return sw.ResponseWriter.Write(b)
+}
+
+func (sw *statusWriter) Flush() {
+	if f, ok := sw.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (sw *statusWriter) Unwrap() http.ResponseWriter { return sw.ResponseWriter }
+
+func (s *Server) wrap(route string, a access, l lane, write bool, fn func(http.ResponseWriter, *http.Request, identity)) http.Handler {
+	count := map[int]*metrics.Counter{}
+	var countMu sync.Mutex
+	hist := s.reqTime.With(route)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() {
+			hist.Observe(time.Since(start).Seconds())
+			countMu.Lock()
+			c := count[sw.status]
+			if c == nil {
+				c = s.reqCount.With(route, statusText(sw.status))
+				count[sw.status] = c
+			}
+			countMu.Unlock()
+			c.Inc()
+		}()
+		id, err := s.authorize(r, a, bool(l), write)
+		if err != nil {
+			writeError(sw, err)
+			return
+		}
+		fn(sw, r, id)
+	})
+}
+
+func statusText(code int) string {
+	if code == 0 {
+		code = http.StatusOK
+	}
+	return strconv.Itoa(code)
+}
+
+// authorize authenticates, rate-limits by identity, then authorizes.
+func (s *Server) authorize(r *http.Request, a access, isLane, write bool) (identity, error) {
+	if a == public {
+		return identity{}, nil
+	}
+	now := time.Now()
+	id, ok := s.authenticate(r, now)
+	if !ok {
+		if allowed, retry := s.unauth.Allow("ip:"+remoteHost(r), tenants.UnauthenticatedRate, tenants.UnauthenticatedBurst, now); !allowed {
+			return identity{}, &api.Error{Code: api.CodeRateLimited, Message: "too many unauthenticated requests from this address", RetryAfter: retry}
+		}
+		// A token this node does not know may be new: check the meta
+		// replica with a quorum before refusing it.
+		if tenantOf(r) != "" {
+			ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+			err := s.node.SyncMeta(ctx)
+			cancel()
+			if err == nil {
+				id, ok = s.authenticate(r, now)
+			}
+		}
+		if !ok {
+			return identity{}, api.Errorf(api.CodeUnauthorized, "a valid token is required: Authorization: Bearer <token>")
+		}
+	}
+	if id.tenant != "" {
+		if err := s.limit(id.tenant, r, isLane, write, now); err != nil {
+			return identity{}, err
+		}
+	}
+	switch a {
+	case admin:
+		if !id.admin {
+			return identity{}, api.Errorf(api.CodeForbidden, "this endpoint needs the admin token")
+		}
+	case tenant, tenantRO:
+		if !id.admin && id.tenant != r.PathValue("t") {
+			return identity{}, api.Errorf(api.CodeNotFound, "tenant %s not found", r.PathValue("t"))
+		}
+	}
+	return id, nil
+}
+
+// tenantOf is the tenant a bearer token names, if it is a tenant token.
+func tenantOf(r *http.Request) string {
+	t, _ := tenants.ParseToken(bearer(r))
+	return t
+}
+
+func bearer(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return ""
+}
+
+// authenticate checks the bearer token against the admin token and the
+// local meta replica's token hashes, in constant time.
+func (s *Server) authenticate(r *http.Request, now time.Time) (identity, bool) {
+	tok := bearer(r)
+	if tok == "" {
+		return identity{}, false
+	}
+	h := tenants.HashToken(tok)
+	if !s.admin.IsZero() && s.admin.Equal(h) {
+		return identity{admin: true}, true
+	}
+	name, ok := tenants.ParseToken(tok)
+	if !ok {
+		return identity{}, false
+	}
+	creds, ok := s.node.Meta().Credentials(name)
+	if !ok || !creds.Match(h, now) {
+		return identity{}, false
+	}
+	return identity{tenant: name}, true
+}
+
+// limit applies the tenant's request rate, its write rate to proposals, or
+// the per-session lane to keepalives and stream attaches.
+func (s *Server) limit(name string, r *http.Request, isLane, write bool, now time.Time) error {
+	if isLane {
+		key := "lane:" + name + ":" + api.SessionTag(r.PathValue("id"))
+		if ok, retry := s.lane.Allow(key, tenants.LaneRate, tenants.LaneBurst, now); !ok {
+			return &api.Error{Code: api.CodeRateLimited, Message: "session keepalive lane: too many keepalives or attaches for this session", RetryAfter: retry}
+		}
+		return nil
+	}
+	rec, ok := s.node.Meta().Tenant(name)
+	if !ok {
+		return nil // deleted meanwhile: authorization answers
+	}
+	q := rec.Quotas
+	if ok, retry := s.requests.Allow("req:"+name, float64(q.RequestsPerSecond), int(q.Burst), now); !ok {
+		return &api.Error{Code: api.CodeRateLimited, Message: "tenant " + name + ": requests_per_second exceeded", RetryAfter: retry}
+	}
+	if write {
+		if ok, retry := s.writes.Allow("w:"+name, float64(q.WritesPerSecond), tenants.WriteBurst(q), now); !ok {
+			return &api.Error{Code: api.CodeRateLimited, Message: "tenant " + name + ": writes_per_second exceeded", RetryAfter: retry}
+		}
+	}
+	return nil
+}
+
+// remoteHost is the client address without its port (an IPv6 address by
+// its /64), so one host shares one unauthenticated bucket.
+func remoteHost(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.To4() == nil {
+		return ip.Mask(net.CIDRMask(64, 128)).String()
+	}
+	return host
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request, _ identity) {
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "node_id": s.node.ID()})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request, _ identity) {
+	if !s.node.Ready() {
+		writeError(w, &api.Error{Code: api.CodeUnavailable, Message: "not ready: the meta replica has not caught up or tenant replicas are starting", RetryAfter: time.Second})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "node_id": s.node.ID()})
+}
+
+func (s *Server) metrics(w http.ResponseWriter, r *http.Request, _ identity) {
+	s.reg.Handler().ServeHTTP(w, r)
+}
+
+// Sweep evicts idle rate-limit buckets; the server calls it periodically.
+func (s *Server) Sweep(now time.Time) {
+	s.requests.Sweep(now)
+	s.writes.Sweep(now)
+	s.lane.Sweep(now)
+	s.unauth.Sweep(now)
+}

@@ -1,0 +1,314 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/server/fsm"
+	"github.com/rafting/rafting/tenants"
+)
+
+func (s *Server) writeCtx(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), s.node.Config().RequestTimeout)
+}
+
+func (s *Server) tenantView(rec *fsm.TenantRecord, withUsage bool) api.Tenant {
+	t := api.Tenant{Name: rec.Name, Epoch: rec.Epoch, ShardID: rec.ShardID, Quotas: rec.Quotas,
+		CreatedAt: time.UnixMilli(rec.CreatedMs).UTC()}
+	if withUsage {
+		u := api.Usage{}
+		if rt, ok := s.node.Tenant(rec.Name); ok {
+			u = rt.SM.Usage()
+		}
+		u.Watchers = s.watcherCount(rec.Name).Load()
+		t.Usage = &u
+	}
+	return t
+}
+
+func (s *Server) createTenant(w http.ResponseWriter, r *http.Request, _ identity) {
+	var req api.CreateTenantRequest
+	if err := decode(w, r, &req, false); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := api.ValidateTenantName("name", req.Name); err != nil {
+		writeError(w, err)
+		return
+	}
+	quotas, err := tenants.Resolve(req.Quotas)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	secret := req.Secret
+	if secret == "" {
+		secret = tenants.NewSecret()
+	} else if err := tenants.ValidateSecret("secret", secret); err != nil {
+		writeError(w, err)
+		return
+	}
+	token := tenants.FormatToken(req.Name, secret)
+	ctx, cancel := s.writeCtx(r)
+	defer cancel()
+	members, err := s.node.MetaMembers(ctx)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	o, err := s.node.ProposeMeta(ctx, fsm.Encode(fsm.OpCreateTenant, fsm.CreateTenant{
+		Name: req.Name, Quotas: quotas, TokenHash: tenants.HashToken(token.Reveal()),
+		Members: members, NowMs: time.Now().UnixMilli(),
+	}))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	// Answer once the tenant's shard runs here with a leader, so the token
+	// works at once for writes on this node.
+	s.awaitTenant(ctx, req.Name)
+	view := s.tenantView(o.Tenant, false)
+	view.Token = token.Reveal()
+	setIndex(w, o.Index)
+	status := http.StatusOK
+	if o.Created {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, view)
+}
+
+// awaitTenant waits (bounded by ctx, at most 10 s) until the tenant's shard
+// runs on this node and has a leader.
+func (s *Server) awaitTenant(ctx context.Context, name string) {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if t, ok := s.node.Tenant(name); ok {
+			if _, _, known := t.Leader(); known {
+				return
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (s *Server) listTenants(w http.ResponseWriter, _ *http.Request, _ identity) {
+	l := api.TenantList{Tenants: []api.Tenant{}}
+	for _, rec := range s.node.Meta().Tenants() {
+		l.Tenants = append(l.Tenants, s.tenantView(rec, true))
+	}
+	setIndex(w, s.node.Meta().Applied())
+	writeJSON(w, http.StatusOK, l)
+}
+
+func (s *Server) showTenant(w http.ResponseWriter, r *http.Request, _ identity) {
+	rec, ok := s.node.Meta().Tenant(r.PathValue("t"))
+	if !ok {
+		writeError(w, api.Errorf(api.CodeNotFound, "tenant %s not found", r.PathValue("t")))
+		return
+	}
+	setIndex(w, s.node.Meta().Applied())
+	writeJSON(w, http.StatusOK, s.tenantView(rec, true))
+}
+
+func (s *Server) updateTenant(w http.ResponseWriter, r *http.Request, _ identity) {
+	var req api.UpdateTenantRequest
+	if err := decode(w, r, &req, false); err != nil {
+		writeError(w, err)
+		return
+	}
+	name := r.PathValue("t")
+	rec, ok := s.node.Meta().Tenant(name)
+	if !ok {
+		writeError(w, api.Errorf(api.CodeNotFound, "tenant %s not found", name))
+		return
+	}
+	quotas, err := tenants.Merge(rec.Quotas, req.Quotas)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	ctx, cancel := s.writeCtx(r)
+	defer cancel()
+	o, err := s.node.ProposeMeta(ctx, fsm.Encode(fsm.OpUpdateQuotas, fsm.UpdateQuotas{Name: name, Quotas: quotas}))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	// Count quotas are enforced by the tenant's state machine: propose the
+	// new version there now (the reconciler retries it if this fails).
+	if t, ok := s.node.Tenant(name); ok {
+		if _, err := t.Propose(ctx, fsm.Encode(fsm.OpSetQuotas, fsm.SetQuotas{Version: o.Tenant.QuotasVersion, Quotas: o.Tenant.Quotas})); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	setIndex(w, o.Index)
+	writeJSON(w, http.StatusOK, s.tenantView(o.Tenant, true))
+}
+
+func (s *Server) deleteTenant(w http.ResponseWriter, r *http.Request, _ identity) {
+	ctx, cancel := s.writeCtx(r)
+	defer cancel()
+	o, err := s.node.ProposeMeta(ctx, fsm.Encode(fsm.OpDeleteTenant, fsm.DeleteTenant{Name: r.PathValue("t"), NowMs: time.Now().UnixMilli()}))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	s.awaitMetaEverywhere(ctx, o.Index)
+	setIndex(w, o.Index)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) rotateToken(w http.ResponseWriter, r *http.Request, _ identity) {
+	var req api.RotateTokenRequest
+	if err := decode(w, r, &req, true); err != nil {
+		writeError(w, err)
+		return
+	}
+	name := r.PathValue("t")
+	prev, err := tenants.ResolvePreviousValid(req.PreviousValidMs)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	secret := req.Secret
+	if secret == "" {
+		secret = tenants.NewSecret()
+	} else if err := tenants.ValidateSecret("secret", secret); err != nil {
+		writeError(w, err)
+		return
+	}
+	token := tenants.FormatToken(name, secret)
+	ctx, cancel := s.writeCtx(r)
+	defer cancel()
+	o, err := s.node.ProposeMeta(ctx, fsm.Encode(fsm.OpRotateToken, fsm.RotateToken{
+		Name: name, TokenHash: tenants.HashToken(token.Reveal()), PreviousValidMs: prev.Milliseconds(), NowMs: time.Now().UnixMilli(),
+	}))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	// A revoked token must fail on every node once this answers.
+	s.awaitMetaEverywhere(ctx, o.Index)
+	view := s.tenantView(o.Tenant, false)
+	view.Token = token.Reveal()
+	setIndex(w, o.Index)
+	writeJSON(w, http.StatusOK, view)
+}
+
+// awaitMetaEverywhere waits until every other node's meta replica applied
+// index (asking each with the admin token), so a revocation holds on every
+// node when the request that made it returns. Unreachable nodes are
+// skipped: a node cut off from the quorum serves nothing new anyway, and it
+// syncs its meta replica before it accepts a token it does not know.
+func (s *Server) awaitMetaEverywhere(ctx context.Context, index uint64) {
+	cfg := s.node.Config()
+	if cfg.AdminToken == "" {
+		return
+	}
+	var wg sync.WaitGroup
+	for _, rec := range s.node.Meta().Nodes() {
+		if rec.ID == s.node.ID() || rec.APIAddress == "" {
+			continue
+		}
+		wg.Add(1)
+		go func(addr string) {
+			defer wg.Done()
+			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			url := s.scheme() + "://" + addr + "/v1/cluster/meta-applied?index=" + strconv.FormatUint(index, 10) + "&wait=2s"
+			req, err := http.NewRequestWithContext(rctx, http.MethodGet, url, nil)
+			if err != nil {
+				return
+			}
+			req.Header.Set("Authorization", "Bearer "+cfg.AdminToken)
+			resp, err := s.peers.Do(req)
+			if err != nil {
+				s.log.Debug("meta-applied on peer", "peer", addr, "err", err)
+				return
+			}
+			resp.Body.Close()
+		}(rec.APIAddress)
+	}
+	wg.Wait()
+}
+
+func (s *Server) scheme() string {
+	if s.node.Config().TLSCert != "" {
+		return "https"
+	}
+	return "http"
+}
+
+// metaApplied blocks until the local meta replica applied ?index (or ?wait,
+// at most 5 s, passes) and answers the applied index.
+func (s *Server) metaApplied(w http.ResponseWriter, r *http.Request, _ identity) {
+	index, err := parseIndex(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	wait, err := parseWait(r, 2*time.Second, 5*time.Second)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		applied, ch := s.node.Meta().WaitApplied()
+		if applied >= index {
+			setIndex(w, applied)
+			writeJSON(w, http.StatusOK, api.WriteResponse{Index: applied})
+			return
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
+			writeError(w, &api.Error{Code: api.CodeStaleReplica, Message: fmt.Sprintf("meta replica at %d, asked %d", applied, index), RetryAfter: 100 * time.Millisecond})
+			return
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+func (s *Server) cluster(w http.ResponseWriter, _ *http.Request, _ identity) {
+	writeJSON(w, http.StatusOK, s.node.Cluster())
+}
+
+func (s *Server) joinNode(w http.ResponseWriter, r *http.Request, _ identity) {
+	var req api.JoinRequest
+	if err := decode(w, r, &req, false); err != nil {
+		writeError(w, err)
+		return
+	}
+	switch {
+	case req.ID == 0 || req.ID >= fsm.FirstReplicaID:
+		writeError(w, api.BadField("id", "must be within [1, %d)", fsm.FirstReplicaID))
+		return
+	case req.RaftAddress == "":
+		writeError(w, api.BadField("raft_address", "is required"))
+		return
+	case req.APIAddress == "":
+		writeError(w, api.BadField("api_address", "is required"))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	if err := s.node.AddNode(ctx, req.ID, req.RaftAddress, req.APIAddress); err != nil {
+		var e *api.Error
+		if !errors.As(err, &e) {
+			err = api.Errorf(api.CodeUnavailable, "add node: %v", err)
+		}
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.node.Cluster())
+}

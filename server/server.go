@@ -1,0 +1,180 @@
+// Package server runs one Rafting server: the Raft node (cluster), the REST
+// API (httpapi) and its HTTP listener, with a graceful stop that hands every
+// leadership over before closing.
+//
+// A Server is started by New and stopped by Close, once. `rafting server`
+// runs one per process; `rafting dev` and tests run several in one process.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/server/cluster"
+	"github.com/rafting/rafting/server/config"
+	"github.com/rafting/rafting/server/httpapi"
+	"github.com/rafting/rafting/server/metrics"
+)
+
+// Server is one running Rafting server.
+type Server struct {
+	cfg  config.Config
+	log  *slog.Logger
+	node *cluster.Node
+	api  *httpapi.Server
+	http *http.Server
+	ln   net.Listener
+
+	stop   chan struct{}
+	cancel context.CancelFunc // ends every request's context at shutdown
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+// New starts a server: it opens the API listener (an address with port 0
+// gets a free port, advertised as such), starts the Raft node, and serves.
+func New(cfg config.Config) (*Server, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+		cfg.Logger = log
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.APIAddress)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.APIAddress, err)
+	}
+	cfg.APIAddress = ln.Addr().String()
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("load API certificate: %w", err)
+		}
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	}
+	reg := metrics.NewRegistry()
+	node, err := cluster.New(cfg, reg)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	peers, err := peerClient(cfg)
+	if err != nil {
+		node.Close()
+		ln.Close()
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log.With("node", cfg.NodeID), node: node, ln: ln, stop: make(chan struct{})}
+	s.api = httpapi.New(node, reg, peers)
+	base, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.http = &http.Server{
+		BaseContext:       func(net.Listener) context.Context { return base },
+		Handler:           s.api,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	node.Start()
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("API server stopped", "err", err)
+		}
+	}()
+	go s.sweep()
+	s.log.Info("rafting server started", "api", cfg.APIAddress, "raft", cfg.RaftAddress, "data", cfg.DataDir)
+	return s, nil
+}
+
+// peerClient is the HTTP client nodes use to reach each other's API
+// (keepalive forwarding, revocation sync). With API TLS, peers are verified
+// against the peer CA when one is given, else the system roots.
+func peerClient(cfg config.Config) (*http.Client, error) {
+	tr := &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}
+	if cfg.TLSCert != "" {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if cfg.PeerCA != "" {
+			pem, err := os.ReadFile(cfg.PeerCA)
+			if err != nil {
+				return nil, fmt.Errorf("read peer CA: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("peer CA %s holds no certificate", cfg.PeerCA)
+			}
+			tc.RootCAs = pool
+		}
+		tr.TLSClientConfig = tc
+	}
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second}, nil
+}
+
+func (s *Server) sweep() {
+	defer s.wg.Done()
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case now := <-t.C:
+			s.api.Sweep(now)
+		}
+	}
+}
+
+// Addr is the API address the server listens on.
+func (s *Server) Addr() string { return s.cfg.APIAddress }
+
+// Node is the server's Raft node.
+func (s *Server) Node() *cluster.Node { return s.node }
+
+// Ready reports the server's readiness (GET /readyz).
+func (s *Server) Ready() bool { return s.node.Ready() }
+
+// Close stops the server gracefully: leaderships are handed over (streams
+// get `moved` first), then the API and the Raft node stop.
+func (s *Server) Close() {
+	s.once.Do(func() {
+		close(s.stop)
+		// Hand every leadership over first: streams get `moved`, so no
+		// client mistakes this stop for a crash.
+		s.node.TransferLeaderships(3 * time.Second)
+		s.cancel() // blocking queries answer, streams end
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.http.Shutdown(ctx); err != nil {
+			s.http.Close()
+		}
+		s.node.Close()
+		s.wg.Wait()
+		s.log.Info("rafting server stopped")
+	})
+}
+
+// WaitReady waits until the server is ready or ctx ends.
+func (s *Server) WaitReady(ctx context.Context) error {
+	for !s.node.Ready() {
+		select {
+		case <-ctx.Done():
+			return api.Errorf(api.CodeUnavailable, "server %d not ready: %v", s.cfg.NodeID, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return nil
+}

@@ -1,0 +1,724 @@
+// Package session is the tenant shard leader's session manager: it answers
+// keepalives from memory under the promise rule of DESIGN.md, records
+// remaining countdowns in batched Renew entries, proposes Expire, Tick and
+// Release, and serves session streams.
+//
+// The rule everything rests on: a promise is never broken. A keepalive is
+// answered with lease_ms only after (1) this leader's barrier entry has been
+// applied and (2) a ReadIndex issued after the keepalive arrived succeeded
+// with this node leader in the same term before and after it. The session
+// is then not expired before the keepalive's receipt + lease_ms, by this
+// leader (its deadline is at least that) or by any successor (which expires
+// nothing before its own takeover + the largest lease).
+//
+// Threading: every exported method is safe for concurrent use. Applied is
+// called by the state machine's apply goroutine and never blocks on IO.
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/server/fsm"
+)
+
+// Raft is what the manager needs of its shard's replica on this node.
+type Raft interface {
+	// Leader is the local view of the shard's leader replica and term.
+	Leader() (replica, term uint64, ok bool)
+	// ReplicaID is this node's replica of the shard.
+	ReplicaID() uint64
+	// ReadIndex confirms the local replica is current with a quorum, and
+	// returns once the local state machine has applied up to that point.
+	ReadIndex(ctx context.Context) error
+	// Propose proposes one command and returns its outcome.
+	Propose(ctx context.Context, cmd []byte) (fsm.Outcome, error)
+	// LeaderAPI is the API address of the shard's leader, if known.
+	LeaderAPI() string
+}
+
+// ErrNotLeader means this node does not lead the shard: forward the
+// request to the leader.
+var ErrNotLeader = errors.New("session: not the tenant shard's leader")
+
+// Config tunes a Manager. Zero fields take the defaults in brackets.
+type Config struct {
+	RenewInterval       time.Duration // [1s] most often a Renew entry is proposed
+	ExpiryInterval      time.Duration // [25ms] period of the expiry loop
+	TickInterval        time.Duration // [100ms] period of Ticks while a cold start waits
+	ReadIndexTimeout    time.Duration // [150ms] bound of one ReadIndex attempt
+	ProposalTimeout     time.Duration // [1s] bound of one leader-only proposal
+	SelfPreservationMin int           // [3] smallest expiry batch ever held back
+	Logger              *slog.Logger  // nil: silent
+}
+
+func (c *Config) defaults() {
+	if c.RenewInterval <= 0 {
+		c.RenewInterval = time.Second
+	}
+	if c.ExpiryInterval <= 0 {
+		c.ExpiryInterval = 25 * time.Millisecond
+	}
+	if c.TickInterval <= 0 {
+		c.TickInterval = 100 * time.Millisecond
+	}
+	if c.ReadIndexTimeout <= 0 {
+		c.ReadIndexTimeout = 150 * time.Millisecond
+	}
+	if c.ProposalTimeout <= 0 {
+		c.ProposalTimeout = time.Second
+	}
+	if c.SelfPreservationMin <= 0 {
+		c.SelfPreservationMin = 3
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+type role int
+
+const (
+	follower role = iota + 1
+	takingOver
+	leading
+)
+
+// Manager is one tenant shard's session manager on one node. It is active
+// only while this node leads the shard.
+type Manager struct {
+	cfg  Config
+	sm   *fsm.Tenant
+	raft Raft
+	log  *slog.Logger
+
+	nudge chan struct{} // leadership may have changed
+	kick  chan struct{} // keepalives are pending
+	stop  chan struct{}
+	wg    sync.WaitGroup
+
+	mu        sync.Mutex
+	role      role
+	term      uint64
+	takeover  time.Time // when this term's barrier applied (monotonic)
+	wallBase  time.Time // wall clock at takeover, for stamps
+	hold      time.Time // nothing expires or releases before
+	entries   map[string]*entry
+	pending   []*request
+	streams   map[*Stream]struct{}
+	lastRun   time.Time
+	preserve  time.Time // self-preservation: unexplained expiries wait until
+	lastTick  time.Time
+	releasing map[uint64]bool // release proposals in flight, by token
+	renewing  bool
+	closed    bool
+	handedOff bool // stopping: never take over again
+}
+
+// entry is the leader's memory of one live session.
+type entry struct {
+	ttl, lease, grace time.Duration
+	deadline          time.Time // expire at (monotonic)
+	promised          time.Time // latest promise given
+	clean             time.Time // latest promise given without a releasing notice
+	recorded          int64     // remaining_ms as the state machine last recorded it
+	attached          int       // streams attached on this node
+	clientClosed      bool      // its stream was closed by the client: an explained expiry
+	queued            int       // keepalives waiting for a ReadIndex round: never expire
+	expiring          bool      // an Expire is proposed
+}
+
+type request struct {
+	id   string
+	recv time.Time
+	done chan result
+}
+
+type result struct {
+	resp api.KeepaliveResponse
+	err  error
+}
+
+// New returns a manager for a tenant shard's replica; Close stops it.
+func New(cfg Config, sm *fsm.Tenant, raft Raft) *Manager {
+	cfg.defaults()
+	m := &Manager{
+		cfg: cfg, sm: sm, raft: raft, log: cfg.Logger,
+		nudge: make(chan struct{}, 1), kick: make(chan struct{}, 1), stop: make(chan struct{}),
+		role: follower, entries: map[string]*entry{}, streams: map[*Stream]struct{}{},
+		releasing: map[uint64]bool{},
+	}
+	m.wg.Add(2)
+	go m.loop()
+	go m.reader()
+	m.LeaderChanged()
+	return m
+}
+
+// LeaderChanged tells the manager the shard's leadership may have changed.
+// It never blocks.
+func (m *Manager) LeaderChanged() {
+	select {
+	case m.nudge <- struct{}{}:
+	default:
+	}
+}
+
+// Close stops the manager: streams get `moved`, pending keepalives fail.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return
+	}
+	m.closed = true
+	m.stepDownLocked("")
+	m.mu.Unlock()
+	close(m.stop)
+	m.wg.Wait()
+}
+
+// Handoff stops answering every session before this node transfers the
+// shard's leadership: streams are told `moved`, keepalives fail over.
+func (m *Manager) Handoff() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.handedOff = true
+	m.stepDownLocked("")
+}
+
+// Leading reports whether this node leads the shard and answers sessions.
+func (m *Manager) Leading() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.role == leading
+}
+
+func (m *Manager) loop() {
+	defer m.wg.Done()
+	t := time.NewTicker(m.cfg.ExpiryInterval)
+	defer t.Stop()
+	r := time.NewTicker(m.cfg.RenewInterval)
+	defer r.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-m.nudge:
+			m.checkLeadership()
+		case now := <-t.C:
+			m.checkLeadership()
+			m.expire(now)
+		case <-r.C:
+			m.renew()
+		}
+	}
+}
+
+// checkLeadership starts a takeover when this node became leader, and steps
+// down when it is not leader any more (or the term moved on).
+func (m *Manager) checkLeadership() {
+	leader, term, ok := m.raft.Leader()
+	me := ok && leader == m.raft.ReplicaID()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed || m.handedOff {
+		return
+	}
+	if !me {
+		if m.role != follower {
+			m.stepDownLocked(m.raft.LeaderAPI())
+		}
+		return
+	}
+	if m.role != follower && m.term == term {
+		return
+	}
+	if m.role != follower {
+		m.stepDownLocked("") // re-elected in a new term: a new barrier first
+	}
+	m.role, m.term = takingOver, term
+	m.wg.Add(1)
+	go m.barrier(term)
+}
+
+// barrier proposes this term's barrier and, once it applied, takes over.
+func (m *Manager) barrier(term uint64) {
+	defer m.wg.Done()
+	for attempt := 0; ; attempt++ {
+		m.mu.Lock()
+		current := m.role == takingOver && m.term == term && !m.closed
+		m.mu.Unlock()
+		if !current {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.ProposalTimeout)
+		o, err := m.raft.Propose(ctx, fsm.Encode(fsm.OpBarrier, fsm.Barrier{Term: term, NowMs: time.Now().UnixMilli()}))
+		cancel()
+		if err == nil && o.Code == "" && m.sm.BarrierTerm() == term {
+			m.takeOver(term)
+			return
+		}
+		if err == nil && o.Code != "" {
+			m.log.Warn("barrier rejected", "term", term, "code", o.Code, "message", o.Message)
+		}
+		select {
+		case <-m.stop:
+			return
+		case <-time.After(min(time.Duration(attempt+1)*20*time.Millisecond, 200*time.Millisecond)):
+		}
+	}
+}
+
+// takeOver starts answering sessions. Every live session's countdown
+// resumes from its recorded remaining time, and nothing expires or
+// releases before takeover + the largest lease.
+func (m *Manager) takeOver(term uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.role != takingOver || m.term != term || m.closed {
+		return
+	}
+	now := time.Now()
+	maxLease := time.Duration(m.sm.MaxLeaseMs()) * time.Millisecond
+	m.takeover, m.wallBase = now, time.Now().Round(0)
+	m.hold = now.Add(maxLease)
+	m.entries = map[string]*entry{}
+	for _, s := range m.sm.Sessions() {
+		m.entries[s.ID] = m.newEntry(s, now, max(time.Duration(s.RemainingMs)*time.Millisecond, maxLease))
+	}
+	m.role, m.lastRun, m.preserve = leading, now, time.Time{}
+	m.releasing = map[uint64]bool{}
+	m.log.Debug("took over sessions", "term", term, "sessions", len(m.entries), "hold", maxLease)
+}
+
+func (m *Manager) newEntry(s fsm.SessionInfo, now time.Time, remaining time.Duration) *entry {
+	return &entry{
+		ttl: ms(s.TTLMs), lease: ms(s.LeaseMs), grace: ms(s.DropGraceMs),
+		deadline: now.Add(remaining), promised: m.hold, clean: m.hold, recorded: s.RemainingMs,
+	}
+}
+
+func ms(v int64) time.Duration { return time.Duration(v) * time.Millisecond }
+
+// stamp is the leader's time for leader-only commands: the wall clock read
+// once at takeover, advanced by the monotonic clock, so a wall-clock step
+// during the term never moves sm_now.
+func (m *Manager) stamp(now time.Time) int64 {
+	return m.wallBase.Add(now.Sub(m.takeover)).UnixMilli()
+}
+
+func (m *Manager) stepDownLocked(leaderAPI string) {
+	if m.role == follower && len(m.streams) == 0 && len(m.pending) == 0 {
+		return
+	}
+	m.role = follower
+	m.entries = map[string]*entry{}
+	for s := range m.streams {
+		s.endLocked(api.StreamEvent{Type: api.EventMoved, Leader: leaderAPI})
+	}
+	for _, r := range m.pending {
+		r.done <- result{err: ErrNotLeader}
+	}
+	m.pending = nil
+}
+
+// Keepalive renews a session and returns the promise. It returns
+// ErrNotLeader on a node that does not lead the shard (forward it), and an
+// *api.Error otherwise.
+func (m *Manager) Keepalive(ctx context.Context, id string) (api.KeepaliveResponse, error) {
+	recv := time.Now()
+	m.mu.Lock()
+	if err := m.admitLocked(id, true); err != nil {
+		m.mu.Unlock()
+		return api.KeepaliveResponse{}, err
+	}
+	m.entries[id].queued++
+	r := &request{id: id, recv: recv, done: make(chan result, 1)}
+	m.pending = append(m.pending, r)
+	m.mu.Unlock()
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
+	select {
+	case res := <-r.done:
+		return res.resp, res.err
+	case <-ctx.Done():
+		// The round still answers into the buffered channel; its promise,
+		// if any, was recorded: a longer deadline is always safe.
+		return api.KeepaliveResponse{}, &api.Error{Code: api.CodeUnavailable, Message: "keepalive: " + ctx.Err().Error(), RetryAfter: 50 * time.Millisecond}
+	}
+}
+
+// admitLocked checks that this node answers the session now.
+func (m *Manager) admitLocked(id string, keepalive bool) error {
+	switch {
+	case m.closed || m.role == follower:
+		return ErrNotLeader
+	case m.role == takingOver:
+		return &api.Error{Code: api.CodeUnavailable, Message: "the tenant shard's new leader is taking over", RetryAfter: 50 * time.Millisecond}
+	}
+	e := m.entries[id]
+	if e == nil {
+		info, state := m.sm.Session(id)
+		switch state {
+		case fsm.SessionEnded:
+			return api.Errorf(api.CodeSessionExpired, "session %s has ended", api.SessionTag(id))
+		case fsm.SessionUnknown:
+			return api.Errorf(api.CodeNotFound, "session %s not found", api.SessionTag(id))
+		}
+		// Opened after the takeover read and before its Applied call.
+		e = m.newEntry(info, time.Now(), ms(info.TTLMs))
+		m.entries[id] = e
+	}
+	if e.expiring {
+		return &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("session %s is being expired", api.SessionTag(id)), RetryAfter: 100 * time.Millisecond}
+	}
+	if keepalive && e.attached == 0 {
+		if info, _ := m.sm.Session(id); info.SeeksMaster {
+			return api.Errorf(api.CodeNotAttached, "session %s holds or seeks a mastership: attach its stream to renew it", api.SessionTag(id))
+		}
+	}
+	return nil
+}
+
+// reader answers keepalives in rounds: one ReadIndex per round covers every
+// keepalive that arrived before it was issued.
+func (m *Manager) reader() {
+	defer m.wg.Done()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-m.kick:
+		}
+		m.mu.Lock()
+		batch, term := m.pending, m.term
+		m.pending = nil
+		m.mu.Unlock()
+		if len(batch) > 0 {
+			m.round(batch, term)
+		}
+	}
+}
+
+func (m *Manager) round(batch []*request, term uint64) {
+	me := m.raft.ReplicaID()
+	ok := func() bool {
+		l, t, known := m.raft.Leader()
+		return known && l == me && t == term
+	}
+	var err error
+	if !ok() {
+		err = ErrNotLeader
+	} else {
+		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.ReadIndexTimeout)
+		err = m.raft.ReadIndex(ctx)
+		cancel()
+		if err == nil && !ok() {
+			err = ErrNotLeader
+		}
+		if err != nil && !errors.Is(err, ErrNotLeader) {
+			err = &api.Error{Code: api.CodeUnavailable, Message: "keepalive: leadership not confirmed: " + err.Error(), RetryAfter: 50 * time.Millisecond}
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err == nil && (m.role != leading || m.term != term) {
+		err = ErrNotLeader
+	}
+	for _, r := range batch {
+		e := m.entries[r.id]
+		if e != nil && e.queued > 0 {
+			e.queued--
+		}
+		if err != nil {
+			r.done <- result{err: err}
+			continue
+		}
+		r.done <- m.answerLocked(r, e)
+	}
+}
+
+// answerLocked gives a keepalive its promise. It reads the state machine
+// under the manager's lock, so the Release check (also under it) sees every
+// promise that did not carry a releasing notice.
+func (m *Manager) answerLocked(r *request, e *entry) result {
+	info, state := m.sm.Session(r.id)
+	switch {
+	case state == fsm.SessionEnded:
+		return result{err: api.Errorf(api.CodeSessionExpired, "session %s has ended", api.SessionTag(r.id))}
+	case state != fsm.SessionLive || e == nil:
+		return result{err: api.Errorf(api.CodeNotFound, "session %s not found", api.SessionTag(r.id))}
+	case e.expiring:
+		return result{err: &api.Error{Code: api.CodeUnavailable, Message: "session is being expired", RetryAfter: 100 * time.Millisecond}}
+	}
+	if d := r.recv.Add(e.ttl); d.After(e.deadline) {
+		e.deadline = d
+	}
+	promise := r.recv.Add(e.lease)
+	if promise.After(e.promised) {
+		e.promised = promise
+	}
+	releasing := false
+	for _, h := range info.Held {
+		releasing = releasing || h.Releasing
+	}
+	if !releasing && promise.After(e.clean) {
+		e.clean = promise
+	}
+	e.clientClosed = false
+	held := info.Held
+	if held == nil {
+		held = []api.HeldMastership{}
+	}
+	return result{resp: api.KeepaliveResponse{LeaseMs: info.LeaseMs, TTLMs: info.TTLMs, Term: m.term,
+		Index: m.sm.Applied(), Masters: held}}
+}
+
+// expire runs the expiry loop once: lag compensation, self-preservation,
+// then Expire, Release and Tick proposals.
+func (m *Manager) expire(now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.role != leading || m.closed {
+		return
+	}
+	if lag := now.Sub(m.lastRun) - m.cfg.ExpiryInterval; lag > m.cfg.ExpiryInterval {
+		// This loop ran late (a pause, an overloaded host): nobody could
+		// keep alive meanwhile, so unexpired deadlines move by the lag.
+		for _, e := range m.entries {
+			if e.deadline.After(m.lastRun) {
+				e.deadline = e.deadline.Add(lag)
+			}
+		}
+		if m.hold.After(m.lastRun) {
+			m.hold = m.hold.Add(lag)
+		}
+		m.log.Info("expiry loop ran late; deadlines moved", "lag", lag)
+	}
+	m.lastRun = now
+	if now.Before(m.hold) {
+		return
+	}
+	m.expireLocked(now)
+	m.releaseLocked(now)
+	if now.Sub(m.lastTick) >= m.cfg.TickInterval && m.sm.Waiting() {
+		m.lastTick = now
+		m.proposeAsync(fsm.Encode(fsm.OpTick, fsm.Tick{Term: m.term, NowMs: m.stamp(now)}), nil)
+	}
+}
+
+func (m *Manager) expireLocked(now time.Time) {
+	var ids []string
+	explained := 0
+	var maxTTL time.Duration
+	for id, e := range m.entries {
+		if e.expiring || e.queued > 0 || now.Before(e.deadline) {
+			continue
+		}
+		ids = append(ids, id)
+		maxTTL = max(maxTTL, e.ttl)
+		if e.clientClosed {
+			explained++
+		}
+	}
+	if len(ids) == 0 {
+		m.preserve = time.Time{}
+		return
+	}
+	if unexplained := len(ids) - explained; unexplained >= m.cfg.SelfPreservationMin && 2*unexplained > len(m.entries) {
+		if m.preserve.IsZero() {
+			m.preserve = now.Add(maxTTL)
+			m.log.Warn("self-preservation: holding back an expiry of most sessions, unexplained by stream closes",
+				"sessions", len(m.entries), "expiring", len(ids), "unexplained", unexplained, "wait", maxTTL)
+		}
+		if now.Before(m.preserve) {
+			kept := ids[:0]
+			for _, id := range ids {
+				if m.entries[id].clientClosed {
+					kept = append(kept, id)
+				}
+			}
+			ids = kept
+		}
+	} else {
+		m.preserve = time.Time{}
+	}
+	if len(ids) == 0 {
+		return
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		m.entries[id].expiring = true
+	}
+	m.log.Debug("expiring sessions", "count", len(ids))
+	term := m.term
+	m.proposeAsync(fsm.Encode(fsm.OpExpire, fsm.Expire{Term: term, NowMs: m.stamp(now), IDs: ids}), func(ok bool) {
+		if ok {
+			return // Applied removes the entries
+		}
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		for _, id := range ids {
+			if e := m.entries[id]; e != nil && m.term == term {
+				e.expiring = false // retried by the next loop
+			}
+		}
+	})
+}
+
+// releaseLocked grants the successor of every releasing record whose
+// holder's last clean promise has lapsed.
+func (m *Manager) releaseLocked(now time.Time) {
+	for _, r := range m.sm.Releasing() {
+		if m.releasing[r.Token] {
+			continue
+		}
+		if e := m.entries[r.Session]; e != nil && !now.After(e.clean) {
+			continue
+		}
+		m.releasing[r.Token] = true
+		token := r.Token
+		m.proposeAsync(fsm.Encode(fsm.OpRelease, fsm.Release{Term: m.term, NowMs: m.stamp(now), Service: r.Service, Token: token}), func(bool) {
+			m.mu.Lock()
+			delete(m.releasing, token)
+			m.mu.Unlock()
+		})
+	}
+}
+
+// renew records, in one entry, the countdown of every session whose
+// remaining time fell behind or recovered since it was last recorded.
+func (m *Manager) renew() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.role != leading || m.renewing || m.closed {
+		return
+	}
+	now := time.Now()
+	var items []fsm.RenewItem
+	for id, e := range m.entries {
+		if e.expiring {
+			continue
+		}
+		remaining := max(0, e.deadline.Sub(now).Milliseconds())
+		slack := max(m.cfg.RenewInterval, e.ttl/2).Milliseconds()
+		if remaining < e.recorded-slack || remaining > e.recorded+slack {
+			items = append(items, fsm.RenewItem{ID: id, RemainingMs: remaining})
+		}
+	}
+	if len(items) == 0 {
+		return
+	}
+	sort.Slice(items, func(i, j int) bool { return items[i].ID < items[j].ID })
+	m.renewing = true
+	term := m.term
+	m.proposeAsync(fsm.Encode(fsm.OpRenew, fsm.Renew{Term: term, NowMs: m.stamp(now), Items: items}), func(ok bool) {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		m.renewing = false
+		if !ok || m.term != term {
+			return
+		}
+		for _, it := range items {
+			if e := m.entries[it.ID]; e != nil {
+				e.recorded = it.RemainingMs
+			}
+		}
+	})
+}
+
+// proposeAsync proposes a leader-only command without holding the lock;
+// done (if any) learns whether it applied.
+func (m *Manager) proposeAsync(cmd []byte, done func(ok bool)) {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.ProposalTimeout)
+		defer cancel()
+		o, err := m.raft.Propose(ctx, cmd)
+		ok := err == nil && o.Code == ""
+		if !ok {
+			m.log.Debug("leader-only proposal failed", "err", err, "code", o.Code, "message", o.Message)
+		}
+		if done != nil {
+			done(ok)
+		}
+	}()
+}
+
+// Applied is the state machine's observer: it learns sessions opened and
+// ended, and pushes mastership changes to attached streams.
+func (m *Manager) Applied(ch *fsm.Changes) {
+	if len(ch.Opened) == 0 && len(ch.Ended) == 0 && len(ch.Masters) == 0 && ch.Barrier == 0 {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if ch.Barrier != 0 {
+		m.LeaderChanged()
+	}
+	if m.role == leading {
+		now := time.Now()
+		for _, id := range ch.Opened {
+			if m.entries[id] == nil {
+				if info, state := m.sm.Session(id); state == fsm.SessionLive {
+					m.entries[id] = m.newEntry(info, now, ms(info.TTLMs))
+					m.entries[id].promised, m.entries[id].clean = now, now
+				}
+			}
+		}
+	}
+	for _, id := range ch.Ended {
+		delete(m.entries, id)
+		for s := range m.streams {
+			if s.id == id {
+				s.endLocked(api.StreamEvent{Type: api.EventExpired})
+			}
+		}
+	}
+	for _, c := range ch.Masters {
+		for s := range m.streams {
+			switch {
+			case c.New != nil && c.New.Session == s.id:
+				s.sendLocked(api.StreamEvent{Type: api.EventMaster, Service: c.Service, Index: m.sm.Applied(), Master: masterView(c.New)})
+			case c.Old != nil && c.Old.Session == s.id:
+				s.sendLocked(api.StreamEvent{Type: api.EventMaster, Service: c.Service, Index: m.sm.Applied()})
+			}
+		}
+	}
+}
+
+func masterView(v *fsm.MasterView) *api.Master {
+	return &api.Master{Instance: v.Instance, SessionTag: api.SessionTag(v.Session), FencingToken: v.Token,
+		Since: time.UnixMilli(v.SinceMs).UTC(), Releasing: v.Releasing}
+}
+
+// Term is the term this node leads in, and whether it answers sessions.
+func (m *Manager) Term() (uint64, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.term, m.role == leading
+}
+
+// Stats is a snapshot of the manager for metrics.
+type Stats struct {
+	Leading  bool
+	Sessions int
+	Streams  int
+}
+
+// Stats returns the manager's current counts.
+func (m *Manager) Stats() Stats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return Stats{Leading: m.role == leading, Sessions: len(m.entries), Streams: len(m.streams)}
+}

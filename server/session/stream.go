@@ -1,0 +1,114 @@
+package session
+
+import (
+	"time"
+
+	"github.com/rafting/rafting/api"
+)
+
+// streamBuffer is how many events a slow reader may fall behind before the
+// server closes its stream (with `moved`, so the client re-attaches and
+// reads the current state).
+const streamBuffer = 64
+
+// Stream is a session stream attached on the leader. Events delivers master
+// changes, then a final `moved` or `expired` when the server ends it; it is
+// closed after that final event.
+type Stream struct {
+	m      *Manager
+	id     string
+	events chan api.StreamEvent
+	ended  bool
+}
+
+// Attach attaches a stream to a live session. It returns ErrNotLeader on a
+// node that does not lead the shard.
+func (m *Manager) Attach(id string) (*Stream, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.admitLocked(id, false); err != nil {
+		return nil, err
+	}
+	e := m.entries[id]
+	e.attached++
+	e.clientClosed = false
+	s := &Stream{m: m, id: id, events: make(chan api.StreamEvent, streamBuffer)}
+	m.streams[s] = struct{}{}
+	return s, nil
+}
+
+// Events is the stream's event channel.
+func (s *Stream) Events() <-chan api.StreamEvent { return s.events }
+
+// ClientClosed detaches a stream the client closed (its connection ended).
+// When it was the session's last stream, the session's deadline becomes
+// max(last promise, now + drop_grace): a crashed process is replaced in
+// about a second instead of a TTL.
+func (s *Stream) ClientClosed() {
+	m := s.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s.ended {
+		return
+	}
+	s.ended = true
+	delete(m.streams, s)
+	close(s.events)
+	e := m.entries[s.id]
+	if e == nil || m.role != leading {
+		return
+	}
+	if e.attached > 0 {
+		e.attached--
+	}
+	if e.attached > 0 {
+		return
+	}
+	d := time.Now().Add(e.grace)
+	if e.promised.After(d) {
+		d = e.promised
+	}
+	if d.Before(e.deadline) {
+		e.deadline = d
+	}
+	e.clientClosed = true
+}
+
+// endLocked ends a stream from the server side: a final event, then close.
+// A server-side close never starts drop_grace.
+func (s *Stream) endLocked(final api.StreamEvent) {
+	if s.ended {
+		return
+	}
+	s.ended = true
+	delete(s.m.streams, s)
+	if e := s.m.entries[s.id]; e != nil && e.attached > 0 {
+		e.attached--
+	}
+	select {
+	case s.events <- final:
+	default:
+		// A full buffer: the reader learns of the end by the close alone.
+	}
+	close(s.events)
+}
+
+// sendLocked queues an event; a reader too slow to keep up is ended with
+// `moved` so it re-attaches and re-reads.
+func (s *Stream) sendLocked(ev api.StreamEvent) {
+	if s.ended {
+		return
+	}
+	select {
+	case s.events <- ev:
+	default:
+		s.endLocked(api.StreamEvent{Type: api.EventMoved, Leader: s.m.raft.LeaderAPI()})
+	}
+}
+
+// Heartbeat is the content of the next heartbeat line: the leader's term and
+// the replica's applied index. ok is false when this node no longer leads.
+func (s *Stream) Heartbeat() (api.StreamEvent, bool) {
+	term, leading := s.m.Term()
+	return api.StreamEvent{Type: api.EventHeartbeat, Term: term, Index: s.m.sm.Applied()}, leading
+}
