@@ -62,7 +62,8 @@ type Picker interface {
 // Picker may keep. Build is never called concurrently for one Balancer, but
 // one Policy may serve several Balancers at once. Build must not modify the
 // endpoints, must not call back into the Balancer, and the Picker it returns
-// must not change after it is returned.
+// must not change after it is returned (a nil Picker counts as one that
+// answers ErrNoEndpoints).
 //
 // The built-in policies also accept direct calls: their Build copies the
 // list, skips weight-0 endpoints, and answers ErrNoEndpoints when none is
@@ -84,14 +85,16 @@ type Balancer struct {
 	cur    atomic.Pointer[snapshot]
 	policy Policy
 
-	mu    sync.Mutex       // serializes Update
-	loads map[string]*load // by endpoint ID; guarded by mu
+	mu     sync.Mutex       // serializes Update
+	loads  map[string]*load // by endpoint ID; guarded by mu
+	health *health          // of loads; guarded by mu
 }
 
 // snapshot is what one Update published.
 type snapshot struct {
 	picker Picker
-	fast   chooser    // picker's own chooser, if it is a built-in one
+	fast   chooser    // picker, if it is a built-in one
+	count  bool       // whether PickTracked counts picks in flight
 	all    []Endpoint // as given to Update, for Endpoints
 }
 
@@ -99,23 +102,38 @@ type snapshot struct {
 // counts that must outlive a Picker: the Balancer hands them the counts of
 // the endpoints that persist across Updates.
 type tracker interface {
-	build(es []entry) Picker
+	// build returns a Picker over s, which is not empty.
+	build(s set) Picker
+}
+
+// set is the endpoints of a built-in Picker and their counts, loads[i]
+// being eps[i]'s. They are two slices, not one of pairs, so that an
+// Endpoint (64 bytes) fills one cache line.
+type set struct {
+	eps    []Endpoint
+	loads  []*load
+	health *health // of loads
+}
+
+// scan returns the first endpoint from i on, cyclically, that is not
+// ejected, or i if all are. It is the last resort of a pick that met
+// ejected endpoints maxProbes times, and costs O(len(s.eps)) only when
+// most endpoints are ejected.
+func (s *set) scan(i int, now *instant) int {
+	for k := range len(s.eps) {
+		if j := (i + k) % len(s.eps); s.loads[j].healthy(now) {
+			return j
+		}
+	}
+	return i
 }
 
 // chooser is implemented by the built-in Pickers. It lets the Balancer skip
-// what Pick's signature costs on the hot path (copying the Endpoint out
-// through an interface call, and for LeastLoaded counting a request that
-// Pick will not report).
+// what Pick's signature costs on the hot path: copying the Endpoint out
+// through an interface call and, for LeastLoaded, counting a request that
+// Pick will not report.
 type chooser interface {
-	// choose returns the entry to pick, and whether PickTracked should count
-	// it in flight.
-	choose() (e *entry, count bool)
-}
-
-// entry is an endpoint of a built-in Picker with its counts.
-type entry struct {
-	Endpoint
-	l *load
+	choose() (*Endpoint, *load)
 }
 
 // New returns a Balancer with no endpoints that picks with p; a nil p means
@@ -136,31 +154,41 @@ func New(p Policy) *Balancer {
 // per request.
 func (b *Balancer) Update(endpoints []Endpoint) {
 	all := slices.Clone(endpoints)
-	var es []entry
+	var live set
 	for _, e := range all {
 		if e.Weight > 0 {
-			es = append(es, entry{Endpoint: e})
+			live.eps = append(live.eps, e)
 		}
 	}
 
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	loads := make(map[string]*load, len(es))
-	var fresh []load // one allocation for the endpoints that are new
-	for i := range es {
-		id := es[i].ID
-		l := loads[id]
+	if b.health == nil {
+		b.health = new(health)
+	}
+	live.health = b.health
+	live.loads = make([]*load, len(live.eps))
+	loads := make(map[string]*load, len(live.eps))
+	var slab []load // one allocation for the endpoints that are new
+	for i, e := range live.eps {
+		l := loads[e.ID]
 		if l == nil {
-			l = b.loads[id]
+			l = b.loads[e.ID]
 		}
 		if l == nil {
-			if len(fresh) == 0 {
-				fresh = make([]load, len(es)-i)
+			if len(slab) == 0 {
+				slab = make([]load, len(live.eps)-i)
 			}
-			l, fresh = &fresh[0], fresh[1:]
+			l, slab = &slab[0], slab[1:]
+			l.h = b.health
 		}
-		loads[id] = l
-		es[i].l = l
+		loads[e.ID] = l
+		live.loads[i] = l
+	}
+	for id, l := range b.loads {
+		if loads[id] == nil {
+			l.reset() // not to keep b.health.failing up
+		}
 	}
 	b.loads = loads
 
@@ -168,21 +196,21 @@ func (b *Balancer) Update(endpoints []Endpoint) {
 	if p == nil {
 		p = roundRobin{}
 	}
-	var pk Picker
+	s := &snapshot{all: all}
 	switch t, ok := p.(tracker); {
-	case len(es) == 0:
-		pk = none{}
+	case len(live.eps) == 0:
+		s.picker = none{}
 	case ok:
-		pk = t.build(es)
+		s.picker = t.build(live)
 	default:
-		eps := make([]Endpoint, len(es))
-		for i := range es {
-			eps[i] = es[i].Endpoint
-		}
-		pk = p.Build(eps)
+		s.picker = p.Build(live.eps)
 	}
-	fast, _ := pk.(chooser)
-	b.cur.Store(&snapshot{picker: pk, fast: fast, all: all})
+	if s.picker == nil {
+		s.picker = none{}
+	}
+	s.fast, _ = s.picker.(chooser)
+	_, s.count = s.picker.(*llPicker)
+	b.cur.Store(s)
 }
 
 // Endpoints returns a copy of the list given to the last Update, in order,
@@ -208,12 +236,23 @@ func (b *Balancer) Pick() (Endpoint, error) {
 	if s == nil {
 		return Endpoint{}, ErrNoEndpoints
 	}
-	if s.fast != nil {
-		e, _ := s.fast.choose()
-		return e.Endpoint, nil
+	var e *Endpoint
+	switch p := s.fast.(type) {
+	case *rrPicker:
+		// p.choose, inlined by hand as it is over the compiler's budget: a
+		// call is a sixth of the cost of this cheapest policy.
+		if i := p.mod(p.next.Add(1)); p.health.failing.Load() == 0 {
+			e = &p.eps[i]
+		} else {
+			e, _ = p.skip(i)
+		}
+	case nil:
+		ep, _, err := s.picker.Pick() // its Done is the zero Done
+		return ep, err
+	default:
+		e, _ = p.choose()
 	}
-	e, _, err := s.picker.Pick() // only built-in Pickers make a Done that counts
-	return e, err
+	return *e, nil
 }
 
 // PickTracked is Pick for a request whose completion the caller will report:
@@ -226,11 +265,11 @@ func (b *Balancer) PickTracked() (Endpoint, Done, error) {
 	if s == nil {
 		return Endpoint{}, Done{}, ErrNoEndpoints
 	}
-	if s.fast != nil {
-		e, count := s.fast.choose()
-		return e.Endpoint, track(e, count), nil
+	if s.fast == nil {
+		return s.picker.Pick()
 	}
-	return s.picker.Pick()
+	e, l := s.fast.choose()
+	return *e, track(l, s.count), nil
 }
 
 // none is the Picker of an empty list.
@@ -238,27 +277,29 @@ type none struct{}
 
 func (none) Pick() (Endpoint, Done, error) { return Endpoint{}, Done{}, ErrNoEndpoints }
 
-// prepare makes the entries of a direct Build call: a copy of the
+// fresh makes the set of a direct Build call: a copy of the
 // positive-weight endpoints, each with counts of its own.
-func prepare(eps []Endpoint) []entry {
-	var es []entry
+func fresh(eps []Endpoint) set {
+	s := set{health: new(health)}
 	for _, e := range eps {
 		if e.Weight > 0 {
-			es = append(es, entry{Endpoint: e})
+			s.eps = append(s.eps, e)
 		}
 	}
-	loads := make([]load, len(es))
-	for i := range es {
-		es[i].l = &loads[i]
+	loads := make([]load, len(s.eps))
+	s.loads = make([]*load, len(s.eps))
+	for i := range loads {
+		loads[i].h = s.health
+		s.loads[i] = &loads[i]
 	}
-	return es
+	return s
 }
 
 // buildFresh serves the Build method of a built-in policy.
 func buildFresh(t tracker, eps []Endpoint) Picker {
-	es := prepare(eps)
-	if len(es) == 0 {
+	s := fresh(eps)
+	if len(s.eps) == 0 {
 		return none{}
 	}
-	return t.build(es)
+	return t.build(s)
 }

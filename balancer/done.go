@@ -49,12 +49,13 @@ func (d Done) Finish(err error) {
 	d.l.report(err)
 }
 
-// track starts tracking a request to e, counting it in flight if count.
-func track(e *entry, count bool) Done {
+// track starts tracking a request to l's endpoint, counting it in flight
+// if count.
+func track(l *load, count bool) Done {
 	if count {
-		e.l.inflight.Add(1)
+		l.inflight.Add(1)
 	}
-	return Done{l: e.l, inflight: count}
+	return Done{l: l, inflight: count}
 }
 
 // load is the state an endpoint keeps across Pickers: its in-flight count
@@ -65,45 +66,84 @@ type load struct {
 	inflight atomic.Int64 // requests picked and not yet finished
 	fails    atomic.Int64 // consecutive failures
 	until    atomic.Int64 // clock() time at which the ejection ends
-	_        [40]byte
+	h        *health      // of the endpoint's Balancer
+	_        [32]byte
+}
+
+// health counts the endpoints of one Balancer (or of one Picker built
+// outside a Balancer) that have failed EjectAfter times in a row. While it
+// is 0, which is almost always, a pick need not look at its endpoint's
+// failure record: one read of a word that stays in every core's cache,
+// rather than of the endpoint's load.
+type health struct {
+	failing atomic.Int64
+	_       [56]byte // alone on its cache line: read by every pick
+}
+
+// count returns the requests in flight.
+func (l *load) count() uint64 {
+	return uint64(max(l.inflight.Load(), 0))
 }
 
 // report records the outcome of a request.
+//
+// l.h.failing goes up when l.fails reaches EjectAfter and down when it is
+// reset from EjectAfter or more; as both are atomic steps of l.fails, every
+// rise is matched by one fall, whatever the interleaving.
 func (l *load) report(err error) {
 	switch {
 	case err == nil:
 		if l.fails.Load() != 0 { // no write, so no cache-line steal, when healthy
-			l.fails.Store(0)
+			l.reset()
 		}
 	case errors.Is(err, context.Canceled):
 	default:
-		if l.fails.Add(1) >= EjectAfter {
+		n := l.fails.Add(1)
+		if n >= EjectAfter {
 			l.until.Store(clock() + int64(EjectFor))
 		}
+		if n == EjectAfter {
+			l.h.failing.Add(1)
+		}
+	}
+}
+
+// reset clears the failure record.
+func (l *load) reset() {
+	if l.fails.Swap(0) >= EjectAfter {
+		l.h.failing.Add(-1)
 	}
 }
 
 // healthy reports whether the endpoint may be picked. It reads the clock
-// only for an endpoint that has failed EjectAfter times in a row, once per
-// pick: *now is 0 until the first read.
-func (l *load) healthy(now *int64) bool {
-	if l.fails.Load() < EjectAfter {
-		return true
-	}
-	if *now == 0 {
-		*now = clock()
-	}
-	return *now >= l.until.Load()
+// only for an endpoint that has failed EjectAfter times in a row.
+func (l *load) healthy(now *instant) bool {
+	return l.fails.Load() < EjectAfter || now.get() >= l.until.Load()
 }
 
-// maxProbes bounds the endpoints a pick tries when it meets ejected ones;
-// past it the pick fails open, on an ejected endpoint, rather than spend
-// more time or return an error.
+// maxProbes is the number of endpoints a pick tries the policy's way when
+// it meets ejected ones, before it looks for a healthy one in list order
+// (set.scan). If every endpoint is ejected, the pick fails open: it
+// returns an ejected endpoint rather than an error.
 const maxProbes = 8
 
 var epoch = time.Now()
 
-// clock returns monotonic nanoseconds, never 0.
+// clock returns monotonic nanoseconds.
 func clock() int64 {
-	return int64(time.Since(epoch)) | 1
+	return int64(time.Since(epoch))
+}
+
+// instant is the clock read once, when first needed: a pick that meets
+// several ejected endpoints reads it once.
+type instant struct {
+	t    int64
+	read bool
+}
+
+func (n *instant) get() int64 {
+	if !n.read {
+		n.t, n.read = clock(), true
+	}
+	return n.t
 }

@@ -13,70 +13,65 @@ import "math/bits"
 // one; when both are ejected the pair is redrawn.
 func LeastLoaded() Policy { return leastLoaded{} }
 
-type leastLoaded struct {
-	seeded bool // for tests
-	seed   uint64
-}
+type leastLoaded struct{}
 
 func (l leastLoaded) Build(eps []Endpoint) Picker { return buildFresh(l, eps) }
 
-func (l leastLoaded) build(es []entry) Picker {
-	return &llPicker{src: newSource(l.seeded, l.seed), es: es}
+func (leastLoaded) build(s set) Picker {
+	return &llPicker{set: s, src: newSource(false, 0)}
 }
 
 type llPicker struct {
+	set
 	src *source
-	es  []entry
 }
 
 func (p *llPicker) Pick() (Endpoint, Done, error) {
-	e, count := p.choose()
-	return e.Endpoint, track(e, count), nil
+	e, l := p.choose()
+	return *e, track(l, true), nil
 }
 
-func (p *llPicker) choose() (*entry, bool) {
-	if len(p.es) == 1 {
-		return &p.es[0], true
+func (p *llPicker) choose() (*Endpoint, *load) {
+	if len(p.eps) == 1 {
+		return &p.eps[0], p.loads[0]
 	}
-	a, b := p.src.two(len(p.es))
-	return p.better(&p.es[a], &p.es[b]), true
+	a, b := p.src.two(len(p.eps))
+	if p.health.failing.Load() != 0 {
+		a, b = p.healthy(a, b)
+	}
+	if p.lighter(b, a) {
+		a = b
+	}
+	return &p.eps[a], p.loads[a]
 }
 
-// better returns the better of a and b: a healthy one, then the lighter.
-func (p *llPicker) better(a, b *entry) *entry {
-	if a.l.fails.Load() < EjectAfter && b.l.fails.Load() < EjectAfter {
-		return lighter(a, b)
-	}
-	var now int64
+// healthy returns the pair to choose from instead of a and b: the same if
+// neither is ejected, the healthy one twice if the other is, a new pair if
+// both are.
+func (p *llPicker) healthy(a, b int) (int, int) {
+	var now instant
 	for try := 1; ; try++ {
-		ha, hb := a.l.healthy(&now), b.l.healthy(&now)
+		ha, hb := p.loads[a].healthy(&now), p.loads[b].healthy(&now)
 		switch {
 		case ha && hb:
-			return lighter(a, b)
+			return a, b
 		case ha:
-			return a
+			return a, a
 		case hb:
-			return b
-		case try >= maxProbes/2:
-			return lighter(a, b)
+			return b, b
+		case 2*try >= maxProbes:
+			a = p.scan(a, &now)
+			return a, a
 		}
-		i, j := p.src.two(len(p.es))
-		a, b = &p.es[i], &p.es[j]
+		a, b = p.src.two(len(p.eps))
 	}
 }
 
-// lighter returns the one of a and b with fewer requests in flight per unit
-// of weight, a on a tie.
-func lighter(a, b *entry) *entry {
-	// a.inflight/a.Weight <= b.inflight/b.Weight, multiplied out in 128 bits.
-	ahi, alo := bits.Mul64(inflight(a), uint64(b.Weight))
-	bhi, blo := bits.Mul64(inflight(b), uint64(a.Weight))
-	if ahi < bhi || ahi == bhi && alo <= blo {
-		return a
-	}
-	return b
-}
-
-func inflight(e *entry) uint64 {
-	return uint64(max(e.l.inflight.Load(), 0))
+// lighter reports whether a has fewer requests in flight per unit of weight
+// than b.
+func (p *llPicker) lighter(a, b int) bool {
+	// inflight(a)/weight(a) < inflight(b)/weight(b), multiplied out in 128 bits.
+	ahi, alo := bits.Mul64(p.loads[a].count(), uint64(p.eps[b].Weight))
+	bhi, blo := bits.Mul64(p.loads[b].count(), uint64(p.eps[a].Weight))
+	return ahi < bhi || ahi == bhi && alo < blo
 }

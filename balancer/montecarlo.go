@@ -27,14 +27,14 @@ type monteCarlo struct {
 
 func (m monteCarlo) Build(eps []Endpoint) Picker { return buildFresh(m, eps) }
 
-func (m monteCarlo) build(es []entry) Picker {
-	return &mcPicker{src: newSource(m.seeded, m.seed), es: es, cols: alias(es)}
+func (m monteCarlo) build(s set) Picker {
+	return &mcPicker{set: s, src: newSource(m.seeded, m.seed), cols: alias(s.eps)}
 }
 
 type mcPicker struct {
+	set
 	src  *source
-	es   []entry
-	cols []column // len(cols) == len(es)
+	cols []column // len(cols) == len(eps)
 }
 
 // column i of an alias table: index i is kept when a uniform draw in
@@ -45,48 +45,46 @@ type column struct {
 }
 
 func (p *mcPicker) Pick() (Endpoint, Done, error) {
-	e, count := p.choose()
-	return e.Endpoint, track(e, count), nil
+	e, l := p.choose()
+	return *e, track(l, false), nil
 }
 
-func (p *mcPicker) choose() (*entry, bool) {
-	e := p.draw()
-	if e.l.fails.Load() >= EjectAfter {
-		e = p.redraw(e)
+func (p *mcPicker) choose() (*Endpoint, *load) {
+	i := p.draw()
+	if p.health.failing.Load() == 0 {
+		return &p.eps[i], p.loads[i]
 	}
-	return e, false
+	return p.redraw(i)
 }
 
-func (p *mcPicker) draw() *entry {
+func (p *mcPicker) draw() int {
 	// One draw gives both the column (the high word of r*n) and the coin
 	// (the low word, uniform and independent of the column).
 	i, coin := bits.Mul64(p.src.uint64(), uint64(len(p.cols)))
-	c := p.cols[i]
-	if coin >= c.keep {
-		return &p.es[c.other]
+	if c := p.cols[i]; coin >= c.keep {
+		return c.other
 	}
-	return &p.es[i]
+	return int(i)
 }
 
-// redraw returns a healthy endpoint drawn after e, or e.
-func (p *mcPicker) redraw(e *entry) *entry {
-	var now int64
-	if e.l.healthy(&now) {
-		return e
-	}
-	for range maxProbes - 1 {
-		if f := p.draw(); f.l.healthy(&now) {
-			return f
+// redraw returns i, or if it is ejected another draw that is not.
+func (p *mcPicker) redraw(i int) (*Endpoint, *load) {
+	var now instant
+	for try := 1; !p.loads[i].healthy(&now); try++ {
+		if try == maxProbes {
+			i = p.scan(i, &now)
+			break
 		}
+		i = p.draw()
 	}
-	return e
+	return &p.eps[i], p.loads[i]
 }
 
-// alias makes the alias table of es's weights, by Vose's method.
-func alias(es []entry) []column {
-	n := len(es)
+// alias makes the alias table of the endpoints' weights, by Vose's method.
+func alias(eps []Endpoint) []column {
+	n := len(eps)
 	var sum float64
-	for _, e := range es {
+	for _, e := range eps {
 		sum += float64(e.Weight)
 	}
 	// p[i] is i's probability scaled so that the mean is 1; small and large
@@ -94,7 +92,7 @@ func alias(es []entry) []column {
 	p := make([]float64, n)
 	small := make([]int, 0, n)
 	large := make([]int, 0, n)
-	for i, e := range es {
+	for i, e := range eps {
 		p[i] = float64(e.Weight) * float64(n) / sum
 		if p[i] < 1 {
 			small = append(small, i)

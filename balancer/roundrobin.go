@@ -21,9 +21,9 @@ type roundRobin struct{}
 
 func (r roundRobin) Build(eps []Endpoint) Picker { return buildFresh(r, eps) }
 
-func (roundRobin) build(es []entry) Picker {
-	n := min(uint64(len(es)), math.MaxUint32) // more are never picked
-	p := &rrPicker{es: es[:n], m: math.MaxUint64/n + 1}
+func (roundRobin) build(s set) Picker {
+	n := min(uint64(len(s.eps)), math.MaxUint32) // more are never picked
+	p := &rrPicker{set: set{s.eps[:n], s.loads[:n], s.health}, m: math.MaxUint64/n + 1}
 	p.next.Store(rand.Uint64N(n))
 	return p
 }
@@ -31,44 +31,50 @@ func (roundRobin) build(es []entry) Picker {
 // rrPicker keeps its counter, which every pick writes, on a cache line of
 // its own, apart from the fields that every pick only reads.
 type rrPicker struct {
-	es   []entry
-	m    uint64 // 2^64/len(es), rounded up, for mod
-	_    [64 - 32]byte
+	set
+	m    uint64 // 2^64/len(eps), rounded up, for mod
+	_    [64 - 56]byte
 	next atomic.Uint64
 	_    [64 - 8]byte
 }
 
-// mod returns c % len(p.es) without a division (Lemire's fastmod). The
-// counter's low 32 bits are used, so once in 2^32 picks the turn jumps
-// back to the first endpoint.
+func (p *rrPicker) Pick() (Endpoint, Done, error) {
+	e, l := p.choose()
+	return *e, track(l, false), nil
+}
+
+func (p *rrPicker) choose() (*Endpoint, *load) {
+	i := p.mod(p.next.Add(1))
+	if p.health.failing.Load() == 0 {
+		return &p.eps[i], p.loads[i]
+	}
+	return p.skip(i)
+}
+
+// mod returns c % len(p.eps) for the counter's low 32 bits, so once in
+// 2^32 picks the turn jumps back to the first endpoint.
 func (p *rrPicker) mod(c uint64) uint64 {
-	hi, _ := bits.Mul64(p.m*uint64(uint32(c)), uint64(len(p.es)))
+	return fastmod(uint32(c), p.m, uint64(len(p.eps)))
+}
+
+// fastmod returns c % n without a division, given m = 2^64/n rounded up
+// (Lemire, Kaser and Kurz, "Faster remainder by direct computation", 2019).
+func fastmod(c uint32, m, n uint64) uint64 {
+	hi, _ := bits.Mul64(m*uint64(c), n)
 	return hi
 }
 
-func (p *rrPicker) Pick() (Endpoint, Done, error) {
-	e, count := p.choose()
-	return e.Endpoint, track(e, count), nil
-}
-
-func (p *rrPicker) choose() (*entry, bool) {
-	e := &p.es[p.mod(p.next.Add(1))]
-	if e.l.fails.Load() >= EjectAfter {
-		e = p.skip(e)
-	}
-	return e, false
-}
-
-// skip returns the next healthy endpoint from e's turn, or e.
-func (p *rrPicker) skip(e *entry) *entry {
-	var now int64
-	if e.l.healthy(&now) {
-		return e
-	}
-	for range min(len(p.es), maxProbes) - 1 {
-		if f := &p.es[p.mod(p.next.Add(1))]; f.l.healthy(&now) {
-			return f
+// skip returns i, or if it is ejected the endpoint of the next turn that
+// is not.
+func (p *rrPicker) skip(i uint64) (*Endpoint, *load) {
+	var now instant
+	j := i
+	for try := 1; !p.loads[j].healthy(&now); try++ {
+		if try == maxProbes {
+			j = uint64(p.scan(int(i), &now))
+			break
 		}
+		j = p.mod(p.next.Add(1))
 	}
-	return e
+	return &p.eps[j], p.loads[j]
 }
