@@ -154,7 +154,7 @@ func New(p Policy) *Balancer {
 // per request.
 func (b *Balancer) Update(endpoints []Endpoint) {
 	all := slices.Clone(endpoints)
-	var live set
+	live := set{eps: make([]Endpoint, 0, len(all))}
 	for _, e := range all {
 		if e.Weight > 0 {
 			live.eps = append(live.eps, e)
@@ -236,22 +236,25 @@ func (b *Balancer) Pick() (Endpoint, error) {
 	if s == nil {
 		return Endpoint{}, ErrNoEndpoints
 	}
-	var e *Endpoint
-	switch p := s.fast.(type) {
+	switch p := s.picker.(type) {
 	case *rrPicker:
-		// p.choose, inlined by hand as it is over the compiler's budget: a
-		// call is a sixth of the cost of this cheapest policy.
+		// p.choose, inlined by hand as it is over the compiler's budget: the
+		// call would be a sixth of the cost of this cheapest policy.
+		var e *Endpoint
 		if i := p.mod(p.next.Add(1)); p.health.failing.Load() == 0 {
 			e = &p.eps[i]
 		} else {
 			e, _ = p.skip(i)
 		}
-	case nil:
-		ep, _, err := s.picker.Pick() // its Done is the zero Done
-		return ep, err
-	default:
-		e, _ = p.choose()
+		return *e, nil
+	case *funcPicker:
+		return p.f(p.eps) // saves a call and a copy of the Endpoint
 	}
+	if s.fast == nil { // a custom Picker, whose Done is the zero Done
+		e, _, err := s.picker.Pick()
+		return e, err
+	}
+	e, _ := s.fast.choose()
 	return *e, nil
 }
 

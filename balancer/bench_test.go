@@ -21,11 +21,16 @@ func endpoints(n int) []balancer.Endpoint {
 	return eps
 }
 
+// The loops range over b.N rather than call b.Loop, which keeps every result
+// of the call alive by spilling it: for a 64-byte Endpoint that adds about
+// 8 ns/op that a caller using the Endpoint does not pay.
+
 func benchPick(b *testing.B, p balancer.Policy, n int) {
 	bl := balancer.New(p)
 	bl.Update(endpoints(n))
 	b.ReportAllocs()
-	for b.Loop() {
+	b.ResetTimer()
+	for range b.N {
 		if _, err := bl.Pick(); err != nil {
 			b.Fatal(err)
 		}
@@ -49,7 +54,8 @@ func benchPickDone(b *testing.B, p balancer.Policy, n int) {
 	bl := balancer.New(p)
 	bl.Update(endpoints(n))
 	b.ReportAllocs()
-	for b.Loop() {
+	b.ResetTimer()
+	for range b.N {
 		_, d, err := bl.PickTracked()
 		if err != nil {
 			b.Fatal(err)
@@ -93,7 +99,37 @@ func BenchmarkLeastLoaded(b *testing.B) {
 }
 
 func BenchmarkFunc(b *testing.B) {
-	first := balancer.Func(func(eps []balancer.Endpoint) (balancer.Endpoint, error) { return eps[0], nil })
+	first := balancer.Func(first)
 	b.Run("n=10", func(b *testing.B) { benchPick(b, first, 10) })
 	b.Run("n=10/parallel", func(b *testing.B) { benchPickParallel(b, first, 10) })
+}
+
+func BenchmarkCustom(b *testing.B) {
+	b.Run("n=10", func(b *testing.B) { benchPick(b, ZoneFirst("zone-1"), 10) })
+	b.Run("n=10/parallel", func(b *testing.B) { benchPickParallel(b, ZoneFirst("zone-1"), 10) })
+}
+
+// BenchmarkUpdate measures the slow path: copying the list, carrying the
+// counts over and building the Picker.
+func BenchmarkUpdate(b *testing.B) {
+	policies := []struct {
+		name string
+		p    balancer.Policy
+	}{
+		{"RoundRobin", balancer.RoundRobin()},
+		{"MonteCarlo", balancer.MonteCarlo()},
+		{"LeastLoaded", balancer.LeastLoaded()},
+	}
+	for _, tt := range policies {
+		for _, n := range []int{10, 1000} {
+			b.Run(fmt.Sprintf("%s/n=%d", tt.name, n), func(b *testing.B) {
+				bl := balancer.New(tt.p)
+				eps := endpoints(n)
+				b.ReportAllocs()
+				for b.Loop() {
+					bl.Update(eps)
+				}
+			})
+		}
+	}
 }

@@ -36,7 +36,7 @@ func TestAlias(t *testing.T) {
 		n := float64(len(cols))
 		p := make([]float64, len(cols))
 		for i, c := range cols {
-			keep := float64(c.keep) / 0x1p64
+			keep := float64(c.keep) / 0x1p32
 			p[i] += keep / n
 			p[c.other] += (1 - keep) / n
 		}
