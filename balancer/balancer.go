@@ -28,8 +28,9 @@ type Endpoint struct {
 	// with Weight 0 is never picked (draining, or out of rotation); a
 	// negative Weight counts as 0. The balancer gives 0 no "unset" meaning:
 	// callers resolve a missing weight to DefaultWeight (the SDK does) before
-	// calling Update. MonteCarlo and LeastLoaded are proportional to Weight;
-	// RoundRobin only tells 0 from positive.
+	// calling Update. MonteCarlo picks in proportion to Weight, LeastLoaded
+	// divides requests in flight by it, and RoundRobin only tells 0 from
+	// positive.
 	Weight int
 
 	// Meta is the instance's metadata. It is shared, not copied: every Pick

@@ -48,14 +48,14 @@
 //
 // # Ejection
 //
-// Every built-in policy skips an endpoint that failed EjectAfter times in a
-// row, as reported through Done.Finish, for EjectFor; then it is picked
-// again on probation, where one success clears its record and one failure
-// ejects it again. A context.Canceled error counts neither way. Ejection
-// never turns into an error: with every endpoint ejected, picks fail open.
-// Only PickTracked feeds it (Pick reports nothing), and only the built-in
-// policies use it: a Func or custom Picker returns the zero Done, which
-// reports nothing.
+// RoundRobin, MonteCarlo and LeastLoaded skip an endpoint that failed
+// EjectAfter times in a row, as reported through Done.Finish, for EjectFor;
+// then it is picked again on probation, where one success clears its
+// record and one failure ejects it again. A context.Canceled error counts
+// neither way. Ejection never turns into an error: with every endpoint
+// ejected, picks fail open. Only PickTracked feeds it (Pick reports
+// nothing), and a Func or custom Picker does not take part: it returns the
+// zero Done, which reports nothing.
 //
 // # Threading
 //
