@@ -167,6 +167,19 @@ func (s *Server) Close() {
 	})
 }
 
+// Abort stops the server at once, as a crash looks to its peers: no
+// leadership transfer, connections cut without `moved`. For tests of
+// failures; a real stop is Close.
+func (s *Server) Abort() {
+	s.once.Do(func() {
+		close(s.stop)
+		s.cancel()
+		s.http.Close()
+		s.node.Abort()
+		s.wg.Wait()
+	})
+}
+
 // WaitReady waits until the server is ready or ctx ends.
 func (s *Server) WaitReady(ctx context.Context) error {
 	for !s.node.Ready() {

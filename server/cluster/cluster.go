@@ -444,6 +444,19 @@ func (n *Node) Close() {
 	n.nh.Close()
 }
 
+// Abort closes the node without handing anything over (a crash, for tests).
+func (n *Node) Abort() {
+	if !n.closing.CompareAndSwap(false, true) {
+		return
+	}
+	close(n.stop)
+	n.wg.Wait()
+	n.nh.Close()
+	for _, t := range n.Tenants() {
+		t.Sessions.Close()
+	}
+}
+
 // TransferLeaderships moves every shard this node leads to another replica
 // (tenant sessions stop being answered here first) and waits, up to max,
 // until none is led here.

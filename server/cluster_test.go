@@ -1,0 +1,117 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/server/servertest"
+)
+
+func register(t *testing.T, c *servertest.Cluster, node int, token, tenant, svc, id string, body api.RegisterRequest) api.RegisterResponse {
+	t.Helper()
+	path := fmt.Sprintf("/v1/tenants/%s/services/%s/instances/%s", tenant, svc, id)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		r := c.Do(node, token, http.MethodPut, path, body)
+		if r.Status == http.StatusCreated || r.Status == http.StatusOK {
+			var out api.RegisterResponse
+			r.JSON(t, &out)
+			if got := r.Header.Get(api.HeaderIndex); got != strconv.FormatUint(out.Index, 10) {
+				t.Fatalf("register: %s %q, body index %d", api.HeaderIndex, got, out.Index)
+			}
+			return out
+		}
+		if e := r.Err(); e == nil || !e.Code.Retryable() || time.Now().After(deadline) {
+			t.Fatalf("register %s on node %d: %d %s", id, node, r.Status, r.Body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestClusterTenantShardEverywhere: a tenant's shard runs on all three
+// nodes; a registration through node 1 wakes a blocking query on node 3;
+// with the shard leader's node stopped, writes succeed on the other two;
+// restarted, it catches up.
+func TestClusterTenantShardEverywhere(t *testing.T) {
+	c := servertest.Start(t, servertest.Options{})
+	tok := c.CreateTenant("acme", api.Quotas{})
+	for id := 1; id <= 3; id++ {
+		tr, ok := c.Server(id).Node().Tenant("acme")
+		if !ok {
+			t.Fatalf("node %d does not run acme's shard", id)
+		}
+		if tr.ReplicaID == 0 || tr.Epoch != 1 {
+			t.Fatalf("node %d: replica %d epoch %d", id, tr.ReplicaID, tr.Epoch)
+		}
+	}
+
+	// A blocking query on node 3 returns when node 1 registers.
+	first := c.Do(3, tok, http.MethodGet, "/v1/tenants/acme/services/web", nil)
+	var before api.ServiceResponse
+	first.JSON(t, &before)
+	got := make(chan *servertest.Response, 1)
+	go func() {
+		r, err := c.DoErr(context.Background(), 3, tok, http.MethodGet,
+			fmt.Sprintf("/v1/tenants/acme/services/web?index=%d&wait=20s", before.Index), nil, nil)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- r
+	}()
+	time.Sleep(50 * time.Millisecond) // let the query block
+	reg := register(t, c, 1, tok, "acme", "web", "w1", api.RegisterRequest{Address: "10.0.0.1:80"})
+	select {
+	case r := <-got:
+		var s api.ServiceResponse
+		r.JSON(t, &s)
+		if len(s.Instances) != 1 || s.Instances[0].ID != "w1" || s.Index < reg.Index {
+			t.Fatalf("blocking query answered %s, want w1 at index >= %d", r.Body, reg.Index)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("blocking query on node 3 did not return after a registration on node 1")
+	}
+
+	// Stop the leader's node: writes go on through the other two.
+	leader := c.WaitTenantLeader("acme")
+	c.StopNode(leader)
+	others := []int{}
+	for id := 1; id <= 3; id++ {
+		if id != leader {
+			others = append(others, id)
+		}
+	}
+	for i, id := range others {
+		register(t, c, id, tok, "acme", "web", fmt.Sprintf("w%d", i+2), api.RegisterRequest{Address: fmt.Sprintf("10.0.0.%d:80", i+2)})
+	}
+	last := register(t, c, others[0], tok, "acme", "web", "w1", api.RegisterRequest{Address: "10.0.0.1:81"})
+
+	// Restart: it catches up.
+	c.StartNode(leader)
+	c.WaitReady()
+	servertest.Eventually(t, 20*time.Second, "the restarted node to catch up", func() bool {
+		tr, ok := c.Server(leader).Node().Tenant("acme")
+		return ok && tr.SM.Applied() >= last.Index && len(tr.SM.Service("web").Instances) == 3
+	})
+	r := c.Do(leader, tok, http.MethodGet, fmt.Sprintf("/v1/tenants/acme/services/web?index=%d&wait=5s", last.Index-1), nil)
+	var s api.ServiceResponse
+	r.JSON(t, &s)
+	if len(s.Instances) != 3 || s.Instances[0].Address != "10.0.0.1:81" {
+		t.Fatalf("restarted node answers %s", r.Body)
+	}
+}
+
+// TestStaleReplica: a blocking query never answers below the asked index;
+// a node that cannot reach it answers 503 stale_replica.
+func TestStaleReplica(t *testing.T) {
+	c := servertest.Start(t, servertest.Options{})
+	tok := c.CreateTenant("acme", api.Quotas{})
+	r := c.Do(2, tok, http.MethodGet, "/v1/tenants/acme/services/web?index=999999&wait=300ms", nil)
+	if e := r.Err(); e == nil || e.Code != api.CodeStaleReplica || r.Header.Get("Retry-After") == "" {
+		t.Fatalf("query above the applied index = %d %s, want 503 stale_replica with Retry-After", r.Status, r.Body)
+	}
+}

@@ -1,0 +1,394 @@
+// Package servertest starts real in-process Rafting clusters on loopback for
+// tests: every node a real server (NodeHost, state machines, REST API) with
+// free ports and a temporary data directory, stopped by the test's cleanup.
+package servertest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/server"
+	"github.com/rafting/rafting/server/config"
+)
+
+// AdminToken is the admin token of every test cluster.
+const AdminToken = "rfa_test-admin-token-0123456789abcdef"
+
+// Options tune a test cluster. Zero values take the defaults in brackets.
+type Options struct {
+	Nodes  int           // [3]
+	RTT    time.Duration // [20ms]
+	Dir    string        // [t.TempDir()]
+	Logger *slog.Logger  // [silent unless RAFTING_TEST_LOG=1]
+	// Configure, if set, edits each node's config before it starts.
+	Configure func(*config.Config)
+}
+
+// Cluster is a running test cluster.
+type Cluster struct {
+	T       testing.TB
+	opts    Options
+	mu      sync.Mutex
+	Servers []*server.Server // nil while a node is stopped
+	cfgs    []config.Config
+	Client  *http.Client
+}
+
+// FreePort returns a loopback host:port that was free a moment ago.
+func FreePort(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// Start starts a cluster and waits until every node is ready; the test's
+// cleanup stops it.
+func Start(t testing.TB, opts Options) *Cluster {
+	t.Helper()
+	if opts.Nodes == 0 {
+		opts.Nodes = 3
+	}
+	if opts.RTT == 0 {
+		opts.RTT = 20 * time.Millisecond
+	}
+	if opts.Dir == "" {
+		opts.Dir = t.TempDir()
+	}
+	if opts.Logger == nil {
+		if os.Getenv("RAFTING_TEST_LOG") != "" {
+			opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		} else {
+			opts.Logger = slog.New(slog.DiscardHandler)
+		}
+	}
+	c := &Cluster{T: t, opts: opts, Client: &http.Client{Timeout: 30 * time.Second,
+		Transport: &http.Transport{MaxIdleConnsPerHost: 256}}}
+	initial := map[uint64]string{}
+	for i := 1; i <= opts.Nodes; i++ {
+		initial[uint64(i)] = FreePort(t)
+	}
+	for i := 1; i <= opts.Nodes; i++ {
+		cfg := config.DefaultConfig()
+		cfg.NodeID = uint64(i)
+		cfg.DataDir = filepath.Join(opts.Dir, fmt.Sprintf("node%d", i))
+		cfg.APIAddress = FreePort(t)
+		cfg.RaftAddress = initial[cfg.NodeID]
+		cfg.InitialCluster = initial
+		cfg.AdminToken = AdminToken
+		cfg.RTT = opts.RTT
+		cfg.LogDB = "tiny"
+		cfg.ProposalTimeout = 20 * opts.RTT * time.Duration(cfg.ElectionRTT) / 10
+		cfg.ProposalTimeout = max(cfg.ProposalTimeout, 500*time.Millisecond)
+		cfg.Logger = opts.Logger.With("node", i)
+		if opts.Configure != nil {
+			opts.Configure(&cfg)
+		}
+		c.cfgs = append(c.cfgs, cfg)
+	}
+	c.Servers = make([]*server.Server, opts.Nodes)
+	var wg sync.WaitGroup
+	errs := make([]error, opts.Nodes)
+	for i := range c.cfgs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.Servers[i], errs[i] = server.New(c.cfgs[i])
+		}()
+	}
+	wg.Wait()
+	t.Cleanup(c.Stop)
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("start node %d: %v", i+1, err)
+		}
+	}
+	c.WaitReady()
+	return c
+}
+
+// WaitReady waits until every running node is ready.
+func (c *Cluster) WaitReady() {
+	c.T.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, s := range c.running() {
+		if err := s.WaitReady(ctx); err != nil {
+			c.T.Fatal(err)
+		}
+	}
+}
+
+func (c *Cluster) running() []*server.Server {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*server.Server
+	for _, s := range c.Servers {
+		if s != nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Stop stops every running node (gracefully).
+func (c *Cluster) Stop() {
+	var wg sync.WaitGroup
+	for i := range c.Servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.StopNode(i + 1)
+		}()
+	}
+	wg.Wait()
+}
+
+// StopNode stops node id (1-based) gracefully; StartNode brings it back.
+func (c *Cluster) StopNode(id int) {
+	c.mu.Lock()
+	s := c.Servers[id-1]
+	c.Servers[id-1] = nil
+	c.mu.Unlock()
+	if s != nil {
+		s.Close()
+	}
+}
+
+// AbortNode crashes node id (1-based): no leadership transfer, no `moved`.
+func (c *Cluster) AbortNode(id int) {
+	c.mu.Lock()
+	s := c.Servers[id-1]
+	c.Servers[id-1] = nil
+	c.mu.Unlock()
+	if s != nil {
+		s.Abort()
+	}
+}
+
+// StartNode restarts a stopped node from its data dir, on its addresses.
+func (c *Cluster) StartNode(id int) {
+	c.T.Helper()
+	cfg := c.cfgs[id-1]
+	cfg.InitialCluster = nil // a restart: the data dir knows
+	var s *server.Server
+	var err error
+	for attempt := 0; attempt < 50; attempt++ {
+		if s, err = server.New(cfg); err == nil {
+			break
+		}
+		if !strings.Contains(err.Error(), "address already in use") {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		c.T.Fatalf("restart node %d: %v", id, err)
+	}
+	c.mu.Lock()
+	c.Servers[id-1] = s
+	c.mu.Unlock()
+}
+
+// Server returns node id (1-based), nil while stopped.
+func (c *Cluster) Server(id int) *server.Server {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.Servers[id-1]
+}
+
+// Addr is node id's API address (known while it is stopped too).
+func (c *Cluster) Addr(id int) string { return c.cfgs[id-1].APIAddress }
+
+// Addrs are every node's API addresses.
+func (c *Cluster) Addrs() []string {
+	out := make([]string, len(c.cfgs))
+	for i, cfg := range c.cfgs {
+		out[i] = cfg.APIAddress
+	}
+	return out
+}
+
+// Config is node id's configuration.
+func (c *Cluster) Config(id int) config.Config { return c.cfgs[id-1] }
+
+// Response is an HTTP answer with its body read.
+type Response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// Err decodes an error answer (nil below 400).
+func (r *Response) Err() *api.Error {
+	if r.Status < 400 {
+		return nil
+	}
+	return api.Decode(r.Status, r.Body, r.Header.Get("Retry-After"))
+}
+
+// JSON decodes the body into v, failing the test on error.
+func (r *Response) JSON(t testing.TB, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.Body, v); err != nil {
+		t.Fatalf("decode %s: %v", r.Body, err)
+	}
+}
+
+// Do sends a request to node id with a bearer token and a JSON body (a
+// []byte or string body is sent as is).
+func (c *Cluster) Do(id int, token, method, path string, body any) *Response {
+	c.T.Helper()
+	r, err := c.DoErr(context.Background(), id, token, method, path, body, nil)
+	if err != nil {
+		c.T.Fatalf("%s %s on node %d: %v", method, path, id, err)
+	}
+	return r
+}
+
+// DoErr is Do returning transport errors, with extra headers.
+func (c *Cluster) DoErr(ctx context.Context, id int, token, method, path string, body any, header http.Header) (*Response, error) {
+	var rd io.Reader = http.NoBody
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		rd = bytes.NewReader(b)
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		j, err := json.Marshal(b)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(j)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+c.Addr(id)+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := c.Client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	return &Response{Status: resp.StatusCode, Header: resp.Header, Body: b}, nil
+}
+
+// CreateTenant creates a tenant through node 1 and returns its token.
+func (c *Cluster) CreateTenant(name string, quotas api.Quotas) string {
+	c.T.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r := c.Do(c.anyRunning(), AdminToken, http.MethodPost, "/v1/tenants", api.CreateTenantRequest{Name: name, Quotas: quotas,
+			Secret: "test-secret-" + strings.Repeat("x", 22)})
+		if r.Status == http.StatusCreated || r.Status == http.StatusOK {
+			var t api.Tenant
+			r.JSON(c.T, &t)
+			c.waitTenantEverywhere(name)
+			return t.Token
+		}
+		if e := r.Err(); e == nil || !e.Code.Retryable() || time.Now().After(deadline) {
+			c.T.Fatalf("create tenant %s: %d %s", name, r.Status, r.Body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (c *Cluster) anyRunning() int {
+	for i := range c.cfgs {
+		if c.Server(i+1) != nil {
+			return i + 1
+		}
+	}
+	c.T.Fatal("no node is running")
+	return 0
+}
+
+// waitTenantEverywhere waits until every running node runs the tenant's
+// shard and knows its leader.
+func (c *Cluster) waitTenantEverywhere(name string) {
+	c.T.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for _, s := range c.running() {
+		for {
+			if t, ok := s.Node().Tenant(name); ok {
+				if _, _, known := t.Leader(); known {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				c.T.Fatalf("tenant %s not running everywhere after 30s", name)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// TenantLeader is the node (1-based) leading a tenant's shard, or 0.
+func (c *Cluster) TenantLeader(name string) int {
+	for i := range c.cfgs {
+		s := c.Server(i + 1)
+		if s == nil {
+			continue
+		}
+		if t, ok := s.Node().Tenant(name); ok && t.LeaderIsLocal() {
+			if _, leading := t.Sessions.Term(); leading {
+				return i + 1
+			}
+		}
+	}
+	return 0
+}
+
+// WaitTenantLeader waits until some running node leads the tenant's shard
+// and answers its sessions.
+func (c *Cluster) WaitTenantLeader(name string) int {
+	c.T.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if id := c.TenantLeader(name); id != 0 {
+			return id
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	c.T.Fatalf("tenant %s has no leader answering sessions", name)
+	return 0
+}
+
+// Eventually polls cond every 5 ms until it holds or timeout passes.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
