@@ -376,6 +376,12 @@ func (n *Node) leader(shard uint64) (replica, term uint64, ok bool) {
 	return id, term, true
 }
 
+// HasReplicaData reports whether this node holds Raft data (a bootstrap
+// record and log) for a shard's replica.
+func (n *Node) HasReplicaData(shard, replica uint64) bool {
+	return n.nh.HasNodeInfo(shard, replica)
+}
+
 // NodeAPI is a node's advertised API address ("" when unknown).
 func (n *Node) NodeAPI(node uint64) string {
 	if rec, ok := n.meta.Node(node); ok {

@@ -64,12 +64,8 @@ func (s *Server) propose(w http.ResponseWriter, r *http.Request, t *cluster.Tena
 }
 
 func (s *Server) register(w http.ResponseWriter, r *http.Request, _ identity) {
-	if err := pathNames(r, "s", "id"); err != nil {
-		writeError(w, err)
-		return
-	}
-	var req api.RegisterRequest
-	if err := decode(w, r, &req, false); err != nil {
+	cmd, err := parseRegister(w, r, time.Now())
+	if err != nil {
 		writeError(w, err)
 		return
 	}
@@ -77,9 +73,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, _ identity) {
 	if !ok {
 		return
 	}
-	o, ok := s.propose(w, r, t, fsm.Encode(fsm.OpRegister, fsm.Register{
-		Service: r.PathValue("s"), ID: r.PathValue("id"), Instance: req, Caller: r.Header.Get(api.HeaderSession), AtMs: time.Now().UnixMilli(),
-	}))
+	o, ok := s.propose(w, r, t, fsm.Encode(fsm.OpRegister, cmd))
 	if !ok {
 		return
 	}
@@ -91,7 +85,8 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, _ identity) {
 }
 
 func (s *Server) deregister(w http.ResponseWriter, r *http.Request, _ identity) {
-	if err := pathNames(r, "s", "id"); err != nil {
+	cmd, err := parseDeregister(r, time.Now())
+	if err != nil {
 		writeError(w, err)
 		return
 	}
@@ -99,64 +94,37 @@ func (s *Server) deregister(w http.ResponseWriter, r *http.Request, _ identity) 
 	if !ok {
 		return
 	}
-	if _, ok := s.propose(w, r, t, fsm.Encode(fsm.OpDeregister, fsm.Deregister{
-		Service: r.PathValue("s"), ID: r.PathValue("id"), Caller: r.Header.Get(api.HeaderSession), AtMs: time.Now().UnixMilli(),
-	})); ok {
+	if _, ok := s.propose(w, r, t, fsm.Encode(fsm.OpDeregister, cmd)); ok {
 		w.WriteHeader(http.StatusNoContent)
 	}
 }
 
 func (s *Server) setPolicy(w http.ResponseWriter, r *http.Request, _ identity) {
-	if err := pathNames(r, "s"); err != nil {
+	cmd, err := parsePolicy(w, r, time.Now())
+	if err != nil {
 		writeError(w, err)
-		return
-	}
-	var req api.PolicyRequest
-	if err := decode(w, r, &req, false); err != nil {
-		writeError(w, err)
-		return
-	}
-	if req.ColdStart == nil {
-		writeError(w, api.BadField("cold_start", "is required"))
 		return
 	}
 	t, ok := s.replica(w, r)
 	if !ok {
 		return
 	}
-	if o, ok := s.propose(w, r, t, fsm.Encode(fsm.OpSetPolicy, fsm.SetPolicy{Service: r.PathValue("s"), ColdStart: *req.ColdStart, AtMs: time.Now().UnixMilli()})); ok {
+	if o, ok := s.propose(w, r, t, fsm.Encode(fsm.OpSetPolicy, cmd)); ok {
 		writeJSON(w, http.StatusOK, api.WriteResponse{Index: o.Index})
 	}
 }
 
 func (s *Server) resign(w http.ResponseWriter, r *http.Request, _ identity) {
-	if err := pathNames(r, "s"); err != nil {
+	cmd, err := parseResign(w, r, time.Now())
+	if err != nil {
 		writeError(w, err)
 		return
-	}
-	var req api.ResignRequest
-	if err := decode(w, r, &req, false); err != nil {
-		writeError(w, err)
-		return
-	}
-	if err := api.ValidateName("instance", req.Instance); err != nil {
-		writeError(w, err)
-		return
-	}
-	if req.To != "" {
-		if err := api.ValidateName("to", req.To); err != nil {
-			writeError(w, err)
-			return
-		}
 	}
 	t, ok := s.replica(w, r)
 	if !ok {
 		return
 	}
-	if o, ok := s.propose(w, r, t, fsm.Encode(fsm.OpResign, fsm.Resign{
-		Service: r.PathValue("s"), Instance: req.Instance, Token: req.FencingToken, To: req.To,
-		Caller: r.Header.Get(api.HeaderSession), AtMs: time.Now().UnixMilli(),
-	})); ok {
+	if o, ok := s.propose(w, r, t, fsm.Encode(fsm.OpResign, cmd)); ok {
 		writeJSON(w, http.StatusOK, api.WriteResponse{Index: o.Index})
 	}
 }
@@ -210,17 +178,7 @@ func (s *Server) watcherCount(tenant string) *atomic.Int64 {
 // with an index below N: a replica still behind when the wait ends checks
 // with a ReadIndex and answers 503 stale_replica if it cannot catch up.
 func (s *Server) service(w http.ResponseWriter, r *http.Request, _ identity) {
-	if err := pathNames(r, "s"); err != nil {
-		writeError(w, err)
-		return
-	}
-	index, err := parseIndex(r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	cfg := s.node.Config()
-	wait, err := parseWait(r, cfg.MaxWait, cfg.MaxWait)
+	q, err := parseServiceQuery(r, s.node.Config().MaxWait)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -230,10 +188,8 @@ func (s *Server) service(w http.ResponseWriter, r *http.Request, _ identity) {
 		return
 	}
 	name := r.PathValue("s")
-	if index > 0 {
-		if !s.block(w, r, t, name, index, wait) {
-			return
-		}
+	if q.index > 0 && !s.block(w, r, t, name, q.index, q.wait) {
+		return
 	}
 	resp := t.SM.Service(name)
 	setIndex(w, resp.Index)

@@ -19,13 +19,8 @@ import (
 const headerForwarded = "X-Rafting-Forwarded"
 
 func (s *Server) openSession(w http.ResponseWriter, r *http.Request, _ identity) {
-	id := r.PathValue("id")
-	if err := api.ValidateSessionID("id", id); err != nil {
-		writeError(w, err)
-		return
-	}
-	var req api.SessionRequest
-	if err := decode(w, r, &req, true); err != nil {
+	cmd, err := parseOpenSession(w, r, time.Now())
+	if err != nil {
 		writeError(w, err)
 		return
 	}
@@ -33,9 +28,7 @@ func (s *Server) openSession(w http.ResponseWriter, r *http.Request, _ identity)
 	if !ok {
 		return
 	}
-	o, ok := s.propose(w, r, t, fsm.Encode(fsm.OpOpenSession, fsm.OpenSession{
-		ID: id, TTLMs: req.TTLMs, LeaseMs: req.LeaseMs, DropGraceMs: req.DropGraceMs, AtMs: time.Now().UnixMilli(),
-	}))
+	o, ok := s.propose(w, r, t, fsm.Encode(fsm.OpOpenSession, cmd))
 	if !ok {
 		return
 	}

@@ -33,28 +33,11 @@ func (s *Server) tenantView(rec *fsm.TenantRecord, withUsage bool) api.Tenant {
 }
 
 func (s *Server) createTenant(w http.ResponseWriter, r *http.Request, _ identity) {
-	var req api.CreateTenantRequest
-	if err := decode(w, r, &req, false); err != nil {
-		writeError(w, err)
-		return
-	}
-	if err := api.ValidateTenantName("name", req.Name); err != nil {
-		writeError(w, err)
-		return
-	}
-	quotas, err := tenants.Resolve(req.Quotas)
+	req, err := parseCreateTenant(w, r)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	secret := req.Secret
-	if secret == "" {
-		secret = tenants.NewSecret()
-	} else if err := tenants.ValidateSecret("secret", secret); err != nil {
-		writeError(w, err)
-		return
-	}
-	token := tenants.FormatToken(req.Name, secret)
 	ctx, cancel := s.writeCtx(r)
 	defer cancel()
 	members, err := s.node.MetaMembers(ctx)
@@ -63,7 +46,7 @@ func (s *Server) createTenant(w http.ResponseWriter, r *http.Request, _ identity
 		return
 	}
 	o, err := s.node.ProposeMeta(ctx, fsm.Encode(fsm.OpCreateTenant, fsm.CreateTenant{
-		Name: req.Name, Quotas: quotas, TokenHash: tenants.HashToken(token.Reveal()),
+		Name: req.name, Quotas: req.quotas, TokenHash: tenants.HashToken(req.token.Reveal()),
 		Members: members, NowMs: time.Now().UnixMilli(),
 	}))
 	if err != nil {
@@ -72,9 +55,9 @@ func (s *Server) createTenant(w http.ResponseWriter, r *http.Request, _ identity
 	}
 	// Answer once the tenant's shard runs here with a leader, so the token
 	// works at once for writes on this node.
-	s.awaitTenant(ctx, req.Name)
+	s.awaitTenant(ctx, req.name)
 	view := s.tenantView(o.Tenant, false)
-	view.Token = token.Reveal()
+	view.Token = req.token.Reveal()
 	setIndex(w, o.Index)
 	status := http.StatusOK
 	if o.Created {
@@ -117,18 +100,13 @@ func (s *Server) showTenant(w http.ResponseWriter, r *http.Request, _ identity) 
 }
 
 func (s *Server) updateTenant(w http.ResponseWriter, r *http.Request, _ identity) {
-	var req api.UpdateTenantRequest
-	if err := decode(w, r, &req, false); err != nil {
-		writeError(w, err)
-		return
-	}
 	name := r.PathValue("t")
 	rec, ok := s.node.Meta().Tenant(name)
 	if !ok {
 		writeError(w, api.Errorf(api.CodeNotFound, "tenant %s not found", name))
 		return
 	}
-	quotas, err := tenants.Merge(rec.Quotas, req.Quotas)
+	quotas, err := parseUpdateTenant(w, r, rec.Quotas)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -166,29 +144,16 @@ func (s *Server) deleteTenant(w http.ResponseWriter, r *http.Request, _ identity
 }
 
 func (s *Server) rotateToken(w http.ResponseWriter, r *http.Request, _ identity) {
-	var req api.RotateTokenRequest
-	if err := decode(w, r, &req, true); err != nil {
-		writeError(w, err)
-		return
-	}
-	name := r.PathValue("t")
-	prev, err := tenants.ResolvePreviousValid(req.PreviousValidMs)
+	req, err := parseRotate(w, r)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	secret := req.Secret
-	if secret == "" {
-		secret = tenants.NewSecret()
-	} else if err := tenants.ValidateSecret("secret", secret); err != nil {
-		writeError(w, err)
-		return
-	}
-	token := tenants.FormatToken(name, secret)
+	name := r.PathValue("t")
 	ctx, cancel := s.writeCtx(r)
 	defer cancel()
 	o, err := s.node.ProposeMeta(ctx, fsm.Encode(fsm.OpRotateToken, fsm.RotateToken{
-		Name: name, TokenHash: tenants.HashToken(token.Reveal()), PreviousValidMs: prev.Milliseconds(), NowMs: time.Now().UnixMilli(),
+		Name: name, TokenHash: tenants.HashToken(req.token.Reveal()), PreviousValidMs: req.previous.Milliseconds(), NowMs: time.Now().UnixMilli(),
 	}))
 	if err != nil {
 		writeError(w, err)
@@ -197,7 +162,7 @@ func (s *Server) rotateToken(w http.ResponseWriter, r *http.Request, _ identity)
 	// A revoked token must fail on every node once this answers.
 	s.awaitMetaEverywhere(ctx, o.Index)
 	view := s.tenantView(o.Tenant, false)
-	view.Token = token.Reveal()
+	view.Token = req.token.Reveal()
 	setIndex(w, o.Index)
 	writeJSON(w, http.StatusOK, view)
 }
@@ -284,20 +249,9 @@ func (s *Server) cluster(w http.ResponseWriter, _ *http.Request, _ identity) {
 }
 
 func (s *Server) joinNode(w http.ResponseWriter, r *http.Request, _ identity) {
-	var req api.JoinRequest
-	if err := decode(w, r, &req, false); err != nil {
+	req, err := parseJoin(w, r)
+	if err != nil {
 		writeError(w, err)
-		return
-	}
-	switch {
-	case req.ID == 0 || req.ID >= fsm.FirstReplicaID:
-		writeError(w, api.BadField("id", "must be within [1, %d)", fsm.FirstReplicaID))
-		return
-	case req.RaftAddress == "":
-		writeError(w, api.BadField("raft_address", "is required"))
-		return
-	case req.APIAddress == "":
-		writeError(w, api.BadField("api_address", "is required"))
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)

@@ -1,0 +1,180 @@
+package httpapi_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/server/servertest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func wantErr(t *testing.T, r *servertest.Response, status int, code api.Code) {
+	t.Helper()
+	e := r.Err()
+	if r.Status != status || e == nil || e.Code != code {
+		t.Fatalf("got %d %s, want %d %s", r.Status, r.Body, status, code)
+	}
+}
+
+// TestAPI runs the REST contract against one real cluster: authentication
+// before rate limiting before authorization, statuses and error bodies as
+// DESIGN.md lists them, and /metrics behind the admin token.
+func TestAPI(t *testing.T) {
+	c := servertest.Start(t, servertest.Options{})
+	acme := c.CreateTenant("acme", api.Quotas{})
+	other := c.CreateTenant("other", api.Quotas{})
+	admin := servertest.AdminToken
+
+	t.Run("public", func(t *testing.T) {
+		for _, p := range []string{"/healthz", "/readyz"} {
+			if r := c.Do(2, "", http.MethodGet, p, nil); r.Status != http.StatusOK {
+				t.Errorf("GET %s without a token = %d %s", p, r.Status, r.Body)
+			}
+		}
+	})
+	t.Run("authenticate", func(t *testing.T) {
+		wantErr(t, c.Do(1, "", http.MethodGet, "/v1/tenants/acme/services", nil), 401, api.CodeUnauthorized)
+		wantErr(t, c.Do(1, "rft_acme_"+strings.Repeat("A", 43), http.MethodGet, "/v1/tenants/acme/services", nil), 401, api.CodeUnauthorized)
+		wantErr(t, c.Do(1, "", http.MethodGet, "/metrics", nil), 401, api.CodeUnauthorized)
+	})
+	t.Run("authorize", func(t *testing.T) {
+		wantErr(t, c.Do(1, acme, http.MethodGet, "/v1/cluster", nil), 403, api.CodeForbidden)
+		wantErr(t, c.Do(1, acme, http.MethodGet, "/metrics", nil), 403, api.CodeForbidden)
+		wantErr(t, c.Do(1, acme, http.MethodPost, "/v1/tenants", api.CreateTenantRequest{Name: "x"}), 403, api.CodeForbidden)
+		// Another tenant's path looks exactly like a tenant that does not exist.
+		a := c.Do(1, acme, http.MethodGet, "/v1/tenants/other/services", nil)
+		b := c.Do(1, acme, http.MethodGet, "/v1/tenants/nosuch/services", nil)
+		wantErr(t, a, 404, api.CodeNotFound)
+		wantErr(t, b, 404, api.CodeNotFound)
+		if strings.ReplaceAll(string(a.Body), "other", "X") != strings.ReplaceAll(string(b.Body), "nosuch", "X") {
+			t.Errorf("another tenant's 404 %s differs from a missing tenant's %s", a.Body, b.Body)
+		}
+		wantErr(t, c.Do(1, other, http.MethodGet, "/v1/tenants/acme", nil), 404, api.CodeNotFound)
+		if r := c.Do(1, acme, http.MethodGet, "/v1/tenants/acme", nil); r.Status != http.StatusOK {
+			t.Errorf("own tenant = %d %s", r.Status, r.Body)
+		}
+		if r := c.Do(1, admin, http.MethodGet, "/v1/tenants/acme/services", nil); r.Status != http.StatusOK {
+			t.Errorf("admin on a tenant path = %d %s", r.Status, r.Body)
+		}
+	})
+	t.Run("bad input", func(t *testing.T) {
+		path := "/v1/tenants/acme/services/web/instances/w1"
+		wantErr(t, c.Do(1, acme, http.MethodPut, path, `{"address":"a","colour":"red"}`), 400, api.CodeBadRequest)
+		r := c.Do(1, acme, http.MethodPut, "/v1/tenants/acme/services/bad%20name/instances/w1", `{"address":"a"}`)
+		wantErr(t, r, 400, api.CodeBadRequest)
+		if !strings.Contains(string(r.Body), `"service: `) {
+			t.Errorf("bad service name answer %s does not name the field", r.Body)
+		}
+		big := `{"address":"` + strings.Repeat("x", api.MaxBodyBytes) + `"}`
+		wantErr(t, c.Do(1, acme, http.MethodPut, path, big), 413, api.CodeTooLarge)
+		wantErr(t, c.Do(1, acme, http.MethodGet, "/v1/nothing-here", nil), 404, api.CodeNotFound)
+		r = c.Do(1, acme, http.MethodPost, "/v1/tenants/acme/services/web", nil)
+		if r.Status != http.StatusMethodNotAllowed || r.Err() == nil {
+			t.Errorf("wrong method = %d %s, want 405 with an error body", r.Status, r.Body)
+		}
+		wantErr(t, c.Do(1, acme, http.MethodGet, "/v1/tenants/acme/services/web?index=x", nil), 400, api.CodeBadRequest)
+		wantErr(t, c.Do(1, acme, http.MethodGet, "/v1/tenants/acme/services/web?wait=forever", nil), 400, api.CodeBadRequest)
+		// Nothing was applied by any of those.
+		var s api.ServiceResponse
+		c.Do(1, acme, http.MethodGet, "/v1/tenants/acme/services/web", nil).JSON(t, &s)
+		if len(s.Instances) != 0 {
+			t.Errorf("a rejected request registered %v", s.Instances)
+		}
+	})
+	t.Run("writes and reads", func(t *testing.T) {
+		r := c.Do(2, acme, http.MethodPut, "/v1/tenants/acme/services/web/instances/w1", api.RegisterRequest{Address: "a:1"})
+		if r.Status != http.StatusCreated || r.Header.Get(api.HeaderIndex) == "" || r.Header.Get(api.HeaderLeader) == "" {
+			t.Fatalf("register = %d %s %v", r.Status, r.Body, r.Header)
+		}
+		r = c.Do(3, acme, http.MethodPut, "/v1/tenants/acme/services/web/instances/w1", api.RegisterRequest{Address: "a:1"})
+		if r.Status != http.StatusOK {
+			t.Fatalf("same registration again = %d, want 200", r.Status)
+		}
+		r = c.Do(3, acme, http.MethodGet, "/v1/tenants/acme/services/web?consistent=true", nil)
+		var s api.ServiceResponse
+		r.JSON(t, &s)
+		if len(s.Instances) != 1 {
+			t.Fatalf("consistent read = %s", r.Body)
+		}
+		if r := c.Do(1, acme, http.MethodDelete, "/v1/tenants/acme/services/web/instances/nope", nil); r.Status != http.StatusNoContent {
+			t.Fatalf("delete of a missing instance = %d, want 204", r.Status)
+		}
+	})
+	t.Run("metrics", func(t *testing.T) {
+		r := c.Do(1, admin, http.MethodGet, "/metrics", nil)
+		if r.Status != http.StatusOK {
+			t.Fatalf("metrics = %d", r.Status)
+		}
+		for _, want := range []string{
+			`rafting_http_requests_total{route="PUT /v1/tenants/{t}/services/{s}/instances/{id}",code="400"}`,
+			"rafting_http_request_seconds_bucket",
+			`rafting_raft_proposals_total{kind="tenant",result="ok"}`,
+			`rafting_shard_applied_index{shard="1",tenant=""}`,
+			`rafting_shard_leader_node{shard="`,
+			`rafting_tenant_sessions{tenant="acme"}`,
+			`rafting_tenant_instances{tenant="acme"}`,
+		} {
+			if !strings.Contains(string(r.Body), want) {
+				t.Errorf("metrics lack %s", want)
+			}
+		}
+	})
+	t.Run("unauthenticated flood", func(t *testing.T) {
+		// One small bucket per address for requests without a valid token:
+		// a flood gets 429 before it can cost a meta ReadIndex each.
+		limited := false
+		for i := 0; i < 40 && !limited; i++ {
+			r := c.Do(3, "rft_acme_"+strings.Repeat("B", 43), http.MethodGet, "/v1/tenants/acme/services", nil)
+			limited = r.Status == http.StatusTooManyRequests && r.Header.Get("Retry-After") != ""
+		}
+		if !limited {
+			t.Fatal("40 requests with a bad token were never answered 429")
+		}
+		// A valid token is not affected.
+		if r := c.Do(3, acme, http.MethodGet, "/v1/tenants/acme/services", nil); r.Status != http.StatusOK {
+			t.Fatalf("valid token after a bad-token flood = %d", r.Status)
+		}
+	})
+}
+
+// TestTenantRateLimit: a tenant over its requests_per_second gets 429 with
+// Retry-After; its keepalives have their own lane and still pass.
+func TestTenantRateLimit(t *testing.T) {
+	c := servertest.Start(t, servertest.Options{})
+	tok := c.CreateTenant("acme", api.Quotas{RequestsPerSecond: 2, Burst: 3, WritesPerSecond: 2})
+	sid := "sess-0123456789abcdef"
+	var r *servertest.Response
+	servertest.Eventually(t, 10*time.Second, "the session to open", func() bool {
+		r = c.Do(1, tok, http.MethodPut, "/v1/tenants/acme/sessions/"+sid, api.SessionRequest{})
+		return r.Status == http.StatusCreated || r.Status == http.StatusOK
+	})
+	limited := false
+	for i := 0; i < 10; i++ {
+		r = c.Do(1, tok, http.MethodGet, "/v1/tenants/acme/services", nil)
+		if r.Status == http.StatusTooManyRequests {
+			limited = true
+			break
+		}
+	}
+	if !limited {
+		t.Fatal("10 requests at 2/s with burst 3 were never limited")
+	}
+	wantErr(t, r, 429, api.CodeRateLimited)
+	if r.Header.Get("Retry-After") == "" || r.Err().RetryAfter <= 0 {
+		t.Fatalf("429 without Retry-After: %v %s", r.Header, r.Body)
+	}
+	for i := 0; i < 5; i++ {
+		ka := c.Do(1, tok, http.MethodPut, "/v1/tenants/acme/sessions/"+sid+"/keepalive", nil)
+		if ka.Status == http.StatusTooManyRequests {
+			t.Fatalf("keepalive %d rate-limited by the tenant's request rate: %s", i, ka.Body)
+		}
+	}
+}
