@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,10 +20,6 @@ import (
 	"github.com/rafting/rafting/tenants"
 )
 
-// Dev cluster layout: node i (1..3) serves its API on devAPI[i-1] and Raft on
-// the next port.
-var devPorts = []int{7070, 7170, 7270}
-
 const devTenant = "default"
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -31,6 +28,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		data      = fs.String("data", ".rafting-dev", "data directory of the three nodes")
 		tokenFile = fs.String("admin-token-file", "", "file holding the admin token (else RAFTING_ADMIN_TOKEN, else generated into <data>/admin.token)")
 		host      = fs.String("host", "127.0.0.1", "loopback address to bind")
+		apiPorts  = fs.String("api-ports", "7070,7170,7270", "the three nodes' API ports")
+		raftPorts = fs.String("raft-ports", "7071,7171,7271", "the three nodes' Raft ports")
 		rtt       = fs.Duration("rtt", 50*time.Millisecond, "Raft tick")
 		logLevel  = fs.String("log-level", "warn", "debug, info, warn or error")
 	)
@@ -38,6 +37,14 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return usageError{err.Error()}
 	}
 	log, err := logger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	apis, err := ports("--api-ports", *apiPorts)
+	if err != nil {
+		return err
+	}
+	rafts, err := ports("--raft-ports", *raftPorts)
 	if err != nil {
 		return err
 	}
@@ -54,8 +61,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}
 	initial := map[uint64]string{}
-	for i, p := range devPorts {
-		initial[uint64(i+1)] = fmt.Sprintf("%s:%d", *host, p+1)
+	for i, p := range rafts {
+		initial[uint64(i+1)] = fmt.Sprintf("%s:%d", *host, p)
 	}
 	var servers []*server.Server
 	defer func() {
@@ -68,8 +75,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		s   *server.Server
 		err error
 	}
-	results := make(chan started, len(devPorts))
-	for i, p := range devPorts {
+	results := make(chan started, len(apis))
+	for i, p := range apis {
 		cfg := config.DefaultConfig()
 		cfg.NodeID = uint64(i + 1)
 		cfg.DataDir = filepath.Join(*data, fmt.Sprintf("node%d", i+1))
@@ -86,7 +93,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}()
 	}
 	var firstErr error
-	for range devPorts {
+	for range apis {
 		r := <-results
 		if r.err != nil && firstErr == nil {
 			firstErr = r.err
@@ -105,7 +112,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 	}
-	base := fmt.Sprintf("http://%s:%d", *host, devPorts[0])
+	base := fmt.Sprintf("http://%s:%d", *host, apis[0])
 	tenantSecret, err := persistedSecret(filepath.Join(*data, devTenant+".secret"), tenants.NewSecret)
 	if err != nil {
 		return err
@@ -114,7 +121,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	printDevBanner(stdout, base, *data, admin, token)
+	printDevBanner(stdout, *host, apis, *data, admin, token)
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "\nstopping the dev cluster (handing leaderships over)...")
 	return nil
@@ -173,18 +180,39 @@ func ensureTenant(ctx context.Context, base, admin, name, secret string) (string
 	}
 }
 
-func printDevBanner(w io.Writer, base, data, admin, token string) {
+// ports parses a list of three ports.
+func ports(flag, list string) ([]int, error) {
+	var out []int
+	for _, p := range strings.Split(list, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil || n <= 0 || n > 65535 {
+			return nil, usageError{fmt.Sprintf("%s: %q is not a port", flag, p)}
+		}
+		out = append(out, n)
+	}
+	if len(out) != 3 {
+		return nil, usageError{fmt.Sprintf("%s: want three ports, got %d", flag, len(out))}
+	}
+	return out, nil
+}
+
+func printDevBanner(w io.Writer, host string, apis []int, data, admin, token string) {
+	servers := make([]string, len(apis))
+	for i, p := range apis {
+		servers[i] = fmt.Sprintf("%s:%d", host, p)
+	}
+	base := "http://" + servers[0]
 	fmt.Fprintf(w, `
-Rafting dev cluster is up: 3 nodes, API on %s (and :7170, :7270), data in %s
+Rafting dev cluster is up: 3 nodes, API on %s, data in %s
 
   admin token:            %s
   tenant "default" token: %s
 
 Try it:
-  export RAFTING_SERVERS=127.0.0.1:7070,127.0.0.1:7170,127.0.0.1:7270 RAFTING_TENANT=default RAFTING_TOKEN=%s
+  export RAFTING_SERVERS=%s RAFTING_TENANT=default RAFTING_TOKEN=%s
   curl -s -X PUT -H "Authorization: Bearer $RAFTING_TOKEN" %s/v1/tenants/default/services/web/instances/web-1 -d '{"address":"127.0.0.1:8080"}'
   curl -s -H "Authorization: Bearer $RAFTING_TOKEN" %s/v1/tenants/default/services/web
 
 Ctrl-C stops the cluster; 'make run' again brings it back with the same state and tokens.
-`, base, data, admin, token, token, base, base)
+`, strings.Join(servers, ", "), data, admin, token, strings.Join(servers, ","), token, base, base)
 }
