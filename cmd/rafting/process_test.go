@@ -335,6 +335,26 @@ func TestDevRestartKeepsState(t *testing.T) {
 			t.Fatalf("banner line %q: %v %s", l, err, b)
 		}
 	}
+	// The README's three lines, as written (with this test's port and dir).
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var script []string
+	for _, l := range strings.Split(string(readme), "\n") {
+		if strings.HasPrefix(l, "export RAFTING_TOKEN=") || (strings.HasPrefix(l, "curl ") && strings.Contains(l, "localhost:7070")) {
+			l = strings.ReplaceAll(l, "localhost:7070", apis[0])
+			l = strings.ReplaceAll(l, ".rafting-dev", dir)
+			script = append(script, l)
+		}
+	}
+	if len(script) != 3 {
+		t.Fatalf("README's curl session has %d lines, want 3", len(script))
+	}
+	b, err := exec.Command("sh", "-c", strings.Join(script, "\n")).CombinedOutput()
+	if err != nil || !strings.Contains(string(b), `"web-1"`) || !strings.Contains(string(b), `"instances":[{"id":"web-1"`) {
+		t.Fatalf("README's curl session: %v\n%s", err, b)
+	}
 	if !strings.Contains(out, "admin token:") {
 		t.Fatalf("banner lacks the admin token:\n%s", out)
 	}

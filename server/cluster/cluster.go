@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/lni/dragonboat/v4"
+	"github.com/lni/dragonboat/v4/client"
 	dbconfig "github.com/lni/dragonboat/v4/config"
 	"github.com/lni/dragonboat/v4/raftio"
 	sm "github.com/lni/dragonboat/v4/statemachine"
@@ -48,6 +49,8 @@ type Node struct {
 	mu      sync.RWMutex
 	tenants map[uint64]*Tenant // running tenant replicas by shard ID
 	byName  map[string]*Tenant
+
+	noops sync.Map // shard ID -> *client.Session
 
 	kick chan struct{}
 	stop chan struct{}
@@ -267,7 +270,7 @@ func (n *Node) propose(ctx context.Context, shard uint64, cmd []byte) (sm.Result
 			break
 		}
 		actx, cancel := context.WithTimeout(ctx, timeout)
-		r, err := n.nh.SyncPropose(actx, n.nh.GetNoOPSession(shard), cmd)
+		r, err := n.nh.SyncPropose(actx, n.noop(shard), cmd)
 		cancel()
 		if err == nil {
 			n.metrics.proposed(shard, "ok", time.Since(start))
@@ -365,6 +368,16 @@ func (n *Node) MetaMembers(ctx context.Context) (map[uint64]string, error) {
 		out[id] = addr
 	}
 	return out, nil
+}
+
+// noop returns the shard's no-op client session (safe for concurrent use;
+// Rafting's commands are idempotent by design, not by Dragonboat sessions).
+func (n *Node) noop(shard uint64) *client.Session {
+	if s, ok := n.noops.Load(shard); ok {
+		return s.(*client.Session)
+	}
+	s, _ := n.noops.LoadOrStore(shard, n.nh.GetNoOPSession(shard))
+	return s.(*client.Session)
 }
 
 // leader is the local view of a shard's leader.
@@ -568,15 +581,11 @@ func (t *Tenant) LeaderAPI() string {
 	if !ok {
 		return ""
 	}
-	rec, ok := t.node.meta.Tenant(t.Name)
+	node, ok := t.node.meta.ReplicaNode(t.Name, id)
 	if !ok {
 		return ""
 	}
-	rep, ok := rec.Replicas[id]
-	if !ok {
-		return ""
-	}
-	return t.node.NodeAPI(rep.Node)
+	return t.node.NodeAPI(node)
 }
 
 // LeaderIsLocal reports whether this node's replica leads the shard.

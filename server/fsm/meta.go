@@ -374,6 +374,37 @@ func (m *Meta) Tenants() []*TenantRecord {
 	return out
 }
 
+// TenantBrief is what the request path needs of a tenant, without copying
+// its replica map.
+type TenantBrief struct {
+	ShardID uint64
+	Epoch   uint64
+	Quotas  api.Quotas
+}
+
+// Brief returns a tenant's shard, epoch and quotas.
+func (m *Meta) Brief(name string) (TenantBrief, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	t := m.st.Tenants[name]
+	if t == nil {
+		return TenantBrief{}, false
+	}
+	return TenantBrief{ShardID: t.ShardID, Epoch: t.Epoch, Quotas: t.Quotas}, true
+}
+
+// ReplicaNode is the node hosting a tenant's replica.
+func (m *Meta) ReplicaNode(name string, replica uint64) (uint64, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	t := m.st.Tenants[name]
+	if t == nil {
+		return 0, false
+	}
+	r, ok := t.Replicas[replica]
+	return r.Node, ok
+}
+
 // TenantByShard returns the tenant that owns a shard, if it is live.
 func (m *Meta) TenantByShard(shardID uint64) (*TenantRecord, bool) {
 	m.mu.RLock()
@@ -394,7 +425,12 @@ func (m *Meta) Credentials(name string) (tenants.Credentials, bool) {
 	if t == nil {
 		return tenants.Credentials{}, false
 	}
-	return t.clone().Credentials, true
+	c := t.Credentials
+	if c.Previous != nil {
+		p := *c.Previous
+		c.Previous = &p
+	}
+	return c, true
 }
 
 // Nodes returns every registered node, sorted by ID.

@@ -67,6 +67,8 @@ type service struct {
 	Cold        bool                 `json:"cold"`              // no ready candidate since the last grant
 	Waiting     bool                 `json:"waiting"`           // cold start waits for min_ready or settle
 	WaitFromMs  int64                `json:"wait_from_ms"`      // anchored by the first Tick of the wait
+
+	ms int // derived: master-standby instances; 0 skips elections
 }
 
 type instance struct {
@@ -121,7 +123,11 @@ func (t *Tenant) rebuild() {
 	t.owned = map[string]map[instKey]struct{}{}
 	t.held = map[string]map[string]struct{}{}
 	for name, svc := range t.st.Services {
+		svc.ms = 0
 		for id, in := range svc.Instances {
+			if in.Mode == api.ModeMasterStandby {
+				svc.ms++
+			}
 			if in.Session != "" {
 				t.own(in.Session, instKey{name, id})
 			}
@@ -485,6 +491,9 @@ func (t *Tenant) endSessions(index uint64, ids []string, ch *Changes) {
 		}
 		for _, k := range sortedInstKeys(t.owned[id]) {
 			svc := t.st.Services[k.service]
+			if in := svc.Instances[k.id]; in != nil && in.Mode == api.ModeMasterStandby {
+				svc.ms--
+			}
 			delete(svc.Instances, k.id)
 			svc.ModifyIndex = index
 			ch.service(k.service)
@@ -637,6 +646,12 @@ func (t *Tenant) register(index uint64, c Register, ch *Changes) Outcome {
 	if sess != "" {
 		t.own(sess, instKey{c.Service, c.ID})
 	}
+	if old != nil && old.Mode == api.ModeMasterStandby {
+		svc.ms--
+	}
+	if in.Mode == api.ModeMasterStandby {
+		svc.ms++
+	}
 	svc.Instances[c.ID] = in
 	svc.ModifyIndex = index
 	ch.service(c.Service)
@@ -678,6 +693,9 @@ func (t *Tenant) deregister(index uint64, c Deregister, ch *Changes) Outcome {
 	}
 	if in.Session != "" {
 		t.disown(in.Session, instKey{c.Service, c.ID})
+	}
+	if in.Mode == api.ModeMasterStandby {
+		svc.ms--
 	}
 	delete(svc.Instances, c.ID)
 	svc.ModifyIndex = index
@@ -876,6 +894,10 @@ func (svc *service) policy() api.ColdStart {
 // elect grants a service with no master, by the election rules.
 func (t *Tenant) elect(index uint64, name string, svc *service, avoid string, ch *Changes) {
 	if svc == nil || svc.Master != nil {
+		return
+	}
+	if svc.ms == 0 { // a farm service: nothing to elect
+		svc.Cold, svc.Waiting, svc.WaitFromMs = true, false, 0
 		return
 	}
 	cands := t.candidates(svc, avoid)

@@ -16,12 +16,11 @@ import (
 // tenant does not exist, 503 while its shard is starting here.
 func (s *Server) replica(w http.ResponseWriter, r *http.Request) (*cluster.Tenant, bool) {
 	name := r.PathValue("t")
-	if t, ok := s.node.Tenant(name); ok {
-		if rec, ok := s.node.Meta().Tenant(name); ok && rec.ShardID == t.ShardID {
-			return t, true
-		}
+	brief, known := s.node.Meta().Brief(name)
+	if t, ok := s.node.Tenant(name); ok && known && brief.ShardID == t.ShardID {
+		return t, true
 	}
-	if _, ok := s.node.Meta().Tenant(name); ok {
+	if known {
 		writeError(w, &api.Error{Code: api.CodeUnavailable, Message: "tenant " + name + ": its shard is starting on this node", RetryAfter: 200 * time.Millisecond})
 		return nil, false
 	}
@@ -201,7 +200,7 @@ func (s *Server) service(w http.ResponseWriter, r *http.Request, _ identity) {
 
 // block waits for the service to move past index; false means it answered.
 func (s *Server) block(w http.ResponseWriter, r *http.Request, t *cluster.Tenant, name string, index uint64, wait time.Duration) bool {
-	rec, ok := s.node.Meta().Tenant(t.Name)
+	rec, ok := s.node.Meta().Brief(t.Name)
 	if !ok {
 		writeError(w, api.Errorf(api.CodeNotFound, "tenant %s not found", t.Name))
 		return false

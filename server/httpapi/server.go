@@ -291,7 +291,7 @@ func (s *Server) limit(name string, r *http.Request, isLane, write bool, now tim
 		}
 		return nil
 	}
-	rec, ok := s.node.Meta().Tenant(name)
+	rec, ok := s.node.Meta().Brief(name)
 	if !ok {
 		return nil // deleted meanwhile: authorization answers
 	}
