@@ -1,0 +1,386 @@
+// Package transport is the SDK's HTTP layer: the cluster's servers, a
+// circuit breaker per server, server choice, retries with full jitter that
+// honour Retry-After, and the decoding of error answers into *api.Error.
+//
+// Threading: a Client is safe for concurrent use. Close releases its idle
+// connections; requests in flight end with their contexts.
+package transport
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/sony/gobreaker/v2"
+
+	"github.com/rafting/rafting/api"
+)
+
+// Defaults.
+const (
+	// AttemptTimeout bounds one ordinary request attempt: above the
+	// server's own 10 s bound on a write, so the server answers 504 first.
+	AttemptTimeout = 11 * time.Second
+	// maxResponse bounds a response body read into memory.
+	maxResponse = 64 << 20
+	// breakerOpen is how long a tripped breaker keeps its server out.
+	breakerOpen = time.Second
+	// breakerTrip is the consecutive failures that trip a breaker.
+	breakerTrip = 3
+)
+
+// Config configures a Client.
+type Config struct {
+	Servers    []string     // host:port of each server; at least one
+	Token      string       // bearer token
+	TLS        *tls.Config  // nil: plain HTTP
+	HTTPClient *http.Client // nil: the Client's own tuned transports
+	Logger     *slog.Logger // nil: silent
+}
+
+// Client sends requests to the cluster.
+type Client struct {
+	servers []string
+	scheme  string
+	auth    string
+	short   *http.Client // ordinary requests and streams
+	poll    *http.Client // blocking queries: no response-header timeout
+	own     []*http.Transport
+	log     *slog.Logger
+
+	next     atomic.Uint32
+	mu       sync.Mutex
+	breakers map[string]*gobreaker.TwoStepCircuitBreaker[struct{}]
+}
+
+// New returns a Client.
+func New(cfg Config) (*Client, error) {
+	if len(cfg.Servers) == 0 {
+		return nil, errors.New("no servers")
+	}
+	c := &Client{
+		servers:  slices.Clone(cfg.Servers),
+		scheme:   "http",
+		auth:     "Bearer " + cfg.Token,
+		log:      cfg.Logger,
+		breakers: map[string]*gobreaker.TwoStepCircuitBreaker[struct{}]{},
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.TLS != nil {
+		c.scheme = "https"
+	}
+	if cfg.HTTPClient != nil {
+		c.short, c.poll = cfg.HTTPClient, cfg.HTTPClient
+	} else {
+		s, p := NewTransport(cfg.TLS, 15*time.Second), NewTransport(cfg.TLS, 0)
+		c.own = []*http.Transport{s, p}
+		c.short, c.poll = &http.Client{Transport: s}, &http.Client{Transport: p}
+	}
+	c.next.Store(uint32(time.Now().UnixNano()))
+	return c, nil
+}
+
+// NewTransport returns an http.Transport tuned for Rafting: many idle
+// connections per server (Go's default keeps two, and every watched service
+// holds one in a long-poll), TCP keep-alives to notice dead peers, bounded
+// dial and TLS handshakes. responseHeader bounds the wait for an answer's
+// headers (0: none, for blocking queries, which answer only when their wait
+// ends; their context bounds them instead).
+func NewTransport(tc *tls.Config, responseHeader time.Duration) *http.Transport {
+	d := &net.Dialer{Timeout: 3 * time.Second, KeepAlive: 15 * time.Second}
+	t := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           d.DialContext,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   5 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		ResponseHeaderTimeout: responseHeader,
+	}
+	if tc != nil {
+		t.TLSClientConfig = tc.Clone()
+	}
+	return t
+}
+
+// Close releases idle connections.
+func (c *Client) Close() {
+	for _, t := range c.own {
+		t.CloseIdleConnections()
+	}
+}
+
+// Servers returns the configured servers.
+func (c *Client) Servers() []string { return slices.Clone(c.servers) }
+
+func (c *Client) breaker(server string) *gobreaker.TwoStepCircuitBreaker[struct{}] {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b := c.breakers[server]
+	if b == nil {
+		b = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
+			Name:        server,
+			MaxRequests: 1,
+			Timeout:     breakerOpen,
+			ReadyToTrip: func(n gobreaker.Counts) bool { return n.ConsecutiveFailures >= breakerTrip },
+			IsSuccessful: func(err error) bool {
+				return err == nil || !serverFault(err)
+			},
+			IsExcluded: func(err error) bool {
+				return errors.Is(err, context.Canceled)
+			},
+			OnStateChange: func(name string, from, to gobreaker.State) {
+				c.log.Debug("breaker", "server", name, "from", from.String(), "to", to.String())
+			},
+		})
+		c.breakers[server] = b
+	}
+	return b
+}
+
+// acquire picks the server for one attempt: prefer when given and its
+// breaker lets a request through, else the next server in turn whose
+// breaker does. done must be called with the attempt's outcome.
+func (c *Client) acquire(prefer string) (string, func(error), error) {
+	if prefer != "" {
+		if done, err := c.breaker(prefer).Allow(); err == nil {
+			return prefer, done, nil
+		}
+	}
+	n := len(c.servers)
+	start := int(c.next.Add(1))
+	for i := range n {
+		s := c.servers[(start+i)%n]
+		if s == prefer {
+			continue
+		}
+		if done, err := c.breaker(s).Allow(); err == nil {
+			return s, done, nil
+		}
+	}
+	return "", nil, ErrNoServer
+}
+
+// Next returns a server to try, other than avoid when there is a choice,
+// skipping servers whose breaker is open. It does not count a request.
+func (c *Client) Next(avoid string) string {
+	n := len(c.servers)
+	start := int(c.next.Add(1))
+	for i := range n {
+		s := c.servers[(start+i)%n]
+		if s != avoid && c.breaker(s).State() != gobreaker.StateOpen {
+			return s
+		}
+	}
+	return c.servers[start%n]
+}
+
+// Request is one API call.
+type Request struct {
+	Method string
+	Path   string // with its query
+	Body   []byte // JSON; nil: none
+	Header http.Header
+	// Server is the server to try first (a leader hint, or the server a
+	// watch sticks to); empty: the next in turn.
+	Server string
+	// Long marks a blocking query: no response-header timeout; Timeout
+	// must then cover its wait.
+	Long bool
+	// Timeout bounds one attempt; 0 is AttemptTimeout.
+	Timeout time.Duration
+	// Retry bounds the retries: nil means one attempt. Retries wait with
+	// full jitter, at least a server's Retry-After, and stop with the
+	// caller's ctx.
+	Retry *Retry
+}
+
+// Retry is a retry policy.
+type Retry struct {
+	Base, Cap  time.Duration // full-jitter range (see Jitter)
+	MaxElapsed time.Duration // 0: until ctx ends
+}
+
+// Response is a successful answer (status < 400), body read.
+type Response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+	Server string // the server that answered
+}
+
+// Leader is the X-Rafting-Leader header: the tenant shard leader's API
+// address, when the server knew it.
+func (r *Response) Leader() string { return r.Header.Get(api.HeaderLeader) }
+
+// Index is the X-Rafting-Index header (0 when absent).
+func (r *Response) Index() uint64 {
+	n, _ := strconv.ParseUint(r.Header.Get(api.HeaderIndex), 10, 64)
+	return n
+}
+
+// Do sends req, retrying per req.Retry on another server where that helps.
+// Errors are *api.Error for an error answer, *NetError for no answer, or
+// the ctx's error (joined with the last failure, when there was one).
+func (c *Client) Do(ctx context.Context, req Request) (*Response, error) {
+	if req.Retry == nil {
+		resp, _, err := c.attempt(ctx, req, req.Server)
+		return resp, err
+	}
+	j := NewJitter(req.Retry.Base, req.Retry.Cap)
+	j.MaxElapsed = req.Retry.MaxElapsed
+	server := req.Server
+	var last error
+	resp, err := backoff.RetryWithData(func() (*Response, error) {
+		resp, used, err := c.attempt(ctx, req, server)
+		if err == nil {
+			return resp, nil
+		}
+		last = err
+		if ctx.Err() != nil || !Retryable(err) {
+			return nil, backoff.Permanent(err)
+		}
+		var ae *api.Error
+		if errors.As(err, &ae) && ae.RetryAfter > 0 {
+			j.SetFloor(ae.RetryAfter)
+		}
+		switch {
+		case errors.As(err, &ae) && ae.Leader != "" && ae.Code != api.CodeStaleReplica:
+			server = ae.Leader
+		case moveOn(err):
+			server = c.Next(used)
+		default:
+			server = used
+		}
+		c.log.Debug("retrying", "method", req.Method, "server", used, "err", err)
+		return nil, err
+	}, backoff.WithContext(j, ctx))
+	if err != nil && ctx.Err() != nil && last != nil && !errors.Is(err, last) {
+		err = fmt.Errorf("%w (last error: %w)", ctx.Err(), last)
+	}
+	return resp, err
+}
+
+// attempt sends req once, to prefer if its breaker allows.
+func (c *Client) attempt(ctx context.Context, req Request, prefer string) (*Response, string, error) {
+	server, done, err := c.acquire(prefer)
+	if err != nil {
+		return nil, "", err
+	}
+	timeout := req.Timeout
+	if timeout <= 0 {
+		timeout = AttemptTimeout
+	}
+	actx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	resp, err := c.send(actx, server, req)
+	if err != nil && ctx.Err() != nil {
+		done(context.Canceled) // the caller gave up: says nothing of the server
+		return nil, server, err
+	}
+	done(err)
+	return resp, server, err
+}
+
+func (c *Client) send(ctx context.Context, server string, req Request) (*Response, error) {
+	var body io.Reader = http.NoBody
+	if req.Body != nil {
+		body = bytes.NewReader(req.Body)
+	}
+	hr, err := http.NewRequestWithContext(ctx, req.Method, c.scheme+"://"+server+req.Path, body)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range req.Header {
+		hr.Header[k] = v
+	}
+	hr.Header.Set("Authorization", c.auth)
+	if req.Body != nil {
+		hr.Header.Set("Content-Type", "application/json")
+	}
+	hc := c.short
+	if req.Long {
+		hc = c.poll
+	}
+	resp, err := hc.Do(hr)
+	if err != nil {
+		return nil, netError(ctx, server, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	if err != nil {
+		return nil, netError(ctx, server, err)
+	}
+	if resp.StatusCode >= 400 {
+		return nil, decodeError(resp, b)
+	}
+	return &Response{Status: resp.StatusCode, Header: resp.Header, Body: b, Server: server}, nil
+}
+
+func netError(ctx context.Context, server string, err error) error {
+	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		return &NetError{Server: server, Err: ctx.Err()}
+	}
+	return &NetError{Server: server, Err: err}
+}
+
+func decodeError(resp *http.Response, body []byte) *api.Error {
+	e := api.Decode(resp.StatusCode, body, resp.Header.Get("Retry-After"))
+	if e.Leader == "" {
+		e.Leader = resp.Header.Get(api.HeaderLeader)
+	}
+	return e
+}
+
+// Stream opens a streaming GET (a session stream), on server if its
+// breaker allows, else on the next server in turn; it returns the server
+// used. On success the caller reads and closes the body; the answer's
+// X-Rafting-Leader is in its header. The breaker counts the attempt when
+// headers arrive.
+func (c *Client) Stream(ctx context.Context, server, path string) (*http.Response, string, error) {
+	server, done, err := c.acquire(server)
+	if err != nil {
+		return nil, "", err
+	}
+	hr, err := http.NewRequestWithContext(ctx, http.MethodGet, c.scheme+"://"+server+path, http.NoBody)
+	if err != nil {
+		done(nil)
+		return nil, server, err
+	}
+	hr.Header.Set("Authorization", c.auth)
+	hr.Header.Set("Accept", "application/x-ndjson")
+	resp, err := c.short.Do(hr)
+	if err != nil {
+		err = netError(ctx, server, err)
+		if ctx.Err() != nil {
+			done(context.Canceled)
+		} else {
+			done(err)
+		}
+		return nil, server, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, api.MaxBodyBytes))
+		resp.Body.Close()
+		e := decodeError(resp, b)
+		done(e)
+		return nil, server, e
+	}
+	done(nil)
+	return resp, server, nil
+}
