@@ -1,0 +1,473 @@
+package sdk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/balancer"
+	"github.com/rafting/rafting/sdk/internal/transport"
+)
+
+// Service is the Client's cached view of one service, kept current by one
+// blocking-query loop: GET .../services/{s}?index=N&wait=60s, where N is
+// the index of the last answer. Answers older than the cache's index are
+// dropped, so the view never goes back in time; a node that cannot reach
+// the asked index (503 stale_replica) or does not answer is left for
+// another. When no server answers, the last known membership stays, marked
+// Stale, and balancers keep picking from it: a failed watch never
+// publishes an empty list.
+//
+// Mass removals: an answer in which more than half of the instances that
+// balancers pick vanish at once (at least two; unregistered or expired,
+// not drained) is applied to the snapshot as is, but balancers keep the
+// vanished instances for a quarantine (WithQuarantine, default 10 s) in
+// which PickTracked's failure reports eject the truly dead ones. A
+// partition or a burst of expiries then costs callers a few failed
+// requests instead of all their capacity at once; instances that drain
+// first (Member.Leave) leave balancers at once.
+//
+// Every method is safe for concurrent use.
+type Service struct {
+	c    *Client
+	name string
+	path string
+
+	pub    atomic.Pointer[published]
+	filled chan struct{} // closed by the first applied answer
+	cancel context.CancelFunc
+	kick   chan struct{} // a new snapshot: rebuild balancers
+
+	applyMu   sync.Mutex // serializes apply; guards the fields below
+	isFilled  bool
+	floor     uint64 // read-your-writes: the first fill must reach it
+	failures  int    // consecutive failed requests
+	lastErr   error
+	listeners map[int]func(*Snapshot)
+	nextID    int
+
+	balMu     sync.Mutex // guards balancers and built
+	balancers []*balancer.Balancer
+	built     []balancer.Endpoint // the list the balancers hold
+	rebuilds  atomic.Int64        // for tests
+}
+
+// published is a snapshot and the channel closed when it is replaced by a
+// different one.
+type published struct {
+	snap    *Snapshot
+	modify  uint64              // the answer's modify_index: same content when equal
+	held    []balancer.Endpoint // quarantined: balancers keep them until holdEnd
+	holdEnd time.Time
+	changed chan struct{}
+}
+
+func newService(c *Client, name string) *Service {
+	s := &Service{c: c, name: name, path: c.tenantPath("/services/" + url.PathEscape(name)),
+		filled: make(chan struct{}), kick: make(chan struct{}, 1), listeners: map[int]func(*Snapshot){}}
+	s.pub.Store(&published{snap: &Snapshot{Service: name}, changed: make(chan struct{})})
+	return s
+}
+
+// start starts the watch loop and the balancer publisher.
+func (s *Service) start(wg *sync.WaitGroup) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		s.run(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		s.publish(ctx)
+	}()
+}
+
+func (s *Service) stop() { s.cancel() }
+
+// Name is the service's name.
+func (s *Service) Name() string { return s.name }
+
+func (s *Service) current() (*Snapshot, <-chan struct{}) {
+	p := s.pub.Load()
+	return p.snap, p.changed
+}
+
+func (s *Service) lastError() error {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	return s.lastErr
+}
+
+// raiseFloor makes the first fill wait for index (read-your-writes).
+func (s *Service) raiseFloor(index uint64) {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	s.floor = max(s.floor, index)
+}
+
+// listen calls fn with every new snapshot (under the apply lock, in order)
+// and with the current one if filled; the returned func stops it.
+func (s *Service) listen(fn func(*Snapshot)) func() {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	id := s.nextID
+	s.nextID++
+	s.listeners[id] = fn
+	if s.isFilled {
+		snap, _ := s.current()
+		fn(snap)
+	}
+	return func() {
+		s.applyMu.Lock()
+		defer s.applyMu.Unlock()
+		delete(s.listeners, id)
+	}
+}
+
+// run is the watch loop.
+func (s *Service) run(ctx context.Context) {
+	j := transport.NewJitter(50*time.Millisecond, 2*time.Second)
+	wait := s.c.cfg.conn.watchWait
+	server := ""
+	consistent := false
+	for ctx.Err() == nil {
+		snap, _ := s.current()
+		req := transport.Request{Method: http.MethodGet, Path: s.path, Server: server}
+		if s.filledNow() {
+			req.Path += "?index=" + strconv.FormatUint(snap.Index, 10) + "&wait=" + strconv.FormatInt(wait.Milliseconds(), 10)
+			req.Long, req.Timeout = true, wait+wait/16+10*time.Second
+		} else if consistent {
+			req.Path += "?consistent=true"
+		}
+		resp, err := s.c.tr.Do(ctx, req)
+		var r *api.ServiceResponse
+		if err == nil {
+			r, err = decodeService(resp.Body)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			s.failed(err)
+			used := server
+			if resp != nil {
+				used = resp.Server
+			}
+			server = s.c.tr.Next(used)
+			var ae *api.Error
+			if errors.As(err, &ae) && ae.RetryAfter > 0 {
+				j.SetFloor(ae.RetryAfter)
+			}
+			if !sleep(ctx, j.NextBackOff()) {
+				return
+			}
+			continue
+		}
+		switch s.apply(r, time.Now()) {
+		case applied:
+			j.Reset()
+			server, consistent = resp.Server, false
+		case belowFloor:
+			// This replica has not applied our own write yet: ask for a
+			// linearizable read.
+			server, consistent = resp.Server, true
+		case older:
+			// A replica behind what we already saw (a node that lost
+			// touch): try another.
+			server = s.c.tr.Next(resp.Server)
+			if !sleep(ctx, j.NextBackOff()) {
+				return
+			}
+		}
+	}
+}
+
+func (s *Service) filledNow() bool {
+	select {
+	case <-s.filled:
+		return true
+	default:
+		return false
+	}
+}
+
+// failed records a failed watch request: after every server failed in a
+// row the snapshot is marked stale (and kept).
+func (s *Service) failed(err error) {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	s.failures++
+	s.lastErr = err
+	if s.failures < len(s.c.tr.Servers()) && !errors.Is(err, transport.ErrNoServer) {
+		return
+	}
+	p := s.pub.Load()
+	if p.snap.Stale || !s.isFilled {
+		return
+	}
+	s.c.log.Warn("service watch failing: serving the last known membership", "service", s.name, "err", err)
+	next := *p.snap
+	next.Stale = true
+	s.publishLocked(&published{snap: &next, modify: p.modify, held: p.held, holdEnd: p.holdEnd}, true)
+}
+
+type outcome int
+
+const (
+	applied outcome = iota + 1
+	older
+	belowFloor
+)
+
+// apply applies one answer atomically, if it is not older than the cache.
+func (s *Service) apply(r *api.ServiceResponse, now time.Time) outcome {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	p := s.pub.Load()
+	old := p.snap
+	switch {
+	case s.isFilled && r.Index < old.Index:
+		return older
+	case !s.isFilled && r.Index < s.floor:
+		return belowFloor
+	}
+	s.failures, s.lastErr = 0, nil
+	if s.isFilled && r.ModifyIndex == p.modify {
+		// Same content: a wait that ended, or a refresh.
+		next := *old
+		next.Index, next.Synced, next.Stale = max(r.Index, old.Index), now, false
+		s.publishLocked(&published{snap: &next, modify: p.modify, held: p.held, holdEnd: p.holdEnd}, old.Stale)
+		return applied
+	}
+	sort.Slice(r.Instances, func(i, j int) bool { return r.Instances[i].ID < r.Instances[j].ID })
+	next := &Snapshot{Service: s.name, Index: r.Index, Instances: r.Instances, Master: r.Master, Policy: r.Policy, Synced: now}
+	np := &published{snap: next, modify: r.ModifyIndex}
+	if s.isFilled {
+		np.held, np.holdEnd = s.quarantine(p, next, now)
+	}
+	for _, e := range np.held {
+		next.Quarantined = append(next.Quarantined, e.ID)
+	}
+	s.publishLocked(np, true)
+	if !s.isFilled {
+		s.isFilled = true
+		close(s.filled)
+	}
+	for _, fn := range s.listeners {
+		fn(next)
+	}
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+	return applied
+}
+
+// quarantine returns the endpoints balancers keep after the update from
+// p to next: those already held that are neither back nor due, and, when
+// more than half of p's ready endpoints (at least two) vanished at once,
+// those.
+func (s *Service) quarantine(p *published, next *Snapshot, now time.Time) ([]balancer.Endpoint, time.Time) {
+	q := s.c.cfg.conn.quarantine
+	if q <= 0 {
+		return nil, time.Time{}
+	}
+	present := make(map[string]bool, len(next.Instances))
+	for _, in := range next.Instances {
+		present[in.ID] = true
+	}
+	var held []balancer.Endpoint
+	end := p.holdEnd
+	for _, e := range p.held {
+		if !present[e.ID] && now.Before(p.holdEnd) {
+			held = append(held, e)
+		}
+	}
+	before := endpoints(p.snap.Instances)
+	var vanished []balancer.Endpoint
+	for _, e := range before {
+		if !present[e.ID] {
+			vanished = append(vanished, e)
+		}
+	}
+	if len(vanished) >= 2 && 2*len(vanished) > len(before) {
+		s.c.log.Warn("mass removal: balancers keep the vanished instances for a quarantine",
+			"service", s.name, "vanished", len(vanished), "of", len(before), "quarantine", q)
+		held = append(held, vanished...)
+		end = now.Add(q)
+	}
+	if len(held) == 0 {
+		return nil, time.Time{}
+	}
+	return held, end
+}
+
+// endQuarantine drops the held endpoints once their quarantine is over.
+func (s *Service) endQuarantine(now time.Time) {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	p := s.pub.Load()
+	if len(p.held) == 0 || now.Before(p.holdEnd) {
+		return
+	}
+	next := *p.snap
+	next.Quarantined = nil
+	s.publishLocked(&published{snap: &next, modify: p.modify}, true)
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// publishLocked makes np current; notify wakes watchers.
+func (s *Service) publishLocked(np *published, notify bool) {
+	p := s.pub.Load()
+	if !notify {
+		np.changed = p.changed
+		s.pub.Store(np)
+		return
+	}
+	np.changed = make(chan struct{})
+	s.pub.Store(np)
+	close(p.changed)
+}
+
+// refresh brings the cache to at least index (read-your-writes): one plain
+// read, then a linearizable one if that replica was behind. Concurrent
+// refreshes of one service share one request.
+func (s *Service) refresh(ctx context.Context, index uint64) error {
+	for s.Index() < index {
+		ch := s.c.flight.DoChan("refresh/"+s.name, func() (any, error) {
+			// Detached from any one caller, bounded on its own.
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			return nil, s.fetch(fctx, index)
+		})
+		select {
+		case res := <-ch:
+			if res.Err != nil && ctx.Err() == nil && !transport.Retryable(res.Err) {
+				return res.Err
+			}
+			if res.Err != nil && !sleep(ctx, 20*time.Millisecond) {
+				return fmt.Errorf("sdk: service %s: read-your-writes at %d: %w", s.name, index, ctx.Err())
+			}
+		case <-ctx.Done():
+			return fmt.Errorf("sdk: service %s: read-your-writes at %d: %w", s.name, index, ctx.Err())
+		}
+	}
+	return nil
+}
+
+func (s *Service) fetch(ctx context.Context, index uint64) error {
+	path := s.path
+	for range 2 {
+		resp, err := s.c.tr.Do(ctx, transport.Request{Method: http.MethodGet, Path: path, Retry: writeRetry})
+		if err != nil {
+			return err
+		}
+		r, err := decodeService(resp.Body)
+		if err != nil {
+			return err
+		}
+		if r.Index >= index {
+			s.apply(r, time.Now())
+			return nil
+		}
+		path = s.path + "?consistent=true"
+	}
+	return fmt.Errorf("%w: no replica reached index %d", api.ErrUnavailable, index)
+}
+
+// publish rebuilds the balancers from the current snapshot, once per burst
+// of updates: after a quiet time (WithDebounce), at most 25 quiet times
+// after the first update of the burst. It also ends quarantines.
+func (s *Service) publish(ctx context.Context) {
+	d := s.c.cfg.conn.debounce
+	debounce := time.NewTimer(time.Hour)
+	debounce.Stop()
+	hold := time.NewTimer(time.Hour)
+	hold.Stop()
+	defer debounce.Stop()
+	defer hold.Stop()
+	var burst time.Time // zero: no burst pending
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.kick:
+			if d == 0 {
+				s.rebuild()
+				break
+			}
+			now := time.Now()
+			if burst.IsZero() {
+				burst = now
+			}
+			debounce.Reset(min(d, burst.Add(25*d).Sub(now)))
+		case <-debounce.C:
+			burst = time.Time{}
+			s.rebuild()
+		case now := <-hold.C:
+			s.endQuarantine(now)
+		}
+		if p := s.pub.Load(); len(p.held) > 0 {
+			hold.Reset(time.Until(p.holdEnd))
+		} else {
+			hold.Stop()
+		}
+	}
+}
+
+// rebuild gives every balancer the current endpoints, when they changed.
+func (s *Service) rebuild() {
+	p := s.pub.Load()
+	eps := append(endpoints(p.snap.Instances), p.held...)
+	s.balMu.Lock()
+	defer s.balMu.Unlock()
+	if s.built != nil && slices.EqualFunc(eps, s.built, sameEndpoint) {
+		return
+	}
+	s.built = eps
+	for _, b := range s.balancers {
+		b.Update(eps)
+	}
+	s.rebuilds.Add(1)
+}
+
+func sameEndpoint(a, b balancer.Endpoint) bool {
+	if a.ID != b.ID || a.Address != b.Address || a.Zone != b.Zone || a.Weight != b.Weight || len(a.Meta) != len(b.Meta) {
+		return false
+	}
+	for k, v := range a.Meta {
+		if w, ok := b.Meta[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// sleep waits d or until ctx ends; false when ctx ended.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -1,0 +1,203 @@
+package sdk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/sdk/internal/transport"
+)
+
+// Client is a connection to a Rafting cluster for one tenant: the
+// membership cache of the services it watches, and the members joined
+// through it. Every method is safe for concurrent use. Close it when done.
+type Client struct {
+	cfg    config
+	tr     *transport.Client
+	log    *slog.Logger
+	flight singleflight.Group // merges concurrent refreshes of one service
+
+	mu       sync.Mutex
+	services map[string]*Service
+	members  map[*Member]struct{}
+	floors   map[string]uint64 // read-your-writes floors of services not watched yet
+	closed   bool
+	done     chan struct{} // closed by Close
+	wg       sync.WaitGroup
+}
+
+// Connect returns a Client for the tenant. Settings come from
+// RAFTING_SERVERS, RAFTING_TENANT and RAFTING_TOKEN unless options say
+// otherwise. Connect checks the token with one request, so a wrong token
+// or tenant fails here (ErrUnauthorized, ErrNotFound); while no server
+// answers it retries until ctx ends (10 s when ctx has no deadline).
+func Connect(ctx context.Context, opts ...Option) (*Client, error) {
+	cfg := defaults()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return connect(ctx, cfg)
+}
+
+func connect(ctx context.Context, cfg config) (*Client, error) {
+	log := cfg.conn.logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("tenant", cfg.conn.tenant)
+	tr, err := transport.New(transport.Config{
+		Servers: cfg.conn.servers, Token: cfg.conn.token, TLS: cfg.conn.tls,
+		HTTPClient: cfg.conn.httpClient, Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sdk: %w", err)
+	}
+	c := &Client{cfg: cfg, tr: tr, log: log, services: map[string]*Service{}, members: map[*Member]struct{}{},
+		floors: map[string]uint64{}, done: make(chan struct{})}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultConnectWait)
+		defer cancel()
+	}
+	if _, err := c.do(ctx, http.MethodGet, c.tenantPath("/services"), nil, nil, true); err != nil {
+		tr.Close()
+		return nil, fmt.Errorf("sdk: connect to tenant %s: %w", cfg.conn.tenant, err)
+	}
+	log.Debug("connected", "servers", cfg.conn.servers)
+	return c, nil
+}
+
+// Tenant is the tenant the Client works for.
+func (c *Client) Tenant() string { return c.cfg.conn.tenant }
+
+// Close stops the Client: every member still joined through it leaves
+// (each bounded by its leave timeout), every watch stops, and Close waits
+// for every goroutine the Client started. Balancers keep their last
+// endpoints; Service methods keep answering from the last snapshot.
+// Close is idempotent.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	members := make([]*Member, 0, len(c.members))
+	for m := range c.members {
+		members = append(members, m)
+	}
+	services := make([]*Service, 0, len(c.services))
+	for _, s := range c.services {
+		services = append(services, s)
+	}
+	c.mu.Unlock()
+
+	var errs []error
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, m := range members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := m.leave(context.Background()); err != nil && !errors.Is(err, ErrLeft) {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(c.done)
+	for _, s := range services {
+		s.stop()
+	}
+	c.wg.Wait()
+	c.tr.Close()
+	return errors.Join(errs...)
+}
+
+// tenantPath is /v1/tenants/{t} + suffix.
+func (c *Client) tenantPath(suffix string) string {
+	return "/v1/tenants/" + url.PathEscape(c.cfg.conn.tenant) + suffix
+}
+
+// writeRetry is the retry policy of writes and one-off reads: full jitter
+// from 20 ms up to 1 s between attempts, until the caller's ctx ends.
+var writeRetry = &transport.Retry{Base: 20 * time.Millisecond, Cap: time.Second}
+
+// do sends one API request with retries (when retry) and decodes a JSON
+// answer into out (when not nil).
+func (c *Client) do(ctx context.Context, method, path string, body any, header http.Header, retry bool) (*transport.Response, error) {
+	req := transport.Request{Method: method, Path: path, Header: header}
+	if body != nil {
+		b, err := jsonMarshal(body)
+		if err != nil {
+			return nil, err
+		}
+		req.Body = b
+	}
+	if retry {
+		req.Retry = writeRetry
+	}
+	return c.tr.Do(ctx, req)
+}
+
+// Service returns the cached view of a service, starting to watch it on
+// the first call, and waits until the cache holds a first answer (or ctx
+// ends). Later calls return the same *Service at once. A service that does
+// not exist yet is watched all the same: it has no instances until some
+// join.
+func (c *Client) Service(ctx context.Context, name string) (*Service, error) {
+	if err := api.ValidateName("service", name); err != nil {
+		return nil, fmt.Errorf("sdk: %w", err)
+	}
+	s, err := c.watch(name, 0)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-s.filled:
+		return s, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("sdk: service %s: no answer yet: %w", name, errors.Join(ctx.Err(), s.lastError()))
+	}
+}
+
+// watch returns the service's watcher, starting it if needed; minIndex is
+// a read-your-writes floor for its answers.
+func (c *Client) watch(name string, minIndex uint64) (*Service, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, ErrClosed
+	}
+	s := c.services[name]
+	if s == nil {
+		s = newService(c, name)
+		s.floor = max(minIndex, c.floors[name])
+		delete(c.floors, name)
+		c.services[name] = s
+		s.start(&c.wg)
+		return s, nil
+	}
+	s.raiseFloor(minIndex)
+	return s, nil
+}
+
+// watching returns the service's watcher if it has one.
+func (c *Client) watching(name string) *Service {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.services[name]
+}

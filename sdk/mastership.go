@@ -1,0 +1,163 @@
+package sdk
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+)
+
+// reconcileLocked brings the member's reported role up to date with its
+// state at now: it starts or ends the Term, queues OnRoleChange
+// notifications, and asks the worker to resign a revoked mastership. Every
+// change of the state calls it, and so does every read of the role, so a
+// lapsed promise demotes at once even before the role loop's timer fires.
+func (m *Member) reconcileLocked(now time.Time) {
+	role, token := m.st.role(now)
+	if role == Master {
+		m.st.mastered = token
+		if m.term == nil || m.term.token != token {
+			m.endTermLocked()
+			ctx, cancel := context.WithCancel(context.Background())
+			m.term = &term{token: token, ctx: ctx, cancel: cancel}
+		}
+	} else {
+		m.endTermLocked()
+	}
+	if rec := m.st.rec; rec != nil && rec.releasing && rec.token != m.resigned && !m.leaving && m.st.phase != phaseLeft {
+		// An operator revoked our mastership: we stopped acting above;
+		// now hand over at once under our own session.
+		m.resigned = rec.token
+		m.pendingResign = rec.token
+		select {
+		case m.work <- struct{}{}:
+		default:
+		}
+	}
+	if role != m.role || token != m.token {
+		m.log.Info("role", "role", role.String(), "previous", m.role.String(), "token", token)
+		m.queueLocked(notice{change: RoleChange{Role: role, Previous: m.role, Token: token, At: now}, to: m.subs})
+		m.role, m.token = role, token
+	}
+	select {
+	case m.timer <- struct{}{}:
+	default:
+	}
+}
+
+func (m *Member) endTermLocked() {
+	if m.term != nil {
+		m.term.cancel()
+		m.term = nil
+	}
+}
+
+// roleLoop demotes a master when its promise lapses, by a timer set to the
+// lapse; the role was already right for every reader before it fires.
+func (m *Member) roleLoop(ctx context.Context) {
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		m.mu.Lock()
+		var wait time.Duration
+		if m.role == Master {
+			wait = m.st.promise.remaining(time.Now()) + time.Millisecond
+		}
+		m.mu.Unlock()
+		if wait > 0 {
+			t.Reset(wait)
+		} else {
+			t.Stop()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.timer:
+		case <-t.C:
+			m.mu.Lock()
+			m.reconcileLocked(time.Now())
+			m.mu.Unlock()
+		}
+	}
+}
+
+// roleSub is one OnRoleChange callback.
+type roleSub struct {
+	fn  func(RoleChange)
+	off atomic.Bool
+}
+
+// notice is a RoleChange for the callbacks registered when it happened.
+type notice struct {
+	change RoleChange
+	to     []*roleSub
+}
+
+func (m *Member) queueLocked(n notice) {
+	if len(n.to) == 0 {
+		return
+	}
+	m.queue = append(m.queue, n)
+	m.kickNotifier()
+}
+
+func (m *Member) kickNotifier() {
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+// notifier calls the callbacks, one change at a time, in order, outside
+// every lock; it ends once the member ended and the queue is empty.
+func (m *Member) notifier() {
+	for {
+		m.mu.Lock()
+		q, closed := m.queue, m.closed
+		m.queue = nil
+		m.mu.Unlock()
+		for _, n := range q {
+			for _, s := range n.to {
+				if !s.off.Load() {
+					s.fn(n.change)
+				}
+			}
+		}
+		if closed && len(q) == 0 {
+			return
+		}
+		if len(q) == 0 {
+			<-m.wake
+		}
+	}
+}
+
+// OnRoleChange calls fn with the member's current role at once (Role and
+// Previous equal), then with every change, in order, until the returned
+// func is called. Callbacks run one at a time on a goroutine of the
+// member's: keep them short, and do not call Leave or Close from one
+// (start a goroutine). Demotions are reported the moment the SDK sees
+// them; the Term's Ctx is cancelled before the callback runs.
+func (m *Member) OnRoleChange(fn func(RoleChange)) (stop func()) {
+	sub := &roleSub{fn: fn}
+	m.mu.Lock()
+	if m.closed {
+		role, token := m.role, m.token
+		m.mu.Unlock()
+		fn(RoleChange{Role: role, Previous: role, Token: token, At: time.Now()})
+		return func() {}
+	}
+	m.subs = append(m.subs[:len(m.subs):len(m.subs)], sub)
+	m.queueLocked(notice{change: RoleChange{Role: m.role, Previous: m.role, Token: m.token, At: time.Now()}, to: []*roleSub{sub}})
+	m.mu.Unlock()
+	return func() {
+		sub.off.Store(true)
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		for i, s := range m.subs {
+			if s == sub {
+				m.subs = append(m.subs[:i:i], m.subs[i+1:]...)
+				break
+			}
+		}
+	}
+}

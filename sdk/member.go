@@ -1,0 +1,641 @@
+package sdk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/rafting/rafting/api"
+)
+
+// Mode is how an instance takes part in its service.
+type Mode = api.Mode
+
+// Modes.
+const (
+	Farm          = api.ModeFarm          // every ready instance serves; balancers spread calls
+	MasterStandby = api.ModeMasterStandby // one ready instance is elected master
+)
+
+// State is an instance's registered life-cycle state.
+type State = api.State
+
+// States.
+const (
+	StateStarting = api.StateStarting // never picked, never elected
+	StateReady    = api.StateReady
+	StateDraining = api.StateDraining // never picked; a master hands over
+)
+
+// Instance is what an instance tells about itself when it joins.
+type Instance struct {
+	Service string // required: [A-Za-z0-9._-]{1,128}
+	// ID identifies the instance within its service. Empty: a generated
+	// one, the host name and a random suffix. A restarted process may
+	// reuse its ID once its old session has ended.
+	ID string
+	// Address is where callers reach the instance (host:port). Empty: the
+	// host name.
+	Address string
+	Mode    Mode // empty: Farm
+	// Weight is the instance's capacity relative to the others, for
+	// balancers. 0: DefaultWeight (100). Negative: registered as 0, never
+	// picked.
+	Weight int
+	// Priority orders master candidates: the highest wins an election
+	// (ties: the earliest ready). It never pre-empts a sitting master.
+	Priority int
+	Zone     string            // failure domain, e.g. "eu-1"
+	Meta     map[string]string // free-form metadata, e.g. {"version": "1.4.2"}
+}
+
+// DefaultWeight is the weight of an instance that gives none.
+const DefaultWeight = api.DefaultWeight
+
+// Member is a registered instance and the session that keeps it
+// registered: created by Join, ended by Leave. Its methods are safe for
+// concurrent use.
+type Member struct {
+	c       *Client
+	owns    bool // Join made c for this member: Leave closes it
+	cfg     memberConfig
+	service string
+	id      string
+	path    string // of the instance
+	farm    bool
+	lease   time.Duration
+	log     *slog.Logger
+
+	mu       sync.Mutex
+	reg      api.RegisterRequest // the registration, without its session
+	sess     *session            // the current session
+	leader   string              // the tenant shard leader's API address, when known
+	st       roleState
+	role     Role
+	token    uint64
+	term     *term
+	resigned uint64 // the releasing token we resigned for
+	leaving  bool
+	paused   bool // tests: keepalives stop, as in a paused process
+
+	pendingResign uint64 // a revoked mastership for the worker to resign
+	lost          error
+
+	subs   []*roleSub
+	queue  []notice
+	closed bool          // the notifier drains the queue and stops
+	wake   chan struct{} // the notifier has work
+	timer  chan struct{} // the role loop must look at its timer again
+	work   chan struct{} // the session worker has work (an expiry, a resign)
+
+	cancel    context.CancelFunc // ends the loops
+	wg        sync.WaitGroup     // the loops
+	notified  sync.WaitGroup     // the notifier
+	done      chan struct{}
+	doneOnce  sync.Once
+	leaveOnce sync.Once
+	leaveErr  error
+	unlisten  func()
+}
+
+// term is the current mastership's context. It is kept in the member
+// because Term hands it to the application: it is the one context the SDK
+// stores, cancelled when the mastership ends locally.
+type term struct {
+	token  uint64
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// Join registers an instance and returns its Member, on a Client of its
+// own made from the options (see Connect); Leave closes that Client. Join
+// returns once the instance is registered, its session's stream attached
+// (master-standby) and the Client's cache has caught up with the
+// registration, so a member elected at once is Master when Join returns.
+func Join(ctx context.Context, inst Instance, opts ...Option) (*Member, error) {
+	cfg := defaults()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	c, err := connect(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	m, err := c.join(ctx, inst, cfg.member, true)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// Join registers an instance on this Client's connection, with the
+// Client's member options overridden by opts (connection options are
+// refused). Close leaves every member still joined.
+func (c *Client) Join(ctx context.Context, inst Instance, opts ...Option) (*Member, error) {
+	cfg := config{member: c.cfg.member}
+	cfg.member.roleChange = nil
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.connSet {
+		return nil, errors.New("sdk: (*Client).Join takes member options only; give connection options to Connect")
+	}
+	if err := cfg.member.validate(); err != nil {
+		return nil, err
+	}
+	cfg.member.roleChange = append(c.cfg.member.roleChange[:len(c.cfg.member.roleChange):len(c.cfg.member.roleChange)], cfg.member.roleChange...)
+	return c.join(ctx, inst, cfg.member, false)
+}
+
+func (c *Client) join(ctx context.Context, inst Instance, cfg memberConfig, owns bool) (*Member, error) {
+	if inst.ID == "" {
+		inst.ID = newInstanceID()
+	}
+	if inst.Address == "" {
+		inst.Address = defaultAddress()
+	}
+	if inst.Mode == "" {
+		inst.Mode = Farm
+	}
+	switch {
+	case inst.Weight == 0:
+		inst.Weight = DefaultWeight
+	case inst.Weight < 0:
+		inst.Weight = 0
+	}
+	for _, err := range []error{api.ValidateName("service", inst.Service), api.ValidateName("id", inst.ID)} {
+		if err != nil {
+			return nil, fmt.Errorf("sdk: join: %w", err)
+		}
+	}
+	if !inst.Mode.Valid() {
+		return nil, fmt.Errorf("sdk: join: mode %q is not %s or %s", inst.Mode, Farm, MasterStandby)
+	}
+	m := newMember(c, inst, cfg, owns)
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, ErrClosed
+	}
+	c.members[m] = struct{}{}
+	c.mu.Unlock()
+
+	for _, fn := range cfg.roleChange {
+		m.OnRoleChange(fn)
+	}
+	lctx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	m.notified.Add(1)
+	go func() {
+		defer m.notified.Done()
+		m.notifier()
+	}()
+	m.wg.Add(2)
+	go func() {
+		defer m.wg.Done()
+		m.streamLoop(lctx)
+	}()
+	go func() {
+		defer m.wg.Done()
+		m.roleLoop(lctx)
+	}()
+	if !m.farm {
+		// The member's own watch of its service: a source of its master
+		// record besides keepalive answers and stream events.
+		s, err := c.watch(m.service, 0)
+		if err != nil {
+			m.end(err)
+			return nil, err
+		}
+		m.unlisten = s.listen(func(snap *Snapshot) { m.observe(snap.Index, snap.Master) })
+	}
+	if err := m.establish(ctx); err != nil {
+		m.log.Debug("join failed", "err", err)
+		m.abandon()
+		return nil, fmt.Errorf("sdk: join %s/%s: %w", m.service, m.id, err)
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.worker(lctx)
+	}()
+	m.log.Debug("joined", "mode", inst.Mode, "session", m.sessionTag())
+	return m, nil
+}
+
+func newMember(c *Client, inst Instance, cfg memberConfig, owns bool) *Member {
+	m := &Member{
+		c: c, owns: owns, cfg: cfg, service: inst.Service, id: inst.ID,
+		path: c.tenantPath("/services/" + url.PathEscape(inst.Service) + "/instances/" + url.PathEscape(inst.ID)),
+		farm: inst.Mode == Farm, lease: cfg.lease,
+		log:  c.log.With("service", inst.Service, "instance", inst.ID),
+		wake: make(chan struct{}, 1), timer: make(chan struct{}, 1), work: make(chan struct{}, 1),
+		done: make(chan struct{}),
+	}
+	if m.lease < 0 {
+		m.lease = DefaultLease
+		if m.farm {
+			m.lease = 0
+		}
+	}
+	w := inst.Weight
+	m.reg = api.RegisterRequest{Address: inst.Address, Mode: inst.Mode, State: StateReady, Weight: &w,
+		Priority: inst.Priority, Zone: inst.Zone, Meta: maps.Clone(inst.Meta), ColdStart: cfg.coldStart}
+	if cfg.twoStep {
+		m.reg.State = StateStarting
+	}
+	m.st = roleState{phase: phaseJoining, farm: m.farm}
+	m.role = Starting
+	m.sess = newSession()
+	return m
+}
+
+// ID is the member's instance ID.
+func (m *Member) ID() string { return m.id }
+
+// Service is the member's service.
+func (m *Member) Service() string { return m.service }
+
+// Client is the Client the member joined through; for a member made by
+// Join, the one Leave closes. Use it to watch other services on the same
+// connection.
+func (m *Member) Client() *Client { return m.c }
+
+// Role returns the member's role now. A master whose promise has just run
+// out reads Suspended (or Standby) at once, even before the change is
+// reported to OnRoleChange callbacks.
+func (m *Member) Role() Role {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.reconcileLocked(time.Now())
+	return m.role
+}
+
+// IsMaster reports whether the member may act as its service's master now:
+// the latest known master record names its session, and the latest
+// keepalive promise (anchored at its send, less a margin) has not run out.
+// Check it, or better Mastership's Ctx, right before acting.
+func (m *Member) IsMaster() bool {
+	return m.Role() == Master
+}
+
+// FencingToken returns the token of the member's mastership while it is
+// Master, else 0.
+func (m *Member) FencingToken() uint64 {
+	t, _ := m.Mastership()
+	return t.Token
+}
+
+// Mastership returns the member's current term, in one consistent read:
+// its fencing token and a context cancelled when the term ends locally
+// (the promise runs out, a demotion, Resign, Leave). ok is false when the
+// member is not Master.
+func (m *Member) Mastership() (Term, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.reconcileLocked(time.Now())
+	if m.role != Master || m.term == nil {
+		return Term{}, false
+	}
+	return Term{Token: m.term.token, Ctx: m.term.ctx}, true
+}
+
+// Done is closed when the member has left (Leave) or lost its session for
+// good (Err says why).
+func (m *Member) Done() <-chan struct{} { return m.done }
+
+// Err is nil while the member is joined; after Done, ErrLeft for a member
+// that left, or an error matching ErrSessionLost.
+func (m *Member) Err() error {
+	select {
+	case <-m.done:
+	default:
+		return nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.lost != nil {
+		return m.lost
+	}
+	return ErrLeft
+}
+
+// Ready makes a member that joined with WithTwoStepStartup eligible: it
+// registers as ready, and balancers may pick it and elections grant it.
+// It is a no-op for a member already ready.
+func (m *Member) Ready(ctx context.Context) error {
+	return m.Update(ctx, SetState(StateReady))
+}
+
+// Change is one change that Member.Update makes to the registration.
+type Change func(*api.RegisterRequest)
+
+// SetWeight changes the member's weight (0: never picked).
+func SetWeight(w int) Change {
+	return func(r *api.RegisterRequest) { w := max(w, 0); r.Weight = &w }
+}
+
+// SetMeta replaces the member's metadata.
+func SetMeta(meta map[string]string) Change {
+	return func(r *api.RegisterRequest) { r.Meta = maps.Clone(meta) }
+}
+
+// SetPriority changes the member's election priority.
+func SetPriority(p int) Change {
+	return func(r *api.RegisterRequest) { r.Priority = p }
+}
+
+// SetState changes the member's state: StateReady (see Ready), StateStarting
+// (out of rotation and of elections), or StateDraining (likewise; a master
+// hands over at once).
+func SetState(s State) Change {
+	return func(r *api.RegisterRequest) { r.State = s }
+}
+
+// Update changes the member's registration and waits until the Client's
+// cache reflects it. A change that makes a master ineligible (starting,
+// draining) demotes it locally first, then hands over.
+func (m *Member) Update(ctx context.Context, changes ...Change) error {
+	m.mu.Lock()
+	if m.leaving || m.st.phase == phaseLeft {
+		m.mu.Unlock()
+		return ErrLeft
+	}
+	reg := m.reg
+	reg.Meta = maps.Clone(reg.Meta)
+	for _, ch := range changes {
+		ch(&reg)
+	}
+	if !reg.State.Valid() {
+		m.mu.Unlock()
+		return fmt.Errorf("sdk: update: state %q is not starting, ready or draining", reg.State)
+	}
+	before := m.st.phase
+	if reg.State != StateReady {
+		// Stop acting before the servers hear of it.
+		m.st.phase = phaseOf(reg.State)
+		m.reconcileLocked(time.Now())
+	}
+	m.mu.Unlock()
+
+	idx, err := m.register(ctx, reg)
+	m.mu.Lock()
+	if err != nil {
+		if m.st.phase != phaseLeft && !m.leaving {
+			m.st.phase = before
+			m.reconcileLocked(time.Now())
+		}
+		m.mu.Unlock()
+		return fmt.Errorf("sdk: update %s/%s: %w", m.service, m.id, err)
+	}
+	m.reg = reg
+	if !m.leaving && m.st.phase != phaseLeft {
+		m.st.phase = phaseOf(reg.State)
+		m.reconcileLocked(time.Now())
+	}
+	m.mu.Unlock()
+	return m.c.wrote(ctx, m.service, idx)
+}
+
+func phaseOf(s State) phase {
+	switch s {
+	case StateStarting:
+		return phaseStarting
+	case StateDraining:
+		return phaseDraining
+	}
+	return phaseReady
+}
+
+// register sends the registration under the current session and returns
+// the index it was applied at.
+func (m *Member) register(ctx context.Context, reg api.RegisterRequest) (uint64, error) {
+	m.mu.Lock()
+	sid := m.sess.id
+	m.mu.Unlock()
+	reg.Session = sid
+	h := http.Header{api.HeaderSession: {sid}}
+	resp, err := m.c.do(ctx, http.MethodPut, m.path, reg, h, true)
+	if err != nil {
+		return 0, err
+	}
+	var out api.RegisterResponse
+	if err := jsonUnmarshal(resp.Body, &out); err != nil {
+		return 0, err
+	}
+	return out.Index, nil
+}
+
+// wrote makes the Client's cache of a service reflect a write applied at
+// index before it serves that service again (read-your-writes): a watched
+// service is refreshed now; for one not watched yet, its first answer must
+// reach index.
+func (c *Client) wrote(ctx context.Context, service string, index uint64) error {
+	c.mu.Lock()
+	s := c.services[service]
+	if s == nil {
+		c.floors[service] = max(c.floors[service], index)
+	}
+	c.mu.Unlock()
+	if s == nil {
+		return nil
+	}
+	if !s.filledNow() {
+		s.raiseFloor(index)
+		select {
+		case <-s.filled:
+		case <-ctx.Done():
+			return fmt.Errorf("sdk: service %s: read-your-writes at %d: %w", service, index, ctx.Err())
+		}
+	}
+	return s.refresh(ctx, index)
+}
+
+// Resign hands the member's mastership over to the next candidate: the
+// member stops acting first (its Term's Ctx is cancelled, OnRoleChange
+// reports Standby), then asks the servers under its own session, which
+// grant the successor in the same entry. It returns ErrNotMaster when the
+// member holds no mastership, and an error matching ErrConflict when there
+// is no other ready candidate (the member then stays master).
+func (m *Member) Resign(ctx context.Context) error {
+	return m.resign(ctx, "")
+}
+
+// ResignTo hands the mastership over to the ready standby with instance
+// ID to, as Resign does.
+func (m *Member) ResignTo(ctx context.Context, to string) error {
+	return m.resign(ctx, to)
+}
+
+func (m *Member) resign(ctx context.Context, to string) error {
+	m.mu.Lock()
+	if m.st.rec == nil || m.farm {
+		m.mu.Unlock()
+		return ErrNotMaster
+	}
+	token := m.st.rec.token
+	m.st.resigning = true
+	m.reconcileLocked(time.Now())
+	sid := m.sess.id
+	m.mu.Unlock()
+
+	idx, err := m.sendResign(ctx, sid, token, to)
+	m.mu.Lock()
+	m.st.resigning = false
+	if err == nil && idx >= m.st.recIndex {
+		// At idx the record no longer names us.
+		m.st.rec, m.st.recIndex = nil, idx
+	}
+	m.reconcileLocked(time.Now())
+	m.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("sdk: resign %s/%s: %w", m.service, m.id, err)
+	}
+	return nil
+}
+
+func (m *Member) sendResign(ctx context.Context, sid string, token uint64, to string) (uint64, error) {
+	body := api.ResignRequest{Instance: m.id, FencingToken: token, To: to}
+	h := http.Header{api.HeaderSession: {sid}}
+	resp, err := m.c.do(ctx, http.MethodPost, m.c.tenantPath("/services/"+url.PathEscape(m.service)+"/master/resign"), body, h, true)
+	if err != nil {
+		return 0, err
+	}
+	var out api.WriteResponse
+	if err := jsonUnmarshal(resp.Body, &out); err != nil {
+		return 0, err
+	}
+	return out.Index, nil
+}
+
+// Leave is the graceful stop. The member stops acting first (a master's
+// Term ends, OnRoleChange reports Draining), registers as draining under
+// its own session (a master hands over in that same entry), waits the
+// drain delay so that callers' caches drop it, then deregisters and ends
+// its session. Leave is bounded by the leave timeout (default 5 s) even
+// when no server answers, and always ends the member locally: its role is
+// Left, Done is closed and its goroutines have stopped when Leave returns.
+// A member made by Join closes its Client too. Leave is idempotent; do
+// not call it from an OnRoleChange callback (it waits for them).
+func (m *Member) Leave(ctx context.Context) error {
+	err := m.leave(ctx)
+	if errors.Is(err, ErrLeft) {
+		return nil
+	}
+	return err
+}
+
+func (m *Member) leave(ctx context.Context) error {
+	m.leaveOnce.Do(func() { m.leaveErr = m.doLeave(ctx) })
+	return m.leaveErr
+}
+
+func (m *Member) doLeave(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.leaveTimeout)
+	defer cancel()
+	m.mu.Lock()
+	lost := m.lost
+	m.leaving = true
+	registered := m.st.phase != phaseJoining && lost == nil
+	reg, sid := m.reg, m.sess.id
+	m.st.phase = phaseDraining
+	m.reconcileLocked(time.Now())
+	m.mu.Unlock()
+
+	var errs []error
+	if registered {
+		reg.State = StateDraining
+		if _, err := m.register(ctx, reg); err != nil {
+			errs = append(errs, fmt.Errorf("drain: %w", err))
+		}
+		delay := m.cfg.drainDelay
+		if delay < 0 {
+			delay = DefaultDrainDelay
+		}
+		if len(errs) == 0 {
+			sleep(ctx, delay)
+		}
+		h := http.Header{api.HeaderSession: {sid}}
+		if _, err := m.c.do(ctx, http.MethodDelete, m.path, nil, h, true); err != nil {
+			errs = append(errs, fmt.Errorf("deregister: %w", err))
+		}
+	}
+	if lost == nil {
+		if _, err := m.c.do(ctx, http.MethodDelete, m.c.tenantPath("/sessions/"+sid), nil, nil, true); err != nil {
+			errs = append(errs, fmt.Errorf("end session: %w", err))
+		}
+	}
+	m.end(nil)
+	if len(errs) > 0 {
+		err := fmt.Errorf("sdk: leave %s/%s: %w", m.service, m.id, errors.Join(errs...))
+		m.log.Warn("leave incomplete: the servers end the session after its TTL", "err", err)
+		return err
+	}
+	m.log.Debug("left")
+	if lost != nil {
+		return lost
+	}
+	return nil
+}
+
+// finish ends the member locally without waiting: role Left (reported
+// to callbacks), loops told to stop, Done closed. cause is nil for a
+// Leave. It may be called from the member's own loops.
+func (m *Member) finish(cause error) {
+	m.mu.Lock()
+	if cause != nil && m.lost == nil {
+		m.lost = cause
+		m.log.Error("session lost: the member has left", "err", cause)
+	}
+	m.st.phase = phaseLeft
+	m.reconcileLocked(time.Now())
+	m.closed = true
+	m.mu.Unlock()
+	m.kickNotifier()
+	if m.cancel != nil {
+		m.cancel()
+	}
+	m.doneOnce.Do(func() { close(m.done) })
+}
+
+// end ends the member and waits: loops and callbacks done, the Client
+// released (and closed if the member owns it).
+func (m *Member) end(cause error) {
+	m.finish(cause)
+	m.wg.Wait()
+	m.notified.Wait()
+	if m.unlisten != nil {
+		m.unlisten()
+	}
+	m.c.mu.Lock()
+	delete(m.c.members, m)
+	m.c.mu.Unlock()
+	if m.owns {
+		m.c.Close()
+	}
+}
+
+// abandon ends a member whose Join failed; its session, if opened, is
+// ended so that it does not linger for a TTL.
+func (m *Member) abandon() {
+	m.mu.Lock()
+	sid, opened := m.sess.id, m.sess.isOpen()
+	m.leaving = true
+	m.mu.Unlock()
+	if opened {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		m.c.do(ctx, http.MethodDelete, m.c.tenantPath("/sessions/"+sid), nil, nil, false)
+		cancel()
+	}
+	m.end(nil)
+}

@@ -1,0 +1,237 @@
+package sdk
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/rafting/rafting/api"
+)
+
+// Environment variables read by Connect and Join, in this one place, as
+// defaults that options override. Nothing else in the SDK reads the
+// environment.
+const (
+	// EnvServers lists the servers' API addresses, comma-separated
+	// host:port ("127.0.0.1:7070,127.0.0.1:7170").
+	EnvServers = "RAFTING_SERVERS"
+	// EnvTenant names the tenant.
+	EnvTenant = "RAFTING_TENANT"
+	// EnvToken is the tenant's token (a secret: never logged).
+	EnvToken = "RAFTING_TOKEN"
+)
+
+// Defaults of the options.
+const (
+	DefaultTTL          = 5 * time.Second        // session TTL: a silent host is replaced after it
+	DefaultLease        = time.Second            // promise of a master-standby session
+	DefaultDrainDelay   = 500 * time.Millisecond // Leave: draining before deregistering
+	DefaultLeaveTimeout = 5 * time.Second        // Leave's bound
+	DefaultQuarantine   = 10 * time.Second       // mass removals: how long balancers keep the removed
+	DefaultDebounce     = 2 * time.Millisecond   // quiet time that ends a burst of updates
+	DefaultConnectWait  = 10 * time.Second       // Connect's bound when its ctx has none
+	DefaultWatchWait    = 60 * time.Second       // a blocking query's wait
+)
+
+// Option configures Connect, Join and (*Client).Join. Connection options
+// (WithServers, WithTenant, WithToken, WithLogger, WithHTTPClient, WithTLS)
+// apply to a Client; (*Client).Join refuses them. Member options (WithTTL,
+// WithLease, WithTwoStepStartup, WithColdStart, WithRoleChange,
+// WithDrainDelay, WithLeaveTimeout) given to Connect are the defaults of
+// every member joined through that Client.
+type Option func(*config)
+
+// config is what the options set.
+type config struct {
+	conn    connConfig
+	connSet bool // a connection option was given
+	member  memberConfig
+}
+
+type connConfig struct {
+	servers    []string
+	tenant     string
+	token      string
+	logger     *slog.Logger
+	httpClient *http.Client
+	tls        *tls.Config
+	quarantine time.Duration
+	debounce   time.Duration
+	watchWait  time.Duration
+}
+
+type memberConfig struct {
+	ttl          time.Duration
+	lease        time.Duration // < 0: the mode's default
+	twoStep      bool
+	coldStart    *api.ColdStart
+	roleChange   []func(RoleChange)
+	drainDelay   time.Duration // < 0: the default
+	leaveTimeout time.Duration
+}
+
+// defaults returns the configuration before options: the environment's
+// connection settings and the documented defaults.
+func defaults() config {
+	c := config{member: memberConfig{ttl: DefaultTTL, lease: -1, drainDelay: -1, leaveTimeout: DefaultLeaveTimeout}}
+	c.conn.quarantine = DefaultQuarantine
+	c.conn.debounce = DefaultDebounce
+	c.conn.watchWait = DefaultWatchWait
+	if v := os.Getenv(EnvServers); v != "" {
+		c.conn.servers = splitServers(v)
+	}
+	c.conn.tenant = os.Getenv(EnvTenant)
+	c.conn.token = os.Getenv(EnvToken)
+	return c
+}
+
+func splitServers(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			s = strings.TrimPrefix(strings.TrimPrefix(s, "http://"), "https://")
+			out = append(out, strings.TrimSuffix(s, "/"))
+		}
+	}
+	return out
+}
+
+func (c *config) validate() error {
+	switch {
+	case len(c.conn.servers) == 0:
+		return ErrNoServers
+	case c.conn.token == "":
+		return fmt.Errorf("sdk: no token: set %s or use WithToken", EnvToken)
+	}
+	if err := api.ValidateTenantName("tenant ("+EnvTenant+" or WithTenant)", c.conn.tenant); err != nil {
+		return fmt.Errorf("sdk: %w", err)
+	}
+	return c.member.validate()
+}
+
+func (m *memberConfig) validate() error {
+	switch {
+	case m.ttl < time.Second:
+		return fmt.Errorf("sdk: WithTTL %v: must be at least 1s (servers require 3s by default)", m.ttl)
+	case m.lease > m.ttl:
+		return fmt.Errorf("sdk: WithLease %v: must not exceed the TTL %v", m.lease, m.ttl)
+	case m.coldStart != nil && (m.coldStart.MinReady < 0 || m.coldStart.SettleMs < 0):
+		return errors.New("sdk: WithColdStart: minReady and settle must not be negative")
+	}
+	return nil
+}
+
+// WithServers sets the servers' API addresses (host:port), overriding
+// RAFTING_SERVERS. One reachable server is enough; list them all.
+func WithServers(servers ...string) Option {
+	return func(c *config) {
+		c.conn.servers = splitServers(strings.Join(servers, ","))
+		c.connSet = true
+	}
+}
+
+// WithTenant sets the tenant, overriding RAFTING_TENANT.
+func WithTenant(name string) Option {
+	return func(c *config) { c.conn.tenant, c.connSet = name, true }
+}
+
+// WithToken sets the tenant's token, overriding RAFTING_TOKEN.
+func WithToken(token string) Option {
+	return func(c *config) { c.conn.token, c.connSet = token, true }
+}
+
+// WithLogger sets the logger; nil (the default) is silent. The SDK never
+// logs tokens or session IDs (only session tags).
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) { c.conn.logger, c.connSet = l, true }
+}
+
+// WithHTTPClient makes the SDK send every request with hc instead of its
+// own transports (tuned for long-polls: many idle connections per host, no
+// response-header timeout on blocking queries). hc must not have a
+// Timeout shorter than a blocking query's wait (60 s), and it is used for
+// session streams too, so a Timeout would cut them.
+func WithHTTPClient(hc *http.Client) Option {
+	return func(c *config) { c.conn.httpClient, c.connSet = hc, true }
+}
+
+// WithTLS talks to the servers over HTTPS with cfg.
+func WithTLS(cfg *tls.Config) Option {
+	return func(c *config) { c.conn.tls, c.connSet = cfg, true }
+}
+
+// WithQuarantine sets how long balancers keep instances that a single
+// update removed en masse (more than half of them, at least two); see
+// Service. 0 applies such updates at once. The default is 10 s.
+func WithQuarantine(d time.Duration) Option {
+	return func(c *config) { c.conn.quarantine, c.connSet = max(d, 0), true }
+}
+
+// WithDebounce sets the quiet time that ends a burst of membership updates
+// before balancers are rebuilt once (default 2 ms; at most 25 times it from
+// the first update of a burst). 0 rebuilds on every update.
+func WithDebounce(d time.Duration) Option {
+	return func(c *config) { c.conn.debounce, c.connSet = max(d, 0), true }
+}
+
+// WithTTL sets the session TTL: how long the servers keep a member whose
+// keepalives stopped with no stream close (a silent host, a partition).
+// Default 5 s; servers refuse less than the tenant's min_ttl_ms (3 s).
+func WithTTL(d time.Duration) Option {
+	return func(c *config) { c.member.ttl = d }
+}
+
+// WithLease sets the promise of each keepalive answer: the session lives at
+// least this long after a keepalive was sent. A master acts only within
+// its promise, and a crashed master is replaced about one lease after its
+// last keepalive. Default 1 s for master-standby members, 0 (no promise)
+// for farm members.
+func WithLease(d time.Duration) Option {
+	return func(c *config) { c.member.lease = max(d, 0) }
+}
+
+// WithTwoStepStartup joins as `starting`: registered and visible to
+// operators, never picked by balancers, never elected, until
+// Member.Ready.
+func WithTwoStepStartup() Option {
+	return func(c *config) { c.member.twoStep = true }
+}
+
+// WithColdStart sets the service's election policy, carried by the
+// instance: when the service has no master, the first grant waits until
+// minReady candidates are ready, or settle has passed since the first was
+// (then the highest priority among them wins). settle 0 means "do not
+// wait". A policy set through the REST API wins over it.
+func WithColdStart(minReady int, settle time.Duration) Option {
+	return func(c *config) {
+		c.member.coldStart = &api.ColdStart{MinReady: minReady, SettleMs: settle.Milliseconds()}
+	}
+}
+
+// WithRoleChange registers fn as Member.OnRoleChange does, before the
+// registration is sent, so fn sees every role from the first: Starting,
+// then Standby, then the first promotion.
+func WithRoleChange(fn func(RoleChange)) Option {
+	return func(c *config) {
+		if fn != nil {
+			c.member.roleChange = append(c.member.roleChange, fn)
+		}
+	}
+}
+
+// WithDrainDelay sets how long Leave keeps a member registered as
+// `draining` before it deregisters, so that callers' caches drop it before
+// it stops answering. Default 500 ms; 0 skips it.
+func WithDrainDelay(d time.Duration) Option {
+	return func(c *config) { c.member.drainDelay = max(d, 0) }
+}
+
+// WithLeaveTimeout bounds Leave (default 5 s), whatever its ctx says.
+func WithLeaveTimeout(d time.Duration) Option {
+	return func(c *config) { c.member.leaveTimeout = d }
+}

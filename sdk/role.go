@@ -1,0 +1,65 @@
+package sdk
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Role is a member's place in its service. See the package documentation
+// for the roles of farm members and the promise rule behind Master.
+type Role int
+
+// Roles.
+const (
+	// Starting: joining, or registered as `starting` (two-step startup)
+	// until Member.Ready. Never picked, never elected.
+	Starting Role = iota + 1
+	// Standby: ready and not master. Every ready farm member is Standby:
+	// balancers pick it; a farm has no master.
+	Standby
+	// Master: the service's master record names this member's session and
+	// the latest promise, less a margin, has not run out. Act only now.
+	Master
+	// Suspended: a master whose promise ran out while its session lives
+	// (the servers could not renew it in time, e.g. during a Raft leader
+	// election). It must not act; no successor is granted while its
+	// session lives, and it resumes as Master with the same fencing token
+	// once a keepalive succeeds again.
+	Suspended
+	// Draining: Leave is under way; the member no longer acts.
+	Draining
+	// Left: the member has left, or its session was lost for good. Final.
+	Left
+)
+
+var roleNames = [...]string{Starting: "starting", Standby: "standby", Master: "master",
+	Suspended: "suspended", Draining: "draining", Left: "left"}
+
+func (r Role) String() string {
+	if r >= Starting && r <= Left {
+		return roleNames[r]
+	}
+	return fmt.Sprintf("Role(%d)", int(r))
+}
+
+// RoleChange is one role a member took, as OnRoleChange reports it.
+type RoleChange struct {
+	Role     Role   // the new role
+	Previous Role   // the role before; equal to Role for the replay on registration
+	Token    uint64 // the fencing token while Master or Suspended, else 0
+	At       time.Time
+}
+
+// Term is one mastership as Member.Mastership returns it, in one
+// consistent read.
+type Term struct {
+	// Token is the fencing token of the mastership: pass it with every
+	// write to what the master guards; that resource rejects a token lower
+	// than the highest it has seen.
+	Token uint64
+	// Ctx is cancelled when the member stops being master for this term:
+	// its local promise ran out, it was demoted, resigned or left. Bound
+	// the master's work with it.
+	Ctx context.Context
+}

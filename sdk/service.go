@@ -1,0 +1,167 @@
+package sdk
+
+import (
+	"context"
+	"iter"
+	"slices"
+	"time"
+
+	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/balancer"
+)
+
+// Snapshot is one consistent state of a service as the cache holds it.
+// Its slices and maps are shared with the cache: treat them as read-only.
+type Snapshot struct {
+	Service string
+	// Index is the Raft index of the tenant's replica the answer was read
+	// at. It never goes backwards within a Client.
+	Index uint64
+	// Instances is every registered instance, whatever its state, sorted
+	// by ID. Balancers take only the ready ones with a positive weight.
+	Instances []api.Instance
+	// Master is the service's master record; nil when it has none.
+	Master *api.Master
+	// Policy is the service's election policy.
+	Policy api.Policy
+	// Stale is true while the servers do not answer this service's watch:
+	// the snapshot is the last one known and may be out of date.
+	Stale bool
+	// Synced is when a server last answered the watch (or confirmed the
+	// snapshot). A blocking query answers only on a change or after its
+	// wait (60 s), so an old Synced alone does not mean stale.
+	Synced time.Time
+	// Quarantined lists instances that left in a mass removal and that
+	// balancers still keep, until the quarantine ends (see Service).
+	Quarantined []string
+}
+
+// Ready returns the instances balancers take: ready, with a positive
+// weight.
+func (s Snapshot) Ready() []api.Instance {
+	var out []api.Instance
+	for _, in := range s.Instances {
+		if in.State == api.StateReady && in.Weight > 0 {
+			out = append(out, in)
+		}
+	}
+	return out
+}
+
+// Instance returns the instance with the given ID.
+func (s Snapshot) Instance(id string) (api.Instance, bool) {
+	i, ok := slices.BinarySearchFunc(s.Instances, id, func(in api.Instance, id string) int {
+		switch {
+		case in.ID < id:
+			return -1
+		case in.ID > id:
+			return 1
+		}
+		return 0
+	})
+	if !ok {
+		return api.Instance{}, false
+	}
+	return s.Instances[i], true
+}
+
+// Snapshot returns the service's current snapshot.
+func (s *Service) Snapshot() Snapshot {
+	snap, _ := s.current()
+	return *snap
+}
+
+// Instances returns a copy of every registered instance, whatever its
+// state, sorted by ID.
+func (s *Service) Instances() []api.Instance {
+	snap, _ := s.current()
+	return slices.Clone(snap.Instances)
+}
+
+// Master returns the service's master record, if it has one.
+func (s *Service) Master() (api.Master, bool) {
+	snap, _ := s.current()
+	if snap.Master == nil {
+		return api.Master{}, false
+	}
+	return *snap.Master, true
+}
+
+// Index is the Raft index of the current snapshot.
+func (s *Service) Index() uint64 {
+	snap, _ := s.current()
+	return snap.Index
+}
+
+// Stale reports whether the servers are not answering this service's
+// watch: the cache serves the last known membership meanwhile.
+func (s *Service) Stale() bool {
+	snap, _ := s.current()
+	return snap.Stale
+}
+
+// Synced is when a server last answered this service's watch.
+func (s *Service) Synced() time.Time {
+	snap, _ := s.current()
+	return snap.Synced
+}
+
+// Balancer returns a Balancer with policy p (nil: RoundRobin) over the
+// service's ready instances, kept current by the cache: every membership
+// change rebuilds it, after a burst of changes once. Keep the Balancer and
+// pick from it per request; each call makes a new one that lives as long
+// as the Client. Pick never talks to a server.
+func (s *Service) Balancer(p balancer.Policy) *balancer.Balancer {
+	b := balancer.New(p)
+	s.balMu.Lock()
+	defer s.balMu.Unlock()
+	if s.built == nil {
+		snap, _ := s.current()
+		s.built = endpoints(snap.Instances)
+	}
+	b.Update(s.built)
+	s.balancers = append(s.balancers, b)
+	return b
+}
+
+// Watch returns an iterator over the service's snapshots: the current one
+// first, then each change (membership, master, policy, staleness). A slow
+// consumer skips intermediate snapshots and always gets the latest. It
+// ends when ctx ends or the Client closes.
+//
+//	for snap := range svc.Watch(ctx) {
+//		log.Println(len(snap.Ready()), "ready")
+//	}
+func (s *Service) Watch(ctx context.Context) iter.Seq[Snapshot] {
+	return func(yield func(Snapshot) bool) {
+		var last *Snapshot
+		for {
+			snap, changed := s.current()
+			if snap != last {
+				if !yield(*snap) {
+					return
+				}
+				last = snap
+			}
+			select {
+			case <-changed:
+			case <-ctx.Done():
+				return
+			case <-s.c.done:
+				return
+			}
+		}
+	}
+}
+
+// endpoints turns instances into balancer endpoints: the ready ones with a
+// positive weight.
+func endpoints(ins []api.Instance) []balancer.Endpoint {
+	out := make([]balancer.Endpoint, 0, len(ins))
+	for _, in := range ins {
+		if in.State == api.StateReady && in.Weight > 0 {
+			out = append(out, balancer.Endpoint{ID: in.ID, Address: in.Address, Zone: in.Zone, Weight: in.Weight, Meta: in.Meta})
+		}
+	}
+	return out
+}

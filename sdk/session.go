@@ -1,0 +1,550 @@
+package sdk
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/sdk/internal/transport"
+)
+
+// streamIdle is how long a session stream may stay silent before the SDK
+// assumes its server is gone and re-attaches (servers send a heartbeat
+// every second by default).
+const streamIdle = 5 * time.Second
+
+// session is one of a member's sessions. Its fields are guarded by the
+// member's mu; its channels are closed once.
+type session struct {
+	id       string // a secret: never logged (tag is)
+	tag      string
+	open     chan struct{} // closed when the servers have created it
+	gone     chan struct{} // closed when the member replaced it
+	ended    bool          // the servers ended it (expired)
+	attached bool
+	attach   chan struct{} // closed when the stream attaches; replaced when it detaches
+	since    time.Time     // when the stream attached
+	cancel   context.CancelFunc
+}
+
+func newSession() *session {
+	id := newSessionID()
+	return &session{id: id, tag: api.SessionTag(id), open: make(chan struct{}), gone: make(chan struct{}),
+		attach: make(chan struct{})}
+}
+
+func (s *session) isOpen() bool {
+	select {
+	case <-s.open:
+		return true
+	default:
+		return false
+	}
+}
+
+func (m *Member) sessionPath(id string) string {
+	return m.c.tenantPath("/sessions/" + id)
+}
+
+func (m *Member) sessionTag() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.sess.tag
+}
+
+// keepaliveInterval is lease/4 with a lease, else TTL/3.
+func (m *Member) keepaliveInterval() time.Duration {
+	if m.lease > 0 {
+		return m.lease / 4
+	}
+	return m.cfg.ttl / 3
+}
+
+// keepaliveTimeout bounds one keepalive attempt: half the lease (a
+// promise is at stake), or a sixth of the TTL, within [100 ms, 2 s].
+func (m *Member) keepaliveTimeout() time.Duration {
+	d := m.cfg.ttl / 6
+	if m.lease > 0 {
+		d = m.lease / 2
+	}
+	return min(max(d, 100*time.Millisecond), 2*time.Second)
+}
+
+// establish opens the current session, attaches its stream and gets a
+// first promise (master-standby), registers the instance under it and
+// brings the Client's cache up to the registration. Every step is
+// idempotent, so a failed establish may be retried.
+func (m *Member) establish(ctx context.Context) error {
+	m.mu.Lock()
+	s, reg := m.sess, m.reg
+	m.mu.Unlock()
+	body := api.SessionRequest{TTLMs: m.cfg.ttl.Milliseconds(), LeaseMs: m.lease.Milliseconds()}
+	if _, err := m.c.do(ctx, http.MethodPut, m.sessionPath(s.id), body, nil, true); err != nil {
+		return fmt.Errorf("open session: %w", err)
+	}
+	m.mu.Lock()
+	if !s.isOpen() {
+		close(s.open)
+	}
+	m.mu.Unlock()
+	if !m.farm {
+		// A master-seeking session renews only with its stream attached,
+		// and the member wants a promise before it can be granted.
+		if err := m.firstKeepalive(ctx, s); err != nil {
+			return err
+		}
+	}
+	idx, err := m.register(ctx, reg)
+	if err != nil {
+		return fmt.Errorf("register: %w", err)
+	}
+	m.mu.Lock()
+	if !m.leaving && m.st.phase != phaseLeft {
+		m.st.phase = phaseOf(reg.State)
+		m.reconcileLocked(time.Now())
+	}
+	m.mu.Unlock()
+	return m.c.wrote(ctx, m.service, idx)
+}
+
+// firstKeepalive waits for the stream and gets a promise.
+func (m *Member) firstKeepalive(ctx context.Context, s *session) error {
+	j := transport.NewJitter(10*time.Millisecond, 500*time.Millisecond)
+	for {
+		if err := m.waitAttached(ctx, s); err != nil {
+			return err
+		}
+		err := m.keepaliveOnce(ctx, s)
+		if err == nil {
+			return nil
+		}
+		if !transport.Retryable(err) && !errors.Is(err, api.ErrNotAttached) {
+			return fmt.Errorf("keepalive: %w", err)
+		}
+		if errors.Is(err, api.ErrNotAttached) {
+			m.restartStream(s, time.Now())
+		}
+		if !sleep(ctx, j.NextBackOff()) {
+			return fmt.Errorf("keepalive: %w", errors.Join(ctx.Err(), err))
+		}
+	}
+}
+
+// waitAttached waits until s's stream is attached.
+func (m *Member) waitAttached(ctx context.Context, s *session) error {
+	for {
+		m.mu.Lock()
+		if m.sess != s {
+			m.mu.Unlock()
+			return errors.New("session replaced")
+		}
+		attached, ch := s.attached, s.attach
+		m.mu.Unlock()
+		if attached {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-s.gone:
+		case <-ctx.Done():
+			return fmt.Errorf("attach session stream: %w", ctx.Err())
+		}
+	}
+}
+
+// keepaliveOnce sends one keepalive for s and takes in its answer.
+func (m *Member) keepaliveOnce(ctx context.Context, s *session) error {
+	m.mu.Lock()
+	hint := m.leader
+	m.mu.Unlock()
+	sent := time.Now()
+	resp, err := m.c.tr.Do(ctx, transport.Request{Method: http.MethodPut, Path: m.sessionPath(s.id) + "/keepalive",
+		Server: hint, Timeout: m.keepaliveTimeout()})
+	if err == nil {
+		var ka api.KeepaliveResponse
+		if err := jsonUnmarshal(resp.Body, &ka); err != nil {
+			return err
+		}
+		leader := resp.Leader()
+		if leader == "" {
+			leader = resp.Server
+		}
+		m.renewed(s, sent, &ka, leader)
+		return nil
+	}
+	var ae *api.Error
+	m.mu.Lock()
+	if errors.As(err, &ae) {
+		if ae.Leader != "" {
+			m.leader = ae.Leader
+		} else if ae.Code == api.CodeUnavailable {
+			m.leader = ""
+		}
+	} else {
+		m.leader = "" // no answer: let the next one go to any server, which forwards
+	}
+	m.mu.Unlock()
+	return err
+}
+
+// renewed takes in a keepalive answer: the promise, anchored at the send,
+// and the masterships the session holds.
+func (m *Member) renewed(s *session, sent time.Time, ka *api.KeepaliveResponse, leader string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.sess != s {
+		return
+	}
+	m.leader = leader
+	if ka.LeaseMs > 0 && sent.After(m.st.promise.sent) {
+		m.st.promise = newPromise(sent, time.Duration(ka.LeaseMs)*time.Millisecond)
+	}
+	// Strictly newer only: the answer's index is read just after its
+	// masters, so at an equal index a stream event may be the newer.
+	if !m.farm && ka.Index > m.st.recIndex {
+		var rec *record
+		for _, h := range ka.Masters {
+			if h.Service == m.service && h.Instance == m.id {
+				rec = &record{token: h.FencingToken, releasing: h.Releasing}
+			}
+		}
+		m.st.rec, m.st.recIndex = rec, ka.Index
+	}
+	m.reconcileLocked(time.Now())
+}
+
+// observe takes in the service's master record as of index, from the
+// member's watch or its stream (nil: none, or not ours).
+func (m *Member) observe(index uint64, master *api.Master) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.farm || index < m.st.recIndex {
+		return
+	}
+	var rec *record
+	if master != nil && master.Instance == m.id && master.SessionTag == m.sess.tag {
+		rec = &record{token: master.FencingToken, releasing: master.Releasing}
+	}
+	m.st.rec, m.st.recIndex = rec, index
+	m.reconcileLocked(time.Now())
+}
+
+// worker is the member's session worker: keepalives on schedule, a new
+// session when the servers ended the old one, and the resign that follows
+// an operator's revocation.
+func (m *Member) worker(ctx context.Context) {
+	interval := m.keepaliveInterval()
+	j := transport.NewJitter(10*time.Millisecond, min(interval, time.Second))
+	next := time.Now().Add(interval)
+	t := time.NewTimer(interval)
+	defer t.Stop()
+	var missing time.Time // since when keepalives answer not_found
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-m.work:
+		}
+		m.mu.Lock()
+		s, ended, resign, paused := m.sess, m.sess.ended, m.pendingResign, m.paused
+		m.pendingResign = 0
+		m.mu.Unlock()
+		if ended {
+			m.recover(ctx)
+			next, missing = time.Now().Add(interval), time.Time{}
+			t.Reset(interval)
+			continue
+		}
+		if resign != 0 {
+			m.selfResign(ctx, s, resign)
+		}
+		if now := time.Now(); now.Before(next) || paused {
+			if paused {
+				next = now.Add(interval)
+			}
+			t.Reset(next.Sub(now))
+			continue
+		}
+		sent := time.Now()
+		err := m.keepaliveOnce(ctx, s)
+		switch {
+		case err == nil:
+			next, missing = sent.Add(interval), time.Time{}
+			j.Reset()
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, api.ErrSessionExpired):
+			m.sessionEnded(s)
+			next = time.Now()
+		case errors.Is(err, api.ErrNotFound):
+			// A session the leader does not know, and no tombstone: it
+			// ended long ago. Retry for a TTL before taking it as ended.
+			if missing.IsZero() {
+				missing = sent
+			}
+			if time.Since(missing) > m.cfg.ttl {
+				m.sessionEnded(s)
+			}
+			next = time.Now().Add(j.NextBackOff())
+		case errors.Is(err, api.ErrNotAttached):
+			m.restartStream(s, sent)
+			wctx, cancel := context.WithTimeout(ctx, interval)
+			m.waitAttached(wctx, s)
+			cancel()
+			next = time.Now()
+		default:
+			var ae *api.Error
+			if errors.As(err, &ae) && ae.RetryAfter > 0 {
+				j.SetFloor(min(ae.RetryAfter, interval))
+			}
+			m.log.Debug("keepalive failed", "err", err)
+			next = time.Now().Add(j.NextBackOff())
+		}
+		t.Reset(time.Until(next))
+	}
+}
+
+// sessionEnded marks s as ended by the servers; the worker registers the
+// member again under a new session.
+func (m *Member) sessionEnded(s *session) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.sess != s || s.ended {
+		return
+	}
+	s.ended = true
+	m.log.Warn("session ended by the servers", "session", s.tag)
+	// The mastership, if any, ended with the session.
+	m.st.rec = nil
+	m.reconcileLocked(time.Now())
+	select {
+	case m.work <- struct{}{}:
+	default:
+	}
+}
+
+// recover registers the member again under a new session (the same
+// instance ID), retrying until it succeeds, the member leaves, or the
+// servers refuse for good (then the member is lost).
+func (m *Member) recover(ctx context.Context) {
+	m.mu.Lock()
+	if m.leaving || m.st.phase == phaseLeft {
+		m.mu.Unlock()
+		return
+	}
+	old := m.sess
+	if old.cancel != nil {
+		old.cancel()
+	}
+	m.sess = newSession()
+	close(old.gone)
+	m.st.rec, m.st.promise = nil, promise{}
+	m.reconcileLocked(time.Now())
+	tag := m.sess.tag
+	m.mu.Unlock()
+	m.log.Info("registering again under a new session", "old", old.tag, "session", tag)
+	j := transport.NewJitter(50*time.Millisecond, 5*time.Second)
+	for {
+		err := m.establish(ctx)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		if terminal(err) {
+			m.finish(fmt.Errorf("%w: %w", ErrSessionLost, err))
+			return
+		}
+		m.log.Warn("registering again failed; retrying", "err", err)
+		if !sleep(ctx, j.NextBackOff()) {
+			return
+		}
+	}
+}
+
+// terminal reports whether the servers refused for good: a retry cannot
+// help.
+func terminal(err error) bool {
+	for _, e := range []error{api.ErrUnauthorized, api.ErrForbidden, api.ErrNotFound, api.ErrConflict, api.ErrBadRequest} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// selfResign resigns a mastership that someone else revoked (an operator
+// drained the master): under the holder's own session the successor is
+// granted at once instead of after the holder's last promise.
+func (m *Member) selfResign(ctx context.Context, s *session, token uint64) {
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := m.sendResign(rctx, s.id, token, ""); err != nil {
+		// No other candidate (409), or already released: the servers
+		// release it when our last promise lapses.
+		m.log.Debug("resign after revocation", "token", token, "err", err)
+		return
+	}
+	m.log.Info("resigned a revoked mastership", "token", token)
+}
+
+// restartStream drops s's stream if it attached before at: a keepalive
+// sent then was refused as not attached, so that stream is not on the
+// tenant's leader.
+func (m *Member) restartStream(s *session, at time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.sess == s && s.attached && s.since.Before(at) && s.cancel != nil {
+		s.cancel()
+	}
+}
+
+// streamLoop keeps the current session's stream attached to the tenant's
+// leader: at once after `moved` (to the leader it names), with jittered
+// backoff after a failure. Losing the stream does not demote a master; its
+// promise does.
+func (m *Member) streamLoop(ctx context.Context) {
+	j := transport.NewJitter(10*time.Millisecond, 500*time.Millisecond)
+	server := ""
+	for ctx.Err() == nil {
+		m.mu.Lock()
+		s := m.sess
+		m.mu.Unlock()
+		select {
+		case <-s.open:
+		case <-s.gone:
+			continue
+		case <-ctx.Done():
+			return
+		}
+		m.mu.Lock()
+		if m.sess != s || s.ended {
+			ended := s.ended
+			m.mu.Unlock()
+			if ended {
+				select { // wait for the worker to replace it
+				case <-s.gone:
+				case <-ctx.Done():
+				}
+			}
+			continue
+		}
+		if m.leader != "" {
+			server = m.leader
+		}
+		sctx, cancel := context.WithCancel(ctx)
+		s.cancel = cancel
+		m.mu.Unlock()
+
+		resp, used, err := m.c.tr.Stream(sctx, server, m.sessionPath(s.id)+"/stream")
+		if err != nil {
+			cancel()
+			var ae *api.Error
+			switch {
+			case ctx.Err() != nil:
+				return
+			case errors.Is(err, api.ErrSessionExpired):
+				m.sessionEnded(s)
+			case errors.As(err, &ae) && ae.Leader != "" && ae.Leader != used:
+				server = ae.Leader
+			default:
+				server = m.c.tr.Next(used)
+			}
+			if errors.As(err, &ae) && ae.RetryAfter > 0 {
+				j.SetFloor(min(ae.RetryAfter, 200*time.Millisecond))
+			}
+			m.log.Debug("stream attach failed", "server", used, "err", err)
+			sleep(ctx, j.NextBackOff())
+			continue
+		}
+		moved, leader := m.readStream(cancel, s, resp, used, j)
+		cancel()
+		resp.Body.Close()
+		m.detached(s)
+		switch {
+		case moved && leader != "":
+			server = leader
+			m.setLeader(leader)
+			sleep(ctx, jitter(10*time.Millisecond))
+		case moved:
+			server = m.c.tr.Next(used)
+			m.setLeader("")
+			sleep(ctx, jitter(20*time.Millisecond))
+		default:
+			sleep(ctx, j.NextBackOff())
+		}
+	}
+}
+
+// readStream reads s's stream until it ends; moved reports a `moved`
+// line (the server closed it and names the leader, if known).
+func (m *Member) readStream(cancel context.CancelFunc, s *session, resp *http.Response, server string, j *transport.Jitter) (moved bool, leader string) {
+	idle := time.AfterFunc(streamIdle, cancel)
+	defer idle.Stop()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	first := true
+	for sc.Scan() {
+		idle.Reset(streamIdle)
+		var ev api.StreamEvent
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			m.log.Warn("bad stream line", "err", err)
+			return false, ""
+		}
+		switch ev.Type {
+		case api.EventHeartbeat:
+			if first {
+				m.attached(s, server)
+				j.Reset()
+			}
+		case api.EventMoved:
+			return true, ev.Leader
+		case api.EventExpired:
+			m.sessionEnded(s)
+			return false, ""
+		case api.EventMaster:
+			if ev.Service == m.service {
+				m.observe(ev.Index, ev.Master)
+			}
+		}
+		first = false
+	}
+	return false, ""
+}
+
+func (m *Member) attached(s *session, server string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.sess != s || s.attached {
+		return
+	}
+	s.attached, s.since = true, time.Now()
+	close(s.attach)
+	m.leader = server // only the leader serves streams
+	m.log.Debug("stream attached", "server", server, "session", s.tag)
+}
+
+func (m *Member) detached(s *session) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s.attached {
+		s.attached = false
+		s.attach = make(chan struct{})
+	}
+	s.cancel = nil
+}
+
+func (m *Member) setLeader(l string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.leader = l
+}
+
+// jitter is a random wait in [0, d].
+func jitter(d time.Duration) time.Duration {
+	return transport.NewJitter(d, d).NextBackOff()
+}
