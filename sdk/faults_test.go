@@ -1,0 +1,162 @@
+package sdk_test
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/balancer"
+	"github.com/rafting/rafting/sdk"
+	"github.com/rafting/rafting/sdk/sdktest"
+)
+
+// TestStaticStability: with every server down, the cache keeps the last
+// known membership (marked stale) and Pick keeps working; when the
+// servers return, the cache catches up.
+func TestStaticStability(t *testing.T) {
+	c := sdktest.Start(t)
+	tn := &tenant{c: c, name: c.Tenant, tok: c.Token}
+	for i := 1; i <= 3; i++ {
+		// Instances without a session stay registered through the outage.
+		r := tn.rest(t, http.MethodPut, fmt.Sprintf("/services/api/instances/a%d", i), api.RegisterRequest{Address: fmt.Sprintf("10.0.0.%d:80", i)})
+		if r.Status >= 300 {
+			t.Fatalf("register: %d %s", r.Status, r.Body)
+		}
+	}
+	cl := tn.connect(t)
+	svc, err := cl.Service(ctxT(t, 10*time.Second), "api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := svc.Balancer(balancer.RoundRobin())
+	eventually(t, 5*time.Second, "three instances", func() bool { return len(svc.Snapshot().Ready()) == 3 })
+
+	c.Servers.Stop()
+	eventually(t, 15*time.Second, "the service to be marked stale", svc.Stale)
+	seen := map[string]int{}
+	for range 30 {
+		e, err := b.Pick()
+		if err != nil {
+			t.Fatalf("Pick() with every server down = %v, want the last known membership", err)
+		}
+		seen[e.ID]++
+	}
+	if len(seen) != 3 || len(svc.Instances()) != 3 {
+		t.Fatalf("picked %v from %v while stale, want a1..a3", seen, ids(svc.Instances()))
+	}
+	if snap := svc.Snapshot(); !snap.Stale || time.Since(snap.Synced) < 0 {
+		t.Fatalf("snapshot %+v, want stale", snap)
+	}
+
+	var wg sync.WaitGroup
+	for i := 1; i <= 3; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.Servers.StartNode(i)
+		}()
+	}
+	wg.Wait()
+	c.Servers.WaitReady()
+	r := tn.rest(t, http.MethodPut, "/services/api/instances/a4", api.RegisterRequest{Address: "10.0.0.4:80"})
+	if r.Status >= 300 {
+		t.Fatalf("register after restart: %d %s", r.Status, r.Body)
+	}
+	eventually(t, 20*time.Second, "the cache to catch up", func() bool {
+		return len(svc.Snapshot().Ready()) == 4 && !svc.Stale()
+	})
+	eventually(t, 5*time.Second, "the balancer to pick the new instance", func() bool {
+		e, err := b.Pick()
+		return err == nil && e.ID == "a4"
+	})
+}
+
+// TestServerFailover: the tenant shard's leader stops (gracefully, then
+// by a crash) under connected members: they stay registered, the master
+// keeps its mastership and token, and no standby is granted.
+func TestServerFailover(t *testing.T) {
+	c := sdktest.Start(t)
+	tn := &tenant{c: c, name: c.Tenant, tok: c.Token}
+	var r roles
+	m := tn.join(t, msInstance("f", "m1", 0), sdk.WithRoleChange(r.record))
+	s := tn.join(t, msInstance("f", "m2", 0))
+	tn.join(t, sdk.Instance{Service: "web", ID: "w1", Address: "w:1"})
+	watchOneMaster(t, m, s)
+	obs := tn.connect(t)
+	svc, err := obs.Service(ctxT(t, 10*time.Second), "f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	web, err := obs.Service(ctxT(t, 10*time.Second), "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := m.FencingToken()
+	if tok == 0 {
+		t.Fatal("m1 is not master")
+	}
+	for _, crash := range []bool{false, true} {
+		leader := c.Servers.WaitTenantLeader(tn.name)
+		start := time.Now()
+		if crash {
+			c.Servers.AbortNode(leader)
+		} else {
+			c.Servers.StopNode(leader)
+		}
+		eventually(t, 15*time.Second, "a new tenant leader", func() bool { return c.Servers.TenantLeader(tn.name) != 0 })
+		eventually(t, 10*time.Second, "m1 master again", m.IsMaster)
+		// Past drop_grace and the lease: nothing expired meanwhile.
+		for until := start.Add(2500 * time.Millisecond); time.Now().Before(until); time.Sleep(20 * time.Millisecond) {
+			if s.IsMaster() {
+				t.Fatal("a standby was granted during a server failover")
+			}
+		}
+		eventually(t, 5*time.Second, "m1 master", m.IsMaster)
+		if got := m.FencingToken(); got != tok {
+			t.Fatalf("token %d after failover, want %d", got, tok)
+		}
+		if master, ok := svc.Master(); !ok || master.Instance != "m1" || master.FencingToken != tok {
+			t.Fatalf("observer sees master %+v", master)
+		}
+		if len(svc.Instances()) != 2 || len(web.Instances()) != 1 {
+			t.Fatalf("after failover: f %v, web %v", ids(svc.Instances()), ids(web.Instances()))
+		}
+		var suspended time.Duration
+		var since time.Time
+		for _, ch := range r.all() {
+			if ch.At.Before(start) {
+				continue
+			}
+			switch {
+			case ch.Role == sdk.Suspended:
+				since = ch.At
+			case ch.Role == sdk.Master && !since.IsZero():
+				suspended += ch.At.Sub(since)
+				since = time.Time{}
+			}
+		}
+		t.Logf("crash=%v: master suspended for %v in total", crash, suspended)
+		c.Servers.StartNode(leader)
+		c.Servers.WaitReady()
+		eventually(t, 20*time.Second, "the restarted node to run the tenant", func() bool {
+			srv := c.Servers.Server(leader)
+			if srv == nil {
+				return false
+			}
+			tr, ok := srv.Node().Tenant(tn.name)
+			if !ok {
+				return false
+			}
+			_, _, known := tr.Leader()
+			return known
+		})
+	}
+	if err := m.Leave(ctxT(t, 10*time.Second)); err != nil && !errors.Is(err, sdk.ErrLeft) {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "m2 to take over after the leave", s.IsMaster)
+}
