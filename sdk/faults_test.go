@@ -34,6 +34,7 @@ func TestStaticStability(t *testing.T) {
 	}
 	b := svc.Balancer(balancer.RoundRobin())
 	eventually(t, 5*time.Second, "three instances", func() bool { return len(svc.Snapshot().Ready()) == 3 })
+	m := tn.join(t, msInstance("lone", "l1", 0), sdk.WithLeaveTimeout(1500*time.Millisecond))
 
 	c.Servers.Stop()
 	eventually(t, 15*time.Second, "the service to be marked stale", svc.Stale)
@@ -50,6 +51,20 @@ func TestStaticStability(t *testing.T) {
 	}
 	if snap := svc.Snapshot(); !snap.Stale || time.Since(snap.Synced) < 0 {
 		t.Fatalf("snapshot %+v, want stale", snap)
+	}
+	// Leave is bounded with every server gone, and ends the member.
+	start := time.Now()
+	err = m.Leave(ctxT(t, time.Minute))
+	if d := time.Since(start); err == nil || d > 2500*time.Millisecond {
+		t.Fatalf("Leave() with no server = %v after %v, want an error within the leave timeout", err, d)
+	}
+	select {
+	case <-m.Done():
+	default:
+		t.Fatal("Done not closed after a failed Leave")
+	}
+	if m.Role() != sdk.Left {
+		t.Fatalf("role after Leave = %v", m.Role())
 	}
 
 	var wg sync.WaitGroup

@@ -1,0 +1,162 @@
+package sdk
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/balancer"
+)
+
+func answer(index uint64, instances ...api.Instance) *api.ServiceResponse {
+	return &api.ServiceResponse{Index: index, ModifyIndex: index, Service: "s", Instances: instances}
+}
+
+func ready(id string) api.Instance {
+	return api.Instance{ID: id, Address: id + ":1", State: api.StateReady, Weight: 100}
+}
+
+func draining(id string) api.Instance {
+	in := ready(id)
+	in.State = api.StateDraining
+	return in
+}
+
+func pickedIDs(b *balancer.Balancer) []string {
+	var out []string
+	for _, e := range b.Endpoints() {
+		out = append(out, e.ID)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestQuarantine: an answer removing more than half of the ready
+// instances at once keeps them in balancers for the quarantine; drained
+// instances, small removals and returning instances are applied at once.
+func TestQuarantine(t *testing.T) {
+	c := testClient()
+	c.cfg.conn.quarantine = 10 * time.Second
+	s := newService(c, "s")
+	now := time.Now()
+	if got := s.apply(answer(10, ready("a"), ready("b"), ready("c"), ready("d")), now); got != applied {
+		t.Fatalf("first fill: %v", got)
+	}
+	b := s.Balancer(nil)
+	// One of four vanishes: applied at once.
+	s.apply(answer(11, ready("a"), ready("b"), ready("c")), now)
+	s.rebuild()
+	if got := pickedIDs(b); !slices.Equal(got, []string{"a", "b", "c"}) {
+		t.Fatalf("after a small removal the balancer holds %v", got)
+	}
+	// Two of three vanish at once: quarantined.
+	s.apply(answer(12, ready("a")), now)
+	s.rebuild()
+	snap := s.Snapshot()
+	if got := ids(snap.Instances); !slices.Equal(got, []string{"a"}) {
+		t.Fatalf("the snapshot shows %v, want the truth [a]", got)
+	}
+	if !slices.Equal(snap.Quarantined, []string{"b", "c"}) {
+		t.Fatalf("Quarantined = %v, want [b c]", snap.Quarantined)
+	}
+	if got := pickedIDs(b); !slices.Equal(got, []string{"a", "b", "c"}) {
+		t.Fatalf("during the quarantine the balancer holds %v, want [a b c]", got)
+	}
+	// b comes back (draining): it leaves the quarantine and the balancer.
+	s.apply(answer(13, ready("a"), draining("b")), now.Add(time.Second))
+	s.rebuild()
+	if got := pickedIDs(b); !slices.Equal(got, []string{"a", "c"}) {
+		t.Fatalf("after b drained the balancer holds %v, want [a c]", got)
+	}
+	// An older answer is dropped.
+	if got := s.apply(answer(5), now); got != older || s.Index() != 13 {
+		t.Fatalf("older answer: %v, index %d", got, s.Index())
+	}
+	// The quarantine ends.
+	s.endQuarantine(now.Add(9 * time.Second))
+	if len(s.Snapshot().Quarantined) != 1 {
+		t.Fatal("the quarantine ended early")
+	}
+	s.endQuarantine(now.Add(10 * time.Second))
+	s.rebuild()
+	if got := pickedIDs(b); !slices.Equal(got, []string{"a"}) || len(s.Snapshot().Quarantined) != 0 {
+		t.Fatalf("after the quarantine the balancer holds %v", got)
+	}
+	// A mass drain is intentional: applied at once.
+	s.apply(answer(20, ready("a"), ready("b"), ready("c")), now)
+	s.apply(answer(21, ready("a"), draining("b"), draining("c")), now)
+	s.rebuild()
+	if got := pickedIDs(b); !slices.Equal(got, []string{"a"}) {
+		t.Fatalf("after a mass drain the balancer holds %v, want [a]", got)
+	}
+}
+
+func ids(ins []api.Instance) []string {
+	var out []string
+	for _, in := range ins {
+		out = append(out, in.ID)
+	}
+	return out
+}
+
+// TestDebounce: a burst of updates a few hundred microseconds apart makes
+// one balancer rebuild, after the quiet time; a long burst is cut every
+// 25 quiet times; an isolated update rebuilds once.
+func TestDebounce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := testClient()
+		c.cfg.conn.debounce = 2 * time.Millisecond
+		c.cfg.conn.quarantine = 0
+		s := newService(c, "s")
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); s.publish(ctx) }()
+		defer func() { cancel(); <-done }()
+		b := s.Balancer(nil)
+		idx := uint64(1)
+		update := func() {
+			idx++
+			ins := []api.Instance{ready("a")}
+			for i := range idx % 7 {
+				ins = append(ins, ready(string(rune('b'+i))))
+			}
+			s.apply(answer(idx, ins...), time.Now())
+		}
+		update()
+		time.Sleep(3 * time.Millisecond)
+		synctest.Wait()
+		if n := s.rebuilds.Load(); n != 1 {
+			t.Fatalf("one update: %d rebuilds, want 1", n)
+		}
+		for range 10 {
+			update()
+			time.Sleep(300 * time.Microsecond)
+		}
+		synctest.Wait()
+		if n := s.rebuilds.Load(); n != 1 {
+			t.Fatalf("during a burst: %d rebuilds, want none yet", n)
+		}
+		start := time.Now()
+		time.Sleep(2 * time.Millisecond)
+		synctest.Wait()
+		if n := s.rebuilds.Load(); n != 2 {
+			t.Fatalf("after a burst of 10: %d rebuilds, want 2 (one more)", n)
+		}
+		if got, want := len(b.Endpoints()), len(s.Snapshot().Instances); got != want || time.Since(start) > 2*time.Millisecond {
+			t.Fatalf("the balancer holds %d endpoints, the snapshot %d", got, want)
+		}
+		// Updates every 1 ms for 200 ms: cut every 50 ms.
+		for range 200 {
+			update()
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(5 * time.Millisecond)
+		synctest.Wait()
+		if n := s.rebuilds.Load() - 2; n < 3 || n > 5 {
+			t.Fatalf("a 200 ms burst made %d rebuilds, want about 4", n)
+		}
+	})
+}

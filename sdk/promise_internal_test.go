@@ -1,0 +1,187 @@
+package sdk
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/rafting/rafting/api"
+)
+
+func TestMargin(t *testing.T) {
+	tests := []struct {
+		lease, want time.Duration
+	}{
+		{0, 50 * time.Millisecond},
+		{time.Second, 52 * time.Millisecond},
+		{200 * time.Millisecond, 50*time.Millisecond + 400*time.Microsecond},
+		{10 * time.Second, 70 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		if got := margin(tt.lease); got != tt.want {
+			t.Errorf("margin(%v) = %v, want %v", tt.lease, got, tt.want)
+		}
+	}
+}
+
+// TestPromiseElapsed: elapsed time is the larger of the monotonic and
+// wall-clock differences, so a host suspended (monotonic clock stopped)
+// or a wall clock stepped back never extends the belief.
+func TestPromiseElapsed(t *testing.T) {
+	sent := time.Now()
+	p := newPromise(sent, time.Second)
+	if !p.valid(sent) || p.remaining(sent) != time.Second-margin(time.Second) {
+		t.Fatalf("remaining at send = %v", p.remaining(sent))
+	}
+	// Monotonic says 100 ms, wall says 2 s (the host slept): lapsed.
+	suspended := newPromise(sent, time.Second)
+	suspended.wall = suspended.wall.Add(-2 * time.Second)
+	if suspended.valid(sent.Add(100 * time.Millisecond)) {
+		t.Fatal("a promise is believed after a suspension the wall clock saw")
+	}
+	// Wall clock stepped back 5 s: the monotonic clock still counts.
+	stepped := newPromise(sent, time.Second)
+	stepped.wall = stepped.wall.Add(5 * time.Second)
+	if stepped.valid(sent.Add(time.Second)) {
+		t.Fatal("a promise is believed past its lease after a wall-clock step back")
+	}
+	if (promise{}).valid(sent) || newPromise(sent, 0).valid(sent) {
+		t.Fatal("no promise (or lease 0) is valid")
+	}
+}
+
+func TestRoleState(t *testing.T) {
+	now := time.Now()
+	fresh := newPromise(now, time.Second)
+	old := newPromise(now.Add(-2*time.Second), time.Second)
+	rec := &record{token: 7}
+	tests := []struct {
+		name  string
+		st    roleState
+		want  Role
+		token uint64
+	}{
+		{"joining", roleState{phase: phaseJoining}, Starting, 0},
+		{"starting, even if named master", roleState{phase: phaseStarting, rec: rec, promise: fresh}, Starting, 0},
+		{"ready farm", roleState{phase: phaseReady, farm: true, rec: rec, promise: fresh}, Standby, 0},
+		{"standby", roleState{phase: phaseReady, promise: fresh}, Standby, 0},
+		{"master", roleState{phase: phaseReady, rec: rec, promise: fresh}, Master, 7},
+		{"releasing", roleState{phase: phaseReady, rec: &record{token: 7, releasing: true}, promise: fresh}, Standby, 0},
+		{"resigning", roleState{phase: phaseReady, rec: rec, promise: fresh, resigning: true}, Standby, 0},
+		{"suspended", roleState{phase: phaseReady, rec: rec, promise: old, mastered: 7}, Suspended, 7},
+		{"granted without a promise yet", roleState{phase: phaseReady, rec: rec, promise: old, mastered: 3}, Standby, 0},
+		{"draining", roleState{phase: phaseDraining, rec: rec, promise: fresh}, Draining, 0},
+		{"left", roleState{phase: phaseLeft, rec: rec, promise: fresh}, Left, 0},
+	}
+	for _, tt := range tests {
+		if got, tok := tt.st.role(now); got != tt.want || tok != tt.token {
+			t.Errorf("%s: role() = %v, %d; want %v, %d", tt.name, got, tok, tt.want, tt.token)
+		}
+	}
+}
+
+func TestRoleString(t *testing.T) {
+	for r, want := range map[Role]string{Starting: "starting", Standby: "standby", Master: "master",
+		Suspended: "suspended", Draining: "draining", Left: "left", 0: "Role(0)", 9: "Role(9)"} {
+		if got := r.String(); got != want {
+			t.Errorf("Role(%d).String() = %q, want %q", int(r), got, want)
+		}
+	}
+}
+
+// testClient is a Client that talks to no server, for member and cache
+// logic.
+func testClient() *Client {
+	cfg := defaults()
+	cfg.conn.tenant = "t"
+	return &Client{cfg: cfg, log: slog.New(slog.DiscardHandler), services: map[string]*Service{},
+		members: map[*Member]struct{}{}, floors: map[string]uint64{}, done: make(chan struct{})}
+}
+
+// TestRoleTimer: a master is demoted by a timer at the exact lapse of its
+// promise (its Term's Ctx cancelled, OnRoleChange told), becomes Master
+// again with the same token on the next keepalive, and stops acting the
+// moment a revocation is seen.
+func TestRoleTimer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := newMember(testClient(), Instance{Service: "s", ID: "i", Address: "a", Mode: MasterStandby},
+			memberConfig{ttl: 5 * time.Second, lease: -1, leaveTimeout: time.Second}, false)
+		ctx, cancel := context.WithCancel(context.Background())
+		m.cancel = cancel
+		m.notified.Add(1)
+		go func() { defer m.notified.Done(); m.notifier() }()
+		m.wg.Add(1)
+		go func() { defer m.wg.Done(); m.roleLoop(ctx) }()
+		defer func() {
+			m.finish(nil)
+			m.wg.Wait()
+			m.notified.Wait()
+		}()
+		var mu sync.Mutex
+		var got []RoleChange
+		m.OnRoleChange(func(c RoleChange) { mu.Lock(); got = append(got, c); mu.Unlock() })
+		last := func() RoleChange {
+			synctest.Wait()
+			mu.Lock()
+			defer mu.Unlock()
+			return got[len(got)-1]
+		}
+		m.mu.Lock()
+		m.st.phase = phaseReady
+		m.reconcileLocked(time.Now())
+		s := m.sess
+		m.mu.Unlock()
+		held := []api.HeldMastership{{Service: "s", Instance: "i", FencingToken: 42}}
+		start := time.Now()
+		m.renewed(s, start, &api.KeepaliveResponse{LeaseMs: 1000, Index: 10, Masters: held}, "leader")
+		if c := last(); c.Role != Master || c.Token != 42 || c.Previous != Standby {
+			t.Fatalf("after a keepalive naming us: %+v, want master(42) from standby", c)
+		}
+		term, ok := m.Mastership()
+		if !ok || term.Token != 42 {
+			t.Fatalf("Mastership() = %+v, %v", term, ok)
+		}
+		lapse := start.Add(time.Second - margin(time.Second))
+		time.Sleep(time.Until(lapse) - time.Millisecond)
+		if c := last(); c.Role != Master || term.Ctx.Err() != nil {
+			t.Fatalf("1 ms before the lapse: %+v, ctx %v", c, term.Ctx.Err())
+		}
+		time.Sleep(3 * time.Millisecond)
+		c := last()
+		if c.Role != Suspended || c.Token != 42 || c.At.Before(lapse) || c.At.After(lapse.Add(2*time.Millisecond)) {
+			t.Fatalf("at the lapse: %+v, want suspended(42) at %v", c, lapse)
+		}
+		if term.Ctx.Err() == nil || m.IsMaster() {
+			t.Fatal("the term outlived its promise")
+		}
+		// The next keepalive: master again, same token, a new Ctx.
+		m.renewed(s, time.Now(), &api.KeepaliveResponse{LeaseMs: 1000, Index: 11, Masters: held}, "leader")
+		if c := last(); c.Role != Master || c.Token != 42 {
+			t.Fatalf("after keepalives resumed: %+v", c)
+		}
+		term2, _ := m.Mastership()
+		// An older source naming someone else changes nothing.
+		m.observe(9, &api.Master{Instance: "other", FencingToken: 99})
+		if !m.IsMaster() {
+			t.Fatal("an older record demoted the master")
+		}
+		// An operator's revocation: demoted at once, and a resign queued.
+		m.observe(12, &api.Master{Instance: "i", SessionTag: s.tag, FencingToken: 42, Releasing: true})
+		if c := last(); c.Role != Standby || term2.Ctx.Err() == nil {
+			t.Fatalf("after a releasing record: %+v, ctx %v", c, term2.Ctx.Err())
+		}
+		m.mu.Lock()
+		pending := m.pendingResign
+		m.mu.Unlock()
+		if pending != 42 {
+			t.Fatalf("pendingResign = %d, want 42", pending)
+		}
+		m.finish(nil)
+		if c := last(); c.Role != Left {
+			t.Fatalf("after finish: %+v", c)
+		}
+	})
+}
