@@ -1,0 +1,174 @@
+// Package sdk is Rafting's client: service discovery with client-side load
+// balancing, and single-master election with fencing tokens, for Go
+// services, on a small cluster of Rafting servers.
+//
+// # The happy path
+//
+// A service instance joins at startup and leaves when it stops:
+//
+//	m, err := sdk.Join(ctx, sdk.Instance{Service: "billing", Address: "10.0.0.5:8080", Mode: sdk.MasterStandby},
+//		sdk.WithRoleChange(func(c sdk.RoleChange) { log.Println("now", c.Role) }))
+//	if err != nil {
+//		return err
+//	}
+//	defer m.Leave(context.Background()) // graceful: bounded, hands over, deregisters
+//	if t, ok := m.Mastership(); ok {
+//		write(t.Ctx, t.Token, ...) // t.Ctx ends with the lease; the store rejects older tokens
+//	}
+//
+// A caller of a service watches it and picks an instance per request,
+// locally, without a round trip:
+//
+//	c, err := sdk.Connect(ctx)
+//	svc, err := c.Service(ctx, "orders")      // waits for the first answer
+//	b := svc.Balancer(balancer.RoundRobin())  // kept current by the cache
+//	ep, err := b.Pick()                       // lock-free, allocation-free
+//
+// # Configuration
+//
+// Connect and Join read three environment variables, and nothing else in
+// the package reads the environment:
+//
+//	RAFTING_SERVERS  the servers' API addresses, comma-separated host:port
+//	RAFTING_TENANT   the tenant
+//	RAFTING_TOKEN    the tenant's token (a secret: never logged)
+//
+// Options override them (WithServers, WithTenant, WithToken). The other
+// options have defaults that suit most services: a 5 s session TTL, a 1 s
+// lease for master-standby members, 500 ms of draining on Leave, a 5 s
+// bound on Leave. Join fills in what an instance can tell about itself: a
+// generated ID (the host name and a random suffix), the host name as its
+// address, Farm mode, weight 100.
+//
+// # Members and their roles
+//
+// Each Member has a session of its own: a 128-bit random ID chosen by the
+// SDK, a secret that only the member knows (reads and logs show its tag).
+// The member keeps the session's stream attached to the tenant's Raft
+// leader (following `moved` answers), so that a crashed process (kill -9,
+// OOM) is noticed when the kernel closes its connection and replaced in
+// about a second; and it sends keepalives every lease/4 (every TTL/3
+// without a lease). A server failover is not a session loss: the stream
+// re-attaches and keepalives go on, to the new leader. Only when a server
+// answers that the session has ended (session_expired) does the member
+// register again, under a new session and the same instance ID.
+//
+// Role answers one question, may this member act as its service's one
+// master, and follows the member's life cycle:
+//
+//	Starting   joining, or joined with WithTwoStepStartup until Ready
+//	Standby    ready, not master
+//	Master     the master record names the member and its promise holds
+//	Suspended  master, but its promise ran out while its session lives
+//	Draining   leaving (or registered as draining)
+//	Left       left, or lost for good (Done is closed)
+//
+// A farm has no master: a ready farm member is Standby, which means what it
+// says, "ready and not master", and balancers pick it. A farm member is
+// never Master or Suspended, so code that guards singleton work with
+// IsMaster is safe in either mode. (A separate Active role was considered
+// and left out: it would make the same ready instance read differently by
+// mode, and "is this instance serving" is a question for the Service
+// cache, not for the Member.)
+//
+// OnRoleChange (and WithRoleChange, which registers before the
+// registration is sent, so it sees the first promotion too) reports the
+// current role at once, then every change, in order, one callback at a
+// time on a goroutine of the member's. Demotions are reported the moment
+// the SDK sees them, and the Term's Ctx is cancelled first.
+//
+// # The promise rule, from the client's side
+//
+// Every keepalive answer carries lease_ms: the servers promise not to end
+// the session before the leader received the keepalive + lease_ms. The
+// SDK anchors that promise at the moment it sent the keepalive, which is
+// earlier, so the member can only believe less than was promised.
+// IsMaster is true only while both hold:
+//
+//   - the latest master record the member knows of names its session and
+//     is not being revoked (from three sources, newest Raft index wins:
+//     keepalive answers, stream events, the member's watch of its
+//     service); and
+//   - send time + lease_ms − margin is in the future, where elapsed time
+//     is the larger of the monotonic and wall-clock differences (a host
+//     suspended, whose monotonic clock stopped, or a process paused,
+//     never over-believes), and margin = 50 ms + 2·ρ·lease with ρ = 10⁻³
+//     for clock-rate drift (52 ms for the default 1 s lease).
+//
+// The check is made on every read of the role, so a paused process that
+// resumes sees IsMaster() == false before it does anything, even before
+// the timer that demotes it at the lapse (and cancels the Term's Ctx)
+// fires. A master whose promise lapsed while its session lives, e.g.
+// while the tenant's Raft leader is being replaced, is Suspended: same
+// token, no successor is granted meanwhile, and it is Master again with
+// the same token once a keepalive succeeds. Stream loss alone never
+// demotes; the promise does.
+//
+// A graceful stop stops acting first, then tells the servers under the
+// member's own session, which grant the successor in the same Raft entry:
+// Leave (registers as draining, waits the drain delay so that callers'
+// caches drop it, deregisters, ends the session) and Resign (hands over
+// and stays a candidate). If anyone else revokes the mastership (an
+// operator drains the master through the REST API), the record becomes
+// `releasing`: the member stops acting at once and resigns itself, so the
+// successor does not wait for its last promise. Fencing tokens increase
+// with every grant; pass them to whatever the master writes to.
+//
+// # The cache
+//
+// Client.Service watches one service with one blocking query at a time
+// (GET .../services/{s}?index=N&wait=60s) and keeps one monotonic index:
+// an answer older than what the cache holds is dropped, and after the
+// first answer the SDK never asks from 0 again. Each answer is a full
+// snapshot, applied atomically; balancers are rebuilt from it once per
+// burst of updates (WithDebounce) and take only ready instances with a
+// positive weight. Writes made through a Client (Join, Update, Ready) are
+// visible in that Client's cache when they return (read-your-writes).
+//
+// Static stability: when no server answers, the cache keeps serving the
+// last known membership, marked Stale, and Pick goes on working; a failed
+// watch never publishes an empty list, and the cache catches up when the
+// servers return. An answer in which more than half of the picked
+// instances vanish at once goes through a quarantine (see Service).
+//
+// Watch returns an iterator (iter.Seq[Snapshot]) rather than a channel:
+// the current snapshot first, then the latest one after each change; a
+// slow consumer skips intermediate ones instead of filling a buffer, and
+// nothing leaks when the loop breaks.
+//
+// # Resilience
+//
+// Each server sits behind its own circuit breaker (three failures in a
+// row keep it out for a second). Requests retry with full-jitter backoff
+// (cenkalti/backoff), on another server where that helps (no answer, 503,
+// stale_replica), to the leader a server names, and never sooner than a
+// Retry-After; writes are retried with the same body, as every write is
+// idempotent. Keepalives retry within their lease. Concurrent first calls
+// for one service share one watcher and one request, and concurrent
+// read-your-writes refreshes of a service share one request (singleflight).
+// The SDK's own http.Transport keeps many idle connections per server
+// (long-polls hold one each) and bounds dials and TLS handshakes; blocking
+// queries are bounded by their own wait, never by a short client timeout.
+//
+// # Errors
+//
+// Errors are sentinels usable with errors.Is, across the wire: a server's
+// 409 quota_exceeded matches ErrQuotaExceeded, a 401 ErrUnauthorized, and
+// so on (they are the api package's sentinels). ErrNotMaster,
+// ErrSessionLost, ErrLeft, ErrClosed and ErrNoEndpoints are the SDK's own.
+//
+// # Threading
+//
+// Every method of Client, Service and Member is safe for concurrent use.
+// Pick and PickTracked on a Service's Balancer take no lock and allocate
+// nothing. Methods that block or do IO take a context first. Background
+// work lives from Connect or Join until Close or Leave, which wait for
+// every goroutine they started. Role-change callbacks run one at a time
+// and must not call Leave or Close themselves. The one context the
+// package keeps is a Term's Ctx, which it hands to the application.
+//
+// # Logging
+//
+// WithLogger takes a *slog.Logger; without it the SDK is silent. It never
+// logs tokens or session IDs, only session tags.
+package sdk

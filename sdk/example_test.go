@@ -1,0 +1,126 @@
+package sdk_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"time"
+
+	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/balancer"
+	"github.com/rafting/rafting/sdk"
+)
+
+// A farm instance joins with its address; callers spread requests over
+// every ready instance.
+func ExampleJoin() {
+	ctx := context.Background()
+	m, err := sdk.Join(ctx, sdk.Instance{Service: "orders", Address: "10.0.0.5:8080"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Leave(context.Background())
+	// ... serve until told to stop ...
+}
+
+// A master-standby instance acts only while it is master, with the fencing
+// token of its term and a context that ends with its lease.
+func ExampleJoin_masterStandby() {
+	ctx := context.Background()
+	m, err := sdk.Join(ctx, sdk.Instance{Service: "billing", Mode: sdk.MasterStandby},
+		sdk.WithRoleChange(func(c sdk.RoleChange) { log.Printf("billing: %s (token %d)", c.Role, c.Token) }))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Leave(context.Background())
+	for {
+		if t, ok := m.Mastership(); ok {
+			runBatch(t.Ctx, t.Token) // stops when t.Ctx ends
+		}
+		select {
+		case <-m.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func runBatch(ctx context.Context, token uint64) {}
+
+// A caller watches a service and picks an instance per request.
+func ExampleClient_Service() {
+	ctx := context.Background()
+	c, err := sdk.Connect(ctx, sdk.WithServers("127.0.0.1:7070", "127.0.0.1:7170", "127.0.0.1:7270"),
+		sdk.WithTenant("default"), sdk.WithToken("rft_default_..."))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	svc, err := c.Service(ctx, "orders")
+	if err != nil {
+		log.Fatal(err)
+	}
+	b := svc.Balancer(balancer.LeastLoaded())
+	ep, done, err := b.PickTracked()
+	if err != nil {
+		log.Fatal(err) // sdk.ErrNoEndpoints
+	}
+	err = call(ctx, ep.Address)
+	done.Finish(err)
+}
+
+func call(ctx context.Context, addr string) error { return nil }
+
+// Watch yields the current snapshot, then the latest after each change.
+func ExampleService_Watch() {
+	ctx := context.Background()
+	c, err := sdk.Connect(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	svc, err := c.Service(ctx, "orders")
+	if err != nil {
+		log.Fatal(err)
+	}
+	for snap := range svc.Watch(ctx) {
+		log.Printf("orders: %d ready, stale=%v", len(snap.Ready()), snap.Stale)
+	}
+}
+
+// Two-step startup: registered but not picked nor elected until Ready.
+func ExampleWithTwoStepStartup() {
+	ctx := context.Background()
+	m, err := sdk.Join(ctx, sdk.Instance{Service: "search", Address: "10.0.0.9:9200"}, sdk.WithTwoStepStartup())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Leave(context.Background())
+	warmCaches()
+	if err := m.Ready(ctx); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func warmCaches() {}
+
+func ExampleRole() {
+	for _, r := range []sdk.Role{sdk.Starting, sdk.Standby, sdk.Master, sdk.Suspended, sdk.Draining, sdk.Left} {
+		fmt.Print(r, " ")
+	}
+	fmt.Println()
+	// Output: starting standby master suspended draining left
+}
+
+func ExampleSnapshot_Ready() {
+	snap := sdk.Snapshot{Instances: []api.Instance{
+		{ID: "a", State: api.StateReady, Weight: 100},
+		{ID: "b", State: api.StateStarting, Weight: 100},
+		{ID: "c", State: api.StateReady, Weight: 0},
+		{ID: "d", State: api.StateDraining, Weight: 100},
+	}}
+	for _, in := range snap.Ready() {
+		fmt.Println(in.ID)
+	}
+	// Output: a
+}
