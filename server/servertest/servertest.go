@@ -147,14 +147,16 @@ func (c *Cluster) running() []*server.Server {
 	return out
 }
 
-// Stop stops every running node (gracefully).
+// Stop stops every running node at once, without handing leaderships over
+// (there is no one left to hand them to; a graceful stop would wait for
+// transfers that cannot happen). StopNode is the graceful stop of one node.
 func (c *Cluster) Stop() {
 	var wg sync.WaitGroup
 	for i := range c.Servers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c.StopNode(i + 1)
+			c.AbortNode(i + 1)
 		}()
 	}
 	wg.Wait()

@@ -1,0 +1,137 @@
+package httpapi_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/server/servertest"
+)
+
+func usage(t *testing.T, c *servertest.Cluster, node int, tenant string) api.Usage {
+	t.Helper()
+	var ten api.Tenant
+	c.Do(node, servertest.AdminToken, http.MethodGet, "/v1/tenants/"+tenant, nil).JSON(t, &ten)
+	if ten.Usage == nil {
+		t.Fatalf("tenant %s shows no usage", tenant)
+	}
+	return *ten.Usage
+}
+
+func patchQuotas(t *testing.T, c *servertest.Cluster, tenant string, q api.Quotas) {
+	t.Helper()
+	r := c.Do(2, servertest.AdminToken, http.MethodPatch, "/v1/tenants/"+tenant, api.UpdateTenantRequest{Quotas: q})
+	if r.Status != http.StatusOK {
+		t.Fatalf("patch quotas = %d %s", r.Status, r.Body)
+	}
+}
+
+func wantQuota(t *testing.T, r *servertest.Response, quota string, limit, used int64) {
+	t.Helper()
+	e := r.Err()
+	if r.Status != http.StatusConflict || e == nil || e.Code != api.CodeQuotaExceeded || e.Quota != quota || e.Limit != limit || e.Used != used {
+		t.Fatalf("got %d %s, want 409 quota_exceeded {quota %s, limit %d, used %d}", r.Status, r.Body, quota, limit, used)
+	}
+}
+
+// TestQuotas: for each count quota, the first request over the limit gets
+// 409 quota_exceeded with {quota, limit, used}; nothing of it is applied;
+// usage is exact; raising the quota lets the same request through.
+func TestQuotas(t *testing.T) {
+	c := servertest.Start(t, servertest.Options{})
+	tok := c.CreateTenant("acme", api.Quotas{MaxServices: 2, MaxInstances: 3, MaxSessions: 2, MaxMetaBytes: 16, MaxWatchers: 1})
+	inst := func(svc, id string, req api.RegisterRequest) *servertest.Response {
+		return c.Do(1, tok, http.MethodPut, fmt.Sprintf("/v1/tenants/acme/services/%s/instances/%s", svc, id), req)
+	}
+	ok := func(r *servertest.Response) {
+		t.Helper()
+		if r.Status >= 300 {
+			t.Fatalf("got %d %s", r.Status, r.Body)
+		}
+	}
+
+	t.Run("max_services", func(t *testing.T) {
+		ok(inst("a", "a1", api.RegisterRequest{Address: "x"}))
+		ok(inst("b", "b1", api.RegisterRequest{Address: "x"}))
+		wantQuota(t, inst("c", "c1", api.RegisterRequest{Address: "x"}), "max_services", 2, 2)
+		var s api.ServiceResponse
+		c.Do(3, tok, http.MethodGet, "/v1/tenants/acme/services/c?consistent=true", nil).JSON(t, &s)
+		if len(s.Instances) != 0 {
+			t.Fatal("the refused registration was applied")
+		}
+		if u := usage(t, c, 3, "acme"); u.Services != 2 || u.Instances != 2 {
+			t.Fatalf("usage %+v, want 2 services, 2 instances", u)
+		}
+		patchQuotas(t, c, "acme", api.Quotas{MaxServices: 3})
+		ok(inst("c", "c1", api.RegisterRequest{Address: "x"}))
+	})
+	t.Run("max_instances", func(t *testing.T) {
+		wantQuota(t, inst("a", "a2", api.RegisterRequest{Address: "x"}), "max_instances", 3, 3)
+		ok(inst("a", "a1", api.RegisterRequest{Address: "y"})) // updating an existing one is fine
+		if u := usage(t, c, 2, "acme"); u.Instances != 3 {
+			t.Fatalf("usage %+v, want 3 instances", u)
+		}
+		patchQuotas(t, c, "acme", api.Quotas{MaxInstances: 4})
+		ok(inst("a", "a2", api.RegisterRequest{Address: "x"}))
+	})
+	t.Run("max_meta_bytes", func(t *testing.T) {
+		big := map[string]string{"version": "1.2.3-abcdefg"} // 7 + 13 = 20 bytes
+		wantQuota(t, inst("a", "a1", api.RegisterRequest{Address: "x", Meta: big}), "max_meta_bytes", 16, 20)
+		var s api.ServiceResponse
+		c.Do(1, tok, http.MethodGet, "/v1/tenants/acme/services/a?consistent=true", nil).JSON(t, &s)
+		for _, in := range s.Instances {
+			if in.ID == "a1" && (in.Meta != nil || in.Address != "y") {
+				t.Fatalf("the refused update was applied: %+v", in)
+			}
+		}
+		patchQuotas(t, c, "acme", api.Quotas{MaxMetaBytes: 20})
+		ok(inst("a", "a1", api.RegisterRequest{Address: "x", Meta: big}))
+	})
+	t.Run("max_sessions", func(t *testing.T) {
+		open := func(i int) *servertest.Response {
+			return c.Do(1, tok, http.MethodPut, fmt.Sprintf("/v1/tenants/acme/sessions/sess-%016d", i), api.SessionRequest{TTLMs: 5000})
+		}
+		ok(open(1))
+		ok(open(2))
+		wantQuota(t, open(3), "max_sessions", 2, 2)
+		if u := usage(t, c, 1, "acme"); u.Sessions != 2 {
+			t.Fatalf("usage %+v, want 2 sessions", u)
+		}
+		patchQuotas(t, c, "acme", api.Quotas{MaxSessions: 3})
+		ok(open(3))
+	})
+	t.Run("session ttl bounds", func(t *testing.T) {
+		r := c.Do(1, tok, http.MethodPut, "/v1/tenants/acme/sessions/sess-ttl-0000000000", api.SessionRequest{TTLMs: 7_200_000})
+		if e := r.Err(); e == nil || e.Code != api.CodeBadRequest || !strings.HasPrefix(e.Message, "ttl_ms:") {
+			t.Fatalf("ttl over max_ttl_ms = %d %s, want 400 naming ttl_ms", r.Status, r.Body)
+		}
+		patchQuotas(t, c, "acme", api.Quotas{MaxTTLMs: 7_200_000, MaxSessions: 4})
+		ok(c.Do(1, tok, http.MethodPut, "/v1/tenants/acme/sessions/sess-ttl-0000000000", api.SessionRequest{TTLMs: 7_200_000}))
+	})
+	t.Run("max_watchers", func(t *testing.T) {
+		var s api.ServiceResponse
+		c.Do(2, tok, http.MethodGet, "/v1/tenants/acme/services/a", nil).JSON(t, &s)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_, _ = c.DoErr(ctx, 2, tok, http.MethodGet, fmt.Sprintf("/v1/tenants/acme/services/a?index=%d&wait=30s", s.Index), nil, nil)
+		}()
+		servertest.Eventually(t, 5*time.Second, "the first watcher", func() bool { return usage(t, c, 2, "acme").Watchers == 1 })
+		r := c.Do(2, tok, http.MethodGet, fmt.Sprintf("/v1/tenants/acme/services/a?index=%d&wait=30s", s.Index), nil)
+		wantQuota(t, r, "max_watchers", 1, 1)
+		// Watchers are counted per node: another node still has room.
+		r = c.Do(3, tok, http.MethodGet, fmt.Sprintf("/v1/tenants/acme/services/a?index=%d&wait=10ms", s.Index), nil)
+		if r.Status != http.StatusOK {
+			t.Fatalf("a watcher on another node = %d %s", r.Status, r.Body)
+		}
+		cancel()
+		<-done
+		servertest.Eventually(t, 5*time.Second, "the watcher to be released", func() bool { return usage(t, c, 2, "acme").Watchers == 0 })
+	})
+}
