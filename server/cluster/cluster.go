@@ -52,9 +52,11 @@ type Node struct {
 
 	noops sync.Map // shard ID -> *client.Session
 
-	kick chan struct{}
-	stop chan struct{}
-	wg   sync.WaitGroup
+	kick   chan struct{}
+	stop   chan struct{}
+	ctx    context.Context // cancelled when the node stops: background work
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 // Tenant is a tenant shard's replica running on this node.
@@ -84,6 +86,7 @@ func New(cfg config.Config, reg *metrics.Registry) (*Node, error) {
 		tenants: map[uint64]*Tenant{}, byName: map[string]*Tenant{},
 		kick: make(chan struct{}, 1), stop: make(chan struct{}),
 	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.metrics = newNodeMetrics(reg, n)
 	nhc := dbconfig.NodeHostConfig{
 		DeploymentID:      cfg.DeploymentID,
@@ -178,7 +181,7 @@ func (n *Node) register() {
 		if rec, ok := n.meta.Node(n.cfg.NodeID); ok && rec.APIAddress == api && rec.RaftAddress == n.cfg.RaftAddress {
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.RequestTimeout)
+		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.RequestTimeout)
 		_, err := n.ProposeMeta(ctx, cmd)
 		cancel()
 		if err == nil {
@@ -450,6 +453,7 @@ func (n *Node) Close() {
 	}
 	n.TransferLeaderships(3 * time.Second)
 	close(n.stop)
+	n.cancel()
 	n.wg.Wait()
 	n.mu.Lock()
 	running := make([]*Tenant, 0, len(n.tenants))
@@ -469,6 +473,7 @@ func (n *Node) Abort() {
 		return
 	}
 	close(n.stop)
+	n.cancel()
 	n.wg.Wait()
 	n.nh.Close()
 	for _, t := range n.Tenants() {

@@ -43,7 +43,7 @@ func (n *Node) reconcileLoop() {
 			return
 		}
 		if !n.metaSynced.Load() {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			ctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
 			err := n.SyncMeta(ctx)
 			cancel()
 			if err != nil {
@@ -164,7 +164,7 @@ func (n *Node) stopTenant(t *Tenant) {
 
 // removeData deletes a tombstoned shard's local data.
 func (n *Node) removeData(shard, replica uint64) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
 	defer cancel()
 	if err := n.nh.SyncRemoveData(ctx, shard, replica); err != nil {
 		n.log.Warn("remove tombstoned shard data", "shard", shard, "err", err)
@@ -182,7 +182,7 @@ func (n *Node) syncQuotas(t *Tenant, rec *fsm.TenantRecord) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.RequestTimeout)
+		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.RequestTimeout)
 		defer cancel()
 		if _, err := t.Propose(ctx, fsm.Encode(fsm.OpSetQuotas, fsm.SetQuotas{Version: rec.QuotasVersion, Quotas: rec.Quotas})); err != nil {
 			n.log.Warn("sync quotas", "tenant", t.Name, "err", err)

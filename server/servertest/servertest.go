@@ -35,6 +35,9 @@ type Options struct {
 	Logger *slog.Logger  // [silent unless RAFTING_TEST_LOG=1]
 	// Configure, if set, edits each node's config before it starts.
 	Configure func(*config.Config)
+	// SkipWaitReady lists nodes (1-based) Start does not wait for: nodes a
+	// test expects never to become ready.
+	SkipWaitReady []int
 }
 
 // Cluster is a running test cluster.
@@ -128,7 +131,14 @@ func (c *Cluster) WaitReady() {
 	c.T.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	skip := map[*server.Server]bool{}
+	for _, id := range c.opts.SkipWaitReady {
+		skip[c.Server(id)] = true
+	}
 	for _, s := range c.running() {
+		if skip[s] {
+			continue
+		}
 		if err := s.WaitReady(ctx); err != nil {
 			c.T.Fatal(err)
 		}

@@ -1,0 +1,84 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+func valid() Config {
+	c := DefaultConfig()
+	c.NodeID, c.DataDir, c.RaftAddress = 1, "/tmp/x", "127.0.0.1:7071"
+	return c
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(*Config)
+		want string // substring of the error; "" = valid
+	}{
+		{"defaults", func(*Config) {}, ""},
+		{"no id", func(c *Config) { c.NodeID = 0 }, "NodeID"},
+		{"id too big", func(c *Config) { c.NodeID = 1000 }, "NodeID"},
+		{"no data", func(c *Config) { c.DataDir = "" }, "DataDir"},
+		{"no raft", func(c *Config) { c.RaftAddress = "" }, "RaftAddress"},
+		{"bad api", func(c *Config) { c.APIAddress = "nope" }, "APIAddress"},
+		{"join and initial", func(c *Config) {
+			c.Join = "127.0.0.1:7070"
+			c.InitialCluster = map[uint64]string{1: "127.0.0.1:7071"}
+		}, "exclude"},
+		{"initial without self", func(c *Config) { c.InitialCluster = map[uint64]string{2: "127.0.0.1:7171"} }, "no entry for NodeID 1"},
+		{"initial other address", func(c *Config) { c.InitialCluster = map[uint64]string{1: "127.0.0.1:9"} }, "names 127.0.0.1:9"},
+		{"public api without tls", func(c *Config) { c.APIAddress = "0.0.0.0:7070" }, "--insecure"},
+		{"public raft without mtls", func(c *Config) { c.RaftAddress = "10.0.0.1:7071" }, "--peer-ca"},
+		{"public with insecure", func(c *Config) { c.APIAddress, c.RaftAddress, c.Insecure = "0.0.0.0:7070", "10.0.0.1:7071", true }, ""},
+		{"public with tls", func(c *Config) {
+			c.APIAddress, c.TLSCert, c.TLSKey = "0.0.0.0:7070", "c", "k"
+		}, ""},
+		{"cert without key", func(c *Config) { c.TLSCert = "c" }, "TLSKey"},
+		{"peer ca alone", func(c *Config) { c.PeerCA = "ca" }, "PeerCA"},
+		{"bad logdb", func(c *Config) { c.LogDB = "huge" }, "LogDB"},
+		{"no snapshots", func(c *Config) { c.SnapshotEntries = 0 }, "SnapshotEntries"},
+	}
+	for _, tt := range tests {
+		c := valid()
+		tt.edit(&c)
+		err := c.Validate()
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("%s: Validate() = %v, want nil", tt.name, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+			t.Errorf("%s: Validate() = %v, want an error naming %q", tt.name, err, tt.want)
+		}
+	}
+}
+
+func TestParseInitialCluster(t *testing.T) {
+	m, err := ParseInitialCluster("1=127.0.0.1:7071, 2=127.0.0.1:7171")
+	if err != nil || len(m) != 2 || m[2] != "127.0.0.1:7171" {
+		t.Fatalf("ParseInitialCluster = %v, %v", m, err)
+	}
+	if FormatInitialCluster(m) != "1=127.0.0.1:7071,2=127.0.0.1:7171" {
+		t.Fatalf("FormatInitialCluster = %q", FormatInitialCluster(m))
+	}
+	for _, bad := range []string{"1", "x=127.0.0.1:1", "0=127.0.0.1:1", "1=nope", "1=127.0.0.1:1,1=127.0.0.1:2"} {
+		if _, err := ParseInitialCluster(bad); err == nil {
+			t.Errorf("ParseInitialCluster(%q) accepted", bad)
+		}
+	}
+}
+
+func FuzzParseInitialCluster(f *testing.F) {
+	f.Add("1=127.0.0.1:7071,2=127.0.0.1:7171")
+	f.Add("=,=")
+	f.Fuzz(func(t *testing.T, s string) {
+		m, err := ParseInitialCluster(s)
+		if err != nil {
+			return
+		}
+		again, err := ParseInitialCluster(FormatInitialCluster(m))
+		if err != nil || len(again) != len(m) {
+			t.Fatalf("round trip of %q: %v %v", s, again, err)
+		}
+	})
+}

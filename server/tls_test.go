@@ -1,0 +1,153 @@
+package server_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/server/config"
+	"github.com/rafting/rafting/server/servertest"
+)
+
+// testCA issues certificates for 127.0.0.1 in a directory.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	dir  string
+	file string
+}
+
+func newCA(t *testing.T, dir, name string) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature, BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	ca := &testCA{cert: cert, key: key, dir: dir, file: filepath.Join(dir, name+"-ca.pem")}
+	writePEM(t, ca.file, "CERTIFICATE", der)
+	return ca
+}
+
+func writePEM(t *testing.T, file, kind string, der []byte) {
+	t.Helper()
+	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// issue returns cert and key files for a node, valid for 127.0.0.1 as both
+// server and client (Raft peers are both).
+func (ca *testCA) issue(t *testing.T, name string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{
+		SerialNumber: serial, Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := x509.MarshalECPrivateKey(key)
+	certFile, keyFile = filepath.Join(ca.dir, name+".pem"), filepath.Join(ca.dir, name+"-key.pem")
+	writePEM(t, certFile, "CERTIFICATE", der)
+	writePEM(t, keyFile, "EC PRIVATE KEY", kb)
+	return certFile, keyFile
+}
+
+// TestTLS: a cluster with API TLS and mutual TLS between Raft peers works
+// end to end; a peer whose certificate the others' CA did not sign cannot
+// take part: it never catches up and never runs the tenant's shard.
+func TestTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca := newCA(t, dir, "cluster")
+	rogue := newCA(t, dir, "rogue")
+	c := servertest.Start(t, servertest.Options{Nodes: 3, Configure: func(cfg *config.Config) {
+		issuer := ca
+		if cfg.NodeID == 3 {
+			issuer = rogue // node 3's certificate is signed by another CA
+		}
+		cert, key := issuer.issue(t, fmt.Sprintf("node%d", cfg.NodeID))
+		cfg.TLSCert, cfg.TLSKey = cert, key
+		cfg.PeerCA, cfg.PeerCert, cfg.PeerKey = ca.file, cert, key
+	}, SkipWaitReady: []int{3}})
+	pool := x509.NewCertPool()
+	pem, _ := os.ReadFile(ca.file)
+	pool.AppendCertsFromPEM(pem)
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	do := func(node int, token, method, path string, body string) (int, []byte) {
+		req, _ := http.NewRequest(method, "https://"+c.Addr(node)+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s on node %d: %v", method, path, node, err)
+		}
+		defer resp.Body.Close()
+		var b json.RawMessage
+		_ = json.NewDecoder(resp.Body).Decode(&b)
+		return resp.StatusCode, b
+	}
+	// Plain HTTP is refused by a TLS API.
+	if resp, err := http.Get("http://" + c.Addr(1) + "/healthz"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Fatal("the TLS API answered plain HTTP")
+		}
+	}
+	code, b := do(1, servertest.AdminToken, http.MethodPost, "/v1/tenants", `{"name":"acme","secret":"`+strings.Repeat("t", 30)+`"}`)
+	if code != http.StatusCreated {
+		t.Fatalf("create tenant over TLS = %d %s", code, b)
+	}
+	var ten api.Tenant
+	_ = json.Unmarshal(b, &ten)
+	servertest.Eventually(t, 10*time.Second, "a registration over TLS", func() bool {
+		code, _ := do(2, ten.Token, http.MethodPut, "/v1/tenants/acme/services/web/instances/w1", `{"address":"a:1"}`)
+		return code == http.StatusCreated || code == http.StatusOK
+	})
+	// Nodes 1 and 2 (a quorum) agree; node 3 is shut out.
+	time.Sleep(time.Second)
+	if c.Server(3).Ready() {
+		t.Fatal("the node with a rogue certificate caught up with the cluster")
+	}
+	if _, ok := c.Server(3).Node().Tenant("acme"); ok {
+		t.Fatal("the node with a rogue certificate runs the tenant's shard")
+	}
+	for _, node := range []int{1, 2} {
+		tr, ok := c.Server(node).Node().Tenant("acme")
+		if !ok || len(tr.SM.Service("web").Instances) != 1 {
+			t.Fatalf("node %d lacks the registration", node)
+		}
+	}
+}
