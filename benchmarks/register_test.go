@@ -7,14 +7,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/benchmarks/internal/bench"
 	"github.com/rafting/rafting/server/config"
 	"github.com/rafting/rafting/server/servertest"
 )
@@ -26,7 +25,7 @@ import (
 //
 //	cd benchmarks && go test -run '^$' -bench Register -benchtime 1x
 func BenchmarkRegister(b *testing.B) {
-	c := servertest.Start(b, servertest.Options{RTT: 50 * time.Millisecond, Dir: benchDir(b), Configure: func(cfg *config.Config) {
+	c := servertest.Start(b, servertest.Options{RTT: 50 * time.Millisecond, Dir: bench.Dir(b), Configure: func(cfg *config.Config) {
 		cfg.LogDB = "small"
 	}})
 	tok := c.CreateTenant("bench", api.Quotas{RequestsPerSecond: 1_000_000, Burst: 1_000_000, WritesPerSecond: 1_000_000,
@@ -144,36 +143,11 @@ func BenchmarkRegister(b *testing.B) {
 	for err := range errs {
 		b.Fatal(err)
 	}
-	b.ReportMetric(pct(viaFollower, 50), "follower-p50-ms")
-	b.ReportMetric(pct(viaFollower, 99), "follower-p99-ms")
-	b.ReportMetric(pct(viaLeader, 50), "leader-p50-ms")
-	b.ReportMetric(pct(viaLeader, 99), "leader-p99-ms")
-	b.ReportMetric(pct(visible, 50), "visible-p50-ms")
-	b.ReportMetric(pct(visible, 99), "visible-p99-ms")
+	b.ReportMetric(bench.Pct(viaFollower, 50), "follower-p50-ms")
+	b.ReportMetric(bench.Pct(viaFollower, 99), "follower-p99-ms")
+	b.ReportMetric(bench.Pct(viaLeader, 50), "leader-p50-ms")
+	b.ReportMetric(bench.Pct(viaLeader, 99), "leader-p99-ms")
+	b.ReportMetric(bench.Pct(visible, 50), "visible-p50-ms")
+	b.ReportMetric(bench.Pct(visible, 99), "visible-p99-ms")
 	b.ReportMetric(float64(ops.Load())/5, "register-ops/s")
-}
-
-// pct is the p-th percentile in milliseconds.
-func pct(d []time.Duration, p int) float64 {
-	s := append([]time.Duration(nil), d...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	i := (len(s)*p + 99) / 100
-	if i > 0 {
-		i--
-	}
-	return float64(s[i].Microseconds()) / 1000
-}
-
-// benchDir is where the benchmark cluster keeps its data: $RAFTING_BENCH_DIR
-// (say, a tmpfs to take the disk out of the measure) or a temp dir.
-func benchDir(b *testing.B) string {
-	if d := os.Getenv("RAFTING_BENCH_DIR"); d != "" {
-		dir, err := os.MkdirTemp(d, "bench-*")
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { os.RemoveAll(dir) })
-		return dir
-	}
-	return b.TempDir()
 }
