@@ -115,3 +115,24 @@ func TestStaleReplica(t *testing.T) {
 		t.Fatalf("query above the applied index = %d %s, want 503 stale_replica with Retry-After", r.Status, r.Body)
 	}
 }
+
+// TestQuiescedTenantFailover: an idle tenant's shard quiesces (stops
+// ticking); when its leader's node crashes meanwhile, the next write wakes
+// the shard, which elects a new leader and applies it.
+func TestQuiescedTenantFailover(t *testing.T) {
+	c := servertest.Start(t, servertest.Options{})
+	tok := c.CreateTenant("acme", api.Quotas{})
+	register(t, c, 1, tok, "acme", "web", "w1", api.RegisterRequest{Address: "a:1"})
+	leader := c.WaitTenantLeader("acme")
+	// Quiesce after 10 election timeouts (10 × 10 ticks × 20 ms) of silence.
+	time.Sleep(2500 * time.Millisecond)
+	c.AbortNode(leader)
+	start := time.Now()
+	reg := register(t, c, leader%3+1, tok, "acme", "web", "w2", api.RegisterRequest{Address: "a:2"})
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("a write to a quiesced tenant whose leader crashed took %v", took)
+	}
+	if reg.Index == 0 {
+		t.Fatal("no index")
+	}
+}

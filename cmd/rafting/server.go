@@ -66,7 +66,7 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 		tokenFile      = fs.String("admin-token-file", "", "file holding the admin token (else RAFTING_ADMIN_TOKEN)")
 		rtt            = fs.Duration("rtt", def.RTT, "Raft tick (RTTMillisecond); election timeout = 10 ticks")
 		logdb          = fs.String("logdb", def.LogDB, "LogDB memory preset: tiny, small, medium or default (fixed at first start)")
-		quiesce        = fs.Bool("quiesce", false, "let idle tenant shards stop ticking (Dragonboat's experimental quiesce)")
+		quiesce        = fs.Bool("quiesce", def.Quiesce, "let idle tenant shards stop ticking (--quiesce=false to keep every shard ticking)")
 		logLevel       = fs.String("log-level", "info", "debug, info, warn or error")
 		tlsCert        = fs.String("tls-cert", "", "serve the API over TLS with this certificate")
 		tlsKey         = fs.String("tls-key", "", "key of --tls-cert")

@@ -200,25 +200,75 @@ func (m *Manager) Leading() bool {
 	return m.role == leading
 }
 
+// loop drives the manager. A follower's manager sleeps until nudged; a
+// leader's ticks its expiry loop only while it has work (live sessions, a
+// cold start waiting, a record releasing), and checks its leadership and
+// records countdowns every RenewInterval. So an idle tenant costs no
+// wakeups beyond Dragonboat's own.
 func (m *Manager) loop() {
 	defer m.wg.Done()
-	t := time.NewTicker(m.cfg.ExpiryInterval)
-	defer t.Stop()
-	r := time.NewTicker(m.cfg.RenewInterval)
-	defer r.Stop()
+	var expiry, slow *time.Ticker
+	defer func() {
+		if expiry != nil {
+			expiry.Stop()
+		}
+		if slow != nil {
+			slow.Stop()
+		}
+	}()
 	for {
+		leading, busy := m.activity()
+		switch {
+		case busy && expiry == nil:
+			expiry = time.NewTicker(m.cfg.ExpiryInterval)
+			m.mu.Lock()
+			m.lastRun = time.Now() // the loop was idle, not late
+			m.mu.Unlock()
+		case !busy && expiry != nil:
+			expiry.Stop()
+			expiry = nil
+		}
+		switch {
+		case leading && slow == nil:
+			slow = time.NewTicker(m.cfg.RenewInterval)
+		case !leading && slow != nil:
+			slow.Stop()
+			slow = nil
+		}
+		var expiryC, slowC <-chan time.Time
+		if expiry != nil {
+			expiryC = expiry.C
+		}
+		if slow != nil {
+			slowC = slow.C
+		}
 		select {
 		case <-m.stop:
 			return
 		case <-m.nudge:
 			m.checkLeadership()
-		case now := <-t.C:
+		case now := <-expiryC:
 			m.checkLeadership()
 			m.expire(now)
-		case <-r.C:
+		case <-slowC:
+			m.checkLeadership()
 			m.renew()
 		}
 	}
+}
+
+// activity says whether this node leads (or is taking over) and whether the
+// expiry loop has anything to watch.
+func (m *Manager) activity() (leading, busy bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.role == follower || m.closed {
+		return false, false
+	}
+	if m.role == takingOver {
+		return true, false
+	}
+	return true, len(m.entries) > 0 || m.sm.Waiting() || len(m.sm.Releasing()) > 0
 }
 
 // checkLeadership starts a takeover when this node became leader, and steps
@@ -295,6 +345,7 @@ func (m *Manager) takeOver(term uint64) {
 	}
 	m.role, m.lastRun, m.preserve = leading, now, time.Time{}
 	m.releasing = map[uint64]bool{}
+	m.LeaderChanged() // the loop starts ticking
 	m.log.Debug("took over sessions", "term", term, "sessions", len(m.entries), "hold", maxLease)
 }
 
@@ -658,14 +709,14 @@ func (m *Manager) proposeAsync(cmd []byte, done func(ok bool)) {
 // Applied is the state machine's observer: it learns sessions opened and
 // ended, and pushes mastership changes to attached streams.
 func (m *Manager) Applied(ch *fsm.Changes) {
-	if len(ch.Opened) == 0 && len(ch.Ended) == 0 && len(ch.Masters) == 0 && ch.Barrier == 0 {
+	if len(ch.Opened) == 0 && len(ch.Ended) == 0 && len(ch.Masters) == 0 && ch.Barrier == 0 && len(ch.Services) == 0 {
 		return
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if ch.Barrier != 0 {
-		m.LeaderChanged()
-	}
+	// Wake the loop: a barrier may complete a takeover, a new session or
+	// master change may give the expiry loop work.
+	m.LeaderChanged()
 	if m.role == leading {
 		now := time.Now()
 		for _, id := range ch.Opened {

@@ -1,0 +1,221 @@
+// Package tenants measures what a tenant costs: a 3-node cluster of real
+// `rafting server` processes, N tenants created (default 1,000), then each
+// process's idle CPU and resident memory, against the same cluster with no
+// tenant.
+//
+//	cd benchmarks && go test -run '^$' -bench Tenants -benchtime 1x -timeout 60m ./tenants/
+//
+// RAFTING_BENCH_TENANTS sets N; RAFTING_BENCH_QUIESCE=0 runs --quiesce=false;
+// RAFTING_BENCH_RTT sets --rtt (default 50ms).
+package tenants
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/benchmarks/internal/bench"
+)
+
+const admin = "rfa_bench-admin-0123456789abcdef"
+
+func freePort(b *testing.B) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+type proc struct {
+	cmd *exec.Cmd
+	api string
+}
+
+func build(b *testing.B) string {
+	dir := b.TempDir()
+	bin := filepath.Join(dir, "rafting")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/rafting/rafting/cmd/rafting").CombinedOutput()
+	if err != nil {
+		b.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func startCluster(b *testing.B, bin, dir string, extra []string) []*proc {
+	var procs []*proc
+	var peers []string
+	apis := []string{freePort(b), freePort(b), freePort(b)}
+	rafts := []string{freePort(b), freePort(b), freePort(b)}
+	for i := range rafts {
+		peers = append(peers, fmt.Sprintf("%d=%s", i+1, rafts[i]))
+	}
+	for i := range apis {
+		args := append([]string{"server", "--id", strconv.Itoa(i + 1), "--data", filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
+			"--api", apis[i], "--raft", rafts[i], "--initial-cluster", strings.Join(peers, ","), "--log-level", "error"}, extra...)
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(os.Environ(), "RAFTING_ADMIN_TOKEN="+admin)
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		p := &proc{cmd: cmd, api: apis[i]}
+		b.Cleanup(func() { _ = p.cmd.Process.Kill(); _ = p.cmd.Wait() })
+		procs = append(procs, p)
+	}
+	for _, p := range procs {
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			if resp, err := http.Get("http://" + p.api + "/readyz"); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("%s not ready", p.api)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return procs
+}
+
+// usage reads a process's CPU time (user+system) and resident memory.
+func usage(pid int) (cpu time.Duration, rssKB int64) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err == nil {
+		// fields after the ")" of the command name: utime is 14th, stime 15th overall
+		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+2:]))
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		cpu = time.Duration(ut+st) * time.Second / 100 // USER_HZ
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err == nil {
+		for _, l := range strings.Split(string(status), "\n") {
+			if strings.HasPrefix(l, "VmRSS:") {
+				rssKB, _ = strconv.ParseInt(strings.Fields(l)[1], 10, 64)
+			}
+		}
+	}
+	return cpu, rssKB
+}
+
+// idle measures each process's CPU share (% of one core) and RSS over d.
+func idle(procs []*proc, d time.Duration) (cpuPct []float64, rssMB []float64) {
+	before := make([]time.Duration, len(procs))
+	for i, p := range procs {
+		before[i], _ = usage(p.cmd.Process.Pid)
+	}
+	time.Sleep(d)
+	for i, p := range procs {
+		c, rss := usage(p.cmd.Process.Pid)
+		cpuPct = append(cpuPct, 100*float64(c-before[i])/float64(d))
+		rssMB = append(rssMB, float64(rss)/1024)
+	}
+	return cpuPct, rssMB
+}
+
+func mean(v []float64) float64 {
+	s := 0.0
+	for _, x := range v {
+		s += x
+	}
+	return s / float64(len(v))
+}
+
+func BenchmarkTenants(b *testing.B) {
+	n := 1000
+	if v, err := strconv.Atoi(os.Getenv("RAFTING_BENCH_TENANTS")); err == nil && v > 0 {
+		n = v
+	}
+	rtt := "50ms"
+	if v := os.Getenv("RAFTING_BENCH_RTT"); v != "" {
+		rtt = v
+	}
+	extra := []string{"--rtt", rtt}
+	if os.Getenv("RAFTING_BENCH_QUIESCE") == "0" {
+		extra = append(extra, "--quiesce=false")
+	}
+	bin := build(b)
+	procs := startCluster(b, bin, bench.Dir(b), extra)
+	time.Sleep(2 * time.Second)
+	baseCPU, baseRSS := idle(procs, 10*time.Second)
+
+	client := &http.Client{Timeout: 60 * time.Second}
+	start := time.Now()
+	var next atomic.Int64
+	var lat []time.Duration
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				body, _ := json.Marshal(api.CreateTenantRequest{Name: fmt.Sprintf("t%04d", i), Secret: strings.Repeat("s", 30)})
+				for {
+					req, _ := http.NewRequest(http.MethodPost, "http://"+procs[i%3].api+"/v1/tenants", bytes.NewReader(body))
+					req.Header.Set("Authorization", "Bearer "+admin)
+					t0 := time.Now()
+					resp, err := client.Do(req)
+					if err != nil {
+						errs <- err
+						return
+					}
+					rb, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode == http.StatusCreated || resp.StatusCode == http.StatusOK {
+						mu.Lock()
+						lat = append(lat, time.Since(t0))
+						mu.Unlock()
+						break
+					}
+					if e := api.Decode(resp.StatusCode, rb, ""); !e.Code.Retryable() {
+						errs <- e
+						return
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	created := time.Since(start)
+	time.Sleep(15 * time.Second) // settle; quiesce needs 10 election timeouts of silence
+	cpu, rss := idle(procs, 10*time.Second)
+
+	b.ReportMetric(created.Seconds(), "create-all-s")
+	b.ReportMetric(bench.Pct(lat, 50), "create-p50-ms")
+	b.ReportMetric(bench.Pct(lat, 99), "create-p99-ms")
+	b.ReportMetric(mean(baseCPU), "idle-cpu-0-tenants-%core/node")
+	b.ReportMetric(mean(cpu), "idle-cpu-%core/node")
+	b.ReportMetric(mean(baseRSS), "rss-0-tenants-MB/node")
+	b.ReportMetric(mean(rss), "rss-MB/node")
+	b.ReportMetric((mean(cpu)-mean(baseCPU))/float64(n), "cpu-%core/tenant/node")
+	b.ReportMetric((mean(rss)-mean(baseRSS))*1024/float64(n), "rss-KB/tenant/node")
+}
