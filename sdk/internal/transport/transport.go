@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"sync"
@@ -332,9 +333,15 @@ func (c *Client) send(ctx context.Context, server string, req Request) (*Respons
 	return &Response{Status: resp.StatusCode, Header: resp.Header, Body: b, Server: server}, nil
 }
 
+// netError wraps a request's failure. The URL is dropped (a *url.Error
+// names it): session paths hold session IDs, which are secrets.
 func netError(ctx context.Context, server string, err error) error {
 	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 		return &NetError{Server: server, Err: ctx.Err()}
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
 	}
 	return &NetError{Server: server, Err: err}
 }
