@@ -18,6 +18,10 @@ package sdktest
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
 	"testing"
 	"time"
 
@@ -64,13 +68,71 @@ func StartWith(t testing.TB, o Options) *Cluster {
 	return c
 }
 
-// CreateTenant creates another tenant on the cluster and returns its
-// token; TenantOptions gives the options that use it.
+// CreateTenant creates another tenant on the cluster, waits until every
+// running node runs its shard and knows its leader, and returns
+// its token; TenantOptions gives the options that use it. Failures fail t
+// (not the test that started the cluster), so subtests may call it.
 func (c *Cluster) CreateTenant(t testing.TB, name string, q api.Quotas) string {
 	t.Helper()
-	tok := c.Servers.CreateTenant(name, q)
-	c.Servers.WaitTenantLeader(name)
-	return tok
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	req := api.CreateTenantRequest{Name: name, Quotas: q, Secret: base64.RawURLEncoding.EncodeToString(b[:])}
+	deadline := time.Now().Add(30 * time.Second)
+	var token string
+	for token == "" {
+		r, err := c.Servers.DoErr(context.Background(), c.anyNode(t), servertest.AdminToken, http.MethodPost, "/v1/tenants", req, nil)
+		switch {
+		case err == nil && (r.Status == http.StatusCreated || r.Status == http.StatusOK):
+			var tn api.Tenant
+			if err := json.Unmarshal(r.Body, &tn); err != nil {
+				t.Fatalf("sdktest: create tenant %s: %v", name, err)
+			}
+			token = tn.Token
+			continue
+		case err == nil && r.Err() != nil && !r.Err().Code.Retryable():
+			t.Fatalf("sdktest: create tenant %s: %d %s", name, r.Status, r.Body)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sdktest: create tenant %s: no success in 30s (last: %v)", name, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for !c.tenantReady(name) {
+		if time.Now().After(deadline) {
+			t.Fatalf("sdktest: tenant %s: not running with a leader on every node after 30s", name)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return token
+}
+
+// tenantReady reports whether every running node runs the tenant's shard
+// and knows its leader.
+func (c *Cluster) tenantReady(name string) bool {
+	for i := range c.Servers.Addrs() {
+		s := c.Servers.Server(i + 1)
+		if s == nil {
+			continue
+		}
+		tr, ok := s.Node().Tenant(name)
+		if !ok {
+			return false
+		}
+		if _, _, known := tr.Leader(); !known {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *Cluster) anyNode(t testing.TB) int {
+	for i := range c.Servers.Addrs() {
+		if c.Servers.Server(i+1) != nil {
+			return i + 1
+		}
+	}
+	t.Fatal("sdktest: no node is running")
+	return 0
 }
 
 // Options returns the options that connect to the cluster's tenant:
