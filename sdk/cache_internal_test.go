@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"testing/synctest"
@@ -119,10 +120,7 @@ func TestDebounce(t *testing.T) {
 		idx := uint64(1)
 		update := func() {
 			idx++
-			ins := []api.Instance{ready("a")}
-			for i := range idx % 7 {
-				ins = append(ins, ready(string(rune('b'+i))))
-			}
+			ins := []api.Instance{ready("a"), ready(fmt.Sprint("i", idx))} // a new list every time
 			s.apply(answer(idx, ins...), time.Now())
 		}
 		update()

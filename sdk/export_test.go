@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -28,3 +29,16 @@ func Rebuilds(s *Service) int64 { return s.rebuilds.Load() }
 
 // Margin is margin.
 func Margin(lease time.Duration) time.Duration { return margin(lease) }
+
+// Debug describes a member's state for test failures.
+func Debug(m *Member) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	rec := "none"
+	if m.st.rec != nil {
+		rec = fmt.Sprintf("token %d releasing %v", m.st.rec.token, m.st.rec.releasing)
+	}
+	return fmt.Sprintf("role %v phase %d rec %s at %d, promise remaining %v, mastered %d, session %s attached %v ended %v, leader %q, paused %v",
+		m.role, m.st.phase, rec, m.st.recIndex, m.st.promise.remaining(now), m.st.mastered, m.sess.tag, m.sess.attached, m.sess.ended, m.leader, m.paused)
+}

@@ -218,7 +218,13 @@ func testPausedMaster(t *testing.T, tn *tenant) {
 		}
 	}
 	sdk.PauseKeepalives(a, false)
-	eventually(t, 3*time.Second, "a to be master again", func() bool { return a.IsMaster() })
+	resumed := time.Now()
+	for !a.IsMaster() {
+		if time.Since(resumed) > 3*time.Second {
+			t.Fatalf("a is not master 3s after its keepalives resumed: %s", sdk.Debug(a))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	if a.FencingToken() != tok {
 		t.Fatalf("token after suspension %d, want %d", a.FencingToken(), tok)
 	}

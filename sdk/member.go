@@ -115,9 +115,10 @@ type term struct {
 
 // Join registers an instance and returns its Member, on a Client of its
 // own made from the options (see Connect); Leave closes that Client. Join
-// returns once the instance is registered, its session's stream attached
-// (master-standby) and the Client's cache has caught up with the
-// registration, so a member elected at once is Master when Join returns.
+// returns once the session's stream is attached (so a crash is noticed
+// from then on), the instance registered, and the Client's cache has
+// caught up with the registration: a member elected at once is Master
+// when Join returns.
 func Join(ctx context.Context, inst Instance, opts ...Option) (*Member, error) {
 	cfg := defaults()
 	for _, o := range opts {
@@ -180,6 +181,9 @@ func (c *Client) join(ctx context.Context, inst Instance, cfg memberConfig, owns
 	}
 	if !inst.Mode.Valid() {
 		return nil, fmt.Errorf("sdk: join: mode %q is not %s or %s", inst.Mode, Farm, MasterStandby)
+	}
+	if inst.Mode == MasterStandby && cfg.lease == 0 {
+		return nil, errors.New("sdk: join: a master-standby member needs a lease (WithLease > 0): a master acts only within its promise")
 	}
 	m := newMember(c, inst, cfg, owns)
 	c.mu.Lock()
@@ -490,6 +494,10 @@ func (m *Member) resign(ctx context.Context, to string) error {
 	m.mu.Unlock()
 
 	idx, err := m.sendResign(ctx, sid, token, to)
+	if errors.Is(err, ErrConflict) && m.movedOn(ctx, token) {
+		// A retry of a resign that had applied: the token moved on.
+		err = nil
+	}
 	m.mu.Lock()
 	m.st.resigning = false
 	if err == nil && idx >= m.st.recIndex {
@@ -502,6 +510,17 @@ func (m *Member) resign(ctx context.Context, to string) error {
 		return fmt.Errorf("sdk: resign %s/%s: %w", m.service, m.id, err)
 	}
 	return nil
+}
+
+// movedOn reports whether the service's master record has moved past
+// token, by a linearizable read.
+func (m *Member) movedOn(ctx context.Context, token uint64) bool {
+	resp, err := m.c.do(ctx, http.MethodGet, m.c.tenantPath("/services/"+url.PathEscape(m.service)+"?consistent=true"), nil, nil, true)
+	if err != nil {
+		return false
+	}
+	r, err := decodeService(resp.Body)
+	return err == nil && (r.Master == nil || r.Master.FencingToken != token)
 }
 
 func (m *Member) sendResign(ctx context.Context, sid string, token uint64, to string) (uint64, error) {

@@ -92,9 +92,14 @@ func (m *Member) establish(ctx context.Context) error {
 		close(s.open)
 	}
 	m.mu.Unlock()
+	// The stream attached before the registration exists, so that a crash
+	// is noticed (drop_grace) from the start. A master-seeking session
+	// renews only with its stream attached, and the member wants a
+	// promise before it can be granted.
+	if err := m.waitAttached(ctx, s); err != nil {
+		return err
+	}
 	if !m.farm {
-		// A master-seeking session renews only with its stream attached,
-		// and the member wants a promise before it can be granted.
 		if err := m.firstKeepalive(ctx, s); err != nil {
 			return err
 		}
@@ -319,7 +324,9 @@ func (m *Member) sessionEnded(s *session) {
 		return
 	}
 	s.ended = true
-	m.log.Warn("session ended by the servers", "session", s.tag)
+	if !m.leaving {
+		m.log.Warn("session ended by the servers", "session", s.tag)
+	}
 	// The mastership, if any, ended with the session.
 	m.st.rec = nil
 	m.reconcileLocked(time.Now())
