@@ -228,7 +228,15 @@ func (c *Client) join(ctx context.Context, inst Instance, cfg memberConfig, owns
 		m.abandon()
 		return nil, fmt.Errorf("sdk: join %s/%s: %w", m.service, m.id, err)
 	}
+	m.mu.Lock()
+	if m.leaving || m.st.phase == phaseLeft {
+		// The Client closed while we joined: it made the member leave.
+		m.mu.Unlock()
+		m.end(nil)
+		return nil, ErrClosed
+	}
 	m.wg.Add(1)
+	m.mu.Unlock()
 	go func() {
 		defer m.wg.Done()
 		m.worker(lctx)
