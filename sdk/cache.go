@@ -345,22 +345,26 @@ func (s *Service) publishLocked(np *published, notify bool) {
 
 // refresh brings the cache to at least index (read-your-writes): one plain
 // read, then a linearizable one if that replica was behind. Concurrent
-// refreshes of one service share one request.
+// refreshes of one service share one request, made under the first
+// caller's ctx (bounded to 5 s): if that ctx ends, the others ask again.
 func (s *Service) refresh(ctx context.Context, index uint64) error {
 	for s.Index() < index {
 		ch := s.c.flight.DoChan("refresh/"+s.name, func() (any, error) {
-			// Detached from any one caller, bounded on its own.
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
 			return nil, s.fetch(fctx, index)
 		})
 		select {
 		case res := <-ch:
-			if res.Err != nil && ctx.Err() == nil && !transport.Retryable(res.Err) {
-				return res.Err
-			}
-			if res.Err != nil && !sleep(ctx, 20*time.Millisecond) {
+			err := res.Err
+			switch {
+			case ctx.Err() != nil:
 				return fmt.Errorf("sdk: service %s: read-your-writes at %d: %w", s.name, index, ctx.Err())
+			case err == nil:
+			case transport.Retryable(err) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+				sleep(ctx, 20*time.Millisecond)
+			default:
+				return err
 			}
 		case <-ctx.Done():
 			return fmt.Errorf("sdk: service %s: read-your-writes at %d: %w", s.name, index, ctx.Err())
