@@ -122,7 +122,11 @@ func TestServerFailover(t *testing.T) {
 		} else {
 			c.Servers.StopNode(leader)
 		}
-		eventually(t, 15*time.Second, "a new tenant leader", func() bool { return c.Servers.TenantLeader(tn.name) != 0 })
+		for deadline := time.Now().Add(15 * time.Second); c.Servers.TenantLeader(tn.name) == 0; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("crash=%v: no node answers the tenant's sessions 15s after its leader stopped:%s", crash, tenantState(c, tn.name))
+			}
+		}
 		eventually(t, 10*time.Second, "m1 master again", m.IsMaster)
 		// Past drop_grace and the lease: nothing expired meanwhile.
 		for until := start.Add(2500 * time.Millisecond); time.Now().Before(until); time.Sleep(20 * time.Millisecond) {
@@ -174,4 +178,27 @@ func TestServerFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 5*time.Second, "m2 to take over after the leave", s.IsMaster)
+}
+
+// tenantState describes each running node's view of a tenant's shard, for
+// failures.
+func tenantState(c *sdktest.Cluster, name string) string {
+	out := ""
+	for n := 1; n <= len(c.Servers.Addrs()); n++ {
+		srv := c.Servers.Server(n)
+		if srv == nil {
+			out += fmt.Sprintf("\n  node %d: stopped", n)
+			continue
+		}
+		tr, ok := srv.Node().Tenant(name)
+		if !ok {
+			out += fmt.Sprintf("\n  node %d: no replica", n)
+			continue
+		}
+		leader, term, known := tr.Leader()
+		sterm, leading := tr.Sessions.Term()
+		out += fmt.Sprintf("\n  node %d: raft leader %d term %d known %v local %v; session manager term %d leading %v; barrier term %d",
+			n, leader, term, known, tr.LeaderIsLocal(), sterm, leading, tr.SM.BarrierTerm())
+	}
+	return out
 }
