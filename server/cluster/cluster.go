@@ -162,11 +162,35 @@ func (n *Node) shardConfig(shard, replica uint64, quiesce bool) dbconfig.Config 
 	}
 }
 
-// Start registers this node in the meta shard and starts the reconciler.
+// Start registers this node in the meta shard and starts the reconciler
+// and the leadership watch.
 func (n *Node) Start() {
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.register()
 	go n.reconcileLoop()
+	go n.watchLeaders()
+}
+
+// watchLeaders checks, every 100 ms, every tenant shard's leadership against
+// its session manager's view. Dragonboat's leader events nudge managers at
+// once; this catches an event that came before the leader was visible
+// through GetLeaderID (a missed nudge would leave a new leader answering no
+// keepalive). It costs one local lookup per shard per period.
+func (n *Node) watchLeaders() {
+	defer n.wg.Done()
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		for _, tr := range n.Tenants() {
+			id, term, ok := n.leader(tr.ShardID)
+			tr.Sessions.Expect(ok && id == tr.ReplicaID, term)
+		}
+	}
 }
 
 // register records this node's addresses in the meta shard, until it sticks.

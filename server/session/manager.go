@@ -170,6 +170,19 @@ func (m *Manager) LeaderChanged() {
 	}
 }
 
+// Expect tells the manager what Raft reports now (this node leads the shard
+// in term, or not); it nudges the manager when its own view differs. The
+// node calls it periodically for every shard, so a missed leader-change
+// event never leaves a new leader unanswering. It never blocks.
+func (m *Manager) Expect(leading bool, term uint64) {
+	m.mu.Lock()
+	differs := !m.closed && !m.handedOff && (leading && (m.role == follower || m.term != term) || !leading && m.role != follower)
+	m.mu.Unlock()
+	if differs {
+		m.LeaderChanged()
+	}
+}
+
 // Close stops the manager: streams get `moved`, pending keepalives fail.
 func (m *Manager) Close() {
 	m.mu.Lock()
