@@ -298,3 +298,29 @@ func TestNewLeaderHoldsReleases(t *testing.T) {
 		}
 	})
 }
+
+// TestExpectCatchesMissedEvent: a leadership the manager was never nudged
+// about (the event came before GetLeaderID showed it) is taken over once
+// the node's periodic Expect reports it.
+func TestExpectCatchesMissedEvent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m, r := setup(t, Config{})
+		r.mu.Lock()
+		r.leader = false
+		r.mu.Unlock()
+		m.Expect(false, 1)
+		waitFor(t, "step down", func() bool { return !m.Leading() })
+		r.mu.Lock()
+		r.leader, r.term = true, 2 // no LeaderChanged: the event was missed
+		r.mu.Unlock()
+		time.Sleep(time.Second)
+		if m.Leading() {
+			t.Fatal("took over without being told")
+		}
+		m.Expect(true, 2)
+		waitFor(t, "takeover after Expect", func() bool { return m.Leading() })
+		if term, _ := m.Term(); term != 2 {
+			t.Fatalf("term %d, want 2", term)
+		}
+	})
+}
