@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"encoding/json"
 	"regexp"
 	"testing"
 
@@ -92,4 +93,31 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("Decode(%q) does not round-trip", cmd)
 		}
 	})
+}
+
+// TestServiceJSON: the cached encoding equals a fresh one, before and after
+// changes, for existing and missing services.
+func TestServiceJSON(t *testing.T) {
+	sm := seeded(t)
+	check := func() {
+		t.Helper()
+		for _, name := range []string{"web", "db", "nothing"} {
+			idx, body, err := sm.ServiceJSON(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, _ := json.Marshal(sm.Service(name))
+			if string(body) != string(want)+"\n" || idx != sm.Applied() {
+				t.Fatalf("ServiceJSON(%s) = %s, want %s", name, body, want)
+			}
+		}
+	}
+	check()
+	check() // from the cache
+	var ch Changes
+	sm.Apply(50, Encode(OpRegister, Register{Service: "web", ID: "w2", Instance: api.RegisterRequest{Address: "b:1"}}), &ch)
+	check()
+	sm.Apply(51, Encode(OpDeregister, Deregister{Service: "web", ID: "w1"}), &ch)
+	sm.Apply(52, Encode(OpDeregister, Deregister{Service: "web", ID: "w2"}), &ch)
+	check()
 }

@@ -37,6 +37,9 @@ type Tenant struct {
 
 	watch watchHub
 	atMs  int64 // the entry being applied: proposer's clock (display only)
+
+	cacheMu sync.Mutex
+	cache   map[string]encoded // per service: its answer, encoded (ServiceJSON)
 }
 
 type instKey struct{ service, id string }
@@ -939,6 +942,9 @@ func (t *Tenant) dropIfEmpty(index uint64, name string, svc *service, ch *Change
 	t.st.ServicesIndex = index
 	ch.ServiceSet = true
 	ch.service(name)
+	t.cacheMu.Lock()
+	delete(t.cache, name)
+	t.cacheMu.Unlock()
 }
 
 func (t *Tenant) instanceCount() int64 {
@@ -1051,6 +1057,9 @@ func (t *Tenant) Restore(r io.Reader) error {
 	t.mu.Lock()
 	t.st = st
 	t.rebuild()
+	t.cacheMu.Lock()
+	t.cache = nil // modify indexes may repeat across a restore
+	t.cacheMu.Unlock()
 	t.mu.Unlock()
 	t.watch.wakeAll()
 	return nil

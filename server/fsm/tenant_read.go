@@ -1,7 +1,11 @@
 package fsm
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
 	"sort"
+	"strconv"
 	"sync"
 
 	"github.com/rafting/rafting/api"
@@ -127,6 +131,10 @@ func (t *Tenant) Epoch() uint64 { t.mu.RLock(); defer t.mu.RUnlock(); return t.s
 func (t *Tenant) Service(name string) api.ServiceResponse {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
+	return t.service(name)
+}
+
+func (t *Tenant) service(name string) api.ServiceResponse {
 	r := api.ServiceResponse{Index: t.st.Applied, ModifyIndex: t.st.ServicesIndex, Service: name,
 		Instances: []api.Instance{}, Policy: api.Policy{ColdStart: api.ColdStart{MinReady: 1}}}
 	svc := t.st.Services[name]
@@ -143,6 +151,57 @@ func (t *Tenant) Service(name string) api.ServiceResponse {
 			FencingToken: m.Token, Since: msTime(m.SinceMs), Releasing: m.Releasing}
 	}
 	return r
+}
+
+// encoded is a service's answer encoded once per modify index, without its
+// leading "index" field (which is the replica's applied index, different
+// for every read): many watchers woken by one change share one encoding.
+type encoded struct {
+	modify uint64
+	tail   []byte // `"modify_index":...}` and a newline
+}
+
+// ServiceJSON returns a service's answer as JSON (what Service returns,
+// encoded, with a trailing newline) and its index.
+func (t *Tenant) ServiceJSON(name string) (index uint64, body []byte, err error) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	index = t.st.Applied
+	svc := t.st.Services[name]
+	var tail []byte
+	if svc != nil {
+		t.cacheMu.Lock()
+		if e, ok := t.cache[name]; ok && e.modify == svc.ModifyIndex {
+			tail = e.tail
+		}
+		t.cacheMu.Unlock()
+	}
+	if tail == nil {
+		r := t.service(name)
+		r.Index = 0
+		b, err := json.Marshal(&r)
+		if err != nil {
+			return 0, nil, err
+		}
+		const head = `{"index":0,`
+		if !bytes.HasPrefix(b, []byte(head)) {
+			return 0, nil, fmt.Errorf("fsm: encoded service answer starts %q", b[:min(len(b), 20)])
+		}
+		tail = append(b[len(head):], '\n')
+		if svc != nil {
+			t.cacheMu.Lock()
+			if t.cache == nil {
+				t.cache = map[string]encoded{}
+			}
+			t.cache[name] = encoded{modify: svc.ModifyIndex, tail: tail}
+			t.cacheMu.Unlock()
+		}
+	}
+	body = make([]byte, 0, len(tail)+32)
+	body = append(body, `{"index":`...)
+	body = strconv.AppendUint(body, index, 10)
+	body = append(body, ',')
+	return index, append(body, tail...), nil
 }
 
 // Services lists the tenant's services.

@@ -190,12 +190,18 @@ func (s *Server) service(w http.ResponseWriter, r *http.Request, _ identity) {
 	if q.index > 0 && !s.block(w, r, t, name, q.index, q.wait) {
 		return
 	}
-	resp := t.SM.Service(name)
-	setIndex(w, resp.Index)
+	index, body, err := t.SM.ServiceJSON(name)
+	if err != nil {
+		writeError(w, api.Errorf(api.CodeInternal, "encode answer: %v", err))
+		return
+	}
+	setIndex(w, index)
 	if leader := t.LeaderAPI(); leader != "" {
 		w.Header().Set(api.HeaderLeader, leader)
 	}
-	writeJSON(w, http.StatusOK, resp)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
 }
 
 // block waits for the service to move past index; false means it answered.
