@@ -1,0 +1,366 @@
+// Package proctest runs Rafting in real processes for tests and benchmarks
+// about processes dying: it builds binaries, starts a cluster of `rafting
+// server` processes on free loopback ports, starts member processes, reads
+// their JSON event lines, and signals every process by its PID (SIGKILL,
+// SIGTERM, SIGSTOP, SIGCONT). Every process it starts is killed by PID and
+// every directory removed when the test ends.
+package proctest
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rafting/rafting/api"
+)
+
+// AdminToken is the admin token of every cluster started here.
+const AdminToken = "rfa_proctest-admin-0123456789abcdef"
+
+var (
+	buildMu sync.Mutex
+	built   = map[string]string{}
+	binDir  string
+)
+
+// Build builds a main package (an import path) once per process and
+// returns the binary's path; Cleanup removes every binary built.
+func Build(tb testing.TB, pkg string) string {
+	tb.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if bin, ok := built[pkg]; ok {
+		return bin
+	}
+	if binDir == "" {
+		d, err := os.MkdirTemp("", "rafting-proctest-bin-*")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		binDir = d
+	}
+	bin := filepath.Join(binDir, filepath.Base(pkg))
+	out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput()
+	if err != nil {
+		tb.Fatalf("go build %s: %v\n%s", pkg, err, out)
+	}
+	built[pkg] = bin
+	return bin
+}
+
+// Cleanup removes the binaries Build made; call it from TestMain.
+func Cleanup() {
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+}
+
+// FreePort returns a loopback host:port that was free a moment ago.
+func FreePort(tb testing.TB) string {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// Proc is a child process whose stdout lines are kept and forwarded.
+type Proc struct {
+	Name  string
+	cmd   *exec.Cmd
+	mu    sync.Mutex
+	lines []string
+	sub   []chan string
+	done  chan struct{}
+	log   bytes.Buffer // stderr, for failure messages
+}
+
+// Start starts bin with args and extra environment; the test's cleanup
+// kills it by PID if it still runs.
+func Start(tb testing.TB, name, bin string, env []string, args ...string) *Proc {
+	tb.Helper()
+	p := &Proc{Name: name, done: make(chan struct{})}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stderr = &lockedWriter{mu: &p.mu, w: &p.log}
+	stdout, err := p.cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	go func() {
+		defer close(p.done)
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			p.mu.Lock()
+			p.lines = append(p.lines, line)
+			subs := append([]chan string(nil), p.sub...)
+			p.mu.Unlock()
+			for _, c := range subs {
+				select {
+				case c <- line:
+				default:
+				}
+			}
+		}
+		_ = p.cmd.Wait()
+	}()
+	tb.Cleanup(p.Kill)
+	return p
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
+}
+
+// PID is the process ID.
+func (p *Proc) PID() int { return p.cmd.Process.Pid }
+
+// Lines returns every stdout line so far.
+func (p *Proc) Lines() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.lines...)
+}
+
+// Stderr returns what the process wrote on stderr.
+func (p *Proc) Stderr() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.log.String()
+}
+
+// Subscribe returns a channel of the stdout lines from now on (buffered;
+// lines are dropped if it is full).
+func (p *Proc) Subscribe() <-chan string {
+	c := make(chan string, 4096)
+	p.mu.Lock()
+	p.sub = append(p.sub, c)
+	p.mu.Unlock()
+	return c
+}
+
+// Signal sends sig to the process by its PID.
+func (p *Proc) Signal(sig syscall.Signal) {
+	_ = syscall.Kill(p.cmd.Process.Pid, sig)
+}
+
+// Kill sends SIGKILL (after SIGCONT, in case it is stopped) and reaps it.
+func (p *Proc) Kill() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = syscall.Kill(p.cmd.Process.Pid, syscall.SIGKILL)
+	_ = syscall.Kill(p.cmd.Process.Pid, syscall.SIGCONT)
+	<-p.done
+}
+
+// Stop sends SIGTERM and waits up to timeout for the process to exit; it
+// reports whether it did (else it is killed).
+func (p *Proc) Stop(timeout time.Duration) bool {
+	p.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return true
+	case <-time.After(timeout):
+		p.Kill()
+		return false
+	}
+}
+
+// Exited is closed when the process has exited.
+func (p *Proc) Exited() <-chan struct{} { return p.done }
+
+// Server is one `rafting server` process of a Cluster.
+type Server struct {
+	ID        int
+	API, Raft string
+	Dir       string
+	Proc      *Proc
+}
+
+// Cluster is three (or more) `rafting server` processes.
+type Cluster struct {
+	tb      testing.TB
+	bin     string
+	rtt     string
+	initial string
+	Servers []*Server
+	client  *http.Client
+}
+
+// StartCluster starts n servers with --rtt rtt and waits until all are ready.
+func StartCluster(tb testing.TB, n int, rtt time.Duration) *Cluster {
+	tb.Helper()
+	bin := Build(tb, "github.com/rafting/rafting/cmd/rafting")
+	dir := tb.TempDir()
+	c := &Cluster{tb: tb, bin: bin, rtt: rtt.String(), client: &http.Client{Timeout: 10 * time.Second}}
+	var parts []string
+	for i := 1; i <= n; i++ {
+		s := &Server{ID: i, API: FreePort(tb), Raft: FreePort(tb), Dir: filepath.Join(dir, fmt.Sprintf("n%d", i))}
+		c.Servers = append(c.Servers, s)
+		parts = append(parts, fmt.Sprintf("%d=%s", i, s.Raft))
+	}
+	c.initial = strings.Join(parts, ",")
+	for _, s := range c.Servers {
+		c.start(s, true)
+	}
+	c.WaitReady()
+	return c
+}
+
+func (c *Cluster) start(s *Server, first bool) {
+	args := []string{"server", "--data", s.Dir, "--log-level", "warn", "--rtt", c.rtt}
+	if first {
+		args = append(args, "--id", strconv.Itoa(s.ID), "--api", s.API, "--raft", s.Raft, "--initial-cluster", c.initial)
+	}
+	s.Proc = Start(c.tb, fmt.Sprintf("server%d", s.ID), c.bin, []string{"RAFTING_ADMIN_TOKEN=" + AdminToken}, args...)
+}
+
+// Restart starts a stopped server again from its data dir.
+func (c *Cluster) Restart(i int) { c.start(c.Servers[i-1], false) }
+
+// Addrs is the servers' API addresses, comma-separated (RAFTING_SERVERS).
+func (c *Cluster) Addrs() string {
+	var a []string
+	for _, s := range c.Servers {
+		a = append(a, s.API)
+	}
+	return strings.Join(a, ",")
+}
+
+// WaitReady waits until every running server answers /readyz.
+func (c *Cluster) WaitReady() {
+	c.tb.Helper()
+	for _, s := range c.Servers {
+		c.WaitServerReady(s.ID)
+	}
+}
+
+// WaitServerReady waits until server i answers /readyz.
+func (c *Cluster) WaitServerReady(i int) {
+	c.tb.Helper()
+	s := c.Servers[i-1]
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if resp, err := c.client.Get("http://" + s.API + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			c.tb.Fatalf("server %d not ready after 60s:\n%s", s.ID, s.Proc.Stderr())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Call sends a request to server i and returns the status and body.
+func (c *Cluster) Call(i int, token, method, path string, body any) (int, []byte, error) {
+	var rd io.Reader = http.NoBody
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, "http://"+c.Servers[i-1].API+path, rd)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+// Must calls until the answer is not a retryable error (30 s at most) on
+// any running server, starting with server i, and fails the test otherwise.
+func (c *Cluster) Must(i int, token, method, path string, body any) []byte {
+	c.tb.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, b, err := c.Call(i, token, method, path, body)
+		if err == nil && code < 300 {
+			return b
+		}
+		if err == nil && !api.Decode(code, b, "").Code.Retryable() {
+			c.tb.Fatalf("%s %s on server %d: %d %s", method, path, i, code, b)
+		}
+		if time.Now().After(deadline) {
+			c.tb.Fatalf("%s %s: no success in 30s (last: %d %s %v)", method, path, code, b, err)
+		}
+		i = i%len(c.Servers) + 1
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// CreateTenant creates a tenant and returns its token.
+func (c *Cluster) CreateTenant(name string) string {
+	c.tb.Helper()
+	var t api.Tenant
+	b := c.Must(1, AdminToken, http.MethodPost, "/v1/tenants", api.CreateTenantRequest{Name: name, Secret: strings.Repeat("p", 30)})
+	if err := json.Unmarshal(b, &t); err != nil {
+		c.tb.Fatal(err)
+	}
+	return t.Token
+}
+
+// TenantLeader returns the server (1-based) leading a tenant's shard.
+func (c *Cluster) TenantLeader(name string) int {
+	c.tb.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, s := range c.Servers {
+			code, b, err := c.Call(s.ID, AdminToken, http.MethodGet, "/v1/cluster", nil)
+			if err != nil || code != http.StatusOK {
+				continue
+			}
+			var cl api.Cluster
+			if json.Unmarshal(b, &cl) != nil {
+				continue
+			}
+			for _, sh := range cl.Shards {
+				if sh.Tenant == name && sh.Leader != 0 {
+					return int(sh.Leader)
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.tb.Fatalf("tenant %s has no leader", name)
+	return 0
+}
