@@ -154,7 +154,10 @@ func (s *Server) Close() {
 		close(s.stop)
 		// Hand every leadership over first: streams get `moved`, so no
 		// client mistakes this stop for a crash.
-		s.node.TransferLeaderships(3 * time.Second)
+		pctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		peers := s.api.PeerApplied(pctx)
+		cancel()
+		s.node.TransferLeaderships(3*time.Second, peers)
 		s.cancel() // blocking queries answer, streams end
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

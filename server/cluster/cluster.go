@@ -43,14 +43,16 @@ type Node struct {
 	metrics *nodeMetrics
 
 	metaSynced atomic.Bool // the meta replica caught up with a quorum once
-	reconciled atomic.Bool // every tenant shard this node hosts was started once
+	reconciled atomic.Bool // every tenant shard this node hosts was started and synced once
 	closing    atomic.Bool
 
 	mu      sync.RWMutex
 	tenants map[uint64]*Tenant // running tenant replicas by shard ID
 	byName  map[string]*Tenant
 
-	noops sync.Map // shard ID -> *client.Session
+	noops       sync.Map // shard ID -> *client.Session
+	reg         *registry
+	incarnation uint64 // this process's start, registered in the meta shard
 
 	kick   chan struct{}
 	stop   chan struct{}
@@ -68,7 +70,8 @@ type Tenant struct {
 	SM        *fsm.Tenant
 	Sessions  *session.Manager
 
-	node *Node
+	node   *Node
+	synced atomic.Bool // a ReadIndex through this replica succeeded since start
 }
 
 // New starts the NodeHost and the meta replica; Start begins reconciling.
@@ -87,9 +90,19 @@ func New(cfg config.Config, reg *metrics.Registry) (*Node, error) {
 		kick: make(chan struct{}, 1), stop: make(chan struct{}),
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	known := map[uint64]string{}
+	for id, addr := range cfg.Peers {
+		known[id] = addr
+	}
+	for id, addr := range cfg.InitialCluster {
+		known[id] = addr
+	}
+	n.reg = newRegistry(cfg.DataDir, known)
+	n.incarnation = uint64(time.Now().UnixNano())
 	n.metrics = newNodeMetrics(reg, n)
 	nhc := dbconfig.NodeHostConfig{
 		DeploymentID:      cfg.DeploymentID,
+		NodeHostID:        nodeHostID(cfg.NodeID),
 		NodeHostDir:       filepath.Join(cfg.DataDir, "raft"),
 		WALDir:            filepath.Join(cfg.DataDir, "raft"),
 		RTTMillisecond:    uint64(cfg.RTT / time.Millisecond),
@@ -99,7 +112,7 @@ func New(cfg config.Config, reg *metrics.Registry) (*Node, error) {
 		CAFile:            cfg.PeerCA,
 		CertFile:          cfg.PeerCert,
 		KeyFile:           cfg.PeerKey,
-		Expert:            dbconfig.ExpertConfig{LogDB: logDBPreset(cfg.LogDB)},
+		Expert:            dbconfig.ExpertConfig{LogDB: logDBPreset(cfg.LogDB), NodeRegistryFactory: registryFactory{n.reg}},
 	}
 	nh, err := dragonboat.NewNodeHost(nhc)
 	if err != nil {
@@ -139,8 +152,8 @@ func (n *Node) startMeta() error {
 		join = true
 	case len(n.cfg.InitialCluster) > 0:
 		members = map[uint64]dragonboat.Target{}
-		for nid, addr := range n.cfg.InitialCluster {
-			members[nid] = addr
+		for nid := range n.cfg.InitialCluster {
+			members[nid] = nodeHostID(nid)
 		}
 	default:
 		return fmt.Errorf("data dir %s holds no cluster: give --initial-cluster for a new cluster or --join to join one", n.cfg.DataDir)
@@ -200,9 +213,11 @@ func (n *Node) register() {
 	if api == "" {
 		api = n.cfg.APIAddress
 	}
-	cmd := fsm.Encode(fsm.OpRegisterNode, fsm.RegisterNode{ID: n.cfg.NodeID, RaftAddress: n.cfg.RaftAddress, APIAddress: api})
+	cmd := fsm.Encode(fsm.OpRegisterNode, fsm.RegisterNode{ID: n.cfg.NodeID, RaftAddress: n.cfg.RaftAddress, APIAddress: api,
+		Incarnation: n.incarnation})
 	for attempt := 0; ; attempt++ {
-		if rec, ok := n.meta.Node(n.cfg.NodeID); ok && rec.APIAddress == api && rec.RaftAddress == n.cfg.RaftAddress {
+		if rec, ok := n.meta.Node(n.cfg.NodeID); ok && rec.APIAddress == api && rec.RaftAddress == n.cfg.RaftAddress &&
+			rec.Incarnation == n.incarnation {
 			return
 		}
 		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.RequestTimeout)
@@ -242,7 +257,8 @@ func (n *Node) ID() uint64 { return n.cfg.NodeID }
 func (n *Node) Config() config.Config { return n.cfg }
 
 // Ready reports whether the meta replica caught up once and every tenant
-// shard this node hosts has been started.
+// shard this node hosts was started and reached its leader once (a
+// ReadIndex: the leader reaches this node too).
 func (n *Node) Ready() bool { return n.metaSynced.Load() && n.reconciled.Load() }
 
 // Tenant returns a running tenant replica by tenant name.
@@ -391,7 +407,8 @@ func (n *Node) MetaMembers(ctx context.Context) (map[uint64]string, error) {
 		return nil, raftError(err, ctx)
 	}
 	out := map[uint64]string{}
-	for id, addr := range m.Nodes {
+	for id := range m.Nodes { // a meta replica's ID is its node's
+		addr, _ := n.reg.addr(id)
 		out[id] = addr
 	}
 	return out, nil
@@ -475,7 +492,7 @@ func (n *Node) Close() {
 	if !n.closing.CompareAndSwap(false, true) {
 		return
 	}
-	n.TransferLeaderships(3 * time.Second)
+	n.TransferLeaderships(3*time.Second, nil)
 	close(n.stop)
 	n.cancel()
 	n.wg.Wait()
@@ -505,65 +522,97 @@ func (n *Node) Abort() {
 	}
 }
 
+// PeerApplied is, per peer node, the applied index of each shard replica it
+// runs (from the peers' own view of the cluster); nil when unknown.
+type PeerApplied map[uint64]map[uint64]uint64
+
 // TransferLeaderships moves every shard this node leads to another replica
 // (tenant sessions stop being answered here first) and waits, up to max,
-// until none is led here.
-func (n *Node) TransferLeaderships(max time.Duration) {
+// until none is led here. Targets are tried most caught-up first (by
+// peers' applied indexes, when known), each for two election timeouts: a
+// transfer to a peer that is behind or unreachable (say, just restarted,
+// its connection still backing off) would stall the shard until it failed.
+func (n *Node) TransferLeaderships(max time.Duration, peers PeerApplied) {
 	me := n.cfg.NodeID
 	type led struct {
-		shard, target uint64
-		t             *Tenant
+		shard, self uint64
+		targets     []uint64 // replica IDs, best first
+		t           *Tenant
 	}
-	var shards []led
+	order := func(shard uint64, replicas map[uint64]uint64) []uint64 { // replica -> node
+		var ids []uint64
+		for rid := range replicas {
+			ids = append(ids, rid)
+		}
+		applied := func(rid uint64) int64 {
+			if v, ok := peers[replicas[rid]][shard]; ok {
+				return int64(v)
+			}
+			return -1
+		}
+		sort.Slice(ids, func(i, j int) bool {
+			if a, b := applied(ids[i]), applied(ids[j]); a != b {
+				return a > b
+			}
+			return ids[i] < ids[j]
+		})
+		return ids
+	}
+	var shards []*led
 	if id, _, ok := n.leader(fsm.MetaShardID); ok && id == me {
+		reps := map[uint64]uint64{}
 		for _, rec := range n.meta.Nodes() {
 			if rec.ID != me {
-				shards = append(shards, led{shard: fsm.MetaShardID, target: rec.ID})
-				break
+				reps[rec.ID] = rec.ID
 			}
 		}
+		shards = append(shards, &led{shard: fsm.MetaShardID, self: me, targets: order(fsm.MetaShardID, reps)})
 	}
 	for _, t := range n.Tenants() {
-		if id, _, ok := n.leader(t.ShardID); ok && id == t.ReplicaID {
-			rec, ok := n.meta.Tenant(t.Name)
-			if !ok {
-				continue
+		if id, _, ok := n.leader(t.ShardID); !ok || id != t.ReplicaID {
+			continue
+		}
+		rec, ok := n.meta.Tenant(t.Name)
+		if !ok {
+			continue
+		}
+		reps := map[uint64]uint64{}
+		for rid, rep := range rec.Replicas {
+			if rid != t.ReplicaID {
+				reps[rid] = rep.Node
 			}
-			for rid := range rec.Replicas {
-				if rid != t.ReplicaID {
-					shards = append(shards, led{shard: t.ShardID, target: rid, t: t})
-					break
-				}
-			}
 		}
-	}
-	for _, s := range shards {
-		if s.t != nil {
-			s.t.Sessions.Handoff()
-		}
-		if err := n.nh.RequestLeaderTransfer(s.shard, s.target); err != nil {
-			n.log.Warn("leader transfer", "shard", s.shard, "err", err)
-		}
+		t.Sessions.Handoff()
+		shards = append(shards, &led{shard: t.ShardID, self: t.ReplicaID, targets: order(t.ShardID, reps), t: t})
 	}
 	deadline := time.Now().Add(max)
-	for len(shards) > 0 && time.Now().Before(deadline) {
-		left := shards[:0]
-		for _, s := range shards {
-			rid := me
-			if s.t != nil {
-				rid = s.t.ReplicaID
+	per := 2 * n.cfg.ElectionTimeout()
+	var wg sync.WaitGroup
+	var left atomic.Int64
+	for _, s := range shards {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, target := range s.targets {
+				if err := n.nh.RequestLeaderTransfer(s.shard, target); err != nil {
+					n.log.Debug("leader transfer", "shard", s.shard, "target", target, "err", err)
+				}
+				try := time.Now().Add(per)
+				for time.Now().Before(try) && time.Now().Before(deadline) {
+					if id, _, ok := n.leader(s.shard); !ok || id != s.self {
+						return
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
 			}
-			if id, _, ok := n.leader(s.shard); ok && id == rid {
-				left = append(left, s)
+			if id, _, ok := n.leader(s.shard); ok && id == s.self {
+				left.Add(1)
 			}
-		}
-		shards = left
-		if len(shards) > 0 {
-			time.Sleep(10 * time.Millisecond)
-		}
+		}()
 	}
-	if len(shards) > 0 {
-		n.log.Warn("some leaderships were not transferred before shutdown", "shards", len(shards))
+	wg.Wait()
+	if left.Load() > 0 {
+		n.log.Warn("some leaderships were not transferred before shutdown", "shards", left.Load())
 	}
 }
 

@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lni/dragonboat/v4"
@@ -52,10 +54,42 @@ func (n *Node) reconcileLoop() {
 			}
 			n.metaSynced.Store(true)
 		}
-		if n.reconcile() {
+		if n.reconcile() && !n.reconciled.Load() && n.syncReplicas() {
 			n.reconciled.Store(true)
 		}
 	}
+}
+
+// syncReplicas does one ReadIndex through each local tenant replica not yet
+// synced since this node started. A ReadIndex from a follower travels to the
+// leader and back, so its success proves the leader reaches this node: after
+// a restart, peers' transports back off before reconnecting, and a node is
+// not ready (a rolling restart must not stop the next node) until they do.
+// It reports whether every replica is synced.
+func (n *Node) syncReplicas() bool {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	var failed atomic.Bool
+	for _, t := range n.Tenants() {
+		if t.synced.Load() {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			ctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
+			defer cancel()
+			if err := t.ReadIndex(ctx); err != nil {
+				failed.Store(true)
+				return
+			}
+			t.synced.Store(true)
+		}()
+	}
+	wg.Wait()
+	return !failed.Load()
 }
 
 // reconcile runs one pass and reports whether every desired shard runs.
@@ -122,8 +156,8 @@ func (n *Node) startTenant(rec *fsm.TenantRecord) error {
 		join = true
 	default:
 		members = map[uint64]dragonboat.Target{}
-		for id, addr := range rec.Initial() {
-			members[id] = addr
+		for id := range rec.Initial() {
+			members[id] = nodeHostID(rec.Replicas[id].Node)
 		}
 	}
 	// Register before starting: Dragonboat may apply entries (and call
@@ -198,11 +232,14 @@ func (n *Node) AddNode(ctx context.Context, id uint64, raftAddr, apiAddr string)
 	if err != nil {
 		return raftError(err, ctx)
 	}
-	if addr, ok := mm.Nodes[id]; ok && addr != raftAddr {
-		return api.Errorf(api.CodeConflict, "node %d is a member with raft address %s", id, addr)
+	if addr, ok := n.reg.addr(id); ok && addr != raftAddr {
+		if _, member := mm.Nodes[id]; member {
+			return api.Errorf(api.CodeConflict, "node %d is a member with raft address %s", id, addr)
+		}
 	}
+	n.reg.setAddr(id, raftAddr)
 	if _, ok := mm.Nodes[id]; !ok {
-		if err := n.nh.SyncRequestAddReplica(ctx, fsm.MetaShardID, id, raftAddr, mm.ConfigChangeID); err != nil {
+		if err := n.nh.SyncRequestAddReplica(ctx, fsm.MetaShardID, id, nodeHostID(id), mm.ConfigChangeID); err != nil {
 			return raftError(err, ctx)
 		}
 	}
@@ -221,7 +258,7 @@ func (n *Node) AddNode(ctx context.Context, id uint64, raftAddr, apiAddr string)
 		if _, ok := m.Nodes[o.Replica]; ok {
 			continue
 		}
-		if err := n.nh.SyncRequestAddReplica(ctx, rec.ShardID, o.Replica, raftAddr, m.ConfigChangeID); err != nil {
+		if err := n.nh.SyncRequestAddReplica(ctx, rec.ShardID, o.Replica, nodeHostID(id), m.ConfigChangeID); err != nil {
 			return raftError(err, ctx)
 		}
 	}

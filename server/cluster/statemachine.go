@@ -60,6 +60,7 @@ func (a *metaSM) Update(entries []sm.Entry) ([]sm.Entry, error) {
 		entries[i].Result = sm.Result{Value: 1, Data: mustJSON(&o)}
 	}
 	a.n.meta.Notify()
+	a.n.learnNodes()
 	a.n.kickReconcile()
 	return entries, nil
 }
@@ -80,6 +81,7 @@ func (a *metaSM) SaveSnapshot(ctx any, w io.Writer, _ sm.ISnapshotFileCollection
 
 func (a *metaSM) RecoverFromSnapshot(r io.Reader, _ []sm.SnapshotFile, _ <-chan struct{}) error {
 	err := a.n.meta.Restore(r)
+	a.n.learnNodes()
 	a.n.kickReconcile()
 	return err
 }

@@ -35,6 +35,10 @@ type Config struct {
 	// Join is the API address of a running member; set it to add this node
 	// to an existing cluster. The admin token is required to join.
 	Join string
+	// Peers are Raft addresses of other nodes this node knows of (node ID ->
+	// address), e.g. from the answer to a join: not a membership, only where
+	// to reach them until the meta shard says so. Optional.
+	Peers map[uint64]string
 	// AdminToken is the secret of the admin token (from --admin-token-file
 	// or RAFTING_ADMIN_TOKEN). Empty: no admin access at all.
 	AdminToken string

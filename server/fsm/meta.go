@@ -49,6 +49,9 @@ type NodeRecord struct {
 	ID          uint64 `json:"id"`
 	RaftAddress string `json:"raft_address"`
 	APIAddress  string `json:"api_address"`
+	// Incarnation identifies the node's current process (its start time):
+	// peers open fresh Raft connections to a node that restarted.
+	Incarnation uint64 `json:"incarnation,omitempty"`
 }
 
 // Replica is one replica of a tenant shard. Join is set for replicas added
@@ -130,6 +133,7 @@ type RegisterNode struct {
 	ID          uint64 `json:"id"`
 	RaftAddress string `json:"raft_address"`
 	APIAddress  string `json:"api_address"`
+	Incarnation uint64 `json:"incarnation,omitempty"`
 }
 
 // CreateTenant creates a tenant with a replica on each of Members (node ID
@@ -229,7 +233,11 @@ func (m *Meta) Apply(index uint64, cmd []byte) (o MetaOutcome) {
 		if c.ID == 0 || c.RaftAddress == "" {
 			return metaReject(api.CodeBadRequest, "register_node: id and raft_address are required")
 		}
-		m.st.Nodes[c.ID] = &NodeRecord{ID: c.ID, RaftAddress: c.RaftAddress, APIAddress: c.APIAddress}
+		inc := c.Incarnation
+		if old := m.st.Nodes[c.ID]; old != nil && inc == 0 {
+			inc = old.Incarnation // an operator's re-registration keeps it
+		}
+		m.st.Nodes[c.ID] = &NodeRecord{ID: c.ID, RaftAddress: c.RaftAddress, APIAddress: c.APIAddress, Incarnation: inc}
 		return MetaOutcome{}
 	case OpCreateTenant:
 		var c CreateTenant

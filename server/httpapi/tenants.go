@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/server/cluster"
 	"github.com/rafting/rafting/server/fsm"
 	"github.com/rafting/rafting/tenants"
 )
@@ -202,6 +204,52 @@ func (s *Server) awaitMetaEverywhere(ctx context.Context, index uint64) {
 		}(rec.APIAddress)
 	}
 	wg.Wait()
+}
+
+// PeerApplied asks every other node (admin token) for its view of the
+// cluster and returns each one's applied index per shard: the graceful
+// stop hands leaderships to the most caught-up replicas. Unreachable nodes
+// are left out.
+func (s *Server) PeerApplied(ctx context.Context) cluster.PeerApplied {
+	cfg := s.node.Config()
+	if cfg.AdminToken == "" {
+		return nil
+	}
+	out := cluster.PeerApplied{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, rec := range s.node.Meta().Nodes() {
+		if rec.ID == s.node.ID() || rec.APIAddress == "" {
+			continue
+		}
+		wg.Add(1)
+		go func(id uint64, addr string) {
+			defer wg.Done()
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.scheme()+"://"+addr+"/v1/cluster", nil)
+			if err != nil {
+				return
+			}
+			req.Header.Set("Authorization", "Bearer "+cfg.AdminToken)
+			resp, err := s.peers.Do(req)
+			if err != nil {
+				return
+			}
+			defer resp.Body.Close()
+			var c api.Cluster
+			if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&c) != nil {
+				return
+			}
+			applied := map[uint64]uint64{}
+			for _, sh := range c.Shards {
+				applied[sh.ShardID] = sh.Applied
+			}
+			mu.Lock()
+			out[id] = applied
+			mu.Unlock()
+		}(rec.ID, rec.APIAddress)
+	}
+	wg.Wait()
+	return out
 }
 
 func (s *Server) scheme() string {
