@@ -51,7 +51,7 @@ func TestClusterTenantShardEverywhere(t *testing.T) {
 	}
 
 	// A blocking query on node 3 returns when node 1 registers.
-	first := c.Do(3, tok, http.MethodGet, "/v1/tenants/acme/services/web", nil)
+	first := c.Do(3, tok, http.MethodGet, "/v1/tenants/acme/services/web?consistent=true", nil)
 	var before api.ServiceResponse
 	first.JSON(t, &before)
 	got := make(chan *servertest.Response, 1)

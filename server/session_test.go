@@ -180,6 +180,7 @@ func TestSessionExpiresAfterTTL(t *testing.T) {
 	tok := c.CreateTenant("acme", api.Quotas{})
 	s := openSession(t, c, tok, "acme", sid, api.SessionRequest{TTLMs: 3000})
 	register(t, c, 2, tok, "acme", "web", "w1", api.RegisterRequest{Address: "a:1", Session: sid})
+	servertest.Eventually(t, 5*time.Second, "node 3 to apply the registration", func() bool { return present(c, 3, "acme", "web", "w1") })
 	sent, ka := s.keepalive(2) // forwarded if node 2 does not lead
 	if ka.LeaseMs != 0 || ka.TTLMs != 3000 {
 		t.Fatalf("keepalive answer %+v", ka)

@@ -285,10 +285,9 @@ func (s *Server) authenticate(r *http.Request, now time.Time) (identity, bool) {
 // the per-session lane to keepalives and stream attaches.
 func (s *Server) limit(name string, r *http.Request, isLane, write bool, now time.Time) error {
 	if isLane {
-		key := "lane:" + name + ":" + api.SessionTag(r.PathValue("id"))
-		if ok, retry := s.lane.Allow(key, tenants.LaneRate, tenants.LaneBurst, now); !ok {
-			return &api.Error{Code: api.CodeRateLimited, Message: "session keepalive lane: too many keepalives or attaches for this session", RetryAfter: retry}
-		}
+		// Keepalives and stream attaches are limited where they are served,
+		// by the tenant leader (laneAllow): a follower that forwards one or
+		// answers `moved` spends nothing of the session's lane.
 		return nil
 	}
 	rec, ok := s.node.Meta().Brief(name)
@@ -303,6 +302,17 @@ func (s *Server) limit(name string, r *http.Request, isLane, write bool, now tim
 		if ok, retry := s.writes.Allow("w:"+name, float64(q.WritesPerSecond), tenants.WriteBurst(q), now); !ok {
 			return &api.Error{Code: api.CodeRateLimited, Message: "tenant " + name + ": writes_per_second exceeded", RetryAfter: retry}
 		}
+	}
+	return nil
+}
+
+// laneAllow applies the per-session lane (keepalives and stream attaches,
+// outside the tenant's request and write rates) where the session is
+// served: on the tenant leader.
+func (s *Server) laneAllow(tenant, session string) error {
+	key := "lane:" + tenant + ":" + api.SessionTag(session)
+	if ok, retry := s.lane.Allow(key, tenants.LaneRate, tenants.LaneBurst, time.Now()); !ok {
+		return &api.Error{Code: api.CodeRateLimited, Message: "session keepalive lane: too many keepalives or attaches for this session", RetryAfter: retry}
 	}
 	return nil
 }

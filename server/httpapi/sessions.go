@@ -73,6 +73,14 @@ func (s *Server) keepalive(w http.ResponseWriter, r *http.Request, _ identity) {
 	if !ok {
 		return
 	}
+	if !t.Sessions.Leading() {
+		s.forward(w, r, t)
+		return
+	}
+	if err := s.laneAllow(t.Name, id); err != nil {
+		writeError(w, err)
+		return
+	}
 	resp, err := t.Sessions.Keepalive(r.Context(), id)
 	if errors.Is(err, session.ErrNotLeader) {
 		s.forward(w, r, t)
@@ -146,6 +154,12 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, _ identity) {
 	t, ok := s.replica(w, r)
 	if !ok {
 		return
+	}
+	if t.Sessions.Leading() {
+		if err := s.laneAllow(t.Name, id); err != nil {
+			writeError(w, err)
+			return
+		}
 	}
 	st, err := t.Sessions.Attach(id)
 	if errors.Is(err, session.ErrNotLeader) {

@@ -54,6 +54,7 @@ type Config struct {
 	TickInterval        time.Duration // [100ms] period of Ticks while a cold start waits
 	ReadIndexTimeout    time.Duration // [150ms] bound of one ReadIndex attempt
 	ProposalTimeout     time.Duration // [1s] bound of one leader-only proposal
+	BarrierTimeout      time.Duration // [250ms] bound of one barrier attempt (a dropped one is retried)
 	SelfPreservationMin int           // [3] smallest expiry batch ever held back
 	Logger              *slog.Logger  // nil: silent
 }
@@ -73,6 +74,9 @@ func (c *Config) defaults() {
 	}
 	if c.ProposalTimeout <= 0 {
 		c.ProposalTimeout = time.Second
+	}
+	if c.BarrierTimeout <= 0 {
+		c.BarrierTimeout = 250 * time.Millisecond
 	}
 	if c.SelfPreservationMin <= 0 {
 		c.SelfPreservationMin = 3
@@ -307,6 +311,7 @@ func (m *Manager) checkLeadership() {
 		m.stepDownLocked("") // re-elected in a new term: a new barrier first
 	}
 	m.role, m.term = takingOver, term
+	m.log.Debug("taking over", "term", term)
 	m.wg.Add(1)
 	go m.barrier(term)
 }
@@ -321,7 +326,9 @@ func (m *Manager) barrier(term uint64) {
 		if !current {
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.ProposalTimeout)
+		// A proposal made as leadership settles can be dropped silently
+		// (it surfaces only at its deadline): short attempts, retried.
+		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.BarrierTimeout)
 		o, err := m.raft.Propose(ctx, fsm.Encode(fsm.OpBarrier, fsm.Barrier{Term: term, NowMs: time.Now().UnixMilli()}))
 		cancel()
 		if err == nil && o.Code == "" && m.sm.BarrierTerm() == term {
@@ -331,10 +338,11 @@ func (m *Manager) barrier(term uint64) {
 		if err == nil && o.Code != "" {
 			m.log.Warn("barrier rejected", "term", term, "code", o.Code, "message", o.Message)
 		}
+		m.log.Debug("barrier attempt failed", "term", term, "attempt", attempt, "err", err)
 		select {
 		case <-m.stop:
 			return
-		case <-time.After(min(time.Duration(attempt+1)*20*time.Millisecond, 200*time.Millisecond)):
+		case <-time.After(min(time.Duration(attempt+1)*10*time.Millisecond, 50*time.Millisecond)):
 		}
 	}
 }
