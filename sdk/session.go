@@ -417,6 +417,8 @@ func (m *Member) restartStream(s *session, at time.Time) {
 func (m *Member) streamLoop(ctx context.Context) {
 	j := transport.NewJitter(10*time.Millisecond, 500*time.Millisecond)
 	server := ""
+	var refused string // a server whose attach failed without an answer
+	var refusedAt time.Time
 	for ctx.Err() == nil {
 		m.mu.Lock()
 		s := m.sess
@@ -459,6 +461,9 @@ func (m *Member) streamLoop(ctx context.Context) {
 			case errors.As(err, &ae) && ae.Leader != "" && ae.Leader != used:
 				server = ae.Leader
 			default:
+				if !errors.As(err, &ae) {
+					refused, refusedAt = used, time.Now()
+				}
 				server = m.c.tr.Next(used)
 			}
 			if errors.As(err, &ae) && ae.RetryAfter > 0 {
@@ -473,14 +478,17 @@ func (m *Member) streamLoop(ctx context.Context) {
 		resp.Body.Close()
 		m.detached(s)
 		switch {
-		case moved && leader != "":
+		case moved && leader != "" && !(leader == refused && time.Since(refusedAt) < time.Second):
 			server = leader
 			m.setLeader(leader)
 			sleep(ctx, jitter(10*time.Millisecond))
 		case moved:
+			// No leader known, or one that just refused us (the servers'
+			// view lags a crash until the election): pace the retries so
+			// a failover is not met with a herd of attaches.
 			server = m.c.tr.Next(used)
 			m.setLeader("")
-			sleep(ctx, jitter(20*time.Millisecond))
+			sleep(ctx, 50*time.Millisecond+jitter(50*time.Millisecond))
 		default:
 			sleep(ctx, j.NextBackOff())
 		}
