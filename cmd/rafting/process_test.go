@@ -375,3 +375,65 @@ func TestDevRestartKeepsState(t *testing.T) {
 	}
 	p2.stop(t)
 }
+
+// TestJoin: a fourth `rafting server` started with --join becomes a member:
+// it catches up with the meta shard and every tenant shard (as a joiner),
+// serves reads, and takes part in new tenants.
+func TestJoin(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	dir := t.TempDir()
+	nodes := make([]*node, 3)
+	var parts []string
+	for i := range nodes {
+		nodes[i] = &node{id: i + 1, api: freePort(t), raft: freePort(t), dir: filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
+			adminEnv: []string{"RAFTING_ADMIN_TOKEN=" + adminTok}}
+		parts = append(parts, fmt.Sprintf("%d=%s", i+1, nodes[i].raft))
+	}
+	for _, n := range nodes {
+		n.initialArg = strings.Join(parts, ",")
+		n.start(t, true)
+	}
+	waitReady(t, nodes[0].api, nodes[1].api, nodes[2].api)
+	code, b := retry(t, http.MethodPost, "http://"+nodes[0].api+"/v1/tenants", adminTok, api.CreateTenantRequest{Name: "acme", Secret: strings.Repeat("j", 30)})
+	if code != http.StatusCreated {
+		t.Fatalf("create tenant = %d %s", code, b)
+	}
+	var ten api.Tenant
+	_ = json.Unmarshal(b, &ten)
+	retry(t, http.MethodPut, "http://"+nodes[1].api+"/v1/tenants/acme/services/web/instances/w1", ten.Token, api.RegisterRequest{Address: "a:1"})
+
+	fourth := &node{id: 4, api: freePort(t), raft: freePort(t), dir: filepath.Join(dir, "n4"), adminEnv: []string{"RAFTING_ADMIN_TOKEN=" + adminTok}}
+	fourth.p = start(t, fourth.adminEnv, "server", "--id", "4", "--data", fourth.dir, "--api", fourth.api, "--raft", fourth.raft,
+		"--join", nodes[0].api, "--log-level", "warn", "--rtt", "20ms")
+	waitReady(t, fourth.api)
+	code, b = retry(t, http.MethodGet, "http://"+fourth.api+"/v1/tenants/acme/services/web?consistent=true", ten.Token, nil)
+	var s api.ServiceResponse
+	_ = json.Unmarshal(b, &s)
+	if code != http.StatusOK || len(s.Instances) != 1 {
+		t.Fatalf("the joined node answers %d %s", code, b)
+	}
+	var cl api.Cluster
+	_, b = retry(t, http.MethodGet, "http://"+fourth.api+"/v1/cluster", adminTok, nil)
+	_ = json.Unmarshal(b, &cl)
+	if len(cl.Nodes) != 4 {
+		t.Fatalf("cluster after the join: %s", b)
+	}
+	for _, sh := range cl.Shards {
+		if len(sh.Replicas) != 4 {
+			t.Fatalf("shard %d has %d replicas after the join, want 4", sh.ShardID, len(sh.Replicas))
+		}
+	}
+	// With four members, losing one still leaves a quorum; the joiner votes.
+	nodes[0].p.kill()
+	retry(t, http.MethodPut, "http://"+fourth.api+"/v1/tenants/acme/services/web/instances/w2", ten.Token, api.RegisterRequest{Address: "a:2"})
+	// A tenant created now has a replica on the new node from the start.
+	code, _ = retry(t, http.MethodPost, "http://"+nodes[1].api+"/v1/tenants", adminTok, api.CreateTenantRequest{Name: "later", Secret: strings.Repeat("k", 30)})
+	if code != http.StatusCreated {
+		t.Fatalf("create tenant after the join = %d", code)
+	}
+	for _, n := range []*node{nodes[1], nodes[2], fourth} {
+		n.p.stop(t)
+	}
+}

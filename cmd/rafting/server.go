@@ -130,9 +130,11 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 		if cfg.AdminToken == "" {
 			return usageError{"--join needs the admin token (--admin-token-file or RAFTING_ADMIN_TOKEN)"}
 		}
-		if err := requestJoin(ctx, cfg); err != nil {
+		peers, err := requestJoin(ctx, cfg)
+		if err != nil {
 			return err
 		}
+		cfg.Peers = peers
 	}
 	s, err := server.New(cfg)
 	if err != nil {
@@ -148,8 +150,9 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 	return nil
 }
 
-// requestJoin asks a running member to add this node to the cluster.
-func requestJoin(ctx context.Context, cfg config.Config) error {
+// requestJoin asks a running member to add this node to the cluster and
+// returns the members' Raft addresses.
+func requestJoin(ctx context.Context, cfg config.Config) (map[uint64]string, error) {
 	advertise := cfg.AdvertiseAPI
 	if advertise == "" {
 		advertise = cfg.APIAddress
@@ -164,7 +167,7 @@ func requestJoin(ctx context.Context, cfg config.Config) error {
 	for attempt := 0; ; attempt++ {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/cluster/nodes", bytes.NewReader(body))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		req.Header.Set("Authorization", "Bearer "+cfg.AdminToken)
 		req.Header.Set("Content-Type", "application/json")
@@ -173,17 +176,25 @@ func requestJoin(ctx context.Context, cfg config.Config) error {
 			b, _ := io.ReadAll(io.LimitReader(resp.Body, api.MaxBodyBytes))
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return nil
+				var cl api.Cluster
+				if err := json.Unmarshal(b, &cl); err != nil {
+					return nil, fmt.Errorf("join %s: %w", cfg.Join, err)
+				}
+				peers := map[uint64]string{}
+				for _, n := range cl.Nodes {
+					peers[n.ID] = n.RaftAddress
+				}
+				return peers, nil
 			}
 			e := api.Decode(resp.StatusCode, b, resp.Header.Get("Retry-After"))
 			if !e.Code.Retryable() {
-				return fmt.Errorf("join %s: %w", cfg.Join, e)
+				return nil, fmt.Errorf("join %s: %w", cfg.Join, e)
 			}
 			err = e
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("join %s: %w", cfg.Join, err)
+			return nil, fmt.Errorf("join %s: %w", cfg.Join, err)
 		case <-time.After(time.Duration(min(attempt+1, 10)) * 200 * time.Millisecond):
 		}
 	}

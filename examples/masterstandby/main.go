@@ -27,6 +27,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"log/slog"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -74,6 +75,7 @@ func main() {
 	every := flag.Duration("every", 50*time.Millisecond, "member: how often the master writes")
 	coldMin := flag.Int("cold-start-min", 1, "member: cold start: elect once this many are ready")
 	coldSettle := flag.Duration("cold-start-settle", 0, "member: cold start: or once this long passed")
+	debug := flag.Bool("debug", false, "member: the SDK's debug log on stderr")
 	flag.Parse()
 	log.SetFlags(log.Ltime | log.Lmicroseconds)
 	if os.Getenv(sdk.EnvServers) == "" {
@@ -85,7 +87,7 @@ func main() {
 	switch *role {
 	case "member":
 		err = member(ctx, memberConfig{id: *id, priority: *priority, lease: *lease, ttl: *ttl,
-			ledger: fencedFile{path: *ledger}, every: *every, coldMin: *coldMin, coldSettle: *coldSettle})
+			ledger: fencedFile{path: *ledger}, every: *every, coldMin: *coldMin, coldSettle: *coldSettle, debug: *debug})
 	case "demo":
 		err = demo(ctx)
 	default:
@@ -104,6 +106,7 @@ type memberConfig struct {
 	every      time.Duration
 	coldMin    int
 	coldSettle time.Duration
+	debug      bool
 }
 
 // member joins, writes to the ledger while it is master, and leaves
@@ -113,11 +116,15 @@ func member(ctx context.Context, c memberConfig) error {
 	var mu sync.Mutex
 	self := c.id // the generated ID is known once Join returns
 	who := func() string { mu.Lock(); defer mu.Unlock(); return self }
+	opts := []sdk.Option{sdk.WithLease(c.lease), sdk.WithTTL(c.ttl), sdk.WithColdStart(c.coldMin, c.coldSettle)}
+	if c.debug {
+		opts = append(opts, sdk.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	}
 	m, err := sdk.Join(ctx, sdk.Instance{Service: service, ID: c.id, Address: "127.0.0.1:0", Mode: sdk.MasterStandby, Priority: c.priority},
-		sdk.WithLease(c.lease), sdk.WithTTL(c.ttl), sdk.WithColdStart(c.coldMin, c.coldSettle),
-		sdk.WithRoleChange(func(rc sdk.RoleChange) {
-			emit(Event{Ev: "role", ID: who(), Role: rc.Role.String(), Token: rc.Token, At: rc.At.UnixNano()})
-		}))
+		append(opts,
+			sdk.WithRoleChange(func(rc sdk.RoleChange) {
+				emit(Event{Ev: "role", ID: who(), Role: rc.Role.String(), Token: rc.Token, At: rc.At.UnixNano()})
+			}))...)
 	if err != nil {
 		return fmt.Errorf("join: %w", err)
 	}

@@ -207,6 +207,16 @@ type Server struct {
 	API, Raft string
 	Dir       string
 	Proc      *Proc
+	past      []*Proc // earlier processes of this server
+}
+
+// Log returns what every process of this server wrote on stderr.
+func (s *Server) Log() string {
+	var b strings.Builder
+	for _, p := range append(s.past, s.Proc) {
+		b.WriteString(p.Stderr())
+	}
+	return b.String()
 }
 
 // Cluster is three (or more) `rafting server` processes.
@@ -240,7 +250,11 @@ func StartCluster(tb testing.TB, n int, rtt time.Duration) *Cluster {
 }
 
 func (c *Cluster) start(s *Server, first bool) {
-	args := []string{"server", "--data", s.Dir, "--log-level", "warn", "--rtt", c.rtt}
+	level := os.Getenv("RAFTING_PROCTEST_LOG") // e.g. debug, to see the servers' logs in failures
+	if level == "" {
+		level = "warn"
+	}
+	args := []string{"server", "--data", s.Dir, "--log-level", level, "--rtt", c.rtt}
 	if first {
 		args = append(args, "--id", strconv.Itoa(s.ID), "--api", s.API, "--raft", s.Raft, "--initial-cluster", c.initial)
 	}
@@ -248,7 +262,11 @@ func (c *Cluster) start(s *Server, first bool) {
 }
 
 // Restart starts a stopped server again from its data dir.
-func (c *Cluster) Restart(i int) { c.start(c.Servers[i-1], false) }
+func (c *Cluster) Restart(i int) {
+	s := c.Servers[i-1]
+	s.past = append(s.past, s.Proc)
+	c.start(s, false)
+}
 
 // Addrs is the servers' API addresses, comma-separated (RAFTING_SERVERS).
 func (c *Cluster) Addrs() string {
