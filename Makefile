@@ -1,7 +1,7 @@
 # Rafting: the two commands are `make run` (a local 3-node cluster) and `make test`.
 GO      ?= go
 BIN     ?= bin
-FUZZTIME ?= 3s
+FUZZTIME ?= 5000x
 export GOFLAGS := -buildvcs=false
 
 .PHONY: run build test test-unit fuzz vet bench fmt clean

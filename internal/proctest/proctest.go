@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -53,12 +54,23 @@ func Build(tb testing.TB, pkg string) string {
 		binDir = d
 	}
 	bin := filepath.Join(binDir, filepath.Base(pkg))
-	out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput()
+	cmd := exec.Command("go", "build", "-o", bin, pkg)
+	cmd.Dir = moduleRoot() // the main module, whatever module the caller is in
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		tb.Fatalf("go build %s: %v\n%s", pkg, err, out)
 	}
 	built[pkg] = bin
 	return bin
+}
+
+// moduleRoot is the main module's directory: two levels above this file.
+func moduleRoot() string {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		return ""
+	}
+	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
 // Cleanup removes the binaries Build made; call it from TestMain.
