@@ -4,13 +4,17 @@
 //
 //   - graceful: SIGTERM to the master (Member.Leave) → the next master's
 //     role event;
+//
 //   - crash: kill -9 of the master, default lease (1 s);
+//
 //   - crash-lease200: the same with lease_ms 200;
+//
 //   - paused: SIGSTOP of the master (a silent host) → replaced after the TTL;
+//
 //   - raft-leader-crash: kill -9 of the tenant shard's Raft leader server:
 //     no successor may be granted; the time the master spends Suspended.
 //
-//	cd benchmarks && go test -run '^$' -bench Failover -benchtime 1x -timeout 60m ./failover/
+//     cd benchmarks && go test -run '^$' -bench Failover -benchtime 1x -timeout 60m ./failover/
 //
 // RAFTING_BENCH_RUNS sets N.
 package failover
