@@ -93,9 +93,9 @@ func defaults() config {
 func splitServers(v string) []string {
 	var out []string
 	for _, s := range strings.Split(v, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			s = strings.TrimPrefix(strings.TrimPrefix(s, "http://"), "https://")
-			out = append(out, strings.TrimSuffix(s, "/"))
+		s = strings.TrimPrefix(strings.TrimPrefix(strings.TrimSpace(s), "http://"), "https://")
+		if s = strings.TrimSpace(strings.TrimRight(s, "/")); s != "" {
+			out = append(out, s)
 		}
 	}
 	return out
