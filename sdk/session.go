@@ -166,10 +166,14 @@ func (m *Member) waitAttached(ctx context.Context, s *session) error {
 func (m *Member) keepaliveOnce(ctx context.Context, s *session) error {
 	m.mu.Lock()
 	hint := m.leader
+	if m.unreachableLocked(hint) {
+		hint = ""
+	}
 	m.mu.Unlock()
 	sent := time.Now()
 	resp, err := m.c.tr.Do(ctx, transport.Request{Method: http.MethodPut, Path: m.sessionPath(s.id) + "/keepalive",
 		Server: hint, Timeout: m.keepaliveTimeout()})
+	m.answered(resp, err)
 	if err == nil {
 		var ka api.KeepaliveResponse
 		if err := jsonUnmarshal(resp.Body, &ka); err != nil {
@@ -185,9 +189,10 @@ func (m *Member) keepaliveOnce(ctx context.Context, s *session) error {
 	var ae *api.Error
 	m.mu.Lock()
 	if errors.As(err, &ae) {
-		if ae.Leader != "" {
+		switch {
+		case ae.Leader != "" && !m.unreachableLocked(ae.Leader):
 			m.leader = ae.Leader
-		} else if ae.Code == api.CodeUnavailable {
+		case ae.Leader != "" || ae.Code == api.CodeUnavailable:
 			m.leader = ""
 		}
 	} else {
@@ -298,6 +303,7 @@ func (m *Member) worker(ctx context.Context) {
 			}
 			next = time.Now().Add(j.NextBackOff())
 		case errors.Is(err, api.ErrNotAttached):
+			m.log.Debug("keepalive: stream not attached on the leader; re-attaching")
 			m.restartStream(s, sent)
 			wctx, cancel := context.WithTimeout(ctx, interval)
 			m.waitAttached(wctx, s)
@@ -417,8 +423,6 @@ func (m *Member) restartStream(s *session, at time.Time) {
 func (m *Member) streamLoop(ctx context.Context) {
 	j := transport.NewJitter(10*time.Millisecond, 500*time.Millisecond)
 	server := ""
-	var refused string // a server whose attach failed without an answer
-	var refusedAt time.Time
 	for ctx.Err() == nil {
 		m.mu.Lock()
 		s := m.sess
@@ -442,7 +446,7 @@ func (m *Member) streamLoop(ctx context.Context) {
 			}
 			continue
 		}
-		if m.leader != "" {
+		if m.leader != "" && !m.unreachableLocked(m.leader) {
 			server = m.leader
 		}
 		sctx, cancel := context.WithCancel(ctx)
@@ -450,6 +454,7 @@ func (m *Member) streamLoop(ctx context.Context) {
 		m.mu.Unlock()
 
 		resp, used, err := m.c.tr.Stream(sctx, server, m.sessionPath(s.id)+"/stream")
+		m.reached(used, err)
 		if err != nil {
 			cancel()
 			var ae *api.Error
@@ -461,9 +466,6 @@ func (m *Member) streamLoop(ctx context.Context) {
 			case errors.As(err, &ae) && ae.Leader != "" && ae.Leader != used:
 				server = ae.Leader
 			default:
-				if !errors.As(err, &ae) {
-					refused, refusedAt = used, time.Now()
-				}
 				server = m.c.tr.Next(used)
 			}
 			if errors.As(err, &ae) && ae.RetryAfter > 0 {
@@ -474,11 +476,14 @@ func (m *Member) streamLoop(ctx context.Context) {
 			continue
 		}
 		moved, leader := m.readStream(cancel, s, resp, used, j)
+		if moved {
+			m.log.Debug("stream moved", "server", used, "leader", leader)
+		}
 		cancel()
 		resp.Body.Close()
 		m.detached(s)
 		switch {
-		case moved && leader != "" && !(leader == refused && time.Since(refusedAt) < time.Second):
+		case moved && leader != "" && !m.unreachable(leader):
 			server = leader
 			m.setLeader(leader)
 			sleep(ctx, jitter(10*time.Millisecond))
@@ -562,4 +567,57 @@ func (m *Member) setLeader(l string) {
 // jitter is a random wait in [0, d].
 func jitter(d time.Duration) time.Duration {
 	return transport.NewJitter(d, d).NextBackOff()
+}
+
+// downFor is how long a server that gave no answer at all (refused,
+// unreachable) is not taken for the leader, whatever other servers say:
+// until an election completes they name the leader that just crashed. It
+// is short: a restarted server must not stay shunned once it is back.
+const downFor = 500 * time.Millisecond
+
+// reached records whether server answered a request (any status) or gave
+// no answer at all.
+func (m *Member) reached(server string, err error) {
+	if server == "" {
+		return
+	}
+	var ne *transport.NetError
+	noAnswer := errors.As(err, &ne) && !errors.Is(err, context.Canceled)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if noAnswer {
+		if m.down == nil {
+			m.down = map[string]time.Time{}
+		}
+		m.down[server] = time.Now()
+		if m.leader == server {
+			m.leader = ""
+		}
+		return
+	}
+	delete(m.down, server)
+}
+
+// answered is reached for a transport answer.
+func (m *Member) answered(resp *transport.Response, err error) {
+	server := ""
+	var ne *transport.NetError
+	switch {
+	case resp != nil:
+		server = resp.Server
+	case errors.As(err, &ne):
+		server = ne.Server
+	}
+	m.reached(server, err)
+}
+
+func (m *Member) unreachable(server string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.unreachableLocked(server)
+}
+
+func (m *Member) unreachableLocked(server string) bool {
+	at, ok := m.down[server]
+	return ok && time.Since(at) < downFor
 }

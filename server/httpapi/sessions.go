@@ -77,6 +77,7 @@ func (s *Server) keepalive(w http.ResponseWriter, r *http.Request, _ identity) {
 		s.forward(w, r, t)
 		return
 	}
+	w.Header().Set(api.HeaderLeader, s.selfAPI()) // errors from here name this leader too
 	if err := s.laneAllow(t.Name, id); err != nil {
 		writeError(w, err)
 		return
@@ -122,7 +123,9 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, t *cluster.Tena
 	req.Header.Set(headerForwarded, "1")
 	resp, err := s.peers.Do(req)
 	if err != nil {
-		writeError(w, &api.Error{Code: api.CodeUnavailable, Message: "forward to the tenant leader: " + err.Error(), RetryAfter: 100 * time.Millisecond, Leader: leader})
+		// Unreachable from here (crashed, an election under way): do not
+		// send the client there.
+		writeError(w, &api.Error{Code: api.CodeUnavailable, Message: "the tenant leader did not answer a forwarded keepalive", RetryAfter: 100 * time.Millisecond})
 		return
 	}
 	defer resp.Body.Close()

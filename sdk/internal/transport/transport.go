@@ -359,10 +359,18 @@ func decodeError(resp *http.Response, body []byte) *api.Error {
 // used. On success the caller reads and closes the body; the answer's
 // X-Rafting-Leader is in its header. The breaker counts the attempt when
 // headers arrive.
+//
+// A named server is tried whatever its breaker says: the caller names the
+// tenant leader that a live server just pointed to, fresher news than the
+// breaker's memory of failures (a restarted server's breaker stays open
+// for a while after it is back, which would keep a master off its leader).
 func (c *Client) Stream(ctx context.Context, server, path string) (*http.Response, string, error) {
-	server, done, err := c.acquire(server)
-	if err != nil {
-		return nil, "", err
+	done := func(error) {}
+	if server == "" {
+		var err error
+		if server, done, err = c.acquire(""); err != nil {
+			return nil, "", err
+		}
 	}
 	hr, err := http.NewRequestWithContext(ctx, http.MethodGet, c.scheme+"://"+server+path, http.NoBody)
 	if err != nil {

@@ -222,3 +222,36 @@ func TestJitter(t *testing.T) {
 		t.Fatalf("past MaxElapsed: %v, want Stop", d)
 	}
 }
+
+// TestStreamToNamedServer: a stream attach to a server named as the leader
+// goes there even while its breaker is open (it failed while it was down);
+// without a name, open breakers are skipped.
+func TestStreamToNamedServer(t *testing.T) {
+	var up atomic.Bool
+	var streams atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !up.Load() {
+			writeErr(w, 500, `{"error":{"code":"internal","message":"down"}}`)
+			return
+		}
+		streams.Add(1)
+		w.Write([]byte(`{"type":"heartbeat"}` + "\n"))
+	}))
+	defer srv.Close()
+	c := newClient(t, host(srv))
+	for range breakerTrip {
+		c.Do(context.Background(), Request{Method: http.MethodGet, Path: "/x"})
+	}
+	if c.breaker(host(srv)).State().String() != "open" {
+		t.Fatalf("breaker %v, want open", c.breaker(host(srv)).State())
+	}
+	up.Store(true)
+	if _, _, err := c.Stream(context.Background(), "", "/s"); !errors.Is(err, ErrNoServer) {
+		t.Fatalf("Stream without a name = %v, want ErrNoServer (the only breaker is open)", err)
+	}
+	resp, used, err := c.Stream(context.Background(), host(srv), "/s")
+	if err != nil || used != host(srv) || streams.Load() != 1 {
+		t.Fatalf("Stream to the named server = %v on %q (%d streams), want it attached", err, used, streams.Load())
+	}
+	resp.Body.Close()
+}
