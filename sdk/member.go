@@ -73,9 +73,9 @@ type Member struct {
 	log     *slog.Logger
 
 	mu       sync.Mutex
-	reg      api.RegisterRequest // the registration, without its session
-	sess     *session            // the current session
-	leader   string              // the tenant shard leader's API address, when known
+	reg      api.RegisterRequest  // the registration, without its session
+	sess     *session             // the current session
+	leader   string               // the tenant shard leader's API address, when known
 	down     map[string]time.Time // servers that gave no answer at all, and when (see unreachable)
 	st       roleState
 	role     Role
