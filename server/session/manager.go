@@ -590,7 +590,7 @@ func (m *Manager) expire(now time.Time) {
 
 func (m *Manager) expireLocked(now time.Time) {
 	var ids []string
-	explained := 0
+	unexplained := 0
 	var maxTTL time.Duration
 	for id, e := range m.entries {
 		if e.expiring || e.queued > 0 || now.Before(e.deadline) {
@@ -598,19 +598,19 @@ func (m *Manager) expireLocked(now time.Time) {
 		}
 		ids = append(ids, id)
 		maxTTL = max(maxTTL, e.ttl)
-		if e.clientClosed {
-			explained++
+		if !e.clientClosed {
+			unexplained++
 		}
 	}
 	if len(ids) == 0 {
 		m.preserve = time.Time{}
 		return
 	}
-	if unexplained := len(ids) - explained; unexplained >= m.cfg.SelfPreservationMin && 2*unexplained > len(m.entries) {
+	if silent := m.silentLocked(now); unexplained > 0 && silent >= m.cfg.SelfPreservationMin && 2*silent > len(m.entries) {
 		if m.preserve.IsZero() {
 			m.preserve = now.Add(maxTTL)
-			m.log.Warn("self-preservation: holding back an expiry of most sessions, unexplained by stream closes",
-				"sessions", len(m.entries), "expiring", len(ids), "unexplained", unexplained, "wait", maxTTL)
+			m.log.Warn("self-preservation: most sessions went silent at once, unexplained by stream closes; holding expiries back",
+				"sessions", len(m.entries), "silent", silent, "expiring", len(ids), "wait", maxTTL)
 		}
 		if now.Before(m.preserve) {
 			kept := ids[:0]
@@ -645,6 +645,21 @@ func (m *Manager) expireLocked(now time.Time) {
 			}
 		}
 	})
+}
+
+// silentLocked counts the sessions that went silent: no keepalive for
+// over half their TTL, none queued, and no client-side stream close to
+// explain it. Keepalives come every lease/4 or TTL/3, so when the sessions
+// of a correlated silence (the leader cut off from its clients) begin to
+// expire, all of them count here, however their deadlines are spread.
+func (m *Manager) silentLocked(now time.Time) int {
+	n := 0
+	for _, e := range m.entries {
+		if !e.clientClosed && !e.expiring && e.queued == 0 && e.deadline.Sub(now) < e.ttl/2 {
+			n++
+		}
+	}
+	return n
 }
 
 // releaseLocked grants the successor of every releasing record whose

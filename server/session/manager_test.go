@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -166,6 +167,31 @@ func TestSelfPreservation(t *testing.T) {
 		waitFor(t, "the held-back expiry", func() bool { return !alive(r, ids[3]) })
 		if d := time.Since(start); d < 6*time.Second {
 			t.Fatalf("held-back sessions ended after %v, want one TTL more (>= 6s)", d)
+		}
+	})
+}
+
+// TestSelfPreservationStaggered: a correlated silence whose deadlines are
+// spread (each session's last keepalive at its own phase) expires in many
+// small batches; it is still held back, from the first deadline on.
+func TestSelfPreservationStaggered(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, r := setup(t, Config{SelfPreservationMin: 3})
+		var ids []string
+		start := time.Now()
+		for i := range 6 {
+			id := fmt.Sprintf("sess%d-0000000000", i)
+			ids = append(ids, id)
+			mustPropose(t, r, fsm.OpOpenSession, fsm.OpenSession{ID: id, TTLMs: 3000})
+			time.Sleep(400 * time.Millisecond) // deadlines 400 ms apart
+		}
+		time.Sleep(start.Add(3500 * time.Millisecond).Sub(time.Now()))
+		if !alive(r, ids[0]) {
+			t.Fatal("the first of six staggered silent sessions expired at its TTL")
+		}
+		waitFor(t, "the held-back expiry", func() bool { return !alive(r, ids[0]) })
+		if d := time.Since(start); d < 6*time.Second {
+			t.Fatalf("held-back session ended after %v, want its TTL plus one TTL (>= 6s)", d)
 		}
 	})
 }
