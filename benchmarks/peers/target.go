@@ -1,0 +1,76 @@
+// Package peers measures Rafting against etcd and ZooKeeper side by side, on
+// the same machine, in one run: the same workloads, each implemented the
+// idiomatic way for its system.
+//
+//	make bench-peers        # the whole run (≤ 20 min), rewrites RESULTS.md's peers section
+//	make bench-peers-quick  # the -quick mode (≤ 3 min)
+package peers
+
+import (
+	"context"
+	"time"
+)
+
+// Target is one system under comparison: a 3-member cluster on loopback,
+// data in a temporary directory, every process it starts ended by its PID.
+type Target interface {
+	// Name is "rafting", "etcd" or "zookeeper".
+	Name() string
+	// Start starts a fresh 3-member cluster (new data directory under dir)
+	// with setting s and returns once it serves. A Target runs one cluster
+	// at a time: Start after Start stops the previous one first.
+	Start(ctx context.Context, dir string, s Setting) error
+	// Stop ends every process this Target started, by PID, and waits for
+	// them. It is safe to call when nothing runs.
+	Stop() error
+	// Settings are the failover settings to measure: the system's
+	// defaults, the shortest its default server accepts, its shortest
+	// tuned setting, and the common lease length shared by all three.
+	Settings() []Setting
+
+	// Register runs clients concurrent clients registering and updating
+	// service instances for d; it returns the operations completed and
+	// each one's latency.
+	Register(ctx context.Context, clients int, d time.Duration) (Sample, error)
+	// Propagation starts watchers clients watching one service, then adds
+	// a new instance rounds times; each sample is the time from the add
+	// (the call's start) until a watcher saw it, one per watcher per round.
+	Propagation(ctx context.Context, watchers, rounds int) (Sample, error)
+	// Handover runs three member processes; rounds times the master
+	// resigns and the sample is the time until a standby knows it is master.
+	Handover(ctx context.Context, rounds int) (Sample, error)
+	// Failover runs three member processes; rounds times, after a random
+	// delay of at least one keepalive period, the master's process gets
+	// kill -9 and the sample is the time until a standby knows it is
+	// master. The cluster runs with setting s (Start was called with it).
+	Failover(ctx context.Context, s Setting, rounds int) (Sample, error)
+	// Idle registers instances live instances (with their sessions or
+	// leases kept alive), lets the cluster settle, and measures the CPU
+	// and resident memory of the cluster's server processes over d.
+	Idle(ctx context.Context, instances int, d time.Duration) (IdleCost, error)
+}
+
+// Setting is one failover configuration of a system.
+type Setting struct {
+	Name  string        // "default", "shortest-default-server", "tuned", "same-lease"
+	Lease time.Duration // session TTL / lease / session timeout that decides failover
+	Note  string        // the exact settings, as printed in RESULTS.md
+	// Server and Client hold the system's own knobs (flags, zoo.cfg keys,
+	// SDK options) as name → value; each Target reads its own.
+	Server map[string]string
+	Client map[string]string
+}
+
+// Sample is a set of measured latencies.
+type Sample struct {
+	Ops       int             // operations completed (throughput workloads)
+	Elapsed   time.Duration   // wall time the operations took
+	Latencies []time.Duration // one per operation or per observation
+}
+
+// IdleCost is what a cluster at rest costs, summed over its 3 members.
+type IdleCost struct {
+	Instances int
+	CPUPct    float64 // % of one core, all members together, averaged over the window
+	RSSBytes  int64   // resident memory, all members together, at the end
+}
