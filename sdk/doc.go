@@ -139,14 +139,14 @@
 // # Resilience
 //
 // Each server sits behind its own circuit breaker (three failures in a
-// row keep it out for a second), and a server that did not answer at all
-// is remembered as unreachable for 500 ms, so requests go to the others
-// first instead of waiting for the breaker to count three timeouts. The
-// session stream is the exception: when a server names the tenant leader
-// (a moved line or X-Rafting-Leader), the stream goes to it even if its
-// breaker is open, because a breaker opened by the old leader's crash
-// would otherwise keep the SDK from the new one for a second — longer
-// than a master's lease. Requests retry with full-jitter backoff
+// row keep it out for a second). A member's session stream goes to the
+// server named as the tenant leader (a moved line, X-Rafting-Leader) even
+// while that server's breaker is open: a live server's word is fresher
+// than the breaker's memory, which would otherwise keep a master off a
+// restarted leader for a second, longer than its lease. A server that
+// gave no answer at all is not taken for the leader for 500 ms, whatever
+// others say: until an election completes they name the one that crashed.
+// Requests retry with full-jitter backoff
 // (cenkalti/backoff), on another server where that helps (no answer, 503,
 // stale_replica), to the leader a server names, and never sooner than a
 // Retry-After; writes are retried with the same body, as every write is
