@@ -1,0 +1,631 @@
+package peers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+	"go.uber.org/zap"
+)
+
+// Etcd is the etcd target: a 3-member etcd cluster on loopback from
+// Debian's etcd-server package (scripts/install-peers.sh), every member a
+// child process started directly and ended by its PID, its data in a fresh
+// temporary directory.
+//
+// The workloads, the idiomatic way with go.etcd.io/etcd/client/v3:
+//
+//   - Register: each client (its own clientv3.Client) grants one lease and
+//     puts, then keeps updating, its instance keys under
+//     /services/register/ with that lease; an operation is one Put.
+//   - Propagation: each watcher is its own client with a Watch on the
+//     service prefix; the driver puts a new instance key (with a lease) and
+//     each watcher's latency is until its Put event arrives.
+//   - Handover, Failover: three peermember processes, each a
+//     concurrency.Session (TTL = the setting's lease) campaigning with
+//     concurrency.Election. Handover: the master gets SIGTERM, Resigns and
+//     exits. Failover: kill -9 after a random delay in [TTL/3, 2·TTL/3) —
+//     the client keeps a lease alive every TTL/3.
+//   - Idle: one lease per instance (a concurrency.Session each, as every
+//     instance process would hold), its key attached; the leases are kept
+//     alive over 10 client connections (a client multiplexes the
+//     keepalives of all its leases on one gRPC stream). Then the CPU and
+//     RSS of the three etcd processes.
+//
+// The server logs at warn level (--logger zap --log-level warn) to a file.
+type Etcd struct {
+	// Bin is the etcd server binary (default: etcd on PATH, else
+	// /usr/bin/etcd).
+	Bin string
+
+	dir        string
+	setting    Setting
+	procs      []*Process
+	clientURLs []string
+	cli        *clientv3.Client
+	memberBin  string
+	runs       int
+}
+
+// NewEtcd returns the etcd target.
+func NewEtcd() Target { return &Etcd{Bin: etcdBinary()} }
+
+func etcdBinary() string {
+	if p, err := exec.LookPath("etcd"); err == nil {
+		return p
+	}
+	return "/usr/bin/etcd"
+}
+
+// etcdInstalled reports whether the etcd server binary runs.
+func etcdInstalled() (string, bool) {
+	out, err := exec.Command(etcdBinary(), "--version").Output()
+	if err != nil {
+		return "", false
+	}
+	line, _, _ := strings.Cut(string(out), "\n")
+	return strings.TrimSpace(strings.TrimPrefix(line, "etcd Version:")), true
+}
+
+func (t *Etcd) Name() string { return "etcd" }
+
+// etcdMinTTL is the shortest lease TTL an etcd server grants: a shorter
+// one is silently raised to it (lessor.Grant). etcdserver sets it to
+// ceil(⌊3·electionTicks/2⌋ × heartbeat) in whole seconds, electionTicks =
+// election-timeout / heartbeat-interval: 2 s for the defaults (100 ms,
+// 1000 ms → 15 × 100 ms = 1.5 s → 2 s). Start checks it on the running
+// server.
+func etcdMinTTL(heartbeat, election time.Duration) time.Duration {
+	ticks := int64(election / heartbeat)
+	min := time.Duration(3*ticks/2) * heartbeat
+	return time.Duration((min+time.Second-1)/time.Second) * time.Second
+}
+
+func (t *Etcd) Settings() []Setting {
+	ver, ok := etcdInstalled()
+	if !ok {
+		ver = "(not installed)"
+	}
+	srv := func(hb, el int) map[string]string {
+		return map[string]string{"heartbeat-interval": strconv.Itoa(hb), "election-timeout": strconv.Itoa(el)}
+	}
+	cl := func(ttl int) map[string]string { return map[string]string{"ttl": strconv.Itoa(ttl)} }
+	return []Setting{
+		{
+			Name: "default", Lease: 60 * time.Second, Server: srv(100, 1000), Client: cl(60),
+			Note: fmt.Sprintf("etcd %s, server defaults (--heartbeat-interval=100ms --election-timeout=1000ms); "+
+				"concurrency.NewSession default TTL 60 s (keepalive every 20 s)", ver),
+		},
+		{
+			Name: "shortest-default-server", Lease: 2 * time.Second, Server: srv(100, 1000), Client: cl(2),
+			Note: fmt.Sprintf("etcd %s, server defaults; session TTL 2 s, the minimum lease TTL of a default server "+
+				"(ceil(1.5 × election timeout); a shorter TTL is silently raised to 2 s); keepalive every 667 ms", ver),
+		},
+		{
+			Name: "tuned", Lease: 1 * time.Second, Server: srv(50, 500), Client: cl(1),
+			Note: fmt.Sprintf("etcd %s, --heartbeat-interval=50ms --election-timeout=500ms (minimum lease TTL "+
+				"ceil(15 × 50 ms) = 1 s); session TTL 1 s, the shortest etcd has (whole seconds); keepalive every 333 ms", ver),
+		},
+		{
+			Name: "same-lease", Lease: 1 * time.Second, Server: srv(50, 500), Client: cl(1),
+			Note: fmt.Sprintf("etcd %s, --heartbeat-interval=50ms --election-timeout=500ms; session TTL 1 s "+
+				"(= tuned: 1 s needs the faster server)", ver),
+		},
+	}
+}
+
+// ttlSeconds is the lease TTL of the current setting.
+func (t *Etcd) ttlSeconds() int64 {
+	if v, err := strconv.Atoi(t.setting.Client["ttl"]); err == nil && v > 0 {
+		return int64(v)
+	}
+	if s := int64(t.setting.Lease / time.Second); s > 0 {
+		return s
+	}
+	return 60
+}
+
+func (t *Etcd) Start(ctx context.Context, dir string, s Setting) error {
+	if err := t.Stop(); err != nil {
+		return err
+	}
+	if _, ok := etcdInstalled(); !ok {
+		return fmt.Errorf("etcd: %s not runnable; run scripts/install-peers.sh", t.Bin)
+	}
+	rundir, err := os.MkdirTemp(dir, "etcd-")
+	if err != nil {
+		return err
+	}
+	t.dir, t.setting = rundir, s
+	t.runs++
+	fail := func(err error) error {
+		t.Stop()
+		return fmt.Errorf("etcd start (%s): %w", s.Name, err)
+	}
+
+	var cports, pports []int
+	for i := 0; i < 3; i++ {
+		c, err := FreePort()
+		if err != nil {
+			return fail(err)
+		}
+		p, err := FreePort()
+		if err != nil {
+			return fail(err)
+		}
+		cports, pports = append(cports, c), append(pports, p)
+	}
+	t.clientURLs = ezHostPorts("http://", cports)
+	peerURLs := ezHostPorts("http://", pports)
+	var initial []string
+	for i := range peerURLs {
+		initial = append(initial, fmt.Sprintf("e%d=%s", i+1, peerURLs[i]))
+	}
+	var extra []string
+	keys := make([]string, 0, len(s.Server))
+	for k := range s.Server {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		extra = append(extra, fmt.Sprintf("--%s=%s", k, s.Server[k]))
+	}
+	for i := 0; i < 3; i++ {
+		name := fmt.Sprintf("e%d", i+1)
+		args := []string{
+			"--name", name,
+			"--data-dir", filepath.Join(rundir, name+".etcd"),
+			"--listen-client-urls", t.clientURLs[i],
+			"--advertise-client-urls", t.clientURLs[i],
+			"--listen-peer-urls", peerURLs[i],
+			"--initial-advertise-peer-urls", peerURLs[i],
+			"--initial-cluster", strings.Join(initial, ","),
+			"--initial-cluster-state", "new",
+			"--initial-cluster-token", fmt.Sprintf("bench-%d-%d", os.Getpid(), t.runs),
+			"--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn",
+		}
+		p, err := StartProcess("etcd-"+name, rundir, t.Bin, nil, append(args, extra...)...)
+		if err != nil {
+			return fail(err)
+		}
+		t.procs = append(t.procs, p)
+	}
+	for i, u := range t.clientURLs {
+		if err := ezWaitServing(ctx, strings.TrimPrefix(u, "http://"), t.procs[i], 30*time.Second); err != nil {
+			return fail(err)
+		}
+	}
+	t.cli, err = t.client()
+	if err != nil {
+		return fail(err)
+	}
+	// Serving: a write commits through the quorum.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := t.cli.Put(cctx, "/bench/ready", "1")
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fail(fmt.Errorf("no write committed within 30s: %w", err))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The server must grant the setting's TTL as is (it silently raises a
+	// TTL below its minimum).
+	want := t.ttlSeconds()
+	lr, err := t.cli.Grant(ctx, want)
+	if err != nil {
+		return fail(fmt.Errorf("grant TTL %d: %w", want, err))
+	}
+	t.cli.Revoke(ctx, lr.ID)
+	if lr.TTL != want {
+		return fail(fmt.Errorf("server granted TTL %d s for a requested %d s (its minimum TTL is above the setting)", lr.TTL, want))
+	}
+	return nil
+}
+
+// ezWaitServing waits for addr to accept connections, failing early if the
+// process exits.
+func ezWaitServing(ctx context.Context, addr string, p *Process, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		select {
+		case <-p.Exited():
+			return fmt.Errorf("%s exited during start (see %s.log)", p.Name, p.Name)
+		default:
+		}
+		if err := WaitTCP(addr, 200*time.Millisecond); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: %s not accepting connections after %v", p.Name, addr, timeout)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+}
+
+func (t *Etcd) client() (*clientv3.Client, error) {
+	return clientv3.New(clientv3.Config{
+		Endpoints:   t.clientURLs,
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+	})
+}
+
+// clients opens n clients in parallel.
+func (t *Etcd) clients(n int) ([]*clientv3.Client, error) {
+	out := make([]*clientv3.Client, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range out {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i], errs[i] = t.client()
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		closeEtcdClients(out)
+		return nil, err
+	}
+	return out, nil
+}
+
+func closeEtcdClients(cs []*clientv3.Client) {
+	for _, c := range cs {
+		if c != nil {
+			c.Close()
+		}
+	}
+}
+
+func (t *Etcd) Stop() error {
+	if t.cli != nil {
+		t.cli.Close()
+		t.cli = nil
+	}
+	for _, p := range t.procs {
+		p.Signal(syscall.SIGTERM)
+	}
+	for _, p := range t.procs {
+		p.Stop(10 * time.Second)
+	}
+	t.procs = nil
+	t.memberBin = ""
+	if t.dir != "" {
+		err := os.RemoveAll(t.dir)
+		t.dir = ""
+		return err
+	}
+	return nil
+}
+
+func (t *Etcd) running() error {
+	if t.cli == nil {
+		return errors.New("etcd: not started")
+	}
+	return nil
+}
+
+// register instances per client: the first Put of a key registers an
+// instance, the next ones update it.
+const ezRegisterKeys = 4
+
+func (t *Etcd) Register(ctx context.Context, clients int, d time.Duration) (Sample, error) {
+	if err := t.running(); err != nil {
+		return Sample{}, err
+	}
+	cs, err := t.clients(clients)
+	if err != nil {
+		return Sample{}, fmt.Errorf("etcd register: clients: %w", err)
+	}
+	defer closeEtcdClients(cs)
+	leases := make([]clientv3.LeaseID, clients)
+	for i, c := range cs {
+		lr, err := c.Grant(ctx, t.ttlSeconds())
+		if err != nil {
+			return Sample{}, fmt.Errorf("etcd register: grant: %w", err)
+		}
+		leases[i] = lr.ID
+	}
+	defer func() {
+		for i, c := range cs {
+			c.Revoke(context.Background(), leases[i])
+		}
+	}()
+	run := t.runs
+	lats := make([][]time.Duration, clients)
+	errs := make([]error, clients)
+	var wg sync.WaitGroup
+	start := time.Now()
+	end := start.Add(d)
+	for i, c := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; ; n++ {
+				t0 := time.Now()
+				if t0.After(end) || ctx.Err() != nil {
+					return
+				}
+				key := fmt.Sprintf("/services/register/c%d-%d-i%d", run, i, n%ezRegisterKeys)
+				val := fmt.Sprintf(`{"addr":"127.0.0.1:%d","rev":%d}`, 10000+i, n)
+				octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				_, err := c.Put(octx, key, val, clientv3.WithLease(leases[i]))
+				cancel()
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				lats[i] = append(lats[i], time.Since(t0))
+			}
+		}()
+	}
+	wg.Wait()
+	s := Sample{Elapsed: time.Since(start)}
+	for _, l := range lats {
+		s.Latencies = append(s.Latencies, l...)
+	}
+	s.Ops = len(s.Latencies)
+	if err := errors.Join(errs...); err != nil {
+		return s, fmt.Errorf("etcd register: %w", err)
+	}
+	return s, nil
+}
+
+func (t *Etcd) Propagation(ctx context.Context, watchers, rounds int) (Sample, error) {
+	if err := t.running(); err != nil {
+		return Sample{}, err
+	}
+	cs, err := t.clients(watchers)
+	if err != nil {
+		return Sample{}, fmt.Errorf("etcd propagation: clients: %w", err)
+	}
+	defer closeEtcdClients(cs)
+	prefix := fmt.Sprintf("/services/propagation-%d/", time.Now().UnixNano())
+	type seen struct {
+		key string
+		at  time.Time
+	}
+	obs := make(chan seen, watchers*rounds+16)
+	wctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	for _, c := range cs {
+		wch := c.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
+		select {
+		case r, ok := <-wch:
+			if !ok || !r.Created {
+				return Sample{}, fmt.Errorf("etcd propagation: watch not created: %v", r.Err())
+			}
+		case <-time.After(10 * time.Second):
+			return Sample{}, errors.New("etcd propagation: watch not created within 10s")
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range wch {
+				now := time.Now()
+				for _, ev := range r.Events {
+					if ev.Type == clientv3.EventTypePut && ev.IsCreate() {
+						obs <- seen{string(ev.Kv.Key), now}
+					}
+				}
+			}
+		}()
+	}
+	lr, err := t.cli.Grant(ctx, t.ttlSeconds())
+	if err != nil {
+		return Sample{}, fmt.Errorf("etcd propagation: grant: %w", err)
+	}
+	defer t.cli.Revoke(context.Background(), lr.ID)
+	var s Sample
+	start := time.Now()
+	for r := 0; r < rounds; r++ {
+		key := fmt.Sprintf("%sinst-%d", prefix, r)
+		t0 := time.Now()
+		if _, err := t.cli.Put(ctx, key, `{"addr":"127.0.0.1:9999"}`, clientv3.WithLease(lr.ID)); err != nil {
+			return s, fmt.Errorf("etcd propagation: put: %w", err)
+		}
+		timeout := time.After(10 * time.Second)
+		for got := 0; got < watchers; {
+			select {
+			case o := <-obs:
+				if o.key == key {
+					s.Latencies = append(s.Latencies, o.at.Sub(t0))
+					got++
+				}
+			case <-timeout:
+				return s, fmt.Errorf("etcd propagation: round %d: %d of %d watchers saw the new instance within 10s", r+1, got, watchers)
+			}
+		}
+		s.Ops++
+		ezSleep(ctx, 20*time.Millisecond)
+	}
+	s.Elapsed = time.Since(start)
+	return s, nil
+}
+
+// members returns the election's member group, building peermember once
+// per cluster.
+func (t *Etcd) members(ctx context.Context, name string, ttl int64) (*memberGroup, error) {
+	if err := t.running(); err != nil {
+		return nil, err
+	}
+	if t.memberBin == "" {
+		bin, err := buildPeerMember(ctx, t.dir)
+		if err != nil {
+			return nil, err
+		}
+		t.memberBin = bin
+	}
+	election := fmt.Sprintf("%s-%d", name, time.Now().UnixNano())
+	eps := strings.Join(t.clientURLs, ",")
+	args := func(id string) []string {
+		return []string{"-system", "etcd", "-endpoints", eps, "-id", id,
+			"-ttl", (time.Duration(ttl) * time.Second).String(), "-election", election}
+	}
+	candidates := func(ctx context.Context) (int, error) {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		r, err := t.cli.Get(cctx, "/election/"+election+"/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			return 0, err
+		}
+		return int(r.Count), nil
+	}
+	return newMemberGroup(t.memberBin, t.dir, args, candidates), nil
+}
+
+func (t *Etcd) Handover(ctx context.Context, rounds int) (Sample, error) {
+	ttl := t.ttlSeconds()
+	g, err := t.members(ctx, "handover", ttl)
+	if err != nil {
+		return Sample{}, fmt.Errorf("etcd handover: %w", err)
+	}
+	s, err := runElection(ctx, g, rounds, syscall.SIGTERM, 0, 30*time.Second)
+	if err != nil {
+		return s, fmt.Errorf("etcd handover: %w", err)
+	}
+	return s, nil
+}
+
+func (t *Etcd) Failover(ctx context.Context, s Setting, rounds int) (Sample, error) {
+	if s.Name != t.setting.Name {
+		return Sample{}, fmt.Errorf("etcd failover: cluster runs setting %q, asked for %q", t.setting.Name, s.Name)
+	}
+	ttl := t.ttlSeconds()
+	g, err := t.members(ctx, "failover", ttl)
+	if err != nil {
+		return Sample{}, fmt.Errorf("etcd failover: %w", err)
+	}
+	lease := time.Duration(ttl) * time.Second
+	out, err := runElection(ctx, g, rounds, syscall.SIGKILL, lease/3, 2*lease+30*time.Second)
+	if err != nil {
+		return out, fmt.Errorf("etcd failover (%s): %w", s.Name, err)
+	}
+	return out, nil
+}
+
+// etcdIdleClients is how many client connections keep the idle instances'
+// leases alive.
+const etcdIdleClients = 10
+
+func (t *Etcd) Idle(ctx context.Context, instances int, d time.Duration) (IdleCost, error) {
+	if err := t.running(); err != nil {
+		return IdleCost{}, err
+	}
+	nc := min(etcdIdleClients, max(instances, 1))
+	cs, err := t.clients(nc)
+	if err != nil {
+		return IdleCost{}, fmt.Errorf("etcd idle: clients: %w", err)
+	}
+	defer closeEtcdClients(cs)
+	sessions := make([]*concurrency.Session, instances)
+	defer func() {
+		// Revoke every lease (Close), so the cluster is left as found.
+		ezParallel(64, instances, func(i int) error {
+			if sessions[i] != nil {
+				sessions[i].Close()
+			}
+			return nil
+		})
+	}()
+	ttl := int(t.ttlSeconds())
+	run := time.Now().UnixNano()
+	err = ezParallel(64, instances, func(i int) error {
+		c := cs[i%nc]
+		s, err := concurrency.NewSession(c, concurrency.WithTTL(ttl))
+		if err != nil {
+			return err
+		}
+		sessions[i] = s
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		_, err = c.Put(cctx, fmt.Sprintf("/services/idle-%d/inst-%d", run, i),
+			fmt.Sprintf(`{"addr":"127.0.0.1:%d"}`, 20000+i), clientv3.WithLease(s.Lease()))
+		return err
+	})
+	if err != nil {
+		return IdleCost{}, fmt.Errorf("etcd idle: register %d instances: %w", instances, err)
+	}
+	if !ezSleep(ctx, 2*time.Second) { // settle
+		return IdleCost{}, ctx.Err()
+	}
+	for i, s := range sessions {
+		select {
+		case <-s.Done():
+			return IdleCost{}, fmt.Errorf("etcd idle: instance %d lost its lease", i)
+		default:
+		}
+	}
+	cpu, rss, err := Usage(t.pids(), d)
+	if err != nil {
+		return IdleCost{}, fmt.Errorf("etcd idle: usage: %w", err)
+	}
+	for i, s := range sessions {
+		select {
+		case <-s.Done():
+			return IdleCost{}, fmt.Errorf("etcd idle: instance %d lost its lease during the window", i)
+		default:
+		}
+	}
+	return IdleCost{Instances: instances, CPUPct: cpu, RSSBytes: rss}, nil
+}
+
+func (t *Etcd) pids() []int {
+	var out []int
+	for _, p := range t.procs {
+		out = append(out, p.PID())
+	}
+	return out
+}
+
+// ezParallel runs f(0..n-1) on workers goroutines and returns the first
+// error (the rest still run).
+func ezParallel(workers, n int, f func(i int) error) error {
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+		next  = make(chan int)
+	)
+	for w := 0; w < min(workers, n); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := f(i); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = fmt.Errorf("#%d: %w", i, err)
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return first
+}
