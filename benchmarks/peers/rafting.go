@@ -1,0 +1,794 @@
+package peers
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/sdk"
+)
+
+// The Rafting target: three `rafting server` processes on loopback at the
+// production RTT (50 ms), one tenant with quotas far above the workloads,
+// and the workloads done the way a Rafting user does them:
+//
+//   - Register: REST PUTs of instances, spread over the three nodes, each
+//     client updating its own 20 instances (benchmarks/register_test.go);
+//   - Propagation: SDK Clients watching the service (Client.Service +
+//     Watch), a new instance joined with sdk.Join (sdk's BenchmarkPropagation);
+//   - Handover and Failover: three processes of examples/masterstandby (one
+//     SDK Member each); SIGTERM runs Member.Leave (an immediate handover),
+//     kill -9 leaves the successor to the lease (benchmarks/failover);
+//   - Idle: one SDK farm member per instance (its own session, renewed every
+//     TTL/3, its stream attached), over idleClients Clients.
+const (
+	raftingTenant     = "bench"
+	raftingAdminToken = "rfa_peers-bench-admin-0123456789abcdef"
+	raftingRTT        = 50 * time.Millisecond // production (benchmarks/failover)
+	raftingTTL        = 5 * time.Second       // the SDK's default session TTL
+)
+
+type rafting struct {
+	binDir  string // where the binaries were built (under a Start's dir)
+	server  string // the rafting binary
+	member  string // the examples/masterstandby binary
+	data    string // this cluster's directory, removed by Stop
+	servers []*raftingServer
+	token   string
+	hc      *http.Client
+	tenants atomic.Int64 // tenants made for handover and failover groups
+}
+
+type raftingServer struct {
+	id        int
+	api, raft string
+	proc      *Process
+}
+
+// NewRafting returns the Rafting target.
+func NewRafting() Target {
+	return &rafting{hc: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 512, MaxConnsPerHost: 512}}}
+}
+
+func (r *rafting) Name() string { return "rafting" }
+
+// Settings: Rafting's failover knob is the session's lease (client side);
+// the servers keep their defaults in every setting.
+func (r *rafting) Settings() []Setting {
+	srv := map[string]string{"rtt": raftingRTT.String()}
+	mk := func(name string, lease time.Duration, note string) Setting {
+		return Setting{Name: name, Lease: lease, Note: note, Server: srv,
+			Client: map[string]string{"lease": lease.String(), "ttl": raftingTTL.String()}}
+	}
+	return []Setting{
+		mk("default", time.Second, "SDK defaults: lease_ms 1000 (keepalive every 250 ms), ttl_ms 5000; servers at defaults, --rtt 50ms"),
+		mk("shortest-default-server", 160*time.Millisecond, "lease_ms 160 (keepalive every 40 ms), ttl_ms 5000: a default server takes any lease_ms ≤ ttl_ms (ttl_ms ≥ 3000), "+
+			"and its per-session keepalive lane (25/s) sustains keepalives every lease/4 ≥ 40 ms"),
+		mk("tuned", 200*time.Millisecond, "lease_ms 200 (keepalive every 50 ms), ttl_ms 5000: the documented tuned lease (DESIGN.md), headroom in the 25/s lane "+
+			"for stream re-attaches; Rafting has no server knob to turn, servers at defaults"),
+		mk("same-lease", time.Second, "lease_ms 1000, ttl_ms 5000 (the common 1 s lease; Rafting's default)"),
+	}
+}
+
+// mainModuleRoot is the main module's directory (two levels above this file):
+// the binaries are built there, with the main module's own dependencies.
+func mainModuleRoot() (string, error) {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		return "", errors.New("rafting: cannot locate the source")
+	}
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	b, err := os.ReadFile(filepath.Join(root, "go.mod"))
+	if err != nil || !bytes.Contains(b, []byte("module github.com/rafting/rafting\n")) {
+		return "", fmt.Errorf("rafting: %s is not the main module", root)
+	}
+	return root, nil
+}
+
+func goCommand() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(runtime.GOROOT(), "bin", "go")
+}
+
+// build builds the server and the member binaries into dir/bin, once per dir.
+func (r *rafting) build(dir string) error {
+	binDir := filepath.Join(dir, "bin")
+	if r.binDir == binDir {
+		if _, err := os.Stat(r.member); err == nil {
+			return nil
+		}
+	}
+	root, err := mainModuleRoot()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(binDir, 0o755); err != nil {
+		return err
+	}
+	for _, pkg := range []string{"./cmd/rafting", "./examples/masterstandby"} {
+		cmd := exec.Command(goCommand(), "build", "-o", filepath.Join(binDir, filepath.Base(pkg)), pkg)
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "GOFLAGS=-buildvcs=false")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+		}
+	}
+	r.binDir, r.server, r.member = binDir, filepath.Join(binDir, "rafting"), filepath.Join(binDir, "masterstandby")
+	return nil
+}
+
+func (r *rafting) Start(ctx context.Context, dir string, s Setting) error {
+	if err := r.Stop(); err != nil {
+		return err
+	}
+	if err := r.build(dir); err != nil {
+		return err
+	}
+	data, err := os.MkdirTemp(dir, "rafting-*")
+	if err != nil {
+		return err
+	}
+	r.data = data
+	rtt := raftingRTT.String()
+	if v := s.Server["rtt"]; v != "" {
+		rtt = v
+	}
+	var initial []string
+	for i := 1; i <= 3; i++ {
+		apiPort, err := FreePort()
+		if err != nil {
+			return err
+		}
+		raftPort, err := FreePort()
+		if err != nil {
+			return err
+		}
+		sv := &raftingServer{id: i, api: fmt.Sprintf("127.0.0.1:%d", apiPort), raft: fmt.Sprintf("127.0.0.1:%d", raftPort)}
+		r.servers = append(r.servers, sv)
+		initial = append(initial, fmt.Sprintf("%d=%s", i, sv.raft))
+	}
+	for _, sv := range r.servers {
+		p, err := StartProcess(fmt.Sprintf("rafting-server%d", sv.id), data, r.server, []string{"RAFTING_ADMIN_TOKEN=" + raftingAdminToken},
+			"server", "--id", strconv.Itoa(sv.id), "--data", filepath.Join(data, fmt.Sprintf("n%d", sv.id)),
+			"--api", sv.api, "--raft", sv.raft, "--initial-cluster", strings.Join(initial, ","),
+			"--rtt", rtt, "--log-level", "warn")
+		if err != nil {
+			r.Stop()
+			return err
+		}
+		sv.proc = p
+	}
+	if err := r.waitReady(ctx, 60*time.Second); err != nil {
+		r.Stop()
+		return err
+	}
+	var t api.Tenant
+	if err := r.admin(ctx, http.MethodPost, "/v1/tenants", api.CreateTenantRequest{Name: raftingTenant, Quotas: raftingQuotas(),
+		Secret: strings.Repeat("b", 30)}, &t); err != nil {
+		r.Stop()
+		return fmt.Errorf("create tenant: %w", err)
+	}
+	r.token = t.Token
+	return nil
+}
+
+// raftingQuotas are far above every workload, so no quota shapes a figure.
+func raftingQuotas() api.Quotas {
+	return api.Quotas{MaxInstances: 50_000, MaxSessions: 20_000, MaxWatchers: 20_000,
+		RequestsPerSecond: 1_000_000, Burst: 1_000_000, WritesPerSecond: 1_000_000}
+}
+
+func (r *rafting) waitReady(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for _, sv := range r.servers {
+		for {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+sv.api+"/readyz", nil)
+			resp, err := r.hc.Do(req)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+			}
+			select {
+			case <-sv.proc.Exited():
+				return fmt.Errorf("rafting server %d exited: %s", sv.id, r.logTail(sv))
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("rafting server %d not ready after %v: %s", sv.id, timeout, r.logTail(sv))
+			}
+		}
+	}
+	return nil
+}
+
+func (r *rafting) logTail(sv *raftingServer) string {
+	b, _ := os.ReadFile(filepath.Join(r.data, fmt.Sprintf("rafting-server%d.log", sv.id)))
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(b)
+}
+
+func (r *rafting) Stop() error {
+	var wg sync.WaitGroup
+	for _, sv := range r.servers {
+		if sv.proc != nil {
+			wg.Add(1)
+			go func(p *Process) {
+				defer wg.Done()
+				p.Stop(10 * time.Second)
+			}(sv.proc)
+		}
+	}
+	wg.Wait()
+	r.servers = nil
+	var err error
+	if r.data != "" {
+		err = os.RemoveAll(r.data)
+		r.data = ""
+	}
+	r.token = ""
+	return err
+}
+
+// PIDs are the server processes' IDs.
+func (r *rafting) PIDs() []int {
+	var pids []int
+	for _, sv := range r.servers {
+		pids = append(pids, sv.proc.PID())
+	}
+	return pids
+}
+
+func (r *rafting) addrs() []string {
+	var a []string
+	for _, sv := range r.servers {
+		a = append(a, sv.api)
+	}
+	return a
+}
+
+// call sends one request to node (0-based) and decodes a 2xx answer into
+// out; any other answer is an *api.Error.
+func (r *rafting) call(ctx context.Context, node int, token, method, path string, body, out any) error {
+	var rd io.Reader = http.NoBody
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+r.servers[node].api+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := r.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 300 {
+		return api.Decode(resp.StatusCode, b, resp.Header.Get("Retry-After"))
+	}
+	if out != nil && len(b) > 0 {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
+
+// must calls until the answer is not retryable (30 s at most), moving to the
+// next node after a retryable error or a refused connection.
+func (r *rafting) must(ctx context.Context, node int, token, method, path string, body, out any) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := r.call(ctx, node, token, method, path, body, out)
+		var ae *api.Error
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.As(err, &ae) && !ae.Code.Retryable():
+			return err
+		case time.Now().After(deadline):
+			return fmt.Errorf("%s %s: no success in 30s: %w", method, path, err)
+		}
+		node = (node + 1) % len(r.servers)
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (r *rafting) admin(ctx context.Context, method, path string, body, out any) error {
+	return r.must(ctx, 0, raftingAdminToken, method, path, body, out)
+}
+
+func (r *rafting) tenantPath(tenant, suffix string) string { return "/v1/tenants/" + tenant + suffix }
+
+func (r *rafting) sdkOptions(tenant, token string) []sdk.Option {
+	return []sdk.Option{sdk.WithServers(r.addrs()...), sdk.WithTenant(tenant), sdk.WithToken(token)}
+}
+
+// Register: clients goroutines, each PUTting its own 20 instances in turn
+// to node client%3 (the way benchmarks/register_test.go does).
+func (r *rafting) Register(ctx context.Context, clients int, d time.Duration) (Sample, error) {
+	if len(r.servers) == 0 {
+		return Sample{}, errors.New("rafting: not started")
+	}
+	lat := make([][]time.Duration, clients)
+	errs := make(chan error, clients)
+	var wg sync.WaitGroup
+	start := time.Now()
+	deadline := start.Add(d)
+	for w := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; time.Now().Before(deadline); i++ {
+				t0 := time.Now()
+				err := r.must(ctx, w%3, r.token, http.MethodPut,
+					r.tenantPath(raftingTenant, fmt.Sprintf("/services/web/instances/reg-%d-%d", w, i%20)),
+					api.RegisterRequest{Address: fmt.Sprintf("10.4.%d.%d:80", w%250, i%250)}, nil)
+				if err != nil {
+					errs <- err
+					return
+				}
+				lat[w] = append(lat[w], time.Since(t0))
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(errs)
+	if err := <-errs; err != nil {
+		return Sample{}, fmt.Errorf("rafting register: %w", err)
+	}
+	s := Sample{Elapsed: elapsed}
+	for _, l := range lat {
+		s.Latencies = append(s.Latencies, l...)
+	}
+	s.Ops = len(s.Latencies)
+	return s, nil
+}
+
+// Propagation: watchers SDK Clients watch service "prop"; each round one
+// more instance joins through sdk.Join on another Client (which opens its
+// session and registers), and each watcher's sample is the time from the
+// Join call's start until its cache held the instance. The service keeps
+// at most 10 instances: the oldest leaves between rounds.
+func (r *rafting) Propagation(ctx context.Context, watchers, rounds int) (Sample, error) {
+	if len(r.servers) == 0 {
+		return Sample{}, errors.New("rafting: not started")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type round struct {
+		id   string
+		seen []atomic.Int64 // unix nanos, 0 until seen
+		left atomic.Int32
+		done chan struct{}
+	}
+	var cur atomic.Pointer[round]
+	var wg sync.WaitGroup
+	var clients []*sdk.Client
+	defer func() {
+		cancel()
+		for _, c := range clients {
+			c.Close()
+		}
+		wg.Wait()
+	}()
+	opts := r.sdkOptions(raftingTenant, r.token)
+	for i := range watchers {
+		c, err := sdk.Connect(ctx, opts...)
+		if err != nil {
+			return Sample{}, fmt.Errorf("rafting propagation: connect: %w", err)
+		}
+		clients = append(clients, c)
+		svc, err := c.Service(ctx, "prop")
+		if err != nil {
+			return Sample{}, fmt.Errorf("rafting propagation: watch: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for snap := range svc.Watch(ctx) {
+				now := time.Now().UnixNano()
+				r := cur.Load()
+				if r == nil {
+					continue
+				}
+				if _, ok := snap.Instance(r.id); ok && r.seen[i].CompareAndSwap(0, now) && r.left.Add(-1) == 0 {
+					close(r.done)
+				}
+			}
+		}()
+	}
+	joiner, err := sdk.Connect(ctx, opts...)
+	if err != nil {
+		return Sample{}, err
+	}
+	clients = append(clients, joiner)
+	var s Sample
+	var members []*sdk.Member
+	for n := range rounds {
+		if len(members) == 10 {
+			if err := members[0].Leave(ctx); err != nil {
+				return Sample{}, fmt.Errorf("rafting propagation: leave: %w", err)
+			}
+			members = members[1:]
+			time.Sleep(50 * time.Millisecond) // let the leave reach every watcher
+		}
+		rd := &round{id: fmt.Sprintf("p%d", n), seen: make([]atomic.Int64, watchers), done: make(chan struct{})}
+		rd.left.Store(int32(watchers))
+		cur.Store(rd)
+		t0 := time.Now()
+		m, err := joiner.Join(ctx, sdk.Instance{Service: "prop", ID: rd.id, Address: "10.0.0.1:80"}, sdk.WithDrainDelay(0))
+		if err != nil {
+			return Sample{}, fmt.Errorf("rafting propagation: join: %w", err)
+		}
+		members = append(members, m)
+		select {
+		case <-rd.done:
+		case <-time.After(10 * time.Second):
+			return Sample{}, fmt.Errorf("rafting propagation: instance %s reached %d of %d watchers in 10s", rd.id, watchers-int(rd.left.Load()), watchers)
+		case <-ctx.Done():
+			return Sample{}, ctx.Err()
+		}
+		for i := range rd.seen {
+			s.Latencies = append(s.Latencies, max(0, time.Duration(rd.seen[i].Load()-t0.UnixNano())))
+		}
+		s.Ops++
+	}
+	return s, nil
+}
+
+// msEvent is one line a member of examples/masterstandby prints.
+type msEvent struct {
+	Ev    string `json:"ev"`
+	ID    string `json:"id"`
+	Role  string `json:"role"`
+	Token uint64 `json:"token"`
+	At    int64  `json:"at"`
+}
+
+// msGroup is three member processes of examples/masterstandby in a tenant
+// of their own.
+type msGroup struct {
+	r       *rafting
+	dir     string
+	env     []string
+	args    []string
+	tenant  string
+	next    int
+	members map[string]*Process
+	events  chan msEvent
+	role    map[string]msEvent
+}
+
+func (r *rafting) newGroup(ctx context.Context, args ...string) (*msGroup, error) {
+	if len(r.servers) == 0 {
+		return nil, errors.New("rafting: not started")
+	}
+	tenant := fmt.Sprintf("ms%d", r.tenants.Add(1))
+	var t api.Tenant
+	if err := r.admin(ctx, http.MethodPost, "/v1/tenants", api.CreateTenantRequest{Name: tenant, Quotas: raftingQuotas(),
+		Secret: strings.Repeat("m", 30)}, &t); err != nil {
+		return nil, fmt.Errorf("create tenant: %w", err)
+	}
+	dir, err := os.MkdirTemp(r.data, tenant+"-*")
+	if err != nil {
+		return nil, err
+	}
+	return &msGroup{r: r, dir: dir, tenant: tenant, args: args, members: map[string]*Process{},
+		events: make(chan msEvent, 1<<14), role: map[string]msEvent{},
+		env: []string{"RAFTING_SERVERS=" + strings.Join(r.addrs(), ","), "RAFTING_TENANT=" + tenant, "RAFTING_TOKEN=" + t.Token}}, nil
+}
+
+// fill starts members until three run and waits for a master among them,
+// every member past its first role.
+func (g *msGroup) fill(ctx context.Context) (msEvent, error) {
+	for len(g.members) < 3 {
+		g.next++
+		id := fmt.Sprintf("%s-%d", g.tenant, g.next)
+		p, err := StartProcess(id, g.dir, g.r.member, g.env, append([]string{"-role", "member", "-id", id,
+			"-ledger", filepath.Join(g.dir, "ledger")}, g.args...)...)
+		if err != nil {
+			return msEvent{}, err
+		}
+		g.members[id] = p
+		lines := p.Subscribe()
+		go func() {
+			for l := range lines {
+				var e msEvent
+				if json.Unmarshal([]byte(l), &e) == nil && e.Ev == "role" {
+					g.events <- e
+				}
+			}
+		}()
+	}
+	deadline := time.After(60 * time.Second)
+	for {
+		var master msEvent
+		ready := 0
+		for id := range g.members {
+			if e, ok := g.role[id]; ok && e.Role != "starting" {
+				ready++
+				if e.Role == "master" {
+					master = e
+				}
+			}
+		}
+		if master.ID != "" && ready == len(g.members) {
+			return master, nil
+		}
+		select {
+		case e := <-g.events:
+			g.role[e.ID] = e
+		case <-deadline:
+			return msEvent{}, fmt.Errorf("rafting: no stable master among %d members in 60s", len(g.members))
+		case <-ctx.Done():
+			return msEvent{}, ctx.Err()
+		}
+	}
+}
+
+// successor waits for a member other than old to report master at or
+// after t0 and returns how long after t0 it did.
+func (g *msGroup) successor(ctx context.Context, old string, t0 time.Time, timeout time.Duration) (time.Duration, error) {
+	deadline := time.After(timeout)
+	for {
+		select {
+		case e := <-g.events:
+			g.role[e.ID] = e
+			if e.Role == "master" && e.ID != old && e.At >= t0.UnixNano() {
+				return time.Duration(e.At - t0.UnixNano()), nil
+			}
+		case <-deadline:
+			return 0, fmt.Errorf("rafting: no successor to %s within %v", old, timeout)
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
+func (g *msGroup) drop(id string) {
+	g.members[id].Kill()
+	delete(g.members, id)
+	delete(g.role, id)
+}
+
+// close stops the remaining members (gracefully, then by force) and
+// removes the group's directory.
+func (g *msGroup) close() {
+	var wg sync.WaitGroup
+	for _, p := range g.members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.Stop(10 * time.Second)
+		}()
+	}
+	wg.Wait()
+	g.members = nil
+	os.RemoveAll(g.dir)
+}
+
+// raftingSettle is how long a fresh master runs before it is signalled: a few
+// keepalives into its term.
+const raftingSettle = 300 * time.Millisecond
+
+// Handover: SIGTERM to the master, whose Member.Leave hands the mastership
+// over at once; the sample ends at the successor's role event.
+func (r *rafting) Handover(ctx context.Context, rounds int) (Sample, error) {
+	g, err := r.newGroup(ctx)
+	if err != nil {
+		return Sample{}, err
+	}
+	defer g.close()
+	var s Sample
+	for range rounds {
+		m, err := g.fill(ctx)
+		if err != nil {
+			return s, err
+		}
+		time.Sleep(raftingSettle)
+		t0 := time.Now()
+		g.members[m.ID].Signal(syscall.SIGTERM)
+		d, err := g.successor(ctx, m.ID, t0, 10*time.Second)
+		if err != nil {
+			return s, err
+		}
+		<-g.members[m.ID].Exited()
+		g.drop(m.ID)
+		s.Latencies = append(s.Latencies, d)
+		s.Ops++
+	}
+	return s, nil
+}
+
+// Failover: after a random delay in [k, 2k) past settle, k the keepalive
+// period (lease/4), the master gets kill -9; the sample ends at the
+// successor's role event.
+func (r *rafting) Failover(ctx context.Context, st Setting, rounds int) (Sample, error) {
+	lease, ttl := st.Lease, raftingTTL
+	if v, err := time.ParseDuration(st.Client["lease"]); err == nil {
+		lease = v
+	}
+	if v, err := time.ParseDuration(st.Client["ttl"]); err == nil {
+		ttl = v
+	}
+	if lease <= 0 {
+		return Sample{}, fmt.Errorf("rafting: setting %s has no lease", st.Name)
+	}
+	g, err := r.newGroup(ctx, "-lease", lease.String(), "-ttl", ttl.String())
+	if err != nil {
+		return Sample{}, err
+	}
+	defer g.close()
+	k := lease / 4
+	var s Sample
+	for range rounds {
+		m, err := g.fill(ctx)
+		if err != nil {
+			return s, err
+		}
+		time.Sleep(raftingSettle + k + time.Duration(mrand.Int64N(int64(k))))
+		t0 := time.Now()
+		g.members[m.ID].Kill()
+		d, err := g.successor(ctx, m.ID, t0, ttl+10*time.Second)
+		if err != nil {
+			return s, err
+		}
+		g.drop(m.ID)
+		s.Latencies = append(s.Latencies, d)
+		s.Ops++
+	}
+	return s, nil
+}
+
+// idleClients is how many SDK Clients (connections) the idle instances'
+// members share, as the etcd target keeps its leases alive over 10 client
+// connections.
+const idleClients = 10
+
+// Idle: instances SDK farm members, one session each (as every instance
+// process would hold one), each renewed every TTL/3 (5 s TTL) with its
+// stream attached, the way the SDK keeps a member alive; they share
+// idleClients Clients. After raftingIdleSettle, the servers' CPU and memory over d.
+func (r *rafting) Idle(ctx context.Context, instances int, d time.Duration) (IdleCost, error) {
+	if len(r.servers) == 0 {
+		return IdleCost{}, errors.New("rafting: not started")
+	}
+	nc := min(idleClients, max(instances, 1))
+	clients := make([]*sdk.Client, 0, nc)
+	defer func() {
+		var wg sync.WaitGroup
+		for _, c := range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c.Close() // every member leaves
+			}()
+		}
+		wg.Wait()
+	}()
+	for range nc {
+		c, err := sdk.Connect(ctx, r.sdkOptions(raftingTenant, r.token)...)
+		if err != nil {
+			return IdleCost{}, fmt.Errorf("rafting idle: connect: %w", err)
+		}
+		clients = append(clients, c)
+	}
+	members := make([]*sdk.Member, instances)
+	err := raftingParallel(ctx, 64, instances, func(n int) error {
+		m, err := clients[n%nc].Join(ctx, sdk.Instance{Service: fmt.Sprintf("idle-%d", n%10), ID: fmt.Sprintf("i-%d", n),
+			Address: fmt.Sprintf("10.%d.%d.%d:80", n>>16&255, n>>8&255, n&255)}, sdk.WithDrainDelay(0))
+		members[n] = m
+		return err
+	})
+	if err != nil {
+		return IdleCost{}, fmt.Errorf("rafting idle: join: %w", err)
+	}
+	lost := func() error {
+		for _, m := range members {
+			select {
+			case <-m.Done():
+				return fmt.Errorf("rafting idle: member %s ended: %v", m.ID(), m.Err())
+			default:
+			}
+		}
+		return nil
+	}
+	select {
+	case <-time.After(raftingIdleSettle):
+	case <-ctx.Done():
+		return IdleCost{}, ctx.Err()
+	}
+	if err := lost(); err != nil {
+		return IdleCost{}, err
+	}
+	cpu, rss, err := Usage(r.PIDs(), d)
+	if err != nil {
+		return IdleCost{}, err
+	}
+	if err := lost(); err != nil {
+		return IdleCost{}, err
+	}
+	// Every instance is still listed: the sessions lived through it.
+	var svc api.ServiceResponse
+	if err := r.must(ctx, 0, r.token, http.MethodGet, r.tenantPath(raftingTenant, "/services/idle-0?consistent=true"), nil, &svc); err != nil {
+		return IdleCost{}, err
+	}
+	if want := (instances + 9) / 10; len(svc.Instances) != want {
+		return IdleCost{}, fmt.Errorf("rafting idle: service idle-0 lists %d instances after the window, want %d", len(svc.Instances), want)
+	}
+	return IdleCost{Instances: instances, CPUPct: cpu, RSSBytes: rss}, nil
+}
+
+// raftingParallel runs f(0..n-1) on workers goroutines and returns the first error.
+func raftingParallel(ctx context.Context, workers, n int, f func(int) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	work := make(chan int)
+	var first error
+	var once sync.Once
+	var wg sync.WaitGroup
+	for range min(workers, max(n, 1)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				if err := f(i); err != nil {
+					once.Do(func() { first = err; cancel() })
+				}
+			}
+		}()
+	}
+feed:
+	for i := range n {
+		select {
+		case work <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(work)
+	wg.Wait()
+	if first == nil && ctx.Err() != nil {
+		// the caller's ctx ended
+		return context.Cause(ctx)
+	}
+	return first
+}
+
+// raftingIdleSettle is how long a cluster rests after the instances joined
+// before it is measured (as long as the etcd target's).
+const raftingIdleSettle = 2 * time.Second
