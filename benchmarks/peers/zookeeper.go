@@ -1,0 +1,689 @@
+package peers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+)
+
+// ZooKeeper is the ZooKeeper target: a 3-member ensemble on loopback from
+// Debian's zookeeper package (scripts/install-peers.sh). Each member is the
+// JVM itself (java … org.apache.zookeeper.server.quorum.QuorumPeerMain
+// zoo.cfg, no wrapper script), so the PID stopped and measured is the
+// server's; its data is in a fresh temporary directory.
+//
+// zoo.cfg: tickTime per setting, initLimit=10, syncLimit=5,
+// maxClientCnxns=0 (no per-address limit: every client here shares
+// 127.0.0.1, and the default 60 would refuse them), admin.enableServer=false,
+// 4lw.commands.whitelist=*; the JVM runs with -Xmx1000m (upstream
+// zkEnv.sh's ZK_SERVER_HEAP; Debian's script sets none) and logs at warn
+// level (slf4j-simple) to a file.
+//
+// The workloads, the idiomatic way with github.com/go-zookeeper/zk:
+//
+//   - Register: each client is its own session (zk.Conn); it creates its
+//     instances as ephemeral znodes under /services/register-<n>/ and then
+//     keeps updating them (Set); an operation is one Create or Set.
+//   - Propagation: each watcher is its own session with ChildrenW on the
+//     service znode, re-armed after each fire (as Curator's
+//     PathChildrenCache does); its latency is until the re-read children
+//     list holds the new instance (an ephemeral znode the driver creates).
+//   - Handover, Failover: three peermember processes running Curator's
+//     LeaderLatch recipe (ephemeral sequential znodes; the lowest leads,
+//     each other watches its predecessor). Handover: the master gets
+//     SIGTERM, deletes its latch znode (LeaderLatch.close) and exits.
+//     Failover: kill -9 after a random delay in [T/3, 2T/3), T the session
+//     timeout — the client pings every T/3.
+//   - Idle: one session per instance, each holding its instance's
+//     ephemeral znode. A ZooKeeper session is a connection, and the
+//     recipes use one session per process, so N live instances (processes)
+//     are N sessions; the honest cost of 10,000 instances is 10,000
+//     sessions, not a few sessions holding many znodes each.
+//
+// Warm-up: the JVM's figures settle only once its JIT has compiled the
+// request path, so Start ends with Warmup (default 5 s) of Register with
+// 16 clients plus a few propagation rounds, not measured.
+type ZooKeeper struct {
+	// Java is the java binary (default: java on PATH).
+	Java string
+	// Classpath holds the server's jars (default: Debian's
+	// /usr/share/java/zookeeper.jar, whose manifest names its
+	// dependencies, and slf4j-simple for logging).
+	Classpath string
+	// Heap is the JVM's -Xmx (default 1000m).
+	Heap string
+	// Warmup is how long Start exercises a fresh ensemble before
+	// returning; 0 means the default 5 s, negative none.
+	Warmup time.Duration
+
+	dir       string
+	setting   Setting
+	procs     []*Process
+	servers   []string // 127.0.0.1:clientPort
+	cli       *zk.Conn
+	memberBin string
+	runs      int
+}
+
+// NewZooKeeper returns the ZooKeeper target.
+func NewZooKeeper() Target {
+	java, err := exec.LookPath("java")
+	if err != nil {
+		java = "/usr/bin/java"
+	}
+	return &ZooKeeper{Java: java, Classpath: zkDefaultClasspath, Heap: "1000m"}
+}
+
+const (
+	zkJar              = "/usr/share/java/zookeeper.jar"
+	zkDefaultClasspath = zkJar + ":/usr/share/java/slf4j-simple.jar"
+	zkDefaultWarmup    = 5 * time.Second
+)
+
+// zkInstalled reports whether the server jar and java are there, and the
+// package version.
+func zkInstalled() (string, bool) {
+	if _, err := os.Stat(zkJar); err != nil {
+		return "", false
+	}
+	if _, err := exec.LookPath("java"); err != nil {
+		if _, err := os.Stat("/usr/bin/java"); err != nil {
+			return "", false
+		}
+	}
+	ver := "3.x"
+	if out, err := exec.Command("dpkg-query", "-W", "-f=${Version}", "zookeeper").Output(); err == nil {
+		ver = strings.TrimSpace(string(out))
+	}
+	return ver, true
+}
+
+func (t *ZooKeeper) Name() string { return "zookeeper" }
+
+func (t *ZooKeeper) Settings() []Setting {
+	ver, ok := zkInstalled()
+	if !ok {
+		ver = "(not installed)"
+	}
+	mk := func(name string, tick, session, negotiated time.Duration, note string) Setting {
+		return Setting{
+			Name: name, Lease: negotiated,
+			Server: map[string]string{"tickTime": strconv.Itoa(int(tick / time.Millisecond))},
+			Client: map[string]string{"sessionTimeout": session.String()},
+			Note:   fmt.Sprintf("ZooKeeper %s (Debian), -Xmx1000m; %s", ver, note),
+		}
+	}
+	return []Setting{
+		mk("default", 2*time.Second, 60*time.Second, 40*time.Second,
+			"tickTime=2000 (default); session timeout 60 s requested (Curator's default), "+
+				"negotiated to 40 s = maxSessionTimeout 20 × tickTime; ping every 13.3 s"),
+		mk("shortest-default-server", 2*time.Second, 4*time.Second, 4*time.Second,
+			"tickTime=2000 (default); session timeout 4 s = minSessionTimeout 2 × tickTime; ping every 1.33 s"),
+		mk("tuned", 200*time.Millisecond, 400*time.Millisecond, 400*time.Millisecond,
+			"tickTime=200; session timeout 400 ms = 2 × tickTime; ping every 133 ms"),
+		mk("same-lease", 200*time.Millisecond, time.Second, time.Second,
+			"tickTime=200 (as tuned); session timeout 1 s; ping every 333 ms"),
+	}
+}
+
+// sessionTimeout is the session timeout the clients request.
+func (t *ZooKeeper) sessionTimeout() time.Duration {
+	if d, err := time.ParseDuration(t.setting.Client["sessionTimeout"]); err == nil && d > 0 {
+		return d
+	}
+	if t.setting.Lease > 0 {
+		return t.setting.Lease
+	}
+	return 60 * time.Second
+}
+
+func (t *ZooKeeper) Start(ctx context.Context, dir string, s Setting) error {
+	if err := t.Stop(); err != nil {
+		return err
+	}
+	if _, ok := zkInstalled(); !ok {
+		return fmt.Errorf("zookeeper: %s or java missing; run scripts/install-peers.sh", zkJar)
+	}
+	rundir, err := os.MkdirTemp(dir, "zookeeper-")
+	if err != nil {
+		return err
+	}
+	t.dir, t.setting = rundir, s
+	t.runs++
+	fail := func(err error) error {
+		t.Stop()
+		return fmt.Errorf("zookeeper start (%s): %w", s.Name, err)
+	}
+	tick := s.Server["tickTime"]
+	if tick == "" {
+		tick = "2000"
+	}
+	ports := make([]int, 9) // client, quorum, election × 3
+	for i := range ports {
+		if ports[i], err = FreePort(); err != nil {
+			return fail(err)
+		}
+	}
+	t.servers = ezHostPorts("", []int{ports[0], ports[3], ports[6]})
+	var ensemble strings.Builder
+	for i := 0; i < 3; i++ {
+		fmt.Fprintf(&ensemble, "server.%d=127.0.0.1:%d:%d\n", i+1, ports[3*i+1], ports[3*i+2])
+	}
+	extra := make([]string, 0, len(s.Server))
+	for k, v := range s.Server {
+		if k != "tickTime" {
+			extra = append(extra, k+"="+v+"\n")
+		}
+	}
+	sort.Strings(extra)
+	heap := t.Heap
+	if heap == "" {
+		heap = "1000m"
+	}
+	for i := 0; i < 3; i++ {
+		name := fmt.Sprintf("zk%d", i+1)
+		data := filepath.Join(rundir, name)
+		if err := os.MkdirAll(data, 0o755); err != nil {
+			return fail(err)
+		}
+		if err := os.WriteFile(filepath.Join(data, "myid"), []byte(strconv.Itoa(i+1)+"\n"), 0o644); err != nil {
+			return fail(err)
+		}
+		cfg := fmt.Sprintf("tickTime=%s\ninitLimit=10\nsyncLimit=5\ndataDir=%s\nclientPort=%d\nclientPortAddress=127.0.0.1\n"+
+			"maxClientCnxns=0\nadmin.enableServer=false\n4lw.commands.whitelist=*\n%s%s",
+			tick, data, ports[3*i], ensemble.String(), strings.Join(extra, ""))
+		cfgPath := filepath.Join(rundir, name+".cfg")
+		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+			return fail(err)
+		}
+		p, err := StartProcess("zookeeper-"+name, rundir, t.Java, nil,
+			"-Xmx"+heap,
+			"-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+			"-Dzookeeper.jmx.log4j.disable=true",
+			"-cp", t.Classpath,
+			"org.apache.zookeeper.server.quorum.QuorumPeerMain", cfgPath)
+		if err != nil {
+			return fail(err)
+		}
+		t.procs = append(t.procs, p)
+	}
+	for i, addr := range t.servers {
+		if err := ezWaitServing(ctx, addr, t.procs[i], 60*time.Second); err != nil {
+			return fail(err)
+		}
+	}
+	// Serving: every member is in the quorum (leader or follower).
+	deadline := time.Now().Add(60 * time.Second)
+	for i, addr := range t.servers {
+		for {
+			mode, err := zkMode(addr)
+			if err == nil && (mode == "leader" || mode == "follower") {
+				break
+			}
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				return fail(fmt.Errorf("%s (%s) not in the quorum after 60s: mode %q, %v", t.procs[i].Name, addr, mode, err))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	// The server must grant the setting's session timeout as is.
+	want := t.sessionTimeout()
+	if s.Lease > 0 {
+		want = s.Lease
+	}
+	conn, got, err := t.connect(t.sessionTimeout(), true, false)
+	if err != nil {
+		return fail(err)
+	}
+	t.cli = conn
+	if got != want {
+		return fail(fmt.Errorf("session timeout %v requested, server negotiated %v, setting says %v", t.sessionTimeout(), got, want))
+	}
+	if err := zkMkdirs(t.cli, "/services"); err != nil {
+		return fail(err)
+	}
+	w := t.Warmup
+	if w == 0 {
+		w = zkDefaultWarmup
+	}
+	if w > 0 {
+		if _, err := t.Register(ctx, 16, w); err != nil {
+			return fail(fmt.Errorf("warm-up: %w", err))
+		}
+		if _, err := t.Propagation(ctx, 10, 5); err != nil {
+			return fail(fmt.Errorf("warm-up: %w", err))
+		}
+	}
+	return nil
+}
+
+// zkMode asks a server for its mode with the srvr four-letter word.
+func zkMode(addr string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte("srvr")); err != nil {
+		return "", err
+	}
+	b, err := io.ReadAll(c)
+	if err != nil {
+		return "", err
+	}
+	if m := regexp.MustCompile(`(?m)^Mode: (\w+)`).FindSubmatch(b); m != nil {
+		return string(m[1]), nil
+	}
+	return "", fmt.Errorf("srvr: %q", strings.TrimSpace(string(b)))
+}
+
+type zkNopLogger struct{}
+
+func (zkNopLogger) Printf(string, ...any) {}
+
+// zkTimeoutLogger captures the negotiated session timeout go-zookeeper
+// logs on connect ("authenticated: id=…, timeout=…").
+type zkTimeoutLogger struct{ ms chan int }
+
+var zkTimeoutRE = regexp.MustCompile(`authenticated: id=\d+, timeout=(\d+)`)
+
+func (l zkTimeoutLogger) Printf(f string, args ...any) {
+	if m := zkTimeoutRE.FindStringSubmatch(fmt.Sprintf(f, args...)); m != nil {
+		ms, _ := strconv.Atoi(m[1])
+		select {
+		case l.ms <- ms:
+		default:
+		}
+	}
+}
+
+// connect opens a session and waits until it is established; with
+// negotiated it also returns the session timeout the server granted; small
+// bounds the connection's buffers (zkIdleBuffer).
+func (t *ZooKeeper) connect(timeout time.Duration, negotiated, small bool) (*zk.Conn, time.Duration, error) {
+	var (
+		got    chan int
+		logger zk.Logger = zkNopLogger{}
+	)
+	if negotiated {
+		got = make(chan int, 1)
+		logger = zkTimeoutLogger{got}
+	}
+	var (
+		conn   *zk.Conn
+		events <-chan zk.Event
+		err    error
+	)
+	if small {
+		conn, events, err = zk.Connect(t.servers, timeout, zk.WithLogger(logger), zk.WithLogInfo(negotiated),
+			zk.WithMaxBufferSize(zkIdleBuffer), zk.WithMaxConnBufferSize(zkIdleBuffer))
+	} else {
+		conn, events, err = zk.Connect(t.servers, timeout, zk.WithLogger(logger), zk.WithLogInfo(negotiated))
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	wait := time.NewTimer(15 * time.Second)
+	defer wait.Stop()
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				return nil, 0, errors.New("zookeeper: connection closed before a session")
+			}
+			if ev.State == zk.StateHasSession {
+				go func() { // never let the event channel fill
+					for range events {
+					}
+				}()
+				var d time.Duration
+				if negotiated {
+					select {
+					case ms := <-got:
+						d = time.Duration(ms) * time.Millisecond
+					case <-time.After(time.Second):
+						conn.Close()
+						return nil, 0, errors.New("zookeeper: negotiated session timeout not reported")
+					}
+				}
+				return conn, d, nil
+			}
+			if ev.State == zk.StateExpired || ev.State == zk.StateAuthFailed {
+				conn.Close()
+				return nil, 0, fmt.Errorf("zookeeper: session %v", ev.State)
+			}
+		case <-wait.C:
+			conn.Close()
+			return nil, 0, fmt.Errorf("zookeeper: no session with %v within 15s", t.servers)
+		}
+	}
+}
+
+// connectN opens n sessions in parallel.
+func (t *ZooKeeper) connectN(n int) ([]*zk.Conn, error) {
+	out := make([]*zk.Conn, n)
+	err := ezParallel(64, n, func(i int) error {
+		c, _, err := t.connect(t.sessionTimeout(), false, false)
+		out[i] = c
+		return err
+	})
+	if err != nil {
+		zkCloseAll(out)
+		return nil, err
+	}
+	return out, nil
+}
+
+func zkCloseAll(cs []*zk.Conn) {
+	ezParallel(64, len(cs), func(i int) error {
+		if cs[i] != nil {
+			cs[i].Close()
+		}
+		return nil
+	})
+}
+
+// zkMkdirs creates path and its parents as persistent znodes.
+func zkMkdirs(c *zk.Conn, path string) error {
+	p := ""
+	for _, part := range strings.Split(strings.Trim(path, "/"), "/") {
+		p += "/" + part
+		if _, err := c.Create(p, nil, 0, zk.WorldACL(zk.PermAll)); err != nil && !errors.Is(err, zk.ErrNodeExists) {
+			return fmt.Errorf("zookeeper: create %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+func (t *ZooKeeper) Stop() error {
+	if t.cli != nil {
+		t.cli.Close()
+		t.cli = nil
+	}
+	for _, p := range t.procs {
+		p.Signal(syscall.SIGTERM)
+	}
+	for _, p := range t.procs {
+		p.Stop(10 * time.Second)
+	}
+	t.procs = nil
+	t.memberBin = ""
+	if t.dir != "" {
+		err := os.RemoveAll(t.dir)
+		t.dir = ""
+		return err
+	}
+	return nil
+}
+
+func (t *ZooKeeper) running() error {
+	if t.cli == nil {
+		return errors.New("zookeeper: not started")
+	}
+	return nil
+}
+
+func (t *ZooKeeper) Register(ctx context.Context, clients int, d time.Duration) (Sample, error) {
+	if err := t.running(); err != nil {
+		return Sample{}, err
+	}
+	cs, err := t.connectN(clients)
+	if err != nil {
+		return Sample{}, fmt.Errorf("zookeeper register: sessions: %w", err)
+	}
+	defer zkCloseAll(cs) // ends the sessions: their ephemeral znodes go
+	parent := fmt.Sprintf("/services/register-%d", time.Now().UnixNano())
+	if err := zkMkdirs(t.cli, parent); err != nil {
+		return Sample{}, err
+	}
+	lats := make([][]time.Duration, clients)
+	errs := make([]error, clients)
+	var wg sync.WaitGroup
+	start := time.Now()
+	end := start.Add(d)
+	for i, c := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; ; n++ {
+				t0 := time.Now()
+				if t0.After(end) || ctx.Err() != nil {
+					return
+				}
+				path := fmt.Sprintf("%s/c%d-i%d", parent, i, n%ezRegisterKeys)
+				val := []byte(fmt.Sprintf(`{"addr":"127.0.0.1:%d","rev":%d}`, 10000+i, n))
+				var err error
+				if n < ezRegisterKeys {
+					_, err = c.Create(path, val, zk.FlagEphemeral, zk.WorldACL(zk.PermAll))
+				} else {
+					_, err = c.Set(path, val, -1)
+				}
+				if err != nil {
+					errs[i] = fmt.Errorf("%s: %w", path, err)
+					return
+				}
+				lats[i] = append(lats[i], time.Since(t0))
+			}
+		}()
+	}
+	wg.Wait()
+	s := Sample{Elapsed: time.Since(start)}
+	for _, l := range lats {
+		s.Latencies = append(s.Latencies, l...)
+	}
+	s.Ops = len(s.Latencies)
+	if err := errors.Join(errs...); err != nil {
+		return s, fmt.Errorf("zookeeper register: %w", err)
+	}
+	return s, nil
+}
+
+func (t *ZooKeeper) Propagation(ctx context.Context, watchers, rounds int) (Sample, error) {
+	if err := t.running(); err != nil {
+		return Sample{}, err
+	}
+	cs, err := t.connectN(watchers)
+	if err != nil {
+		return Sample{}, fmt.Errorf("zookeeper propagation: sessions: %w", err)
+	}
+	defer zkCloseAll(cs)
+	svc := fmt.Sprintf("/services/propagation-%d", time.Now().UnixNano())
+	if err := zkMkdirs(t.cli, svc); err != nil {
+		return Sample{}, err
+	}
+	type seen struct {
+		child string
+		at    time.Time
+	}
+	obs := make(chan seen, watchers*(rounds+1)+16)
+	armed := make(chan error, watchers)
+	wctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	for _, c := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			known := map[string]bool{}
+			first := true
+			for {
+				children, _, ch, err := c.ChildrenW(svc)
+				now := time.Now()
+				if first {
+					armed <- err
+					first = false
+				}
+				if err != nil {
+					return
+				}
+				for _, k := range children {
+					if !known[k] {
+						known[k] = true
+						obs <- seen{k, now}
+					}
+				}
+				select {
+				case <-ch:
+				case <-wctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	for range cs {
+		if err := <-armed; err != nil {
+			return Sample{}, fmt.Errorf("zookeeper propagation: ChildrenW: %w", err)
+		}
+	}
+	var s Sample
+	start := time.Now()
+	for r := 0; r < rounds; r++ {
+		child := fmt.Sprintf("inst-%d", r)
+		t0 := time.Now()
+		if _, err := t.cli.Create(svc+"/"+child, []byte(`{"addr":"127.0.0.1:9999"}`), zk.FlagEphemeral, zk.WorldACL(zk.PermAll)); err != nil {
+			return s, fmt.Errorf("zookeeper propagation: create: %w", err)
+		}
+		timeout := time.After(10 * time.Second)
+		for got := 0; got < watchers; {
+			select {
+			case o := <-obs:
+				if o.child == child {
+					s.Latencies = append(s.Latencies, o.at.Sub(t0))
+					got++
+				}
+			case <-timeout:
+				return s, fmt.Errorf("zookeeper propagation: round %d: %d of %d watchers saw the new instance within 10s", r+1, got, watchers)
+			}
+		}
+		s.Ops++
+		ezSleep(ctx, 20*time.Millisecond)
+	}
+	s.Elapsed = time.Since(start)
+	return s, nil
+}
+
+func (t *ZooKeeper) members(ctx context.Context, name string) (*memberGroup, error) {
+	if err := t.running(); err != nil {
+		return nil, err
+	}
+	if t.memberBin == "" {
+		bin, err := buildPeerMember(ctx, t.dir)
+		if err != nil {
+			return nil, err
+		}
+		t.memberBin = bin
+	}
+	election := fmt.Sprintf("%s-%d", name, time.Now().UnixNano())
+	eps := strings.Join(t.servers, ",")
+	ttl := t.sessionTimeout().String()
+	args := func(id string) []string {
+		return []string{"-system", "zookeeper", "-endpoints", eps, "-id", id, "-ttl", ttl, "-election", election}
+	}
+	candidates := func(ctx context.Context) (int, error) {
+		children, _, err := t.cli.Children("/latch/" + election)
+		if errors.Is(err, zk.ErrNoNode) {
+			return 0, nil
+		}
+		return len(children), err
+	}
+	return newMemberGroup(t.memberBin, t.dir, args, candidates), nil
+}
+
+func (t *ZooKeeper) Handover(ctx context.Context, rounds int) (Sample, error) {
+	g, err := t.members(ctx, "handover")
+	if err != nil {
+		return Sample{}, fmt.Errorf("zookeeper handover: %w", err)
+	}
+	s, err := runElection(ctx, g, rounds, syscall.SIGTERM, 0, 30*time.Second)
+	if err != nil {
+		return s, fmt.Errorf("zookeeper handover: %w", err)
+	}
+	return s, nil
+}
+
+func (t *ZooKeeper) Failover(ctx context.Context, s Setting, rounds int) (Sample, error) {
+	if s.Name != t.setting.Name {
+		return Sample{}, fmt.Errorf("zookeeper failover: ensemble runs setting %q, asked for %q", t.setting.Name, s.Name)
+	}
+	g, err := t.members(ctx, "failover")
+	if err != nil {
+		return Sample{}, fmt.Errorf("zookeeper failover: %w", err)
+	}
+	lease := t.setting.Lease
+	if lease <= 0 {
+		lease = t.sessionTimeout()
+	}
+	out, err := runElection(ctx, g, rounds, syscall.SIGKILL, lease/3, 2*lease+30*time.Second)
+	if err != nil {
+		return out, fmt.Errorf("zookeeper failover (%s): %w", s.Name, err)
+	}
+	return out, nil
+}
+
+// zkIdleBuffer bounds each idle session's buffers (go-zookeeper allocates
+// 1.5 MiB per connection by default; a ping or a create needs little).
+const zkIdleBuffer = 64 << 10
+
+func (t *ZooKeeper) Idle(ctx context.Context, instances int, d time.Duration) (IdleCost, error) {
+	if err := t.running(); err != nil {
+		return IdleCost{}, err
+	}
+	svc := fmt.Sprintf("/services/idle-%d", time.Now().UnixNano())
+	if err := zkMkdirs(t.cli, svc); err != nil {
+		return IdleCost{}, err
+	}
+	cs := make([]*zk.Conn, instances)
+	defer zkCloseAll(cs)
+	err := ezParallel(64, instances, func(i int) error {
+		c, _, err := t.connect(t.sessionTimeout(), false, true)
+		if err != nil {
+			return err
+		}
+		cs[i] = c
+		_, err = c.Create(fmt.Sprintf("%s/inst-%d", svc, i), []byte(fmt.Sprintf(`{"addr":"127.0.0.1:%d"}`, 20000+i)),
+			zk.FlagEphemeral, zk.WorldACL(zk.PermAll))
+		return err
+	})
+	if err != nil {
+		return IdleCost{}, fmt.Errorf("zookeeper idle: register %d instances: %w", instances, err)
+	}
+	if !ezSleep(ctx, 2*time.Second) { // settle
+		return IdleCost{}, ctx.Err()
+	}
+	cpu, rss, err := Usage(t.pids(), d)
+	if err != nil {
+		return IdleCost{}, fmt.Errorf("zookeeper idle: usage: %w", err)
+	}
+	// Every instance is still registered: no session expired.
+	children, _, err := t.cli.Children(svc)
+	if err != nil {
+		return IdleCost{}, fmt.Errorf("zookeeper idle: %w", err)
+	}
+	if len(children) != instances {
+		return IdleCost{}, fmt.Errorf("zookeeper idle: %d of %d instances still registered after the window", len(children), instances)
+	}
+	return IdleCost{Instances: instances, CPUPct: cpu, RSSBytes: rss}, nil
+}
+
+func (t *ZooKeeper) pids() []int {
+	var out []int
+	for _, p := range t.procs {
+		out = append(out, p.PID())
+	}
+	return out
+}
