@@ -204,9 +204,20 @@ func BenchmarkNoisyNeighbour(b *testing.B) {
 
 	var base, noisy result
 	var counts floodCounts
+	// CPU of the three servers (and of the flood process) in each phase.
+	serverCPU := func() (t time.Duration) {
+		for _, s := range c.Servers {
+			cpu, _ := bench.Usage(s.Proc.PID())
+			t += cpu
+		}
+		return t
+	}
+	var baseCPU, noisyCPU, floodCPU, baseWall, noisyWall time.Duration
 	nice := envInt("RAFTING_NOISY_NICE", 0)
 	for range envInt("RAFTING_NOISY_CYCLES", 2) {
+		cpu0, t0 := serverCPU(), time.Now()
 		base.add(steady(ctx, addrs, client, bravo, phase))
+		baseCPU, baseWall = baseCPU+serverCPU()-cpu0, baseWall+time.Since(t0)
 
 		f := proctest.Start(b, "flood", os.Args[0], []string{floodEnv + "=" + c.Addrs() + "|" + alpha.Token}, "-test.run=^$")
 		if nice != 0 {
@@ -215,7 +226,12 @@ func BenchmarkNoisyNeighbour(b *testing.B) {
 			}
 		}
 		time.Sleep(time.Second) // the flood reaches its rate
+		cpu0, t0 = serverCPU(), time.Now()
+		fcpu0, _ := bench.Usage(f.PID())
 		noisy.add(steady(ctx, addrs, client, bravo, phase))
+		noisyCPU, noisyWall = noisyCPU+serverCPU()-cpu0, noisyWall+time.Since(t0)
+		fcpu1, _ := bench.Usage(f.PID())
+		floodCPU += fcpu1 - fcpu0
 		f.Signal(syscall.SIGTERM)
 		<-f.Exited()
 		var fc floodCounts
@@ -236,4 +252,10 @@ func BenchmarkNoisyNeighbour(b *testing.B) {
 	b.ReportMetric(100*float64(noisy.ok)/float64(noisy.sent), "B-completed-%")
 	b.ReportMetric(float64(counts.Total)/counts.Secs, "A-req/s")
 	b.ReportMetric(100*float64(counts.Limited)/float64(max(counts.Total, 1)), "A-429-%")
+	pct := func(cpu, wall time.Duration) float64 { return 100 * cpu.Seconds() / wall.Seconds() }
+	b.ReportMetric(pct(baseCPU, baseWall), "servers-base-%core")
+	b.ReportMetric(pct(noisyCPU, noisyWall), "servers-noisy-%core")
+	b.ReportMetric(pct(floodCPU, noisyWall), "flood-process-%core")
+	// What one of A's requests costs the servers, most of them rejected.
+	b.ReportMetric(1e6*(noisyCPU.Seconds()/noisyWall.Seconds()-baseCPU.Seconds()/baseWall.Seconds())/(float64(counts.Total)/counts.Secs), "server-µs/A-request")
 }

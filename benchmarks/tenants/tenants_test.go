@@ -95,36 +95,15 @@ func startCluster(b *testing.B, bin, dir string, extra []string) []*proc {
 	return procs
 }
 
-// usage reads a process's CPU time (user+system) and resident memory.
-func usage(pid int) (cpu time.Duration, rssKB int64) {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err == nil {
-		// fields after the ")" of the command name: utime is 14th, stime 15th overall
-		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+2:]))
-		ut, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		cpu = time.Duration(ut+st) * time.Second / 100 // USER_HZ
-	}
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err == nil {
-		for _, l := range strings.Split(string(status), "\n") {
-			if strings.HasPrefix(l, "VmRSS:") {
-				rssKB, _ = strconv.ParseInt(strings.Fields(l)[1], 10, 64)
-			}
-		}
-	}
-	return cpu, rssKB
-}
-
 // idle measures each process's CPU share (% of one core) and RSS over d.
 func idle(procs []*proc, d time.Duration) (cpuPct []float64, rssMB []float64) {
 	before := make([]time.Duration, len(procs))
 	for i, p := range procs {
-		before[i], _ = usage(p.cmd.Process.Pid)
+		before[i], _ = bench.Usage(p.cmd.Process.Pid)
 	}
 	time.Sleep(d)
 	for i, p := range procs {
-		c, rss := usage(p.cmd.Process.Pid)
+		c, rss := bench.Usage(p.cmd.Process.Pid)
 		cpuPct = append(cpuPct, 100*float64(c-before[i])/float64(d))
 		rssMB = append(rssMB, float64(rss)/1024)
 	}

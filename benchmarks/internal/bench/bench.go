@@ -1,9 +1,13 @@
 // Package bench holds what the benchmarks share: where clusters keep their
-// data and how latencies are summarised.
+// data, how latencies are summarised, and what a process costs.
 package bench
 
 import (
+	"bytes"
+	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"sort"
 	"testing"
 	"time"
@@ -36,4 +40,25 @@ func Pct(d []time.Duration, p int) float64 {
 		i--
 	}
 	return float64(s[i].Microseconds()) / 1000
+}
+
+// Usage reads a process's CPU time (user+system) and resident memory.
+func Usage(pid int) (cpu time.Duration, rssKB int64) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err == nil {
+		// fields after the ")" of the command name: utime is 14th, stime 15th overall
+		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+2:]))
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		cpu = time.Duration(ut+st) * time.Second / 100 // USER_HZ
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err == nil {
+		for _, l := range strings.Split(string(status), "\n") {
+			if strings.HasPrefix(l, "VmRSS:") {
+				rssKB, _ = strconv.ParseInt(strings.Fields(l)[1], 10, 64)
+			}
+		}
+	}
+	return cpu, rssKB
 }
