@@ -6,9 +6,9 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
-	"sort"
 	"testing"
 	"time"
 )
