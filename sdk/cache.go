@@ -393,9 +393,11 @@ func (s *Service) fetch(ctx context.Context, index uint64) error {
 	return fmt.Errorf("%w: no replica reached index %d", api.ErrUnavailable, index)
 }
 
-// publish rebuilds the balancers from the current snapshot, once per burst
-// of updates: after a quiet time (WithDebounce), at most 25 quiet times
-// after the first update of the burst. It also ends quarantines.
+// publish rebuilds the balancers from the current snapshot. An update
+// after a quiet time (WithDebounce) is applied at once (the leading edge);
+// the updates that follow it within the quiet time are a burst, applied
+// once after a quiet time, and at most 25 quiet times after the burst's
+// first update. It also ends quarantines.
 func (s *Service) publish(ctx context.Context) {
 	d := s.c.cfg.conn.debounce
 	debounce := time.NewTimer(time.Hour)
@@ -405,22 +407,24 @@ func (s *Service) publish(ctx context.Context) {
 	defer debounce.Stop()
 	defer hold.Stop()
 	var burst time.Time // zero: no burst pending
+	var last time.Time  // the latest rebuild
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.kick:
-			if d == 0 {
+			now := time.Now()
+			if d == 0 || burst.IsZero() && now.Sub(last) >= d {
+				last = now
 				s.rebuild()
 				break
 			}
-			now := time.Now()
 			if burst.IsZero() {
 				burst = now
 			}
 			debounce.Reset(min(d, burst.Add(25*d).Sub(now)))
-		case <-debounce.C:
-			burst = time.Time{}
+		case now := <-debounce.C:
+			burst, last = time.Time{}, now
 			s.rebuild()
 		case now := <-hold.C:
 			s.endQuarantine(now)

@@ -120,9 +120,9 @@
 // (GET .../services/{s}?index=N&wait=60s) and keeps one monotonic index:
 // an answer older than what the cache holds is dropped, and after the
 // first answer the SDK never asks from 0 again. Each answer is a full
-// snapshot, applied atomically; balancers are rebuilt from it once per
-// burst of updates (WithDebounce) and take only ready instances with a
-// positive weight. Writes made through a Client (Join, Update, Ready) are
+// snapshot, applied atomically; balancers are rebuilt from it at once
+// for an isolated update and once per burst of updates (WithDebounce),
+// and take only ready instances with a positive weight. Writes made through a Client (Join, Update, Ready) are
 // visible in that Client's cache when they return (read-your-writes).
 //
 // Static stability: when no server answers, the cache keeps serving the

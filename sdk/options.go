@@ -172,9 +172,11 @@ func WithQuarantine(d time.Duration) Option {
 	return func(c *config) { c.conn.quarantine, c.connSet = max(d, 0), true }
 }
 
-// WithDebounce sets the quiet time that ends a burst of membership updates
-// before balancers are rebuilt once (default 2 ms; at most 25 times it from
-// the first update of a burst). 0 rebuilds on every update.
+// WithDebounce sets the quiet time of balancer rebuilds (default 2 ms): an
+// update after a quiet time rebuilds at once; the updates that follow it
+// within the quiet time are a burst, rebuilt once when the burst goes
+// quiet (at most 25 quiet times after its first update). 0 rebuilds on
+// every update.
 func WithDebounce(d time.Duration) Option {
 	return func(c *config) { c.conn.debounce, c.connSet = max(d, 0), true }
 }
