@@ -1,0 +1,643 @@
+package peers
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Results is one run of BenchmarkPeers: everything the report shows. It is
+// saved as JSON beside the plots, so the report can be written again
+// without running anything.
+type Results struct {
+	Date      time.Time         `json:"date"`
+	Took      time.Duration     `json:"took_ns"`
+	Command   string            `json:"command"`
+	Quick     bool              `json:"quick"`
+	Machine   Machine           `json:"machine"`
+	Versions  map[string]string `json:"versions"` // go, rafting, etcd, zookeeper
+	Systems   []string          `json:"systems"`  // rafting first
+	Notes     []string          `json:"notes,omitempty"`
+	Workloads []*Workload       `json:"workloads"`
+}
+
+// Machine is where the run happened.
+type Machine struct {
+	CPU      string `json:"cpu"`
+	Cores    int    `json:"cores"`
+	RAMBytes int64  `json:"ram_bytes"`
+	Kernel   string `json:"kernel,omitempty"`
+}
+
+// Kind says which figures a workload has.
+type Kind string
+
+const (
+	KindThroughput Kind = "throughput" // ops/s, and each op's latency
+	KindLatency    Kind = "latency"    // p50/p99 of the samples
+	KindIdle       Kind = "idle"       // CPU and memory
+)
+
+// Target keys: which of the issue's targets a workload decides.
+const (
+	TargetRegister         = "register"          // ≥ 1.5× the better peer's throughput
+	TargetPropagation      = "propagation"       // p99 better than both peers'
+	TargetHandover         = "handover"          // p50 and p99 no slower than either peer
+	TargetFailoverDefaults = "failover-defaults" // p50 and p99 ≥ 20× faster than the fastest peer
+	TargetFailoverSame     = "failover-same"     // p50 and p99 no slower than either peer
+)
+
+// Workload is one workload's runs, one per system.
+type Workload struct {
+	Key    string `json:"key"` // a file name: register-32, failover-tuned, idle
+	Kind   Kind   `json:"kind"`
+	Title  string `json:"title"`
+	Params string `json:"params"` // what ran, in words
+	Target string `json:"target,omitempty"`
+	Runs   []*Run `json:"runs"`
+}
+
+// Run is one system's result of one workload.
+type Run struct {
+	System  string        `json:"system"`
+	Setting string        `json:"setting,omitempty"`
+	Lease   time.Duration `json:"lease_ns,omitempty"`
+	Note    string        `json:"note,omitempty"`
+	NotRun  string        `json:"not_run,omitempty"` // why there is no figure
+	Ops     int           `json:"ops,omitempty"`
+	Elapsed time.Duration `json:"elapsed_ns,omitempty"`
+	Stats   *Stats        `json:"stats,omitempty"`
+	// LatenciesUs are the samples in µs (at most maxKept of them, evenly
+	// taken from the sorted sample when there were more; Stats come from
+	// all of them).
+	LatenciesUs []int64   `json:"latencies_us,omitempty"`
+	Idle        *IdleCost `json:"idle,omitempty"`
+	Took        string    `json:"took,omitempty"`
+	// Background is set when the run overlapped other runs (quick mode).
+	Background bool `json:"background,omitempty"`
+}
+
+// Stats summarise a sample.
+type Stats struct {
+	N    int           `json:"n"`
+	P50  time.Duration `json:"p50_ns"`
+	P99  time.Duration `json:"p99_ns"`
+	Max  time.Duration `json:"max_ns"`
+	Mean time.Duration `json:"mean_ns"`
+}
+
+// maxKept bounds the samples a run keeps in the JSON.
+const maxKept = 20000
+
+// NewRun records a sample.
+func NewRun(system string, s Sample) *Run {
+	r := &Run{System: system, Ops: s.Ops, Elapsed: s.Elapsed}
+	if len(s.Latencies) == 0 {
+		return r
+	}
+	sorted := slices.Clone(s.Latencies)
+	slices.Sort(sorted)
+	var sum time.Duration
+	for _, d := range sorted {
+		sum += d
+	}
+	r.Stats = &Stats{N: len(sorted), P50: Pct(sorted, 50), P99: Pct(sorted, 99), Max: sorted[len(sorted)-1],
+		Mean: sum / time.Duration(len(sorted))}
+	keep := sorted
+	if len(sorted) > maxKept {
+		keep = make([]time.Duration, maxKept)
+		for i := range keep {
+			keep[i] = sorted[i*(len(sorted)-1)/(maxKept-1)]
+		}
+	}
+	r.LatenciesUs = make([]int64, len(keep))
+	for i, d := range keep {
+		r.LatenciesUs[i] = d.Microseconds()
+	}
+	return r
+}
+
+// Latencies are the kept samples.
+func (r *Run) Latencies() []time.Duration {
+	out := make([]time.Duration, len(r.LatenciesUs))
+	for i, us := range r.LatenciesUs {
+		out[i] = time.Duration(us) * time.Microsecond
+	}
+	return out
+}
+
+// OK reports whether the run has figures.
+func (r *Run) OK() bool { return r != nil && r.NotRun == "" }
+
+// Pct is the p-th percentile of d (nearest rank); d need not be sorted.
+func Pct(d []time.Duration, p int) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := d
+	if !slices.IsSorted(d) {
+		s = slices.Clone(d)
+		slices.Sort(s)
+	}
+	i := (len(s)*p + 99) / 100
+	return s[min(max(i-1, 0), len(s)-1)]
+}
+
+// Throughput is operations per second.
+func (r *Run) Throughput() float64 {
+	if r.Elapsed <= 0 {
+		return 0
+	}
+	return float64(r.Ops) / r.Elapsed.Seconds()
+}
+
+// Run returns the system's run of w, or nil.
+func (w *Workload) Run(system string) *Run {
+	for _, r := range w.Runs {
+		if r.System == system {
+			return r
+		}
+	}
+	return nil
+}
+
+// metric is one row of a workload's table.
+type metric struct {
+	name   string
+	higher bool // higher is better
+	value  func(*Run) (float64, bool)
+	format func(float64) string
+}
+
+func latencyMetric(name string, f func(*Stats) time.Duration) metric {
+	return metric{name: name, value: func(r *Run) (float64, bool) {
+		if !r.OK() || r.Stats == nil {
+			return 0, false
+		}
+		return float64(f(r.Stats)), true
+	}, format: func(v float64) string { return FormatDuration(time.Duration(v)) }}
+}
+
+func (w *Workload) metrics() []metric {
+	p50 := latencyMetric("p50", func(s *Stats) time.Duration { return s.P50 })
+	p99 := latencyMetric("p99", func(s *Stats) time.Duration { return s.P99 })
+	mx := latencyMetric("max", func(s *Stats) time.Duration { return s.Max })
+	switch w.Kind {
+	case KindThroughput:
+		p50.name, p99.name = "latency p50", "latency p99"
+		return []metric{{name: "ops/s", higher: true, value: func(r *Run) (float64, bool) {
+			return r.Throughput(), r.OK() && r.Elapsed > 0
+		}, format: func(v float64) string { return fmt.Sprintf("%.0f", v) }}, p50, p99}
+	case KindIdle:
+		return []metric{
+			{name: "CPU (% of one core, 3 members)", value: func(r *Run) (float64, bool) {
+				return idleField(r, func(c *IdleCost) float64 { return c.CPUPct })
+			}, format: func(v float64) string { return fmt.Sprintf("%.1f %%", v) }},
+			{name: "RSS (3 members)", value: func(r *Run) (float64, bool) {
+				return idleField(r, func(c *IdleCost) float64 { return float64(c.RSSBytes) })
+			}, format: func(v float64) string { return fmt.Sprintf("%.0f MiB", v/(1<<20)) }},
+		}
+	}
+	return []metric{p50, p99, mx}
+}
+
+func idleField(r *Run, f func(*IdleCost) float64) (float64, bool) {
+	if !r.OK() || r.Idle == nil {
+		return 0, false
+	}
+	return f(r.Idle), true
+}
+
+// Advantage is how many times better a is than b for a metric (higher or
+// lower is better): above 1, a is better.
+func Advantage(a, b float64, higherBetter bool) float64 {
+	if higherBetter {
+		a, b = b, a
+	}
+	if a <= 0 {
+		if b <= 0 {
+			return 1
+		}
+		return math.Inf(1)
+	}
+	return b / a
+}
+
+// FormatRatio prints a ratio as "2.3×".
+func FormatRatio(x float64) string {
+	switch {
+	case math.IsInf(x, 1):
+		return "∞"
+	case x >= 100:
+		return fmt.Sprintf("%.0f×", x)
+	case x >= 10:
+		return fmt.Sprintf("%.1f×", x)
+	default:
+		return fmt.Sprintf("%.2f×", x)
+	}
+}
+
+// FormatDuration prints a latency with three significant digits or so.
+func FormatDuration(d time.Duration) string {
+	ms := float64(d) / float64(time.Millisecond)
+	switch {
+	case ms < 10:
+		return fmt.Sprintf("%.2f ms", ms)
+	case ms < 1000:
+		return fmt.Sprintf("%.1f ms", ms)
+	case ms < 100_000:
+		return fmt.Sprintf("%.2f s", ms/1000)
+	default:
+		return fmt.Sprintf("%.0f s", ms/1000)
+	}
+}
+
+// Status of a target.
+type Status string
+
+const (
+	Met          Status = "met"
+	Missed       Status = "missed"
+	NotEvaluated Status = "not evaluated"
+)
+
+// Verdict is one target's outcome.
+type Verdict struct {
+	Target   string
+	Workload string // the workload's key
+	Goal     string
+	Measured string
+	Status   Status
+}
+
+// Verdict decides w's target, if it has one.
+func (w *Workload) Verdict(peers []string) (Verdict, bool) {
+	v := Verdict{Target: w.Target, Workload: w.Key}
+	switch w.Target {
+	case TargetRegister:
+		v.Goal = "registration throughput ≥ 1.5× the better peer's"
+	case TargetPropagation:
+		v.Goal = "membership propagation p99 better than both peers'"
+	case TargetHandover:
+		v.Goal = "graceful handover no slower than either peer (p50 and p99)"
+	case TargetFailoverDefaults:
+		v.Goal = "crash failover at defaults ≥ 20× faster than the fastest peer at its defaults (p50 and p99)"
+	case TargetFailoverSame:
+		v.Goal = "crash failover at the same lease no slower than either peer (p50 and p99)"
+	default:
+		return v, false
+	}
+	raft := w.Run("rafting")
+	var missing []string
+	if !raft.OK() {
+		missing = append(missing, "rafting")
+	}
+	var ps []*Run
+	for _, p := range peers {
+		if r := w.Run(p); r.OK() {
+			ps = append(ps, r)
+		} else {
+			missing = append(missing, p)
+		}
+	}
+	if len(missing) > 0 {
+		v.Status, v.Measured = NotEvaluated, strings.Join(missing, ", ")+" not run"
+		return v, true
+	}
+	ok := true
+	var parts []string
+	switch w.Target {
+	case TargetRegister:
+		best := slices.MaxFunc(ps, func(a, b *Run) int { return cmpFloat(a.Throughput(), b.Throughput()) })
+		x := raft.Throughput() / best.Throughput()
+		ok = x >= 1.5
+		parts = append(parts, fmt.Sprintf("%.0f vs %s %.0f ops/s: %s", raft.Throughput(), best.System, best.Throughput(), FormatRatio(x)))
+	case TargetPropagation:
+		for _, p := range ps {
+			ok = ok && raft.Stats.P99 < p.Stats.P99
+			parts = append(parts, fmt.Sprintf("p99 %s vs %s %s", FormatDuration(raft.Stats.P99), p.System, FormatDuration(p.Stats.P99)))
+		}
+	case TargetHandover, TargetFailoverSame:
+		for _, p := range ps {
+			ok = ok && raft.Stats.P50 <= p.Stats.P50 && raft.Stats.P99 <= p.Stats.P99
+			parts = append(parts, fmt.Sprintf("p50 %s / p99 %s vs %s %s / %s", FormatDuration(raft.Stats.P50), FormatDuration(raft.Stats.P99),
+				p.System, FormatDuration(p.Stats.P50), FormatDuration(p.Stats.P99)))
+		}
+	case TargetFailoverDefaults:
+		for _, q := range []struct {
+			name string
+			f    func(*Stats) time.Duration
+		}{{"p50", func(s *Stats) time.Duration { return s.P50 }}, {"p99", func(s *Stats) time.Duration { return s.P99 }}} {
+			fastest := slices.MinFunc(ps, func(a, b *Run) int { return cmpFloat(float64(q.f(a.Stats)), float64(q.f(b.Stats))) })
+			x := Advantage(float64(q.f(raft.Stats)), float64(q.f(fastest.Stats)), false)
+			ok = ok && x >= 20
+			parts = append(parts, fmt.Sprintf("%s %s vs %s %s: %s", q.name, FormatDuration(q.f(raft.Stats)), fastest.System,
+				FormatDuration(q.f(fastest.Stats)), FormatRatio(x)))
+		}
+	}
+	v.Measured = strings.Join(parts, "; ")
+	v.Status = Missed
+	if ok {
+		v.Status = Met
+	}
+	return v, true
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// Verdicts are the run's targets, in workload order; register's two client
+// counts make one target, met only if both are.
+func (res *Results) Verdicts() []Verdict {
+	peers := res.peers()
+	var out []Verdict
+	for _, w := range res.Workloads {
+		v, ok := w.Verdict(peers)
+		if !ok {
+			continue
+		}
+		if i := slices.IndexFunc(out, func(o Verdict) bool { return o.Target == v.Target }); i >= 0 {
+			o := &out[i]
+			o.Measured += fmt.Sprintf("; %s: %s", w.Key, v.Measured)
+			o.Workload += ", " + w.Key
+			o.Status = worse(o.Status, v.Status)
+			continue
+		}
+		if w.Target == TargetRegister {
+			v.Measured = w.Key + ": " + v.Measured
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+func worse(a, b Status) Status {
+	rank := map[Status]int{Met: 0, Missed: 1, NotEvaluated: 2}
+	if rank[b] > rank[a] {
+		return b
+	}
+	return a
+}
+
+func (res *Results) peers() []string {
+	var p []string
+	for _, s := range res.Systems {
+		if s != "rafting" {
+			p = append(p, s)
+		}
+	}
+	return p
+}
+
+// DisplayName is how the report names a system.
+func DisplayName(system string) string {
+	switch system {
+	case "rafting":
+		return "Rafting"
+	case "etcd":
+		return "etcd"
+	case "zookeeper":
+		return "ZooKeeper"
+	}
+	return system
+}
+
+// Table writes w's Markdown table: a row per metric, a column per system,
+// then Rafting's advantage over each peer.
+func (w *Workload) Table(systems []string) string {
+	var b strings.Builder
+	peers := slices.DeleteFunc(slices.Clone(systems), func(s string) bool { return s == "rafting" })
+	b.WriteString("| |")
+	for _, s := range systems {
+		b.WriteString(" " + DisplayName(s) + " |")
+	}
+	for _, p := range peers {
+		b.WriteString(" Rafting vs " + DisplayName(p) + " |")
+	}
+	b.WriteString("\n|---|")
+	b.WriteString(strings.Repeat("---|", len(systems)+len(peers)))
+	b.WriteString("\n")
+	if w.Kind == KindLatency && w.hasSettings() {
+		b.WriteString("| setting |")
+		for _, s := range systems {
+			r := w.Run(s)
+			switch {
+			case r == nil || r.Setting == "":
+				b.WriteString(" — |")
+			case r.Lease > 0:
+				fmt.Fprintf(&b, " %s, lease %s |", r.Setting, FormatLease(r.Lease))
+			default:
+				fmt.Fprintf(&b, " %s |", r.Setting)
+			}
+		}
+		b.WriteString(strings.Repeat(" |", len(peers)))
+		b.WriteString("\n")
+	}
+	for _, m := range w.metrics() {
+		fmt.Fprintf(&b, "| %s |", m.name)
+		vals := map[string]float64{}
+		for _, s := range systems {
+			r := w.Run(s)
+			v, ok := 0.0, false
+			if r != nil {
+				v, ok = m.value(r)
+			}
+			switch {
+			case ok:
+				vals[s] = v
+				fmt.Fprintf(&b, " %s |", m.format(v))
+			case r != nil && r.NotRun != "":
+				b.WriteString(" not run |")
+			default:
+				b.WriteString(" — |")
+			}
+		}
+		rv, rok := vals["rafting"]
+		for _, p := range peers {
+			pv, pok := vals[p]
+			if rok && pok {
+				fmt.Fprintf(&b, " %s |", FormatRatio(Advantage(rv, pv, m.higher)))
+			} else {
+				b.WriteString(" — |")
+			}
+		}
+		b.WriteString("\n")
+	}
+	if w.Kind != KindIdle {
+		b.WriteString("| samples |")
+		for _, s := range systems {
+			if r := w.Run(s); r.OK() && r.Stats != nil {
+				fmt.Fprintf(&b, " %d |", r.Stats.N)
+			} else {
+				b.WriteString(" — |")
+			}
+		}
+		b.WriteString(strings.Repeat(" |", len(peers)))
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+func (w *Workload) hasSettings() bool {
+	for _, r := range w.Runs {
+		if r.Setting != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// FormatLease prints a lease: "1 s", "200 ms".
+func FormatLease(d time.Duration) string {
+	if d >= time.Second && d%(100*time.Millisecond) == 0 {
+		return strings.TrimSuffix(fmt.Sprintf("%.1f", d.Seconds()), ".0") + " s"
+	}
+	return fmt.Sprintf("%d ms", d.Milliseconds())
+}
+
+// Markdown is the report: the section RESULTS.md keeps between the
+// markers, plots referenced under plotDir (relative to RESULTS.md).
+func (res *Results) Markdown(plotDir string, plots map[string]string) string {
+	var b strings.Builder
+	b.WriteString("## Rafting vs etcd vs ZooKeeper (issue 6)\n\n")
+	fmt.Fprintf(&b, "`%s` — %s, took %s%s.\n\n", res.Command, res.Date.Format("2006-01-02 15:04 MST"),
+		res.Took.Round(time.Second), map[bool]string{true: " (**quick mode**: fewer rounds, shorter phases)", false: ""}[res.Quick])
+	fmt.Fprintf(&b, "Machine: %s, %d cores, %.1f GiB RAM", res.Machine.CPU, res.Machine.Cores, float64(res.Machine.RAMBytes)/(1<<30))
+	if res.Machine.Kernel != "" {
+		fmt.Fprintf(&b, ", Linux %s", res.Machine.Kernel)
+	}
+	b.WriteString(". Versions:")
+	for i, k := range []string{"go", "rafting", "etcd", "zookeeper"} {
+		if v, ok := res.Versions[k]; ok {
+			sep := ","
+			if i == 0 {
+				sep = ""
+			}
+			fmt.Fprintf(&b, "%s %s %s", sep, map[string]string{"go": "Go", "rafting": "Rafting", "etcd": "etcd", "zookeeper": "ZooKeeper"}[k], v)
+		}
+	}
+	b.WriteString(".\n\n")
+	for _, n := range res.Notes {
+		b.WriteString(n + "\n\n")
+	}
+
+	b.WriteString("### Targets\n\n| target | measured (Rafting vs peer) | |\n|---|---|---|\n")
+	for _, v := range res.Verdicts() {
+		mark := map[Status]string{Met: "**met**", Missed: "**missed**", NotEvaluated: "not evaluated"}[v.Status]
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", v.Goal, v.Measured, mark)
+	}
+	b.WriteString("\n“Rafting vs X” columns: how many times better Rafting is (higher throughput; lower latency, CPU, memory); below 1× Rafting is worse.\n\n")
+
+	for _, w := range res.Workloads {
+		fmt.Fprintf(&b, "### %s\n\n%s\n\n", w.Title, w.Params)
+		b.WriteString(w.Table(res.Systems))
+		b.WriteString("\n")
+		if v, ok := w.Verdict(res.peers()); ok {
+			fmt.Fprintf(&b, "Target: %s — %s.\n\n", v.Goal, map[Status]string{Met: "**met**", Missed: "**missed**", NotEvaluated: "not evaluated"}[v.Status])
+		}
+		var notes []string
+		for _, s := range res.Systems {
+			r := w.Run(s)
+			switch {
+			case r == nil:
+			case r.NotRun != "":
+				notes = append(notes, fmt.Sprintf("- %s: not run: %s", DisplayName(s), oneLine(r.NotRun)))
+			case r.Note != "" || r.Background:
+				n := r.Note
+				if r.Background {
+					n = strings.TrimSpace(n + " (ran in the background, beside other workloads)")
+				}
+				notes = append(notes, fmt.Sprintf("- %s: %s", DisplayName(s), n))
+			}
+		}
+		if len(notes) > 0 {
+			b.WriteString(strings.Join(notes, "\n") + "\n\n")
+		}
+		if f, ok := plots[w.Key]; ok {
+			fmt.Fprintf(&b, "![%s](%s/%s)\n\n", w.Title, plotDir, f)
+		}
+	}
+	return strings.TrimRight(b.String(), "\n") + "\n"
+}
+
+func oneLine(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 300 {
+		s = s[:300] + "…"
+	}
+	return s
+}
+
+// Markers delimit the peers section of RESULTS.md.
+const (
+	BeginMarker = "<!-- peers:begin -->"
+	EndMarker   = "<!-- peers:end -->"
+)
+
+// ReplaceSection puts section between the markers of doc, or appends the
+// markers and the section at the end when doc has none. Nothing outside the
+// markers changes.
+func ReplaceSection(doc, section string) (string, error) {
+	i := strings.Index(doc, BeginMarker)
+	j := strings.Index(doc, EndMarker)
+	switch {
+	case i < 0 && j < 0:
+		sep := "\n"
+		if !strings.HasSuffix(doc, "\n") && doc != "" {
+			sep = "\n\n"
+		}
+		return doc + sep + BeginMarker + "\n" + section + EndMarker + "\n", nil
+	case i < 0 || j < i:
+		return "", errors.New("RESULTS.md: peers markers out of order")
+	}
+	return doc[:i+len(BeginMarker)] + "\n" + section + doc[j:], nil
+}
+
+// WriteSection rewrites the peers section of the file at path.
+func WriteSection(path, section string) error {
+	b, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	out, err := ReplaceSection(string(b), section)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(out), 0o644)
+}
+
+// SaveJSON writes res to path.
+func (res *Results) SaveJSON(path string) error {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	if err := enc.Encode(res); err != nil {
+		return err
+	}
+	return os.WriteFile(path, buf.Bytes(), 0o644)
+}
+
+// LoadResults reads what SaveJSON wrote.
+func LoadResults(path string) (*Results, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var res Results
+	if err := json.Unmarshal(b, &res); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &res, nil
+}

@@ -1,0 +1,333 @@
+package peers
+
+import (
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func ms(v ...float64) []time.Duration {
+	out := make([]time.Duration, len(v))
+	for i, x := range v {
+		out[i] = time.Duration(x * float64(time.Millisecond))
+	}
+	return out
+}
+
+func TestPct(t *testing.T) {
+	var d []time.Duration
+	for i := 100; i >= 1; i-- { // unsorted on purpose
+		d = append(d, time.Duration(i)*time.Millisecond)
+	}
+	for _, c := range []struct {
+		p    int
+		want time.Duration
+	}{{50, 50 * time.Millisecond}, {99, 99 * time.Millisecond}, {100, 100 * time.Millisecond}, {1, time.Millisecond}, {0, time.Millisecond}} {
+		if got := Pct(d, c.p); got != c.want {
+			t.Errorf("Pct(1..100 ms, %d) = %v, want %v", c.p, got, c.want)
+		}
+	}
+	if got := Pct(ms(7), 99); got != 7*time.Millisecond {
+		t.Errorf("Pct of one sample = %v", got)
+	}
+	if got := Pct(nil, 50); got != 0 {
+		t.Errorf("Pct(nil) = %v", got)
+	}
+	// Three samples: p99 is the largest, p50 the middle one.
+	if got := Pct(ms(3, 1, 2), 50); got != 2*time.Millisecond {
+		t.Errorf("p50 of 3 = %v", got)
+	}
+}
+
+func TestNewRunKeepsStatsOfEverySample(t *testing.T) {
+	n := maxKept*2 + 7
+	var lat []time.Duration
+	for i := range n {
+		lat = append(lat, time.Duration(n-i)*time.Microsecond)
+	}
+	r := NewRun("rafting", Sample{Ops: n, Elapsed: 2 * time.Second, Latencies: lat})
+	if r.Stats.N != n || r.Stats.Max != time.Duration(n)*time.Microsecond || r.Stats.P50 != Pct(lat, 50) {
+		t.Errorf("stats %+v", r.Stats)
+	}
+	if len(r.LatenciesUs) != maxKept || r.LatenciesUs[0] != 1 || r.LatenciesUs[maxKept-1] != int64(n) {
+		t.Errorf("kept %d samples from %d to %d", len(r.LatenciesUs), r.LatenciesUs[0], r.LatenciesUs[len(r.LatenciesUs)-1])
+	}
+	if got := r.Throughput(); math.Abs(got-float64(n)/2) > 1e-9 {
+		t.Errorf("throughput %v", got)
+	}
+	if (&Run{Ops: 5}).Throughput() != 0 {
+		t.Error("throughput without elapsed time")
+	}
+}
+
+func TestAdvantage(t *testing.T) {
+	for _, c := range []struct {
+		a, b   float64
+		higher bool
+		want   float64
+	}{
+		{10, 20, false, 2},   // Rafting 10 ms, peer 20 ms: 2× better
+		{40, 20, false, 0.5}, // slower: below 1
+		{300, 100, true, 3},  // 300 ops/s vs 100
+		{100, 400, true, 0.25},
+		{0, 5, false, math.Inf(1)},
+		{0, 0, false, 1},
+	} {
+		if got := Advantage(c.a, c.b, c.higher); got != c.want {
+			t.Errorf("Advantage(%v, %v, %v) = %v, want %v", c.a, c.b, c.higher, got, c.want)
+		}
+	}
+	if FormatRatio(2.345) != "2.35×" || FormatRatio(41.2) != "41.2×" || FormatRatio(250) != "250×" || FormatRatio(math.Inf(1)) != "∞" {
+		t.Error(FormatRatio(2.345), FormatRatio(41.2), FormatRatio(250))
+	}
+}
+
+func TestFormat(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		420 * time.Microsecond:   "0.42 ms",
+		12345 * time.Microsecond: "12.3 ms",
+		1234 * time.Millisecond:  "1.23 s",
+		40123 * time.Millisecond: "40.12 s",
+		123 * time.Second:        "123 s",
+	} {
+		if got := FormatDuration(d); got != want {
+			t.Errorf("FormatDuration(%v) = %q, want %q", d, got, want)
+		}
+	}
+	for d, want := range map[time.Duration]string{time.Second: "1 s", 60 * time.Second: "60 s", 1500 * time.Millisecond: "1.5 s",
+		200 * time.Millisecond: "200 ms", 400 * time.Millisecond: "400 ms"} {
+		if got := FormatLease(d); got != want {
+			t.Errorf("FormatLease(%v) = %q, want %q", d, got, want)
+		}
+	}
+}
+
+// latRun is a run whose samples are the given milliseconds.
+func latRun(system string, v ...float64) *Run {
+	return NewRun(system, Sample{Ops: len(v), Latencies: ms(v...)})
+}
+
+// tputRun is a run of ops operations in one second.
+func tputRun(system string, ops int) *Run {
+	return NewRun(system, Sample{Ops: ops, Elapsed: time.Second, Latencies: ms(1)})
+}
+
+var systems = []string{"rafting", "etcd", "zookeeper"}
+
+func status(t *testing.T, w *Workload) Status {
+	t.Helper()
+	v, ok := w.Verdict([]string{"etcd", "zookeeper"})
+	if !ok {
+		t.Fatalf("%s has no target", w.Key)
+	}
+	return v.Status
+}
+
+func TestVerdicts(t *testing.T) {
+	reg := func(r, e, z int) *Workload {
+		return &Workload{Key: "register-32", Kind: KindThroughput, Target: TargetRegister,
+			Runs: []*Run{tputRun("rafting", r), tputRun("etcd", e), tputRun("zookeeper", z)}}
+	}
+	if s := status(t, reg(1500, 1000, 900)); s != Met { // exactly 1.5× the better peer
+		t.Errorf("register 1500 vs 1000: %s", s)
+	}
+	if s := status(t, reg(1499, 1000, 300)); s != Missed {
+		t.Errorf("register 1499 vs 1000: %s", s)
+	}
+
+	prop := func(r, e, z float64) *Workload {
+		return &Workload{Key: "propagation", Kind: KindLatency, Target: TargetPropagation,
+			Runs: []*Run{latRun("rafting", 1, r), latRun("etcd", 1, e), latRun("zookeeper", 1, z)}}
+	}
+	if s := status(t, prop(5, 6, 9)); s != Met {
+		t.Errorf("propagation 5 vs 6, 9: %s", s)
+	}
+	if s := status(t, prop(6, 6, 9)); s != Missed { // "better than": a tie misses
+		t.Errorf("propagation tie: %s", s)
+	}
+
+	hand := func(r, e []float64) *Workload {
+		return &Workload{Key: "handover", Kind: KindLatency, Target: TargetHandover,
+			Runs: []*Run{latRun("rafting", r...), latRun("etcd", e...), latRun("zookeeper", 50, 60)}}
+	}
+	if s := status(t, hand([]float64{2, 3}, []float64{2, 3})); s != Met { // "no slower": a tie meets
+		t.Errorf("handover tie: %s", s)
+	}
+	if s := status(t, hand([]float64{1, 9}, []float64{2, 8})); s != Missed { // p50 better, p99 worse
+		t.Errorf("handover p99 worse: %s", s)
+	}
+
+	// At defaults: ≥ 20× the *fastest* peer, at p50 and at p99.
+	def := func(r []float64, e, z float64) *Workload {
+		return &Workload{Key: "failover-default", Kind: KindLatency, Target: TargetFailoverDefaults,
+			Runs: []*Run{latRun("rafting", r...), latRun("etcd", e, e), latRun("zookeeper", z, z)}}
+	}
+	if s := status(t, def([]float64{900, 1000}, 60000, 20000)); s != Met {
+		t.Errorf("defaults 0.9/1 s vs 20 s: %s", s)
+	}
+	if s := status(t, def([]float64{900, 1100}, 60000, 20000)); s != Missed { // p99 20 s / 1.1 s < 20
+		t.Errorf("defaults p99 1.1 s vs 20 s: %s", s)
+	}
+	v, _ := def([]float64{900, 1000}, 60000, 20000).Verdict([]string{"etcd", "zookeeper"})
+	if !strings.Contains(v.Measured, "zookeeper") || strings.Contains(v.Measured, "etcd") {
+		t.Errorf("defaults should compare with the fastest peer only: %s", v.Measured)
+	}
+
+	same := &Workload{Key: "failover-same-lease", Kind: KindLatency, Target: TargetFailoverSame,
+		Runs: []*Run{latRun("rafting", 800, 900), latRun("etcd", 1000, 1400), {System: "zookeeper", NotRun: "java missing"}}}
+	if s := status(t, same); s != NotEvaluated {
+		t.Errorf("a peer not run: %s", s)
+	}
+	if _, ok := (&Workload{Key: "failover-tuned"}).Verdict(nil); ok {
+		t.Error("failover-tuned has no target")
+	}
+
+	// Results.Verdicts folds register-32 and register-128 into one target.
+	r32, r128 := reg(3000, 1000, 1000), reg(1000, 1000, 1000)
+	r128.Key = "register-128"
+	res := &Results{Systems: systems, Workloads: []*Workload{r32, r128, prop(5, 6, 9)}}
+	vs := res.Verdicts()
+	if len(vs) != 2 || vs[0].Target != TargetRegister || vs[0].Status != Missed || !strings.Contains(vs[0].Measured, "register-128") {
+		t.Errorf("verdicts %+v", vs)
+	}
+	if vs[1].Status != Met {
+		t.Errorf("propagation verdict %+v", vs[1])
+	}
+}
+
+func TestTable(t *testing.T) {
+	w := &Workload{Key: "failover-tuned", Kind: KindLatency, Title: "Crash failover, tuned",
+		Runs: []*Run{latRun("rafting", 200, 220), latRun("etcd", 1000, 1100), {System: "zookeeper", NotRun: "no java"}}}
+	w.Runs[0].Setting, w.Runs[0].Lease = "tuned", 200*time.Millisecond
+	w.Runs[1].Setting, w.Runs[1].Lease = "tuned", time.Second
+	tab := w.Table(systems)
+	for _, want := range []string{
+		"| | Rafting | etcd | ZooKeeper | Rafting vs etcd | Rafting vs ZooKeeper |",
+		"| setting | tuned, lease 200 ms | tuned, lease 1 s | — | | |",
+		"| p50 | 200.0 ms | 1.00 s | not run | 5.00× | — |",
+		"| p99 | 220.0 ms | 1.10 s | not run | 5.00× | — |",
+		"| samples | 2 | 2 | — | | |",
+	} {
+		if !strings.Contains(tab, want+"\n") {
+			t.Errorf("table lacks %q:\n%s", want, tab)
+		}
+	}
+	idle := &Workload{Key: "idle", Kind: KindIdle, Runs: []*Run{
+		{System: "rafting", Idle: &IdleCost{Instances: 10, CPUPct: 2, RSSBytes: 100 << 20}},
+		{System: "etcd", Idle: &IdleCost{Instances: 10, CPUPct: 4, RSSBytes: 50 << 20}},
+	}}
+	tab = idle.Table(systems)
+	for _, want := range []string{"| CPU (% of one core, 3 members) | 2.0 % | 4.0 % | — | 2.00× | — |",
+		"| RSS (3 members) | 100 MiB | 50 MiB | — | 0.50× | — |"} {
+		if !strings.Contains(tab, want+"\n") {
+			t.Errorf("idle table lacks %q:\n%s", want, tab)
+		}
+	}
+	if strings.Contains(tab, "samples") {
+		t.Errorf("idle table with samples:\n%s", tab)
+	}
+	reg := &Workload{Key: "register-32", Kind: KindThroughput, Runs: []*Run{tputRun("rafting", 3000), tputRun("etcd", 1000)}}
+	if tab := reg.Table(systems); !strings.Contains(tab, "| ops/s | 3000 | 1000 | — | 3.00× | — |\n") {
+		t.Errorf("throughput table:\n%s", tab)
+	}
+}
+
+func TestReplaceSection(t *testing.T) {
+	doc := "# Results\n\nsomething else\n"
+	out, err := ReplaceSection(doc, "one\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := doc + "\n" + BeginMarker + "\none\n" + EndMarker + "\n"; out != want {
+		t.Errorf("appended:\n%q\nwant\n%q", out, want)
+	}
+	again, err := ReplaceSection(out+"after\n", "two\nlines\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := doc + "\n" + BeginMarker + "\ntwo\nlines\n" + EndMarker + "\nafter\n"; again != want {
+		t.Errorf("replaced:\n%q\nwant\n%q", again, want)
+	}
+	if _, err := ReplaceSection(EndMarker+"\n"+BeginMarker+"\n", "x\n"); err == nil {
+		t.Error("markers out of order: no error")
+	}
+	if _, err := ReplaceSection(BeginMarker+"\n", "x\n"); err == nil {
+		t.Error("no end marker: no error")
+	}
+}
+
+func sampleResults() *Results {
+	def := &Workload{Key: "failover-default", Kind: KindLatency, Title: "Crash failover, defaults", Target: TargetFailoverDefaults,
+		Runs: []*Run{latRun("rafting", 800, 900, 1000), latRun("etcd", 60000), latRun("zookeeper", 40000)}}
+	for _, r := range def.Runs {
+		r.Setting, r.Lease = "default", time.Second
+	}
+	return &Results{
+		Date: time.Date(2026, 11, 26, 3, 0, 0, 0, time.UTC), Took: 17 * time.Minute, Command: "make bench-peers",
+		Machine: Machine{CPU: "Test CPU", Cores: 2, RAMBytes: 24 << 30}, Versions: map[string]string{"go": "go1.26", "etcd": "3.4.23"},
+		Systems: systems,
+		Workloads: []*Workload{
+			{Key: "register-32", Kind: KindThroughput, Title: "Registration, 32 clients", Target: TargetRegister,
+				Runs: []*Run{tputRun("rafting", 3000), tputRun("etcd", 1000), tputRun("zookeeper", 1500)}},
+			def,
+			{Key: "idle", Kind: KindIdle, Title: "Idle", Runs: []*Run{
+				{System: "rafting", Idle: &IdleCost{Instances: 10, CPUPct: 2, RSSBytes: 100 << 20}},
+				{System: "etcd", NotRun: "its cluster did not start: etcd: not found"},
+				{System: "zookeeper", Idle: &IdleCost{Instances: 10, CPUPct: 1, RSSBytes: 500 << 20}}}},
+		},
+	}
+}
+
+func TestMarkdownJSONAndPlots(t *testing.T) {
+	res := sampleResults()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "results.json")
+	if err := res.SaveJSON(path); err != nil {
+		t.Fatal(err)
+	}
+	back, err := LoadResults(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plots, err := WritePlots(back, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"register-32", "failover-default", "idle"} {
+		b, err := os.ReadFile(filepath.Join(dir, plots[k]))
+		if err != nil || len(b) < 8 || string(b[1:4]) != "PNG" {
+			t.Errorf("plot %s: %v", k, err)
+		}
+	}
+	md := back.Markdown("peers-plots", plots)
+	if md != res.Markdown("peers-plots", plots) {
+		t.Error("the report from the JSON differs from the original's")
+	}
+	for _, want := range []string{
+		"`make bench-peers` — 2026-11-26 03:00 UTC, took 17m0s.",
+		"Machine: Test CPU, 2 cores, 24.0 GiB RAM.",
+		"| registration throughput ≥ 1.5× the better peer's | register-32: 3000 vs zookeeper 1500 ops/s: 2.00× | **met** |",
+		"p50 900.0 ms vs zookeeper 40.00 s: 44.4×; p99 1.00 s vs zookeeper 40.00 s: 40.0× | **met** |",
+		"- etcd: not run: its cluster did not start: etcd: not found",
+		"![Crash failover, defaults](peers-plots/failover-default.png)",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+	rm := filepath.Join(dir, "RESULTS.md")
+	os.WriteFile(rm, []byte("# Benchmarks\n\nkept\n"), 0o644)
+	if err := WriteSection(rm, md); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteSection(rm, md); err != nil { // twice: one section
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(rm)
+	if !strings.HasPrefix(string(b), "# Benchmarks\n\nkept\n") || strings.Count(string(b), BeginMarker) != 1 || !strings.Contains(string(b), md) {
+		t.Errorf("RESULTS.md:\n%s", b)
+	}
+}
