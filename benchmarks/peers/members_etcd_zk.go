@@ -246,6 +246,11 @@ func (g *memberGroup) round(ctx context.Context, sig syscall.Signal, delay, time
 
 // runElection runs rounds handovers (SIGTERM: the master resigns and exits)
 // or failovers (SIGKILL after a random delay in [keepalive, 2×keepalive)).
+// Each sample runs from the driver's clock just before it sends the signal
+// to the Unix-nanosecond timestamp the new master printed when it knew —
+// one machine, one wall clock. Before each round three members run, a
+// master is known and all three are candidates; the ended master is
+// replaced by a fresh member after the round.
 func runElection(ctx context.Context, g *memberGroup, rounds int, sig syscall.Signal, keepalive, timeout time.Duration) (Sample, error) {
 	defer g.stop()
 	var s Sample

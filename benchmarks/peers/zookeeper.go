@@ -54,9 +54,22 @@ import (
 //     are N sessions; the honest cost of 10,000 instances is 10,000
 //     sessions, not a few sessions holding many znodes each.
 //
+// Settings: default and shortest-default-server keep tickTime 2000;
+// tuned lowers tickTime to 200 ms and uses the shortest session that
+// allows (400 ms). That is stable for the failover workload (an election
+// on an otherwise idle ensemble: 10 of 10 rounds), but not under load: with
+// 32 or 128 clients registering, 400 ms and 600 ms sessions lost their
+// connections (go-zookeeper's read timeout is 2/3 of the session: 267 ms,
+// and the slowest responses under that load took 150–300 ms); 800 ms and
+// 1 s held. tickTime 100 (200 ms sessions) also elects on an idle
+// loopback ensemble (failover p50 about 240 ms); tuned stops at 200 ms by
+// choice, not at a measured limit.
+//
 // Warm-up: the JVM's figures settle only once its JIT has compiled the
-// request path, so Start ends with Warmup (default 5 s) of Register with
-// 16 clients plus a few propagation rounds, not measured.
+// request path — on this machine Register with 64 clients rose from about
+// 1,000 to 6,000–10,000 operations/s over its first 15 s, etcd's stayed
+// flat from the first second — so Start ends with a warm-up (see warmup;
+// Warmup, default 15 s), not measured.
 type ZooKeeper struct {
 	// Java is the java binary (default: java on PATH).
 	Java string
@@ -67,7 +80,7 @@ type ZooKeeper struct {
 	// Heap is the JVM's -Xmx (default 1000m).
 	Heap string
 	// Warmup is how long Start exercises a fresh ensemble before
-	// returning; 0 means the default 5 s, negative none.
+	// returning; 0 means the default 15 s, negative none.
 	Warmup time.Duration
 
 	dir       string
@@ -91,7 +104,7 @@ func NewZooKeeper() Target {
 const (
 	zkJar              = "/usr/share/java/zookeeper.jar"
 	zkDefaultClasspath = zkJar + ":/usr/share/java/slf4j-simple.jar"
-	zkDefaultWarmup    = 5 * time.Second
+	zkDefaultWarmup    = 15 * time.Second
 )
 
 // zkInstalled reports whether the server jar and java are there, and the
@@ -134,7 +147,8 @@ func (t *ZooKeeper) Settings() []Setting {
 		mk("shortest-default-server", 2*time.Second, 4*time.Second, 4*time.Second,
 			"tickTime=2000 (default); session timeout 4 s = minSessionTimeout 2 × tickTime; ping every 1.33 s"),
 		mk("tuned", 200*time.Millisecond, 400*time.Millisecond, 400*time.Millisecond,
-			"tickTime=200; session timeout 400 ms = 2 × tickTime; ping every 133 ms"),
+			"tickTime=200; session timeout 400 ms = 2 × tickTime; ping every 133 ms "+
+				"(stable for an idle election; sessions under 1 s lose their connection under a 32-client write load here)"),
 		mk("same-lease", 200*time.Millisecond, time.Second, time.Second,
 			"tickTime=200 (as tuned); session timeout 1 s; ping every 333 ms"),
 	}
@@ -256,19 +270,35 @@ func (t *ZooKeeper) Start(ctx context.Context, dir string, s Setting) error {
 	if err := zkMkdirs(t.cli, "/services"); err != nil {
 		return fail(err)
 	}
+	if err := t.warmup(ctx); err != nil {
+		return fail(fmt.Errorf("warm-up: %w", err))
+	}
+	return nil
+}
+
+// warmup exercises the fresh ensemble for Warmup: Register with 64
+// clients, then 10 propagation rounds to 50 watchers. Its sessions use the
+// server's longest timeout (20 × tickTime), not the setting's: a warm-up
+// must not fail because a tuned sub-second session loses its connection
+// under the load.
+func (t *ZooKeeper) warmup(ctx context.Context) error {
 	w := t.Warmup
 	if w == 0 {
 		w = zkDefaultWarmup
 	}
-	if w > 0 {
-		if _, err := t.Register(ctx, 16, w); err != nil {
-			return fail(fmt.Errorf("warm-up: %w", err))
-		}
-		if _, err := t.Propagation(ctx, 10, 5); err != nil {
-			return fail(fmt.Errorf("warm-up: %w", err))
-		}
+	if w < 0 {
+		return nil
 	}
-	return nil
+	tick, err := strconv.Atoi(t.setting.Server["tickTime"])
+	if err != nil || tick <= 0 {
+		tick = 2000
+	}
+	timeout := 20 * time.Duration(tick) * time.Millisecond
+	if _, err := t.register(ctx, 64, w, timeout); err != nil {
+		return err
+	}
+	_, err = t.propagation(ctx, 50, 10, timeout)
+	return err
 }
 
 // zkMode asks a server for its mode with the srvr four-letter word.
@@ -375,10 +405,10 @@ func (t *ZooKeeper) connect(timeout time.Duration, negotiated, small bool) (*zk.
 }
 
 // connectN opens n sessions in parallel.
-func (t *ZooKeeper) connectN(n int) ([]*zk.Conn, error) {
+func (t *ZooKeeper) connectN(n int, timeout time.Duration) ([]*zk.Conn, error) {
 	out := make([]*zk.Conn, n)
 	err := ezParallel(64, n, func(i int) error {
-		c, _, err := t.connect(t.sessionTimeout(), false, false)
+		c, _, err := t.connect(timeout, false, false)
 		out[i] = c
 		return err
 	})
@@ -439,10 +469,15 @@ func (t *ZooKeeper) running() error {
 }
 
 func (t *ZooKeeper) Register(ctx context.Context, clients int, d time.Duration) (Sample, error) {
+	return t.register(ctx, clients, d, t.sessionTimeout())
+}
+
+// register is Register with sessions of the given timeout.
+func (t *ZooKeeper) register(ctx context.Context, clients int, d, timeout time.Duration) (Sample, error) {
 	if err := t.running(); err != nil {
 		return Sample{}, err
 	}
-	cs, err := t.connectN(clients)
+	cs, err := t.connectN(clients, timeout)
 	if err != nil {
 		return Sample{}, fmt.Errorf("zookeeper register: sessions: %w", err)
 	}
@@ -494,10 +529,15 @@ func (t *ZooKeeper) Register(ctx context.Context, clients int, d time.Duration) 
 }
 
 func (t *ZooKeeper) Propagation(ctx context.Context, watchers, rounds int) (Sample, error) {
+	return t.propagation(ctx, watchers, rounds, t.sessionTimeout())
+}
+
+// propagation is Propagation with sessions of the given timeout.
+func (t *ZooKeeper) propagation(ctx context.Context, watchers, rounds int, timeout time.Duration) (Sample, error) {
 	if err := t.running(); err != nil {
 		return Sample{}, err
 	}
-	cs, err := t.connectN(watchers)
+	cs, err := t.connectN(watchers, timeout)
 	if err != nil {
 		return Sample{}, fmt.Errorf("zookeeper propagation: sessions: %w", err)
 	}
@@ -516,6 +556,11 @@ func (t *ZooKeeper) Propagation(ctx context.Context, watchers, rounds int) (Samp
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
 	for _, c := range cs {
+		// A read is served by the session's own server, which may not
+		// have applied the create of svc yet: sync it first.
+		if _, err := c.Sync(svc); err != nil {
+			return Sample{}, fmt.Errorf("zookeeper propagation: sync: %w", err)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
