@@ -295,3 +295,13 @@ func ezHostPorts(scheme string, ports []int) []string {
 	}
 	return out
 }
+
+// ezWholePeriods rounds d up to a whole number of keepalive periods, so
+// that an idle window holds every lease's or session's renewals equally
+// often whatever their phases.
+func ezWholePeriods(d, period time.Duration) time.Duration {
+	if period <= 0 || d <= 0 {
+		return d
+	}
+	return (d + period - 1) / period * period
+}

@@ -52,7 +52,10 @@ import (
 //     ephemeral znode. A ZooKeeper session is a connection, and the
 //     recipes use one session per process, so N live instances (processes)
 //     are N sessions; the honest cost of 10,000 instances is 10,000
-//     sessions, not a few sessions holding many znodes each.
+//     sessions, not a few sessions holding many znodes each. The CPU and
+//     RSS of the three JVMs are taken over d rounded up to whole ping
+//     periods (T/3: 13.3 s at the default 40 s), so that every session
+//     pings equally often in the window.
 //
 // Settings: default and shortest-default-server keep tickTime 2000;
 // tuned lowers tickTime to 200 ms and uses the shortest session that
@@ -710,7 +713,7 @@ func (t *ZooKeeper) Idle(ctx context.Context, instances int, d time.Duration) (I
 	if !ezSleep(ctx, 2*time.Second) { // settle
 		return IdleCost{}, ctx.Err()
 	}
-	cpu, rss, err := Usage(t.pids(), d)
+	cpu, rss, err := Usage(t.pids(), ezWholePeriods(d, t.setting.Lease/3))
 	if err != nil {
 		return IdleCost{}, fmt.Errorf("zookeeper idle: usage: %w", err)
 	}
