@@ -35,14 +35,15 @@ import (
 //   - Handover, Failover: three peermember processes, each a
 //     concurrency.Session (TTL = the setting's lease) campaigning with
 //     concurrency.Election. Handover: the master gets SIGTERM, Resigns and
-//     exits. Failover: kill -9 after a random delay in [TTL/3, 2·TTL/3) —
-//     the client keeps a lease alive every TTL/3.
+//     exits. Failover: kill -9 after a random delay in [K, 2K), K the
+//     client's actual keepalive period (etcdKeepalive: TTL/3 rounded up to
+//     clientv3's 500 ms send loop).
 //   - Idle: one lease per instance (a concurrency.Session each, as every
 //     instance process would hold), its key attached; the leases are kept
 //     alive over 10 client connections (a client multiplexes the
 //     keepalives of all its leases on one gRPC stream). Then the CPU and
 //     RSS of the three etcd processes, over d rounded up to whole
-//     keepalive periods (TTL/3: 20 s at the default TTL), so that every
+//     keepalive periods (20.5 s at the default TTL), so that every
 //     lease is renewed equally often in the window.
 //
 // The server logs at warn level (--logger zap --log-level warn) to a file.
@@ -94,6 +95,17 @@ func etcdMinTTL(heartbeat, election time.Duration) time.Duration {
 	return time.Duration((min+time.Second-1)/time.Second) * time.Second
 }
 
+// etcdKeepalive is how often clientv3 actually renews a lease of ttl
+// seconds: a renewal falls due TTL/3 after the last response, and the
+// client's send loop looks for due leases every 500 ms (retryConnWait), so
+// the period is TTL/3 rounded up to the next 500 ms step: 500 ms at TTL 1,
+// 1 s at TTL 2, 20.5 s at TTL 60.
+func etcdKeepalive(ttl int64) time.Duration {
+	const step = 500 * time.Millisecond
+	due := time.Duration(ttl) * time.Second / 3
+	return (due/step + 1) * step
+}
+
 func (t *Etcd) Settings() []Setting {
 	ver, ok := etcdInstalled()
 	if !ok {
@@ -107,17 +119,17 @@ func (t *Etcd) Settings() []Setting {
 		{
 			Name: "default", Lease: 60 * time.Second, Server: srv(100, 1000), Client: cl(60),
 			Note: fmt.Sprintf("etcd %s, server defaults (--heartbeat-interval=100ms --election-timeout=1000ms); "+
-				"concurrency.NewSession default TTL 60 s (keepalive every 20 s)", ver),
+				"concurrency.NewSession default TTL 60 s (keepalive every 20.5 s)", ver),
 		},
 		{
 			Name: "shortest-default-server", Lease: 2 * time.Second, Server: srv(100, 1000), Client: cl(2),
 			Note: fmt.Sprintf("etcd %s, server defaults; session TTL 2 s, the minimum lease TTL of a default server "+
-				"(ceil(1.5 × election timeout); a shorter TTL is silently raised to 2 s); keepalive every 667 ms", ver),
+				"(ceil(1.5 × election timeout); a shorter TTL is silently raised to 2 s); keepalive every 1 s", ver),
 		},
 		{
 			Name: "tuned", Lease: 1 * time.Second, Server: srv(50, 500), Client: cl(1),
 			Note: fmt.Sprintf("etcd %s, --heartbeat-interval=50ms --election-timeout=500ms (minimum lease TTL "+
-				"ceil(15 × 50 ms) = 1 s); session TTL 1 s, the shortest etcd has (whole seconds); keepalive every 333 ms", ver),
+				"ceil(15 × 50 ms) = 1 s); session TTL 1 s, the shortest etcd has (whole seconds); keepalive every 500 ms", ver),
 		},
 		{
 			Name: "same-lease", Lease: 1 * time.Second, Server: srv(50, 500), Client: cl(1),
@@ -519,7 +531,7 @@ func (t *Etcd) Failover(ctx context.Context, s Setting, rounds int) (Sample, err
 		return Sample{}, fmt.Errorf("etcd failover: %w", err)
 	}
 	lease := time.Duration(ttl) * time.Second
-	out, err := runElection(ctx, g, rounds, syscall.SIGKILL, lease/3, 2*lease+30*time.Second)
+	out, err := runElection(ctx, g, rounds, syscall.SIGKILL, etcdKeepalive(ttl), 2*lease+30*time.Second)
 	if err != nil {
 		return out, fmt.Errorf("etcd failover (%s): %w", s.Name, err)
 	}
@@ -578,8 +590,7 @@ func (t *Etcd) Idle(ctx context.Context, instances int, d time.Duration) (IdleCo
 		default:
 		}
 	}
-	keepalive := time.Duration(ttl) * time.Second / 3
-	cpu, rss, err := Usage(t.pids(), ezWholePeriods(d, keepalive))
+	cpu, rss, err := Usage(t.pids(), ezWholePeriods(d, etcdKeepalive(int64(ttl))))
 	if err != nil {
 		return IdleCost{}, fmt.Errorf("etcd idle: usage: %w", err)
 	}

@@ -3,6 +3,7 @@ package peers
 import (
 	"context"
 	"runtime"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -97,4 +98,37 @@ func TestEtcd(t *testing.T) {
 		t.Error(err)
 	}
 	ezCheckClean(t, base)
+}
+
+// TestEtcdLeaseArithmetic checks the server's minimum TTL and the client's
+// keepalive period the settings rely on (no etcd needed).
+func TestEtcdLeaseArithmetic(t *testing.T) {
+	for _, c := range []struct {
+		hb, el time.Duration
+		want   time.Duration
+	}{
+		{100 * time.Millisecond, time.Second, 2 * time.Second},             // defaults: 15 × 100 ms = 1.5 s → 2 s
+		{50 * time.Millisecond, 500 * time.Millisecond, time.Second},       // tuned: 15 × 50 ms = 750 ms → 1 s
+		{100 * time.Millisecond, 600 * time.Millisecond, time.Second},      // 9 × 100 ms = 900 ms → 1 s
+		{100 * time.Millisecond, 2000 * time.Millisecond, 3 * time.Second}, // 30 × 100 ms = 3 s
+	} {
+		if got := etcdMinTTL(c.hb, c.el); got != c.want {
+			t.Errorf("etcdMinTTL(%v, %v) = %v, want %v", c.hb, c.el, got, c.want)
+		}
+	}
+	for ttl, want := range map[int64]time.Duration{1: 500 * time.Millisecond, 2: time.Second, 3: 1500 * time.Millisecond, 60: 20500 * time.Millisecond} {
+		if got := etcdKeepalive(ttl); got != want {
+			t.Errorf("etcdKeepalive(%d) = %v, want %v", ttl, got, want)
+		}
+	}
+	for _, s := range NewEtcd().Settings() {
+		if min := etcdMinTTL(ezMillis(s.Server["heartbeat-interval"]), ezMillis(s.Server["election-timeout"])); s.Lease < min {
+			t.Errorf("setting %s: TTL %v below the server's minimum %v", s.Name, s.Lease, min)
+		}
+	}
+}
+
+func ezMillis(v string) time.Duration {
+	n, _ := strconv.Atoi(v)
+	return time.Duration(n) * time.Millisecond
 }
