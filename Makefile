@@ -35,6 +35,16 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./balancer/
 	cd benchmarks && $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./...
 
+## bench-peers: Rafting vs etcd vs ZooKeeper side by side (<= 20 min): rewrites the peers section of
+## benchmarks/RESULTS.md and benchmarks/peers-plots/ (installs the peers from Debian when missing)
+.PHONY: bench-peers bench-peers-quick
+bench-peers:
+	cd benchmarks && $(GO) test -run '^$$' -bench Peers -benchtime 1x -timeout 40m ./peers/
+
+## bench-peers-quick: the same in quick mode (<= 3 min), into benchmarks/peers-quick/ (RESULTS.md untouched)
+bench-peers-quick:
+	cd benchmarks && $(GO) test -run '^$$' -bench Peers -benchtime 1x -timeout 15m ./peers/ -args -quick
+
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 

@@ -63,8 +63,8 @@ func cdfPlot(w *Workload, systems []string) (*plot.Plot, error) {
 	p.Y.Min, p.Y.Max = 0, 1
 	p.X.Scale = plot.LogScale{}
 	p.X.Tick.Marker = plot.LogTicks{Prec: -1}
-	p.Legend.Top = true
-	p.Legend.Left = true
+	p.Legend.Top = false // lower right: below every curve's end
+	p.Legend.Left = false
 	p.Add(plotter.NewGrid())
 	lo, hi := math.Inf(1), math.Inf(-1)
 	n := 0
@@ -79,10 +79,9 @@ func cdfPlot(w *Workload, systems []string) (*plot.Plot, error) {
 		for i, d := range lat {
 			x := max(float64(d)/float64(time.Millisecond), 0.001) // a log axis takes no zero
 			lo, hi = min(lo, x), max(hi, x)
-			if i > 0 {
-				pts = append(pts, plotter.XY{X: x, Y: float64(i) / float64(len(lat))})
-			}
-			pts = append(pts, plotter.XY{X: x, Y: float64(i+1) / float64(len(lat))})
+			// A step: up by 1/n at each sample (a single sample is a
+			// vertical line from 0 to 1).
+			pts = append(pts, plotter.XY{X: x, Y: float64(i) / float64(len(lat))}, plotter.XY{X: x, Y: float64(i+1) / float64(len(lat))})
 		}
 		l, err := plotter.NewLine(pts)
 		if err != nil {

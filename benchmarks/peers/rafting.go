@@ -3,6 +3,8 @@ package peers
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,7 +33,8 @@ import (
 //   - Register: REST PUTs of instances, spread over the three nodes, each
 //     client updating its own 20 instances (benchmarks/register_test.go);
 //   - Propagation: SDK Clients watching the service (Client.Service +
-//     Watch), a new instance joined with sdk.Join (sdk's BenchmarkPropagation);
+//     Watch, as sdk's BenchmarkPropagation), a new instance registered by
+//     one PUT under the driver's open session;
 //   - Handover and Failover: three processes of examples/masterstandby (one
 //     SDK Member each); SIGTERM runs Member.Leave (an immediate handover),
 //     kill -9 leaves the successor to the lease (benchmarks/failover);
@@ -375,14 +378,29 @@ func (r *rafting) Register(ctx context.Context, clients int, d time.Duration) (S
 		s.Latencies = append(s.Latencies, l...)
 	}
 	s.Ops = len(s.Latencies)
+	// Deregister what the run registered (outside the measure), so the
+	// cluster holds nothing more than before, as the peers' sessions end.
+	err := raftingParallel(ctx, 32, clients*20, func(n int) error {
+		w, i := n/20, n%20
+		if i >= len(lat[w]) {
+			return nil
+		}
+		return r.must(ctx, w%3, r.token, http.MethodDelete,
+			r.tenantPath(raftingTenant, fmt.Sprintf("/services/web/instances/reg-%d-%d", w, i)), nil, nil)
+	})
+	if err != nil {
+		return s, fmt.Errorf("rafting register: deregister: %w", err)
+	}
 	return s, nil
 }
 
-// Propagation: watchers SDK Clients watch service "prop"; each round one
-// more instance joins through sdk.Join on another Client (which opens its
-// session and registers), and each watcher's sample is the time from the
-// Join call's start until its cache held the instance. The service keeps
-// at most 10 instances: the oldest leaves between rounds.
+// Propagation: watchers SDK Clients watch service "prop" (Client.Service
+// and its Watch); each round the driver registers one more instance with
+// one PUT under its session, opened beforehand and kept alive (as the
+// etcd target puts under a granted lease and the ZooKeeper target creates
+// in an open session), and each watcher's sample is the time from the
+// PUT's start until its cache held the instance. The service keeps at most
+// 10 instances: the oldest is deregistered between rounds.
 func (r *rafting) Propagation(ctx context.Context, watchers, rounds int) (Sample, error) {
 	if len(r.servers) == 0 {
 		return Sample{}, errors.New("rafting: not started")
@@ -431,30 +449,49 @@ func (r *rafting) Propagation(ctx context.Context, watchers, rounds int) (Sample
 			}
 		}()
 	}
-	joiner, err := sdk.Connect(ctx, opts...)
-	if err != nil {
-		return Sample{}, err
+	// The driver's session, renewed every TTL/3 as the SDK renews a farm
+	// session; ending it at the end removes its instances.
+	leader := r.leaderNode(ctx)
+	sid := sessionID()
+	if err := r.must(ctx, leader, r.token, http.MethodPut, r.tenantPath(raftingTenant, "/sessions/"+sid),
+		api.SessionRequest{TTLMs: raftingTTL.Milliseconds()}, nil); err != nil {
+		return Sample{}, fmt.Errorf("rafting propagation: session: %w", err)
 	}
-	clients = append(clients, joiner)
-	var s Sample
-	var members []*sdk.Member
-	for n := range rounds {
-		if len(members) == 10 {
-			if err := members[0].Leave(ctx); err != nil {
-				return Sample{}, fmt.Errorf("rafting propagation: leave: %w", err)
+	defer r.must(context.Background(), leader, r.token, http.MethodDelete, r.tenantPath(raftingTenant, "/sessions/"+sid), nil, nil)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(raftingTTL / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				_ = r.must(ctx, leader, r.token, http.MethodPut, r.tenantPath(raftingTenant, "/sessions/"+sid+"/keepalive"), struct{}{}, nil)
 			}
-			members = members[1:]
-			time.Sleep(50 * time.Millisecond) // let the leave reach every watcher
+		}
+	}()
+	var s Sample
+	var ids []string
+	start := time.Now()
+	for n := range rounds {
+		if len(ids) == 10 {
+			if err := r.must(ctx, leader, r.token, http.MethodDelete, r.tenantPath(raftingTenant, "/services/prop/instances/"+ids[0]), nil, nil); err != nil {
+				return Sample{}, fmt.Errorf("rafting propagation: deregister: %w", err)
+			}
+			ids = ids[1:]
+			time.Sleep(50 * time.Millisecond) // let the removal reach every watcher
 		}
 		rd := &round{id: fmt.Sprintf("p%d", n), seen: make([]atomic.Int64, watchers), done: make(chan struct{})}
 		rd.left.Store(int32(watchers))
 		cur.Store(rd)
 		t0 := time.Now()
-		m, err := joiner.Join(ctx, sdk.Instance{Service: "prop", ID: rd.id, Address: "10.0.0.1:80"}, sdk.WithDrainDelay(0))
-		if err != nil {
-			return Sample{}, fmt.Errorf("rafting propagation: join: %w", err)
+		if err := r.must(ctx, leader, r.token, http.MethodPut, r.tenantPath(raftingTenant, "/services/prop/instances/"+rd.id),
+			api.RegisterRequest{Address: "10.0.0.1:80", Session: sid}, nil); err != nil {
+			return Sample{}, fmt.Errorf("rafting propagation: register: %w", err)
 		}
-		members = append(members, m)
+		ids = append(ids, rd.id)
 		select {
 		case <-rd.done:
 		case <-time.After(10 * time.Second):
@@ -467,7 +504,33 @@ func (r *rafting) Propagation(ctx context.Context, watchers, rounds int) (Sample
 		}
 		s.Ops++
 	}
+	s.Elapsed = time.Since(start)
 	return s, nil
+}
+
+// leaderNode is the 0-based node leading the tenant's shard (0 when no
+// node names one).
+func (r *rafting) leaderNode(ctx context.Context) int {
+	var cl api.Cluster
+	if r.admin(ctx, http.MethodGet, "/v1/cluster", nil, &cl) != nil {
+		return 0
+	}
+	for _, sh := range cl.Shards {
+		if sh.Tenant == raftingTenant && sh.Leader != 0 {
+			for i, sv := range r.servers {
+				if uint64(sv.id) == sh.Leader {
+					return i
+				}
+			}
+		}
+	}
+	return 0
+}
+
+func sessionID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // msEvent is one line a member of examples/masterstandby prints.
@@ -708,7 +771,7 @@ func (r *rafting) Idle(ctx context.Context, instances int, d time.Duration) (Idl
 		clients = append(clients, c)
 	}
 	members := make([]*sdk.Member, instances)
-	err := raftingParallel(ctx, 64, instances, func(n int) error {
+	err := raftingParallel(ctx, 32, instances, func(n int) error {
 		m, err := clients[n%nc].Join(ctx, sdk.Instance{Service: fmt.Sprintf("idle-%d", n%10), ID: fmt.Sprintf("i-%d", n),
 			Address: fmt.Sprintf("10.%d.%d.%d:80", n>>16&255, n>>8&255, n&255)}, sdk.WithDrainDelay(0))
 		members[n] = m

@@ -169,10 +169,11 @@ func (w *Workload) Run(system string) *Run {
 
 // metric is one row of a workload's table.
 type metric struct {
-	name   string
-	higher bool // higher is better
-	value  func(*Run) (float64, bool)
-	format func(float64) string
+	name    string
+	higher  bool // higher is better
+	noRatio bool
+	value   func(*Run) (float64, bool)
+	format  func(float64) string
 }
 
 func latencyMetric(name string, f func(*Stats) time.Duration) metric {
@@ -196,6 +197,9 @@ func (w *Workload) metrics() []metric {
 		}, format: func(v float64) string { return fmt.Sprintf("%.0f", v) }}, p50, p99}
 	case KindIdle:
 		return []metric{
+			{name: "instances held", noRatio: true, value: func(r *Run) (float64, bool) {
+				return idleField(r, func(c *IdleCost) float64 { return float64(c.Instances) })
+			}, format: func(v float64) string { return fmt.Sprintf("%.0f", v) }},
 			{name: "CPU (% of one core, 3 members)", value: func(r *Run) (float64, bool) {
 				return idleField(r, func(c *IdleCost) float64 { return c.CPUPct })
 			}, format: func(v float64) string { return fmt.Sprintf("%.1f %%", v) }},
@@ -468,7 +472,7 @@ func (w *Workload) Table(systems []string) string {
 		rv, rok := vals["rafting"]
 		for _, p := range peers {
 			pv, pok := vals[p]
-			if rok && pok {
+			if rok && pok && !m.noRatio && w.comparable("rafting", p) {
 				fmt.Fprintf(&b, " %s |", FormatRatio(Advantage(rv, pv, m.higher)))
 			} else {
 				b.WriteString(" — |")
@@ -489,6 +493,16 @@ func (w *Workload) Table(systems []string) string {
 		b.WriteString("\n")
 	}
 	return b.String()
+}
+
+// comparable reports whether two systems' runs of w measured the same
+// thing: for idle cost, the same number of instances.
+func (w *Workload) comparable(a, b string) bool {
+	ra, rb := w.Run(a), w.Run(b)
+	if w.Kind != KindIdle || ra == nil || rb == nil || ra.Idle == nil || rb.Idle == nil {
+		return true
+	}
+	return ra.Idle.Instances == rb.Idle.Instances
 }
 
 func (w *Workload) hasSettings() bool {

@@ -220,7 +220,7 @@ func TestTable(t *testing.T) {
 		{System: "etcd", Idle: &IdleCost{Instances: 10, CPUPct: 4, RSSBytes: 50 << 20}},
 	}}
 	tab = idle.Table(systems)
-	for _, want := range []string{"| CPU (% of one core, 3 members) | 2.0 % | 4.0 % | — | 2.00× | — |",
+	for _, want := range []string{"| instances held | 10 | 10 | — | — | — |", "| CPU (% of one core, 3 members) | 2.0 % | 4.0 % | — | 2.00× | — |",
 		"| RSS (3 members) | 100 MiB | 50 MiB | — | 0.50× | — |"} {
 		if !strings.Contains(tab, want+"\n") {
 			t.Errorf("idle table lacks %q:\n%s", want, tab)
@@ -228,6 +228,11 @@ func TestTable(t *testing.T) {
 	}
 	if strings.Contains(tab, "samples") {
 		t.Errorf("idle table with samples:\n%s", tab)
+	}
+	// Different instance counts: no ratio.
+	idle.Runs[0].Idle.Instances = 5
+	if tab := idle.Table(systems); !strings.Contains(tab, "| CPU (% of one core, 3 members) | 2.0 % | 4.0 % | — | — | — |\n") {
+		t.Errorf("idle table, different counts:\n%s", tab)
 	}
 	reg := &Workload{Key: "register-32", Kind: KindThroughput, Runs: []*Run{tputRun("rafting", 3000), tputRun("etcd", 1000)}}
 	if tab := reg.Table(systems); !strings.Contains(tab, "| ops/s | 3000 | 1000 | — | 3.00× | — |\n") {

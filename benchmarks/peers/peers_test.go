@@ -1,0 +1,554 @@
+package peers
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var (
+	peersQuick = flag.Bool("quick", false, "BenchmarkPeers: the quick mode (fewer rounds, shorter phases, 1,000 idle instances; ≤ 3 min); also RAFTING_PEERS_QUICK=1")
+	peersFrom  = flag.String("from", "", "BenchmarkPeers: write the report again from this results.json instead of running")
+)
+
+// BenchmarkPeers measures Rafting, etcd and ZooKeeper side by side (issue
+// 6) and writes benchmarks/RESULTS.md's peers section, the plots and the
+// raw results (benchmarks/peers-plots/). The quick mode writes into
+// benchmarks/peers-quick/ instead and leaves RESULTS.md alone.
+//
+//	make bench-peers        # cd benchmarks && go test -run '^$' -bench Peers -benchtime 1x -timeout 40m ./peers/
+//	make bench-peers-quick  # the same with -args -quick
+//
+// For each system, each workload family runs on a freshly started
+// cluster (the quick mode shares the default cluster between the
+// families that run at defaults); a progress line on stderr names each
+// workload. The peers' failovers at their default settings (40–60 s
+// session timeouts) run last, the two systems at the same time, with
+// nothing else running.
+func BenchmarkPeers(b *testing.B) {
+	root, err := mainModuleRoot()
+	if err != nil {
+		b.Fatal(err)
+	}
+	quick := *peersQuick || os.Getenv("RAFTING_PEERS_QUICK") == "1"
+	out := filepath.Join(root, "benchmarks", "peers-plots")
+	results := filepath.Join(root, "benchmarks", "RESULTS.md")
+	if quick {
+		out, results = filepath.Join(root, "benchmarks", "peers-quick"), filepath.Join(root, "benchmarks", "peers-quick", "REPORT.md")
+	}
+	var res *Results
+	if *peersFrom != "" {
+		if res, err = LoadResults(*peersFrom); err != nil {
+			b.Fatal(err)
+		}
+	} else {
+		installPeers(root)
+		dir, err := os.MkdirTemp("", "rafting-peers-*")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer os.RemoveAll(dir)
+		zookeeper := func() Target {
+			t := NewZooKeeper()
+			if z, ok := t.(*ZooKeeper); ok && quick {
+				z.Warmup = 2 * time.Second // fewer seconds of the quick mode's 180
+			}
+			return t
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 38*time.Minute)
+		defer cancel()
+		res = runPeers(ctx, []func() Target{NewRafting, NewEtcd, zookeeper}, newPlan(quick), dir, root)
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	if err := res.SaveJSON(filepath.Join(out, "results.json")); err != nil {
+		b.Fatal(err)
+	}
+	plots, err := WritePlots(res, out)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rel, _ := filepath.Rel(filepath.Dir(results), out)
+	md := res.Markdown(filepath.ToSlash(rel), plots)
+	if quick {
+		err = os.WriteFile(results, []byte(md), 0o644)
+	} else {
+		err = WriteSection(results, md)
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	fmt.Fprintf(os.Stderr, "[peers] wrote %s, %s/results.json and %d plots (took %v)\n", results, out, len(plots), res.Took.Round(time.Second))
+	for _, v := range res.Verdicts() {
+		fmt.Fprintf(os.Stderr, "[peers] target %s: %s (%s)\n", v.Status, v.Goal, v.Measured)
+	}
+}
+
+// installPeers runs scripts/install-peers.sh; without it (or when it
+// fails) the peers that cannot start are reported as not run.
+func installPeers(root string) {
+	script := filepath.Join(root, "scripts", "install-peers.sh")
+	if _, err := os.Stat(script); err != nil {
+		fmt.Fprintf(os.Stderr, "[peers] %s is missing: the peers are not installed; those that cannot start will be reported as not run\n", script)
+		return
+	}
+	cmd := exec.Command("bash", script)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintf(os.Stderr, "[peers] install-peers.sh failed (%v); the peers that cannot start will be reported as not run\n", err)
+	}
+}
+
+// plan is how much of each workload a run does.
+type plan struct {
+	quick          bool
+	clients        []int
+	warm, measure  time.Duration // registration: warm-up, then measured
+	watchers       int
+	propRounds     int
+	handover       int
+	failBudget     time.Duration // per failover setting, roughly
+	failLo, failHi int
+	slowRounds     int // failover rounds for a lease ≥ slowLease
+	idle           int
+	idleFor        time.Duration
+}
+
+// slowLease marks the failover settings that take a session timeout of
+// tens of seconds per round (the peers' defaults).
+const slowLease = 10 * time.Second
+
+func newPlan(quick bool) plan {
+	if quick {
+		return plan{quick: true, clients: []int{32, 128}, warm: 300 * time.Millisecond, measure: 1500 * time.Millisecond,
+			watchers: 100, propRounds: 5, handover: 3, failBudget: 6 * time.Second, failLo: 1, failHi: 3, slowRounds: 1,
+			idle: 1000, idleFor: 3 * time.Second}
+	}
+	return plan{clients: []int{32, 128}, warm: time.Second, measure: 8 * time.Second,
+		watchers: 100, propRounds: 40, handover: 15, failBudget: 40 * time.Second, failLo: 5, failHi: 15, slowRounds: 3,
+		idle: 10000, idleFor: 15 * time.Second}
+}
+
+// failoverRounds fits the rounds of one failover setting into the budget:
+// a round costs about 1.5 s (a new member, a settle) plus the random delay
+// and the failover itself, each about a lease.
+func (p plan) failoverRounds(lease time.Duration) int {
+	if lease >= slowLease {
+		return p.slowRounds
+	}
+	est := 1500*time.Millisecond + 3*lease/2
+	return min(max(int(p.failBudget/est), p.failLo), p.failHi)
+}
+
+// how each system does each workload, for the tables' notes.
+var how = map[string]map[string]string{
+	"rafting": {
+		"register":    "REST PUT of instances (no session), each client updating its own 20, spread over the 3 nodes",
+		"propagation": "SDK Clients watching the service (Client.Service + Watch); the new instance is one REST PUT under the driver's open session",
+		"handover":    "examples/masterstandby members; SIGTERM → Member.Leave hands the mastership over",
+		"idle":        "one SDK farm member per instance (its own session, TTL 5 s, keepalive every TTL/3, stream attached), over 10 Clients",
+	},
+	"etcd": {
+		"register":    "clientv3 Put with a lease, one client (and lease) per client goroutine",
+		"propagation": "one client per watcher with a Watch on the service prefix; the new instance is a Put with a lease",
+		"handover":    "peermember processes with concurrency.Election; SIGTERM → Resign",
+		"idle":        "one lease (concurrency.Session, TTL 60 s) per instance with its key, over 10 client connections",
+	},
+	"zookeeper": {
+		"register":    "one session per client; Create then Set of ephemeral znodes",
+		"propagation": "one session per watcher with ChildrenW re-armed after each fire (PathChildrenCache-style); the new instance is an ephemeral znode",
+		"handover":    "peermember processes with the LeaderLatch recipe; SIGTERM → close (deletes the latch znode)",
+		"idle":        "one session (timeout 40 s) per instance holding its ephemeral znode",
+	},
+}
+
+// step is one workload of one system.
+type step struct {
+	target  Target
+	setting Setting
+	fresh   bool // start a new cluster first
+	w       *Workload
+	title   string
+	// run runs the workload; restart starts the step's cluster afresh.
+	run func(ctx context.Context, t Target, restart func() error) (*Run, error)
+}
+
+// progress prints which workload runs.
+type progress struct {
+	mu    sync.Mutex
+	n, of int
+	start time.Time
+}
+
+func (p *progress) next(format string, args ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.n++
+	fmt.Fprintf(os.Stderr, "[peers %d/%d %s] %s\n", p.n, p.of, time.Since(p.start).Round(time.Second), fmt.Sprintf(format, args...))
+}
+
+// runPeers runs every workload on every target (one made by each factory)
+// and returns the results.
+func runPeers(ctx context.Context, factories []func() Target, p plan, dir, root string) *Results {
+	started := time.Now()
+	var targets []Target
+	for _, f := range factories {
+		targets = append(targets, f())
+	}
+	res := &Results{Date: started, Quick: p.quick, Machine: machine(), Versions: versions(root)}
+	res.Command = "make bench-peers"
+	if p.quick {
+		res.Command = "make bench-peers-quick"
+	}
+	for _, t := range targets {
+		res.Systems = append(res.Systems, t.Name())
+	}
+	modeNote := "Every workload family ran on a freshly started cluster of each system; registration started with a warm-up of %v that is not counted."
+	if p.quick {
+		modeNote = "Quick mode: registration, propagation, handover, idle cost and failover at defaults shared one cluster per system; every other failover setting started a fresh one; registration started with a warm-up of %v that is not counted."
+	}
+	res.Notes = append(res.Notes, fmt.Sprintf(modeNote, p.warm),
+		"Each system's clients ran in the benchmark's process on the same machine as its servers; only the three server processes' CPU and memory are counted in idle cost.",
+		"The peers' failovers at their default settings (session timeouts of 40–60 s) ran last, at the same time as each other and with nothing else running: each round waits out a session timeout, so sharing the machine moves them by milliseconds at most.")
+	if p.quick {
+		res.Notes[len(res.Notes)-1] = "Quick mode: the peers' failovers at their default settings (session timeouts of 40–60 s) ran in the background, on clusters of their own, while the other workloads ran; every other figure of this run shares the machine with those two idle-most-of-the-time clusters."
+	}
+
+	// The workloads, in report order; each system's steps in run order.
+	wl := map[string]*Workload{}
+	var order []string
+	workload := func(key string, kind Kind, title, params, target string) *Workload {
+		if w, ok := wl[key]; ok {
+			return w
+		}
+		w := &Workload{Key: key, Kind: kind, Title: title, Params: params, Target: target}
+		wl[key] = w
+		order = append(order, key)
+		return w
+	}
+	var fg []step
+	var slow []step
+	factory := map[string]func() Target{}
+	for i, t := range targets {
+		factory[t.Name()] = factories[i]
+	}
+	for _, t := range targets {
+		sets := t.Settings()
+		def := sets[0]
+		for _, s := range sets {
+			if s.Name == "default" {
+				def = s
+			}
+		}
+		sys := t.Name()
+		note := func(kind string) string { return how[sys][kind] }
+		for i, c := range p.clients {
+			w := workload(fmt.Sprintf("register-%d", c), KindThroughput, fmt.Sprintf("Registration throughput, %d clients", c),
+				fmt.Sprintf("%d concurrent clients register and update service instances for %v, after a %v warm-up; every operation's latency is kept.",
+					c, p.measure, p.warm), TargetRegister)
+			fg = append(fg, step{target: t, setting: def, fresh: i == 0 || !p.quick, w: w, title: fmt.Sprintf("registration, %d clients", c),
+				run: func(ctx context.Context, t Target, restart func() error) (*Run, error) {
+					if _, err := t.Register(ctx, c, p.warm); err != nil {
+						return nil, fmt.Errorf("warm-up: %w", err)
+					}
+					s, err := t.Register(ctx, c, p.measure)
+					if err != nil {
+						return nil, err
+					}
+					r := NewRun(sys, s)
+					r.Note = note("register")
+					return r, nil
+				}})
+		}
+		w := workload("propagation", KindLatency, fmt.Sprintf("Membership propagation, %d watchers", p.watchers),
+			fmt.Sprintf("%d watching clients; %d times a new instance is registered, and each watcher's sample is the time from the registration call's start until that watcher sees it (%d samples).",
+				p.watchers, p.propRounds, p.watchers*p.propRounds), TargetPropagation)
+		fg = append(fg, step{target: t, setting: def, fresh: !p.quick, w: w, title: "membership propagation",
+			run: func(ctx context.Context, t Target, restart func() error) (*Run, error) {
+				s, err := t.Propagation(ctx, p.watchers, p.propRounds)
+				if err != nil {
+					return nil, err
+				}
+				r := NewRun(sys, s)
+				r.Note = note("propagation")
+				return r, nil
+			}})
+		w = workload("handover", KindLatency, "Graceful handover",
+			fmt.Sprintf("Three member processes; %d times the master is told to stop (SIGTERM) and resigns; the sample is the time until another member knows it is master.", p.handover),
+			TargetHandover)
+		fg = append(fg, step{target: t, setting: def, fresh: !p.quick, w: w, title: "graceful handover",
+			run: func(ctx context.Context, t Target, restart func() error) (*Run, error) {
+				s, err := t.Handover(ctx, p.handover)
+				if err != nil {
+					return nil, err
+				}
+				r := NewRun(sys, s)
+				r.Note = note("handover")
+				return r, nil
+			}})
+		w = workload("idle", KindIdle, fmt.Sprintf("Idle cost, %d live instances", p.idle),
+			fmt.Sprintf("%d instances registered with their sessions (or leases) kept alive at the system's defaults; after they settle, the CPU and resident memory of the three server processes over %v.", p.idle, p.idleFor), "")
+		idle := step{target: t, setting: def, fresh: true, w: w, title: fmt.Sprintf("idle cost, %d instances", p.idle),
+			run: func(ctx context.Context, t Target, restart func() error) (*Run, error) {
+				// A cluster that cannot hold them all is measured again
+				// with half as many, on a fresh cluster, down to a quarter.
+				var fails []string
+				for n := p.idle; ; n /= 2 {
+					c, err := t.Idle(ctx, n, p.idleFor)
+					if err == nil {
+						r := &Run{System: sys, Idle: &c, Note: note("idle")}
+						if len(fails) > 0 {
+							r.Note += fmt.Sprintf(". **Could not hold %d instances on this machine** (%s); the figures are with %d",
+								p.idle, strings.Join(fails, "; "), n)
+						}
+						return r, nil
+					}
+					fails = append(fails, fmt.Sprintf("with %d: %v", n, oneLine(err.Error())))
+					if n/2 < p.idle/4 || ctx.Err() != nil {
+						return nil, errors.New(strings.Join(fails, "; "))
+					}
+					fmt.Fprintf(os.Stderr, "[peers] %s: idle cost with %d instances failed (%v); again with %d on a fresh cluster\n", sys, n, err, n/2)
+					if err := restart(); err != nil {
+						return nil, errors.New(strings.Join(append(fails, err.Error()), "; "))
+					}
+				}
+			}}
+		if p.quick {
+			idle.fresh = false
+			fg = append(fg, idle)
+		}
+		for _, s := range sets {
+			target := ""
+			switch s.Name {
+			case "default":
+				target = TargetFailoverDefaults
+			case "same-lease":
+				target = TargetFailoverSame
+			}
+			rounds := p.failoverRounds(s.Lease)
+			w := workload("failover-"+s.Name, KindLatency, fmt.Sprintf("Crash failover, %s", settingTitle(s.Name)),
+				fmt.Sprintf("Three member processes; each round, after a random delay of at least one keepalive period, the master gets kill -9; the sample is the time until another member knows it is master. Rounds fit a time budget per setting (see samples); %d for sessions of %v or more (the peers' defaults).",
+					p.slowRounds, slowLease), target)
+			st := step{target: t, setting: s, fresh: !(p.quick && s.Name == def.Name), w: w, title: fmt.Sprintf("crash failover (%s)", s.Name),
+				run: func(ctx context.Context, t Target, restart func() error) (*Run, error) {
+					smp, err := t.Failover(ctx, s, rounds)
+					if err != nil {
+						return nil, err
+					}
+					r := NewRun(sys, smp)
+					r.Setting, r.Lease, r.Note = s.Name, s.Lease, s.Note
+					return r, nil
+				}}
+			if s.Lease >= slowLease {
+				st.fresh = true
+				slow = append(slow, st)
+			} else {
+				fg = append(fg, st)
+			}
+		}
+		if !p.quick {
+			fg = append(fg, idle)
+		}
+	}
+	for _, k := range order {
+		res.Workloads = append(res.Workloads, wl[k])
+	}
+
+	pr := &progress{of: len(fg) + len(slow), start: started}
+	failed := map[string]string{} // system → why its clusters do not start
+	record := func(st step, r *Run, err error, took time.Duration) {
+		sys := st.target.Name()
+		if err != nil {
+			r = &Run{System: sys, NotRun: err.Error()}
+			if st.setting.Name != "" && strings.HasPrefix(st.w.Key, "failover-") {
+				r.Setting, r.Lease, r.Note = st.setting.Name, st.setting.Lease, st.setting.Note
+			}
+			fmt.Fprintf(os.Stderr, "[peers] %s: %s: not run: %v\n", sys, st.title, err)
+		}
+		r.Took = took.Round(time.Millisecond).String()
+		st.w.Runs = append(st.w.Runs, r)
+	}
+	// start (re)starts st's target with st's setting when st needs it.
+	running := map[string]string{} // system → setting its cluster runs
+	start := func(ctx context.Context, st step, key string) error {
+		sys := st.target.Name()
+		if why, ok := failed[key]; ok {
+			return errors.New(why)
+		}
+		if !st.fresh && running[key] == st.setting.Name {
+			return nil
+		}
+		delete(running, key)
+		sctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+		defer cancel()
+		d := filepath.Join(dir, key)
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+		err := st.target.Start(sctx, d, st.setting)
+		if err != nil && sctx.Err() == nil {
+			fmt.Fprintf(os.Stderr, "[peers] %s: start (%s) failed, once more: %v\n", sys, st.setting.Name, err)
+			err = st.target.Start(sctx, d, st.setting)
+		}
+		if err != nil {
+			st.target.Stop()
+			failed[key] = fmt.Sprintf("its cluster did not start: %v", err)
+			return errors.New(failed[key])
+		}
+		running[key] = st.setting.Name
+		return nil
+	}
+	// The slow failovers: start each cluster (one at a time), then run
+	// them all at once — in the quick mode on clusters of their own, in
+	// the background of everything else, else after everything else.
+	var bg sync.WaitGroup
+	var mu sync.Mutex
+	runSlow := func() {
+		var ready []step
+		for _, st := range slow {
+			key := st.target.Name()
+			if p.quick {
+				st.target, key = factory[key](), key+"-bg"
+			}
+			if err := start(ctx, st, key); err != nil {
+				pr.next("%s: %s", DisplayName(st.target.Name()), st.title)
+				mu.Lock()
+				record(st, nil, err, 0)
+				mu.Unlock()
+				continue
+			}
+			ready = append(ready, st)
+		}
+		for _, st := range ready {
+			bg.Add(1)
+			go func() {
+				defer bg.Done()
+				pr.next("%s: %s, in the background", DisplayName(st.target.Name()), st.title)
+				t0 := time.Now()
+				wctx, cancel := context.WithTimeout(ctx, 12*time.Minute)
+				r, err := st.run(wctx, st.target, func() error { return errors.New("no restart in the background") })
+				cancel()
+				st.target.Stop()
+				if r != nil {
+					r.Background = len(ready) > 1 || p.quick
+				}
+				mu.Lock()
+				record(st, r, err, time.Since(t0))
+				mu.Unlock()
+			}()
+		}
+	}
+	if p.quick {
+		runSlow()
+	}
+	for i, st := range fg {
+		pr.next("%s: %s", DisplayName(st.target.Name()), st.title)
+		t0 := time.Now()
+		err := start(ctx, st, st.target.Name())
+		var r *Run
+		if err == nil {
+			wctx, cancel := context.WithTimeout(ctx, 8*time.Minute)
+			r, err = st.run(wctx, st.target, func() error {
+				fresh := st
+				fresh.fresh = true
+				return start(ctx, fresh, st.target.Name())
+			})
+			cancel()
+		}
+		mu.Lock()
+		record(st, r, err, time.Since(t0))
+		mu.Unlock()
+		if i+1 == len(fg) || fg[i+1].target != st.target {
+			st.target.Stop()
+			delete(running, st.target.Name())
+		}
+	}
+	if !p.quick {
+		runSlow()
+	}
+	bg.Wait()
+	for _, t := range targets {
+		t.Stop()
+	}
+	// Each workload's runs in the systems' order.
+	for _, w := range res.Workloads {
+		var runs []*Run
+		for _, s := range res.Systems {
+			if r := w.Run(s); r != nil {
+				runs = append(runs, r)
+			}
+		}
+		w.Runs = runs
+	}
+	res.Took = time.Since(started)
+	return res
+}
+
+func settingTitle(name string) string {
+	switch name {
+	case "default":
+		return "each system at its defaults"
+	case "shortest-default-server":
+		return "the shortest session a default server accepts"
+	case "tuned":
+		return "each system's shortest tuned setting"
+	case "same-lease":
+		return "the same lease for all (1 s)"
+	}
+	return name
+}
+
+// machine describes this machine from /proc.
+func machine() Machine {
+	m := Machine{Cores: runtime.NumCPU(), CPU: "unknown CPU"}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPU = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) >= 2 && f[0] == "MemTotal:" {
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				m.RAMBytes = kb << 10
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	return m
+}
+
+// versions of Go, Rafting (its commit), etcd and ZooKeeper.
+func versions(root string) map[string]string {
+	v := map[string]string{"go": runtime.Version()}
+	if out, err := exec.Command("git", "-C", root, "rev-parse", "--short", "HEAD").Output(); err == nil {
+		v["rafting"] = "commit " + strings.TrimSpace(string(out))
+	}
+	if ver, ok := etcdInstalled(); ok {
+		v["etcd"] = ver
+	} else {
+		v["etcd"] = "not installed"
+	}
+	if ver, ok := zkInstalled(); ok {
+		v["zookeeper"] = ver
+	} else {
+		v["zookeeper"] = "not installed"
+	}
+	return v
+}
