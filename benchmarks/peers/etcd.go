@@ -338,9 +338,11 @@ func (t *Etcd) running() error {
 	return nil
 }
 
-// register instances per client: the first Put of a key registers an
-// instance, the next ones update it.
-const ezRegisterKeys = 4
+// ezRegisterKeys is how many instances each Register client owns, in turn
+// (as many as the Rafting target's): the first write of one registers it
+// (etcd: Put with the client's lease; ZooKeeper: Create of an ephemeral
+// znode), the next ones update it (Put; Set).
+const ezRegisterKeys = 20
 
 func (t *Etcd) Register(ctx context.Context, clients int, d time.Duration) (Sample, error) {
 	if err := t.running(); err != nil {
