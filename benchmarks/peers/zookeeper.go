@@ -70,9 +70,10 @@ import (
 //
 // Warm-up: the JVM's figures settle only once its JIT has compiled the
 // request path — on this machine Register with 64 clients rose from about
-// 1,000 to 6,000–10,000 operations/s over its first 15 s, etcd's stayed
-// flat from the first second — so Start ends with a warm-up (see warmup;
-// Warmup, default 15 s), not measured.
+// 1,000–3,000 to 6,000–10,000 operations/s over its first 15–30 s, while
+// etcd's was flat from the first second — so Start ends with a warm-up
+// that runs until the throughput stops rising (see warmup; at most
+// Warmup, default 45 s), not measured.
 type ZooKeeper struct {
 	// Java is the java binary (default: java on PATH).
 	Java string
@@ -82,8 +83,9 @@ type ZooKeeper struct {
 	Classpath string
 	// Heap is the JVM's -Xmx (default 1000m).
 	Heap string
-	// Warmup is how long Start exercises a fresh ensemble before
-	// returning; 0 means the default 15 s, negative none.
+	// Warmup bounds how long Start exercises a fresh ensemble before
+	// returning (it stops earlier once throughput settles); 0 means the
+	// default 45 s, negative none.
 	Warmup time.Duration
 
 	dir       string
@@ -93,6 +95,8 @@ type ZooKeeper struct {
 	cli       *zk.Conn
 	memberBin string
 	runs      int
+	// warmupRates are the last warm-up's Register steps, operations/s.
+	warmupRates []float64
 }
 
 // NewZooKeeper returns the ZooKeeper target.
@@ -107,7 +111,7 @@ func NewZooKeeper() Target {
 const (
 	zkJar              = "/usr/share/java/zookeeper.jar"
 	zkDefaultClasspath = zkJar + ":/usr/share/java/slf4j-simple.jar"
-	zkDefaultWarmup    = 15 * time.Second
+	zkDefaultWarmup    = 45 * time.Second
 )
 
 // zkInstalled reports whether the server jar and java are there, and the
@@ -279,17 +283,20 @@ func (t *ZooKeeper) Start(ctx context.Context, dir string, s Setting) error {
 	return nil
 }
 
-// warmup exercises the fresh ensemble for Warmup: Register with 64
-// clients, then 10 propagation rounds to 50 watchers. Its sessions use the
-// server's longest timeout (20 × tickTime), not the setting's: a warm-up
-// must not fail because a tuned sub-second session loses its connection
-// under the load.
+// warmup exercises the fresh ensemble until its throughput settles:
+// Register with 64 clients in 3 s steps until two steps in a row add less
+// than 10% over the best before, and at least five steps (15 s) ran — at
+// most Warmup in all — then 10 propagation
+// rounds to 50 watchers. Its sessions use the server's longest timeout
+// (20 × tickTime), not the setting's: a warm-up must not fail because a
+// tuned sub-second session loses its connection under the load.
 func (t *ZooKeeper) warmup(ctx context.Context) error {
-	w := t.Warmup
-	if w == 0 {
-		w = zkDefaultWarmup
+	limit := t.Warmup
+	if limit == 0 {
+		limit = zkDefaultWarmup
 	}
-	if w < 0 {
+	t.warmupRates = nil
+	if limit < 0 {
 		return nil
 	}
 	tick, err := strconv.Atoi(t.setting.Server["tickTime"])
@@ -297,8 +304,25 @@ func (t *ZooKeeper) warmup(ctx context.Context) error {
 		tick = 2000
 	}
 	timeout := 20 * time.Duration(tick) * time.Millisecond
-	if _, err := t.register(ctx, 64, w, timeout); err != nil {
-		return err
+	start := time.Now()
+	best, flat := 0.0, 0
+	for flat < 2 || len(t.warmupRates) < 5 {
+		left := limit - time.Since(start)
+		if left <= 0 {
+			break
+		}
+		s, err := t.register(ctx, 64, min(3*time.Second, left), timeout)
+		if err != nil {
+			return err
+		}
+		rate := float64(s.Ops) / s.Elapsed.Seconds()
+		t.warmupRates = append(t.warmupRates, rate)
+		if rate < 1.1*best {
+			flat++
+		} else {
+			flat = 0
+		}
+		best = max(best, rate)
 	}
 	_, err = t.propagation(ctx, 50, 10, timeout)
 	return err

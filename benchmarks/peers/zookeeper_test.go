@@ -28,7 +28,8 @@ func TestZooKeeper(t *testing.T) {
 	if err := tg.Start(ctx, dir, def); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("start (%s) with %v warm-up: %v", def.Name, tg.Warmup, time.Since(start).Round(time.Millisecond))
+	t.Logf("start (%s) with at most %v warm-up: %v (warm-up register steps: %.0f ops/s)", def.Name, tg.Warmup,
+		time.Since(start).Round(time.Millisecond), tg.warmupRates)
 
 	reg, err := tg.Register(ctx, 4, time.Second)
 	if err != nil {
