@@ -133,8 +133,8 @@ func (t *Etcd) Settings() []Setting {
 		},
 		{
 			Name: "same-lease", Lease: 1 * time.Second, Server: srv(50, 500), Client: cl(1),
-			Note: fmt.Sprintf("etcd %s, --heartbeat-interval=50ms --election-timeout=500ms; session TTL 1 s "+
-				"(= tuned: 1 s needs the faster server)", ver),
+			Note: fmt.Sprintf("etcd %s, --heartbeat-interval=50ms --election-timeout=500ms; session TTL 1 s, "+
+				"keepalive every 500 ms (= tuned: 1 s needs the faster server)", ver),
 		},
 	}
 }
