@@ -16,14 +16,16 @@ import (
 // saved as JSON beside the plots, so the report can be written again
 // without running anything.
 type Results struct {
-	Date      time.Time         `json:"date"`
-	Took      time.Duration     `json:"took_ns"`
-	Command   string            `json:"command"`
-	Quick     bool              `json:"quick"`
-	Machine   Machine           `json:"machine"`
-	Versions  map[string]string `json:"versions"` // go, rafting, etcd, zookeeper
-	Systems   []string          `json:"systems"`  // rafting first
-	Notes     []string          `json:"notes,omitempty"`
+	Date     time.Time         `json:"date"`
+	Took     time.Duration     `json:"took_ns"`
+	Command  string            `json:"command"`
+	Quick    bool              `json:"quick"`
+	Machine  Machine           `json:"machine"`
+	Versions map[string]string `json:"versions"` // go, rafting, etcd, zookeeper
+	Systems  []string          `json:"systems"`  // rafting first
+	Notes    []string          `json:"notes,omitempty"`
+	// Why explains, per target key, why Rafting misses it when it does.
+	Why       map[string]string `json:"why,omitempty"`
 	Workloads []*Workload       `json:"workloads"`
 }
 
@@ -79,8 +81,13 @@ type Run struct {
 	LatenciesUs []int64   `json:"latencies_us,omitempty"`
 	Idle        *IdleCost `json:"idle,omitempty"`
 	Took        string    `json:"took,omitempty"`
-	// Background is set when the run overlapped other runs (quick mode).
+	// Background is set when the run overlapped other runs.
 	Background bool `json:"background,omitempty"`
+	// ServerCPU and ClientCPU are the CPU the servers (all three) and the
+	// benchmark's process (the clients) used while a throughput workload
+	// was measured, in % of one core.
+	ServerCPU float64 `json:"server_cpu_pct,omitempty"`
+	ClientCPU float64 `json:"client_cpu_pct,omitempty"`
 }
 
 // Stats summarise a sample.
@@ -194,7 +201,17 @@ func (w *Workload) metrics() []metric {
 		p50.name, p99.name = "latency p50", "latency p99"
 		return []metric{{name: "ops/s", higher: true, value: func(r *Run) (float64, bool) {
 			return r.Throughput(), r.OK() && r.Elapsed > 0
-		}, format: func(v float64) string { return fmt.Sprintf("%.0f", v) }}, p50, p99}
+		}, format: func(v float64) string { return fmt.Sprintf("%.0f", v) }}, p50, p99,
+			{name: "servers' CPU (% of one core)", noRatio: true, value: func(r *Run) (float64, bool) {
+				return r.ServerCPU, r.OK() && r.ServerCPU > 0
+			}, format: func(v float64) string { return fmt.Sprintf("%.0f %%", v) }},
+			{name: "servers' CPU per operation", value: func(r *Run) (float64, bool) {
+				return r.ServerCPU / 100 * float64(time.Second) / r.Throughput(), r.OK() && r.ServerCPU > 0 && r.Throughput() > 0
+			}, format: func(v float64) string { return fmt.Sprintf("%.0f µs", v/float64(time.Microsecond)) }},
+			{name: "clients' CPU (% of one core)", noRatio: true, value: func(r *Run) (float64, bool) {
+				return r.ClientCPU, r.OK() && r.ClientCPU > 0
+			}, format: func(v float64) string { return fmt.Sprintf("%.0f %%", v) }},
+		}
 	case KindIdle:
 		return []metric{
 			{name: "instances held", noRatio: true, value: func(r *Run) (float64, bool) {
@@ -553,6 +570,11 @@ func (res *Results) Markdown(plotDir string, plots map[string]string) string {
 		mark := map[Status]string{Met: "**met**", Missed: "**missed**", NotEvaluated: "not evaluated"}[v.Status]
 		fmt.Fprintf(&b, "| %s | %s | %s |\n", v.Goal, v.Measured, mark)
 	}
+	for _, v := range res.Verdicts() {
+		if why := res.Why[v.Target]; v.Status == Missed && why != "" {
+			fmt.Fprintf(&b, "\n**Why Rafting misses “%s”.** %s\n", v.Goal, why)
+		}
+	}
 	b.WriteString("\n“Rafting vs X” columns: how many times better Rafting is (higher throughput; lower latency, CPU, memory); below 1× Rafting is worse.\n\n")
 
 	for _, w := range res.Workloads {
@@ -572,7 +594,7 @@ func (res *Results) Markdown(plotDir string, plots map[string]string) string {
 			case r.Note != "" || r.Background:
 				n := r.Note
 				if r.Background {
-					n = strings.TrimSpace(n + " (ran in the background, beside other workloads)")
+					n = strings.TrimSpace(n + " (ran concurrently with other runs: see the notes at the top)")
 				}
 				notes = append(notes, fmt.Sprintf("- %s: %s", DisplayName(s), n))
 			}
