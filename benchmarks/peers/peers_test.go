@@ -53,11 +53,6 @@ func BenchmarkPeers(b *testing.B) {
 		}
 		if res.Why == nil {
 			res.Why = whyMissed
-	if p.quick {
-		res.Notes = append(res.Notes, "ZooKeeper's JVM warm-up after each start (its target's registration and propagation rounds) was capped at 2 s.")
-	} else {
-		res.Notes = append(res.Notes, "After each start ZooKeeper's JVM was warmed up (its target's registration in 3 s steps until the rate stops rising, then propagation rounds; capped at 25 s here), except before its failovers with sessions of 4 s and more, which a warm JIT moves by far less than the rounds differ. Rafting and etcd got the same 1 s warm-up of registration as everyone, nothing else.")
-	}
 		}
 	} else {
 		installPeers(root)
