@@ -25,8 +25,11 @@ type Results struct {
 	Systems  []string          `json:"systems"`  // rafting first
 	Notes    []string          `json:"notes,omitempty"`
 	// Why explains, per target key, why Rafting misses it when it does.
-	Why       map[string]string `json:"why,omitempty"`
-	Workloads []*Workload       `json:"workloads"`
+	Why map[string]string `json:"why,omitempty"`
+	// How says, per system and workload family (register, propagation,
+	// handover, idle), how the system does it.
+	How       map[string]map[string]string `json:"how,omitempty"`
+	Workloads []*Workload                  `json:"workloads"`
 }
 
 // Machine is where the run happened.
@@ -162,6 +165,13 @@ func (r *Run) Throughput() float64 {
 		return 0
 	}
 	return float64(r.Ops) / r.Elapsed.Seconds()
+}
+
+// Family is the workload's family: its key up to a dash (register-32 →
+// register; failover-tuned → failover).
+func (w *Workload) Family() string {
+	f, _, _ := strings.Cut(w.Key, "-")
+	return f
 }
 
 // Run returns the system's run of w, or nil.
@@ -591,12 +601,17 @@ func (res *Results) Markdown(plotDir string, plots map[string]string) string {
 			case r == nil:
 			case r.NotRun != "":
 				notes = append(notes, fmt.Sprintf("- %s: not run: %s", DisplayName(s), oneLine(r.NotRun)))
-			case r.Note != "" || r.Background:
+			default:
 				n := r.Note
+				if h := res.How[s][w.Family()]; h != "" && !strings.HasPrefix(n, h) {
+					n = strings.TrimSuffix(h+". "+n, ". ")
+				}
 				if r.Background {
 					n = strings.TrimSpace(n + " (ran concurrently with other runs: see the notes at the top)")
 				}
-				notes = append(notes, fmt.Sprintf("- %s: %s", DisplayName(s), n))
+				if n != "" {
+					notes = append(notes, fmt.Sprintf("- %s: %s", DisplayName(s), n))
+				}
 			}
 		}
 		if len(notes) > 0 {

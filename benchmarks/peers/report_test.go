@@ -274,12 +274,13 @@ func sampleResults() *Results {
 		Date: time.Date(2026, 11, 26, 3, 0, 0, 0, time.UTC), Took: 17 * time.Minute, Command: "make bench-peers",
 		Machine: Machine{CPU: "Test CPU", Cores: 2, RAMBytes: 24 << 30}, Versions: map[string]string{"go": "go1.26", "etcd": "3.4.23"},
 		Systems: systems,
+		How:     map[string]map[string]string{"rafting": {"register": "REST PUTs", "idle": "SDK members"}},
 		Workloads: []*Workload{
 			{Key: "register-32", Kind: KindThroughput, Title: "Registration, 32 clients", Target: TargetRegister,
 				Runs: []*Run{tputRun("rafting", 3000), tputRun("etcd", 1000), tputRun("zookeeper", 1500)}},
 			def,
 			{Key: "idle", Kind: KindIdle, Title: "Idle", Runs: []*Run{
-				{System: "rafting", Idle: &IdleCost{Instances: 10, CPUPct: 2, RSSBytes: 100 << 20}},
+				{System: "rafting", Idle: &IdleCost{Instances: 10, CPUPct: 2, RSSBytes: 100 << 20}, Note: "held 10 of 20"},
 				{System: "etcd", NotRun: "its cluster did not start: etcd: not found"},
 				{System: "zookeeper", Idle: &IdleCost{Instances: 10, CPUPct: 1, RSSBytes: 500 << 20}}}},
 		},
@@ -317,6 +318,8 @@ func TestMarkdownJSONAndPlots(t *testing.T) {
 		"| registration throughput ≥ 1.5× the better peer's | register-32: 3000 vs zookeeper 1500 ops/s: 2.00× | **met** |",
 		"p50 900.0 ms vs zookeeper 40.00 s: 44.4×; p99 1.00 s vs zookeeper 40.00 s: 40.0× | **met** |",
 		"- etcd: not run: its cluster did not start: etcd: not found",
+		"- Rafting: REST PUTs\n",
+		"- Rafting: SDK members. held 10 of 20\n",
 		"![Crash failover, defaults](peers-plots/failover-default.png)",
 	} {
 		if !strings.Contains(md, want) {
