@@ -185,14 +185,16 @@ var how = map[string]map[string]string{
 // whyMissed explains, per target, why Rafting misses it when a run shows
 // it missed; the report prints only those of missed targets.
 var whyMissed = map[string]string{
-	TargetRegister: "On this machine every system is CPU-bound while it registers: the three servers and the " +
-		"clients share two cores (the CPU rows of the registration tables add up to about 200 % of one core), so " +
-		"throughput is about the two cores divided by the CPU one registration costs. A Rafting registration is a " +
-		"JSON request over HTTP/1.1 (forwarded by a follower for two clients in three, as the SDK spreads its " +
-		"requests) and one Raft entry through Dragonboat; a ZooKeeper write is a binary request pipelined on the " +
-		"session's TCP connection, committed in groups. Rafting's servers spend about as much CPU per registration " +
-		"as ZooKeeper's (the “servers' CPU per operation” rows), so on the same two cores it cannot register 1.5× as " +
-		"fast. etcd's servers spend more CPU per registration than Rafting's (same rows).",
+	TargetRegister: "With a fixed number of clients each waiting for its answer, throughput is the clients divided by " +
+		"the latency, until the two cores run out (with 128 clients the servers' and the clients' CPU add up to most of " +
+		"the two cores for every system). Rafting's registrations take longer than ZooKeeper's (the latency rows) and " +
+		"cost its servers as much CPU or more (the “servers' CPU per operation” rows): a JSON request over HTTP/1.1, " +
+		"forwarded by a follower for two clients in three (the SDK spreads its requests over the servers), becomes one " +
+		"Raft entry that waits for the leader's and a follower's fsync on the one virtual disk the three servers share " +
+		"(on tmpfs Rafting's own register benchmark doubles its throughput: see issue 2's section); ZooKeeper's binary " +
+		"requests are pipelined on each session's connection and committed in groups. On the same two cores and disk " +
+		"Rafting cannot register 1.5× as fast as ZooKeeper; it is faster than etcd, whose servers spend the most CPU " +
+		"per registration.",
 	TargetPropagation: "With one watcher a registration reaches it in about 2–3 ms here; the rest is the fan-out. " +
 		"Each change wakes 100 blocking queries: every SDK client parses the service's answer, rebuilds its " +
 		"balancer and parks a new query, about 100 × (client + server) CPU that the two cores serialise; etcd " +
@@ -269,7 +271,7 @@ func runPeers(ctx context.Context, factories []func() Target, p plan, dir, root 
 	if p.quick {
 		res.Notes = append(res.Notes, "ZooKeeper's JVM warm-up after each start (its target's registration and propagation rounds) was capped at 2 s.")
 	} else {
-		res.Notes = append(res.Notes, "After each start ZooKeeper's JVM was warmed up (its target's registration in 3 s steps until the rate stops rising, then propagation rounds; capped at 25 s here), except before its failovers with sessions of 4 s and more, which a warm JIT moves by far less than the rounds differ. Rafting and etcd got the same 1 s warm-up of registration as everyone, nothing else.")
+		res.Notes = append(res.Notes, fmt.Sprintf("After each start ZooKeeper's JVM was warmed up (its target's registration in 3 s steps until the rate stops rising, then propagation rounds; capped at 25 s here), except before its failovers with sessions of 4 s and more, which a warm JIT moves by far less than the rounds differ. Rafting and etcd got only the %v warm-up of registration that every system got.", p.warm))
 	}
 
 	// The workloads, in report order; each system's steps in run order.

@@ -122,7 +122,7 @@ func idlePlot(w *Workload, systems []string) (*plot.Plot, error) {
 		if !r.OK() || r.Idle == nil {
 			continue
 		}
-		names = append(names, fmt.Sprintf("%s (%.0f MiB)", DisplayName(s), float64(r.Idle.RSSBytes)/(1<<20)))
+		names = append(names, fmt.Sprintf("%s: %d inst., %.0f MiB", DisplayName(s), r.Idle.Instances, float64(r.Idle.RSSBytes)/(1<<20)))
 		vals = append(vals, r.Idle.CPUPct)
 		cols = append(cols, systemColor(s))
 	}
