@@ -1,9 +1,14 @@
 package sdk_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -201,4 +206,55 @@ func tenantState(c *sdktest.Cluster, name string) string {
 			n, leader, term, known, tr.LeaderIsLocal(), sterm, leading, tr.SM.BarrierTerm())
 	}
 	return out
+}
+
+// TestSlowJoinKeepsSession: a registration that takes longer than the
+// session's TTL (a loaded server) does not lose the session it was made
+// under: the member keeps the session alive while it joins.
+func TestSlowJoinKeepsSession(t *testing.T) {
+	c := sdktest.Start(t)
+	target, err := url.Parse("http://" + c.Servers.Addrs()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ttl = 3 * time.Second
+	var mu sync.Mutex
+	var until time.Time // registrations wait until then
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.FlushInterval = -1 // the session stream is NDJSON
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/instances/") {
+			mu.Lock()
+			if until.IsZero() {
+				until = time.Now().Add(ttl + ttl/2) // past the TTL, retries included
+			}
+			wait := time.Until(until)
+			mu.Unlock()
+			time.Sleep(wait)
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(proxy.Close)
+
+	ctx := ctxT(t, 30*time.Second)
+	m, err := sdk.Join(ctx, sdk.Instance{Service: "slow", ID: "s1", Address: "10.0.0.1:80"},
+		sdk.WithServers(strings.TrimPrefix(proxy.URL, "http://")), sdk.WithTenant(c.Tenant), sdk.WithToken(c.Token),
+		sdk.WithTTL(ttl), sdk.WithDrainDelay(0))
+	if err != nil {
+		t.Fatalf("a join slower than the TTL failed: %v", err)
+	}
+	defer m.Leave(context.Background())
+	mu.Lock()
+	delayed := !until.IsZero()
+	mu.Unlock()
+	if !delayed {
+		t.Fatal("the registration was not delayed")
+	}
+	svc, err := c.Connect(t).Service(ctx, "slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := svc.Snapshot().Instance("s1"); !ok {
+		t.Fatal("s1 is not registered after its join returned")
+	}
 }

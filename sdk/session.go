@@ -92,6 +92,13 @@ func (m *Member) establish(ctx context.Context) error {
 		close(s.open)
 	}
 	m.mu.Unlock()
+	// The session lives from now on: keep it alive while the member
+	// attaches and registers, which under load can take longer than the
+	// TTL (the worker takes over when Join returns).
+	kctx, stopKeeping := context.WithCancel(ctx)
+	kept := make(chan struct{})
+	go func() { defer close(kept); m.keepJoining(kctx, s) }()
+	defer func() { stopKeeping(); <-kept }()
 	// The stream attached before the registration exists, so that a crash
 	// is noticed (drop_grace) from the start. A master-seeking session
 	// renews only with its stream attached, and the member wants a
@@ -115,6 +122,24 @@ func (m *Member) establish(ctx context.Context) error {
 	}
 	m.mu.Unlock()
 	return m.c.wrote(ctx, m.service, idx)
+}
+
+// keepJoining sends s's keepalives on schedule until ctx ends: the
+// session's keepalives while the member joins. Failures wait for the
+// next period; the worker's recovery handles an ended session later.
+func (m *Member) keepJoining(ctx context.Context, s *session) {
+	t := time.NewTicker(m.keepaliveInterval())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := m.keepaliveOnce(ctx, s); err != nil && ctx.Err() == nil {
+			m.log.Debug("keepalive while joining", "err", err)
+		}
+	}
 }
 
 // firstKeepalive waits for the stream and gets a promise.
