@@ -30,10 +30,11 @@ test-unit:
 fuzz:
 	./scripts/fuzz.sh $(FUZZTIME)
 
-## bench: the benchmarks of benchmarks/RESULTS.md
+## bench: Rafting's own benchmarks of benchmarks/RESULTS.md (the comparison with peers is bench-peers)
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./balancer/
-	cd benchmarks && $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./...
+	$(GO) test -run '^$$' -bench Propagation -benchtime 200x ./sdk/
+	cd benchmarks && $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m . ./failover/ ./noisy/ ./tenants/
 
 ## bench-peers: Rafting vs etcd vs ZooKeeper side by side (<= 20 min): rewrites the peers section of
 ## benchmarks/RESULTS.md and benchmarks/peers-plots/ (installs the peers from Debian when missing)
