@@ -40,7 +40,6 @@ import (
 const (
 	phase   = 10 * time.Second
 	bRate   = 100 // tenant B: operations per second (half writes, half reads), open loop
-	aFlood  = 10  // A sends 10× its cluster-wide limit
 	aConns  = 64
 	servers = 3
 )
@@ -49,12 +48,14 @@ type result struct {
 	lat  []time.Duration
 	sent int
 	ok   int
+	slow []string // operations over 50 ms: when, what, where, how long
 }
 
 func (r *result) add(o result) {
 	r.lat = append(r.lat, o.lat...)
 	r.sent += o.sent
 	r.ok += o.ok
+	r.slow = append(r.slow, o.slow...)
 }
 
 // steady runs B's open-loop workload for d: every 1/bRate it starts an
@@ -94,9 +95,13 @@ func steady(ctx context.Context, addrs []string, client *http.Client, tok string
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode < 300 {
+				took := time.Since(start)
 				mu.Lock()
 				r.ok++
-				r.lat = append(r.lat, time.Since(start))
+				r.lat = append(r.lat, took)
+				if took > 50*time.Millisecond {
+					r.slow = append(r.slow, fmt.Sprintf("%s %s %s %v", start.Format("15:04:05.000"), req.Method, addr, took.Round(time.Millisecond)))
+				}
 				mu.Unlock()
 			}
 		}(i)
@@ -131,7 +136,7 @@ func TestMain(m *testing.M) {
 // flood runs A: aConns connections sending at aFlood times A's
 // cluster-wide limit.
 func flood(ctx context.Context, addrs []string, tok string, total, limited *atomic.Int64) {
-	rate := aFlood * aLimit() * len(addrs) // requests per second over the cluster
+	rate := aFlood() * aLimit() * len(addrs) // requests per second over the cluster
 	per := time.Second * time.Duration(aConns) / time.Duration(rate)
 	var wg sync.WaitGroup
 	for w := 0; w < aConns; w++ {
@@ -180,6 +185,10 @@ func aLimit() int { return envInt("RAFTING_NOISY_A_RPS", 100) }
 // aWrites is A's writes_per_second per node: RAFTING_NOISY_A_WPS, default
 // half its request rate (the flood is half writes).
 func aWrites() int { return envInt("RAFTING_NOISY_A_WPS", aLimit()/2) }
+
+// aFlood is how many times its cluster-wide limit A sends:
+// RAFTING_NOISY_FLOOD_X, default 10.
+func aFlood() int { return envInt("RAFTING_NOISY_FLOOD_X", 10) }
 
 func envInt(name string, def int) int {
 	if n, err := strconv.Atoi(os.Getenv(name)); err == nil {
@@ -244,6 +253,8 @@ func BenchmarkNoisyNeighbour(b *testing.B) {
 		counts.Secs += fc.Secs
 	}
 
+	b.Logf("B's operations over 50 ms alone: %q", base.slow)
+	b.Logf("B's operations over 50 ms under the flood: %q", noisy.slow)
 	b.ReportMetric(bench.Pct(base.lat, 50), "B-base-p50-ms")
 	b.ReportMetric(bench.Pct(base.lat, 99), "B-base-p99-ms")
 	b.ReportMetric(bench.Pct(noisy.lat, 50), "B-noisy-p50-ms")

@@ -9,6 +9,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/server/httpapi"
 	"github.com/rafting/rafting/server/servertest"
 )
 
@@ -157,10 +158,12 @@ func TestTenantRateLimit(t *testing.T) {
 		return r.Status == http.StatusCreated || r.Status == http.StatusOK
 	})
 	limited := false
+	var took time.Duration
 	for i := 0; i < 10; i++ {
+		start := time.Now()
 		r = c.Do(1, tok, http.MethodGet, "/v1/tenants/acme/services", nil)
 		if r.Status == http.StatusTooManyRequests {
-			limited = true
+			limited, took = true, time.Since(start)
 			break
 		}
 	}
@@ -168,6 +171,10 @@ func TestTenantRateLimit(t *testing.T) {
 		t.Fatal("10 requests at 2/s with burst 3 were never limited")
 	}
 	wantErr(t, r, 429, api.CodeRateLimited)
+	// The refusal is held, so a flooding connection slows to its pace.
+	if took < httpapi.RateLimitHold {
+		t.Fatalf("429 answered after %v, want held %v", took, httpapi.RateLimitHold)
+	}
 	if r.Header.Get("Retry-After") == "" || r.Err().RetryAfter <= 0 {
 		t.Fatalf("429 without Retry-After: %v %s", r.Header, r.Body)
 	}
