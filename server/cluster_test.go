@@ -51,9 +51,17 @@ func TestClusterTenantShardEverywhere(t *testing.T) {
 	}
 
 	// A blocking query on node 3 returns when node 1 registers.
-	first := c.Do(3, tok, http.MethodGet, "/v1/tenants/acme/services/web?consistent=true", nil)
+	// (Node 3's replica may still be catching up with the new shard: a
+	// consistent read then answers 503, retried.)
 	var before api.ServiceResponse
-	first.JSON(t, &before)
+	servertest.Eventually(t, 10*time.Second, "a consistent read on node 3", func() bool {
+		first := c.Do(3, tok, http.MethodGet, "/v1/tenants/acme/services/web?consistent=true", nil)
+		if first.Status != http.StatusOK {
+			return false
+		}
+		first.JSON(t, &before)
+		return before.Index > 0
+	})
 	got := make(chan *servertest.Response, 1)
 	go func() {
 		r, err := c.DoErr(context.Background(), 3, tok, http.MethodGet,
