@@ -395,11 +395,7 @@ func (t *Etcd) Register(ctx context.Context, clients int, d time.Duration) (Samp
 		}()
 	}
 	wg.Wait()
-	s := Sample{Elapsed: time.Since(start)}
-	for _, l := range lats {
-		s.Latencies = append(s.Latencies, l...)
-	}
-	s.Ops = len(s.Latencies)
+	s := sampleOf(start, lats)
 	if err := errors.Join(errs...); err != nil {
 		return s, fmt.Errorf("etcd register: %w", err)
 	}

@@ -368,16 +368,11 @@ func (r *rafting) Register(ctx context.Context, clients int, d time.Duration) (S
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	s := sampleOf(start, lat)
 	close(errs)
 	if err := <-errs; err != nil {
 		return Sample{}, fmt.Errorf("rafting register: %w", err)
 	}
-	s := Sample{Elapsed: elapsed}
-	for _, l := range lat {
-		s.Latencies = append(s.Latencies, l...)
-	}
-	s.Ops = len(s.Latencies)
 	// Deregister what the run registered (outside the measure), so the
 	// cluster holds nothing more than before, as the peers' sessions end.
 	err := raftingParallel(ctx, 32, clients*20, func(n int) error {

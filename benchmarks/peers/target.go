@@ -74,3 +74,14 @@ type IdleCost struct {
 	CPUPct    float64 // % of one core, all members together, averaged over the window
 	RSSBytes  int64   // resident memory, all members together, at the end
 }
+
+// sampleOf gathers the latencies that concurrent clients kept, one slice
+// each, into the Sample of a throughput workload that began at start.
+func sampleOf(start time.Time, lats [][]time.Duration) Sample {
+	s := Sample{Elapsed: time.Since(start)}
+	for _, l := range lats {
+		s.Latencies = append(s.Latencies, l...)
+	}
+	s.Ops = len(s.Latencies)
+	return s
+}

@@ -544,11 +544,7 @@ func (t *ZooKeeper) register(ctx context.Context, clients int, d, timeout time.D
 		}()
 	}
 	wg.Wait()
-	s := Sample{Elapsed: time.Since(start)}
-	for _, l := range lats {
-		s.Latencies = append(s.Latencies, l...)
-	}
-	s.Ops = len(s.Latencies)
+	s := sampleOf(start, lats)
 	if err := errors.Join(errs...); err != nil {
 		return s, fmt.Errorf("zookeeper register: %w", err)
 	}
