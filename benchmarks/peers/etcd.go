@@ -412,11 +412,7 @@ func (t *Etcd) Propagation(ctx context.Context, watchers, rounds int) (Sample, e
 	}
 	defer closeEtcdClients(cs)
 	prefix := fmt.Sprintf("/services/propagation-%d/", time.Now().UnixNano())
-	type seen struct {
-		key string
-		at  time.Time
-	}
-	obs := make(chan seen, watchers*rounds+16)
+	obs := make(chan ezSeen, watchers*rounds+16)
 	wctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
@@ -437,7 +433,7 @@ func (t *Etcd) Propagation(ctx context.Context, watchers, rounds int) (Sample, e
 				now := time.Now()
 				for _, ev := range r.Events {
 					if ev.Type == clientv3.EventTypePut && ev.IsCreate() {
-						obs <- seen{string(ev.Kv.Key), now}
+						obs <- ezSeen{strings.TrimPrefix(string(ev.Kv.Key), prefix), now}
 					}
 				}
 			}
@@ -448,31 +444,10 @@ func (t *Etcd) Propagation(ctx context.Context, watchers, rounds int) (Sample, e
 		return Sample{}, fmt.Errorf("etcd propagation: grant: %w", err)
 	}
 	defer t.cli.Revoke(context.Background(), lr.ID)
-	var s Sample
-	start := time.Now()
-	for r := 0; r < rounds; r++ {
-		key := fmt.Sprintf("%sinst-%d", prefix, r)
-		t0 := time.Now()
-		if _, err := t.cli.Put(ctx, key, `{"addr":"127.0.0.1:9999"}`, clientv3.WithLease(lr.ID)); err != nil {
-			return s, fmt.Errorf("etcd propagation: put: %w", err)
-		}
-		timeout := time.After(10 * time.Second)
-		for got := 0; got < watchers; {
-			select {
-			case o := <-obs:
-				if o.key == key {
-					s.Latencies = append(s.Latencies, o.at.Sub(t0))
-					got++
-				}
-			case <-timeout:
-				return s, fmt.Errorf("etcd propagation: round %d: %d of %d watchers saw the new instance within 10s", r+1, got, watchers)
-			}
-		}
-		s.Ops++
-		ezSleep(ctx, 20*time.Millisecond)
-	}
-	s.Elapsed = time.Since(start)
-	return s, nil
+	return ezPropagation(ctx, "etcd", watchers, rounds, obs, func(name string) error {
+		_, err := t.cli.Put(ctx, prefix+name, `{"addr":"127.0.0.1:9999"}`, clientv3.WithLease(lr.ID))
+		return err
+	})
 }
 
 // members returns the election's member group, building peermember once

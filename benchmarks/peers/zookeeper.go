@@ -569,11 +569,7 @@ func (t *ZooKeeper) propagation(ctx context.Context, watchers, rounds int, timeo
 	if err := zkMkdirs(t.cli, svc); err != nil {
 		return Sample{}, err
 	}
-	type seen struct {
-		child string
-		at    time.Time
-	}
-	obs := make(chan seen, watchers*(rounds+1)+16)
+	obs := make(chan ezSeen, watchers*(rounds+1)+16)
 	armed := make(chan error, watchers)
 	wctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -602,7 +598,7 @@ func (t *ZooKeeper) propagation(ctx context.Context, watchers, rounds int, timeo
 				for _, k := range children {
 					if !known[k] {
 						known[k] = true
-						obs <- seen{k, now}
+						obs <- ezSeen{k, now}
 					}
 				}
 				select {
@@ -618,31 +614,10 @@ func (t *ZooKeeper) propagation(ctx context.Context, watchers, rounds int, timeo
 			return Sample{}, fmt.Errorf("zookeeper propagation: ChildrenW: %w", err)
 		}
 	}
-	var s Sample
-	start := time.Now()
-	for r := 0; r < rounds; r++ {
-		child := fmt.Sprintf("inst-%d", r)
-		t0 := time.Now()
-		if _, err := t.cli.Create(svc+"/"+child, []byte(`{"addr":"127.0.0.1:9999"}`), zk.FlagEphemeral, zk.WorldACL(zk.PermAll)); err != nil {
-			return s, fmt.Errorf("zookeeper propagation: create: %w", err)
-		}
-		timeout := time.After(10 * time.Second)
-		for got := 0; got < watchers; {
-			select {
-			case o := <-obs:
-				if o.child == child {
-					s.Latencies = append(s.Latencies, o.at.Sub(t0))
-					got++
-				}
-			case <-timeout:
-				return s, fmt.Errorf("zookeeper propagation: round %d: %d of %d watchers saw the new instance within 10s", r+1, got, watchers)
-			}
-		}
-		s.Ops++
-		ezSleep(ctx, 20*time.Millisecond)
-	}
-	s.Elapsed = time.Since(start)
-	return s, nil
+	return ezPropagation(ctx, "zookeeper", watchers, rounds, obs, func(name string) error {
+		_, err := t.cli.Create(svc+"/"+name, []byte(`{"addr":"127.0.0.1:9999"}`), zk.FlagEphemeral, zk.WorldACL(zk.PermAll))
+		return err
+	})
 }
 
 func (t *ZooKeeper) members(ctx context.Context, name string) (*memberGroup, error) {
