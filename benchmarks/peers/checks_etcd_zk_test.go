@@ -1,6 +1,7 @@
 package peers
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -82,4 +83,66 @@ func ezSummary(s Sample) string {
 	q := func(p float64) time.Duration { return l[min(len(l)-1, int(p*float64(len(l))))] }
 	return fmt.Sprintf("n=%d p50 %v p99 %v max %v", len(l), q(0.50).Round(10*time.Microsecond),
 		q(0.99).Round(10*time.Microsecond), l[len(l)-1].Round(10*time.Microsecond))
+}
+
+// ezWorkloads runs the short form of every workload after the default
+// setting started: register, propagation, handover, then failover and
+// idle under the tuned setting. A failover sample may take up to three
+// leases plus slack.
+func ezWorkloads(t *testing.T, ctx context.Context, tg Target, dir string, slack time.Duration) {
+	t.Helper()
+	reg, err := tg.Register(ctx, 4, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reg.Ops == 0 {
+		t.Fatal("register: no operations")
+	}
+	t.Logf("register 4 clients: %d ops in %v (%.0f/s), %s", reg.Ops, reg.Elapsed.Round(time.Millisecond),
+		float64(reg.Ops)/reg.Elapsed.Seconds(), ezSummary(reg))
+
+	prop, err := tg.Propagation(ctx, 5, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(prop.Latencies) != 15 {
+		t.Errorf("propagation: %d latencies, want 15", len(prop.Latencies))
+	}
+	t.Logf("propagation 5 watchers × 3: %s", ezSummary(prop))
+
+	ho, err := tg.Handover(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ho.Latencies) != 2 {
+		t.Errorf("handover: %d latencies, want 2", len(ho.Latencies))
+	}
+	t.Logf("handover: %s", ezSummary(ho))
+
+	tuned := ezSetting(t, tg, "tuned")
+	if err := tg.Start(ctx, dir, tuned); err != nil {
+		t.Fatal(err)
+	}
+	fo, err := tg.Failover(ctx, tuned, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fo.Latencies) != 2 {
+		t.Errorf("failover: %d latencies, want 2", len(fo.Latencies))
+	}
+	for _, l := range fo.Latencies {
+		if l < tuned.Lease/3 || l > 3*tuned.Lease+slack {
+			t.Errorf("failover %v: implausible for a %v lease", l, tuned.Lease)
+		}
+	}
+	t.Logf("failover (%s): %s", tuned.Name, ezSummary(fo))
+
+	idle, err := tg.Idle(ctx, 200, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if idle.RSSBytes <= 0 || idle.Instances != 200 {
+		t.Errorf("idle: %+v", idle)
+	}
+	t.Logf("idle 200 instances (%s): CPU %.1f%% of a core, RSS %.1f MiB", tuned.Name, idle.CPUPct, float64(idle.RSSBytes)/(1<<20))
 }
