@@ -93,6 +93,10 @@ type Balancer struct {
 
 // snapshot is what one Update published.
 type snapshot struct {
+	// rr is the Picker of a round-robin Balancer, held here rather than
+	// behind picker so that Pick reaches its counter one load sooner.
+	rr     rrPicker
+	isRR   bool // whether picker is &rr
 	picker Picker
 	fast   chooser    // picker, if it is a built-in one
 	count  bool       // whether PickTracked counts picks in flight
@@ -201,6 +205,9 @@ func (b *Balancer) Update(endpoints []Endpoint) {
 	switch t, ok := p.(tracker); {
 	case len(live.eps) == 0:
 		s.picker = none{}
+	case p == roundRobin{}:
+		s.rr.init(live)
+		s.picker, s.isRR = &s.rr, true
 	case ok:
 		s.picker = t.build(live)
 	default:
@@ -233,22 +240,22 @@ func (b *Balancer) Endpoints() []Endpoint {
 // Done. Use PickTracked when the policy or ejection should learn from the
 // request.
 func (b *Balancer) Pick() (Endpoint, error) {
+	// The round-robin path is written to fit the compiler's inlining budget:
+	// inlined, Pick copies the Endpoint straight into the caller's variable
+	// instead of through a call's results, which is most of its cost.
 	s := b.cur.Load()
+	if s != nil && s.isRR && s.rr.health.failing.Load() == 0 {
+		return s.rr.eps[s.rr.mod(s.rr.next.Add(1))], nil
+	}
+	return b.pick(s)
+}
+
+// pick is Pick for every case but a round-robin pick with nothing ejected.
+func (b *Balancer) pick(s *snapshot) (Endpoint, error) {
 	if s == nil {
 		return Endpoint{}, ErrNoEndpoints
 	}
-	switch p := s.picker.(type) {
-	case *rrPicker:
-		// p.choose, inlined by hand as it is over the compiler's budget: the
-		// call would be a sixth of the cost of this cheapest policy.
-		var e *Endpoint
-		if i := p.mod(p.next.Add(1)); p.health.failing.Load() == 0 {
-			e = &p.eps[i]
-		} else {
-			e, _ = p.skip(i)
-		}
-		return *e, nil
-	case *funcPicker:
+	if p, ok := s.picker.(*funcPicker); ok {
 		return p.f(p.eps) // saves a call and a copy of the Endpoint
 	}
 	if s.fast == nil { // a custom Picker, whose Done is the zero Done

@@ -3,6 +3,7 @@ package balancer_test
 import (
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"testing"
 
 	"github.com/rafting/rafting/balancer"
@@ -130,6 +131,30 @@ func BenchmarkUpdate(b *testing.B) {
 					bl.Update(eps)
 				}
 			})
+		}
+	}
+}
+
+// floor is the least a non-inlined Pick can do: one atomic add and the copy
+// of an Endpoint out through (Endpoint, error).
+type floor struct {
+	eps  []balancer.Endpoint
+	next atomic.Uint64
+}
+
+//go:noinline
+func (f *floor) pick() (balancer.Endpoint, error) {
+	return f.eps[f.next.Add(1)%uint64(len(f.eps))], nil
+}
+
+// BenchmarkSignatureFloor measures what Pick's signature costs by itself,
+// the bound under RoundRobin's figure while Pick is too large to inline.
+func BenchmarkSignatureFloor(b *testing.B) {
+	f := &floor{eps: endpoints(10)}
+	b.ReportAllocs()
+	for range b.N {
+		if _, err := f.pick(); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

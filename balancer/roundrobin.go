@@ -22,10 +22,18 @@ type roundRobin struct{}
 func (r roundRobin) Build(eps []Endpoint) Picker { return buildFresh(r, eps) }
 
 func (roundRobin) build(s set) Picker {
-	n := min(uint64(len(s.eps)), math.MaxUint32) // more are never picked
-	p := &rrPicker{set: set{s.eps[:n], s.loads[:n], s.health}, m: math.MaxUint64/n + 1}
-	p.next.Store(rand.Uint64N(n))
+	p := new(rrPicker)
+	p.init(s)
 	return p
+}
+
+// init makes p, a zero rrPicker, pick from s, which is not empty. It fills
+// p in place: a Balancer keeps its round-robin Picker inside its snapshot.
+func (p *rrPicker) init(s set) {
+	n := min(uint64(len(s.eps)), math.MaxUint32) // more are never picked
+	p.set = set{s.eps[:n], s.loads[:n], s.health}
+	p.m = math.MaxUint64/n + 1
+	p.next.Store(rand.Uint64N(n))
 }
 
 // rrPicker keeps its counter, which every pick writes, on a cache line of
