@@ -1,7 +1,6 @@
 package sdk
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 
@@ -25,16 +24,23 @@ func jsonUnmarshal(b []byte, v any) error {
 
 // decodeService decodes a service answer. An instance whose answer has no
 // weight gets api.DefaultWeight, so that 0 keeps meaning "never picked".
-// Rafting's servers always send the weight, and the check for a missing
-// one costs a scan of the answer, not a second decode, when every instance
-// has it.
+// Answers from Rafting's servers take fastService's path; anything else
+// is decoded with encoding/json.
 func decodeService(b []byte) (*api.ServiceResponse, error) {
+	if r, ok := fastService(b); ok {
+		return r, nil
+	}
+	return slowService(b)
+}
+
+// slowService is decodeService through encoding/json.
+func slowService(b []byte) (*api.ServiceResponse, error) {
 	var r api.ServiceResponse
 	if err := jsonUnmarshal(b, &r); err != nil {
 		return nil, err
 	}
-	if bytes.Count(b, []byte(`"weight"`)) >= len(r.Instances) {
-		return &r, nil // (a meta entry named "weight" could hide a missing one: not from our servers)
+	if len(r.Instances) == 0 {
+		return &r, nil
 	}
 	var weights struct {
 		Instances []struct {
