@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -200,6 +201,7 @@ func (s *Server) service(w http.ResponseWriter, r *http.Request, _ identity) {
 		w.Header().Set(api.HeaderLeader, leader)
 	}
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body))) // not chunked: the client reads it in one piece
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(body)
 }

@@ -20,9 +20,10 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 		writeError(w, api.Errorf(api.CodeInternal, "encode answer: %v", err))
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
 	b = append(b, '\n')
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
 	_, _ = w.Write(b)
 }
 

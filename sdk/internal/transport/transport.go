@@ -323,7 +323,7 @@ func (c *Client) send(ctx context.Context, server string, req Request) (*Respons
 		return nil, netError(ctx, server, err)
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	b, err := readBody(resp, maxResponse)
 	if err != nil {
 		return nil, netError(ctx, server, err)
 	}
@@ -331,6 +331,19 @@ func (c *Client) send(ctx context.Context, server string, req Request) (*Respons
 		return nil, decodeError(resp, b)
 	}
 	return &Response{Status: resp.StatusCode, Header: resp.Header, Body: b, Server: server}, nil
+}
+
+// readBody reads resp's body, at most limit bytes of it: in one
+// allocation of the right size when the server said how long it is.
+func readBody(resp *http.Response, limit int64) ([]byte, error) {
+	if n := resp.ContentLength; n >= 0 && n <= limit {
+		b := make([]byte, n)
+		if _, err := io.ReadFull(resp.Body, b); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+	return io.ReadAll(io.LimitReader(resp.Body, limit))
 }
 
 // netError wraps a request's failure. The URL is dropped (a *url.Error
