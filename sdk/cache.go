@@ -7,8 +7,8 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -250,7 +250,7 @@ func (s *Service) apply(r *api.ServiceResponse, now time.Time) outcome {
 		s.publishLocked(&published{snap: &next, modify: p.modify, held: p.held, holdEnd: p.holdEnd}, old.Stale)
 		return applied
 	}
-	sort.Slice(r.Instances, func(i, j int) bool { return r.Instances[i].ID < r.Instances[j].ID })
+	slices.SortFunc(r.Instances, func(a, b api.Instance) int { return strings.Compare(a.ID, b.ID) })
 	next := &Snapshot{Service: s.name, Index: r.Index, Instances: r.Instances, Master: r.Master, Policy: r.Policy, Synced: now}
 	np := &published{snap: next, modify: r.ModifyIndex}
 	if s.isFilled {
@@ -283,28 +283,35 @@ func (s *Service) quarantine(p *published, next *Snapshot, now time.Time) ([]bal
 	if q <= 0 {
 		return nil, time.Time{}
 	}
-	present := make(map[string]bool, len(next.Instances))
-	for _, in := range next.Instances {
-		present[in.ID] = true
+	present := func(id string) bool { // next.Instances is sorted by ID
+		_, ok := slices.BinarySearchFunc(next.Instances, id, func(in api.Instance, id string) int { return strings.Compare(in.ID, id) })
+		return ok
 	}
 	var held []balancer.Endpoint
 	end := p.holdEnd
 	for _, e := range p.held {
-		if !present[e.ID] && now.Before(p.holdEnd) {
+		if !present(e.ID) && now.Before(p.holdEnd) {
 			held = append(held, e)
 		}
 	}
-	before := endpoints(p.snap.Instances)
-	var vanished []balancer.Endpoint
-	for _, e := range before {
-		if !present[e.ID] {
-			vanished = append(vanished, e)
+	// Count first: the endpoints are made only for a mass removal.
+	before, vanished := 0, 0
+	for _, in := range p.snap.Instances {
+		if pickable(in) {
+			before++
+			if !present(in.ID) {
+				vanished++
+			}
 		}
 	}
-	if len(vanished) >= 2 && 2*len(vanished) > len(before) {
+	if vanished >= 2 && 2*vanished > before {
 		s.c.log.Warn("mass removal: balancers keep the vanished instances for a quarantine",
-			"service", s.name, "vanished", len(vanished), "of", len(before), "quarantine", q)
-		held = append(held, vanished...)
+			"service", s.name, "vanished", vanished, "of", before, "quarantine", q)
+		for _, e := range endpoints(p.snap.Instances) {
+			if !present(e.ID) {
+				held = append(held, e)
+			}
+		}
 		end = now.Add(q)
 	}
 	if len(held) == 0 {
@@ -439,10 +446,13 @@ func (s *Service) publish(ctx context.Context) {
 
 // rebuild gives every balancer the current endpoints, when they changed.
 func (s *Service) rebuild() {
-	p := s.pub.Load()
-	eps := append(endpoints(p.snap.Instances), p.held...)
 	s.balMu.Lock()
 	defer s.balMu.Unlock()
+	if len(s.balancers) == 0 {
+		s.built = nil // Balancer makes them when asked
+		return
+	}
+	eps := s.endpoints()
 	if s.built != nil && slices.EqualFunc(eps, s.built, sameEndpoint) {
 		return
 	}
@@ -451,6 +461,13 @@ func (s *Service) rebuild() {
 		b.Update(eps)
 	}
 	s.rebuilds.Add(1)
+}
+
+// endpoints returns what balancers pick from now: the current snapshot's
+// pickable instances and the endpoints held in quarantine.
+func (s *Service) endpoints() []balancer.Endpoint {
+	p := s.pub.Load()
+	return append(endpoints(p.snap.Instances), p.held...)
 }
 
 func sameEndpoint(a, b balancer.Endpoint) bool {

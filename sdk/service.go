@@ -116,8 +116,7 @@ func (s *Service) Balancer(p balancer.Policy) *balancer.Balancer {
 	s.balMu.Lock()
 	defer s.balMu.Unlock()
 	if s.built == nil {
-		snap, _ := s.current()
-		s.built = endpoints(snap.Instances)
+		s.built = s.endpoints()
 	}
 	b.Update(s.built)
 	s.balancers = append(s.balancers, b)
@@ -154,12 +153,14 @@ func (s *Service) Watch(ctx context.Context) iter.Seq[Snapshot] {
 	}
 }
 
-// endpoints turns instances into balancer endpoints: the ready ones with a
-// positive weight.
+// pickable reports whether balancers may pick in.
+func pickable(in api.Instance) bool { return in.State == api.StateReady && in.Weight > 0 }
+
+// endpoints turns instances into balancer endpoints: the pickable ones.
 func endpoints(ins []api.Instance) []balancer.Endpoint {
 	out := make([]balancer.Endpoint, 0, len(ins))
 	for _, in := range ins {
-		if in.State == api.StateReady && in.Weight > 0 {
+		if pickable(in) {
 			out = append(out, balancer.Endpoint{ID: in.ID, Address: in.Address, Zone: in.Zone, Weight: in.Weight, Meta: in.Meta})
 		}
 	}
