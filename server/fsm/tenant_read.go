@@ -164,11 +164,30 @@ type encoded struct {
 // ServiceJSON returns a service's answer as JSON (what Service returns,
 // encoded, with a trailing newline) and its index.
 func (t *Tenant) ServiceJSON(name string) (index uint64, body []byte, err error) {
+	index, tail, err := t.ServiceTail(name)
+	if err != nil {
+		return 0, nil, err
+	}
+	return index, append(AppendServiceHead(make([]byte, 0, len(tail)+32), index), tail...), nil
+}
+
+// AppendServiceHead appends what comes before ServiceTail's bytes in a
+// service answer at index.
+func AppendServiceHead(b []byte, index uint64) []byte {
+	b = append(b, `{"index":`...)
+	b = strconv.AppendUint(b, index, 10)
+	return append(b, ',')
+}
+
+// ServiceTail is ServiceJSON in two parts, for a caller that writes them
+// out one after the other: the answer is AppendServiceHead(index) and then
+// tail. Many watchers woken by one change get one shared tail, which the
+// caller must not modify.
+func (t *Tenant) ServiceTail(name string) (index uint64, tail []byte, err error) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	index = t.st.Applied
 	svc := t.st.Services[name]
-	var tail []byte
 	if svc != nil {
 		t.cacheMu.Lock()
 		if e, ok := t.cache[name]; ok && e.modify == svc.ModifyIndex {
@@ -197,11 +216,7 @@ func (t *Tenant) ServiceJSON(name string) (index uint64, body []byte, err error)
 			t.cacheMu.Unlock()
 		}
 	}
-	body = make([]byte, 0, len(tail)+32)
-	body = append(body, `{"index":`...)
-	body = strconv.AppendUint(body, index, 10)
-	body = append(body, ',')
-	return index, append(body, tail...), nil
+	return index, tail, nil
 }
 
 // Services lists the tenant's services.

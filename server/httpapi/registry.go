@@ -191,7 +191,7 @@ func (s *Server) service(w http.ResponseWriter, r *http.Request, _ identity) {
 	if q.index > 0 && !s.block(w, r, t, name, q.index, q.wait) {
 		return
 	}
-	index, body, err := t.SM.ServiceJSON(name)
+	index, tail, err := t.SM.ServiceTail(name)
 	if err != nil {
 		writeError(w, api.Errorf(api.CodeInternal, "encode answer: %v", err))
 		return
@@ -201,9 +201,11 @@ func (s *Server) service(w http.ResponseWriter, r *http.Request, _ identity) {
 		w.Header().Set(api.HeaderLeader, leader)
 	}
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(body))) // not chunked: the client reads it in one piece
+	head := fsm.AppendServiceHead(make([]byte, 0, 32), index)
+	w.Header().Set("Content-Length", strconv.Itoa(len(head)+len(tail))) // not chunked: the client reads it in one piece
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(body)
+	_, _ = w.Write(head)
+	_, _ = w.Write(tail) // shared by every watcher of this change: not copied
 }
 
 // block waits for the service to move past index; false means it answered.
