@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -211,6 +212,20 @@ func FuzzParseServiceQuery(f *testing.F) {
 		}
 		if q.wait < 0 || q.wait > 5*time.Minute {
 			t.Fatalf("wait %v outside [0, 5m]", q.wait)
+		}
+	})
+}
+
+// FuzzQueryValue: queryValue reads a query as url.ParseQuery does.
+func FuzzQueryValue(f *testing.F) {
+	f.Add("index=5&wait=30s&consistent=true", "wait")
+	f.Add("a=1&a=2&%zz=3&b=%41+x;&b=4", "b")
+	f.Add("=&&x", "")
+	f.Add("&=0", "")
+	f.Fuzz(func(t *testing.T, raw, name string) {
+		q, _ := url.ParseQuery(raw)
+		if got, want := queryValue(raw, name), q.Get(name); got != want {
+			t.Fatalf("queryValue(%q, %q) = %q, want %q", raw, name, got, want)
 		}
 	})
 }
