@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
@@ -251,8 +252,9 @@ func (s *Server) authorize(r *http.Request, a access, isLane, write bool) (ident
 }
 
 // RateLimitHold is how long a node holds a 429 of the request and write
-// rates before sending it, and MaxHeld how many it holds at once (past
-// that, they are sent at once).
+// rates before sending it, on average (each hold is drawn from half of it
+// to one and a half), and MaxHeld how many it holds at once (past that,
+// they are sent at once).
 //
 // An HTTP/1.1 client waits for an answer before it sends the next request
 // on a connection, so holding the refusal bounds a flood to
@@ -260,14 +262,14 @@ func (s *Server) authorize(r *http.Request, a access, isLane, write bool) (ident
 // as many as the node can refuse: refusing costs a node ≈ 35 µs of CPU a
 // request (benchmarks/RESULTS.md, noisy neighbour), nearly all of it in
 // net/http and the kernel, and that CPU is shared with every other tenant.
-// A client that honours Retry-After loses at most RateLimitHold per
+// A client that honours Retry-After loses at most 1.5·RateLimitHold per
 // refusal, and only when its tenant is over its rate.
 const (
 	RateLimitHold = 250 * time.Millisecond
 	MaxHeld       = 4096
 )
 
-// tarpit holds a rate-limited answer for RateLimitHold, unless the client
+// tarpit holds a rate-limited answer for about RateLimitHold, unless the client
 // goes away first or MaxHeld answers are held already.
 func (s *Server) tarpit(r *http.Request, err error) {
 	var e *api.Error
@@ -280,7 +282,9 @@ func (s *Server) tarpit(r *http.Request, err error) {
 		return
 	}
 	defer func() { <-s.held }()
-	t := time.NewTimer(RateLimitHold)
+	// Held answers spread over [RateLimitHold/2, 3·RateLimitHold/2): the
+	// connections refused together would otherwise come back together.
+	t := time.NewTimer(RateLimitHold/2 + rand.N(RateLimitHold))
 	defer t.Stop()
 	select {
 	case <-t.C:
