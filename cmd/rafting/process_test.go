@@ -87,7 +87,12 @@ func start(t *testing.T, env []string, args ...string) *proc {
 		t.Fatal(err)
 	}
 	p := &proc{cmd: cmd, out: buf, mu: &mu}
-	t.Cleanup(func() { p.kill() })
+	t.Cleanup(func() {
+		p.kill()
+		if t.Failed() {
+			t.Logf("output of rafting %s:\n%s", strings.Join(args, " "), p.output())
+		}
+	})
 	return p
 }
 
