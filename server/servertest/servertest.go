@@ -83,31 +83,56 @@ func Start(t testing.TB, opts Options) *Cluster {
 	}
 	c := &Cluster{T: t, opts: opts, Client: &http.Client{Timeout: 30 * time.Second,
 		Transport: &http.Transport{MaxIdleConnsPerHost: 256}}}
-	initial := map[uint64]string{}
-	for i := 1; i <= opts.Nodes; i++ {
-		initial[uint64(i)] = FreePort(t)
+	t.Cleanup(c.Stop)
+	// A port found free can be taken by another process before the node
+	// binds it: such a start is retried on fresh ports, in a fresh directory.
+	for attempt := 0; ; attempt++ {
+		dir := opts.Dir
+		if attempt > 0 {
+			dir = filepath.Join(opts.Dir, fmt.Sprintf("retry%d", attempt))
+		}
+		err := c.start(dir)
+		if err == nil {
+			break
+		}
+		if attempt < 3 && strings.Contains(err.Error(), "address already in use") {
+			c.Stop()
+			continue
+		}
+		t.Fatal(err)
 	}
-	for i := 1; i <= opts.Nodes; i++ {
+	c.WaitReady()
+	return c
+}
+
+// start starts the nodes of a new cluster on fresh ports, their data in dir.
+func (c *Cluster) start(dir string) error {
+	c.cfgs = nil
+	initial := map[uint64]string{}
+	for i := 1; i <= c.opts.Nodes; i++ {
+		initial[uint64(i)] = FreePort(c.T)
+	}
+	for i := 1; i <= c.opts.Nodes; i++ {
 		cfg := config.DefaultConfig()
 		cfg.NodeID = uint64(i)
-		cfg.DataDir = filepath.Join(opts.Dir, fmt.Sprintf("node%d", i))
-		cfg.APIAddress = FreePort(t)
+		cfg.DataDir = filepath.Join(dir, fmt.Sprintf("node%d", i))
+		cfg.APIAddress = FreePort(c.T)
 		cfg.RaftAddress = initial[cfg.NodeID]
 		cfg.InitialCluster = initial
 		cfg.AdminToken = AdminToken
-		cfg.RTT = opts.RTT
+		cfg.RTT = c.opts.RTT
 		cfg.LogDB = "tiny"
-		cfg.ProposalTimeout = 20 * opts.RTT * time.Duration(cfg.ElectionRTT) / 10
+		cfg.ProposalTimeout = 20 * c.opts.RTT * time.Duration(cfg.ElectionRTT) / 10
 		cfg.ProposalTimeout = max(cfg.ProposalTimeout, 500*time.Millisecond)
-		cfg.Logger = opts.Logger.With("node", i)
-		if opts.Configure != nil {
-			opts.Configure(&cfg)
+		cfg.Logger = c.opts.Logger.With("node", i)
+		if c.opts.Configure != nil {
+			c.opts.Configure(&cfg)
 		}
 		c.cfgs = append(c.cfgs, cfg)
 	}
-	c.Servers = make([]*server.Server, opts.Nodes)
+	c.Servers = make([]*server.Server, c.opts.Nodes)
 	var wg sync.WaitGroup
-	errs := make([]error, opts.Nodes)
+	errs := make([]error, c.opts.Nodes)
 	for i := range c.cfgs {
 		wg.Add(1)
 		go func() {
@@ -116,14 +141,12 @@ func Start(t testing.TB, opts Options) *Cluster {
 		}()
 	}
 	wg.Wait()
-	t.Cleanup(c.Stop)
 	for i, err := range errs {
 		if err != nil {
-			t.Fatalf("start node %d: %v", i+1, err)
+			return fmt.Errorf("start node %d: %w", i+1, err)
 		}
 	}
-	c.WaitReady()
-	return c
+	return nil
 }
 
 // WaitReady waits until every running node is ready.
