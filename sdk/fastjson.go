@@ -24,9 +24,7 @@ import (
 func fastService(b []byte) (r *api.ServiceResponse, ok bool) {
 	d := decoder{b: b}
 	r = new(api.ServiceResponse)
-	var seen uint
-	ok = d.object(func(key []byte) bool {
-		var bit uint
+	_, ok = d.fields(func(key []byte) (bit uint, ok bool) {
 		switch string(key) {
 		case "index":
 			bit = 1 << 0
@@ -49,14 +47,8 @@ func fastService(b []byte) (r *api.ServiceResponse, ok bool) {
 			ok = d.master(r.Master)
 		case "policy":
 			bit, ok = 1<<5, d.policy(&r.Policy)
-		default:
-			return false
 		}
-		if seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		return ok
+		return bit, ok
 	})
 	d.ws()
 	if !ok || d.i != len(b) {
@@ -114,6 +106,22 @@ func (d *decoder) object(member func(key []byte) bool) bool {
 			return false
 		}
 	}
+}
+
+// fields reads an object whose keys field decodes: for each key it returns
+// the key's bit, 0 for a key it does not take, and whether the value
+// decoded. A key met twice fails the object. seen has the bits of the keys
+// read.
+func (d *decoder) fields(field func(key []byte) (bit uint, ok bool)) (seen uint, ok bool) {
+	ok = d.object(func(key []byte) bool {
+		bit, ok := field(key)
+		if bit == 0 || seen&bit != 0 {
+			return false
+		}
+		seen |= bit
+		return ok
+	})
+	return seen, ok
 }
 
 // raw reads a string and returns its bytes, which alias b.
@@ -252,9 +260,7 @@ func (d *decoder) instances(r *api.ServiceResponse, n int) bool {
 }
 
 func (d *decoder) instance(in *api.Instance) bool {
-	var seen uint
-	ok := d.object(func(key []byte) (ok bool) {
-		var bit uint
+	seen, ok := d.fields(func(key []byte) (bit uint, ok bool) {
 		switch string(key) {
 		case "id":
 			bit = 1 << 0
@@ -286,14 +292,8 @@ func (d *decoder) instance(in *api.Instance) bool {
 			in.SessionTag, ok = d.str()
 		case "registered_at":
 			bit, ok = 1<<9, d.time(&in.RegisteredAt)
-		default:
-			return false
 		}
-		if seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		return ok
+		return bit, ok
 	})
 	if seen&(1<<4) == 0 {
 		in.Weight = api.DefaultWeight
@@ -313,9 +313,7 @@ func (d *decoder) meta(m *map[string]string) bool {
 }
 
 func (d *decoder) master(m *api.Master) bool {
-	var seen uint
-	return d.object(func(key []byte) (ok bool) {
-		var bit uint
+	_, ok := d.fields(func(key []byte) (bit uint, ok bool) {
 		switch string(key) {
 		case "instance":
 			bit = 1 << 0
@@ -331,32 +329,24 @@ func (d *decoder) master(m *api.Master) bool {
 		case "releasing":
 			bit = 1 << 4
 			m.Releasing, ok = d.bool()
-		default:
-			return false
 		}
-		if seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		return ok
+		return bit, ok
 	})
+	return ok
 }
 
 func (d *decoder) policy(p *api.Policy) bool {
-	var seen uint
-	return d.object(func(key []byte) bool {
-		if string(key) != "cold_start" || seen != 0 {
-			return false
+	_, ok := d.fields(func(key []byte) (bit uint, ok bool) {
+		if string(key) == "cold_start" {
+			bit, ok = 1<<0, d.coldStart(&p.ColdStart)
 		}
-		seen = 1
-		return d.coldStart(&p.ColdStart)
+		return bit, ok
 	})
+	return ok
 }
 
 func (d *decoder) coldStart(c *api.ColdStart) bool {
-	var seen uint
-	return d.object(func(key []byte) (ok bool) {
-		var bit uint
+	_, ok := d.fields(func(key []byte) (bit uint, ok bool) {
 		switch string(key) {
 		case "min_ready":
 			bit = 1 << 0
@@ -364,13 +354,8 @@ func (d *decoder) coldStart(c *api.ColdStart) bool {
 		case "settle_ms":
 			bit = 1 << 1
 			c.SettleMs, ok = d.int64()
-		default:
-			return false
 		}
-		if seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		return ok
+		return bit, ok
 	})
+	return ok
 }
