@@ -148,6 +148,15 @@ func flood(ctx context.Context, addrs []string, tok string, total, limited *atom
 			defer wg.Done()
 			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2}}
 			defer client.CloseIdleConnections()
+			// Connections start their ticks spread over one period: started
+			// together they would send in bursts of aConns, which Raft
+			// commits in a few batches, not as the steady stream of
+			// requests from independent clients that a flood is.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(per * time.Duration(w) / aConns):
+			}
 			tick := time.NewTicker(per)
 			defer tick.Stop()
 			for i := 0; ; i++ {
