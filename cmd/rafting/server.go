@@ -74,6 +74,7 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 		peerCert       = fs.String("peer-cert", "", "this node's Raft certificate")
 		peerKey        = fs.String("peer-key", "", "key of --peer-cert")
 		insecure       = fs.Bool("insecure", false, "allow non-loopback addresses without TLS")
+		pprofOn        = fs.Bool("pprof", false, "serve Go's profiles on /debug/pprof/ (admin token required)")
 		selfPreserveMn = fs.Int("self-preservation-min", def.SelfPreservationMin, "least expiry batch held back by self-preservation")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -97,6 +98,7 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg.DataDir, cfg.AdvertiseAPI, cfg.Join = *data, *advertise, *join
 	cfg.RTT, cfg.LogDB, cfg.Quiesce, cfg.Logger = *rtt, *logdb, *quiesce, log
 	cfg.TLSCert, cfg.TLSKey, cfg.PeerCA, cfg.PeerCert, cfg.PeerKey, cfg.Insecure = *tlsCert, *tlsKey, *peerCA, *peerCert, *peerKey, *insecure
+	cfg.Pprof = *pprofOn
 	cfg.SelfPreservationMin = *selfPreserveMn
 	cfg.NodeID, cfg.RaftAddress, cfg.APIAddress = *id, *raftAddr, *apiAddr
 	if remembered {

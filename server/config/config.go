@@ -94,6 +94,9 @@ type Config struct {
 	PeerCA, PeerCert, PeerKey string
 	// Insecure allows a non-loopback API address without TLS.
 	Insecure bool
+	// Pprof serves Go's runtime profiles on /debug/pprof/ (admin token
+	// required). Off by default.
+	Pprof bool
 
 	// Logger receives the server's logs; nil is silent.
 	Logger *slog.Logger

@@ -20,6 +20,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -134,6 +135,19 @@ func (s *Server) routes() {
 	h("GET /v1/tenants/{t}/services/{s}", tenant, false, false, s.service)
 	h("PUT /v1/tenants/{t}/services/{s}/policy", tenant, false, true, s.setPolicy)
 	h("POST /v1/tenants/{t}/services/{s}/master/resign", tenant, false, true, s.resign)
+	if s.node.Config().Pprof {
+		// Go's profiles, for an operator with the admin token: a CPU
+		// profile of a node under load is how its costs are found.
+		prof := func(fn http.HandlerFunc) func(http.ResponseWriter, *http.Request, identity) {
+			return func(w http.ResponseWriter, r *http.Request, _ identity) { fn(w, r) }
+		}
+		h("GET /debug/pprof/", admin, false, false, prof(pprof.Index))
+		h("GET /debug/pprof/cmdline", admin, false, false, prof(pprof.Cmdline))
+		h("GET /debug/pprof/profile", admin, false, false, prof(pprof.Profile))
+		h("GET /debug/pprof/symbol", admin, false, false, prof(pprof.Symbol))
+		h("POST /debug/pprof/symbol", admin, false, false, prof(pprof.Symbol))
+		h("GET /debug/pprof/trace", admin, false, false, prof(pprof.Trace))
+	}
 }
 
 // ServeHTTP serves the API.
