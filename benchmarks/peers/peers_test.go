@@ -187,14 +187,15 @@ var how = map[string]map[string]string{
 var whyMissed = map[string]string{
 	TargetRegister: "With a fixed number of clients each waiting for its answer, throughput is the clients divided by " +
 		"the latency, until the two cores run out (with 128 clients the servers' and the clients' CPU add up to most of " +
-		"the two cores for every system). Rafting's registrations take longer than ZooKeeper's (the latency rows) and " +
-		"cost its servers as much CPU or more (the “servers' CPU per operation” rows): a JSON request over HTTP/1.1, " +
+		"the two cores for every system). With 32 clients Rafting's registrations take longer than ZooKeeper's (the " +
+		"latency rows) and cost its servers more CPU (the “servers' CPU per operation” rows): a JSON request over HTTP/1.1, " +
 		"forwarded by a follower for two clients in three (the SDK spreads its requests over the servers), becomes one " +
 		"Raft entry that waits for the leader's and a follower's fsync on the one virtual disk the three servers share " +
 		"(on tmpfs Rafting's own register benchmark doubles its throughput: see issue 2's section); ZooKeeper's binary " +
-		"requests are pipelined on each session's connection and committed in groups. On the same two cores and disk " +
-		"Rafting cannot register 1.5× as fast as ZooKeeper; it is faster than etcd, whose servers spend the most CPU " +
-		"per registration.",
+		"requests are pipelined on each session's connection and committed in groups. With 128 clients the order " +
+		"between Rafting and ZooKeeper has gone both ways from run to run (0.77× and 1.18× on 2026-11-26), within " +
+		"reach of neither 1.5×. On the same two cores and disk Rafting cannot register 1.5× as fast as the better " +
+		"peer; it is faster than etcd, whose servers spend more CPU per registration.",
 	TargetPropagation: "With one watcher a registration reaches it in about 2–3 ms here; the rest is the fan-out. " +
 		"Each change wakes 100 blocking queries: every SDK client parses the service's answer, rebuilds its " +
 		"balancer and parks a new query, about 100 × (client + server) CPU that the two cores serialise; etcd " +
