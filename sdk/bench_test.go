@@ -6,8 +6,11 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/rafting/rafting/api"
 	"github.com/rafting/rafting/sdk"
@@ -116,4 +119,55 @@ func pct(ds []time.Duration, p int) time.Duration {
 	s := slices.Clone(ds)
 	slices.Sort(s)
 	return s[min(len(s)-1, (len(s)*p+99)/100-1)]
+}
+
+// BenchmarkIdleFarm: 2,000 farm members (200 on each of 10 Clients) stay
+// joined to a three-node in-process cluster and do nothing else for 10 s;
+// reported: the process's CPU (servers and members together) in % of one
+// core, and per member. What an idle member costs is its keepalives (every
+// TTL/3), its stream's heartbeats and the leader's expiry loop.
+//
+//	go test -run '^$' -bench IdleFarm -benchtime 1x ./sdk/
+func BenchmarkIdleFarm(b *testing.B) {
+	const clients, each = 10, 200
+	c := sdktest.StartWith(b, sdktest.Options{Quotas: api.Quotas{RequestsPerSecond: 1_000_000, Burst: 1_000_000,
+		WritesPerSecond: 1_000_000, MaxInstances: 100_000, MaxSessions: 100_000}})
+	ctx := context.Background()
+	g, gctx := errgroup.WithContext(ctx)
+	for k := range clients {
+		cl := c.Connect(b)
+		g.Go(func() error {
+			for i := range each {
+				if _, err := cl.Join(gctx, sdk.Instance{Service: "idle", ID: fmt.Sprintf("i-%d-%d", k, i), Address: "10.0.0.1:80"}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		b.Fatal(err)
+	}
+	time.Sleep(3 * time.Second) // the joins' own work is done
+	b.ResetTimer()
+	var cpu time.Duration
+	var wall time.Duration
+	for range b.N {
+		cpu0, t0 := processCPU(b), time.Now()
+		time.Sleep(10 * time.Second)
+		cpu, wall = cpu+processCPU(b)-cpu0, wall+time.Since(t0)
+	}
+	b.StopTimer()
+	pct := 100 * cpu.Seconds() / wall.Seconds()
+	b.ReportMetric(pct, "cpu-%core")
+	b.ReportMetric(1e6*cpu.Seconds()/wall.Seconds()/(clients*each), "cpu-µs/member/s")
+}
+
+// processCPU is the user and system CPU this process has used.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

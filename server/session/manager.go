@@ -118,6 +118,7 @@ type Manager struct {
 	streams   map[*Stream]struct{}
 	lastRun   time.Time
 	preserve  time.Time // self-preservation: unexplained expiries wait until
+	next      time.Time // no entry's deadline is earlier (zero: unknown)
 	lastTick  time.Time
 	releasing map[uint64]bool // release proposals in flight, by token
 	renewing  bool
@@ -360,7 +361,7 @@ func (m *Manager) takeOver(term uint64) {
 	maxLease := time.Duration(m.sm.MaxLeaseMs()) * time.Millisecond
 	m.takeover, m.wallBase = now, time.Now().Round(0)
 	m.hold = now.Add(maxLease)
-	m.entries = map[string]*entry{}
+	m.entries, m.next = map[string]*entry{}, time.Time{}
 	for _, s := range m.sm.Sessions() {
 		m.entries[s.ID] = m.newEntry(s, now, max(time.Duration(s.RemainingMs)*time.Millisecond, maxLease))
 	}
@@ -371,9 +372,18 @@ func (m *Manager) takeOver(term uint64) {
 }
 
 func (m *Manager) newEntry(s fsm.SessionInfo, now time.Time, remaining time.Duration) *entry {
-	return &entry{
+	e := &entry{
 		ttl: ms(s.TTLMs), lease: ms(s.LeaseMs), grace: ms(s.DropGraceMs),
 		deadline: now.Add(remaining), promised: m.hold, clean: m.hold, recorded: s.RemainingMs,
+	}
+	m.earlier(e.deadline)
+	return e
+}
+
+// earlier keeps m.next no later than a deadline just set.
+func (m *Manager) earlier(deadline time.Time) {
+	if deadline.Before(m.next) {
+		m.next = deadline
 	}
 }
 
@@ -391,7 +401,7 @@ func (m *Manager) stepDownLocked(leaderAPI string) {
 		return
 	}
 	m.role = follower
-	m.entries = map[string]*entry{}
+	m.entries, m.next = map[string]*entry{}, time.Time{}
 	for s := range m.streams {
 		s.endLocked(api.StreamEvent{Type: api.EventMoved, Leader: leaderAPI})
 	}
@@ -410,6 +420,15 @@ func (m *Manager) Keepalive(ctx context.Context, id string) (api.KeepaliveRespon
 	if err := m.admitLocked(id, true); err != nil {
 		m.mu.Unlock()
 		return api.KeepaliveResponse{}, err
+	}
+	if e := m.entries[id]; e.lease == 0 {
+		if info, _ := m.sm.Session(id); !info.SeeksMaster && len(info.Held) == 0 {
+			// No promise asked, none to keep: the keepalive only restarts
+			// the TTL countdown, so it needs no ReadIndex round.
+			res := m.answerLocked(&request{id: id, recv: recv}, e)
+			m.mu.Unlock()
+			return res.resp, res.err
+		}
 	}
 	m.entries[id].queued++
 	r := &request{id: id, recv: recv, done: make(chan result, 1)}
@@ -589,10 +608,21 @@ func (m *Manager) expire(now time.Time) {
 }
 
 func (m *Manager) expireLocked(now time.Time) {
+	if now.Before(m.next) {
+		// No deadline has come: the loop ticks every ExpiryInterval, and
+		// a scan of every session each time would cost the leader CPU in
+		// proportion to its sessions, idle ones included.
+		m.preserve = time.Time{}
+		return
+	}
 	var ids []string
 	unexplained := 0
 	var maxTTL time.Duration
+	next := time.Time{}
 	for id, e := range m.entries {
+		if next.IsZero() || e.deadline.Before(next) {
+			next = e.deadline
+		}
 		if e.expiring || e.queued > 0 || now.Before(e.deadline) {
 			continue
 		}
@@ -602,6 +632,7 @@ func (m *Manager) expireLocked(now time.Time) {
 			unexplained++
 		}
 	}
+	m.next = next // a session expiring, queued or held back keeps it at or before now
 	if len(ids) == 0 {
 		m.preserve = time.Time{}
 		return

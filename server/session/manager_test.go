@@ -29,6 +29,7 @@ type localRaft struct {
 	index  uint64
 	term   uint64
 	leader bool
+	reads  int // ReadIndex calls
 }
 
 func (r *localRaft) Leader() (uint64, uint64, bool) {
@@ -40,9 +41,20 @@ func (r *localRaft) Leader() (uint64, uint64, bool) {
 	return 2, r.term, true
 }
 
-func (r *localRaft) ReplicaID() uint64                   { return 1 }
-func (r *localRaft) ReadIndex(ctx context.Context) error { return nil }
-func (r *localRaft) LeaderAPI() string                   { return "" }
+func (r *localRaft) ReplicaID() uint64 { return 1 }
+func (r *localRaft) ReadIndex(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.reads++
+	return nil
+}
+
+func (r *localRaft) readIndexCalls() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.reads
+}
+func (r *localRaft) LeaderAPI() string { return "" }
 
 func (r *localRaft) Propose(ctx context.Context, cmd []byte) (fsm.Outcome, error) {
 	r.mu.Lock()
@@ -113,6 +125,84 @@ func TestExpiryAfterTTL(t *testing.T) {
 		waitFor(t, "expiry", func() bool { return !alive(r, sA) })
 		if d := time.Since(start); d < 3*time.Second || d > 3*time.Second+60*time.Millisecond {
 			t.Fatalf("expired after %v, want 3s (+ one loop period)", d)
+		}
+	})
+}
+
+// TestExpiryFromEarliestDeadline: the loop looks at sessions only from the
+// earliest deadline on, and a session opened later with a shorter TTL moves
+// that point: it still ends at its own TTL.
+func TestExpiryFromEarliestDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, r := setup(t, Config{})
+		mustPropose(t, r, fsm.OpOpenSession, fsm.OpenSession{ID: sA, TTLMs: 60000})
+		time.Sleep(time.Second) // loops that saw only sA's deadline, a minute away
+		mustPropose(t, r, fsm.OpOpenSession, fsm.OpenSession{ID: sB, TTLMs: 3000})
+		start := time.Now()
+		waitFor(t, "the short session's expiry", func() bool { return !alive(r, sB) })
+		if d := time.Since(start); d < 3*time.Second || d > 3*time.Second+60*time.Millisecond {
+			t.Fatalf("the 3 s session expired after %v, want 3s (+ one loop period)", d)
+		}
+		if !alive(r, sA) {
+			t.Fatal("the 60 s session expired with the 3 s one")
+		}
+	})
+}
+
+// TestClientCloseAfterScans: a stream closed by its client moves its
+// session's deadline forward to drop_grace, after loops that had seen
+// only the TTL deadline.
+func TestClientCloseAfterScans(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m, r := setup(t, Config{})
+		mustPropose(t, r, fsm.OpOpenSession, fsm.OpenSession{ID: sA, TTLMs: 5000})
+		st, err := m.Attach(sA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second) // loops that saw the deadline 4 s away
+		start := time.Now()
+		st.ClientClosed()
+		waitFor(t, "the closed session's expiry", func() bool { return !alive(r, sA) })
+		if d := time.Since(start); d > 600*time.Millisecond {
+			t.Fatalf("a session whose client closed its stream ended after %v, want drop_grace (500ms)", d)
+		}
+	})
+}
+
+// TestKeepaliveWithoutPromise: a keepalive that asks for no promise (lease
+// 0, no mastership held or sought) is answered without a ReadIndex round,
+// and restarts the TTL countdown like any other; one with a lease waits for
+// its round.
+func TestKeepaliveWithoutPromise(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m, r := setup(t, Config{})
+		ctx := context.Background()
+		mustPropose(t, r, fsm.OpOpenSession, fsm.OpenSession{ID: sA, TTLMs: 3000})
+		mustPropose(t, r, fsm.OpOpenSession, fsm.OpenSession{ID: sB, TTLMs: 3000, LeaseMs: 1000})
+		reads := r.readIndexCalls()
+		for range 3 {
+			time.Sleep(2 * time.Second)
+			resp, err := m.Keepalive(ctx, sA)
+			if err != nil || resp.TTLMs != 3000 || resp.LeaseMs != 0 {
+				t.Fatalf("keepalive without a lease = %+v, %v", resp, err)
+			}
+		}
+		if n := r.readIndexCalls() - reads; n != 0 {
+			t.Fatalf("keepalives without a lease made %d ReadIndex calls, want 0", n)
+		}
+		if !alive(r, sA) {
+			t.Fatal("a session kept alive every 2 s with a 3 s TTL expired")
+		}
+		if alive(r, sB) {
+			t.Fatal("the session without keepalives outlived its TTL")
+		}
+		mustPropose(t, r, fsm.OpOpenSession, fsm.OpenSession{ID: "sessC-0000000000", TTLMs: 3000, LeaseMs: 1000})
+		if resp, err := m.Keepalive(ctx, "sessC-0000000000"); err != nil || resp.LeaseMs != 1000 {
+			t.Fatalf("keepalive with a lease = %+v, %v", resp, err)
+		}
+		if n := r.readIndexCalls() - reads; n != 1 {
+			t.Fatalf("a keepalive with a lease made %d ReadIndex calls, want 1", n)
 		}
 	})
 }

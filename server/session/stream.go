@@ -70,6 +70,7 @@ func (s *Stream) ClientClosed() {
 	}
 	if d.Before(e.deadline) {
 		e.deadline = d
+		m.earlier(d)
 	}
 	e.clientClosed = true
 }
