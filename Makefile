@@ -34,6 +34,7 @@ fuzz:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./balancer/
 	$(GO) test -run '^$$' -bench Propagation -benchtime 200x ./sdk/
+	$(GO) test -run '^$$' -bench IdleFarm -benchtime 1x ./sdk/
 	cd benchmarks && $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m . ./failover/ ./noisy/ ./tenants/
 
 ## bench-peers: Rafting vs etcd vs ZooKeeper side by side (<= 20 min): rewrites the peers section of
