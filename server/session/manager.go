@@ -9,7 +9,9 @@
 // with this node leader in the same term before and after it. The session
 // is then not expired before the keepalive's receipt + lease_ms, by this
 // leader (its deadline is at least that) or by any successor (which expires
-// nothing before its own takeover + the largest lease).
+// nothing before its own takeover + the largest lease). A keepalive that
+// asks for no promise (lease 0, no mastership held or sought) only restarts
+// the TTL countdown and is answered without the ReadIndex.
 //
 // Threading: every exported method is safe for concurrent use. Applied is
 // called by the state machine's apply goroutine and never blocks on IO.
