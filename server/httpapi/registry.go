@@ -42,11 +42,17 @@ func pathNames(r *http.Request, fields ...string) error {
 	return nil
 }
 
-// propose runs a tenant command and answers its outcome's error, if any.
-func (s *Server) propose(w http.ResponseWriter, r *http.Request, t *cluster.Tenant, cmd []byte) (fsm.Outcome, bool) {
+// propose runs a command on the path's tenant shard through this node's
+// replica; false means it answered (no replica here, or the command's
+// error).
+func (s *Server) propose(w http.ResponseWriter, r *http.Request, op fsm.Op, cmd any) (fsm.Outcome, bool) {
+	t, ok := s.replica(w, r)
+	if !ok {
+		return fsm.Outcome{}, false
+	}
 	ctx, cancel := s.writeCtx(r)
 	defer cancel()
-	o, err := t.Propose(ctx, cmd)
+	o, err := t.Propose(ctx, fsm.Encode(op, cmd))
 	if err == nil {
 		if e := o.Err(); e != nil {
 			err = e
@@ -69,11 +75,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, _ identity) {
 		writeError(w, err)
 		return
 	}
-	t, ok := s.replica(w, r)
-	if !ok {
-		return
-	}
-	o, ok := s.propose(w, r, t, fsm.Encode(fsm.OpRegister, cmd))
+	o, ok := s.propose(w, r, fsm.OpRegister, cmd)
 	if !ok {
 		return
 	}
@@ -90,11 +92,7 @@ func (s *Server) deregister(w http.ResponseWriter, r *http.Request, _ identity) 
 		writeError(w, err)
 		return
 	}
-	t, ok := s.replica(w, r)
-	if !ok {
-		return
-	}
-	if _, ok := s.propose(w, r, t, fsm.Encode(fsm.OpDeregister, cmd)); ok {
+	if _, ok := s.propose(w, r, fsm.OpDeregister, cmd); ok {
 		w.WriteHeader(http.StatusNoContent)
 	}
 }
@@ -105,11 +103,7 @@ func (s *Server) setPolicy(w http.ResponseWriter, r *http.Request, _ identity) {
 		writeError(w, err)
 		return
 	}
-	t, ok := s.replica(w, r)
-	if !ok {
-		return
-	}
-	if o, ok := s.propose(w, r, t, fsm.Encode(fsm.OpSetPolicy, cmd)); ok {
+	if o, ok := s.propose(w, r, fsm.OpSetPolicy, cmd); ok {
 		writeJSON(w, http.StatusOK, api.WriteResponse{Index: o.Index})
 	}
 }
@@ -120,11 +114,7 @@ func (s *Server) resign(w http.ResponseWriter, r *http.Request, _ identity) {
 		writeError(w, err)
 		return
 	}
-	t, ok := s.replica(w, r)
-	if !ok {
-		return
-	}
-	if o, ok := s.propose(w, r, t, fsm.Encode(fsm.OpResign, cmd)); ok {
+	if o, ok := s.propose(w, r, fsm.OpResign, cmd); ok {
 		writeJSON(w, http.StatusOK, api.WriteResponse{Index: o.Index})
 	}
 }

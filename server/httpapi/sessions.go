@@ -24,11 +24,7 @@ func (s *Server) openSession(w http.ResponseWriter, r *http.Request, _ identity)
 		writeError(w, err)
 		return
 	}
-	t, ok := s.replica(w, r)
-	if !ok {
-		return
-	}
-	o, ok := s.propose(w, r, t, fsm.Encode(fsm.OpOpenSession, cmd))
+	o, ok := s.propose(w, r, fsm.OpOpenSession, cmd)
 	if !ok {
 		return
 	}
@@ -47,11 +43,7 @@ func (s *Server) closeSession(w http.ResponseWriter, r *http.Request, _ identity
 		writeError(w, err)
 		return
 	}
-	t, ok := s.replica(w, r)
-	if !ok {
-		return
-	}
-	if _, ok := s.propose(w, r, t, fsm.Encode(fsm.OpCloseSession, fsm.CloseSession{ID: id, AtMs: time.Now().UnixMilli()})); ok {
+	if _, ok := s.propose(w, r, fsm.OpCloseSession, fsm.CloseSession{ID: id, AtMs: time.Now().UnixMilli()}); ok {
 		w.WriteHeader(http.StatusNoContent)
 	}
 }
