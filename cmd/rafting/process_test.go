@@ -217,15 +217,12 @@ func (n *node) start(t *testing.T, first bool) {
 	n.p = start(t, n.adminEnv, args...)
 }
 
-// TestFullRestartAfterKill: three `rafting server` processes; registrations
-// acknowledged; kill -9 of all three; restart each with only --data; every
-// acknowledged registration is still there.
-func TestFullRestartAfterKill(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts processes")
-	}
-	dir := t.TempDir()
-	nodes := make([]*node, 3)
+// startThree starts a new three-node cluster of `rafting server`
+// processes in a temporary directory and waits until every node is ready.
+func startThree(t *testing.T) (dir string, nodes []*node) {
+	t.Helper()
+	dir = t.TempDir()
+	nodes = make([]*node, 3)
 	var parts []string
 	for i := range nodes {
 		nodes[i] = &node{id: i + 1, api: freePort(t), raft: freePort(t), dir: filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
@@ -237,6 +234,17 @@ func TestFullRestartAfterKill(t *testing.T) {
 		n.start(t, true)
 	}
 	waitReady(t, nodes[0].api, nodes[1].api, nodes[2].api)
+	return dir, nodes
+}
+
+// TestFullRestartAfterKill: three `rafting server` processes; registrations
+// acknowledged; kill -9 of all three; restart each with only --data; every
+// acknowledged registration is still there.
+func TestFullRestartAfterKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	_, nodes := startThree(t)
 	code, b := retry(t, http.MethodPost, "http://"+nodes[0].api+"/v1/tenants", adminTok,
 		api.CreateTenantRequest{Name: "acme", Secret: strings.Repeat("s", 30)})
 	if code != http.StatusCreated {
@@ -388,19 +396,7 @@ func TestJoin(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
-	dir := t.TempDir()
-	nodes := make([]*node, 3)
-	var parts []string
-	for i := range nodes {
-		nodes[i] = &node{id: i + 1, api: freePort(t), raft: freePort(t), dir: filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
-			adminEnv: []string{"RAFTING_ADMIN_TOKEN=" + adminTok}}
-		parts = append(parts, fmt.Sprintf("%d=%s", i+1, nodes[i].raft))
-	}
-	for _, n := range nodes {
-		n.initialArg = strings.Join(parts, ",")
-		n.start(t, true)
-	}
-	waitReady(t, nodes[0].api, nodes[1].api, nodes[2].api)
+	dir, nodes := startThree(t)
 	code, b := retry(t, http.MethodPost, "http://"+nodes[0].api+"/v1/tenants", adminTok, api.CreateTenantRequest{Name: "acme", Secret: strings.Repeat("j", 30)})
 	if code != http.StatusCreated {
 		t.Fatalf("create tenant = %d %s", code, b)
