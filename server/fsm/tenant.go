@@ -39,7 +39,7 @@ type Tenant struct {
 	atMs  int64 // the entry being applied: proposer's clock (display only)
 
 	cacheMu sync.Mutex
-	cache   map[string]encoded // per service: its answer, encoded (ServiceJSON)
+	cache   map[string]encoded // per service: its answer, encoded (ServiceTail)
 }
 
 type instKey struct{ service, id string }

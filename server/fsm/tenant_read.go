@@ -161,16 +161,6 @@ type encoded struct {
 	tail   []byte // `"modify_index":...}` and a newline
 }
 
-// ServiceJSON returns a service's answer as JSON (what Service returns,
-// encoded, with a trailing newline) and its index.
-func (t *Tenant) ServiceJSON(name string) (index uint64, body []byte, err error) {
-	index, tail, err := t.ServiceTail(name)
-	if err != nil {
-		return 0, nil, err
-	}
-	return index, append(AppendServiceHead(make([]byte, 0, len(tail)+32), index), tail...), nil
-}
-
 // AppendServiceHead appends what comes before ServiceTail's bytes in a
 // service answer at index.
 func AppendServiceHead(b []byte, index uint64) []byte {
@@ -179,10 +169,11 @@ func AppendServiceHead(b []byte, index uint64) []byte {
 	return append(b, ',')
 }
 
-// ServiceTail is ServiceJSON in two parts, for a caller that writes them
-// out one after the other: the answer is AppendServiceHead(index) and then
-// tail. Many watchers woken by one change get one shared tail, which the
-// caller must not modify.
+// ServiceTail returns a service's answer as JSON (what Service returns,
+// encoded, with a trailing newline) in two parts, for a caller that writes
+// them out one after the other: the answer is AppendServiceHead(index) and
+// then tail. Many watchers woken by one change get one shared tail, which
+// the caller must not modify.
 func (t *Tenant) ServiceTail(name string) (index uint64, tail []byte, err error) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
