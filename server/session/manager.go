@@ -424,10 +424,11 @@ func (m *Manager) Keepalive(ctx context.Context, id string) (api.KeepaliveRespon
 		return api.KeepaliveResponse{}, err
 	}
 	if e := m.entries[id]; e.lease == 0 {
-		if info, _ := m.sm.Session(id); !info.SeeksMaster && len(info.Held) == 0 {
+		// SeeksMaster covers a mastership held.
+		if info, state := m.sm.Session(id); !info.SeeksMaster {
 			// No promise asked, none to keep: the keepalive only restarts
 			// the TTL countdown, so it needs no ReadIndex round.
-			res := m.answerLocked(&request{id: id, recv: recv}, e)
+			res := m.answerLocked(&request{id: id, recv: recv}, e, info, state)
 			m.mu.Unlock()
 			return res.resp, res.err
 		}
@@ -536,15 +537,16 @@ func (m *Manager) round(batch []*request, term uint64) {
 			r.done <- result{err: err}
 			continue
 		}
-		r.done <- m.answerLocked(r, e)
+		info, state := m.sm.Session(r.id)
+		r.done <- m.answerLocked(r, e, info, state)
 	}
 }
 
-// answerLocked gives a keepalive its promise. It reads the state machine
-// under the manager's lock, so the Release check (also under it) sees every
-// promise that did not carry a releasing notice.
-func (m *Manager) answerLocked(r *request, e *entry) result {
-	info, state := m.sm.Session(r.id)
+// answerLocked gives a keepalive its promise, from the session as the
+// state machine shows it (read by the caller under the manager's lock, so
+// the Release check, also under it, sees every promise that did not carry
+// a releasing notice).
+func (m *Manager) answerLocked(r *request, e *entry, info fsm.SessionInfo, state fsm.SessionState) result {
 	switch {
 	case state == fsm.SessionEnded:
 		return result{err: api.Errorf(api.CodeSessionExpired, "session %s has ended", api.SessionTag(r.id))}
