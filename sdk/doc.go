@@ -51,7 +51,10 @@
 // without a lease). A server failover is not a session loss: the stream
 // re-attaches and keepalives go on, to the new leader. Only when a server
 // answers that the session has ended (session_expired) does the member
-// register again, under a new session and the same instance ID.
+// register again, under a new session and the same instance ID. That holds
+// during Join too: a session the servers end before the registration or
+// the stream gets through (none of its keepalives arrived within the TTL,
+// on a cluster under load) is replaced, and Join goes on within its ctx.
 //
 // Role answers one question, may this member act as its service's one
 // master, and follows the member's life cycle:

@@ -257,3 +257,81 @@ func TestSlowJoinKeepsSession(t *testing.T) {
 	// Another client's cache, filled from any node: it follows shortly.
 	eventually(t, 5*time.Second, "s1 registered", func() bool { _, ok := svc.Snapshot().Instance("s1"); return ok })
 }
+
+// TestJoinAfterSessionLoss: when the servers end the session a member is
+// joining under — none of its keepalives arrived within the TTL — before
+// its registration or its stream got through, Join starts again under a
+// new session (the same instance ID) instead of failing.
+func TestJoinAfterSessionLoss(t *testing.T) {
+	c := sdktest.StartWith(t, sdktest.Options{Nodes: 1})
+	target, err := url.Parse("http://" + c.Servers.Addrs()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ttl = 3 * time.Second // the shortest a tenant may ask for
+	for _, held := range []string{"/instances/", "/stream"} {
+		t.Run(strings.Trim(held, "/"), func(t *testing.T) {
+			var mu sync.Mutex
+			var first string // the first session opened through the proxy
+			var opened time.Time
+			sessions := map[string]bool{}
+			rp := httputil.NewSingleHostReverseProxy(target)
+			rp.FlushInterval = -1 // the session stream is NDJSON
+			rp.ModifyResponse = func(r *http.Response) error {
+				r.Header.Del(api.HeaderLeader) // everything through the proxy
+				return nil
+			}
+			proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, rest, _ := strings.Cut(r.URL.Path, "/sessions/")
+				sid, _, _ := strings.Cut(rest, "/")
+				if sid == "" {
+					sid = r.Header.Get(api.HeaderSession)
+				}
+				mu.Lock()
+				if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/sessions/") && !strings.Contains(rest, "/") {
+					sessions[sid] = true
+					if first == "" {
+						first, opened = sid, time.Now()
+					}
+				}
+				lost := sid != "" && sid == first
+				until := opened.Add(ttl + ttl/2) // the servers have ended it by then
+				mu.Unlock()
+				switch {
+				case lost && strings.HasSuffix(r.URL.Path, "/keepalive"):
+					w.Header().Set("Content-Type", "application/json")
+					w.WriteHeader(http.StatusServiceUnavailable)
+					w.Write([]byte(`{"error":{"code":"unavailable","message":"the proxy drops this session's keepalives"}}`))
+					return
+				case lost && strings.Contains(r.URL.Path, held):
+					time.Sleep(time.Until(until))
+				}
+				rp.ServeHTTP(w, r)
+			}))
+			t.Cleanup(proxy.Close)
+
+			ctx := ctxT(t, 30*time.Second)
+			m, err := sdk.Join(ctx, sdk.Instance{Service: "lost", ID: "l-" + strings.Trim(held, "/"), Address: "10.0.0.1:80"},
+				sdk.WithServers(strings.TrimPrefix(proxy.URL, "http://")), sdk.WithTenant(c.Tenant), sdk.WithToken(c.Token),
+				sdk.WithTTL(ttl), sdk.WithDrainDelay(0))
+			if err != nil {
+				t.Fatalf("Join after the servers ended its first session: %v", err)
+			}
+			defer m.Leave(context.Background())
+			mu.Lock()
+			n, firstID := len(sessions), first
+			mu.Unlock()
+			if n != 2 {
+				t.Fatalf("%d sessions opened, want 2 (the lost one, then its replacement)", n)
+			}
+			svc, err := c.Connect(t).Service(ctx, "lost")
+			if err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, 5*time.Second, "the instance registered under the new session", func() bool {
+				in, ok := svc.Snapshot().Instance(m.ID())
+				return ok && in.SessionTag != "" && in.SessionTag != api.SessionTag(firstID)
+			})
+		})
+	}
+}

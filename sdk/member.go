@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/sdk/internal/transport"
 )
 
 // Mode is how an instance takes part in its service.
@@ -224,7 +225,20 @@ func (c *Client) join(ctx context.Context, inst Instance, cfg memberConfig, owns
 		}
 		m.unlisten = s.listen(func(snap *Snapshot) { m.observe(snap.Index, snap.Master) })
 	}
-	if err := m.establish(ctx); err != nil {
+	err := m.establish(ctx)
+	j := transport.NewJitter(50*time.Millisecond, 2*time.Second)
+	for errors.Is(err, api.ErrSessionExpired) && ctx.Err() == nil {
+		// The servers ended the session before the registration landed:
+		// none of its keepalives arrived within the TTL (a cluster under
+		// load, a partition). Join again under a new session, within ctx,
+		// as a joined member would.
+		m.log.Warn("session ended while joining", "err", err)
+		if !sleep(ctx, j.NextBackOff()) || !m.replaceSession() {
+			break
+		}
+		err = m.establish(ctx)
+	}
+	if err != nil {
 		m.log.Debug("join failed", "err", err)
 		m.abandon()
 		return nil, fmt.Errorf("sdk: join %s/%s: %w", m.service, m.id, err)

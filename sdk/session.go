@@ -26,6 +26,7 @@ type session struct {
 	open     chan struct{} // closed when the servers have created it
 	gone     chan struct{} // closed when the member replaced it
 	ended    bool          // the servers ended it (expired)
+	over     chan struct{} // closed when ended becomes true
 	attached bool
 	attach   chan struct{} // closed when the stream attaches; replaced when it detaches
 	since    time.Time     // when the stream attached
@@ -35,7 +36,7 @@ type session struct {
 func newSession() *session {
 	id := newSessionID()
 	return &session{id: id, tag: api.SessionTag(id), open: make(chan struct{}), gone: make(chan struct{}),
-		attach: make(chan struct{})}
+		over: make(chan struct{}), attach: make(chan struct{})}
 }
 
 func (s *session) isOpen() bool {
@@ -136,7 +137,12 @@ func (m *Member) keepJoining(ctx context.Context, s *session) {
 			return
 		case <-t.C:
 		}
-		if err := m.keepaliveOnce(ctx, s); err != nil && ctx.Err() == nil {
+		err := m.keepaliveOnce(ctx, s)
+		if errors.Is(err, api.ErrSessionExpired) {
+			m.sessionEnded(s) // Join starts again under a new session
+			return
+		}
+		if err != nil && ctx.Err() == nil {
 			m.log.Debug("keepalive while joining", "err", err)
 		}
 	}
@@ -173,13 +179,17 @@ func (m *Member) waitAttached(ctx context.Context, s *session) error {
 			m.mu.Unlock()
 			return errors.New("session replaced")
 		}
-		attached, ch := s.attached, s.attach
+		attached, ch, ended := s.attached, s.attach, s.ended
 		m.mu.Unlock()
 		if attached {
 			return nil
 		}
+		if ended {
+			return fmt.Errorf("attach session stream: %w", api.ErrSessionExpired)
+		}
 		select {
 		case <-ch:
+		case <-s.over:
 		case <-s.gone:
 		case <-ctx.Done():
 			return fmt.Errorf("attach session stream: %w", ctx.Err())
@@ -355,6 +365,7 @@ func (m *Member) sessionEnded(s *session) {
 		return
 	}
 	s.ended = true
+	close(s.over)
 	if !m.leaving {
 		m.log.Warn("session ended by the servers", "session", s.tag)
 	}
@@ -371,22 +382,9 @@ func (m *Member) sessionEnded(s *session) {
 // instance ID), retrying until it succeeds, the member leaves, or the
 // servers refuse for good (then the member is lost).
 func (m *Member) recover(ctx context.Context) {
-	m.mu.Lock()
-	if m.leaving || m.st.phase == phaseLeft {
-		m.mu.Unlock()
+	if !m.replaceSession() {
 		return
 	}
-	old := m.sess
-	if old.cancel != nil {
-		old.cancel()
-	}
-	m.sess = newSession()
-	close(old.gone)
-	m.st.rec, m.st.promise = nil, promise{}
-	m.reconcileLocked(time.Now())
-	tag := m.sess.tag
-	m.mu.Unlock()
-	m.log.Info("registering again under a new session", "old", old.tag, "session", tag)
 	j := transport.NewJitter(50*time.Millisecond, 5*time.Second)
 	for {
 		err := m.establish(ctx)
@@ -402,6 +400,28 @@ func (m *Member) recover(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// replaceSession puts a new session in place of the member's current
+// one, which the servers ended; false when the member is leaving.
+func (m *Member) replaceSession() bool {
+	m.mu.Lock()
+	if m.leaving || m.st.phase == phaseLeft {
+		m.mu.Unlock()
+		return false
+	}
+	old := m.sess
+	if old.cancel != nil {
+		old.cancel()
+	}
+	m.sess = newSession()
+	close(old.gone)
+	m.st.rec, m.st.promise = nil, promise{}
+	m.reconcileLocked(time.Now())
+	tag := m.sess.tag
+	m.mu.Unlock()
+	m.log.Info("registering again under a new session", "old", old.tag, "session", tag)
+	return true
 }
 
 // terminal reports whether the servers refused for good: a retry cannot
