@@ -102,6 +102,8 @@ type Proc struct {
 	sub   []chan string
 	done  chan struct{}
 	log   bytes.Buffer // stderr, for failure messages
+	// exitErr is cmd.Wait's answer, set before done is closed.
+	exitErr error
 }
 
 // Start starts bin with args and extra environment; the test's cleanup
@@ -136,9 +138,14 @@ func Start(tb testing.TB, name, bin string, env []string, args ...string) *Proc 
 				}
 			}
 		}
-		_ = p.cmd.Wait()
+		p.exitErr = p.cmd.Wait()
 	}()
-	tb.Cleanup(p.Kill)
+	tb.Cleanup(func() {
+		p.Kill()
+		if tb.Failed() {
+			tb.Logf("%s (%s) wrote on stderr:\n%s", name, strings.Join(args, " "), p.Stderr())
+		}
+	})
 	return p
 }
 
@@ -213,6 +220,12 @@ func (p *Proc) Stop(timeout time.Duration) bool {
 // Exited is closed when the process has exited.
 func (p *Proc) Exited() <-chan struct{} { return p.done }
 
+// ExitErr waits for the process to exit and returns how: nil for status 0.
+func (p *Proc) ExitErr() error {
+	<-p.done
+	return p.exitErr
+}
+
 // Server is one `rafting server` process of a Cluster.
 type Server struct {
 	ID        int
@@ -235,10 +248,10 @@ func (s *Server) Log() string {
 type Cluster struct {
 	tb      testing.TB
 	bin     string
+	dir     string
 	rtt     string
 	initial string
 	Servers []*Server
-	client  *http.Client
 }
 
 // StartCluster starts n servers with --rtt rtt and waits until all are ready.
@@ -246,7 +259,7 @@ func StartCluster(tb testing.TB, n int, rtt time.Duration) *Cluster {
 	tb.Helper()
 	bin := Build(tb, "github.com/rafting/rafting/cmd/rafting")
 	dir := tb.TempDir()
-	c := &Cluster{tb: tb, bin: bin, rtt: rtt.String(), client: &http.Client{Timeout: 10 * time.Second}}
+	c := &Cluster{tb: tb, bin: bin, dir: dir, rtt: rtt.String()}
 	var parts []string
 	for i := 1; i <= n; i++ {
 		s := &Server{ID: i, API: FreePort(tb), Raft: FreePort(tb), Dir: filepath.Join(dir, fmt.Sprintf("n%d", i))}
@@ -255,29 +268,44 @@ func StartCluster(tb testing.TB, n int, rtt time.Duration) *Cluster {
 	}
 	c.initial = strings.Join(parts, ",")
 	for _, s := range c.Servers {
-		c.start(s, true)
+		c.start(s, append(s.first(), "--initial-cluster", c.initial)...)
 	}
 	c.WaitReady()
 	return c
 }
 
-func (c *Cluster) start(s *Server, first bool) {
+// start starts s's process; a server's first start names its ID and
+// addresses (extra), a restart only its data dir.
+func (c *Cluster) start(s *Server, extra ...string) {
 	level := os.Getenv("RAFTING_PROCTEST_LOG") // e.g. debug, to see the servers' logs in failures
 	if level == "" {
 		level = "warn"
 	}
-	args := []string{"server", "--data", s.Dir, "--log-level", level, "--rtt", c.rtt}
-	if first {
-		args = append(args, "--id", strconv.Itoa(s.ID), "--api", s.API, "--raft", s.Raft, "--initial-cluster", c.initial)
-	}
+	args := append([]string{"server", "--data", s.Dir, "--log-level", level, "--rtt", c.rtt}, extra...)
 	s.Proc = Start(c.tb, fmt.Sprintf("server%d", s.ID), c.bin, []string{"RAFTING_ADMIN_TOKEN=" + AdminToken}, args...)
+}
+
+func (s *Server) first() []string {
+	return []string{"--id", strconv.Itoa(s.ID), "--api", s.API, "--raft", s.Raft}
 }
 
 // Restart starts a stopped server again from its data dir.
 func (c *Cluster) Restart(i int) {
 	s := c.Servers[i-1]
 	s.past = append(s.past, s.Proc)
-	c.start(s, false)
+	c.start(s)
+}
+
+// Join starts one more server that joins the cluster through server via
+// (--join), waits until it is ready and returns it.
+func (c *Cluster) Join(via int) *Server {
+	c.tb.Helper()
+	id := len(c.Servers) + 1
+	s := &Server{ID: id, API: FreePort(c.tb), Raft: FreePort(c.tb), Dir: filepath.Join(c.dir, fmt.Sprintf("n%d", id))}
+	c.Servers = append(c.Servers, s)
+	c.start(s, append(s.first(), "--join", c.Servers[via-1].API)...)
+	c.WaitServerReady(id)
+	return s
 }
 
 // Addrs is the servers' API addresses, comma-separated (RAFTING_SERVERS).
@@ -303,7 +331,7 @@ func (c *Cluster) WaitServerReady(i int) {
 	s := c.Servers[i-1]
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		if resp, err := c.client.Get("http://" + s.API + "/readyz"); err == nil {
+		if resp, err := client.Get("http://" + s.API + "/readyz"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return
@@ -318,23 +346,57 @@ func (c *Cluster) WaitServerReady(i int) {
 
 // Call sends a request to server i and returns the status and body.
 func (c *Cluster) Call(i int, token, method, path string, body any) (int, []byte, error) {
+	return Call(method, "http://"+c.Servers[i-1].API+path, token, body)
+}
+
+var client = &http.Client{Timeout: 10 * time.Second}
+
+// Call sends one request, with token as its bearer token unless it is
+// empty, and returns the status and body.
+func Call(method, url, token string, body any) (int, []byte, error) {
 	var rd io.Reader = http.NoBody
 	if body != nil {
 		b, _ := json.Marshal(body)
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequest(method, "http://"+c.Servers[i-1].API+path, rd)
+	req, err := http.NewRequest(method, url, rd)
 	if err != nil {
 		return 0, nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := c.client.Do(req)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return 0, nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, b, err
+}
+
+// Retry calls url until its answer is not a retryable error (30 s at
+// most, then the test fails), and returns that answer.
+func Retry(tb testing.TB, method, url, token string, body any) (int, []byte) {
+	tb.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, b, err := Call(method, url, token, body)
+		if err == nil && (code < 400 || !api.Decode(code, b, "").Code.Retryable()) {
+			return code, b
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s %s: still failing after 30s: %d %s %v", method, url, code, b, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Retry calls server i, and only it, until its answer is not a retryable
+// error (30 s at most, then the test fails), and returns that answer.
+func (c *Cluster) Retry(i int, token, method, path string, body any) (int, []byte) {
+	c.tb.Helper()
+	return Retry(c.tb, method, "http://"+c.Servers[i-1].API+path, token, body)
 }
 
 // Must calls until the answer is not a retryable error (30 s at most) on
