@@ -55,6 +55,12 @@ type group struct {
 	role    map[string]event // latest role event per member
 }
 
+func TestMain(m *testing.M) {
+	code := m.Run()
+	proctest.Cleanup() // the binaries it built
+	os.Exit(code)
+}
+
 func newGroup(b *testing.B, c *proctest.Cluster, tenant string, args ...string) *group {
 	g := &group{b: b, c: c, tenant: tenant, args: args, members: map[string]*proctest.Proc{},
 		events: make(chan event, 1<<14), role: map[string]event{},

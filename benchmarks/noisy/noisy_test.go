@@ -133,7 +133,9 @@ func TestMain(m *testing.M) {
 		fmt.Println(string(b))
 		return
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	proctest.Cleanup() // the binaries it built
+	os.Exit(code)
 }
 
 // flood runs A: aConns connections sending at aFlood times A's
