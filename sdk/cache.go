@@ -46,6 +46,7 @@ type Service struct {
 	filled chan struct{} // closed by the first applied answer
 	cancel context.CancelFunc
 	kick   chan struct{} // a new snapshot: rebuild balancers
+	known  known         // the watch loop's last answer (run only)
 
 	applyMu   sync.Mutex // serializes apply; guards the fields below
 	isFilled  bool
@@ -153,7 +154,7 @@ func (s *Service) run(ctx context.Context) {
 		resp, err := s.c.tr.Do(ctx, req)
 		var r *api.ServiceResponse
 		if err == nil {
-			r, err = decodeService(resp.Body)
+			r, err = decodeService(resp.Body, &s.known)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -387,7 +388,7 @@ func (s *Service) fetch(ctx context.Context, index uint64) error {
 		if err != nil {
 			return err
 		}
-		r, err := decodeService(resp.Body)
+		r, err := decodeService(resp.Body, nil)
 		if err != nil {
 			return err
 		}

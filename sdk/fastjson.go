@@ -21,8 +21,15 @@ import (
 // and the caller decodes with encoding/json, so that what this accepts
 // decodes exactly as encoding/json would decode it (FuzzFastService checks
 // this), and an instance without a weight gets api.DefaultWeight.
-func fastService(b []byte) (r *api.ServiceResponse, ok bool) {
-	d := decoder{b: b}
+//
+// With k (nil for none), an instance encoded exactly as in the last answer
+// k took is not decoded again, and k takes this answer when it decodes.
+func fastService(b []byte, k *known) (r *api.ServiceResponse, ok bool) {
+	d := decoder{b: b, k: k}
+	if k != nil {
+		clear(k.spare) // no references kept from two answers ago
+		d.next = k.spare[:0]
+	}
 	r = new(api.ServiceResponse)
 	_, ok = d.fields(func(key []byte) (bit uint, ok bool) {
 		switch string(key) {
@@ -54,14 +61,44 @@ func fastService(b []byte) (r *api.ServiceResponse, ok bool) {
 	if !ok || d.i != len(b) {
 		return nil, false
 	}
+	if k != nil {
+		k.body, k.prev, k.spare = b, d.next, k.prev
+	}
 	return r, true
+}
+
+// known is a watcher's memory of the instances in the last answer it
+// decoded, with their encodings. A change usually leaves most instances of
+// an answer as they were, byte for byte: those are copied from here
+// instead of decoded again, so that a change costs a watcher a scan of the
+// answer and the decoding of what changed. Servers write instances sorted
+// by ID, and the answers are matched in one pass on that order (answers in
+// another order decode alike, only slower). The decoded values are shared
+// with the snapshots made from them, which never modify them.
+type known struct {
+	body  []byte          // the answer prev's encodings are in
+	prev  []knownInstance // its instances, in its order
+	spare []knownInstance // the slice before, reused for the next
+}
+
+type knownInstance struct {
+	off, end int // the instance's encoding: body[off:end]
+	in       api.Instance
+}
+
+// forget drops what k knows (an answer the fast path did not take).
+func (k *known) forget() {
+	k.body, k.prev = nil, nil
 }
 
 // decoder reads b from i on; every method returns false, having read any
 // amount, when what it meets is not what it accepts.
 type decoder struct {
-	b []byte
-	i int
+	b    []byte
+	i    int
+	k    *known          // nil: decode every instance
+	next []knownInstance // this answer's instances, for k
+	j    int             // k.prev before j sorts before this answer's place
 }
 
 func (d *decoder) ws() {
@@ -246,9 +283,19 @@ func (d *decoder) instances(r *api.ServiceResponse, n int) bool {
 		return true
 	}
 	for {
-		r.Instances = append(r.Instances, api.Instance{})
-		if !d.instance(&r.Instances[len(r.Instances)-1]) {
-			return false
+		d.ws()
+		start := d.i
+		if in, n, ok := d.known(); ok {
+			r.Instances = append(r.Instances, in)
+			d.i += n
+		} else {
+			r.Instances = append(r.Instances, api.Instance{})
+			if !d.instance(&r.Instances[len(r.Instances)-1]) {
+				return false
+			}
+		}
+		if d.k != nil {
+			d.next = append(d.next, knownInstance{off: start, end: d.i, in: r.Instances[len(r.Instances)-1]})
 		}
 		if d.byte(']') {
 			return true
@@ -257,6 +304,34 @@ func (d *decoder) instances(r *api.ServiceResponse, n int) bool {
 			return false
 		}
 	}
+}
+
+// known returns the instance k decoded from an encoding that b repeats at
+// i, and the encoding's length. An object's bytes decide where it ends, so
+// an answer that starts with the bytes of an object decoded before holds
+// that object there, whatever follows. The ID only finds the candidate.
+func (d *decoder) known() (api.Instance, int, bool) {
+	if d.k == nil {
+		return api.Instance{}, 0, false
+	}
+	id, ok := bytes.CutPrefix(d.b[d.i:], []byte(`{"id":"`))
+	if n := bytes.IndexByte(id, '"'); ok && n >= 0 {
+		id = id[:n]
+	} else {
+		return api.Instance{}, 0, false
+	}
+	prev := d.k.prev
+	for d.j < len(prev) && prev[d.j].in.ID < string(id) {
+		d.j++
+	}
+	if d.j == len(prev) {
+		return api.Instance{}, 0, false
+	}
+	e := &prev[d.j]
+	if enc := d.k.body[e.off:e.end]; e.in.ID == string(id) && bytes.HasPrefix(d.b[d.i:], enc) {
+		return e.in, len(enc), true
+	}
+	return api.Instance{}, 0, false
 }
 
 func (d *decoder) instance(in *api.Instance) bool {

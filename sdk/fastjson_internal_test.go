@@ -1,7 +1,9 @@
 package sdk
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -20,7 +22,7 @@ func encodedAnswer(tb testing.TB, instances int) []byte {
 	}
 	for i := range instances {
 		r.Instances = append(r.Instances, api.Instance{
-			ID: "i" + string(rune('0'+i%10)), Address: "10.0.0.7:8080", Mode: api.Mode("farm"),
+			ID: fmt.Sprintf("i%04d", i), Address: "10.0.0.7:8080", Mode: api.Mode("farm"),
 			State: api.State("ready"), Weight: i * 10, Priority: -i, Zone: "eu-1a",
 			Meta:       map[string]string{"version": "1.2.3", "région": "ouest"},
 			SessionTag: "tag", RegisteredAt: time.Date(2026, 1, 2, 3, 4, 5, 6, time.FixedZone("x", 3600)),
@@ -41,7 +43,7 @@ func TestFastServiceTakesServerAnswers(t *testing.T) {
 		[]byte(`{"index":3,"modify_index":2,"service":"s","instances":[],"master":null,"policy":{"cold_start":{"min_ready":0,"settle_ms":0}}}`),
 		[]byte(` { "instances" : [ { "id" : "a" } , {"id":"b","weight":0} ] } `),
 	} {
-		got, ok := fastService(b)
+		got, ok := fastService(b, nil)
 		if !ok {
 			t.Fatalf("fastService refused %s", b)
 		}
@@ -66,7 +68,7 @@ func TestFastServiceRefuses(t *testing.T) {
 		`{"instances":[{"weight":null}]}`, `{"instances":[{"id":"a","id":"b"}]}`,
 		`{"master":{"since":"yesterday"}}`, `{"master":{"releasing":1}}`, `{"policy":{"cold_start":{},"cold_start":{}}}`,
 	} {
-		if r, ok := fastService([]byte(b)); ok {
+		if r, ok := fastService([]byte(b), nil); ok {
 			t.Errorf("fastService(%q) took it: %+v", b, r)
 		}
 	}
@@ -79,7 +81,7 @@ func FuzzFastService(f *testing.F) {
 	f.Add([]byte(`{"instances":[{"id":"a","meta":{"k":"v","k":"w"}},{"id":"b","weight":-3}],"master":null}`))
 	f.Add([]byte(`{"master":{"instance":"a","fencing_token":9,"since":"2026-01-01T00:00:00Z","releasing":false}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		got, ok := fastService(b)
+		got, ok := fastService(b, nil)
 		if !ok {
 			return
 		}
@@ -93,21 +95,84 @@ func FuzzFastService(f *testing.F) {
 	})
 }
 
-// BenchmarkDecodeService: one watcher's decode of an answer of 11 instances.
+// FuzzFastServiceKnown: an answer decoded with what the answer before it
+// left in known decodes exactly as it does alone.
+func FuzzFastServiceKnown(f *testing.F) {
+	a := encodedAnswer(f, 3)
+	f.Add(a, bytes.Replace(a, []byte(`"weight":0`), []byte(`"weight":1`), 1))
+	f.Add(a, a[:len(a)/2])
+	f.Add([]byte(`{"instances":[{"id":"a"},{"id":"b"}]}`), []byte(`{"instances":[{"id":"b"},{"id":"a"},{"id":"a"}]}`))
+	f.Add([]byte(`{"instances":[{"id":"a\"}"}]}`), []byte(`{"instances":[{"id":"a\"}"},{"id":"}"}]}`))
+	f.Fuzz(func(t *testing.T, a, b []byte) {
+		var k known
+		fastService(a, &k)
+		got, gotOK := fastService(b, &k)
+		want, wantOK := fastService(b, nil)
+		if gotOK != wantOK || !reflect.DeepEqual(got, want) {
+			t.Fatalf("after %q, fastService(%q) with known = %+v, %v\nalone %+v, %v", a, b, got, gotOK, want, wantOK)
+		}
+	})
+}
+
+// TestKnownInstances: a watcher's answers, each a change of the one
+// before, decode with known as they decode alone, and what did not change
+// is taken from known.
+func TestKnownInstances(t *testing.T) {
+	a := encodedAnswer(t, 11)
+	changed := bytes.Replace(a, []byte(`"weight":0`), []byte(`"weight":1`), 1)
+	fewer := encodedAnswer(t, 10)
+	var k known
+	for i, body := range [][]byte{a, changed, fewer, a, []byte(`{"instances":[{"id":"x","weight":null}]}`), a, a} {
+		got, err := decodeService(body, &k)
+		want, wantErr := decodeService(body, nil)
+		if (err == nil) != (wantErr == nil) || !reflect.DeepEqual(got, want) {
+			t.Fatalf("answer %d: with known %+v, %v; alone %+v, %v", i, got, err, want, wantErr)
+		}
+	}
+	// The last answer repeated the one before: every instance was taken
+	// from known, not decoded again (they share their meta maps).
+	before, _ := decodeService(a, &k)
+	again, _ := decodeService(a, &k)
+	for i := range again.Instances {
+		if reflect.ValueOf(again.Instances[i].Meta).Pointer() != reflect.ValueOf(before.Instances[i].Meta).Pointer() {
+			t.Fatalf("instance %d was decoded again", i)
+		}
+	}
+	if fresh, _ := decodeService(a, nil); reflect.ValueOf(fresh.Instances[0].Meta).Pointer() == reflect.ValueOf(again.Instances[0].Meta).Pointer() {
+		t.Fatal("an answer decoded without known shares a map with one decoded before")
+	}
+}
+
+// BenchmarkDecodeService: one watcher's decode of a change to an answer of
+// n instances (one instance's weight differs from the answer before): fast
+// decodes every instance, known (the watch loop's way) only the changed
+// one; encoding-json is for reference.
+//
+//	go test -run '^$' -bench DecodeService ./sdk/
 func BenchmarkDecodeService(b *testing.B) {
-	body := encodedAnswer(b, 11)
-	for _, tt := range []struct {
-		name   string
-		decode func([]byte) (*api.ServiceResponse, error)
-	}{{"fast", decodeService}, {"encoding-json", slowService}} {
-		b.Run(tt.name, func(b *testing.B) {
-			b.ReportAllocs()
-			b.SetBytes(int64(len(body)))
-			for b.Loop() {
-				if _, err := tt.decode(body); err != nil {
-					b.Fatal(err)
+	for _, n := range []int{11, 1000} {
+		a := encodedAnswer(b, n)
+		bodies := [2][]byte{a, bytes.Replace(a, []byte(`"weight":0`), []byte(`"weight":1`), 1)}
+		for _, tt := range []struct {
+			name   string
+			decode func([]byte, *known) (*api.ServiceResponse, error)
+		}{
+			{"fast", func(b []byte, _ *known) (*api.ServiceResponse, error) { return decodeService(b, nil) }},
+			{"known", decodeService},
+			{"encoding-json", func(b []byte, _ *known) (*api.ServiceResponse, error) { return slowService(b) }},
+		} {
+			b.Run(fmt.Sprintf("%s/%d", tt.name, n), func(b *testing.B) {
+				b.ReportAllocs()
+				b.SetBytes(int64(len(a)))
+				var k known
+				i := 0
+				for b.Loop() {
+					if _, err := tt.decode(bodies[i%2], &k); err != nil {
+						b.Fatal(err)
+					}
+					i++
 				}
-			}
-		})
+			})
+		}
 	}
 }

@@ -16,7 +16,7 @@ func FuzzDecodeService(f *testing.F) {
 	f.Add([]byte(`not json`))
 	f.Add([]byte(`{"instances":null}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		r, err := decodeService(body)
+		r, err := decodeService(body, nil)
 		if err != nil {
 			return
 		}

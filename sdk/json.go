@@ -26,9 +26,12 @@ func jsonUnmarshal(b []byte, v any) error {
 // weight gets api.DefaultWeight, so that 0 keeps meaning "never picked".
 // Answers from Rafting's servers take fastService's path; anything else
 // is decoded with encoding/json.
-func decodeService(b []byte) (*api.ServiceResponse, error) {
-	if r, ok := fastService(b); ok {
+func decodeService(b []byte, k *known) (*api.ServiceResponse, error) {
+	if r, ok := fastService(b, k); ok {
 		return r, nil
+	}
+	if k != nil {
+		k.forget()
 	}
 	return slowService(b)
 }

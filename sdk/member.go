@@ -542,7 +542,7 @@ func (m *Member) movedOn(ctx context.Context, token uint64) bool {
 	if err != nil {
 		return false
 	}
-	r, err := decodeService(resp.Body)
+	r, err := decodeService(resp.Body, nil)
 	return err == nil && (r.Master == nil || r.Master.FencingToken != token)
 }
 

@@ -79,7 +79,7 @@ func TestNames(t *testing.T) {
 }
 
 func TestDecodeServiceWeight(t *testing.T) {
-	r, err := decodeService([]byte(`{"index":3,"instances":[{"id":"a","state":"ready"},{"id":"b","state":"ready","weight":0},{"id":"c","weight":7}]}`))
+	r, err := decodeService([]byte(`{"index":3,"instances":[{"id":"a","state":"ready"},{"id":"b","state":"ready","weight":0},{"id":"c","weight":7}]}`), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
