@@ -14,11 +14,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,82 +25,24 @@ import (
 
 	"github.com/rafting/rafting/api"
 	"github.com/rafting/rafting/benchmarks/internal/bench"
+	"github.com/rafting/rafting/internal/proctest"
 )
 
-const admin = "rfa_bench-admin-0123456789abcdef"
-
-func freePort(b *testing.B) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-type proc struct {
-	cmd *exec.Cmd
-	api string
-}
-
-func build(b *testing.B) string {
-	dir := b.TempDir()
-	bin := filepath.Join(dir, "rafting")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/rafting/rafting/cmd/rafting").CombinedOutput()
-	if err != nil {
-		b.Fatalf("build: %v\n%s", err, out)
-	}
-	return bin
-}
-
-func startCluster(b *testing.B, bin, dir string, extra []string) []*proc {
-	var procs []*proc
-	var peers []string
-	apis := []string{freePort(b), freePort(b), freePort(b)}
-	rafts := []string{freePort(b), freePort(b), freePort(b)}
-	for i := range rafts {
-		peers = append(peers, fmt.Sprintf("%d=%s", i+1, rafts[i]))
-	}
-	for i := range apis {
-		args := append([]string{"server", "--id", strconv.Itoa(i + 1), "--data", filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
-			"--api", apis[i], "--raft", rafts[i], "--initial-cluster", strings.Join(peers, ","), "--log-level", "error"}, extra...)
-		cmd := exec.Command(bin, args...)
-		cmd.Env = append(os.Environ(), "RAFTING_ADMIN_TOKEN="+admin)
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		p := &proc{cmd: cmd, api: apis[i]}
-		b.Cleanup(func() { _ = p.cmd.Process.Kill(); _ = p.cmd.Wait() })
-		procs = append(procs, p)
-	}
-	for _, p := range procs {
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			if resp, err := http.Get("http://" + p.api + "/readyz"); err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					break
-				}
-			}
-			if time.Now().After(deadline) {
-				b.Fatalf("%s not ready", p.api)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	return procs
+func TestMain(m *testing.M) {
+	code := m.Run()
+	proctest.Cleanup() // the binaries it built
+	os.Exit(code)
 }
 
 // idle measures each process's CPU share (% of one core) and RSS over d.
-func idle(procs []*proc, d time.Duration) (cpuPct []float64, rssMB []float64) {
-	before := make([]time.Duration, len(procs))
-	for i, p := range procs {
-		before[i], _ = bench.Usage(p.cmd.Process.Pid)
+func idle(servers []*proctest.Server, d time.Duration) (cpuPct []float64, rssMB []float64) {
+	before := make([]time.Duration, len(servers))
+	for i, s := range servers {
+		before[i], _ = bench.Usage(s.Proc.PID())
 	}
 	time.Sleep(d)
-	for i, p := range procs {
-		c, rss := bench.Usage(p.cmd.Process.Pid)
+	for i, s := range servers {
+		c, rss := bench.Usage(s.Proc.PID())
 		cpuPct = append(cpuPct, 100*float64(c-before[i])/float64(d))
 		rssMB = append(rssMB, float64(rss)/1024)
 	}
@@ -123,16 +62,18 @@ func BenchmarkTenants(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("RAFTING_BENCH_TENANTS")); err == nil && v > 0 {
 		n = v
 	}
-	rtt := "50ms"
+	o := proctest.Options{Dir: bench.Dir(b)}
 	if v := os.Getenv("RAFTING_BENCH_RTT"); v != "" {
-		rtt = v
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			b.Fatalf("RAFTING_BENCH_RTT: %v", err)
+		}
+		o.RTT = d
 	}
-	extra := []string{"--rtt", rtt}
 	if os.Getenv("RAFTING_BENCH_QUIESCE") == "0" {
-		extra = append(extra, "--quiesce=false")
+		o.Args = append(o.Args, "--quiesce=false")
 	}
-	bin := build(b)
-	procs := startCluster(b, bin, bench.Dir(b), extra)
+	procs := proctest.StartClusterWith(b, o).Servers
 	time.Sleep(2 * time.Second)
 	baseCPU, baseRSS := idle(procs, 10*time.Second)
 
@@ -154,8 +95,8 @@ func BenchmarkTenants(b *testing.B) {
 				}
 				body, _ := json.Marshal(api.CreateTenantRequest{Name: fmt.Sprintf("t%04d", i), Secret: strings.Repeat("s", 30)})
 				for {
-					req, _ := http.NewRequest(http.MethodPost, "http://"+procs[i%3].api+"/v1/tenants", bytes.NewReader(body))
-					req.Header.Set("Authorization", "Bearer "+admin)
+					req, _ := http.NewRequest(http.MethodPost, "http://"+procs[i%3].API+"/v1/tenants", bytes.NewReader(body))
+					req.Header.Set("Authorization", "Bearer "+proctest.AdminToken)
 					t0 := time.Now()
 					resp, err := client.Do(req)
 					if err != nil {

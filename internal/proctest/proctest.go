@@ -250,6 +250,7 @@ type Cluster struct {
 	bin     string
 	dir     string
 	rtt     string
+	args    []string // more flags for every server
 	initial string
 	Servers []*Server
 }
@@ -257,12 +258,35 @@ type Cluster struct {
 // StartCluster starts n servers with --rtt rtt and waits until all are ready.
 func StartCluster(tb testing.TB, n int, rtt time.Duration) *Cluster {
 	tb.Helper()
+	return StartClusterWith(tb, Options{Servers: n, RTT: rtt})
+}
+
+// Options are StartClusterWith's settings.
+type Options struct {
+	Servers int           // [3]
+	RTT     time.Duration // --rtt [50ms]
+	Dir     string        // where the servers' data dirs go [a temporary dir]
+	Args    []string      // more flags for every server
+}
+
+// StartClusterWith starts a cluster as o says and waits until every
+// server is ready.
+func StartClusterWith(tb testing.TB, o Options) *Cluster {
+	tb.Helper()
+	if o.Servers == 0 {
+		o.Servers = 3
+	}
+	if o.RTT == 0 {
+		o.RTT = 50 * time.Millisecond
+	}
+	if o.Dir == "" {
+		o.Dir = tb.TempDir()
+	}
 	bin := Build(tb, "github.com/rafting/rafting/cmd/rafting")
-	dir := tb.TempDir()
-	c := &Cluster{tb: tb, bin: bin, dir: dir, rtt: rtt.String()}
+	c := &Cluster{tb: tb, bin: bin, dir: o.Dir, rtt: o.RTT.String(), args: o.Args}
 	var parts []string
-	for i := 1; i <= n; i++ {
-		s := &Server{ID: i, API: FreePort(tb), Raft: FreePort(tb), Dir: filepath.Join(dir, fmt.Sprintf("n%d", i))}
+	for i := 1; i <= o.Servers; i++ {
+		s := &Server{ID: i, API: FreePort(tb), Raft: FreePort(tb), Dir: filepath.Join(o.Dir, fmt.Sprintf("n%d", i))}
 		c.Servers = append(c.Servers, s)
 		parts = append(parts, fmt.Sprintf("%d=%s", i, s.Raft))
 	}
@@ -281,7 +305,8 @@ func (c *Cluster) start(s *Server, extra ...string) {
 	if level == "" {
 		level = "warn"
 	}
-	args := append([]string{"server", "--data", s.Dir, "--log-level", level, "--rtt", c.rtt}, extra...)
+	args := append([]string{"server", "--data", s.Dir, "--log-level", level, "--rtt", c.rtt}, c.args...)
+	args = append(args, extra...)
 	s.Proc = Start(c.tb, fmt.Sprintf("server%d", s.ID), c.bin, []string{"RAFTING_ADMIN_TOKEN=" + AdminToken}, args...)
 }
 
