@@ -100,11 +100,14 @@ func New(cfg config.Config, reg *metrics.Registry) (*Node, error) {
 	n.reg = newRegistry(cfg.DataDir, known)
 	n.incarnation = uint64(time.Now().UnixNano())
 	n.metrics = newNodeMetrics(reg, n)
+	nhDir := filepath.Join(cfg.DataDir, "raft")
+	logdb := logDBPreset(cfg.LogDB)
+	logdb.Shards = logDBShards(nhDir)
 	nhc := dbconfig.NodeHostConfig{
 		DeploymentID:      cfg.DeploymentID,
 		NodeHostID:        nodeHostID(cfg.NodeID),
-		NodeHostDir:       filepath.Join(cfg.DataDir, "raft"),
-		WALDir:            filepath.Join(cfg.DataDir, "raft"),
+		NodeHostDir:       nhDir,
+		WALDir:            nhDir,
 		RTTMillisecond:    uint64(cfg.RTT / time.Millisecond),
 		RaftAddress:       cfg.RaftAddress,
 		RaftEventListener: listener{n},
@@ -112,7 +115,7 @@ func New(cfg config.Config, reg *metrics.Registry) (*Node, error) {
 		CAFile:            cfg.PeerCA,
 		CertFile:          cfg.PeerCert,
 		KeyFile:           cfg.PeerKey,
-		Expert:            dbconfig.ExpertConfig{LogDB: logDBPreset(cfg.LogDB), NodeRegistryFactory: registryFactory{n.reg}},
+		Expert:            dbconfig.ExpertConfig{LogDB: logdb, NodeRegistryFactory: registryFactory{n.reg}},
 	}
 	nh, err := dragonboat.NewNodeHost(nhc)
 	if err != nil {
@@ -124,18 +127,6 @@ func New(cfg config.Config, reg *metrics.Registry) (*Node, error) {
 		return nil, err
 	}
 	return n, nil
-}
-
-func logDBPreset(name string) dbconfig.LogDBConfig {
-	switch name {
-	case "tiny":
-		return dbconfig.GetTinyMemLogDBConfig()
-	case "medium":
-		return dbconfig.GetMediumMemLogDBConfig()
-	case "default":
-		return dbconfig.GetDefaultLogDBConfig()
-	}
-	return dbconfig.GetSmallMemLogDBConfig()
 }
 
 // startMeta starts the meta replica: bootstrapping with --initial-cluster
