@@ -40,5 +40,5 @@ func Debug(m *Member) string {
 		rec = fmt.Sprintf("token %d releasing %v", m.st.rec.token, m.st.rec.releasing)
 	}
 	return fmt.Sprintf("role %v phase %d rec %s at %d, promise remaining %v, mastered %d, session %s attached %v ended %v, leader %q, paused %v",
-		m.role, m.st.phase, rec, m.st.recIndex, m.st.promise.remaining(now), m.st.mastered, m.sess.tag, m.sess.attached, m.sess.ended, m.leader, m.paused)
+		m.role, m.st.phase, rec, m.st.recIndex, m.st.promise.remaining(now), m.st.mastered, m.sess.tag, m.sess.attached, m.sess.ended(), m.leader, m.paused)
 }

@@ -25,8 +25,7 @@ type session struct {
 	tag      string
 	open     chan struct{} // closed when the servers have created it
 	gone     chan struct{} // closed when the member replaced it
-	ended    bool          // the servers ended it (expired)
-	over     chan struct{} // closed when ended becomes true
+	over     chan struct{} // closed when the servers ended it (expired)
 	attached bool
 	attach   chan struct{} // closed when the stream attaches; replaced when it detaches
 	since    time.Time     // when the stream attached
@@ -42,6 +41,15 @@ func newSession() *session {
 func (s *session) isOpen() bool {
 	select {
 	case <-s.open:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *session) ended() bool {
+	select {
+	case <-s.over:
 		return true
 	default:
 		return false
@@ -179,7 +187,7 @@ func (m *Member) waitAttached(ctx context.Context, s *session) error {
 			m.mu.Unlock()
 			return errors.New("session replaced")
 		}
-		attached, ch, ended := s.attached, s.attach, s.ended
+		attached, ch, ended := s.attached, s.attach, s.ended()
 		m.mu.Unlock()
 		if attached {
 			return nil
@@ -297,7 +305,7 @@ func (m *Member) worker(ctx context.Context) {
 		case <-m.work:
 		}
 		m.mu.Lock()
-		s, ended, resign, paused := m.sess, m.sess.ended, m.pendingResign, m.paused
+		s, ended, resign, paused := m.sess, m.sess.ended(), m.pendingResign, m.paused
 		m.pendingResign = 0
 		m.mu.Unlock()
 		if ended {
@@ -361,10 +369,9 @@ func (m *Member) worker(ctx context.Context) {
 func (m *Member) sessionEnded(s *session) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.sess != s || s.ended {
+	if m.sess != s || s.ended() {
 		return
 	}
-	s.ended = true
 	close(s.over)
 	if !m.leaving {
 		m.log.Warn("session ended by the servers", "session", s.tag)
@@ -480,8 +487,8 @@ func (m *Member) streamLoop(ctx context.Context) {
 			return
 		}
 		m.mu.Lock()
-		if m.sess != s || s.ended {
-			ended := s.ended
+		if m.sess != s || s.ended() {
+			ended := s.ended()
 			m.mu.Unlock()
 			if ended {
 				select { // wait for the worker to replace it
