@@ -315,11 +315,14 @@ func (d *decoder) known() (api.Instance, int, bool) {
 		return api.Instance{}, 0, false
 	}
 	id, ok := bytes.CutPrefix(d.b[d.i:], []byte(`{"id":"`))
-	if n := bytes.IndexByte(id, '"'); ok && n >= 0 {
-		id = id[:n]
-	} else {
+	if !ok {
 		return api.Instance{}, 0, false
 	}
+	n := bytes.IndexByte(id, '"')
+	if n < 0 {
+		return api.Instance{}, 0, false
+	}
+	id = id[:n]
 	prev := d.k.prev
 	for d.j < len(prev) && prev[d.j].in.ID < string(id) {
 		d.j++
