@@ -12,8 +12,19 @@
 // does not have in a deployment. So the flood process runs at nice 19 (all
 // of its threads), RAFTING_NOISY_NICE=n sets another level and 0 none; the
 // servers and B then get the CPU first, and A's achieved rate is reported
-// either way. Phases alternate, baseline then flood, RAFTING_NOISY_CYCLES
-// times (default 2).
+// either way.
+//
+// Phases alternate, B alone then B under the flood, RAFTING_NOISY_CYCLES
+// times (default 15) of RAFTING_NOISY_PHASE each (default 2s). Short phases
+// put the slow stretches of a shared host and disk (seconds to minutes
+// long) on both sides alike, where long phases let one stretch decide the
+// ratio. The flood process runs throughout and pauses between its phases
+// (SIGUSR1 pauses, SIGUSR2 resumes): a paused connection sends nothing and
+// a resumed one starts again at its own offset within one period, as at
+// the start, so a resumption is the same spread stream as the rest of the
+// flood, not a burst. Nothing is measured
+// for half a second after each switch, while the requests A has in flight
+// (429s are held up to 375 ms) are answered.
 //
 //	cd benchmarks && go test -run '^$' -bench Noisy -benchtime 1x ./noisy/
 package noisy
@@ -41,14 +52,17 @@ import (
 )
 
 const (
-	phase   = 10 * time.Second
 	bRate   = 100 // tenant B: operations per second (half writes, half reads), open loop
 	aConns  = 64
 	servers = 3
+	// settle follows each switch of the flood, unmeasured: A's requests in
+	// flight are answered (a 429 is held up to 375 ms) or reach the servers.
+	settle = 500 * time.Millisecond
 )
 
 type result struct {
 	lat  []time.Duration
+	put  []time.Duration // registrations only: lat's writes
 	sent int
 	ok   int
 	slow []string // operations over 50 ms: when, what, where, how long
@@ -56,6 +70,7 @@ type result struct {
 
 func (r *result) add(o result) {
 	r.lat = append(r.lat, o.lat...)
+	r.put = append(r.put, o.put...)
 	r.sent += o.sent
 	r.ok += o.ok
 	r.slow = append(r.slow, o.slow...)
@@ -102,6 +117,9 @@ func steady(ctx context.Context, addrs []string, client *http.Client, tok string
 				mu.Lock()
 				r.ok++
 				r.lat = append(r.lat, took)
+				if req.Method == http.MethodPut {
+					r.put = append(r.put, took)
+				}
 				if took > 50*time.Millisecond {
 					r.slow = append(r.slow, fmt.Sprintf("%s %s %s %v", start.Format("15:04:05.000"), req.Method, addr, took.Round(time.Millisecond)))
 				}
@@ -112,13 +130,14 @@ func steady(ctx context.Context, addrs []string, client *http.Client, tok string
 }
 
 // floodEnv, when set in the environment (addresses|token), makes this test
-// binary A's flood process: it floods until SIGTERM, then prints its counts.
+// binary A's flood process: it prints "flooding" and floods, pauses on
+// SIGUSR1 and resumes on SIGUSR2, and on SIGTERM prints its counts.
 const floodEnv = "RAFTING_NOISY_FLOOD"
 
 type floodCounts struct {
 	Total   int64   `json:"total"`
 	Limited int64   `json:"limited"`
-	Secs    float64 `json:"secs"`
+	Secs    float64 `json:"secs"` // not paused
 }
 
 func TestMain(m *testing.M) {
@@ -127,9 +146,35 @@ func TestMain(m *testing.M) {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 		defer stop()
 		var total, limited atomic.Int64
-		start := time.Now()
-		flood(ctx, strings.Split(addrs, ","), tok, &total, &limited)
-		b, _ := json.Marshal(floodCounts{Total: total.Load(), Limited: limited.Load(), Secs: time.Since(start).Seconds()})
+		g := newGate()
+		sw := make(chan os.Signal, 1)
+		signal.Notify(sw, syscall.SIGUSR1, syscall.SIGUSR2)
+		done := make(chan struct{})
+		go func() {
+			flood(ctx, strings.Split(addrs, ","), tok, g, &total, &limited)
+			close(done)
+		}()
+		fmt.Println("flooding")
+		var secs time.Duration // while open, until since
+		since := time.Now()
+		for flooding := true; flooding; {
+			select {
+			case sig := <-sw:
+				switch open := sig == syscall.SIGUSR2; {
+				case !g.set(open):
+				case open:
+					since = time.Now()
+				default:
+					secs += time.Since(since)
+				}
+			case <-done:
+				flooding = false
+			}
+		}
+		if g.set(false) {
+			secs += time.Since(since)
+		}
+		b, _ := json.Marshal(floodCounts{Total: total.Load(), Limited: limited.Load(), Secs: secs.Seconds()})
 		fmt.Println(string(b))
 		return
 	}
@@ -138,9 +183,47 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// gate holds A's connections while the flood is paused.
+type gate struct {
+	mu   sync.Mutex
+	open chan struct{} // closed while the flood runs
+}
+
+func newGate() *gate {
+	g := &gate{open: make(chan struct{})}
+	close(g.open)
+	return g
+}
+
+// wait returns a channel closed while the gate is open.
+func (g *gate) wait() <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.open
+}
+
+// set opens or closes the gate and reports whether that changed it.
+func (g *gate) set(open bool) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-g.open:
+		if !open {
+			g.open = make(chan struct{})
+			return true
+		}
+	default:
+		if open {
+			close(g.open)
+			return true
+		}
+	}
+	return false
+}
+
 // flood runs A: aConns connections sending at aFlood times A's
-// cluster-wide limit.
-func flood(ctx context.Context, addrs []string, tok string, total, limited *atomic.Int64) {
+// cluster-wide limit while g is open.
+func flood(ctx context.Context, addrs []string, tok string, g *gate, total, limited *atomic.Int64) {
 	rate := aFlood() * aLimit() * len(addrs) // requests per second over the cluster
 	per := time.Second * time.Duration(aConns) / time.Duration(rate)
 	var wg sync.WaitGroup
@@ -150,14 +233,26 @@ func flood(ctx context.Context, addrs []string, tok string, total, limited *atom
 			defer wg.Done()
 			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2}}
 			defer client.CloseIdleConnections()
-			// Connections start their ticks spread over one period: started
-			// together they would send in bursts of aConns, which Raft
-			// commits in a few batches, not as the steady stream of
-			// requests from independent clients that a flood is.
-			select {
-			case <-ctx.Done():
+			// Connections start their ticks spread over one period, when
+			// the flood starts and when it resumes: together they would
+			// send in bursts of aConns, which Raft commits in a few
+			// batches, not as the steady stream of requests from
+			// independent clients that a flood is.
+			start := func() bool {
+				select {
+				case <-ctx.Done():
+					return false
+				case <-g.wait():
+				}
+				select {
+				case <-ctx.Done():
+					return false
+				case <-time.After(per * time.Duration(w) / aConns):
+					return true
+				}
+			}
+			if !start() {
 				return
-			case <-time.After(per * time.Duration(w) / aConns):
 			}
 			tick := time.NewTicker(per)
 			defer tick.Stop()
@@ -166,6 +261,15 @@ func flood(ctx context.Context, addrs []string, tok string, total, limited *atom
 				case <-ctx.Done():
 					return
 				case <-tick.C:
+				}
+				select {
+				case <-g.wait():
+				default: // paused: no ticks until it resumes
+					tick.Stop()
+					if !start() {
+						return
+					}
+					tick.Reset(per)
 				}
 				addr := addrs[(w+i)%len(addrs)]
 				var req *http.Request
@@ -203,6 +307,13 @@ func aWrites() int { return envInt("RAFTING_NOISY_A_WPS", aLimit()/2) }
 // aFlood is how many times its cluster-wide limit A sends:
 // RAFTING_NOISY_FLOOD_X, default 10.
 func aFlood() int { return envInt("RAFTING_NOISY_FLOOD_X", 10) }
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(name)); err == nil {
+		return d
+	}
+	return def
+}
 
 func envInt(name string, def int) int {
 	if n, err := strconv.Atoi(os.Getenv(name)); err == nil {
@@ -244,7 +355,6 @@ func BenchmarkNoisyNeighbour(b *testing.B) {
 	steady(ctx, addrs, client, bravo, 2*time.Second) // warm up
 
 	var base, noisy result
-	var counts floodCounts
 	// CPU of the three servers (and of the flood process) in each phase.
 	serverCPU := func() (t time.Duration) {
 		for _, s := range c.Servers {
@@ -254,32 +364,43 @@ func BenchmarkNoisyNeighbour(b *testing.B) {
 		return t
 	}
 	var baseCPU, noisyCPU, floodCPU, baseWall, noisyWall time.Duration
+	f := proctest.Start(b, "flood", os.Args[0], []string{floodEnv + "=" + c.Addrs() + "|" + alpha.Token}, "-test.run=^$")
+	for len(f.Lines()) == 0 { // "flooding": its signal handlers are set
+		select {
+		case <-f.Exited():
+			b.Fatalf("the flood process exited: %s", f.Stderr())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 	nice := envInt("RAFTING_NOISY_NICE", 19)
-	for range envInt("RAFTING_NOISY_CYCLES", 2) {
+	renice(b, f.PID(), nice)
+	time.Sleep(time.Second)  // the flood reaches its rate
+	renice(b, f.PID(), nice) // the threads it started meanwhile
+	f.Signal(syscall.SIGUSR1)
+	time.Sleep(settle)
+	d := envDuration("RAFTING_NOISY_PHASE", 2*time.Second)
+	for range envInt("RAFTING_NOISY_CYCLES", 15) {
 		cpu0, t0 := serverCPU(), time.Now()
-		base.add(steady(ctx, addrs, client, bravo, phase))
+		base.add(steady(ctx, addrs, client, bravo, d))
 		baseCPU, baseWall = baseCPU+serverCPU()-cpu0, baseWall+time.Since(t0)
 
-		f := proctest.Start(b, "flood", os.Args[0], []string{floodEnv + "=" + c.Addrs() + "|" + alpha.Token}, "-test.run=^$")
-		renice(b, f.PID(), nice)
-		time.Sleep(time.Second)  // the flood reaches its rate
-		renice(b, f.PID(), nice) // the threads it started meanwhile
+		f.Signal(syscall.SIGUSR2)
+		time.Sleep(settle)
 		cpu0, t0 = serverCPU(), time.Now()
 		fcpu0, _ := bench.Usage(f.PID())
-		noisy.add(steady(ctx, addrs, client, bravo, phase))
+		noisy.add(steady(ctx, addrs, client, bravo, d))
 		noisyCPU, noisyWall = noisyCPU+serverCPU()-cpu0, noisyWall+time.Since(t0)
 		fcpu1, _ := bench.Usage(f.PID())
 		floodCPU += fcpu1 - fcpu0
-		f.Signal(syscall.SIGTERM)
-		<-f.Exited()
-		var fc floodCounts
-		lines := f.Lines()
-		if len(lines) == 0 || json.Unmarshal([]byte(lines[len(lines)-1]), &fc) != nil {
-			b.Fatalf("the flood process printed no counts: %q\n%s", lines, f.Stderr())
-		}
-		counts.Total += fc.Total
-		counts.Limited += fc.Limited
-		counts.Secs += fc.Secs
+		f.Signal(syscall.SIGUSR1)
+		time.Sleep(settle)
+	}
+	f.Signal(syscall.SIGTERM)
+	<-f.Exited()
+	var counts floodCounts
+	lines := f.Lines()
+	if json.Unmarshal([]byte(lines[len(lines)-1]), &counts) != nil {
+		b.Fatalf("the flood process printed no counts: %q\n%s", lines, f.Stderr())
 	}
 
 	b.Logf("B's operations over 50 ms alone: %q", base.slow)
@@ -289,6 +410,8 @@ func BenchmarkNoisyNeighbour(b *testing.B) {
 	b.ReportMetric(bench.Pct(noisy.lat, 50), "B-noisy-p50-ms")
 	b.ReportMetric(bench.Pct(noisy.lat, 99), "B-noisy-p99-ms")
 	b.ReportMetric(bench.Pct(noisy.lat, 99)/bench.Pct(base.lat, 99), "B-p99-ratio")
+	b.ReportMetric(bench.Pct(base.put, 99), "B-base-write-p99-ms")
+	b.ReportMetric(bench.Pct(noisy.put, 99), "B-noisy-write-p99-ms")
 	b.ReportMetric(100*float64(noisy.ok)/float64(noisy.sent), "B-completed-%")
 	b.ReportMetric(float64(counts.Total)/counts.Secs, "A-req/s")
 	b.ReportMetric(100*float64(counts.Limited)/float64(max(counts.Total, 1)), "A-429-%")
