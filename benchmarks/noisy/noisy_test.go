@@ -22,9 +22,9 @@
 // (SIGUSR1 pauses, SIGUSR2 resumes): a paused connection sends nothing and
 // a resumed one starts again at its own offset within one period, as at
 // the start, so a resumption is the same spread stream as the rest of the
-// flood, not a burst. Nothing is measured
-// for half a second after each switch, while the requests A has in flight
-// (429s are held up to 375 ms) are answered.
+// flood, not a burst. Nothing is measured for half a second after each
+// switch, while the requests A has in flight (429s are held up to 375 ms)
+// are answered.
 //
 //	cd benchmarks && go test -run '^$' -bench Noisy -benchtime 1x ./noisy/
 package noisy
@@ -155,26 +155,16 @@ func TestMain(m *testing.M) {
 			close(done)
 		}()
 		fmt.Println("flooding")
-		var secs time.Duration // while open, until since
-		since := time.Now()
 		for flooding := true; flooding; {
 			select {
 			case sig := <-sw:
-				switch open := sig == syscall.SIGUSR2; {
-				case !g.set(open):
-				case open:
-					since = time.Now()
-				default:
-					secs += time.Since(since)
-				}
+				g.set(sig == syscall.SIGUSR2)
 			case <-done:
 				flooding = false
 			}
 		}
-		if g.set(false) {
-			secs += time.Since(since)
-		}
-		b, _ := json.Marshal(floodCounts{Total: total.Load(), Limited: limited.Load(), Secs: secs.Seconds()})
+		g.set(false)
+		b, _ := json.Marshal(floodCounts{Total: total.Load(), Limited: limited.Load(), Secs: g.openFor.Seconds()})
 		fmt.Println(string(b))
 		return
 	}
@@ -183,14 +173,17 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// gate holds A's connections while the flood is paused.
+// gate holds A's connections while the flood is paused, and sums the time
+// it was open.
 type gate struct {
-	mu   sync.Mutex
-	open chan struct{} // closed while the flood runs
+	mu      sync.Mutex
+	open    chan struct{} // closed while the flood runs
+	since   time.Time     // last opened
+	openFor time.Duration // until it was last closed
 }
 
 func newGate() *gate {
-	g := &gate{open: make(chan struct{})}
+	g := &gate{open: make(chan struct{}), since: time.Now()}
 	close(g.open)
 	return g
 }
@@ -202,23 +195,22 @@ func (g *gate) wait() <-chan struct{} {
 	return g.open
 }
 
-// set opens or closes the gate and reports whether that changed it.
-func (g *gate) set(open bool) bool {
+// set opens or closes the gate; setting it as it is changes nothing.
+func (g *gate) set(open bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	select {
 	case <-g.open:
 		if !open {
 			g.open = make(chan struct{})
-			return true
+			g.openFor += time.Since(g.since)
 		}
 	default:
 		if open {
 			close(g.open)
-			return true
+			g.since = time.Now()
 		}
 	}
-	return false
 }
 
 // flood runs A: aConns connections sending at aFlood times A's
