@@ -271,7 +271,11 @@ func (c *Client) Do(ctx context.Context, req Request) (*Response, error) {
 		c.log.Debug("retrying", "method", req.Method, "server", used, "err", err)
 		return nil, err
 	}, backoff.WithContext(j, ctx))
-	if err != nil && ctx.Err() != nil && last != nil && !errors.Is(err, last) {
+	// The ctx ended the retries: say so, with the failure it cut short. That
+	// holds too when an attempt failed without trying the ctx (every breaker
+	// open) just as the ctx ran out, but not for a final answer.
+	if err != nil && ctx.Err() != nil && last != nil && Retryable(last) &&
+		!(errors.Is(err, ctx.Err()) && errors.Is(err, last)) {
 		err = fmt.Errorf("%w (last error: %w)", ctx.Err(), last)
 	}
 	return resp, err

@@ -167,6 +167,17 @@ func TestNetErrorMovesOn(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, api.ErrUnavailable) {
 		t.Fatalf("retries until the deadline: %v, want the deadline joined with the last error", err)
 	}
+	// The ctx runs out just as an attempt finds every breaker open (the
+	// attempt does not try the ctx): the deadline is still the error.
+	for range breakerTrip {
+		only.Do(context.Background(), Request{Method: http.MethodGet, Path: "/x"})
+	}
+	ended, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Millisecond))
+	defer cancel()
+	_, err = only.Do(ended, Request{Method: http.MethodGet, Path: "/x", Retry: &Retry{Base: time.Millisecond}})
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ErrNoServer) {
+		t.Fatalf("deadline met with every breaker open: %v, want the deadline joined with ErrNoServer", err)
+	}
 }
 
 // TestLeaderHint: a 503 naming the leader sends the retry there.
