@@ -175,12 +175,23 @@ type SessionResponse struct {
 // the keepalive + LeaseMs; a client anchors it at the moment it sent the
 // keepalive. Masters lists the masterships this session holds as of the
 // answer; an entry with Releasing set must stop acting at once.
+// Instances lists the state of every instance registered under the session,
+// which someone else (an operator's drain) may have changed. Index is the
+// applied index both lists were read at.
 type KeepaliveResponse struct {
-	LeaseMs int64            `json:"lease_ms"`
-	TTLMs   int64            `json:"ttl_ms"`
-	Term    uint64           `json:"term"`
-	Index   uint64           `json:"index"`
-	Masters []HeldMastership `json:"masters"`
+	LeaseMs   int64            `json:"lease_ms"`
+	TTLMs     int64            `json:"ttl_ms"`
+	Term      uint64           `json:"term"`
+	Index     uint64           `json:"index"`
+	Masters   []HeldMastership `json:"masters"`
+	Instances []HeldInstance   `json:"instances"`
+}
+
+// HeldInstance is the state of one instance registered under a session.
+type HeldInstance struct {
+	Service  string `json:"service"`
+	Instance string `json:"instance"`
+	State    State  `json:"state"`
 }
 
 // HeldMastership is one mastership a session holds.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -405,4 +406,27 @@ func TestKeepaliveForwarded(t *testing.T) {
 		}
 	}()
 	wg.Wait()
+}
+
+// TestKeepaliveShowsInstances: a keepalive answer lists the state of every
+// instance registered under the session, as of its index: an operator's
+// drain (a registration without the session) shows in the next answer.
+func TestKeepaliveShowsInstances(t *testing.T) {
+	c := servertest.Start(t, servertest.Options{})
+	tok := c.CreateTenant("acme", api.Quotas{})
+	s := openSession(t, c, tok, "acme", sid, api.SessionRequest{TTLMs: 10000})
+	register(t, c, 1, tok, "acme", "web", "w1", api.RegisterRequest{Address: "a:1", Session: sid})
+	reg := register(t, c, 1, tok, "acme", "api", "a1", api.RegisterRequest{Address: "a:2", Session: sid, State: api.StateStarting})
+	leader := c.WaitTenantLeader("acme")
+	_, ka := s.keepalive(leader)
+	want := []api.HeldInstance{{Service: "api", Instance: "a1", State: api.StateStarting}, {Service: "web", Instance: "w1", State: api.StateReady}}
+	if !slices.Equal(ka.Instances, want) || ka.Index < reg.Index {
+		t.Fatalf("keepalive answer %+v, want %+v at index >= %d", ka, want, reg.Index)
+	}
+	drained := register(t, c, 2, tok, "acme", "web", "w1", api.RegisterRequest{Address: "a:1", State: api.StateDraining})
+	_, ka = s.keepalive(leader)
+	want[1].State = api.StateDraining
+	if !slices.Equal(ka.Instances, want) || ka.Index < drained.Index {
+		t.Fatalf("after an operator's drain: %+v, want %+v at index >= %d", ka, want, drained.Index)
+	}
 }

@@ -2,8 +2,10 @@ package fsm
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -267,6 +269,8 @@ type SessionInfo struct {
 	// holds a mastership: it is renewed only while its stream is attached.
 	SeeksMaster bool
 	Held        []api.HeldMastership
+	Instances   []api.HeldInstance // sorted by service, then ID
+	Applied     uint64             // the applied index the rest was read at
 }
 
 // Session returns one session's info and state.
@@ -284,7 +288,8 @@ func (t *Tenant) Session(id string) (SessionInfo, SessionState) {
 }
 
 func (t *Tenant) sessionInfo(id string, s *session) SessionInfo {
-	info := SessionInfo{ID: id, TTLMs: s.TTLMs, LeaseMs: s.LeaseMs, DropGraceMs: s.DropGraceMs, RemainingMs: s.RemainingMs}
+	info := SessionInfo{ID: id, TTLMs: s.TTLMs, LeaseMs: s.LeaseMs, DropGraceMs: s.DropGraceMs, RemainingMs: s.RemainingMs,
+		Applied: t.st.Applied}
 	for _, name := range sortedKeys(t.held[id]) {
 		m := t.st.Services[name].Master
 		info.Held = append(info.Held, api.HeldMastership{Service: name, Instance: m.Instance,
@@ -292,11 +297,16 @@ func (t *Tenant) sessionInfo(id string, s *session) SessionInfo {
 	}
 	info.SeeksMaster = len(info.Held) > 0
 	for k := range t.owned[id] {
-		if in := t.st.Services[k.service].Instances[k.id]; in != nil && in.Mode == api.ModeMasterStandby {
-			info.SeeksMaster = true
-			break
+		in := t.st.Services[k.service].Instances[k.id]
+		if in == nil {
+			continue
 		}
+		info.SeeksMaster = info.SeeksMaster || in.Mode == api.ModeMasterStandby
+		info.Instances = append(info.Instances, api.HeldInstance{Service: k.service, Instance: k.id, State: in.State})
 	}
+	slices.SortFunc(info.Instances, func(a, b api.HeldInstance) int {
+		return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.Instance, b.Instance))
+	})
 	return info
 }
 

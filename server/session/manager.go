@@ -570,12 +570,15 @@ func (m *Manager) answerLocked(r *request, e *entry, info fsm.SessionInfo, state
 		e.clean = promise
 	}
 	e.clientClosed = false
-	held := info.Held
+	held, insts := info.Held, info.Instances
 	if held == nil {
 		held = []api.HeldMastership{}
 	}
+	if insts == nil {
+		insts = []api.HeldInstance{}
+	}
 	return result{resp: api.KeepaliveResponse{LeaseMs: info.LeaseMs, TTLMs: info.TTLMs, Term: m.term,
-		Index: m.sm.Applied(), Masters: held}}
+		Index: info.Applied, Masters: held, Instances: insts}}
 }
 
 // expire runs the expiry loop once: lag compensation, self-preservation,
