@@ -26,6 +26,7 @@ func TestCluster(t *testing.T) {
 		{"ReadYourWrites", testReadYourWrites, api.Quotas{}},
 		{"Watch", testWatch, api.Quotas{}},
 		{"TwoStepFarm", testTwoStepFarm, api.Quotas{}},
+		{"OperatorState", testOperatorState, api.Quotas{}},
 		{"ErrorsAcrossTheWire", testErrors, api.Quotas{MaxInstances: 1}},
 		{"MasterStandby", testMasterStandby, api.Quotas{}},
 		{"Releasing", testReleasing, api.Quotas{}},
@@ -277,4 +278,68 @@ func testErrors(t *testing.T, tn *tenant) {
 	if r := tn.rest(t, http.MethodGet, "/services/q", nil); r.Status != http.StatusOK {
 		t.Fatalf("GET service = %d", r.Status)
 	}
+}
+
+// testOperatorState: an operator drains a farm member through the REST API
+// (without its session). The member reports Draining, and its own later
+// writes keep the drain: an Update of its weight, and its registration
+// under a new session when the servers ended the old one. The operator's
+// undoing is followed too.
+func testOperatorState(t *testing.T, tn *tenant) {
+	var r roles
+	m := tn.join(t, sdk.Instance{Service: "op", ID: "o1", Address: "a:1"}, sdk.WithRoleChange(r.record))
+	listed := func() (api.Instance, bool) {
+		t.Helper()
+		var got api.ServiceResponse
+		tn.rest(t, http.MethodGet, "/services/op?consistent=true", nil).JSON(t, &got)
+		if len(got.Instances) != 1 {
+			return api.Instance{}, false
+		}
+		return got.Instances[0], true
+	}
+	server := func() api.Instance {
+		t.Helper()
+		in, ok := listed()
+		if !ok {
+			t.Fatal("o1 is not listed")
+		}
+		return in
+	}
+	operator := func(state api.State) {
+		t.Helper()
+		w := 100
+		res := tn.rest(t, http.MethodPut, "/services/op/instances/o1",
+			api.RegisterRequest{Address: "a:1", State: state, Weight: &w})
+		if res.Status >= 300 {
+			t.Fatalf("operator sets %s: %d %s", state, res.Status, res.Body)
+		}
+	}
+
+	operator(api.StateDraining)
+	eventually(t, 5*time.Second, "the member to see the drain", func() bool { return m.Role() == sdk.Draining })
+	if _, ok := r.firstAt(sdk.Draining, time.Time{}); !ok {
+		t.Fatalf("role changes %v, want draining reported", &r)
+	}
+	if err := m.Update(ctxT(t, 10*time.Second), sdk.SetWeight(7)); err != nil {
+		t.Fatal(err)
+	}
+	if in := server(); in.State != api.StateDraining || in.Weight != 7 {
+		t.Fatalf("after the member's Update: %+v, want draining with weight 7", in)
+	}
+
+	// The servers end the session: the member registers again, drained.
+	old := sdk.SessionID(m)
+	if res := tn.rest(t, http.MethodDelete, "/sessions/"+old, nil); res.Status != http.StatusNoContent {
+		t.Fatalf("DELETE session = %d %s", res.Status, res.Body)
+	}
+	eventually(t, 10*time.Second, "a registration under a new session", func() bool {
+		in, ok := listed()
+		return ok && in.SessionTag != api.SessionTag(old)
+	})
+	if in := server(); in.State != api.StateDraining || m.Role() != sdk.Draining {
+		t.Fatalf("after a new session: %+v, role %v; want still draining", in, m.Role())
+	}
+
+	operator(api.StateReady)
+	eventually(t, 5*time.Second, "the member to see the undoing", func() bool { return m.Role() == sdk.Standby })
 }

@@ -63,7 +63,8 @@
 //	Standby    ready, not master
 //	Master     the master record names the member and its promise holds
 //	Suspended  master, but its promise ran out while its session lives
-//	Draining   leaving (or registered as draining)
+//	Draining   leaving, or registered as draining (by Update, or by an
+//	           operator through the REST API: seen at the next keepalive)
 //	Left       left, or lost for good (Done is closed)
 //
 // A farm has no master: a ready farm member is Standby, which means what it
@@ -116,6 +117,13 @@
 // `releasing`: the member stops acting at once and resigns itself, so the
 // successor does not wait for its last promise. Fencing tokens increase
 // with every grant; pass them to whatever the master writes to.
+//
+// A state someone else gives the member's instance (an operator's drain,
+// or its undoing) reaches the member in its next keepalive answer: the
+// role follows it, and the member's own later writes keep it (an Update of
+// the weight, a registration under a new session after the servers ended
+// the old one). The member's explicit Update(SetState) or Ready overrides
+// it, as the later write.
 //
 // # The cache
 //

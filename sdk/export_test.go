@@ -42,3 +42,10 @@ func Debug(m *Member) string {
 	return fmt.Sprintf("role %v phase %d rec %s at %d, promise remaining %v, mastered %d, session %s attached %v ended %v, leader %q, paused %v",
 		m.role, m.st.phase, rec, m.st.recIndex, m.st.promise.remaining(now), m.st.mastered, m.sess.tag, m.sess.attached, m.sess.ended(), m.leader, m.paused)
 }
+
+// SessionID is a member's current session ID (a secret).
+func SessionID(m *Member) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.sess.id
+}

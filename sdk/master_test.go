@@ -170,7 +170,12 @@ func testReleasing(t *testing.T, tn *tenant) {
 	if a.IsMaster() {
 		t.Fatal("a still believes it is master")
 	}
+	// a stops as Standby (the releasing record), or as Draining when the
+	// keepalive that shows the operator's drain came first.
 	stopped, ok := ra.firstAt(sdk.Standby, start)
+	if d, drained := ra.firstAt(sdk.Draining, start); drained && (!ok || d.Before(stopped)) {
+		stopped, ok = d, true
+	}
 	promoted, _ := rb.firstAt(sdk.Master, start)
 	if !ok || promoted.Before(stopped) {
 		t.Fatalf("a stopped at %v (%v), b promoted at %v: want a first", stopped, ok, promoted)
@@ -183,6 +188,7 @@ func testReleasing(t *testing.T, tn *tenant) {
 	if b.FencingToken() <= tok {
 		t.Fatalf("token %d <= %d", b.FencingToken(), tok)
 	}
+	eventually(t, 3*time.Second, "a to report the operator's drain", func() bool { return a.Role() == sdk.Draining })
 }
 
 // testPausedMaster: a master whose keepalives stop (a paused process)

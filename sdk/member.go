@@ -75,6 +75,8 @@ type Member struct {
 
 	mu       sync.Mutex
 	reg      api.RegisterRequest  // the registration, without its session
+	writes   int                  // registrations of ours in flight
+	regIndex uint64               // the index our last registration applied at
 	sess     *session             // the current session
 	leader   string               // the tenant shard leader's API address, when known
 	down     map[string]time.Time // servers that gave no answer at all, and when (see unreachable)
@@ -449,14 +451,21 @@ func phaseOf(s State) phase {
 func (m *Member) register(ctx context.Context, reg api.RegisterRequest) (uint64, error) {
 	m.mu.Lock()
 	sid := m.sess.id
+	m.writes++
 	m.mu.Unlock()
+	var out api.RegisterResponse
+	defer func() {
+		m.mu.Lock()
+		m.writes--
+		m.regIndex = max(m.regIndex, out.Index)
+		m.mu.Unlock()
+	}()
 	reg.Session = sid
 	h := http.Header{api.HeaderSession: {sid}}
 	resp, err := m.c.do(ctx, http.MethodPut, m.path, reg, h, true)
 	if err != nil {
 		return 0, err
 	}
-	var out api.RegisterResponse
 	if err := jsonUnmarshal(resp.Body, &out); err != nil {
 		return 0, err
 	}

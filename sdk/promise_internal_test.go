@@ -185,3 +185,76 @@ func TestRoleTimer(t *testing.T) {
 		}
 	})
 }
+
+// TestAdoptState: a keepalive answer's state for the member's instance is
+// adopted only when it was read after the member's last registration
+// applied, with none of its own in flight, and not while it leaves.
+func TestAdoptState(t *testing.T) {
+	m := newMember(testClient(), Instance{Service: "s", ID: "i", Address: "a"},
+		memberConfig{ttl: 5 * time.Second, leaveTimeout: time.Second}, false)
+	m.mu.Lock()
+	m.st.phase, m.regIndex = phaseReady, 10
+	s := m.sess
+	m.mu.Unlock()
+	answer := func(index uint64, st State) {
+		m.renewed(s, time.Now(), &api.KeepaliveResponse{Index: index, Instances: []api.HeldInstance{
+			{Service: "s", Instance: "other", State: StateStarting}, {Service: "s", Instance: "i", State: st}}}, "leader")
+	}
+	check := func(what string, want State, role Role) {
+		t.Helper()
+		m.mu.Lock()
+		got := m.reg.State
+		m.mu.Unlock()
+		if got != want || m.Role() != role {
+			t.Fatalf("%s: state %q role %v, want %q %v", what, got, m.Role(), want, role)
+		}
+	}
+	answer(9, StateDraining)
+	check("an answer older than the registration", StateReady, Standby)
+	answer(10, StateDraining)
+	check("an operator's drain", StateDraining, Draining)
+	m.mu.Lock()
+	m.writes = 1
+	m.mu.Unlock()
+	answer(11, StateReady)
+	check("a registration of ours in flight", StateDraining, Draining)
+	m.mu.Lock()
+	m.writes = 0
+	m.mu.Unlock()
+	answer(12, State("bogus"))
+	check("a state that is none", StateDraining, Draining)
+	answer(12, StateReady)
+	check("the drain undone", StateReady, Standby)
+	m.mu.Lock()
+	m.leaving = true
+	m.mu.Unlock()
+	answer(13, StateStarting)
+	check("while leaving", StateReady, Standby)
+}
+
+// FuzzKeepaliveAnswer: any keepalive answer body decodes or fails cleanly,
+// and taking it in leaves the member in a valid state and role.
+func FuzzKeepaliveAnswer(f *testing.F) {
+	f.Add([]byte(`{"lease_ms":1000,"ttl_ms":5000,"term":2,"index":12,"masters":[{"service":"s","instance":"i","fencing_token":42,"releasing":false}],"instances":[{"service":"s","instance":"i","state":"draining"}]}`))
+	f.Add([]byte(`{"index":3,"instances":[{"service":"s","instance":"i","state":""}]}`))
+	f.Add([]byte(`{"instances":null,"masters":null}`))
+	f.Add([]byte(`not json`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var ka api.KeepaliveResponse
+		if err := jsonUnmarshal(body, &ka); err != nil {
+			return
+		}
+		m := newMember(testClient(), Instance{Service: "s", ID: "i", Address: "a", Mode: MasterStandby},
+			memberConfig{ttl: 5 * time.Second, leaveTimeout: time.Second}, false)
+		m.mu.Lock()
+		m.st.phase = phaseReady
+		m.mu.Unlock()
+		m.renewed(m.sess, time.Now(), &ka, "leader")
+		m.mu.Lock()
+		state := m.reg.State
+		m.mu.Unlock()
+		if !state.Valid() || m.Role() < Starting || m.Role() > Left {
+			t.Fatalf("after %s: state %q role %v", body, state, m.Role())
+		}
+	})
+}

@@ -246,7 +246,8 @@ func (m *Member) keepaliveOnce(ctx context.Context, s *session) error {
 }
 
 // renewed takes in a keepalive answer: the promise, anchored at the send,
-// and the masterships the session holds.
+// the masterships the session holds and the member's state as the servers
+// have it.
 func (m *Member) renewed(s *session, sent time.Time, ka *api.KeepaliveResponse, leader string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -257,8 +258,9 @@ func (m *Member) renewed(s *session, sent time.Time, ka *api.KeepaliveResponse, 
 	if ka.LeaseMs > 0 && sent.After(m.st.promise.sent) {
 		m.st.promise = newPromise(sent, time.Duration(ka.LeaseMs)*time.Millisecond)
 	}
-	// Strictly newer only: the answer's index is read just after its
-	// masters, so at an equal index a stream event may be the newer.
+	m.adoptStateLocked(ka)
+	// Strictly newer only: at an equal index a stream event was sent
+	// after the answer's masters were read, and may say the same.
 	if !m.farm && ka.Index > m.st.recIndex {
 		var rec *record
 		for _, h := range ka.Masters {
@@ -269,6 +271,29 @@ func (m *Member) renewed(s *session, sent time.Time, ka *api.KeepaliveResponse, 
 		m.st.rec, m.st.recIndex = rec, ka.Index
 	}
 	m.reconcileLocked(time.Now())
+}
+
+// adoptStateLocked takes in a state someone else gave the member's
+// instance (an operator's drain, or its undoing): later writes of the
+// member's own (Update, a registration under a new session) carry it, and
+// the role follows it. Only an answer read after the member's last
+// registration applied counts, and none while one is in flight.
+func (m *Member) adoptStateLocked(ka *api.KeepaliveResponse) {
+	if m.writes > 0 || ka.Index < m.regIndex || m.leaving || m.st.phase == phaseJoining || m.st.phase == phaseLeft {
+		return
+	}
+	for _, h := range ka.Instances {
+		if h.Service != m.service || h.Instance != m.id {
+			continue
+		}
+		if h.State != m.reg.State && h.State.Valid() {
+			m.log.Info("rafting: the servers changed this instance's state", "service", m.service, "id", m.id,
+				"from", m.reg.State, "to", h.State)
+			m.reg.State = h.State
+			m.st.phase = phaseOf(h.State)
+		}
+		return
+	}
 }
 
 // observe takes in the service's master record as of index, from the
