@@ -342,4 +342,14 @@ func testOperatorState(t *testing.T, tn *tenant) {
 
 	operator(api.StateReady)
 	eventually(t, 5*time.Second, "the member to see the undoing", func() bool { return m.Role() == sdk.Standby })
+
+	// Someone deregisters the live member: it registers again, as it was.
+	if res := tn.rest(t, http.MethodDelete, "/services/op/instances/o1", nil); res.Status != http.StatusNoContent {
+		t.Fatalf("DELETE instance = %d %s", res.Status, res.Body)
+	}
+	tag := api.SessionTag(sdk.SessionID(m))
+	eventually(t, 5*time.Second, "o1 registered again under its session", func() bool {
+		in, ok := listed()
+		return ok && in.SessionTag == tag && in.State == api.StateReady && in.Weight == 7
+	})
 }

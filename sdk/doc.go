@@ -123,7 +123,9 @@
 // role follows it, and the member's own later writes keep it (an Update of
 // the weight, a registration under a new session after the servers ended
 // the old one). The member's explicit Update(SetState) or Ready overrides
-// it, as the later write.
+// it, as the later write. An instance deregistered by someone else while
+// its session lives is registered again at the next keepalive (as Eureka's
+// and Consul's agents do): to take a live instance out, drain it.
 //
 // # The cache
 //

@@ -77,6 +77,7 @@ type Member struct {
 	reg      api.RegisterRequest  // the registration, without its session
 	writes   int                  // registrations of ours in flight
 	regIndex uint64               // the index our last registration applied at
+	regSess  *session             // the session our last registration was made under
 	sess     *session             // the current session
 	leader   string               // the tenant shard leader's API address, when known
 	down     map[string]time.Time // servers that gave no answer at all, and when (see unreachable)
@@ -89,6 +90,7 @@ type Member struct {
 	paused   bool // tests: keepalives stop, as in a paused process
 
 	pendingResign uint64 // a revoked mastership for the worker to resign
+	reregister    bool   // the servers lost the registration: the worker sends it again
 	lost          error
 
 	subs   []*roleSub
@@ -450,16 +452,19 @@ func phaseOf(s State) phase {
 // the index it was applied at.
 func (m *Member) register(ctx context.Context, reg api.RegisterRequest) (uint64, error) {
 	m.mu.Lock()
-	sid := m.sess.id
+	s := m.sess
 	m.writes++
 	m.mu.Unlock()
 	var out api.RegisterResponse
 	defer func() {
 		m.mu.Lock()
 		m.writes--
-		m.regIndex = max(m.regIndex, out.Index)
+		if out.Index > 0 {
+			m.regIndex, m.regSess = max(m.regIndex, out.Index), s
+		}
 		m.mu.Unlock()
 	}()
+	sid := s.id
 	reg.Session = sid
 	h := http.Header{api.HeaderSession: {sid}}
 	resp, err := m.c.do(ctx, http.MethodPut, m.path, reg, h, true)

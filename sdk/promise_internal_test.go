@@ -193,7 +193,7 @@ func TestAdoptState(t *testing.T) {
 	m := newMember(testClient(), Instance{Service: "s", ID: "i", Address: "a"},
 		memberConfig{ttl: 5 * time.Second, leaveTimeout: time.Second}, false)
 	m.mu.Lock()
-	m.st.phase, m.regIndex = phaseReady, 10
+	m.st.phase, m.regIndex, m.regSess = phaseReady, 10, m.sess
 	s := m.sess
 	m.mu.Unlock()
 	answer := func(index uint64, st State) {
@@ -225,10 +225,32 @@ func TestAdoptState(t *testing.T) {
 	check("a state that is none", StateDraining, Draining)
 	answer(12, StateReady)
 	check("the drain undone", StateReady, Standby)
+	reregister := func() bool {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		r := m.reregister
+		m.reregister = false
+		return r
+	}
+	m.renewed(s, time.Now(), &api.KeepaliveResponse{Index: 13}, "leader")
+	if reregister() {
+		t.Fatal("an answer without the instances field (an older server) asked to register again")
+	}
+	m.renewed(s, time.Now(), &api.KeepaliveResponse{Index: 13, Instances: []api.HeldInstance{}}, "leader")
+	if !reregister() {
+		t.Fatal("an instance missing from the answer was not registered again")
+	}
 	m.mu.Lock()
-	m.leaving = true
+	m.regSess = newSession()
 	m.mu.Unlock()
-	answer(13, StateStarting)
+	m.renewed(s, time.Now(), &api.KeepaliveResponse{Index: 14, Instances: []api.HeldInstance{}}, "leader")
+	if reregister() {
+		t.Fatal("a session not yet registered under asked to register again")
+	}
+	m.mu.Lock()
+	m.regSess, m.leaving = m.sess, true
+	m.mu.Unlock()
+	answer(15, StateStarting)
 	check("while leaving", StateReady, Standby)
 }
 
@@ -247,7 +269,7 @@ func FuzzKeepaliveAnswer(f *testing.F) {
 		m := newMember(testClient(), Instance{Service: "s", ID: "i", Address: "a", Mode: MasterStandby},
 			memberConfig{ttl: 5 * time.Second, leaveTimeout: time.Second}, false)
 		m.mu.Lock()
-		m.st.phase = phaseReady
+		m.st.phase, m.regSess = phaseReady, m.sess
 		m.mu.Unlock()
 		m.renewed(m.sess, time.Now(), &ka, "leader")
 		m.mu.Lock()

@@ -273,13 +273,17 @@ func (m *Member) renewed(s *session, sent time.Time, ka *api.KeepaliveResponse, 
 	m.reconcileLocked(time.Now())
 }
 
-// adoptStateLocked takes in a state someone else gave the member's
-// instance (an operator's drain, or its undoing): later writes of the
-// member's own (Update, a registration under a new session) carry it, and
-// the role follows it. Only an answer read after the member's last
-// registration applied counts, and none while one is in flight.
+// adoptStateLocked takes in the member's registration as the servers have
+// it. A state someone else gave the instance (an operator's drain, or its
+// undoing) is adopted: later writes of the member's own (Update, a
+// registration under a new session) carry it, and the role follows it. An
+// instance the servers no longer list under the session (deregistered by
+// someone else) is registered again by the worker, as Eureka and Consul's
+// agents do. Only an answer read after the member's last registration
+// applied, under this session, counts, and none while one is in flight.
 func (m *Member) adoptStateLocked(ka *api.KeepaliveResponse) {
-	if m.writes > 0 || ka.Index < m.regIndex || m.leaving || m.st.phase == phaseJoining || m.st.phase == phaseLeft {
+	if m.writes > 0 || ka.Index < m.regIndex || m.regSess != m.sess || ka.Instances == nil ||
+		m.leaving || m.st.phase == phaseJoining || m.st.phase == phaseLeft {
 		return
 	}
 	for _, h := range ka.Instances {
@@ -287,12 +291,17 @@ func (m *Member) adoptStateLocked(ka *api.KeepaliveResponse) {
 			continue
 		}
 		if h.State != m.reg.State && h.State.Valid() {
-			m.log.Info("rafting: the servers changed this instance's state", "service", m.service, "id", m.id,
+			m.log.Info("the servers changed this instance's state", "service", m.service, "id", m.id,
 				"from", m.reg.State, "to", h.State)
 			m.reg.State = h.State
 			m.st.phase = phaseOf(h.State)
 		}
 		return
+	}
+	m.reregister = true
+	select {
+	case m.work <- struct{}{}:
+	default:
 	}
 }
 
@@ -330,8 +339,8 @@ func (m *Member) worker(ctx context.Context) {
 		case <-m.work:
 		}
 		m.mu.Lock()
-		s, ended, resign, paused := m.sess, m.sess.ended(), m.pendingResign, m.paused
-		m.pendingResign = 0
+		s, ended, resign, paused, rereg := m.sess, m.sess.ended(), m.pendingResign, m.paused, m.reregister
+		m.pendingResign, m.reregister = 0, false
 		m.mu.Unlock()
 		if ended {
 			m.recover(ctx)
@@ -341,6 +350,9 @@ func (m *Member) worker(ctx context.Context) {
 		}
 		if resign != 0 {
 			m.selfResign(ctx, s, resign)
+		}
+		if rereg {
+			m.registerAgain(ctx)
 		}
 		if now := time.Now(); now.Before(next) || paused {
 			if paused {
@@ -386,6 +398,26 @@ func (m *Member) worker(ctx context.Context) {
 			next = time.Now().Add(j.NextBackOff())
 		}
 		t.Reset(time.Until(next))
+	}
+}
+
+// registerAgain sends the member's registration again under its current
+// session: the servers no longer listed it. A failure waits for the next
+// keepalive answer, which shows whether it is still missing.
+func (m *Member) registerAgain(ctx context.Context) {
+	m.mu.Lock()
+	reg := m.reg
+	m.mu.Unlock()
+	m.log.Warn("the servers no longer list this instance; registering it again", "service", m.service, "id", m.id)
+	rctx, cancel := context.WithTimeout(ctx, m.cfg.ttl)
+	defer cancel()
+	idx, err := m.register(rctx, reg)
+	if err != nil {
+		m.log.Warn("registering again failed", "err", err)
+		return
+	}
+	if err := m.c.wrote(rctx, m.service, idx); err != nil {
+		m.log.Debug("registered again; the cache did not catch up", "err", err)
 	}
 }
 
