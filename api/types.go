@@ -324,3 +324,52 @@ type JoinRequest struct {
 	RaftAddress string `json:"raft_address"`
 	APIAddress  string `json:"api_address"`
 }
+
+// BackupVersion is the version of the Backup format this build writes and
+// reads.
+const BackupVersion = 1
+
+// Backup is the cluster's durable state, as GET /v1/backup answers it and
+// POST /v1/restore takes it: each tenant with its token hashes and quotas,
+// each service's policy and permanent instances (those registered without
+// a session), and the counters that keep shard IDs and fencing tokens from
+// being issued twice. Sessions, the instances registered under them and
+// masterships are not in it: they belong to running processes, which
+// register again with the restored cluster.
+type Backup struct {
+	Version       int               `json:"version"`
+	CreatedAt     time.Time         `json:"created_at"`
+	Index         uint64            `json:"index"` // the meta shard's applied index it was read at
+	NextShardID   uint64            `json:"next_shard_id"`
+	NextReplicaID uint64            `json:"next_replica_id"`
+	Epochs        map[string]uint64 `json:"epochs"` // each tenant name's last epoch, deleted tenants' too
+	Tenants       []BackupTenant    `json:"tenants"`
+}
+
+// BackupTenant is one tenant in a Backup. Token hashes are SHA-256, hex:
+// a restored tenant's clients keep their tokens.
+type BackupTenant struct {
+	Name               string          `json:"name"`
+	Epoch              uint64          `json:"epoch"`
+	Quotas             Quotas          `json:"quotas"`
+	TokenHash          string          `json:"token_hash"`
+	PreviousTokenHash  string          `json:"previous_token_hash,omitempty"`
+	PreviousValidUntil time.Time       `json:"previous_valid_until,omitzero"`
+	CreatedAt          time.Time       `json:"created_at"`
+	Services           []BackupService `json:"services"`
+}
+
+// BackupService is one service of a tenant in a Backup: its own policy, if
+// set, and its permanent instances (the session_tag of each is empty).
+type BackupService struct {
+	Name      string     `json:"name"`
+	Policy    *ColdStart `json:"policy,omitempty"`
+	Instances []Instance `json:"instances"`
+}
+
+// RestoreResponse answers POST /v1/restore.
+type RestoreResponse struct {
+	Tenants   int `json:"tenants"`
+	Policies  int `json:"policies"`
+	Instances int `json:"instances"`
+}

@@ -42,6 +42,7 @@ const (
 	OpUpdateQuotas
 	OpRotateToken
 	OpAddReplica
+	OpRestore
 )
 
 var opNames = map[Op]string{
@@ -51,6 +52,7 @@ var opNames = map[Op]string{
 	OpTick: "tick", OpRelease: "release",
 	OpRegisterNode: "register_node", OpCreateTenant: "create_tenant", OpDeleteTenant: "delete_tenant",
 	OpUpdateQuotas: "update_quotas", OpRotateToken: "rotate_token", OpAddReplica: "add_replica",
+	OpRestore: "restore",
 }
 
 func (o Op) String() string {

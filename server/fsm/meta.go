@@ -176,6 +176,29 @@ type AddReplica struct {
 	RaftAddress string `json:"raft_address"`
 }
 
+// Restore creates a backup's tenants in a cluster that has none, in one
+// entry: the counters and epochs are raised to at least the backup's
+// first, so every restored tenant gets an epoch above the one it had (its
+// fencing tokens above any issued before) and no shard or replica ID is
+// issued twice. A retry (every tenant there, with the same token) changes
+// nothing.
+type Restore struct {
+	NextShardID   uint64            `json:"next_shard_id"`
+	NextReplicaID uint64            `json:"next_replica_id"`
+	Epochs        map[string]uint64 `json:"epochs"`
+	Tenants       []RestoreTenant   `json:"tenants"`
+	Members       map[uint64]string `json:"members"`
+	NowMs         int64             `json:"now_ms"`
+}
+
+// RestoreTenant is one tenant of a Restore.
+type RestoreTenant struct {
+	Name        string              `json:"name"`
+	Quotas      api.Quotas          `json:"quotas"`
+	Credentials tenants.Credentials `json:"credentials"`
+	CreatedMs   int64               `json:"created_ms"`
+}
+
 // MetaOutcome is the result of a meta command.
 type MetaOutcome struct {
 	Code    api.Code      `json:"code,omitempty"`
@@ -286,6 +309,12 @@ func (m *Meta) Apply(index uint64, cmd []byte) (o MetaOutcome) {
 		t.Credentials, _ = tenants.Rotate(t.Credentials, c.TokenHash, time.UnixMilli(c.NowMs),
 			time.Duration(c.PreviousValidMs)*time.Millisecond)
 		return MetaOutcome{Tenant: t.clone()}
+	case OpRestore:
+		var c Restore
+		if err := strictUnmarshal(body, &c); err != nil {
+			return metaReject(api.CodeBadRequest, "%s: %v", op, err)
+		}
+		return m.restore(c)
 	case OpAddReplica:
 		var c AddReplica
 		if err := strictUnmarshal(body, &c); err != nil {
@@ -338,6 +367,73 @@ func (m *Meta) createTenant(c CreateTenant) MetaOutcome {
 	}
 	m.st.Tenants[c.Name] = t
 	return MetaOutcome{Tenant: t.clone(), Created: true}
+}
+
+func (m *Meta) restore(c Restore) MetaOutcome {
+	names := map[string]bool{}
+	for _, t := range c.Tenants {
+		if err := api.ValidateTenantName("name", t.Name); err != nil {
+			e := err.(*api.Error)
+			return MetaOutcome{Code: e.Code, Message: e.Message}
+		}
+		if t.Credentials.Current.IsZero() || names[t.Name] {
+			return metaReject(api.CodeBadRequest, "restore: tenant %s: no token hash, or named twice", t.Name)
+		}
+		names[t.Name] = true
+	}
+	if len(m.st.Tenants) > 0 {
+		for _, t := range c.Tenants {
+			if have := m.st.Tenants[t.Name]; have == nil || !have.Credentials.Current.Equal(t.Credentials.Current) {
+				return metaReject(api.CodeConflict, "restore: the cluster has tenants already; restore into a new cluster")
+			}
+		}
+		return MetaOutcome{} // a retry
+	}
+	if len(c.Members) == 0 && len(c.Tenants) > 0 {
+		return metaReject(api.CodeUnavailable, "restore: no members to place the shards on")
+	}
+	m.st.NextShardID = max(m.st.NextShardID, c.NextShardID)
+	m.st.NextReplicaID = max(m.st.NextReplicaID, c.NextReplicaID)
+	for name, e := range c.Epochs {
+		m.st.Epochs[name] = max(m.st.Epochs[name], e)
+	}
+	for _, t := range c.Tenants {
+		m.createTenant(CreateTenant{Name: t.Name, Quotas: t.Quotas, TokenHash: t.Credentials.Current,
+			Members: c.Members, NowMs: c.NowMs})
+		rec := m.st.Tenants[t.Name]
+		rec.Credentials = t.Credentials
+		if rec.Credentials.Previous != nil {
+			p := *rec.Credentials.Previous
+			rec.Credentials.Previous = &p
+		}
+		if t.CreatedMs != 0 {
+			rec.CreatedMs = t.CreatedMs
+		}
+	}
+	return MetaOutcome{Created: len(c.Tenants) > 0}
+}
+
+// MetaBackup is what a backup takes of the meta state, read at once.
+type MetaBackup struct {
+	Applied                  uint64
+	NextShardID, NextReplica uint64
+	Epochs                   map[string]uint64
+	Tenants                  []*TenantRecord // sorted by name
+}
+
+// Backup returns a copy of what a backup takes of the meta state.
+func (m *Meta) Backup() MetaBackup {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	b := MetaBackup{Applied: m.st.Applied, NextShardID: m.st.NextShardID, NextReplica: m.st.NextReplicaID,
+		Epochs: make(map[string]uint64, len(m.st.Epochs))}
+	for k, v := range m.st.Epochs {
+		b.Epochs[k] = v
+	}
+	for _, name := range sortedKeys(m.st.Tenants) {
+		b.Tenants = append(b.Tenants, m.st.Tenants[name].clone())
+	}
+	return b
 }
 
 // Notify wakes the meta watchers (the reconciler) after a batch.

@@ -97,6 +97,7 @@ func FuzzMetaApply(f *testing.F) {
 	f.Add(byte(OpRotateToken), []byte(`{"name":"acme","token_hash":"zz","previous_valid_ms":-1}`))
 	f.Add(byte(OpAddReplica), []byte(`{"name":"acme","node":0}`))
 	f.Add(byte(OpRegisterNode), []byte(`{"id":1,"raft_address":"x","api_address":"y"}`))
+	f.Add(byte(OpRestore), []byte(`{"next_shard_id":90,"epochs":{"acme":4},"tenants":[{"name":"acme","credentials":{"current":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}}],"members":{"1":"a"}}`))
 	f.Fuzz(func(t *testing.T, op byte, body []byte) {
 		m := NewMeta()
 		m.Apply(1, Encode(OpCreateTenant, CreateTenant{Name: "acme", TokenHash: tenants.HashToken("t"), Members: map[uint64]string{1: "a"}}))
@@ -111,4 +112,51 @@ func FuzzMetaApply(f *testing.F) {
 			t.Fatalf("op %d %q rejected (%s) but changed the state", op, body, o.Code)
 		}
 	})
+}
+
+// TestMetaRestore: a restore into a cluster without tenants raises the
+// counters and epochs first, so every restored tenant's epoch is above the
+// backup's; it keeps the credentials, previous token included. A retry is
+// a no-op; a restore into a cluster with other tenants is a conflict.
+func TestMetaRestore(t *testing.T) {
+	m := NewMeta()
+	members := map[uint64]string{1: "h1:1", 2: "h2:1", 3: "h3:1"}
+	prev := tenants.HashToken("rft_acme_old")
+	until := time.UnixMilli(5000).UTC()
+	creds := tenants.Credentials{Current: tenants.HashToken("rft_acme_new"), Previous: &prev, PreviousValidUntil: until}
+	cmd := Restore{NextShardID: 190, NextReplicaID: 1500, Epochs: map[string]uint64{"acme": 4, "gone": 7},
+		Tenants: []RestoreTenant{{Name: "acme", Quotas: api.Quotas{MaxServices: 3}, Credentials: creds, CreatedMs: 42}},
+		Members: members, NowMs: 1000}
+	if o := metaApply(t, m, 1, OpRestore, Restore{Tenants: []RestoreTenant{{Name: "acme"}}, Members: members}); o.Code != api.CodeBadRequest {
+		t.Fatalf("restore without a token hash = %+v, want bad_request", o)
+	}
+	if o := metaApply(t, m, 2, OpRestore, cmd); o.Code != "" || !o.Created {
+		t.Fatalf("restore = %+v", o)
+	}
+	rec, ok := m.Tenant("acme")
+	if !ok || rec.Epoch != 5 || rec.ShardID != 190 || rec.Quotas.MaxServices != 3 || rec.CreatedMs != 42 ||
+		!rec.Credentials.Match(prev, time.UnixMilli(4999)) || !rec.Credentials.Match(creds.Current, time.UnixMilli(9999)) {
+		t.Fatalf("restored tenant = %+v", rec)
+	}
+	for id := range rec.Replicas {
+		if id < 1500 {
+			t.Fatalf("replica ID %d issued below the backup's next (1500)", id)
+		}
+	}
+	if o := metaApply(t, m, 3, OpCreateTenant, CreateTenant{Name: "gone", TokenHash: tenants.HashToken("g"), Members: members}); o.Tenant.Epoch != 8 || o.Tenant.ShardID != 191 {
+		t.Fatalf("a tenant created after the restore = %+v, want epoch 8 on shard 191", o.Tenant)
+	}
+	before, _ := m.Snapshot()
+	if o := metaApply(t, m, 4, OpRestore, cmd); o.Code != "" || o.Created {
+		t.Fatalf("restore again = %+v, want a no-op", o)
+	}
+	after, _ := m.Snapshot()
+	if want := bytes.Replace(before, []byte(`"applied":3,`), []byte(`"applied":4,`), 1); !bytes.Equal(want, after) {
+		t.Fatal("a retried restore changed the state")
+	}
+	other := cmd
+	other.Tenants = []RestoreTenant{{Name: "delta", Credentials: creds}}
+	if o := metaApply(t, m, 5, OpRestore, other); o.Code != api.CodeConflict {
+		t.Fatalf("restore into a cluster with tenants = %+v, want conflict", o)
+	}
 }

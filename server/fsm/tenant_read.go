@@ -155,6 +155,33 @@ func (t *Tenant) service(name string) api.ServiceResponse {
 	return r
 }
 
+// Durable returns what a backup takes of the tenant, and the applied index
+// it was read at: each service with a policy of its own or a permanent
+// instance (one registered without a session), sorted by name, with its
+// policy and its permanent instances.
+func (t *Tenant) Durable() ([]api.BackupService, uint64) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	out := []api.BackupService{}
+	for _, name := range sortedKeys(t.st.Services) {
+		svc := t.st.Services[name]
+		b := api.BackupService{Name: name, Instances: []api.Instance{}}
+		if svc.Policy != nil {
+			p := *svc.Policy
+			b.Policy = &p
+		}
+		for _, id := range sortedKeys(svc.Instances) {
+			if in := svc.Instances[id]; in.Session == "" {
+				b.Instances = append(b.Instances, *t.instanceView(id, in))
+			}
+		}
+		if b.Policy != nil || len(b.Instances) > 0 {
+			out = append(out, b)
+		}
+	}
+	return out, t.st.Applied
+}
+
 // encoded is a service's answer encoded once per modify index, without its
 // leading "index" field (which is the replica's applied index, different
 // for every read): many watchers woken by one change share one encoding.

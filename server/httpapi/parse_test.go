@@ -253,3 +253,36 @@ func TestDecodeLimits(t *testing.T) {
 		}
 	}
 }
+
+func FuzzParseRestore(f *testing.F) {
+	hash := strings.Repeat("ab", 32)
+	f.Add(`{"version":1,"next_shard_id":9,"next_replica_id":30,"epochs":{"acme":2,"gone":1},"tenants":[{"name":"acme","epoch":2,"quotas":{"max_services":10},"token_hash":"` + hash + `","services":[{"name":"web","policy":{"min_ready":2,"settle_ms":100},"instances":[{"id":"p1","address":"a:1","weight":5}]}]}]}`)
+	f.Add(`{"version":2,"tenants":[]}`)
+	f.Add(`{"version":1,"tenants":[{"name":"acme","token_hash":"00"}]}`)
+	f.Add(`{"version":1,"tenants":[{"name":"acme","token_hash":"` + hash + `","previous_token_hash":"xyz"}]}`)
+	f.Add(`{"version":1,"tenants":[{"name":"a","token_hash":"` + hash + `"},{"name":"a","token_hash":"` + hash + `"}]}`)
+	f.Add(`{"version":1,"tenants":[{"name":"acme","token_hash":"` + hash + `","services":[{"name":"web","instances":[{"id":"x","session_tag":"91c2e0"}]}]}]}`)
+	f.Fuzz(func(t *testing.T, body string) {
+		cmd, backup, err := parseRestore(nil, request(http.MethodPost, body, nil, ""))
+		if err != nil {
+			wantClientError(t, err)
+			return
+		}
+		if len(cmd.Tenants) != len(backup) {
+			t.Fatalf("%d tenants in the command, %d in the backup", len(cmd.Tenants), len(backup))
+		}
+		for i, rt := range cmd.Tenants {
+			if api.ValidateTenantName("name", rt.Name) != nil || rt.Credentials.Current.IsZero() ||
+				rt.Quotas.MaxServices <= 0 || cmd.Epochs[rt.Name] < backup[i].Epoch {
+				t.Fatalf("accepted a bad tenant: %+v", rt)
+			}
+			for _, svc := range backup[i].Services {
+				for _, in := range svc.Instances {
+					if in.SessionTag != "" || api.ValidateName("id", in.ID) != nil {
+						t.Fatalf("accepted a bad instance: %+v", in)
+					}
+				}
+			}
+		}
+	})
+}

@@ -56,11 +56,16 @@ func writeError(w http.ResponseWriter, err error) {
 // decode reads a JSON body strictly: at most api.MaxBodyBytes (413 above),
 // no unknown fields, nothing after the value. Errors name the field.
 func decode(w http.ResponseWriter, r *http.Request, v any, optional bool) error {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, api.MaxBodyBytes))
+	return decodeUpTo(w, r, v, optional, api.MaxBodyBytes)
+}
+
+// decodeUpTo is decode with a body limit of its own.
+func decodeUpTo(w http.ResponseWriter, r *http.Request, v any, optional bool, limit int64) error {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		var mb *http.MaxBytesError
 		if errors.As(err, &mb) {
-			return api.Errorf(api.CodeTooLarge, "body: larger than %d bytes", api.MaxBodyBytes)
+			return api.Errorf(api.CodeTooLarge, "body: larger than %d bytes", limit)
 		}
 		return api.BadField("body", "%v", err)
 	}

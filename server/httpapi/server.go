@@ -119,6 +119,8 @@ func (s *Server) routes() {
 	h("GET /v1/cluster", admin, false, false, s.cluster)
 	h("POST /v1/cluster/nodes", admin, false, false, s.joinNode)
 	h("GET /v1/cluster/meta-applied", admin, false, false, s.metaApplied)
+	h("GET /v1/backup", admin, false, false, s.backup)
+	h("POST /v1/restore", admin, false, false, s.restore)
 	h("POST /v1/tenants", admin, false, false, s.createTenant)
 	h("GET /v1/tenants", admin, false, false, s.listTenants)
 	h("GET /v1/tenants/{t}", tenantRO, false, false, s.showTenant)
