@@ -24,6 +24,8 @@ commands:
   tenant     create|list|show|update|rotate-token|delete tenants (admin)
   service    list|show a tenant's services
   cluster    show nodes, shards and leaders (admin)
+  backup     save the cluster's durable state to a file (admin)
+  restore    restore a backup into a new cluster (admin)
 
 Run 'rafting <command> -h' for a command's flags.
 `
@@ -62,6 +64,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runService(ctx, args[1:], stdout)
 	case "cluster":
 		return runCluster(ctx, args[1:], stdout)
+	case "backup":
+		return runBackup(ctx, args[1:], stdout)
+	case "restore":
+		return runRestore(ctx, args[1:], stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/rafting/rafting/api"
+)
+
+// restoreTimeout bounds a restore: the new cluster starts every tenant's
+// shard and writes its permanent instances before it answers.
+const restoreTimeout = 30 * time.Minute
+
+// runBackup saves GET /v1/backup to a file (mode 0600: it holds the
+// tenants' token hashes), written whole or not at all, or to stdout.
+func runBackup(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlagSet("backup")
+	var cf commonFlags
+	cf.register(fs, "RAFTING_ADMIN_TOKEN")
+	file := fs.String("f", "", "file to write (default stdout)")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	var raw json.RawMessage
+	if err := c.do(ctx, http.MethodGet, "/v1/backup", nil, &raw); err != nil {
+		return err
+	}
+	var b api.Backup
+	if err := json.Unmarshal(raw, &b); err != nil {
+		return fmt.Errorf("backup: the server's answer: %w", err)
+	}
+	raw = append(raw, '\n')
+	if *file == "" {
+		_, err := stdout.Write(raw)
+		return err
+	}
+	if err := writeFileAtomic(*file, raw); err != nil {
+		return err
+	}
+	instances := 0
+	for _, t := range b.Tenants {
+		for _, s := range t.Services {
+			instances += len(s.Instances)
+		}
+	}
+	fmt.Fprintf(stdout, "backup of %d tenants and %d permanent instances (meta index %d) written to %s\n",
+		len(b.Tenants), instances, b.Index, *file)
+	return nil
+}
+
+// writeFileAtomic writes b to a temporary file beside path, syncs it and
+// renames it over path.
+func writeFileAtomic(path string, b []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".rafting-backup-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+// runRestore sends a backup file to POST /v1/restore.
+func runRestore(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlagSet("restore")
+	var cf commonFlags
+	cf.register(fs, "RAFTING_ADMIN_TOKEN")
+	file := fs.String("f", "", "backup file to restore (required)")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	if *file == "" {
+		return usageError{"restore: -f names the backup file"}
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	raw, err := os.ReadFile(*file)
+	if err != nil {
+		return err
+	}
+	if !json.Valid(raw) {
+		return fmt.Errorf("restore: %s is not JSON", *file)
+	}
+	c.http.Timeout = restoreTimeout
+	var res api.RestoreResponse
+	if err := c.do(ctx, http.MethodPost, "/v1/restore", json.RawMessage(raw), &res); err != nil {
+		return err
+	}
+	if cf.output == "json" {
+		return printJSON(stdout, res)
+	}
+	fmt.Fprintf(stdout, "restored %d tenants, %d policies and %d permanent instances\n", res.Tenants, res.Policies, res.Instances)
+	return nil
+}
