@@ -15,6 +15,14 @@ const (
 	// a mastership released under the holder's own session is handed over in
 	// the same entry; any other release waits for the holder's last promise.
 	HeaderSession = "X-Rafting-Session"
+	// HeaderEpoch is the tenant's epoch on every answer a tenant's replica
+	// serves: its incarnation, the high bits of its fencing tokens. Indexes
+	// of different epochs are not comparable (a tenant deleted and created
+	// again, or restored from a backup, starts its Raft log over); a client
+	// that sees a higher epoch starts over, and passes it back as ?epoch=
+	// with ?index=, so that a blocking query from an older one answers at
+	// once.
+	HeaderEpoch = "X-Rafting-Epoch"
 )
 
 // MaxBodyBytes is the largest request body a server reads (413 above it).

@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -93,6 +94,13 @@ func TestBackupRestore(t *testing.T) {
 	c.Do(2, servertest.AdminToken, http.MethodGet, "/v1/tenants/acme", nil).JSON(t, &newAcme)
 	if newAcme.Epoch <= oldAcme.Epoch || newAcme.Quotas.MaxInstances != 50 {
 		t.Fatalf("restored acme: epoch %d (was %d), quotas %+v", newAcme.Epoch, oldAcme.Epoch, newAcme.Quotas)
+	}
+	// Every answer names the new epoch; a blocking query at an index of
+	// the old one (above every index of the new log) answers at once.
+	asked := time.Now()
+	r = c.Do(2, acme, http.MethodGet, "/v1/tenants/acme/services/web?wait=5s&index=1000000&epoch="+strconv.FormatUint(oldAcme.Epoch, 10), nil)
+	if r.Status != http.StatusOK || r.Header.Get(api.HeaderEpoch) != strconv.FormatUint(newAcme.Epoch, 10) || time.Since(asked) > 2*time.Second {
+		t.Fatalf("a watch from the old epoch: %d after %v, epoch %q (want %d)", r.Status, time.Since(asked), r.Header.Get(api.HeaderEpoch), newAcme.Epoch)
 	}
 	if r := c.Do(1, acme, http.MethodPut, "/v1/tenants/acme/sessions/"+sessID, api.SessionRequest{TTLMs: 10000}); r.Status >= 300 {
 		t.Fatalf("open session on the new cluster = %d %s", r.Status, r.Body)

@@ -181,6 +181,7 @@ func parseJoin(w http.ResponseWriter, r *http.Request) (api.JoinRequest, error) 
 // serviceQuery is a validated GET .../services/{s}.
 type serviceQuery struct {
 	index uint64
+	epoch uint64 // the epoch index is of; 0: not said
 	wait  time.Duration
 }
 
@@ -192,6 +193,10 @@ func parseServiceQuery(r *http.Request, maxWait time.Duration) (serviceQuery, er
 	if err != nil {
 		return serviceQuery{}, err
 	}
+	epoch, err := parseUintParam(r, "epoch")
+	if err != nil {
+		return serviceQuery{}, err
+	}
 	wait, err := parseWait(r, maxWait, maxWait)
 	if err != nil {
 		return serviceQuery{}, err
@@ -199,5 +204,5 @@ func parseServiceQuery(r *http.Request, maxWait time.Duration) (serviceQuery, er
 	if _, err := parseBool(r, "consistent"); err != nil {
 		return serviceQuery{}, err
 	}
-	return serviceQuery{index: index, wait: wait}, nil
+	return serviceQuery{index: index, epoch: epoch, wait: wait}, nil
 }

@@ -201,6 +201,8 @@ func FuzzParseServiceQuery(f *testing.F) {
 	f.Add("web", "index=-1")
 	f.Add("web", "wait=99999999999999999999h")
 	f.Add("web", "wait=5")
+	f.Add("web", "index=9&epoch=2")
+	f.Add("web", "epoch=x")
 	f.Fuzz(func(t *testing.T, svc, query string) {
 		r := httptest.NewRequest(http.MethodGet, "/x", nil)
 		r.URL.RawQuery = query

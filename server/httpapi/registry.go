@@ -19,6 +19,7 @@ func (s *Server) replica(w http.ResponseWriter, r *http.Request) (*cluster.Tenan
 	name := r.PathValue("t")
 	brief, known := s.node.Meta().Brief(name)
 	if t, ok := s.node.Tenant(name); ok && known && brief.ShardID == t.ShardID {
+		w.Header().Set(api.HeaderEpoch, strconv.FormatUint(t.Epoch, 10))
 		return t, true
 	}
 	if known {
@@ -178,7 +179,8 @@ func (s *Server) service(w http.ResponseWriter, r *http.Request, _ identity) {
 		return
 	}
 	name := r.PathValue("s")
-	if q.index > 0 && !s.block(w, r, t, name, q.index, q.wait) {
+	// An index of another epoch says nothing of this log: answer at once.
+	if q.index > 0 && (q.epoch == 0 || q.epoch == t.Epoch) && !s.block(w, r, t, name, q.index, q.wait) {
 		return
 	}
 	index, tail, err := t.SM.ServiceTail(name)

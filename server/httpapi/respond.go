@@ -164,13 +164,18 @@ func queryValue(raw, name string) string {
 
 // parseIndex reads ?index=N (0 when absent).
 func parseIndex(r *http.Request) (uint64, error) {
-	v := queryValue(r.URL.RawQuery, "index")
+	return parseUintParam(r, "index")
+}
+
+// parseUintParam reads an optional non-negative integer query parameter.
+func parseUintParam(r *http.Request, name string) (uint64, error) {
+	v := queryValue(r.URL.RawQuery, name)
 	if v == "" {
 		return 0, nil
 	}
 	n, err := strconv.ParseUint(v, 10, 64)
 	if err != nil {
-		return 0, api.BadField("index", "%q is not a non-negative integer", v)
+		return 0, api.BadField(name, "%q is not a non-negative integer", v)
 	}
 	return n, nil
 }
