@@ -110,11 +110,11 @@ func (s *Service) lastError() error {
 	return s.lastErr
 }
 
-// raiseFloor makes the first fill wait for index (read-your-writes).
-func (s *Service) raiseFloor(index uint64) {
+// raiseFloor makes the first fill wait for a position (read-your-writes).
+func (s *Service) raiseFloor(pos uint64) {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
-	s.floor = max(s.floor, index)
+	s.floor = max(s.floor, pos)
 }
 
 // listen calls fn with every new snapshot (under the apply lock, in order)
@@ -146,7 +146,11 @@ func (s *Service) run(ctx context.Context) {
 		snap, _ := s.current()
 		req := transport.Request{Method: http.MethodGet, Path: s.path, Server: server}
 		if s.filledNow() {
-			req.Path += "?index=" + strconv.FormatUint(snap.Index, 10) + "&wait=" + strconv.FormatInt(wait.Milliseconds(), 10)
+			req.Path += "?index=" + strconv.FormatUint(indexOf(snap.pos), 10) + "&wait=" + strconv.FormatInt(wait.Milliseconds(), 10)
+			if e := epochOf(snap.pos); e > 0 {
+				// A server of another epoch answers at once.
+				req.Path += "&epoch=" + strconv.FormatUint(e, 10)
+			}
 			req.Long, req.Timeout = true, wait+wait/16+10*time.Second
 		} else if consistent {
 			req.Path += "?consistent=true"
@@ -175,7 +179,7 @@ func (s *Service) run(ctx context.Context) {
 			}
 			continue
 		}
-		switch s.apply(r, time.Now()) {
+		switch s.apply(r, resp.Epoch(), time.Now()) {
 		case applied:
 			j.Reset()
 			server, consistent = resp.Server, false
@@ -231,28 +235,35 @@ const (
 	belowFloor
 )
 
-// apply applies one answer atomically, if it is not older than the cache.
-func (s *Service) apply(r *api.ServiceResponse, now time.Time) outcome {
+// apply applies one answer, of the tenant's epoch, atomically, if it is not
+// older than the cache.
+func (s *Service) apply(r *api.ServiceResponse, epoch uint64, now time.Time) outcome {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
 	p := s.pub.Load()
 	old := p.snap
+	pos := position(epoch, r.Index)
 	switch {
-	case s.isFilled && r.Index < old.Index:
+	case s.isFilled && pos < old.pos:
 		return older
-	case !s.isFilled && r.Index < s.floor:
+	case !s.isFilled && pos < s.floor:
 		return belowFloor
 	}
 	s.failures, s.lastErr = 0, nil
-	if s.isFilled && r.ModifyIndex == p.modify {
+	if s.isFilled && r.ModifyIndex == p.modify && epochOf(pos) == epochOf(old.pos) {
 		// Same content: a wait that ended, or a refresh.
 		next := *old
-		next.Index, next.Synced, next.Stale = max(r.Index, old.Index), now, false
+		next.pos = max(pos, old.pos)
+		next.Index, next.Synced, next.Stale = indexOf(next.pos), now, false
 		s.publishLocked(&published{snap: &next, modify: p.modify, held: p.held, holdEnd: p.holdEnd}, old.Stale)
 		return applied
 	}
+	if s.isFilled && epochOf(pos) != epochOf(old.pos) {
+		s.c.log.Info("the tenant's Raft log started over (created again, or restored): following the new one",
+			"service", s.name, "epoch", epochOf(pos), "was", epochOf(old.pos))
+	}
 	slices.SortFunc(r.Instances, func(a, b api.Instance) int { return strings.Compare(a.ID, b.ID) })
-	next := &Snapshot{Service: s.name, Index: r.Index, Instances: r.Instances, Master: r.Master, Policy: r.Policy, Synced: now}
+	next := &Snapshot{Service: s.name, Index: r.Index, pos: pos, Instances: r.Instances, Master: r.Master, Policy: r.Policy, Synced: now}
 	np := &published{snap: next, modify: r.ModifyIndex}
 	if s.isFilled {
 		np.held, np.holdEnd = s.quarantine(p, next, now)
@@ -356,7 +367,7 @@ func (s *Service) publishLocked(np *published, notify bool) {
 // refreshes of one service share one request, made under the first
 // caller's ctx (bounded to 5 s): if that ctx ends, the others ask again.
 func (s *Service) refresh(ctx context.Context, index uint64) error {
-	for s.Index() < index {
+	for s.position() < index {
 		ch := s.c.flight.DoChan("refresh/"+s.name, func() (any, error) {
 			fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
@@ -392,8 +403,8 @@ func (s *Service) fetch(ctx context.Context, index uint64) error {
 		if err != nil {
 			return err
 		}
-		if r.Index >= index {
-			s.apply(r, time.Now())
+		if position(resp.Epoch(), r.Index) >= index {
+			s.apply(r, resp.Epoch(), time.Now())
 			return nil
 		}
 		path = s.path + "?consistent=true"

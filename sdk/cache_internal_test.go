@@ -43,18 +43,18 @@ func TestQuarantine(t *testing.T) {
 	c.cfg.conn.quarantine = 10 * time.Second
 	s := newService(c, "s")
 	now := time.Now()
-	if got := s.apply(answer(10, ready("a"), ready("b"), ready("c"), ready("d")), now); got != applied {
+	if got := s.apply(answer(10, ready("a"), ready("b"), ready("c"), ready("d")), 0, now); got != applied {
 		t.Fatalf("first fill: %v", got)
 	}
 	b := s.Balancer(nil)
 	// One of four vanishes: applied at once.
-	s.apply(answer(11, ready("a"), ready("b"), ready("c")), now)
+	s.apply(answer(11, ready("a"), ready("b"), ready("c")), 0, now)
 	s.rebuild()
 	if got := pickedIDs(b); !slices.Equal(got, []string{"a", "b", "c"}) {
 		t.Fatalf("after a small removal the balancer holds %v", got)
 	}
 	// Two of three vanish at once: quarantined.
-	s.apply(answer(12, ready("a")), now)
+	s.apply(answer(12, ready("a")), 0, now)
 	s.rebuild()
 	snap := s.Snapshot()
 	if got := ids(snap.Instances); !slices.Equal(got, []string{"a"}) {
@@ -67,13 +67,13 @@ func TestQuarantine(t *testing.T) {
 		t.Fatalf("during the quarantine the balancer holds %v, want [a b c]", got)
 	}
 	// b comes back (draining): it leaves the quarantine and the balancer.
-	s.apply(answer(13, ready("a"), draining("b")), now.Add(time.Second))
+	s.apply(answer(13, ready("a"), draining("b")), 0, now.Add(time.Second))
 	s.rebuild()
 	if got := pickedIDs(b); !slices.Equal(got, []string{"a", "c"}) {
 		t.Fatalf("after b drained the balancer holds %v, want [a c]", got)
 	}
 	// An older answer is dropped.
-	if got := s.apply(answer(5), now); got != older || s.Index() != 13 {
+	if got := s.apply(answer(5), 0, now); got != older || s.Index() != 13 {
 		t.Fatalf("older answer: %v, index %d", got, s.Index())
 	}
 	// The quarantine ends.
@@ -87,8 +87,8 @@ func TestQuarantine(t *testing.T) {
 		t.Fatalf("after the quarantine the balancer holds %v", got)
 	}
 	// A mass drain is intentional: applied at once.
-	s.apply(answer(20, ready("a"), ready("b"), ready("c")), now)
-	s.apply(answer(21, ready("a"), draining("b"), draining("c")), now)
+	s.apply(answer(20, ready("a"), ready("b"), ready("c")), 0, now)
+	s.apply(answer(21, ready("a"), draining("b"), draining("c")), 0, now)
 	s.rebuild()
 	if got := pickedIDs(b); !slices.Equal(got, []string{"a"}) {
 		t.Fatalf("after a mass drain the balancer holds %v, want [a]", got)
@@ -121,7 +121,7 @@ func TestDebounce(t *testing.T) {
 		update := func() {
 			idx++
 			ins := []api.Instance{ready("a"), ready(fmt.Sprint("i", idx))} // a new list every time
-			s.apply(answer(idx, ins...), time.Now())
+			s.apply(answer(idx, ins...), 0, time.Now())
 		}
 		update()
 		synctest.Wait()
@@ -157,4 +157,29 @@ func TestDebounce(t *testing.T) {
 			t.Fatalf("a 200 ms burst made %d rebuilds, want about 5", n)
 		}
 	})
+}
+
+// TestEpochs: an answer of a higher epoch (the tenant's Raft log started
+// over) is newer than any of a lower one, whatever their indexes, even
+// with the same modify index; an answer of a lower epoch is older.
+func TestEpochs(t *testing.T) {
+	s := newService(testClient(), "s")
+	now := time.Now()
+	if got := s.apply(answer(50, ready("a"), ready("b")), 1, now); got != applied {
+		t.Fatalf("first answer: %v", got)
+	}
+	same := answer(7, ready("c"))
+	same.ModifyIndex = 50
+	if got := s.apply(same, 2, now); got != applied || s.Index() != 7 || !slices.Equal(ids(s.Snapshot().Instances), []string{"c"}) {
+		t.Fatalf("an answer of the next epoch: %v, index %d, instances %v", got, s.Index(), ids(s.Snapshot().Instances))
+	}
+	if got := s.apply(answer(60, ready("a")), 1, now); got != older || s.Index() != 7 {
+		t.Fatalf("an answer of the old epoch: %v, index %d", got, s.Index())
+	}
+	if got := s.apply(answer(6, ready("d")), 2, now); got != older {
+		t.Fatalf("an older answer of the new epoch: %v", got)
+	}
+	if p := position(2, 7); s.position() != p || epochOf(p) != 2 || indexOf(p) != 7 || position(1<<30, 7) != 7 {
+		t.Fatalf("position %d, want %d", s.position(), p)
+	}
 }

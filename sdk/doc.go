@@ -90,7 +90,7 @@
 // IsMaster is true only while both hold:
 //
 //   - the latest master record the member knows of names its session and
-//     is not being revoked (from three sources, newest Raft index wins:
+//     is not being revoked (from three sources, newest position wins:
 //     keepalive answers, stream events, the member's watch of its
 //     service); and
 //   - send time + lease_ms − margin is in the future, where elapsed time
@@ -132,7 +132,14 @@
 // Client.Service watches one service with one blocking query at a time
 // (GET .../services/{s}?index=N&wait=60s) and keeps one monotonic index:
 // an answer older than what the cache holds is dropped, and after the
-// first answer the SDK never asks from 0 again. Each answer is a full
+// first answer the SDK never asks from 0 again. Positions, not bare
+// indexes, are compared: the tenant's epoch (X-Rafting-Epoch, the high
+// bits of its fencing tokens) above the Raft index. A tenant created again
+// under its name, or restored from a backup into a new cluster, starts its
+// Raft log over under a higher epoch, and its answers are newer than any
+// of the old log; the watch passes its epoch back (?epoch=), so a server
+// of another epoch answers at once instead of waiting for an index it
+// will not reach for a long time. Each answer is a full
 // snapshot, applied atomically; balancers are rebuilt from it at once
 // for an isolated update and once per burst of updates (WithDebounce),
 // and take only ready instances with a positive weight. Writes made through a Client (Join, Update, Ready) are

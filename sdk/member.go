@@ -76,7 +76,7 @@ type Member struct {
 	mu       sync.Mutex
 	reg      api.RegisterRequest  // the registration, without its session
 	writes   int                  // registrations of ours in flight
-	regIndex uint64               // the index our last registration applied at
+	regIndex uint64               // the position (epoch, index) our last registration applied at
 	regSess  *session             // the session our last registration was made under
 	sess     *session             // the current session
 	leader   string               // the tenant shard leader's API address, when known
@@ -227,7 +227,7 @@ func (c *Client) join(ctx context.Context, inst Instance, cfg memberConfig, owns
 			m.end(err)
 			return nil, err
 		}
-		m.unlisten = s.listen(func(snap *Snapshot) { m.observe(snap.Index, snap.Master) })
+		m.unlisten = s.listen(func(snap *Snapshot) { m.observe(snap.pos, snap.Master) })
 	}
 	err := m.establish(ctx)
 	j := transport.NewJitter(50*time.Millisecond, 2*time.Second)
@@ -449,18 +449,18 @@ func phaseOf(s State) phase {
 }
 
 // register sends the registration under the current session and returns
-// the index it was applied at.
+// the position (epoch and index) it was applied at.
 func (m *Member) register(ctx context.Context, reg api.RegisterRequest) (uint64, error) {
 	m.mu.Lock()
 	s := m.sess
 	m.writes++
 	m.mu.Unlock()
-	var out api.RegisterResponse
+	var at uint64
 	defer func() {
 		m.mu.Lock()
 		m.writes--
-		if out.Index > 0 {
-			m.regIndex, m.regSess = max(m.regIndex, out.Index), s
+		if at > 0 {
+			m.regIndex, m.regSess = max(m.regIndex, at), s
 		}
 		m.mu.Unlock()
 	}()
@@ -471,10 +471,12 @@ func (m *Member) register(ctx context.Context, reg api.RegisterRequest) (uint64,
 	if err != nil {
 		return 0, err
 	}
+	var out api.RegisterResponse
 	if err := jsonUnmarshal(resp.Body, &out); err != nil {
 		return 0, err
 	}
-	return out.Index, nil
+	at = position(resp.Epoch(), out.Index)
+	return at, nil
 }
 
 // wrote makes the Client's cache of a service reflect a write applied at
@@ -571,7 +573,7 @@ func (m *Member) sendResign(ctx context.Context, sid string, token uint64, to st
 	if err := jsonUnmarshal(resp.Body, &out); err != nil {
 		return 0, err
 	}
-	return out.Index, nil
+	return position(resp.Epoch(), out.Index), nil
 }
 
 // Leave is the graceful stop. The member stops acting first (a master's

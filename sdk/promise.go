@@ -76,7 +76,7 @@ type roleState struct {
 	phase     phase
 	farm      bool
 	rec       *record // the latest known master record, when it names our session
-	recIndex  uint64  // the Raft index rec was observed at
+	recIndex  uint64  // the position (epoch, index) rec was observed at
 	resigning bool    // a resign (or a drain) of ours is in flight
 	promise   promise
 	mastered  uint64 // the token we last were Master with

@@ -15,7 +15,9 @@ import (
 type Snapshot struct {
 	Service string
 	// Index is the Raft index of the tenant's replica the answer was read
-	// at. It never goes backwards within a Client.
+	// at. It never goes backwards within a Client, except when the tenant's
+	// Raft log starts over (the tenant created again, or restored from a
+	// backup, under a higher epoch).
 	Index uint64
 	// Instances is every registered instance, whatever its state, sorted
 	// by ID. Balancers take only the ready ones with a positive weight.
@@ -34,6 +36,8 @@ type Snapshot struct {
 	// Quarantined lists instances that left in a mass removal and that
 	// balancers still keep, until the quarantine ends (see Service).
 	Quarantined []string
+
+	pos uint64 // the tenant's epoch and Index (see position)
 }
 
 // Ready returns the instances balancers take: ready, with a positive
@@ -91,6 +95,12 @@ func (s *Service) Master() (api.Master, bool) {
 func (s *Service) Index() uint64 {
 	snap, _ := s.current()
 	return snap.Index
+}
+
+// position is the current snapshot's position (see position).
+func (s *Service) position() uint64 {
+	snap, _ := s.current()
+	return snap.pos
 }
 
 // Stale reports whether the servers are not answering this service's

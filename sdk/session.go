@@ -222,6 +222,7 @@ func (m *Member) keepaliveOnce(ctx context.Context, s *session) error {
 		if err := jsonUnmarshal(resp.Body, &ka); err != nil {
 			return err
 		}
+		ka.Index = position(resp.Epoch(), ka.Index) // compared with positions from here on
 		leader := resp.Leader()
 		if leader == "" {
 			leader = resp.Server
@@ -305,8 +306,9 @@ func (m *Member) adoptStateLocked(ka *api.KeepaliveResponse) {
 	}
 }
 
-// observe takes in the service's master record as of index, from the
-// member's watch or its stream (nil: none, or not ours).
+// observe takes in the service's master record as of a position (epoch
+// and index), from the member's watch or its stream (nil: none, or not
+// ours).
 func (m *Member) observe(index uint64, master *api.Master) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -614,6 +616,7 @@ func (m *Member) streamLoop(ctx context.Context) {
 func (m *Member) readStream(cancel context.CancelFunc, s *session, resp *http.Response, server string, j *transport.Jitter) (moved bool, leader string) {
 	idle := time.AfterFunc(streamIdle, cancel)
 	defer idle.Stop()
+	epoch := epochIn(resp.Header)
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
 	first := true
@@ -637,7 +640,7 @@ func (m *Member) readStream(cancel context.CancelFunc, s *session, resp *http.Re
 			return false, ""
 		case api.EventMaster:
 			if ev.Service == m.service {
-				m.observe(ev.Index, ev.Master)
+				m.observe(position(epoch, ev.Index), ev.Master)
 			}
 		}
 		first = false

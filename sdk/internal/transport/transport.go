@@ -235,6 +235,12 @@ func (r *Response) Index() uint64 {
 	return n
 }
 
+// Epoch is the X-Rafting-Epoch header: the tenant's epoch (0 when absent).
+func (r *Response) Epoch() uint64 {
+	n, _ := strconv.ParseUint(r.Header.Get(api.HeaderEpoch), 10, 64)
+	return n
+}
+
 // Do sends req, retrying per req.Retry on another server where that helps.
 // Errors are *api.Error for an error answer, *NetError for no answer, or
 // the ctx's error (joined with the last failure, when there was one).
