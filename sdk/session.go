@@ -260,8 +260,8 @@ func (m *Member) renewed(s *session, sent time.Time, ka *api.KeepaliveResponse, 
 		m.st.promise = newPromise(sent, time.Duration(ka.LeaseMs)*time.Millisecond)
 	}
 	m.adoptStateLocked(ka)
-	// Strictly newer only: at an equal index a stream event was sent
-	// after the answer's masters were read, and may say the same.
+	// Strictly newer only: a record taken in at an equal position (from a
+	// stream event or the watch) is as new as the answer's.
 	if !m.farm && ka.Index > m.st.recIndex {
 		var rec *record
 		for _, h := range ka.Masters {
