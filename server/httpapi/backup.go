@@ -90,13 +90,7 @@ func (s *Server) restore(w http.ResponseWriter, r *http.Request, _ identity) {
 		propose := func(what string, op fsm.Op, c any) bool {
 			ctx, cancel := s.writeCtx(r)
 			defer cancel()
-			o, err := t.Propose(ctx, fsm.Encode(op, c))
-			if err == nil {
-				if e := o.Err(); e != nil {
-					err = e
-				}
-			}
-			if err != nil {
+			if _, err := proposeTo(ctx, t, op, c); err != nil {
 				writeError(w, prefixed(fmt.Sprintf("restore: tenant %s: %s: ", bt.Name, what), err))
 				return false
 			}

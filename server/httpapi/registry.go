@@ -43,6 +43,18 @@ func pathNames(r *http.Request, fields ...string) error {
 	return nil
 }
 
+// proposeTo runs a command on a tenant's shard through t; a rejected
+// command's outcome is the error.
+func proposeTo(ctx context.Context, t *cluster.Tenant, op fsm.Op, cmd any) (fsm.Outcome, error) {
+	o, err := t.Propose(ctx, fsm.Encode(op, cmd))
+	if err == nil {
+		if e := o.Err(); e != nil {
+			err = e
+		}
+	}
+	return o, err
+}
+
 // propose runs a command on the path's tenant shard through this node's
 // replica; false means it answered (no replica here, or the command's
 // error).
@@ -53,12 +65,7 @@ func (s *Server) propose(w http.ResponseWriter, r *http.Request, op fsm.Op, cmd 
 	}
 	ctx, cancel := s.writeCtx(r)
 	defer cancel()
-	o, err := t.Propose(ctx, fsm.Encode(op, cmd))
-	if err == nil {
-		if e := o.Err(); e != nil {
-			err = e
-		}
-	}
+	o, err := proposeTo(ctx, t, op, cmd)
 	if leader := t.LeaderAPI(); leader != "" {
 		w.Header().Set(api.HeaderLeader, leader)
 	}
