@@ -71,7 +71,7 @@ func New(cfg config.Config) (*Server, error) {
 		ln.Close()
 		return nil, err
 	}
-	peers, err := peerClient(cfg)
+	peers, err := PeerClient(cfg)
 	if err != nil {
 		node.Close()
 		ln.Close()
@@ -101,10 +101,11 @@ func New(cfg config.Config) (*Server, error) {
 	return s, nil
 }
 
-// peerClient is the HTTP client nodes use to reach each other's API
-// (keepalive forwarding, revocation sync). With API TLS, peers are verified
-// against the peer CA when one is given, else the system roots.
-func peerClient(cfg config.Config) (*http.Client, error) {
+// PeerClient is the HTTP client a node uses to reach the other nodes' API
+// (keepalive forwarding, revocation sync, and a new node's join request).
+// With API TLS, peers are verified against the peer CA when one is given,
+// else the system roots.
+func PeerClient(cfg config.Config) (*http.Client, error) {
 	tr := &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}
 	if cfg.TLSCert != "" {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12}

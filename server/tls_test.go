@@ -1,20 +1,12 @@
 package server_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -24,87 +16,24 @@ import (
 	"github.com/rafting/rafting/server/servertest"
 )
 
-// testCA issues certificates for 127.0.0.1 in a directory.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	dir  string
-	file string
-}
-
-func newCA(t *testing.T, dir, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature, BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	ca := &testCA{cert: cert, key: key, dir: dir, file: filepath.Join(dir, name+"-ca.pem")}
-	writePEM(t, ca.file, "CERTIFICATE", der)
-	return ca
-}
-
-func writePEM(t *testing.T, file, kind string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// issue returns cert and key files for a node, valid for 127.0.0.1 as both
-// server and client (Raft peers are both).
-func (ca *testCA) issue(t *testing.T, name string) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, _ := x509.MarshalECPrivateKey(key)
-	certFile, keyFile = filepath.Join(ca.dir, name+".pem"), filepath.Join(ca.dir, name+"-key.pem")
-	writePEM(t, certFile, "CERTIFICATE", der)
-	writePEM(t, keyFile, "EC PRIVATE KEY", kb)
-	return certFile, keyFile
-}
-
 // TestTLS: a cluster with API TLS and mutual TLS between Raft peers works
 // end to end; a peer whose certificate the others' CA did not sign cannot
 // take part: it never catches up and never runs the tenant's shard.
 func TestTLS(t *testing.T) {
 	dir := t.TempDir()
-	ca := newCA(t, dir, "cluster")
-	rogue := newCA(t, dir, "rogue")
+	ca := servertest.NewCA(t, dir, "cluster")
+	rogue := servertest.NewCA(t, dir, "rogue")
 	c := servertest.Start(t, servertest.Options{Nodes: 3, Configure: func(cfg *config.Config) {
 		issuer := ca
 		if cfg.NodeID == 3 {
 			issuer = rogue // node 3's certificate is signed by another CA
 		}
-		cert, key := issuer.issue(t, fmt.Sprintf("node%d", cfg.NodeID))
+		cert, key := issuer.Issue(t, fmt.Sprintf("node%d", cfg.NodeID))
 		cfg.TLSCert, cfg.TLSKey = cert, key
-		cfg.PeerCA, cfg.PeerCert, cfg.PeerKey = ca.file, cert, key
+		cfg.PeerCA, cfg.PeerCert, cfg.PeerKey = ca.File, cert, key
 	}, SkipWaitReady: []int{3}})
 	pool := x509.NewCertPool()
-	pem, _ := os.ReadFile(ca.file)
+	pem, _ := os.ReadFile(ca.File)
 	pool.AppendCertsFromPEM(pem)
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	do := func(node int, token, method, path string, body string) (int, []byte) {

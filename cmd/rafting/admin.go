@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -30,12 +32,14 @@ type commonFlags struct {
 	servers string
 	token   string
 	output  string
+	ca      string
 }
 
 func (c *commonFlags) register(fs *flag.FlagSet, tokenEnv string) {
 	fs.StringVar(&c.servers, "servers", "", "comma-separated API addresses (default $RAFTING_SERVERS, else 127.0.0.1:7070)")
 	fs.StringVar(&c.token, "token", "", "bearer token (default $"+tokenEnv+")")
 	fs.StringVar(&c.output, "o", "table", "output: table or json")
+	fs.StringVar(&c.ca, "ca", os.Getenv("RAFTING_CA"), "CA certificate (PEM) of the servers' API: https, verified with it (default $RAFTING_CA; without it, addresses without a scheme are http)")
 	c.token = os.Getenv(tokenEnv)
 }
 
@@ -54,10 +58,23 @@ func (c *commonFlags) client() (*client, error) {
 		return nil, usageError{"a token is required (--token, or the environment variable named in -h)"}
 	}
 	cl := &client{token: c.token, http: &http.Client{Timeout: 30 * time.Second}}
+	scheme := "http://"
+	if c.ca != "" {
+		pem, err := os.ReadFile(c.ca)
+		if err != nil {
+			return nil, fmt.Errorf("--ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--ca %s: no PEM certificate in it", c.ca)
+		}
+		cl.http.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+		scheme = "https://"
+	}
 	for _, s := range strings.Split(servers, ",") {
 		if s = strings.TrimSpace(s); s != "" {
 			if !strings.Contains(s, "://") {
-				s = "http://" + s
+				s = scheme + s
 			}
 			cl.servers = append(cl.servers, strings.TrimRight(s, "/"))
 		}

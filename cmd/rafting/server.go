@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -162,7 +163,15 @@ func requestJoin(ctx context.Context, cfg config.Config) (map[uint64]string, err
 	body, _ := json.Marshal(api.JoinRequest{ID: cfg.NodeID, RaftAddress: cfg.RaftAddress, APIAddress: advertise})
 	base := cfg.Join
 	if !strings.Contains(base, "://") {
-		base = "http://" + base
+		scheme := "http://"
+		if cfg.TLSCert != "" {
+			scheme = "https://" // a node with API TLS joins a cluster with API TLS
+		}
+		base = scheme + base
+	}
+	hc, err := server.PeerClient(cfg) // a TLS member is verified as the nodes verify each other
+	if err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
@@ -173,7 +182,7 @@ func requestJoin(ctx context.Context, cfg config.Config) (map[uint64]string, err
 		}
 		req.Header.Set("Authorization", "Bearer "+cfg.AdminToken)
 		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := hc.Do(req)
 		if err == nil {
 			b, _ := io.ReadAll(io.LimitReader(resp.Body, api.MaxBodyBytes))
 			resp.Body.Close()
@@ -193,6 +202,8 @@ func requestJoin(ctx context.Context, cfg config.Config) (map[uint64]string, err
 				return nil, fmt.Errorf("join %s: %w", cfg.Join, e)
 			}
 			err = e
+		} else if errors.As(err, new(*tls.CertificateVerificationError)) {
+			return nil, fmt.Errorf("join %s: %w (is --peer-ca the CA of the cluster's certificates?)", cfg.Join, err)
 		}
 		select {
 		case <-ctx.Done():
