@@ -362,23 +362,23 @@ func (s *Service) publishLocked(np *published, notify bool) {
 	close(p.changed)
 }
 
-// refresh brings the cache to at least index (read-your-writes): one plain
+// refresh brings the cache to at least a position (read-your-writes): one plain
 // read, then a linearizable one if that replica was behind. Concurrent
 // refreshes of one service share one request, made under the first
 // caller's ctx (bounded to 5 s): if that ctx ends, the others ask again.
-func (s *Service) refresh(ctx context.Context, index uint64) error {
-	for s.position() < index {
+func (s *Service) refresh(ctx context.Context, pos uint64) error {
+	for s.position() < pos {
 		ch := s.c.flight.DoChan("refresh/"+s.name, func() (any, error) {
 			fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
-			return nil, s.fetch(fctx, index)
+			return nil, s.fetch(fctx, pos)
 		})
 		select {
 		case res := <-ch:
 			err := res.Err
 			switch {
 			case ctx.Err() != nil:
-				return fmt.Errorf("sdk: service %s: read-your-writes at %d: %w", s.name, index, ctx.Err())
+				return fmt.Errorf("sdk: service %s: read-your-writes at index %d: %w", s.name, indexOf(pos), ctx.Err())
 			case err == nil:
 			case transport.Retryable(err) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
 				sleep(ctx, 20*time.Millisecond)
@@ -386,13 +386,13 @@ func (s *Service) refresh(ctx context.Context, index uint64) error {
 				return err
 			}
 		case <-ctx.Done():
-			return fmt.Errorf("sdk: service %s: read-your-writes at %d: %w", s.name, index, ctx.Err())
+			return fmt.Errorf("sdk: service %s: read-your-writes at index %d: %w", s.name, indexOf(pos), ctx.Err())
 		}
 	}
 	return nil
 }
 
-func (s *Service) fetch(ctx context.Context, index uint64) error {
+func (s *Service) fetch(ctx context.Context, pos uint64) error {
 	path := s.path
 	for range 2 {
 		resp, err := s.c.tr.Do(ctx, transport.Request{Method: http.MethodGet, Path: path, Retry: writeRetry})
@@ -403,13 +403,13 @@ func (s *Service) fetch(ctx context.Context, index uint64) error {
 		if err != nil {
 			return err
 		}
-		if position(resp.Epoch(), r.Index) >= index {
+		if position(resp.Epoch(), r.Index) >= pos {
 			s.apply(r, resp.Epoch(), time.Now())
 			return nil
 		}
 		path = s.path + "?consistent=true"
 	}
-	return fmt.Errorf("%w: no replica reached index %d", api.ErrUnavailable, index)
+	return fmt.Errorf("%w: no replica reached index %d", api.ErrUnavailable, indexOf(pos))
 }
 
 // publish rebuilds the balancers from the current snapshot. An update

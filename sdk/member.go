@@ -480,28 +480,28 @@ func (m *Member) register(ctx context.Context, reg api.RegisterRequest) (uint64,
 }
 
 // wrote makes the Client's cache of a service reflect a write applied at
-// index before it serves that service again (read-your-writes): a watched
-// service is refreshed now; for one not watched yet, its first answer must
-// reach index.
-func (c *Client) wrote(ctx context.Context, service string, index uint64) error {
+// a position (epoch and index) before it serves that service again
+// (read-your-writes): a watched service is refreshed now; for one not
+// watched yet, its first answer must reach it.
+func (c *Client) wrote(ctx context.Context, service string, pos uint64) error {
 	c.mu.Lock()
 	s := c.services[service]
 	if s == nil {
-		c.floors[service] = max(c.floors[service], index)
+		c.floors[service] = max(c.floors[service], pos)
 	}
 	c.mu.Unlock()
 	if s == nil {
 		return nil
 	}
 	if !s.filledNow() {
-		s.raiseFloor(index)
+		s.raiseFloor(pos)
 		select {
 		case <-s.filled:
 		case <-ctx.Done():
-			return fmt.Errorf("sdk: service %s: read-your-writes at %d: %w", service, index, ctx.Err())
+			return fmt.Errorf("sdk: service %s: read-your-writes at index %d: %w", service, indexOf(pos), ctx.Err())
 		}
 	}
-	return s.refresh(ctx, index)
+	return s.refresh(ctx, pos)
 }
 
 // Resign hands the member's mastership over to the next candidate: the
