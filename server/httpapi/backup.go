@@ -1,11 +1,17 @@
 package httpapi
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
+	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/server/cluster"
 	"github.com/rafting/rafting/server/fsm"
 	"github.com/rafting/rafting/tenants"
 )
@@ -14,12 +20,21 @@ import (
 // permanent instances, more than one request's 1 MiB.
 const maxRestoreBytes = 256 << 20
 
+// backupWorkers bounds the tenant shards a backup reads, or a restore
+// writes, at once.
+const backupWorkers = 32
+
+// tenantWait bounds how long a restore waits for one restored tenant's
+// shard to run with a leader on the answering node, and then for each of
+// its writes: a restore starts every shard at once.
+const tenantWait = 2 * time.Minute
+
 // backup answers the cluster's durable state (api.Backup), read after a
 // ReadIndex on the meta shard and on each tenant's shard, so that it holds
 // every write acknowledged before the request.
 func (s *Server) backup(w http.ResponseWriter, r *http.Request, _ identity) {
 	ctx, cancel := s.writeCtx(r)
-	err := s.node.SyncMeta(ctx)
+	err := current(ctx, s.node.SyncMeta)
 	cancel()
 	if err != nil {
 		writeError(w, err)
@@ -28,37 +43,67 @@ func (s *Server) backup(w http.ResponseWriter, r *http.Request, _ identity) {
 	now := time.Now()
 	mb := s.node.Meta().Backup()
 	b := api.Backup{Version: api.BackupVersion, CreatedAt: now.UTC(), Index: mb.Applied,
-		NextShardID: mb.NextShardID, NextReplicaID: mb.NextReplica, Epochs: mb.Epochs, Tenants: []api.BackupTenant{}}
-	for _, rec := range mb.Tenants {
+		NextShardID: mb.NextShardID, NextReplicaID: mb.NextReplica, Epochs: mb.Epochs,
+		Tenants: make([]api.BackupTenant, len(mb.Tenants))}
+	replicas := make([]*cluster.Tenant, len(mb.Tenants))
+	for i, rec := range mb.Tenants {
 		t, ok := s.node.Tenant(rec.Name)
 		if !ok || t.ShardID != rec.ShardID {
 			writeError(w, &api.Error{Code: api.CodeUnavailable, RetryAfter: time.Second,
 				Message: fmt.Sprintf("backup: tenant %s: its shard is starting on this node", rec.Name)})
 			return
 		}
-		ctx, cancel := s.writeCtx(r)
-		err := t.ReadIndex(ctx)
-		cancel()
-		if err != nil {
-			writeError(w, err)
-			return
-		}
-		services, _ := t.SM.Durable()
-		bt := api.BackupTenant{Name: rec.Name, Epoch: rec.Epoch, Quotas: rec.Quotas,
-			TokenHash: rec.Credentials.Current.String(), CreatedAt: time.UnixMilli(rec.CreatedMs).UTC(), Services: services}
-		if c := rec.Credentials; c.Previous != nil && now.Before(c.PreviousValidUntil) {
-			bt.PreviousTokenHash, bt.PreviousValidUntil = c.Previous.String(), c.PreviousValidUntil.UTC()
-		}
-		b.Tenants = append(b.Tenants, bt)
+		replicas[i] = t
+	}
+	g, gctx := errgroup.WithContext(r.Context())
+	g.SetLimit(backupWorkers)
+	for i, rec := range mb.Tenants {
+		t := replicas[i]
+		g.Go(func() error {
+			ctx, cancel := context.WithTimeout(gctx, s.node.Config().RequestTimeout)
+			defer cancel()
+			if err := current(ctx, t.ReadIndex); err != nil {
+				return prefixed(fmt.Sprintf("backup: tenant %s: ", rec.Name), err)
+			}
+			services, _ := t.SM.Durable()
+			bt := api.BackupTenant{Name: rec.Name, Epoch: rec.Epoch, Quotas: rec.Quotas,
+				TokenHash: rec.Credentials.Current.String(), CreatedAt: time.UnixMilli(rec.CreatedMs).UTC(), Services: services}
+			if c := rec.Credentials; c.Previous != nil && now.Before(c.PreviousValidUntil) {
+				bt.PreviousTokenHash, bt.PreviousValidUntil = c.Previous.String(), c.PreviousValidUntil.UTC()
+			}
+			b.Tenants[i] = bt
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		writeError(w, err)
+		return
 	}
 	setIndex(w, mb.Applied)
 	writeJSON(w, http.StatusOK, b)
 }
 
+// current runs a ReadIndex, retrying while the answer is a retryable 503
+// (a shard waking from quiesce, an election) and ctx lasts.
+func current(ctx context.Context, readIndex func(context.Context) error) error {
+	for {
+		err := readIndex(ctx)
+		var e *api.Error
+		if err == nil || ctx.Err() != nil || !errors.As(err, &e) || !e.Code.Retryable() {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(max(e.RetryAfter, 10*time.Millisecond)):
+		}
+	}
+}
+
 // restore creates a backup's tenants in a cluster that has none (one meta
 // entry), then writes each tenant's policies and permanent instances
-// through its shard. Every step is idempotent: a restore that failed half
-// way is finished by sending it again.
+// through its shard, several tenants at once. Every step is idempotent: a
+// restore that failed half way is finished by sending it again.
 func (s *Server) restore(w http.ResponseWriter, r *http.Request, _ identity) {
 	cmd, backup, err := parseRestore(w, r)
 	if err != nil {
@@ -76,46 +121,72 @@ func (s *Server) restore(w http.ResponseWriter, r *http.Request, _ identity) {
 		writeError(w, err)
 		return
 	}
-	resp := api.RestoreResponse{Tenants: len(backup)}
+	var policies, instances atomic.Int64
+	g, gctx := errgroup.WithContext(r.Context())
+	g.SetLimit(backupWorkers)
 	for _, bt := range backup {
-		ctx, cancel := s.writeCtx(r)
-		s.awaitTenant(ctx, bt.Name)
-		cancel()
-		t, ok := s.node.Tenant(bt.Name)
-		if !ok {
-			writeError(w, &api.Error{Code: api.CodeUnavailable, RetryAfter: time.Second,
-				Message: fmt.Sprintf("restore: tenant %s: its shard is not running on this node yet; send the restore again", bt.Name)})
-			return
-		}
-		propose := func(what string, op fsm.Op, c any) bool {
-			ctx, cancel := s.writeCtx(r)
-			defer cancel()
-			if _, err := proposeTo(ctx, t, op, c); err != nil {
-				writeError(w, prefixed(fmt.Sprintf("restore: tenant %s: %s: ", bt.Name, what), err))
-				return false
+		g.Go(func() error {
+			t, err := s.restoredTenant(gctx, bt.Name)
+			if err != nil {
+				return err
 			}
-			return true
-		}
-		now := time.Now().UnixMilli()
-		for _, svc := range bt.Services {
-			if svc.Policy != nil {
-				if !propose("service "+svc.Name+": policy", fsm.OpSetPolicy, fsm.SetPolicy{Service: svc.Name, ColdStart: *svc.Policy, AtMs: now}) {
-					return
+			propose := func(what string, op fsm.Op, c any) error {
+				// Longer than a request's bound: every shard of the restore
+				// starts at once, and an attempt that finds its shard busy is
+				// retried within the ctx (the writes are idempotent).
+				ctx, cancel := context.WithTimeout(gctx, tenantWait)
+				defer cancel()
+				if _, err := proposeTo(ctx, t, op, c); err != nil {
+					return prefixed(fmt.Sprintf("restore: tenant %s: %s: ", bt.Name, what), err)
 				}
-				resp.Policies++
+				return nil
 			}
-			for _, in := range svc.Instances {
-				weight := in.Weight
-				reg := api.RegisterRequest{Address: in.Address, Mode: in.Mode, State: in.State, Weight: &weight,
-					Priority: in.Priority, Zone: in.Zone, Meta: in.Meta}
-				if !propose("instance "+svc.Name+"/"+in.ID, fsm.OpRegister, fsm.Register{Service: svc.Name, ID: in.ID, Instance: reg, AtMs: now}) {
-					return
+			now := time.Now().UnixMilli()
+			for _, svc := range bt.Services {
+				if svc.Policy != nil {
+					if err := propose("service "+svc.Name+": policy", fsm.OpSetPolicy, fsm.SetPolicy{Service: svc.Name, ColdStart: *svc.Policy, AtMs: now}); err != nil {
+						return err
+					}
+					policies.Add(1)
 				}
-				resp.Instances++
+				for _, in := range svc.Instances {
+					weight := in.Weight
+					reg := api.RegisterRequest{Address: in.Address, Mode: in.Mode, State: in.State, Weight: &weight,
+						Priority: in.Priority, Zone: in.Zone, Meta: in.Meta}
+					if err := propose("instance "+svc.Name+"/"+in.ID, fsm.OpRegister, fsm.Register{Service: svc.Name, ID: in.ID, Instance: reg, AtMs: now}); err != nil {
+						return err
+					}
+					instances.Add(1)
+				}
 			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, api.RestoreResponse{Tenants: len(backup), Policies: int(policies.Load()), Instances: int(instances.Load())})
+}
+
+// restoredTenant waits (at most tenantWait) until a restored tenant's
+// shard runs on this node with a leader.
+func (s *Server) restoredTenant(ctx context.Context, name string) (*cluster.Tenant, error) {
+	ctx, cancel := context.WithTimeout(ctx, tenantWait)
+	defer cancel()
+	for {
+		if t, ok := s.node.Tenant(name); ok {
+			if _, _, known := t.Leader(); known {
+				return t, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, &api.Error{Code: api.CodeUnavailable, RetryAfter: time.Second,
+				Message: fmt.Sprintf("restore: tenant %s: its shard did not run here with a leader within %v; send the restore again", name, tenantWait)}
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	writeJSON(w, http.StatusOK, resp)
 }
 
 // prefixed puts context before an error's message, keeping its code.
