@@ -139,3 +139,122 @@ func BenchmarkTenants(b *testing.B) {
 	b.ReportMetric((mean(cpu)-mean(baseCPU))/float64(n), "cpu-%core/tenant/node")
 	b.ReportMetric((mean(rss)-mean(baseRSS))*1024/float64(n), "rss-KB/tenant/node")
 }
+
+// BenchmarkBackupRestore measures a backup and its restore at scale: N
+// tenants (RAFTING_BENCH_TENANTS, default 1,000) with one permanent
+// instance each on a cluster of three `rafting server` processes, then
+// GET /v1/backup, a second cluster of three processes, and POST
+// /v1/restore into it; every tenant's token and instance are checked on
+// the new cluster.
+//
+//	cd benchmarks && go test -run '^$' -bench BackupRestore -benchtime 1x -timeout 60m ./tenants/
+func BenchmarkBackupRestore(b *testing.B) {
+	n := 1000
+	if v, err := strconv.Atoi(os.Getenv("RAFTING_BENCH_TENANTS")); err == nil && v > 0 {
+		n = v
+	}
+	src := proctest.StartClusterWith(b, proctest.Options{Dir: bench.Dir(b)})
+	token := func(i int) string { return "rft_" + fmt.Sprintf("t%04d", i) + "_" + strings.Repeat("s", 30) }
+	each(b, n, func(i int) error {
+		name := fmt.Sprintf("t%04d", i)
+		base := "http://" + src.Servers[i%3].API
+		if err := call(http.MethodPost, base+"/v1/tenants", proctest.AdminToken, api.CreateTenantRequest{Name: name, Secret: strings.Repeat("s", 30)}); err != nil {
+			return err
+		}
+		return call(http.MethodPut, base+"/v1/tenants/"+name+"/services/web/instances/p1", token(i), api.RegisterRequest{Address: "10.0.0.1:80"})
+	})
+
+	long := &http.Client{Timeout: 30 * time.Minute}
+	t0 := time.Now()
+	backup := send(b, long, http.MethodGet, "http://"+src.Servers[0].API+"/v1/backup", nil)
+	took := time.Since(t0)
+	var bk api.Backup
+	if err := json.Unmarshal(backup, &bk); err != nil || len(bk.Tenants) != n {
+		b.Fatalf("backup: %d tenants (%v)", len(bk.Tenants), err)
+	}
+
+	for _, s := range src.Servers { // the cluster is lost: its CPU goes to the new one
+		s.Proc.Stop(30 * time.Second)
+	}
+	dst := proctest.StartClusterWith(b, proctest.Options{Dir: bench.Dir(b)})
+	t1 := time.Now()
+	var res api.RestoreResponse
+	if err := json.Unmarshal(send(b, long, http.MethodPost, "http://"+dst.Servers[1].API+"/v1/restore", backup), &res); err != nil || res.Tenants != n || res.Instances != n {
+		b.Fatalf("restore: %+v (%v)", res, err)
+	}
+	restored := time.Since(t1)
+	each(b, n, func(i int) error {
+		url := "http://" + dst.Servers[i%3].API + fmt.Sprintf("/v1/tenants/t%04d/services/web?consistent=true", i)
+		for deadline := time.Now().Add(time.Minute); ; {
+			code, body, err := proctest.Call(http.MethodGet, url, token(i), nil)
+			switch {
+			case err == nil && code == http.StatusOK && strings.Contains(string(body), `"id":"p1"`):
+				return nil
+			case time.Now().After(deadline) || err == nil && (code == http.StatusOK || !api.Decode(code, body, "").Code.Retryable()):
+				return fmt.Errorf("tenant t%04d on the restored cluster: %d %s %v", i, code, body, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	b.ReportMetric(took.Seconds(), "backup-s")
+	b.ReportMetric(float64(len(backup))/1024, "backup-KB")
+	b.ReportMetric(restored.Seconds(), "restore-s")
+}
+
+// each runs fn for 0..n-1 on 16 goroutines; the first error fails b.
+func each(b *testing.B, n int, fn func(i int) error) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for range 16 {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				if err := fn(i); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+}
+
+// call sends one admin or tenant request, retrying what the API says may
+// be retried, for at most a minute.
+func call(method, url, token string, body any) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		code, b, err := proctest.Call(method, url, token, body)
+		if err == nil && code < 400 {
+			return nil
+		}
+		if err == nil && !api.Decode(code, b, "").Code.Retryable() {
+			return fmt.Errorf("%s %s: %d %s", method, url, code, b)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s %s: still failing after a minute: %d %s %v", method, url, code, b, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// send sends one admin request with its own client (a backup or restore of
+// many tenants takes longer than proctest's 10 s), and returns the body.
+func send(b *testing.B, hc *http.Client, method, url string, body []byte) []byte {
+	req, _ := http.NewRequest(method, url, bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+proctest.AdminToken)
+	resp, err := hc.Do(req)
+	if err != nil {
+		b.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	rb, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		b.Fatalf("%s %s: %d %s", method, url, resp.StatusCode, rb)
+	}
+	return rb
+}
