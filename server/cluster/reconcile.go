@@ -228,6 +228,9 @@ func (n *Node) syncQuotas(t *Tenant, rec *fsm.TenantRecord) {
 // replica of every tenant shard (IDs from the meta counter, never reused).
 // The joining node starts those replicas as joiners.
 func (n *Node) AddNode(ctx context.Context, id uint64, raftAddr, apiAddr string) error {
+	if n.meta.Removed(id) {
+		return api.Errorf(api.CodeConflict, "node %d was removed from the cluster; join with a new --id and an empty data dir", id)
+	}
 	mm, err := n.nh.SyncGetShardMembership(ctx, fsm.MetaShardID)
 	if err != nil {
 		return raftError(err, ctx)
@@ -263,4 +266,53 @@ func (n *Node) AddNode(ctx context.Context, id uint64, raftAddr, apiAddr string)
 		}
 	}
 	return nil
+}
+
+// RemoveNode takes a node out of the cluster for good, as when its machine
+// is lost: its replica leaves the meta shard first (so no tenant created
+// from then on is placed on it), then every tenant shard, and finally the
+// meta state forgets it (the node's own reconciler, if it still runs,
+// stops its tenant replicas). Every step is skipped when done, so a
+// removal cut short is finished by asking again. Its ID is never taken
+// back: the machine returns with a new ID and an empty data dir, through
+// --join. A node does not remove itself: ask another.
+func (n *Node) RemoveNode(ctx context.Context, id uint64) error {
+	if id == n.cfg.NodeID {
+		return api.Errorf(api.CodeConflict, "node %d does not remove itself: ask another node", id)
+	}
+	mm, err := n.nh.SyncGetShardMembership(ctx, fsm.MetaShardID)
+	if err != nil {
+		return raftError(err, ctx)
+	}
+	_, member := mm.Nodes[id]
+	_, known := n.meta.Node(id)
+	if !member && !known && !n.meta.Removed(id) {
+		return api.Errorf(api.CodeNotFound, "node %d is not a member of the cluster", id)
+	}
+	if member {
+		if len(mm.Nodes) < 2 {
+			return api.Errorf(api.CodeConflict, "node %d is the cluster's last member", id)
+		}
+		if err := n.nh.SyncRequestDeleteReplica(ctx, fsm.MetaShardID, id, mm.ConfigChangeID); err != nil {
+			return raftError(err, ctx)
+		}
+	}
+	for _, rec := range n.meta.Tenants() {
+		rid, _, ok := rec.ReplicaOn(id)
+		if !ok {
+			continue
+		}
+		m, err := n.nh.SyncGetShardMembership(ctx, rec.ShardID)
+		if err != nil {
+			return raftError(err, ctx)
+		}
+		if _, ok := m.Nodes[rid]; !ok {
+			continue
+		}
+		if err := n.nh.SyncRequestDeleteReplica(ctx, rec.ShardID, rid, m.ConfigChangeID); err != nil {
+			return raftError(err, ctx)
+		}
+	}
+	_, err = n.ProposeMeta(ctx, fsm.Encode(fsm.OpRemoveNode, fsm.RemoveNode{ID: id, NowMs: time.Now().UnixMilli()}))
+	return err
 }

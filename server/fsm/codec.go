@@ -43,6 +43,7 @@ const (
 	OpRotateToken
 	OpAddReplica
 	OpRestore
+	OpRemoveNode
 )
 
 var opNames = map[Op]string{
@@ -52,7 +53,7 @@ var opNames = map[Op]string{
 	OpTick: "tick", OpRelease: "release",
 	OpRegisterNode: "register_node", OpCreateTenant: "create_tenant", OpDeleteTenant: "delete_tenant",
 	OpUpdateQuotas: "update_quotas", OpRotateToken: "rotate_token", OpAddReplica: "add_replica",
-	OpRestore: "restore",
+	OpRestore: "restore", OpRemoveNode: "remove_node",
 }
 
 func (o Op) String() string {

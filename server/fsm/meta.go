@@ -42,6 +42,9 @@ type metaState struct {
 	Nodes         map[uint64]*NodeRecord   `json:"nodes"`
 	Tenants       map[string]*TenantRecord `json:"tenants"`
 	Tombstones    map[uint64]*Tombstone    `json:"tombstones"`
+	// Removed is the nodes taken out of the cluster for good (ID -> when):
+	// such an ID never registers or gets a replica again.
+	Removed map[uint64]int64 `json:"removed,omitempty"`
 }
 
 // NodeRecord is a server as it registered itself.
@@ -199,6 +202,14 @@ type RestoreTenant struct {
 	CreatedMs   int64               `json:"created_ms"`
 }
 
+// RemoveNode takes a node out of the cluster for good: its record and its
+// replica in every tenant record go, and its ID is never taken back. The
+// proposer has removed its replicas from the shards' Raft memberships.
+type RemoveNode struct {
+	ID    uint64 `json:"id"`
+	NowMs int64  `json:"now_ms"`
+}
+
 // MetaOutcome is the result of a meta command.
 type MetaOutcome struct {
 	Code    api.Code      `json:"code,omitempty"`
@@ -256,6 +267,9 @@ func (m *Meta) Apply(index uint64, cmd []byte) (o MetaOutcome) {
 		if c.ID == 0 || c.RaftAddress == "" {
 			return metaReject(api.CodeBadRequest, "register_node: id and raft_address are required")
 		}
+		if _, gone := m.st.Removed[c.ID]; gone {
+			return metaReject(api.CodeConflict, "node %d was removed from the cluster; start it with a new --id and an empty data dir", c.ID)
+		}
 		inc := c.Incarnation
 		if old := m.st.Nodes[c.ID]; old != nil && inc == 0 {
 			inc = old.Incarnation // an operator's re-registration keeps it
@@ -309,6 +323,29 @@ func (m *Meta) Apply(index uint64, cmd []byte) (o MetaOutcome) {
 		t.Credentials, _ = tenants.Rotate(t.Credentials, c.TokenHash, time.UnixMilli(c.NowMs),
 			time.Duration(c.PreviousValidMs)*time.Millisecond)
 		return MetaOutcome{Tenant: t.clone()}
+	case OpRemoveNode:
+		var c RemoveNode
+		if err := strictUnmarshal(body, &c); err != nil {
+			return metaReject(api.CodeBadRequest, "%s: %v", op, err)
+		}
+		if c.ID == 0 {
+			return metaReject(api.CodeBadRequest, "remove_node: id is required")
+		}
+		delete(m.st.Nodes, c.ID)
+		for _, t := range m.st.Tenants {
+			for rid, rep := range t.Replicas {
+				if rep.Node == c.ID {
+					delete(t.Replicas, rid)
+				}
+			}
+		}
+		if m.st.Removed == nil {
+			m.st.Removed = map[uint64]int64{}
+		}
+		if _, done := m.st.Removed[c.ID]; !done {
+			m.st.Removed[c.ID] = c.NowMs
+		}
+		return MetaOutcome{}
 	case OpRestore:
 		var c Restore
 		if err := strictUnmarshal(body, &c); err != nil {
@@ -326,6 +363,9 @@ func (m *Meta) Apply(index uint64, cmd []byte) (o MetaOutcome) {
 		}
 		if id, _, ok := t.ReplicaOn(c.Node); ok {
 			return MetaOutcome{Tenant: t.clone(), Replica: id}
+		}
+		if _, gone := m.st.Removed[c.Node]; gone {
+			return metaReject(api.CodeConflict, "node %d was removed from the cluster", c.Node)
 		}
 		id := m.st.NextReplicaID
 		m.st.NextReplicaID++
@@ -454,6 +494,14 @@ func (m *Meta) Applied() uint64 {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	return m.st.Applied
+}
+
+// Removed reports whether a node was taken out of the cluster.
+func (m *Meta) Removed(id uint64) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	_, gone := m.st.Removed[id]
+	return gone
 }
 
 // Tenant returns a copy of a tenant's record.

@@ -97,6 +97,7 @@ func FuzzMetaApply(f *testing.F) {
 	f.Add(byte(OpRotateToken), []byte(`{"name":"acme","token_hash":"zz","previous_valid_ms":-1}`))
 	f.Add(byte(OpAddReplica), []byte(`{"name":"acme","node":0}`))
 	f.Add(byte(OpRegisterNode), []byte(`{"id":1,"raft_address":"x","api_address":"y"}`))
+	f.Add(byte(OpRemoveNode), []byte(`{"id":2,"now_ms":5}`))
 	f.Add(byte(OpRestore), []byte(`{"next_shard_id":90,"epochs":{"acme":4},"tenants":[{"name":"acme","credentials":{"current":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}}],"members":{"1":"a"}}`))
 	f.Fuzz(func(t *testing.T, op byte, body []byte) {
 		m := NewMeta()
@@ -158,5 +159,44 @@ func TestMetaRestore(t *testing.T) {
 	other.Tenants = []RestoreTenant{{Name: "delta", Credentials: creds}}
 	if o := metaApply(t, m, 5, OpRestore, other); o.Code != api.CodeConflict {
 		t.Fatalf("restore into a cluster with tenants = %+v, want conflict", o)
+	}
+}
+
+// TestMetaRemoveNode: a removed node leaves the node records and every
+// tenant's replica map, and can neither register again nor get a replica;
+// removing it again changes nothing.
+func TestMetaRemoveNode(t *testing.T) {
+	m := NewMeta()
+	members := map[uint64]string{1: "h1:1", 2: "h2:1", 3: "h3:1"}
+	for id, addr := range members {
+		metaApply(t, m, id, OpRegisterNode, RegisterNode{ID: id, RaftAddress: addr})
+	}
+	metaApply(t, m, 4, OpCreateTenant, CreateTenant{Name: "acme", TokenHash: tenants.HashToken("a"), Members: members})
+	if o := metaApply(t, m, 5, OpRemoveNode, RemoveNode{ID: 3, NowMs: 77}); o.Code != "" {
+		t.Fatalf("remove = %+v", o)
+	}
+	rec, _ := m.Tenant("acme")
+	if _, _, on := rec.ReplicaOn(3); on || len(rec.Replicas) != 2 {
+		t.Fatalf("acme's replicas after removing node 3: %+v", rec.Replicas)
+	}
+	if _, ok := m.Node(3); ok || !m.Removed(3) || m.Removed(2) {
+		t.Fatal("node 3 still recorded, or not marked removed")
+	}
+	if o := metaApply(t, m, 6, OpRegisterNode, RegisterNode{ID: 3, RaftAddress: "h3:1"}); o.Code != api.CodeConflict {
+		t.Fatalf("a removed node registering again = %+v, want conflict", o)
+	}
+	if o := metaApply(t, m, 7, OpAddReplica, AddReplica{Name: "acme", Node: 3, RaftAddress: "h3:1"}); o.Code != api.CodeConflict {
+		t.Fatalf("a replica for a removed node = %+v, want conflict", o)
+	}
+	before, _ := m.Snapshot()
+	metaApply(t, m, 8, OpRemoveNode, RemoveNode{ID: 3, NowMs: 99})
+	after, _ := m.Snapshot()
+	if want := bytes.Replace(before, []byte(`"applied":7,`), []byte(`"applied":8,`), 1); !bytes.Equal(want, after) {
+		t.Fatalf("removing again changed the state:\n%s\n%s", before, after)
+	}
+	snap, _ := m.Snapshot()
+	r := NewMeta()
+	if err := r.Restore(bytes.NewReader(snap)); err != nil || !r.Removed(3) {
+		t.Fatalf("the removal did not survive a snapshot: %v", err)
 	}
 }

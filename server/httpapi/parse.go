@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/rafting/rafting/api"
@@ -176,6 +177,16 @@ func parseJoin(w http.ResponseWriter, r *http.Request) (api.JoinRequest, error) 
 		return req, api.BadField("api_address", "is required")
 	}
 	return req, nil
+}
+
+// parseNodeID reads the {id} of /v1/cluster/nodes/{id}.
+func parseNodeID(r *http.Request) (uint64, error) {
+	v := r.PathValue("id")
+	id, err := strconv.ParseUint(v, 10, 64)
+	if err != nil || id == 0 || id >= fsm.FirstReplicaID {
+		return 0, api.BadField("id", "%q is not a node ID within [1, %d)", v, fsm.FirstReplicaID)
+	}
+	return id, nil
 }
 
 // serviceQuery is a validated GET .../services/{s}.

@@ -288,3 +288,24 @@ func FuzzParseRestore(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseNodeID(f *testing.F) {
+	f.Add("3")
+	f.Add("0")
+	f.Add("999")
+	f.Add("1000")
+	f.Add("-1")
+	f.Add("x")
+	f.Fuzz(func(t *testing.T, v string) {
+		r := httptest.NewRequest(http.MethodDelete, "/x", nil)
+		r.SetPathValue("id", v)
+		id, err := parseNodeID(r)
+		if err != nil {
+			wantClientError(t, err)
+			return
+		}
+		if id == 0 || id >= fsm.FirstReplicaID {
+			t.Fatalf("accepted node ID %d from %q", id, v)
+		}
+	})
+}

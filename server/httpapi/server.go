@@ -118,6 +118,7 @@ func (s *Server) routes() {
 	h("GET /metrics", admin, false, false, s.metrics)
 	h("GET /v1/cluster", admin, false, false, s.cluster)
 	h("POST /v1/cluster/nodes", admin, false, false, s.joinNode)
+	h("DELETE /v1/cluster/nodes/{id}", admin, false, false, s.removeNode)
 	h("GET /v1/cluster/meta-applied", admin, false, false, s.metaApplied)
 	h("GET /v1/backup", admin, false, false, s.backup)
 	h("POST /v1/restore", admin, false, false, s.restore)

@@ -314,3 +314,24 @@ func (s *Server) joinNode(w http.ResponseWriter, r *http.Request, _ identity) {
 	}
 	writeJSON(w, http.StatusOK, s.node.Cluster())
 }
+
+// removeNode takes a node out of the cluster for good (a lost machine):
+// DELETE /v1/cluster/nodes/{id}. It answers the cluster as it is after.
+func (s *Server) removeNode(w http.ResponseWriter, r *http.Request, _ identity) {
+	id, err := parseNodeID(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	if err := s.node.RemoveNode(ctx, id); err != nil {
+		var e *api.Error
+		if !errors.As(err, &e) {
+			err = api.Errorf(api.CodeUnavailable, "remove node: %v", err)
+		}
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.node.Cluster())
+}
