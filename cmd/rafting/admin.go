@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -356,18 +357,29 @@ func dash(s string) string {
 }
 
 func runCluster(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := newFlagSet("cluster")
+	remove := len(args) > 0 && args[0] == "remove"
+	name := "cluster"
+	if remove {
+		name, args = "cluster remove", args[1:]
+	}
+	fs := newFlagSet(name)
 	var cf commonFlags
 	cf.register(fs, "RAFTING_ADMIN_TOKEN")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	id, err := parseWithName(fs, args, remove)
+	if err != nil {
+		return err
 	}
 	c, err := cf.client()
 	if err != nil {
 		return err
 	}
 	var cl api.Cluster
-	if err := c.do(ctx, http.MethodGet, "/v1/cluster", nil, &cl); err != nil {
+	method, path := http.MethodGet, "/v1/cluster"
+	if remove {
+		// A lost machine's node, for good: its replicas leave every shard.
+		method, path = http.MethodDelete, "/v1/cluster/nodes/"+url.PathEscape(id)
+	}
+	if err := c.do(ctx, method, path, nil, &cl); err != nil {
 		var e *api.Error
 		if errors.As(err, &e) && e.Code == api.CodeForbidden {
 			return fmt.Errorf("%w (the cluster view needs the admin token: $RAFTING_ADMIN_TOKEN)", err)

@@ -23,7 +23,7 @@ commands:
   dev        run a 3-node cluster in this process on 127.0.0.1:7070/7170/7270
   tenant     create|list|show|update|rotate-token|delete tenants (admin)
   service    list|show a tenant's services
-  cluster    show nodes, shards and leaders (admin)
+  cluster    show nodes, shards and leaders; 'cluster remove ID' takes a lost node out (admin)
   backup     save the cluster's durable state to a file (admin)
   restore    restore a backup into a new cluster (admin)
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -231,4 +232,47 @@ func TestJoin(t *testing.T) {
 	for _, s := range c.Servers[1:] {
 		stop(t, s.Proc)
 	}
+}
+
+// TestReplaceLostNode: a node's machine is lost (kill -9, never back). The
+// operator removes it (`rafting cluster remove 3`) and joins a new node;
+// the cluster then survives losing another node, which it would not with
+// the lost node still counted as a member (two of four would be no
+// quorum). The removed ID cannot come back.
+func TestReplaceLostNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	c := proctest.StartCluster(t, 3, 20*time.Millisecond)
+	token := c.CreateTenant("acme")
+	c.Retry(1, token, http.MethodPut, "/v1/tenants/acme/services/web/instances/w1", api.RegisterRequest{Address: "a:1"})
+	c.Servers[2].Proc.Kill()
+
+	var out bytes.Buffer
+	if err := run([]string{"cluster", "remove", "3", "--servers", c.Servers[0].API, "--token", proctest.AdminToken, "-o", "json"}, &out, &out); err != nil {
+		t.Fatalf("rafting cluster remove 3: %v\n%s", err, out.String())
+	}
+	var cl api.Cluster
+	if err := json.Unmarshal(out.Bytes(), &cl); err != nil || len(cl.Nodes) != 2 {
+		t.Fatalf("cluster after removing node 3: %v\n%s", err, out.String())
+	}
+	for _, sh := range cl.Shards {
+		if _, on := sh.Replicas[3]; on && sh.Tenant == "" || len(sh.Replicas) != 2 {
+			t.Fatalf("shard %d after removing node 3: replicas %v", sh.ShardID, sh.Replicas)
+		}
+	}
+	fourth := c.Join(1)
+	code, b := c.Retry(fourth.ID, token, http.MethodGet, "/v1/tenants/acme/services/web?consistent=true", nil)
+	if code != http.StatusOK || !strings.Contains(string(b), `"w1"`) {
+		t.Fatalf("the new node answers %d %s", code, b)
+	}
+	// Members 1, 2 and 4: losing 2 leaves a quorum.
+	c.Servers[1].Proc.Kill()
+	c.Retry(fourth.ID, token, http.MethodPut, "/v1/tenants/acme/services/web/instances/w2", api.RegisterRequest{Address: "a:2"})
+	if code, b := c.Retry(1, proctest.AdminToken, http.MethodPost, "/v1/cluster/nodes",
+		api.JoinRequest{ID: 3, RaftAddress: proctest.FreePort(t), APIAddress: proctest.FreePort(t)}); code != http.StatusConflict {
+		t.Fatalf("joining with the removed ID 3 = %d %s, want 409", code, b)
+	}
+	stop(t, c.Servers[0].Proc)
+	stop(t, fourth.Proc)
 }
