@@ -5,10 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/sync/errgroup"
 
 	"github.com/rafting/rafting/api"
 	"github.com/rafting/rafting/server/cluster"
@@ -55,32 +54,57 @@ func (s *Server) backup(w http.ResponseWriter, r *http.Request, _ identity) {
 		}
 		replicas[i] = t
 	}
-	g, gctx := errgroup.WithContext(r.Context())
-	g.SetLimit(backupWorkers)
-	for i, rec := range mb.Tenants {
-		t := replicas[i]
-		g.Go(func() error {
-			ctx, cancel := context.WithTimeout(gctx, s.node.Config().RequestTimeout)
-			defer cancel()
-			if err := current(ctx, t.ReadIndex); err != nil {
-				return prefixed(fmt.Sprintf("backup: tenant %s: ", rec.Name), err)
-			}
-			services, _ := t.SM.Durable()
-			bt := api.BackupTenant{Name: rec.Name, Epoch: rec.Epoch, Quotas: rec.Quotas,
-				TokenHash: rec.Credentials.Current.String(), CreatedAt: time.UnixMilli(rec.CreatedMs).UTC(), Services: services}
-			if c := rec.Credentials; c.Previous != nil && now.Before(c.PreviousValidUntil) {
-				bt.PreviousTokenHash, bt.PreviousValidUntil = c.Previous.String(), c.PreviousValidUntil.UTC()
-			}
-			b.Tenants[i] = bt
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
+	err = forEach(r.Context(), len(mb.Tenants), backupWorkers, func(gctx context.Context, i int) error {
+		rec, t := mb.Tenants[i], replicas[i]
+		ctx, cancel := context.WithTimeout(gctx, s.node.Config().RequestTimeout)
+		defer cancel()
+		if err := current(ctx, t.ReadIndex); err != nil {
+			return prefixed(fmt.Sprintf("backup: tenant %s: ", rec.Name), err)
+		}
+		services, _ := t.SM.Durable()
+		bt := api.BackupTenant{Name: rec.Name, Epoch: rec.Epoch, Quotas: rec.Quotas,
+			TokenHash: rec.Credentials.Current.String(), CreatedAt: time.UnixMilli(rec.CreatedMs).UTC(), Services: services}
+		if c := rec.Credentials; c.Previous != nil && now.Before(c.PreviousValidUntil) {
+			bt.PreviousTokenHash, bt.PreviousValidUntil = c.Previous.String(), c.PreviousValidUntil.UTC()
+		}
+		b.Tenants[i] = bt
+		return nil
+	})
+	if err != nil {
 		writeError(w, err)
 		return
 	}
 	setIndex(w, mb.Applied)
 	writeJSON(w, http.StatusOK, b)
+}
+
+// forEach calls fn for 0..n-1 on at most workers goroutines and returns the
+// first error; after it, the ctx fn gets is cancelled and no call starts.
+func forEach(ctx context.Context, n, workers int, fn func(ctx context.Context, i int) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		next  atomic.Int64
+		wg    sync.WaitGroup
+		once  sync.Once
+		first error
+	)
+	for range min(workers, n) {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < n && ctx.Err() == nil; i = int(next.Add(1)) - 1 {
+				if err := fn(ctx, i); err != nil {
+					once.Do(func() { first = err })
+					cancel()
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if first == nil && ctx.Err() != nil {
+		return context.Cause(ctx) // the request ended before every call was made
+	}
+	return first
 }
 
 // current runs a ReadIndex, retrying while the answer is a retryable 503
@@ -122,47 +146,44 @@ func (s *Server) restore(w http.ResponseWriter, r *http.Request, _ identity) {
 		return
 	}
 	var policies, instances atomic.Int64
-	g, gctx := errgroup.WithContext(r.Context())
-	g.SetLimit(backupWorkers)
-	for _, bt := range backup {
-		g.Go(func() error {
-			t, err := s.restoredTenant(gctx, bt.Name)
-			if err != nil {
-				return err
-			}
-			propose := func(what string, op fsm.Op, c any) error {
-				// Longer than a request's bound: every shard of the restore
-				// starts at once, and an attempt that finds its shard busy is
-				// retried within the ctx (the writes are idempotent).
-				ctx, cancel := context.WithTimeout(gctx, tenantWait)
-				defer cancel()
-				if _, err := proposeTo(ctx, t, op, c); err != nil {
-					return prefixed(fmt.Sprintf("restore: tenant %s: %s: ", bt.Name, what), err)
-				}
-				return nil
-			}
-			now := time.Now().UnixMilli()
-			for _, svc := range bt.Services {
-				if svc.Policy != nil {
-					if err := propose("service "+svc.Name+": policy", fsm.OpSetPolicy, fsm.SetPolicy{Service: svc.Name, ColdStart: *svc.Policy, AtMs: now}); err != nil {
-						return err
-					}
-					policies.Add(1)
-				}
-				for _, in := range svc.Instances {
-					weight := in.Weight
-					reg := api.RegisterRequest{Address: in.Address, Mode: in.Mode, State: in.State, Weight: &weight,
-						Priority: in.Priority, Zone: in.Zone, Meta: in.Meta}
-					if err := propose("instance "+svc.Name+"/"+in.ID, fsm.OpRegister, fsm.Register{Service: svc.Name, ID: in.ID, Instance: reg, AtMs: now}); err != nil {
-						return err
-					}
-					instances.Add(1)
-				}
+	err = forEach(r.Context(), len(backup), backupWorkers, func(gctx context.Context, i int) error {
+		bt := backup[i]
+		t, err := s.restoredTenant(gctx, bt.Name)
+		if err != nil {
+			return err
+		}
+		propose := func(what string, op fsm.Op, c any) error {
+			// Longer than a request's bound: every shard of the restore
+			// starts at once, and an attempt that finds its shard busy is
+			// retried within the ctx (the writes are idempotent).
+			ctx, cancel := context.WithTimeout(gctx, tenantWait)
+			defer cancel()
+			if _, err := proposeTo(ctx, t, op, c); err != nil {
+				return prefixed(fmt.Sprintf("restore: tenant %s: %s: ", bt.Name, what), err)
 			}
 			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
+		}
+		now := time.Now().UnixMilli()
+		for _, svc := range bt.Services {
+			if svc.Policy != nil {
+				if err := propose("service "+svc.Name+": policy", fsm.OpSetPolicy, fsm.SetPolicy{Service: svc.Name, ColdStart: *svc.Policy, AtMs: now}); err != nil {
+					return err
+				}
+				policies.Add(1)
+			}
+			for _, in := range svc.Instances {
+				weight := in.Weight
+				reg := api.RegisterRequest{Address: in.Address, Mode: in.Mode, State: in.State, Weight: &weight,
+					Priority: in.Priority, Zone: in.Zone, Meta: in.Meta}
+				if err := propose("instance "+svc.Name+"/"+in.ID, fsm.OpRegister, fsm.Register{Service: svc.Name, ID: in.ID, Instance: reg, AtMs: now}); err != nil {
+					return err
+				}
+				instances.Add(1)
+			}
+		}
+		return nil
+	})
+	if err != nil {
 		writeError(w, err)
 		return
 	}
