@@ -381,3 +381,10 @@ type RestoreResponse struct {
 	Policies  int `json:"policies"`
 	Instances int `json:"instances"`
 }
+
+// ServerList answers GET /v1/servers (any valid token): the API address of
+// every node of the cluster, so that clients configured with some of them
+// learn the others (a node added, or one that replaced a lost node).
+type ServerList struct {
+	Servers []string `json:"servers"`
+}

@@ -130,6 +130,18 @@ func TestAPI(t *testing.T) {
 			}
 		}
 	})
+	t.Run("servers", func(t *testing.T) {
+		// Any valid token lists every node's API address; none is refused.
+		wantErr(t, c.Do(1, "", http.MethodGet, "/v1/servers", nil), 401, api.CodeUnauthorized)
+		want := slices.Clone(c.Addrs())
+		slices.Sort(want)
+		servertest.Eventually(t, 10*time.Second, "every node listed", func() bool {
+			var l api.ServerList
+			c.Do(2, other, http.MethodGet, "/v1/servers", nil).JSON(t, &l)
+			slices.Sort(l.Servers)
+			return slices.Equal(l.Servers, want)
+		})
+	})
 	t.Run("unauthenticated flood", func(t *testing.T) {
 		// One small bucket per address for requests without a valid token:
 		// a flood gets 429 before it can cost a meta ReadIndex each.

@@ -104,6 +104,7 @@ const (
 	admin                      // admin token only
 	tenant                     // admin, or the token of the path's tenant
 	tenantRO                   // GET /v1/tenants/{t}: admin or own tenant
+	anyToken                   // any valid token
 )
 
 // lane marks requests that are keepalives or stream attaches.
@@ -117,6 +118,7 @@ func (s *Server) routes() {
 	h("GET /readyz", public, false, false, s.readyz)
 	h("GET /metrics", admin, false, false, s.metrics)
 	h("GET /v1/cluster", admin, false, false, s.cluster)
+	h("GET /v1/servers", anyToken, false, false, s.serverList)
 	h("POST /v1/cluster/nodes", admin, false, false, s.joinNode)
 	h("DELETE /v1/cluster/nodes/{id}", admin, false, false, s.removeNode)
 	h("GET /v1/cluster/meta-applied", admin, false, false, s.metaApplied)

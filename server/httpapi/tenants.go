@@ -335,3 +335,14 @@ func (s *Server) removeNode(w http.ResponseWriter, r *http.Request, _ identity) 
 	}
 	writeJSON(w, http.StatusOK, s.node.Cluster())
 }
+
+// serverList answers the API address of every node (api.ServerList).
+func (s *Server) serverList(w http.ResponseWriter, _ *http.Request, _ identity) {
+	l := api.ServerList{Servers: []string{}}
+	for _, n := range s.node.Meta().Nodes() {
+		if n.APIAddress != "" {
+			l.Servers = append(l.Servers, n.APIAddress)
+		}
+	}
+	writeJSON(w, http.StatusOK, l)
+}
