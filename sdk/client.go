@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -75,7 +77,58 @@ func connect(ctx context.Context, cfg config) (*Client, error) {
 		return nil, fmt.Errorf("sdk: connect to tenant %s: %w", cfg.conn.tenant, err)
 	}
 	log.Debug("connected", "servers", cfg.conn.servers)
+	if cfg.conn.serverSync > 0 {
+		c.wg.Add(1)
+		go c.syncServers(cfg.conn.serverSync)
+	}
 	return c, nil
+}
+
+// syncServers adds the cluster's servers the Client does not know, now and
+// every interval until Close (see WithServerSync).
+func (c *Client) syncServers(interval time.Duration) {
+	defer c.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-c.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+		resp, err := c.do(rctx, http.MethodGet, "/v1/servers", nil, nil, false)
+		rcancel()
+		var l api.ServerList
+		if err == nil {
+			err = jsonUnmarshal(resp.Body, &l)
+		}
+		if err == nil {
+			if add := usableServers(l.Servers); c.tr.AddServers(add) {
+				c.log.Info("learnt the cluster's servers", "servers", c.tr.Servers())
+			}
+		} else if ctx.Err() == nil {
+			c.log.Debug("server list", "err", err)
+		}
+		select {
+		case <-c.done:
+			return
+		case <-time.After(interval):
+		}
+	}
+}
+
+// usableServers keeps the entries of a server list that are host:port.
+func usableServers(list []string) []string {
+	var out []string
+	for _, s := range list {
+		if _, _, err := net.SplitHostPort(s); err == nil && !strings.Contains(s, "/") {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // Tenant is the tenant the Client works for.

@@ -36,7 +36,10 @@
 // Options override them (WithServers, WithTenant, WithToken). The other
 // options have defaults that suit most services: a 5 s session TTL, a 1 s
 // lease for master-standby members, 500 ms of draining on Leave, a 5 s
-// bound on Leave. Join fills in what an instance can tell about itself: a
+// bound on Leave. RAFTING_SERVERS need not name every server: a Client
+// asks the cluster for the others at Connect and every 5 minutes
+// (WithServerSync), so it also learns a node that joined later. Join
+// fills in what an instance can tell about itself: a
 // generated ID (the host name and a random suffix), the host name as its
 // address, Farm mode, weight 100.
 //

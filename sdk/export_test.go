@@ -49,3 +49,6 @@ func SessionID(m *Member) string {
 	defer m.mu.Unlock()
 	return m.sess.id
 }
+
+// Servers is the servers a Client's transport knows now.
+func Servers(c *Client) []string { return c.tr.Servers() }

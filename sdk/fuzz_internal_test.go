@@ -1,6 +1,7 @@
 package sdk
 
 import (
+	"net"
 	"strings"
 	"testing"
 
@@ -48,6 +49,26 @@ func FuzzDecodeError(f *testing.F) {
 	f.Fuzz(func(t *testing.T, status int, body []byte) {
 		if e := api.Decode(status, body, ""); e == nil || e.Unwrap() == nil {
 			t.Fatalf("Decode(%d, %q) = %v", status, body, e)
+		}
+	})
+}
+
+// FuzzServerList: any server list answer decodes or fails cleanly, and
+// only host:port entries are kept.
+func FuzzServerList(f *testing.F) {
+	f.Add([]byte(`{"servers":["10.0.0.1:7070","[::1]:7070"]}`))
+	f.Add([]byte(`{"servers":["http://x:1/","nohost",""]}`))
+	f.Add([]byte(`{"servers":null}`))
+	f.Add([]byte(`[`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var l api.ServerList
+		if jsonUnmarshal(body, &l) != nil {
+			return
+		}
+		for _, s := range usableServers(l.Servers) {
+			if _, _, err := net.SplitHostPort(s); err != nil || strings.Contains(s, "/") {
+				t.Fatalf("kept %q", s)
+			}
 		}
 	})
 }

@@ -36,6 +36,7 @@ const (
 	DefaultDebounce     = 2 * time.Millisecond   // quiet time that ends a burst of updates
 	DefaultConnectWait  = 10 * time.Second       // Connect's bound when its ctx has none
 	DefaultWatchWait    = 60 * time.Second       // a blocking query's wait
+	DefaultServerSync   = 5 * time.Minute        // how often a Client asks for the cluster's servers
 )
 
 // Option configures Connect, Join and (*Client).Join. Connection options
@@ -63,6 +64,7 @@ type connConfig struct {
 	quarantine time.Duration
 	debounce   time.Duration
 	watchWait  time.Duration
+	serverSync time.Duration
 }
 
 type memberConfig struct {
@@ -82,6 +84,7 @@ func defaults() config {
 	c.conn.quarantine = DefaultQuarantine
 	c.conn.debounce = DefaultDebounce
 	c.conn.watchWait = DefaultWatchWait
+	c.conn.serverSync = DefaultServerSync
 	if v := os.Getenv(EnvServers); v != "" {
 		c.conn.servers = splitServers(v)
 	}
@@ -179,6 +182,16 @@ func WithQuarantine(d time.Duration) Option {
 // every update.
 func WithDebounce(d time.Duration) Option {
 	return func(c *config) { c.conn.debounce, c.connSet = max(d, 0), true }
+}
+
+// WithServerSync sets how often a Client asks the cluster for its servers'
+// addresses (GET /v1/servers), once at Connect and then every d (default
+// 5 minutes), and adds the ones it did not know: a Client configured with
+// one address learns the others, and a node that replaced a lost one. No
+// address is ever dropped. 0 turns it off: for servers reached through
+// addresses other than those they advertise (a proxy, NAT).
+func WithServerSync(d time.Duration) Option {
+	return func(c *config) { c.conn.serverSync, c.connSet = max(d, 0), true }
 }
 
 // WithTTL sets the session TTL: how long the servers keep a member whose

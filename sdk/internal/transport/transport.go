@@ -53,7 +53,7 @@ type Config struct {
 
 // Client sends requests to the cluster.
 type Client struct {
-	servers []string
+	servers atomic.Pointer[[]string] // the configured ones first; AddServers appends
 	scheme  string
 	auth    string
 	short   *http.Client // ordinary requests and streams
@@ -72,7 +72,6 @@ func New(cfg Config) (*Client, error) {
 		return nil, errors.New("no servers")
 	}
 	c := &Client{
-		servers:  slices.Clone(cfg.Servers),
 		scheme:   "http",
 		auth:     "Bearer " + cfg.Token,
 		log:      cfg.Logger,
@@ -91,6 +90,8 @@ func New(cfg Config) (*Client, error) {
 		c.own = []*http.Transport{s, p}
 		c.short, c.poll = &http.Client{Transport: s}, &http.Client{Transport: p}
 	}
+	servers := slices.Clone(cfg.Servers)
+	c.servers.Store(&servers)
 	c.next.Store(uint32(time.Now().UnixNano()))
 	return c, nil
 }
@@ -127,7 +128,27 @@ func (c *Client) Close() {
 }
 
 // Servers returns the configured servers.
-func (c *Client) Servers() []string { return slices.Clone(c.servers) }
+func (c *Client) Servers() []string { return slices.Clone(*c.servers.Load()) }
+
+// AddServers adds the servers not yet known; none is ever dropped (an
+// address that stops answering is kept out by its breaker). It reports
+// whether it added any.
+func (c *Client) AddServers(add []string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cur := *c.servers.Load()
+	next := slices.Clone(cur)
+	for _, s := range add {
+		if s != "" && !slices.Contains(next, s) {
+			next = append(next, s)
+		}
+	}
+	if len(next) == len(cur) {
+		return false
+	}
+	c.servers.Store(&next)
+	return true
+}
 
 func (c *Client) breaker(server string) *gobreaker.TwoStepCircuitBreaker[struct{}] {
 	c.mu.Lock()
@@ -163,10 +184,11 @@ func (c *Client) acquire(prefer string) (string, func(error), error) {
 			return prefer, done, nil
 		}
 	}
-	n := len(c.servers)
+	servers := *c.servers.Load()
+	n := len(servers)
 	start := int(c.next.Add(1))
 	for i := range n {
-		s := c.servers[(start+i)%n]
+		s := servers[(start+i)%n]
 		if s == prefer {
 			continue
 		}
@@ -180,15 +202,16 @@ func (c *Client) acquire(prefer string) (string, func(error), error) {
 // Next returns a server to try, other than avoid when there is a choice,
 // skipping servers whose breaker is open. It does not count a request.
 func (c *Client) Next(avoid string) string {
-	n := len(c.servers)
+	servers := *c.servers.Load()
+	n := len(servers)
 	start := int(c.next.Add(1))
 	for i := range n {
-		s := c.servers[(start+i)%n]
+		s := servers[(start+i)%n]
 		if s != avoid && c.breaker(s).State() != gobreaker.StateOpen {
 			return s
 		}
 	}
-	return c.servers[start%n]
+	return servers[start%n]
 }
 
 // Request is one API call.
