@@ -147,3 +147,23 @@ func TestDeletedTenantDataGone(t *testing.T) {
 		t.Fatalf("deleted tenant = %d, want 404", r.Status)
 	}
 }
+
+// TestTokenCheckWithoutQuorum: a node that does not know a token (it missed
+// the tenant's creation) and cannot ask a quorum answers 503, not 401: a
+// client takes a 401 as final, and the token is valid.
+func TestTokenCheckWithoutQuorum(t *testing.T) {
+	c := servertest.Start(t, servertest.Options{})
+	c.StopNode(3)
+	tok := c.CreateTenant("acme", api.Quotas{})
+	c.StopNode(1)
+	c.StopNode(2)
+	c.StartNode(3) // alone: its meta replica never saw acme
+	r := c.Do(3, tok, http.MethodGet, "/v1/tenants/acme/services", nil)
+	if e := r.Err(); e == nil || e.Code != api.CodeUnavailable || r.Header.Get("Retry-After") == "" {
+		t.Fatalf("a valid token on a node without quorum = %d %s, want 503 unavailable", r.Status, r.Body)
+	}
+	c.StartNode(1)
+	servertest.Eventually(t, 20*time.Second, "the token accepted once a quorum answers", func() bool {
+		return c.Do(3, tok, http.MethodGet, "/v1/tenants/acme/services", nil).Status == http.StatusOK
+	})
+}

@@ -238,15 +238,19 @@ func (s *Server) authorize(r *http.Request, a access, isLane, write bool) (ident
 		if allowed, retry := s.unauth.Allow("ip:"+remoteHost(r), tenants.UnauthenticatedRate, tenants.UnauthenticatedBurst, now); !allowed {
 			return identity{}, &api.Error{Code: api.CodeRateLimited, Message: "too many unauthenticated requests from this address", RetryAfter: retry}
 		}
-		// A token this node does not know may be new: check the meta
-		// replica with a quorum before refusing it.
+		// A token this node does not know may be new, or this node may be
+		// behind (just restarted, cut off): check the meta replica with a
+		// quorum before refusing it. When that cannot be done the answer
+		// is 503, never 401: a client takes a 401 as final.
 		if tenantOf(r) != "" {
 			ctx, cancel := context.WithTimeout(r.Context(), time.Second)
 			err := s.node.SyncMeta(ctx)
 			cancel()
-			if err == nil {
-				id, ok = s.authenticate(r, now)
+			if err != nil {
+				return identity{}, &api.Error{Code: api.CodeUnavailable, RetryAfter: 200 * time.Millisecond,
+					Message: "this node cannot check the token with the cluster now: " + err.Error()}
 			}
+			id, ok = s.authenticate(r, now)
 		}
 		if !ok {
 			return identity{}, api.Errorf(api.CodeUnauthorized, "a valid token is required: Authorization: Bearer <token>")
