@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -106,7 +107,12 @@ func (c *Client) syncServers(interval time.Duration) {
 			err = jsonUnmarshal(resp.Body, &l)
 		}
 		if err == nil {
-			if add := usableServers(l.Servers); c.tr.AddServers(add) {
+			add := usableServers(l.Servers)
+			// Only a Client that reaches the nodes at the addresses they
+			// advertise takes more of them: one configured with other
+			// addresses (a proxy, a load balancer, NAT) keeps to those.
+			direct := slices.ContainsFunc(c.cfg.conn.servers, func(s string) bool { return slices.Contains(add, s) })
+			if direct && c.tr.AddServers(add) {
 				c.log.Info("learnt the cluster's servers", "servers", c.tr.Servers())
 			}
 		} else if ctx.Err() == nil {

@@ -188,8 +188,9 @@ func WithDebounce(d time.Duration) Option {
 // addresses (GET /v1/servers), once at Connect and then every d (default
 // 5 minutes), and adds the ones it did not know: a Client configured with
 // one address learns the others, and a node that replaced a lost one. No
-// address is ever dropped. 0 turns it off: for servers reached through
-// addresses other than those they advertise (a proxy, NAT).
+// address is ever dropped, and a Client none of whose configured addresses
+// is one the nodes advertise (it reaches them through a proxy, a load
+// balancer, NAT) keeps to its own. 0 turns it off.
 func WithServerSync(d time.Duration) Option {
 	return func(c *config) { c.conn.serverSync, c.connSet = max(d, 0), true }
 }
