@@ -110,19 +110,29 @@ func PeerClient(cfg config.Config) (*http.Client, error) {
 	if cfg.TLSCert != "" {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12}
 		if cfg.PeerCA != "" {
-			pem, err := os.ReadFile(cfg.PeerCA)
+			pool, err := LoadCA(cfg.PeerCA)
 			if err != nil {
-				return nil, fmt.Errorf("read peer CA: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("peer CA %s holds no certificate", cfg.PeerCA)
+				return nil, fmt.Errorf("peer CA: %w", err)
 			}
 			tc.RootCAs = pool
 		}
 		tr.TLSClientConfig = tc
 	}
 	return &http.Client{Transport: tr, Timeout: 10 * time.Second}, nil
+}
+
+// LoadCA reads a file of PEM certificates into a pool to verify servers
+// with.
+func LoadCA(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", file)
+	}
+	return pool, nil
 }
 
 func (s *Server) sweep() {

@@ -2,16 +2,14 @@ package server_test
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
-	"fmt"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/server"
 	"github.com/rafting/rafting/server/config"
 	"github.com/rafting/rafting/server/servertest"
 )
@@ -24,17 +22,17 @@ func TestTLS(t *testing.T) {
 	ca := servertest.NewCA(t, dir, "cluster")
 	rogue := servertest.NewCA(t, dir, "rogue")
 	c := servertest.Start(t, servertest.Options{Nodes: 3, Configure: func(cfg *config.Config) {
-		issuer := ca
-		if cfg.NodeID == 3 {
-			issuer = rogue // node 3's certificate is signed by another CA
+		if cfg.NodeID != 3 {
+			ca.Secure(t, cfg)
+			return
 		}
-		cert, key := issuer.Issue(t, fmt.Sprintf("node%d", cfg.NodeID))
-		cfg.TLSCert, cfg.TLSKey = cert, key
-		cfg.PeerCA, cfg.PeerCert, cfg.PeerKey = ca.File, cert, key
+		rogue.Secure(t, cfg) // node 3's certificate is signed by another CA
+		cfg.PeerCA = ca.File
 	}, SkipWaitReady: []int{3}})
-	pool := x509.NewCertPool()
-	pem, _ := os.ReadFile(ca.File)
-	pool.AppendCertsFromPEM(pem)
+	pool, err := server.LoadCA(ca.File)
+	if err != nil {
+		t.Fatal(err)
+	}
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	do := func(node int, token, method, path string, body string) (int, []byte) {
 		req, _ := http.NewRequest(method, "https://"+c.Addr(node)+path, strings.NewReader(body))

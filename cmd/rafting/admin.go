@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/server"
 )
 
 // client is the admin CLI's REST client: it tries each server in turn and
@@ -61,13 +61,9 @@ func (c *commonFlags) client() (*client, error) {
 	cl := &client{token: c.token, http: &http.Client{Timeout: 30 * time.Second}}
 	scheme := "http://"
 	if c.ca != "" {
-		pem, err := os.ReadFile(c.ca)
+		pool, err := server.LoadCA(c.ca)
 		if err != nil {
 			return nil, fmt.Errorf("--ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--ca %s: no PEM certificate in it", c.ca)
 		}
 		cl.http.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
 		scheme = "https://"

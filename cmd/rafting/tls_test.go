@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -23,11 +22,7 @@ import (
 func TestTLSAdminAndJoin(t *testing.T) {
 	dir := t.TempDir()
 	ca := servertest.NewCA(t, dir, "cluster")
-	c := servertest.Start(t, servertest.Options{Configure: func(cfg *config.Config) {
-		cert, key := ca.Issue(t, fmt.Sprintf("node%d", cfg.NodeID))
-		cfg.TLSCert, cfg.TLSKey = cert, key
-		cfg.PeerCA, cfg.PeerCert, cfg.PeerKey = ca.File, cert, key
-	}})
+	c := servertest.Start(t, servertest.Options{Configure: func(cfg *config.Config) { ca.Secure(t, cfg) }})
 	cli := func(args ...string) (string, error) {
 		var out bytes.Buffer
 		err := run(append(args, "--token", servertest.AdminToken), &out, &out)

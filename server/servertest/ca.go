@@ -7,12 +7,15 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/rafting/rafting/server/config"
 )
 
 // CA is a test certificate authority that issues certificates for
@@ -78,4 +81,13 @@ func (ca *CA) Issue(t testing.TB, name string) (certFile, keyFile string) {
 	writePEM(t, certFile, "CERTIFICATE", der)
 	writePEM(t, keyFile, "EC PRIVATE KEY", kb)
 	return certFile, keyFile
+}
+
+// Secure gives a node's config a certificate of ca for its API and its Raft
+// peers, and trusts ca for its peers.
+func (ca *CA) Secure(t testing.TB, cfg *config.Config) {
+	t.Helper()
+	cert, key := ca.Issue(t, fmt.Sprintf("node%d", cfg.NodeID))
+	cfg.TLSCert, cfg.TLSKey = cert, key
+	cfg.PeerCA, cfg.PeerCert, cfg.PeerKey = ca.File, cert, key
 }
