@@ -441,11 +441,7 @@ func (m *Meta) restore(c Restore) MetaOutcome {
 		m.createTenant(CreateTenant{Name: t.Name, Quotas: t.Quotas, TokenHash: t.Credentials.Current,
 			Members: c.Members, NowMs: c.NowMs})
 		rec := m.st.Tenants[t.Name]
-		rec.Credentials = t.Credentials
-		if rec.Credentials.Previous != nil {
-			p := *rec.Credentials.Previous
-			rec.Credentials.Previous = &p
-		}
+		rec.Credentials = t.Credentials // decoded for this entry: nothing else holds it
 		if t.CreatedMs != 0 {
 			rec.CreatedMs = t.CreatedMs
 		}
