@@ -1,12 +1,5 @@
 package sdk
 
-import (
-	"net/http"
-	"strconv"
-
-	"github.com/rafting/rafting/api"
-)
-
 // A position orders what the servers say of a tenant across its
 // incarnations: the tenant's epoch above the Raft index, as in fencing
 // tokens (epoch<<40 | index). A tenant created again under its name, or
@@ -25,9 +18,3 @@ func position(epoch, index uint64) uint64 {
 
 func epochOf(pos uint64) uint64 { return pos >> epochShift }
 func indexOf(pos uint64) uint64 { return pos & (1<<epochShift - 1) }
-
-// epochIn reads X-Rafting-Epoch (0 when absent or malformed).
-func epochIn(h http.Header) uint64 {
-	n, _ := strconv.ParseUint(h.Get(api.HeaderEpoch), 10, 64)
-	return n
-}

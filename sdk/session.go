@@ -616,7 +616,7 @@ func (m *Member) streamLoop(ctx context.Context) {
 func (m *Member) readStream(cancel context.CancelFunc, s *session, resp *http.Response, server string, j *transport.Jitter) (moved bool, leader string) {
 	idle := time.AfterFunc(streamIdle, cancel)
 	defer idle.Stop()
-	epoch := epochIn(resp.Header)
+	epoch := transport.Epoch(resp.Header)
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
 	first := true

@@ -259,8 +259,11 @@ func (r *Response) Index() uint64 {
 }
 
 // Epoch is the X-Rafting-Epoch header: the tenant's epoch (0 when absent).
-func (r *Response) Epoch() uint64 {
-	n, _ := strconv.ParseUint(r.Header.Get(api.HeaderEpoch), 10, 64)
+func (r *Response) Epoch() uint64 { return Epoch(r.Header) }
+
+// Epoch reads X-Rafting-Epoch from a header (0 when absent or malformed).
+func Epoch(h http.Header) uint64 {
+	n, _ := strconv.ParseUint(h.Get(api.HeaderEpoch), 10, 64)
 	return n
 }
 
