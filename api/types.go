@@ -216,6 +216,7 @@ const (
 	EventMoved     = "moved"     // the server closes the stream: reconnect to Leader (may be empty)
 	EventExpired   = "expired"   // the session has ended
 	EventMaster    = "master"    // a mastership of this session was granted, marked releasing or lost
+	EventInstance  = "instance"  // someone else changed the state of this session's instance, or removed it
 )
 
 // StreamEvent is one line of GET /v1/tenants/{t}/sessions/{id}/stream.
@@ -228,6 +229,9 @@ type StreamEvent struct {
 	// session lost the service's mastership.
 	Service string  `json:"service,omitempty"`
 	Master  *Master `json:"master,omitempty"`
+	// Instance is set on "instance" events; its State is empty when the
+	// instance was removed.
+	Instance *HeldInstance `json:"instance,omitempty"`
 }
 
 // ResignRequest is the body of POST .../services/{s}/master/resign. It applies

@@ -410,7 +410,9 @@ func TestKeepaliveForwarded(t *testing.T) {
 
 // TestKeepaliveShowsInstances: a keepalive answer lists the state of every
 // instance registered under the session, as of its index: an operator's
-// drain (a registration without the session) shows in the next answer.
+// drain (a registration without the session) shows in the next answer. The
+// session's stream is told at once, of the drain and of a removal by
+// someone else, and not of the session's own writes.
 func TestKeepaliveShowsInstances(t *testing.T) {
 	c := servertest.Start(t, servertest.Options{})
 	tok := c.CreateTenant("acme", api.Quotas{})
@@ -418,6 +420,8 @@ func TestKeepaliveShowsInstances(t *testing.T) {
 	register(t, c, 1, tok, "acme", "web", "w1", api.RegisterRequest{Address: "a:1", Session: sid})
 	reg := register(t, c, 1, tok, "acme", "api", "a1", api.RegisterRequest{Address: "a:2", Session: sid, State: api.StateStarting})
 	leader := c.WaitTenantLeader("acme")
+	st := s.attach(leader)
+	defer st.closeByClient()
 	_, ka := s.keepalive(leader)
 	want := []api.HeldInstance{{Service: "api", Instance: "a1", State: api.StateStarting}, {Service: "web", Instance: "w1", State: api.StateReady}}
 	if !slices.Equal(ka.Instances, want) || ka.Index < reg.Index {
@@ -428,5 +432,27 @@ func TestKeepaliveShowsInstances(t *testing.T) {
 	want[1].State = api.StateDraining
 	if !slices.Equal(ka.Instances, want) || ka.Index < drained.Index {
 		t.Fatalf("after an operator's drain: %+v, want %+v at index >= %d", ka, want, drained.Index)
+	}
+	register(t, c, 1, tok, "acme", "api", "a1", api.RegisterRequest{Address: "a:2", Session: sid}) // its own write: no event
+	if r := c.Do(2, tok, http.MethodDelete, "/v1/tenants/acme/services/api/instances/a1", nil); r.Status != http.StatusNoContent {
+		t.Fatalf("operator delete = %d %s", r.Status, r.Body)
+	}
+	var got []api.HeldInstance
+	timeout := time.After(5 * time.Second)
+	for len(got) < 2 {
+		select {
+		case ev := <-st.events:
+			if ev.Type == api.EventInstance {
+				if ev.Instance == nil || ev.Index < drained.Index {
+					t.Fatalf("instance event %+v", ev)
+				}
+				got = append(got, *ev.Instance)
+			}
+		case <-timeout:
+			t.Fatalf("stream events of the session's instances: %+v, want the drain and the removal", got)
+		}
+	}
+	if wantEv := []api.HeldInstance{{Service: "web", Instance: "w1", State: api.StateDraining}, {Service: "api", Instance: "a1"}}; !slices.Equal(got, wantEv) {
+		t.Fatalf("stream events %+v, want %+v", got, wantEv)
 	}
 }

@@ -215,7 +215,16 @@ type Changes struct {
 	Opened     []string            // sessions created
 	Ended      []string            // sessions ended (expired or closed)
 	Masters    []MasterChange      // master records granted, marked releasing or removed
+	Instances  []InstanceChange    // session-owned instances changed by someone else
 	Barrier    uint64              // the barrier term applied in this batch, if any
+}
+
+// InstanceChange is a change of a session's instance that someone other
+// than the session made: an operator's new state, or its removal (State
+// empty).
+type InstanceChange struct {
+	Session string
+	Held    api.HeldInstance
 }
 
 // MasterChange is one change of a service's master record. Old or New is
@@ -658,6 +667,10 @@ func (t *Tenant) register(index uint64, c Register, ch *Changes) Outcome {
 	svc.Instances[c.ID] = in
 	svc.ModifyIndex = index
 	ch.service(c.Service)
+	if r.Session == "" && sess != "" && old != nil && old.State != in.State {
+		ch.Instances = append(ch.Instances, InstanceChange{Session: sess,
+			Held: api.HeldInstance{Service: c.Service, Instance: c.ID, State: in.State}})
+	}
 	if m := svc.Master; m != nil && m.Instance == c.ID && !eligible(in) {
 		holder := m.Session != "" && (m.Session == c.Caller || m.Session == r.Session)
 		t.revoke(c.Service, svc, holder, "", ch)
@@ -696,6 +709,10 @@ func (t *Tenant) deregister(index uint64, c Deregister, ch *Changes) Outcome {
 	}
 	if in.Session != "" {
 		t.disown(in.Session, instKey{c.Service, c.ID})
+		if c.Caller != in.Session {
+			ch.Instances = append(ch.Instances, InstanceChange{Session: in.Session,
+				Held: api.HeldInstance{Service: c.Service, Instance: c.ID}})
+		}
 	}
 	if in.Mode == api.ModeMasterStandby {
 		svc.ms--

@@ -783,7 +783,7 @@ func (m *Manager) proposeAsync(cmd []byte, done func(ok bool)) {
 // Applied is the state machine's observer: it learns sessions opened and
 // ended, and pushes mastership changes to attached streams.
 func (m *Manager) Applied(ch *fsm.Changes) {
-	if len(ch.Opened) == 0 && len(ch.Ended) == 0 && len(ch.Masters) == 0 && ch.Barrier == 0 && len(ch.Services) == 0 {
+	if len(ch.Opened) == 0 && len(ch.Ended) == 0 && len(ch.Masters) == 0 && len(ch.Instances) == 0 && ch.Barrier == 0 && len(ch.Services) == 0 {
 		return
 	}
 	m.mu.Lock()
@@ -807,6 +807,14 @@ func (m *Manager) Applied(ch *fsm.Changes) {
 		for s := range m.streams {
 			if s.id == id {
 				s.endLocked(api.StreamEvent{Type: api.EventExpired})
+			}
+		}
+	}
+	for _, c := range ch.Instances {
+		for s := range m.streams {
+			if s.id == c.Session {
+				held := c.Held
+				s.sendLocked(api.StreamEvent{Type: api.EventInstance, Service: held.Service, Index: m.sm.Applied(), Instance: &held})
 			}
 		}
 	}
