@@ -315,8 +315,11 @@ func testOperatorState(t *testing.T, tn *tenant) {
 		}
 	}
 
+	// Keepalives paused: the session's stream tells the member, at once.
+	sdk.PauseKeepalives(m, true)
 	operator(api.StateDraining)
-	eventually(t, 5*time.Second, "the member to see the drain", func() bool { return m.Role() == sdk.Draining })
+	eventually(t, 3*time.Second, "the member to see the drain", func() bool { return m.Role() == sdk.Draining })
+	sdk.PauseKeepalives(m, false)
 	if _, ok := r.firstAt(sdk.Draining, time.Time{}); !ok {
 		t.Fatalf("role changes %v, want draining reported", &r)
 	}
@@ -343,13 +346,16 @@ func testOperatorState(t *testing.T, tn *tenant) {
 	operator(api.StateReady)
 	eventually(t, 5*time.Second, "the member to see the undoing", func() bool { return m.Role() == sdk.Standby })
 
-	// Someone deregisters the live member: it registers again, as it was.
+	// Someone deregisters the live member: it registers again, as it was,
+	// told by its stream (keepalives paused) or else by a keepalive.
+	sdk.PauseKeepalives(m, true)
 	if res := tn.rest(t, http.MethodDelete, "/services/op/instances/o1", nil); res.Status != http.StatusNoContent {
 		t.Fatalf("DELETE instance = %d %s", res.Status, res.Body)
 	}
 	tag := api.SessionTag(sdk.SessionID(m))
-	eventually(t, 5*time.Second, "o1 registered again under its session", func() bool {
+	eventually(t, 3*time.Second, "o1 registered again under its session", func() bool {
 		in, ok := listed()
 		return ok && in.SessionTag == tag && in.State == api.StateReady && in.Weight == 7
 	})
+	sdk.PauseKeepalives(m, false)
 }

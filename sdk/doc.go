@@ -67,7 +67,7 @@
 //	Master     the master record names the member and its promise holds
 //	Suspended  master, but its promise ran out while its session lives
 //	Draining   leaving, or registered as draining (by Update, or by an
-//	           operator through the REST API: seen at the next keepalive)
+//	           operator through the REST API: told at once by the stream)
 //	Left       left, or lost for good (Done is closed)
 //
 // A farm has no master: a ready farm member is Standby, which means what it
@@ -122,13 +122,13 @@
 // with every grant; pass them to whatever the master writes to.
 //
 // A state someone else gives the member's instance (an operator's drain,
-// or its undoing) reaches the member in its next keepalive answer: the
-// role follows it, and the member's own later writes keep it (an Update of
+// or its undoing) reaches the member at once through its session's stream
+// (and every keepalive answer repeats it): the role follows it, and the member's own later writes keep it (an Update of
 // the weight, a registration under a new session after the servers ended
 // the old one). The member's explicit Update(SetState) or Ready overrides
 // it, as the later write. An instance deregistered by someone else while
-// its session lives is registered again at the next keepalive (as Eureka's
-// and Consul's agents do): to take a live instance out, drain it.
+// its session lives is registered again at once (as Eureka's and Consul's
+// agents do): to take a live instance out, drain it.
 //
 // # The cache
 //

@@ -259,7 +259,7 @@ func (m *Member) renewed(s *session, sent time.Time, ka *api.KeepaliveResponse, 
 	if ka.LeaseMs > 0 && sent.After(m.st.promise.sent) {
 		m.st.promise = newPromise(sent, time.Duration(ka.LeaseMs)*time.Millisecond)
 	}
-	m.adoptStateLocked(ka)
+	m.adoptStateLocked(ka.Index, ka.Instances, ka.Instances != nil)
 	// Strictly newer only: a record taken in at an equal position (from a
 	// stream event or the watch) is as new as the answer's.
 	if !m.farm && ka.Index > m.st.recIndex {
@@ -275,21 +275,28 @@ func (m *Member) renewed(s *session, sent time.Time, ka *api.KeepaliveResponse, 
 }
 
 // adoptStateLocked takes in the member's registration as the servers have
-// it. A state someone else gave the instance (an operator's drain, or its
-// undoing) is adopted: later writes of the member's own (Update, a
-// registration under a new session) carry it, and the role follows it. An
-// instance the servers no longer list under the session (deregistered by
-// someone else) is registered again by the worker, as Eureka and Consul's
-// agents do. Only an answer read after the member's last registration
-// applied, under this session, counts, and none while one is in flight.
-func (m *Member) adoptStateLocked(ka *api.KeepaliveResponse) {
-	if m.writes > 0 || ka.Index < m.regIndex || m.regSess != m.sess || ka.Instances == nil ||
+// it at a position: the session's instances (a keepalive answer's whole
+// list, or one that a stream event names). A state someone else gave the
+// instance (an operator's drain, or its undoing) is adopted: later writes
+// of the member's own (Update, a registration under a new session) carry
+// it, and the role follows it. An instance the servers no longer list
+// under the session (deregistered by someone else: missing from a whole
+// list, or named with no state) is registered again by the worker, as
+// Eureka and Consul's agents do. Only news read after the member's last
+// registration applied, under this session, counts, and none while one is
+// in flight.
+func (m *Member) adoptStateLocked(at uint64, held []api.HeldInstance, whole bool) {
+	if m.writes > 0 || at < m.regIndex || m.regSess != m.sess ||
 		m.leaving || m.st.phase == phaseJoining || m.st.phase == phaseLeft {
 		return
 	}
-	for _, h := range ka.Instances {
+	for _, h := range held {
 		if h.Service != m.service || h.Instance != m.id {
 			continue
+		}
+		if h.State == "" {
+			whole = true // removed: as if missing from a whole list
+			break
 		}
 		if h.State != m.reg.State && h.State.Valid() {
 			m.log.Info("the servers changed this instance's state", "service", m.service, "id", m.id,
@@ -297,6 +304,9 @@ func (m *Member) adoptStateLocked(ka *api.KeepaliveResponse) {
 			m.reg.State = h.State
 			m.st.phase = phaseOf(h.State)
 		}
+		return
+	}
+	if !whole {
 		return
 	}
 	m.reregister = true
@@ -641,6 +651,15 @@ func (m *Member) readStream(cancel context.CancelFunc, s *session, resp *http.Re
 		case api.EventMaster:
 			if ev.Service == m.service {
 				m.observe(position(epoch, ev.Index), ev.Master)
+			}
+		case api.EventInstance:
+			if ev.Instance != nil {
+				m.mu.Lock()
+				if m.sess == s {
+					m.adoptStateLocked(position(epoch, ev.Index), []api.HeldInstance{*ev.Instance}, false)
+					m.reconcileLocked(time.Now())
+				}
+				m.mu.Unlock()
 			}
 		}
 		first = false
