@@ -1,14 +1,18 @@
 package sdk
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"log/slog"
+	"net/http"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/sdk/internal/transport"
 )
 
 func TestMargin(t *testing.T) {
@@ -277,6 +281,32 @@ func FuzzKeepaliveAnswer(f *testing.F) {
 		m.mu.Unlock()
 		if !state.Valid() || m.Role() < Starting || m.Role() > Left {
 			t.Fatalf("after %s: state %q role %v", body, state, m.Role())
+		}
+	})
+}
+
+// FuzzStreamLines: any session stream, line by line, is read to its end or
+// to a bad line without a panic, and leaves the member in a valid state and
+// role.
+func FuzzStreamLines(f *testing.F) {
+	f.Add([]byte(`{"type":"heartbeat","term":2,"index":9}` + "\n" + `{"type":"instance","service":"s","index":10,"instance":{"service":"s","instance":"i","state":"draining"}}` + "\n"))
+	f.Add([]byte(`{"type":"master","service":"s","index":11,"master":{"instance":"i","fencing_token":42}}` + "\n" + `{"type":"moved","leader":"x:1"}` + "\n"))
+	f.Add([]byte(`{"type":"instance","service":"s","index":3,"instance":{"service":"s","instance":"i"}}` + "\n" + `{"type":"expired"}` + "\n"))
+	f.Add([]byte(`{"type":"instance","instance":null}` + "\n" + `not json` + "\n"))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		m := newMember(testClient(), Instance{Service: "s", ID: "i", Address: "a", Mode: MasterStandby},
+			memberConfig{ttl: 5 * time.Second, leaveTimeout: time.Second}, false)
+		m.mu.Lock()
+		m.st.phase, m.regSess = phaseReady, m.sess
+		s := m.sess
+		m.mu.Unlock()
+		resp := &http.Response{Header: http.Header{api.HeaderEpoch: {"1"}}, Body: io.NopCloser(bytes.NewReader(body))}
+		m.readStream(func() {}, s, resp, "x:1", transport.NewJitter(time.Millisecond, time.Millisecond))
+		m.mu.Lock()
+		state := m.reg.State
+		m.mu.Unlock()
+		if !state.Valid() || m.Role() < Starting || m.Role() > Left {
+			t.Fatalf("after %q: state %q role %v", body, state, m.Role())
 		}
 	})
 }
