@@ -24,7 +24,6 @@ import (
 	"fmt"
 	"os"
 	"sort"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -136,13 +135,6 @@ func (g *group) drop(id string) {
 	delete(g.role, id)
 }
 
-func runs() int {
-	if n, err := strconv.Atoi(os.Getenv("RAFTING_BENCH_RUNS")); err == nil && n > 0 {
-		return n
-	}
-	return 20
-}
-
 func report(b *testing.B, name string, d []time.Duration) {
 	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
 	b.ReportMetric(bench.Pct(d, 50), name+"-p50-ms")
@@ -152,8 +144,8 @@ func report(b *testing.B, name string, d []time.Duration) {
 }
 
 func BenchmarkFailover(b *testing.B) {
+	n := bench.MustInt(b, "RAFTING_BENCH_RUNS", 20, 1)
 	c := proctest.StartCluster(b, 3, 50*time.Millisecond)
-	n := runs()
 
 	kill := func(g *group, sig syscall.Signal, timeout time.Duration) []time.Duration {
 		var out []time.Duration

@@ -300,18 +300,32 @@ func aWrites() int { return envInt("RAFTING_NOISY_A_WPS", aLimit()/2) }
 // RAFTING_NOISY_FLOOD_X, default 10.
 func aFlood() int { return envInt("RAFTING_NOISY_FLOOD_X", 10) }
 
-func envDuration(name string, def time.Duration) time.Duration {
-	if d, err := time.ParseDuration(os.Getenv(name)); err == nil {
-		return d
+// envInt and envDuration read a knob that BenchmarkNoisyNeighbour checked
+// (checkKnobs) before it started anything, the flood process included.
+func envInt(name string, def int) int {
+	n, err := bench.Int(name, def, -20) // the lowest any knob may be: a nice level
+	if err != nil {
+		return def
 	}
-	return def
+	return n
 }
 
-func envInt(name string, def int) int {
-	if n, err := strconv.Atoi(os.Getenv(name)); err == nil {
-		return n
+func envDuration(name string, def time.Duration) time.Duration {
+	d, err := bench.Duration(name, def)
+	if err != nil {
+		return def
 	}
-	return def
+	return d
+}
+
+// checkKnobs fails the benchmark on a knob that is set but not a value.
+func checkKnobs(b *testing.B) {
+	b.Helper()
+	for _, name := range []string{"RAFTING_NOISY_A_RPS", "RAFTING_NOISY_A_WPS", "RAFTING_NOISY_FLOOD_X", "RAFTING_NOISY_CYCLES"} {
+		bench.MustInt(b, name, 0, 0)
+	}
+	bench.MustInt(b, "RAFTING_NOISY_NICE", 0, -20)
+	bench.MustDuration(b, "RAFTING_NOISY_PHASE", 0)
 }
 
 // renice sets the nice level of every thread of process pid: on Linux a
@@ -333,6 +347,7 @@ func renice(b *testing.B, pid, nice int) {
 }
 
 func BenchmarkNoisyNeighbour(b *testing.B) {
+	checkKnobs(b)
 	c := proctest.StartCluster(b, servers, 50*time.Millisecond)
 	addrs := strings.Split(c.Addrs(), ",")
 	var alpha api.Tenant

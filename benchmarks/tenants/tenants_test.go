@@ -16,7 +16,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -58,18 +57,8 @@ func mean(v []float64) float64 {
 }
 
 func BenchmarkTenants(b *testing.B) {
-	n := 1000
-	if v, err := strconv.Atoi(os.Getenv("RAFTING_BENCH_TENANTS")); err == nil && v > 0 {
-		n = v
-	}
-	o := proctest.Options{Dir: bench.Dir(b)}
-	if v := os.Getenv("RAFTING_BENCH_RTT"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			b.Fatalf("RAFTING_BENCH_RTT: %v", err)
-		}
-		o.RTT = d
-	}
+	n := bench.MustInt(b, "RAFTING_BENCH_TENANTS", 1000, 1)
+	o := proctest.Options{Dir: bench.Dir(b), RTT: bench.MustDuration(b, "RAFTING_BENCH_RTT", 0)}
 	if os.Getenv("RAFTING_BENCH_QUIESCE") == "0" {
 		o.Args = append(o.Args, "--quiesce=false")
 	}
@@ -149,10 +138,7 @@ func BenchmarkTenants(b *testing.B) {
 //
 //	cd benchmarks && go test -run '^$' -bench BackupRestore -benchtime 1x -timeout 60m ./tenants/
 func BenchmarkBackupRestore(b *testing.B) {
-	n := 1000
-	if v, err := strconv.Atoi(os.Getenv("RAFTING_BENCH_TENANTS")); err == nil && v > 0 {
-		n = v
-	}
+	n := bench.MustInt(b, "RAFTING_BENCH_TENANTS", 1000, 1)
 	src := proctest.StartClusterWith(b, proctest.Options{Dir: bench.Dir(b)})
 	token := func(i int) string { return "rft_" + fmt.Sprintf("t%04d", i) + "_" + strings.Repeat("s", 30) }
 	each(b, n, func(i int) error {
