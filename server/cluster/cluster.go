@@ -50,7 +50,7 @@ type Node struct {
 	tenants map[uint64]*Tenant // running tenant replicas by shard ID
 	byName  map[string]*Tenant
 
-	noops       sync.Map // shard ID -> *client.Session
+	pools       sync.Map // shard ID -> *sessionPool (proposals.go)
 	reg         *registry
 	incarnation uint64 // this process's start, registered in the meta shard
 
@@ -288,13 +288,23 @@ func (n *Node) ProposeMeta(ctx context.Context, cmd []byte) (fsm.MetaOutcome, er
 	return o, nil
 }
 
-// propose proposes cmd on a shard with short attempts, retried within ctx:
-// every command is idempotent, so a timed-out attempt may be sent again.
-// The error is an *api.Error: 503 when nothing was applied, 504 when the
-// outcome is unknown.
+// propose proposes cmd on a shard with short attempts, retried within ctx
+// under one client session (proposals.go), so a command is applied at most
+// once however often it is sent. The error is an *api.Error: 503 when
+// nothing was applied, 504 when the outcome is unknown.
 func (n *Node) propose(ctx context.Context, shard uint64, cmd []byte) (sm.Result, error) {
 	start := time.Now()
-	var last error
+	pool := n.pool(shard)
+	var (
+		cs      *client.Session
+		last    error
+		unknown bool // an attempt timed out: it may yet be applied
+	)
+	defer func() {
+		if cs != nil {
+			pool.give(cs)
+		}
+	}()
 	for attempt := 0; ; attempt++ {
 		timeout := n.cfg.ProposalTimeout
 		if dl, ok := ctx.Deadline(); ok {
@@ -304,7 +314,25 @@ func (n *Node) propose(ctx context.Context, shard uint64, cmd []byte) (sm.Result
 			break
 		}
 		actx, cancel := context.WithTimeout(ctx, timeout)
-		r, err := n.nh.SyncPropose(actx, n.noop(shard), cmd)
+		var (
+			r   sm.Result
+			err error
+		)
+		if cs == nil {
+			cs, err = pool.take(actx)
+		}
+		if err == nil {
+			r, err = n.nh.SyncPropose(actx, cs, cmd)
+			switch {
+			case errors.Is(err, dragonboat.ErrTimeout):
+				unknown = true
+			case errors.Is(err, dragonboat.ErrRejected): // the LRU dropped the session
+				pool.drop()
+				cs = nil
+			}
+		} else if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			err = dragonboat.ErrSystemBusy // every session busy for a whole attempt
+		}
 		cancel()
 		if err == nil {
 			n.metrics.proposed(shard, "ok", time.Since(start))
@@ -322,6 +350,9 @@ func (n *Node) propose(ctx context.Context, shard uint64, cmd []byte) (sm.Result
 			break
 		}
 	}
+	if unknown {
+		last = dragonboat.ErrTimeout // whatever came after, the first may be applied
+	}
 	e := raftError(last, ctx)
 	n.metrics.proposed(shard, string(e.Code), time.Since(start))
 	return sm.Result{}, e
@@ -331,7 +362,7 @@ func retryable(err error) bool {
 	return errors.Is(err, dragonboat.ErrSystemBusy) || errors.Is(err, dragonboat.ErrShardNotReady) ||
 		errors.Is(err, dragonboat.ErrTimeout) || errors.Is(err, dragonboat.ErrShardNotInitialized) ||
 		errors.Is(err, dragonboat.ErrAborted) || errors.Is(err, dragonboat.ErrDeadlineNotSet) ||
-		errors.Is(err, dragonboat.ErrTimeoutTooSmall)
+		errors.Is(err, dragonboat.ErrTimeoutTooSmall) || errors.Is(err, dragonboat.ErrRejected)
 }
 
 // raftError maps a Dragonboat error to the API's: 504 when a proposal may
@@ -403,16 +434,6 @@ func (n *Node) MetaMembers(ctx context.Context) (map[uint64]string, error) {
 		out[id] = addr
 	}
 	return out, nil
-}
-
-// noop returns the shard's no-op client session (safe for concurrent use;
-// Rafting's commands are idempotent by design, not by Dragonboat sessions).
-func (n *Node) noop(shard uint64) *client.Session {
-	if s, ok := n.noops.Load(shard); ok {
-		return s.(*client.Session)
-	}
-	s, _ := n.noops.LoadOrStore(shard, n.nh.GetNoOPSession(shard))
-	return s.(*client.Session)
 }
 
 // leader is the local view of a shard's leader.

@@ -192,6 +192,7 @@ func (n *Node) stopTenant(t *Tenant) {
 		delete(n.byName, t.Name)
 	}
 	n.mu.Unlock()
+	n.forget(t.ShardID)
 	n.metrics.forget(t)
 	n.log.Debug("stopped tenant shard", "tenant", t.Name, "shard", t.ShardID)
 }

@@ -1,0 +1,87 @@
+package cluster
+
+import (
+	"context"
+	"sync/atomic"
+
+	"github.com/lni/dragonboat/v4/client"
+)
+
+// Proposals are made under Dragonboat client sessions, so that re-sending
+// one is safe. An attempt whose deadline passes may still be applied later
+// (a new leader commits it); the attempt after it carries the same client
+// ID and series, which the state machine applies at most once, answering
+// the copy that arrives second with the first one's result. Idempotent
+// commands alone do not give that: a re-sent write applied after another
+// client's newer write to the same key undoes it (A, B, A), which the
+// linearizability check in server/linearizable_test.go caught.
+//
+// A session carries one proposal at a time, so each node keeps a pool of
+// them per shard, registered on first need (one Raft write each) and given
+// back after each proposal. A proposal given up on with its outcome unknown
+// gives its session back too: the next proposal on it tells the state
+// machine that the series was answered, and a copy arriving after that is
+// ignored. A node's sessions outlive it in the state machine until
+// Dragonboat's LRU of 4,096 per shard drops them; a pooled session the LRU
+// dropped is refused (ErrRejected, nothing applied) and replaced.
+
+// maxSessions bounds the sessions one node registers on one shard, hence
+// its proposals in flight there; more wait for one to be given back.
+const maxSessions = 256
+
+// sessionPool holds one shard's idle client sessions on this node.
+type sessionPool struct {
+	idle     chan *client.Session // capacity maxSessions: giving back never blocks
+	made     atomic.Int32         // registered or being registered, not dropped
+	register func(context.Context) (*client.Session, error)
+}
+
+// pool returns the shard's session pool.
+func (n *Node) pool(shard uint64) *sessionPool {
+	if p, ok := n.pools.Load(shard); ok {
+		return p.(*sessionPool)
+	}
+	p, _ := n.pools.LoadOrStore(shard, &sessionPool{
+		idle: make(chan *client.Session, maxSessions),
+		register: func(ctx context.Context) (*client.Session, error) {
+			return n.nh.SyncGetSession(ctx, shard) // a Raft write
+		},
+	})
+	return p.(*sessionPool)
+}
+
+// take returns an idle session, registers a new one while fewer than
+// maxSessions exist, or waits within ctx for one to be given back.
+func (p *sessionPool) take(ctx context.Context) (*client.Session, error) {
+	select {
+	case s := <-p.idle:
+		return s, nil
+	default:
+	}
+	if p.made.Add(1) <= maxSessions {
+		s, err := p.register(ctx)
+		if err != nil {
+			p.made.Add(-1)
+		}
+		return s, err
+	}
+	p.made.Add(-1)
+	select {
+	case s := <-p.idle:
+		return s, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// give ends the session's current proposal and makes it idle.
+func (p *sessionPool) give(s *client.Session) {
+	s.ProposalCompleted()
+	p.idle <- s
+}
+
+// drop forgets a session the state machine no longer knows.
+func (p *sessionPool) drop() { p.made.Add(-1) }
+
+// forget drops a stopped shard's pool; its sessions are left to the LRU.
+func (n *Node) forget(shard uint64) { n.pools.Delete(shard) }
