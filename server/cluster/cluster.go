@@ -97,7 +97,11 @@ func New(cfg config.Config, reg *metrics.Registry) (*Node, error) {
 	for id, addr := range cfg.InitialCluster {
 		known[id] = addr
 	}
-	n.reg = newRegistry(cfg.DataDir, known)
+	peers, err := newRegistry(cfg.DataDir, known)
+	if err != nil {
+		return nil, err
+	}
+	n.reg = peers
 	n.incarnation = uint64(time.Now().UnixNano())
 	n.metrics = newNodeMetrics(reg, n)
 	nhDir := filepath.Join(cfg.DataDir, "raft")

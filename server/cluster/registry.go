@@ -61,15 +61,35 @@ func nodeOf(target string) (uint64, bool) {
 	return n, err == nil && n > 0
 }
 
-func newRegistry(dataDir string, initial map[uint64]string) *registry {
+// newRegistry loads the registry of a data dir, which it creates if need
+// be, adds initial to it and saves it: a node that stops before it learnt
+// anything from the meta shard must still find its peers when it restarts
+// without --initial-cluster.
+func newRegistry(dataDir string, initial map[uint64]string) (*registry, error) {
 	r := &registry{file: filepath.Join(dataDir, "peers.json"), peers: map[uint64]peer{}}
-	if b, err := os.ReadFile(r.file); err == nil {
-		_ = json.Unmarshal(b, &r.peers)
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("cluster: data dir: %w", err)
 	}
+	switch b, err := os.ReadFile(r.file); {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("cluster: %w", err)
+	default:
+		if err := json.Unmarshal(b, &r.peers); err != nil {
+			return nil, fmt.Errorf("cluster: %s: %w", r.file, err)
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	for id, addr := range initial {
-		r.setAddr(id, addr)
+		p := r.peers[id]
+		p.Addr = addr
+		r.peers[id] = p
 	}
-	return r
+	if err := r.save(); err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	return r, nil
 }
 
 // registryFactory hands Dragonboat the node's registry.
@@ -155,12 +175,20 @@ func (r *registry) update(node uint64, f func(*peer)) {
 		return
 	}
 	r.peers[node] = p
-	if b, err := json.Marshal(r.peers); err == nil {
-		tmp := r.file + ".tmp"
-		if os.WriteFile(tmp, b, 0o600) == nil {
-			_ = os.Rename(tmp, r.file)
-		}
+	_ = r.save() // the meta shard tells it again at the next start
+}
+
+// save writes the peers to the registry's file; r.mu is held.
+func (r *registry) save() error {
+	b, err := json.Marshal(r.peers)
+	if err != nil {
+		return err
 	}
+	tmp := r.file + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, r.file)
 }
 
 // learnNodes gives the registry every node's address and incarnation from
