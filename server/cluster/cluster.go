@@ -302,7 +302,7 @@ func (n *Node) propose(ctx context.Context, shard uint64, cmd []byte) (sm.Result
 	var (
 		cs      *client.Session
 		last    error
-		unknown bool // an attempt timed out: it may yet be applied
+		unknown bool // an attempt timed out or was cancelled: it may yet be applied
 	)
 	defer func() {
 		if cs != nil {
@@ -328,7 +328,7 @@ func (n *Node) propose(ctx context.Context, shard uint64, cmd []byte) (sm.Result
 		if err == nil {
 			r, err = n.nh.SyncPropose(actx, cs, cmd)
 			switch {
-			case errors.Is(err, dragonboat.ErrTimeout):
+			case errors.Is(err, dragonboat.ErrTimeout), errors.Is(err, dragonboat.ErrCanceled):
 				unknown = true
 			case errors.Is(err, dragonboat.ErrRejected): // the LRU dropped the session
 				pool.drop()
