@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"github.com/lni/dragonboat/v4"
-	"github.com/lni/dragonboat/v4/client"
 	dbconfig "github.com/lni/dragonboat/v4/config"
 	"github.com/lni/dragonboat/v4/raftio"
 	sm "github.com/lni/dragonboat/v4/statemachine"
@@ -290,83 +289,6 @@ func (n *Node) ProposeMeta(ctx context.Context, cmd []byte) (fsm.MetaOutcome, er
 		return o, e
 	}
 	return o, nil
-}
-
-// propose proposes cmd on a shard with short attempts, retried within ctx
-// under one client session (proposals.go), so a command is applied at most
-// once however often it is sent. The error is an *api.Error: 503 when
-// nothing was applied, 504 when the outcome is unknown.
-func (n *Node) propose(ctx context.Context, shard uint64, cmd []byte) (sm.Result, error) {
-	start := time.Now()
-	pool := n.pool(shard)
-	var (
-		cs      *client.Session
-		last    error
-		unknown bool // an attempt timed out or was cancelled: it may yet be applied
-	)
-	defer func() {
-		if cs != nil {
-			pool.give(cs)
-		}
-	}()
-	for attempt := 0; ; attempt++ {
-		timeout := n.cfg.ProposalTimeout
-		if dl, ok := ctx.Deadline(); ok {
-			timeout = min(timeout, time.Until(dl))
-		}
-		if timeout < n.cfg.RTT {
-			break
-		}
-		actx, cancel := context.WithTimeout(ctx, timeout)
-		var (
-			r   sm.Result
-			err error
-		)
-		if cs == nil {
-			cs, err = pool.take(actx)
-		}
-		if err == nil {
-			r, err = n.nh.SyncPropose(actx, cs, cmd)
-			switch {
-			case errors.Is(err, dragonboat.ErrTimeout), errors.Is(err, dragonboat.ErrCanceled):
-				unknown = true
-			case errors.Is(err, dragonboat.ErrRejected): // the LRU dropped the session
-				pool.drop()
-				cs = nil
-			}
-		} else if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			err = dragonboat.ErrSystemBusy // every session busy for a whole attempt
-		}
-		cancel()
-		if err == nil {
-			n.metrics.proposed(shard, "ok", time.Since(start))
-			return r, nil
-		}
-		last = err
-		if !retryable(err) || ctx.Err() != nil {
-			break
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff(attempt)):
-		}
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	if unknown {
-		last = dragonboat.ErrTimeout // whatever came after, the first may be applied
-	}
-	e := raftError(last, ctx)
-	n.metrics.proposed(shard, string(e.Code), time.Since(start))
-	return sm.Result{}, e
-}
-
-func retryable(err error) bool {
-	return errors.Is(err, dragonboat.ErrSystemBusy) || errors.Is(err, dragonboat.ErrShardNotReady) ||
-		errors.Is(err, dragonboat.ErrTimeout) || errors.Is(err, dragonboat.ErrShardNotInitialized) ||
-		errors.Is(err, dragonboat.ErrAborted) || errors.Is(err, dragonboat.ErrDeadlineNotSet) ||
-		errors.Is(err, dragonboat.ErrTimeoutTooSmall) || errors.Is(err, dragonboat.ErrRejected)
 }
 
 // raftError maps a Dragonboat error to the API's: 504 when a proposal may

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 
+	"github.com/lni/dragonboat/v4/client"
 	sm "github.com/lni/dragonboat/v4/statemachine"
 )
 
@@ -22,4 +23,16 @@ func (t *Tenant) ProposeAgain(ctx context.Context, cmd []byte, between func()) (
 	between()
 	second, err = n.nh.SyncPropose(ctx, cs, cmd)
 	return first, second, err
+}
+
+// ProposeScripted runs propose's loop on the shard with attempts that
+// answer errs in turn (nil: applied), and reports the client session and
+// series each attempt was sent under.
+func (t *Tenant) ProposeScripted(ctx context.Context, errs ...error) (sent [][2]uint64, err error) {
+	_, err = t.node.proposeWith(ctx, t.ShardID, func(_ context.Context, cs *client.Session) (sm.Result, error) {
+		sent = append(sent, [2]uint64{cs.ClientID, cs.SeriesID})
+		e := errs[min(len(sent), len(errs))-1]
+		return sm.Result{}, e
+	})
+	return sent, err
 }

@@ -2,9 +2,13 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
+	"time"
 
+	"github.com/lni/dragonboat/v4"
 	"github.com/lni/dragonboat/v4/client"
+	sm "github.com/lni/dragonboat/v4/statemachine"
 )
 
 // Proposals are made under Dragonboat client sessions, so that re-sending
@@ -13,7 +17,11 @@ import (
 // ID and series, which the state machine applies at most once, answering
 // the copy that arrives second with the first one's result. Idempotent
 // commands alone do not give that: a re-sent write applied after another
-// client's newer write to the same key undoes it (A, B, A), which the
+// client's newer write to the same key undoes it (A, B, A).
+//
+// Once an attempt timed out (or was cancelled) the outcome stays unknown,
+// answered 504, whatever later attempts say: a later "no leader" (503, not
+// applied) says nothing of the first copy. Answering 503 there is what the
 // linearizability check in server/linearizable_test.go caught.
 //
 // A session carries one proposal at a time, so each node keeps a pool of
@@ -24,6 +32,90 @@ import (
 // ignored. A node's sessions outlive it in the state machine until
 // Dragonboat's LRU of 4,096 per shard drops them; a pooled session the LRU
 // dropped is refused (ErrRejected, nothing applied) and replaced.
+
+// propose proposes cmd on a shard with short attempts, retried within ctx
+// under one client session, so a command is applied at most
+// once however often it is sent. The error is an *api.Error: 503 when
+// nothing was applied, 504 when the outcome is unknown.
+func (n *Node) propose(ctx context.Context, shard uint64, cmd []byte) (sm.Result, error) {
+	return n.proposeWith(ctx, shard, func(ctx context.Context, cs *client.Session) (sm.Result, error) {
+		return n.nh.SyncPropose(ctx, cs, cmd)
+	})
+}
+
+// proposeWith is propose's loop, each attempt made by send.
+func (n *Node) proposeWith(ctx context.Context, shard uint64, send func(context.Context, *client.Session) (sm.Result, error)) (sm.Result, error) {
+	start := time.Now()
+	pool := n.pool(shard)
+	var (
+		cs      *client.Session
+		last    error
+		unknown bool // an attempt timed out or was cancelled: it may yet be applied
+	)
+	defer func() {
+		if cs != nil {
+			pool.give(cs)
+		}
+	}()
+	for attempt := 0; ; attempt++ {
+		timeout := n.cfg.ProposalTimeout
+		if dl, ok := ctx.Deadline(); ok {
+			timeout = min(timeout, time.Until(dl))
+		}
+		if timeout < n.cfg.RTT {
+			break
+		}
+		actx, cancel := context.WithTimeout(ctx, timeout)
+		var (
+			r   sm.Result
+			err error
+		)
+		if cs == nil {
+			cs, err = pool.take(actx)
+		}
+		if err == nil {
+			r, err = send(actx, cs)
+			switch {
+			case errors.Is(err, dragonboat.ErrTimeout), errors.Is(err, dragonboat.ErrCanceled):
+				unknown = true
+			case errors.Is(err, dragonboat.ErrRejected): // the LRU dropped the session
+				pool.drop()
+				cs = nil
+			}
+		} else if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			err = dragonboat.ErrSystemBusy // every session busy for a whole attempt
+		}
+		cancel()
+		if err == nil {
+			n.metrics.proposed(shard, "ok", time.Since(start))
+			return r, nil
+		}
+		last = err
+		if !retryable(err) || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff(attempt)):
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if unknown {
+		last = dragonboat.ErrTimeout // whatever came after, the first may be applied
+	}
+	e := raftError(last, ctx)
+	n.metrics.proposed(shard, string(e.Code), time.Since(start))
+	return sm.Result{}, e
+}
+
+func retryable(err error) bool {
+	return errors.Is(err, dragonboat.ErrSystemBusy) || errors.Is(err, dragonboat.ErrShardNotReady) ||
+		errors.Is(err, dragonboat.ErrTimeout) || errors.Is(err, dragonboat.ErrShardNotInitialized) ||
+		errors.Is(err, dragonboat.ErrAborted) || errors.Is(err, dragonboat.ErrDeadlineNotSet) ||
+		errors.Is(err, dragonboat.ErrTimeoutTooSmall) || errors.Is(err, dragonboat.ErrRejected)
+}
 
 // maxSessions bounds the sessions one node registers on one shard, hence
 // its proposals in flight there; more wait for one to be given back.

@@ -3,8 +3,11 @@ package cluster_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"testing"
 	"time"
+
+	"github.com/lni/dragonboat/v4"
 
 	"github.com/rafting/rafting/api"
 	"github.com/rafting/rafting/server/fsm"
@@ -42,5 +45,52 @@ func TestResentProposalAppliedOnce(t *testing.T) {
 	}
 	if !bytes.Equal(first.Data, second.Data) {
 		t.Fatalf("the copy's answer %s differs from the first's %s", second.Data, first.Data)
+	}
+}
+
+// TestProposeAttempts: propose's loop keeps one session and series across
+// attempts, replaces a session the state machine refused, and once an attempt timed out
+// answers 504 (outcome unknown) even when the attempts after it found no
+// leader (503 alone: nothing applied).
+func TestProposeAttempts(t *testing.T) {
+	c := servertest.Start(t, servertest.Options{})
+	c.CreateTenant("tries", api.Quotas{})
+	c.WaitTenantLeader("tries")
+	ten, ok := c.Server(1).Node().Tenant("tries")
+	if !ok {
+		t.Fatal("node 1 does not run the tenant's shard")
+	}
+	run := func(d time.Duration, errs ...error) ([][2]uint64, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		defer cancel()
+		return ten.ProposeScripted(ctx, errs...)
+	}
+	code := func(err error) api.Code {
+		var e *api.Error
+		if !errors.As(err, &e) {
+			return ""
+		}
+		return e.Code
+	}
+
+	ids, err := run(10*time.Second, dragonboat.ErrTimeout, dragonboat.ErrShardNotReady, nil)
+	if err != nil || len(ids) != 3 || ids[0] != ids[1] || ids[1] != ids[2] {
+		t.Fatalf("timeout, not ready, applied: sent under %v, err %v; want one session and series, no error", ids, err)
+	}
+	ids, err = run(time.Second, dragonboat.ErrTimeout, dragonboat.ErrShardNotReady)
+	if code(err) != api.CodeTimeout {
+		t.Fatalf("timeout, then no leader until the deadline = %v, want 504 timeout", err)
+	}
+	for _, id := range ids {
+		if id != ids[0] {
+			t.Fatalf("the attempts after a timeout were sent under %v, want one session and series", ids)
+		}
+	}
+	if _, err := run(time.Second, dragonboat.ErrShardNotReady); code(err) != api.CodeUnavailable {
+		t.Fatalf("no leader until the deadline = %v, want 503 unavailable", err)
+	}
+	ids, err = run(10*time.Second, dragonboat.ErrRejected, nil)
+	if err != nil || len(ids) != 2 || ids[0][0] == ids[1][0] {
+		t.Fatalf("refused, then applied: sent under %v, err %v; want a new session, no error", ids, err)
 	}
 }
