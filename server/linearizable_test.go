@@ -18,10 +18,11 @@ import (
 	"github.com/rafting/rafting/server/servertest"
 )
 
-// regOp is one operation on the register an instance's weight makes.
+// regOp is one operation on the register an instance's weight makes; a
+// deregistration writes -1, which reads give back as "not listed".
 type regOp struct {
 	write bool
-	value int // written, or read (-1: the instance was not listed)
+	value int // written (-1: deregistered), or read (-1: not listed)
 }
 
 // registerModel is a single register: a write sets it, a read returns it.
@@ -35,17 +36,19 @@ var registerModel = porcupine.Model{
 		return output.(int) == state.(int), state
 	},
 	DescribeOperation: func(input, output any) string {
-		if in := input.(regOp); in.write {
+		if in := input.(regOp); in.write && in.value < 0 {
+			return "deregister"
+		} else if in.write {
 			return fmt.Sprintf("write %d", in.value)
 		}
 		return fmt.Sprintf("read %d", output.(int))
 	},
 }
 
-// TestLinearizable: writes of one instance's weight and consistent reads of
-// it, from six clients spread over the three nodes while the tenant's
-// leader is killed and restarted, form a linearizable history (checked
-// with porcupine). A write answered 2xx happened; one answered 503 (not
+// TestLinearizable: writes of one instance's weight, its deregistrations,
+// and consistent reads of it, from six clients spread over the three nodes
+// while the tenant's leader is killed and restarted, then the next leader
+// too, form a linearizable history (checked with porcupine). A write answered 2xx happened; one answered 503 (not
 // applied) or refused a connection did not; one without an answer may have
 // happened, at any time after it was sent.
 func TestLinearizable(t *testing.T) {
@@ -78,8 +81,12 @@ func TestLinearizable(t *testing.T) {
 				op := porcupine.Operation{ClientId: client, Call: since()}
 				if client%2 == 0 {
 					v := int(seq.Add(1))
+					method, body := http.MethodPut, any(api.RegisterRequest{Address: "a:1", Weight: &v})
+					if client == 4 && n%4 == 3 {
+						v, method, body = -1, http.MethodDelete, nil
+					}
 					op.Input = regOp{write: true, value: v}
-					r, err := c.DoErr(ctx, node, tok, http.MethodPut, path, api.RegisterRequest{Address: "a:1", Weight: &v}, nil)
+					r, err := c.DoErr(ctx, node, tok, method, path, body, nil)
 					op.Return = since()
 					mu.Lock()
 					switch {
@@ -117,11 +124,14 @@ func TestLinearizable(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(time.Second)
-	c.AbortNode(leader) // a crash of the tenant's leader
-	time.Sleep(time.Second)
-	c.StartNode(leader)
-	time.Sleep(1500 * time.Millisecond)
+	for range 2 {
+		time.Sleep(time.Second)
+		c.AbortNode(leader) // a crash of the tenant's leader
+		time.Sleep(time.Second)
+		c.StartNode(leader)
+		time.Sleep(1500 * time.Millisecond)
+		leader = c.WaitTenantLeader("lin")
+	}
 	stop.Store(true)
 	wg.Wait()
 	for _, op := range unknown {
