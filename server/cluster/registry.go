@@ -76,7 +76,7 @@ func newRegistry(dataDir string, initial map[uint64]string) (*registry, error) {
 		return nil, fmt.Errorf("cluster: %w", err)
 	default:
 		if err := json.Unmarshal(b, &r.peers); err != nil {
-			return nil, fmt.Errorf("cluster: %s: %w", r.file, err)
+			return nil, fmt.Errorf("cluster: %s: %w (remove it and start with --initial-cluster naming every node)", r.file, err)
 		}
 	}
 	r.mu.Lock()
@@ -185,7 +185,18 @@ func (r *registry) save() error {
 		return err
 	}
 	tmp := r.file + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync() // renamed unsynced, it can be empty after a power loss
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return err
 	}
 	return os.Rename(tmp, r.file)
