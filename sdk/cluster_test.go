@@ -319,10 +319,12 @@ func testOperatorState(t *testing.T, tn *tenant) {
 	sdk.PauseKeepalives(m, true)
 	operator(api.StateDraining)
 	eventually(t, 3*time.Second, "the member to see the drain", func() bool { return m.Role() == sdk.Draining })
+	// Role reads at once; callbacks follow on their own goroutine.
+	eventually(t, 3*time.Second, "the drain reported to OnRoleChange", func() bool {
+		_, ok := r.firstAt(sdk.Draining, time.Time{})
+		return ok
+	})
 	sdk.PauseKeepalives(m, false)
-	if _, ok := r.firstAt(sdk.Draining, time.Time{}); !ok {
-		t.Fatalf("role changes %v, want draining reported", &r)
-	}
 	if err := m.Update(ctxT(t, 10*time.Second), sdk.SetWeight(7)); err != nil {
 		t.Fatal(err)
 	}

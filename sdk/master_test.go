@@ -171,13 +171,20 @@ func testReleasing(t *testing.T, tn *tenant) {
 		t.Fatal("a still believes it is master")
 	}
 	// a stops as Standby (the releasing record), or as Draining when the
-	// keepalive that shows the operator's drain came first.
-	stopped, ok := ra.firstAt(sdk.Standby, start)
-	if d, drained := ra.firstAt(sdk.Draining, start); drained && (!ok || d.Before(stopped)) {
-		stopped, ok = d, true
-	}
-	promoted, _ := rb.firstAt(sdk.Master, start)
-	if !ok || promoted.Before(stopped) {
+	// keepalive that shows the operator's drain came first. Callbacks
+	// follow the roles on their own goroutines: wait for both.
+	var stopped, promoted time.Time
+	var ok bool
+	eventually(t, 3*time.Second, "a's stop and b's promotion reported", func() bool {
+		stopped, ok = ra.firstAt(sdk.Standby, start)
+		if d, drained := ra.firstAt(sdk.Draining, start); drained && (!ok || d.Before(stopped)) {
+			stopped, ok = d, true
+		}
+		var promotedOK bool
+		promoted, promotedOK = rb.firstAt(sdk.Master, start)
+		return ok && promotedOK
+	})
+	if promoted.Before(stopped) {
 		t.Fatalf("a stopped at %v (%v), b promoted at %v: want a first", stopped, ok, promoted)
 	}
 	// Without the self-resign the successor waits for a's last promise
@@ -234,14 +241,21 @@ func testPausedMaster(t *testing.T, tn *tenant) {
 	if a.FencingToken() != tok {
 		t.Fatalf("token after suspension %d, want %d", a.FencingToken(), tok)
 	}
-	var seq []sdk.Role
-	for _, c := range ra.all() {
-		if c.Role != c.Previous {
-			seq = append(seq, c.Role)
+	// Callbacks follow the roles on their own goroutine.
+	reported := func() bool {
+		var seq []sdk.Role
+		for _, c := range ra.all() {
+			if c.Role != c.Previous {
+				seq = append(seq, c.Role)
+			}
 		}
+		n := len(seq)
+		return n >= 3 && seq[n-3] == sdk.Master && seq[n-2] == sdk.Suspended && seq[n-1] == sdk.Master
 	}
-	if n := len(seq); n < 3 || seq[n-3] != sdk.Master || seq[n-2] != sdk.Suspended || seq[n-1] != sdk.Master {
-		t.Fatalf("roles%v, want ... master, suspended, master", &ra)
+	for deadline := time.Now().Add(3 * time.Second); !reported(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("roles%v, want ... master, suspended, master", &ra)
+		}
 	}
 }
 
