@@ -90,6 +90,41 @@ func TestFullRestartAfterKill(t *testing.T) {
 	}
 }
 
+// TestDamagedPeersFile: a server whose peers.json is damaged refuses to
+// start and says what to do; done (the file removed, --initial-cluster
+// given), it starts and catches up.
+func TestDamagedPeersFile(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	c := proctest.StartCluster(t, 3, 20*time.Millisecond)
+	s := c.Servers[2]
+	s.Proc.Kill()
+	<-s.Proc.Exited()
+	file := filepath.Join(s.Dir, "peers.json")
+	if err := os.WriteFile(file, []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.Restart(3)
+	select {
+	case <-s.Proc.Exited():
+	case <-time.After(20 * time.Second):
+		t.Fatal("a server with a damaged peers.json kept running")
+	}
+	if err := s.Proc.ExitErr(); err == nil || !strings.Contains(s.Proc.Stderr(), "peers.json") ||
+		!strings.Contains(s.Proc.Stderr(), "--initial-cluster") {
+		t.Fatalf("exit %v, stderr %q: want a failure naming peers.json and --initial-cluster", err, s.Proc.Stderr())
+	}
+	if err := os.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	c.Restart(3, "--initial-cluster", c.InitialCluster())
+	c.WaitServerReady(3)
+	for _, s := range c.Servers {
+		stop(t, s.Proc)
+	}
+}
+
 var tokenLine = regexp.MustCompile(`(?m)^\s+tenant "default" token: (\S+)$`)
 
 // TestDevRestartKeepsState: `rafting dev` creates the default tenant and

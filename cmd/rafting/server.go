@@ -114,7 +114,12 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 			cfg.APIAddress = known.APIAddress
 		}
 		if *initial != "" {
-			log.Info("ignoring --initial-cluster: the data dir already holds a cluster")
+			// Only where the nodes are, e.g. after a damaged peers.json was
+			// removed: the data dir knows the membership.
+			if cfg.Peers, err = config.ParseInitialCluster(*initial); err != nil {
+				return usageError{"--initial-cluster: " + err.Error()}
+			}
+			log.Info("the data dir already holds a cluster: --initial-cluster gives the nodes' addresses only")
 		}
 		cfg.Join = "" // the data dir knows its membership
 	} else if cfg.InitialCluster, err = config.ParseInitialCluster(*initial); err != nil {

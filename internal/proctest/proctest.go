@@ -314,12 +314,16 @@ func (s *Server) first() []string {
 	return []string{"--id", strconv.Itoa(s.ID), "--api", s.API, "--raft", s.Raft}
 }
 
-// Restart starts a stopped server again from its data dir.
-func (c *Cluster) Restart(i int) {
+// Restart starts a stopped server again from its data dir, with more
+// flags if given.
+func (c *Cluster) Restart(i int, extra ...string) {
 	s := c.Servers[i-1]
 	s.past = append(s.past, s.Proc)
-	c.start(s)
+	c.start(s, extra...)
 }
+
+// InitialCluster is the servers' --initial-cluster.
+func (c *Cluster) InitialCluster() string { return c.initial }
 
 // Join starts one more server that joins the cluster through server via
 // (--join), waits until it is ready and returns it.
