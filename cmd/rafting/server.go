@@ -62,7 +62,7 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 		apiAddr        = fs.String("api", "", "REST API address (default 127.0.0.1:7070; remembered)")
 		advertise      = fs.String("advertise-api", "", "API address other nodes and clients use (default: --api)")
 		raftAddr       = fs.String("raft", "", "Raft address host:port (required on first start; remembered)")
-		initial        = fs.String("initial-cluster", "", "first start of a new cluster: ID=RAFT_ADDR,... (etcd-style)")
+		initial        = fs.String("initial-cluster", "", "first start of a new cluster: ID=RAFT_ADDR,... (etcd-style); on a restart, the nodes' addresses only")
 		join           = fs.String("join", "", "API address of a running member: add this node to that cluster")
 		tokenFile      = fs.String("admin-token-file", "", "file holding the admin token (else RAFTING_ADMIN_TOKEN)")
 		rtt            = fs.Duration("rtt", def.RTT, "Raft tick (RTTMillisecond); election timeout = 10 ticks")
