@@ -46,11 +46,7 @@ func readIdentity(dataDir string) (identity, bool, error) {
 
 func writeIdentity(dataDir string, id identity) error {
 	b, _ := json.MarshalIndent(id, "", "  ")
-	tmp := identityPath(dataDir) + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, identityPath(dataDir))
+	return config.WriteFile(identityPath(dataDir), append(b, '\n'))
 }
 
 func runServer(ctx context.Context, args []string, stderr io.Writer) error {

@@ -12,6 +12,8 @@ import (
 
 	dbconfig "github.com/lni/dragonboat/v4/config"
 	"github.com/lni/dragonboat/v4/raftio"
+
+	"github.com/rafting/rafting/server/config"
 )
 
 // Rafting runs Dragonboat with a node registry of its own. Raft targets are
@@ -184,22 +186,7 @@ func (r *registry) save() error {
 	if err != nil {
 		return err
 	}
-	tmp := r.file + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync() // renamed unsynced, it can be empty after a power loss
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	return os.Rename(tmp, r.file)
+	return config.WriteFile(r.file, b)
 }
 
 // learnNodes gives the registry every node's address and incarnation from
