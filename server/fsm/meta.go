@@ -648,6 +648,45 @@ func (m *Meta) SaveSnapshot(w io.Writer) error {
 	return err
 }
 
+// check refuses a decoded snapshot that no state machine wrote: the reads
+// and commands take its structure for granted.
+func (st *metaState) check() error {
+	if st.Epochs == nil {
+		st.Epochs = map[string]uint64{}
+	}
+	if st.Nodes == nil {
+		st.Nodes = map[uint64]*NodeRecord{}
+	}
+	if st.Tenants == nil {
+		st.Tenants = map[string]*TenantRecord{}
+	}
+	if st.Tombstones == nil {
+		st.Tombstones = map[uint64]*Tombstone{}
+	}
+	if st.Removed == nil {
+		st.Removed = map[uint64]int64{}
+	}
+	for name, t := range st.Tenants {
+		if t == nil {
+			return fmt.Errorf("tenant %q is null", name)
+		}
+		if t.Replicas == nil {
+			t.Replicas = map[uint64]Replica{}
+		}
+	}
+	for id, n := range st.Nodes {
+		if n == nil {
+			return fmt.Errorf("node %d is null", id)
+		}
+	}
+	for id, ts := range st.Tombstones {
+		if ts == nil {
+			return fmt.Errorf("tombstone %d is null", id)
+		}
+	}
+	return nil
+}
+
 // Restore replaces the state with a snapshot's.
 func (m *Meta) Restore(r io.Reader) error {
 	b, err := io.ReadAll(r)
@@ -661,10 +700,8 @@ func (m *Meta) Restore(r io.Reader) error {
 	if err := json.Unmarshal(b[1:], &st); err != nil {
 		return fmt.Errorf("decode meta snapshot: %w", err)
 	}
-	for _, t := range st.Tenants {
-		if t.Replicas == nil {
-			t.Replicas = map[uint64]Replica{}
-		}
+	if err := st.check(); err != nil {
+		return fmt.Errorf("meta snapshot: %w", err)
 	}
 	m.mu.Lock()
 	m.st = st

@@ -9,7 +9,7 @@ import (
 	"github.com/rafting/rafting/tenants"
 )
 
-func metaApply(t *testing.T, m *Meta, index uint64, op Op, body any) MetaOutcome {
+func metaApply(t testing.TB, m *Meta, index uint64, op Op, body any) MetaOutcome {
 	t.Helper()
 	o := m.Apply(index, Encode(op, body))
 	if o.Index != index {

@@ -1044,6 +1044,30 @@ func (t *Tenant) Snapshot() ([]byte, error) {
 	return append([]byte{CodecVersion}, b...), nil
 }
 
+// check refuses a decoded snapshot that no state machine wrote: the reads
+// and commands take its structure for granted.
+func (st *tenantState) check() error {
+	for name, svc := range st.Services {
+		if svc == nil {
+			return fmt.Errorf("service %q is null", name)
+		}
+		if svc.Instances == nil {
+			svc.Instances = map[string]*instance{}
+		}
+		for id, in := range svc.Instances {
+			if in == nil {
+				return fmt.Errorf("instance %s/%s is null", name, id)
+			}
+		}
+	}
+	for id, s := range st.Sessions {
+		if s == nil {
+			return fmt.Errorf("session %q is null", id)
+		}
+	}
+	return nil
+}
+
 // Restore replaces the state with a snapshot's and wakes every watcher.
 func (t *Tenant) Restore(r io.Reader) error {
 	b, err := io.ReadAll(r)
@@ -1066,10 +1090,8 @@ func (t *Tenant) Restore(r io.Reader) error {
 	if st.Tombs == nil {
 		st.Tombs = map[string]uint64{}
 	}
-	for _, svc := range st.Services {
-		if svc.Instances == nil {
-			svc.Instances = map[string]*instance{}
-		}
+	if err := st.check(); err != nil {
+		return fmt.Errorf("tenant snapshot: %w", err)
 	}
 	t.mu.Lock()
 	t.st = st
