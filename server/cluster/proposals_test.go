@@ -10,22 +10,36 @@ import (
 	"github.com/lni/dragonboat/v4"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/server/cluster"
 	"github.com/rafting/rafting/server/fsm"
 	"github.com/rafting/rafting/server/servertest"
 )
 
-// TestResentProposalAppliedOnce: a command sent again under its session
+// TestProposals runs the proposal tests on one cluster.
+func TestProposals(t *testing.T) {
+	c := servertest.Start(t, servertest.Options{})
+	t.Run("ResentAppliedOnce", func(t *testing.T) { testResentProposalAppliedOnce(t, c) })
+	t.Run("Attempts", func(t *testing.T) { testProposeAttempts(t, c) })
+}
+
+// replicaOn1 creates a tenant and returns its replica on node 1.
+func replicaOn1(t *testing.T, c *servertest.Cluster, name string) *cluster.Tenant {
+	t.Helper()
+	c.CreateTenant(name, api.Quotas{})
+	c.WaitTenantLeader(name)
+	ten, ok := c.Server(1).Node().Tenant(name)
+	if !ok {
+		t.Fatalf("node 1 does not run %s's shard", name)
+	}
+	return ten
+}
+
+// testResentProposalAppliedOnce: a command sent again under its session
 // and series (a retry after a timed-out attempt) is not applied again, so
 // it cannot undo a newer write that landed in between (A, B, A), and it is
 // answered with the first copy's result.
-func TestResentProposalAppliedOnce(t *testing.T) {
-	c := servertest.Start(t, servertest.Options{})
-	c.CreateTenant("once", api.Quotas{})
-	c.WaitTenantLeader("once")
-	ten, ok := c.Server(1).Node().Tenant("once")
-	if !ok {
-		t.Fatal("node 1 does not run the tenant's shard")
-	}
+func testResentProposalAppliedOnce(t *testing.T, c *servertest.Cluster) {
+	ten := replicaOn1(t, c, "once")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	write := func(weight int) []byte {
@@ -48,18 +62,12 @@ func TestResentProposalAppliedOnce(t *testing.T) {
 	}
 }
 
-// TestProposeAttempts: propose's loop keeps one session and series across
+// testProposeAttempts: propose's loop keeps one session and series across
 // attempts, replaces a session the state machine refused, and once an attempt timed out
 // answers 504 (outcome unknown) even when the attempts after it found no
 // leader (503 alone: nothing applied).
-func TestProposeAttempts(t *testing.T) {
-	c := servertest.Start(t, servertest.Options{})
-	c.CreateTenant("tries", api.Quotas{})
-	c.WaitTenantLeader("tries")
-	ten, ok := c.Server(1).Node().Tenant("tries")
-	if !ok {
-		t.Fatal("node 1 does not run the tenant's shard")
-	}
+func testProposeAttempts(t *testing.T, c *servertest.Cluster) {
+	ten := replicaOn1(t, c, "tries")
 	run := func(d time.Duration, errs ...error) ([][2]uint64, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), d)
 		defer cancel()
