@@ -34,9 +34,9 @@ import (
 // dropped is refused (ErrRejected, nothing applied) and replaced.
 
 // propose proposes cmd on a shard with short attempts, retried within ctx
-// under one client session, so a command is applied at most
-// once however often it is sent. The error is an *api.Error: 503 when
-// nothing was applied, 504 when the outcome is unknown.
+// under one client session, so a command is applied at most once however
+// often it is sent. The error is an *api.Error: 503 when nothing was
+// applied, 504 when the outcome is unknown.
 func (n *Node) propose(ctx context.Context, shard uint64, cmd []byte) (sm.Result, error) {
 	return n.proposeWith(ctx, shard, func(ctx context.Context, cs *client.Session) (sm.Result, error) {
 		return n.nh.SyncPropose(ctx, cs, cmd)
