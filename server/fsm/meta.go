@@ -382,10 +382,7 @@ func (m *Meta) createTenant(c CreateTenant) MetaOutcome {
 	}
 	if t := m.st.Tenants[c.Name]; t != nil {
 		if t.Credentials.Current.Equal(c.TokenHash) {
-			// A retry. The same command sent again (a proposal whose
-			// answer timed out) carries the same NowMs: that is still the
-			// request that created the tenant, and its client gets 201.
-			return MetaOutcome{Tenant: t.clone(), Created: c.NowMs != 0 && c.NowMs == t.CreatedMs}
+			return MetaOutcome{Tenant: t.clone()} // a retry
 		}
 		return metaReject(api.CodeConflict, "tenant %s exists", c.Name)
 	}
