@@ -193,8 +193,8 @@ var whyMissed = map[string]string{
 		"Raft entry that waits for the leader's and a follower's fsync on the one virtual disk the three servers share " +
 		"(on tmpfs Rafting's own register benchmark doubles its throughput: see issue 2's section); ZooKeeper's binary " +
 		"requests are pipelined on each session's connection and committed in groups. With 128 clients the order " +
-		"between Rafting and ZooKeeper has gone both ways from run to run (0.77× and 1.18× on 2026-11-26), within " +
-		"reach of neither 1.5×. On the same two cores and disk Rafting cannot register 1.5× as fast as the better " +
+		"between Rafting and ZooKeeper has gone both ways from run to run (0.60× to 1.18× in five runs on 2026-11-26), " +
+		"within reach of neither 1.5×. On the same two cores and disk Rafting cannot register 1.5× as fast as the better " +
 		"peer; it is faster than etcd, whose servers spend more CPU per registration.",
 	TargetPropagation: "With one watcher a registration reaches it in about 2–3 ms here; the rest is the fan-out. " +
 		"Each change wakes 100 blocking queries: every SDK client parses the service's answer, rebuilds its " +
