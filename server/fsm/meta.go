@@ -646,7 +646,7 @@ func (m *Meta) SaveSnapshot(w io.Writer) error {
 }
 
 // check refuses a decoded snapshot that no state machine wrote: the reads
-// and commands take its structure for granted.
+// and commands take its structure for granted. Missing maps it makes empty.
 func (st *metaState) check() error {
 	if st.Epochs == nil {
 		st.Epochs = map[string]uint64{}

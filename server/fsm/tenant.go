@@ -1045,8 +1045,17 @@ func (t *Tenant) Snapshot() ([]byte, error) {
 }
 
 // check refuses a decoded snapshot that no state machine wrote: the reads
-// and commands take its structure for granted.
+// and commands take its structure for granted. Missing maps it makes empty.
 func (st *tenantState) check() error {
+	if st.Services == nil {
+		st.Services = map[string]*service{}
+	}
+	if st.Sessions == nil {
+		st.Sessions = map[string]*session{}
+	}
+	if st.Tombs == nil {
+		st.Tombs = map[string]uint64{}
+	}
 	for name, svc := range st.Services {
 		if svc == nil {
 			return fmt.Errorf("service %q is null", name)
@@ -1080,15 +1089,6 @@ func (t *Tenant) Restore(r io.Reader) error {
 	var st tenantState
 	if err := json.Unmarshal(b[1:], &st); err != nil {
 		return fmt.Errorf("decode tenant snapshot: %w", err)
-	}
-	if st.Services == nil {
-		st.Services = map[string]*service{}
-	}
-	if st.Sessions == nil {
-		st.Sessions = map[string]*session{}
-	}
-	if st.Tombs == nil {
-		st.Tombs = map[string]uint64{}
 	}
 	if err := st.check(); err != nil {
 		return fmt.Errorf("tenant snapshot: %w", err)
