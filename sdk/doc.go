@@ -115,7 +115,10 @@
 // member's own session, which grant the successor in the same Raft entry:
 // Leave (registers as draining, waits the drain delay so that callers'
 // caches drop it, deregisters, ends the session) and Resign (hands over
-// and stays a candidate). If anyone else revokes the mastership (an
+// and stays a candidate). A Join that fails after the member was granted
+// (its last step timed out) ends it in the same order: Left is reported
+// to every callback before the session, whose end grants a successor at
+// once, is ended. If anyone else revokes the mastership (an
 // operator drains the master through the REST API), the record becomes
 // `releasing`: the member stops acting at once and resigns itself, so the
 // successor does not wait for its last promise. Fencing tokens increase

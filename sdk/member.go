@@ -669,9 +669,20 @@ func (m *Member) finish(cause error) {
 // end ends the member and waits: loops and callbacks done, the Client
 // released (and closed if the member owns it).
 func (m *Member) end(cause error) {
+	m.stop(cause)
+	m.release()
+}
+
+// stop ends the member locally and waits for its loops and callbacks: its
+// Term is over and every callback has been told Left when it returns.
+func (m *Member) stop(cause error) {
 	m.finish(cause)
 	m.wg.Wait()
 	m.notified.Wait()
+}
+
+// release lets the member's Client go (closing it if the member owns it).
+func (m *Member) release() {
 	if m.unlisten != nil {
 		m.unlisten()
 	}
@@ -684,16 +695,21 @@ func (m *Member) end(cause error) {
 }
 
 // abandon ends a member whose Join failed; its session, if opened, is
-// ended so that it does not linger for a TTL.
+// ended so that it does not linger for a TTL. The member may have been
+// granted (and reported Master) before Join failed, and ending the
+// session grants a successor at once: so, as Leave does, it stops acting
+// first — its Term over and Left delivered to every callback — and only
+// then ends the session.
 func (m *Member) abandon() {
 	m.mu.Lock()
 	sid, opened := m.sess.id, m.sess.isOpen()
 	m.leaving = true
 	m.mu.Unlock()
+	m.stop(nil)
 	if opened {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		m.c.do(ctx, http.MethodDelete, m.c.tenantPath("/sessions/"+sid), nil, nil, false)
 		cancel()
 	}
-	m.end(nil)
+	m.release()
 }

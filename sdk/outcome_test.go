@@ -1,0 +1,209 @@
+package sdk_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/sdk"
+	"github.com/rafting/rafting/sdk/sdktest"
+)
+
+// holdProxy stands between members and one server. It forwards every
+// request, except that it holds the ones hold matches until the test opens
+// its gate. A held request whose client gives up first (its ctx ended) is
+// kept, unsent: the test delivers it later (deliver), as a Raft leader
+// commits a write after answering 504 or after its client went away. So a
+// write's outcome is unknown to the member for as long as the test wants,
+// and what happens to the write meanwhile is the test's choice.
+type holdProxy struct {
+	target *url.URL
+	srv    *httptest.Server
+
+	mu        sync.Mutex
+	hold      func(*http.Request) bool
+	gate      chan struct{} // closed: held requests go through
+	abandoned []heldRequest // held requests whose clients gave up
+	seen      func(*http.Request)
+}
+
+type heldRequest struct {
+	method, path string
+	header       http.Header
+	body         []byte
+}
+
+func newHoldProxy(t *testing.T, server string) *holdProxy {
+	target, err := url.Parse("http://" + server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &holdProxy{target: target, gate: make(chan struct{})}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.FlushInterval = -1 // the session stream is NDJSON
+	rp.ModifyResponse = func(r *http.Response) error {
+		r.Header.Del(api.HeaderLeader) // everything through the proxy
+		return nil
+	}
+	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.mu.Lock()
+		hold, gate, seen := p.hold != nil && p.hold(r), p.gate, p.seen
+		p.mu.Unlock()
+		if seen != nil {
+			seen(r)
+		}
+		if hold {
+			body, _ := io.ReadAll(r.Body)
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			select {
+			case <-gate:
+			case <-r.Context().Done():
+				p.mu.Lock()
+				p.abandoned = append(p.abandoned, heldRequest{r.Method, r.URL.RequestURI(), r.Header.Clone(), body})
+				p.mu.Unlock()
+				return
+			}
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(p.srv.Close)
+	t.Cleanup(p.open) // before the server closes: let held requests go
+	return p
+}
+
+func (p *holdProxy) addr() string { return strings.TrimPrefix(p.srv.URL, "http://") }
+
+// holding sets which requests are held from now on, with a closed gate,
+// for the rest of the test t; nothing abandoned before is kept.
+func (p *holdProxy) holding(t *testing.T, match func(*http.Request) bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hold, p.gate, p.abandoned = match, make(chan struct{}), nil
+	t.Cleanup(func() {
+		p.open()
+		p.mu.Lock()
+		p.hold = nil
+		p.mu.Unlock()
+	})
+}
+
+// open lets every held request through, and those held later.
+func (p *holdProxy) open() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.gate:
+	default:
+		close(p.gate)
+	}
+}
+
+// deliver sends the abandoned requests to the server now (the late
+// commit) and returns their answers' statuses.
+func (p *holdProxy) deliver(t *testing.T) []int {
+	t.Helper()
+	p.mu.Lock()
+	reqs := p.abandoned
+	p.abandoned = nil
+	p.mu.Unlock()
+	var statuses []int
+	for _, h := range reqs {
+		r, err := http.NewRequest(h.method, p.target.String()+h.path, bytes.NewReader(h.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Header = h.header
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatalf("deliver %s %s: %v", h.method, h.path, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		statuses = append(statuses, resp.StatusCode)
+	}
+	return statuses
+}
+
+func (p *holdProxy) abandonedCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.abandoned)
+}
+
+// TestJoinFailureDemotesFirst: a Join that fails after the member was
+// granted (and reported Master) ends the member locally — Term over, Left
+// reported — before it ends the session, whose end grants a successor at
+// once.
+func TestJoinFailureDemotesFirst(t *testing.T) {
+	c := sdktest.StartWith(t, sdktest.Options{Nodes: 1})
+	p := newHoldProxy(t, c.Servers.Addrs()[0])
+	// The Client's cache never fills: Join waits for its registration to
+	// show there until its ctx ends.
+	p.holding(t, func(r *http.Request) bool {
+		return r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/services/jf")
+	})
+	var r roles
+	var mu sync.Mutex
+	var atEnd []sdk.RoleChange // what the callbacks had been told when the session's end was sent
+	ended := false
+	p.mu.Lock()
+	p.seen = func(req *http.Request) {
+		_, rest, _ := strings.Cut(req.URL.Path, "/sessions/")
+		if req.Method == http.MethodDelete && rest != "" && !strings.Contains(rest, "/") {
+			mu.Lock()
+			if !ended {
+				ended, atEnd = true, r.all()
+			}
+			mu.Unlock()
+		}
+	}
+	p.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := sdk.Join(ctx, msInstance("jf", "a", 0),
+		sdk.WithServers(p.addr()), sdk.WithTenant(c.Tenant), sdk.WithToken(c.Token),
+		sdk.WithRoleChange(func(ch sdk.RoleChange) {
+			r.record(ch)
+			if ch.Role == sdk.Master {
+				cancel() // Join fails now, after the grant
+			}
+		}))
+	if err == nil || !errors.Is(err, context.Canceled) {
+		t.Fatalf("Join() = %v, want the ctx's end", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !ended {
+		t.Fatal("the failed Join did not end its session")
+	}
+	master := -1
+	for i, ch := range atEnd {
+		if ch.Role == sdk.Master {
+			master = i
+		}
+	}
+	if master < 0 || master == len(atEnd)-1 {
+		t.Fatalf("when the session's end was sent the member had reported%v; want master, then its end", roleList(atEnd))
+	}
+	if last := atEnd[len(atEnd)-1]; last.Role != sdk.Left {
+		t.Fatalf("last role reported before the session's end: %v, want left", last.Role)
+	}
+}
+
+func roleList(seq []sdk.RoleChange) string {
+	s := ""
+	for _, c := range seq {
+		s += " " + c.Role.String()
+	}
+	return s
+}
