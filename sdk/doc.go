@@ -105,7 +105,11 @@
 // The check is made on every read of the role, so a paused process that
 // resumes sees IsMaster() == false before it does anything, even before
 // the timer that demotes it at the lapse (and cancels the Term's Ctx)
-// fires. A master whose promise lapsed while its session lives, e.g.
+// fires. The Term's Ctx is read the same way (its Err, a look at its
+// Done), and a master's role loop looks at the wall clock every 10 ms
+// besides that timer, which follows the monotonic clock: after a host
+// suspension, whose wall-clock jump the monotonic clock never sees, a
+// goroutine waiting on the Ctx is released within 10 ms. A master whose promise lapsed while its session lives, e.g.
 // while the tenant's Raft leader is being replaced, is Suspended: same
 // token, no successor is granted meanwhile, and it is Master again with
 // the same token once a keepalive succeeds. Stream loss alone never

@@ -19,6 +19,7 @@ func (m *Member) reconcileLocked(now time.Time) {
 			m.endTermLocked()
 			ctx, cancel := context.WithCancel(context.Background())
 			m.term = &term{token: token, ctx: ctx, cancel: cancel}
+			m.term.view = &termCtx{Context: ctx, m: m, token: token}
 		}
 	} else {
 		m.endTermLocked()
@@ -51,8 +52,16 @@ func (m *Member) endTermLocked() {
 	}
 }
 
+// wallCheck is how often a master's role loop looks at the clocks besides
+// the timer set to its promise's lapse. Timers follow the monotonic clock,
+// which stands still while the host is suspended; the promise also counts
+// the wall clock, so after a suspension it may have lapsed long before the
+// timer fires. Each look costs about a microsecond, and only a master pays.
+const wallCheck = 10 * time.Millisecond
+
 // roleLoop demotes a master when its promise lapses, by a timer set to the
-// lapse; the role was already right for every reader before it fires.
+// lapse, or within wallCheck when the wall clock says it lapsed sooner; the
+// role was already right for every reader before it fires.
 func (m *Member) roleLoop(ctx context.Context) {
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
@@ -60,7 +69,7 @@ func (m *Member) roleLoop(ctx context.Context) {
 		m.mu.Lock()
 		var wait time.Duration
 		if m.role == Master {
-			wait = m.st.promise.remaining(time.Now()) + time.Millisecond
+			wait = min(m.st.promise.remaining(time.Now())+time.Millisecond, wallCheck)
 		}
 		m.mu.Unlock()
 		if wait > 0 {
@@ -74,11 +83,50 @@ func (m *Member) roleLoop(ctx context.Context) {
 		case <-m.timer:
 		case <-t.C:
 			m.mu.Lock()
-			m.reconcileLocked(time.Now())
+			now := time.Now()
+			if role, token := m.st.role(now); role != m.role || token != m.token {
+				m.reconcileLocked(now)
+			}
 			m.mu.Unlock()
 		}
 	}
 }
+
+// termCtx is a Term's Ctx: the term's context, whose Err and Done look at
+// the promise first, so that a reader never finds it live once IsMaster
+// would say false (after a suspension, before the role loop's next look).
+// A goroutine already waiting on Done is released by the role loop.
+type termCtx struct {
+	context.Context // cancelled when the term ends
+	m               *Member
+	token           uint64
+}
+
+func (c *termCtx) Done() <-chan struct{} {
+	c.check()
+	return c.Context.Done()
+}
+
+func (c *termCtx) Err() error {
+	c.check()
+	return c.Context.Err()
+}
+
+// check ends the term if the member is no longer master with its token.
+func (c *termCtx) check() {
+	if c.Context.Err() != nil {
+		return
+	}
+	m := c.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	if role, token := m.st.role(now); role != Master || token != c.token {
+		m.reconcileLocked(now)
+	}
+}
+
+func (c *termCtx) String() string { return "sdk.Term.Ctx" }
 
 // roleSub is one OnRoleChange callback.
 type roleSub struct {

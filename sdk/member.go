@@ -117,6 +117,7 @@ type term struct {
 	token  uint64
 	ctx    context.Context
 	cancel context.CancelFunc
+	view   *termCtx // what Term.Ctx is: ctx, with Err and Done that look at the promise
 }
 
 // Join registers an instance and returns its Member, on a Client of its
@@ -338,7 +339,7 @@ func (m *Member) Mastership() (Term, bool) {
 	if m.role != Master || m.term == nil {
 		return Term{}, false
 	}
-	return Term{Token: m.term.token, Ctx: m.term.ctx}, true
+	return Term{Token: m.term.token, Ctx: m.term.view}, true
 }
 
 // Done is closed when the member has left (Leave) or lost its session for

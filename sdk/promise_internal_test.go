@@ -111,33 +111,8 @@ func testClient() *Client {
 // moment a revocation is seen.
 func TestRoleTimer(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		m := newMember(testClient(), Instance{Service: "s", ID: "i", Address: "a", Mode: MasterStandby},
-			memberConfig{ttl: 5 * time.Second, lease: -1, leaveTimeout: time.Second}, false)
-		ctx, cancel := context.WithCancel(context.Background())
-		m.cancel = cancel
-		m.notified.Add(1)
-		go func() { defer m.notified.Done(); m.notifier() }()
-		m.wg.Add(1)
-		go func() { defer m.wg.Done(); m.roleLoop(ctx) }()
-		defer func() {
-			m.finish(nil)
-			m.wg.Wait()
-			m.notified.Wait()
-		}()
-		var mu sync.Mutex
-		var got []RoleChange
-		m.OnRoleChange(func(c RoleChange) { mu.Lock(); got = append(got, c); mu.Unlock() })
-		last := func() RoleChange {
-			synctest.Wait()
-			mu.Lock()
-			defer mu.Unlock()
-			return got[len(got)-1]
-		}
-		m.mu.Lock()
-		m.st.phase = phaseReady
-		m.reconcileLocked(time.Now())
+		m, last := roleLoopMember(t)
 		s := m.sess
-		m.mu.Unlock()
 		held := []api.HeldMastership{{Service: "s", Instance: "i", FencingToken: 42}}
 		start := time.Now()
 		m.renewed(s, start, &api.KeepaliveResponse{LeaseMs: 1000, Index: 10, Masters: held}, "leader")
@@ -186,6 +161,113 @@ func TestRoleTimer(t *testing.T) {
 		m.finish(nil)
 		if c := last(); c.Role != Left {
 			t.Fatalf("after finish: %+v", c)
+		}
+	})
+}
+
+// roleLoopMember returns a ready master-standby member that talks to no
+// server, with its role loop and notifier running until the test ends
+// (inside a synctest bubble), and a func that returns the last role
+// change reported once the bubble is idle.
+func roleLoopMember(t *testing.T) (*Member, func() RoleChange) {
+	m := newMember(testClient(), Instance{Service: "s", ID: "i", Address: "a", Mode: MasterStandby},
+		memberConfig{ttl: 5 * time.Second, lease: -1, leaveTimeout: time.Second}, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	m.notified.Add(1)
+	go func() { defer m.notified.Done(); m.notifier() }()
+	m.wg.Add(1)
+	go func() { defer m.wg.Done(); m.roleLoop(ctx) }()
+	t.Cleanup(func() {
+		m.finish(nil)
+		m.wg.Wait()
+		m.notified.Wait()
+	})
+	var mu sync.Mutex
+	var got []RoleChange
+	m.OnRoleChange(func(c RoleChange) { mu.Lock(); got = append(got, c); mu.Unlock() })
+	m.mu.Lock()
+	m.st.phase = phaseReady
+	m.reconcileLocked(time.Now())
+	m.mu.Unlock()
+	return m, func() RoleChange {
+		synctest.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		return got[len(got)-1]
+	}
+}
+
+// TestTermEndsOnWallClockJump: after a host suspension — the wall clock
+// jumped while the monotonic clock, which timers follow, stood still — the
+// Term's Ctx ends no later than IsMaster turns false, though no one reads
+// the role: its Err at once, its Done within 10 ms (the period at which a
+// master's role loop looks at the wall clock).
+func TestTermEndsOnWallClockJump(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m, last := roleLoopMember(t)
+		s := m.sess
+		held := []api.HeldMastership{{Service: "s", Instance: "i", FencingToken: 42}}
+		index := uint64(10)
+		master := func() Term {
+			t.Helper()
+			index++
+			time.Sleep(time.Millisecond) // a keepalive sent later than the last
+			m.renewed(s, time.Now(), &api.KeepaliveResponse{LeaseMs: 1000, Index: index, Masters: held}, "leader")
+			term, ok := m.Mastership()
+			if !ok {
+				t.Fatalf("not master after a keepalive naming us: %s", Debug(m))
+			}
+			return term
+		}
+		// suspend makes the wall clock run d ahead of the monotonic clock
+		// since the keepalive was sent, as a suspension of d does.
+		suspend := func(d time.Duration) {
+			m.mu.Lock()
+			m.st.promise.wall = m.st.promise.wall.Add(-d)
+			m.mu.Unlock()
+		}
+
+		// A goroutine waiting on Done is released within the period.
+		term := master()
+		time.Sleep(100 * time.Millisecond)
+		released := make(chan struct{})
+		done := term.Ctx.Done()
+		go func() { <-done; close(released) }()
+		suspend(2 * time.Second)
+		jumped := time.Now()
+		time.Sleep(10 * time.Millisecond)
+		synctest.Wait()
+		select {
+		case <-released:
+		default:
+			t.Fatalf("the term's Done still open %v after a 2 s wall-clock jump (its lease is 1 s)", time.Since(jumped))
+		}
+		if c := last(); c.Role != Suspended || c.Token != 42 || c.At.After(jumped.Add(10*time.Millisecond)) {
+			t.Fatalf("after the jump: %+v, want suspended(42) by %v", c, jumped.Add(10*time.Millisecond))
+		}
+
+		// Err tells at once, as IsMaster would.
+		term = master()
+		suspend(2 * time.Second)
+		if term.Ctx.Err() == nil {
+			t.Fatal("the term's Err is nil after a 2 s wall-clock jump (its lease is 1 s)")
+		}
+		select {
+		case <-term.Ctx.Done():
+		default:
+			t.Fatal("the term's Err is set, its Done not closed")
+		}
+		if m.IsMaster() {
+			t.Fatal("IsMaster() after the jump")
+		}
+
+		// A jump within the promise ends nothing.
+		term = master()
+		suspend(100 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
+		if term.Ctx.Err() != nil || !m.IsMaster() {
+			t.Fatalf("a 100 ms jump ended a 1 s lease 50 ms in: %s", Debug(m))
 		}
 	})
 }
