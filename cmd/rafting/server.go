@@ -58,6 +58,7 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 		apiAddr        = fs.String("api", "", "REST API address (default 127.0.0.1:7070; remembered)")
 		advertise      = fs.String("advertise-api", "", "API address other nodes and clients use (default: --api)")
 		raftAddr       = fs.String("raft", "", "Raft address host:port (required on first start; remembered)")
+		raftListen     = fs.String("raft-listen", "", "listen for Raft here instead of on --raft, which the other nodes dial (NAT, a proxy); not remembered")
 		initial        = fs.String("initial-cluster", "", "first start of a new cluster: ID=RAFT_ADDR,... (etcd-style); on a restart, the nodes' addresses only")
 		join           = fs.String("join", "", "API address of a running member: add this node to that cluster")
 		tokenFile      = fs.String("admin-token-file", "", "file holding the admin token (else RAFTING_ADMIN_TOKEN)")
@@ -95,7 +96,7 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg.DataDir, cfg.AdvertiseAPI, cfg.Join = *data, *advertise, *join
 	cfg.RTT, cfg.LogDB, cfg.Quiesce, cfg.Logger = *rtt, *logdb, *quiesce, log
 	cfg.TLSCert, cfg.TLSKey, cfg.PeerCA, cfg.PeerCert, cfg.PeerKey, cfg.Insecure = *tlsCert, *tlsKey, *peerCA, *peerCert, *peerKey, *insecure
-	cfg.Pprof = *pprofOn
+	cfg.Pprof, cfg.RaftListen = *pprofOn, *raftListen
 	cfg.SelfPreservationMin = *selfPreserveMn
 	cfg.NodeID, cfg.RaftAddress, cfg.APIAddress = *id, *raftAddr, *apiAddr
 	if remembered {

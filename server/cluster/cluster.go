@@ -113,6 +113,7 @@ func New(cfg config.Config, reg *metrics.Registry) (*Node, error) {
 		WALDir:            nhDir,
 		RTTMillisecond:    uint64(cfg.RTT / time.Millisecond),
 		RaftAddress:       cfg.RaftAddress,
+		ListenAddress:     cfg.RaftListen,
 		RaftEventListener: listener{n},
 		MutualTLS:         cfg.PeerCA != "",
 		CAFile:            cfg.PeerCA,

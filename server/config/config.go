@@ -29,6 +29,10 @@ type Config struct {
 	AdvertiseAPI string
 	// RaftAddress is the host:port of the Raft transport. Required.
 	RaftAddress string
+	// RaftListen is where the Raft transport listens when that is not
+	// RaftAddress, the address the other nodes dial (NAT, a proxy). Empty:
+	// RaftAddress.
+	RaftListen string
 	// InitialCluster maps node ID to Raft address for the cluster's first
 	// start. Empty on restart (the data directory knows) and with Join.
 	InitialCluster map[uint64]string
@@ -167,6 +171,9 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(a.addr); err != nil {
 			return fmt.Errorf("config: %s %q: %w", a.field, a.addr, err)
 		}
+	}
+	if _, _, err := net.SplitHostPort(c.RaftListen); c.RaftListen != "" && err != nil {
+		return fmt.Errorf("config: RaftListen (--raft-listen) %q: %w", c.RaftListen, err)
 	}
 	if len(c.InitialCluster) > 0 {
 		addr, ok := c.InitialCluster[c.NodeID]

@@ -22,6 +22,8 @@ func TestValidate(t *testing.T) {
 		{"id too big", func(c *Config) { c.NodeID = 1000 }, "NodeID"},
 		{"no data", func(c *Config) { c.DataDir = "" }, "DataDir"},
 		{"no raft", func(c *Config) { c.RaftAddress = "" }, "RaftAddress"},
+		{"bad raft listen", func(c *Config) { c.RaftListen = "7071" }, "RaftListen"},
+		{"raft listen", func(c *Config) { c.RaftListen = "127.0.0.1:7171" }, ""},
 		{"bad api", func(c *Config) { c.APIAddress = "nope" }, "APIAddress"},
 		{"join and initial", func(c *Config) {
 			c.Join = "127.0.0.1:7070"
