@@ -109,6 +109,12 @@ type Manager struct {
 	stop  chan struct{}
 	wg    sync.WaitGroup
 
+	// recording orders Renew entries: held (a token in it) from the choice
+	// of a Renew's items to its outcome, so the Renew entries of one term
+	// enter the log in the order they were decided (see entry.full). A
+	// channel, not a mutex, so a wait on it is durable for synctest.
+	recording chan struct{}
+
 	mu        sync.Mutex
 	role      role
 	term      uint64
@@ -123,7 +129,7 @@ type Manager struct {
 	next      time.Time // no entry's deadline is earlier (zero: unknown)
 	lastTick  time.Time
 	releasing map[uint64]bool // release proposals in flight, by token
-	renewing  bool
+	renewing  bool            // a Renew of the sessions falling behind is queued or in flight
 	closed    bool
 	handedOff bool // stopping: never take over again
 }
@@ -138,7 +144,10 @@ type entry struct {
 	attached          int       // streams attached on this node
 	clientClosed      bool      // its stream was closed by the client: an explained expiry
 	queued            int       // keepalives waiting for a ReadIndex round: never expire
-	expiring          bool      // an Expire is proposed
+	expiring          bool      // decided: refused from now on, until an Expire applies or is known refused
+	expireInFlight    bool      // an Expire naming it is in flight
+	expireInDoubt     bool      // an Expire naming it had an unknown outcome: it may still apply
+	full              bool      // the state machine records its whole TTL, and no lower record can still apply
 }
 
 type request struct {
@@ -159,7 +168,7 @@ func New(cfg Config, sm *fsm.Tenant, raft Raft) *Manager {
 		cfg: cfg, sm: sm, raft: raft, log: cfg.Logger,
 		nudge: make(chan struct{}, 1), kick: make(chan struct{}, 1), stop: make(chan struct{}),
 		role: follower, entries: map[string]*entry{}, streams: map[*Stream]struct{}{},
-		releasing: map[uint64]bool{},
+		releasing: map[uint64]bool{}, recording: make(chan struct{}, 1),
 	}
 	m.wg.Add(2)
 	go m.loop()
@@ -377,6 +386,7 @@ func (m *Manager) newEntry(s fsm.SessionInfo, now time.Time, remaining time.Dura
 	e := &entry{
 		ttl: ms(s.TTLMs), lease: ms(s.LeaseMs), grace: ms(s.DropGraceMs),
 		deadline: now.Add(remaining), promised: m.hold, clean: m.hold, recorded: s.RemainingMs,
+		full: s.RemainingMs >= s.TTLMs,
 	}
 	m.earlier(e.deadline)
 	return e
@@ -423,7 +433,7 @@ func (m *Manager) Keepalive(ctx context.Context, id string) (api.KeepaliveRespon
 		m.mu.Unlock()
 		return api.KeepaliveResponse{}, err
 	}
-	if e := m.entries[id]; e.lease == 0 {
+	if e := m.entries[id]; e.lease == 0 && e.full {
 		// SeeksMaster covers a mastership held.
 		if info, state := m.sm.Session(id); !info.SeeksMaster {
 			// No promise asked, none to keep: the keepalive only restarts
@@ -504,6 +514,10 @@ func (m *Manager) reader() {
 }
 
 func (m *Manager) round(batch []*request, term uint64) {
+	batch = m.recordFirst(batch, term)
+	if len(batch) == 0 {
+		return
+	}
 	me := m.raft.ReplicaID()
 	ok := func() bool {
 		l, t, known := m.raft.Leader()
@@ -554,6 +568,11 @@ func (m *Manager) answerLocked(r *request, e *entry, info fsm.SessionInfo, state
 		return result{err: api.Errorf(api.CodeNotFound, "session %s not found", api.SessionTag(r.id))}
 	case e.expiring:
 		return result{err: &api.Error{Code: api.CodeUnavailable, Message: "session is being expired", RetryAfter: 100 * time.Millisecond}}
+	case !e.full:
+		// recordFirst records the whole TTL before any answer: a renewal
+		// the state machine does not show could be cut short by a new
+		// leader, which resumes the recorded countdown.
+		return result{err: &api.Error{Code: api.CodeUnavailable, Message: "keepalive: the session's countdown is not recorded yet", RetryAfter: 50 * time.Millisecond}}
 	}
 	if d := r.recv.Add(e.ttl); d.After(e.deadline) {
 		e.deadline = d
@@ -622,7 +641,7 @@ func (m *Manager) expireLocked(now time.Time) {
 		m.preserve = time.Time{}
 		return
 	}
-	var ids []string
+	var ids, again []string
 	unexplained := 0
 	var maxTTL time.Duration
 	next := time.Time{}
@@ -630,7 +649,13 @@ func (m *Manager) expireLocked(now time.Time) {
 		if next.IsZero() || e.deadline.Before(next) {
 			next = e.deadline
 		}
-		if e.expiring || e.queued > 0 || now.Before(e.deadline) {
+		if e.expiring {
+			if !e.expireInFlight {
+				again = append(again, id) // its last Expire's outcome is unknown
+			}
+			continue
+		}
+		if e.queued > 0 || now.Before(e.deadline) {
 			continue
 		}
 		ids = append(ids, id)
@@ -642,6 +667,7 @@ func (m *Manager) expireLocked(now time.Time) {
 	m.next = next // a session expiring, queued or held back keeps it at or before now
 	if len(ids) == 0 {
 		m.preserve = time.Time{}
+		m.proposeExpireLocked(now, again)
 		return
 	}
 	if silent := m.silentLocked(now); unexplained > 0 && silent >= m.cfg.SelfPreservationMin && 2*silent > len(m.entries) {
@@ -662,24 +688,46 @@ func (m *Manager) expireLocked(now time.Time) {
 	} else {
 		m.preserve = time.Time{}
 	}
+	m.proposeExpireLocked(now, append(ids, again...))
+}
+
+// proposeExpireLocked proposes the expiry of ids. From the decision on,
+// each session is refused (no keepalive, no promise) until the Expire is
+// known to have applied — Applied then removes it — or to have been
+// refused. An outcome that is unknown is never taken for "not applied":
+// the entry may still commit in this term and grant a successor, so the
+// Expire is proposed again (it is idempotent) until one copy applies, and
+// the session stays refused meanwhile. A new term drops the entries; its
+// barrier orders every earlier copy before the new leader reads sessions.
+func (m *Manager) proposeExpireLocked(now time.Time, ids []string) {
 	if len(ids) == 0 {
 		return
 	}
 	sort.Strings(ids)
 	for _, id := range ids {
-		m.entries[id].expiring = true
+		e := m.entries[id]
+		e.expiring, e.expireInFlight = true, true
 	}
 	m.log.Debug("expiring sessions", "count", len(ids))
 	term := m.term
-	m.proposeAsync(fsm.Encode(fsm.OpExpire, fsm.Expire{Term: term, NowMs: m.stamp(now), IDs: ids}), func(ok bool) {
-		if ok {
-			return // Applied removes the entries
-		}
+	m.proposeAsync(fsm.Encode(fsm.OpExpire, fsm.Expire{Term: term, NowMs: m.stamp(now), IDs: ids}), func(res outcome) {
 		m.mu.Lock()
 		defer m.mu.Unlock()
+		if m.term != term || m.role != leading {
+			return
+		}
 		for _, id := range ids {
-			if e := m.entries[id]; e != nil && m.term == term {
-				e.expiring = false // retried by the next loop
+			e := m.entries[id] // gone when the Expire applied
+			if e == nil {
+				continue
+			}
+			e.expireInFlight = false
+			switch res {
+			case unknown:
+				e.expireInDoubt = true // proposed again by the next loop
+			case refused:
+				// This copy did not apply; an earlier one in doubt still may.
+				e.expiring = e.expireInDoubt
 			}
 		}
 	})
@@ -712,7 +760,7 @@ func (m *Manager) releaseLocked(now time.Time) {
 		}
 		m.releasing[r.Token] = true
 		token := r.Token
-		m.proposeAsync(fsm.Encode(fsm.OpRelease, fsm.Release{Term: m.term, NowMs: m.stamp(now), Service: r.Service, Token: token}), func(bool) {
+		m.proposeAsync(fsm.Encode(fsm.OpRelease, fsm.Release{Term: m.term, NowMs: m.stamp(now), Service: r.Service, Token: token}), func(outcome) {
 			m.mu.Lock()
 			delete(m.releasing, token)
 			m.mu.Unlock()
@@ -720,37 +768,35 @@ func (m *Manager) releaseLocked(now time.Time) {
 	}
 }
 
-// renew records, in one entry, the countdown of every session whose
-// remaining time fell behind or recovered since it was last recorded.
+// renew records, in one entry, the countdown of every session that fell
+// behind its last record, so that a new leader resumes it instead of
+// granting a fresh TTL. A session that kept alive is recorded whole by
+// recordFirst before its keepalive is answered.
 func (m *Manager) renew() {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.role != leading || m.renewing || m.closed {
+		m.mu.Unlock()
 		return
 	}
-	now := time.Now()
-	var items []fsm.RenewItem
-	for id, e := range m.entries {
-		if e.expiring {
-			continue
-		}
-		remaining := max(0, e.deadline.Sub(now).Milliseconds())
-		slack := max(m.cfg.RenewInterval, e.ttl/2).Milliseconds()
-		if remaining < e.recorded-slack || remaining > e.recorded+slack {
-			items = append(items, fsm.RenewItem{ID: id, RemainingMs: remaining})
-		}
-	}
-	if len(items) == 0 {
-		return
-	}
-	sort.Slice(items, func(i, j int) bool { return items[i].ID < items[j].ID })
 	m.renewing = true
 	term := m.term
-	m.proposeAsync(fsm.Encode(fsm.OpRenew, fsm.Renew{Term: term, NowMs: m.stamp(now), Items: items}), func(ok bool) {
+	m.mu.Unlock()
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.recording <- struct{}{}
+		defer func() { <-m.recording }()
+		m.mu.Lock()
+		items, stamp := m.behindLocked(term, time.Now())
+		m.mu.Unlock()
+		res := refused
+		if len(items) > 0 {
+			res = m.proposeSync(fsm.Encode(fsm.OpRenew, fsm.Renew{Term: term, NowMs: stamp, Items: items}))
+		}
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		m.renewing = false
-		if !ok || m.term != term {
+		if res != applied || m.term != term || m.role != leading {
 			return
 		}
 		for _, it := range items {
@@ -758,24 +804,155 @@ func (m *Manager) renew() {
 				e.recorded = it.RemainingMs
 			}
 		}
-	})
+	}()
+}
+
+// behindLocked lists the sessions whose remaining time fell behind their
+// record by more than max(RenewInterval, ttl/2), and marks them not
+// recorded whole: from this moment the lower record may apply, and
+// recordFirst records the whole TTL again before any keepalive of theirs is
+// answered. The caller holds m.recording.
+func (m *Manager) behindLocked(term uint64, now time.Time) ([]fsm.RenewItem, int64) {
+	if m.role != leading || m.term != term || m.closed {
+		return nil, 0
+	}
+	var items []fsm.RenewItem
+	for id, e := range m.entries {
+		if e.expiring {
+			continue
+		}
+		remaining := max(0, e.deadline.Sub(now).Milliseconds())
+		if slack := max(m.cfg.RenewInterval, e.ttl/2).Milliseconds(); remaining < e.recorded-slack {
+			e.full = false
+			items = append(items, fsm.RenewItem{ID: id, RemainingMs: remaining})
+		}
+	}
+	sort.Slice(items, func(i, j int) bool { return items[i].ID < items[j].ID })
+	return items, m.stamp(now)
+}
+
+// recordFirst takes out of a round the keepalives of sessions not recorded
+// whole (they fell behind, or a lower record may still apply) and records
+// their whole TTL before they are answered; the rest is returned.
+//
+// Why: a new leader resumes each session's recorded countdown. A renewal
+// answered while a lower record stands (or may yet apply) could end, after a
+// leader change, before the TTL since the keepalive ran out. With every
+// answered keepalive covered by a whole-TTL record, the new leader's
+// deadline — its takeover, later than any answer, plus the TTL — is never
+// earlier than that. A healthy session stays recorded whole and costs no
+// Raft write; one that recovers costs one, shared by its round.
+func (m *Manager) recordFirst(batch []*request, term uint64) []*request {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var now, later []*request
+	for _, r := range batch {
+		if e := m.entries[r.id]; e != nil && !e.full && !e.expiring {
+			later = append(later, r)
+		} else {
+			now = append(now, r)
+		}
+	}
+	if len(later) > 0 {
+		m.wg.Add(1)
+		go m.record(later, term)
+	}
+	return now
+}
+
+// record proposes one Renew recording the whole TTL of the sessions of
+// reqs, then queues reqs for the next round (or fails them). Renew entries
+// are decided and proposed one at a time (m.recording), so a whole record
+// applied means every lower record decided before it applied first or
+// never will: entries of one term commit in the order they were proposed.
+func (m *Manager) record(reqs []*request, term uint64) {
+	defer m.wg.Done()
+	m.recording <- struct{}{}
+	defer func() { <-m.recording }()
+	m.mu.Lock()
+	var items []fsm.RenewItem
+	var stamp int64
+	if m.role == leading && m.term == term && !m.closed {
+		seen := map[string]bool{}
+		for _, r := range reqs {
+			if e := m.entries[r.id]; e != nil && !e.full && !e.expiring && !seen[r.id] {
+				seen[r.id] = true
+				items = append(items, fsm.RenewItem{ID: r.id, RemainingMs: e.ttl.Milliseconds()})
+			}
+		}
+		sort.Slice(items, func(i, j int) bool { return items[i].ID < items[j].ID })
+		stamp = m.stamp(time.Now())
+	}
+	m.mu.Unlock()
+	res := applied
+	if len(items) > 0 {
+		res = m.proposeSync(fsm.Encode(fsm.OpRenew, fsm.Renew{Term: term, NowMs: stamp, Items: items}))
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if res == applied && m.term == term && m.role == leading && !m.closed {
+		for _, it := range items {
+			if e := m.entries[it.ID]; e != nil {
+				e.full, e.recorded = true, it.RemainingMs
+			}
+		}
+		m.pending = append(m.pending, reqs...)
+		select {
+		case m.kick <- struct{}{}:
+		default:
+		}
+		return
+	}
+	err := error(&api.Error{Code: api.CodeUnavailable, Message: "keepalive: the session's countdown could not be recorded", RetryAfter: 50 * time.Millisecond})
+	if m.closed || m.role == follower || m.term != term {
+		err = ErrNotLeader
+	}
+	for _, r := range reqs {
+		if e := m.entries[r.id]; e != nil && e.queued > 0 {
+			e.queued--
+		}
+		r.done <- result{err: err}
+	}
+}
+
+// outcome is what a proposal is known to have done.
+type outcome int
+
+const (
+	applied outcome = iota + 1
+	refused         // known not applied: rejected by the state machine, or never appended
+	unknown         // it may still apply: a timeout, or anything unexplained
+)
+
+// proposeSync proposes a leader-only command, bounded by ProposalTimeout.
+func (m *Manager) proposeSync(cmd []byte) outcome {
+	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.ProposalTimeout)
+	defer cancel()
+	o, err := m.raft.Propose(ctx, cmd)
+	var ae *api.Error
+	switch {
+	case err == nil && o.Code == "":
+		return applied
+	case err == nil:
+		m.log.Debug("leader-only command rejected", "code", o.Code, "message", o.Message)
+		return refused
+	case errors.As(err, &ae) && ae.Code != api.CodeTimeout:
+		m.log.Debug("leader-only proposal not applied", "err", err)
+		return refused
+	}
+	m.log.Debug("leader-only proposal: outcome unknown", "err", err)
+	return unknown
 }
 
 // proposeAsync proposes a leader-only command without holding the lock;
-// done (if any) learns whether it applied.
-func (m *Manager) proposeAsync(cmd []byte, done func(ok bool)) {
+// done (if any) learns its outcome.
+func (m *Manager) proposeAsync(cmd []byte, done func(outcome)) {
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.ProposalTimeout)
-		defer cancel()
-		o, err := m.raft.Propose(ctx, cmd)
-		ok := err == nil && o.Code == ""
-		if !ok {
-			m.log.Debug("leader-only proposal failed", "err", err, "code", o.Code, "message", o.Message)
-		}
+		res := m.proposeSync(cmd)
 		if done != nil {
-			done(ok)
+			done(res)
 		}
 	}()
 }
