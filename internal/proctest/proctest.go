@@ -232,7 +232,8 @@ type Server struct {
 	API, Raft string
 	Dir       string
 	Proc      *Proc
-	past      []*Proc // earlier processes of this server
+	past      []*Proc  // earlier processes of this server
+	args      []string // more flags for its every start (Options.Server)
 }
 
 // Log returns what every process of this server wrote on stderr.
@@ -251,6 +252,7 @@ type Cluster struct {
 	dir     string
 	rtt     string
 	args    []string // more flags for every server
+	server  func(id int, api, raft string) (string, []string)
 	initial string
 	Servers []*Server
 }
@@ -267,6 +269,12 @@ type Options struct {
 	RTT     time.Duration // --rtt [50ms]
 	Dir     string        // where the servers' data dirs go [a temporary dir]
 	Args    []string      // more flags for every server
+	// Server, if set, is called for each new server (at the start and by
+	// Join) with its ID and the free ports it listens on; it returns the
+	// Raft address the other nodes dial (--raft: raft itself, or a proxy in
+	// front of it) and more flags for every start of that server (e.g.
+	// --raft-listen, --advertise-api).
+	Server func(id int, api, raft string) (dialRaft string, flags []string)
 }
 
 // StartClusterWith starts a cluster as o says and waits until every
@@ -283,10 +291,10 @@ func StartClusterWith(tb testing.TB, o Options) *Cluster {
 		o.Dir = tb.TempDir()
 	}
 	bin := Build(tb, "github.com/rafting/rafting/cmd/rafting")
-	c := &Cluster{tb: tb, bin: bin, dir: o.Dir, rtt: o.RTT.String(), args: o.Args}
+	c := &Cluster{tb: tb, bin: bin, dir: o.Dir, rtt: o.RTT.String(), args: o.Args, server: o.Server}
 	var parts []string
 	for i := 1; i <= o.Servers; i++ {
-		s := &Server{ID: i, API: FreePort(tb), Raft: FreePort(tb), Dir: filepath.Join(o.Dir, fmt.Sprintf("n%d", i))}
+		s := c.newServer(i)
 		c.Servers = append(c.Servers, s)
 		parts = append(parts, fmt.Sprintf("%d=%s", i, s.Raft))
 	}
@@ -298,6 +306,15 @@ func StartClusterWith(tb testing.TB, o Options) *Cluster {
 	return c
 }
 
+// newServer makes server id's addresses and data dir.
+func (c *Cluster) newServer(id int) *Server {
+	s := &Server{ID: id, API: FreePort(c.tb), Raft: FreePort(c.tb), Dir: filepath.Join(c.dir, fmt.Sprintf("n%d", id))}
+	if c.server != nil {
+		s.Raft, s.args = c.server(id, s.API, s.Raft)
+	}
+	return s
+}
+
 // start starts s's process; a server's first start names its ID and
 // addresses (extra), a restart only its data dir.
 func (c *Cluster) start(s *Server, extra ...string) {
@@ -306,7 +323,7 @@ func (c *Cluster) start(s *Server, extra ...string) {
 		level = "warn"
 	}
 	args := append([]string{"server", "--data", s.Dir, "--log-level", level, "--rtt", c.rtt}, c.args...)
-	args = append(args, extra...)
+	args = append(append(args, s.args...), extra...)
 	s.Proc = Start(c.tb, fmt.Sprintf("server%d", s.ID), c.bin, []string{"RAFTING_ADMIN_TOKEN=" + AdminToken}, args...)
 }
 
@@ -330,7 +347,7 @@ func (c *Cluster) InitialCluster() string { return c.initial }
 func (c *Cluster) Join(via int) *Server {
 	c.tb.Helper()
 	id := len(c.Servers) + 1
-	s := &Server{ID: id, API: FreePort(c.tb), Raft: FreePort(c.tb), Dir: filepath.Join(c.dir, fmt.Sprintf("n%d", id))}
+	s := c.newServer(id)
 	c.Servers = append(c.Servers, s)
 	c.start(s, append(s.first(), "--join", c.Servers[via-1].API)...)
 	c.WaitServerReady(id)
