@@ -53,6 +53,8 @@ type tenantState struct {
 	QuotasVersion uint64              `json:"quotas_version"`
 	Applied       uint64              `json:"applied"`
 	NowMs         int64               `json:"now_ms"`
+	StampTerm     uint64              `json:"stamp_term,omitempty"` // term of the last leader stamp applied
+	StampMs       int64               `json:"stamp_ms,omitempty"`   // the latest leader stamp of StampTerm
 	BarrierTerm   uint64              `json:"barrier_term"`
 	ServicesIndex uint64              `json:"services_index"`
 	Services      map[string]*service `json:"services"`
@@ -354,7 +356,7 @@ func (t *Tenant) apply(index uint64, cmd []byte, ch *Changes) (o Outcome) {
 			return rejectf(api.CodeConflict, "barrier of term %d after term %d", c.Term, t.st.BarrierTerm)
 		}
 		t.st.BarrierTerm = c.Term
-		t.advance(c.NowMs)
+		t.advance(c.Term, c.NowMs)
 		ch.Barrier = c.Term
 		return Outcome{}
 	case OpRenew:
@@ -365,7 +367,7 @@ func (t *Tenant) apply(index uint64, cmd []byte, ch *Changes) (o Outcome) {
 		if o, ok := t.guard(op, c.Term); !ok {
 			return o
 		}
-		t.advance(c.NowMs)
+		t.advance(c.Term, c.NowMs)
 		for _, it := range c.Items {
 			if s := t.st.Sessions[it.ID]; s != nil {
 				s.RemainingMs = max(0, min(it.RemainingMs, s.TTLMs))
@@ -380,7 +382,7 @@ func (t *Tenant) apply(index uint64, cmd []byte, ch *Changes) (o Outcome) {
 		if o, ok := t.guard(op, c.Term); !ok {
 			return o
 		}
-		t.advance(c.NowMs)
+		t.advance(c.Term, c.NowMs)
 		t.endSessions(index, c.IDs, ch)
 		return Outcome{}
 	case OpTick:
@@ -391,7 +393,7 @@ func (t *Tenant) apply(index uint64, cmd []byte, ch *Changes) (o Outcome) {
 		if o, ok := t.guard(op, c.Term); !ok {
 			return o
 		}
-		t.advance(c.NowMs)
+		t.advance(c.Term, c.NowMs)
 		for _, name := range sortedKeys(t.st.Services) {
 			svc := t.st.Services[name]
 			if !svc.Waiting {
@@ -411,7 +413,7 @@ func (t *Tenant) apply(index uint64, cmd []byte, ch *Changes) (o Outcome) {
 		if o, ok := t.guard(op, c.Term); !ok {
 			return o
 		}
-		t.advance(c.NowMs)
+		t.advance(c.Term, c.NowMs)
 		return t.release(index, c, ch)
 	}
 	return rejectf(api.CodeBadRequest, "unknown tenant command %s", op)
@@ -433,9 +435,32 @@ func (t *Tenant) displayMs() int64 {
 	return max(t.st.NowMs, t.atMs)
 }
 
-// advance moves sm_now forward to a leader's stamp; it never goes back.
-func (t *Tenant) advance(nowMs int64) {
-	t.st.NowMs = max(t.st.NowMs, nowMs)
+// advance moves sm_now by a leader's stamp; it never goes back, and it
+// moves only as fast as real time, whatever a leader's wall clock says.
+//
+// A leader stamps with the wall clock read once when its term began plus
+// the monotonic time since, so within a term the difference of two stamps
+// is real elapsed time: sm_now moves by it. Across terms the two stamps
+// come from two nodes' wall clocks, which may disagree by an hour: the
+// first stamp of a term moves sm_now by nothing, and only anchors the
+// term's later stamps. So sm_now — what cold-start settle periods are
+// measured on — can lag real time (by the gaps between the last stamp of
+// one term and the first of the next: an election, or an idle spell
+// before it) but never runs ahead of it, and a settle period is never cut
+// short (testdata/tenant/clock.txt). The stamp itself is shown in reads
+// (since), as an ordinary write's proposer clock is (registered_at).
+func (t *Tenant) advance(term uint64, stamp int64) {
+	t.atMs = stamp
+	switch {
+	case t.st.NowMs == 0:
+		t.st.NowMs = stamp // the tenant's first stamp: a start
+	case term == t.st.StampTerm:
+		t.st.NowMs += max(0, stamp-t.st.StampMs)
+	}
+	if term != t.st.StampTerm {
+		t.st.StampTerm, t.st.StampMs = term, stamp
+	}
+	t.st.StampMs = max(t.st.StampMs, stamp)
 }
 
 func (t *Tenant) openSession(index uint64, c OpenSession, ch *Changes) Outcome {

@@ -119,7 +119,8 @@ type Manager struct {
 	role      role
 	term      uint64
 	takeover  time.Time // when this term's barrier applied (monotonic)
-	wallBase  time.Time // wall clock at takeover, for stamps
+	wallBase  time.Time // wall clock when this term began, for stamps
+	monoBase  time.Time // the same instant on the monotonic clock
 	hold      time.Time // nothing expires or releases before
 	entries   map[string]*entry
 	pending   []*request
@@ -323,6 +324,8 @@ func (m *Manager) checkLeadership() {
 		m.stepDownLocked("") // re-elected in a new term: a new barrier first
 	}
 	m.role, m.term = takingOver, term
+	m.monoBase = time.Now()
+	m.wallBase = m.monoBase.Round(0)
 	m.log.Debug("taking over", "term", term)
 	m.wg.Add(1)
 	go m.barrier(term)
@@ -341,7 +344,7 @@ func (m *Manager) barrier(term uint64) {
 		// A proposal made as leadership settles can be dropped silently
 		// (it surfaces only at its deadline): short attempts, retried.
 		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.BarrierTimeout)
-		o, err := m.raft.Propose(ctx, fsm.Encode(fsm.OpBarrier, fsm.Barrier{Term: term, NowMs: time.Now().UnixMilli()}))
+		o, err := m.raft.Propose(ctx, fsm.Encode(fsm.OpBarrier, fsm.Barrier{Term: term, NowMs: m.stampNow()}))
 		cancel()
 		if err == nil && o.Code == "" && m.sm.BarrierTerm() == term {
 			m.takeOver(term)
@@ -370,7 +373,7 @@ func (m *Manager) takeOver(term uint64) {
 	}
 	now := time.Now()
 	maxLease := time.Duration(m.sm.MaxLeaseMs()) * time.Millisecond
-	m.takeover, m.wallBase = now, time.Now().Round(0)
+	m.takeover = now
 	m.hold = now.Add(maxLease)
 	m.entries, m.next = map[string]*entry{}, time.Time{}
 	for _, s := range m.sm.Sessions() {
@@ -401,11 +404,18 @@ func (m *Manager) earlier(deadline time.Time) {
 
 func ms(v int64) time.Duration { return time.Duration(v) * time.Millisecond }
 
-// stamp is the leader's time for leader-only commands: the wall clock read
-// once at takeover, advanced by the monotonic clock, so a wall-clock step
-// during the term never moves sm_now.
+// stamp is the leader's time for leader-only commands, the barrier
+// included: the wall clock read once when the term began, advanced by the
+// monotonic clock, so two stamps of a term differ by real elapsed time and
+// a wall-clock step during the term moves nothing (fsm's advance).
 func (m *Manager) stamp(now time.Time) int64 {
-	return m.wallBase.Add(now.Sub(m.takeover)).UnixMilli()
+	return m.wallBase.Add(now.Sub(m.monoBase)).UnixMilli()
+}
+
+func (m *Manager) stampNow() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.stamp(time.Now())
 }
 
 func (m *Manager) stepDownLocked(leaderAPI string) {
