@@ -122,7 +122,17 @@
 // and stays a candidate). A Join that fails after the member was granted
 // (its last step timed out) ends it in the same order: Left is reported
 // to every callback before the session, whose end grants a successor at
-// once, is ended. If anyone else revokes the mastership (an
+// once, is ended. A handover whose outcome is unknown — a Resign, or an
+// Update to starting or draining, whose ctx ended before an answer or that
+// the servers answered 504 — may still be applied later and grant the
+// successor in its entry: the member does not act as master until it
+// knows, sending the same write again (it is idempotent, a resign
+// conditional on the token) until the servers apply or refuse it, and
+// taking a refusal in only after a linearizable read of the master
+// record. Refused, it is master again with the same token; the re-sending
+// ends with the session, after which the write can grant nothing. A
+// member's Updates and resigns go one at a time, so none overtakes a
+// write still unknown. If anyone else revokes the mastership (an
 // operator drains the master through the REST API), the record becomes
 // `releasing`: the member stops acting at once and resigns itself, so the
 // successor does not wait for its last promise. Fencing tokens increase

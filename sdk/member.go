@@ -89,8 +89,10 @@ type Member struct {
 	leaving  bool
 	paused   bool // tests: keepalives stop, as in a paused process
 
-	pendingResign uint64 // a revoked mastership for the worker to resign
-	reregister    bool   // the servers lost the registration: the worker sends it again
+	pendingResign uint64        // a revoked mastership for the worker to resign
+	lane          chan struct{} // taken by a Resign or Update until its outcome is known
+	unsettled     *holderWrite  // a handover of ours whose outcome is unknown, sent again until known
+	reregister    bool          // the servers lost the registration: the worker sends it again
 	lost          error
 
 	subs   []*roleSub
@@ -272,7 +274,7 @@ func newMember(c *Client, inst Instance, cfg memberConfig, owns bool) *Member {
 		farm: inst.Mode == Farm, lease: cfg.lease,
 		log:  c.log.With("service", inst.Service, "instance", inst.ID),
 		wake: make(chan struct{}, 1), timer: make(chan struct{}, 1), work: make(chan struct{}, 1),
-		done: make(chan struct{}),
+		lane: make(chan struct{}, 1), done: make(chan struct{}),
 	}
 	if m.lease < 0 {
 		m.lease = DefaultLease
@@ -396,11 +398,27 @@ func SetState(s State) Change {
 
 // Update changes the member's registration and waits until the Client's
 // cache reflects it. A change that makes a master ineligible (starting,
-// draining) demotes it locally first, then hands over.
+// draining) demotes it locally first, then hands over. Updates (and
+// resigns) of one member are made one at a time.
+//
+// Such a change whose outcome is unknown when Update returns (its ctx
+// ended before an answer, or the servers answered 504) may still be
+// applied, and hand the mastership over in its entry: the member keeps the
+// new state locally (so it does not act as master) and sends the change
+// again until the servers answer. If they applied it, it stays; if they
+// refused it, the member is as before, master again if it still holds the
+// record and its promise.
 func (m *Member) Update(ctx context.Context, changes ...Change) error {
+	if err := m.takeLane(ctx); err != nil {
+		if errors.Is(err, ErrLeft) {
+			return ErrLeft
+		}
+		return fmt.Errorf("sdk: update %s/%s: %w", m.service, m.id, err)
+	}
 	m.mu.Lock()
 	if m.leaving || m.st.phase == phaseLeft {
 		m.mu.Unlock()
+		m.freeLane()
 		return ErrLeft
 	}
 	reg := m.reg
@@ -410,9 +428,10 @@ func (m *Member) Update(ctx context.Context, changes ...Change) error {
 	}
 	if !reg.State.Valid() {
 		m.mu.Unlock()
+		m.freeLane()
 		return fmt.Errorf("sdk: update: state %q is not starting, ready or draining", reg.State)
 	}
-	before := m.st.phase
+	w := &holderWrite{s: m.sess, reg: &reg, before: m.st.phase}
 	if reg.State != StateReady {
 		// Stop acting before the servers hear of it.
 		m.st.phase = phaseOf(reg.State)
@@ -420,23 +439,15 @@ func (m *Member) Update(ctx context.Context, changes ...Change) error {
 	}
 	m.mu.Unlock()
 
-	idx, err := m.register(ctx, reg)
-	m.mu.Lock()
+	known, pos, err := m.try(ctx, w)
+	m.settled(w, known, err)
 	if err != nil {
-		if m.st.phase != phaseLeft && !m.leaving {
-			m.st.phase = before
-			m.reconcileLocked(time.Now())
+		if !known && w.handsOver() {
+			return fmt.Errorf("sdk: update %s/%s: outcome unknown: %w", m.service, m.id, err)
 		}
-		m.mu.Unlock()
 		return fmt.Errorf("sdk: update %s/%s: %w", m.service, m.id, err)
 	}
-	m.reg = reg
-	if !m.leaving && m.st.phase != phaseLeft {
-		m.st.phase = phaseOf(reg.State)
-		m.reconcileLocked(time.Now())
-	}
-	m.mu.Unlock()
-	return m.c.wrote(ctx, m.service, idx)
+	return m.c.wrote(ctx, m.service, pos)
 }
 
 func phaseOf(s State) phase {
@@ -454,6 +465,13 @@ func phaseOf(s State) phase {
 func (m *Member) register(ctx context.Context, reg api.RegisterRequest) (uint64, error) {
 	m.mu.Lock()
 	s := m.sess
+	m.mu.Unlock()
+	return m.registerUnder(ctx, s, reg)
+}
+
+// registerUnder sends the registration under session s.
+func (m *Member) registerUnder(ctx context.Context, s *session, reg api.RegisterRequest) (uint64, error) {
+	m.mu.Lock()
 	m.writes++
 	m.mu.Unlock()
 	var at uint64
@@ -511,6 +529,12 @@ func (c *Client) wrote(ctx context.Context, service string, pos uint64) error {
 // grant the successor in the same entry. It returns ErrNotMaster when the
 // member holds no mastership, and an error matching ErrConflict when there
 // is no other ready candidate (the member then stays master).
+//
+// When the outcome is unknown as Resign returns (its ctx ended before an
+// answer, or the servers answered 504), the resign may still be applied
+// and grant the successor: the member stays Standby and sends it again
+// until the servers answer. Only if they refuse it is the member master
+// again, with the same token, if its promise holds.
 func (m *Member) Resign(ctx context.Context) error {
 	return m.resign(ctx, "")
 }
@@ -522,49 +546,35 @@ func (m *Member) ResignTo(ctx context.Context, to string) error {
 }
 
 func (m *Member) resign(ctx context.Context, to string) error {
+	if err := m.takeLane(ctx); err != nil {
+		if errors.Is(err, ErrLeft) {
+			return ErrNotMaster
+		}
+		return fmt.Errorf("sdk: resign %s/%s: %w", m.service, m.id, err)
+	}
 	m.mu.Lock()
 	if m.st.rec == nil || m.farm {
 		m.mu.Unlock()
+		m.freeLane()
 		return ErrNotMaster
 	}
-	token := m.st.rec.token
+	w := &holderWrite{s: m.sess, resign: &api.ResignRequest{Instance: m.id, FencingToken: m.st.rec.token, To: to}}
 	m.st.resigning = true
 	m.reconcileLocked(time.Now())
-	sid := m.sess.id
 	m.mu.Unlock()
 
-	idx, err := m.sendResign(ctx, sid, token, to)
-	if errors.Is(err, ErrConflict) && m.movedOn(ctx, token) {
-		// A retry of a resign that had applied: the token moved on.
-		err = nil
+	known, _, err := m.try(ctx, w)
+	m.settled(w, known, err)
+	switch {
+	case err == nil:
+		return nil
+	case !known:
+		return fmt.Errorf("sdk: resign %s/%s: outcome unknown: %w", m.service, m.id, err)
 	}
-	m.mu.Lock()
-	m.st.resigning = false
-	if err == nil && idx >= m.st.recIndex {
-		// At idx the record no longer names us.
-		m.st.rec, m.st.recIndex = nil, idx
-	}
-	m.reconcileLocked(time.Now())
-	m.mu.Unlock()
-	if err != nil {
-		return fmt.Errorf("sdk: resign %s/%s: %w", m.service, m.id, err)
-	}
-	return nil
+	return fmt.Errorf("sdk: resign %s/%s: %w", m.service, m.id, err)
 }
 
-// movedOn reports whether the service's master record has moved past
-// token, by a linearizable read.
-func (m *Member) movedOn(ctx context.Context, token uint64) bool {
-	resp, err := m.c.do(ctx, http.MethodGet, m.c.tenantPath("/services/"+url.PathEscape(m.service)+"?consistent=true"), nil, nil, true)
-	if err != nil {
-		return false
-	}
-	r, err := decodeService(resp.Body, nil)
-	return err == nil && (r.Master == nil || r.Master.FencingToken != token)
-}
-
-func (m *Member) sendResign(ctx context.Context, sid string, token uint64, to string) (uint64, error) {
-	body := api.ResignRequest{Instance: m.id, FencingToken: token, To: to}
+func (m *Member) sendResign(ctx context.Context, sid string, body api.ResignRequest) (uint64, error) {
 	h := http.Header{api.HeaderSession: {sid}}
 	resp, err := m.c.do(ctx, http.MethodPost, m.c.tenantPath("/services/"+url.PathEscape(m.service)+"/master/resign"), body, h, true)
 	if err != nil {
@@ -656,6 +666,7 @@ func (m *Member) finish(cause error) {
 		m.lost = cause
 		m.log.Error("session lost: the member has left", "err", cause)
 	}
+	m.dropUnsettledLocked()
 	m.st.phase = phaseLeft
 	m.reconcileLocked(time.Now())
 	m.closed = true

@@ -140,6 +140,148 @@ func (p *holdProxy) abandonedCount() int {
 	return len(p.abandoned)
 }
 
+// TestUnknownOutcome: a master's own write that hands its mastership over
+// (a resign, an Update to draining or starting) and whose outcome is
+// unknown (its ctx ended before any answer) keeps the member from acting
+// as master until the servers have answered: the write may yet apply and
+// grant the successor in that entry. When it did apply, the member never
+// acts again with that token; when the servers refused it, the member is
+// master again with the same token.
+func TestUnknownOutcome(t *testing.T) {
+	c := sdktest.StartWith(t, sdktest.Options{Nodes: 1})
+	p := newHoldProxy(t, c.Servers.Addrs()[0])
+	through := func(t *testing.T, inst sdk.Instance, opts ...sdk.Option) *sdk.Member {
+		t.Helper()
+		opts = append([]sdk.Option{sdk.WithServers(p.addr()), sdk.WithTenant(c.Tenant), sdk.WithToken(c.Token),
+			sdk.WithDrainDelay(0)}, opts...)
+		m, err := sdk.Join(ctxT(t, 30*time.Second), inst, opts...)
+		if err != nil {
+			t.Fatalf("join %s: %v", inst.ID, err)
+		}
+		t.Cleanup(func() { m.Leave(context.Background()) })
+		return m
+	}
+	resigns := func(r *http.Request) bool {
+		return r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/master/resign")
+	}
+	registrations := func(svc, id string) func(*http.Request) bool {
+		return func(r *http.Request) bool {
+			return r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, "/services/"+svc+"/instances/"+id)
+		}
+	}
+	// unknown runs write with a ctx that ends while the proxy holds it,
+	// and checks that the member is not master once it returns.
+	unknown := func(t *testing.T, m *sdk.Member, write func(context.Context) error) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		err := write(ctx)
+		if err == nil || !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("write = %v, want the ctx's end", err)
+		}
+		if m.IsMaster() {
+			t.Fatalf("the member acts as master while its write's outcome is unknown: %s", sdk.Debug(m))
+		}
+		if _, ok := m.Mastership(); ok || m.FencingToken() != 0 {
+			t.Fatal("Mastership() while the write's outcome is unknown")
+		}
+		eventually(t, 5*time.Second, "the proxy to see the write abandoned", func() bool { return p.abandonedCount() == 1 })
+	}
+
+	t.Run("ResignApplied", func(t *testing.T) {
+		var ra roles
+		a := through(t, msInstance("ra", "a", 0), sdk.WithRoleChange(ra.record))
+		b := c.Join(t, msInstance("ra", "b", 0))
+		watchOneMaster(t, a, b)
+		term, ok := a.Mastership()
+		if !ok {
+			t.Fatalf("a is %v, want master", a.Role())
+		}
+		p.holding(t, resigns)
+		unknown(t, a, a.Resign)
+		if term.Ctx.Err() == nil {
+			t.Fatal("the term's Ctx outlived a resign whose outcome is unknown")
+		}
+		// The servers apply the first copy late: b is granted in its entry.
+		if got := p.deliver(t); len(got) != 1 || got[0] != http.StatusOK {
+			t.Fatalf("the late resign answered %v, want [200]", got)
+		}
+		eventually(t, 5*time.Second, "b to take over", b.IsMaster)
+		p.open() // the member's re-sent resign: 409, the token moved on
+		for until := time.Now().Add(300 * time.Millisecond); time.Now().Before(until); time.Sleep(5 * time.Millisecond) {
+			if a.IsMaster() {
+				t.Fatalf("a is master again after its resign applied: %s", sdk.Debug(a))
+			}
+		}
+		if b.FencingToken() <= term.Token {
+			t.Fatalf("b's token %d <= a's %d", b.FencingToken(), term.Token)
+		}
+		if err := a.Resign(ctxT(t, 5*time.Second)); !errors.Is(err, sdk.ErrNotMaster) {
+			t.Fatalf("a.Resign() after its mastership moved on = %v, want ErrNotMaster", err)
+		}
+	})
+
+	t.Run("ResignRefused", func(t *testing.T) {
+		a := through(t, msInstance("rr", "a", 0))
+		term, ok := a.Mastership()
+		if !ok {
+			t.Fatalf("a is %v, want master", a.Role())
+		}
+		p.holding(t, resigns)
+		unknown(t, a, a.Resign)
+		// The late copy is refused (no other candidate), and so is the
+		// member's own re-send: a is master again, with the same token.
+		if got := p.deliver(t); len(got) != 1 || got[0] != http.StatusConflict {
+			t.Fatalf("the late resign answered %v, want [409]", got)
+		}
+		if a.IsMaster() {
+			t.Fatal("master again before the member itself learnt the outcome")
+		}
+		p.open()
+		eventually(t, 5*time.Second, "a master again once its resign was refused", a.IsMaster)
+		if got := a.FencingToken(); got != term.Token {
+			t.Fatalf("token %d after a refused resign, want %d", got, term.Token)
+		}
+	})
+
+	for _, state := range []api.State{api.StateDraining, api.StateStarting} {
+		t.Run("Update"+strings.ToUpper(string(state[:1]))+string(state[1:]), func(t *testing.T) {
+			svc := "u" + string(state)
+			a := through(t, msInstance(svc, "a", 0))
+			b := c.Join(t, msInstance(svc, "b", 0))
+			watchOneMaster(t, a, b)
+			if !a.IsMaster() {
+				t.Fatalf("a is %v, want master", a.Role())
+			}
+			p.holding(t, registrations(svc, "a"))
+			unknown(t, a, func(ctx context.Context) error { return a.Update(ctx, sdk.SetState(state)) })
+			if got := p.deliver(t); len(got) != 1 || got[0] != http.StatusOK {
+				t.Fatalf("the late registration answered %v, want [200]", got)
+			}
+			eventually(t, 5*time.Second, "b to take over", b.IsMaster)
+			p.open()
+			want := sdk.Draining
+			if state == api.StateStarting {
+				want = sdk.Starting
+			}
+			eventually(t, 5*time.Second, "a to keep the state that applied", func() bool { return a.Role() == want })
+			for until := time.Now().Add(300 * time.Millisecond); time.Now().Before(until); time.Sleep(5 * time.Millisecond) {
+				if a.Role() != want {
+					t.Fatalf("a is %v after its %s registration applied: %s", a.Role(), state, sdk.Debug(a))
+				}
+			}
+			// The member's registration is the one that applied: a later
+			// Update (made once the outcome is known) keeps its state.
+			if err := a.Update(ctxT(t, 10*time.Second), sdk.SetWeight(5)); err != nil {
+				t.Fatal(err)
+			}
+			if a.Role() != want || !b.IsMaster() {
+				t.Fatalf("after an Update of the weight: a %v, b %v; want %v and master", a.Role(), b.Role(), want)
+			}
+		})
+	}
+}
+
 // TestJoinFailureDemotesFirst: a Join that fails after the member was
 // granted (and reported Master) ends the member locally — Term over, Left
 // reported — before it ends the session, whose end grants a successor at

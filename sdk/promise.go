@@ -77,7 +77,7 @@ type roleState struct {
 	farm      bool
 	rec       *record // the latest known master record, when it names our session
 	recIndex  uint64  // the position (epoch, index) rec was observed at
-	resigning bool    // a resign (or a drain) of ours is in flight
+	resigning bool    // a resign of ours is in flight, or its outcome is not known yet
 	promise   promise
 	mastered  uint64 // the token we last were Master with
 }

@@ -445,8 +445,10 @@ func (m *Member) sessionEnded(s *session) {
 	if !m.leaving {
 		m.log.Warn("session ended by the servers", "session", s.tag)
 	}
-	// The mastership, if any, ended with the session.
+	// The mastership, if any, ended with the session, and nothing of the
+	// session can hand anything over now.
 	m.st.rec = nil
+	m.dropUnsettledLocked()
 	m.reconcileLocked(time.Now())
 	select {
 	case m.work <- struct{}{}:
@@ -493,6 +495,7 @@ func (m *Member) replaceSession() bool {
 	m.sess = newSession()
 	close(old.gone)
 	m.st.rec, m.st.promise = nil, promise{}
+	m.dropUnsettledLocked()
 	m.reconcileLocked(time.Now())
 	tag := m.sess.tag
 	m.mu.Unlock()
@@ -517,7 +520,7 @@ func terminal(err error) bool {
 func (m *Member) selfResign(ctx context.Context, s *session, token uint64) {
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if _, err := m.sendResign(rctx, s.id, token, ""); err != nil {
+	if _, err := m.sendResign(rctx, s.id, api.ResignRequest{Instance: m.id, FencingToken: token}); err != nil {
 		// No other candidate (409), or already released: the servers
 		// release it when our last promise lapses.
 		m.log.Debug("resign after revocation", "token", token, "err", err)
