@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/rafting/rafting/api"
@@ -86,6 +87,7 @@ func runRestore(ctx context.Context, args []string, stdout io.Writer) error {
 	var cf commonFlags
 	cf.register(fs, "RAFTING_ADMIN_TOKEN")
 	file := fs.String("f", "", "backup file to restore (required)")
+	gap := fs.Int("epoch-gap", -1, "incarnations of each tenant name to skip, so fencing tokens stay above those of the cluster the backup came from (-1: the server's default, 16)")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
 	}
@@ -105,7 +107,11 @@ func runRestore(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	c.http.Timeout = restoreTimeout
 	var res api.RestoreResponse
-	if err := c.do(ctx, http.MethodPost, "/v1/restore", json.RawMessage(raw), &res); err != nil {
+	path := "/v1/restore"
+	if *gap >= 0 {
+		path += "?epoch_gap=" + strconv.Itoa(*gap)
+	}
+	if err := c.do(ctx, http.MethodPost, path, json.RawMessage(raw), &res); err != nil {
 		return err
 	}
 	if cf.output == "json" {

@@ -19,6 +19,11 @@ const MetaShardID = 1
 // First IDs handed out by the meta shard's counters. Shard IDs below
 // FirstTenantShardID are reserved for system shards; tenant replica IDs
 // start above any plausible node ID, so they are never confused with one.
+// MaxEpoch is the last incarnation of a tenant name: fencing tokens are
+// epoch<<40 | index, and they stay below 2^53 so that JSON carries them
+// exactly. A creation past it is refused, never wrapped.
+const MaxEpoch = 1<<13 - 1
+
 const (
 	FirstTenantShardID = 100
 	FirstReplicaID     = 1000
@@ -181,14 +186,17 @@ type AddReplica struct {
 
 // Restore creates a backup's tenants in a cluster that has none, in one
 // entry: the counters and epochs are raised to at least the backup's
-// first, so every restored tenant gets an epoch above the one it had (its
-// fencing tokens above any issued before) and no shard or replica ID is
-// issued twice. A retry (every tenant there, with the same token) changes
-// nothing.
+// first, and every epoch counter of the backup by EpochGap more, so every
+// restored tenant gets an epoch above the one it had and above the next
+// EpochGap ones its name may have had in the cluster the backup came from
+// after the backup was taken (its fencing tokens above any issued there),
+// and no shard or replica ID is issued twice. A retry (every tenant there,
+// with the same token) changes nothing.
 type Restore struct {
 	NextShardID   uint64            `json:"next_shard_id"`
 	NextReplicaID uint64            `json:"next_replica_id"`
 	Epochs        map[string]uint64 `json:"epochs"`
+	EpochGap      uint64            `json:"epoch_gap,omitempty"`
 	Tenants       []RestoreTenant   `json:"tenants"`
 	Members       map[uint64]string `json:"members"`
 	NowMs         int64             `json:"now_ms"`
@@ -386,6 +394,9 @@ func (m *Meta) createTenant(c CreateTenant) MetaOutcome {
 		}
 		return metaReject(api.CodeConflict, "tenant %s exists", c.Name)
 	}
+	if m.st.Epochs[c.Name] >= MaxEpoch {
+		return metaReject(api.CodeConflict, "tenant name %s has had all %d incarnations its fencing tokens can tell apart; choose another name", c.Name, MaxEpoch)
+	}
 	if len(c.Members) == 0 {
 		return metaReject(api.CodeUnavailable, "create_tenant: no members to place the shard on")
 	}
@@ -432,10 +443,17 @@ func (m *Meta) restore(c Restore) MetaOutcome {
 	if len(c.Members) == 0 && len(c.Tenants) > 0 {
 		return metaReject(api.CodeUnavailable, "restore: no members to place the shards on")
 	}
+	for name, e := range c.Epochs {
+		// The restored tenant's own epoch is one more: it must fit too.
+		if e := max(m.st.Epochs[name], e) + c.EpochGap; e >= MaxEpoch || c.EpochGap >= MaxEpoch {
+			return metaReject(api.CodeBadRequest, "restore: tenant name %s: epoch %d + epoch gap %d leaves no incarnation below %d; restore with a smaller gap",
+				name, max(m.st.Epochs[name], c.Epochs[name]), c.EpochGap, MaxEpoch)
+		}
+	}
 	m.st.NextShardID = max(m.st.NextShardID, c.NextShardID)
 	m.st.NextReplicaID = max(m.st.NextReplicaID, c.NextReplicaID)
 	for name, e := range c.Epochs {
-		m.st.Epochs[name] = max(m.st.Epochs[name], e)
+		m.st.Epochs[name] = max(m.st.Epochs[name], e) + c.EpochGap
 	}
 	for _, t := range c.Tenants {
 		m.createTenant(CreateTenant{Name: t.Name, Quotas: t.Quotas, TokenHash: t.Credentials.Current,

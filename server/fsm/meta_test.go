@@ -200,3 +200,58 @@ func TestMetaRemoveNode(t *testing.T) {
 		t.Fatalf("the removal did not survive a snapshot: %v", err)
 	}
 }
+
+// TestMetaRestoreEpochs: a restore of a stale backup into a new cluster
+// gives the tenant an epoch above every one its name could have had in the
+// old cluster after the backup (up to EpochGap re-creations), so fencing
+// tokens neither repeat nor go backwards; and the epoch bound is enforced
+// with an error, never wrapped.
+func TestMetaRestoreEpochs(t *testing.T) {
+	members := map[uint64]string{1: "h1:1", 2: "h2:1", 3: "h3:1"}
+	hash := tenants.HashToken("rft_acme_one")
+	old := NewMeta()
+	index := uint64(0)
+	next := func() uint64 { index++; return index }
+	if o := metaApply(t, old, next(), OpCreateTenant, CreateTenant{Name: "acme", TokenHash: hash, Members: members}); o.Tenant.Epoch != 1 {
+		t.Fatalf("create = %+v", o)
+	}
+	backup := old.Backup()
+	highest := uint64(0)
+	for range 16 { // the old cluster goes on: acme deleted and created again
+		metaApply(t, old, next(), OpDeleteTenant, DeleteTenant{Name: "acme"})
+		o := metaApply(t, old, next(), OpCreateTenant, CreateTenant{Name: "acme", TokenHash: hash, Members: members})
+		highest = o.Tenant.Epoch
+	}
+	restore := Restore{NextShardID: backup.NextShardID, NextReplicaID: backup.NextReplica, Epochs: backup.Epochs,
+		EpochGap: 16, Members: members,
+		Tenants: []RestoreTenant{{Name: "acme", Credentials: tenants.Credentials{Current: hash}}}}
+	fresh := NewMeta()
+	if o := metaApply(t, fresh, 1, OpRestore, restore); o.Code != "" {
+		t.Fatalf("restore = %+v", o)
+	}
+	if rec, _ := fresh.Tenant("acme"); rec.Epoch <= highest {
+		t.Fatalf("restored epoch %d, want above %d, the old cluster's after the backup", rec.Epoch, highest)
+	}
+
+	// The bound: a name's last incarnation is MaxEpoch.
+	full := NewMeta()
+	restore.Epochs = map[string]uint64{"acme": MaxEpoch - 3}
+	restore.EpochGap = 3
+	if o := metaApply(t, full, 1, OpRestore, restore); o.Code != api.CodeBadRequest {
+		t.Fatalf("restore past the epoch bound = %+v, want bad_request", o)
+	}
+	if _, ok := full.Tenant("acme"); ok {
+		t.Fatal("a refused restore created the tenant")
+	}
+	restore.EpochGap = 2
+	if o := metaApply(t, full, 2, OpRestore, restore); o.Code != "" {
+		t.Fatalf("restore to the last epoch = %+v", o)
+	}
+	if rec, _ := full.Tenant("acme"); rec.Epoch != MaxEpoch || rec.Epoch<<40|(1<<40-1) >= 1<<53 {
+		t.Fatalf("restored epoch %d, want %d, the last below 2^53 in tokens", rec.Epoch, MaxEpoch)
+	}
+	metaApply(t, full, 3, OpDeleteTenant, DeleteTenant{Name: "acme"})
+	if o := metaApply(t, full, 4, OpCreateTenant, CreateTenant{Name: "acme", TokenHash: hash, Members: members}); o.Code != api.CodeConflict {
+		t.Fatalf("a creation past the last epoch = %+v, want conflict", o)
+	}
+}

@@ -220,13 +220,33 @@ func prefixed(prefix string, err error) error {
 	return fmt.Errorf("%s%w", prefix, err)
 }
 
-// parseRestore reads and checks a backup (api.Backup) for POST /v1/restore.
+// DefaultEpochGap is how many incarnations of each tenant name a restore
+// skips by default (?epoch_gap=): the cluster the backup came from may have
+// deleted and created a tenant again after the backup was taken, and the
+// restored one's fencing tokens must be above all of that cluster's.
+const DefaultEpochGap = 16
+
+// parseRestore reads and checks a backup (api.Backup) for POST /v1/restore,
+// and ?epoch_gap=N.
 func parseRestore(w http.ResponseWriter, r *http.Request) (fsm.Restore, []api.BackupTenant, error) {
+	gap := uint64(DefaultEpochGap)
+	if queryValue(r.URL.RawQuery, "epoch_gap") != "" {
+		n, err := parseUintParam(r, "epoch_gap")
+		if err != nil {
+			return fsm.Restore{}, nil, err
+		}
+		if n >= fsm.MaxEpoch {
+			return fsm.Restore{}, nil, api.BadField("epoch_gap", "%d must be below %d, the epochs a tenant name has", n, fsm.MaxEpoch)
+		}
+		gap = n
+	}
 	var b api.Backup
 	if err := decodeUpTo(w, r, &b, false, maxRestoreBytes); err != nil {
 		return fsm.Restore{}, nil, err
 	}
-	return checkBackup(b)
+	cmd, tenants, err := checkBackup(b)
+	cmd.EpochGap = gap
+	return cmd, tenants, err
 }
 
 // checkBackup validates a decoded backup and makes the meta command that

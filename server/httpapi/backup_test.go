@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/server/httpapi"
 	"github.com/rafting/rafting/server/servertest"
 )
 
@@ -92,7 +93,7 @@ func TestBackupRestore(t *testing.T) {
 	}
 	var newAcme api.Tenant
 	c.Do(2, servertest.AdminToken, http.MethodGet, "/v1/tenants/acme", nil).JSON(t, &newAcme)
-	if newAcme.Epoch <= oldAcme.Epoch || newAcme.Quotas.MaxInstances != 50 {
+	if newAcme.Epoch != oldAcme.Epoch+1+httpapi.DefaultEpochGap || newAcme.Quotas.MaxInstances != 50 {
 		t.Fatalf("restored acme: epoch %d (was %d), quotas %+v", newAcme.Epoch, oldAcme.Epoch, newAcme.Quotas)
 	}
 	// Every answer names the new epoch; a blocking query at an index of
@@ -134,6 +135,11 @@ func TestBackupRestore(t *testing.T) {
 	} {
 		if r := c.Do(1, servertest.AdminToken, http.MethodPost, "/v1/restore", body); r.Status != http.StatusBadRequest {
 			t.Fatalf("restore of a bad backup = %d %s, want 400", r.Status, r.Body)
+		}
+	}
+	for _, q := range []string{"?epoch_gap=x", "?epoch_gap=-1", "?epoch_gap=8191"} {
+		if r := c.Do(1, servertest.AdminToken, http.MethodPost, "/v1/restore"+q, backup); r.Status != http.StatusBadRequest || !strings.Contains(string(r.Body), "epoch_gap") {
+			t.Fatalf("restore%s = %d %s, want 400 naming epoch_gap", q, r.Status, r.Body)
 		}
 	}
 }
