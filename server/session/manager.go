@@ -536,12 +536,14 @@ func (m *Manager) round(batch []*request, term uint64) {
 	var err error
 	if !ok() {
 		err = ErrNotLeader
+		m.LeaderChanged() // the loop steps down without waiting for the event
 	} else {
 		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.ReadIndexTimeout)
 		err = m.raft.ReadIndex(ctx)
 		cancel()
 		if err == nil && !ok() {
 			err = ErrNotLeader
+			m.LeaderChanged()
 		}
 		if err != nil && !errors.Is(err, ErrNotLeader) {
 			err = &api.Error{Code: api.CodeUnavailable, Message: "keepalive: leadership not confirmed: " + err.Error(), RetryAfter: 50 * time.Millisecond}

@@ -26,16 +26,18 @@ import (
 type simCluster struct {
 	applyMu sync.Mutex // held while committed entries are applied, in order
 
-	mu        sync.Mutex
-	log       []*simEntry
-	committed int // entries committed (and applied, or being applied)
-	stall     bool
-	lose      bool  // proposals are lost on the way: never appended, answered 504
-	refuse    bool  // proposals are refused before they are appended: 503
-	readErr   error // ReadIndex fails with this
-	leader    int   // index into nodes; -1 when there is none
-	term      uint64
-	nodes     []*simNode
+	mu         sync.Mutex
+	log        []*simEntry
+	committed  int // entries committed (and applied, or being applied)
+	stall      bool
+	lose       bool          // proposals are lost on the way: never appended, answered 504
+	refuse     bool          // proposals are refused before they are appended: 503
+	readErr    error         // ReadIndex fails with this
+	readDelay  time.Duration // a ReadIndex takes this long (a slow heartbeat round)
+	duringRead func()        // called inside every ReadIndex (leadership lost mid-round)
+	leader     int           // index into nodes; -1 when there is none
+	term       uint64
+	nodes      []*simNode
 }
 
 type simEntry struct {
@@ -62,8 +64,11 @@ func newSim(t *testing.T, n int, cfg Config) *simCluster {
 		c.nodes = append(c.nodes, nd)
 	}
 	for _, nd := range c.nodes {
-		nd.m = New(cfg, nd.sm, nd)
-		t.Cleanup(nd.m.Close)
+		m := New(cfg, nd.sm, nd)
+		t.Cleanup(m.Close)
+		c.mu.Lock()
+		nd.m = m
+		c.mu.Unlock()
 	}
 	waitFor(t, "takeover", func() bool { return c.nodes[0].m.Leading() })
 	return c
@@ -86,11 +91,21 @@ func (n *simNode) LeaderAPI() string { return "" }
 // applied already (commits apply to every replica at once).
 func (n *simNode) ReadIndex(ctx context.Context) error {
 	n.c.mu.Lock()
-	err := n.c.readErr
+	err, delay, during := n.c.readErr, n.c.readDelay, n.c.duringRead
 	if err == nil && n.c.leader < 0 {
 		err = &api.Error{Code: api.CodeUnavailable, Message: "sim: no leader"}
 	}
 	n.c.mu.Unlock()
+	if during != nil {
+		during()
+	}
+	if delay > 0 {
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return &api.Error{Code: api.CodeTimeout, Message: "sim: read index timed out"}
+		}
+	}
 	return err
 }
 
@@ -134,15 +149,18 @@ func (c *simCluster) commit() {
 		e := c.log[c.committed]
 		c.committed++
 		index := uint64(c.committed)
-		nodes := c.nodes
+		managers := make([]*Manager, len(c.nodes))
+		for i, nd := range c.nodes {
+			managers[i] = nd.m
+		}
 		c.mu.Unlock()
 		var first fsm.Outcome
-		for i, nd := range nodes {
+		for i, nd := range c.nodes {
 			var ch fsm.Changes
 			o := nd.sm.Apply(index, e.cmd, &ch)
 			nd.sm.Notify(&ch)
-			if nd.m != nil {
-				nd.m.Applied(&ch)
+			if managers[i] != nil {
+				managers[i].Applied(&ch)
 			}
 			if i == 0 {
 				first = o
@@ -174,7 +192,10 @@ func (c *simCluster) elect(i int) {
 	c.leader, c.term = i, c.term+1
 	c.mu.Unlock()
 	for _, nd := range c.nodes {
-		nd.m.LeaderChanged()
+		c.mu.Lock()
+		m := nd.m
+		c.mu.Unlock()
+		m.LeaderChanged()
 	}
 }
 
@@ -355,4 +376,52 @@ func TestLateRenewDoesNotShortenSession(t *testing.T) {
 		waitFor(t, "takeover", func() bool { return c.nodes[1].m.Leading() })
 		checkKeptAlive(t, c, k, 1, start.Add(12*time.Second))
 	})
+}
+
+// TestRoundFaults: a keepalive asking for a promise gets none when its
+// ReadIndex fails, is slower than its bound, or the node loses leadership
+// while it is in flight; and the session then stays as it was.
+func TestRoundFaults(t *testing.T) {
+	faults := []struct {
+		name  string
+		fault func(c *simCluster)
+	}{
+		{"read index fails", func(c *simCluster) {
+			c.set(func(c *simCluster) { c.readErr = &api.Error{Code: api.CodeUnavailable, Message: "sim: no quorum"} })
+		}},
+		{"read index slow", func(c *simCluster) { c.set(func(c *simCluster) { c.readDelay = time.Second }) }},
+		{"leadership lost mid-round", func(c *simCluster) {
+			c.set(func(c *simCluster) {
+				c.duringRead = func() {
+					c.mu.Lock()
+					c.leader, c.term = 1, c.term+1
+					c.mu.Unlock()
+				}
+			})
+		}},
+	}
+	for _, f := range faults {
+		t.Run(f.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				c := newSim(t, 3, Config{SelfPreservationMin: 100})
+				m := c.nodes[0].m
+				c.propose(t, fsm.OpOpenSession, fsm.OpenSession{ID: sA, TTLMs: 3000, LeaseMs: 1000})
+				k := &keepaliver{c: c, id: sA, ttl: 3 * time.Second}
+				if err := k.send(0); err != nil {
+					t.Fatalf("keepalive before the fault: %v", err)
+				}
+				_, before := k.last()
+				f.fault(c)
+				if err := k.send(0); err == nil {
+					t.Fatal("a keepalive was answered without a confirmed round")
+				}
+				if _, after := k.last(); !after.Equal(before) {
+					t.Fatalf("the promise moved from %v to %v", before, after)
+				}
+				if l, _, _ := c.nodes[0].Leader(); l != 1 {
+					waitFor(t, "step down after a round found another leader", func() bool { return !m.Leading() })
+				}
+			})
+		})
+	}
 }
