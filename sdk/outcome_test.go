@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -55,6 +56,7 @@ func newHoldProxy(t *testing.T, server string) *holdProxy {
 		r.Header.Del(api.HeaderLeader) // everything through the proxy
 		return nil
 	}
+	rp.ErrorLog = log.New(io.Discard, "", 0) // clients that give up are the point
 	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.mu.Lock()
 		hold, gate, seen := p.hold != nil && p.hold(r), p.gate, p.seen
