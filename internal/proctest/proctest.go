@@ -82,15 +82,30 @@ func Cleanup() {
 	}
 }
 
-// FreePort returns a loopback host:port that was free a moment ago.
+var (
+	portsMu sync.Mutex
+	ports   = map[string]bool{} // every port FreePort gave
+)
+
+// FreePort returns a loopback host:port that was free a moment ago, and
+// that it never returned before in this process: the kernel may hand a
+// just-closed port out again, and two servers would then race for it.
 func FreePort(tb testing.TB) string {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		if !ports[addr] {
+			ports[addr] = true
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // Proc is a child process whose stdout lines are kept and forwarded.
