@@ -15,6 +15,16 @@ const (
 	// a mastership released under the holder's own session is handed over in
 	// the same entry; any other release waits for the holder's last promise.
 	HeaderSession = "X-Rafting-Session"
+	// HeaderSequence numbers a write made under the caller's own session
+	// (X-Rafting-Session, or a registration's session): a positive number,
+	// increasing from one write to the next of that session, and the same
+	// when a write is sent again. The tenant shard keeps each session's
+	// highest number and the answer it gave: a copy numbered at or below it
+	// is not applied again (the same number gets that answer, a lower one
+	// 409 `conflict`), so a copy that arrives late — after the write was sent
+	// again and answered — cannot hand over a mastership the holder took
+	// back.
+	HeaderSequence = "X-Rafting-Sequence"
 	// HeaderEpoch is the tenant's epoch on every answer a tenant's replica
 	// serves: its incarnation, the high bits of its fencing tokens. Indexes
 	// of different epochs are not comparable (a tenant deleted and created

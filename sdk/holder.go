@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/rafting/rafting/api"
@@ -22,6 +23,7 @@ import (
 // outcome is known: a later write cannot overtake one still unknown.
 type holderWrite struct {
 	s      *session
+	seq    uint64               // X-Rafting-Sequence: the same for every copy, so the servers apply one
 	resign *api.ResignRequest   // a resign, or
 	reg    *api.RegisterRequest // a registration (its session is s)
 	before phase                // a registration's: the member's phase before it
@@ -79,9 +81,9 @@ func definite(err error) bool {
 // where an applied write applied.
 func (m *Member) try(ctx context.Context, w *holderWrite) (known bool, pos uint64, err error) {
 	if w.resign != nil {
-		pos, err = m.sendResign(ctx, w.s.id, *w.resign)
+		pos, err = m.sendResign(ctx, w.s.id, *w.resign, w.seq)
 	} else {
-		pos, err = m.registerUnder(ctx, w.s, *w.reg)
+		pos, err = m.registerUnder(ctx, w.s, *w.reg, w.seq)
 	}
 	switch {
 	case !definite(err):
@@ -219,4 +221,15 @@ func (m *Member) dropUnsettledLocked() {
 	}
 	w.cancel()
 	m.concludeLocked(w, errors.New("dropped"))
+}
+
+// numbered sets X-Rafting-Sequence on a holder write's headers: every copy
+// of the write carries its number, and the servers apply at most one of
+// them and answer the others as they answered it. A copy that is still on
+// its way between servers when a copy sent later has been answered (the
+// outcome the member acts on) is thereby not applied after it.
+func numbered(h http.Header, seq uint64) {
+	if seq > 0 {
+		h.Set(api.HeaderSequence, strconv.FormatUint(seq, 10))
+	}
 }

@@ -91,6 +91,7 @@ type Member struct {
 
 	pendingResign uint64        // a revoked mastership for the worker to resign
 	lane          chan struct{} // taken by a Resign or Update until its outcome is known
+	seq           uint64        // the last X-Rafting-Sequence a holder write took
 	unsettled     *holderWrite  // a handover of ours whose outcome is unknown, sent again until known
 	reregister    bool          // the servers lost the registration: the worker sends it again
 	lost          error
@@ -431,7 +432,8 @@ func (m *Member) Update(ctx context.Context, changes ...Change) error {
 		m.freeLane()
 		return fmt.Errorf("sdk: update: state %q is not starting, ready or draining", reg.State)
 	}
-	w := &holderWrite{s: m.sess, reg: &reg, before: m.st.phase}
+	m.seq++
+	w := &holderWrite{s: m.sess, seq: m.seq, reg: &reg, before: m.st.phase}
 	if reg.State != StateReady {
 		// Stop acting before the servers hear of it.
 		m.st.phase = phaseOf(reg.State)
@@ -466,11 +468,12 @@ func (m *Member) register(ctx context.Context, reg api.RegisterRequest) (uint64,
 	m.mu.Lock()
 	s := m.sess
 	m.mu.Unlock()
-	return m.registerUnder(ctx, s, reg)
+	return m.registerUnder(ctx, s, reg, 0)
 }
 
-// registerUnder sends the registration under session s.
-func (m *Member) registerUnder(ctx context.Context, s *session, reg api.RegisterRequest) (uint64, error) {
+// registerUnder sends the registration under session s, numbered seq
+// (X-Rafting-Sequence) unless seq is 0.
+func (m *Member) registerUnder(ctx context.Context, s *session, reg api.RegisterRequest, seq uint64) (uint64, error) {
 	m.mu.Lock()
 	m.writes++
 	m.mu.Unlock()
@@ -486,6 +489,7 @@ func (m *Member) registerUnder(ctx context.Context, s *session, reg api.Register
 	sid := s.id
 	reg.Session = sid
 	h := http.Header{api.HeaderSession: {sid}}
+	numbered(h, seq)
 	resp, err := m.c.do(ctx, http.MethodPut, m.path, reg, h, true)
 	if err != nil {
 		return 0, err
@@ -558,7 +562,8 @@ func (m *Member) resign(ctx context.Context, to string) error {
 		m.freeLane()
 		return ErrNotMaster
 	}
-	w := &holderWrite{s: m.sess, resign: &api.ResignRequest{Instance: m.id, FencingToken: m.st.rec.token, To: to}}
+	m.seq++
+	w := &holderWrite{s: m.sess, seq: m.seq, resign: &api.ResignRequest{Instance: m.id, FencingToken: m.st.rec.token, To: to}}
 	m.st.resigning = true
 	m.reconcileLocked(time.Now())
 	m.mu.Unlock()
@@ -574,8 +579,9 @@ func (m *Member) resign(ctx context.Context, to string) error {
 	return fmt.Errorf("sdk: resign %s/%s: %w", m.service, m.id, err)
 }
 
-func (m *Member) sendResign(ctx context.Context, sid string, body api.ResignRequest) (uint64, error) {
+func (m *Member) sendResign(ctx context.Context, sid string, body api.ResignRequest, seq uint64) (uint64, error) {
 	h := http.Header{api.HeaderSession: {sid}}
+	numbered(h, seq)
 	resp, err := m.c.do(ctx, http.MethodPost, m.c.tenantPath("/services/"+url.PathEscape(m.service)+"/master/resign"), body, h, true)
 	if err != nil {
 		return 0, err

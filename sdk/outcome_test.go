@@ -246,6 +246,34 @@ func TestUnknownOutcome(t *testing.T) {
 		}
 	})
 
+	t.Run("ResignRefusedThenLateCopy", func(t *testing.T) {
+		// The re-sent resign is refused (no ready standby) and the member
+		// is master again; then a standby becomes ready, and the first
+		// copy arrives: it must get the refusal too, not hand over.
+		a := through(t, msInstance("rl", "a", 0))
+		b := c.Join(t, msInstance("rl", "b", 0), sdk.WithTwoStepStartup())
+		watchOneMaster(t, a, b)
+		term, ok := a.Mastership()
+		if !ok {
+			t.Fatalf("a is %v, want master", a.Role())
+		}
+		p.holding(t, resigns)
+		unknown(t, a, a.Resign)
+		p.open()
+		eventually(t, 5*time.Second, "a master again once its re-sent resign was refused", a.IsMaster)
+		if err := b.Ready(ctxT(t, 10*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if got := p.deliver(t); len(got) != 1 || got[0] != http.StatusConflict {
+			t.Fatalf("the late first copy answered %v, want [409], the re-sent copy's answer", got)
+		}
+		for until := time.Now().Add(300 * time.Millisecond); time.Now().Before(until); time.Sleep(5 * time.Millisecond) {
+			if b.IsMaster() || a.FencingToken() != term.Token {
+				t.Fatalf("a late copy of a refused resign handed over: a %v (token %d, was %d), b %v", a.Role(), a.FencingToken(), term.Token, b.Role())
+			}
+		}
+	})
+
 	for _, state := range []api.State{api.StateDraining, api.StateStarting} {
 		t.Run("Update"+strings.ToUpper(string(state[:1]))+string(state[1:]), func(t *testing.T) {
 			svc := "u" + string(state)

@@ -520,7 +520,7 @@ func terminal(err error) bool {
 func (m *Member) selfResign(ctx context.Context, s *session, token uint64) {
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if _, err := m.sendResign(rctx, s.id, api.ResignRequest{Instance: m.id, FencingToken: token}); err != nil {
+	if _, err := m.sendResign(rctx, s.id, api.ResignRequest{Instance: m.id, FencingToken: token}, 0); err != nil {
 		// No other candidate (409), or already released: the servers
 		// release it when our last promise lapses.
 		m.log.Debug("resign after revocation", "token", token, "err", err)

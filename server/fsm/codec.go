@@ -117,6 +117,7 @@ type Register struct {
 	ID       string              `json:"id"`
 	Instance api.RegisterRequest `json:"instance"`
 	Caller   string              `json:"caller,omitempty"`
+	Seq      uint64              `json:"seq,omitempty"`   // X-Rafting-Sequence of the caller's session
 	AtMs     int64               `json:"at_ms,omitempty"` // proposer's clock: display times only
 }
 
@@ -125,6 +126,7 @@ type Deregister struct {
 	Service string `json:"service"`
 	ID      string `json:"id"`
 	Caller  string `json:"caller,omitempty"`
+	Seq     uint64 `json:"seq,omitempty"`   // X-Rafting-Sequence of the caller's session
 	AtMs    int64  `json:"at_ms,omitempty"` // proposer's clock: display times only
 }
 
@@ -142,6 +144,7 @@ type Resign struct {
 	Token    uint64 `json:"fencing_token"`
 	To       string `json:"to,omitempty"`
 	Caller   string `json:"caller,omitempty"`
+	Seq      uint64 `json:"seq,omitempty"`   // X-Rafting-Sequence of the caller's session
 	AtMs     int64  `json:"at_ms,omitempty"` // proposer's clock: display times only
 }
 

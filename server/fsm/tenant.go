@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -90,11 +91,13 @@ type instance struct {
 }
 
 type session struct {
-	TTLMs        int64  `json:"ttl_ms"`
-	LeaseMs      int64  `json:"lease_ms"`
-	DropGraceMs  int64  `json:"drop_grace_ms"`
-	RemainingMs  int64  `json:"remaining_ms"`
-	CreatedIndex uint64 `json:"created_index"`
+	TTLMs        int64    `json:"ttl_ms"`
+	LeaseMs      int64    `json:"lease_ms"`
+	DropGraceMs  int64    `json:"drop_grace_ms"`
+	RemainingMs  int64    `json:"remaining_ms"`
+	CreatedIndex uint64   `json:"created_index"`
+	Seq          uint64   `json:"seq,omitempty"`         // highest X-Rafting-Sequence of its writes
+	SeqOutcome   *Outcome `json:"seq_outcome,omitempty"` // what the write numbered Seq was answered
 }
 
 type master struct {
@@ -316,14 +319,15 @@ func (t *Tenant) apply(index uint64, cmd []byte, ch *Changes) (o Outcome) {
 			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
 		}
 		t.atMs = c.AtMs
-		return t.register(index, c, ch)
+		caller := cmp.Or(c.Caller, c.Instance.Session)
+		return t.sequenced(index, caller, c.Seq, func() Outcome { return t.register(index, c, ch) })
 	case OpDeregister:
 		var c Deregister
 		if err := strictUnmarshal(body, &c); err != nil {
 			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
 		}
 		t.atMs = c.AtMs
-		return t.deregister(index, c, ch)
+		return t.sequenced(index, c.Caller, c.Seq, func() Outcome { return t.deregister(index, c, ch) })
 	case OpSetPolicy:
 		var c SetPolicy
 		if err := strictUnmarshal(body, &c); err != nil {
@@ -337,7 +341,7 @@ func (t *Tenant) apply(index uint64, cmd []byte, ch *Changes) (o Outcome) {
 			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
 		}
 		t.atMs = c.AtMs
-		return t.resign(index, c, ch)
+		return t.sequenced(index, c.Caller, c.Seq, func() Outcome { return t.resign(index, c, ch) })
 	case OpSetQuotas:
 		var c SetQuotas
 		if err := strictUnmarshal(body, &c); err != nil {
@@ -417,6 +421,34 @@ func (t *Tenant) apply(index uint64, cmd []byte, ch *Changes) (o Outcome) {
 		return t.release(index, c, ch)
 	}
 	return rejectf(api.CodeBadRequest, "unknown tenant command %s", op)
+}
+
+// sequenced applies a write numbered seq under the caller's session at
+// most once (X-Rafting-Sequence): a copy numbered as the session's last
+// write gets that write's answer and changes nothing, a lower number is
+// refused, and a higher one is applied and its answer kept, whatever it
+// is — a refusal too, so a late copy of a write refused once cannot apply
+// after the holder took the refusal for the write's outcome. Writes
+// without a number, or under no live session, are applied as they come.
+func (t *Tenant) sequenced(index uint64, caller string, seq uint64, write func() Outcome) Outcome {
+	s := t.st.Sessions[caller]
+	if seq == 0 || s == nil {
+		return write()
+	}
+	switch {
+	case seq == s.Seq && s.SeqOutcome != nil:
+		return *s.SeqOutcome
+	case seq <= s.Seq:
+		return rejectf(api.CodeConflict, "write %d of session %s came after its write %d: not applied",
+			seq, api.SessionTag(caller), s.Seq)
+	}
+	o := write()
+	o.Index = index
+	if s := t.st.Sessions[caller]; s != nil {
+		kept := o
+		s.Seq, s.SeqOutcome = seq, &kept
+	}
+	return o
 }
 
 // guard is the term guard of leader-only commands: a deposed leader's late

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"cmp"
 	"net/http"
 	"strconv"
 	"time"
@@ -31,16 +32,43 @@ func parseRegister(w http.ResponseWriter, r *http.Request, now time.Time) (fsm.R
 	if req.Meta != nil && tenants.MetaSize(req.Meta) > api.MaxBodyBytes {
 		return fsm.Register{}, api.BadField("meta", "too large")
 	}
+	caller := r.Header.Get(api.HeaderSession)
+	seq, err := parseSeq(r, cmp.Or(caller, req.Session))
+	if err != nil {
+		return fsm.Register{}, err
+	}
 	return fsm.Register{Service: r.PathValue("s"), ID: r.PathValue("id"), Instance: req,
-		Caller: r.Header.Get(api.HeaderSession), AtMs: now.UnixMilli()}, nil
+		Caller: caller, Seq: seq, AtMs: now.UnixMilli()}, nil
+}
+
+// parseSeq reads X-Rafting-Sequence: a positive number, on a write made
+// under a session (0 when absent).
+func parseSeq(r *http.Request, session string) (uint64, error) {
+	v := r.Header.Get(api.HeaderSequence)
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	switch {
+	case err != nil || n == 0:
+		return 0, api.BadField(api.HeaderSequence, "%q is not a positive integer", v)
+	case session == "":
+		return 0, api.BadField(api.HeaderSequence, "numbers a write under a session: send X-Rafting-Session too")
+	}
+	return n, nil
 }
 
 func parseDeregister(r *http.Request, now time.Time) (fsm.Deregister, error) {
 	if err := pathNames(r, "s", "id"); err != nil {
 		return fsm.Deregister{}, err
 	}
+	caller := r.Header.Get(api.HeaderSession)
+	seq, err := parseSeq(r, caller)
+	if err != nil {
+		return fsm.Deregister{}, err
+	}
 	return fsm.Deregister{Service: r.PathValue("s"), ID: r.PathValue("id"),
-		Caller: r.Header.Get(api.HeaderSession), AtMs: now.UnixMilli()}, nil
+		Caller: caller, Seq: seq, AtMs: now.UnixMilli()}, nil
 }
 
 func parsePolicy(w http.ResponseWriter, r *http.Request, now time.Time) (fsm.SetPolicy, error) {
@@ -73,8 +101,13 @@ func parseResign(w http.ResponseWriter, r *http.Request, now time.Time) (fsm.Res
 			return fsm.Resign{}, err
 		}
 	}
+	caller := r.Header.Get(api.HeaderSession)
+	seq, err := parseSeq(r, caller)
+	if err != nil {
+		return fsm.Resign{}, err
+	}
 	return fsm.Resign{Service: r.PathValue("s"), Instance: req.Instance, Token: req.FencingToken, To: req.To,
-		Caller: r.Header.Get(api.HeaderSession), AtMs: now.UnixMilli()}, nil
+		Caller: caller, Seq: seq, AtMs: now.UnixMilli()}, nil
 }
 
 func parseOpenSession(w http.ResponseWriter, r *http.Request, now time.Time) (fsm.OpenSession, error) {

@@ -58,16 +58,20 @@ func applyOK(t *testing.T, op fsm.Op, cmd any) {
 }
 
 func FuzzParseRegister(f *testing.F) {
-	f.Add("web", "w1", `{"address":"10.0.0.1:80","weight":5,"meta":{"v":"1"}}`, "")
-	f.Add("db", "d1", `{"address":"a","mode":"master-standby","session":"sessA-0000000000","cold_start":{"min_ready":2,"settle_ms":100}}`, "sessA-0000000000")
-	f.Add("web", "w1", `{"address":"a","weight":"x"}`, "")
-	f.Add("web", "w1", `{"address":"a","nope":1}`, "")
-	f.Add("bad name", "w1", `{}`, "")
-	f.Add("web", "w1", `{"address":"a"} trailing`, "")
-	f.Add("web", "w1", strings.Repeat("[", 10000), "")
-	f.Fuzz(func(t *testing.T, svc, id, body, caller string) {
+	f.Add("web", "w1", `{"address":"10.0.0.1:80","weight":5,"meta":{"v":"1"}}`, "", "")
+	f.Add("db", "d1", `{"address":"a","mode":"master-standby","session":"sessA-0000000000","cold_start":{"min_ready":2,"settle_ms":100}}`, "sessA-0000000000", "3")
+	f.Add("db", "d1", `{"address":"a","session":"sessA-0000000000"}`, "", "7")
+	f.Add("web", "w1", `{"address":"a"}`, "", "1")
+	f.Add("web", "w1", `{"address":"a"}`, "sessA-0000000000", "-1")
+	f.Add("web", "w1", `{"address":"a","weight":"x"}`, "", "")
+	f.Add("web", "w1", `{"address":"a","nope":1}`, "", "")
+	f.Add("bad name", "w1", `{}`, "", "")
+	f.Add("web", "w1", `{"address":"a"} trailing`, "", "")
+	f.Add("web", "w1", strings.Repeat("[", 10000), "", "")
+	f.Fuzz(func(t *testing.T, svc, id, body, caller, seq string) {
 		r := request(http.MethodPut, body, map[string]string{"s": svc, "id": id}, "")
 		r.Header.Set(api.HeaderSession, caller)
+		r.Header.Set(api.HeaderSequence, seq)
 		cmd, err := parseRegister(nil, r, fuzzNow)
 		if err != nil {
 			wantClientError(t, err)
@@ -108,11 +112,15 @@ func FuzzParsePolicy(f *testing.F) {
 }
 
 func FuzzParseResign(f *testing.F) {
-	f.Add("db", `{"instance":"d1","fencing_token":1099511627778,"to":"d2"}`, "sessA-0000000000")
-	f.Add("db", `{"instance":"","fencing_token":-1}`, "")
-	f.Fuzz(func(t *testing.T, svc, body, caller string) {
+	f.Add("db", `{"instance":"d1","fencing_token":1099511627778,"to":"d2"}`, "sessA-0000000000", "")
+	f.Add("db", `{"instance":"d1","fencing_token":1099511627778}`, "sessA-0000000000", "2")
+	f.Add("db", `{"instance":"d1","fencing_token":1099511627778}`, "", "2")
+	f.Add("db", `{"instance":"d1","fencing_token":1099511627778}`, "sessA-0000000000", "0")
+	f.Add("db", `{"instance":"","fencing_token":-1}`, "", "")
+	f.Fuzz(func(t *testing.T, svc, body, caller, seq string) {
 		r := request(http.MethodPost, body, map[string]string{"s": svc}, "")
 		r.Header.Set(api.HeaderSession, caller)
+		r.Header.Set(api.HeaderSequence, seq)
 		cmd, err := parseResign(nil, r, fuzzNow)
 		if err != nil {
 			wantClientError(t, err)
@@ -123,11 +131,14 @@ func FuzzParseResign(f *testing.F) {
 }
 
 func FuzzParseDeregister(f *testing.F) {
-	f.Add("web", "w1", "sessA-0000000000")
-	f.Add("", "../x", "")
-	f.Fuzz(func(t *testing.T, svc, id, caller string) {
+	f.Add("web", "w1", "sessA-0000000000", "")
+	f.Add("web", "w1", "sessA-0000000000", "9")
+	f.Add("web", "w1", "", "9")
+	f.Add("", "../x", "", "x")
+	f.Fuzz(func(t *testing.T, svc, id, caller, seq string) {
 		r := request(http.MethodDelete, "", map[string]string{"s": svc, "id": id}, "")
 		r.Header.Set(api.HeaderSession, caller)
+		r.Header.Set(api.HeaderSequence, seq)
 		cmd, err := parseDeregister(r, fuzzNow)
 		if err != nil {
 			wantClientError(t, err)
