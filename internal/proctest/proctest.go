@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -84,28 +85,51 @@ func Cleanup() {
 
 var (
 	portsMu sync.Mutex
-	ports   = map[string]bool{} // every port FreePort gave
+	ports   = map[int]bool{} // every port FreePort gave
 )
 
-// FreePort returns a loopback host:port that was free a moment ago, and
-// that it never returned before in this process: the kernel may hand a
-// just-closed port out again, and two servers would then race for it.
+// FreePort returns a loopback host:port that was free a moment ago and
+// that it never returned before in this process. It picks below the
+// kernel's ephemeral range, where no outgoing connection takes a port:
+// a server restarted on its port would otherwise find it, now and then,
+// held by some connection's local end ("address already in use").
 func FreePort(tb testing.TB) string {
 	tb.Helper()
 	portsMu.Lock()
 	defer portsMu.Unlock()
-	for {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	lo, hi := 10000, ephemeralLow()
+	for range 1000 {
+		port := lo + rand.IntN(hi-lo)
+		if ports[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err != nil {
-			tb.Fatal(err)
+			continue
 		}
-		addr := l.Addr().String()
 		l.Close()
-		if !ports[addr] {
-			ports[addr] = true
-			return addr
-		}
+		ports[port] = true
+		return l.Addr().String()
 	}
+	tb.Fatal("proctest: no free port below the ephemeral range")
+	return ""
+}
+
+// ephemeralLow is the lowest port of the kernel's ephemeral range.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 32768
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil || n <= 11000 {
+		return 32768
+	}
+	return n
 }
 
 // Proc is a child process whose stdout lines are kept and forwarded.
