@@ -4,7 +4,7 @@ BIN     ?= bin
 FUZZTIME ?= 5000x
 export GOFLAGS := -buildvcs=false
 
-.PHONY: run build test test-unit fuzz vet bench fmt clean
+.PHONY: run build test test-unit fuzz vet bench fmt clean chaos chaos-quick
 
 ## run: start a 3-node dev cluster on 127.0.0.1:7070/7170/7270 (data in ./.rafting-dev)
 run: build
@@ -29,6 +29,28 @@ test-unit:
 ## fuzz: run every fuzz target briefly (FUZZTIME each); seeds also run in test-unit
 fuzz:
 	./scripts/fuzz.sh $(FUZZTIME)
+
+## chaos: the fault campaign (docs/RELIABILITY.md): SCENARIOS (200) seeded scenarios of real processes under
+## faults, every checker, then the negative controls (<= 60 min); SEED=n reruns that scenario alone,
+## CONTROL=name SEED=n one negative control
+SCENARIOS ?= 200
+ifdef SEED
+ifdef CONTROL
+CHAOS_RUN = -chaos.seed $(SEED) -chaos.scenarios 0 -chaos.controls $(CONTROL)
+else
+CHAOS_RUN = -chaos.seed $(SEED) -chaos.scenarios 1 -chaos.controls none
+endif
+else
+CHAOS_RUN = -chaos.scenarios $(SCENARIOS)
+endif
+chaos:
+	$(GO) test -c -o $(BIN)/chaos.test ./internal/chaos
+	./$(BIN)/chaos.test -test.run '^TestChaos$$' -test.timeout 90m -chaos $(CHAOS_RUN)
+
+## chaos-quick: the campaign in brief (<= 3 min): a few scenarios from a new seed each run, and the controls
+chaos-quick:
+	$(GO) test -c -o $(BIN)/chaos.test ./internal/chaos
+	./$(BIN)/chaos.test -test.run '^TestChaos$$' -test.timeout 10m -chaos -chaos.scenarios 3 -chaos.phase 6s
 
 ## bench: Rafting's own benchmarks of benchmarks/RESULTS.md (the comparison with peers is bench-peers)
 bench:

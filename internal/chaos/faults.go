@@ -1,0 +1,319 @@
+package chaos
+
+import (
+	"fmt"
+	"net/http"
+	"sort"
+	"syscall"
+	"time"
+
+	"github.com/rafting/rafting/internal/proctest"
+)
+
+// active is a fault that started, with what its healing needs.
+type active struct {
+	f       Fault
+	servers []int
+	proc    *proctest.Proc
+	member  *member
+	links   [][2]int // Raft links (from, to) it degraded
+	client  string   // the client whose links it degraded
+	skipped bool
+	what    string // the fault and its targets
+	began   int64  // ns since the scenario began
+}
+
+// runFaults runs the plan's faults on their timeline, then heals
+// whatever is still active when the phase ends (heal does the rest).
+func (s *scenario) runFaults() {
+	type step struct {
+		at    time.Duration
+		start bool
+		i     int
+	}
+	var steps []step
+	for i, f := range s.plan.Faults {
+		steps = append(steps, step{f.At, true, i}, step{f.At + f.Dur, false, i})
+	}
+	sort.SliceStable(steps, func(a, b int) bool { return steps[a].at < steps[b].at })
+	began := time.Now()
+	act := map[int]*active{}
+	for _, st := range steps {
+		if st.at >= s.plan.Phase {
+			break
+		}
+		time.Sleep(time.Until(began.Add(st.at)))
+		if st.start {
+			act[st.i] = s.begin(s.plan.Faults[st.i])
+		} else if a := act[st.i]; a != nil {
+			s.end(a)
+			delete(act, st.i)
+		}
+	}
+	time.Sleep(time.Until(began.Add(s.plan.Phase)))
+	for _, a := range act {
+		s.end(a)
+	}
+}
+
+// begin starts a fault.
+func (s *scenario) begin(f Fault) *active {
+	a := &active{f: f}
+	ids := s.serverIDs()
+	up := s.upIDs()
+	tn := s.tenants[f.Tenant%len(s.tenants)]
+	target := func() int { // a running server, or 0
+		if len(up) == 0 {
+			return 0
+		}
+		return pick(up, f.Server)
+	}
+	degrade := func(from, to int, r Rule) {
+		s.net.raftLink(from, to, r)
+		a.links = append(a.links, [2]int{from, to})
+	}
+	switch f.Kind {
+	case KillServer, KillTenantLeader, KillMetaLeader, PauseServer, TransferLeader:
+		id := target()
+		switch f.Kind {
+		case KillTenantLeader, TransferLeader:
+			if l := s.leaderOf(tn.name); l != 0 {
+				id = l
+			}
+		case KillMetaLeader:
+			if l := s.leaderOf(""); l != 0 {
+				id = l
+			}
+		}
+		if id == 0 {
+			a.skipped = true
+			break
+		}
+		a.servers = []int{id}
+		switch f.Kind {
+		case PauseServer:
+			signal(s.server(id).Proc, syscall.SIGSTOP)
+			s.paused[s.server(id).Proc] = true
+		case TransferLeader:
+			signal(s.server(id).Proc, syscall.SIGTERM) // hands every led shard over, then stops
+		default:
+			s.killServer(id)
+		}
+	case KillAll:
+		for _, id := range up {
+			s.killServer(id)
+		}
+		a.servers = up
+	case PauseMember:
+		m := s.clientTarget(tn, f.Peer)
+		if m == nil {
+			a.skipped = true
+			break
+		}
+		a.member = m
+		signal(m.proc, syscall.SIGSTOP)
+		s.paused[m.proc] = true
+	case KillMaster, StopMaster, ResignMaster:
+		m, ok := s.masterOf(tn, 500*time.Millisecond)
+		if !ok {
+			a.skipped = true
+			break
+		}
+		a.member = m
+		switch f.Kind {
+		case KillMaster:
+			m.proc.Kill()
+		case StopMaster:
+			signal(m.proc, syscall.SIGTERM)
+		case ResignMaster:
+			signal(m.proc, syscall.SIGUSR1)
+		}
+	case IsolateServer:
+		id := pick(ids, f.Server)
+		a.servers = []int{id}
+		for _, o := range others(ids, id) {
+			degrade(id, o, Rule{Cut: true})
+			degrade(o, id, Rule{Cut: true})
+		}
+	case SplitServers:
+		// A minority holding server f.Server against the rest.
+		first := f.Server % len(ids)
+		var minority []int
+		for i := range len(ids) / 2 {
+			minority = append(minority, ids[(first+i)%len(ids)])
+		}
+		a.servers = minority
+		for _, x := range minority {
+			for _, y := range ids {
+				if !contains(minority, y) {
+					degrade(x, y, Rule{Cut: true})
+					degrade(y, x, Rule{Cut: true})
+				}
+			}
+		}
+	case OneWayRaft:
+		id := pick(ids, f.Server)
+		a.servers = []int{id}
+		for _, o := range others(ids, id) {
+			degrade(id, o, Rule{Cut: true}) // it hears them; they do not hear it
+		}
+	case LossyRaft:
+		id := pick(ids, f.Server)
+		a.servers = []int{id}
+		for _, o := range others(ids, id) {
+			degrade(o, id, Rule{Loss: f.Loss, Delay: f.Delay})
+		}
+	case SlowRaft:
+		for _, x := range ids {
+			for _, y := range others(ids, x) {
+				degrade(x, y, Rule{Delay: f.Delay})
+			}
+		}
+	case IsolateClient, OneWayClient, LossyClient:
+		m := s.clientTarget(tn, f.Peer)
+		if m == nil {
+			a.skipped = true
+			break
+		}
+		a.member, a.client = m, tn.name+"/"+m.id
+		var up, down Rule
+		switch f.Kind {
+		case IsolateClient:
+			up, down = Rule{Cut: true}, Rule{Cut: true}
+		case OneWayClient:
+			if f.Up {
+				up = Rule{Cut: true}
+			} else {
+				down = Rule{Cut: true}
+			}
+		case LossyClient:
+			up, down = Rule{Loss: f.Loss, Delay: f.Delay}, Rule{Loss: f.Loss, Delay: f.Delay}
+		}
+		for _, p := range s.net.clientLinks(a.client) {
+			p.Set(up, down)
+		}
+	case ReplaceNode:
+		a.servers = s.replaceNode(f)
+		a.skipped = a.servers == nil
+	}
+	if a.skipped {
+		s.note("fault %v: skipped (no target)", f.Kind)
+		return a
+	}
+	s.mu.Lock()
+	s.faults++
+	s.mu.Unlock()
+	what := fmt.Sprint(a.servers)
+	if a.member != nil {
+		what = a.member.id
+	}
+	a.what, a.began = fmt.Sprintf("%v %s", f.Kind, what), int64(time.Since(s.start))
+	s.note("fault %v %s begins", f, what)
+	return a
+}
+
+// clientTarget picks the member whose links a client fault degrades:
+// the master half the time, else any running member of the tenant.
+func (s *scenario) clientTarget(tn *tenant, peer int) *member {
+	if peer%2 == 0 {
+		if m, ok := s.masterOf(tn, 500*time.Millisecond); ok {
+			return m
+		}
+	}
+	var ms []*member
+	for _, mode := range []string{"master", "farm", "watch"} {
+		ms = append(ms, tn.running(mode)...)
+	}
+	if len(ms) == 0 {
+		return nil
+	}
+	return ms[peer%len(ms)]
+}
+
+// end heals a fault.
+func (s *scenario) end(a *active) {
+	if a.skipped {
+		return
+	}
+	f := a.f
+	switch f.Kind {
+	case KillServer, KillTenantLeader, KillMetaLeader, KillAll:
+		for _, id := range a.servers {
+			s.restartServer(id)
+		}
+	case PauseServer:
+		p := s.server(a.servers[0]).Proc
+		signal(p, syscall.SIGCONT)
+		delete(s.paused, p)
+	case TransferLeader:
+		id := a.servers[0]
+		p := s.server(id).Proc
+		select {
+		case <-p.Exited():
+		case <-time.After(10 * time.Second):
+			p.Kill()
+		}
+		s.mu.Lock()
+		s.down[id] = true
+		s.mu.Unlock()
+		s.restartServer(id)
+	case PauseMember:
+		signal(a.member.proc, syscall.SIGCONT)
+		delete(s.paused, a.member.proc)
+	case KillMaster, StopMaster:
+		s.startMember(a.member.tenant, "master", 1) // a new process takes the old one's place
+	case IsolateServer, SplitServers, OneWayRaft, LossyRaft, SlowRaft:
+		for _, l := range a.links {
+			s.net.raftLink(l[0], l[1], Rule{})
+		}
+	case IsolateClient, OneWayClient, LossyClient:
+		for _, p := range s.net.clientLinks(a.client) {
+			p.Heal()
+		}
+	}
+	s.mu.Lock()
+	s.marks = append(s.marks, mark{what: a.what, start: a.began, end: int64(time.Since(s.start))})
+	s.mu.Unlock()
+	s.note("fault %v heals", f.Kind)
+}
+
+// replaceNode kills a server, removes it from the cluster (`rafting
+// cluster remove`, through another server) and joins a new one (--join).
+// It returns the removed and the added server, or nil when it could not.
+func (s *scenario) replaceNode(f Fault) []int {
+	ids := s.upIDs()
+	if len(s.cluster.Servers) >= s.net.maxID || len(ids) < 3 {
+		return nil
+	}
+	victim := pick(ids, f.Server)
+	via := pick(others(ids, victim), f.Peer)
+	s.killServer(victim)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, b, _, err := s.call(via, proctest.AdminToken, http.MethodDelete, fmt.Sprintf("/v1/cluster/nodes/%d", victim), nil, 10*time.Second)
+		if err == nil && code < 300 {
+			break
+		}
+		if time.Now().After(deadline) {
+			s.violation("liveness", "", "removing node %d through %d: %d %s %v", victim, via, code, b, err)
+			s.restartServer(victim)
+			return nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	s.mu.Lock()
+	s.removed[victim] = true
+	delete(s.down, victim)
+	s.mu.Unlock()
+	added := s.cluster.Join(via)
+	return []int{victim, added.ID}
+}
+
+func contains(xs []int, x int) bool {
+	for _, y := range xs {
+		if x == y {
+			return true
+		}
+	}
+	return false
+}

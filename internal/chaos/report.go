@@ -1,0 +1,106 @@
+package chaos
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+)
+
+// mark is a fault's span, for the visualization.
+type mark struct {
+	what       string
+	start, end int64 // ns since the scenario began
+}
+
+// save writes a scenario's record under out and returns the directory:
+// the plan and its seed, the timeline, each tenant's history (operations,
+// member events, ledger), porcupine's visualization of it, and every
+// process's log.
+func (s *scenario) save(r *Result, out string) string {
+	name := fmt.Sprintf("seed-%d", s.plan.Seed)
+	if s.opts.Control != NoControl {
+		name += "-" + s.opts.Control.String()
+	}
+	dir := filepath.Join(out, name)
+	_ = os.RemoveAll(dir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		s.t.Logf("save: %v", err)
+		return ""
+	}
+	put := func(rel string, v any) {
+		var b []byte
+		switch v := v.(type) {
+		case string:
+			b = []byte(v)
+		default:
+			b, _ = json.MarshalIndent(v, "", "  ")
+		}
+		p := filepath.Join(dir, rel)
+		_ = os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			s.t.Logf("save: %v", err)
+		}
+	}
+	rerun := fmt.Sprintf("make chaos SEED=%d", s.plan.Seed)
+	if s.opts.Control != NoControl {
+		rerun = fmt.Sprintf("make chaos CONTROL=%s SEED=%d", s.opts.Control, s.plan.Seed)
+	}
+	var v strings.Builder
+	for _, x := range r.Violations {
+		fmt.Fprintf(&v, "- %v\n", x)
+	}
+	put("README.md", fmt.Sprintf("# chaos seed %d\n\nRerun: `%s`\n\n%s\n\n## Violations\n\n%s\n## Timeline\n\n```\n%s\n```\n",
+		s.plan.Seed, rerun, s.plan, v.String(), strings.Join(r.Timeline, "\n")))
+	put("result.json", r)
+	for _, tn := range s.tenants {
+		ops := tn.work.history()
+		if tn.final != nil {
+			ops = append(ops, *tn.final)
+		}
+		put(filepath.Join(tn.name, "history.json"), ops)
+		put(filepath.Join(tn.name, "events.json"), tn.events())
+		var ledger []LedgerEntry
+		for _, e := range s.ledger.Log() {
+			if e.Tenant == tn.name {
+				ledger = append(ledger, e)
+			}
+		}
+		put(filepath.Join(tn.name, "ledger.json"), ledger)
+		_, info := CheckLinearizable(ops, time.Minute)
+		info.AddAnnotations(s.annotations(tn))
+		if err := porcupine.VisualizePath(linModel, info, filepath.Join(dir, tn.name, "history.html")); err != nil {
+			s.t.Logf("save: porcupine: %v", err)
+		}
+		for _, m := range tn.members {
+			put(filepath.Join(tn.name, "members", m.id+".log"), strings.Join(m.proc.Lines(), "\n")+"\n--- stderr\n"+m.proc.Stderr())
+		}
+	}
+	for _, sv := range s.cluster.Servers {
+		put(filepath.Join("servers", fmt.Sprintf("%d.log", sv.ID)), sv.Log())
+	}
+	return dir
+}
+
+// annotations are the faults and the members' Terms, for porcupine's
+// visualization of a tenant's history.
+func (s *scenario) annotations(tn *tenant) []porcupine.Annotation {
+	var as []porcupine.Annotation
+	s.mu.Lock()
+	marks := append([]mark(nil), s.marks...)
+	s.mu.Unlock()
+	for _, m := range marks {
+		as = append(as, porcupine.Annotation{Tag: "faults", Start: m.start, End: m.end, Description: m.what,
+			BackgroundColor: "#f6c8c8"})
+	}
+	base := s.start.UnixNano()
+	for _, iv := range Intervals(tn.events()) {
+		as = append(as, porcupine.Annotation{Tag: "master " + iv.Member, Start: iv.From - base, End: iv.To - base,
+			Description: fmt.Sprintf("token %d", iv.Token), BackgroundColor: "#c8e6f6"})
+	}
+	return as
+}
