@@ -326,6 +326,7 @@ func (m *Manager) checkLeadership() {
 	m.role, m.term = takingOver, term
 	m.monoBase = time.Now()
 	m.wallBase = m.monoBase.Round(0)
+	m.wallBase = m.wallBase.Add(wallSkew()) // the chaos campaign's wall-clock fault (build tag chaos); 0 otherwise
 	m.log.Debug("taking over", "term", term)
 	m.wg.Add(1)
 	go m.barrier(term)
