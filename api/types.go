@@ -33,6 +33,10 @@ const (
 	// with ?index=, so that a blocking query from an older one answers at
 	// once.
 	HeaderEpoch = "X-Rafting-Epoch"
+	// HeaderStateVersion is the state machines' version a node's build
+	// speaks (server/fsm's Version), sent with its join request: a cluster
+	// that agreed on a later one refuses the node.
+	HeaderStateVersion = "X-Rafting-State-Version"
 )
 
 // MaxBodyBytes is the largest request body a server reads (413 above it).

@@ -28,12 +28,13 @@ import (
 
 // Server is one running Rafting server.
 type Server struct {
-	cfg  config.Config
-	log  *slog.Logger
-	node *cluster.Node
-	api  *httpapi.Server
-	http *http.Server
-	ln   net.Listener
+	cfg   config.Config
+	log   *slog.Logger
+	node  *cluster.Node
+	api   *httpapi.Server
+	http  *http.Server
+	ln    net.Listener
+	peers *http.Client // to the other nodes' API
 
 	stop   chan struct{}
 	cancel context.CancelFunc // ends every request's context at shutdown
@@ -77,7 +78,7 @@ func New(cfg config.Config) (*Server, error) {
 		ln.Close()
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log.With("node", cfg.NodeID), node: node, ln: ln, stop: make(chan struct{})}
+	s := &Server{cfg: cfg, log: log.With("node", cfg.NodeID), node: node, ln: ln, stop: make(chan struct{}), peers: peers}
 	s.api = httpapi.New(node, reg, peers)
 	base, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -89,7 +90,14 @@ func New(cfg config.Config) (*Server, error) {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	node.Start()
-	s.wg.Add(2)
+	vctx, vcancel := context.WithCancel(context.Background())
+	s.wg.Add(4)
+	go func() {
+		defer s.wg.Done()
+		<-s.stop
+		vcancel()
+	}()
+	go s.agreeVersions(vctx)
 	go func() {
 		defer s.wg.Done()
 		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -184,6 +185,7 @@ func requestJoin(ctx context.Context, cfg config.Config) (map[uint64]string, err
 		}
 		req.Header.Set("Authorization", "Bearer "+cfg.AdminToken)
 		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set(api.HeaderStateVersion, strconv.Itoa(server.StateVersion))
 		resp, err := hc.Do(req)
 		if err == nil {
 			b, _ := io.ReadAll(io.LimitReader(resp.Body, api.MaxBodyBytes))

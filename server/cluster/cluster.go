@@ -253,8 +253,26 @@ func (n *Node) Config() config.Config { return n.cfg }
 
 // Ready reports whether the meta replica caught up once and every tenant
 // shard this node hosts was started and reached its leader once (a
-// ReadIndex: the leader reaches this node too).
-func (n *Node) Ready() bool { return n.metaSynced.Load() && n.reconciled.Load() }
+// ReadIndex: the leader reaches this node too) — and that this build still
+// speaks every state version the cluster agreed on.
+func (n *Node) Ready() bool {
+	return n.metaSynced.Load() && n.reconciled.Load() && n.TooOld() == ""
+}
+
+// TooOld names a state (meta, or a tenant) whose agreed version this build
+// does not speak, or is "": such a replica refused an entry that its peers
+// applied, and can no longer answer as they do.
+func (n *Node) TooOld() string {
+	if n.meta.TooOld() {
+		return "meta"
+	}
+	for _, t := range n.Tenants() {
+		if t.SM.TooOld() {
+			return "tenant " + t.Name
+		}
+	}
+	return ""
+}
 
 // Tenant returns a running tenant replica by tenant name.
 func (n *Node) Tenant(name string) (*Tenant, bool) {
@@ -615,3 +633,10 @@ func (t *Tenant) LeaderIsLocal() bool {
 type raftView struct{ *Tenant }
 
 func (r raftView) ReplicaID() uint64 { return r.Tenant.ReplicaID }
+
+// MetaLeaderIsLocal reports whether this node's meta replica leads the
+// meta shard.
+func (n *Node) MetaLeaderIsLocal() bool {
+	id, _, ok := n.leader(fsm.MetaShardID)
+	return ok && id == n.cfg.NodeID
+}

@@ -32,6 +32,7 @@ const (
 	OpExpire                     // leader-only: end sessions
 	OpTick                       // leader-only: time for cold-start waits
 	OpRelease                    // leader-only: grant the successor of a releasing master
+	OpSetVersion                 // system: the state's semantics version (SetVersion)
 )
 
 // Meta shard commands.
@@ -44,16 +45,17 @@ const (
 	OpAddReplica
 	OpRestore
 	OpRemoveNode
+	OpSetMetaVersion // the meta state's semantics version (SetVersion)
 )
 
 var opNames = map[Op]string{
 	OpOpenSession: "open_session", OpCloseSession: "close_session", OpRegister: "register",
 	OpDeregister: "deregister", OpSetPolicy: "set_policy", OpResign: "resign",
 	OpSetQuotas: "set_quotas", OpBarrier: "barrier", OpRenew: "renew", OpExpire: "expire",
-	OpTick: "tick", OpRelease: "release",
+	OpTick: "tick", OpRelease: "release", OpSetVersion: "set_version",
 	OpRegisterNode: "register_node", OpCreateTenant: "create_tenant", OpDeleteTenant: "delete_tenant",
 	OpUpdateQuotas: "update_quotas", OpRotateToken: "rotate_token", OpAddReplica: "add_replica",
-	OpRestore: "restore", OpRemoveNode: "remove_node",
+	OpRestore: "restore", OpRemoveNode: "remove_node", OpSetMetaVersion: "set_meta_version",
 }
 
 func (o Op) String() string {

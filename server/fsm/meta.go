@@ -34,13 +34,15 @@ const (
 // deleted tenants' shards, and the counters that issue shard and replica
 // IDs, never reused.
 type Meta struct {
-	mu    sync.RWMutex
-	st    metaState
-	watch watchHub
+	mu     sync.RWMutex
+	st     metaState
+	watch  watchHub
+	tooOld bool // a SetVersion newer than this build was refused
 }
 
 type metaState struct {
 	Applied       uint64                   `json:"applied"`
+	Version       uint64                   `json:"version,omitempty"` // semantics version (version.go); 0 is 1
 	NextShardID   uint64                   `json:"next_shard_id"`
 	NextReplicaID uint64                   `json:"next_replica_id"`
 	Epochs        map[string]uint64        `json:"epochs"`
@@ -82,11 +84,14 @@ type TenantRecord struct {
 	QuotasVersion uint64              `json:"quotas_version"`
 	Credentials   tenants.Credentials `json:"credentials"`
 	CreatedMs     int64               `json:"created_ms"`
+	// Version is the meta state's version when the tenant was created: its
+	// shard starts at it (0 before versions: 1).
+	Version uint64 `json:"version,omitempty"`
 }
 
 // Info is what the tenant's state machine starts from.
 func (r *TenantRecord) Info() TenantInfo {
-	return TenantInfo{Name: r.Name, Epoch: r.Epoch, Quotas: r.InitialQuotas}
+	return TenantInfo{Name: r.Name, Epoch: r.Epoch, Quotas: r.InitialQuotas, Version: r.Version}
 }
 
 // Initial returns the replica map a bootstrapping node starts with: the
@@ -267,6 +272,15 @@ func (m *Meta) Apply(index uint64, cmd []byte) (o MetaOutcome) {
 		return metaReject(api.CodeBadRequest, "undecodable command: %v", err)
 	}
 	switch op {
+	case OpSetMetaVersion:
+		var c SetVersion
+		if err := strictUnmarshal(body, &c); err != nil {
+			return metaReject(api.CodeBadRequest, "%s: %v", op, err)
+		}
+		if err := setVersion(&m.st.Version, c, &m.tooOld); err != nil {
+			return MetaOutcome{Code: err.Code, Message: err.Message}
+		}
+		return MetaOutcome{}
 	case OpRegisterNode:
 		var c RegisterNode
 		if err := strictUnmarshal(body, &c); err != nil {
@@ -394,7 +408,7 @@ func (m *Meta) createTenant(c CreateTenant) MetaOutcome {
 		}
 		return metaReject(api.CodeConflict, "tenant %s exists", c.Name)
 	}
-	if m.st.Epochs[c.Name] >= MaxEpoch {
+	if versionOf(m.st.Version) >= 2 && m.st.Epochs[c.Name] >= MaxEpoch {
 		return metaReject(api.CodeConflict, "tenant name %s has had all %d incarnations its fencing tokens can tell apart; choose another name", c.Name, MaxEpoch)
 	}
 	if len(c.Members) == 0 {
@@ -404,6 +418,9 @@ func (m *Meta) createTenant(c CreateTenant) MetaOutcome {
 		Name: c.Name, ShardID: m.st.NextShardID, Epoch: m.st.Epochs[c.Name] + 1,
 		Replicas: map[uint64]Replica{}, InitialQuotas: c.Quotas, Quotas: c.Quotas,
 		Credentials: tenants.Credentials{Current: c.TokenHash}, CreatedMs: c.NowMs,
+	}
+	if versionOf(m.st.Version) >= 2 {
+		t.Version = m.st.Version
 	}
 	m.st.NextShardID++
 	m.st.Epochs[c.Name] = t.Epoch
@@ -421,6 +438,10 @@ func (m *Meta) createTenant(c CreateTenant) MetaOutcome {
 }
 
 func (m *Meta) restore(c Restore) MetaOutcome {
+	if c.EpochGap != 0 && versionOf(m.st.Version) < 2 {
+		e := unknownField(OpRestore, "epoch_gap")
+		return MetaOutcome{Code: e.Code, Message: e.Message}
+	}
 	names := map[string]bool{}
 	for _, t := range c.Tenants {
 		if err := api.ValidateTenantName("name", t.Name); err != nil {
@@ -465,6 +486,21 @@ func (m *Meta) restore(c Restore) MetaOutcome {
 		}
 	}
 	return MetaOutcome{Created: len(c.Tenants) > 0}
+}
+
+// Version is the meta state's semantics version (version.go): what every
+// node of the cluster was found to run, and what new tenants start at.
+func (m *Meta) Version() uint64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return versionOf(m.st.Version)
+}
+
+// TooOld reports whether this build refused a version the cluster agreed on.
+func (m *Meta) TooOld() bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.tooOld
 }
 
 // MetaBackup is what a backup takes of the meta state, read at once.
@@ -717,6 +753,9 @@ func (m *Meta) Restore(r io.Reader) error {
 	}
 	if err := st.check(); err != nil {
 		return fmt.Errorf("meta snapshot: %w", err)
+	}
+	if st.Version > Version {
+		return fmt.Errorf("meta snapshot: version %d, this build knows up to %d: run a newer build", st.Version, Version)
 	}
 	m.mu.Lock()
 	m.st = st

@@ -212,6 +212,7 @@ func TestMetaRestoreEpochs(t *testing.T) {
 	old := NewMeta()
 	index := uint64(0)
 	next := func() uint64 { index++; return index }
+	metaApply(t, old, next(), OpSetMetaVersion, SetVersion{Version: Version})
 	if o := metaApply(t, old, next(), OpCreateTenant, CreateTenant{Name: "acme", TokenHash: hash, Members: members}); o.Tenant.Epoch != 1 {
 		t.Fatalf("create = %+v", o)
 	}
@@ -226,7 +227,11 @@ func TestMetaRestoreEpochs(t *testing.T) {
 		EpochGap: 16, Members: members,
 		Tenants: []RestoreTenant{{Name: "acme", Credentials: tenants.Credentials{Current: hash}}}}
 	fresh := NewMeta()
-	if o := metaApply(t, fresh, 1, OpRestore, restore); o.Code != "" {
+	if o := metaApply(t, fresh, 1, OpRestore, restore); o.Code != api.CodeBadRequest {
+		t.Fatalf("restore with an epoch gap at version 1 = %+v, want refused as version 1 refused it", o)
+	}
+	metaApply(t, fresh, 2, OpSetMetaVersion, SetVersion{Version: Version})
+	if o := metaApply(t, fresh, 3, OpRestore, restore); o.Code != "" {
 		t.Fatalf("restore = %+v", o)
 	}
 	if rec, _ := fresh.Tenant("acme"); rec.Epoch <= highest {
@@ -235,23 +240,24 @@ func TestMetaRestoreEpochs(t *testing.T) {
 
 	// The bound: a name's last incarnation is MaxEpoch.
 	full := NewMeta()
+	metaApply(t, full, 1, OpSetMetaVersion, SetVersion{Version: Version})
 	restore.Epochs = map[string]uint64{"acme": MaxEpoch - 3}
 	restore.EpochGap = 3
-	if o := metaApply(t, full, 1, OpRestore, restore); o.Code != api.CodeBadRequest {
+	if o := metaApply(t, full, 2, OpRestore, restore); o.Code != api.CodeBadRequest {
 		t.Fatalf("restore past the epoch bound = %+v, want bad_request", o)
 	}
 	if _, ok := full.Tenant("acme"); ok {
 		t.Fatal("a refused restore created the tenant")
 	}
 	restore.EpochGap = 2
-	if o := metaApply(t, full, 2, OpRestore, restore); o.Code != "" {
+	if o := metaApply(t, full, 3, OpRestore, restore); o.Code != "" {
 		t.Fatalf("restore to the last epoch = %+v", o)
 	}
 	if rec, _ := full.Tenant("acme"); rec.Epoch != MaxEpoch || rec.Epoch<<40|(1<<40-1) >= 1<<53 {
 		t.Fatalf("restored epoch %d, want %d, the last below 2^53 in tokens", rec.Epoch, MaxEpoch)
 	}
-	metaApply(t, full, 3, OpDeleteTenant, DeleteTenant{Name: "acme"})
-	if o := metaApply(t, full, 4, OpCreateTenant, CreateTenant{Name: "acme", TokenHash: hash, Members: members}); o.Code != api.CodeConflict {
+	metaApply(t, full, 4, OpDeleteTenant, DeleteTenant{Name: "acme"})
+	if o := metaApply(t, full, 5, OpCreateTenant, CreateTenant{Name: "acme", TokenHash: hash, Members: members}); o.Code != api.CodeConflict {
 		t.Fatalf("a creation past the last epoch = %+v, want conflict", o)
 	}
 }

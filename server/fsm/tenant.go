@@ -36,8 +36,9 @@ type Tenant struct {
 	owned map[string]map[instKey]struct{} // session -> instances it owns
 	held  map[string]map[string]struct{}  // session -> services it masters
 
-	watch watchHub
-	atMs  int64 // the entry being applied: proposer's clock (display only)
+	watch  watchHub
+	atMs   int64 // the entry being applied: proposer's clock (display only)
+	tooOld bool  // a SetVersion newer than this build was refused
 
 	cacheMu sync.Mutex
 	cache   map[string]encoded // per service: its answer, encoded (ServiceTail)
@@ -49,6 +50,7 @@ type instKey struct{ service, id string }
 // sorted, so the same state always encodes to the same bytes.
 type tenantState struct {
 	Name          string              `json:"name"`
+	Version       uint64              `json:"version,omitempty"` // semantics version (version.go); 0 is 1
 	Epoch         uint64              `json:"epoch"`
 	Quotas        api.Quotas          `json:"quotas"`
 	QuotasVersion uint64              `json:"quotas_version"`
@@ -112,15 +114,16 @@ type master struct {
 // TenantInfo is what a tenant shard starts from, fixed by the meta entry
 // that created the tenant, identical on every replica.
 type TenantInfo struct {
-	Name   string
-	Epoch  uint64
-	Quotas api.Quotas
+	Name    string
+	Epoch   uint64
+	Quotas  api.Quotas
+	Version uint64 // the meta state's version when the tenant was created (0: 1)
 }
 
 // NewTenant returns the state machine of a new tenant shard.
 func NewTenant(info TenantInfo) *Tenant {
 	t := &Tenant{st: tenantState{
-		Name: info.Name, Epoch: info.Epoch, Quotas: info.Quotas,
+		Name: info.Name, Version: info.Version, Epoch: info.Epoch, Quotas: info.Quotas,
 		Services: map[string]*service{}, Sessions: map[string]*session{}, Tombs: map[string]uint64{},
 	}}
 	t.rebuild()
@@ -320,14 +323,14 @@ func (t *Tenant) apply(index uint64, cmd []byte, ch *Changes) (o Outcome) {
 		}
 		t.atMs = c.AtMs
 		caller := cmp.Or(c.Caller, c.Instance.Session)
-		return t.sequenced(index, caller, c.Seq, func() Outcome { return t.register(index, c, ch) })
+		return t.sequenced(index, op, caller, c.Seq, func() Outcome { return t.register(index, c, ch) })
 	case OpDeregister:
 		var c Deregister
 		if err := strictUnmarshal(body, &c); err != nil {
 			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
 		}
 		t.atMs = c.AtMs
-		return t.sequenced(index, c.Caller, c.Seq, func() Outcome { return t.deregister(index, c, ch) })
+		return t.sequenced(index, op, c.Caller, c.Seq, func() Outcome { return t.deregister(index, c, ch) })
 	case OpSetPolicy:
 		var c SetPolicy
 		if err := strictUnmarshal(body, &c); err != nil {
@@ -341,7 +344,7 @@ func (t *Tenant) apply(index uint64, cmd []byte, ch *Changes) (o Outcome) {
 			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
 		}
 		t.atMs = c.AtMs
-		return t.sequenced(index, c.Caller, c.Seq, func() Outcome { return t.resign(index, c, ch) })
+		return t.sequenced(index, op, c.Caller, c.Seq, func() Outcome { return t.resign(index, c, ch) })
 	case OpSetQuotas:
 		var c SetQuotas
 		if err := strictUnmarshal(body, &c); err != nil {
@@ -349,6 +352,15 @@ func (t *Tenant) apply(index uint64, cmd []byte, ch *Changes) (o Outcome) {
 		}
 		if c.Version > t.st.QuotasVersion {
 			t.st.QuotasVersion, t.st.Quotas = c.Version, c.Quotas
+		}
+		return Outcome{}
+	case OpSetVersion:
+		var c SetVersion
+		if err := strictUnmarshal(body, &c); err != nil {
+			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
+		}
+		if err := setVersion(&t.st.Version, c, &t.tooOld); err != nil {
+			return reject(err)
 		}
 		return Outcome{}
 	case OpBarrier:
@@ -430,7 +442,10 @@ func (t *Tenant) apply(index uint64, cmd []byte, ch *Changes) (o Outcome) {
 // is — a refusal too, so a late copy of a write refused once cannot apply
 // after the holder took the refusal for the write's outcome. Writes
 // without a number, or under no live session, are applied as they come.
-func (t *Tenant) sequenced(index uint64, caller string, seq uint64, write func() Outcome) Outcome {
+func (t *Tenant) sequenced(index uint64, op Op, caller string, seq uint64, write func() Outcome) Outcome {
+	if seq != 0 && versionOf(t.st.Version) < 2 {
+		return reject(unknownField(op, "seq"))
+	}
 	s := t.st.Sessions[caller]
 	if seq == 0 || s == nil {
 		return write()
@@ -482,6 +497,10 @@ func (t *Tenant) displayMs() int64 {
 // short (testdata/tenant/clock.txt). The stamp itself is shown in reads
 // (since), as an ordinary write's proposer clock is (registered_at).
 func (t *Tenant) advance(term uint64, stamp int64) {
+	if versionOf(t.st.Version) < 2 {
+		t.st.NowMs = max(t.st.NowMs, stamp) // version 1: the stamp itself
+		return
+	}
 	t.atMs = stamp
 	switch {
 	case t.st.NowMs == 0:
@@ -555,7 +574,7 @@ func (t *Tenant) endSessions(index uint64, ids []string, ch *Changes) {
 		}
 		for _, name := range sortedKeys(t.held[id]) {
 			svc := t.st.Services[name]
-			t.setMaster(name, svc, nil, ch)
+			t.setMaster(index, name, svc, nil, ch)
 			affected[name] = struct{}{}
 		}
 		for _, k := range sortedInstKeys(t.owned[id]) {
@@ -730,7 +749,7 @@ func (t *Tenant) register(index uint64, c Register, ch *Changes) Outcome {
 	}
 	if m := svc.Master; m != nil && m.Instance == c.ID && !eligible(in) {
 		holder := m.Session != "" && (m.Session == c.Caller || m.Session == r.Session)
-		t.revoke(c.Service, svc, holder, "", ch)
+		t.revoke(index, c.Service, svc, holder, "", ch)
 	}
 	t.elect(index, c.Service, svc, "", ch)
 	return Outcome{Created: old == nil, Instance: t.instanceView(c.ID, in)}
@@ -762,7 +781,7 @@ func (t *Tenant) deregister(index uint64, c Deregister, ch *Changes) Outcome {
 	}
 	in := svc.Instances[c.ID]
 	if m := svc.Master; m != nil && m.Instance == c.ID {
-		t.revoke(c.Service, svc, c.Caller != "" && c.Caller == m.Session, "", ch)
+		t.revoke(index, c.Service, svc, c.Caller != "" && c.Caller == m.Session, "", ch)
 	}
 	if in.Session != "" {
 		t.disown(in.Session, instKey{c.Service, c.ID})
@@ -848,11 +867,11 @@ func (t *Tenant) resign(index uint64, c Resign, ch *Changes) Outcome {
 		if m.Releasing && m.To == c.To {
 			return Outcome{} // a retry
 		}
-		t.revoke(c.Service, svc, false, c.To, ch)
+		t.revoke(index, c.Service, svc, false, c.To, ch)
 		svc.ModifyIndex = index
 		return Outcome{}
 	}
-	t.revoke(c.Service, svc, true, "", ch)
+	t.revoke(index, c.Service, svc, true, "", ch)
 	t.handOver(index, c.Service, svc, c.To, m.Instance, ch)
 	return Outcome{}
 }
@@ -865,7 +884,7 @@ func (t *Tenant) release(index uint64, c Release, ch *Changes) Outcome {
 		return Outcome{} // already released, or re-granted: nothing to do
 	}
 	m := svc.Master
-	t.setMaster(c.Service, svc, nil, ch)
+	t.setMaster(index, c.Service, svc, nil, ch)
 	svc.ModifyIndex = index
 	ch.service(c.Service)
 	t.handOver(index, c.Service, svc, m.To, m.Instance, ch)
@@ -887,10 +906,10 @@ func (t *Tenant) handOver(index uint64, name string, svc *service, to, from stri
 // revoke ends a mastership. The holder's own revocation clears the record
 // (the caller then elects a successor in the same entry); anyone else's
 // marks it releasing, and the successor waits for the holder's last promise.
-func (t *Tenant) revoke(name string, svc *service, holder bool, to string, ch *Changes) {
+func (t *Tenant) revoke(index uint64, name string, svc *service, holder bool, to string, ch *Changes) {
 	m := svc.Master
 	if holder {
-		t.setMaster(name, svc, nil, ch)
+		t.setMaster(index, name, svc, nil, ch)
 		return
 	}
 	if m.Releasing && m.To == to {
@@ -898,10 +917,18 @@ func (t *Tenant) revoke(name string, svc *service, holder bool, to string, ch *C
 	}
 	next := *m
 	next.Releasing, next.To = true, to
-	t.setMaster(name, svc, &next, ch)
+	t.setMaster(index, name, svc, &next, ch)
 }
 
-func (t *Tenant) setMaster(name string, svc *service, m *master, ch *Changes) {
+// setMaster changes a service's master record, and with it the service's
+// answer: from version 2 its modify index moves too. (Version 1 left that
+// to the callers, and one forgot: a session that ended holding a releasing
+// mastership cleared the record without moving the index, so watchers and
+// the cached answer kept the ended master.)
+func (t *Tenant) setMaster(index uint64, name string, svc *service, m *master, ch *Changes) {
+	if versionOf(t.st.Version) >= 2 {
+		svc.ModifyIndex = index
+	}
 	old := svc.Master
 	if old != nil {
 		t.unhold(old.Session, name)
@@ -1002,7 +1029,7 @@ func (t *Tenant) elect(index uint64, name string, svc *service, avoid string, ch
 func (t *Tenant) grant(index uint64, name string, svc *service, id string, ch *Changes) {
 	in := svc.Instances[id]
 	svc.Cold, svc.Waiting, svc.WaitFromMs = false, false, 0
-	t.setMaster(name, svc, &master{Instance: id, Session: in.Session, Token: t.st.Epoch<<40 | index, SinceMs: t.displayMs()}, ch)
+	t.setMaster(index, name, svc, &master{Instance: id, Session: in.Session, Token: t.st.Epoch<<40 | index, SinceMs: t.displayMs()}, ch)
 	svc.ModifyIndex = index
 }
 
@@ -1149,6 +1176,9 @@ func (t *Tenant) Restore(r io.Reader) error {
 	}
 	if err := st.check(); err != nil {
 		return fmt.Errorf("tenant snapshot: %w", err)
+	}
+	if st.Version > Version {
+		return fmt.Errorf("tenant snapshot: version %d, this build knows up to %d: run a newer build", st.Version, Version)
 	}
 	t.mu.Lock()
 	t.st = st

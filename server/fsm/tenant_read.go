@@ -348,6 +348,21 @@ func (t *Tenant) Sessions() []SessionInfo {
 	return out
 }
 
+// Version is the state's semantics version (version.go).
+func (t *Tenant) Version() uint64 {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return versionOf(t.st.Version)
+}
+
+// TooOld reports whether this build refused a version the cluster agreed
+// on: the replica can no longer apply entries as the others do.
+func (t *Tenant) TooOld() bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.tooOld
+}
+
 // BarrierTerm is the term of the last applied barrier.
 func (t *Tenant) BarrierTerm() uint64 {
 	t.mu.RLock()

@@ -134,6 +134,11 @@ func (s *Server) restore(w http.ResponseWriter, r *http.Request, _ identity) {
 		writeError(w, err)
 		return
 	}
+	if cmd.EpochGap != 0 && !s.speaksVersion(r.Context(), 2) {
+		writeError(w, &api.Error{Code: api.CodeUnavailable, RetryAfter: time.Second,
+			Message: "restore: the cluster has not agreed on state version 2 yet (a node runs an older build, or is unreachable); retry"})
+		return
+	}
 	ctx, cancel := s.writeCtx(r)
 	cmd.Members, err = s.node.MetaMembers(ctx)
 	if err == nil {
@@ -318,4 +323,23 @@ func checkBackup(b api.Backup) (fsm.Restore, []api.BackupTenant, error) {
 		}
 	}
 	return cmd, b.Tenants, nil
+}
+
+// versionWait bounds how long a request waits for the cluster to agree on
+// a state version: a cluster that just started agrees within seconds.
+const versionWait = 15 * time.Second
+
+// speaksVersion waits (at most versionWait) until the meta state's version
+// is at least v.
+func (s *Server) speaksVersion(ctx context.Context, v uint64) bool {
+	ctx, cancel := context.WithTimeout(ctx, versionWait)
+	defer cancel()
+	for s.node.Meta().Version() < v {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return true
 }

@@ -65,7 +65,7 @@ func (s *Server) propose(w http.ResponseWriter, r *http.Request, op fsm.Op, cmd 
 	}
 	ctx, cancel := s.writeCtx(r)
 	defer cancel()
-	o, err := proposeTo(ctx, t, op, cmd)
+	o, err := proposeTo(ctx, t, op, fsm.Downgrade(cmd, t.SM.Version()))
 	if leader := t.LeaderAPI(); leader != "" {
 		w.Header().Set(api.HeaderLeader, leader)
 	}

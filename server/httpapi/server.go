@@ -29,6 +29,7 @@ import (
 
 	"github.com/rafting/rafting/api"
 	"github.com/rafting/rafting/server/cluster"
+	"github.com/rafting/rafting/server/fsm"
 	"github.com/rafting/rafting/server/metrics"
 	"github.com/rafting/rafting/tenants"
 )
@@ -401,7 +402,7 @@ func remoteHost(r *http.Request) string {
 }
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request, _ identity) {
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "node_id": s.node.ID()})
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "node_id": s.node.ID(), "state_version": fsm.Version})
 }
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request, _ identity) {

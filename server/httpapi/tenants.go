@@ -302,6 +302,11 @@ func (s *Server) joinNode(w http.ResponseWriter, r *http.Request, _ identity) {
 		writeError(w, err)
 		return
 	}
+	speaks, _ := strconv.ParseUint(r.Header.Get(api.HeaderStateVersion), 10, 64)
+	if have := s.node.Meta().Version(); max(speaks, 1) < have {
+		writeError(w, api.Errorf(api.CodeConflict, "node %d's build speaks state version %d; the cluster runs version %d: run the cluster's build on it", req.ID, max(speaks, 1), have))
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
 	if err := s.node.AddNode(ctx, req.ID, req.RaftAddress, req.APIAddress); err != nil {

@@ -1,0 +1,73 @@
+package fsm
+
+import "github.com/rafting/rafting/api"
+
+// Version is the semantics this build's state machines apply: what a
+// command means, not how it is encoded. Replicas of one shard must apply
+// every entry alike, so a build never changes what an entry does on its
+// own: a state's version is itself a log entry (SetVersion), proposed only
+// once every node of the cluster runs a build that knows it, and each
+// change of meaning is made under "if the state's version is at least N".
+// An entry before the SetVersion applies as the older builds apply it, on
+// every replica, old or new (etcd gates its features on a cluster version
+// the same way). A tenant created at version N starts at N.
+//
+//	1: the builds before versions (a state without one is at 1).
+//	2: sm_now moves by a term's own stamps only; holder writes are
+//	   numbered per session (X-Rafting-Sequence); a master change moves
+//	   the service's modify index; a restore skips ?epoch_gap= epochs, and
+//	   no epoch past MaxEpoch is issued.
+const Version = 2
+
+// SetVersion raises a state machine's version. The cluster proposes it
+// once every node reports a build of at least that version. A replica
+// whose build does not know the version refuses the entry and reports
+// itself too old (TooOld): its node must stop serving that state.
+type SetVersion struct {
+	Version uint64 `json:"version"`
+}
+
+// setVersion applies a SetVersion to a state whose version is *have.
+func setVersion(have *uint64, c SetVersion, tooOld *bool) *api.Error {
+	switch {
+	case c.Version == 0:
+		return api.Errorf(api.CodeBadRequest, "set_version: version 0")
+	case c.Version > Version:
+		*tooOld = true
+		return api.Errorf(api.CodeConflict, "set_version: the cluster runs version %d; this build knows up to %d", c.Version, Version)
+	}
+	*have = max(*have, c.Version)
+	return nil
+}
+
+// versionOf reads a stored version: a state without one is at 1.
+func versionOf(v uint64) uint64 { return max(v, 1) }
+
+// unknownField is how a build before a field existed refused a command
+// that carried it (strict decoding): a state at an older version refuses
+// it alike, so that every replica does the same with the entry.
+func unknownField(op Op, name string) *api.Error {
+	return api.Errorf(api.CodeBadRequest, "%s: json: unknown field %q", op, name)
+}
+
+// Downgrade returns cmd as a state at version v can apply it: what it does
+// not know yet is left out. A holder's sequence number is dropped before
+// version 2 — its protection starts once every node runs a build that
+// knows it — rather than the write refused.
+func Downgrade(cmd any, v uint64) any {
+	if v >= 2 {
+		return cmd
+	}
+	switch c := cmd.(type) {
+	case Register:
+		c.Seq = 0
+		return c
+	case Deregister:
+		c.Seq = 0
+		return c
+	case Resign:
+		c.Seq = 0
+		return c
+	}
+	return cmd
+}

@@ -1,0 +1,124 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/server/fsm"
+)
+
+// StateVersion is the state machines' version this build speaks
+// (server/fsm's Version); a node sends it with its join request.
+const StateVersion = fsm.Version
+
+// versionInterval is how often a node looks for a state version to raise.
+const versionInterval = 2 * time.Second
+
+// agreeVersions raises the cluster's state version (server/fsm's
+// version.go) once every node runs a build that speaks it, so that a
+// rolling upgrade never has two replicas apply one entry differently:
+// the meta shard's leader asks every member's /healthz for the version its
+// build speaks and, when all of them answer with at least one above the
+// meta state's, proposes the lowest answer into the meta shard; the
+// leader of each tenant shard then raises its shard to the meta state's.
+// A member that does not answer holds the version where it is.
+func (s *Server) agreeVersions(ctx context.Context) {
+	defer s.wg.Done()
+	t := time.NewTicker(versionInterval)
+	defer t.Stop()
+	for {
+		s.raiseVersions(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Server) raiseVersions(ctx context.Context) {
+	meta := s.node.Meta()
+	if have := meta.Version(); have < fsm.Version && s.node.MetaLeaderIsLocal() {
+		if v := s.clusterSpeaks(ctx); v > have {
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := s.node.ProposeMeta(pctx, fsm.Encode(fsm.OpSetMetaVersion, fsm.SetVersion{Version: v}))
+			cancel()
+			if err != nil {
+				s.log.Warn("raise the meta state's version", "version", v, "err", err)
+				return
+			}
+			s.log.Info("every node speaks a newer state version: raised", "version", v)
+		}
+	}
+	want := meta.Version()
+	for _, t := range s.node.Tenants() {
+		if ctx.Err() != nil || t.SM.Version() >= want || !t.LeaderIsLocal() {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := t.Propose(pctx, fsm.Encode(fsm.OpSetVersion, fsm.SetVersion{Version: want}))
+		cancel()
+		if err != nil {
+			s.log.Warn("raise a tenant shard's state version", "tenant", t.Name, "version", want, "err", err)
+		}
+	}
+}
+
+// clusterSpeaks is the lowest state version the meta shard's members speak,
+// or 0 when one of them cannot tell (unreachable, not registered).
+func (s *Server) clusterSpeaks(ctx context.Context) uint64 {
+	mctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	members, err := s.node.MetaMembers(mctx)
+	cancel()
+	if err != nil {
+		return 0
+	}
+	v := uint64(fsm.Version)
+	for id := range members {
+		addr := s.node.NodeAPI(id)
+		if addr == "" {
+			return 0
+		}
+		got, err := s.speaks(ctx, addr)
+		if err != nil {
+			s.log.Debug("state version of a node unknown", "node", id, "err", err)
+			return 0
+		}
+		v = min(v, got)
+	}
+	return v
+}
+
+// speaks asks the node at addr for the state version its build speaks (a
+// build before versions does not say: 1).
+func (s *Server) speaks(ctx context.Context, addr string) (uint64, error) {
+	scheme := "http://"
+	if s.cfg.TLSCert != "" {
+		scheme = "https://"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+addr+"/healthz", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := s.peers.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, api.Errorf(api.CodeUnavailable, "GET %s/healthz: %s", addr, resp.Status)
+	}
+	var h struct {
+		StateVersion uint64 `json:"state_version"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&h); err != nil {
+		return 0, err
+	}
+	return max(h.StateVersion, 1), nil
+}
