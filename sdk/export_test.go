@@ -52,3 +52,8 @@ func SessionID(m *Member) string {
 
 // Servers is the servers a Client's transport knows now.
 func Servers(c *Client) []string { return c.tr.Servers() }
+
+// WithWatchWait sets how long a blocking query waits (DefaultWatchWait).
+func WithWatchWait(d time.Duration) Option {
+	return func(c *config) { c.conn.watchWait = d }
+}

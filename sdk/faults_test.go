@@ -335,3 +335,33 @@ func TestJoinAfterSessionLoss(t *testing.T) {
 		})
 	}
 }
+
+// TestWatchOnCutOffReplica: a watch parked on a server cut off from the
+// others (it has applied everything it knows: not behind) is told so when
+// its wait ends (503 stale_replica), and the cache is marked stale — not
+// served as fresh for as long as the partition lasts — and never emptied.
+func TestWatchOnCutOffReplica(t *testing.T) {
+	c := sdktest.Start(t)
+	tn := &tenant{c: c, name: c.Tenant, tok: c.Token}
+	tn.join(t, sdk.Instance{Service: "web", ID: "w1", Address: "w:1"})
+	obs, err := sdk.Connect(ctxT(t, 10*time.Second), sdk.WithServers(c.Servers.Addr(3)), sdk.WithTenant(c.Tenant),
+		sdk.WithToken(c.Token), sdk.WithWatchWait(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { obs.Close() })
+	svc, err := obs.Service(ctxT(t, 10*time.Second), "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond) // a wait ended on a connected replica: fresh
+	if svc.Stale() || len(svc.Instances()) != 1 {
+		t.Fatalf("connected: stale %v, %d instances", svc.Stale(), len(svc.Instances()))
+	}
+	c.Servers.AbortNode(1)
+	c.Servers.AbortNode(2)
+	eventually(t, 10*time.Second, "the cache on the cut-off server to be marked stale", svc.Stale)
+	if n := len(svc.Instances()); n != 1 {
+		t.Fatalf("a stale cache holds %d instances, want the last known 1", n)
+	}
+}

@@ -144,3 +144,27 @@ func TestQuiescedTenantFailover(t *testing.T) {
 		t.Fatal("no index")
 	}
 }
+
+// TestCutOffReplica: a blocking query parked on a replica cut off from the
+// others (not behind: it has applied the asked index) is not answered
+// "nothing changed" when its wait ends: the replica cannot confirm it is
+// current, and answers 503 stale_replica.
+func TestCutOffReplica(t *testing.T) {
+	c := servertest.Start(t, servertest.Options{})
+	tok := c.CreateTenant("acme", api.Quotas{})
+	reg := register(t, c, 1, tok, "acme", "web", "w1", api.RegisterRequest{Address: "10.0.0.1:80"})
+	servertest.Eventually(t, 10*time.Second, "node 3 to apply the registration", func() bool {
+		tr, ok := c.Server(3).Node().Tenant("acme")
+		return ok && tr.SM.Applied() >= reg.Index
+	})
+	path := fmt.Sprintf("/v1/tenants/acme/services/web?index=%d&wait=1s", reg.Index)
+	if r := c.Do(3, tok, http.MethodGet, path, nil); r.Status != http.StatusOK {
+		t.Fatalf("a wait that ends on a connected replica = %d %s, want 200", r.Status, r.Body)
+	}
+	c.AbortNode(1)
+	c.AbortNode(2)
+	r := c.Do(3, tok, http.MethodGet, path, nil)
+	if e := r.Err(); e == nil || e.Code != api.CodeStaleReplica {
+		t.Fatalf("a wait that ends on a cut-off replica = %d %s, want 503 stale_replica", r.Status, r.Body)
+	}
+}

@@ -71,6 +71,58 @@ type Tenant struct {
 
 	node   *Node
 	synced atomic.Bool // a ReadIndex through this replica succeeded since start
+
+	freshMu sync.Mutex
+	freshAt time.Time   // start of the last ReadIndex that succeeded
+	freshIn *freshCheck // the ReadIndex in flight, shared by every caller
+}
+
+// freshCheck is one ReadIndex that callers of Fresh share.
+type freshCheck struct {
+	done chan struct{}
+	err  error
+}
+
+// freshBound bounds the ReadIndex that Fresh makes.
+const freshBound = time.Second
+
+// Fresh confirms that this replica is current with a quorum: a ReadIndex
+// that started at most maxAge ago succeeded. Concurrent callers share one
+// ReadIndex, and a success serves every caller for maxAge, so a replica
+// cut off in a minority is noticed (the ReadIndex fails) at the cost of
+// one heartbeat round per shard per maxAge, however many watchers wait.
+func (t *Tenant) Fresh(ctx context.Context, maxAge time.Duration) error {
+	t.freshMu.Lock()
+	if !t.freshAt.IsZero() && time.Since(t.freshAt) < maxAge {
+		t.freshMu.Unlock()
+		return nil
+	}
+	call, mine := t.freshIn, false
+	if call == nil {
+		call, mine = &freshCheck{done: make(chan struct{})}, true
+		t.freshIn = call
+	}
+	t.freshMu.Unlock()
+	if mine {
+		// Not bound by the caller's ctx: others wait on this ReadIndex.
+		start := time.Now()
+		rctx, cancel := context.WithTimeout(context.Background(), freshBound)
+		err := t.ReadIndex(rctx)
+		cancel()
+		t.freshMu.Lock()
+		call.err, t.freshIn = err, nil
+		if err == nil {
+			t.freshAt = start
+		}
+		t.freshMu.Unlock()
+		close(call.done)
+	}
+	select {
+	case <-call.done:
+		return call.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // New starts the NodeHost and the meta replica; Start begins reconciling.

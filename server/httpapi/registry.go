@@ -243,18 +243,20 @@ func (s *Server) block(w http.ResponseWriter, r *http.Request, t *cluster.Tenant
 		case <-timer.C:
 			done()
 		}
-		if applied >= index {
-			return true
-		}
-		// Still behind the asked index: this replica may be cut off.
-		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
-		err := t.ReadIndex(ctx)
-		cancel()
+		// The wait is over with nothing new to tell: answer only once this
+		// replica is known to be current, or a replica cut off in a
+		// minority (frozen at or above the asked index) would tell its
+		// watcher "nothing changed" for as long as the partition lasts.
+		// One shared ReadIndex per shard and second confirms it.
+		err := t.Fresh(r.Context(), time.Second)
 		if err == nil && t.SM.Applied() >= index {
 			return true
 		}
-		writeError(w, &api.Error{Code: api.CodeStaleReplica, Message: "this node's replica is behind the asked index and cannot catch up",
-			RetryAfter: 100 * time.Millisecond, Leader: t.LeaderAPI()})
+		msg := "this node's replica is behind the asked index and cannot catch up"
+		if applied >= index {
+			msg = "this node's replica cannot confirm it is current: it may be cut off from the other nodes"
+		}
+		writeError(w, &api.Error{Code: api.CodeStaleReplica, Message: msg, RetryAfter: 100 * time.Millisecond, Leader: t.LeaderAPI()})
 		return false
 	}
 }
