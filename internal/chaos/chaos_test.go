@@ -53,7 +53,14 @@ func TestChaos(t *testing.T) {
 	}
 	fmt.Printf("seeds %d..%d (rerun one: make chaos SEED=n); failing runs are saved under %s\n", seed, seed+uint64(*scenarios)-1, out)
 	var total struct{ scenarios, faults, ops, violations int }
-	covered := map[Kind]int{}
+	type row struct {
+		scenarios, injected int
+		violations          map[string]int // by checker, in the scenarios that had this fault
+	}
+	table := map[Kind]*row{}
+	for _, k := range Kinds() {
+		table[k] = &row{violations: map[string]int{}}
+	}
 	for i := range *scenarios {
 		plan := NewPlan(seed+uint64(i), *phase)
 		t.Run(fmt.Sprintf("seed=%d", plan.Seed), func(t *testing.T) {
@@ -62,8 +69,12 @@ func TestChaos(t *testing.T) {
 			total.faults += r.Faults
 			total.ops += r.Operations
 			total.violations += len(r.Violations)
-			for _, f := range plan.Faults {
-				covered[f.Kind]++
+			for k, n := range r.Injected {
+				table[k].scenarios++
+				table[k].injected += n
+				for _, v := range r.Violations {
+					table[k].violations[v.Checker]++
+				}
 			}
 			fmt.Printf("seed %d: %d servers, %d tenants, %d faults, %d operations, %d violations (%v)\n",
 				plan.Seed, plan.Servers, plan.Tenants, r.Faults, r.Operations, len(r.Violations), r.Took.Round(time.Second))
@@ -85,11 +96,19 @@ func TestChaos(t *testing.T) {
 		})
 	}
 	if *scenarios >= len(Kinds()) {
+		fmt.Printf("\n| fault | scenarios | injected | %s |\n|---|--:|--:|%s\n", strings.Join(checkers, " | "), strings.Repeat("--:|", len(checkers)))
 		for _, k := range Kinds() {
-			if covered[k] == 0 {
-				t.Errorf("no scenario had a %v fault", k)
+			r := table[k]
+			if r.injected == 0 {
+				t.Errorf("no scenario injected a %v fault", k)
 			}
+			var vs []string
+			for _, c := range checkers {
+				vs = append(vs, fmt.Sprint(r.violations[c]))
+			}
+			fmt.Printf("| %v | %d | %d | %s |\n", k, r.scenarios, r.injected, strings.Join(vs, " | "))
 		}
+		fmt.Println()
 	}
 	for _, c := range selectedControls(t) {
 		t.Run("control="+c.String(), func(t *testing.T) {
@@ -113,6 +132,9 @@ func TestChaos(t *testing.T) {
 	}
 	fmt.Printf("chaos: %d scenarios, %d faults, %d operations, %d violations\n", total.scenarios, total.faults, total.ops, total.violations)
 }
+
+// checkers are the checkers' names, as violations give them.
+var checkers = []string{"safety", "linearizability", "durability", "watch", "convergence", "clock", "liveness"}
 
 func selectedControls(t *testing.T) []Control {
 	switch *controls {

@@ -12,8 +12,10 @@
 // reach every server through their own, so every Raft link and every
 // client-to-server link can be cut, cut one way, made lossy or slow. The
 // faults (Kind) kill, pause and restart servers and members, partition
-// links, hand leadership over, and replace a node. The timeline is the
-// seed's; what the processes do in it varies from run to run.
+// links, hand leadership over, replace a node, and make servers' wall
+// clocks jump an hour (the servers are built with -tags chaos, whose only
+// effect is server/session's wallSkew hook). The timeline is the seed's;
+// what the processes do in it varies from run to run.
 //
 // Once the faults heal and the workload stops, the checkers run:
 //
@@ -29,7 +31,10 @@
 //     missing from a snapshot at or past its index, and each cache ends
 //     equal to a consistent read (CheckWatch);
 //   - convergence: every server's own replica of a tenant ends the same;
-//   - liveness: after healing, every tenant has a master and answers.
+//   - clock: no time a tenant shows (registered_at, a master's since) runs
+//     ahead of the machine's clock, whatever a leader's clock said;
+//   - liveness: after healing, every tenant has a master and answers, and
+//     no server exited by itself.
 //
 // Each checker has a negative control (Control): a rule broken on purpose
 // that it must catch. A failing scenario saves its plan, seed, history,

@@ -3,6 +3,8 @@ package chaos
 import (
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sort"
 	"syscall"
 	"time"
@@ -19,6 +21,7 @@ type active struct {
 	links   [][2]int // Raft links (from, to) it degraded
 	client  string   // the client whose links it degraded
 	skipped bool
+	stopped int    // a server sent SIGTERM, to start again
 	what    string // the fault and its targets
 	began   int64  // ns since the scenario began
 }
@@ -195,6 +198,26 @@ func (s *scenario) begin(f Fault) *active {
 	case ReplaceNode:
 		a.servers = s.replaceNode(f)
 		a.skipped = a.servers == nil
+	case ClockJump:
+		// The skew shows in the stamps of a term a server begins: every
+		// server but the tenant's leader jumps, and the leader hands its
+		// shards over, so a server whose clock jumped leads next.
+		l := s.leaderOf(tn.name)
+		if l == 0 || len(up) < 2 {
+			a.skipped = true
+			break
+		}
+		skew := "-1h"
+		if f.Up {
+			skew = "1h"
+		}
+		a.servers = others(up, l)
+		for _, id := range a.servers {
+			s.setSkew(id, skew)
+		}
+		s.note("wall clocks of servers %v: %s; the leader of %s, server %d, hands over", a.servers, skew, tn.name, l)
+		signal(s.server(l).Proc, syscall.SIGTERM)
+		a.stopped = l
 	}
 	if a.skipped {
 		s.note("fault %v: skipped (no target)", f.Kind)
@@ -202,6 +225,7 @@ func (s *scenario) begin(f Fault) *active {
 	}
 	s.mu.Lock()
 	s.faults++
+	s.injected[f.Kind]++
 	s.mu.Unlock()
 	what := fmt.Sprint(a.servers)
 	if a.member != nil {
@@ -246,17 +270,11 @@ func (s *scenario) end(a *active) {
 		signal(p, syscall.SIGCONT)
 		delete(s.paused, p)
 	case TransferLeader:
-		id := a.servers[0]
-		p := s.server(id).Proc
-		select {
-		case <-p.Exited():
-		case <-time.After(10 * time.Second):
-			p.Kill()
-		}
-		s.mu.Lock()
-		s.down[id] = true
-		s.mu.Unlock()
-		s.restartServer(id)
+		s.restartStopped(a.servers[0])
+	case ClockJump:
+		tn := s.tenants[f.Tenant%len(s.tenants)]
+		s.note("the leader of %s: server %d", tn.name, s.leaderOf(tn.name))
+		s.restartStopped(a.stopped) // the clocks stay off until the faults heal
 	case PauseMember:
 		signal(a.member.proc, syscall.SIGCONT)
 		delete(s.paused, a.member.proc)
@@ -276,6 +294,31 @@ func (s *scenario) end(a *active) {
 	s.mu.Unlock()
 	s.note("fault %v heals", f.Kind)
 }
+
+// restartStopped waits for a server sent SIGTERM to stop (killing it
+// after 10 s), and starts it again.
+func (s *scenario) restartStopped(id int) {
+	p := s.server(id).Proc
+	select {
+	case <-p.Exited():
+	case <-time.After(10 * time.Second):
+		p.Kill()
+	}
+	s.mu.Lock()
+	s.down[id] = true
+	s.mu.Unlock()
+	s.restartServer(id)
+}
+
+// setSkew sets server id's wall-clock skew (a Go duration), which it
+// reads when it begins a term (server/session's wallSkew, -tags chaos).
+func (s *scenario) setSkew(id int, skew string) {
+	if err := os.WriteFile(s.skewFile(id), []byte(skew), 0o644); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+func (s *scenario) skewFile(id int) string { return filepath.Join(s.skewDir, fmt.Sprint(id)) }
 
 // replaceNode kills a server, removes it from the cluster (`rafting
 // cluster remove`, through another server) and joins a new one (--join).

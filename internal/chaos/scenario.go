@@ -31,17 +31,18 @@ const (
 	AckLostWrites               // writes acknowledged that were never sent (durability)
 	StaleWatch                  // watchers stop applying changes after two snapshots (watch)
 	UnhealedReplica             // one server stays cut off while the replicas are compared (convergence)
+	ClockBehind                 // the clock checker's reference clock is an hour behind (clock)
 	numControls
 )
 
 var controlNames = [...]string{"none", "ledger-ignores-tokens", "member-ignores-ctx", "stale-reads",
-	"ack-lost-writes", "stale-watch", "unhealed-replica"}
+	"ack-lost-writes", "stale-watch", "unhealed-replica", "clock-behind"}
 
 func (c Control) String() string { return controlNames[c] }
 
 // Checker is the checker a control must trip.
 func (c Control) Checker() string {
-	return [...]string{"", "safety", "safety", "linearizability", "durability", "watch", "convergence"}[c]
+	return [...]string{"", "safety", "safety", "linearizability", "durability", "watch", "convergence", "clock"}[c]
 }
 
 // Controls is every negative control.
@@ -96,6 +97,7 @@ type Result struct {
 	Plan       Plan          `json:"plan"`
 	Control    string        `json:"control,omitempty"`
 	Faults     int           `json:"faults"`     // faults injected
+	Injected   map[Kind]int  `json:"injected"`   // faults injected, by kind
 	Operations int           `json:"operations"` // workload operations and ledger writes
 	Violations []Violation   `json:"violations"`
 	Took       time.Duration `json:"took"`
@@ -132,6 +134,7 @@ type scenario struct {
 	ledger  *Ledger
 	cluster *proctest.Cluster
 	member  string // the chaosmember binary
+	skewDir string // each server's wall-clock skew, a file by ID
 	tenants []*tenant
 	removed map[int]bool
 	down    map[int]bool // killed, not restarted yet
@@ -141,6 +144,7 @@ type scenario struct {
 	marks    []mark
 	timeline []string
 	faults   int
+	injected map[Kind]int
 	v        []Violation
 }
 
@@ -151,7 +155,7 @@ type scenario struct {
 func Run(t *testing.T, plan Plan, opts Options) *Result {
 	begun := time.Now()
 	s := &scenario{t: t, plan: plan, opts: opts, start: begun, removed: map[int]bool{}, down: map[int]bool{},
-		paused: map[*proctest.Proc]bool{}}
+		paused: map[*proctest.Proc]bool{}, injected: map[Kind]int{}}
 	var err error
 	if s.ledger, err = NewLedger(); err != nil {
 		t.Fatal(err)
@@ -163,8 +167,10 @@ func Run(t *testing.T, plan Plan, opts Options) *Result {
 	}
 	defer s.net.close()
 	s.member = proctest.Build(t, "github.com/rafting/rafting/internal/chaos/cmd/chaosmember")
+	s.skewDir = t.TempDir()
 	s.cluster = proctest.StartClusterWith(t, proctest.Options{Servers: plan.Servers, RTT: 50 * time.Millisecond,
-		Args: []string{"--logdb", "tiny"}, Server: s.net.server})
+		Args: []string{"--logdb", "tiny"}, Server: s.net.server, Tags: "chaos",
+		Env: func(id int) []string { return []string{"RAFTING_CHAOS_WALL_SKEW=" + s.skewFile(id)} }})
 	s.note("cluster of %d ready", plan.Servers)
 	for i := range plan.Tenants {
 		s.tenants = append(s.tenants, s.newTenant(fmt.Sprintf("t%d", i)))
@@ -195,7 +201,7 @@ func Run(t *testing.T, plan Plan, opts Options) *Result {
 	s.note("workload stopped; checking")
 	s.check()
 	s.stopMembers()
-	r := &Result{Plan: plan, Faults: s.faults, Violations: s.v, Took: time.Since(begun), Timeline: s.timeline}
+	r := &Result{Plan: plan, Faults: s.faults, Injected: s.injected, Violations: s.v, Took: time.Since(begun), Timeline: s.timeline}
 	if opts.Control != NoControl {
 		r.Control = opts.Control.String()
 	}
@@ -481,6 +487,9 @@ func (s *scenario) heal() {
 	s.net.heal()
 	if s.opts.Control == UnhealedReplica {
 		s.isolate(s.serverIDs()[1], Rule{Cut: true}) // the control: one replica stays cut off
+	}
+	for _, id := range s.serverIDs() {
+		s.setSkew(id, "0") // clocks set right: a term begun from now on stamps true time
 	}
 	for p := range s.paused {
 		signal(p, syscall.SIGCONT)

@@ -32,12 +32,13 @@ const (
 	OneWayClient                     // a member's requests arrive, the answers do not (or the other way)
 	LossyClient                      // lose and delay packets on a member's links
 	ReplaceNode                      // kill -9 a server, `cluster remove` it, join a new one (--join)
+	ClockJump                        // the wall clocks of a tenant leader's followers jump an hour ahead or behind; the leader hands over
 	numKinds                         // not a fault
 )
 
 var kindNames = [...]string{"", "kill-server", "kill-tenant-leader", "kill-meta-leader", "kill-all", "pause-server",
 	"pause-member", "kill-master", "stop-master", "resign-master", "transfer-leader", "isolate-server", "split-servers", "one-way-raft", "lossy-raft",
-	"slow-raft", "isolate-client", "one-way-client", "lossy-client", "replace-node"}
+	"slow-raft", "isolate-client", "one-way-client", "lossy-client", "replace-node", "clock-jump"}
 
 func (k Kind) String() string {
 	if k <= 0 || k >= numKinds {
@@ -72,7 +73,7 @@ type Fault struct {
 	Tenant int           `json:"tenant"`
 	Loss   float64       `json:"loss,omitempty"`
 	Delay  time.Duration `json:"delay,omitempty"`
-	Up     bool          `json:"up,omitempty"` // one-way-client: cut the requests (else the answers)
+	Up     bool          `json:"up,omitempty"` // one-way-client: cut the requests (else the answers); clock-jump: ahead (else behind)
 }
 
 func (f Fault) String() string {

@@ -51,6 +51,7 @@ func (s *scenario) check() {
 		}
 		s.checkWatchers(tn, ops, final)
 		s.checkConvergence(tn, final.Index)
+		s.checkClock(tn)
 	}
 }
 
@@ -125,6 +126,40 @@ func (s *scenario) checkWatchers(tn *tenant, ops []Op, final Op) {
 				s.violation("watch", tn.name, "%s: the master's token went back from %d to %d at index %d", w.id, token, e.Master, e.Index)
 			}
 			token = max(token, e.Master)
+		}
+	}
+}
+
+// clockSlack is how far a time the servers show may run ahead of the
+// machine's clock.
+const clockSlack = 5 * time.Second
+
+// checkClock checks the times a tenant shows (registration times, master
+// since): they never run ahead of the machine's one clock, whatever a
+// leader's wall clock said (a leader's clock an hour ahead must not move
+// the state machine's clock).
+func (s *scenario) checkClock(tn *tenant) {
+	now := time.Now()
+	if s.opts.Control == ClockBehind {
+		now = now.Add(-time.Hour) // the control: a reference clock an hour behind
+	}
+	for _, svc := range convergenceServices {
+		sr, ok := s.consistent(tn, svc, 5*time.Second)
+		if !ok {
+			continue
+		}
+		for _, in := range sr.Instances {
+			if ahead := in.RegisteredAt.Sub(now); ahead > clockSlack {
+				s.violation("clock", tn.name, "%s/%s was registered at %s, %v ahead of the clock", svc, in.ID,
+					in.RegisteredAt.Format(time.RFC3339Nano), ahead.Round(time.Millisecond))
+				break
+			}
+		}
+		if m := sr.Master; m != nil {
+			if ahead := m.Since.Sub(now); ahead > clockSlack {
+				s.violation("clock", tn.name, "%s's master %s since %s, %v ahead of the clock", svc, m.Instance,
+					m.Since.Format(time.RFC3339Nano), ahead.Round(time.Millisecond))
+			}
 		}
 	}
 }

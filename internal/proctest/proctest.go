@@ -42,9 +42,16 @@ var (
 // returns the binary's path; Cleanup removes every binary built.
 func Build(tb testing.TB, pkg string) string {
 	tb.Helper()
+	return BuildTags(tb, pkg, "")
+}
+
+// BuildTags is Build with build tags (go build -tags, comma-separated).
+func BuildTags(tb testing.TB, pkg, tags string) string {
+	tb.Helper()
 	buildMu.Lock()
 	defer buildMu.Unlock()
-	if bin, ok := built[pkg]; ok {
+	key := pkg + " " + tags
+	if bin, ok := built[key]; ok {
 		return bin
 	}
 	if binDir == "" {
@@ -55,13 +62,18 @@ func Build(tb testing.TB, pkg string) string {
 		binDir = d
 	}
 	bin := filepath.Join(binDir, filepath.Base(pkg))
-	cmd := exec.Command("go", "build", "-o", bin, pkg)
+	args := []string{"build", "-o", bin}
+	if tags != "" {
+		bin += "-" + strings.ReplaceAll(tags, ",", "-")
+		args = []string{"build", "-tags", tags, "-o", bin}
+	}
+	cmd := exec.Command("go", append(args, pkg)...)
 	cmd.Dir = moduleRoot() // the main module, whatever module the caller is in
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		tb.Fatalf("go build %s: %v\n%s", pkg, err, out)
 	}
-	built[pkg] = bin
+	built[key] = bin
 	return bin
 }
 
@@ -292,6 +304,7 @@ type Cluster struct {
 	rtt     string
 	args    []string // more flags for every server
 	server  func(id int, api, raft string) (string, []string)
+	env     func(id int) []string
 	initial string
 	Servers []*Server
 }
@@ -314,6 +327,10 @@ type Options struct {
 	// front of it) and more flags for every start of that server (e.g.
 	// --raft-listen, --advertise-api).
 	Server func(id int, api, raft string) (dialRaft string, flags []string)
+	// Tags are build tags for the rafting binary (go build -tags).
+	Tags string
+	// Env, if set, gives each server (by ID) more environment variables.
+	Env func(id int) []string
 }
 
 // StartClusterWith starts a cluster as o says and waits until every
@@ -329,8 +346,8 @@ func StartClusterWith(tb testing.TB, o Options) *Cluster {
 	if o.Dir == "" {
 		o.Dir = tb.TempDir()
 	}
-	bin := Build(tb, "github.com/rafting/rafting/cmd/rafting")
-	c := &Cluster{tb: tb, bin: bin, dir: o.Dir, rtt: o.RTT.String(), args: o.Args, server: o.Server}
+	bin := BuildTags(tb, "github.com/rafting/rafting/cmd/rafting", o.Tags)
+	c := &Cluster{tb: tb, bin: bin, dir: o.Dir, rtt: o.RTT.String(), args: o.Args, server: o.Server, env: o.Env}
 	var parts []string
 	for i := 1; i <= o.Servers; i++ {
 		s := c.newServer(i)
@@ -363,7 +380,11 @@ func (c *Cluster) start(s *Server, extra ...string) {
 	}
 	args := append([]string{"server", "--data", s.Dir, "--log-level", level, "--rtt", c.rtt}, c.args...)
 	args = append(append(args, s.args...), extra...)
-	s.Proc = Start(c.tb, fmt.Sprintf("server%d", s.ID), c.bin, []string{"RAFTING_ADMIN_TOKEN=" + AdminToken}, args...)
+	env := []string{"RAFTING_ADMIN_TOKEN=" + AdminToken}
+	if c.env != nil {
+		env = append(env, c.env(s.ID)...)
+	}
+	s.Proc = Start(c.tb, fmt.Sprintf("server%d", s.ID), c.bin, env, args...)
 }
 
 func (s *Server) first() []string {
