@@ -388,8 +388,11 @@ type BackupTenant struct {
 // BackupService is one service of a tenant in a Backup: its own policy, if
 // set, and its permanent instances (the session_tag of each is empty).
 type BackupService struct {
-	Name      string     `json:"name"`
-	Policy    *ColdStart `json:"policy,omitempty"`
+	Name   string     `json:"name"`
+	Policy *ColdStart `json:"policy,omitempty"`
+	// Carried is the election policy the service's instances carried
+	// (WithColdStart), which a service without a policy of its own follows.
+	Carried   *ColdStart `json:"carried,omitempty"`
 	Instances []Instance `json:"instances"`
 }
 

@@ -121,6 +121,9 @@ type Register struct {
 	Caller   string              `json:"caller,omitempty"`
 	Seq      uint64              `json:"seq,omitempty"`   // X-Rafting-Sequence of the caller's session
 	AtMs     int64               `json:"at_ms,omitempty"` // proposer's clock: display times only
+	// RegisteredMs keeps a restored instance's registration time (a
+	// restore's registrations only; from version 2).
+	RegisteredMs int64 `json:"registered_ms,omitempty"`
 }
 
 // Deregister removes an instance.

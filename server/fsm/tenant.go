@@ -322,6 +322,9 @@ func (t *Tenant) apply(index uint64, cmd []byte, ch *Changes) (o Outcome) {
 			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
 		}
 		t.atMs = c.AtMs
+		if c.RegisteredMs != 0 && versionOf(t.st.Version) < 2 {
+			return reject(unknownField(op, "registered_ms"))
+		}
 		caller := cmp.Or(c.Caller, c.Instance.Session)
 		return t.sequenced(index, op, caller, c.Seq, func() Outcome { return t.register(index, c, ch) })
 	case OpDeregister:
@@ -709,6 +712,9 @@ func (t *Tenant) register(index uint64, c Register, ch *Changes) Outcome {
 	}
 	if len(in.Meta) == 0 {
 		in.Meta = nil
+	}
+	if c.RegisteredMs != 0 {
+		in.RegisteredMs = c.RegisteredMs
 	}
 	changed := true
 	if old != nil {

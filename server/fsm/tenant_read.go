@@ -170,6 +170,10 @@ func (t *Tenant) Durable() ([]api.BackupService, uint64) {
 			p := *svc.Policy
 			b.Policy = &p
 		}
+		if svc.Carried != nil {
+			p := *svc.Carried
+			b.Carried = &p
+		}
 		for _, id := range sortedKeys(svc.Instances) {
 			if in := svc.Instances[id]; in.Session == "" {
 				b.Instances = append(b.Instances, *t.instanceView(id, in))

@@ -179,8 +179,11 @@ func (s *Server) restore(w http.ResponseWriter, r *http.Request, _ identity) {
 			for _, in := range svc.Instances {
 				weight := in.Weight
 				reg := api.RegisterRequest{Address: in.Address, Mode: in.Mode, State: in.State, Weight: &weight,
-					Priority: in.Priority, Zone: in.Zone, Meta: in.Meta}
-				if err := propose("instance "+svc.Name+"/"+in.ID, fsm.OpRegister, fsm.Register{Service: svc.Name, ID: in.ID, Instance: reg, AtMs: now}); err != nil {
+					Priority: in.Priority, Zone: in.Zone, Meta: in.Meta, ColdStart: svc.Carried}
+				// The instance keeps its registration time (registered_at):
+				// a restore reproduces what a read showed.
+				if err := propose("instance "+svc.Name+"/"+in.ID, fsm.OpRegister, fsm.Register{Service: svc.Name, ID: in.ID, Instance: reg,
+					AtMs: now, RegisteredMs: unixMs(in.RegisteredAt)}); err != nil {
 					return err
 				}
 				instances.Add(1)
@@ -323,6 +326,14 @@ func checkBackup(b api.Backup) (fsm.Restore, []api.BackupTenant, error) {
 		}
 	}
 	return cmd, b.Tenants, nil
+}
+
+// unixMs is t in Unix milliseconds, 0 for the zero time.
+func unixMs(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
 }
 
 // versionWait bounds how long a request waits for the cluster to agree on

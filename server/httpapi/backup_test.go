@@ -34,7 +34,8 @@ func TestBackupRestore(t *testing.T) {
 	old.Do(2, servertest.AdminToken, http.MethodPost, "/v1/tenants/beta/token", api.RotateTokenRequest{}).JSON(t, &rot)
 	w30 := 30
 	if r := old.Do(1, acme, http.MethodPut, "/v1/tenants/acme/services/web/instances/p1", api.RegisterRequest{
-		Address: "10.0.0.1:80", Weight: &w30, Zone: "z1", Meta: map[string]string{"v": "1"}}); r.Status >= 300 {
+		Address: "10.0.0.1:80", Weight: &w30, Zone: "z1", Meta: map[string]string{"v": "1"},
+		ColdStart: &api.ColdStart{MinReady: 3, SettleMs: 5000}}); r.Status >= 300 {
 		t.Fatalf("register p1 = %d %s", r.Status, r.Body)
 	}
 	if r := old.Do(1, acme, http.MethodPut, "/v1/tenants/acme/services/db/policy",
@@ -61,6 +62,17 @@ func TestBackupRestore(t *testing.T) {
 	var oldAcme api.Tenant
 	old.Do(1, servertest.AdminToken, http.MethodGet, "/v1/tenants/acme", nil).JSON(t, &oldAcme)
 
+	// Every answer a backed-up service gave, whole, to compare with the
+	// restored cluster's (its indexes apart: a new log).
+	answers := map[string]api.ServiceResponse{}
+	for _, svc := range []string{"web", "db"} {
+		var a api.ServiceResponse
+		old.Do(1, acme, http.MethodGet, "/v1/tenants/acme/services/"+svc+"?consistent=true", nil).JSON(t, &a)
+		a.Index, a.ModifyIndex = 0, 0
+		answers[svc] = a
+	}
+	time.Sleep(20 * time.Millisecond) // registered_at of the restored instances, if not kept, would differ
+
 	c := servertest.Start(t, servertest.Options{})
 	var res api.RestoreResponse
 	r = c.Do(2, servertest.AdminToken, http.MethodPost, "/v1/restore", backup)
@@ -85,6 +97,16 @@ func TestBackupRestore(t *testing.T) {
 	c.Do(2, acme, http.MethodGet, "/v1/tenants/acme/services/db?consistent=true", nil).JSON(t, &db)
 	if db.Policy.ColdStart != (api.ColdStart{MinReady: 2, SettleMs: 60000}) {
 		t.Fatalf("db's policy after the restore: %+v", db.Policy)
+	}
+	for svc, want := range answers {
+		var got api.ServiceResponse
+		c.Do(3, acme, http.MethodGet, "/v1/tenants/acme/services/"+svc+"?consistent=true", nil).JSON(t, &got)
+		got.Index, got.ModifyIndex = 0, 0
+		wj, _ := json.Marshal(want)
+		gj, _ := json.Marshal(got)
+		if string(wj) != string(gj) {
+			t.Fatalf("service %s after the restore:\n got %s\nwant %s", svc, gj, wj)
+		}
 	}
 	var ms api.ServiceResponse
 	c.Do(2, acme, http.MethodGet, "/v1/tenants/acme/services/ms?consistent=true", nil).JSON(t, &ms)
