@@ -622,15 +622,20 @@ func (m *Member) doLeave(ctx context.Context) error {
 	lost := m.lost
 	m.leaving = true
 	registered := m.st.phase != phaseJoining && lost == nil
-	reg, sid := m.reg, m.sess.id
+	reg, s, sid := m.reg, m.sess, m.sess.id
 	m.st.phase = phaseDraining
 	m.reconcileLocked(time.Now())
+	// Numbered after every write of the member's so far: a copy of an
+	// earlier one (a registration sent again, an Update) that lands late
+	// cannot undo the drain or bring the instance back.
+	m.seq += 2
+	drain, dereg := m.seq-1, m.seq
 	m.mu.Unlock()
 
 	var errs []error
 	if registered {
 		reg.State = StateDraining
-		if _, err := m.register(ctx, reg); err != nil {
+		if _, err := m.registerUnder(ctx, s, reg, drain); err != nil {
 			errs = append(errs, fmt.Errorf("drain: %w", err))
 		}
 		delay := m.cfg.drainDelay
@@ -641,6 +646,7 @@ func (m *Member) doLeave(ctx context.Context) error {
 			sleep(ctx, delay)
 		}
 		h := http.Header{api.HeaderSession: {sid}}
+		numbered(h, dereg)
 		if _, err := m.c.do(ctx, http.MethodDelete, m.path, nil, h, true); err != nil {
 			errs = append(errs, fmt.Errorf("deregister: %w", err))
 		}

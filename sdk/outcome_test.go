@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -309,6 +310,52 @@ func TestUnknownOutcome(t *testing.T) {
 				t.Fatalf("after an Update of the weight: a %v, b %v; want %v and master", a.Role(), b.Role(), want)
 			}
 		})
+	}
+}
+
+// TestLeaveRacesRegisterAgain: a member registering its instance again
+// (someone deregistered it) when Leave begins: the registration, still on
+// its way, lands during the drain delay — it must not make the leaving
+// member ready again (it is numbered below the drain and refused).
+func TestLeaveRacesRegisterAgain(t *testing.T) {
+	c := sdktest.StartWith(t, sdktest.Options{Nodes: 1})
+	p := newHoldProxy(t, c.Servers.Addrs()[0])
+	m, err := sdk.Join(ctxT(t, 30*time.Second), sdk.Instance{Service: "lr", ID: "a", Address: "a:1"},
+		sdk.WithServers(p.addr()), sdk.WithTenant(c.Tenant), sdk.WithToken(c.Token),
+		sdk.WithTTL(3*time.Second), sdk.WithDrainDelay(3*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := "/v1/tenants/" + c.Tenant + "/services/lr/instances/a"
+	var puts atomic.Int32
+	p.holding(t, func(r *http.Request) bool {
+		return r.Method == http.MethodPut && r.URL.Path == path && puts.Add(1) == 1 // the registration sent again
+	})
+	if r := c.Servers.Do(1, c.Token, http.MethodDelete, path, nil); r.Status != http.StatusNoContent {
+		t.Fatalf("an operator's deregistration = %d %s", r.Status, r.Body)
+	}
+	eventually(t, 10*time.Second, "the member to register again", func() bool { return puts.Load() == 1 })
+	left := make(chan error, 1)
+	go func() { left <- m.Leave(context.Background()) }()
+	state := func() api.State {
+		var s api.ServiceResponse
+		c.Servers.Do(1, c.Token, http.MethodGet, "/v1/tenants/"+c.Tenant+"/services/lr", nil).JSON(t, &s)
+		for _, in := range s.Instances {
+			if in.ID == "a" {
+				return in.State
+			}
+		}
+		return ""
+	}
+	eventually(t, 10*time.Second, "the drain", func() bool { return state() == api.StateDraining })
+	p.open() // the registration sent before Leave reaches the servers now
+	for until := time.Now().Add(time.Second); time.Now().Before(until); time.Sleep(10 * time.Millisecond) {
+		if st := state(); st != api.StateDraining {
+			t.Fatalf("during the drain delay the instance is %q, want draining: a late registration undid the drain", st)
+		}
+	}
+	if err := <-left; err != nil {
+		t.Fatalf("Leave() = %v", err)
 	}
 }
 

@@ -416,14 +416,24 @@ func (m *Member) worker(ctx context.Context) {
 // registerAgain sends the member's registration again under its current
 // session: the servers no longer listed it. A failure waits for the next
 // keepalive answer, which shows whether it is still missing.
+//
+// It is numbered (X-Rafting-Sequence), so a copy that lands after a later
+// write of the member's — Leave's drain above all — is refused, and never
+// makes a leaving member ready again.
 func (m *Member) registerAgain(ctx context.Context) {
 	m.mu.Lock()
-	reg := m.reg
+	if m.leaving || m.st.phase == phaseLeft {
+		m.mu.Unlock()
+		return
+	}
+	reg, s := m.reg, m.sess
+	m.seq++
+	seq := m.seq
 	m.mu.Unlock()
 	m.log.Warn("the servers no longer list this instance; registering it again", "service", m.service, "id", m.id)
 	rctx, cancel := context.WithTimeout(ctx, m.cfg.ttl)
 	defer cancel()
-	idx, err := m.register(rctx, reg)
+	idx, err := m.registerUnder(rctx, s, reg, seq)
 	if err != nil {
 		m.log.Warn("registering again failed", "err", err)
 		return

@@ -102,7 +102,29 @@ func Start(t testing.TB, opts Options) *Cluster {
 		t.Fatal(err)
 	}
 	c.WaitReady()
+	c.waitVersion()
 	return c
+}
+
+// waitVersion waits until the nodes agreed on the state version their build
+// speaks (server/fsm's version.go): a fresh cluster does within seconds,
+// and tests then run on the build's semantics, tenants created from then
+// on included.
+func (c *Cluster) waitVersion() {
+	c.T.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	skip := map[*server.Server]bool{}
+	for _, id := range c.opts.SkipWaitReady {
+		skip[c.Server(id)] = true
+	}
+	for _, s := range c.running() {
+		for !skip[s] && s.Node().Meta().Version() < server.StateVersion {
+			if time.Now().After(deadline) {
+				c.T.Fatalf("servertest: the cluster did not agree on state version %d", server.StateVersion)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 }
 
 // start starts the nodes of a new cluster on fresh ports, their data in dir.
