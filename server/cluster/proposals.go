@@ -19,8 +19,9 @@ import (
 // commands alone do not give that: a re-sent write applied after another
 // client's newer write to the same key undoes it (A, B, A).
 //
-// Once an attempt timed out (or was cancelled) the outcome stays unknown,
-// answered 504, whatever later attempts say: a later "no leader" (503, not
+// Once an attempt timed out (or was cancelled, or its replica or node
+// stopped with it pending: ErrShardClosed, ErrClosed) the outcome stays
+// unknown, answered 504, whatever later attempts say: a later "no leader" (503, not
 // applied) says nothing of the first copy. Answering 503 there is what the
 // linearizability check in server/linearizable_test.go caught.
 //
@@ -76,7 +77,11 @@ func (n *Node) proposeWith(ctx context.Context, shard uint64, send func(context.
 		if err == nil {
 			r, err = send(actx, cs)
 			switch {
-			case errors.Is(err, dragonboat.ErrTimeout), errors.Is(err, dragonboat.ErrCanceled):
+			case errors.Is(err, dragonboat.ErrTimeout), errors.Is(err, dragonboat.ErrCanceled),
+				errors.Is(err, dragonboat.ErrShardClosed), errors.Is(err, dragonboat.ErrClosed):
+				// A replica (or the node) that stops with the proposal
+				// pending answers ErrShardClosed (ErrClosed): the proposal
+				// may be in the leader's log already, and commit.
 				unknown = true
 			case errors.Is(err, dragonboat.ErrRejected): // the LRU dropped the session
 				pool.drop()

@@ -94,6 +94,11 @@ func testProposeAttempts(t *testing.T, c *servertest.Cluster) {
 			t.Fatalf("the attempts after a timeout were sent under %v, want one session and series", ids)
 		}
 	}
+	for _, closed := range []error{dragonboat.ErrShardClosed, dragonboat.ErrClosed} {
+		if _, err := run(time.Second, closed); code(err) != api.CodeTimeout {
+			t.Fatalf("%v = %v, want 504 timeout: a proposal pending when the replica stopped may still commit", closed, err)
+		}
+	}
 	if _, err := run(time.Second, dragonboat.ErrShardNotReady); code(err) != api.CodeUnavailable {
 		t.Fatalf("no leader until the deadline = %v, want 503 unavailable", err)
 	}
