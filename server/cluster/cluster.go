@@ -77,6 +77,22 @@ type Tenant struct {
 	freshIn *freshCheck // the ReadIndex in flight, shared by every caller
 }
 
+// CaughtUp returns once this replica has caught up with its shard once
+// since it started: a ReadIndex through it succeeded (Dragonboat completes
+// one only once the replica applied up to the read index). Before that a
+// replica may still be recovering its snapshot and log, and shows a state
+// older than the one it showed before it stopped.
+func (t *Tenant) CaughtUp(ctx context.Context) error {
+	if t.synced.Load() {
+		return nil
+	}
+	if err := t.Fresh(ctx, freshBound); err != nil {
+		return err
+	}
+	t.synced.Store(true)
+	return nil
+}
+
 // freshCheck is one ReadIndex that callers of Fresh share.
 type freshCheck struct {
 	done chan struct{}

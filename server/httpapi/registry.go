@@ -19,6 +19,18 @@ func (s *Server) replica(w http.ResponseWriter, r *http.Request) (*cluster.Tenan
 	name := r.PathValue("t")
 	brief, known := s.node.Meta().Brief(name)
 	if t, ok := s.node.Tenant(name); ok && known && brief.ShardID == t.ShardID {
+		if r.Method == http.MethodGet {
+			// A read answers from this replica's state: not before it
+			// caught up once (after a restart it recovers in the background).
+			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+			err := t.CaughtUp(ctx)
+			cancel()
+			if err != nil {
+				writeError(w, &api.Error{Code: api.CodeUnavailable, Message: "tenant " + name + ": its replica on this node is catching up",
+					RetryAfter: 200 * time.Millisecond, Leader: t.LeaderAPI()})
+				return nil, false
+			}
+		}
 		w.Header().Set(api.HeaderEpoch, strconv.FormatUint(t.Epoch, 10))
 		return t, true
 	}
