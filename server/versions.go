@@ -15,8 +15,13 @@ import (
 // (server/fsm's Version); a node sends it with its join request.
 const StateVersion = fsm.Version
 
-// versionInterval is how often a node looks for a state version to raise.
-const versionInterval = 2 * time.Second
+// How often a node looks for a state version to raise: often while this
+// build's is not agreed yet (a cluster that just started, or an upgrade's
+// end), seldom after.
+const (
+	versionPending = 200 * time.Millisecond
+	versionAgreed  = 2 * time.Second
+)
 
 // agreeVersions raises the cluster's state version (server/fsm's
 // version.go) once every node runs a build that speaks it, so that a
@@ -28,35 +33,47 @@ const versionInterval = 2 * time.Second
 // A member that does not answer holds the version where it is.
 func (s *Server) agreeVersions(ctx context.Context) {
 	defer s.wg.Done()
-	t := time.NewTicker(versionInterval)
-	defer t.Stop()
 	for {
-		s.raiseVersions(ctx)
+		wait := versionAgreed
+		if !s.raiseVersions(ctx) {
+			wait = versionPending
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(wait):
 		}
 	}
 }
 
-func (s *Server) raiseVersions(ctx context.Context) {
+// raiseVersions makes one pass; it reports whether nothing is left that a
+// pass soon could raise: every state speaks this build's version, or a
+// member speaks an older one or cannot tell (down, unreachable): its
+// upgrade is waited for at the slower pace.
+func (s *Server) raiseVersions(ctx context.Context) bool {
 	meta := s.node.Meta()
 	if have := meta.Version(); have < fsm.Version && s.node.MetaLeaderIsLocal() {
-		if v := s.clusterSpeaks(ctx); v > have {
-			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_, err := s.node.ProposeMeta(pctx, fsm.Encode(fsm.OpSetMetaVersion, fsm.SetVersion{Version: v}))
-			cancel()
-			if err != nil {
-				s.log.Warn("raise the meta state's version", "version", v, "err", err)
-				return
-			}
-			s.log.Info("every node speaks a newer state version: raised", "version", v)
+		v := s.clusterSpeaks(ctx)
+		if v <= have {
+			return true // a member speaks no more (an older build), or cannot tell
 		}
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := s.node.ProposeMeta(pctx, fsm.Encode(fsm.OpSetMetaVersion, fsm.SetVersion{Version: v}))
+		cancel()
+		if err != nil {
+			s.log.Warn("raise the meta state's version", "version", v, "err", err)
+			return false
+		}
+		s.log.Info("every node speaks a newer state version: raised", "version", v)
 	}
 	want := meta.Version()
+	agreed := want == fsm.Version
 	for _, t := range s.node.Tenants() {
-		if ctx.Err() != nil || t.SM.Version() >= want || !t.LeaderIsLocal() {
+		if ctx.Err() != nil || t.SM.Version() >= want {
+			continue
+		}
+		agreed = false
+		if !t.LeaderIsLocal() {
 			continue
 		}
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -66,6 +83,7 @@ func (s *Server) raiseVersions(ctx context.Context) {
 			s.log.Warn("raise a tenant shard's state version", "tenant", t.Name, "version", want, "err", err)
 		}
 	}
+	return agreed
 }
 
 // clusterSpeaks is the lowest state version the meta shard's members speak,
