@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"encoding/json"
 	"errors"
 	"io"
 
@@ -89,7 +88,7 @@ func (a *metaSM) RecoverFromSnapshot(r io.Reader, _ []sm.SnapshotFile, _ <-chan 
 func (a *metaSM) Close() error { return nil }
 
 func mustJSON(v any) []byte {
-	b, err := json.Marshal(v)
+	b, err := fsm.Marshal(v)
 	if err != nil {
 		panic(err) // outcomes are plain structs: a bug, not input
 	}

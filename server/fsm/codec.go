@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 
@@ -67,7 +68,7 @@ func (o Op) String() string {
 
 // Encode returns the wire form of a command: version, op, JSON body.
 func Encode(op Op, body any) []byte {
-	b, err := json.Marshal(body)
+	b, err := Marshal(body)
 	if err != nil {
 		// Commands are plain structs built by this module: a marshal error
 		// is a programming error, not input.
@@ -76,6 +77,20 @@ func Encode(op Op, body any) []byte {
 	out := make([]byte, 0, len(b)+2)
 	out = append(out, CodecVersion, byte(op))
 	return append(out, b...)
+}
+
+// Marshal is json.Marshal without HTML escaping: a command or a snapshot
+// holds what it was given, byte for byte (json.Marshal writes each <, >
+// and & as six bytes, so a meta value of them grew a refused write — which
+// still entered the Raft log — six times over).
+func Marshal(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 // Decode splits a command into its op and body. It never panics; every

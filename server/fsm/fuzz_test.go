@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/rafting/rafting/api"
@@ -185,4 +186,20 @@ func FuzzRestore(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestEncodeKeepsSize: a command holds what it was given, byte for byte: a
+// meta value of HTML characters does not grow (json.Marshal wrote each as
+// six bytes, so refused writes filled the Raft log six times faster).
+func TestEncodeKeepsSize(t *testing.T) {
+	meta := map[string]string{"k": strings.Repeat("<>&", 10000)}
+	cmd := Encode(OpRegister, Register{Service: "web", ID: "w1", Instance: api.RegisterRequest{Address: "a:1", Meta: meta}})
+	if len(cmd) > 30000+200 {
+		t.Fatalf("a command with 30,000 bytes of meta encodes to %d bytes", len(cmd))
+	}
+	op, body, err := Decode(cmd)
+	var back Register
+	if err != nil || op != OpRegister || strictUnmarshal(body, &back) != nil || back.Instance.Meta["k"] != meta["k"] {
+		t.Fatalf("the command does not decode back: %v", err)
+	}
 }

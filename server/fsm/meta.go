@@ -682,7 +682,7 @@ func (m *Meta) Tombstones() []Tombstone {
 func (m *Meta) Snapshot() ([]byte, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	b, err := json.Marshal(&m.st)
+	b, err := Marshal(&m.st)
 	if err != nil {
 		return nil, fmt.Errorf("encode meta snapshot: %w", err)
 	}

@@ -1127,7 +1127,7 @@ func (t *Tenant) SaveSnapshot(w io.Writer) error {
 func (t *Tenant) Snapshot() ([]byte, error) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	b, err := json.Marshal(&t.st)
+	b, err := Marshal(&t.st)
 	if err != nil {
 		return nil, fmt.Errorf("encode tenant snapshot: %w", err)
 	}
