@@ -518,34 +518,11 @@ func (t *Tenant) advance(term uint64, stamp int64) {
 }
 
 func (t *Tenant) openSession(index uint64, c OpenSession, ch *Changes) Outcome {
-	if err := api.ValidateSessionID("id", c.ID); err != nil {
-		return reject(err.(*api.Error))
+	c, err := checkOpenSession(c, t.st.Quotas)
+	if err != nil {
+		return reject(err)
 	}
 	q := t.st.Quotas
-	if c.TTLMs == 0 {
-		c.TTLMs = DefaultTTLMs
-	}
-	minTTL, maxTTL := q.MinTTLMs, q.MaxTTLMs
-	if minTTL <= 0 {
-		minTTL = 3000
-	}
-	if maxTTL <= 0 {
-		maxTTL = 3600_000
-	}
-	switch {
-	case c.TTLMs < minTTL || c.TTLMs > maxTTL:
-		return reject(api.BadField("ttl_ms", "%d is outside the tenant's bounds [%d, %d]", c.TTLMs, minTTL, maxTTL))
-	case c.LeaseMs < 0 || c.LeaseMs > c.TTLMs:
-		return reject(api.BadField("lease_ms", "%d must be within [0, ttl_ms %d]", c.LeaseMs, c.TTLMs))
-	case c.DropGraceMs < 0 || c.DropGraceMs > c.TTLMs:
-		return reject(api.BadField("drop_grace_ms", "%d must be within [0, ttl_ms %d]", c.DropGraceMs, c.TTLMs))
-	}
-	if c.DropGraceMs == 0 {
-		c.DropGraceMs = DefaultDropGraceMs
-		if c.LeaseMs > 0 {
-			c.DropGraceMs = min(DefaultDropGraceMs, c.LeaseMs)
-		}
-	}
 	view := &api.SessionResponse{SessionTag: api.SessionTag(c.ID), TTLMs: c.TTLMs, LeaseMs: c.LeaseMs, DropGraceMs: c.DropGraceMs}
 	if _, dead := t.st.Tombs[c.ID]; dead {
 		return rejectf(api.CodeSessionExpired, "session %s has ended", view.SessionTag)
@@ -615,53 +592,15 @@ func (t *Tenant) tombstone(id string, index uint64) {
 }
 
 func (t *Tenant) register(index uint64, c Register, ch *Changes) Outcome {
-	if err := api.ValidateName("service", c.Service); err != nil {
-		return reject(err.(*api.Error))
-	}
-	if err := api.ValidateName("id", c.ID); err != nil {
-		return reject(err.(*api.Error))
-	}
-	r := c.Instance
-	if r.Mode == "" {
-		r.Mode = api.ModeFarm
-	}
-	if r.State == "" {
-		r.State = api.StateReady
+	r, err := checkRegister(c, t.st.Quotas, t.st.Name)
+	if err != nil {
+		return reject(err)
 	}
 	weight := api.DefaultWeight
 	if r.Weight != nil {
 		weight = *r.Weight
 	}
 	q := t.st.Quotas
-	switch {
-	case r.Address == "" || len(r.Address) > 1024:
-		return reject(api.BadField("address", "must be 1 to 1024 characters"))
-	case !r.Mode.Valid():
-		return reject(api.BadField("mode", "%q is not farm or master-standby", r.Mode))
-	case !r.State.Valid():
-		return reject(api.BadField("state", "%q is not starting, ready or draining", r.State))
-	case weight < 0 || weight > 1_000_000:
-		return reject(api.BadField("weight", "%d must be within [0, 1000000]", weight))
-	case r.Priority < -1_000_000 || r.Priority > 1_000_000:
-		return reject(api.BadField("priority", "%d must be within [-1000000, 1000000]", r.Priority))
-	case len(r.Zone) > 128:
-		return reject(api.BadField("zone", "must be at most 128 characters"))
-	}
-	metaBytes := int64(0)
-	for k, v := range r.Meta {
-		if k == "" {
-			return reject(api.BadField("meta", "keys must not be empty"))
-		}
-		metaBytes += int64(len(k) + len(v))
-	}
-	if q.MaxMetaBytes > 0 && metaBytes > q.MaxMetaBytes {
-		return reject(api.QuotaExceeded(t.st.Name, "max_meta_bytes", q.MaxMetaBytes, metaBytes))
-	}
-	if r.ColdStart != nil {
-		if err := validColdStart("cold_start", r.ColdStart); err != nil {
-			return reject(err)
-		}
-	}
 	svc := t.st.Services[c.Service]
 	var old *instance
 	if svc != nil {
@@ -775,11 +714,8 @@ func sameInstance(a, b *instance) bool {
 }
 
 func (t *Tenant) deregister(index uint64, c Deregister, ch *Changes) Outcome {
-	if err := api.ValidateName("service", c.Service); err != nil {
-		return reject(err.(*api.Error))
-	}
-	if err := api.ValidateName("id", c.ID); err != nil {
-		return reject(err.(*api.Error))
+	if err := checkNames(c.Service, c.ID); err != nil {
+		return reject(err)
 	}
 	svc := t.st.Services[c.Service]
 	if svc == nil || svc.Instances[c.ID] == nil {
@@ -808,12 +744,10 @@ func (t *Tenant) deregister(index uint64, c Deregister, ch *Changes) Outcome {
 }
 
 func (t *Tenant) setPolicy(index uint64, c SetPolicy, ch *Changes) Outcome {
-	if err := api.ValidateName("service", c.Service); err != nil {
-		return reject(err.(*api.Error))
-	}
-	if err := validColdStart("cold_start", &c.ColdStart); err != nil {
+	if err := checkPolicy(c); err != nil {
 		return reject(err)
 	}
+	validColdStart("cold_start", &c.ColdStart) // fills min_ready's default
 	svc := t.st.Services[c.Service]
 	if svc == nil {
 		q := t.st.Quotas
@@ -849,8 +783,8 @@ func validColdStart(field string, cs *api.ColdStart) *api.Error {
 }
 
 func (t *Tenant) resign(index uint64, c Resign, ch *Changes) Outcome {
-	if err := api.ValidateName("service", c.Service); err != nil {
-		return reject(err.(*api.Error))
+	if err := checkNames(c.Service, ""); err != nil {
+		return reject(err)
 	}
 	svc := t.st.Services[c.Service]
 	if svc == nil || svc.Master == nil {

@@ -135,3 +135,41 @@ func TestQuotas(t *testing.T) {
 		servertest.Eventually(t, 5*time.Second, "the watcher to be released", func() bool { return usage(t, c, 2, "acme").Watchers == 0 })
 	})
 }
+
+// TestRefusedWritesStayOutOfTheLog: a write refused for its fields or its
+// size against the quotas is refused by the node that receives it: nothing
+// is proposed (the shard's applied index does not move), and it costs no
+// write quota.
+func TestRefusedWritesStayOutOfTheLog(t *testing.T) {
+	c := servertest.Start(t, servertest.Options{})
+	tok := c.CreateTenant("acme", api.Quotas{MaxMetaBytes: 64, WritesPerSecond: 1, Burst: 1000})
+	if r := c.Do(1, tok, http.MethodPut, "/v1/tenants/acme/services/web/instances/ok", api.RegisterRequest{Address: "a:1"}); r.Status >= 300 {
+		t.Fatalf("register = %d %s", r.Status, r.Body)
+	}
+	applied := func() uint64 {
+		ten, _ := c.Server(2).Node().Tenant("acme")
+		return ten.SM.Applied()
+	}
+	before := applied()
+	bad := -1
+	for i := range 20 {
+		body := api.RegisterRequest{Address: "a:1", Meta: map[string]string{"k": strings.Repeat("<", 1000)}}
+		if i%2 == 1 {
+			body = api.RegisterRequest{Address: "a:1", Weight: &bad}
+		}
+		r := c.Do(2, tok, http.MethodPut, fmt.Sprintf("/v1/tenants/acme/services/web/instances/b%d", i), body)
+		if r.Status != http.StatusConflict && r.Status != http.StatusBadRequest {
+			t.Fatalf("a bad write = %d %s, want 409 or 400", r.Status, r.Body)
+		}
+	}
+	if r := c.Do(2, tok, http.MethodPut, "/v1/tenants/acme/sessions/sess-edge-000000000", api.SessionRequest{TTLMs: 1}); r.Status != http.StatusBadRequest {
+		t.Fatalf("a session with a TTL below the bounds = %d %s, want 400", r.Status, r.Body)
+	}
+	if got := applied(); got != before {
+		t.Fatalf("refused writes moved the shard's applied index from %d to %d: they were proposed", before, got)
+	}
+	// One write a second: the refused ones took none of it.
+	if r := c.Do(2, tok, http.MethodPut, "/v1/tenants/acme/services/web/instances/ok", api.RegisterRequest{Address: "a:2"}); r.Status >= 300 {
+		t.Fatalf("a good write after refused ones = %d %s, want it admitted", r.Status, r.Body)
+	}
+}

@@ -70,14 +70,30 @@ func proposeTo(ctx context.Context, t *cluster.Tenant, op fsm.Op, cmd any) (fsm.
 // propose runs a command on the path's tenant shard through this node's
 // replica; false means it answered (no replica here, or the command's
 // error).
-func (s *Server) propose(w http.ResponseWriter, r *http.Request, op fsm.Op, cmd any) (fsm.Outcome, bool) {
+func (s *Server) propose(w http.ResponseWriter, r *http.Request, id identity, op fsm.Op, cmd any) (fsm.Outcome, bool) {
 	t, ok := s.replica(w, r)
 	if !ok {
 		return fsm.Outcome{}, false
 	}
+	// Every check the command can fail without looking at the state (its
+	// fields, sizes against the quotas) runs here first: a refused write
+	// never reaches the Raft log, and costs no write quota.
+	cmd = fsm.Downgrade(cmd, t.SM.Version())
+	brief, _ := s.node.Meta().Brief(t.Name)
+	if err := t.SM.Check(op, cmd, brief.Quotas); err != nil {
+		writeError(w, err)
+		return fsm.Outcome{}, false
+	}
+	if id.tenant != "" {
+		if err := s.chargeWrite(id.tenant, time.Now()); err != nil {
+			s.tarpit(r, err)
+			writeError(w, err)
+			return fsm.Outcome{}, false
+		}
+	}
 	ctx, cancel := s.writeCtx(r)
 	defer cancel()
-	o, err := proposeTo(ctx, t, op, fsm.Downgrade(cmd, t.SM.Version()))
+	o, err := proposeTo(ctx, t, op, cmd)
 	if leader := t.LeaderAPI(); leader != "" {
 		w.Header().Set(api.HeaderLeader, leader)
 	}
@@ -89,13 +105,13 @@ func (s *Server) propose(w http.ResponseWriter, r *http.Request, op fsm.Op, cmd 
 	return o, true
 }
 
-func (s *Server) register(w http.ResponseWriter, r *http.Request, _ identity) {
+func (s *Server) register(w http.ResponseWriter, r *http.Request, id identity) {
 	cmd, err := parseRegister(w, r, time.Now())
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	o, ok := s.propose(w, r, fsm.OpRegister, cmd)
+	o, ok := s.propose(w, r, id, fsm.OpRegister, cmd)
 	if !ok {
 		return
 	}
@@ -106,35 +122,35 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, _ identity) {
 	writeJSON(w, status, api.RegisterResponse{Index: o.Index, Instance: *o.Instance})
 }
 
-func (s *Server) deregister(w http.ResponseWriter, r *http.Request, _ identity) {
+func (s *Server) deregister(w http.ResponseWriter, r *http.Request, id identity) {
 	cmd, err := parseDeregister(r, time.Now())
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	if _, ok := s.propose(w, r, fsm.OpDeregister, cmd); ok {
+	if _, ok := s.propose(w, r, id, fsm.OpDeregister, cmd); ok {
 		w.WriteHeader(http.StatusNoContent)
 	}
 }
 
-func (s *Server) setPolicy(w http.ResponseWriter, r *http.Request, _ identity) {
+func (s *Server) setPolicy(w http.ResponseWriter, r *http.Request, id identity) {
 	cmd, err := parsePolicy(w, r, time.Now())
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	if o, ok := s.propose(w, r, fsm.OpSetPolicy, cmd); ok {
+	if o, ok := s.propose(w, r, id, fsm.OpSetPolicy, cmd); ok {
 		writeJSON(w, http.StatusOK, api.WriteResponse{Index: o.Index})
 	}
 }
 
-func (s *Server) resign(w http.ResponseWriter, r *http.Request, _ identity) {
+func (s *Server) resign(w http.ResponseWriter, r *http.Request, id identity) {
 	cmd, err := parseResign(w, r, time.Now())
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	if o, ok := s.propose(w, r, fsm.OpResign, cmd); ok {
+	if o, ok := s.propose(w, r, id, fsm.OpResign, cmd); ok {
 		writeJSON(w, http.StatusOK, api.WriteResponse{Index: o.Index})
 	}
 }

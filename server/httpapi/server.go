@@ -258,7 +258,7 @@ func (s *Server) authorize(r *http.Request, a access, isLane, write bool) (ident
 		}
 	}
 	if id.tenant != "" {
-		if err := s.limit(id.tenant, r, isLane, write, now); err != nil {
+		if err := s.limit(id.tenant, r, isLane, now); err != nil {
 			return identity{}, err
 		}
 	}
@@ -352,9 +352,11 @@ func (s *Server) authenticate(r *http.Request, now time.Time) (identity, bool) {
 	return identity{tenant: name}, true
 }
 
-// limit applies the tenant's request rate, its write rate to proposals, or
-// the per-session lane to keepalives and stream attaches.
-func (s *Server) limit(name string, r *http.Request, isLane, write bool, now time.Time) error {
+// limit applies the tenant's request rate, or the per-session lane to
+// keepalives and stream attaches. The write rate is charged where a write
+// is proposed (chargeWrite), after the checks that can refuse it: a refused
+// write costs no write quota.
+func (s *Server) limit(name string, r *http.Request, isLane bool, now time.Time) error {
 	if isLane {
 		// Keepalives and stream attaches are limited where they are served,
 		// by the tenant leader (laneAllow): a follower that forwards one or
@@ -369,10 +371,19 @@ func (s *Server) limit(name string, r *http.Request, isLane, write bool, now tim
 	if ok, retry := s.requests.Allow("req:"+name, float64(q.RequestsPerSecond), int(q.Burst), now); !ok {
 		return &api.Error{Code: api.CodeRateLimited, Message: "tenant " + name + ": requests_per_second exceeded", RetryAfter: retry}
 	}
-	if write {
-		if ok, retry := s.writes.Allow("w:"+name, float64(q.WritesPerSecond), tenants.WriteBurst(q), now); !ok {
-			return &api.Error{Code: api.CodeRateLimited, Message: "tenant " + name + ": writes_per_second exceeded", RetryAfter: retry}
-		}
+	return nil
+}
+
+// chargeWrite applies the tenant's write rate to a write about to be
+// proposed.
+func (s *Server) chargeWrite(name string, now time.Time) error {
+	rec, ok := s.node.Meta().Brief(name)
+	if !ok {
+		return nil
+	}
+	q := rec.Quotas
+	if ok, retry := s.writes.Allow("w:"+name, float64(q.WritesPerSecond), tenants.WriteBurst(q), now); !ok {
+		return &api.Error{Code: api.CodeRateLimited, Message: "tenant " + name + ": writes_per_second exceeded", RetryAfter: retry}
 	}
 	return nil
 }

@@ -18,13 +18,13 @@ import (
 // forwarded request is never forwarded again.
 const headerForwarded = "X-Rafting-Forwarded"
 
-func (s *Server) openSession(w http.ResponseWriter, r *http.Request, _ identity) {
+func (s *Server) openSession(w http.ResponseWriter, r *http.Request, id identity) {
 	cmd, err := parseOpenSession(w, r, time.Now())
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	o, ok := s.propose(w, r, fsm.OpOpenSession, cmd)
+	o, ok := s.propose(w, r, id, fsm.OpOpenSession, cmd)
 	if !ok {
 		return
 	}
@@ -37,13 +37,13 @@ func (s *Server) openSession(w http.ResponseWriter, r *http.Request, _ identity)
 	writeJSON(w, status, resp)
 }
 
-func (s *Server) closeSession(w http.ResponseWriter, r *http.Request, _ identity) {
+func (s *Server) closeSession(w http.ResponseWriter, r *http.Request, who identity) {
 	id := r.PathValue("id")
 	if err := api.ValidateSessionID("id", id); err != nil {
 		writeError(w, err)
 		return
 	}
-	if _, ok := s.propose(w, r, fsm.OpCloseSession, fsm.CloseSession{ID: id, AtMs: time.Now().UnixMilli()}); ok {
+	if _, ok := s.propose(w, r, who, fsm.OpCloseSession, fsm.CloseSession{ID: id, AtMs: time.Now().UnixMilli()}); ok {
 		w.WriteHeader(http.StatusNoContent)
 	}
 }
