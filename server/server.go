@@ -114,7 +114,9 @@ func New(cfg config.Config) (*Server, error) {
 // With API TLS, peers are verified against the peer CA when one is given,
 // else the system roots.
 func PeerClient(cfg config.Config) (*http.Client, error) {
-	tr := &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}
+	// At most 128 connections to one peer, 64 kept idle: forwarding
+	// reuses them instead of opening one per request under a flood.
+	tr := &http.Transport{MaxIdleConnsPerHost: 64, MaxConnsPerHost: 128, IdleConnTimeout: 90 * time.Second}
 	if cfg.TLSCert != "" {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12}
 		if cfg.PeerCA != "" {

@@ -1,6 +1,8 @@
 package httpapi_test
 
 import (
+	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -218,5 +220,54 @@ func TestTenantRateLimit(t *testing.T) {
 	slices.SortFunc(ends, time.Time.Compare)
 	if spread := ends[len(ends)-1].Sub(ends[0]); spread < 20*time.Millisecond {
 		t.Fatalf("%d held refusals were let go within %v of each other, want spread over the hold", len(ends), spread)
+	}
+}
+
+// TestLaneForUnknownSessions: keepalives and stream attaches have a lane of
+// their own only for sessions the node knows: for random session IDs they
+// are the tenant's ordinary requests, limited by its request rate. A lane
+// body is small, and a session has at most two streams attached.
+func TestLaneForUnknownSessions(t *testing.T) {
+	c := servertest.Start(t, servertest.Options{})
+	tok := c.CreateTenant("acme", api.Quotas{RequestsPerSecond: 2, Burst: 3})
+	limited := 0
+	for i := range 20 {
+		r := c.Do(1, tok, http.MethodPut, fmt.Sprintf("/v1/tenants/acme/sessions/rand-%016d/keepalive", i), nil)
+		if r.Status == http.StatusTooManyRequests {
+			limited++
+		}
+	}
+	if limited == 0 {
+		t.Fatal("20 keepalives for unknown sessions at a tenant limited to 2 requests a second: none refused")
+	}
+	time.Sleep(2 * time.Second) // the bucket refills
+	sid := "sess-lane-0123456789"
+	if r := c.Do(1, tok, http.MethodPut, "/v1/tenants/acme/sessions/"+sid, api.SessionRequest{LeaseMs: 1000}); r.Status >= 300 {
+		t.Fatalf("open session = %d %s", r.Status, r.Body)
+	}
+	if r := c.Do(1, tok, http.MethodPut, "/v1/tenants/acme/sessions/"+sid+"/keepalive", strings.Repeat(" ", 8<<10)); r.Status != http.StatusRequestEntityTooLarge {
+		t.Fatalf("a keepalive with an 8 KiB body = %d %s, want 413", r.Status, r.Body)
+	}
+	leader := c.WaitTenantLeader("acme")
+	var bodies []io.Closer
+	defer func() {
+		for _, b := range bodies {
+			b.Close()
+		}
+	}()
+	for i := range 3 {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+c.Addr(leader)+"/v1/tenants/acme/sessions/"+sid+"/stream", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := c.Client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bodies = append(bodies, resp.Body)
+		if i < 2 && resp.StatusCode != http.StatusOK {
+			t.Fatalf("stream %d = %d, want 200", i+1, resp.StatusCode)
+		}
+		if i == 2 && resp.StatusCode != http.StatusConflict {
+			t.Fatalf("a third stream of one session = %d, want 409", resp.StatusCode)
+		}
 	}
 }

@@ -388,12 +388,30 @@ func (s *Server) chargeWrite(name string, now time.Time) error {
 	return nil
 }
 
-// laneAllow applies the per-session lane (keepalives and stream attaches,
-// outside the tenant's request and write rates) where the session is
-// served: on the tenant leader.
-func (s *Server) laneAllow(tenant, session string) error {
-	key := "lane:" + tenant + ":" + api.SessionTag(session)
-	if ok, retry := s.lane.Allow(key, tenants.LaneRate, tenants.LaneBurst, time.Now()); !ok {
+// maxLaneBody bounds a keepalive's body (it has none to speak of).
+const maxLaneBody = 4 << 10
+
+// laneAllow admits a keepalive or a stream attach. The lane (outside the
+// tenant's request and write rates, so that a tenant's own flood cannot
+// expire its sessions) is only for sessions this node knows — live, or
+// ended and remembered — each with a bucket of its own, kept on the node
+// that serves it (the tenant leader; a follower that forwards spends
+// nothing of it). A session this node does not know is charged to the
+// tenant's request bucket, and gets no bucket of its own: keepalives for
+// random session IDs are an ordinary flood, and leave nothing behind.
+func (s *Server) laneAllow(r *http.Request, who identity, t *cluster.Tenant, session string) error {
+	now := time.Now()
+	if _, state := t.SM.Session(session); state == fsm.SessionUnknown {
+		if who.tenant != "" {
+			return s.limit(who.tenant, r, false, now)
+		}
+		return nil // the admin token
+	}
+	if !t.Sessions.Leading() {
+		return nil
+	}
+	key := "lane:" + t.Name + ":" + api.SessionTag(session)
+	if ok, retry := s.lane.Allow(key, tenants.LaneRate, tenants.LaneBurst, now); !ok {
 		return &api.Error{Code: api.CodeRateLimited, Message: "session keepalive lane: too many keepalives or attaches for this session", RetryAfter: retry}
 	}
 	return nil

@@ -50,14 +50,14 @@ func (s *Server) closeSession(w http.ResponseWriter, r *http.Request, who identi
 
 // keepalive renews a session on the tenant leader, answering from memory
 // with the promise; a follower forwards it to the leader.
-func (s *Server) keepalive(w http.ResponseWriter, r *http.Request, _ identity) {
+func (s *Server) keepalive(w http.ResponseWriter, r *http.Request, who identity) {
 	id := r.PathValue("id")
 	if err := api.ValidateSessionID("id", id); err != nil {
 		writeError(w, err)
 		return
 	}
 	var none struct{}
-	if err := decode(w, r, &none, true); err != nil {
+	if err := decodeUpTo(w, r, &none, true, maxLaneBody); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -65,15 +65,15 @@ func (s *Server) keepalive(w http.ResponseWriter, r *http.Request, _ identity) {
 	if !ok {
 		return
 	}
+	if err := s.laneAllow(r, who, t, id); err != nil {
+		writeError(w, err)
+		return
+	}
 	if !t.Sessions.Leading() {
 		s.forward(w, r, t)
 		return
 	}
 	w.Header().Set(api.HeaderLeader, s.selfAPI()) // errors from here name this leader too
-	if err := s.laneAllow(t.Name, id); err != nil {
-		writeError(w, err)
-		return
-	}
 	resp, err := t.Sessions.Keepalive(r.Context(), id)
 	if errors.Is(err, session.ErrNotLeader) {
 		s.forward(w, r, t)
@@ -140,7 +140,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, t *cluster.Tena
 // (never a lease), master events, and `moved` before any server-side close.
 // Only the tenant leader serves it; elsewhere the stream is one `moved`
 // line naming the leader.
-func (s *Server) stream(w http.ResponseWriter, r *http.Request, _ identity) {
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, who identity) {
 	id := r.PathValue("id")
 	if err := api.ValidateSessionID("id", id); err != nil {
 		writeError(w, err)
@@ -150,11 +150,9 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, _ identity) {
 	if !ok {
 		return
 	}
-	if t.Sessions.Leading() {
-		if err := s.laneAllow(t.Name, id); err != nil {
-			writeError(w, err)
-			return
-		}
+	if err := s.laneAllow(r, who, t, id); err != nil {
+		writeError(w, err)
+		return
 	}
 	st, err := t.Sessions.Attach(id)
 	if errors.Is(err, session.ErrNotLeader) {

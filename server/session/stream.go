@@ -21,6 +21,11 @@ type Stream struct {
 	ended  bool
 }
 
+// MaxStreams is how many streams one session may have attached at once: a
+// process's own, and one more while it re-attaches (the old one may not be
+// closed yet). So a tenant holds at most MaxStreams × max_sessions streams.
+const MaxStreams = 2
+
 // Attach attaches a stream to a live session. It returns ErrNotLeader on a
 // node that does not lead the shard.
 func (m *Manager) Attach(id string) (*Stream, error) {
@@ -30,6 +35,9 @@ func (m *Manager) Attach(id string) (*Stream, error) {
 		return nil, err
 	}
 	e := m.entries[id]
+	if e.attached >= MaxStreams {
+		return nil, api.Errorf(api.CodeConflict, "session %s has %d streams attached already", api.SessionTag(id), MaxStreams)
+	}
 	e.attached++
 	e.clientClosed = false
 	s := &Stream{m: m, id: id, events: make(chan api.StreamEvent, streamBuffer)}
