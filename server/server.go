@@ -58,6 +58,12 @@ func New(cfg config.Config) (*Server, error) {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.APIAddress, err)
 	}
 	cfg.APIAddress = ln.Addr().String()
+	maxConns := cfg.MaxConnections
+	if maxConns == 0 {
+		maxConns = httpapi.DefaultMaxConnections()
+	}
+	ln = httpapi.Limit(ln, httpapi.ConnLimits{MaxTotal: maxConns, MaxUnauthenticated: cfg.MaxUnauthenticated,
+		MaxUnauthenticatedPerAddress: cfg.MaxUnauthenticatedPerAddress, AuthTimeout: cfg.AuthTimeout})
 	if cfg.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
 		if err != nil {
@@ -84,8 +90,10 @@ func New(cfg config.Config) (*Server, error) {
 	s.cancel = cancel
 	s.http = &http.Server{
 		BaseContext:       func(net.Listener) context.Context { return base },
+		ConnContext:       httpapi.ConnContext,
 		Handler:           s.api,
 		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
@@ -161,6 +169,9 @@ func (s *Server) sweep() {
 
 // Addr is the API address the server listens on.
 func (s *Server) Addr() string { return s.cfg.APIAddress }
+
+// API is the server's REST API handler.
+func (s *Server) API() *httpapi.Server { return s.api }
 
 // Node is the server's Raft node.
 func (s *Server) Node() *cluster.Node { return s.node }

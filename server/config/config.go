@@ -92,6 +92,19 @@ type Config struct {
 	// MaxWait caps a blocking query's wait. Default 5 min.
 	MaxWait time.Duration
 
+	// MaxConnections caps the API's open connections; one more is closed
+	// as it is accepted. 0: three quarters of the process's file
+	// descriptor limit, the rest kept for the Raft transport, the LogDB
+	// and the peers.
+	MaxConnections int
+	// MaxUnauthenticated caps the connections that have not yet made a
+	// request with a valid token, in total and from one source address (a
+	// host; an IPv6 /64). Defaults 4096 and 256. Such a connection is
+	// closed AuthTimeout (default 5 s) after it was accepted unless it made
+	// one by then: idle connections cannot hold the node's descriptors.
+	MaxUnauthenticated, MaxUnauthenticatedPerAddress int
+	AuthTimeout                                      time.Duration
+
 	// TLSCert and TLSKey serve the API over TLS.
 	TLSCert, TLSKey string
 	// PeerCA, PeerCert and PeerKey turn on mutual TLS between Raft peers.
@@ -126,6 +139,10 @@ func DefaultConfig() Config {
 		ProposalTimeout:     2 * time.Second,
 		RequestTimeout:      10 * time.Second,
 		MaxWait:             5 * time.Minute,
+
+		MaxUnauthenticated:           4096,
+		MaxUnauthenticatedPerAddress: 256,
+		AuthTimeout:                  5 * time.Second,
 	}
 }
 
@@ -161,6 +178,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: TLSCert (--tls-cert) and TLSKey (--tls-key) go together")
 	case (c.PeerCA == "") != (c.PeerCert == "") || (c.PeerCert == "") != (c.PeerKey == ""):
 		return fmt.Errorf("config: PeerCA, PeerCert and PeerKey (--peer-*) go together")
+	case c.MaxConnections < 0 || c.MaxUnauthenticated < 0 || c.MaxUnauthenticatedPerAddress < 0 || c.AuthTimeout < 0:
+		return fmt.Errorf("config: MaxConnections, MaxUnauthenticated, MaxUnauthenticatedPerAddress and AuthTimeout must not be negative")
 	}
 	switch c.LogDB {
 	case "tiny", "small", "medium", "default":

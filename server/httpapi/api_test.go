@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/server/config"
 	"github.com/rafting/rafting/server/httpapi"
 	"github.com/rafting/rafting/server/servertest"
 )
@@ -269,5 +270,57 @@ func TestLaneForUnknownSessions(t *testing.T) {
 		if i == 2 && resp.StatusCode != http.StatusConflict {
 			t.Fatalf("a third stream of one session = %d, want 409", resp.StatusCode)
 		}
+	}
+}
+
+// TestHoldsSharedOut: refusals over a rate are held, but one tenant takes
+// at most its share of the holds; past it its connections are ended, not
+// answered at once, and another tenant's refusals are still held.
+func TestHoldsSharedOut(t *testing.T) {
+	c := servertest.Start(t, servertest.Options{Configure: func(cfg *config.Config) { cfg.MaxUnauthenticatedPerAddress = 0 }})
+	httpapi.SetHeldPerKey(c.Server(1).API(), 10)
+	a := c.CreateTenant("flood", api.Quotas{RequestsPerSecond: 1, Burst: 1})
+	b := c.CreateTenant("quiet", api.Quotas{RequestsPerSecond: 1, Burst: 1})
+	get := func(tok, tenant string) (status int, took time.Duration, err error) {
+		client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+		req, _ := http.NewRequest(http.MethodGet, "http://"+c.Addr(1)+"/v1/tenants/"+tenant+"/services", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		start := time.Now()
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, time.Since(start), err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, time.Since(start), nil
+	}
+	get(a, "flood")
+	get(b, "quiet") // both buckets spent
+	var mu sync.Mutex
+	held, ended, fast := 0, 0, 0
+	var wg sync.WaitGroup
+	for range 30 {
+		wg.Go(func() {
+			status, took, err := get(a, "flood")
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err != nil:
+				ended++
+			case status == http.StatusTooManyRequests && took >= httpapi.RateLimitHold/2:
+				held++
+			case status == http.StatusTooManyRequests:
+				fast++
+			}
+		})
+	}
+	time.Sleep(50 * time.Millisecond) // the flood holds its share now
+	status, took, err := get(b, "quiet")
+	wg.Wait()
+	if err != nil || status != http.StatusTooManyRequests || took < httpapi.RateLimitHold/2 {
+		t.Fatalf("another tenant's refusal during the flood = %d after %v (%v), want a held 429", status, took, err)
+	}
+	if held > 10 || ended == 0 || fast > 0 {
+		t.Fatalf("30 refusals of one tenant with 10 holds: %d held, %d connections ended, %d answered at once", held, ended, fast)
 	}
 }

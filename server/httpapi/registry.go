@@ -86,7 +86,7 @@ func (s *Server) propose(w http.ResponseWriter, r *http.Request, id identity, op
 	}
 	if id.tenant != "" {
 		if err := s.chargeWrite(id.tenant, time.Now()); err != nil {
-			s.tarpit(r, err)
+			s.tarpit(r, id, err)
 			writeError(w, err)
 			return fsm.Outcome{}, false
 		}

@@ -51,7 +51,7 @@ type Server struct {
 	watchMu  sync.Mutex
 	watchers map[string]*atomic.Int64 // open blocking queries per tenant
 
-	held chan struct{} // rate-limited answers being held (see tarpit)
+	holds *holdPool // rate-limited answers being held (see tarpit)
 
 	reqCount *metrics.CounterVec
 	reqTime  *metrics.HistogramVec
@@ -79,7 +79,7 @@ func New(node *cluster.Node, reg *metrics.Registry, peers *http.Client) *Server 
 		requests: tenants.NewLimiters(0), writes: tenants.NewLimiters(0),
 		lane: tenants.NewLimiters(0), unauth: tenants.NewLimiters(0),
 		watchers: map[string]*atomic.Int64{},
-		held:     make(chan struct{}, MaxHeld),
+		holds:    &holdPool{byKey: map[string]int{}, perKey: MaxHeldPerKey},
 	}
 	if cfg.AdminToken != "" {
 		s.admin = tenants.HashToken(cfg.AdminToken)
@@ -213,7 +213,10 @@ func (s *Server) wrap(route string, a access, l lane, write bool, fn func(http.R
 		}()
 		id, err := s.authorize(r, a, bool(l), write)
 		if err != nil {
-			s.tarpit(r, err)
+			if e, ok := err.(*api.Error); ok && e.Code == api.CodeRateLimited {
+				sw.status = http.StatusTooManyRequests // counted even if the connection is ended
+			}
+			s.tarpit(r, id, err)
 			writeError(sw, err)
 			return
 		}
@@ -257,9 +260,10 @@ func (s *Server) authorize(r *http.Request, a access, isLane, write bool) (ident
 			return identity{}, api.Errorf(api.CodeUnauthorized, "a valid token is required: Authorization: Bearer <token>")
 		}
 	}
+	markAuthenticated(r.Context())
 	if id.tenant != "" {
 		if err := s.limit(id.tenant, r, isLane, now); err != nil {
-			return identity{}, err
+			return id, err // the identity names whose holds the refusal uses
 		}
 	}
 	switch a {
@@ -277,8 +281,9 @@ func (s *Server) authorize(r *http.Request, a access, isLane, write bool) (ident
 
 // RateLimitHold is how long a node holds a 429 of the request and write
 // rates before sending it, on average (each hold is drawn from half of it
-// to one and a half), and MaxHeld how many it holds at once (past that,
-// they are sent at once).
+// to one and a half), MaxHeld how many it holds at once, and
+// MaxHeldPerKey how many of them one tenant or one unauthenticated source
+// address may take (past either, the connection is ended).
 //
 // An HTTP/1.1 client waits for an answer before it sends the next request
 // on a connection, so holding the refusal bounds a flood to
@@ -291,21 +296,58 @@ func (s *Server) authorize(r *http.Request, a access, isLane, write bool) (ident
 const (
 	RateLimitHold = 250 * time.Millisecond
 	MaxHeld       = 4096
+	MaxHeldPerKey = 256
 )
+
+// holdPool counts the held refusals, in all and per key.
+type holdPool struct {
+	mu     sync.Mutex
+	n      int
+	byKey  map[string]int
+	perKey int // MaxHeldPerKey; tests lower it
+}
+
+func (p *holdPool) take(key string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.n >= MaxHeld || p.byKey[key] >= p.perKey {
+		return false
+	}
+	p.n++
+	p.byKey[key]++
+	return true
+}
+
+func (p *holdPool) give(key string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.n--
+	if p.byKey[key]--; p.byKey[key] <= 0 {
+		delete(p.byKey, key)
+	}
+}
 
 // tarpit holds a rate-limited answer for about RateLimitHold, unless the client
 // goes away first or MaxHeld answers are held already.
-func (s *Server) tarpit(r *http.Request, err error) {
+//
+// The holds are shared out: one tenant (or, unauthenticated, one source
+// address) holds at most MaxHeldPerKey of them. A refusal that finds no
+// hold free is not answered at once — that would let a flood go on at the
+// rate the node can refuse — but ends its connection (the client pays a
+// new handshake, and the connection limits bound those).
+func (s *Server) tarpit(r *http.Request, who identity, err error) {
 	var e *api.Error
 	if !errors.As(err, &e) || e.Code != api.CodeRateLimited {
 		return
 	}
-	select {
-	case s.held <- struct{}{}:
-	default:
-		return
+	key := "ip:" + remoteHost(r)
+	if who.tenant != "" {
+		key = "t:" + who.tenant
 	}
-	defer func() { <-s.held }()
+	if !s.holds.take(key) {
+		panic(http.ErrAbortHandler) // net/http closes the connection, logging nothing
+	}
+	defer s.holds.give(key)
 	// Held answers spread over [RateLimitHold/2, 3·RateLimitHold/2): the
 	// connections refused together would otherwise come back together.
 	t := time.NewTimer(RateLimitHold/2 + rand.N(RateLimitHold))
