@@ -304,3 +304,21 @@ func BenchmarkAllow(b *testing.B) {
 		run(b, 1, 1, func(g, i int) string { return keys[(g*16+i%16)%tenants] })
 	})
 }
+
+// TestCappedLimiters: a capped set holds at most its cap of buckets of
+// their own; keys past it share one, which limits them together.
+func TestCappedLimiters(t *testing.T) {
+	l := NewCappedLimiters(0, 100)
+	now := time.Unix(1000, 0)
+	for i := range 1000 {
+		if ok, _ := l.Allow(fmt.Sprintf("ip:%d", i), 1, 1, now); !ok && i < 100 {
+			t.Fatalf("key %d, within the cap, refused its first request", i)
+		}
+	}
+	if n := l.Len(); n > 101 {
+		t.Fatalf("%d buckets held, want at most the cap of 100 and the shared one", n)
+	}
+	if ok, _ := l.Allow("ip:999999", 1, 1, now); ok {
+		t.Fatal("a key past the cap had a full bucket of its own: the shared one is spent")
+	}
+}

@@ -54,6 +54,7 @@ type Node struct {
 	incarnation uint64 // this process's start, registered in the meta shard
 
 	kick   chan struct{}
+	checks metaChecks // SyncMetaSince's rounds
 	stop   chan struct{}
 	ctx    context.Context // cancelled when the node stops: background work
 	cancel context.CancelFunc
@@ -241,10 +242,72 @@ func (n *Node) shardConfig(shard, replica uint64, quiesce bool) dbconfig.Config 
 // Start registers this node in the meta shard and starts the reconciler
 // and the leadership watch.
 func (n *Node) Start() {
-	n.wg.Add(3)
+	n.checks.kick = make(chan struct{}, 1)
+	n.wg.Add(4)
 	go n.register()
 	go n.reconcileLoop()
 	go n.watchLeaders()
+	go n.metaRounds()
+}
+
+// metaChecks queues the callers of SyncMetaSince for the next round.
+type metaChecks struct {
+	mu     sync.Mutex
+	queue  []chan error
+	kick   chan struct{}
+	rounds atomic.Uint64
+}
+
+// MetaCheckRounds is how many ReadIndex rounds SyncMetaSince has made.
+func (n *Node) MetaCheckRounds() uint64 { return n.checks.rounds.Load() }
+
+// SyncMetaSince makes the local meta replica current with a quorum as of
+// a moment after the call: it joins the next round of ReadIndexes on the
+// meta shard, which starts after every caller in it arrived (so a token
+// created before the call is seen). However many callers there are, the
+// node makes one ReadIndex a round: a flood of unknown tokens costs one
+// heartbeat round at a time, not one each.
+func (n *Node) SyncMetaSince(ctx context.Context) error {
+	ch := make(chan error, 1)
+	n.checks.mu.Lock()
+	n.checks.queue = append(n.checks.queue, ch)
+	n.checks.mu.Unlock()
+	select {
+	case n.checks.kick <- struct{}{}:
+	default:
+	}
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return &api.Error{Code: api.CodeUnavailable, Message: "meta read index: " + ctx.Err().Error(), RetryAfter: 100 * time.Millisecond}
+	}
+}
+
+// metaRounds runs SyncMetaSince's rounds, one ReadIndex each.
+func (n *Node) metaRounds() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-n.checks.kick:
+		}
+		n.checks.mu.Lock()
+		batch := n.checks.queue
+		n.checks.queue = nil
+		n.checks.mu.Unlock()
+		if len(batch) == 0 {
+			continue
+		}
+		n.checks.rounds.Add(1)
+		ctx, cancel := context.WithTimeout(n.ctx, time.Second)
+		err := n.SyncMeta(ctx)
+		cancel()
+		for _, ch := range batch {
+			ch <- err
+		}
+	}
 }
 
 // watchLeaders checks, every 100 ms, every tenant shard's leadership against

@@ -1,15 +1,19 @@
 package httpapi_test
 
 import (
+	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/server/config"
 	"github.com/rafting/rafting/server/servertest"
 )
 
@@ -170,4 +174,44 @@ func TestTokenCheckWithoutQuorum(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 		return c.Do(3, tok, http.MethodGet, "/v1/tenants/acme/services", nil).Status == http.StatusOK
 	})
+}
+
+// TestUnknownTokensShareChecks: made-up tokens from many source addresses
+// do not each cost a meta ReadIndex: they share rounds, within one budget
+// per node, and are refused (401, or 503 past the budget).
+func TestUnknownTokensShareChecks(t *testing.T) {
+	c := servertest.Start(t, servertest.Options{Configure: func(cfg *config.Config) { cfg.MaxUnauthenticatedPerAddress = 0 }})
+	c.CreateTenant("acme", api.Quotas{})
+	node := c.Server(1).Node()
+	before := node.MetaCheckRounds()
+	const n = 300
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	statuses := map[int]int{}
+	for i := range n {
+		wg.Go(func() {
+			local := &net.TCPAddr{IP: net.IPv4(127, 0, byte(1+i/250), byte(1+i%250))}
+			client := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: local}).DialContext}}
+			req, _ := http.NewRequest(http.MethodGet, "http://"+c.Addr(1)+"/v1/tenants/acme/services", nil)
+			req.Header.Set("Authorization", fmt.Sprintf("Bearer rft_acme_%043d", i))
+			resp, err := client.Do(req)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				statuses[0]++
+				return
+			}
+			resp.Body.Close()
+			statuses[resp.StatusCode]++
+		})
+	}
+	wg.Wait()
+	if statuses[http.StatusOK] > 0 || statuses[0] > 0 {
+		t.Fatalf("made-up tokens answered %v", statuses)
+	}
+	rounds := node.MetaCheckRounds() - before
+	t.Logf("%d made-up tokens: %d rounds, answers %v", n, rounds, statuses)
+	if rounds > n/5 {
+		t.Fatalf("%d made-up tokens from %d addresses cost %d meta ReadIndexes, want them shared", n, n, rounds)
+	}
 }

@@ -47,6 +47,7 @@ type Server struct {
 	writes   *tenants.Limiters // per tenant: writes_per_second
 	lane     *tenants.Limiters // per session: keepalives and stream attaches
 	unauth   *tenants.Limiters // per remote address: requests without a valid token
+	misses   *tenants.Limiters // one bucket: tokens this node checks with the meta shard
 
 	watchMu  sync.Mutex
 	watchers map[string]*atomic.Int64 // open blocking queries per tenant
@@ -77,7 +78,8 @@ func New(node *cluster.Node, reg *metrics.Registry, peers *http.Client) *Server 
 	s := &Server{
 		node: node, log: log.With("node", cfg.NodeID), reg: reg, mux: http.NewServeMux(), peers: peers,
 		requests: tenants.NewLimiters(0), writes: tenants.NewLimiters(0),
-		lane: tenants.NewLimiters(0), unauth: tenants.NewLimiters(0),
+		lane: tenants.NewCappedLimiters(0, maxLaneBuckets), unauth: tenants.NewCappedLimiters(0, maxAddressBuckets),
+		misses: tenants.NewLimiters(0),
 		watchers: map[string]*atomic.Int64{},
 		holds:    &holdPool{byKey: map[string]int{}, perKey: MaxHeldPerKey},
 	}
@@ -247,8 +249,16 @@ func (s *Server) authorize(r *http.Request, a access, isLane, write bool) (ident
 		// quorum before refusing it. When that cannot be done the answer
 		// is 503, never 401: a client takes a 401 as final.
 		if tenantOf(r) != "" {
+			// Tokens this node does not know share one budget per node
+			// (TokenChecks a second) and one meta ReadIndex per round:
+			// made-up tokens from many addresses cost the meta shard
+			// nothing more than a round at a time.
+			if ok, retry := s.misses.Allow("miss", TokenChecks, TokenChecks, now); !ok {
+				return identity{}, &api.Error{Code: api.CodeUnavailable, RetryAfter: max(retry, 100*time.Millisecond),
+					Message: "this node checks too many unknown tokens with the cluster now; retry"}
+			}
 			ctx, cancel := context.WithTimeout(r.Context(), time.Second)
-			err := s.node.SyncMeta(ctx)
+			err := s.node.SyncMetaSince(ctx)
 			cancel()
 			if err != nil {
 				return identity{}, &api.Error{Code: api.CodeUnavailable, RetryAfter: 200 * time.Millisecond,
@@ -429,6 +439,19 @@ func (s *Server) chargeWrite(name string, now time.Time) error {
 	}
 	return nil
 }
+
+// TokenChecks is how many unknown tokens a second a node checks with the
+// meta shard (a new token, or a node behind); past it they are answered
+// 503 (never 401, which a client takes as final).
+const TokenChecks = 200
+
+// maxAddressBuckets and maxLaneBuckets bound the buckets keyed by what a
+// client can mint (its source address; its session, for sessions the node
+// knows): past them new keys share one bucket.
+const (
+	maxAddressBuckets = 16384
+	maxLaneBuckets    = 262144
+)
 
 // maxLaneBody bounds a keepalive's body (it has none to speak of).
 const maxLaneBody = 4 << 10
