@@ -79,7 +79,6 @@ func NewCappedLimiters(idle time.Duration, maxKeys int) *Limiters {
 // overflowKey is the bucket keys share once a capped set is full.
 const overflowKey = "\x00overflow"
 
-
 type bucket struct {
 	lim *rate.Limiter
 

@@ -79,7 +79,7 @@ func New(node *cluster.Node, reg *metrics.Registry, peers *http.Client) *Server 
 		node: node, log: log.With("node", cfg.NodeID), reg: reg, mux: http.NewServeMux(), peers: peers,
 		requests: tenants.NewLimiters(0), writes: tenants.NewLimiters(0),
 		lane: tenants.NewCappedLimiters(0, maxLaneBuckets), unauth: tenants.NewCappedLimiters(0, maxAddressBuckets),
-		misses: tenants.NewLimiters(0),
+		misses:   tenants.NewLimiters(0),
 		watchers: map[string]*atomic.Int64{},
 		holds:    &holdPool{byKey: map[string]int{}, perKey: MaxHeldPerKey},
 	}
