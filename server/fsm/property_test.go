@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/rafting/rafting/api"
@@ -247,5 +249,40 @@ func (p *propRun) step() {
 		p.apply(OpBarrier, Barrier{Term: p.term, NowMs: p.now})
 	default:
 		p.apply(OpSetQuotas, SetQuotas{Version: uint64(p.index), Quotas: api.Quotas{MaxInstances: int64(p.r.IntN(12)), MinTTLMs: 1000, MaxTTLMs: 60000}})
+	}
+}
+
+// TestServiceTailShared: readers that ask for a large answer at once share
+// one encoding, made outside the tenant's lock: a write applies meanwhile.
+func TestServiceTailShared(t *testing.T) {
+	sm := NewTenant(TenantInfo{Name: "acme", Epoch: 1, Version: Version})
+	meta := map[string]string{"m": strings.Repeat("x", 4000)}
+	for i := range 2000 {
+		var ch Changes
+		o := sm.Apply(uint64(i+1), Encode(OpRegister, Register{Service: "big", ID: fmt.Sprintf("i%d", i),
+			Instance: api.RegisterRequest{Address: "a:1", Meta: meta}}), &ch)
+		if o.Code != "" {
+			t.Fatal(o.Message)
+		}
+	}
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			if _, tail, err := sm.ServiceTail("big"); err != nil || len(tail) < 8_000_000 {
+				t.Errorf("tail of %d bytes, %v", len(tail), err)
+			}
+		})
+	}
+	// A write to another service applies while the readers encode.
+	var ch Changes
+	applied := make(chan struct{})
+	go func() {
+		sm.Apply(3000, Encode(OpRegister, Register{Service: "small", ID: "s", Instance: api.RegisterRequest{Address: "a:1"}}), &ch)
+		close(applied)
+	}()
+	wg.Wait()
+	<-applied
+	if n := sm.encodes.Load(); n != 1 {
+		t.Fatalf("16 readers of one answer encoded it %d times, want once", n)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rafting/rafting/api"
@@ -41,7 +42,8 @@ type Tenant struct {
 	tooOld bool  // a SetVersion newer than this build was refused
 
 	cacheMu sync.Mutex
-	cache   map[string]encoded // per service: its answer, encoded (ServiceTail)
+	cache   map[string]*encoded // per service: its answer, encoded (ServiceTail)
+	encodes atomic.Uint64       // answers ServiceTail encoded (shared ones once)
 }
 
 type instKey struct{ service, id string }

@@ -191,7 +191,9 @@ func (t *Tenant) Durable() ([]api.BackupService, uint64) {
 // for every read): many watchers woken by one change share one encoding.
 type encoded struct {
 	modify uint64
-	tail   []byte // `"modify_index":...}` and a newline
+	done   chan struct{} // closed once tail or err is set
+	tail   []byte        // `"modify_index":...}` and a newline
+	err    error
 }
 
 // AppendServiceHead appends what comes before ServiceTail's bytes in a
@@ -207,40 +209,65 @@ func AppendServiceHead(b []byte, index uint64) []byte {
 // them out one after the other: the answer is AppendServiceHead(index) and
 // then tail. Many watchers woken by one change get one shared tail, which
 // the caller must not modify.
+//
+// The answer is encoded once per modify index, outside the tenant's lock
+// (the view is read under it; instances are never changed in place, so
+// the view stays true), and readers that ask while it is being encoded
+// wait for that one encoding: a service of 10,000 instances with 4 KB of
+// meta each is a 41.6 MB answer, and encoding it under the lock, once per
+// reader, held the tenant's applies (and its Dragonboat apply worker, which
+// other tenants share) for as long.
 func (t *Tenant) ServiceTail(name string) (index uint64, tail []byte, err error) {
 	t.mu.RLock()
-	defer t.mu.RUnlock()
 	index = t.st.Applied
 	svc := t.st.Services[name]
-	if svc != nil {
+	if svc == nil {
+		r := t.service(name) // nothing to share: no instances
+		t.mu.RUnlock()
+		tail, err = encodeTail(&r)
+		return index, tail, err
+	}
+	t.cacheMu.Lock()
+	e := t.cache[name]
+	if e != nil && e.modify == svc.ModifyIndex {
+		t.cacheMu.Unlock()
+		t.mu.RUnlock()
+		<-e.done
+		return index, e.tail, e.err
+	}
+	e = &encoded{modify: svc.ModifyIndex, done: make(chan struct{})}
+	if t.cache == nil {
+		t.cache = map[string]*encoded{}
+	}
+	t.cache[name] = e
+	t.cacheMu.Unlock()
+	r := t.service(name)
+	t.mu.RUnlock()
+	t.encodes.Add(1)
+	e.tail, e.err = encodeTail(&r)
+	close(e.done)
+	if e.err != nil {
 		t.cacheMu.Lock()
-		if e, ok := t.cache[name]; ok && e.modify == svc.ModifyIndex {
-			tail = e.tail
+		if t.cache[name] == e {
+			delete(t.cache, name)
 		}
 		t.cacheMu.Unlock()
 	}
-	if tail == nil {
-		r := t.service(name)
-		r.Index = 0
-		b, err := json.Marshal(&r)
-		if err != nil {
-			return 0, nil, err
-		}
-		const head = `{"index":0,`
-		if !bytes.HasPrefix(b, []byte(head)) {
-			return 0, nil, fmt.Errorf("fsm: encoded service answer starts %q", b[:min(len(b), 20)])
-		}
-		tail = append(b[len(head):], '\n')
-		if svc != nil {
-			t.cacheMu.Lock()
-			if t.cache == nil {
-				t.cache = map[string]encoded{}
-			}
-			t.cache[name] = encoded{modify: svc.ModifyIndex, tail: tail}
-			t.cacheMu.Unlock()
-		}
+	return index, e.tail, e.err
+}
+
+// encodeTail encodes an answer without its leading "index" field.
+func encodeTail(r *api.ServiceResponse) ([]byte, error) {
+	r.Index = 0
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, err
 	}
-	return index, tail, nil
+	const head = `{"index":0,`
+	if !bytes.HasPrefix(b, []byte(head)) {
+		return nil, fmt.Errorf("fsm: encoded service answer starts %q", b[:min(len(b), 20)])
+	}
+	return append(b[len(head):], '\n'), nil
 }
 
 // Services lists the tenant's services.
