@@ -105,6 +105,13 @@ type bucket struct {
 // now is the caller's clock (time.Now() in the server); calls on one key
 // should pass non-decreasing times.
 func (l *Limiters) Allow(key string, rps float64, burst int, now time.Time) (ok bool, retryAfter time.Duration) {
+	return l.AllowN(key, 1, rps, burst, now)
+}
+
+// AllowN is Allow for n tokens at once (a budget in bytes: n is the size
+// of what is charged). n above burst is charged as burst: a thing larger
+// than the bucket takes all of a full one, rather than never passing.
+func (l *Limiters) AllowN(key string, n int, rps float64, burst int, now time.Time) (ok bool, retryAfter time.Duration) {
 	if !(rps > 0) {
 		return false, time.Second
 	}
@@ -118,10 +125,11 @@ func (l *Limiters) Allow(key string, rps float64, burst int, now time.Time) (ok 
 	b := l.bucket(key, limit, burst)
 	b.touch(now)
 	b.configure(limit, burst, now)
-	if b.lim.AllowN(now, 1) {
+	n = min(max(n, 1), burst)
+	if b.lim.AllowN(now, n) {
 		return true, 0
 	}
-	return false, retryDelay(b.lim.TokensAt(now), limit)
+	return false, retryDelay(b.lim.TokensAt(now)-float64(n-1), limit)
 }
 
 // bucket returns key's bucket, creating it (full) if there is none.

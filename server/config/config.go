@@ -104,6 +104,13 @@ type Config struct {
 	// one by then: idle connections cannot hold the node's descriptors.
 	MaxUnauthenticated, MaxUnauthenticatedPerAddress int
 	AuthTimeout                                      time.Duration
+	// WriteBytesPerSecond and AnswerBytesPerSecond are each tenant's byte
+	// budgets on this node, beside its request and write rates (quotas,
+	// counted in requests): the bytes of the commands it proposes, and of
+	// the service answers it is sent. Each bucket holds one second of its
+	// rate; a thing larger than that takes a full bucket. Defaults 8 MiB/s
+	// and 128 MiB/s.
+	WriteBytesPerSecond, AnswerBytesPerSecond int
 
 	// TLSCert and TLSKey serve the API over TLS.
 	TLSCert, TLSKey string
@@ -143,6 +150,8 @@ func DefaultConfig() Config {
 		MaxUnauthenticated:           4096,
 		MaxUnauthenticatedPerAddress: 256,
 		AuthTimeout:                  5 * time.Second,
+		WriteBytesPerSecond:          8 << 20,
+		AnswerBytesPerSecond:         128 << 20,
 	}
 }
 
@@ -178,8 +187,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: TLSCert (--tls-cert) and TLSKey (--tls-key) go together")
 	case (c.PeerCA == "") != (c.PeerCert == "") || (c.PeerCert == "") != (c.PeerKey == ""):
 		return fmt.Errorf("config: PeerCA, PeerCert and PeerKey (--peer-*) go together")
-	case c.MaxConnections < 0 || c.MaxUnauthenticated < 0 || c.MaxUnauthenticatedPerAddress < 0 || c.AuthTimeout < 0:
-		return fmt.Errorf("config: MaxConnections, MaxUnauthenticated, MaxUnauthenticatedPerAddress and AuthTimeout must not be negative")
+	case c.MaxConnections < 0 || c.MaxUnauthenticated < 0 || c.MaxUnauthenticatedPerAddress < 0 || c.AuthTimeout < 0 ||
+		c.WriteBytesPerSecond < 0 || c.AnswerBytesPerSecond < 0:
+		return fmt.Errorf("config: MaxConnections, MaxUnauthenticated, MaxUnauthenticatedPerAddress, AuthTimeout, WriteBytesPerSecond and AnswerBytesPerSecond must not be negative")
 	}
 	switch c.LogDB {
 	case "tiny", "small", "medium", "default":

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/server/config"
 	"github.com/rafting/rafting/server/servertest"
 )
 
@@ -171,5 +172,42 @@ func TestRefusedWritesStayOutOfTheLog(t *testing.T) {
 	// One write a second: the refused ones took none of it.
 	if r := c.Do(2, tok, http.MethodPut, "/v1/tenants/acme/services/web/instances/ok", api.RegisterRequest{Address: "a:2"}); r.Status >= 300 {
 		t.Fatalf("a good write after refused ones = %d %s, want it admitted", r.Status, r.Body)
+	}
+}
+
+// TestByteBudgets: a tenant's writes and answers are budgeted in bytes on
+// each node, beside its request counts: a few large writes or reads a
+// second are refused (429) where as many small ones pass.
+func TestByteBudgets(t *testing.T) {
+	c := servertest.Start(t, servertest.Options{Configure: func(cfg *config.Config) {
+		cfg.WriteBytesPerSecond, cfg.AnswerBytesPerSecond = 10_000, 20_000
+	}})
+	tok := c.CreateTenant("acme", api.Quotas{MaxMetaBytes: 8000})
+	meta := map[string]string{"m": strings.Repeat("x", 4000)}
+	statuses := func(n int, do func(i int) *servertest.Response) (ok, limited int) {
+		for i := range n {
+			switch r := do(i); {
+			case r.Status < 300:
+				ok++
+			case r.Status == http.StatusTooManyRequests && strings.Contains(string(r.Body), "bytes"):
+				limited++
+			default:
+				t.Fatalf("got %d %s", r.Status, r.Body)
+			}
+		}
+		return ok, limited
+	}
+	ok, limited := statuses(5, func(i int) *servertest.Response {
+		return c.Do(1, tok, http.MethodPut, fmt.Sprintf("/v1/tenants/acme/services/web/instances/w%d", i), api.RegisterRequest{Address: "a:1", Meta: meta})
+	})
+	if ok > 3 || limited == 0 {
+		t.Fatalf("5 writes of 4 KB at once within a 10 KB/s budget: %d accepted, %d refused", ok, limited)
+	}
+	time.Sleep(time.Second)
+	ok, limited = statuses(6, func(int) *servertest.Response {
+		return c.Do(1, tok, http.MethodGet, "/v1/tenants/acme/services/web", nil)
+	})
+	if ok > 4 || limited == 0 {
+		t.Fatalf("6 reads of an ~8 KB answer at once within a 20 KB/s budget: %d answered, %d refused", ok, limited)
 	}
 }

@@ -58,7 +58,12 @@ func pathNames(r *http.Request, fields ...string) error {
 // proposeTo runs a command on a tenant's shard through t; a rejected
 // command's outcome is the error.
 func proposeTo(ctx context.Context, t *cluster.Tenant, op fsm.Op, cmd any) (fsm.Outcome, error) {
-	o, err := t.Propose(ctx, fsm.Encode(op, cmd))
+	return proposeEncoded(ctx, t, fsm.Encode(op, cmd))
+}
+
+// proposeEncoded is proposeTo for an encoded command.
+func proposeEncoded(ctx context.Context, t *cluster.Tenant, cmd []byte) (fsm.Outcome, error) {
+	o, err := t.Propose(ctx, cmd)
 	if err == nil {
 		if e := o.Err(); e != nil {
 			err = e
@@ -84,8 +89,9 @@ func (s *Server) propose(w http.ResponseWriter, r *http.Request, id identity, op
 		writeError(w, err)
 		return fsm.Outcome{}, false
 	}
+	encoded := fsm.Encode(op, cmd)
 	if id.tenant != "" {
-		if err := s.chargeWrite(id.tenant, time.Now()); err != nil {
+		if err := s.chargeWrite(id.tenant, len(encoded), time.Now()); err != nil {
 			s.tarpit(r, id, err)
 			writeError(w, err)
 			return fsm.Outcome{}, false
@@ -93,7 +99,7 @@ func (s *Server) propose(w http.ResponseWriter, r *http.Request, id identity, op
 	}
 	ctx, cancel := s.writeCtx(r)
 	defer cancel()
-	o, err := proposeTo(ctx, t, op, cmd)
+	o, err := proposeEncoded(ctx, t, encoded)
 	if leader := t.LeaderAPI(); leader != "" {
 		w.Header().Set(api.HeaderLeader, leader)
 	}
@@ -203,7 +209,7 @@ func (s *Server) watcherCount(tenant string) *atomic.Int64 {
 // (default 5 min, plus up to wait/16 of jitter) passes. It never answers
 // with an index below N: a replica still behind when the wait ends checks
 // with a ReadIndex and answers 503 stale_replica if it cannot catch up.
-func (s *Server) service(w http.ResponseWriter, r *http.Request, _ identity) {
+func (s *Server) service(w http.ResponseWriter, r *http.Request, who identity) {
 	q, err := parseServiceQuery(r, s.node.Config().MaxWait)
 	if err != nil {
 		writeError(w, err)
@@ -222,6 +228,13 @@ func (s *Server) service(w http.ResponseWriter, r *http.Request, _ identity) {
 	if err != nil {
 		writeError(w, api.Errorf(api.CodeInternal, "encode answer: %v", err))
 		return
+	}
+	if who.tenant != "" {
+		if err := s.chargeAnswer(who.tenant, len(tail), time.Now()); err != nil {
+			s.tarpit(r, who, err)
+			writeError(w, err)
+			return
+		}
 	}
 	setIndex(w, index)
 	if leader := t.LeaderAPI(); leader != "" {

@@ -48,6 +48,7 @@ type Server struct {
 	lane     *tenants.Limiters // per session: keepalives and stream attaches
 	unauth   *tenants.Limiters // per remote address: requests without a valid token
 	misses   *tenants.Limiters // one bucket: tokens this node checks with the meta shard
+	bytes    *tenants.Limiters // per tenant: bytes proposed, bytes answered
 
 	watchMu  sync.Mutex
 	watchers map[string]*atomic.Int64 // open blocking queries per tenant
@@ -79,7 +80,7 @@ func New(node *cluster.Node, reg *metrics.Registry, peers *http.Client) *Server 
 		node: node, log: log.With("node", cfg.NodeID), reg: reg, mux: http.NewServeMux(), peers: peers,
 		requests: tenants.NewLimiters(0), writes: tenants.NewLimiters(0),
 		lane: tenants.NewCappedLimiters(0, maxLaneBuckets), unauth: tenants.NewCappedLimiters(0, maxAddressBuckets),
-		misses:   tenants.NewLimiters(0),
+		misses: tenants.NewLimiters(0), bytes: tenants.NewLimiters(0),
 		watchers: map[string]*atomic.Int64{},
 		holds:    &holdPool{byKey: map[string]int{}, perKey: MaxHeldPerKey},
 	}
@@ -426,9 +427,9 @@ func (s *Server) limit(name string, r *http.Request, isLane bool, now time.Time)
 	return nil
 }
 
-// chargeWrite applies the tenant's write rate to a write about to be
-// proposed.
-func (s *Server) chargeWrite(name string, now time.Time) error {
+// chargeWrite applies the tenant's write rate, and its write bytes, to a
+// write of size bytes about to be proposed.
+func (s *Server) chargeWrite(name string, size int, now time.Time) error {
 	rec, ok := s.node.Meta().Brief(name)
 	if !ok {
 		return nil
@@ -436,6 +437,24 @@ func (s *Server) chargeWrite(name string, now time.Time) error {
 	q := rec.Quotas
 	if ok, retry := s.writes.Allow("w:"+name, float64(q.WritesPerSecond), tenants.WriteBurst(q), now); !ok {
 		return &api.Error{Code: api.CodeRateLimited, Message: "tenant " + name + ": writes_per_second exceeded", RetryAfter: retry}
+	}
+	if rate := s.node.Config().WriteBytesPerSecond; rate > 0 {
+		if ok, retry := s.bytes.AllowN("wb:"+name, size, float64(rate), rate, now); !ok {
+			return &api.Error{Code: api.CodeRateLimited, Message: "tenant " + name + ": write bytes a second exceeded on this node", RetryAfter: retry}
+		}
+	}
+	return nil
+}
+
+// chargeAnswer applies the tenant's answer bytes to an answer of size bytes
+// about to be sent.
+func (s *Server) chargeAnswer(name string, size int, now time.Time) error {
+	rate := s.node.Config().AnswerBytesPerSecond
+	if rate <= 0 {
+		return nil
+	}
+	if ok, retry := s.bytes.AllowN("ab:"+name, size, float64(rate), rate, now); !ok {
+		return &api.Error{Code: api.CodeRateLimited, Message: "tenant " + name + ": answer bytes a second exceeded on this node", RetryAfter: retry}
 	}
 	return nil
 }
