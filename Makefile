@@ -45,12 +45,12 @@ CHAOS_RUN = -chaos.scenarios $(SCENARIOS)
 endif
 chaos:
 	$(GO) test -c -o $(BIN)/chaos.test ./internal/chaos
-	./$(BIN)/chaos.test -test.run '^TestChaos$$' -test.timeout 90m -chaos $(CHAOS_RUN)
+	./$(BIN)/chaos.test -test.run '^TestChaos$$' -test.timeout 90m -test.parallel 2 -chaos $(CHAOS_RUN)
 
 ## chaos-quick: the campaign in brief (<= 3 min): a few scenarios from a new seed each run, and the controls
 chaos-quick:
 	$(GO) test -c -o $(BIN)/chaos.test ./internal/chaos
-	./$(BIN)/chaos.test -test.run '^TestChaos$$' -test.timeout 10m -chaos -chaos.scenarios 3 -chaos.phase 6s
+	./$(BIN)/chaos.test -test.run '^TestChaos$$' -test.timeout 10m -test.parallel 2 -chaos -chaos.scenarios 4 -chaos.phase 6s
 
 ## bench: Rafting's own benchmarks of benchmarks/RESULTS.md (the comparison with peers is bench-peers)
 bench:

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -52,7 +53,10 @@ func TestChaos(t *testing.T) {
 		opts.Log = func(format string, args ...any) { fmt.Printf(format+"\n", args...) }
 	}
 	fmt.Printf("seeds %d..%d (rerun one: make chaos SEED=n); failing runs are saved under %s\n", seed, seed+uint64(*scenarios)-1, out)
-	var total struct{ scenarios, faults, ops, violations int }
+	var (
+		mu    sync.Mutex // the totals, the table and stdout, shared by the parallel scenarios
+		total struct{ scenarios, faults, ops, violations int }
+	)
 	type row struct {
 		scenarios, injected int
 		violations          map[string]int // by checker, in the scenarios that had this fault
@@ -61,40 +65,51 @@ func TestChaos(t *testing.T) {
 	for _, k := range Kinds() {
 		table[k] = &row{violations: map[string]int{}}
 	}
-	for i := range *scenarios {
-		plan := NewPlan(seed+uint64(i), *phase)
-		t.Run(fmt.Sprintf("seed=%d", plan.Seed), func(t *testing.T) {
-			r := Run(t, plan, opts)
-			total.scenarios++
-			total.faults += r.Faults
-			total.ops += r.Operations
-			total.violations += len(r.Violations)
-			for k, n := range r.Injected {
-				table[k].scenarios++
-				table[k].injected += n
+	// Scenarios run -test.parallel at a time (make chaos: 2); each t.Run
+	// group returns when all of its scenarios are done.
+	t.Run("scenarios", func(t *testing.T) {
+		for i := range *scenarios {
+			plan := NewPlan(seed+uint64(i), *phase)
+			t.Run(fmt.Sprintf("seed=%d", plan.Seed), func(t *testing.T) {
+				t.Parallel()
+				r := Run(t, plan, opts)
+				var saved string
+				if len(r.Violations) > 0 {
+					saved = r.Save(out)
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				total.scenarios++
+				total.faults += r.Faults
+				total.ops += r.Operations
+				total.violations += len(r.Violations)
+				for k, n := range r.Injected {
+					table[k].scenarios++
+					table[k].injected += n
+					for _, v := range r.Violations {
+						table[k].violations[v.Checker]++
+					}
+				}
+				fmt.Printf("seed %d: %d servers, %d tenants, %d faults, %d operations, %d violations (%v)\n",
+					plan.Seed, plan.Servers, plan.Tenants, r.Faults, r.Operations, len(r.Violations), r.Took.Round(time.Second))
+				shown := map[string]int{}
 				for _, v := range r.Violations {
-					table[k].violations[v.Checker]++
+					if shown[v.Checker+v.Tenant]++; shown[v.Checker+v.Tenant] <= 5 {
+						fmt.Printf("  %v\n", v)
+						t.Errorf("%v", v)
+					}
 				}
-			}
-			fmt.Printf("seed %d: %d servers, %d tenants, %d faults, %d operations, %d violations (%v)\n",
-				plan.Seed, plan.Servers, plan.Tenants, r.Faults, r.Operations, len(r.Violations), r.Took.Round(time.Second))
-			shown := map[string]int{}
-			for _, v := range r.Violations {
-				if shown[v.Checker+v.Tenant]++; shown[v.Checker+v.Tenant] <= 5 {
-					fmt.Printf("  %v\n", v)
-					t.Errorf("%v", v)
+				for k, n := range shown {
+					if n > 5 {
+						fmt.Printf("  (%s: %d more)\n", k, n-5)
+					}
 				}
-			}
-			for k, n := range shown {
-				if n > 5 {
-					fmt.Printf("  (%s: %d more)\n", k, n-5)
+				if saved != "" {
+					fmt.Printf("  saved to %s; rerun: make chaos SEED=%d\n", saved, plan.Seed)
 				}
-			}
-			if len(r.Violations) > 0 {
-				fmt.Printf("  saved to %s; rerun: make chaos SEED=%d\n", r.Save(out), plan.Seed)
-			}
-		})
-	}
+			})
+		}
+	})
 	if *scenarios >= len(Kinds()) {
 		fmt.Printf("\n| fault | scenarios | injected | %s |\n|---|--:|--:|%s\n", strings.Join(checkers, " | "), strings.Repeat("--:|", len(checkers)))
 		for _, k := range Kinds() {
@@ -110,26 +125,38 @@ func TestChaos(t *testing.T) {
 		}
 		fmt.Println()
 	}
-	for _, c := range selectedControls(t) {
-		t.Run("control="+c.String(), func(t *testing.T) {
-			r := Run(t, ControlPlan(c, seed), Options{Control: c, Log: opts.Log})
-			var caught []Violation
-			for _, v := range r.Violations {
-				if v.Checker == c.Checker() {
-					caught = append(caught, v)
-				} else {
+	t.Run("controls", func(t *testing.T) {
+		for _, c := range selectedControls(t) {
+			t.Run(c.String(), func(t *testing.T) {
+				t.Parallel()
+				r := Run(t, ControlPlan(c, seed), Options{Control: c, Log: opts.Log})
+				var caught, also []Violation
+				for _, v := range r.Violations {
+					if v.Checker == c.Checker() {
+						caught = append(caught, v)
+					} else {
+						also = append(also, v)
+					}
+				}
+				var saved string
+				if len(caught) == 0 {
+					saved = r.Save(out)
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				for _, v := range also {
 					fmt.Printf("  control %s: also %v\n", c, v)
 				}
-			}
-			if len(caught) == 0 {
-				fmt.Printf("control %s: NOT caught by the %s checker\n", c, c.Checker())
-				t.Errorf("negative control %s: the %s checker caught nothing; saved to %s; rerun: make chaos CONTROL=%s SEED=%d",
-					c, c.Checker(), r.Save(out), c, seed)
-				return
-			}
-			fmt.Printf("control %s: caught by the %s checker (%d violations), e.g. %s\n", c, c.Checker(), len(caught), firstLine(caught[0].Detail))
-		})
-	}
+				if len(caught) == 0 {
+					fmt.Printf("control %s: NOT caught by the %s checker\n", c, c.Checker())
+					t.Errorf("negative control %s: the %s checker caught nothing; saved to %s; rerun: make chaos CONTROL=%s SEED=%d",
+						c, c.Checker(), saved, c, seed)
+					return
+				}
+				fmt.Printf("control %s: caught by the %s checker (%d violations), e.g. %s\n", c, c.Checker(), len(caught), firstLine(caught[0].Detail))
+			})
+		}
+	})
 	fmt.Printf("chaos: %d scenarios, %d faults, %d operations, %d violations\n", total.scenarios, total.faults, total.ops, total.violations)
 }
 

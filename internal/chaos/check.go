@@ -186,9 +186,59 @@ func Porcupine(ops []Op) []porcupine.Operation {
 	return out
 }
 
-// CheckLinearizable checks a tenant's history with porcupine.
-func CheckLinearizable(ops []Op, timeout time.Duration) (porcupine.CheckResult, porcupine.LinearizationInfo) {
-	return porcupine.CheckOperationsVerbose(linModel, Porcupine(ops), timeout)
+// CheckLinearizable checks a tenant's history, ended by the final read,
+// with porcupine (Resolve first).
+func CheckLinearizable(ops []Op, final Op, timeout time.Duration) (porcupine.CheckResult, porcupine.LinearizationInfo) {
+	return porcupine.CheckOperationsVerbose(linModel, Porcupine(Resolve(ops, final)), timeout)
+}
+
+// Resolve narrows the writes whose outcome is unknown, so that porcupine
+// need not try every place for each (a few dozen of them, after servers
+// were killed, took it past a minute):
+//
+//   - a write of a value no read returned is dropped: it did not apply, or
+//     it applied and was overwritten unseen, and either way the history
+//     without it is linearizable exactly when the history with it is;
+//   - a write of a value a read returned applied before that read
+//     returned;
+//   - every other (a delete) applied, if at all, before the final read:
+//     that read came after healing, from a leader that had committed an
+//     entry of its own term, so whatever of the faults' writes was ever to
+//     commit had committed.
+//
+// A session's expiry stays open-ended: a leader may hold it back.
+func Resolve(ops []Op, final Op) []Op {
+	seen := map[string]map[int]int64{} // key -> value -> the earliest return of a read that showed it
+	for _, o := range append(ops, final) {
+		if o.Kind != "read" {
+			continue
+		}
+		for k, v := range o.Read {
+			if seen[k] == nil {
+				seen[k] = map[int]int64{}
+			}
+			if r, ok := seen[k][v]; !ok || o.Return < r {
+				seen[k][v] = o.Return
+			}
+		}
+	}
+	out := make([]Op, 0, len(ops)+1)
+	for _, o := range ops {
+		if o.Kind == "write" && o.Unknown() {
+			if o.Value != absent {
+				r, ok := seen[o.Key][o.Value]
+				if !ok {
+					continue
+				}
+				o.Return = min(r, final.Call)
+			} else {
+				o.Return = final.Call
+			}
+			o.Return = max(o.Return, o.Call)
+		}
+		out = append(out, o)
+	}
+	return append(out, final)
 }
 
 // CheckDurable checks that the final read holds, for every key written,

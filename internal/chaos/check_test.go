@@ -76,14 +76,23 @@ func TestCheckLinearizable(t *testing.T) {
 		write(0, "p0", 2, 21, math.MaxInt64, 0), // unknown outcome
 		read(1, 30, 40, 6, map[string]int{"p0": 1}),
 		read(1, 50, 60, 7, map[string]int{"p0": 2}),
+		write(0, "p0", 3, 61, math.MaxInt64, 0), // unknown, never seen: dropped
 		{Client: 100, Kind: "expire", Key: "e0", Value: absent, Call: 70, Return: math.MaxInt64},
 	}
-	if res, _ := CheckLinearizable(ok, time.Second); res != porcupine.Ok {
+	final := read(9, 100, 110, 9, map[string]int{"p0": 2})
+	if res, _ := CheckLinearizable(ok, final, time.Second); res != porcupine.Ok {
 		t.Errorf("a linearizable history: %v", res)
 	}
 	stale := append(ok, read(1, 70, 80, 8, map[string]int{"p0": 1})) // back to 1 after 2 was read
-	if res, _ := CheckLinearizable(stale, time.Second); res != porcupine.Illegal {
+	if res, _ := CheckLinearizable(stale, final, time.Second); res != porcupine.Illegal {
 		t.Errorf("a stale read: %v, want illegal", res)
+	}
+	lost := read(9, 100, 110, 9, map[string]int{"p0": 1}) // 2 was read, then 1 again at the end
+	if res, _ := CheckLinearizable(ok, lost, time.Second); res != porcupine.Illegal {
+		t.Errorf("a final read going back: %v, want illegal", res)
+	}
+	if got := Resolve(ok, final); len(got) != len(ok) { // one dropped, the final read added
+		t.Errorf("Resolve kept %d operations of %d, want the unseen unknown write dropped", len(got)-1, len(ok))
 	}
 }
 

@@ -59,10 +59,11 @@ func (s *scenario) save(r *Result, out string) string {
 	put("result.json", r)
 	for _, tn := range s.tenants {
 		ops := tn.work.history()
+		final := Op{Client: 99, Kind: "read", Call: int64(time.Since(s.start)), Return: int64(time.Since(s.start)), Status: "no final read"}
 		if tn.final != nil {
-			ops = append(ops, *tn.final)
+			final = *tn.final
 		}
-		put(filepath.Join(tn.name, "history.json"), ops)
+		put(filepath.Join(tn.name, "history.json"), append(ops, final))
 		put(filepath.Join(tn.name, "events.json"), tn.events())
 		var ledger []LedgerEntry
 		for _, e := range s.ledger.Log() {
@@ -71,7 +72,7 @@ func (s *scenario) save(r *Result, out string) string {
 			}
 		}
 		put(filepath.Join(tn.name, "ledger.json"), ledger)
-		_, info := CheckLinearizable(ops, time.Minute)
+		_, info := CheckLinearizable(ops, final, time.Minute)
 		info.AddAnnotations(s.annotations(tn))
 		if err := porcupine.VisualizePath(linModel, info, filepath.Join(dir, tn.name, "history.html")); err != nil {
 			s.t.Logf("save: porcupine: %v", err)

@@ -198,6 +198,15 @@ func Run(t *testing.T, plan Plan, opts Options) *Result {
 	for _, tn := range s.tenants {
 		tn.work.halt()
 	}
+	ledgerWrites := len(s.ledger.Log())
+	// Let the sessions the workload abandoned expire (their instances
+	// go with them), so the replicas and caches compared hold still.
+	var settled int64
+	for _, tn := range s.tenants {
+		settled = max(settled, tn.work.settled())
+	}
+	wait := min(time.Duration(settled)+time.Second-time.Since(s.start), 5*time.Second)
+	time.Sleep(wait)
 	s.note("workload stopped; checking")
 	s.check()
 	s.stopMembers()
@@ -205,7 +214,7 @@ func Run(t *testing.T, plan Plan, opts Options) *Result {
 	if opts.Control != NoControl {
 		r.Control = opts.Control.String()
 	}
-	r.Operations = len(s.ledger.Log())
+	r.Operations = ledgerWrites
 	for _, tn := range s.tenants {
 		r.Operations += len(tn.work.history())
 	}

@@ -122,6 +122,19 @@ func (w *workload) record(o Op) {
 	w.mu.Unlock()
 }
 
+// settled is when every session the workload abandoned may have expired
+// (ns since the scenario began): from then on nothing of its own changes
+// the state.
+func (w *workload) settled() int64 {
+	var at int64
+	for _, o := range w.history() {
+		if o.Kind == "expire" {
+			at = max(at, o.Call)
+		}
+	}
+	return at
+}
+
 // history is every operation so far.
 func (w *workload) history() []Op {
 	w.mu.Lock()
@@ -314,7 +327,7 @@ func (w *workload) sessions(c *client, r *mrand.Rand) {
 		if registered == notApplied {
 			continue
 		}
-		if r.IntN(2) == 0 {
+		if r.IntN(2) == 0 || w.stop.Load() { // at the end, end it: the state settles sooner
 			// End the session: its instance goes with it.
 			id := w.server(r)
 			o := Op{Client: c.id, Kind: "write", Key: key, Value: absent, Call: w.now(), Server: id}
