@@ -3,6 +3,8 @@ package api
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"strings"
+	"unicode/utf8"
 )
 
 // Limits on names and identifiers.
@@ -14,14 +16,44 @@ const (
 )
 
 // ValidateName checks a service name or an instance ID: 1–128 characters of
-// [A-Za-z0-9._-]. The error is a 400 naming field.
+// [A-Za-z0-9._-], but not "." or ".." (a name is a path segment: those
+// would be cleaned away, and the request sent elsewhere). The error is a
+// 400 naming field.
 func ValidateName(field, s string) error {
+	if err := ValidateNameChars(field, s); err != nil {
+		return err
+	}
+	if s == "." || s == ".." {
+		return BadField(field, "%q is not a name", s)
+	}
+	return nil
+}
+
+// ValidateNameChars is ValidateName without the rule on "." and "..": the
+// check of the state machines' first version, which they keep for entries
+// applied at it.
+func ValidateNameChars(field, s string) error {
 	if len(s) == 0 || len(s) > MaxNameLen {
 		return BadField(field, "must be 1 to %d characters, got %d", MaxNameLen, len(s))
 	}
 	for i := 0; i < len(s); i++ {
 		if !nameByte(s[i]) {
 			return BadField(field, "character %q at %d is not one of [A-Za-z0-9._-]", s[i], i)
+		}
+	}
+	return nil
+}
+
+// ValidateText checks a value a tenant writes and operators read (an
+// address, a zone, meta): valid UTF-8 without control characters (C0, DEL,
+// C1), which a terminal would obey — set its title, clear it, forge rows.
+func ValidateText(field, s string) error {
+	for i, r := range s {
+		switch {
+		case r == utf8.RuneError && !strings.HasPrefix(s[i:], "\uFFFD"):
+			return BadField(field, "is not valid UTF-8 (byte %d)", i)
+		case r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f):
+			return BadField(field, "control character %U at byte %d", r, i)
 		}
 	}
 	return nil

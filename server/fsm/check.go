@@ -18,54 +18,74 @@ import "github.com/rafting/rafting/api"
 // machine's own copy decides, when it applies).
 func (t *Tenant) Check(op Op, cmd any, also api.Quotas) *api.Error {
 	t.mu.RLock()
-	q, name := t.st.Quotas, t.st.Name
+	q, name, v := t.st.Quotas, t.st.Name, versionOf(t.st.Version)
 	t.mu.RUnlock()
-	err := check(cmd, q, name)
-	if err != nil && q != also && check(cmd, also, name) == nil {
+	err := check(cmd, q, name, v)
+	if err != nil && q != also && check(cmd, also, name, v) == nil {
 		return nil
 	}
 	return err
 }
 
-func check(cmd any, q api.Quotas, name string) *api.Error {
+func check(cmd any, q api.Quotas, name string, v uint64) *api.Error {
 	switch c := cmd.(type) {
 	case Register:
-		_, err := checkRegister(c, q, name)
+		_, err := checkRegister(c, q, name, v)
 		return err
 	case Deregister:
-		return checkNames(c.Service, c.ID)
+		return checkNames(v, c.Service, c.ID)
 	case OpenSession:
 		_, err := checkOpenSession(c, q)
 		return err
 	case SetPolicy:
-		return checkPolicy(c)
+		return checkPolicy(c, v)
 	case Resign:
-		return checkNames(c.Service, "")
+		return validName(v, "service", c.Service)
 	}
 	return nil
 }
 
-// checkNames checks a service name and, when id is not empty, an instance ID.
-func checkNames(service, id string) *api.Error {
-	if err := api.ValidateName("service", service); err != nil {
+// validName checks a service name or an instance ID as a state at version
+// v does: "." and ".." are names only before version 2.
+func validName(v uint64, field, s string) *api.Error {
+	check := api.ValidateName
+	if v < 2 {
+		check = api.ValidateNameChars
+	}
+	if err := check(field, s); err != nil {
 		return err.(*api.Error)
 	}
-	if id != "" {
-		if err := api.ValidateName("id", id); err != nil {
-			return err.(*api.Error)
-		}
+	return nil
+}
+
+// validText checks a value operators read (address, zone, meta) as a
+// state at version v does: no control characters from version 2.
+func validText(v uint64, field, s string) *api.Error {
+	if v < 2 {
+		return nil
+	}
+	if err := api.ValidateText(field, s); err != nil {
+		return err.(*api.Error)
 	}
 	return nil
+}
+
+// checkNames checks a service name and an instance ID.
+func checkNames(v uint64, service, id string) *api.Error {
+	if err := validName(v, "service", service); err != nil {
+		return err
+	}
+	return validName(v, "id", id)
 }
 
 // checkRegister checks a registration's fields against the tenant's quota
 // limits and returns the request with its defaults filled in.
-func checkRegister(c Register, q api.Quotas, tenant string) (api.RegisterRequest, *api.Error) {
-	if err := api.ValidateName("service", c.Service); err != nil {
-		return api.RegisterRequest{}, err.(*api.Error)
+func checkRegister(c Register, q api.Quotas, tenant string, v uint64) (api.RegisterRequest, *api.Error) {
+	if err := validName(v, "service", c.Service); err != nil {
+		return api.RegisterRequest{}, err
 	}
-	if err := api.ValidateName("id", c.ID); err != nil {
-		return api.RegisterRequest{}, err.(*api.Error)
+	if err := validName(v, "id", c.ID); err != nil {
+		return api.RegisterRequest{}, err
 	}
 	r := c.Instance
 	if r.Mode == "" {
@@ -92,12 +112,24 @@ func checkRegister(c Register, q api.Quotas, tenant string) (api.RegisterRequest
 	case len(r.Zone) > 128:
 		return r, api.BadField("zone", "must be at most 128 characters")
 	}
+	if err := validText(v, "address", r.Address); err != nil {
+		return r, err
+	}
+	if err := validText(v, "zone", r.Zone); err != nil {
+		return r, err
+	}
 	metaBytes := int64(0)
-	for k, v := range r.Meta {
-		if k == "" {
+	for key, val := range r.Meta {
+		if key == "" {
 			return r, api.BadField("meta", "keys must not be empty")
 		}
-		metaBytes += int64(len(k) + len(v))
+		if err := validText(v, "meta", key); err != nil {
+			return r, err
+		}
+		if err := validText(v, "meta."+key, val); err != nil {
+			return r, err
+		}
+		metaBytes += int64(len(key) + len(val))
 	}
 	if q.MaxMetaBytes > 0 && metaBytes > q.MaxMetaBytes {
 		return r, api.QuotaExceeded(tenant, "max_meta_bytes", q.MaxMetaBytes, metaBytes)
@@ -146,9 +178,9 @@ func checkOpenSession(c OpenSession, q api.Quotas) (OpenSession, *api.Error) {
 }
 
 // checkPolicy checks a service's election policy.
-func checkPolicy(c SetPolicy) *api.Error {
-	if err := api.ValidateName("service", c.Service); err != nil {
-		return err.(*api.Error)
+func checkPolicy(c SetPolicy, v uint64) *api.Error {
+	if err := validName(v, "service", c.Service); err != nil {
+		return err
 	}
 	cs := c.ColdStart
 	return validColdStart("cold_start", &cs)

@@ -594,7 +594,7 @@ func (t *Tenant) tombstone(id string, index uint64) {
 }
 
 func (t *Tenant) register(index uint64, c Register, ch *Changes) Outcome {
-	r, err := checkRegister(c, t.st.Quotas, t.st.Name)
+	r, err := checkRegister(c, t.st.Quotas, t.st.Name, versionOf(t.st.Version))
 	if err != nil {
 		return reject(err)
 	}
@@ -716,7 +716,7 @@ func sameInstance(a, b *instance) bool {
 }
 
 func (t *Tenant) deregister(index uint64, c Deregister, ch *Changes) Outcome {
-	if err := checkNames(c.Service, c.ID); err != nil {
+	if err := checkNames(versionOf(t.st.Version), c.Service, c.ID); err != nil {
 		return reject(err)
 	}
 	svc := t.st.Services[c.Service]
@@ -746,7 +746,7 @@ func (t *Tenant) deregister(index uint64, c Deregister, ch *Changes) Outcome {
 }
 
 func (t *Tenant) setPolicy(index uint64, c SetPolicy, ch *Changes) Outcome {
-	if err := checkPolicy(c); err != nil {
+	if err := checkPolicy(c, versionOf(t.st.Version)); err != nil {
 		return reject(err)
 	}
 	validColdStart("cold_start", &c.ColdStart) // fills min_ready's default
@@ -785,7 +785,7 @@ func validColdStart(field string, cs *api.ColdStart) *api.Error {
 }
 
 func (t *Tenant) resign(index uint64, c Resign, ch *Changes) Outcome {
-	if err := checkNames(c.Service, ""); err != nil {
+	if err := validName(versionOf(t.st.Version), "service", c.Service); err != nil {
 		return reject(err)
 	}
 	svc := t.st.Services[c.Service]

@@ -16,7 +16,9 @@ import "github.com/rafting/rafting/api"
 //	2: sm_now moves by a term's own stamps only; holder writes are
 //	   numbered per session (X-Rafting-Sequence); a master change moves
 //	   the service's modify index; a restore skips ?epoch_gap= epochs, and
-//	   no epoch past MaxEpoch is issued.
+//	   no epoch past MaxEpoch is issued; a restored registration keeps its
+//	   time; "." and ".." are not names, and addresses, zones and meta hold
+//	   no control characters.
 const Version = 2
 
 // SetVersion raises a state machine's version. The cluster proposes it

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -322,5 +323,42 @@ func TestHoldsSharedOut(t *testing.T) {
 	}
 	if held > 10 || ended == 0 || fast > 0 {
 		t.Fatalf("30 refusals of one tenant with 10 holds: %d held, %d connections ended, %d answered at once", held, ended, fast)
+	}
+}
+
+// TestPathsNeverRedirected: a path with "." or ".." segments is refused
+// (400), never redirected to the cleaned path, which a client follows with
+// its method and token; "." and ".." are not names.
+func TestPathsNeverRedirected(t *testing.T) {
+	c := servertest.Start(t, servertest.Options{})
+	tok := c.CreateTenant("acme", api.Quotas{})
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, p := range []string{
+		"/v1/tenants/../cluster/nodes/999",
+		"/v1/tenants/acme/services/../../../cluster",
+		"/v1/tenants/acme/services/./instances/x",
+		"/v1//tenants/acme/services",
+	} {
+		req, _ := http.NewRequest(http.MethodDelete, "http://"+c.Addr(1)+p, nil)
+		req.URL.Opaque = p // sent as written, not cleaned by the client
+		req.Header.Set("Authorization", "Bearer "+servertest.AdminToken)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("DELETE %s = %d (Location %q), want 400", p, resp.StatusCode, resp.Header.Get("Location"))
+		}
+	}
+	for _, name := range []string{".", ".."} {
+		r := c.Do(1, tok, http.MethodPut, "/v1/tenants/acme/services/web/instances/"+url.PathEscape(name), api.RegisterRequest{Address: "a:1"})
+		if r.Status != http.StatusBadRequest {
+			t.Fatalf("an instance named %q = %d %s, want 400", name, r.Status, r.Body)
+		}
+	}
+	r := c.Do(1, tok, http.MethodPut, "/v1/tenants/acme/services/web/instances/x", api.RegisterRequest{Address: "a\x1b]0;pwned\x07:1"})
+	if r.Status != http.StatusBadRequest || !strings.Contains(string(r.Body), "control character") {
+		t.Fatalf("an address with a terminal escape = %d %s, want 400", r.Status, r.Body)
 	}
 }

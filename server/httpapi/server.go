@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -160,7 +161,16 @@ func (s *Server) routes() {
 }
 
 // ServeHTTP serves the API.
+//
+// A path that is not clean (".", "..", "//") is refused with 400, never
+// redirected: ServeMux answers 307 to the cleaned path, which a client
+// follows with its method and credentials — a tenant's DELETE of
+// "../cluster/nodes/999" would become the removal of a node.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if p := r.URL.Path; p != "" && path.Clean(p) != p && path.Clean(p)+"/" != p {
+		writeError(w, api.BadField("path", "%q is not a clean path (no ., .. or empty segments)", p))
+		return
+	}
 	if _, pattern := s.mux.Handler(r); pattern == "" {
 		s.mux.ServeHTTP(&jsonErrorWriter{ResponseWriter: w}, r)
 		return
