@@ -12,6 +12,7 @@ import (
 	"github.com/rafting/rafting/server"
 	"github.com/rafting/rafting/server/config"
 	"github.com/rafting/rafting/server/servertest"
+	"github.com/rafting/rafting/tenants"
 )
 
 // TestTLS: a cluster with API TLS and mutual TLS between Raft peers works
@@ -53,7 +54,7 @@ func TestTLS(t *testing.T) {
 			t.Fatal("the TLS API answered plain HTTP")
 		}
 	}
-	code, b := do(1, servertest.AdminToken, http.MethodPost, "/v1/tenants", `{"name":"acme","secret":"`+strings.Repeat("t", 30)+`"}`)
+	code, b := do(1, servertest.AdminToken, http.MethodPost, "/v1/tenants", `{"name":"acme","secret":"`+tenants.NewSecret()+`"}`)
 	if code != http.StatusCreated {
 		t.Fatalf("create tenant over TLS = %d %s", code, b)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"strings"
 
 	"github.com/rafting/rafting/api"
@@ -42,6 +43,19 @@ func NewSecret() string {
 // does, from a cryptographic source. The error is a 400 naming field, and
 // never quotes the secret.
 func ValidateSecret(field, s string) error {
+	if err := secretFormat(field, s); err != nil {
+		return err
+	}
+	if !Strong(s) {
+		return api.BadField(field, "looks far from random (at most %.0f bits, %d different characters): draw at least %d random bytes, e.g. head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d =",
+			EstimateBits(s), distinct(s), MinSecretBits/8)
+	}
+	return nil
+}
+
+// secretFormat checks a secret's length and alphabet (what ParseToken
+// checks of a token presented: its strength was checked when it was made).
+func secretFormat(field, s string) error {
 	if len(s) < MinSecretLen || len(s) > MaxSecretLen {
 		return api.BadField(field, "must be %d to %d characters of base64url, got %d", MinSecretLen, MaxSecretLen, len(s))
 	}
@@ -49,6 +63,62 @@ func ValidateSecret(field, s string) error {
 		return api.BadField(field, "character at %d is not one of [A-Za-z0-9_-]", i)
 	}
 	return nil
+}
+
+// MinSecretBits is the least a secret must carry: the admin token's and a
+// tenant token's.
+const MinSecretBits = 128
+
+// Strong reports whether s could carry MinSecretBits: EstimateBits is at
+// least that, and s has at least 10 different characters (a string of one
+// or a few repeated characters is long but guessable). It cannot tell a
+// random secret from a cleverly chosen one; it refuses the obvious ones.
+func Strong(s string) bool {
+	return EstimateBits(s) >= MinSecretBits && distinct(s) >= 10
+}
+
+// EstimateBits is an upper bound of s's entropy, were each character drawn
+// at random from the classes s uses (lower case, upper case, digits, the
+// other printable ASCII characters): len(s) × log2(their size).
+func EstimateBits(s string) float64 {
+	var lower, upper, digit, other bool
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c >= 'a' && c <= 'z':
+			lower = true
+		case c >= 'A' && c <= 'Z':
+			upper = true
+		case c >= '0' && c <= '9':
+			digit = true
+		default:
+			other = true
+		}
+	}
+	n := 0
+	for _, c := range []struct {
+		used bool
+		size int
+	}{{lower, 26}, {upper, 26}, {digit, 10}, {other, 32}} {
+		if c.used {
+			n += c.size
+		}
+	}
+	if n < 2 {
+		return 0
+	}
+	return float64(len(s)) * math.Log2(float64(n))
+}
+
+func distinct(s string) int {
+	var seen [256]bool
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if !seen[s[i]] {
+			seen[s[i]] = true
+			n++
+		}
+	}
+	return n
 }
 
 // badSecretByte is the index of the first byte of s outside the base64url

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/internal/proctest"
 	"github.com/rafting/rafting/sdk"
 )
 
@@ -185,7 +186,7 @@ func (r *rafting) Start(ctx context.Context, dir string, s Setting) error {
 	}
 	var t api.Tenant
 	if err := r.admin(ctx, http.MethodPost, "/v1/tenants", api.CreateTenantRequest{Name: raftingTenant, Quotas: raftingQuotas(),
-		Secret: strings.Repeat("b", 30)}, &t); err != nil {
+		Secret: proctest.Secret("peers-b")}, &t); err != nil {
 		r.Stop()
 		return fmt.Errorf("create tenant: %w", err)
 	}
@@ -558,7 +559,7 @@ func (r *rafting) newGroup(ctx context.Context, args ...string) (*msGroup, error
 	tenant := fmt.Sprintf("ms%d", r.tenants.Add(1))
 	var t api.Tenant
 	if err := r.admin(ctx, http.MethodPost, "/v1/tenants", api.CreateTenantRequest{Name: tenant, Quotas: raftingQuotas(),
-		Secret: strings.Repeat("m", 30)}, &t); err != nil {
+		Secret: proctest.Secret("peers-m")}, &t); err != nil {
 		return nil, fmt.Errorf("create tenant: %w", err)
 	}
 	dir, err := os.MkdirTemp(r.data, tenant+"-*")

@@ -82,7 +82,7 @@ func BenchmarkTenants(b *testing.B) {
 				if i >= n {
 					return
 				}
-				body, _ := json.Marshal(api.CreateTenantRequest{Name: fmt.Sprintf("t%04d", i), Secret: strings.Repeat("s", 30)})
+				body, _ := json.Marshal(api.CreateTenantRequest{Name: fmt.Sprintf("t%04d", i), Secret: proctest.Secret(fmt.Sprintf("t%04d", i))})
 				for {
 					req, _ := http.NewRequest(http.MethodPost, "http://"+procs[i%3].API+"/v1/tenants", bytes.NewReader(body))
 					req.Header.Set("Authorization", "Bearer "+proctest.AdminToken)
@@ -144,7 +144,7 @@ func BenchmarkBackupRestore(b *testing.B) {
 	each(b, n, func(i int) error {
 		name := fmt.Sprintf("t%04d", i)
 		base := "http://" + src.Servers[i%3].API
-		if err := call(http.MethodPost, base+"/v1/tenants", proctest.AdminToken, api.CreateTenantRequest{Name: name, Secret: strings.Repeat("s", 30)}); err != nil {
+		if err := call(http.MethodPost, base+"/v1/tenants", proctest.AdminToken, api.CreateTenantRequest{Name: name, Secret: proctest.Secret(name)}); err != nil {
 			return err
 		}
 		return call(http.MethodPut, base+"/v1/tenants/"+name+"/services/web/instances/p1", token(i), api.RegisterRequest{Address: "10.0.0.1:80"})

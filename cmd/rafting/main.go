@@ -14,6 +14,8 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/rafting/rafting/server/config"
 )
 
 const usage = `usage: rafting <command> [flags]
@@ -89,13 +91,9 @@ func logger(w io.Writer, level string) (*slog.Logger, error) {
 // RAFTING_ADMIN_TOKEN, else "".
 func adminToken(file string) (string, error) {
 	if file != "" {
-		b, err := os.ReadFile(file)
+		tok, err := config.ReadSecretFile(file)
 		if err != nil {
-			return "", fmt.Errorf("read --admin-token-file: %w", err)
-		}
-		tok := strings.TrimSpace(string(b))
-		if tok == "" {
-			return "", fmt.Errorf("--admin-token-file %s is empty", file)
+			return "", fmt.Errorf("--admin-token-file: %w", err)
 		}
 		return tok, nil
 	}

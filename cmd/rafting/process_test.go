@@ -17,6 +17,7 @@ import (
 
 	"github.com/rafting/rafting/api"
 	"github.com/rafting/rafting/internal/proctest"
+	"github.com/rafting/rafting/tenants"
 )
 
 // These tests run the real binary in separate processes (internal/proctest):
@@ -260,7 +261,7 @@ func TestJoin(t *testing.T) {
 	c.Servers[0].Proc.Kill()
 	c.Retry(fourth.ID, token, http.MethodPut, "/v1/tenants/acme/services/web/instances/w2", api.RegisterRequest{Address: "a:2"})
 	// A tenant created now has a replica on the new node from the start.
-	code, b = c.Retry(2, proctest.AdminToken, http.MethodPost, "/v1/tenants", api.CreateTenantRequest{Name: "later", Secret: strings.Repeat("k", 30)})
+	code, b = c.Retry(2, proctest.AdminToken, http.MethodPost, "/v1/tenants", api.CreateTenantRequest{Name: "later", Secret: tenants.NewSecret()})
 	if code != http.StatusCreated {
 		t.Fatalf("create tenant after the join = %d %s", code, b)
 	}

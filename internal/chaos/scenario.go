@@ -306,7 +306,7 @@ func (s *scenario) call(id int, token, method, path string, body any, timeout ti
 func (s *scenario) newTenant(name string) *tenant {
 	quotas := api.Quotas{RequestsPerSecond: 100_000, Burst: 100_000, WritesPerSecond: 100_000}
 	b := s.cluster.Must(1, proctest.AdminToken, http.MethodPost, "/v1/tenants",
-		api.CreateTenantRequest{Name: name, Quotas: quotas, Secret: strings.Repeat("c", 30)})
+		api.CreateTenantRequest{Name: name, Quotas: quotas, Secret: proctest.Secret(name)})
 	var t api.Tenant
 	if err := json.Unmarshal(b, &t); err != nil {
 		s.t.Fatal(err)

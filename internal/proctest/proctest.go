@@ -9,6 +9,8 @@ package proctest
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -28,6 +30,15 @@ import (
 
 	"github.com/rafting/rafting/api"
 )
+
+// Secret is a tenant secret for tests, the same for the same seed (so that
+// a retried creation answers 200) and as strong as a random one looks
+// (the servers refuse a secret that is far from random): base64url of the
+// seed's SHA-256.
+func Secret(seed string) string {
+	sum := sha256.Sum256([]byte("rafting-test-secret:" + seed))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
 
 // AdminToken is the admin token of every cluster started here.
 const AdminToken = "rfa_proctest-admin-0123456789abcdef"
@@ -530,7 +541,7 @@ func (c *Cluster) Must(i int, token, method, path string, body any) []byte {
 func (c *Cluster) CreateTenant(name string) string {
 	c.tb.Helper()
 	var t api.Tenant
-	b := c.Must(1, AdminToken, http.MethodPost, "/v1/tenants", api.CreateTenantRequest{Name: name, Secret: strings.Repeat("p", 30)})
+	b := c.Must(1, AdminToken, http.MethodPost, "/v1/tenants", api.CreateTenantRequest{Name: name, Secret: Secret(name)})
 	if err := json.Unmarshal(b, &t); err != nil {
 		c.tb.Fatal(err)
 	}

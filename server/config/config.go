@@ -5,13 +5,17 @@ package config
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/rafting/rafting/tenants"
 )
 
 // Config configures one Rafting server (one NodeHost).
@@ -187,6 +191,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: TLSCert (--tls-cert) and TLSKey (--tls-key) go together")
 	case (c.PeerCA == "") != (c.PeerCert == "") || (c.PeerCert == "") != (c.PeerKey == ""):
 		return fmt.Errorf("config: PeerCA, PeerCert and PeerKey (--peer-*) go together")
+	case c.AdminToken != "" && !tenants.Strong(c.AdminToken):
+		return fmt.Errorf("config: the admin token is too weak (at most %.0f bits): make one of at least %d random bits, e.g. head -c 32 /dev/urandom | base64 > token && chmod 600 token",
+			tenants.EstimateBits(c.AdminToken), tenants.MinSecretBits)
 	case c.MaxConnections < 0 || c.MaxUnauthenticated < 0 || c.MaxUnauthenticatedPerAddress < 0 || c.AuthTimeout < 0 ||
 		c.WriteBytesPerSecond < 0 || c.AnswerBytesPerSecond < 0:
 		return fmt.Errorf("config: MaxConnections, MaxUnauthenticated, MaxUnauthenticatedPerAddress, AuthTimeout, WriteBytesPerSecond and AnswerBytesPerSecond must not be negative")
@@ -227,6 +234,33 @@ func (c *Config) Validate() error {
 		c.DataDir = abs
 	}
 	return nil
+}
+
+// ReadSecretFile reads a secret (a token) from a file, trimmed of white
+// space. As ssh refuses a private key others can read, it refuses a file
+// that group or others may read or write: fix it with chmod 600.
+func ReadSecretFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		return "", fmt.Errorf("%s is readable or writable by others (mode %04o): chmod 600 %s", path, perm, path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 64<<10))
+	if err != nil {
+		return "", err
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return s, nil
 }
 
 // Loopback reports whether a host:port binds only the loopback interface.

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -41,6 +43,10 @@ func TestValidate(t *testing.T) {
 		{"peer ca alone", func(c *Config) { c.PeerCA = "ca" }, "PeerCA"},
 		{"bad logdb", func(c *Config) { c.LogDB = "huge" }, "LogDB"},
 		{"no snapshots", func(c *Config) { c.SnapshotEntries = 0 }, "SnapshotEntries"},
+		{"weak admin token", func(c *Config) { c.AdminToken = "a" }, "too weak"},
+		{"long weak admin token", func(c *Config) { c.AdminToken = strings.Repeat("a", 64) }, "too weak"},
+		{"strong admin token", func(c *Config) { c.AdminToken = "rfa_pT3q8Vx0LmNc2ZrYhW5sKd7Gb1" }, ""},
+		{"negative budget", func(c *Config) { c.AnswerBytesPerSecond = -1 }, "AnswerBytesPerSecond"},
 	}
 	for _, tt := range tests {
 		c := valid()
@@ -83,4 +89,31 @@ func FuzzParseInitialCluster(f *testing.F) {
 			t.Fatalf("round trip of %q: %v %v", s, again, err)
 		}
 	})
+}
+
+// TestReadSecretFile: a token file is read trimmed, and refused when group
+// or others may read it (as ssh refuses a key) or when it is empty.
+func TestReadSecretFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil { // umask
+			t.Fatal(err)
+		}
+		return p
+	}
+	if got, err := ReadSecretFile(write("ok", " secret\n", 0o600)); err != nil || got != "secret" {
+		t.Fatalf("ReadSecretFile(0600) = %q, %v", got, err)
+	}
+	for _, mode := range []os.FileMode{0o644, 0o640, 0o604, 0o660} {
+		if _, err := ReadSecretFile(write("open", "secret", mode)); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+			t.Fatalf("ReadSecretFile(%04o) = %v, want refused", mode, err)
+		}
+	}
+	if _, err := ReadSecretFile(write("empty", " \n", 0o600)); err == nil {
+		t.Fatal("an empty token file was read")
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/rafting/rafting/api"
 	"github.com/rafting/rafting/server/config"
 	"github.com/rafting/rafting/server/servertest"
+	"github.com/rafting/rafting/tenants"
 )
 
 // TestIsolation: tenant A's token cannot read, write, watch or even detect
@@ -76,7 +77,7 @@ func TestTokenRotation(t *testing.T) {
 			t.Fatalf("node %d refuses the tenant's token: %d", node, s)
 		}
 	}
-	secret := strings.Repeat("R", 30)
+	secret := tenants.NewSecret()
 	var rot api.Tenant
 	r := c.Do(1, servertest.AdminToken, http.MethodPost, "/v1/tenants/acme/token", api.RotateTokenRequest{Secret: secret})
 	r.JSON(t, &rot)
