@@ -60,7 +60,7 @@ func connect(ctx context.Context, cfg config) (*Client, error) {
 	}
 	log = log.With("tenant", cfg.conn.tenant)
 	tr, err := transport.New(transport.Config{
-		Servers: cfg.conn.servers, Token: cfg.conn.token, TLS: cfg.conn.tls,
+		Servers: cfg.conn.ep.addrs, Token: cfg.conn.token, TLS: cfg.conn.ep.tls, Insecure: cfg.conn.ep.insecure,
 		HTTPClient: cfg.conn.httpClient, Logger: log,
 	})
 	if err != nil {
@@ -75,9 +75,9 @@ func connect(ctx context.Context, cfg config) (*Client, error) {
 	}
 	if _, err := c.do(ctx, http.MethodGet, c.tenantPath("/services"), nil, nil, true); err != nil {
 		tr.Close()
-		return nil, fmt.Errorf("sdk: connect to tenant %s: %w", cfg.conn.tenant, err)
+		return nil, fmt.Errorf("sdk: connect to tenant %s: %w", cfg.conn.tenant, certHint(err))
 	}
-	log.Debug("connected", "servers", cfg.conn.servers)
+	log.Debug("connected", "servers", cfg.conn.ep.addrs)
 	if cfg.conn.serverSync > 0 {
 		c.wg.Add(1)
 		go c.syncServers(cfg.conn.serverSync)
@@ -111,7 +111,7 @@ func (c *Client) syncServers(interval time.Duration) {
 			// Only a Client that reaches the nodes at the addresses they
 			// advertise takes more of them: one configured with other
 			// addresses (a proxy, a load balancer, NAT) keeps to those.
-			direct := slices.ContainsFunc(c.cfg.conn.servers, func(s string) bool { return slices.Contains(add, s) })
+			direct := slices.ContainsFunc(c.cfg.conn.ep.addrs, func(s string) bool { return slices.Contains(add, s) })
 			if direct && c.tr.AddServers(add) {
 				c.log.Info("learnt the cluster's servers", "servers", c.tr.Servers())
 			}

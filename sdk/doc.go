@@ -26,14 +26,22 @@
 //
 // # Configuration
 //
-// Connect and Join read three environment variables, and nothing else in
+// Connect and Join read these environment variables, and nothing else in
 // the package reads the environment:
 //
-//	RAFTING_SERVERS  the servers' API addresses, comma-separated host:port
-//	RAFTING_TENANT   the tenant
-//	RAFTING_TOKEN    the tenant's token (a secret: never logged)
+//	RAFTING_SERVERS   the servers' API addresses, comma-separated:
+//	                  https://host:port, http://host:port or host:port
+//	RAFTING_TENANT    the tenant
+//	RAFTING_TOKEN     the tenant's token (a secret: never logged)
+//	RAFTING_CA        PEM file of the CAs that verify the servers' certificates
+//	                  (default: the system's roots)
+//	RAFTING_CERT      PEM files of a client certificate and its key, presented
+//	RAFTING_KEY       to the servers (both or neither)
+//	RAFTING_INSECURE  1: allow plain HTTP to servers that are not loopback
 //
-// Options override them (WithServers, WithTenant, WithToken). The other
+// Options override them (WithServers, WithTenant, WithToken, WithCA,
+// WithClientCert, WithInsecure; WithTLS replaces the three TLS
+// variables). The other
 // options have defaults that suit most services: a 5 s session TTL, a 1 s
 // lease for master-standby members, 500 ms of draining on Leave, a 5 s
 // bound on Leave. RAFTING_SERVERS need not name every server: a Client
@@ -42,6 +50,33 @@
 // fills in what an instance can tell about itself: a
 // generated ID (the host name and a random suffix), the host name as its
 // address, Farm mode, weight 100.
+//
+// # TLS
+//
+// The token goes with every request, so the SDK never sends it in the
+// clear off the machine unless told to:
+//
+//   - https://host:port is TLS, the server's certificate verified with the
+//     system's roots, or with RAFTING_CA (WithCA) for a private CA, as the
+//     servers' --tls-cert is usually issued by one. WithInsecure never
+//     turns that verification off.
+//   - http://host:port is plain HTTP.
+//   - A bare host:port follows the other addresses' scheme; when none has
+//     one it is https if TLS is configured (RAFTING_CA, RAFTING_CERT, or
+//     an option), else http. So with RAFTING_CA set, the servers' bare
+//     addresses mean https, as for the rafting CLI's --ca.
+//   - One list has one scheme: http:// beside https:// is refused, and so
+//     is http:// beside a TLS option (an explicit http:// only wins over
+//     TLS settings from the environment).
+//   - Plain HTTP to an address that is not loopback (localhost,
+//     127.0.0.0/8, ::1) is refused by Connect and Join with an error that
+//     says how to go on: write https://, or allow it with WithInsecure()
+//     or RAFTING_INSECURE=1. A plain-HTTP Client also never follows a
+//     server list (WithServerSync) or a leader hint to such an address.
+//
+// With WithHTTPClient the scheme still holds, but that client's transport
+// does the TLS: TLS options beside it are refused, and the environment's
+// TLS variables are not read.
 //
 // # Members and their roles
 //

@@ -17,13 +17,26 @@ import (
 // defaults that options override. Nothing else in the SDK reads the
 // environment.
 const (
-	// EnvServers lists the servers' API addresses, comma-separated
-	// host:port ("127.0.0.1:7070,127.0.0.1:7170").
+	// EnvServers lists the servers' API addresses, comma-separated:
+	// host:port, http://host:port or https://host:port
+	// ("https://10.0.0.1:7070,https://10.0.0.2:7070"). See WithServers.
 	EnvServers = "RAFTING_SERVERS"
 	// EnvTenant names the tenant.
 	EnvTenant = "RAFTING_TENANT"
 	// EnvToken is the tenant's token (a secret: never logged).
 	EnvToken = "RAFTING_TOKEN"
+	// EnvCA is a PEM file of the CA certificates that the servers'
+	// certificates are verified with, instead of the system's roots (as
+	// WithCA). It makes a bare host:port mean https.
+	EnvCA = "RAFTING_CA"
+	// EnvCert and EnvKey are PEM files of a client certificate and its
+	// key, presented to the servers (as WithClientCert); both or neither.
+	EnvCert = "RAFTING_CERT"
+	EnvKey  = "RAFTING_KEY"
+	// EnvInsecure, set to 1 (or true), allows plain HTTP to servers that
+	// are not loopback (as WithInsecure). It never turns off the
+	// verification of a certificate.
+	EnvInsecure = "RAFTING_INSECURE"
 )
 
 // Defaults of the options.
@@ -40,8 +53,8 @@ const (
 )
 
 // Option configures Connect, Join and (*Client).Join. Connection options
-// (WithServers, WithTenant, WithToken, WithLogger, WithHTTPClient, WithTLS)
-// apply to a Client; (*Client).Join refuses them. Member options (WithTTL,
+// (WithServers, WithTenant, WithToken, WithLogger, WithHTTPClient, WithTLS,
+// WithCA, WithClientCert, WithInsecure) apply to a Client; (*Client).Join refuses them. Member options (WithTTL,
 // WithLease, WithTwoStepStartup, WithColdStart, WithRoleChange,
 // WithDrainDelay, WithLeaveTimeout) given to Connect are the defaults of
 // every member joined through that Client.
@@ -55,12 +68,18 @@ type config struct {
 }
 
 type connConfig struct {
-	servers    []string
+	servers    []string // as written: host:port, http:// or https://
 	tenant     string
 	token      string
 	logger     *slog.Logger
 	httpClient *http.Client
-	tls        *tls.Config
+	tls        *tls.Config // WithTLS
+	caFile     string      // WithCA
+	certFile   string      // WithClientCert
+	keyFile    string
+	insecure   bool // WithInsecure
+	env        tlsEnv
+	ep         serverSet // set by validate
 	quarantine time.Duration
 	debounce   time.Duration
 	watchWait  time.Duration
@@ -90,14 +109,16 @@ func defaults() config {
 	}
 	c.conn.tenant = os.Getenv(EnvTenant)
 	c.conn.token = os.Getenv(EnvToken)
+	c.conn.env = tlsEnv{ca: os.Getenv(EnvCA), cert: os.Getenv(EnvCert), key: os.Getenv(EnvKey), insecure: os.Getenv(EnvInsecure)}
 	return c
 }
 
+// splitServers splits a server list into its entries, as written (a
+// scheme kept, a trailing slash dropped).
 func splitServers(v string) []string {
 	var out []string
 	for _, s := range strings.Split(v, ",") {
-		s = strings.TrimPrefix(strings.TrimPrefix(strings.TrimSpace(s), "http://"), "https://")
-		if s = strings.TrimSpace(strings.TrimRight(s, "/")); s != "" {
+		if s = strings.TrimSpace(strings.TrimRight(strings.TrimSpace(s), "/")); s != "" {
 			out = append(out, s)
 		}
 	}
@@ -114,6 +135,11 @@ func (c *config) validate() error {
 	if err := api.ValidateTenantName("tenant ("+EnvTenant+" or WithTenant)", c.conn.tenant); err != nil {
 		return fmt.Errorf("sdk: %w", err)
 	}
+	ep, err := c.conn.resolve()
+	if err != nil {
+		return err
+	}
+	c.conn.ep = ep
 	return c.member.validate()
 }
 
@@ -129,8 +155,20 @@ func (m *memberConfig) validate() error {
 	return nil
 }
 
-// WithServers sets the servers' API addresses (host:port), overriding
+// WithServers sets the servers' API addresses, overriding
 // RAFTING_SERVERS. One reachable server is enough; list them all.
+//
+// An address is https://host:port (TLS, the servers' certificates
+// verified with the system's roots, or with WithCA / RAFTING_CA),
+// http://host:port (plain HTTP), or a bare host:port, which means https
+// when TLS is configured (WithTLS, WithCA, WithClientCert or their
+// environment variables) or another address says https://, and http
+// otherwise. One list speaks one scheme: http:// beside https:// is
+// refused, as is http:// with a TLS option. Plain HTTP to an address that
+// is not loopback (localhost, 127.0.0.0/8, ::1) would send the token in
+// the clear, and is refused unless WithInsecure or RAFTING_INSECURE=1
+// allows it; the servers a Client learns later (WithServerSync, leader
+// hints) are held to the same rule.
 func WithServers(servers ...string) Option {
 	return func(c *config) {
 		c.conn.servers = splitServers(strings.Join(servers, ","))
@@ -163,9 +201,35 @@ func WithHTTPClient(hc *http.Client) Option {
 	return func(c *config) { c.conn.httpClient, c.connSet = hc, true }
 }
 
-// WithTLS talks to the servers over HTTPS with cfg.
+// WithTLS talks to the servers over HTTPS with a copy of cfg. It replaces
+// the environment's TLS settings (RAFTING_CA, RAFTING_CERT, RAFTING_KEY);
+// WithCA and WithClientCert given beside it add to cfg. Not with
+// WithHTTPClient, whose transport does its own TLS.
 func WithTLS(cfg *tls.Config) Option {
 	return func(c *config) { c.conn.tls, c.connSet = cfg, true }
+}
+
+// WithCA verifies the servers' certificates with the CA certificates in
+// caFile (PEM) instead of the system's roots, overriding RAFTING_CA, and
+// makes a bare host:port mean https. The file is read by Connect or
+// Join.
+func WithCA(caFile string) Option {
+	return func(c *config) { c.conn.caFile, c.connSet = caFile, true }
+}
+
+// WithClientCert presents a client certificate (certFile and keyFile, PEM)
+// to the servers, overriding RAFTING_CERT and RAFTING_KEY, and makes a
+// bare host:port mean https. The files are read by Connect or Join.
+func WithClientCert(certFile, keyFile string) Option {
+	return func(c *config) { c.conn.certFile, c.conn.keyFile, c.connSet = certFile, keyFile, true }
+}
+
+// WithInsecure allows plain HTTP to servers that are not loopback, as
+// RAFTING_INSECURE=1 does: the token then crosses the network in the
+// clear, readable by anyone on the path. For a trusted network only. It
+// never turns off the verification of a server's certificate.
+func WithInsecure() Option {
+	return func(c *config) { c.conn.insecure, c.connSet = true, true }
 }
 
 // WithQuarantine sets how long balancers keep instances that a single

@@ -11,15 +11,19 @@ import (
 )
 
 func TestEnvDefaults(t *testing.T) {
-	t.Setenv(EnvServers, " http://a:1, b:2/ ,,")
+	clearTLSEnv(t)
+	t.Setenv(EnvServers, " http://127.0.0.1:1, localhost:2/ ,,")
 	t.Setenv(EnvTenant, "acme")
 	t.Setenv(EnvToken, "rft_acme_secret")
 	c := defaults()
-	if !slices.Equal(c.conn.servers, []string{"a:1", "b:2"}) || c.conn.tenant != "acme" || c.conn.token != "rft_acme_secret" {
+	if !slices.Equal(c.conn.servers, []string{"http://127.0.0.1:1", "localhost:2"}) || c.conn.tenant != "acme" || c.conn.token != "rft_acme_secret" {
 		t.Fatalf("defaults() = %+v", c.conn)
 	}
 	if err := c.validate(); err != nil {
 		t.Fatalf("validate() = %v", err)
+	}
+	if !slices.Equal(c.conn.ep.addrs, []string{"127.0.0.1:1", "localhost:2"}) || c.conn.ep.tls != nil {
+		t.Fatalf("validate() resolved %+v, want plain HTTP to both", c.conn.ep)
 	}
 	for _, o := range []Option{WithServers("x:1", "y:2"), WithTenant("other"), WithToken("t2")} {
 		o(&c)
@@ -29,10 +33,17 @@ func TestEnvDefaults(t *testing.T) {
 	}
 }
 
+func clearTLSEnv(t *testing.T) {
+	for _, v := range []string{EnvCA, EnvCert, EnvKey, EnvInsecure} {
+		t.Setenv(v, "")
+	}
+}
+
 func TestValidate(t *testing.T) {
 	t.Setenv(EnvServers, "")
 	t.Setenv(EnvTenant, "")
 	t.Setenv(EnvToken, "")
+	clearTLSEnv(t)
 	tests := []struct {
 		opts []Option
 		want string
@@ -41,10 +52,12 @@ func TestValidate(t *testing.T) {
 		{[]Option{WithServers("a:1")}, "no token"},
 		{[]Option{WithServers("a:1"), WithToken("t")}, "tenant"},
 		{[]Option{WithServers("a:1"), WithToken("t"), WithTenant("Bad Name")}, "tenant"},
-		{[]Option{WithServers("a:1"), WithToken("t"), WithTenant("t"), WithTTL(3 * time.Second), WithLease(4 * time.Second)}, "WithLease"},
-		{[]Option{WithServers("a:1"), WithToken("t"), WithTenant("t"), WithTTL(time.Millisecond)}, "WithTTL"},
-		{[]Option{WithServers("a:1"), WithToken("t"), WithTenant("t"), WithColdStart(-1, 0)}, "WithColdStart"},
-		{[]Option{WithServers("a:1"), WithToken("t"), WithTenant("t")}, ""},
+		{[]Option{WithServers("127.0.0.1:1"), WithToken("t"), WithTenant("t"), WithTTL(3 * time.Second), WithLease(4 * time.Second)}, "WithLease"},
+		{[]Option{WithServers("127.0.0.1:1"), WithToken("t"), WithTenant("t"), WithTTL(time.Millisecond)}, "WithTTL"},
+		{[]Option{WithServers("127.0.0.1:1"), WithToken("t"), WithTenant("t"), WithColdStart(-1, 0)}, "WithColdStart"},
+		{[]Option{WithServers("a:1"), WithToken("t"), WithTenant("t")}, "WithInsecure"},
+		{[]Option{WithServers("a:1"), WithToken("t"), WithTenant("t"), WithInsecure()}, ""},
+		{[]Option{WithServers("127.0.0.1:1"), WithToken("t"), WithTenant("t")}, ""},
 	}
 	for _, tt := range tests {
 		c := defaults()

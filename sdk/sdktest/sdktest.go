@@ -14,19 +14,29 @@
 // close, then the servers stop, so go.uber.org/goleak finds nothing left.
 // The servers are real (Raft, state machines, REST API); fault injection
 // (stopping or crashing a node) goes through Cluster.Servers.
+//
+// With Options.TLS the servers speak HTTPS, with certificates of a CA made
+// for the test (Cluster.CA), as a production cluster does; Options then
+// names the servers with https:// and verifies them with WithCA.
 package sdktest
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"net/http"
+	"os"
 	"testing"
 	"time"
 
 	"github.com/rafting/rafting/api"
 	"github.com/rafting/rafting/sdk"
+	"github.com/rafting/rafting/server/config"
 	"github.com/rafting/rafting/server/servertest"
 )
 
@@ -38,6 +48,9 @@ type Options struct {
 	Tenant string     // [DefaultTenant]
 	Quotas api.Quotas // the tenant's quotas; zero fields take the defaults
 	Nodes  int        // [3]
+	// TLS serves the API over HTTPS with certificates of a CA made for
+	// the test (Cluster.CA); Raft peers use mutual TLS with it.
+	TLS bool
 }
 
 // Cluster is a running test cluster and its tenant.
@@ -47,6 +60,10 @@ type Cluster struct {
 	Servers *servertest.Cluster
 	Tenant  string
 	Token   string
+	// CA is the PEM file of the servers' CA with Options.TLS, else "".
+	CA string
+
+	admin *http.Client // the tenant creation's, verifying with CA
 }
 
 // Start starts a three-node cluster with one tenant and waits until the
@@ -62,10 +79,59 @@ func StartWith(t testing.TB, o Options) *Cluster {
 	if o.Tenant == "" {
 		o.Tenant = DefaultTenant
 	}
-	sc := servertest.Start(t, servertest.Options{Nodes: o.Nodes})
-	c := &Cluster{Servers: sc, Tenant: o.Tenant}
+	so := servertest.Options{Nodes: o.Nodes}
+	var ca *servertest.CA
+	if o.TLS {
+		ca = servertest.NewCA(t, t.TempDir(), "sdktest")
+		so.Configure = func(cfg *config.Config) { ca.Secure(t, cfg) }
+	}
+	sc := servertest.Start(t, so)
+	c := &Cluster{Servers: sc, Tenant: o.Tenant, admin: sc.Client}
+	if ca != nil {
+		c.CA = ca.File
+		pem, err := os.ReadFile(ca.File)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+		c.admin = &http.Client{Timeout: 30 * time.Second, Transport: tr}
+		t.Cleanup(tr.CloseIdleConnections)
+	}
 	c.Token = c.CreateTenant(t, o.Tenant, o.Quotas)
 	return c
+}
+
+// scheme is the servers' URL scheme.
+func (c *Cluster) scheme() string {
+	if c.CA != "" {
+		return "https"
+	}
+	return "http"
+}
+
+// adminPost posts body to path on node id with the admin token.
+func (c *Cluster) adminPost(ctx context.Context, id int, path string, body any) (*servertest.Response, error) {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.scheme()+"://"+c.Servers.Addr(id)+path, bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+servertest.AdminToken)
+	resp, err := c.admin.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	rb, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	return &servertest.Response{Status: resp.StatusCode, Header: resp.Header, Body: rb}, nil
 }
 
 // CreateTenant creates another tenant on the cluster, waits until every
@@ -80,7 +146,7 @@ func (c *Cluster) CreateTenant(t testing.TB, name string, q api.Quotas) string {
 	deadline := time.Now().Add(30 * time.Second)
 	var token string
 	for token == "" {
-		r, err := c.Servers.DoErr(context.Background(), c.anyNode(t), servertest.AdminToken, http.MethodPost, "/v1/tenants", req, nil)
+		r, err := c.adminPost(context.Background(), c.anyNode(t), "/v1/tenants", req)
 		switch {
 		case err == nil && (r.Status == http.StatusCreated || r.Status == http.StatusOK):
 			var tn api.Tenant
@@ -141,9 +207,20 @@ func (c *Cluster) Options() []sdk.Option {
 	return c.TenantOptions(c.Tenant, c.Token)
 }
 
-// TenantOptions returns the options that connect to another tenant.
+// TenantOptions returns the options that connect to another tenant. The
+// servers are named with their scheme (http:// or https://), so a
+// RAFTING_CA in the environment changes nothing; with Options.TLS,
+// WithCA(c.CA) is among them.
 func (c *Cluster) TenantOptions(tenant, token string) []sdk.Option {
-	return []sdk.Option{sdk.WithServers(c.Servers.Addrs()...), sdk.WithTenant(tenant), sdk.WithToken(token)}
+	servers := c.Servers.Addrs()
+	for i, s := range servers {
+		servers[i] = c.scheme() + "://" + s
+	}
+	opts := []sdk.Option{sdk.WithServers(servers...), sdk.WithTenant(tenant), sdk.WithToken(token)}
+	if c.CA != "" {
+		opts = append(opts, sdk.WithCA(c.CA))
+	}
+	return opts
 }
 
 // Connect connects a Client to the tenant, closed in the test's cleanup.

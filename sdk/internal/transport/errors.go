@@ -24,6 +24,11 @@ func (e *NetError) Error() string {
 // Unwrap returns api.ErrUnavailable and the cause.
 func (e *NetError) Unwrap() []error { return []error{api.ErrUnavailable, e.Err} }
 
+// ErrPlaintext refuses a server that is not loopback to a plain-HTTP
+// Client without Config.Insecure: the token would cross the network in
+// the clear. It is never retried.
+var ErrPlaintext = errors.New("plain HTTP to a server that is not loopback would send the token in the clear")
+
 // ErrNoServer means every server's breaker is open: none is worth a try now.
 var ErrNoServer = fmt.Errorf("%w: every rafting server failed recently (breakers open)", api.ErrUnavailable)
 

@@ -44,17 +44,26 @@ const (
 
 // Config configures a Client.
 type Config struct {
-	Servers    []string     // host:port of each server; at least one
-	Token      string       // bearer token
-	TLS        *tls.Config  // nil: plain HTTP
+	Servers []string // host:port of each server; at least one
+	Token   string   // bearer token
+	// TLS makes the Client speak HTTPS, with this configuration for its
+	// own transports (with HTTPClient, only the scheme follows it: that
+	// client's transport does the TLS). nil: plain HTTP.
+	TLS        *tls.Config
 	HTTPClient *http.Client // nil: the Client's own tuned transports
 	Logger     *slog.Logger // nil: silent
+	// Insecure allows plain HTTP to servers that are not loopback. Without
+	// it a plain-HTTP Client refuses such a server, configured or learnt
+	// (a server list, a leader hint): the token would cross the network
+	// in the clear.
+	Insecure bool
 }
 
 // Client sends requests to the cluster.
 type Client struct {
 	servers atomic.Pointer[[]string] // the configured ones first; AddServers appends
 	scheme  string
+	anyHost bool // any server may be used: HTTPS, or plain HTTP allowed off loopback
 	auth    string
 	short   *http.Client // ordinary requests and streams
 	poll    *http.Client // blocking queries: no response-header timeout
@@ -82,6 +91,12 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.TLS != nil {
 		c.scheme = "https"
+	}
+	c.anyHost = cfg.TLS != nil || cfg.Insecure
+	for _, s := range cfg.Servers {
+		if !c.allowed(s) {
+			return nil, fmt.Errorf("server %s: %w", s, ErrPlaintext)
+		}
 	}
 	if cfg.HTTPClient != nil {
 		c.short, c.poll = cfg.HTTPClient, cfg.HTTPClient
@@ -120,6 +135,32 @@ func NewTransport(tc *tls.Config, responseHeader time.Duration) *http.Transport 
 	return t
 }
 
+// Loopback reports whether addr (host:port) is a loopback address:
+// localhost, 127.0.0.0/8 or ::1. Plain HTTP is allowed only to those
+// unless Config.Insecure.
+func Loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// allowed reports whether a request may go to server.
+func (c *Client) allowed(server string) bool { return c.anyHost || Loopback(server) }
+
+// url is the URL of path on server, or ErrPlaintext.
+func (c *Client) url(server, path string) (string, error) {
+	if !c.allowed(server) {
+		return "", fmt.Errorf("server %s: %w", server, ErrPlaintext)
+	}
+	return c.scheme + "://" + server + path, nil
+}
+
 // Close releases idle connections.
 func (c *Client) Close() {
 	for _, t := range c.own {
@@ -131,15 +172,16 @@ func (c *Client) Close() {
 func (c *Client) Servers() []string { return slices.Clone(*c.servers.Load()) }
 
 // AddServers adds the servers not yet known; none is ever dropped (an
-// address that stops answering is kept out by its breaker). It reports
-// whether it added any.
+// address that stops answering is kept out by its breaker). A plain-HTTP
+// Client without Insecure adds only loopback servers. It reports whether
+// it added any.
 func (c *Client) AddServers(add []string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cur := *c.servers.Load()
 	next := slices.Clone(cur)
 	for _, s := range add {
-		if s != "" && !slices.Contains(next, s) {
+		if s != "" && c.allowed(s) && !slices.Contains(next, s) {
 			next = append(next, s)
 		}
 	}
@@ -179,7 +221,7 @@ func (c *Client) breaker(server string) *gobreaker.TwoStepCircuitBreaker[struct{
 // breaker lets a request through, else the next server in turn whose
 // breaker does. done must be called with the attempt's outcome.
 func (c *Client) acquire(prefer string) (string, func(error), error) {
-	if prefer != "" {
+	if prefer != "" && c.allowed(prefer) {
 		if done, err := c.breaker(prefer).Allow(); err == nil {
 			return prefer, done, nil
 		}
@@ -339,7 +381,11 @@ func (c *Client) send(ctx context.Context, server string, req Request) (*Respons
 	if req.Body != nil {
 		body = bytes.NewReader(req.Body)
 	}
-	hr, err := http.NewRequestWithContext(ctx, req.Method, c.scheme+"://"+server+req.Path, body)
+	u, err := c.url(server, req.Path)
+	if err != nil {
+		return nil, err
+	}
+	hr, err := http.NewRequestWithContext(ctx, req.Method, u, body)
 	if err != nil {
 		return nil, err
 	}
@@ -413,15 +459,22 @@ func decodeError(resp *http.Response, body []byte) *api.Error {
 // tenant leader that a live server just pointed to, fresher news than the
 // breaker's memory of failures (a restarted server's breaker stays open
 // for a while after it is back, which would keep a master off its leader).
+// A named server that the Client may not use (plain HTTP off loopback) is
+// passed over as if none were named.
 func (c *Client) Stream(ctx context.Context, server, path string) (*http.Response, string, error) {
 	done := func(error) {}
-	if server == "" {
+	if server == "" || !c.allowed(server) {
 		var err error
 		if server, done, err = c.acquire(""); err != nil {
 			return nil, "", err
 		}
 	}
-	hr, err := http.NewRequestWithContext(ctx, http.MethodGet, c.scheme+"://"+server+path, http.NoBody)
+	u, err := c.url(server, path)
+	if err != nil {
+		done(nil)
+		return nil, server, err
+	}
+	hr, err := http.NewRequestWithContext(ctx, http.MethodGet, u, http.NoBody)
 	if err != nil {
 		done(nil)
 		return nil, server, err

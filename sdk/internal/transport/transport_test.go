@@ -2,10 +2,12 @@ package transport
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -265,4 +267,52 @@ func TestStreamToNamedServer(t *testing.T) {
 		t.Fatalf("Stream to the named server = %v on %q (%d streams), want it attached", err, used, streams.Load())
 	}
 	resp.Body.Close()
+}
+
+// TestPlaintextStaysOnLoopback: a plain-HTTP Client never sends to a
+// server that is not loopback, whether configured, learnt from a server
+// list or named as the leader; Insecure or TLS lifts the rule.
+func TestPlaintextStaysOnLoopback(t *testing.T) {
+	const remote = "192.0.2.1:7070" // TEST-NET-1: a dial there would hang
+	if _, err := New(Config{Servers: []string{"127.0.0.1:1", remote}, Token: "tok"}); !errors.Is(err, ErrPlaintext) {
+		t.Fatalf("New with a remote plain-HTTP server = %v, want ErrPlaintext", err)
+	}
+	for _, cfg := range []Config{{Insecure: true}, {TLS: &tls.Config{}}} {
+		cfg.Servers, cfg.Token = []string{remote}, "tok"
+		c, err := New(cfg)
+		if err != nil {
+			t.Fatalf("New(insecure %v, TLS %v) = %v", cfg.Insecure, cfg.TLS != nil, err)
+		}
+		c.Close()
+	}
+
+	var n, streams atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/s" {
+			streams.Add(1)
+			return
+		}
+		if n.Add(1) == 1 {
+			writeErr(w, 503, `{"error":{"code":"unavailable","message":"not the leader"}}`, api.HeaderLeader, remote)
+			return
+		}
+		w.Write([]byte(`{}`))
+	}))
+	defer srv.Close()
+	c := newClient(t, host(srv))
+	if !c.AddServers([]string{remote, "[::1]:9"}) || !slices.Equal(c.Servers(), []string{host(srv), "[::1]:9"}) {
+		t.Fatalf("AddServers took %v, want only the loopback one", c.Servers())
+	}
+	c = newClient(t, host(srv))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	resp, err := c.Do(ctx, Request{Method: http.MethodGet, Path: "/x", Retry: &Retry{Base: time.Millisecond, Cap: 2 * time.Millisecond}})
+	if err != nil || resp.Server != host(srv) || n.Load() != 2 {
+		t.Fatalf("Do after a remote leader hint = %v from %v (%d requests), want the retry on the loopback server", err, resp, n.Load())
+	}
+	r, used, err := c.Stream(ctx, remote, "/s")
+	if err != nil || used != host(srv) || streams.Load() != 1 {
+		t.Fatalf("Stream named %s = %v on %q, want it on the loopback server", remote, err, used)
+	}
+	r.Body.Close()
 }
