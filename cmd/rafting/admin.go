@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -30,18 +29,40 @@ type client struct {
 }
 
 type commonFlags struct {
-	servers string
-	token   string
-	output  string
-	ca      string
+	servers   string
+	token     string
+	tokenFile string
+	envToken  string // the token's environment variable
+	tokenEnv  string // its name
+	output    string
+	ca        string
 }
 
 func (c *commonFlags) register(fs *flag.FlagSet, tokenEnv string) {
 	fs.StringVar(&c.servers, "servers", "", "comma-separated API addresses (default $RAFTING_SERVERS, else 127.0.0.1:7070)")
-	fs.StringVar(&c.token, "token", "", "bearer token (default $"+tokenEnv+")")
+	fs.StringVar(&c.token, "token", "", "bearer token (default $"+tokenEnv+"); other users can see it in ps: prefer --token-file")
+	fs.StringVar(&c.tokenFile, "token-file", "", "file holding the bearer token; refused if group or others have access to it (chmod 600)")
 	fs.StringVar(&c.output, "o", "table", "output: table or json")
 	fs.StringVar(&c.ca, "ca", os.Getenv("RAFTING_CA"), "CA certificate (PEM) of the servers' API: https, verified with it (default $RAFTING_CA; without it, addresses without a scheme are http)")
-	c.token = os.Getenv(tokenEnv)
+	c.envToken, c.tokenEnv = os.Getenv(tokenEnv), tokenEnv
+}
+
+// secretFlags registers --secret and --secret-file: the secret part of a
+// tenant's token, for a create or a rotation that is safe to retry.
+func secretFlags(fs *flag.FlagSet, secret, file *string, what string) {
+	fs.StringVar(secret, "secret", "", what+"; other users can see it in ps: prefer --secret-file")
+	fs.StringVar(file, "secret-file", "", "file holding --secret; refused if group or others have access to it (chmod 600)")
+}
+
+// readSecret is --secret, or the content of --secret-file; "" if neither.
+func readSecret(secret, file string) (string, error) {
+	if file == "" {
+		return secret, nil
+	}
+	if secret != "" {
+		return "", usageError{"--secret and --secret-file: give one"}
+	}
+	return readSecretFile("--secret-file", file)
 }
 
 func (c *commonFlags) client() (*client, error) {
@@ -55,10 +76,22 @@ func (c *commonFlags) client() (*client, error) {
 	if c.output != "table" && c.output != "json" {
 		return nil, usageError{fmt.Sprintf("-o %q: want table or json", c.output)}
 	}
-	if c.token == "" {
-		return nil, usageError{"a token is required (--token, or the environment variable named in -h)"}
+	token := c.token
+	switch {
+	case c.tokenFile != "" && token != "":
+		return nil, usageError{"--token and --token-file: give one"}
+	case c.tokenFile != "":
+		var err error
+		if token, err = readSecretFile("--token-file", c.tokenFile); err != nil {
+			return nil, err
+		}
+	case token == "":
+		token = c.envToken
 	}
-	cl := &client{token: c.token, http: &http.Client{Timeout: 30 * time.Second}}
+	if token == "" {
+		return nil, usageError{"a token is required (--token-file, --token or $" + c.tokenEnv + ")"}
+	}
+	cl := &client{token: token, http: &http.Client{Timeout: 30 * time.Second, CheckRedirect: noRedirects}}
 	scheme := "http://"
 	if c.ca != "" {
 		pool, err := server.LoadCA(c.ca)
@@ -78,6 +111,12 @@ func (c *commonFlags) client() (*client, error) {
 	}
 	return cl, nil
 }
+
+// noRedirects is the admin client's CheckRedirect: a redirect is never
+// followed. Go's client would send it again with the method and, to the
+// same host, the Authorization header: the API never redirects, so one
+// is a path the client should not have built, or someone else's server.
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // do sends a request to the first server that answers; 503/504/429 and
 // connection errors move on to the next server (every write is idempotent).
@@ -108,6 +147,10 @@ func (c *client) do(ctx context.Context, method, path string, in, out any) error
 			last = err
 			continue
 		}
+		if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+			return fmt.Errorf("%s %s: the server answered %d, a redirect to %q: not followed (the API never redirects; it would carry the token)",
+				method, req.URL.EscapedPath(), resp.StatusCode, resp.Header.Get("Location"))
+		}
 		if resp.StatusCode >= 400 {
 			e := api.Decode(resp.StatusCode, b, resp.Header.Get("Retry-After"))
 			if e.Code.Retryable() {
@@ -129,10 +172,18 @@ func (c *client) do(ctx context.Context, method, path string, in, out any) error
 	return fmt.Errorf("no server answered: %w", last)
 }
 
+// printJSON writes v as indented JSON, with the control and format
+// characters encoding/json leaves as they are (DEL, C1, bidirectional
+// overrides) escaped too: see jsonPrintable.
 func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
 	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	_, err := w.Write(jsonPrintable(b.Bytes()))
+	return err
 }
 
 func quotaFlags(fs *flag.FlagSet, q *api.Quotas) {
@@ -157,16 +208,16 @@ func runTenant(ctx context.Context, args []string, stdout io.Writer) error {
 	var cf commonFlags
 	cf.register(fs, "RAFTING_ADMIN_TOKEN")
 	var q api.Quotas
-	var secret string
+	var secret, secretFile string
 	var previous time.Duration
 	switch sub {
 	case "create", "update":
 		quotaFlags(fs, &q)
 		if sub == "create" {
-			fs.StringVar(&secret, "secret", "", "the token's secret part (so a retried create is safe); default: generated")
+			secretFlags(fs, &secret, &secretFile, "the token's secret part (so a retried create is safe); default: generated")
 		}
 	case "rotate-token":
-		fs.StringVar(&secret, "secret", "", "the new token's secret part; default: generated")
+		secretFlags(fs, &secret, &secretFile, "the new token's secret part; default: generated")
 		fs.DurationVar(&previous, "previous-valid", time.Hour, "how long the old token keeps working (0 revokes it now)")
 	case "list", "show", "delete":
 	default:
@@ -176,6 +227,17 @@ func runTenant(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	tp := "/v1/tenants"
+	if sub != "list" && sub != "create" {
+		seg, err := pathSeg("tenant", name)
+		if err != nil {
+			return err
+		}
+		tp += "/" + seg
+	}
+	if secret, err = readSecret(secret, secretFile); err != nil {
+		return err
+	}
 	c, err := cf.client()
 	if err != nil {
 		return err
@@ -183,22 +245,22 @@ func runTenant(ctx context.Context, args []string, stdout io.Writer) error {
 	var t api.Tenant
 	switch sub {
 	case "create":
-		err = c.do(ctx, http.MethodPost, "/v1/tenants", api.CreateTenantRequest{Name: name, Quotas: q, Secret: secret}, &t)
+		err = c.do(ctx, http.MethodPost, tp, api.CreateTenantRequest{Name: name, Quotas: q, Secret: secret}, &t)
 	case "update":
-		err = c.do(ctx, http.MethodPatch, "/v1/tenants/"+name, api.UpdateTenantRequest{Quotas: q}, &t)
+		err = c.do(ctx, http.MethodPatch, tp, api.UpdateTenantRequest{Quotas: q}, &t)
 	case "rotate-token":
 		ms := previous.Milliseconds()
-		err = c.do(ctx, http.MethodPost, "/v1/tenants/"+name+"/token", api.RotateTokenRequest{Secret: secret, PreviousValidMs: &ms}, &t)
+		err = c.do(ctx, http.MethodPost, tp+"/token", api.RotateTokenRequest{Secret: secret, PreviousValidMs: &ms}, &t)
 	case "show":
-		err = c.do(ctx, http.MethodGet, "/v1/tenants/"+name, nil, &t)
+		err = c.do(ctx, http.MethodGet, tp, nil, &t)
 	case "delete":
-		if err = c.do(ctx, http.MethodDelete, "/v1/tenants/"+name, nil, nil); err == nil {
-			fmt.Fprintf(stdout, "tenant %s deleted\n", name)
+		if err = c.do(ctx, http.MethodDelete, tp, nil, nil); err == nil {
+			fmt.Fprintf(stdout, "tenant %s deleted\n", printable(name))
 		}
 		return err
 	case "list":
 		var l api.TenantList
-		if err := c.do(ctx, http.MethodGet, "/v1/tenants", nil, &l); err != nil {
+		if err := c.do(ctx, http.MethodGet, tp, nil, &l); err != nil {
 			return err
 		}
 		if cf.output == "json" {
@@ -211,7 +273,7 @@ func runTenant(ctx context.Context, args []string, stdout io.Writer) error {
 			if t.Usage != nil {
 				u = *t.Usage
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d/%d\t%d/%d\t%d/%d\t%s\n", t.Name, t.ShardID, t.Epoch,
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d/%d\t%d/%d\t%d/%d\t%s\n", printable(t.Name), t.ShardID, t.Epoch,
 				u.Services, t.Quotas.MaxServices, u.Instances, t.Quotas.MaxInstances, u.Sessions, t.Quotas.MaxSessions,
 				t.CreatedAt.Format(time.RFC3339))
 		}
@@ -228,9 +290,9 @@ func runTenant(ctx context.Context, args []string, stdout io.Writer) error {
 
 func printTenant(w io.Writer, t api.Tenant) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "name\t%s\nshard\t%d\nepoch\t%d\ncreated\t%s\n", t.Name, t.ShardID, t.Epoch, t.CreatedAt.Format(time.RFC3339))
+	fmt.Fprintf(tw, "name\t%s\nshard\t%d\nepoch\t%d\ncreated\t%s\n", printable(t.Name), t.ShardID, t.Epoch, t.CreatedAt.Format(time.RFC3339))
 	if t.Token != "" {
-		fmt.Fprintf(tw, "token\t%s\t(shown once: keep it)\n", t.Token)
+		fmt.Fprintf(tw, "token\t%s\t(shown once: keep it)\n", printable(t.Token))
 	}
 	u := api.Usage{}
 	if t.Usage != nil {
@@ -296,13 +358,25 @@ func runService(ctx context.Context, args []string, stdout io.Writer) error {
 	if *tenant == "" {
 		return usageError{"--tenant (or RAFTING_TENANT) is required"}
 	}
+	ten, err := pathSeg("--tenant", *tenant)
+	if err != nil {
+		return err
+	}
+	sp := "/v1/tenants/" + ten + "/services"
+	if sub == "show" {
+		seg, err := pathSeg("service", name)
+		if err != nil {
+			return err
+		}
+		sp += "/" + seg
+	}
 	c, err := cf.client()
 	if err != nil {
 		return err
 	}
 	if sub == "list" {
 		var l api.ServiceList
-		if err := c.do(ctx, http.MethodGet, "/v1/tenants/"+*tenant+"/services", nil, &l); err != nil {
+		if err := c.do(ctx, http.MethodGet, sp, nil, &l); err != nil {
 			return err
 		}
 		if cf.output == "json" {
@@ -311,45 +385,43 @@ func runService(ctx context.Context, args []string, stdout io.Writer) error {
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "SERVICE\tINSTANCES\tREADY\tMASTER\tMODIFY INDEX")
 		for _, s := range l.Services {
-			m := s.Master
-			if m == "" {
-				m = "-"
-			}
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%d\n", s.Name, s.Instances, s.Ready, m, s.ModifyIndex)
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%d\n", printable(s.Name), s.Instances, s.Ready, dash(s.Master), s.ModifyIndex)
 		}
 		return tw.Flush()
 	}
 	var s api.ServiceResponse
-	if err := c.do(ctx, http.MethodGet, "/v1/tenants/"+*tenant+"/services/"+name, nil, &s); err != nil {
+	if err := c.do(ctx, http.MethodGet, sp, nil, &s); err != nil {
 		return err
 	}
 	if cf.output == "json" {
 		return printJSON(stdout, s)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "service\t%s\nindex\t%d\nmodify index\t%d\ncold start\tmin_ready %d, settle %dms\n", s.Service, s.Index, s.ModifyIndex,
+	fmt.Fprintf(tw, "service\t%s\nindex\t%d\nmodify index\t%d\ncold start\tmin_ready %d, settle %dms\n", printable(s.Service), s.Index, s.ModifyIndex,
 		s.Policy.ColdStart.MinReady, s.Policy.ColdStart.SettleMs)
 	if m := s.Master; m != nil {
 		rel := ""
 		if m.Releasing {
 			rel = " (releasing)"
 		}
-		fmt.Fprintf(tw, "master\t%s token %d since %s%s\n", m.Instance, m.FencingToken, m.Since.Format(time.RFC3339), rel)
+		fmt.Fprintf(tw, "master\t%s token %d since %s%s\n", printable(m.Instance), m.FencingToken, m.Since.Format(time.RFC3339), rel)
 	} else {
 		fmt.Fprintln(tw, "master\t-")
 	}
 	fmt.Fprintln(tw, "\nINSTANCE\tADDRESS\tMODE\tSTATE\tWEIGHT\tPRIORITY\tZONE\tSESSION")
 	for _, in := range s.Instances {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", in.ID, in.Address, in.Mode, in.State, in.Weight, in.Priority, dash(in.Zone), dash(in.SessionTag))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", printable(in.ID), printable(in.Address), printable(string(in.Mode)),
+			printable(string(in.State)), in.Weight, in.Priority, dash(in.Zone), dash(in.SessionTag))
 	}
 	return tw.Flush()
 }
 
+// dash is printable(s), or "-" for an empty s.
 func dash(s string) string {
 	if s == "" {
 		return "-"
 	}
-	return s
+	return printable(s)
 }
 
 func runCluster(ctx context.Context, args []string, stdout io.Writer) error {
@@ -373,7 +445,11 @@ func runCluster(ctx context.Context, args []string, stdout io.Writer) error {
 	method, path := http.MethodGet, "/v1/cluster"
 	if remove {
 		// A lost machine's node, for good: its replicas leave every shard.
-		method, path = http.MethodDelete, "/v1/cluster/nodes/"+url.PathEscape(id)
+		seg, err := pathSeg("node ID", id)
+		if err != nil {
+			return err
+		}
+		method, path = http.MethodDelete, "/v1/cluster/nodes/"+seg
 	}
 	if err := c.do(ctx, method, path, nil, &cl); err != nil {
 		var e *api.Error
@@ -388,7 +464,7 @@ func runCluster(ctx context.Context, args []string, stdout io.Writer) error {
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "answered by node %d\n\nNODE\tRAFT\tAPI\n", cl.NodeID)
 	for _, n := range cl.Nodes {
-		fmt.Fprintf(tw, "%d\t%s\t%s\n", n.ID, n.RaftAddress, n.APIAddress)
+		fmt.Fprintf(tw, "%d\t%s\t%s\n", n.ID, printable(n.RaftAddress), printable(n.APIAddress))
 	}
 	fmt.Fprintln(tw, "\nSHARD\tTENANT\tLEADER NODE\tTERM\tAPPLIED\tREPLICAS")
 	for _, s := range cl.Shards {

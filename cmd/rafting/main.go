@@ -34,12 +34,15 @@ Run 'rafting <command> -h' for a command's flags.
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		// An error can quote the server (an error answer's message):
+		// printed escaped, as every value from the server is.
+		msg := printable(err.Error(), '\n', '\t', '\\')
 		var ue usageError
 		if errors.As(err, &ue) {
-			fmt.Fprintln(os.Stderr, "rafting:", err)
+			fmt.Fprintln(os.Stderr, "rafting:", msg)
 			os.Exit(2)
 		}
-		fmt.Fprintln(os.Stderr, "rafting:", err)
+		fmt.Fprintln(os.Stderr, "rafting:", msg)
 		os.Exit(1)
 	}
 }
