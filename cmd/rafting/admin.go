@@ -18,6 +18,7 @@ import (
 
 	"github.com/rafting/rafting/api"
 	"github.com/rafting/rafting/server"
+	"github.com/rafting/rafting/server/config"
 )
 
 // client is the admin CLI's REST client: it tries each server in turn and
@@ -62,7 +63,11 @@ func readSecret(secret, file string) (string, error) {
 	if secret != "" {
 		return "", usageError{"--secret and --secret-file: give one"}
 	}
-	return readSecretFile("--secret-file", file)
+	s, err := config.ReadSecretFile(file)
+	if err != nil {
+		return "", fmt.Errorf("--secret-file: %w", err)
+	}
+	return s, nil
 }
 
 func (c *commonFlags) client() (*client, error) {
@@ -82,8 +87,8 @@ func (c *commonFlags) client() (*client, error) {
 		return nil, usageError{"--token and --token-file: give one"}
 	case c.tokenFile != "":
 		var err error
-		if token, err = readSecretFile("--token-file", c.tokenFile); err != nil {
-			return nil, err
+		if token, err = config.ReadSecretFile(c.tokenFile); err != nil {
+			return nil, fmt.Errorf("--token-file: %w", err)
 		}
 	case token == "":
 		token = c.envToken
