@@ -69,7 +69,10 @@ func (m *Member) roleLoop(ctx context.Context) {
 		m.mu.Lock()
 		var wait time.Duration
 		if m.role == Master {
-			wait = min(m.st.promise.remaining(time.Now())+time.Millisecond, wallCheck)
+			// Never 0 while Master: a promise that lapsed while this loop
+			// was kept from running (a pause, a busy host) is looked at
+			// at once, not left until something else wakes the loop.
+			wait = max(min(m.st.promise.remaining(time.Now())+time.Millisecond, wallCheck), time.Nanosecond)
 		}
 		m.mu.Unlock()
 		if wait > 0 {

@@ -472,10 +472,17 @@ func (m *Member) register(ctx context.Context, reg api.RegisterRequest) (uint64,
 }
 
 // registerUnder sends the registration under session s, numbered seq
-// (X-Rafting-Sequence) unless seq is 0.
+// (X-Rafting-Sequence), or with a number of its own when seq is 0: every
+// registration of the member's is numbered, so a copy of an earlier one
+// that lands late (a 504, then a retry that applied) cannot undo a later
+// one — a drain, an Update, the next registration.
 func (m *Member) registerUnder(ctx context.Context, s *session, reg api.RegisterRequest, seq uint64) (uint64, error) {
 	m.mu.Lock()
 	m.writes++
+	if seq == 0 {
+		m.seq++
+		seq = m.seq
+	}
 	m.mu.Unlock()
 	var at uint64
 	defer func() {

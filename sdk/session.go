@@ -260,9 +260,11 @@ func (m *Member) renewed(s *session, sent time.Time, ka *api.KeepaliveResponse, 
 		m.st.promise = newPromise(sent, time.Duration(ka.LeaseMs)*time.Millisecond)
 	}
 	m.adoptStateLocked(ka.Index, ka.Instances, ka.Instances != nil)
-	// Strictly newer only: a record taken in at an equal position (from a
-	// stream event or the watch) is as new as the answer's.
-	if !m.farm && ka.Index > m.st.recIndex {
+	// At an equal position too: the answer and a stream event or a watch
+	// read at one position show the same state, and when they seem not to
+	// (a server that stamped several entries' events with one index), the
+	// answer — read after them — is the one to believe.
+	if !m.farm && ka.Index >= m.st.recIndex {
 		var rec *record
 		for _, h := range ka.Masters {
 			if h.Service == m.service && h.Instance == m.id {

@@ -233,6 +233,7 @@ type Changes struct {
 // than the session made: an operator's new state, or its removal (State
 // empty).
 type InstanceChange struct {
+	Index   uint64 // the entry that made it: the state it shows is the state at Index
 	Session string
 	Held    api.HeldInstance
 }
@@ -240,6 +241,7 @@ type InstanceChange struct {
 // MasterChange is one change of a service's master record. Old or New is
 // nil when there was or is no master.
 type MasterChange struct {
+	Index    uint64 // the entry that made it (a batch applies several)
 	Service  string
 	Old, New *MasterView
 }
@@ -451,9 +453,19 @@ func (t *Tenant) sequenced(index uint64, op Op, caller string, seq uint64, write
 	if seq != 0 && versionOf(t.st.Version) < 2 {
 		return reject(unknownField(op, "seq"))
 	}
-	s := t.st.Sessions[caller]
-	if seq == 0 || s == nil {
+	if seq == 0 {
 		return write()
+	}
+	s := t.st.Sessions[caller]
+	if s == nil {
+		// A numbered write under a session that ended (or never was)
+		// is a late copy: the session's end removed what it owned, and
+		// applied now it would undo what came after, such as the next
+		// incarnation's registration of the same instance.
+		if _, dead := t.st.Tombs[caller]; dead {
+			return rejectf(api.CodeSessionExpired, "write %d of session %s came after the session ended: not applied", seq, api.SessionTag(caller))
+		}
+		return rejectf(api.CodeNotFound, "write %d names session %s, which is not known", seq, api.SessionTag(caller))
 	}
 	switch {
 	case seq == s.Seq && s.SeqOutcome != nil:
@@ -691,7 +703,7 @@ func (t *Tenant) register(index uint64, c Register, ch *Changes) Outcome {
 	svc.ModifyIndex = index
 	ch.service(c.Service)
 	if r.Session == "" && sess != "" && old != nil && old.State != in.State {
-		ch.Instances = append(ch.Instances, InstanceChange{Session: sess,
+		ch.Instances = append(ch.Instances, InstanceChange{Index: index, Session: sess,
 			Held: api.HeldInstance{Service: c.Service, Instance: c.ID, State: in.State}})
 	}
 	if m := svc.Master; m != nil && m.Instance == c.ID && !eligible(in) {
@@ -730,7 +742,7 @@ func (t *Tenant) deregister(index uint64, c Deregister, ch *Changes) Outcome {
 	if in.Session != "" {
 		t.disown(in.Session, instKey{c.Service, c.ID})
 		if c.Caller != in.Session {
-			ch.Instances = append(ch.Instances, InstanceChange{Session: in.Session,
+			ch.Instances = append(ch.Instances, InstanceChange{Index: index, Session: in.Session,
 				Held: api.HeldInstance{Service: c.Service, Instance: c.ID}})
 		}
 	}
@@ -880,7 +892,7 @@ func (t *Tenant) setMaster(index uint64, name string, svc *service, m *master, c
 		t.hold(m.Session, name)
 	}
 	ch.service(name)
-	ch.Masters = append(ch.Masters, MasterChange{Service: name, Old: old.view(), New: m.view()})
+	ch.Masters = append(ch.Masters, MasterChange{Index: index, Service: name, Old: old.view(), New: m.view()})
 }
 
 func (m *master) view() *MasterView {

@@ -1004,7 +1004,7 @@ func (m *Manager) Applied(ch *fsm.Changes) {
 		for s := range m.streams {
 			if s.id == c.Session {
 				held := c.Held
-				s.sendLocked(api.StreamEvent{Type: api.EventInstance, Service: held.Service, Index: m.sm.Applied(), Instance: &held})
+				s.sendLocked(api.StreamEvent{Type: api.EventInstance, Service: held.Service, Index: c.Index, Instance: &held})
 			}
 		}
 	}
@@ -1012,9 +1012,9 @@ func (m *Manager) Applied(ch *fsm.Changes) {
 		for s := range m.streams {
 			switch {
 			case c.New != nil && c.New.Session == s.id:
-				s.sendLocked(api.StreamEvent{Type: api.EventMaster, Service: c.Service, Index: m.sm.Applied(), Master: masterView(c.New)})
+				s.sendLocked(api.StreamEvent{Type: api.EventMaster, Service: c.Service, Index: c.Index, Master: masterView(c.New)})
 			case c.Old != nil && c.Old.Session == s.id:
-				s.sendLocked(api.StreamEvent{Type: api.EventMaster, Service: c.Service, Index: m.sm.Applied()})
+				s.sendLocked(api.StreamEvent{Type: api.EventMaster, Service: c.Service, Index: c.Index})
 			}
 		}
 	}

@@ -1,0 +1,234 @@
+package sdk_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/sdk"
+	"github.com/rafting/rafting/sdk/sdktest"
+)
+
+// lateProxy forwards every request to one server, except the first one
+// that match accepts: that one is answered 504 timeout, as a server answers
+// a write whose proposal timed out while its entry sits in the Raft log,
+// and kept; deliver sends it to the server later — the entry committing
+// after all, once the client has moved on.
+type lateProxy struct {
+	target *url.URL
+	srv    *httptest.Server
+
+	mu    sync.Mutex
+	match func(*http.Request) bool
+	kept  []heldRequest
+}
+
+func newLateProxy(t *testing.T, server string) *lateProxy {
+	target, err := url.Parse("http://" + server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &lateProxy{target: target}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.FlushInterval = -1
+	rp.ModifyResponse = func(r *http.Response) error { r.Header.Del(api.HeaderLeader); return nil }
+	rp.ErrorLog = log.New(io.Discard, "", 0)
+	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.mu.Lock()
+		hit := p.match != nil && p.match(r)
+		if hit {
+			p.match = nil // only the first
+			body, _ := io.ReadAll(r.Body)
+			p.kept = append(p.kept, heldRequest{r.Method, r.URL.RequestURI(), r.Header.Clone(), body})
+		}
+		p.mu.Unlock()
+		if hit {
+			e := &api.Error{Code: api.CodeTimeout, Message: "proposal timed out: its outcome is unknown"}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusGatewayTimeout)
+			json.NewEncoder(w).Encode(e.Body())
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(p.srv.Close)
+	return p
+}
+
+func (p *lateProxy) addr() string { return strings.TrimPrefix(p.srv.URL, "http://") }
+
+func (p *lateProxy) arm(match func(*http.Request) bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.match = match
+}
+
+func (p *lateProxy) keptCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.kept)
+}
+
+// deliver sends the kept requests to the server now and returns their
+// statuses.
+func (p *lateProxy) deliver(t *testing.T) []int {
+	t.Helper()
+	p.mu.Lock()
+	reqs := p.kept
+	p.kept = nil
+	p.mu.Unlock()
+	var statuses []int
+	for _, h := range reqs {
+		r, err := http.NewRequest(h.method, p.target.String()+h.path, bytes.NewReader(h.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Header = h.header
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatalf("deliver %s %s: %v", h.method, h.path, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		statuses = append(statuses, resp.StatusCode)
+	}
+	return statuses
+}
+
+func instanceState(t *testing.T, c *sdktest.Cluster, svc, id string) api.State {
+	var s api.ServiceResponse
+	c.Servers.Do(1, c.Token, http.MethodGet, "/v1/tenants/"+c.Tenant+"/services/"+svc+"?consistent=true", nil).JSON(t, &s)
+	for _, in := range s.Instances {
+		if in.ID == id {
+			return in.State
+		}
+	}
+	return ""
+}
+
+// TestJoinRegistrationCannotUndoDrain: the registration Join sends (and
+// the one a member sends under a new session after losing its session) is
+// not numbered (X-Rafting-Sequence). When its first copy is answered 504
+// and commits after all once the client's retry applied, it lands after
+// whatever the member wrote since, and undoes it:
+//
+//   - Leave: the drain (numbered, acknowledged) is undone during the drain
+//     delay; callers' balancers see the leaving instance ready again. This
+//     is TestLeaveRacesRegisterAgain's failure, through Join's registration
+//     instead of a registration sent again.
+//   - Update(SetState(draining)): acknowledged, then undone; the member
+//     itself adopts "ready" from its next keepalive answer.
+func TestJoinRegistrationCannotUndoDrain(t *testing.T) {
+	c := sdktest.StartWith(t, sdktest.Options{Nodes: 1})
+	p := newLateProxy(t, c.Servers.Addrs()[0])
+	join := func(t *testing.T, svc string, opts ...sdk.Option) *sdk.Member {
+		t.Helper()
+		path := "/v1/tenants/" + c.Tenant + "/services/" + svc + "/instances/a"
+		p.arm(func(r *http.Request) bool { return r.Method == http.MethodPut && r.URL.Path == path })
+		opts = append([]sdk.Option{sdk.WithServers(p.addr()), sdk.WithTenant(c.Tenant), sdk.WithToken(c.Token),
+			sdk.WithTTL(3 * time.Second)}, opts...)
+		m, err := sdk.Join(ctxT(t, 30*time.Second), sdk.Instance{Service: svc, ID: "a", Address: "a:1"}, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Leave(context.Background()) })
+		if p.keptCount() != 1 {
+			t.Fatalf("the proxy kept %d registrations, want the first", p.keptCount())
+		}
+		return m
+	}
+
+	t.Run("Leave", func(t *testing.T) {
+		m := join(t, "jl", sdk.WithDrainDelay(3*time.Second))
+		left := make(chan error, 1)
+		go func() { left <- m.Leave(context.Background()) }()
+		eventually(t, 10*time.Second, "the drain", func() bool { return instanceState(t, c, "jl", "a") == api.StateDraining })
+		got := p.deliver(t) // Join's first registration commits now
+		t.Logf("the late copy of Join's registration answered %v", got)
+		for until := time.Now().Add(time.Second); time.Now().Before(until); time.Sleep(10 * time.Millisecond) {
+			if st := instanceState(t, c, "jl", "a"); st != api.StateDraining {
+				t.Fatalf("during the drain delay the instance is %q, want draining: a late copy of Join's registration undid Leave's drain", st)
+			}
+		}
+		if err := <-left; err != nil {
+			t.Fatalf("Leave() = %v", err)
+		}
+	})
+
+	t.Run("Update", func(t *testing.T) {
+		m := join(t, "ju")
+		if err := m.Update(ctxT(t, 10*time.Second), sdk.SetState(sdk.StateDraining)); err != nil {
+			t.Fatal(err)
+		}
+		if st := instanceState(t, c, "ju", "a"); st != api.StateDraining {
+			t.Fatalf("after Update(draining): %q", st)
+		}
+		got := p.deliver(t)
+		t.Logf("the late copy of Join's registration answered %v", got)
+		time.Sleep(time.Second) // a few keepalive answers
+		if st := instanceState(t, c, "ju", "a"); st != api.StateDraining {
+			t.Errorf("an acknowledged Update(draining) was undone by a late copy of Join's registration: the instance is %q (member role %v)", st, m.Role())
+		}
+	})
+}
+
+// TestStaleDeregisterSparesNextIncarnation: Leave's deregistration
+// is numbered under the leaving session, but the servers apply a numbered
+// write "as it comes" once its session has ended, and a deregistration
+// checks nothing of the instance it removes. So when its first copy is
+// answered 504 and commits after all, after the session's end and after a
+// restarted process registered the same instance ID (which DESIGN/sdk docs
+// allow once the old session has ended), it removes the new incarnation's
+// acknowledged registration and revokes its mastership.
+func TestStaleDeregisterSparesNextIncarnation(t *testing.T) {
+	c := sdktest.StartWith(t, sdktest.Options{Nodes: 1})
+	p := newLateProxy(t, c.Servers.Addrs()[0])
+	opts := []sdk.Option{sdk.WithServers(p.addr()), sdk.WithTenant(c.Tenant), sdk.WithToken(c.Token), sdk.WithDrainDelay(0)}
+	inst := msInstance("sd", "x", 0)
+	old, err := sdk.Join(ctxT(t, 30*time.Second), inst, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := "/v1/tenants/" + c.Tenant + "/services/sd/instances/x"
+	p.arm(func(r *http.Request) bool { return r.Method == http.MethodDelete && r.URL.Path == path })
+	if err := old.Leave(ctxT(t, 10*time.Second)); err != nil {
+		t.Fatalf("Leave() = %v", err)
+	}
+	if p.keptCount() != 1 {
+		t.Fatalf("the proxy kept %d deregistrations, want 1", p.keptCount())
+	}
+	// The process restarts with the same instance ID.
+	next, err := sdk.Join(ctxT(t, 30*time.Second), inst, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { next.Leave(context.Background()) })
+	eventually(t, 10*time.Second, "the new incarnation to be master", next.IsMaster)
+	token := next.FencingToken()
+	got := p.deliver(t) // the old incarnation's deregistration commits now
+	t.Logf("the late copy of the old incarnation's deregistration answered %v", got)
+	var s api.ServiceResponse
+	c.Servers.Do(1, c.Token, http.MethodGet, "/v1/tenants/"+c.Tenant+"/services/sd?consistent=true", nil).JSON(t, &s)
+	found := false
+	for _, in := range s.Instances {
+		found = found || in.ID == "x"
+	}
+	if !found || s.Master == nil || s.Master.Releasing || s.Master.FencingToken != token {
+		t.Errorf("after the dead incarnation's late deregistration: instance listed %v, master %+v; the new incarnation's registration (acknowledged) and mastership (token %d) should be untouched", found, s.Master, token)
+	}
+	time.Sleep(2 * time.Second)
+	if next.FencingToken() != token {
+		t.Errorf("the new incarnation lost its mastership (token %d, now %d, role %v)", token, next.FencingToken(), next.Role())
+	}
+}
