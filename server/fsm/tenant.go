@@ -451,7 +451,12 @@ func (t *Tenant) apply(index uint64, cmd []byte, ch *Changes) (o Outcome) {
 // without a number, or under no live session, are applied as they come.
 func (t *Tenant) sequenced(index uint64, op Op, caller string, seq uint64, write func() Outcome) Outcome {
 	if seq != 0 && versionOf(t.st.Version) < 2 {
-		return reject(unknownField(op, "seq"))
+		// Sent only once every node's build speaks version 2 (the meta
+		// state's version, Downgrade), so every replica refuses it alike
+		// here; the tenant's own version follows within seconds, and the
+		// writer sends it again. Applying it unnumbered would lose what
+		// the number is for.
+		return rejectf(api.CodeUnavailable, "%s: the tenant's state version is being raised to 2: send the write again", op)
 	}
 	if seq == 0 {
 		return write()

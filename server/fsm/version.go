@@ -52,10 +52,14 @@ func unknownField(op Op, name string) *api.Error {
 	return api.Errorf(api.CodeBadRequest, "%s: json: unknown field %q", op, name)
 }
 
-// Downgrade returns cmd as a state at version v can apply it: what it does
-// not know yet is left out. A holder's sequence number is dropped before
-// version 2 — its protection starts once every node runs a build that
-// knows it — rather than the write refused.
+// Downgrade returns cmd as a cluster whose meta state is at version v can
+// apply it: what some node's build may not know yet is left out. A
+// holder's sequence number is dropped before version 2 — its protection
+// starts once every node runs a build that knows it — rather than the
+// write refused. (The meta state's version, not the tenant replica's: a
+// replica behind its own set_version would drop the number of a write its
+// peers apply at version 2. A tenant state still at 1 refuses a numbered
+// write as not applied, and the writer sends it again.)
 func Downgrade(cmd any, v uint64) any {
 	if v >= 2 {
 		return cmd

@@ -83,7 +83,7 @@ func (s *Server) propose(w http.ResponseWriter, r *http.Request, id identity, op
 	// Every check the command can fail without looking at the state (its
 	// fields, sizes against the quotas) runs here first: a refused write
 	// never reaches the Raft log, and costs no write quota.
-	cmd = fsm.Downgrade(cmd, t.SM.Version())
+	cmd = fsm.Downgrade(cmd, s.node.Meta().Version())
 	brief, _ := s.node.Meta().Brief(t.Name)
 	if err := t.SM.Check(op, cmd, brief.Quotas); err != nil {
 		writeError(w, err)
