@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -74,5 +75,43 @@ func TestConnectionLimits(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond)
 	if !get() {
 		t.Fatal("an authenticated connection was closed at the auth timeout")
+	}
+}
+
+// TestReadTimeoutAndHeaders: a request must be read within ReadTimeout — a
+// client cannot trickle a body forever — while a blocking query waits
+// longer than that; every answer names its request (X-Request-Id) and is
+// not to be cached.
+func TestReadTimeoutAndHeaders(t *testing.T) {
+	c := servertest.Start(t, servertest.Options{Configure: func(cfg *config.Config) { cfg.ReadTimeout = time.Second }})
+	tok := c.CreateTenant("acme", api.Quotas{})
+	// A body trickled one byte every 300 ms: cut off at the read timeout.
+	conn, err := net.Dial("tcp", c.Addr(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "PUT /v1/tenants/acme/services/web/instances/w1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: 100\r\n\r\n", tok)
+	start := time.Now()
+	for time.Since(start) < 5*time.Second {
+		if _, err := conn.Write([]byte(" ")); err != nil {
+			break
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("a trickled body was read for %v, past the 1 s read timeout", d)
+	}
+	// A blocking query outlives the read timeout.
+	var s api.ServiceResponse
+	r := c.Do(1, tok, http.MethodGet, "/v1/tenants/acme/services/web", nil)
+	r.JSON(t, &s)
+	start = time.Now()
+	r = c.Do(1, tok, http.MethodGet, fmt.Sprintf("/v1/tenants/acme/services/web?index=%d&wait=2s", s.Index), nil)
+	if r.Status != http.StatusOK || time.Since(start) < 1500*time.Millisecond {
+		t.Fatalf("a 2 s blocking query with a 1 s read timeout = %d after %v", r.Status, time.Since(start))
+	}
+	if r.Header.Get("X-Request-Id") == "" || r.Header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("answer headers %v, want X-Request-Id and Cache-Control: no-store", r.Header)
 	}
 }

@@ -93,9 +93,14 @@ func New(cfg config.Config) (*Server, error) {
 		ConnContext:       httpapi.ConnContext,
 		Handler:           s.api,
 		ReadHeaderTimeout: 10 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		// A whole request, body included, within ReadTimeout: an
+		// authenticated client cannot trickle a body forever. Answers are
+		// not bounded: net/http lifts the deadline once a request is read,
+		// so a blocking query or a stream lives on (TestReadTimeoutAndHeaders).
+		ReadTimeout:    cfg.ReadTimeout,
+		MaxHeaderBytes: 64 << 10,
+		IdleTimeout:    2 * time.Minute,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	node.Start()
 	vctx, vcancel := context.WithCancel(context.Background())

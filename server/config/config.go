@@ -115,6 +115,9 @@ type Config struct {
 	// rate; a thing larger than that takes a full bucket. Defaults 8 MiB/s
 	// and 128 MiB/s.
 	WriteBytesPerSecond, AnswerBytesPerSecond int
+	// ReadTimeout bounds the reading of one request, its body included.
+	// Default 30 s.
+	ReadTimeout time.Duration
 
 	// TLSCert and TLSKey serve the API over TLS.
 	TLSCert, TLSKey string
@@ -155,6 +158,7 @@ func DefaultConfig() Config {
 		MaxUnauthenticatedPerAddress: 256,
 		AuthTimeout:                  5 * time.Second,
 		WriteBytesPerSecond:          8 << 20,
+		ReadTimeout:                  30 * time.Second,
 		AnswerBytesPerSecond:         128 << 20,
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -36,6 +37,16 @@ func writeError(w http.ResponseWriter, err error) {
 	if !errors.As(err, &e) {
 		e = api.Errorf(api.CodeInternal, "%v", err)
 	}
+	if e.Code == api.CodeInternal {
+		// What went wrong inside goes to the log with the request's ID,
+		// not to the client.
+		if d, ok := w.(interface{ failed(string) }); ok {
+			d.failed(e.Message)
+		}
+		c := *e
+		c.Message = "internal error: the server's log has it under request " + w.Header().Get(HeaderRequestID)
+		e = &c
+	}
 	status := e.Status()
 	switch status {
 	case http.StatusTooManyRequests, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
@@ -51,6 +62,14 @@ func writeError(w http.ResponseWriter, err error) {
 		w.Header().Set(api.HeaderLeader, e.Leader)
 	}
 	writeJSON(w, status, e.Body())
+}
+
+// HeaderRequestID names every answer's request, as the server's log does.
+const HeaderRequestID = "X-Request-Id"
+
+// newRequestID is 64 random bits, hex.
+func newRequestID() string {
+	return strconv.FormatUint(rand.Uint64(), 16)
 }
 
 // decode reads a JSON body strictly: at most api.MaxBodyBytes (413 above),

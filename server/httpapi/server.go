@@ -182,7 +182,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	detail string // an internal error's text, for the log
 }
+
+func (sw *statusWriter) failed(detail string) { sw.detail = detail }
 
 func (sw *statusWriter) WriteHeader(code int) {
 	if sw.status == 0 {
@@ -213,7 +216,13 @@ func (s *Server) wrap(route string, a access, l lane, write bool, fn func(http.R
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
+		reqID := newRequestID()
+		w.Header().Set(HeaderRequestID, reqID)
+		w.Header().Set("Cache-Control", "no-store") // answers carry tokens and live state
 		defer func() {
+			if sw.detail != "" {
+				s.log.Error("request failed", "request_id", reqID, "route", route, "err", sw.detail)
+			}
 			hist.Observe(time.Since(start).Seconds())
 			countMu.Lock()
 			c := count[sw.status]
