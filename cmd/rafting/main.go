@@ -92,15 +92,21 @@ func logger(w io.Writer, level string) (*slog.Logger, error) {
 
 // adminToken reads the admin token: --admin-token-file, else
 // RAFTING_ADMIN_TOKEN, else "".
-func adminToken(file string) (string, error) {
+// secretFrom reads a secret from a file (the flag that named it) or else
+// from an environment variable.
+func secretFrom(file, flag, env string) (string, error) {
 	if file != "" {
 		tok, err := config.ReadSecretFile(file)
 		if err != nil {
-			return "", fmt.Errorf("--admin-token-file: %w", err)
+			return "", fmt.Errorf("%s: %w", flag, err)
 		}
 		return tok, nil
 	}
-	return strings.TrimSpace(os.Getenv("RAFTING_ADMIN_TOKEN")), nil
+	return strings.TrimSpace(os.Getenv(env)), nil
+}
+
+func adminToken(file string) (string, error) {
+	return secretFrom(file, "--admin-token-file", "RAFTING_ADMIN_TOKEN")
 }
 
 func newFlagSet(name string) *flag.FlagSet {

@@ -63,6 +63,7 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 		initial        = fs.String("initial-cluster", "", "first start of a new cluster: ID=RAFT_ADDR,... (etcd-style); on a restart, the nodes' addresses only")
 		join           = fs.String("join", "", "API address of a running member: add this node to that cluster")
 		tokenFile      = fs.String("admin-token-file", "", "file holding the admin token (else RAFTING_ADMIN_TOKEN)")
+		readTokenFile  = fs.String("read-token-file", "", "file holding a read-only admin token, for /metrics scrapers and dashboards (else RAFTING_READ_TOKEN)")
 		rtt            = fs.Duration("rtt", def.RTT, "Raft tick (RTTMillisecond); election timeout = 10 ticks")
 		logdb          = fs.String("logdb", def.LogDB, "LogDB memory preset: tiny, small, medium or default (fixed at first start)")
 		quiesce        = fs.Bool("quiesce", def.Quiesce, "let idle tenant shards stop ticking (--quiesce=false to keep every shard ticking)")
@@ -125,6 +126,9 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if cfg.APIAddress == "" {
 		cfg.APIAddress = def.APIAddress
+	}
+	if cfg.ReadToken, err = secretFrom(*readTokenFile, "--read-token-file", "RAFTING_READ_TOKEN"); err != nil {
+		return err
 	}
 	if cfg.AdminToken, err = adminToken(*tokenFile); err != nil {
 		return err

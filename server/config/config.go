@@ -50,6 +50,12 @@ type Config struct {
 	// AdminToken is the secret of the admin token (from --admin-token-file
 	// or RAFTING_ADMIN_TOKEN). Empty: no admin access at all.
 	AdminToken string
+	// ReadToken is the secret of a read-only admin token (from
+	// --read-token-file or RAFTING_READ_TOKEN): every GET the admin token
+	// may make but a backup (which holds token hashes) — /metrics for a
+	// scraper, the cluster, every tenant's state — and nothing else. Empty:
+	// none.
+	ReadToken string
 
 	// RTT is Dragonboat's RTTMillisecond: the Raft tick. Default 50 ms
 	// (leader failover ≈ 0.6 s median, ≈ 1.05 s p99). Smaller only for tests
@@ -195,6 +201,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: TLSCert (--tls-cert) and TLSKey (--tls-key) go together")
 	case (c.PeerCA == "") != (c.PeerCert == "") || (c.PeerCert == "") != (c.PeerKey == ""):
 		return fmt.Errorf("config: PeerCA, PeerCert and PeerKey (--peer-*) go together")
+	case c.ReadToken != "" && (!tenants.Strong(c.ReadToken) || c.ReadToken == c.AdminToken):
+		return fmt.Errorf("config: the read-only token is too weak (at most %.0f bits) or is the admin token: make another of at least %d random bits",
+			tenants.EstimateBits(c.ReadToken), tenants.MinSecretBits)
 	case c.AdminToken != "" && !tenants.Strong(c.AdminToken):
 		return fmt.Errorf("config: the admin token is too weak (at most %.0f bits): make one of at least %d random bits, e.g. head -c 32 /dev/urandom | base64 > token && chmod 600 token",
 			tenants.EstimateBits(c.AdminToken), tenants.MinSecretBits)

@@ -216,3 +216,28 @@ func TestUnknownTokensShareChecks(t *testing.T) {
 		t.Fatalf("%d made-up tokens from %d addresses cost %d meta ReadIndexes, want them shared", n, n, rounds)
 	}
 }
+
+// TestReadOnlyToken: the read-only admin token reads what the admin token
+// reads — /metrics, the cluster, any tenant's state — but changes nothing
+// and takes no backup: a scraper that holds it has no write power.
+func TestReadOnlyToken(t *testing.T) {
+	read := tenants.NewSecret()
+	c := servertest.Start(t, servertest.Options{Configure: func(cfg *config.Config) { cfg.ReadToken = read }})
+	c.CreateTenant("acme", api.Quotas{})
+	for _, p := range []string{"/metrics", "/v1/cluster", "/v1/tenants", "/v1/tenants/acme", "/v1/tenants/acme/services/web"} {
+		if r := c.Do(1, read, http.MethodGet, p, nil); r.Status != http.StatusOK {
+			t.Fatalf("GET %s with the read-only token = %d %s", p, r.Status, r.Body)
+		}
+	}
+	for _, w := range []struct{ method, path string }{
+		{http.MethodDelete, "/v1/tenants/acme"},
+		{http.MethodPost, "/v1/tenants"},
+		{http.MethodPut, "/v1/tenants/acme/services/web/instances/x"},
+		{http.MethodDelete, "/v1/cluster/nodes/3"},
+		{http.MethodGet, "/v1/backup"},
+	} {
+		if r := c.Do(1, read, w.method, w.path, api.RegisterRequest{Address: "a:1"}); r.Status != http.StatusForbidden {
+			t.Fatalf("%s %s with the read-only token = %d %s, want 403", w.method, w.path, r.Status, r.Body)
+		}
+	}
+}

@@ -42,6 +42,7 @@ type Server struct {
 	reg   *metrics.Registry
 	mux   *http.ServeMux
 	admin tenants.Hash // zero: no admin token configured
+	read  tenants.Hash // zero: no read-only token configured
 	peers *http.Client // forwards keepalives to the tenant leader
 
 	requests *tenants.Limiters // per tenant: requests_per_second, burst
@@ -62,8 +63,9 @@ type Server struct {
 
 // identity is who a request authenticated as.
 type identity struct {
-	admin  bool
-	tenant string // set for a tenant token
+	admin    bool
+	readOnly bool   // the read-only admin token: GETs only
+	tenant   string // set for a tenant token
 }
 
 // New returns the API of a node. reg receives the API's metrics and is
@@ -87,6 +89,9 @@ func New(node *cluster.Node, reg *metrics.Registry, peers *http.Client) *Server 
 	}
 	if cfg.AdminToken != "" {
 		s.admin = tenants.HashToken(cfg.AdminToken)
+	}
+	if cfg.ReadToken != "" {
+		s.read = tenants.HashToken(cfg.ReadToken)
 	}
 	s.reqCount = reg.NewCounterVec("rafting_http_requests_total", "HTTP requests by route and status code.", "route", "code")
 	s.reqTime = reg.NewHistogramVec("rafting_http_request_seconds", "HTTP request latency by route (blocking queries and streams included).", nil, "route")
@@ -296,6 +301,9 @@ func (s *Server) authorize(r *http.Request, a access, isLane, write bool) (ident
 			return id, err // the identity names whose holds the refusal uses
 		}
 	}
+	if id.readOnly && (r.Method != http.MethodGet && r.Method != http.MethodHead || r.URL.Path == "/v1/backup") {
+		return identity{}, api.Errorf(api.CodeForbidden, "the read-only token reads; it cannot change anything, nor take a backup")
+	}
 	switch a {
 	case admin:
 		if !id.admin {
@@ -412,6 +420,9 @@ func (s *Server) authenticate(r *http.Request, now time.Time) (identity, bool) {
 	h := tenants.HashToken(tok)
 	if !s.admin.IsZero() && s.admin.Equal(h) {
 		return identity{admin: true}, true
+	}
+	if !s.read.IsZero() && s.read.Equal(h) {
+		return identity{admin: true, readOnly: true}, true
 	}
 	name, ok := tenants.ParseToken(tok)
 	if !ok {
