@@ -203,17 +203,24 @@ func (g *gauge) inc() { g.t.max(g.key, g.n.Add(1)) }
 func (g *gauge) dec() { g.n.Add(-1) }
 
 // record counts one request's outcome: its method and status, or how its
-// connection failed. A request abandoned because its phase ended is not
+// connection failed. A read abandoned because its phase ended is not
 // counted.
+//
+// A write whose answer did not come (abandoned, cut, timed out) may have
+// been applied: its outcome is unknown, and is counted by method.
 func (t *tally) record(ctx context.Context, method string, status int, err error) {
-	if err != nil {
-		if ctx.Err() != nil {
-			return
-		}
+	write := method == http.MethodPut || method == http.MethodDelete
+	switch {
+	case err != nil && ctx.Err() != nil && write:
+		t.add(method+" abandoned", 1)
+	case err != nil && ctx.Err() != nil:
+	case err != nil && write:
+		t.add(method+" "+errClass(err), 1)
+	case err != nil:
 		t.add(errClass(err), 1)
-		return
+	default:
+		t.add(method+" "+strconv.Itoa(status), 1)
 	}
-	t.add(method+" "+strconv.Itoa(status), 1)
 }
 
 // errClass names a failed request: "dial" when no connection was made,
@@ -362,12 +369,11 @@ func attack(ctx context.Context, cfg attackConfig, g *gate, t *tally, ready func
 				path := tenantPath + "/sessions/" + randomID()
 				var st int
 				var err error
-				method := http.MethodPut
 				switch {
 				case i%20 == 19: // a keepalive with a 1 MiB body
-					st, _, err = do(pctx, c, method, base(path+"/keepalive", w, i), cfg.Token, oversized)
+					st, _, err = do(pctx, c, http.MethodPut, base(path+"/keepalive", w, i), cfg.Token, oversized)
 				case i%2 == 0:
-					st, _, err = do(pctx, c, method, base(path+"/keepalive", w, i), cfg.Token, nil)
+					st, _, err = do(pctx, c, http.MethodPut, base(path+"/keepalive", w, i), cfg.Token, nil)
 				default: // a stream attach: a follower answers a stream of one `moved` line
 					attach(pctx, c, base(path+"/stream", w, i), cfg.Token, t, held)
 					if pctx.Err() != nil {
@@ -375,7 +381,7 @@ func attack(ctx context.Context, cfg attackConfig, g *gate, t *tally, ready func
 					}
 					continue
 				}
-				t.record(pctx, method, st, err)
+				t.record(pctx, "KEEPALIVE", st, err)
 				if pctx.Err() != nil {
 					tr.CloseIdleConnections()
 				}

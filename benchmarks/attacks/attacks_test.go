@@ -17,7 +17,7 @@
 //	5   over-rate reads from thousands of connections (8 a source address),
 //	    mallory's rate lowered to 100 a second per node so that they are
 //	6   one service of 10,000 instances × 4 KB meta read again and again by 8
-//	    connections, one instance rewritten ten times a second
+//	    connections, one instance rewritten up to ten times a second
 //	7   made-up tokens naming the victim, each request on a new connection
 //	    from a new source address (150,000 of them, 127.16.0.0 on)
 //	8   writes refused for their fields (4,097 bytes of meta) at the default
@@ -54,13 +54,15 @@
 // Reported for each pattern: the victim's p99 for reads and writes alone
 // and under the attack and their ratio (target ≤ 1.2×, ≤ 2× for 4, 4b and
 // 7, where the attacker holds the machine's own connections); the victim's
-// requests that failed; the servers' CPU in each side; each server's RSS (/proc/PID/status) and open
-// files (/proc/PID/fd) at the start of the cycles and at their peak under
+// requests that failed; the servers' CPU in each side; each server's RSS
+// (/proc/PID/status) and open files (/proc/PID/fd) at their peak before
+// any attack (the warm-up and the first phase, the victim alone) and under
 // the attack (bound: 64 MB more per server, pattern 6 twice its answer
-// more); the data dirs' growth (bound: 32 MB over the three, pattern 6
-// three copies of what it wrote more); what the attacker got: its requests
-// by outcome, and the entries its tenant shard applied beyond its accepted
-// writes and beyond its rate while paused (target 0: a refused write never
+// more); the growth of the bytes in the data dirs' files (bound: 32 MB
+// over the three, pattern 6 three copies of what it wrote more); what the
+// attacker got: its requests by outcome, and the entries its tenant shard
+// applied beyond its writes (accepted, or of unknown outcome) and beyond
+// its rate while paused (target 0: a refused write never
 // enters the Raft log). Each pattern's details, and at the end a summary
 // table ready for RESULTS.md, are printed on stdout.
 //

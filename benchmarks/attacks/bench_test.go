@@ -31,7 +31,7 @@ type scale struct {
 func knobs(tb testing.TB) scale {
 	tb.Helper()
 	s := scale{quick: bench.MustInt(tb, "RAFTING_ATTACKS_QUICK", 0, 0) > 0}
-	cycles, phase, warm, conns, instances := 15, 2*time.Second, 2*time.Second, 6000, 10000
+	cycles, phase, warm, conns, instances := 15, 2*time.Second, 5*time.Second, 6000, 10000
 	if s.quick {
 		cycles, phase, warm, conns, instances = 3, time.Second, time.Second, 1500, 1000
 	}
@@ -95,7 +95,8 @@ var patterns = []pattern{
 type outcome struct {
 	p                                pattern
 	alone, attacked                  victimResult
-	base, end                        usage
+	base                             peaks // the victim alone before any attack (warm-up and first phase)
+	end                              usage // a second after the attacker ended
 	peakAlone, peakAttack            peaks
 	res                              attackResult
 	logAlone, logAttack              uint64 // entries mallory's shard applied in the victim's alone phases, in the attacked ones
@@ -129,11 +130,18 @@ func (o *outcome) answerMB() float64 {
 	return 0
 }
 
+// unknown is how many of the attacker's writes had no answer (abandoned
+// when its phase ended, cut, timed out, 504): each may have been applied.
+func (o *outcome) unknown() int64 {
+	return o.res.Counts["PUT abandoned"] + o.res.Counts["PUT cut"] + o.res.Counts["PUT timeout"] + o.res.Counts["PUT 504"]
+}
+
 // extraEntries is what mallory's shard applied under the attack beyond
-// its accepted writes and beyond its rate while paused (session renewals).
+// its accepted writes, those of unknown outcome, and its rate while paused
+// (session renewals).
 func (o *outcome) extraEntries() float64 {
 	rate := float64(o.logAlone) / o.aloneTime.Seconds()
-	return float64(o.logAttack) - float64(o.accepted()) - rate*o.attackTime.Seconds()
+	return max(0, float64(o.logAttack)-float64(o.accepted()+o.unknown())-rate*o.attackTime.Seconds())
 }
 
 func (o *outcome) rssGrowth() float64 {
@@ -149,7 +157,7 @@ func (o *outcome) rssBound() float64 { return 64 + 2*o.answerMB() }
 func (o *outcome) dirGrowth() float64 { return max(o.peakAttack.dirMB, o.end.dirMB) - o.base.dirMB }
 
 func (o *outcome) dirBound() float64 {
-	return 32 + 3*float64(o.accepted())*bigMeta/(1<<20)
+	return 32 + 3*float64(o.accepted()+o.unknown())*bigMeta/(1<<20)
 }
 
 // misses lists the targets the run missed (empty: it met them all).
@@ -260,17 +268,17 @@ func (o *outcome) row() string {
 		met = "no: " + strings.Join(m, ", ")
 	}
 	maxRSS := func(v []float64) float64 { return slices.Max(v) }
-	return fmt.Sprintf("| %s | %s | %s → %s ms (%.2f×) | %s → %s ms (%.2f×) | %s → %s ms | %d / %d | %.0f → %.0f %% | %.0f → %.0f | %s → %s | %+.1f | %s | %+.0f (%d accepted) | %s |",
+	return fmt.Sprintf("| %s | %s | %s → %s ms (%.2f×) | %s → %s ms (%.2f×) | %s → %s ms | %d / %d | %.0f → %.0f %% | %.0f → %.0f | %s → %s | %+.1f | %s | %.0f (%d accepted, %d unknown) | %s |",
 		o.p.id, o.p.title,
 		ms(o.alone.reads), ms(o.attacked.reads), o.ratio(o.alone.reads, o.attacked.reads),
 		ms(o.alone.writes), ms(o.attacked.writes), o.ratio(o.alone.writes, o.attacked.writes),
 		ms(o.alone.kas), ms(o.attacked.kas),
 		failed(o.alone), failed(o.attacked), o.cpuAlone, o.cpuAttack,
 		maxRSS(o.base.rssMB), maxRSS(o.peakAttack.rssMB), ints(o.base.fds), ints(o.peakAttack.fds),
-		o.dirGrowth(), o.counts(4), math.Round(o.extraEntries()), o.accepted(), met)
+		o.dirGrowth(), o.counts(4), math.Round(o.extraEntries()), o.accepted(), o.unknown(), met)
 }
 
-const tableHead = "| # | attack | victim read p99 alone → attacked | victim write p99 alone → attacked | victim forwarded keepalive p99 | victim failed alone / attacked | servers' CPU alone → attacked (of a core) | RSS MB (most of a server) start → peak | open files (most) start → peak | data dirs MB | attacker's requests (per s of attack) | log entries beyond accepted | targets met |\n" +
+const tableHead = "| # | attack | victim read p99 alone → attacked | victim write p99 alone → attacked | victim forwarded keepalive p99 | victim failed alone / attacked | servers' CPU alone → attacked (of a core) | RSS MB (most of a server) before → peak attacked | open files (most) before → peak | data dirs MB | attacker's requests (per s of attack) | refused writes in the log (its writes: accepted, unknown) | targets met |\n" +
 	"|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 
 var (
@@ -314,7 +322,7 @@ func runPattern(b *testing.B, p pattern, s scale) *outcome {
 	cfg.Pattern, cfg.Addrs, cfg.Token, cfg.Tenant, cfg.Victim = p.id, e.addrs, e.mallory.Token, attacker, victim
 	f := startAttacker(b, cfg, s.nice)
 	o := &outcome{p: p, alone: newVictimResult(), attacked: newVictimResult(), loadavg: loadavg()}
-	o.base = e.usage()
+	attackerFds := openFiles(f.PID())
 	smp := e.sample(p.id == "3")
 	var cpuAlone, cpuAttack, cpuAttacker time.Duration
 	var wallAlone, wallAttack time.Duration
@@ -328,7 +336,7 @@ func runPattern(b *testing.B, p pattern, s scale) *outcome {
 		o.aloneTime += time.Since(t0)
 
 		t1 := time.Now()
-		smp.set(true)
+		smp.set(attacked)
 		f.Signal(syscall.SIGUSR2)
 		time.Sleep(s.settle)
 		t2, c2 := time.Now(), e.serverCPU()
@@ -338,9 +346,9 @@ func runPattern(b *testing.B, p pattern, s scale) *outcome {
 		fc3, _ := bench.Usage(f.PID())
 		cpuAttacker += fc3 - fc2
 		f.Signal(syscall.SIGUSR1)
-		o.quietWait += e.quiet(o.base)
+		o.quietWait += quiet(f.PID(), attackerFds)
 		time.Sleep(s.settle)
-		smp.set(false)
+		smp.set(alone)
 		a = e.applied(attacker)
 		o.logAttack += a - a1
 		o.attackTime += time.Since(t1)
@@ -349,7 +357,7 @@ func runPattern(b *testing.B, p pattern, s scale) *outcome {
 	time.Sleep(time.Second)
 	smp.end()
 	o.end = e.usage()
-	o.peakAlone, o.peakAttack = smp.alone, smp.attack
+	o.base, o.peakAlone, o.peakAttack = smp.pre, smp.alone, smp.attack
 	pct := func(cpu, wall time.Duration) float64 { return 100 * cpu.Seconds() / wall.Seconds() }
 	o.cpuAlone, o.cpuAttack, o.cpuAttacker = pct(cpuAlone, wallAlone), pct(cpuAttack, wallAttack), pct(cpuAttacker, wallAttack)
 	return o
@@ -365,15 +373,15 @@ func (o *outcome) report(b *testing.B) {
 		ms(o.alone.reads), ms(o.attacked.reads), ms(o.alone.writes), ms(o.attacked.writes), ms(o.alone.kas), ms(o.attacked.kas), ms(o.alone.fresh), ms(o.attacked.fresh))
 	logf("  victim operations over 100 ms alone: %q", o.alone.slow)
 	logf("  victim operations over 100 ms attacked: %q", o.attacked.slow)
-	logf("  servers: RSS MB start %.0f, peak alone %.0f, peak attacked %.0f, end %.0f; open files start %v, peak alone %v, peak attacked %v, end %v",
+	logf("  servers: RSS MB before any attack %.0f, peak alone %.0f, peak attacked %.0f, end %.0f; open files before %v, peak alone %v, peak attacked %v, end %v",
 		o.base.rssMB, o.peakAlone.rssMB, o.peakAttack.rssMB, o.end.rssMB, o.base.fds, o.peakAlone.fds, o.peakAttack.fds, o.end.fds)
-	logf("  data dirs MB: start %.1f, peak attacked %.1f, end %.1f (bound +%.0f); RSS growth %.0f MB (bound %.0f)",
+	logf("  data dirs MB (bytes in files): before any attack %.1f, peak attacked %.1f, end %.1f (bound +%.0f); RSS growth %.0f MB (bound %.0f)",
 		o.base.dirMB, o.peakAttack.dirMB, o.end.dirMB, o.dirBound(), o.rssGrowth(), o.rssBound())
 	logf("  servers' CPU alone %.0f %%, attacked %.0f %% of a core; attacker %.0f %% (nice); load average at the start %s; waited %v for the paused attacker's connections to close",
 		o.cpuAlone, o.cpuAttack, o.cpuAttacker, o.loadavg, o.quietWait.Round(time.Millisecond))
 	logf("  attacker, %.1f s of attack: %s", o.res.Secs, o.counts(0))
-	logf("  mallory's shard applied %d entries in %.1f s alone, %d in %.1f s attacked; %d writes accepted; beyond them: %.1f",
-		o.logAlone, o.aloneTime.Seconds(), o.logAttack, o.attackTime.Seconds(), o.accepted(), o.extraEntries())
+	logf("  mallory's shard applied %d entries in %.1f s alone, %d in %.1f s attacked; %d writes accepted, %d of unknown outcome; beyond them: %.1f",
+		o.logAlone, o.aloneTime.Seconds(), o.logAttack, o.attackTime.Seconds(), o.accepted(), o.unknown(), o.extraEntries())
 	if m := o.misses(); len(m) > 0 {
 		logf("  MISSED: %s", strings.Join(m, "; "))
 	}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -309,21 +310,25 @@ func (e *env) runVictim(ctx context.Context, d time.Duration, session string, ka
 	return r
 }
 
-// quiet waits (up to 10 s) until every server holds at most 64 more open
-// files than in u: the connections of a paused attacker are closed. It
-// returns how long it waited.
-func (e *env) quiet(u usage) time.Duration {
+// openFiles is how many files process pid has open (-1: unknown).
+func openFiles(pid int) int {
+	fds, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
+	if err != nil {
+		return -1
+	}
+	return len(fds)
+}
+
+// quiet waits (up to 10 s) until the paused attacker process pid holds at
+// most 16 more open files than it did when it was ready (fds): its
+// connections are closed. It returns how long it waited.
+func quiet(pid, fds int) time.Duration {
 	start := time.Now()
 	for time.Since(start) < 10*time.Second {
-		now := e.usage()
-		ok := true
-		for i := range now.fds {
-			ok = ok && now.fds[i] <= u.fds[i]+64
-		}
-		if ok {
+		if n := openFiles(pid); n <= fds+16 {
 			break
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
 	return time.Since(start)
 }
@@ -340,14 +345,15 @@ func (e *env) usage() usage {
 	for _, s := range e.c.Servers {
 		_, rss := bench.Usage(s.Proc.PID())
 		u.rssMB = append(u.rssMB, float64(rss)/1024)
-		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", s.Proc.PID()))
-		u.fds = append(u.fds, len(fds))
+		u.fds = append(u.fds, openFiles(s.Proc.PID()))
 		u.dirMB += dirMB(s.Dir)
 	}
 	return u
 }
 
-// dirMB is the disk space (allocated blocks) the files under dir take.
+// dirMB is the size of the files under dir: the bytes written, not the
+// blocks allocated (the LogDB preallocates each WAL file, 17.6 MB, whatever
+// is written to it).
 func dirMB(dir string) float64 {
 	var n int64
 	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
@@ -355,9 +361,7 @@ func dirMB(dir string) float64 {
 			return nil
 		}
 		if info, err := d.Info(); err == nil {
-			if st, ok := info.Sys().(*syscall.Stat_t); ok {
-				n += st.Blocks * 512
-			}
+			n += info.Size()
 		}
 		return nil
 	})
@@ -387,12 +391,13 @@ func (p *peaks) take(u usage) {
 // sampler samples the servers' usage every 250 ms into the peaks of the
 // current phase.
 type sampler struct {
-	mu       sync.Mutex
-	attacked bool
-	alone    peaks
-	attack   peaks
-	stop     chan struct{}
-	done     chan struct{}
+	mu     sync.Mutex
+	state  int   // pre (before the first attack), alone or attacked
+	pre    peaks // the victim alone, before any attack
+	alone  peaks
+	attack peaks
+	stop   chan struct{}
+	done   chan struct{}
 }
 
 func (e *env) sample(withStreams bool) *sampler {
@@ -408,10 +413,7 @@ func (e *env) sample(withStreams bool) *sampler {
 				st = e.streams()
 			}
 			s.mu.Lock()
-			p := &s.alone
-			if s.attacked {
-				p = &s.attack
-			}
+			p := []*peaks{&s.pre, &s.alone, &s.attack}[s.state]
 			p.take(u)
 			p.streams = max(p.streams, st)
 			s.mu.Unlock()
@@ -425,9 +427,16 @@ func (e *env) sample(withStreams bool) *sampler {
 	return s
 }
 
-func (s *sampler) set(attacked bool) {
+// The sampler's states.
+const (
+	pre = iota
+	alone
+	attacked
+)
+
+func (s *sampler) set(state int) {
 	s.mu.Lock()
-	s.attacked = attacked
+	s.state = state
 	s.mu.Unlock()
 }
 
