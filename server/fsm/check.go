@@ -1,6 +1,10 @@
 package fsm
 
-import "github.com/rafting/rafting/api"
+import (
+	"cmp"
+
+	"github.com/rafting/rafting/api"
+)
 
 // Check runs the checks of a tenant command that depend only on the command
 // and the tenant's quota limits — every field's validity and size — so the
@@ -184,4 +188,159 @@ func checkPolicy(c SetPolicy, v uint64) *api.Error {
 	}
 	cs := c.ColdStart
 	return validColdStart("cold_start", &cs)
+}
+
+// The checks of a command that depend on the state, shared by Apply
+// (which runs them first, and refuses the command when one fails) and by
+// Precheck (which runs them on a replica's state before anything is
+// proposed). They read and never change the state.
+
+// admitRegister checks a registration (r, its checked request) against the
+// state; it returns the service, the instance it replaces and the session
+// it will be owned by.
+func (t *Tenant) admitRegister(c Register, r api.RegisterRequest) (svc *service, old *instance, sess string, err *api.Error) {
+	q := t.st.Quotas
+	svc = t.st.Services[c.Service]
+	if svc != nil {
+		old = svc.Instances[c.ID]
+	}
+	sess = r.Session
+	if sess == "" && old != nil {
+		sess = old.Session // an operator's update keeps the owner
+	}
+	if sess != "" {
+		if _, ok := t.st.Sessions[sess]; !ok {
+			if _, dead := t.st.Tombs[sess]; dead {
+				return nil, nil, "", api.Errorf(api.CodeSessionExpired, "session %s has ended", api.SessionTag(sess))
+			}
+			return nil, nil, "", api.Errorf(api.CodeNotFound, "session %s not found", api.SessionTag(sess))
+		}
+	}
+	if r.Mode == api.ModeMasterStandby && sess == "" {
+		return nil, nil, "", api.BadField("session", "a master-standby instance must name a session")
+	}
+	if old != nil && old.Session != "" && old.Session != sess {
+		if _, alive := t.st.Sessions[old.Session]; alive {
+			return nil, nil, "", api.Errorf(api.CodeConflict, "instance %s is owned by live session %s", c.ID, api.SessionTag(old.Session))
+		}
+	}
+	if svc == nil {
+		if n := int64(len(t.st.Services)); q.MaxServices > 0 && n >= q.MaxServices {
+			return nil, nil, "", api.QuotaExceeded(t.st.Name, "max_services", q.MaxServices, n)
+		}
+	}
+	if old == nil {
+		if n := t.instanceCount(); q.MaxInstances > 0 && n >= q.MaxInstances {
+			return nil, nil, "", api.QuotaExceeded(t.st.Name, "max_instances", q.MaxInstances, n)
+		}
+	}
+	return svc, old, sess, nil
+}
+
+// admitOpen checks a session's opening (c, checked) against the state; it
+// reports whether the session exists already with these parameters (a
+// retry, which reads it back).
+func (t *Tenant) admitOpen(c OpenSession) (exists bool, err *api.Error) {
+	tag := api.SessionTag(c.ID)
+	if _, dead := t.st.Tombs[c.ID]; dead {
+		return false, api.Errorf(api.CodeSessionExpired, "session %s has ended", tag)
+	}
+	if s, ok := t.st.Sessions[c.ID]; ok {
+		if s.TTLMs != c.TTLMs || s.LeaseMs != c.LeaseMs || s.DropGraceMs != c.DropGraceMs {
+			return false, api.Errorf(api.CodeConflict, "session %s exists with ttl_ms %d, lease_ms %d, drop_grace_ms %d",
+				tag, s.TTLMs, s.LeaseMs, s.DropGraceMs)
+		}
+		return true, nil
+	}
+	q := t.st.Quotas
+	if n := int64(len(t.st.Sessions)); q.MaxSessions > 0 && n >= q.MaxSessions {
+		return false, api.QuotaExceeded(t.st.Name, "max_sessions", q.MaxSessions, n)
+	}
+	return false, nil
+}
+
+// admitResign checks a resign against the state.
+func (t *Tenant) admitResign(c Resign) *api.Error {
+	svc := t.st.Services[c.Service]
+	if svc == nil || svc.Master == nil {
+		return api.Errorf(api.CodeConflict, "service %s has no master", c.Service)
+	}
+	m := svc.Master
+	if m.Instance != c.Instance || m.Token != c.Token {
+		return api.Errorf(api.CodeConflict, "%s with fencing token %d is not the master of %s (current: %s, %d)",
+			c.Instance, c.Token, c.Service, m.Instance, m.Token)
+	}
+	if c.To != "" {
+		if c.To == m.Instance || !t.candidate(svc.Instances[c.To]) {
+			return api.Errorf(api.CodeConflict, "to: %s is not a ready standby of %s", c.To, c.Service)
+		}
+	} else if len(t.candidates(svc, m.Instance)) == 0 {
+		return api.Errorf(api.CodeConflict, "service %s has no other ready candidate to hand over to", c.Service)
+	}
+	return nil
+}
+
+// admitSeq is what sequenced refuses a numbered write for without
+// applying it and without keeping its answer: a session that is not live
+// (ended, or never known), or a number below the session's last.
+func (t *Tenant) admitSeq(caller string, seq uint64) *api.Error {
+	if versionOf(t.st.Version) < 2 {
+		return api.Errorf(api.CodeUnavailable, "the tenant's state version is being raised to 2: send the write again")
+	}
+	s := t.st.Sessions[caller]
+	if s == nil {
+		if _, dead := t.st.Tombs[caller]; dead {
+			return api.Errorf(api.CodeSessionExpired, "write %d of session %s came after the session ended: not applied", seq, api.SessionTag(caller))
+		}
+		return api.Errorf(api.CodeNotFound, "write %d names session %s, which is not known", seq, api.SessionTag(caller))
+	}
+	if seq < s.Seq {
+		return api.Errorf(api.CodeConflict, "write %d of session %s came after its write %d: not applied", seq, api.SessionTag(caller), s.Seq)
+	}
+	return nil
+}
+
+// Precheck tells, on this replica's state, the refusal that applying cmd
+// now would get for a reason of the state (a session ended, an instance
+// owned by another, a count quota reached, a resign that names an old
+// token), or nil. The node that receives a write runs it after Check, and
+// when it refuses, confirms with a ReadIndex (this replica may be behind)
+// and runs it again before answering without proposing: a refused write
+// stays out of the Raft log. A numbered write (X-Rafting-Sequence) is
+// prechecked only for what sequenced refuses without keeping an answer:
+// any other refusal of it must be committed, so that a late copy gets the
+// same answer.
+func (t *Tenant) Precheck(op Op, cmd any) *api.Error {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	v := versionOf(t.st.Version)
+	switch c := cmd.(type) {
+	case Register:
+		if c.Seq != 0 {
+			return t.admitSeq(cmp.Or(c.Caller, c.Instance.Session), c.Seq)
+		}
+		r, err := checkRegister(c, t.st.Quotas, t.st.Name, v)
+		if err != nil {
+			return err
+		}
+		_, _, _, err = t.admitRegister(c, r)
+		return err
+	case Deregister:
+		if c.Seq != 0 {
+			return t.admitSeq(c.Caller, c.Seq)
+		}
+	case Resign:
+		if c.Seq != 0 {
+			return t.admitSeq(c.Caller, c.Seq)
+		}
+		return t.admitResign(c)
+	case OpenSession:
+		c, err := checkOpenSession(c, t.st.Quotas)
+		if err != nil {
+			return err
+		}
+		_, err = t.admitOpen(c)
+		return err
+	}
+	return nil
 }

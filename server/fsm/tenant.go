@@ -450,34 +450,23 @@ func (t *Tenant) apply(index uint64, cmd []byte, ch *Changes) (o Outcome) {
 // after the holder took the refusal for the write's outcome. Writes
 // without a number, or under no live session, are applied as they come.
 func (t *Tenant) sequenced(index uint64, op Op, caller string, seq uint64, write func() Outcome) Outcome {
-	if seq != 0 && versionOf(t.st.Version) < 2 {
-		// Sent only once every node's build speaks version 2 (the meta
-		// state's version, Downgrade), so every replica refuses it alike
-		// here; the tenant's own version follows within seconds, and the
-		// writer sends it again. Applying it unnumbered would lose what
-		// the number is for.
-		return rejectf(api.CodeUnavailable, "%s: the tenant's state version is being raised to 2: send the write again", op)
-	}
 	if seq == 0 {
 		return write()
 	}
-	s := t.st.Sessions[caller]
-	if s == nil {
-		// A numbered write under a session that ended (or never was)
-		// is a late copy: the session's end removed what it owned, and
-		// applied now it would undo what came after, such as the next
-		// incarnation's registration of the same instance.
-		if _, dead := t.st.Tombs[caller]; dead {
-			return rejectf(api.CodeSessionExpired, "write %d of session %s came after the session ended: not applied", seq, api.SessionTag(caller))
-		}
-		return rejectf(api.CodeNotFound, "write %d names session %s, which is not known", seq, api.SessionTag(caller))
+	// Refused without applying, nor keeping an answer (admitSeq): before
+	// version 2 (sent only once every node's build speaks it, so every
+	// replica refuses it alike; the writer sends it again once the tenant
+	// caught up — applied unnumbered it would lose what the number is
+	// for); under a session that ended or never was (a late copy: the
+	// session's end removed what it owned, and applied now it would undo
+	// what came after, such as the next incarnation's registration of the
+	// same instance); or numbered below the session's last.
+	if err := t.admitSeq(caller, seq); err != nil {
+		return reject(err)
 	}
-	switch {
-	case seq == s.Seq && s.SeqOutcome != nil:
+	s := t.st.Sessions[caller]
+	if seq == s.Seq && s.SeqOutcome != nil {
 		return *s.SeqOutcome
-	case seq <= s.Seq:
-		return rejectf(api.CodeConflict, "write %d of session %s came after its write %d: not applied",
-			seq, api.SessionTag(caller), s.Seq)
 	}
 	o := write()
 	o.Index = index
@@ -541,20 +530,11 @@ func (t *Tenant) openSession(index uint64, c OpenSession, ch *Changes) Outcome {
 	if err != nil {
 		return reject(err)
 	}
-	q := t.st.Quotas
 	view := &api.SessionResponse{SessionTag: api.SessionTag(c.ID), TTLMs: c.TTLMs, LeaseMs: c.LeaseMs, DropGraceMs: c.DropGraceMs}
-	if _, dead := t.st.Tombs[c.ID]; dead {
-		return rejectf(api.CodeSessionExpired, "session %s has ended", view.SessionTag)
-	}
-	if s, ok := t.st.Sessions[c.ID]; ok {
-		if s.TTLMs != c.TTLMs || s.LeaseMs != c.LeaseMs || s.DropGraceMs != c.DropGraceMs {
-			return rejectf(api.CodeConflict, "session %s exists with ttl_ms %d, lease_ms %d, drop_grace_ms %d",
-				view.SessionTag, s.TTLMs, s.LeaseMs, s.DropGraceMs)
-		}
+	if exists, err := t.admitOpen(c); err != nil {
+		return reject(err)
+	} else if exists {
 		return Outcome{Session: view}
-	}
-	if n := int64(len(t.st.Sessions)); q.MaxSessions > 0 && n >= q.MaxSessions {
-		return reject(api.QuotaExceeded(t.st.Name, "max_sessions", q.MaxSessions, n))
 	}
 	t.st.Sessions[c.ID] = &session{TTLMs: c.TTLMs, LeaseMs: c.LeaseMs, DropGraceMs: c.DropGraceMs,
 		RemainingMs: c.TTLMs, CreatedIndex: index}
@@ -619,41 +599,9 @@ func (t *Tenant) register(index uint64, c Register, ch *Changes) Outcome {
 	if r.Weight != nil {
 		weight = *r.Weight
 	}
-	q := t.st.Quotas
-	svc := t.st.Services[c.Service]
-	var old *instance
-	if svc != nil {
-		old = svc.Instances[c.ID]
-	}
-	sess := r.Session
-	if sess == "" && old != nil {
-		sess = old.Session // an operator's update keeps the owner
-	}
-	if sess != "" {
-		if _, ok := t.st.Sessions[sess]; !ok {
-			if _, dead := t.st.Tombs[sess]; dead {
-				return rejectf(api.CodeSessionExpired, "session %s has ended", api.SessionTag(sess))
-			}
-			return rejectf(api.CodeNotFound, "session %s not found", api.SessionTag(sess))
-		}
-	}
-	if r.Mode == api.ModeMasterStandby && sess == "" {
-		return reject(api.BadField("session", "a master-standby instance must name a session"))
-	}
-	if old != nil && old.Session != "" && old.Session != sess {
-		if _, alive := t.st.Sessions[old.Session]; alive {
-			return rejectf(api.CodeConflict, "instance %s is owned by live session %s", c.ID, api.SessionTag(old.Session))
-		}
-	}
-	if svc == nil {
-		if n := int64(len(t.st.Services)); q.MaxServices > 0 && n >= q.MaxServices {
-			return reject(api.QuotaExceeded(t.st.Name, "max_services", q.MaxServices, n))
-		}
-	}
-	if old == nil {
-		if n := t.instanceCount(); q.MaxInstances > 0 && n >= q.MaxInstances {
-			return reject(api.QuotaExceeded(t.st.Name, "max_instances", q.MaxInstances, n))
-		}
+	svc, old, sess, err := t.admitRegister(c, r)
+	if err != nil {
+		return reject(err)
 	}
 
 	// Valid: apply.
@@ -805,22 +753,11 @@ func (t *Tenant) resign(index uint64, c Resign, ch *Changes) Outcome {
 	if err := validName(versionOf(t.st.Version), "service", c.Service); err != nil {
 		return reject(err)
 	}
+	if err := t.admitResign(c); err != nil {
+		return reject(err)
+	}
 	svc := t.st.Services[c.Service]
-	if svc == nil || svc.Master == nil {
-		return rejectf(api.CodeConflict, "service %s has no master", c.Service)
-	}
 	m := svc.Master
-	if m.Instance != c.Instance || m.Token != c.Token {
-		return rejectf(api.CodeConflict, "%s with fencing token %d is not the master of %s (current: %s, %d)",
-			c.Instance, c.Token, c.Service, m.Instance, m.Token)
-	}
-	if c.To != "" {
-		if c.To == m.Instance || !t.candidate(svc.Instances[c.To]) {
-			return rejectf(api.CodeConflict, "to: %s is not a ready standby of %s", c.To, c.Service)
-		}
-	} else if len(t.candidates(svc, m.Instance)) == 0 {
-		return rejectf(api.CodeConflict, "service %s has no other ready candidate to hand over to", c.Service)
-	}
 	holder := c.Caller != "" && c.Caller == m.Session
 	if !holder {
 		if m.Releasing && m.To == c.To {

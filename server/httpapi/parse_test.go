@@ -39,7 +39,7 @@ func wantClientError(t *testing.T, err error) {
 var fuzzNow = time.UnixMilli(1_800_000_000_000)
 
 func fuzzTenant() *fsm.Tenant {
-	sm := fsm.NewTenant(fsm.TenantInfo{Name: "acme", Epoch: 1, Quotas: api.Quotas{MaxServices: 10, MaxInstances: 10, MaxSessions: 10, MaxMetaBytes: 4096, MinTTLMs: 3000, MaxTTLMs: 60000}})
+	sm := fsm.NewTenant(fsm.TenantInfo{Name: "acme", Epoch: 1, Version: fsm.Version, Quotas: api.Quotas{MaxServices: 10, MaxInstances: 10, MaxSessions: 10, MaxMetaBytes: 4096, MinTTLMs: 3000, MaxTTLMs: 60000}})
 	var ch fsm.Changes
 	sm.Apply(1, fsm.Encode(fsm.OpOpenSession, fsm.OpenSession{ID: "sessA-0000000000", TTLMs: 5000, LeaseMs: 1000}), &ch)
 	return sm

@@ -144,13 +144,17 @@ func TestQuotas(t *testing.T) {
 func TestRefusedWritesStayOutOfTheLog(t *testing.T) {
 	c := servertest.Start(t, servertest.Options{})
 	tok := c.CreateTenant("acme", api.Quotas{MaxMetaBytes: 64, WritesPerSecond: 1, Burst: 1000})
-	if r := c.Do(1, tok, http.MethodPut, "/v1/tenants/acme/services/web/instances/ok", api.RegisterRequest{Address: "a:1"}); r.Status >= 300 {
+	r := c.Do(1, tok, http.MethodPut, "/v1/tenants/acme/services/web/instances/ok", api.RegisterRequest{Address: "a:1"})
+	var reg api.RegisterResponse
+	r.JSON(t, &reg)
+	if r.Status >= 300 {
 		t.Fatalf("register = %d %s", r.Status, r.Body)
 	}
 	applied := func() uint64 {
 		ten, _ := c.Server(2).Node().Tenant("acme")
 		return ten.SM.Applied()
 	}
+	servertest.Eventually(t, 10*time.Second, "node 2 to apply the registration", func() bool { return applied() >= reg.Index })
 	before := applied()
 	bad := -1
 	for i := range 20 {
@@ -165,6 +169,20 @@ func TestRefusedWritesStayOutOfTheLog(t *testing.T) {
 	}
 	if r := c.Do(2, tok, http.MethodPut, "/v1/tenants/acme/sessions/sess-edge-000000000", api.SessionRequest{TTLMs: 1}); r.Status != http.StatusBadRequest {
 		t.Fatalf("a session with a TTL below the bounds = %d %s, want 400", r.Status, r.Body)
+	}
+	// Refusals for a reason of the state: confirmed, and not proposed.
+	for _, req := range []struct {
+		method, path string
+		body         any
+		want         int
+	}{
+		{http.MethodPut, "/v1/tenants/acme/services/web/instances/bad", api.RegisterRequest{Address: "a\x1b[2J:1"}, http.StatusBadRequest},
+		{http.MethodPut, "/v1/tenants/acme/services/web/instances/s", api.RegisterRequest{Address: "a:1", Session: "sess-none-000000000"}, http.StatusNotFound},
+		{http.MethodPost, "/v1/tenants/acme/services/web/master/resign", api.ResignRequest{Instance: "ok", FencingToken: 1}, http.StatusConflict},
+	} {
+		if r := c.Do(2, tok, req.method, req.path, req.body); r.Status != req.want {
+			t.Fatalf("%s %s = %d %s, want %d", req.method, req.path, r.Status, r.Body, req.want)
+		}
 	}
 	if got := applied(); got != before {
 		t.Fatalf("refused writes moved the shard's applied index from %d to %d: they were proposed", before, got)

@@ -89,6 +89,21 @@ func (s *Server) propose(w http.ResponseWriter, r *http.Request, id identity, op
 		writeError(w, err)
 		return fsm.Outcome{}, false
 	}
+	// And the checks of the state (fsm.Precheck): a refusal on this
+	// replica is confirmed after a ReadIndex that started after the
+	// request arrived (the replica may be behind), then answered without
+	// anything proposed. When the ReadIndex fails, the log decides.
+	if t.SM.Precheck(op, cmd) != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+		err := t.ReadIndex(ctx)
+		cancel()
+		if err == nil {
+			if err := t.SM.Precheck(op, cmd); err != nil {
+				writeError(w, err)
+				return fsm.Outcome{}, false
+			}
+		}
+	}
 	encoded := fsm.Encode(op, cmd)
 	if id.tenant != "" {
 		if err := s.chargeWrite(id.tenant, len(encoded), time.Now()); err != nil {

@@ -326,7 +326,11 @@ func (c *Client) Do(ctx context.Context, req Request) (*Response, error) {
 		if err == nil {
 			return resp, nil
 		}
-		last = err
+		if ctx.Err() == nil || last == nil {
+			// An attempt the ctx cut short says less than the failure
+			// before it (a certificate that does not verify, say).
+			last = err
+		}
 		if ctx.Err() != nil || !Retryable(err) {
 			return nil, backoff.Permanent(err)
 		}
