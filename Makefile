@@ -31,9 +31,10 @@ fuzz:
 	./scripts/fuzz.sh $(FUZZTIME)
 
 ## chaos: the fault campaign (docs/RELIABILITY.md): SCENARIOS (200) seeded scenarios of real processes under
-## faults, every checker, then the negative controls (<= 60 min); SEED=n reruns that scenario alone,
-## CONTROL=name SEED=n one negative control
+## faults, every checker, then the negative controls (<= 60 min); SEED=n reruns that scenario alone
+## (with PHASE=6s for one of chaos-quick's), CONTROL=name SEED=n one negative control
 SCENARIOS ?= 200
+PHASE ?= 8s
 ifdef SEED
 ifdef CONTROL
 CHAOS_RUN = -chaos.seed $(SEED) -chaos.scenarios 0 -chaos.controls $(CONTROL)
@@ -45,7 +46,7 @@ CHAOS_RUN = -chaos.scenarios $(SCENARIOS)
 endif
 chaos:
 	$(GO) test -c -o $(BIN)/chaos.test ./internal/chaos
-	./$(BIN)/chaos.test -test.run '^TestChaos$$' -test.timeout 90m -test.parallel 2 -chaos $(CHAOS_RUN)
+	./$(BIN)/chaos.test -test.run '^TestChaos$$' -test.timeout 90m -test.parallel 2 -chaos -chaos.phase $(PHASE) $(CHAOS_RUN)
 
 ## chaos-quick: the campaign in brief (<= 3 min): a few scenarios from a new seed each run, and the controls
 ## (not yet in `test`: docs/RELIABILITY.md says why)

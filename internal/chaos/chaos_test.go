@@ -18,7 +18,7 @@ var (
 	runCampaign = flag.Bool("chaos", false, "run the fault campaign: real processes (make chaos, make chaos-quick)")
 	scenarios   = flag.Int("chaos.scenarios", 4, "how many seeded scenarios to run")
 	firstSeed   = flag.Uint64("chaos.seed", 0, "the first scenario's seed (0: drawn from the clock); the others follow it")
-	phase       = flag.Duration("chaos.phase", 8*time.Second, "how long each scenario's faults run")
+	phase       = flag.Duration("chaos.phase", DefaultPhase, "how long each scenario's faults run")
 	controls    = flag.String("chaos.controls", "all", "negative controls to run: all, none, or names, comma-separated")
 	outDir      = flag.String("chaos.out", "", "where failing scenarios are saved (default: rafting-chaos under the temp dir)")
 	verbose     = flag.Bool("chaos.v", false, "print every scenario's timeline")
@@ -52,7 +52,8 @@ func TestChaos(t *testing.T) {
 	if *verbose {
 		opts.Log = func(format string, args ...any) { fmt.Printf(format+"\n", args...) }
 	}
-	fmt.Printf("seeds %d..%d (rerun one: make chaos SEED=n); failing runs are saved under %s\n", seed, seed+uint64(*scenarios)-1, out)
+	fmt.Printf("seeds %d..%d (rerun one: %s); failing runs are saved under %s\n", seed, seed+uint64(*scenarios)-1,
+		strings.Replace(Rerun(Plan{Phase: *phase}), "SEED=0", "SEED=n", 1), out)
 	var (
 		mu    sync.Mutex // the totals, the table and stdout, shared by the parallel scenarios
 		total struct{ scenarios, faults, ops, violations int }
@@ -105,7 +106,7 @@ func TestChaos(t *testing.T) {
 					}
 				}
 				if saved != "" {
-					fmt.Printf("  saved to %s; rerun: make chaos SEED=%d\n", saved, plan.Seed)
+					fmt.Printf("  saved to %s; rerun: %s\n", saved, Rerun(plan))
 				}
 			})
 		}

@@ -11,6 +11,17 @@ import (
 	"github.com/anishathalye/porcupine"
 )
 
+// DefaultPhase is make chaos's fault phase.
+const DefaultPhase = 8 * time.Second
+
+// Rerun is the command that runs a plan's scenario again.
+func Rerun(p Plan) string {
+	if p.Phase != DefaultPhase {
+		return fmt.Sprintf("make chaos SEED=%d PHASE=%v", p.Seed, p.Phase)
+	}
+	return fmt.Sprintf("make chaos SEED=%d", p.Seed)
+}
+
 // mark is a fault's span, for the visualization.
 type mark struct {
 	what       string
@@ -46,7 +57,7 @@ func (s *scenario) save(r *Result, out string) string {
 			s.t.Logf("save: %v", err)
 		}
 	}
-	rerun := fmt.Sprintf("make chaos SEED=%d", s.plan.Seed)
+	rerun := Rerun(s.plan)
 	if s.opts.Control != NoControl {
 		rerun = fmt.Sprintf("make chaos CONTROL=%s SEED=%d", s.opts.Control, s.plan.Seed)
 	}
