@@ -9,7 +9,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -37,6 +39,7 @@ type commonFlags struct {
 	tokenEnv  string // its name
 	output    string
 	ca        string
+	insecure  bool
 }
 
 func (c *commonFlags) register(fs *flag.FlagSet, tokenEnv string) {
@@ -45,6 +48,7 @@ func (c *commonFlags) register(fs *flag.FlagSet, tokenEnv string) {
 	fs.StringVar(&c.tokenFile, "token-file", "", "file holding the bearer token; refused if group or others have access to it (chmod 600)")
 	fs.StringVar(&c.output, "o", "table", "output: table or json")
 	fs.StringVar(&c.ca, "ca", os.Getenv("RAFTING_CA"), "CA certificate (PEM) of the servers' API: https, verified with it (default $RAFTING_CA; without it, addresses without a scheme are http)")
+	fs.BoolVar(&c.insecure, "insecure", os.Getenv("RAFTING_INSECURE") == "1", "allow plain HTTP to an address that is not loopback: the token crosses the network in the clear (default $RAFTING_INSECURE=1)")
 	c.envToken, c.tokenEnv = os.Getenv(tokenEnv), tokenEnv
 }
 
@@ -110,6 +114,9 @@ func (c *commonFlags) client() (*client, error) {
 		if s = strings.TrimSpace(s); s != "" {
 			if !strings.Contains(s, "://") {
 				s = scheme + s
+			}
+			if u, err := url.Parse(s); err == nil && u.Scheme == "http" && !c.insecure && !config.Loopback(net.JoinHostPort(u.Hostname(), "0")) {
+				return nil, usageError{fmt.Sprintf("%s is plain HTTP to an address that is not loopback: the token would cross the network in the clear; use https:// (with --ca for a private CA) or --insecure", s)}
 			}
 			cl.servers = append(cl.servers, strings.TrimRight(s, "/"))
 		}

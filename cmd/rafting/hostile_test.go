@@ -314,3 +314,19 @@ func TestTokenAndSecretFiles(t *testing.T) {
 		}
 	}
 }
+
+// TestPlaintextRefusedOffLoopback: the CLI never sends a token over plain
+// HTTP to an address that is not loopback, unless told to (--insecure).
+func TestPlaintextRefusedOffLoopback(t *testing.T) {
+	t.Setenv("RAFTING_CA", "")
+	t.Setenv("RAFTING_INSECURE", "")
+	var out bytes.Buffer
+	err := run([]string{"tenant", "list", "--token", "rfa_admin", "--servers", "http://192.0.2.1:7070"}, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "in the clear") {
+		t.Fatalf("tenant list over plain HTTP to 192.0.2.1 = %v, want refused", err)
+	}
+	err = run([]string{"tenant", "list", "--token", "rfa_admin", "--servers", "192.0.2.1:7070"}, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "in the clear") {
+		t.Fatalf("tenant list to a bare remote address without --ca = %v, want refused", err)
+	}
+}
