@@ -486,10 +486,16 @@ func (t *Tenant) guard(op Op, term uint64) (Outcome, bool) {
 	return Outcome{}, true
 }
 
-// displayMs is the time reads show for what this entry does: sm_now, or
-// the proposer's clock when it is later (sm_now moves only with leader
-// entries, so it lags on a tenant that only sees ordinary writes).
+// displayMs is the time reads show for what this entry does
+// (registered_at, since): from version 2 the clock of the node that made
+// the entry — an ordinary write's proposer, a leader entry's stamp —
+// alone. sm_now is for decisions and may lag real time, and a version 1
+// showed max(sm_now, clock), which let one leader an hour ahead (its
+// first stamp starts sm_now) push every later time an hour ahead.
 func (t *Tenant) displayMs() int64 {
+	if versionOf(t.st.Version) >= 2 && t.atMs != 0 {
+		return t.atMs
+	}
 	return max(t.st.NowMs, t.atMs)
 }
 
