@@ -58,8 +58,10 @@ type tenantState struct {
 	QuotasVersion uint64              `json:"quotas_version"`
 	Applied       uint64              `json:"applied"`
 	NowMs         int64               `json:"now_ms"`
-	StampTerm     uint64              `json:"stamp_term,omitempty"` // term of the last leader stamp applied
-	StampMs       int64               `json:"stamp_ms,omitempty"`   // the latest leader stamp of StampTerm
+	StampTerm     uint64              `json:"stamp_term,omitempty"`   // term of the last leader stamp applied
+	StampMs       int64               `json:"stamp_ms,omitempty"`     // the latest leader stamp of StampTerm
+	ClockMs       int64               `json:"clock_ms,omitempty"`     // the latest proposer's clock (at_ms), from version 2
+	ClockNowMs    int64               `json:"clock_now_ms,omitempty"` // sm_now when ClockMs was taken
 	BarrierTerm   uint64              `json:"barrier_term"`
 	ServicesIndex uint64              `json:"services_index"`
 	Services      map[string]*service `json:"services"`
@@ -308,14 +310,14 @@ func (t *Tenant) apply(index uint64, cmd []byte, ch *Changes) (o Outcome) {
 		if err := strictUnmarshal(body, &c); err != nil {
 			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
 		}
-		t.atMs = c.AtMs
+		t.proposerClock(c.AtMs)
 		return t.openSession(index, c, ch)
 	case OpCloseSession:
 		var c CloseSession
 		if err := strictUnmarshal(body, &c); err != nil {
 			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
 		}
-		t.atMs = c.AtMs
+		t.proposerClock(c.AtMs)
 		if _, ok := t.st.Sessions[c.ID]; ok {
 			t.endSessions(index, []string{c.ID}, ch)
 		}
@@ -325,7 +327,7 @@ func (t *Tenant) apply(index uint64, cmd []byte, ch *Changes) (o Outcome) {
 		if err := strictUnmarshal(body, &c); err != nil {
 			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
 		}
-		t.atMs = c.AtMs
+		t.proposerClock(c.AtMs)
 		if c.RegisteredMs != 0 && versionOf(t.st.Version) < 2 {
 			return reject(unknownField(op, "registered_ms"))
 		}
@@ -336,21 +338,21 @@ func (t *Tenant) apply(index uint64, cmd []byte, ch *Changes) (o Outcome) {
 		if err := strictUnmarshal(body, &c); err != nil {
 			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
 		}
-		t.atMs = c.AtMs
+		t.proposerClock(c.AtMs)
 		return t.sequenced(index, op, c.Caller, c.Seq, func() Outcome { return t.deregister(index, c, ch) })
 	case OpSetPolicy:
 		var c SetPolicy
 		if err := strictUnmarshal(body, &c); err != nil {
 			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
 		}
-		t.atMs = c.AtMs
+		t.proposerClock(c.AtMs)
 		return t.setPolicy(index, c, ch)
 	case OpResign:
 		var c Resign
 		if err := strictUnmarshal(body, &c); err != nil {
 			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
 		}
-		t.atMs = c.AtMs
+		t.proposerClock(c.AtMs)
 		return t.sequenced(index, op, c.Caller, c.Seq, func() Outcome { return t.resign(index, c, ch) })
 	case OpSetQuotas:
 		var c SetQuotas
@@ -499,6 +501,31 @@ func (t *Tenant) displayMs() int64 {
 	return max(t.st.NowMs, t.atMs)
 }
 
+// proposerClock takes in an ordinary write's clock (at_ms): what it
+// displays, and, from version 2, the anchor a leader's stamps are clamped
+// to (clampStamp).
+func (t *Tenant) proposerClock(atMs int64) {
+	t.atMs = atMs
+	if atMs != 0 && versionOf(t.st.Version) >= 2 && atMs >= t.st.ClockMs {
+		t.st.ClockMs, t.st.ClockNowMs = atMs, t.st.NowMs
+	}
+}
+
+// stampAhead bounds how far ahead of the proposers' clocks a leader's
+// stamp is shown (DESIGN.md: at most an interval and an election timeout).
+const stampAhead = 2000
+
+// clampStamp is a leader's stamp as reads show it: at most stampAhead past
+// the latest proposer's clock, advanced by the leader time (sm_now) gone by
+// since it was seen. A leader whose wall clock is an hour ahead shows its
+// grants' since at about the right time, not an hour ahead.
+func (t *Tenant) clampStamp(stamp int64) int64 {
+	if t.st.ClockMs == 0 {
+		return stamp
+	}
+	return min(stamp, t.st.ClockMs+max(0, t.st.NowMs-t.st.ClockNowMs)+stampAhead)
+}
+
 // advance moves sm_now by a leader's stamp; it never goes back, and it
 // moves only as fast as real time, whatever a leader's wall clock says.
 //
@@ -518,7 +545,7 @@ func (t *Tenant) advance(term uint64, stamp int64) {
 		t.st.NowMs = max(t.st.NowMs, stamp) // version 1: the stamp itself
 		return
 	}
-	t.atMs = stamp
+	t.atMs = t.clampStamp(stamp)
 	switch {
 	case t.st.NowMs == 0:
 		t.st.NowMs = stamp // the tenant's first stamp: a start
