@@ -14,10 +14,12 @@ run: build
 build:
 	$(GO) build -o $(BIN)/rafting ./cmd/rafting
 
-## test: everything CI runs: vet, race tests, examples and benchmarks build, brief fuzzing
+## test: everything CI runs: vet, race tests, examples and benchmarks build, brief fuzzing, the
+## fault campaign in brief (chaos-quick)
 test: vet test-unit fuzz
 	$(GO) build ./examples/... ./cmd/...
 	cd benchmarks && $(GO) vet ./... && $(GO) test -count=1 -run '^$$' ./...
+	$(MAKE) chaos-quick
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
