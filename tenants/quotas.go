@@ -46,13 +46,15 @@ const (
 	DefaultMaxTTLMs = 3_600_000
 	// DefaultRequestsPerSecond is the refill rate of the tenant's request
 	// bucket, per node: with N nodes a tenant can reach N times this rate.
-	DefaultRequestsPerSecond = 1000
+	// Sized for a small node (2 cores): a tenant flooding at 1,000 a second
+	// per node took 0.7 of such a node's cores (benchmarks/attacks).
+	DefaultRequestsPerSecond = 500
 	// DefaultBurst is the size of the tenant's request bucket, per node.
-	DefaultBurst = 2000
+	DefaultBurst = 1000
 	// DefaultWritesPerSecond is the refill rate of the tenant's write
 	// (proposal) bucket, per node, charged where the write is proposed. Its
 	// burst is max(1, writes_per_second): see WriteBurst.
-	DefaultWritesPerSecond = 500
+	DefaultWritesPerSecond = 200
 )
 
 // Bounds every resolved Quotas keeps.

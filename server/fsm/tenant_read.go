@@ -194,6 +194,7 @@ type encoded struct {
 	done   chan struct{} // closed once tail or err is set
 	tail   []byte        // `"modify_index":...}` and a newline
 	err    error
+	size   int // len(tail), or the previous answer's until it is encoded (cacheMu)
 }
 
 // AppendServiceHead appends what comes before ServiceTail's bytes in a
@@ -235,7 +236,11 @@ func (t *Tenant) ServiceTail(name string) (index uint64, tail []byte, err error)
 		<-e.done
 		return index, e.tail, e.err
 	}
-	e = &encoded{modify: svc.ModifyIndex, done: make(chan struct{})}
+	size := 0
+	if prev := t.cache[name]; prev != nil {
+		size = prev.size // until this one is encoded
+	}
+	e = &encoded{modify: svc.ModifyIndex, done: make(chan struct{}), size: size}
 	if t.cache == nil {
 		t.cache = map[string]*encoded{}
 	}
@@ -244,7 +249,10 @@ func (t *Tenant) ServiceTail(name string) (index uint64, tail []byte, err error)
 	r := t.service(name)
 	t.mu.RUnlock()
 	t.encodes.Add(1)
-	e.tail, e.err = encodeTail(&r)
+	tail, err = encodeTail(&r)
+	t.cacheMu.Lock()
+	e.tail, e.err, e.size = tail, err, len(tail)
+	t.cacheMu.Unlock()
 	close(e.done)
 	if e.err != nil {
 		t.cacheMu.Lock()
@@ -254,6 +262,19 @@ func (t *Tenant) ServiceTail(name string) (index uint64, tail []byte, err error)
 		t.cacheMu.Unlock()
 	}
 	return index, e.tail, e.err
+}
+
+// AnswerSize is the size of the service's answer as last encoded, at
+// whatever modify index (0 when never encoded): what a reader is charged
+// before an answer is encoded, so that a reader over its budget costs no
+// encoding.
+func (t *Tenant) AnswerSize(name string) int {
+	t.cacheMu.Lock()
+	defer t.cacheMu.Unlock()
+	if e := t.cache[name]; e != nil {
+		return e.size
+	}
+	return 0
 }
 
 // encodeTail encodes an answer without its leading "index" field.

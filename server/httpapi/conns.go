@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"container/list"
 	"context"
 	"crypto/tls"
 	"net"
@@ -40,6 +41,7 @@ type connCounts struct {
 	total   int
 	unauth  int
 	perAddr map[string]int // unauthenticated connections by source address
+	waiting list.List      // unauthenticated connections, oldest first (*limitedConn)
 }
 
 // Limit wraps a listener (below TLS, so a refused connection costs no
@@ -61,11 +63,15 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		host := addrKey(c.RemoteAddr())
-		if !l.c.admit(host) {
+		lc := &limitedConn{Conn: c, counts: l.c, host: host}
+		ok, evict := l.c.admit(lc)
+		if evict != nil {
+			evict.Close()
+		}
+		if !ok {
 			c.Close()
 			continue
 		}
-		lc := &limitedConn{Conn: c, counts: l.c, host: host}
 		if d := l.c.lim.AuthTimeout; d > 0 {
 			lc.timer = time.AfterFunc(d, lc.authTimeout)
 		}
@@ -73,26 +79,58 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 	}
 }
 
-func (c *connCounts) admit(host string) bool {
+// admit counts a new connection in, or refuses it. When the
+// unauthenticated connections are all taken, the oldest of them makes room
+// (evict, for the caller to close): a client authenticates with its first
+// request, within milliseconds, so what waits longest is what never will —
+// many addresses' idle connections cannot keep new clients out.
+func (c *connCounts) admit(lc *limitedConn) (ok bool, evict *limitedConn) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	l := c.lim
 	if (l.MaxTotal > 0 && c.total >= l.MaxTotal) ||
-		(l.MaxUnauthenticated > 0 && c.unauth >= l.MaxUnauthenticated) ||
-		(l.MaxUnauthenticatedPerAddress > 0 && c.perAddr[host] >= l.MaxUnauthenticatedPerAddress) {
-		return false
+		(l.MaxUnauthenticatedPerAddress > 0 && c.perAddr[lc.host] >= l.MaxUnauthenticatedPerAddress) {
+		return false, nil
+	}
+	if l.MaxUnauthenticated > 0 && c.unauth >= l.MaxUnauthenticated {
+		front := c.waiting.Front()
+		if front == nil {
+			return false, nil
+		}
+		evict = front.Value.(*limitedConn)
+		c.closeLocked(evict) // counted out now; the caller closes it
 	}
 	c.total++
 	c.unauth++
-	c.perAddr[host]++
-	return true
+	c.perAddr[lc.host]++
+	lc.elem = c.waiting.PushBack(lc)
+	return true, evict
 }
 
-// unauthDone takes a connection out of the unauthenticated counts.
-func (c *connCounts) unauthDone(host string) {
+// unauthDoneLocked takes a connection out of the unauthenticated counts.
+func (c *connCounts) unauthDoneLocked(lc *limitedConn) {
 	c.unauth--
-	if c.perAddr[host]--; c.perAddr[host] <= 0 {
-		delete(c.perAddr, host)
+	if c.perAddr[lc.host]--; c.perAddr[lc.host] <= 0 {
+		delete(c.perAddr, lc.host)
+	}
+	if lc.elem != nil {
+		c.waiting.Remove(lc.elem)
+		lc.elem = nil
+	}
+}
+
+// closeLocked counts a connection out (once).
+func (c *connCounts) closeLocked(lc *limitedConn) {
+	if lc.closed {
+		return
+	}
+	lc.closed = true
+	c.total--
+	if !lc.authed {
+		c.unauthDoneLocked(lc)
+	}
+	if lc.timer != nil {
+		lc.timer.Stop()
 	}
 }
 
@@ -105,6 +143,7 @@ type limitedConn struct {
 
 	// guarded by counts.mu
 	authed, closed bool
+	elem           *list.Element // in counts.waiting while unauthenticated
 }
 
 // authenticated marks the connection as having made a request with a
@@ -116,8 +155,8 @@ func (c *limitedConn) authenticated() {
 	if c.authed || c.closed {
 		return
 	}
+	c.counts.unauthDoneLocked(c)
 	c.authed = true
-	c.counts.unauthDone(c.host)
 	if c.timer != nil {
 		c.timer.Stop()
 	}
@@ -134,16 +173,7 @@ func (c *limitedConn) authTimeout() {
 
 func (c *limitedConn) Close() error {
 	c.counts.mu.Lock()
-	if !c.closed {
-		c.closed = true
-		c.counts.total--
-		if !c.authed {
-			c.counts.unauthDone(c.host)
-		}
-		if c.timer != nil {
-			c.timer.Stop()
-		}
-	}
+	c.counts.closeLocked(c)
 	c.counts.mu.Unlock()
 	return c.Conn.Close()
 }

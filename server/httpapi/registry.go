@@ -106,7 +106,7 @@ func (s *Server) propose(w http.ResponseWriter, r *http.Request, id identity, op
 	}
 	encoded := fsm.Encode(op, cmd)
 	if id.tenant != "" {
-		if err := s.chargeWrite(id.tenant, len(encoded), time.Now()); err != nil {
+		if err := s.chargeWrite(id.tenant, time.Now()); err != nil {
 			s.tarpit(r, id, err)
 			writeError(w, err)
 			return fsm.Outcome{}, false
@@ -239,13 +239,24 @@ func (s *Server) service(w http.ResponseWriter, r *http.Request, who identity) {
 	if q.index > 0 && (q.epoch == 0 || q.epoch == t.Epoch) && !s.block(w, r, t, name, q.index, q.wait) {
 		return
 	}
+	// The answer's bytes are charged before it is encoded, at its last
+	// size: a reader over its budget costs no encoding (a 40 MB answer
+	// re-encoded for refused readers took a core).
+	charged := t.SM.AnswerSize(name)
+	if who.tenant != "" && charged > 0 {
+		if err := s.chargeAnswer(who.tenant, charged, time.Now()); err != nil {
+			s.tarpit(r, who, err)
+			writeError(w, err)
+			return
+		}
+	}
 	index, tail, err := t.SM.ServiceTail(name)
 	if err != nil {
 		writeError(w, api.Errorf(api.CodeInternal, "encode answer: %v", err))
 		return
 	}
-	if who.tenant != "" {
-		if err := s.chargeAnswer(who.tenant, len(tail), time.Now()); err != nil {
+	if who.tenant != "" && len(tail) > charged {
+		if err := s.chargeAnswer(who.tenant, len(tail)-charged, time.Now()); err != nil {
 			s.tarpit(r, who, err)
 			writeError(w, err)
 			return
