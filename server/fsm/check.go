@@ -49,6 +49,13 @@ func check(cmd any, q api.Quotas, name string, v uint64) *api.Error {
 	return nil
 }
 
+// CheckCommand runs Check's checks of cmd for a state of this build's
+// version with quotas q, without a replica: for a restore, which checks
+// the whole backup before it creates anything.
+func CheckCommand(cmd any, q api.Quotas, tenant string) *api.Error {
+	return check(cmd, q, tenant, Version)
+}
+
 // validName checks a service name or an instance ID as a state at version
 // v does: "." and ".." are names only before version 2.
 func validName(v uint64, field, s string) *api.Error {
@@ -259,6 +266,18 @@ func (t *Tenant) admitOpen(c OpenSession) (exists bool, err *api.Error) {
 	return false, nil
 }
 
+// admitPolicy checks a policy against the state: a new service counts
+// against max_services.
+func (t *Tenant) admitPolicy(c SetPolicy) *api.Error {
+	if t.st.Services[c.Service] == nil {
+		q := t.st.Quotas
+		if n := int64(len(t.st.Services)); q.MaxServices > 0 && n >= q.MaxServices {
+			return api.QuotaExceeded(t.st.Name, "max_services", q.MaxServices, n)
+		}
+	}
+	return nil
+}
+
 // admitResign checks a resign against the state.
 func (t *Tenant) admitResign(c Resign) *api.Error {
 	svc := t.st.Services[c.Service]
@@ -341,6 +360,11 @@ func (t *Tenant) Precheck(op Op, cmd any) *api.Error {
 		}
 		_, err = t.admitOpen(c)
 		return err
+	case SetPolicy:
+		if err := checkPolicy(c, v); err != nil {
+			return err
+		}
+		return t.admitPolicy(c)
 	}
 	return nil
 }

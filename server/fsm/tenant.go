@@ -748,12 +748,11 @@ func (t *Tenant) setPolicy(index uint64, c SetPolicy, ch *Changes) Outcome {
 		return reject(err)
 	}
 	validColdStart("cold_start", &c.ColdStart) // fills min_ready's default
+	if err := t.admitPolicy(c); err != nil {
+		return reject(err)
+	}
 	svc := t.st.Services[c.Service]
 	if svc == nil {
-		q := t.st.Quotas
-		if n := int64(len(t.st.Services)); q.MaxServices > 0 && n >= q.MaxServices {
-			return reject(api.QuotaExceeded(t.st.Name, "max_services", q.MaxServices, n))
-		}
 		svc = &service{Instances: map[string]*instance{}, Cold: true}
 		t.st.Services[c.Service] = svc
 		t.st.ServicesIndex = index

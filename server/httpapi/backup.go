@@ -322,6 +322,20 @@ func checkBackup(b api.Backup) (fsm.Restore, []api.BackupTenant, error) {
 				if in.Meta != nil && tenants.MetaSize(in.Meta) > api.MaxBodyBytes {
 					return fsm.Restore{}, nil, api.BadField(inf+".meta", "too large")
 				}
+				// Every check the registration will meet without the
+				// state, now: a restore refused half way would leave the
+				// cluster changed.
+				weight := in.Weight
+				reg := fsm.Register{Service: svc.Name, ID: in.ID, Instance: api.RegisterRequest{Address: in.Address, Mode: in.Mode,
+					State: in.State, Weight: &weight, Priority: in.Priority, Zone: in.Zone, Meta: in.Meta, ColdStart: svc.Carried}}
+				if err := fsm.CheckCommand(reg, quotas, t.Name); err != nil {
+					return fsm.Restore{}, nil, prefixed(inf+": ", err)
+				}
+			}
+			if svc.Policy != nil {
+				if err := fsm.CheckCommand(fsm.SetPolicy{Service: svc.Name, ColdStart: *svc.Policy}, quotas, t.Name); err != nil {
+					return fsm.Restore{}, nil, prefixed(sf+".policy: ", err)
+				}
 			}
 		}
 	}

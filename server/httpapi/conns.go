@@ -21,34 +21,46 @@ import (
 type ConnLimits struct {
 	MaxTotal, MaxUnauthenticated, MaxUnauthenticatedPerAddress int
 	AuthTimeout                                                time.Duration
+	// MaxPerTenant caps the connections one tenant holds (those whose
+	// first authenticated request was its): 0 is nine tenths of MaxTotal,
+	// so one tenant can never take every connection of a node.
+	MaxPerTenant int
 }
 
 // DefaultMaxConnections is three quarters of the process's file
-// descriptor limit (at least 1024).
+// descriptor limit: the rest is for the Raft transport, the LogDB and the
+// peers, whatever the limit (at least 64 connections).
 func DefaultMaxConnections() int {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur == 0 {
-		return 1024
+		return 768 // three quarters of the usual 1024
 	}
-	return max(1024, int(min(lim.Cur, 1<<24))*3/4)
+	return defaultMaxConnections(lim.Cur)
+}
+
+func defaultMaxConnections(limit uint64) int {
+	return max(64, int(min(limit, 1<<24))*3/4)
 }
 
 // connCounts is the listener's bookkeeping.
 type connCounts struct {
 	lim ConnLimits
 
-	mu      sync.Mutex
-	total   int
-	unauth  int
-	perAddr map[string]int // unauthenticated connections by source address
-	waiting list.List      // unauthenticated connections, oldest first (*limitedConn)
+	mu        sync.Mutex
+	total     int
+	unauth    int
+	perAddr   map[string]*list.List // unauthenticated connections by source address, oldest first
+	perTenant map[string]int        // authenticated connections by tenant
 }
 
 // Limit wraps a listener (below TLS, so a refused connection costs no
 // handshake) with the limits. Use ConnContext as the http.Server's, so the
 // API learns which connection a request came on.
 func Limit(ln net.Listener, lim ConnLimits) net.Listener {
-	return &limitedListener{Listener: ln, c: &connCounts{lim: lim, perAddr: map[string]int{}}}
+	if lim.MaxPerTenant == 0 && lim.MaxTotal > 0 {
+		lim.MaxPerTenant = max(1, lim.MaxTotal*9/10)
+	}
+	return &limitedListener{Listener: ln, c: &connCounts{lim: lim, perAddr: map[string]*list.List{}, perTenant: map[string]int{}}}
 }
 
 type limitedListener struct {
@@ -63,7 +75,7 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		host := addrKey(c.RemoteAddr())
-		lc := &limitedConn{Conn: c, counts: l.c, host: host}
+		lc := &limitedConn{Conn: c, counts: l.c, host: host, accepted: time.Now()}
 		ok, evict := l.c.admit(lc)
 		if evict != nil {
 			evict.Close()
@@ -80,43 +92,53 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 }
 
 // admit counts a new connection in, or refuses it. When the
-// unauthenticated connections are all taken, the oldest of them makes room
-// (evict, for the caller to close): a client authenticates with its first
-// request, within milliseconds, so what waits longest is what never will —
-// many addresses' idle connections cannot keep new clients out.
+// unauthenticated connections are all taken, the source address holding
+// the most of them gives up its oldest (evict, for the caller to close),
+// unless the new connection's own address holds as many: a client that
+// has one connection waiting (a slow TLS handshake) keeps it, and idle or
+// churned connections from a few addresses cannot keep new clients out.
 func (c *connCounts) admit(lc *limitedConn) (ok bool, evict *limitedConn) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	l := c.lim
+	mine := c.perAddr[lc.host]
 	if (l.MaxTotal > 0 && c.total >= l.MaxTotal) ||
-		(l.MaxUnauthenticatedPerAddress > 0 && c.perAddr[lc.host] >= l.MaxUnauthenticatedPerAddress) {
+		(l.MaxUnauthenticatedPerAddress > 0 && mine != nil && mine.Len() >= l.MaxUnauthenticatedPerAddress) {
 		return false, nil
 	}
 	if l.MaxUnauthenticated > 0 && c.unauth >= l.MaxUnauthenticated {
-		front := c.waiting.Front()
-		if front == nil {
+		var heaviest *list.List
+		for _, q := range c.perAddr {
+			if heaviest == nil || q.Len() > heaviest.Len() {
+				heaviest = q
+			}
+		}
+		if heaviest == nil || (mine != nil && mine.Len() >= heaviest.Len()) {
 			return false, nil
 		}
-		evict = front.Value.(*limitedConn)
+		evict = heaviest.Front().Value.(*limitedConn)
 		c.closeLocked(evict) // counted out now; the caller closes it
 	}
 	c.total++
 	c.unauth++
-	c.perAddr[lc.host]++
-	lc.elem = c.waiting.PushBack(lc)
+	if mine = c.perAddr[lc.host]; mine == nil {
+		mine = list.New()
+		c.perAddr[lc.host] = mine
+	}
+	lc.elem = mine.PushBack(lc)
 	return true, evict
 }
 
 // unauthDoneLocked takes a connection out of the unauthenticated counts.
 func (c *connCounts) unauthDoneLocked(lc *limitedConn) {
 	c.unauth--
-	if c.perAddr[lc.host]--; c.perAddr[lc.host] <= 0 {
-		delete(c.perAddr, lc.host)
+	if q := c.perAddr[lc.host]; q != nil && lc.elem != nil {
+		q.Remove(lc.elem)
+		if q.Len() == 0 {
+			delete(c.perAddr, lc.host)
+		}
 	}
-	if lc.elem != nil {
-		c.waiting.Remove(lc.elem)
-		lc.elem = nil
-	}
+	lc.elem = nil
 }
 
 // closeLocked counts a connection out (once).
@@ -128,6 +150,11 @@ func (c *connCounts) closeLocked(lc *limitedConn) {
 	c.total--
 	if !lc.authed {
 		c.unauthDoneLocked(lc)
+	}
+	if lc.tenant != "" {
+		if c.perTenant[lc.tenant]--; c.perTenant[lc.tenant] <= 0 {
+			delete(c.perTenant, lc.tenant)
+		}
 	}
 	if lc.timer != nil {
 		lc.timer.Stop()
@@ -141,25 +168,41 @@ type limitedConn struct {
 	host   string
 	timer  *time.Timer
 
+	accepted time.Time
+
 	// guarded by counts.mu
 	authed, closed bool
-	elem           *list.Element // in counts.waiting while unauthenticated
+	elem           *list.Element // in its address's list while unauthenticated
+	tenant         string        // whose it is, once authenticated ("" for the admin tokens)
 }
 
 // authenticated marks the connection as having made a request with a
-// valid token: it no longer counts as unauthenticated, and is not closed
-// for it.
-func (c *limitedConn) authenticated() {
+// valid token (tenant's; "" for an admin token): it no longer counts as
+// unauthenticated, and is not closed for it. It reports false when the
+// tenant holds all the connections it may: the request is refused and the
+// connection closed.
+func (c *limitedConn) authenticated(tenant string) bool {
 	c.counts.mu.Lock()
 	defer c.counts.mu.Unlock()
-	if c.authed || c.closed {
-		return
+	if c.closed {
+		return true
+	}
+	if c.authed {
+		return c.tenant == tenant || c.tenant == ""
+	}
+	if tenant != "" {
+		if max := c.counts.lim.MaxPerTenant; max > 0 && c.counts.perTenant[tenant] >= max {
+			return false
+		}
+		c.counts.perTenant[tenant]++
+		c.tenant = tenant
 	}
 	c.counts.unauthDoneLocked(c)
 	c.authed = true
 	if c.timer != nil {
 		c.timer.Stop()
 	}
+	return true
 }
 
 func (c *limitedConn) authTimeout() {
@@ -192,11 +235,14 @@ func ConnContext(ctx context.Context, c net.Conn) context.Context {
 	return ctx
 }
 
-// markAuthenticated marks the request's connection authenticated.
-func markAuthenticated(ctx context.Context) {
+// markAuthenticated marks the request's connection authenticated by
+// tenant ("" for an admin token); false means the tenant holds all the
+// connections it may.
+func markAuthenticated(ctx context.Context, tenant string) bool {
 	if lc, ok := ctx.Value(connKey{}).(*limitedConn); ok {
-		lc.authenticated()
+		return lc.authenticated(tenant)
 	}
+	return true
 }
 
 // addrKey is a remote address's host (an IPv6 address by its /64).

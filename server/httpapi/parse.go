@@ -32,13 +32,28 @@ func parseRegister(w http.ResponseWriter, r *http.Request, now time.Time) (fsm.R
 	if req.Meta != nil && tenants.MetaSize(req.Meta) > api.MaxBodyBytes {
 		return fsm.Register{}, api.BadField("meta", "too large")
 	}
-	caller := r.Header.Get(api.HeaderSession)
+	caller, err := callerSession(r)
+	if err != nil {
+		return fsm.Register{}, err
+	}
 	seq, err := parseSeq(r, cmp.Or(caller, req.Session))
 	if err != nil {
 		return fsm.Register{}, err
 	}
 	return fsm.Register{Service: r.PathValue("s"), ID: r.PathValue("id"), Instance: req,
 		Caller: caller, Seq: seq, AtMs: now.UnixMilli()}, nil
+}
+
+// callerSession reads X-Rafting-Session: a session ID, or "" when absent.
+func callerSession(r *http.Request) (string, error) {
+	v := r.Header.Get(api.HeaderSession)
+	if v == "" {
+		return "", nil
+	}
+	if err := api.ValidateSessionID(api.HeaderSession, v); err != nil {
+		return "", err
+	}
+	return v, nil
 }
 
 // parseSeq reads X-Rafting-Sequence: a positive number, on a write made
@@ -62,7 +77,10 @@ func parseDeregister(r *http.Request, now time.Time) (fsm.Deregister, error) {
 	if err := pathNames(r, "s", "id"); err != nil {
 		return fsm.Deregister{}, err
 	}
-	caller := r.Header.Get(api.HeaderSession)
+	caller, err := callerSession(r)
+	if err != nil {
+		return fsm.Deregister{}, err
+	}
 	seq, err := parseSeq(r, caller)
 	if err != nil {
 		return fsm.Deregister{}, err
@@ -101,7 +119,10 @@ func parseResign(w http.ResponseWriter, r *http.Request, now time.Time) (fsm.Res
 			return fsm.Resign{}, err
 		}
 	}
-	caller := r.Header.Get(api.HeaderSession)
+	caller, err := callerSession(r)
+	if err != nil {
+		return fsm.Resign{}, err
+	}
 	seq, err := parseSeq(r, caller)
 	if err != nil {
 		return fsm.Resign{}, err

@@ -236,8 +236,16 @@ func (s *Server) service(w http.ResponseWriter, r *http.Request, who identity) {
 	}
 	name := r.PathValue("s")
 	// An index of another epoch says nothing of this log: answer at once.
-	if q.index > 0 && (q.epoch == 0 || q.epoch == t.Epoch) && !s.block(w, r, t, name, q.index, q.wait) {
-		return
+	if q.index > 0 && (q.epoch == 0 || q.epoch == t.Epoch) {
+		if !s.block(w, r, who, t, name, q.index, q.wait) {
+			return
+		}
+		// The wait may have outlived the token (rotated, revoked, the
+		// tenant deleted): what is answered now needs it now.
+		if _, ok := s.authenticate(r, time.Now()); !ok {
+			writeError(w, api.Errorf(api.CodeUnauthorized, "the token is no longer valid"))
+			return
+		}
 	}
 	// The answer's bytes are charged before it is encoded, at its last
 	// size: a reader over its budget costs no encoding (a 40 MB answer
@@ -275,13 +283,19 @@ func (s *Server) service(w http.ResponseWriter, r *http.Request, who identity) {
 }
 
 // block waits for the service to move past index; false means it answered.
-func (s *Server) block(w http.ResponseWriter, r *http.Request, t *cluster.Tenant, name string, index uint64, wait time.Duration) bool {
+func (s *Server) block(w http.ResponseWriter, r *http.Request, who identity, t *cluster.Tenant, name string, index uint64, wait time.Duration) bool {
 	rec, ok := s.node.Meta().Brief(t.Name)
 	if !ok {
 		writeError(w, api.Errorf(api.CodeNotFound, "tenant %s not found", t.Name))
 		return false
 	}
-	count := s.watcherCount(t.Name)
+	// The read-only token's watches are its own, not the tenant's: they
+	// cannot take the tenant's max_watchers.
+	countKey := t.Name
+	if who.readOnly {
+		countKey = "\x00read-only"
+	}
+	count := s.watcherCount(countKey)
 	if used := count.Add(1); rec.Quotas.MaxWatchers > 0 && used > rec.Quotas.MaxWatchers {
 		count.Add(-1)
 		writeError(w, api.QuotaExceeded(t.Name, "max_watchers", rec.Quotas.MaxWatchers, used-1))

@@ -242,6 +242,9 @@ func (s *Server) wrap(route string, a access, l lane, write bool, fn func(http.R
 		if err == nil && write && id.tenant != "" {
 			err = s.chargeBody(id.tenant, r, start)
 		}
+		if err == errConnections {
+			sw.Header().Set("Connection", "close") // not one of this tenant's connections
+		}
 		if err != nil {
 			if e, ok := err.(*api.Error); ok && e.Code == api.CodeRateLimited {
 				sw.status = http.StatusTooManyRequests // counted even if the connection is ended
@@ -298,14 +301,25 @@ func (s *Server) authorize(r *http.Request, a access, isLane, write bool) (ident
 			return identity{}, api.Errorf(api.CodeUnauthorized, "a valid token is required: Authorization: Bearer <token>")
 		}
 	}
-	markAuthenticated(r.Context())
+	if !markAuthenticated(r.Context(), id.tenant) {
+		return identity{}, errConnections
+	}
 	if id.tenant != "" {
 		if err := s.limit(id.tenant, r, isLane, now); err != nil {
 			return id, err // the identity names whose holds the refusal uses
 		}
 	}
-	if id.readOnly && (r.Method != http.MethodGet && r.Method != http.MethodHead || r.URL.Path == "/v1/backup") {
-		return identity{}, api.Errorf(api.CodeForbidden, "the read-only token reads; it cannot change anything, nor take a backup")
+	if id.readOnly {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead || r.URL.Path == "/v1/backup" || isLane {
+			// A session stream is a GET that changes state: attaching,
+			// and the end that starts drop_grace.
+			return identity{}, api.Errorf(api.CodeForbidden, "the read-only token reads; it cannot change anything, attach to a session, nor take a backup")
+		}
+		// Rate limited as a tenant with default quotas is, on a bucket
+		// of its own.
+		if ok, retry := s.requests.Allow("req:\x00read-only", tenants.DefaultRequestsPerSecond, tenants.DefaultBurst, now); !ok {
+			return id, &api.Error{Code: api.CodeRateLimited, Message: "read-only token: requests_per_second exceeded", RetryAfter: retry}
+		}
 	}
 	switch a {
 	case admin:
@@ -506,6 +520,11 @@ func (s *Server) chargeAnswer(name string, size int, now time.Time) error {
 	}
 	return nil
 }
+
+// errConnections refuses a request on a connection that would be one more
+// than its tenant may hold on this node (ConnLimits.MaxPerTenant).
+var errConnections = &api.Error{Code: api.CodeRateLimited, RetryAfter: time.Second,
+	Message: "this tenant holds every connection it may on this node: reuse one"}
 
 // TokenChecks is how many unknown tokens a second a node checks with the
 // meta shard (a new token, or a node behind); past it they are answered

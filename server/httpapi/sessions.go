@@ -141,6 +141,12 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, t *cluster.Tena
 // Only the tenant leader serves it; elsewhere the stream is one `moved`
 // line naming the leader.
 func (s *Server) stream(w http.ResponseWriter, r *http.Request, who identity) {
+	if r.Method != http.MethodGet {
+		// HEAD would attach and never end (no body to end it with).
+		w.Header().Set("Allow", http.MethodGet)
+		writeError(w, &api.Error{Code: api.CodeBadRequest, Message: "a session stream is a GET"})
+		return
+	}
 	id := r.PathValue("id")
 	if err := api.ValidateSessionID("id", id); err != nil {
 		writeError(w, err)

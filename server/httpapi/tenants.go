@@ -42,6 +42,16 @@ func (s *Server) createTenant(w http.ResponseWriter, r *http.Request, _ identity
 	}
 	ctx, cancel := s.writeCtx(r)
 	defer cancel()
+	hash := tenants.HashToken(req.token.Reveal())
+	if err := s.metaPrecheck(ctx, func() *api.Error {
+		if rec, ok := s.node.Meta().Tenant(req.name); ok && !rec.Credentials.Current.Equal(hash) {
+			return api.Errorf(api.CodeConflict, "tenant %s exists", req.name)
+		}
+		return nil
+	}); err != nil {
+		writeError(w, err)
+		return
+	}
 	members, err := s.node.MetaMembers(ctx)
 	if err != nil {
 		writeError(w, err)
@@ -135,6 +145,12 @@ func (s *Server) updateTenant(w http.ResponseWriter, r *http.Request, _ identity
 func (s *Server) deleteTenant(w http.ResponseWriter, r *http.Request, _ identity) {
 	ctx, cancel := s.writeCtx(r)
 	defer cancel()
+	if _, ok := s.node.Meta().Tenant(r.PathValue("t")); !ok && s.node.SyncMetaSince(ctx) == nil {
+		if _, ok := s.node.Meta().Tenant(r.PathValue("t")); !ok {
+			w.WriteHeader(http.StatusNoContent) // a DELETE of a missing thing
+			return
+		}
+	}
 	o, err := s.node.ProposeMeta(ctx, fsm.Encode(fsm.OpDeleteTenant, fsm.DeleteTenant{Name: r.PathValue("t"), NowMs: time.Now().UnixMilli()}))
 	if err != nil {
 		writeError(w, err)
@@ -143,6 +159,23 @@ func (s *Server) deleteTenant(w http.ResponseWriter, r *http.Request, _ identity
 	s.awaitMetaEverywhere(ctx, o.Index)
 	setIndex(w, o.Index)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// metaPrecheck refuses an admin write the meta state would refuse (check),
+// without proposing it: a refusal on this replica is confirmed once the
+// replica is current as of a moment after the request arrived. When that
+// cannot be done, the meta shard decides.
+func (s *Server) metaPrecheck(ctx context.Context, check func() *api.Error) error {
+	if check() == nil {
+		return nil
+	}
+	if s.node.SyncMetaSince(ctx) != nil {
+		return nil
+	}
+	if err := check(); err != nil {
+		return err
+	}
+	return nil
 }
 
 func (s *Server) rotateToken(w http.ResponseWriter, r *http.Request, _ identity) {
@@ -154,6 +187,15 @@ func (s *Server) rotateToken(w http.ResponseWriter, r *http.Request, _ identity)
 	name := r.PathValue("t")
 	ctx, cancel := s.writeCtx(r)
 	defer cancel()
+	if err := s.metaPrecheck(ctx, func() *api.Error {
+		if _, ok := s.node.Meta().Tenant(name); !ok {
+			return api.Errorf(api.CodeNotFound, "tenant %s not found", name)
+		}
+		return nil
+	}); err != nil {
+		writeError(w, err)
+		return
+	}
 	o, err := s.node.ProposeMeta(ctx, fsm.Encode(fsm.OpRotateToken, fsm.RotateToken{
 		Name: name, TokenHash: tenants.HashToken(req.token.Reveal()), PreviousValidMs: req.previous.Milliseconds(), NowMs: time.Now().UnixMilli(),
 	}))

@@ -99,16 +99,27 @@ func New(cfg Config) (*Client, error) {
 		}
 	}
 	if cfg.HTTPClient != nil {
-		c.short, c.poll = cfg.HTTPClient, cfg.HTTPClient
+		hc := *cfg.HTTPClient // a copy: the caller's client keeps its own redirect rule
+		hc.CheckRedirect = noRedirects
+		c.short, c.poll = &hc, &hc
 	} else {
 		s, p := NewTransport(cfg.TLS, 15*time.Second), NewTransport(cfg.TLS, 0)
 		c.own = []*http.Transport{s, p}
-		c.short, c.poll = &http.Client{Transport: s}, &http.Client{Transport: p}
+		c.short = &http.Client{Transport: s, CheckRedirect: noRedirects}
+		c.poll = &http.Client{Transport: p, CheckRedirect: noRedirects}
 	}
 	servers := slices.Clone(cfg.Servers)
 	c.servers.Store(&servers)
 	c.next.Store(uint32(time.Now().UnixNano()))
 	return c, nil
+}
+
+// noRedirects never follows a redirect: Go's client would send the
+// request again — with its Authorization header to the same host, on any
+// port or scheme, plain HTTP included. The servers never redirect; an
+// answer that does is an error.
+func noRedirects(req *http.Request, _ []*http.Request) error {
+	return fmt.Errorf("server answered a redirect to %s: not followed", req.URL.Redacted())
 }
 
 // NewTransport returns an http.Transport tuned for Rafting: many idle
