@@ -119,7 +119,7 @@ type Config struct {
 	// counted in requests): the bytes of the commands it proposes, and of
 	// the service answers it is sent. Each bucket holds one second of its
 	// rate; a thing larger than that takes a full bucket. Defaults 8 MiB/s
-	// and 128 MiB/s.
+	// and 32 MiB/s.
 	WriteBytesPerSecond, AnswerBytesPerSecond int
 	// ReadTimeout bounds the reading of one request, its body included.
 	// Default 30 s.
@@ -165,7 +165,7 @@ func DefaultConfig() Config {
 		AuthTimeout:                  5 * time.Second,
 		WriteBytesPerSecond:          8 << 20,
 		ReadTimeout:                  30 * time.Second,
-		AnswerBytesPerSecond:         128 << 20,
+		AnswerBytesPerSecond:         32 << 20,
 	}
 }
 

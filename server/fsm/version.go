@@ -18,7 +18,9 @@ import "github.com/rafting/rafting/api"
 //	   the service's modify index; a restore skips ?epoch_gap= epochs, and
 //	   no epoch past MaxEpoch is issued; a restored registration keeps its
 //	   time; "." and ".." are not names, and addresses, zones and meta hold
-//	   no control characters.
+//	   no control characters; a meta entry costs MetaEntryCost bytes of
+//	   max_meta_bytes beside its key and value, and there are at most
+//	   MaxMetaEntries.
 const Version = 2
 
 // SetVersion raises a state machine's version. The cluster proposes it

@@ -188,7 +188,7 @@ func (c *limitedConn) authenticated(tenant string) bool {
 		return true
 	}
 	if c.authed {
-		return c.tenant == tenant || c.tenant == ""
+		return true // counted once, for the tenant it first authenticated as
 	}
 	if tenant != "" {
 		if max := c.counts.lim.MaxPerTenant; max > 0 && c.counts.perTenant[tenant] >= max {

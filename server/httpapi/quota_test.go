@@ -10,15 +10,17 @@ import (
 
 	"github.com/rafting/rafting/api"
 	"github.com/rafting/rafting/server/config"
+	"github.com/rafting/rafting/server/fsm"
 	"github.com/rafting/rafting/server/servertest"
 )
 
 func usage(t *testing.T, c *servertest.Cluster, node int, tenant string) api.Usage {
 	t.Helper()
 	var ten api.Tenant
-	c.Do(node, servertest.AdminToken, http.MethodGet, "/v1/tenants/"+tenant, nil).JSON(t, &ten)
+	r := c.Do(node, servertest.AdminToken, http.MethodGet, "/v1/tenants/"+tenant, nil)
+	r.JSON(t, &ten)
 	if ten.Usage == nil {
-		t.Fatalf("tenant %s shows no usage", tenant)
+		t.Fatalf("tenant %s shows no usage: %d %s", tenant, r.Status, r.Body)
 	}
 	return *ten.Usage
 }
@@ -80,8 +82,8 @@ func TestQuotas(t *testing.T) {
 		ok(inst("a", "a2", api.RegisterRequest{Address: "x"}))
 	})
 	t.Run("max_meta_bytes", func(t *testing.T) {
-		big := map[string]string{"version": "1.2.3-abcdefg"} // 7 + 13 = 20 bytes
-		wantQuota(t, inst("a", "a1", api.RegisterRequest{Address: "x", Meta: big}), "max_meta_bytes", 16, 20)
+		big := map[string]string{"version": "1.2.3-abcdefg"} // 7 + 13 bytes, and an entry's cost: 52
+		wantQuota(t, inst("a", "a1", api.RegisterRequest{Address: "x", Meta: big}), "max_meta_bytes", 16, 20+fsm.MetaEntryCost)
 		var s api.ServiceResponse
 		c.Do(1, tok, http.MethodGet, "/v1/tenants/acme/services/a?consistent=true", nil).JSON(t, &s)
 		for _, in := range s.Instances {
@@ -89,7 +91,7 @@ func TestQuotas(t *testing.T) {
 				t.Fatalf("the refused update was applied: %+v", in)
 			}
 		}
-		patchQuotas(t, c, "acme", api.Quotas{MaxMetaBytes: 20})
+		patchQuotas(t, c, "acme", api.Quotas{MaxMetaBytes: 20 + fsm.MetaEntryCost})
 		ok(inst("a", "a1", api.RegisterRequest{Address: "x", Meta: big}))
 	})
 	t.Run("max_sessions", func(t *testing.T) {

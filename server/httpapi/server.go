@@ -545,9 +545,8 @@ const maxLaneBody = 4 << 10
 // laneAllow admits a keepalive or a stream attach. The lane (outside the
 // tenant's request and write rates, so that a tenant's own flood cannot
 // expire its sessions) is only for sessions this node knows — live, or
-// ended and remembered — each with a bucket of its own, kept on the node
-// that serves it (the tenant leader; a follower that forwards spends
-// nothing of it). A session this node does not know is charged to the
+// ended and remembered — each with a bucket of its own on every node that
+// sees its keepalives (a follower before it forwards them, the leader). A session this node does not know is charged to the
 // tenant's request bucket, and gets no bucket of its own: keepalives for
 // random session IDs are an ordinary flood, and leave nothing behind.
 func (s *Server) laneAllow(r *http.Request, who identity, t *cluster.Tenant, session string) error {
@@ -558,9 +557,9 @@ func (s *Server) laneAllow(r *http.Request, who identity, t *cluster.Tenant, ses
 		}
 		return nil // the admin token
 	}
-	if !t.Sessions.Leading() {
-		return nil
-	}
+	// Every node charges it, the one that forwards too: a follower
+	// forwarding a flood to the leader would spend the leader's lane and
+	// its own CPU for nothing.
 	key := "lane:" + t.Name + ":" + api.SessionTag(session)
 	if ok, retry := s.lane.Allow(key, tenants.LaneRate, tenants.LaneBurst, now); !ok {
 		return &api.Error{Code: api.CodeRateLimited, Message: "session keepalive lane: too many keepalives or attaches for this session", RetryAfter: retry}

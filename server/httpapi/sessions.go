@@ -66,6 +66,7 @@ func (s *Server) keepalive(w http.ResponseWriter, r *http.Request, who identity)
 		return
 	}
 	if err := s.laneAllow(r, who, t, id); err != nil {
+		s.tarpit(r, who, err) // held as every refusal of a rate is
 		writeError(w, err)
 		return
 	}
@@ -157,6 +158,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, who identity) {
 		return
 	}
 	if err := s.laneAllow(r, who, t, id); err != nil {
+		s.tarpit(r, who, err) // held as every refusal of a rate is
 		writeError(w, err)
 		return
 	}

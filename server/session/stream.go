@@ -23,7 +23,7 @@ type Stream struct {
 
 // MaxStreams is how many streams one session may have attached at once: a
 // process's own, and one more while it re-attaches (the old one may not be
-// closed yet). So a tenant holds at most MaxStreams × max_sessions streams.
+// closed yet). A tenant holds at most max_sessions streams in all.
 const MaxStreams = 2
 
 // Attach attaches a stream to a live session. It returns ErrNotLeader on a
@@ -37,6 +37,12 @@ func (m *Manager) Attach(id string) (*Stream, error) {
 	e := m.entries[id]
 	if e.attached >= MaxStreams {
 		return nil, api.Errorf(api.CodeConflict, "session %s has %d streams attached already", api.SessionTag(id), MaxStreams)
+	}
+	// And a tenant holds at most max_sessions streams (DESIGN.md: streams
+	// count there), a re-attaching session's second one included: each is
+	// a connection, a goroutine pair and buffers on the leader.
+	if q, _ := m.sm.Quotas(); q.MaxSessions > 0 && int64(len(m.streams)) >= q.MaxSessions {
+		return nil, api.QuotaExceeded(m.sm.Name(), "max_sessions", q.MaxSessions, int64(len(m.streams)))
 	}
 	e.attached++
 	e.clientClosed = false
