@@ -77,7 +77,7 @@ func (s *Server) raiseVersions(ctx context.Context) bool {
 			continue
 		}
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := t.Propose(pctx, fsm.Encode(fsm.OpSetVersion, fsm.SetVersion{Version: want}))
+		_, err := t.Propose(pctx, fsm.Encode(fsm.OpSetVersion, fsm.SetVersion{Version: want, AtMs: time.Now().UnixMilli()}))
 		cancel()
 		if err != nil {
 			s.log.Warn("raise a tenant shard's state version", "tenant", t.Name, "version", want, "err", err)

@@ -371,6 +371,7 @@ func (t *Tenant) apply(index uint64, cmd []byte, ch *Changes) (o Outcome) {
 		if err := setVersion(&t.st.Version, c, &t.tooOld); err != nil {
 			return reject(err)
 		}
+		t.proposerClock(c.AtMs)
 		return Outcome{}
 	case OpBarrier:
 		var c Barrier

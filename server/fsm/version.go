@@ -29,6 +29,9 @@ const Version = 2
 // itself too old (TooOld): its node must stop serving that state.
 type SetVersion struct {
 	Version uint64 `json:"version"`
+	// AtMs is the proposer's clock: from version 2 a tenant anchors the
+	// times it shows there (clampStamp) until an ordinary write brings one.
+	AtMs int64 `json:"at_ms,omitempty"`
 }
 
 // setVersion applies a SetVersion to a state whose version is *have.
