@@ -159,8 +159,10 @@ func (m *Member) kickNotifier() {
 }
 
 // notifier calls the callbacks, one change at a time, in order, outside
-// every lock; it ends once the member ended and the queue is empty.
+// every lock; it ends once the member ended and the queue is empty, and
+// closes quiet as it does.
 func (m *Member) notifier() {
+	defer close(m.quiet)
 	for {
 		m.mu.Lock()
 		q, closed := m.queue, m.closed

@@ -106,6 +106,7 @@ type Member struct {
 	cancel    context.CancelFunc // ends the loops
 	wg        sync.WaitGroup     // the loops
 	notified  sync.WaitGroup     // the notifier
+	quiet     chan struct{}      // closed when the notifier has returned
 	done      chan struct{}
 	doneOnce  sync.Once
 	leaveOnce sync.Once
@@ -275,7 +276,7 @@ func newMember(c *Client, inst Instance, cfg memberConfig, owns bool) *Member {
 		farm: inst.Mode == Farm, lease: cfg.lease,
 		log:  c.log.With("service", inst.Service, "instance", inst.ID),
 		wake: make(chan struct{}, 1), timer: make(chan struct{}, 1), work: make(chan struct{}, 1),
-		lane: make(chan struct{}, 1), done: make(chan struct{}),
+		lane: make(chan struct{}, 1), done: make(chan struct{}), quiet: make(chan struct{}),
 	}
 	if m.lease < 0 {
 		m.lease = DefaultLease
@@ -604,11 +605,18 @@ func (m *Member) sendResign(ctx context.Context, sid string, body api.ResignRequ
 // Term ends, OnRoleChange reports Draining), registers as draining under
 // its own session (a master hands over in that same entry), waits the
 // drain delay so that callers' caches drop it, then deregisters and ends
-// its session. Leave is bounded by the leave timeout (default 5 s) even
-// when no server answers, and always ends the member locally: its role is
-// Left, Done is closed and its goroutines have stopped when Leave returns.
-// A member made by Join closes its Client too. Leave is idempotent; do
-// not call it from an OnRoleChange callback (it waits for them).
+// its session. Leave is bounded by its ctx and by the leave timeout
+// (default 5 s), whichever ends first, even when no server answers, and
+// always ends the member locally: when Leave returns its role is Left, its
+// Term is over, Done is closed and its loops have stopped. Leave waits for
+// the role callbacks to be told Left, but only within that bound: a
+// callback still running then (one that blocks) is not waited for, and
+// Leave returns an error saying so; the callback finishes on its own, and
+// the goroutine that runs callbacks ends once it returns.
+//
+// A member made by Join closes its Client too. Leave is idempotent: a
+// second call waits for the first. Do not call it from an OnRoleChange
+// callback: it would wait for that callback until its ctx ends.
 func (m *Member) Leave(ctx context.Context) error {
 	err := m.leave(ctx)
 	if errors.Is(err, ErrLeft) {
@@ -663,11 +671,14 @@ func (m *Member) doLeave(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("end session: %w", err))
 		}
 	}
-	m.end(nil)
 	if len(errs) > 0 {
-		err := fmt.Errorf("sdk: leave %s/%s: %w", m.service, m.id, errors.Join(errs...))
-		m.log.Warn("leave incomplete: the servers end the session after its TTL", "err", err)
-		return err
+		m.log.Warn("leave incomplete: the servers end the session after its TTL", "err", errors.Join(errs...))
+	}
+	if err := m.endWithin(ctx, nil); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("sdk: leave %s/%s: %w", m.service, m.id, errors.Join(errs...))
 	}
 	m.log.Debug("left")
 	if lost != nil {
@@ -697,19 +708,41 @@ func (m *Member) finish(cause error) {
 	m.doneOnce.Do(func() { close(m.done) })
 }
 
-// end ends the member and waits: loops and callbacks done, the Client
-// released (and closed if the member owns it).
+// end ends the member and releases its Client (closing it if the member
+// owns it), waiting for its callbacks at most the leave timeout.
 func (m *Member) end(cause error) {
-	m.stop(cause)
-	m.release()
+	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.leaveTimeout)
+	defer cancel()
+	m.endWithin(ctx, cause)
 }
 
-// stop ends the member locally and waits for its loops and callbacks: its
-// Term is over and every callback has been told Left when it returns.
-func (m *Member) stop(cause error) {
+// endWithin is end, waiting for the callbacks until ctx ends.
+func (m *Member) endWithin(ctx context.Context, cause error) error {
+	err := m.stop(ctx, cause)
+	m.release()
+	return err
+}
+
+// stop ends the member locally and waits for its loops, and for its
+// callbacks until ctx ends: its Term is over when it returns and, unless
+// it returns an error, every callback has been told Left. A callback
+// still running when ctx ends (one that blocks) is not waited for: it
+// finishes on its own, and the notifier goroutine ends once it returns.
+func (m *Member) stop(ctx context.Context, cause error) error {
 	m.finish(cause)
 	m.wg.Wait()
-	m.notified.Wait()
+	select {
+	case <-m.quiet:
+		return nil
+	default:
+	}
+	select {
+	case <-m.quiet:
+		return nil
+	case <-ctx.Done():
+		m.log.Warn("a role callback is still running: not waiting for it")
+		return fmt.Errorf("a role callback is still running: %w", ctx.Err())
+	}
 }
 
 // release lets the member's Client go (closing it if the member owns it).
@@ -736,7 +769,9 @@ func (m *Member) abandon() {
 	sid, opened := m.sess.id, m.sess.isOpen()
 	m.leaving = true
 	m.mu.Unlock()
-	m.stop(nil)
+	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.leaveTimeout)
+	defer cancel()
+	m.stop(ctx, nil)
 	if opened {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		m.c.do(ctx, http.MethodDelete, m.c.tenantPath("/sessions/"+sid), nil, nil, false)
