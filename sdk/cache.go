@@ -18,9 +18,12 @@ import (
 	"github.com/rafting/rafting/sdk/internal/transport"
 )
 
-// Service is the Client's cached view of one service, kept current by one
-// blocking-query loop: GET .../services/{s}?index=N&wait=60s, where N is
-// the index of the last answer. Answers older than the cache's index are
+// Service is the Client's cached view of one service, filled first by a
+// linearizable read (GET .../services/{s}?consistent=true: whatever was
+// committed before, a registration whose Join returned in any process
+// included, is in it), then kept current by one blocking-query loop:
+// GET .../services/{s}?index=N&wait=60s, where N is the index of the last
+// answer. Answers older than the cache's index are
 // dropped, so the view never goes back in time; a node that cannot reach
 // the asked index (503 stale_replica) or does not answer is left for
 // another. When no server answers, the last known membership stays, marked
@@ -141,7 +144,11 @@ func (s *Service) run(ctx context.Context) {
 	j := transport.NewJitter(50*time.Millisecond, 2*time.Second)
 	wait := s.c.cfg.conn.watchWait
 	server := ""
-	consistent := false
+	// The first fill is a linearizable read (a ReadIndex on the server
+	// that answers): a plain one may come from a replica that has not
+	// applied a registration whose Join already returned, in this process
+	// or another, and the new Client would miss that instance.
+	consistent := true
 	for ctx.Err() == nil {
 		snap, _ := s.current()
 		req := transport.Request{Method: http.MethodGet, Path: s.path, Server: server}
@@ -184,9 +191,12 @@ func (s *Service) run(ctx context.Context) {
 			j.Reset()
 			server, consistent = resp.Server, false
 		case belowFloor:
-			// This replica has not applied our own write yet: ask for a
-			// linearizable read.
+			// An answer below our own write, though linearizable: only a
+			// log that started over answers so (see position). Ask again.
 			server, consistent = resp.Server, true
+			if !sleep(ctx, j.NextBackOff()) {
+				return
+			}
 		case older:
 			// A replica behind what we already saw (a node that lost
 			// touch): try another.
@@ -390,6 +400,42 @@ func (s *Service) refresh(ctx context.Context, pos uint64) error {
 		}
 	}
 	return nil
+}
+
+// Sync brings the cache up to date now: a linearizable read of the
+// service (a ReadIndex on the server that answers it), applied before Sync
+// returns. A Snapshot, Balancer or Watch after Sync shows every change
+// committed before Sync was called — in this process or any other. The
+// cache never goes back: when it already holds something newer than the
+// answer, Sync changes nothing. Sync retries on other servers until ctx
+// ends; when it fails the cache keeps what it had.
+func (s *Service) Sync(ctx context.Context) error {
+	j := transport.NewJitter(20*time.Millisecond, time.Second)
+	for {
+		select {
+		case <-s.c.done:
+			return ErrClosed
+		default:
+		}
+		resp, err := s.c.tr.Do(ctx, transport.Request{Method: http.MethodGet, Path: s.path + "?consistent=true", Retry: writeRetry})
+		var r *api.ServiceResponse
+		if err == nil {
+			r, err = decodeService(resp.Body, nil)
+		}
+		if err != nil {
+			return fmt.Errorf("sdk: sync %s: %w", s.name, err)
+		}
+		// older: the cache holds a later position, which includes all that
+		// this answer does.
+		if s.apply(r, resp.Epoch(), time.Now()) != belowFloor {
+			return nil
+		}
+		// Below a write of this Client's, though linearizable: only a
+		// server that ignores consistent=true answers so. Ask again.
+		if !sleep(ctx, j.NextBackOff()) {
+			return fmt.Errorf("sdk: sync %s: no answer at this Client's writes: %w", s.name, ctx.Err())
+		}
+	}
 }
 
 func (s *Service) fetch(ctx context.Context, pos uint64) error {

@@ -214,7 +214,11 @@ func (c *Client) do(ctx context.Context, method, path string, body any, header h
 
 // Service returns the cached view of a service, starting to watch it on
 // the first call, and waits until the cache holds a first answer (or ctx
-// ends). Later calls return the same *Service at once. A service that does
+// ends). The first answer is a linearizable read: an instance whose Join
+// returned before Service was called — in this process or another — is in
+// it, so a Balancer made at once picks it. It needs a quorum of the
+// tenant's replicas; without one Service waits until ctx ends. Later calls
+// return the same *Service at once (Sync reads again). A service that does
 // not exist yet is watched all the same: it has no instances until some
 // join.
 func (c *Client) Service(ctx context.Context, name string) (*Service, error) {
