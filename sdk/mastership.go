@@ -36,13 +36,23 @@ func (m *Member) reconcileLocked(now time.Time) {
 	}
 	if role != m.role || token != m.token {
 		m.log.Info("role", "role", role.String(), "previous", m.role.String(), "token", token)
-		m.queueLocked(notice{change: RoleChange{Role: role, Previous: m.role, Token: token, At: now}, to: m.subs})
+		m.queueLocked(notice{change: m.changeLocked(role, m.role, token, now), to: m.subs})
 		m.role, m.token = role, token
 	}
 	select {
 	case m.timer <- struct{}{}:
 	default:
 	}
+}
+
+// changeLocked is the RoleChange to role, with the Term when it is
+// Master.
+func (m *Member) changeLocked(role, previous Role, token uint64, at time.Time) RoleChange {
+	c := RoleChange{Role: role, Previous: previous, Token: token, Member: m, At: at}
+	if role == Master && m.term != nil {
+		c.Term = Term{Token: m.term.token, Ctx: m.term.view}
+	}
+	return c
 }
 
 func (m *Member) endTermLocked() {
@@ -186,21 +196,26 @@ func (m *Member) notifier() {
 
 // OnRoleChange calls fn with the member's current role at once (Role and
 // Previous equal), then with every change, in order, until the returned
-// func is called. Callbacks run one at a time on a goroutine of the
-// member's: keep them short, and do not call Leave or Close from one
-// (start a goroutine). Demotions are reported the moment the SDK sees
-// them; the Term's Ctx is cancelled before the callback runs.
+// func is called. Each call carries the member, and a Master change its
+// Term. Callbacks run one at a time on a goroutine of the member's,
+// behind the role: a demotion is reported the moment the SDK sees it, and
+// the Term's Ctx was cancelled before, so a callback acting on a Master
+// change must do so under its Term. Keep callbacks short (to run a job
+// while master, use RunAsMaster), and do not call Leave or Close from one
+// (start a goroutine). A callback that blocks holds back the later ones,
+// but never Leave or Close beyond their bound.
 func (m *Member) OnRoleChange(fn func(RoleChange)) (stop func()) {
 	sub := &roleSub{fn: fn}
 	m.mu.Lock()
+	m.reconcileLocked(time.Now())
 	if m.closed {
-		role, token := m.role, m.token
+		c := m.changeLocked(m.role, m.role, m.token, time.Now())
 		m.mu.Unlock()
-		fn(RoleChange{Role: role, Previous: role, Token: token, At: time.Now()})
+		fn(c)
 		return func() {}
 	}
 	m.subs = append(m.subs[:len(m.subs):len(m.subs)], sub)
-	m.queueLocked(notice{change: RoleChange{Role: m.role, Previous: m.role, Token: m.token, At: time.Now()}, to: []*roleSub{sub}})
+	m.queueLocked(notice{change: m.changeLocked(m.role, m.role, m.token, time.Now()), to: []*roleSub{sub}})
 	m.mu.Unlock()
 	return func() {
 		sub.off.Store(true)

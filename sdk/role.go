@@ -43,12 +43,36 @@ func (r Role) String() string {
 	return fmt.Sprintf("Role(%d)", int(r))
 }
 
-// RoleChange is one role a member took, as OnRoleChange reports it.
+// RoleChange is one role a member took, as OnRoleChange and
+// WithRoleChange report it.
+//
+// A callback may be called before Join has returned (it sees every role
+// from the first, the first promotion too), so it must not read a
+// variable that Join's result is assigned to: that is a data race, and
+// nil. Member is the member, set from the first call on. A callback that
+// acts as master does so under Term, whose Ctx ended if the member
+// stopped being master since (callbacks run behind the role).
 type RoleChange struct {
-	Role     Role   // the new role
-	Previous Role   // the role before; equal to Role for the replay on registration
-	Token    uint64 // the fencing token while Master or Suspended, else 0
-	At       time.Time
+	Role     Role      // the new role
+	Previous Role      // the role before; equal to Role for the replay on registration
+	Token    uint64    // the fencing token while Master or Suspended, else 0
+	Term     Term      // the term the member became Master in; zero unless Role is Master
+	Member   *Member   // the member whose role changed; never nil
+	At       time.Time // when the member took the role
+}
+
+// String describes the change, as "master (token 42, was standby)".
+func (c RoleChange) String() string {
+	s := c.Role.String()
+	switch {
+	case c.Token != 0 && c.Previous != c.Role:
+		return fmt.Sprintf("%s (token %d, was %s)", s, c.Token, c.Previous)
+	case c.Token != 0:
+		return fmt.Sprintf("%s (token %d)", s, c.Token)
+	case c.Previous != c.Role:
+		return fmt.Sprintf("%s (was %s)", s, c.Previous)
+	}
+	return s
 }
 
 // Term is one mastership as Member.Mastership returns it, in one

@@ -3,6 +3,7 @@ package sdk_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -113,5 +114,69 @@ func TestRoleCallbackBlockedClose(t *testing.T) {
 	}
 	if m.Role() != sdk.Left {
 		t.Fatalf("role after Close %v, want left", m.Role())
+	}
+}
+
+// TestRoleChangeMember: a WithRoleChange callback is called from the first
+// role on, while Join is still under way, so a variable that Join's result
+// is assigned to is not set yet (reading it there is a data race and a nil
+// dereference). RoleChange carries the Member instead, and the Term of a
+// Master change: the callback can ask the member anything from the first
+// call on.
+func TestRoleChangeMember(t *testing.T) {
+	c := sdktest.Start(t)
+	for i := range 10 {
+		svc := fmt.Sprintf("rcm%d", i)
+		var mu sync.Mutex
+		var seen []sdk.RoleChange
+		var nilMember, badTerm int
+		fn := func(ch sdk.RoleChange) {
+			mu.Lock()
+			defer mu.Unlock()
+			seen = append(seen, ch)
+			if ch.Member == nil {
+				nilMember++
+				return
+			}
+			_ = ch.Member.Role()
+			_, _ = ch.Member.Mastership()
+			switch {
+			case ch.Role == sdk.Master && (ch.Term.Ctx == nil || ch.Term.Token != ch.Token || ch.Token == 0):
+				badTerm++
+			case ch.Role != sdk.Master && (ch.Term != sdk.Term{}):
+				badTerm++
+			}
+		}
+		m := c.Join(t, msInstance(svc, "a", 0), sdk.WithRoleChange(fn))
+		// The callback was told Master (the lone member is granted during
+		// Join) with the member and its Term.
+		eventually(t, 5*time.Second, "the promotion reported", func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(seen) > 0 && seen[len(seen)-1].Role == sdk.Master
+		})
+		term, ok := m.Mastership()
+		mu.Lock()
+		last := seen[len(seen)-1]
+		if nilMember > 0 || badTerm > 0 || seen[0].Role != sdk.Starting || last.Member != m || !ok || last.Term != term {
+			t.Fatalf("join %d: %d calls without the member, %d with a bad Term; first %v, last %+v; Mastership() = %+v, %v",
+				i, nilMember, badTerm, seen[0].Role, last, term, ok)
+		}
+		mu.Unlock()
+		if err := m.Leave(ctxT(t, 10*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if last.Term.Ctx.Err() == nil {
+			t.Fatal("the Term a callback was given is live after Leave")
+		}
+	}
+	// OnRoleChange on a member that has left replays Left at once, with
+	// the member too.
+	m := c.Join(t, sdk.Instance{Service: "rcmfarm", ID: "f", Address: "f:1"})
+	m.Leave(ctxT(t, 10*time.Second))
+	var got sdk.RoleChange
+	m.OnRoleChange(func(ch sdk.RoleChange) { got = ch })
+	if got.Role != sdk.Left || got.Member != m {
+		t.Fatalf("OnRoleChange after Leave replayed %+v, want left with the member", got)
 	}
 }
