@@ -7,20 +7,28 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/rafting/rafting/fence"
 )
 
-// errFenced is a write refused because a higher fencing token was seen.
-var errFenced = errors.New("fenced: a newer master has written")
+// errFenced is a write refused because a higher fencing token was seen: a
+// refusal is a *fence.StaleTokenError, which matches it with errors.Is.
+// (It is fence.ErrStaleToken under the name main.go and the failover tests
+// use.)
+var errFenced = fence.ErrStaleToken
 
 // fencedFile is the resource the master guards: an append-only ledger that
-// rejects a write whose fencing token is lower than the highest it has
-// accepted. Processes share it through the file system; an exclusive
-// flock makes check-and-append atomic across them.
+// applies fence's rule (admit a token at least the highest admitted; refuse
+// a lower one, and 0) with fence.Check. Several processes share it, so the
+// highest token lives in a file beside it, not in a fence.Guard, and an
+// exclusive flock makes read-check-store-append one step across them.
 type fencedFile struct {
 	path string // the ledger; path+".token" holds the highest token
 }
 
-// write appends line under token, or returns errFenced.
+// write appends line under token. It returns an error matching errFenced
+// (a *fence.StaleTokenError) for a token lower than the highest admitted,
+// and fence.ErrNoToken for 0.
 func (f fencedFile) write(token uint64, line string) error {
 	lock, err := os.OpenFile(f.path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
@@ -36,11 +44,11 @@ func (f fencedFile) write(token uint64, line string) error {
 	if err != nil {
 		return err
 	}
-	if token < highest {
-		return fmt.Errorf("%w (token %d < %d)", errFenced, token, highest)
+	if err := fence.Check(highest, token); err != nil {
+		return err
 	}
 	if token > highest {
-		if err := os.WriteFile(f.path+".token", []byte(strconv.FormatUint(token, 10)), 0o600); err != nil {
+		if err := f.store(token); err != nil {
 			return err
 		}
 	}
@@ -53,6 +61,18 @@ func (f fencedFile) write(token uint64, line string) error {
 	return err
 }
 
+// store replaces the highest token by writing a new file and renaming it
+// over the old one, so that a writer killed mid-write never leaves a
+// truncated number (a lower token, which would admit a stale master).
+func (f fencedFile) store(token uint64) error {
+	tmp := f.path + ".token.tmp"
+	if err := os.WriteFile(tmp, []byte(strconv.FormatUint(token, 10)), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, f.path+".token")
+}
+
+// highest returns the highest token admitted so far (0 for none).
 func (f fencedFile) highest() (uint64, error) {
 	b, err := os.ReadFile(f.path + ".token")
 	if errors.Is(err, os.ErrNotExist) {
