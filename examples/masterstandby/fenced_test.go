@@ -10,7 +10,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/rafting/rafting/fence"
+	"github.com/rafting/rafting/sdk/fence"
 )
 
 func TestFencedFile(t *testing.T) {

@@ -5,7 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 
-	"github.com/rafting/rafting/fence"
+	"github.com/rafting/rafting/sdk/fence"
 )
 
 // setState writes one row under the master's token: the condition and the

@@ -12,7 +12,7 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/rafting/rafting/fence"
+	"github.com/rafting/rafting/sdk/fence"
 )
 
 func TestCheck(t *testing.T) {

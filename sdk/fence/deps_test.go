@@ -14,7 +14,7 @@ func TestStandardLibraryOnly(t *testing.T) {
 		t.Fatalf("go list: %v", err)
 	}
 	for _, p := range strings.Fields(string(out)) {
-		if p != "github.com/rafting/rafting/fence" {
+		if p != "github.com/rafting/rafting/sdk/fence" {
 			t.Errorf("fence depends on %s: it must use the standard library only", p)
 		}
 	}

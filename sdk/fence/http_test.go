@@ -13,7 +13,7 @@ import (
 	"testing/synctest"
 
 	"github.com/rafting/rafting/api"
-	"github.com/rafting/rafting/fence"
+	"github.com/rafting/rafting/sdk/fence"
 )
 
 func TestParseToken(t *testing.T) {

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rafting/rafting/fence"
+	"github.com/rafting/rafting/sdk/fence"
 )
 
 // FuzzFromRequest: header parsing never panics, and accepts exactly the
