@@ -39,9 +39,12 @@ type Client struct {
 
 // Connect returns a Client for the tenant. Settings come from
 // RAFTING_SERVERS, RAFTING_TENANT and RAFTING_TOKEN unless options say
-// otherwise. Connect checks the token with one request, so a wrong token
-// or tenant fails here (ErrUnauthorized, ErrNotFound); while no server
-// answers it retries until ctx ends (10 s when ctx has no deadline).
+// otherwise; without a tenant, the token's is taken (a tenant token names
+// it), and a tenant the token contradicts is refused at once. Connect
+// checks the token with one request, so a wrong token or tenant fails here
+// (ErrUnauthorized, naming the setting to fix; ErrNotFound); while no
+// server answers it retries until ctx ends (10 s when ctx has no
+// deadline).
 func Connect(ctx context.Context, opts ...Option) (*Client, error) {
 	cfg := defaults()
 	for _, o := range opts {
@@ -61,7 +64,7 @@ func connect(ctx context.Context, cfg config) (*Client, error) {
 	log = log.With("tenant", cfg.conn.tenant)
 	tr, err := transport.New(transport.Config{
 		Servers: cfg.conn.ep.addrs, Token: cfg.conn.token, TLS: cfg.conn.ep.tls, Insecure: cfg.conn.ep.insecure,
-		HTTPClient: cfg.conn.httpClient, Logger: log,
+		HTTPClient: cfg.conn.httpClient, Logger: log, Unauthorized: cfg.conn.unauthorized,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sdk: %w", err)

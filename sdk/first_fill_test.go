@@ -160,4 +160,3 @@ func TestSync(t *testing.T) {
 		t.Fatalf("Sync() after Close = %v, want ErrClosed", err)
 	}
 }
-

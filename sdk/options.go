@@ -21,7 +21,9 @@ const (
 	// host:port, http://host:port or https://host:port
 	// ("https://10.0.0.1:7070,https://10.0.0.2:7070"). See WithServers.
 	EnvServers = "RAFTING_SERVERS"
-	// EnvTenant names the tenant.
+	// EnvTenant names the tenant. Unset, the tenant is the one the token
+	// names (a tenant token is rft_<tenant>_<secret>); set, it must be
+	// that one.
 	EnvTenant = "RAFTING_TENANT"
 	// EnvToken is the tenant's token (a secret: never logged).
 	EnvToken = "RAFTING_TOKEN"
@@ -70,7 +72,9 @@ type config struct {
 type connConfig struct {
 	servers    []string // as written: host:port, http:// or https://
 	tenant     string
+	tenantFrom string // the setting tenant came from, for errors: RAFTING_TENANT, WithTenant or the token
 	token      string
+	tokenFrom  string // the setting token came from, for errors: RAFTING_TOKEN or WithToken
 	logger     *slog.Logger
 	httpClient *http.Client
 	tls        *tls.Config // WithTLS
@@ -107,8 +111,8 @@ func defaults() config {
 	if v := os.Getenv(EnvServers); v != "" {
 		c.conn.servers = splitServers(v)
 	}
-	c.conn.tenant = os.Getenv(EnvTenant)
-	c.conn.token = os.Getenv(EnvToken)
+	c.conn.tenant, c.conn.tenantFrom = os.Getenv(EnvTenant), EnvTenant
+	c.conn.token, c.conn.tokenFrom = os.Getenv(EnvToken), EnvToken
 	c.conn.env = tlsEnv{ca: os.Getenv(EnvCA), cert: os.Getenv(EnvCert), key: os.Getenv(EnvKey), insecure: os.Getenv(EnvInsecure)}
 	return c
 }
@@ -132,8 +136,8 @@ func (c *config) validate() error {
 	case c.conn.token == "":
 		return fmt.Errorf("sdk: no token: set %s or use WithToken", EnvToken)
 	}
-	if err := api.ValidateTenantName("tenant ("+EnvTenant+" or WithTenant)", c.conn.tenant); err != nil {
-		return fmt.Errorf("sdk: %w", err)
+	if err := c.conn.settleTenant(); err != nil {
+		return err
 	}
 	ep, err := c.conn.resolve()
 	if err != nil {
@@ -142,6 +146,82 @@ func (c *config) validate() error {
 	c.conn.ep = ep
 	return c.member.validate()
 }
+
+// settleTenant takes the tenant from the token when none is set, and
+// refuses a tenant that the token contradicts.
+func (c *connConfig) settleTenant() error {
+	named, ok := tokenTenant(c.token)
+	switch {
+	case ok && c.tenant == "":
+		c.tenant, c.tenantFrom = named, "the token in "+c.tokenFrom
+	case ok && c.tenant != named:
+		// ErrNotFound, as the servers would answer: a token never sees
+		// another tenant.
+		return &fixError{cause: api.ErrNotFound, msg: fmt.Sprintf(
+			"sdk: tenant %q from %s, but the token in %s is tenant %q's: use a token of tenant %s, or leave the tenant unset (the token names it)",
+			c.tenant, c.tenantFrom, c.tokenFrom, named, c.tenant)}
+	case c.tenant == "":
+		return fmt.Errorf("sdk: no tenant: set %s or use WithTenant (the token in %s names none: a tenant token is %s<tenant>_<secret>)",
+			EnvTenant, c.tokenFrom, tokenPrefix)
+	}
+	if err := api.ValidateTenantName("tenant (from "+c.tenantFrom+")", c.tenant); err != nil {
+		return fmt.Errorf("sdk: %w", err)
+	}
+	return nil
+}
+
+// Tenant tokens are tokenPrefix + tenant + "_" + secret, the secret
+// minSecret to maxSecret characters of base64url: tenants.ParseToken's
+// rules, which the SDK may not import (a test keeps the two in step).
+const (
+	tokenPrefix = "rft_"
+	minSecret   = 22
+	maxSecret   = 128
+)
+
+// tokenTenant returns the tenant a well-formed tenant token names. It
+// says nothing of whether the token is authentic: the servers decide.
+func tokenTenant(token string) (string, bool) {
+	rest, ok := strings.CutPrefix(token, tokenPrefix)
+	if !ok {
+		return "", false
+	}
+	tenant, secret, ok := strings.Cut(rest, "_")
+	if !ok || api.ValidateTenantName("", tenant) != nil || len(secret) < minSecret || len(secret) > maxSecret {
+		return "", false
+	}
+	for i := range len(secret) {
+		switch b := secret[i]; {
+		case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9', b == '-', b == '_':
+		default:
+			return "", false
+		}
+	}
+	return tenant, true
+}
+
+// unauthorized turns a 401 into an error naming what to fix: the setting
+// the token came from and the tenant it was for. It still matches
+// ErrUnauthorized.
+func (c *connConfig) unauthorized(e *api.Error) error {
+	fix := "set " + c.tokenFrom + " to"
+	if c.tokenFrom == "WithToken" {
+		fix = "give WithToken"
+	}
+	return &fixError{cause: e, msg: fmt.Sprintf("the servers refused the token in %s for tenant %s (401 unauthorized): %s a current token of tenant %s (the server said: %s)",
+		c.tokenFrom, c.tenant, fix, c.tenant, e.Message)}
+}
+
+// fixError is an error whose text says what setting to fix, in place of
+// its cause's, which it unwraps to (so errors.Is matches the cause's
+// sentinel).
+type fixError struct {
+	cause error
+	msg   string
+}
+
+func (e *fixError) Error() string { return e.msg }
+func (e *fixError) Unwrap() error { return e.cause }
 
 func (m *memberConfig) validate() error {
 	switch {
@@ -176,14 +256,16 @@ func WithServers(servers ...string) Option {
 	}
 }
 
-// WithTenant sets the tenant, overriding RAFTING_TENANT.
+// WithTenant sets the tenant, overriding RAFTING_TENANT. Without either,
+// the tenant is the one the token names; with one, a token of another
+// tenant is refused by Connect and Join.
 func WithTenant(name string) Option {
-	return func(c *config) { c.conn.tenant, c.connSet = name, true }
+	return func(c *config) { c.conn.tenant, c.conn.tenantFrom, c.connSet = name, "WithTenant", true }
 }
 
 // WithToken sets the tenant's token, overriding RAFTING_TOKEN.
 func WithToken(token string) Option {
-	return func(c *config) { c.conn.token, c.connSet = token, true }
+	return func(c *config) { c.conn.token, c.conn.tokenFrom, c.connSet = token, "WithToken", true }
 }
 
 // WithLogger sets the logger; nil (the default) is silent. The SDK never

@@ -57,6 +57,10 @@ type Config struct {
 	// (a server list, a leader hint): the token would cross the network
 	// in the clear.
 	Insecure bool
+	// Unauthorized, if set, makes the error of a 401 answer: one that
+	// names what to fix. It must keep the *api.Error in its chain. nil:
+	// the *api.Error as decoded.
+	Unauthorized func(*api.Error) error
 }
 
 // Client sends requests to the cluster.
@@ -65,6 +69,7 @@ type Client struct {
 	scheme  string
 	anyHost bool // any server may be used: HTTPS, or plain HTTP allowed off loopback
 	auth    string
+	unauth  func(*api.Error) error
 	short   *http.Client // ordinary requests and streams
 	poll    *http.Client // blocking queries: no response-header timeout
 	own     []*http.Transport
@@ -83,6 +88,7 @@ func New(cfg Config) (*Client, error) {
 	c := &Client{
 		scheme:   "http",
 		auth:     "Bearer " + cfg.Token,
+		unauth:   cfg.Unauthorized,
 		log:      cfg.Logger,
 		breakers: map[string]*gobreaker.TwoStepCircuitBreaker[struct{}]{},
 	}
@@ -425,7 +431,7 @@ func (c *Client) send(ctx context.Context, server string, req Request) (*Respons
 		return nil, netError(ctx, server, err)
 	}
 	if resp.StatusCode >= 400 {
-		return nil, decodeError(resp, b)
+		return nil, c.decodeError(resp, b)
 	}
 	return &Response{Status: resp.StatusCode, Header: resp.Header, Body: b, Server: server}, nil
 }
@@ -456,10 +462,15 @@ func netError(ctx context.Context, server string, err error) error {
 	return &NetError{Server: server, Err: err}
 }
 
-func decodeError(resp *http.Response, body []byte) *api.Error {
+// decodeError turns an error answer into an *api.Error, a 401 through
+// Config.Unauthorized.
+func (c *Client) decodeError(resp *http.Response, body []byte) error {
 	e := api.Decode(resp.StatusCode, body, resp.Header.Get("Retry-After"))
 	if e.Leader == "" {
 		e.Leader = resp.Header.Get(api.HeaderLeader)
+	}
+	if e.Code == api.CodeUnauthorized && c.unauth != nil {
+		return c.unauth(e)
 	}
 	return e
 }
@@ -509,7 +520,7 @@ func (c *Client) Stream(ctx context.Context, server, path string) (*http.Respons
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, api.MaxBodyBytes))
 		resp.Body.Close()
-		e := decodeError(resp, b)
+		e := c.decodeError(resp, b)
 		done(e)
 		return nil, server, e
 	}
