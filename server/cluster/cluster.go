@@ -465,7 +465,11 @@ func raftError(err error, ctx context.Context) *api.Error {
 }
 
 // readIndex waits for a ReadIndex on a shard: on success the local replica
-// has applied everything committed before the call.
+// has applied everything committed before the call. A ReadIndex that
+// Dragonboat drops (a leader elected a moment ago has not committed an
+// entry of its term yet, or the replica does not know its leader) is tried
+// again, every RTT, within the same bound: a read right after an election
+// waits for it instead of failing.
 func (n *Node) readIndex(ctx context.Context, shard uint64) error {
 	timeout := n.cfg.ProposalTimeout
 	if dl, ok := ctx.Deadline(); ok {
@@ -474,22 +478,43 @@ func (n *Node) readIndex(ctx context.Context, shard uint64) error {
 	if timeout < n.cfg.RTT {
 		return &api.Error{Code: api.CodeUnavailable, Message: "raft: no time left to read", RetryAfter: 100 * time.Millisecond}
 	}
+	deadline := time.Now().Add(timeout)
+	for {
+		dropped, err := n.readIndexOnce(ctx, shard, time.Until(deadline))
+		if !dropped {
+			return err
+		}
+		if time.Until(deadline) < 2*n.cfg.RTT {
+			return err
+		}
+		select {
+		case <-time.After(n.cfg.RTT):
+		case <-ctx.Done():
+			return &api.Error{Code: api.CodeUnavailable, Message: "raft: read index: " + ctx.Err().Error(), RetryAfter: 100 * time.Millisecond}
+		}
+	}
+}
+
+// readIndexOnce is one ReadIndex; dropped reports a request Dragonboat
+// dropped or could not take because the shard is not ready, which a retry
+// may pass.
+func (n *Node) readIndexOnce(ctx context.Context, shard uint64, timeout time.Duration) (dropped bool, err error) {
 	rs, err := n.nh.ReadIndex(shard, timeout)
 	if err != nil {
-		return raftError(err, ctx)
+		return errors.Is(err, dragonboat.ErrShardNotReady), raftError(err, ctx)
 	}
 	defer rs.Release()
 	select {
 	case r := <-rs.ResultC():
 		if r.Completed() {
-			return nil
+			return false, nil
 		}
 		if r.Timeout() {
-			return &api.Error{Code: api.CodeUnavailable, Message: "raft: read index timed out (no quorum?)", RetryAfter: 200 * time.Millisecond}
+			return false, &api.Error{Code: api.CodeUnavailable, Message: "raft: read index timed out (no quorum?)", RetryAfter: 200 * time.Millisecond}
 		}
-		return &api.Error{Code: api.CodeUnavailable, Message: "raft: read index dropped or aborted", RetryAfter: 100 * time.Millisecond}
+		return r.Dropped(), &api.Error{Code: api.CodeUnavailable, Message: "raft: read index dropped or aborted", RetryAfter: 100 * time.Millisecond}
 	case <-ctx.Done():
-		return &api.Error{Code: api.CodeUnavailable, Message: "raft: read index: " + ctx.Err().Error(), RetryAfter: 100 * time.Millisecond}
+		return false, &api.Error{Code: api.CodeUnavailable, Message: "raft: read index: " + ctx.Err().Error(), RetryAfter: 100 * time.Millisecond}
 	}
 }
 
