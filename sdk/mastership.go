@@ -2,6 +2,8 @@ package sdk
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync/atomic"
 	"time"
 )
@@ -38,6 +40,8 @@ func (m *Member) reconcileLocked(now time.Time) {
 		m.log.Info("role", "role", role.String(), "previous", m.role.String(), "token", token)
 		m.queueLocked(notice{change: m.changeLocked(role, m.role, token, now), to: m.subs})
 		m.role, m.token = role, token
+		close(m.changed)
+		m.changed = make(chan struct{})
 	}
 	select {
 	case m.timer <- struct{}{}:
@@ -228,4 +232,100 @@ func (m *Member) OnRoleChange(fn func(RoleChange)) (stop func()) {
 			}
 		}
 	}
+}
+
+// RunAsMaster runs fn whenever the member is master, and only then: it
+// waits until the member is Master, calls fn with the Term, and when fn
+// returns waits for the member's next term to call it again. It is the
+// master's job loop, with nothing to poll:
+//
+//	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM)
+//	defer stop()
+//	m, err := sdk.Join(ctx, inst)
+//	...
+//	defer m.Leave(context.Background()) // hands the mastership over
+//	err = m.RunAsMaster(ctx, func(t sdk.Term) error {
+//		return work(t.Ctx, t.Token) // until t.Ctx ends
+//	})
+//
+// The Term's Ctx ends when the term does (the promise ran out, a
+// demotion, Resign, Leave) or when ctx ends, whichever is first, and
+// once fn has returned; fn must stop acting when it ends, and return.
+// What fn returns decides what follows:
+//
+//   - nil, or the Ctx's own error once the Ctx has ended (fn stopped with
+//     its term): the job is done for this term. fn is called again in the
+//     member's next term, never twice in one: a fn that returns at once
+//     leaves the member master, idle, until its term ends.
+//   - any other error: RunAsMaster returns it, wrapped.
+//
+// RunAsMaster returns ctx.Err() once ctx ends, and the member's Err
+// (ErrLeft, or an error matching ErrSessionLost) once it has left or lost
+// its session; an error matching ErrNotMaster at once for a farm member,
+// which never masters. It never resigns nor leaves: when it returns, the
+// member may still be master with nothing running its job, so hand over
+// then, with Leave (or Resign to stay a candidate) — the deferred Leave
+// above does. Each call runs its own fn; a member may run several.
+func (m *Member) RunAsMaster(ctx context.Context, fn func(Term) error) error {
+	if m.farm {
+		return fmt.Errorf("sdk: run as master %s/%s: a farm member never masters: %w", m.service, m.id, ErrNotMaster)
+	}
+	var last *term
+	for {
+		t, err := m.awaitTerm(ctx, last)
+		if err != nil {
+			return err
+		}
+		last = t
+		job, cancel := t.job(ctx)
+		err = fn(job)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case err == nil:
+		case t.view.Err() != nil && errors.Is(err, context.Canceled):
+			// fn stopped because its term ended.
+		default:
+			return fmt.Errorf("sdk: run as master %s/%s: term %d: %w", m.service, m.id, t.token, err)
+		}
+	}
+}
+
+// awaitTerm waits until the member is Master in a term other than last,
+// and returns that term; or until ctx ends (its error), or the member
+// ended (its Err). It looks at the role whenever it changes.
+func (m *Member) awaitTerm(ctx context.Context, last *term) (*term, error) {
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		m.mu.Lock()
+		m.reconcileLocked(time.Now())
+		t, changed := m.term, m.changed
+		if m.role != Master {
+			t = nil
+		}
+		m.mu.Unlock()
+		if t != nil && t != last {
+			return t, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-m.done:
+			return nil, m.Err()
+		case <-changed:
+		}
+	}
+}
+
+// job is the Term RunAsMaster gives its fn: t's, with a Ctx that also
+// ends with ctx, and whose Err and Done look at the promise as t's do.
+// cancel ends it and releases its resources.
+func (t *term) job(ctx context.Context) (Term, context.CancelFunc) {
+	jctx, cancel := context.WithCancel(t.ctx)
+	stop := context.AfterFunc(ctx, cancel)
+	view := &termCtx{Context: jctx, m: t.view.m, token: t.token}
+	return Term{Token: t.token, Ctx: view}, func() { stop(); cancel() }
 }

@@ -96,12 +96,13 @@ type Member struct {
 	reregister    bool          // the servers lost the registration: the worker sends it again
 	lost          error
 
-	subs   []*roleSub
-	queue  []notice
-	closed bool          // the notifier drains the queue and stops
-	wake   chan struct{} // the notifier has work
-	timer  chan struct{} // the role loop must look at its timer again
-	work   chan struct{} // the session worker has work (an expiry, a resign)
+	subs    []*roleSub
+	queue   []notice
+	changed chan struct{} // closed and replaced at every change of role or token
+	closed  bool          // the notifier drains the queue and stops
+	wake    chan struct{} // the notifier has work
+	timer   chan struct{} // the role loop must look at its timer again
+	work    chan struct{} // the session worker has work (an expiry, a resign)
 
 	cancel    context.CancelFunc // ends the loops
 	wg        sync.WaitGroup     // the loops
@@ -277,6 +278,7 @@ func newMember(c *Client, inst Instance, cfg memberConfig, owns bool) *Member {
 		log:  c.log.With("service", inst.Service, "instance", inst.ID),
 		wake: make(chan struct{}, 1), timer: make(chan struct{}, 1), work: make(chan struct{}, 1),
 		lane: make(chan struct{}, 1), done: make(chan struct{}), quiet: make(chan struct{}),
+		changed: make(chan struct{}),
 	}
 	if m.lease < 0 {
 		m.lease = DefaultLease
