@@ -12,8 +12,17 @@
 //
 // Everything it starts stops in the test's cleanup: members leave, clients
 // close, then the servers stop, so go.uber.org/goleak finds nothing left.
-// The servers are real (Raft, state machines, REST API); fault injection
-// (stopping or crashing a node) goes through Cluster.Servers.
+// The servers are real (Raft, state machines, REST API). Crash kills a
+// member as kill -9 would its process, and WaitEndpoints waits for a
+// Client's cache to follow; fault injection on the servers (stopping or
+// crashing a node) goes through Cluster.Servers.
+//
+// A Client made after a Join returned always sees that instance (its first
+// fill is a consistent read), so a test may Pick at once, as above.
+//
+// Importing sdktest leaves the standard library's logger as Go sets it up:
+// Dragonboat's logging package (capnslog) takes log's output, flags and
+// prefix over in its init, and sdktest's init gives them back.
 //
 // With Options.TLS the servers speak HTTPS, with certificates of a CA made
 // for the test (Cluster.CA), as a production cluster does; Options then
@@ -28,17 +37,35 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"os"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/balancer"
 	"github.com/rafting/rafting/sdk"
+	"github.com/rafting/rafting/sdk/internal/testhook"
 	"github.com/rafting/rafting/server/config"
 	"github.com/rafting/rafting/server/servertest"
 )
+
+// Dragonboat's capnslog, in its init, points the standard logger at itself
+// with no flags: a test binary that imports sdktest would print the
+// user's log lines in capnslog's format. Packages are initialized after
+// those they import, so this runs after capnslog's init and before any
+// package that imports sdktest: Go's defaults are back before user code
+// runs.
+func init() {
+	log.SetOutput(os.Stderr)
+	log.SetFlags(log.LstdFlags)
+	log.SetPrefix("")
+}
 
 // DefaultTenant is the tenant Start creates.
 const DefaultTenant = "test"
@@ -62,8 +89,13 @@ type Cluster struct {
 	Token   string
 	// CA is the PEM file of the servers' CA with Options.TLS, else "".
 	CA string
+	// WaitTimeout bounds WaitEndpoints; zero is DefaultWaitTimeout.
+	WaitTimeout time.Duration
 
 	admin *http.Client // the tenant creation's, verifying with CA
+
+	mu        sync.Mutex
+	balancers map[*sdk.Service]*balancer.Balancer // WaitEndpoints': one per service
 }
 
 // Start starts a three-node cluster with one tenant and waits until the
@@ -248,4 +280,74 @@ func (c *Cluster) Join(t testing.TB, inst sdk.Instance, opts ...sdk.Option) *sdk
 	}
 	t.Cleanup(func() { m.Leave(context.Background()) })
 	return m
+}
+
+// Crash kills a member as kill -9 would kill its process: its session
+// stream and connections drop and its keepalives stop, and nothing is said
+// to the servers — no drain, no deregistration, no session end. The
+// servers find out as they would in production: the dropped stream starts
+// the session's drop_grace (500 ms by default), after which the session
+// ends with its instances, and a master's standby is granted once the
+// dead master's promise has run out too. A member made by Join (and
+// Cluster.Join) loses its Client with it; one made by (*Client).Join
+// leaves the Client and its other members running.
+//
+// The member is over locally: Done is closed, Err matches
+// sdk.ErrSessionLost, and its OnRoleChange callbacks are told Left (a
+// killed process would run none; they report what the test did). Leave
+// after Crash sends nothing.
+func (c *Cluster) Crash(t testing.TB, m *sdk.Member) {
+	t.Helper()
+	testhook.Crash(m)
+}
+
+// DefaultWaitTimeout bounds WaitEndpoints unless Cluster.WaitTimeout says
+// otherwise: long enough for a crashed member's drop_grace or TTL, and a
+// master's promise, to run out.
+const DefaultWaitTimeout = 30 * time.Second
+
+// WaitEndpoints waits until svc's balancers pick from exactly n endpoints,
+// and fails t if they do not within WaitTimeout, naming what the cache
+// held. Endpoints are the ready instances with a weight, and those
+// kept through a quarantine after a mass removal (sdk.WithQuarantine; use
+// WithQuarantine(0) to see removals at once).
+func (c *Cluster) WaitEndpoints(t testing.TB, svc *sdk.Service, n int) {
+	t.Helper()
+	c.mu.Lock()
+	if c.balancers == nil {
+		c.balancers = map[*sdk.Service]*balancer.Balancer{}
+	}
+	b := c.balancers[svc]
+	if b == nil {
+		// A balancer lives as long as its Client: one per service, kept.
+		b = svc.Balancer(balancer.RoundRobin())
+		c.balancers[svc] = b
+	}
+	c.mu.Unlock()
+	timeout := c.WaitTimeout
+	if timeout <= 0 {
+		timeout = DefaultWaitTimeout
+	}
+	deadline := time.Now().Add(timeout)
+	for len(b.Endpoints()) != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("sdktest: service %s: %d endpoints after %v, want %d: %s",
+				svc.Name(), len(b.Endpoints()), timeout, n, describe(svc.Snapshot(), b.Endpoints()))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// describe tells what a cache held, for a failure.
+func describe(snap sdk.Snapshot, eps []balancer.Endpoint) string {
+	var picked, listed []string
+	for _, e := range eps {
+		picked = append(picked, e.ID+"@"+e.Address)
+	}
+	for _, in := range snap.Instances {
+		listed = append(listed, fmt.Sprintf("%s@%s (%s, weight %d)", in.ID, in.Address, in.State, in.Weight))
+	}
+	return fmt.Sprintf("picked [%s]; the cache at index %d lists [%s], quarantined [%s], stale %v, synced %s ago",
+		strings.Join(picked, " "), snap.Index, strings.Join(listed, ", "), strings.Join(snap.Quarantined, " "),
+		snap.Stale, time.Since(snap.Synced).Round(time.Millisecond))
 }
