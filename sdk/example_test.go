@@ -2,9 +2,12 @@ package sdk_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
-	"time"
+	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/rafting/rafting/api"
 	"github.com/rafting/rafting/balancer"
@@ -23,29 +26,32 @@ func ExampleJoin() {
 	// ... serve until told to stop ...
 }
 
-// A master-standby instance acts only while it is master, with the fencing
-// token of its term and a context that ends with its lease.
+// A master-standby instance runs its job only while it is master:
+// RunAsMaster calls it in each of the member's terms, with the term's
+// fencing token and a ctx that ends with the term, or at SIGTERM. Then
+// Leave hands the mastership over at once.
 func ExampleJoin_masterStandby() {
-	ctx := context.Background()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	m, err := sdk.Join(ctx, sdk.Instance{Service: "billing", Mode: sdk.MasterStandby},
-		sdk.WithRoleChange(func(c sdk.RoleChange) { log.Printf("billing: %s (token %d)", c.Role, c.Token) }))
+		sdk.WithRoleChange(func(c sdk.RoleChange) { log.Printf("billing %s: %s", c.Member.ID(), c) }))
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer m.Leave(context.Background())
-	for {
-		if t, ok := m.Mastership(); ok {
-			runBatch(t.Ctx, t.Token) // stops when t.Ctx ends
-		}
-		select {
-		case <-m.Done():
-			return
-		case <-time.After(100 * time.Millisecond):
-		}
+	err = m.RunAsMaster(ctx, func(t sdk.Term) error {
+		return runBatches(t.Ctx, t.Token) // until t.Ctx ends
+	})
+	if !errors.Is(err, context.Canceled) {
+		log.Print(err)
 	}
 }
 
-func runBatch(ctx context.Context, token uint64) {}
+// runBatches writes under token, which the store checks, until ctx ends.
+func runBatches(ctx context.Context, token uint64) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
 
 // A caller watches a service and picks an instance per request.
 func ExampleClient_Service() {

@@ -322,13 +322,19 @@ func (m *Member) Role() Role {
 // IsMaster reports whether the member may act as its service's master now:
 // the latest known master record names its session, and the latest
 // keepalive promise (anchored at its send, less a margin) has not run out.
-// Check it, or better Mastership's Ctx, right before acting.
+// To act as master, use Mastership (or RunAsMaster) instead: it gives the
+// fencing token and a Ctx for the work in the same read, and a second read
+// after IsMaster may already disagree with it.
 func (m *Member) IsMaster() bool {
 	return m.Role() == Master
 }
 
 // FencingToken returns the token of the member's mastership while it is
 // Master, else 0.
+//
+// Deprecated: use Mastership, which reads the token together with the
+// role and gives the term's Ctx to bound the work: IsMaster followed by
+// FencingToken is two reads, and the token may be 0 by the second.
 func (m *Member) FencingToken() uint64 {
 	t, _ := m.Mastership()
 	return t.Token
@@ -337,7 +343,8 @@ func (m *Member) FencingToken() uint64 {
 // Mastership returns the member's current term, in one consistent read:
 // its fencing token and a context cancelled when the term ends locally
 // (the promise runs out, a demotion, Resign, Leave). ok is false when the
-// member is not Master.
+// member is not Master. The Ctx does not end with any ctx of the caller's
+// (Join's included): to stop with one too, use RunAsMaster, or derive.
 func (m *Member) Mastership() (Term, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
