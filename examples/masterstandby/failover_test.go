@@ -195,6 +195,29 @@ func TestMasterStandbyProcesses(t *testing.T) {
 		if took > 2*time.Second || next.Token <= m.Token {
 			t.Fatalf("graceful handover took %v, token %d -> %d", took, m.Token, next.Token)
 		}
+		// SIGTERM ended the old master's job and the process: it wrote
+		// nothing once it stopped being master, and exited.
+		select {
+		case <-g.members[m.ID].p.Exited():
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s still runs 5s after SIGTERM", m.ID)
+		}
+		var stopped int64
+		for _, e := range g.roleEvents(m.ID, stop.UnixNano()) {
+			if e.Role != "master" {
+				stopped = e.At
+				break
+			}
+		}
+		if stopped == 0 {
+			t.Fatalf("%s reported no demotion after SIGTERM; events:\n%s", m.ID, g.dump())
+		}
+		for _, e := range g.events_() {
+			if e.ID == m.ID && e.Ev == "write" && e.At > stopped {
+				t.Fatalf("%s wrote at %s, after it stopped being master at %s", m.ID,
+					time.Unix(0, e.At).Format("15:04:05.000"), time.Unix(0, stopped).Format("15:04:05.000"))
+			}
+		}
 	})
 
 	t.Run("kill -9", func(t *testing.T) {

@@ -16,6 +16,11 @@
 //
 // Each member prints one JSON object per line on stdout (role changes,
 // writes, refusals), which the failover tests and benchmarks read.
+//
+// A member is the pattern to copy for a job that must run on one instance
+// only: Join under signal.NotifyContext, put the job in Member.RunAsMaster,
+// and Leave when it returns. SIGTERM ends the job's term and RunAsMaster,
+// and Leave hands the mastership over at once.
 package main
 
 import (
@@ -112,51 +117,62 @@ type memberConfig struct {
 // member joins, writes to the ledger while it is master, and leaves
 // gracefully on SIGTERM (handing the mastership over at once). SIGUSR1
 // makes it resign.
+//
+// The master's work runs in RunAsMaster: it starts when the member is
+// elected, stops when its term ends (the Term's Ctx), and starts again in
+// the member's next term. SIGTERM ends ctx, which ends the term's Ctx and
+// RunAsMaster; Leave then hands the mastership over in its drain.
 func member(ctx context.Context, c memberConfig) error {
-	var mu sync.Mutex
-	self := c.id // the generated ID is known once Join returns
-	who := func() string { mu.Lock(); defer mu.Unlock(); return self }
-	opts := []sdk.Option{sdk.WithLease(c.lease), sdk.WithTTL(c.ttl), sdk.WithColdStart(c.coldMin, c.coldSettle)}
+	opts := []sdk.Option{sdk.WithLease(c.lease), sdk.WithTTL(c.ttl), sdk.WithColdStart(c.coldMin, c.coldSettle),
+		sdk.WithRoleChange(func(rc sdk.RoleChange) {
+			// Called from the first role on, before Join returns: the
+			// change carries its member (never read m here).
+			emit(Event{Ev: "role", ID: rc.Member.ID(), Role: rc.Role.String(), Token: rc.Token, At: rc.At.UnixNano()})
+		})}
 	if c.debug {
 		opts = append(opts, sdk.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 	}
-	m, err := sdk.Join(ctx, sdk.Instance{Service: service, ID: c.id, Address: "127.0.0.1:0", Mode: sdk.MasterStandby, Priority: c.priority},
-		append(opts,
-			sdk.WithRoleChange(func(rc sdk.RoleChange) {
-				emit(Event{Ev: "role", ID: who(), Role: rc.Role.String(), Token: rc.Token, At: rc.At.UnixNano()})
-			}))...)
+	m, err := sdk.Join(ctx, sdk.Instance{Service: service, ID: c.id, Address: "127.0.0.1:0", Mode: sdk.MasterStandby, Priority: c.priority}, opts...)
 	if err != nil {
 		return fmt.Errorf("join: %w", err)
 	}
-	mu.Lock()
-	self = m.ID()
-	mu.Unlock()
+	self := m.ID()
 	log.Printf("%s joined %s (priority %d)", self, service, c.priority)
+
+	// SIGUSR1: resign, until the member stops.
+	rctx, stopResign := context.WithCancel(ctx)
+	var resigner sync.WaitGroup
 	resign := make(chan os.Signal, 1)
 	signal.Notify(resign, syscall.SIGUSR1)
-	defer signal.Stop(resign)
-	tick := time.NewTicker(c.every)
-	defer tick.Stop()
-	for seq := 0; ; seq++ {
-		select {
-		case <-ctx.Done():
-			lctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			err := m.Leave(lctx)
-			emit(Event{Ev: "left", ID: self})
-			return err
-		case <-m.Done():
-			return fmt.Errorf("member ended: %w", m.Err())
-		case <-resign:
-			if err := m.Resign(ctx); err != nil {
-				log.Printf("%s: resign: %v", self, err)
+	resigner.Go(func() {
+		for {
+			select {
+			case <-rctx.Done():
+				return
+			case <-resign:
+				if err := m.Resign(rctx); err != nil {
+					log.Printf("%s: resign: %v", self, err)
+				}
 			}
-		case <-tick.C:
-			// Act only under a live mastership, with its token.
-			t, ok := m.Mastership()
-			if !ok {
-				continue
+		}
+	})
+
+	seq := 0
+	err = m.RunAsMaster(ctx, func(t sdk.Term) error {
+		tick := time.NewTicker(c.every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-t.Ctx.Done():
+				return nil // the term is over: RunAsMaster waits for the next
+			case <-tick.C:
 			}
+			// Act only under a live term, with its token: Err looks at the
+			// promise now.
+			if t.Ctx.Err() != nil {
+				return nil
+			}
+			seq++
 			err := c.ledger.write(t.Token, fmt.Sprintf("%s %d %d", self, seq, time.Now().UnixNano()))
 			switch {
 			case errors.Is(err, errFenced):
@@ -167,7 +183,23 @@ func member(ctx context.Context, c memberConfig) error {
 				emit(Event{Ev: "write", ID: self, Token: t.Token})
 			}
 		}
+	})
+	signal.Stop(resign)
+	stopResign()
+	resigner.Wait()
+
+	// Stopped (SIGTERM), lost, or the ledger failed: hand over and go.
+	lctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	lerr := m.Leave(lctx)
+	emit(Event{Ev: "left", ID: self})
+	switch {
+	case errors.Is(err, context.Canceled):
+		return lerr
+	case errors.Is(err, sdk.ErrSessionLost):
+		return fmt.Errorf("member ended: %w", err) // Leave says the same
 	}
+	return errors.Join(err, lerr)
 }
 
 // demo starts three members, kills the master with SIGKILL, then stops the
