@@ -211,6 +211,27 @@ func TestMasterRunAsMaster(t *testing.T) {
 		}
 	})
 
+	t.Run("SuspensionEndsTheTerm", func(t *testing.T) {
+		a := c.Join(t, msInstance("ram6", "a", 0))
+		b := c.Join(t, msInstance("ram6", "b", 0))
+		watchOneMaster(t, a, b)
+		j := newJob()
+		runAsMaster(t, a, j.run)
+		first := j.next(t, "a, the master")
+		sdk.PauseKeepalives(a, true)
+		if !ended(first.Ctx, 2*time.Second) {
+			t.Fatalf("fn's Term.Ctx is live 2s after a's keepalives stopped: %s", sdk.Debug(a))
+		}
+		if a.Role() != sdk.Suspended {
+			t.Fatalf("a is %v, want suspended", a.Role())
+		}
+		sdk.PauseKeepalives(a, false)
+		second := j.next(t, "a, resumed")
+		if second.Token != first.Token || second.Ctx.Err() != nil {
+			t.Fatalf("after the suspension fn ran with token %d (err %v), want %d live", second.Token, second.Ctx.Err(), first.Token)
+		}
+	})
+
 	t.Run("Farm", func(t *testing.T) {
 		f := c.Join(t, sdk.Instance{Service: "ramfarm", ID: "f", Address: "f:1"})
 		j := newJob()

@@ -259,6 +259,10 @@ func (m *Member) OnRoleChange(fn func(RoleChange)) (stop func()) {
 //     leaves the member master, idle, until its term ends.
 //   - any other error: RunAsMaster returns it, wrapped.
 //
+// A term ends at a suspension too (the promise ran out while the session
+// lives), so fn stops then, and runs again when the member resumes as
+// Master, with the same token.
+//
 // RunAsMaster returns ctx.Err() once ctx ends, and the member's Err
 // (ErrLeft, or an error matching ErrSessionLost) once it has left or lost
 // its session; an error matching ErrNotMaster at once for a farm member,

@@ -75,8 +75,12 @@ func (c RoleChange) String() string {
 	return s
 }
 
-// Term is one mastership as Member.Mastership returns it, in one
-// consistent read.
+// Term is one stretch of a member's mastership, from the moment it may
+// act as master to the moment it must stop, in one consistent read: as
+// Member.Mastership returns it, RunAsMaster gives it to its fn, and a
+// Master RoleChange carries it. A suspension ends a term; the member's
+// next term may have the same token (it resumed: no one else was granted
+// meanwhile).
 type Term struct {
 	// Token is the fencing token of the mastership: pass it with every
 	// write to what the master guards; that resource rejects a token lower
