@@ -39,7 +39,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log"
 	"net/http"
 	"os"
 	"strings"
@@ -54,18 +53,6 @@ import (
 	"github.com/rafting/rafting/server/config"
 	"github.com/rafting/rafting/server/servertest"
 )
-
-// Dragonboat's capnslog, in its init, points the standard logger at itself
-// with no flags: a test binary that imports sdktest would print the
-// user's log lines in capnslog's format. Packages are initialized after
-// those they import, so this runs after capnslog's init and before any
-// package that imports sdktest: Go's defaults are back before user code
-// runs.
-func init() {
-	log.SetOutput(os.Stderr)
-	log.SetFlags(log.LstdFlags)
-	log.SetPrefix("")
-}
 
 // DefaultTenant is the tenant Start creates.
 const DefaultTenant = "test"

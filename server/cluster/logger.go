@@ -3,12 +3,25 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"log"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 
 	"github.com/lni/dragonboat/v4/logger"
 )
+
+// Dragonboat's capnslog takes over the standard library's logger in its
+// init (its log_hijack.go: log.SetOutput into capnslog, flags 0). This
+// package's init runs after it and puts Go's defaults back, so neither the
+// binary nor a program that starts servers in-process (servertest, sdktest)
+// finds its log output changed.
+func init() {
+	log.SetOutput(os.Stderr)
+	log.SetFlags(log.LstdFlags)
+	log.SetPrefix("")
+}
 
 // Dragonboat's logger factory can be set once per process (a second call
 // panics), before the first NodeHost. The first Node installs a factory that
