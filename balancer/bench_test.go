@@ -79,10 +79,31 @@ func benchPickDoneParallel(b *testing.B, p balancer.Policy, n int) {
 	})
 }
 
+// benchPickExcept measures a retry's pick: PickExcept avoiding the two
+// endpoints already tried, and Finish.
+func benchPickExcept(b *testing.B, p balancer.Policy, n int) {
+	bl := balancer.New(p)
+	eps := endpoints(n)
+	bl.Update(eps)
+	tried := []string{eps[0].ID, eps[n/2].ID}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		_, d, err := bl.PickExcept(tried...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		d.Finish(nil)
+	}
+}
+
 func BenchmarkRoundRobin(b *testing.B) {
 	for _, n := range []int{10, 1000} {
 		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) { benchPick(b, balancer.RoundRobin(), n) })
 		b.Run(fmt.Sprintf("n=%d/parallel", n), func(b *testing.B) { benchPickParallel(b, balancer.RoundRobin(), n) })
+		b.Run(fmt.Sprintf("n=%d/done", n), func(b *testing.B) { benchPickDone(b, balancer.RoundRobin(), n) })
+		b.Run(fmt.Sprintf("n=%d/done/parallel", n), func(b *testing.B) { benchPickDoneParallel(b, balancer.RoundRobin(), n) })
+		b.Run(fmt.Sprintf("n=%d/except", n), func(b *testing.B) { benchPickExcept(b, balancer.RoundRobin(), n) })
 	}
 }
 
@@ -90,6 +111,9 @@ func BenchmarkMonteCarlo(b *testing.B) {
 	for _, n := range []int{10, 1000} {
 		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) { benchPick(b, balancer.MonteCarlo(), n) })
 		b.Run(fmt.Sprintf("n=%d/parallel", n), func(b *testing.B) { benchPickParallel(b, balancer.MonteCarlo(), n) })
+		b.Run(fmt.Sprintf("n=%d/done", n), func(b *testing.B) { benchPickDone(b, balancer.MonteCarlo(), n) })
+		b.Run(fmt.Sprintf("n=%d/done/parallel", n), func(b *testing.B) { benchPickDoneParallel(b, balancer.MonteCarlo(), n) })
+		b.Run(fmt.Sprintf("n=%d/except", n), func(b *testing.B) { benchPickExcept(b, balancer.MonteCarlo(), n) })
 	}
 }
 
@@ -98,6 +122,7 @@ func BenchmarkLeastLoaded(b *testing.B) {
 		b.Run(fmt.Sprintf("n=%d/done", n), func(b *testing.B) { benchPickDone(b, balancer.LeastLoaded(), n) })
 		b.Run(fmt.Sprintf("n=%d/done/parallel", n), func(b *testing.B) { benchPickDoneParallel(b, balancer.LeastLoaded(), n) })
 		b.Run(fmt.Sprintf("n=%d/pick", n), func(b *testing.B) { benchPick(b, balancer.LeastLoaded(), n) })
+		b.Run(fmt.Sprintf("n=%d/except", n), func(b *testing.B) { benchPickExcept(b, balancer.LeastLoaded(), n) })
 	}
 }
 
@@ -105,11 +130,43 @@ func BenchmarkFunc(b *testing.B) {
 	first := balancer.Func(first)
 	b.Run("n=10", func(b *testing.B) { benchPick(b, first, 10) })
 	b.Run("n=10/parallel", func(b *testing.B) { benchPickParallel(b, first, 10) })
+	b.Run("n=10/except", func(b *testing.B) { benchPickExcept(b, first, 10) })
 }
 
 func BenchmarkCustom(b *testing.B) {
 	b.Run("n=10", func(b *testing.B) { benchPick(b, ZoneFirst("zone-1"), 10) })
 	b.Run("n=10/parallel", func(b *testing.B) { benchPickParallel(b, ZoneFirst("zone-1"), 10) })
+	b.Run("n=10/except", func(b *testing.B) { benchPickExcept(b, ZoneFirst("zone-1"), 10) })
+}
+
+// BenchmarkFollower measures asking a Balancer again for the follower of
+// a policy, which the SDK's Service.Balancer does per call.
+func BenchmarkFollower(b *testing.B) {
+	bl := balancer.New(nil)
+	bl.Update(endpoints(10))
+	for _, p := range []struct {
+		name string
+		p    balancer.Policy
+	}{{"own", balancer.RoundRobin()}, {"LeastLoaded", balancer.LeastLoaded()}, {"custom", ZoneFirst("zone-1")}} {
+		b.Run(p.name, func(b *testing.B) {
+			f := bl.Follower(p.p)
+			b.ReportAllocs()
+			for b.Loop() {
+				if bl.Follower(p.p) != f {
+					b.Fatal("another follower")
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkStats(b *testing.B) {
+	bl := balancer.New(balancer.LeastLoaded())
+	bl.Update(endpoints(10))
+	b.ReportAllocs()
+	for b.Loop() {
+		bl.Stats()
+	}
 }
 
 // BenchmarkUpdate measures the slow path: copying the list, carrying the

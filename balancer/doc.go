@@ -3,6 +3,32 @@
 // requests in flight (LeastLoaded), or by a policy of your own (Func, or any
 // type implementing Policy).
 //
+// # Calling a farm: Do
+//
+// Do is the first thing to use. It picks an endpoint, calls your function
+// with it, reports the outcome, and on a failure tries another endpoint,
+// never one it already tried:
+//
+//	b := svc.Balancer(balancer.LeastLoaded()) // SDK; or balancer.New + Update
+//	err := balancer.Do(ctx, b, 3, func(ctx context.Context, e balancer.Endpoint) error {
+//		resp, err := call(ctx, e.Address)
+//		if err != nil {
+//			return err // refused, reset, timed out: counted, tried elsewhere
+//		}
+//		if resp.StatusCode >= 400 {
+//			return balancer.StatusError(resp.StatusCode) // 5xx: elsewhere; 4xx: stop
+//		}
+//		return nil
+//	})
+//
+// A 5xx answer (StatusError) or any other error counts as a failure of the
+// endpoint and is tried on another; a 4xx is not the endpoint's fault and
+// is returned at once; Permanent(err) stops the retries; a cancel counts
+// for nothing and stops. Do's error wraps the last one and says how many
+// endpoints were tried.
+//
+// # Picking by hand
+//
 // A Balancer holds a Policy and the current list of endpoints. Update gives
 // it a new list, on every membership change; Pick, on every request, returns
 // one endpoint of the list:
@@ -17,8 +43,14 @@
 //	err = call(ctx, e.Address)
 //	done.Finish(err)
 //
-// The SDK keeps a Balancer per service it watches and calls Update itself;
-// programs use Pick and PickTracked.
+// PickExcept(ids...) is PickTracked avoiding the endpoints already tried,
+// for a retry loop of your own; Done.Release ends a pick that was not used.
+// Stats shows the requests in flight: one that only grows is a missing
+// Finish.
+//
+// The SDK keeps a Balancer per service it watches and calls Update itself,
+// and Service.Balancer returns one per policy (a Follower); programs use
+// Do, or Pick and PickTracked.
 //
 // # Weights
 //
@@ -42,9 +74,11 @@
 //     up to the caller; the SDK does both.
 //   - Treat Endpoint.Meta as read-only after Update: the map is shared by
 //     every pick of the endpoint, not copied.
-//   - After PickTracked, call Finish on the Done exactly once, when the
-//     request ends, with the error if the endpoint is to blame and nil
-//     otherwise.
+//   - After PickTracked or PickExcept, end the Done exactly once: Finish
+//     when the request ends, with the error if the endpoint is to blame and
+//     nil otherwise, or Release if the request was not made. A Done is a
+//     value and cannot tell a second call: it shows in Stats as Finished
+//     above Picked. Do keeps this duty for you.
 //
 // # Ejection
 //
@@ -53,19 +87,33 @@
 // then it is picked again on probation, where one success clears its
 // record and one failure ejects it again. A context.Canceled error counts
 // neither way. Ejection never turns into an error: with every endpoint
-// ejected, picks fail open. Only PickTracked feeds it (Pick reports
-// nothing), and a Func or custom Picker does not take part: it returns the
-// zero Done, which reports nothing.
+// ejected, picks fail open. Only tracked picks (Do, PickTracked,
+// PickExcept) feed it (Pick reports nothing), and a Func or custom Picker
+// does not take part: it returns the zero Done, which reports nothing.
+//
+// # Errors
+//
+// A pick that finds no endpoint returns ErrNoEndpoints, or a
+// *NoEndpointsError that matches it with errors.Is and says more: the
+// Balancer's name (WithName), how many endpoints are registered and how
+// many are not ready (weight 0 in the list, or left out of it:
+// SetNotReady), and how many PickExcept excluded:
+//
+//	sdk: service "orders": no endpoints to pick (2 registered, 2 not ready: starting/draining/weight 0)
 //
 // # Threading
 //
-// Pick, PickTracked and Done.Finish are safe for concurrent use from any
-// number of goroutines; they take no lock, never block, and allocate
-// nothing. Update and Endpoints are safe for concurrent use with them and
-// with each other: Update builds the new Picker off the hot path, under a
-// mutex that only Updates take, and swaps it in with an atomic pointer, so
-// a pick sees the old list or the new one, never a mix. Nothing in the
-// package logs, reads the environment, does IO or starts a goroutine.
+// Pick, PickTracked, PickExcept, Done.Finish and Done.Release are safe for
+// concurrent use from any number of goroutines; they take no lock, never
+// block, and allocate nothing, their errors included (a *NoEndpointsError
+// is made at Update). Do is safe for concurrent use and adds no allocation
+// to fn's on its way to success. Update, SetNotReady, Endpoints, Stats and
+// Follower are safe for concurrent use with them and with each other:
+// Update builds the new Picker off the hot path, under a mutex that only
+// updates take, and swaps it in with an atomic pointer, so a pick sees the
+// old list or the new one, never a mix. Nothing in the package logs, reads
+// the environment, does IO or starts a goroutine (the runtime runs the
+// cleanup that forgets a collected Follower).
 //
 // # Custom policies
 //

@@ -20,15 +20,22 @@ const (
 	EjectFor = 10 * time.Second
 )
 
-// Done reports the end of a request started with PickTracked. It is a small
-// value, made without allocating; copy it freely, but call Finish on exactly
-// one of the copies, exactly once.
+// Done reports the end of a request started with PickTracked or
+// PickExcept. It is a small value, made without allocating; copy it freely,
+// but end the request on exactly one of the copies, exactly once: with
+// Finish when the request was made, with Release when it was not.
 //
-// The zero Done is valid and its Finish does nothing; it is what Pickers
-// outside this package and failed picks return.
+// A Done is a value, with no state of its own to mark it used, so a second
+// Finish or Release is not caught: it ends one more request on the
+// endpoint than was started. The Balancer's Stats show it as more Finished
+// than Picked, as they show a missing Finish as requests in flight that
+// only grow. (Catching it would take a flag per pick, that is an
+// allocation per pick.) Do ends every pick it makes exactly once.
+//
+// The zero Done is valid and its Finish and Release do nothing; it is what
+// Pickers outside this package and failed picks return.
 type Done struct {
-	l        *load
-	inflight bool // whether the pick counted an in-flight request on l
+	l *load
 }
 
 // Finish reports the end of the request, and its outcome: err is nil on
@@ -43,31 +50,39 @@ func (d Done) Finish(err error) {
 	if d.l == nil {
 		return
 	}
-	if d.inflight {
-		d.l.inflight.Add(-1)
-	}
+	d.l.finished.Add(1)
 	d.l.report(err)
 }
 
-// track starts tracking a request to l's endpoint, counting it in flight
-// if count.
-func track(l *load, count bool) Done {
-	if count {
-		l.inflight.Add(1)
+// Release ends a pick that was not used: no request was made to the
+// endpoint, or its outcome tells nothing about the endpoint. It ends the
+// request in flight, as Finish does, and reports no outcome.
+//
+// Release is safe for concurrent use, takes no lock and does not allocate.
+func (d Done) Release() {
+	if d.l == nil {
+		return
 	}
-	return Done{l: l, inflight: count}
+	d.l.finished.Add(1)
 }
 
-// load is the state an endpoint keeps across Pickers: its in-flight count
-// (LeastLoaded) and its failure record (every built-in policy). It is
-// padded to a cache line so that counters of different endpoints do not
-// share one.
+// track starts tracking a request to l's endpoint.
+func track(l *load) Done {
+	l.picked.Add(1)
+	return Done{l: l}
+}
+
+// load is the state an endpoint keeps across Pickers: its tracked picks
+// and their ends (in flight, for LeastLoaded and Stats) and its failure
+// record (every built-in policy). It is padded to a cache line so that
+// counters of different endpoints do not share one.
 type load struct {
-	inflight atomic.Int64 // requests picked and not yet finished
-	fails    atomic.Int64 // consecutive failures
-	until    atomic.Int64 // clock() time at which the ejection ends
-	h        *health      // of the endpoint's Balancer
-	_        [32]byte
+	picked   atomic.Uint64 // tracked picks
+	finished atomic.Uint64 // Finish and Release calls
+	fails    atomic.Int64  // consecutive failures
+	until    atomic.Int64  // clock() time at which the ejection ends
+	h        *health       // of the endpoint's Balancer
+	_        [24]byte
 }
 
 // health counts the endpoints of one Balancer (or of one Picker built
@@ -80,9 +95,13 @@ type health struct {
 	_       [56]byte // alone on its cache line: read by every pick
 }
 
-// count returns the requests in flight.
+// count returns the requests in flight: tracked picks not yet finished
+// or released. finished is read first: as neither counter goes down, and
+// a request is finished after it is picked, the difference is never
+// negative unless a Done was ended twice, which reads as 0.
 func (l *load) count() uint64 {
-	return uint64(max(l.inflight.Load(), 0))
+	f := l.finished.Load()
+	return uint64(max(int64(l.picked.Load()-f), 0))
 }
 
 // report records the outcome of a request.

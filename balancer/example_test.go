@@ -1,13 +1,83 @@
 package balancer_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync/atomic"
 
 	"github.com/rafting/rafting/balancer"
 )
+
+// Do calls a farm: another instance on each try, every outcome reported.
+// Here one instance of three answers 503 to everything; no call fails.
+func ExampleDo() {
+	var eps []balancer.Endpoint
+	for i, broken := range []bool{false, true, false} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch {
+			case broken:
+				http.Error(w, "overloaded", http.StatusServiceUnavailable)
+			case r.URL.Path != "/orders/42":
+				http.NotFound(w, r)
+			default:
+				fmt.Fprint(w, "order 42")
+			}
+		}))
+		defer srv.Close()
+		eps = append(eps, balancer.Endpoint{
+			ID:      fmt.Sprint("web-", i),
+			Address: strings.TrimPrefix(srv.URL, "http://"),
+			Weight:  balancer.DefaultWeight,
+		})
+	}
+	b := balancer.New(balancer.LeastLoaded()) // or an SDK Service's Balancer
+	b.Update(eps)
+
+	get := func(ctx context.Context, path string) (string, error) {
+		var body []byte
+		err := balancer.Do(ctx, b, 3, func(ctx context.Context, e balancer.Endpoint) error {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+e.Address+path, nil)
+			if err != nil {
+				return balancer.Permanent(err) // no other endpoint will do better
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return err // refused, reset, timed out: the next try goes elsewhere
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode >= 400 {
+				return balancer.StatusError(resp.StatusCode) // 5xx: try another; 4xx: stop
+			}
+			body, err = io.ReadAll(resp.Body)
+			return err
+		})
+		return string(body), err
+	}
+
+	ctx := context.Background()
+	served := 0
+	for range 100 {
+		if order, err := get(ctx, "/orders/42"); err == nil && order == "order 42" {
+			served++
+		}
+	}
+	fmt.Println(served, "of 100 calls served")
+	fmt.Println("ejected:", b.Stats().Ejected, "in flight:", b.Stats().InFlight)
+
+	_, err := get(ctx, "/orders/7")
+	var status *balancer.HTTPStatusError
+	fmt.Println(errors.As(err, &status), status.Code, err)
+	// Output:
+	// 100 of 100 calls served
+	// ejected: 1 in flight: 0
+	// true 404 balancer: 1 endpoint tried: HTTP status 404
+}
 
 func Example() {
 	b := balancer.New(balancer.RoundRobin())

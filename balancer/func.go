@@ -22,7 +22,7 @@ func (f Func) Build(eps []Endpoint) Picker {
 		}
 	}
 	if len(live) == 0 {
-		return none{}
+		return none{ErrNoEndpoints}
 	}
 	return &funcPicker{f: f, eps: live}
 }

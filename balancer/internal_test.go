@@ -4,7 +4,10 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"runtime"
+	"strconv"
 	"testing"
+	"time"
 )
 
 // TestAlias checks that the alias table gives every endpoint the
@@ -89,11 +92,21 @@ func TestLighter(t *testing.T) {
 	}
 	for _, tt := range tests {
 		p := &llPicker{set: fresh([]Endpoint{{Weight: tt.wA}, {Weight: tt.wB}})}
-		p.loads[0].inflight.Store(int64(tt.inA))
-		p.loads[1].inflight.Store(int64(tt.inB))
+		setInFlight(p.loads[0], tt.inA)
+		setInFlight(p.loads[1], tt.inB)
 		if got := p.lighter(0, 1); got != tt.want {
 			t.Errorf("lighter(%d/%d, %d/%d) = %v, want %v", tt.inA, tt.wA, tt.inB, tt.wB, got, tt.want)
 		}
+	}
+}
+
+// setInFlight makes l count n requests in flight; a negative n is what
+// Dones ended twice leave.
+func setInFlight(l *load, n int) {
+	if n >= 0 {
+		l.picked.Store(uint64(n))
+	} else {
+		l.finished.Store(uint64(-n))
 	}
 }
 
@@ -153,3 +166,58 @@ func TestFastmod(t *testing.T) {
 		}
 	}
 }
+
+// TestFollowerCollected: followers of policies other than the built-in
+// ones are held weakly: those nothing refers to are collected and
+// forgotten, however many are made, and the others stay.
+func TestFollowerCollected(t *testing.T) {
+	b := New(nil)
+	b.Update([]Endpoint{{ID: "a", Weight: 1}, {ID: "b", Weight: 1}})
+	first := Func(func(eps []Endpoint) (Endpoint, error) { return eps[0], nil })
+	kept := b.Follower(first)
+	ll := b.Follower(LeastLoaded())
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := range 20_000 {
+		f := b.Follower(first) // a new one each time: a Func is not comparable
+		if i%1000 == 0 {
+			b.Follower(zone(strconv.Itoa(i))) // comparable, new: weak too
+		}
+		if e, err := f.Pick(); err != nil || e.ID != "a" {
+			t.Fatalf("Pick() = %v, %v", e, err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		runtime.GC()
+		b.fmu.Lock()
+		n := len(b.followers)
+		b.fmu.Unlock()
+		if n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d followers left after 20,000 dropped, want 2", n)
+		}
+		time.Sleep(time.Millisecond) // cleanups run on their own goroutine
+	}
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 1<<20 {
+		t.Errorf("the heap grew by %d bytes for 20,000 dropped followers, want under 1 MiB", grew)
+	}
+	if b.Follower(LeastLoaded()) != ll {
+		t.Error("the LeastLoaded follower was dropped")
+	}
+	b.Update([]Endpoint{{ID: "c", Weight: 1}})
+	if e, _ := kept.Pick(); e.ID != "c" {
+		t.Errorf("a follower still referred to was not updated: Pick() = %v, want c", e)
+	}
+	runtime.KeepAlive(kept)
+}
+
+// zone is a comparable custom policy.
+type zone string
+
+func (z zone) Build(eps []Endpoint) Picker { return RoundRobin().Build(eps) }

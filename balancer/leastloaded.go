@@ -28,7 +28,7 @@ type llPicker struct {
 
 func (p *llPicker) Pick() (Endpoint, Done, error) {
 	e, l := p.choose()
-	return *e, track(l, true), nil
+	return *e, track(l), nil
 }
 
 func (p *llPicker) choose() (*Endpoint, *load) {
@@ -74,4 +74,64 @@ func (p *llPicker) lighter(a, b int) bool {
 	ahi, alo := bits.Mul64(p.loads[a].count(), uint64(p.eps[b].Weight))
 	bhi, blo := bits.Mul64(p.loads[b].count(), uint64(p.eps[a].Weight))
 	return ahi < bhi || ahi == bhi && alo < blo
+}
+
+// except is choose avoiding the endpoints whose ID is one of ids: the
+// lighter of two distinct endpoints drawn among those that ids do not
+// exclude (and that are not ejected, while some are not). It draws pairs
+// up to maxProbes endpoints until both are usable, then draws among the
+// usable ones by rank, in O(len(eps)). It returns nil when ids exclude
+// every endpoint.
+func (p *llPicker) except(ids []string) (*Endpoint, *load) {
+	var now instant
+	if len(p.eps) > 1 {
+		for try := 0; 2*try < maxProbes; try++ {
+			a, b := p.src.two(len(p.eps))
+			if p.usable(a, ids, &now) && p.usable(b, ids, &now) {
+				if p.lighter(b, a) {
+					a = b
+				}
+				return &p.eps[a], p.loads[a]
+			}
+		}
+	}
+	for _, healthy := range [2]bool{true, false} {
+		ok := func(i int) bool {
+			return !excluded(p.eps[i].ID, ids) && (!healthy || p.loads[i].healthy(&now))
+		}
+		m := 0
+		for i := range p.eps {
+			if ok(i) {
+				m++
+			}
+		}
+		switch m {
+		case 0:
+			continue
+		case 1:
+			a := p.nth(0, ok)
+			return &p.eps[a], p.loads[a]
+		}
+		ra, rb := p.src.two(m)
+		a, b := p.nth(ra, ok), p.nth(rb, ok)
+		if p.lighter(b, a) {
+			a = b
+		}
+		return &p.eps[a], p.loads[a]
+	}
+	return nil, nil
+}
+
+// nth returns the index of the endpoint of rank k among those for which
+// ok is true.
+func (p *llPicker) nth(k int, ok func(int) bool) int {
+	for i := range p.eps {
+		if ok(i) {
+			if k == 0 {
+				return i
+			}
+			k--
+		}
+	}
+	return -1
 }

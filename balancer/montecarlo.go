@@ -48,7 +48,7 @@ type column struct {
 
 func (p *mcPicker) Pick() (Endpoint, Done, error) {
 	e, l := p.choose()
-	return *e, track(l, false), nil
+	return *e, track(l), nil
 }
 
 func (p *mcPicker) choose() (*Endpoint, *load) {
@@ -132,4 +132,44 @@ func scale(p float64) uint32 {
 		return math.MaxUint32
 	}
 	return uint32(p * 0x1p32)
+}
+
+// except is choose avoiding the endpoints whose ID is one of ids: it draws
+// again, up to maxProbes times, then draws by weight among the endpoints
+// left. It returns nil when ids exclude every endpoint.
+func (p *mcPicker) except(ids []string) (*Endpoint, *load) {
+	var now instant
+	for range maxProbes {
+		if i := p.draw(); p.usable(i, ids, &now) {
+			return &p.eps[i], p.loads[i]
+		}
+	}
+	// Most of the weight is excluded or ejected: draw among the rest, in
+	// O(len(eps)), the healthy ones first.
+	for _, healthy := range [2]bool{true, false} {
+		ok := func(i int) bool {
+			return !excluded(p.eps[i].ID, ids) && (!healthy || p.loads[i].healthy(&now))
+		}
+		var sum float64
+		for i := range p.eps {
+			if ok(i) {
+				sum += float64(p.eps[i].Weight)
+			}
+		}
+		if sum == 0 {
+			continue
+		}
+		r := float64(p.src.uint64()>>11) / (1 << 53) * sum
+		j := -1
+		for i := range p.eps {
+			if ok(i) {
+				j = i
+				if r -= float64(p.eps[i].Weight); r < 0 {
+					break
+				}
+			}
+		}
+		return &p.eps[j], p.loads[j]
+	}
+	return nil, nil
 }

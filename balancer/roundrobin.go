@@ -48,7 +48,7 @@ type rrPicker struct {
 
 func (p *rrPicker) Pick() (Endpoint, Done, error) {
 	e, l := p.choose()
-	return *e, track(l, false), nil
+	return *e, track(l), nil
 }
 
 func (p *rrPicker) choose() (*Endpoint, *load) {
@@ -85,4 +85,16 @@ func (p *rrPicker) skip(i uint64) (*Endpoint, *load) {
 		j = p.mod(p.next.Add(1))
 	}
 	return &p.eps[j], p.loads[j]
+}
+
+// except is choose avoiding the endpoints whose ID is one of ids: an
+// excluded endpoint's turn goes to the next one that is not. It returns
+// nil when ids exclude every endpoint.
+func (p *rrPicker) except(ids []string) (*Endpoint, *load) {
+	i := int(p.mod(p.next.Add(1)))
+	var now instant
+	if p.usable(i, ids, &now) {
+		return &p.eps[i], p.loads[i]
+	}
+	return p.exceptScan(i, ids)
 }

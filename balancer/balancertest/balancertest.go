@@ -15,7 +15,10 @@
 //   - a single endpoint is always the one picked;
 //   - an Update takes effect for the picks that follow it, and changing the
 //     caller's slice afterwards changes nothing;
-//   - Pick and PickTracked, Done.Finish included, allocate nothing;
+//   - PickExcept never returns an endpoint it was told to avoid, and
+//     returns balancer.ErrNoEndpoints when it avoids them all;
+//   - Pick, PickTracked and PickExcept, Done.Finish and Done.Release
+//     included, allocate nothing;
 //   - concurrent picks, concurrent with Updates, are safe (run the tests
 //     with -race to check that part).
 //
@@ -47,6 +50,7 @@ func Run(t *testing.T, p balancer.Policy) {
 	t.Run("Update", func(t *testing.T) { testUpdate(t, p) })
 	t.Run("Copy", func(t *testing.T) { testCopy(t, p) })
 	t.Run("Tracked", func(t *testing.T) { testTracked(t, p) })
+	t.Run("Except", func(t *testing.T) { testExcept(t, p) })
 	t.Run("Allocs", func(t *testing.T) { testAllocs(t, p) })
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, p) })
 }
@@ -189,6 +193,36 @@ func testTracked(t *testing.T, p balancer.Policy) {
 	}
 }
 
+func testExcept(t *testing.T, p balancer.Policy) {
+	eps := Endpoints("e", 5)
+	b := balancer.New(p)
+	b.Update(eps)
+	ids := make([]string, len(eps))
+	for i, e := range eps {
+		ids[i] = e.ID
+	}
+	for k := range len(eps) {
+		avoid := ids[:k] // e0..e(k-1)
+		for range picks / 10 {
+			e, d, err := b.PickExcept(avoid...)
+			if err != nil || !member(e, eps[k:]) {
+				t.Fatalf("PickExcept(%v) = %v, %v, want one of %v", avoid, e, err, eps[k:])
+			}
+			d.Finish(nil)
+		}
+	}
+	e, d, err := b.PickExcept(ids...)
+	if !errors.Is(err, balancer.ErrNoEndpoints) {
+		t.Errorf("PickExcept(every ID) = %v, %v, want %v", e, err, balancer.ErrNoEndpoints)
+	}
+	d.Finish(nil) // the zero Done: a no-op
+	e, d, err = b.PickExcept("unknown", "ids")
+	if err != nil || !member(e, eps) {
+		t.Errorf("PickExcept(unknown IDs) = %v, %v, want one of %v", e, err, eps)
+	}
+	d.Release()
+}
+
 func testAllocs(t *testing.T, p balancer.Policy) {
 	b := balancer.New(p)
 	b.Update(Endpoints("e", 10))
@@ -200,6 +234,20 @@ func testAllocs(t *testing.T, p balancer.Policy) {
 		d.Finish(nil)
 	}); n != 0 {
 		t.Errorf("PickTracked() and Finish allocate %v times, want 0", n)
+	}
+	tried := []string{"e0", "e3", "e7"}
+	if n := testing.AllocsPerRun(picks, func() {
+		_, d, _ := b.PickExcept(tried...)
+		d.Release()
+	}); n != 0 {
+		t.Errorf("PickExcept() and Release allocate %v times, want 0", n)
+	}
+	all := make([]string, 10)
+	for i := range all {
+		all[i] = fmt.Sprintf("e%d", i)
+	}
+	if n := testing.AllocsPerRun(picks, func() { b.PickExcept(all...) }); n != 0 {
+		t.Errorf("PickExcept() of no endpoint allocates %v times, want 0", n)
 	}
 }
 
@@ -220,9 +268,14 @@ func testConcurrent(t *testing.T, p balancer.Policy) {
 			for i := range picks {
 				var e balancer.Endpoint
 				var err error
-				if (g+i)%2 == 0 {
+				switch (g + i) % 3 {
+				case 0:
 					e, err = b.Pick()
-				} else {
+				case 1:
+					var d balancer.Done
+					e, d, err = b.PickExcept("a0", "b1")
+					d.Release()
+				default:
 					var d balancer.Done
 					e, d, err = b.PickTracked()
 					d.Finish(nil)
