@@ -82,7 +82,11 @@ func (r *running) wait(t *testing.T, within time.Duration) error {
 	}
 }
 
+// ended reports whether ctx ends within a duration (or has ended).
 func ended(ctx context.Context, within time.Duration) bool {
+	if ctx.Err() != nil {
+		return true
+	}
 	select {
 	case <-ctx.Done():
 		return true

@@ -158,7 +158,7 @@ func TestRoleChangeMember(t *testing.T) {
 		term, ok := m.Mastership()
 		mu.Lock()
 		last := seen[len(seen)-1]
-		if nilMember > 0 || badTerm > 0 || seen[0].Role != sdk.Starting || last.Member != m || !ok || last.Term != term {
+		if nilMember > 0 || badTerm > 0 || seen[0].Role != sdk.Starting || last.Member != m || !ok || last.Term.Token != term.Token {
 			t.Fatalf("join %d: %d calls without the member, %d with a bad Term; first %v, last %+v; Mastership() = %+v, %v",
 				i, nilMember, badTerm, seen[0].Role, last, term, ok)
 		}
