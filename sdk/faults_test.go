@@ -115,7 +115,7 @@ func TestServerFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok := m.FencingToken()
+	tok := fencingToken(m)
 	if tok == 0 {
 		t.Fatal("m1 is not master")
 	}
@@ -140,7 +140,7 @@ func TestServerFailover(t *testing.T) {
 			}
 		}
 		eventually(t, 5*time.Second, "m1 master", m.IsMaster)
-		if got := m.FencingToken(); got != tok {
+		if got := fencingToken(m); got != tok {
 			t.Fatalf("token %d after failover, want %d", got, tok)
 		}
 		if master, ok := svc.Master(); !ok || master.Instance != "m1" || master.FencingToken != tok {

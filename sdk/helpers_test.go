@@ -141,3 +141,9 @@ func ids(ins []api.Instance) []string {
 }
 
 var _ = http.MethodGet
+
+// fencingToken is the member's token while it is Master, else 0.
+func fencingToken(m *sdk.Member) uint64 {
+	t, _ := m.Mastership()
+	return t.Token
+}

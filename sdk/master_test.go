@@ -55,7 +55,7 @@ func testMasterStandby(t *testing.T, tn *tenant) {
 		t.Fatalf("masters: %v %v %v, want db0 only", ms[0].Role(), ms[1].Role(), ms[2].Role())
 	}
 	term, ok := ms[0].Mastership()
-	if !ok || term.Token == 0 || term.Token != ms[0].FencingToken() || term.Ctx.Err() != nil {
+	if !ok || term.Token == 0 || term.Token != fencingToken(ms[0]) || term.Ctx.Err() != nil {
 		t.Fatalf("Mastership() = %+v, %v", term, ok)
 	}
 	eventually(t, 5*time.Second, "the observer to see db0 as master", func() bool {
@@ -92,8 +92,8 @@ func testMasterStandby(t *testing.T, tn *tenant) {
 		}
 		return false
 	})
-	if next.FencingToken() <= term.Token {
-		t.Fatalf("new token %d <= old %d", next.FencingToken(), term.Token)
+	if fencingToken(next) <= term.Token {
+		t.Fatalf("new token %d <= old %d", fencingToken(next), term.Token)
 	}
 	at, _ := nextRoles.firstAt(sdk.Master, start)
 	demoted, _ := r[0].firstAt(sdk.Draining, start)
@@ -106,7 +106,7 @@ func testMasterStandby(t *testing.T, tn *tenant) {
 	}
 
 	// Resign: the same, without leaving.
-	old := next.FencingToken()
+	old := fencingToken(next)
 	start = time.Now()
 	if err := next.Resign(ctxT(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
@@ -121,8 +121,8 @@ func testMasterStandby(t *testing.T, tn *tenant) {
 		}
 	}
 	eventually(t, 5*time.Second, "the other standby to take over after Resign", func() bool { return other.IsMaster() })
-	if other.FencingToken() <= old {
-		t.Fatalf("token after resign %d <= %d", other.FencingToken(), old)
+	if fencingToken(other) <= old {
+		t.Fatalf("token after resign %d <= %d", fencingToken(other), old)
 	}
 	t.Logf("resign handover: %v", time.Since(start))
 	if err := next.Resign(ctxT(t, time.Second)); !errors.Is(err, sdk.ErrNotMaster) {
@@ -134,15 +134,15 @@ func testMasterStandby(t *testing.T, tn *tenant) {
 // stays master with its token.
 func testResignAlone(t *testing.T, tn *tenant) {
 	m := tn.join(t, msInstance("solo", "s1", 0))
-	tok := m.FencingToken()
+	tok := fencingToken(m)
 	if tok == 0 {
 		t.Fatal("a lone member is not master")
 	}
 	if err := m.Resign(ctxT(t, 10*time.Second)); !errors.Is(err, sdk.ErrConflict) {
 		t.Fatalf("Resign() with no other candidate = %v, want ErrConflict", err)
 	}
-	if !m.IsMaster() || m.FencingToken() != tok {
-		t.Fatalf("after a refused resign: role %v token %d, want master %d", m.Role(), m.FencingToken(), tok)
+	if !m.IsMaster() || fencingToken(m) != tok {
+		t.Fatalf("after a refused resign: role %v token %d, want master %d", m.Role(), fencingToken(m), tok)
 	}
 }
 
@@ -157,7 +157,7 @@ func testReleasing(t *testing.T, tn *tenant) {
 	if !a.IsMaster() {
 		t.Fatalf("a is %v, want master", a.Role())
 	}
-	tok := a.FencingToken()
+	tok := fencingToken(a)
 	start := time.Now()
 	r := tn.rest(t, http.MethodPut, "/services/rel/instances/a",
 		api.RegisterRequest{Address: "a:1", Mode: api.ModeMasterStandby, State: api.StateDraining})
@@ -192,8 +192,8 @@ func testReleasing(t *testing.T, tn *tenant) {
 	if took > 600*time.Millisecond {
 		t.Fatalf("handover after an operator drain took %v; the SDK did not resign at once", took)
 	}
-	if b.FencingToken() <= tok {
-		t.Fatalf("token %d <= %d", b.FencingToken(), tok)
+	if fencingToken(b) <= tok {
+		t.Fatalf("token %d <= %d", fencingToken(b), tok)
 	}
 	eventually(t, 3*time.Second, "a to report the operator's drain", func() bool { return a.Role() == sdk.Draining })
 }
@@ -207,7 +207,7 @@ func testPausedMaster(t *testing.T, tn *tenant) {
 	a := tn.join(t, msInstance("p", "a", 0), sdk.WithRoleChange(ra.record))
 	b := tn.join(t, msInstance("p", "b", 0))
 	watchOneMaster(t, a, b)
-	tok := a.FencingToken()
+	tok := fencingToken(a)
 	term, ok := a.Mastership()
 	if !ok {
 		t.Fatal("a is not master")
@@ -238,8 +238,8 @@ func testPausedMaster(t *testing.T, tn *tenant) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if a.FencingToken() != tok {
-		t.Fatalf("token after suspension %d, want %d", a.FencingToken(), tok)
+	if fencingToken(a) != tok {
+		t.Fatalf("token after suspension %d, want %d", fencingToken(a), tok)
 	}
 	// Callbacks follow the roles on their own goroutine.
 	reported := func() bool {

@@ -329,17 +329,6 @@ func (m *Member) IsMaster() bool {
 	return m.Role() == Master
 }
 
-// FencingToken returns the token of the member's mastership while it is
-// Master, else 0.
-//
-// Deprecated: use Mastership, which reads the token together with the
-// role and gives the term's Ctx to bound the work: IsMaster followed by
-// FencingToken is two reads, and the token may be 0 by the second.
-func (m *Member) FencingToken() uint64 {
-	t, _ := m.Mastership()
-	return t.Token
-}
-
 // Mastership returns the member's current term, in one consistent read:
 // its fencing token and a context cancelled when the term ends locally
 // (the promise runs out, a demotion, Resign, Leave). ok is false when the

@@ -32,7 +32,7 @@ func TestRestoreUnderRunningMembers(t *testing.T) {
 	}
 	defer ms.Leave(ctxT(t, 10*time.Second))
 	eventually(t, 10*time.Second, "d1 master", ms.IsMaster)
-	oldToken := ms.FencingToken()
+	oldToken := fencingToken(ms)
 	cl, err := sdk.Connect(ctxT(t, 30*time.Second), opts...)
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +70,7 @@ func TestRestoreUnderRunningMembers(t *testing.T) {
 		return false
 	})
 	deadline := time.Now().Add(20 * time.Second)
-	for !(ms.IsMaster() && ms.FencingToken() > oldToken) {
+	for !(ms.IsMaster() && fencingToken(ms) > oldToken) {
 		if time.Now().After(deadline) {
 			var got api.ServiceResponse
 			c.Do(1, tok, http.MethodGet, "/v1/tenants/acme/services/db", nil).JSON(t, &got)
