@@ -376,8 +376,14 @@ func WithColdStart(minReady int, settle time.Duration) Option {
 }
 
 // WithRoleChange registers fn as Member.OnRoleChange does, before the
-// registration is sent, so fn sees every role from the first: Starting,
-// then Standby, then the first promotion.
+// registration is sent, so fn sees every role from the first (Starting,
+// then Standby, then the first promotion) while Join is still under way.
+// Inside fn, reach the member through the change's Member field, never
+// through the variable Join's result is assigned to (not set yet: a data
+// race and a nil pointer), and act as master only under the change's
+// Term. To run a job while master, use Member.RunAsMaster. A blocked fn
+// holds back later callbacks, never Leave or Client.Close beyond their
+// bound.
 func WithRoleChange(fn func(RoleChange)) Option {
 	return func(c *config) {
 		if fn != nil {
