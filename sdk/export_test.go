@@ -1,7 +1,6 @@
 package sdk
 
 import (
-	"errors"
 	"fmt"
 	"time"
 )
@@ -20,9 +19,7 @@ func PauseKeepalives(m *Member, pause bool) {
 
 // Crash ends a member as kill -9 would: its stream and keepalives stop,
 // nothing is said to the servers.
-func Crash(m *Member) {
-	m.end(errors.New("crashed"))
-}
+func Crash(m *Member) { m.crash() }
 
 // Rebuilds counts a service's balancer rebuilds.
 func Rebuilds(s *Service) int64 { return s.rebuilds.Load() }

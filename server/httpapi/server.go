@@ -298,7 +298,7 @@ func (s *Server) authorize(r *http.Request, a access, isLane, write bool) (ident
 			id, ok = s.authenticate(r, now)
 		}
 		if !ok {
-			return identity{}, api.Errorf(api.CodeUnauthorized, "a valid token is required: Authorization: Bearer <token>")
+			return identity{}, api.Errorf(api.CodeUnauthorized, "no token, or one this cluster does not know (wrong, revoked or rotated out): send a current one as Authorization: Bearer <token>")
 		}
 	}
 	if !markAuthenticated(r.Context(), id.tenant) {
