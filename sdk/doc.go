@@ -2,27 +2,48 @@
 // balancing, and single-master election with fencing tokens, for Go
 // services, on a small cluster of Rafting servers.
 //
-// # The happy path
+// # The three everyday jobs
 //
-// A service instance joins at startup and leaves when it stops:
+// Call a farm: every instance joins at startup and leaves when it stops;
+// a caller watches the service and lets balancer.Do pick an instance per
+// request, a different one on each retry, with the outcome reported
+// (ExampleClient_Service, and balancer's ExampleDo):
 //
-//	m, err := sdk.Join(ctx, sdk.Instance{Service: "billing", Address: "10.0.0.5:8080", Mode: sdk.MasterStandby},
-//		sdk.WithRoleChange(func(c sdk.RoleChange) { log.Println("now", c.Role) }))
-//	if err != nil {
-//		return err
-//	}
-//	defer m.Leave(context.Background()) // graceful: bounded, hands over, deregisters
-//	if t, ok := m.Mastership(); ok {
-//		write(t.Ctx, t.Token, ...) // t.Ctx ends with the lease; the store rejects older tokens
-//	}
-//
-// A caller of a service watches it and picks an instance per request,
-// locally, without a round trip:
+//	m, err := sdk.Join(ctx, sdk.Instance{Service: "orders", Address: "10.0.0.5:8080"})
+//	defer m.Leave(context.Background()) // graceful: drained, then deregistered
 //
 //	c, err := sdk.Connect(ctx)
-//	svc, err := c.Service(ctx, "orders")      // waits for the first answer
-//	b := svc.Balancer(balancer.RoundRobin())  // kept current by the cache
-//	ep, err := b.Pick()                       // lock-free, allocation-free
+//	svc, err := c.Service(ctx, "orders")      // a consistent first read: sees every Join that returned
+//	b := svc.Balancer(balancer.LeastLoaded()) // one per policy per service: ask again, get the same
+//	err = balancer.Do(ctx, b, 3, func(ctx context.Context, e balancer.Endpoint) error {
+//		return call(ctx, e.Address) // a dial error or balancer.StatusError(5xx): tried elsewhere
+//	})
+//
+// Run a job only on the master: RunAsMaster waits for the member's terms
+// and runs the job in each, with the term's fencing token and a ctx that
+// ends with the term or with the ctx given to it (SIGTERM); Leave then
+// hands over at once. The store the job writes to admits only the highest
+// token it has seen (package sdk/fence: a Guard, an HTTP header and its
+// middleware, a SQL recipe), so a master that lost its term without
+// knowing it cannot write (ExampleJoin_masterStandby):
+//
+//	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+//	defer stop()
+//	m, err := sdk.Join(ctx, sdk.Instance{Service: "billing", Mode: sdk.MasterStandby})
+//	defer m.Leave(context.Background())
+//	err = m.RunAsMaster(ctx, func(t sdk.Term) error {
+//		return runBatches(t.Ctx, t.Token) // the store rejects older tokens
+//	})
+//
+// Test it: package sdk/sdktest starts a real three-node cluster inside a
+// test, joins members, crashes one as kill -9 would, and waits for what
+// a caller sees (sdktest's ExampleStart):
+//
+//	c := sdktest.Start(t)
+//	m := c.Join(t, sdk.Instance{Service: "orders", Address: "127.0.0.1:8080"})
+//	svc, err := c.Connect(t).Service(ctx, "orders")
+//	c.WaitEndpoints(t, svc, 1)
+//	c.Crash(t, m) // the session ends after drop_grace; a standby takes over
 //
 // # Configuration
 //
@@ -31,7 +52,8 @@
 //
 //	RAFTING_SERVERS   the servers' API addresses, comma-separated:
 //	                  https://host:port, http://host:port or host:port
-//	RAFTING_TENANT    the tenant
+//	RAFTING_TENANT    the tenant; optional: by default the one the token
+//	                  names (a token is rft_<tenant>_<secret>)
 //	RAFTING_TOKEN     the tenant's token (a secret: never logged)
 //	RAFTING_CA        PEM file of the CAs that verify the servers' certificates
 //	                  (default: the system's roots)
@@ -117,7 +139,12 @@
 // registration is sent, so it sees the first promotion too) reports the
 // current role at once, then every change, in order, one callback at a
 // time on a goroutine of the member's. Demotions are reported the moment
-// the SDK sees them, and the Term's Ctx is cancelled first.
+// the SDK sees them, and the Term's Ctx is cancelled first. A change
+// carries its Member (a callback registered with WithRoleChange runs
+// before Join returns, when the caller's variable is not set yet) and, on
+// Master, the Term. For a job that runs while master, RunAsMaster is the
+// better tool: it runs the job once per term, ends its ctx with the term
+// or the caller's ctx, and never spins.
 //
 // # The promise rule, from the client's side
 //
@@ -199,6 +226,10 @@
 // for an isolated update and once per burst of updates (WithDebounce),
 // and take only ready instances with a positive weight. Writes made through a Client (Join, Update, Ready) are
 // visible in that Client's cache when they return (read-your-writes).
+// Across Clients: a Client's first answer for a service is a consistent
+// read (a ReadIndex on the servers), so it shows every write that
+// returned before it was asked, whichever Client made it; Service.Sync
+// makes the same read later, on demand.
 //
 // Static stability: when no server answers, the cache keeps serving the
 // last known membership, marked Stale, and Pick goes on working; a failed
@@ -238,6 +269,11 @@
 // 409 quota_exceeded matches ErrQuotaExceeded, a 401 ErrUnauthorized, and
 // so on (they are the api package's sentinels). ErrNotMaster,
 // ErrSessionLost, ErrLeft, ErrClosed and ErrNoEndpoints are the SDK's own.
+// Messages say what to fix: a 401 names the setting the token came from
+// (RAFTING_TOKEN or WithToken) and the tenant; a token of one tenant beside
+// RAFTING_TENANT naming another fails at Connect; a Balancer's "no
+// endpoints" names the service and counts its instances that are
+// registered but not ready.
 //
 // # Threading
 //
@@ -246,7 +282,9 @@
 // nothing. Methods that block or do IO take a context first. Background
 // work lives from Connect or Join until Close or Leave, which wait for
 // every goroutine they started. Role-change callbacks run one at a time
-// and must not call Leave or Close themselves. The one context the
+// and must not call Leave or Close themselves; one that blocks holds back
+// later callbacks, never Leave or Close beyond their bound (Leave returns
+// its error, the member Left; the callback finishes on its own). The one context the
 // package keeps is a Term's Ctx, which it hands to the application.
 //
 // # Logging
