@@ -16,7 +16,10 @@ import (
 // A quota error also unwraps to an *api.Error carrying Quota, Limit and
 // Used (errors.As).
 var (
-	// ErrNoEndpoints: a Balancer has no instance to pick.
+	// ErrNoEndpoints: a Balancer has no instance to pick. A Service's
+	// Balancers return a *balancer.NoEndpointsError that matches it with
+	// errors.Is, naming the service and counting its instances registered
+	// and not ready (starting, draining or weight 0).
 	ErrNoEndpoints = balancer.ErrNoEndpoints
 
 	ErrBadRequest     = api.ErrBadRequest     // 400: the message names the field

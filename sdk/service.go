@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"context"
+	"fmt"
 	"iter"
 	"slices"
 	"time"
@@ -116,21 +117,65 @@ func (s *Service) Synced() time.Time {
 	return snap.Synced
 }
 
-// Balancer returns a Balancer with policy p (nil: RoundRobin) over the
-// service's ready instances, kept current by the cache: every membership
-// change rebuilds it, after a burst of changes once. Keep the Balancer and
-// pick from it per request; each call makes a new one that lives as long
-// as the Client. Pick never talks to a server.
+// Balancer returns the service's Balancer of policy p (nil: RoundRobin)
+// over its ready instances, kept current by the cache: every membership
+// change rebuilds it, after a burst of changes once. Pick never talks to a
+// server; call a farm with balancer.Do.
+//
+// A Service keeps one Balancer per policy: asking again with an equal
+// policy returns the same Balancer, with no allocation, so asking per
+// request is fine. The built-in policies (RoundRobin, MonteCarlo,
+// MonteCarloSeed, LeastLoaded) are equal when their configuration is, and
+// their Balancers live as long as the Client. A Balancer of another policy
+// lives as long as the caller keeps it (the Service holds it weakly), and
+// one of a policy that is not comparable, such as a balancer.Func, is new
+// on each call: keep it, rather than ask per request. (It is the Service's
+// Balancer's Follower: see balancer.Balancer.Follower.)
+//
+// When there is no instance to pick, picks return a
+// *balancer.NoEndpointsError (errors.Is ErrNoEndpoints) that names the
+// service and counts the instances registered and not ready:
+//
+//	sdk: service "orders": no endpoints to pick (2 registered, 2 not ready: starting/draining/weight 0)
 func (s *Service) Balancer(p balancer.Policy) *balancer.Balancer {
-	b := balancer.New(p)
+	return s.leader().Follower(p)
+}
+
+// leader returns the service's own Balancer, the one the cache updates
+// (s.balancers holds it alone): a RoundRobin one, whose followers are the
+// others. The first call makes it, and has every new snapshot tell it how
+// many instances are not ready, for its error.
+//
+// Lock order: balMu, then applyMu (listen), then the Balancer's.
+func (s *Service) leader() *balancer.Balancer {
 	s.balMu.Lock()
 	defer s.balMu.Unlock()
+	if len(s.balancers) > 0 {
+		return s.balancers[0]
+	}
+	b := balancer.New(nil, balancer.WithName(fmt.Sprintf("sdk: service %q", s.name)))
 	if s.built == nil {
 		s.built = s.endpoints()
 	}
+	snap, _ := s.current()
+	b.SetNotReady(notReady(snap.Instances))
 	b.Update(s.built)
 	s.balancers = append(s.balancers, b)
+	// Called under applyMu with each new snapshot, before the balancers
+	// are rebuilt from it (debounced); lives as long as the Service.
+	s.listen(func(snap *Snapshot) { b.SetNotReady(notReady(snap.Instances)) })
 	return b
+}
+
+// notReady counts the instances that balancers do not pick.
+func notReady(ins []api.Instance) int {
+	n := 0
+	for _, in := range ins {
+		if !pickable(in) {
+			n++
+		}
+	}
+	return n
 }
 
 // Watch returns an iterator over the service's snapshots: the current one
