@@ -209,7 +209,7 @@ Rafting dev cluster is up: 3 nodes, API on %s, data in %s
   tenant "default" token: %s
 
 Try it:
-  export RAFTING_SERVERS=%s RAFTING_TENANT=default RAFTING_TOKEN=%s
+  export RAFTING_SERVERS=%s RAFTING_TOKEN=%s
   curl -s -X PUT -H "Authorization: Bearer $RAFTING_TOKEN" %s/v1/tenants/default/services/web/instances/web-1 -d '{"address":"127.0.0.1:8080"}'
   curl -s -H "Authorization: Bearer $RAFTING_TOKEN" %s/v1/tenants/default/services/web
 

@@ -194,7 +194,7 @@ func TestDevRestartKeepsState(t *testing.T) {
 	}
 	var script []string
 	for _, l := range strings.Split(string(readme), "\n") {
-		if strings.HasPrefix(l, "export RAFTING_TOKEN=") || (strings.HasPrefix(l, "curl ") && strings.Contains(l, "localhost:7070")) {
+		if strings.HasPrefix(l, "export RAFTING_") || (strings.HasPrefix(l, "curl ") && strings.Contains(l, "localhost:7070")) {
 			l = strings.ReplaceAll(l, "localhost:7070", apis[0])
 			l = strings.ReplaceAll(l, ".rafting-dev", dir)
 			script = append(script, l)

@@ -7,7 +7,7 @@
 //
 // With a cluster running (make run) and its settings exported:
 //
-//	export RAFTING_SERVERS=127.0.0.1:7070,127.0.0.1:7170,127.0.0.1:7270 RAFTING_TENANT=default RAFTING_TOKEN=...
+//	export RAFTING_SERVERS=127.0.0.1:7070,127.0.0.1:7170,127.0.0.1:7270 RAFTING_TOKEN=...
 //	go run ./examples/masterstandby
 //
 // runs the whole demo. The members also run alone, one per terminal:
