@@ -53,7 +53,8 @@ func runBatches(ctx context.Context, token uint64) error {
 	return ctx.Err()
 }
 
-// A caller watches a service and picks an instance per request.
+// A caller watches a service and lets balancer.Do pick an instance per
+// request: another one on each retry, the outcome always reported.
 func ExampleClient_Service() {
 	ctx := context.Background()
 	c, err := sdk.Connect(ctx, sdk.WithServers("127.0.0.1:7070", "127.0.0.1:7170", "127.0.0.1:7270"),
@@ -66,13 +67,13 @@ func ExampleClient_Service() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	b := svc.Balancer(balancer.LeastLoaded())
-	ep, done, err := b.PickTracked()
+	b := svc.Balancer(balancer.LeastLoaded()) // the same one on every call
+	err = balancer.Do(ctx, b, 3, func(ctx context.Context, e balancer.Endpoint) error {
+		return call(ctx, e.Address) // an error: tried on another instance
+	})
 	if err != nil {
-		log.Fatal(err) // sdk.ErrNoEndpoints
+		log.Print(err) // names the service when it has no ready instance
 	}
-	err = call(ctx, ep.Address)
-	done.Finish(err)
 }
 
 func call(ctx context.Context, addr string) error { return nil }

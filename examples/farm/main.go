@@ -177,15 +177,18 @@ func (cs *callerState) round(ctx context.Context, n int) {
 			sem <- struct{}{}
 			go func() {
 				defer func() { <-sem }()
-				ep, done, err := b.PickTracked()
-				if err != nil {
-					results <- "(no endpoint)"
-					return
-				}
-				who, err := cs.get(ctx, ep.Address)
-				done.Finish(err)
-				if err != nil {
-					who = "(failed: " + ep.ID + ")"
+				// Do picks, reports the outcome, and on a failure
+				// (the killed instance refusing) tries another one.
+				var who string
+				err := balancer.Do(ctx, b, 3, func(ctx context.Context, ep balancer.Endpoint) error {
+					var err error
+					who, err = cs.get(ctx, ep.Address)
+					return err
+				})
+				if errors.Is(err, balancer.ErrNoEndpoints) {
+					who = "(no endpoint)"
+				} else if err != nil {
+					who = "(failed)"
 				}
 				results <- who
 			}()
@@ -211,6 +214,9 @@ func (cs *callerState) get(ctx context.Context, addr string) (string, error) {
 		return "", err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", balancer.StatusError(resp.StatusCode) // a 5xx: tried on another
+	}
 	b, err := io.ReadAll(resp.Body)
 	return string(b), err
 }
