@@ -42,7 +42,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -80,9 +79,6 @@ type Cluster struct {
 	WaitTimeout time.Duration
 
 	admin *http.Client // the tenant creation's, verifying with CA
-
-	mu        sync.Mutex
-	balancers map[*sdk.Service]*balancer.Balancer // WaitEndpoints': one per service
 }
 
 // Start starts a three-node cluster with one tenant and waits until the
@@ -300,17 +296,7 @@ const DefaultWaitTimeout = 30 * time.Second
 // WithQuarantine(0) to see removals at once).
 func (c *Cluster) WaitEndpoints(t testing.TB, svc *sdk.Service, n int) {
 	t.Helper()
-	c.mu.Lock()
-	if c.balancers == nil {
-		c.balancers = map[*sdk.Service]*balancer.Balancer{}
-	}
-	b := c.balancers[svc]
-	if b == nil {
-		// A balancer lives as long as its Client: one per service, kept.
-		b = svc.Balancer(balancer.RoundRobin())
-		c.balancers[svc] = b
-	}
-	c.mu.Unlock()
+	b := svc.Balancer(balancer.RoundRobin()) // the service's own: asking costs nothing
 	timeout := c.WaitTimeout
 	if timeout <= 0 {
 		timeout = DefaultWaitTimeout
