@@ -23,10 +23,11 @@ import (
 // membership cache of the services it watches, and the members joined
 // through it. Every method is safe for concurrent use. Close it when done.
 type Client struct {
-	cfg    config
-	tr     *transport.Client
-	log    *slog.Logger
-	flight singleflight.Group // merges concurrent refreshes of one service
+	cfg     config
+	tr      *transport.Client
+	log     *slog.Logger
+	stopLog func()             // ends the logger's queue (see logQueue)
+	flight  singleflight.Group // merges concurrent refreshes of one service
 
 	mu       sync.Mutex
 	services map[string]*Service
@@ -58,8 +59,11 @@ func Connect(ctx context.Context, opts ...Option) (*Client, error) {
 
 func connect(ctx context.Context, cfg config) (*Client, error) {
 	log := cfg.conn.logger
+	stopLog := func() {}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	} else {
+		log, stopLog = asyncLogger(log)
 	}
 	log = log.With("tenant", cfg.conn.tenant)
 	tr, err := transport.New(transport.Config{
@@ -67,9 +71,10 @@ func connect(ctx context.Context, cfg config) (*Client, error) {
 		HTTPClient: cfg.conn.httpClient, Logger: log, Unauthorized: cfg.conn.unauthorized,
 	})
 	if err != nil {
+		stopLog()
 		return nil, fmt.Errorf("sdk: %w", err)
 	}
-	c := &Client{cfg: cfg, tr: tr, log: log, services: map[string]*Service{}, members: map[*Member]struct{}{},
+	c := &Client{cfg: cfg, tr: tr, log: log, stopLog: stopLog, services: map[string]*Service{}, members: map[*Member]struct{}{},
 		floors: map[string]uint64{}, done: make(chan struct{})}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -78,6 +83,7 @@ func connect(ctx context.Context, cfg config) (*Client, error) {
 	}
 	if _, err := c.do(ctx, http.MethodGet, c.tenantPath("/services"), nil, nil, true); err != nil {
 		tr.Close()
+		stopLog()
 		return nil, fmt.Errorf("sdk: connect to tenant %s: %w", cfg.conn.tenant, certHint(err))
 	}
 	log.Debug("connected", "servers", cfg.conn.ep.addrs)
@@ -186,6 +192,9 @@ func (c *Client) Close() error {
 	}
 	c.wg.Wait()
 	c.tr.Close()
+	if c.stopLog != nil {
+		c.stopLog()
+	}
 	return errors.Join(errs...)
 }
 

@@ -250,7 +250,7 @@ func (c *Client) join(ctx context.Context, inst Instance, cfg memberConfig, owns
 	}
 	if err != nil {
 		m.log.Debug("join failed", "err", err)
-		m.abandon()
+		m.abandon(ctx)
 		return nil, fmt.Errorf("sdk: join %s/%s: %w", m.service, m.id, err)
 	}
 	m.mu.Lock()
@@ -762,12 +762,17 @@ func (m *Member) release() {
 // session grants a successor at once: so, as Leave does, it stops acting
 // first — its Term over and Left delivered to every callback — and only
 // then ends the session.
-func (m *Member) abandon() {
+//
+// Callbacks are waited for within Join's ctx (and the leave timeout) only:
+// a Join whose ctx ended returns at once. Acting as master is bounded by
+// the Term, whose Ctx finish has ended before the session is; a callback
+// still running sees Left later.
+func (m *Member) abandon(joinCtx context.Context) {
 	m.mu.Lock()
 	sid, opened := m.sess.id, m.sess.isOpen()
 	m.leaving = true
 	m.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.leaveTimeout)
+	ctx, cancel := context.WithTimeout(joinCtx, m.cfg.leaveTimeout)
 	defer cancel()
 	m.stop(ctx, nil)
 	if opened {

@@ -9,6 +9,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 )
 
 // Header is the HTTP header that carries a fencing token, in decimal.
@@ -23,11 +24,17 @@ const CodeStaleToken = "stale_token"
 // SetHeader sets h's fencing token header to token. A token of 0 is no
 // token: SetHeader removes the header, and the resource refuses the request.
 func SetHeader(h http.Header, token uint64) {
-	if token == 0 {
-		h.Del(Header)
-		return
+	// Every spelling of the name goes, not only the canonical one: a
+	// value stored under "rafting-fencing-token" directly in the map
+	// would otherwise travel beside the new one.
+	for k := range h {
+		if strings.EqualFold(k, Header) {
+			delete(h, k)
+		}
 	}
-	h.Set(Header, strconv.FormatUint(token, 10))
+	if token != 0 {
+		h.Set(Header, strconv.FormatUint(token, 10))
+	}
 }
 
 // ParseToken parses a fencing token in its one accepted form: the decimal
@@ -97,7 +104,10 @@ func FromRequest(r *http.Request) (uint64, error) {
 //
 // It serves any other request with next inside g.Do: requests with tokens
 // are served one at a time, so a request with an older token can never
-// write after one with a newer token was admitted (see Guard.Do). Put it
+// write after one with a newer token was admitted (see Guard.Do). That
+// holds only if next has finished its write when it returns: do not put a
+// handler that returns early while its work goes on (http.TimeoutHandler,
+// a goroutine left writing) between Middleware and the write. Put it
 // in front of the writes to the resource g guards, not its reads. When the
 // store behind the handler checks the token itself, atomically with its
 // write (the SQL recipe in the package documentation), the store is the
