@@ -112,6 +112,10 @@ type Error struct {
 	RetryAfter time.Duration
 	// Leader is the API address of the shard's leader, when it is known.
 	Leader string
+	// Conflict is set on a 409 conflict of the configuration store (a
+	// compare-and-set, a transaction's compare): the key, its mod_index
+	// now, the failed compare.
+	Conflict *KVConflict
 }
 
 // Errorf returns an *Error with the code and a formatted message.
@@ -160,6 +164,9 @@ type ErrorDetail struct {
 	Used         int64  `json:"used,omitempty"`
 	RetryAfterMs int64  `json:"retry_after_ms,omitempty"`
 	Leader       string `json:"leader,omitempty"`
+	// The fields of a configuration store conflict (key, mod_index,
+	// compare), when there is one.
+	*KVConflict
 }
 
 // Body returns the wire form of the error.
@@ -169,6 +176,7 @@ func (e *Error) Body() ErrorBody {
 		Quota: e.Quota, Limit: e.Limit, Used: e.Used,
 		RetryAfterMs: e.RetryAfter.Milliseconds(),
 		Leader:       e.Leader,
+		KVConflict:   e.Conflict,
 	}}
 }
 
@@ -189,6 +197,7 @@ func Decode(status int, body []byte, retryAfter string) *Error {
 		Quota: b.Error.Quota, Limit: b.Error.Limit, Used: b.Error.Used,
 		RetryAfter: time.Duration(b.Error.RetryAfterMs) * time.Millisecond,
 		Leader:     b.Error.Leader,
+		Conflict:   b.Error.KVConflict,
 	}
 	if _, known := codes[e.Code]; !known {
 		e.Code = codeForStatus(status)

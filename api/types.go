@@ -270,6 +270,11 @@ type Quotas struct {
 	RequestsPerSecond int64 `json:"requests_per_second,omitempty"`
 	Burst             int64 `json:"burst,omitempty"`
 	WritesPerSecond   int64 `json:"writes_per_second,omitempty"`
+	// The configuration store: how many keys, the largest value, and the
+	// bytes of every key, value and per-key overhead together.
+	MaxKeys       int64 `json:"max_keys,omitempty"`
+	MaxValueBytes int64 `json:"max_value_bytes,omitempty"`
+	MaxKVBytes    int64 `json:"max_kv_bytes,omitempty"`
 }
 
 // Usage is what a tenant uses now, against its Quotas. Counts come from the
@@ -279,6 +284,8 @@ type Usage struct {
 	Instances int64 `json:"instances"`
 	Sessions  int64 `json:"sessions"`
 	Watchers  int64 `json:"watchers"`
+	Keys      int64 `json:"keys"`
+	KVBytes   int64 `json:"kv_bytes"` // what max_kv_bytes counts
 }
 
 // CreateTenantRequest is the body of POST /v1/tenants. Secret, when given, is
@@ -358,10 +365,11 @@ const BackupVersion = 1
 // Backup is the cluster's durable state, as GET /v1/backup answers it and
 // POST /v1/restore takes it: each tenant with its token hashes and quotas,
 // each service's policy and permanent instances (those registered without
-// a session), and the counters that keep shard IDs and fencing tokens from
-// being issued twice. Sessions, the instances registered under them and
-// masterships are not in it: they belong to running processes, which
-// register again with the restored cluster.
+// a session), the permanent keys of the tenant's configuration store, and
+// the counters that keep shard IDs and fencing tokens from being issued
+// twice. Sessions, the instances and keys owned by them, and masterships
+// are not in it: they belong to running processes, which register again
+// with the restored cluster.
 type Backup struct {
 	Version       int               `json:"version"`
 	CreatedAt     time.Time         `json:"created_at"`
@@ -383,6 +391,10 @@ type BackupTenant struct {
 	PreviousValidUntil time.Time       `json:"previous_valid_until,omitzero"`
 	CreatedAt          time.Time       `json:"created_at"`
 	Services           []BackupService `json:"services"`
+	// KV holds the tenant's permanent keys (those written without a
+	// session), sorted; their indexes and versions start over when they
+	// are restored.
+	KV []KV `json:"kv,omitempty"`
 }
 
 // BackupService is one service of a tenant in a Backup: its own policy, if
@@ -401,6 +413,7 @@ type RestoreResponse struct {
 	Tenants   int `json:"tenants"`
 	Policies  int `json:"policies"`
 	Instances int `json:"instances"`
+	Keys      int `json:"keys"`
 }
 
 // ServerList answers GET /v1/servers (any valid token): the API address of

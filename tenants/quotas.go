@@ -1,6 +1,8 @@
 package tenants
 
 import (
+	"cmp"
+
 	"github.com/rafting/rafting/api"
 )
 
@@ -18,6 +20,9 @@ const (
 	QuotaRequestsPerSecond = "requests_per_second"
 	QuotaBurst             = "burst"
 	QuotaWritesPerSecond   = "writes_per_second"
+	QuotaMaxKeys           = "max_keys"
+	QuotaMaxValueBytes     = "max_value_bytes"
+	QuotaMaxKVBytes        = "max_kv_bytes"
 )
 
 // Default quotas: generous, so that a tenant created without quotas is
@@ -55,7 +60,25 @@ const (
 	// (proposal) bucket, per node, charged where the write is proposed. Its
 	// burst is max(1, writes_per_second): see WriteBurst.
 	DefaultWritesPerSecond = 200
+	// DefaultMaxKeys is how many keys a tenant's configuration store may
+	// hold.
+	DefaultMaxKeys = 10000
+	// DefaultMaxValueBytes is the largest value a key may hold, in bytes.
+	DefaultMaxValueBytes = 64 << 10
+	// DefaultMaxKVBytes bounds the configuration store's size: the sum over
+	// its keys of len(key) + len(value) + KVEntryCost, in bytes. It is held
+	// in memory on every replica and written whole in every snapshot.
+	DefaultMaxKVBytes = 16 << 20
 )
+
+// KVEntryCost is what a key costs of max_kv_bytes beside its key and value:
+// its record, its place in the sorted index and its subtree entries on
+// every replica (docs/DECISIONS.md, "Configuration store").
+const KVEntryCost = 128
+
+// MaxValueBytes is the largest max_value_bytes a tenant may be given: a
+// value must fit in one request's body.
+const MaxValueBytes = api.MaxBodyBytes
 
 // Bounds every resolved Quotas keeps.
 const (
@@ -83,7 +106,21 @@ func DefaultQuotas() api.Quotas {
 		RequestsPerSecond: DefaultRequestsPerSecond,
 		Burst:             DefaultBurst,
 		WritesPerSecond:   DefaultWritesPerSecond,
+		MaxKeys:           DefaultMaxKeys,
+		MaxValueBytes:     DefaultMaxValueBytes,
+		MaxKVBytes:        DefaultMaxKVBytes,
 	}
+}
+
+// KVLimits are a tenant's configuration store quotas with a zero (a tenant
+// created before the store existed) taking its default.
+func KVLimits(q api.Quotas) (maxKeys, maxValueBytes, maxKVBytes int64) {
+	return cmp.Or(q.MaxKeys, DefaultMaxKeys), cmp.Or(q.MaxValueBytes, DefaultMaxValueBytes), cmp.Or(q.MaxKVBytes, DefaultMaxKVBytes)
+}
+
+// KVSize is what one key costs of max_kv_bytes.
+func KVSize(key string, valueLen int) int64 {
+	return int64(len(key)) + int64(valueLen) + KVEntryCost
 }
 
 // Resolve gives the quotas of a tenant being created with q: every zero field
@@ -153,6 +190,9 @@ var quotaFields = [...]quotaField{
 	{QuotaRequestsPerSecond, func(q *api.Quotas) *int64 { return &q.RequestsPerSecond }},
 	{QuotaBurst, func(q *api.Quotas) *int64 { return &q.Burst }},
 	{QuotaWritesPerSecond, func(q *api.Quotas) *int64 { return &q.WritesPerSecond }},
+	{QuotaMaxKeys, func(q *api.Quotas) *int64 { return &q.MaxKeys }},
+	{QuotaMaxValueBytes, func(q *api.Quotas) *int64 { return &q.MaxValueBytes }},
+	{QuotaMaxKVBytes, func(q *api.Quotas) *int64 { return &q.MaxKVBytes }},
 }
 
 func field(name string) string { return "quotas." + name }
@@ -197,6 +237,9 @@ func validate(q api.Quotas, ttlBlame string) error {
 	}
 	if q.MaxTTLMs > MaxTTLMs {
 		return api.BadField(field(QuotaMaxTTLMs), "must be at most %d (one day), got %d", MaxTTLMs, q.MaxTTLMs)
+	}
+	if q.MaxValueBytes > MaxValueBytes {
+		return api.BadField(field(QuotaMaxValueBytes), "must be at most %d (a request body), got %d", MaxValueBytes, q.MaxValueBytes)
 	}
 	if q.MinTTLMs > q.MaxTTLMs {
 		if ttlBlame == QuotaMinTTLMs {

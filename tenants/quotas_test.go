@@ -41,6 +41,8 @@ func TestResolve(t *testing.T) {
 			want: func(q *api.Quotas) { q.MaxTTLMs = MaxTTLMs }},
 		{name: "min ttl at floor", in: api.Quotas{MinTTLMs: MinTTLMs},
 			want: func(q *api.Quotas) {}},
+		{name: "kv quotas", in: api.Quotas{MaxKeys: 3, MaxValueBytes: MaxValueBytes, MaxKVBytes: 1},
+			want: func(q *api.Quotas) { q.MaxKeys, q.MaxValueBytes, q.MaxKVBytes = 3, MaxValueBytes, 1 }},
 
 		{name: "negative max_services", in: api.Quotas{MaxServices: -1}, field: "quotas.max_services"},
 		{name: "negative max_instances", in: api.Quotas{MaxInstances: -1}, field: "quotas.max_instances"},
@@ -52,6 +54,10 @@ func TestResolve(t *testing.T) {
 		{name: "negative requests_per_second", in: api.Quotas{RequestsPerSecond: -1}, field: "quotas.requests_per_second"},
 		{name: "negative burst", in: api.Quotas{Burst: -5}, field: "quotas.burst"},
 		{name: "negative writes_per_second", in: api.Quotas{WritesPerSecond: -1}, field: "quotas.writes_per_second"},
+		{name: "negative max_keys", in: api.Quotas{MaxKeys: -1}, field: "quotas.max_keys"},
+		{name: "negative max_value_bytes", in: api.Quotas{MaxValueBytes: -1}, field: "quotas.max_value_bytes"},
+		{name: "negative max_kv_bytes", in: api.Quotas{MaxKVBytes: -1}, field: "quotas.max_kv_bytes"},
+		{name: "max_value_bytes over a body", in: api.Quotas{MaxValueBytes: MaxValueBytes + 1}, field: "quotas.max_value_bytes"},
 		{name: "first negative named", in: api.Quotas{MaxSessions: -1, Burst: -1}, field: "quotas.max_sessions"},
 
 		{name: "min ttl below floor", in: api.Quotas{MinTTLMs: 2999}, field: "quotas.min_ttl_ms"},

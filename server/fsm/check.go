@@ -45,6 +45,12 @@ func check(cmd any, q api.Quotas, name string, v uint64) *api.Error {
 		return checkPolicy(c, v)
 	case Resign:
 		return validName(v, "service", c.Service)
+	case KVPut:
+		return checkKVPut(c, q, name)
+	case KVDelete:
+		return checkKVDelete(c)
+	case KVTxn:
+		return checkKVTxnCmd(c, q, name)
 	}
 	return nil
 }
@@ -380,6 +386,24 @@ func (t *Tenant) Precheck(op Op, cmd any) *api.Error {
 			return err
 		}
 		return t.admitPolicy(c)
+	case KVPut:
+		return t.precheckKV(op, c.txn(), cmp.Or(c.Caller, c.Session), c.Seq)
+	case KVDelete:
+		return t.precheckKV(op, c.txn(), c.Caller, c.Seq)
+	case KVTxn:
+		return t.precheckKV(op, c.txn(), c.Caller, c.Seq)
 	}
 	return nil
+}
+
+// precheckKV is Precheck of a store write (Check has passed it: the
+// fields are valid).
+func (t *Tenant) precheckKV(op Op, x kvTxn, caller string, seq uint64) *api.Error {
+	if versionOf(t.st.Version) < kvVersion {
+		return errKVVersion(op)
+	}
+	if seq != 0 {
+		return t.admitSeq(caller, seq)
+	}
+	return t.admitKV(x)
 }

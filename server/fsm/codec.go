@@ -34,6 +34,9 @@ const (
 	OpTick                       // leader-only: time for cold-start waits
 	OpRelease                    // leader-only: grant the successor of a releasing master
 	OpSetVersion                 // system: the state's semantics version (SetVersion)
+	OpKVPut                      // ordinary, from version 3: write a key (kv.go)
+	OpKVDelete                   // ordinary, from version 3: delete a key or a subtree
+	OpKVTxn                      // ordinary, from version 3: compares, then puts and deletes
 )
 
 // Meta shard commands.
@@ -54,6 +57,7 @@ var opNames = map[Op]string{
 	OpDeregister: "deregister", OpSetPolicy: "set_policy", OpResign: "resign",
 	OpSetQuotas: "set_quotas", OpBarrier: "barrier", OpRenew: "renew", OpExpire: "expire",
 	OpTick: "tick", OpRelease: "release", OpSetVersion: "set_version",
+	OpKVPut: "kv_put", OpKVDelete: "kv_delete", OpKVTxn: "kv_txn",
 	OpRegisterNode: "register_node", OpCreateTenant: "create_tenant", OpDeleteTenant: "delete_tenant",
 	OpUpdateQuotas: "update_quotas", OpRotateToken: "rotate_token", OpAddReplica: "add_replica",
 	OpRestore: "restore", OpRemoveNode: "remove_node", OpSetMetaVersion: "set_meta_version",

@@ -1,7 +1,8 @@
 // Package fsm holds Rafting's deterministic state machines: Meta (shard 1:
 // nodes, tenants, placement, token hashes, tombstones and ID counters) and
 // Tenant (one per tenant shard: services, instances, sessions, master
-// records and modify indexes), with their versioned command codec.
+// records, modify indexes and the configuration store's keys: kv.go), with
+// their versioned command codec.
 //
 // The rules, from DESIGN.md:
 //

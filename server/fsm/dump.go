@@ -56,6 +56,21 @@ func (t *Tenant) Dump() string {
 	for _, id := range st.TombOrder {
 		fmt.Fprintf(&b, "tomb %s @%d\n", id, st.Tombs[id])
 	}
+	for _, key := range t.kv.keys {
+		e := st.KV[key]
+		fmt.Fprintf(&b, "kv %s create=%d mod=%d version=%d", key, e.CreateIndex, e.ModIndex, e.Version)
+		if e.Session != "" {
+			fmt.Fprintf(&b, " session=%s", e.Session)
+		}
+		fmt.Fprintf(&b, " value=%q\n", e.Value)
+	}
+	if len(st.KV) > 0 || len(st.KVTree) > 0 {
+		fmt.Fprintf(&b, "kv_tree")
+		for _, p := range sortedKeys(st.KVTree) {
+			fmt.Fprintf(&b, " %q=%d", p, st.KVTree[p])
+		}
+		fmt.Fprintf(&b, " bytes=%d\n", t.kv.bytes)
+	}
 	return b.String()
 }
 

@@ -139,7 +139,13 @@ func FuzzRestore(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	withKV, err := seededKV(f).Snapshot()
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Add(good)
+	f.Add(withKV)
+	f.Add(append([]byte{CodecVersion}, `{"kv":{"a/b":{"value":"eA==","mod_index":9},"c":null},"kv_tree":{"x":3,"a":1}}`...))
 	f.Add(metaGood)
 	f.Add([]byte{CodecVersion})
 	f.Add(append([]byte{CodecVersion}, `{"services":{"a":null},"sessions":{"s":null}}`...))
@@ -156,6 +162,10 @@ func FuzzRestore(f *testing.F) {
 			ten.Sessions()
 			ten.Releasing()
 			ten.Waiting()
+			ten.KVList("", "", 100, 1<<20)
+			ten.KVModifyIndex("a/b", true)
+			ten.DurableKV()
+			_ = ten.Dump()
 			again, err := ten.Snapshot()
 			if err != nil {
 				t.Fatalf("a restored tenant state does not encode: %v", err)

@@ -45,6 +45,8 @@ type propRun struct {
 	sessions []string // every session ID ever opened (some ended)
 	seed     uint64
 	history  []string
+	// lastOutcome is the last command's (kv_test.go's steps).
+	lastOutcome Outcome
 }
 
 func runInvariants(t *testing.T, seed uint64, ops int) {

@@ -156,6 +156,35 @@ func step(t *testing.T, sm *Tenant, index *uint64, line string) string {
 		return fmt.Sprintf("%s waiting=%t", b, sm.Waiting())
 	case "snapshot":
 		return checkSnapshot(t, sm)
+	case "kv":
+		// kv <key>: one key's read
+		kv, ok, _ := sm.KV(rest)
+		if !ok {
+			return "not found"
+		}
+		b, _ := json.Marshal(kv.WithText())
+		return string(b)
+	case "kvs":
+		// kvs <prefix> [start [limit]]: a subtree's read ("-" is the empty prefix)
+		f := strings.Fields(rest)
+		prefix, start, limit := strings.TrimPrefix(f[0], "-"), "", 100
+		if len(f) > 1 {
+			start = f[1]
+		}
+		if len(f) > 2 {
+			limit, _ = strconv.Atoi(f[2])
+		}
+		kvs, next, _ := sm.KVList(prefix, start, limit, 1<<20)
+		var b strings.Builder
+		for _, kv := range kvs {
+			fmt.Fprintf(&b, "%s mod=%d\n", kv.Key, kv.ModIndex)
+		}
+		fmt.Fprintf(&b, "next=%q", next)
+		return b.String()
+	case "kvindex":
+		// kvindex <key> [prefix]: what a blocking read waits on ("-" is the empty prefix)
+		key, prefix, _ := strings.Cut(rest, " ")
+		return strconv.FormatUint(sm.KVModifyIndex(strings.TrimPrefix(key, "-"), prefix == "prefix"), 10)
 	case "raw":
 		// raw <hex>: apply undecodable bytes
 		*index++
@@ -210,6 +239,25 @@ func outcomeString(o Outcome, ch *Changes) string {
 	}
 	for _, m := range ch.Masters {
 		fmt.Fprintf(&b, "\nmaster %s: %s -> %s", m.Service, mvString(m.Old), mvString(m.New))
+	}
+	if o.KV != nil {
+		fmt.Fprintf(&b, "\nkv %s create=%d mod=%d version=%d", o.KV.Key, o.KV.CreateIndex, o.KV.ModIndex, o.KV.Version)
+	}
+	if o.Deleted > 0 {
+		fmt.Fprintf(&b, "\ndeleted %d", o.Deleted)
+	}
+	if c := o.Conflict; c != nil {
+		fmt.Fprintf(&b, "\nconflict key=%s mod_index=%d", c.Key, c.ModIndex)
+		if c.Compare != nil {
+			fmt.Fprintf(&b, " compare=%d", *c.Compare)
+		}
+	}
+	for _, c := range ch.KV {
+		if c.KV == nil {
+			fmt.Fprintf(&b, "\nkv-change %d delete %s", c.Index, c.Key)
+		} else {
+			fmt.Fprintf(&b, "\nkv-change %d put %s v%d", c.Index, c.Key, c.KV.Version)
+		}
 	}
 	return b.String()
 }

@@ -36,6 +36,7 @@ type Tenant struct {
 	// derived from st, rebuilt on restore
 	owned map[string]map[instKey]struct{} // session -> instances it owns
 	held  map[string]map[string]struct{}  // session -> services it masters
+	kv    kvIndex                         // the store's sorted keys, owners, sizes
 
 	watch  watchHub
 	atMs   int64 // the entry being applied: proposer's clock (display only)
@@ -68,6 +69,10 @@ type tenantState struct {
 	Sessions      map[string]*session `json:"sessions"`
 	Tombs         map[string]uint64   `json:"tombs"`
 	TombOrder     []string            `json:"tomb_order"`
+	// The configuration store (kv.go): the keys, and each subtree's last
+	// change (a put or a delete under it), which prefix reads block on.
+	KV     map[string]*kvEntry `json:"kv,omitempty"`
+	KVTree map[string]uint64   `json:"kv_tree,omitempty"`
 }
 
 type service struct {
@@ -137,6 +142,7 @@ func NewTenant(info TenantInfo) *Tenant {
 func (t *Tenant) rebuild() {
 	t.owned = map[string]map[instKey]struct{}{}
 	t.held = map[string]map[string]struct{}{}
+	t.rebuildKV()
 	for name, svc := range t.st.Services {
 		svc.ms = 0
 		for id, in := range svc.Instances {
@@ -201,6 +207,12 @@ type Outcome struct {
 	Created  bool                 `json:"created,omitempty"`
 	Instance *api.Instance        `json:"instance,omitempty"`
 	Session  *api.SessionResponse `json:"session,omitempty"`
+	// The configuration store (kv.go): the key a put wrote, without its
+	// value (the proposer has it); how many keys a delete removed; the
+	// compare that failed.
+	KV       *api.KV         `json:"kv,omitempty"`
+	Deleted  int             `json:"deleted,omitempty"`
+	Conflict *api.KVConflict `json:"conflict,omitempty"`
 }
 
 // Err returns the outcome as an *api.Error, or nil when it succeeded.
@@ -208,11 +220,11 @@ func (o *Outcome) Err() *api.Error {
 	if o.Code == "" {
 		return nil
 	}
-	return &api.Error{Code: o.Code, Message: o.Message, Quota: o.Quota, Limit: o.Limit, Used: o.Used}
+	return &api.Error{Code: o.Code, Message: o.Message, Quota: o.Quota, Limit: o.Limit, Used: o.Used, Conflict: o.Conflict}
 }
 
 func reject(err *api.Error) Outcome {
-	return Outcome{Code: err.Code, Message: err.Message, Quota: err.Quota, Limit: err.Limit, Used: err.Used}
+	return Outcome{Code: err.Code, Message: err.Message, Quota: err.Quota, Limit: err.Limit, Used: err.Used, Conflict: err.Conflict}
 }
 
 func rejectf(code api.Code, format string, args ...any) Outcome {
@@ -229,6 +241,7 @@ type Changes struct {
 	Masters    []MasterChange      // master records granted, marked releasing or removed
 	Instances  []InstanceChange    // session-owned instances changed by someone else
 	Barrier    uint64              // the barrier term applied in this batch, if any
+	KV         []KVChange          // keys written or deleted, in the order applied
 }
 
 // InstanceChange is a change of a session's instance that someone other
@@ -267,7 +280,7 @@ func (c *Changes) service(name string) {
 
 func (c *Changes) empty() bool {
 	return len(c.Services) == 0 && !c.ServiceSet && len(c.Opened) == 0 && len(c.Ended) == 0 &&
-		len(c.Masters) == 0 && c.Barrier == 0
+		len(c.Masters) == 0 && c.Barrier == 0 && len(c.KV) == 0
 }
 
 // Apply applies one committed entry and returns its outcome. It never
@@ -431,6 +444,8 @@ func (t *Tenant) apply(index uint64, cmd []byte, ch *Changes) (o Outcome) {
 			t.elect(index, name, svc, "", ch)
 		}
 		return Outcome{}
+	case OpKVPut, OpKVDelete, OpKVTxn:
+		return t.applyKV(index, op, body, ch)
 	case OpRelease:
 		var c Release
 		if err := strictUnmarshal(body, &c); err != nil {
@@ -601,6 +616,7 @@ func (t *Tenant) endSessions(index uint64, ids []string, ch *Changes) {
 			affected[k.service] = struct{}{}
 		}
 		delete(t.owned, id)
+		t.kvEndSession(index, id, ch)
 		delete(t.st.Sessions, id)
 		t.tombstone(id, index)
 		ch.Ended = append(ch.Ended, id)
@@ -1068,6 +1084,9 @@ func (st *tenantState) check() error {
 	}
 	if st.Tombs == nil {
 		st.Tombs = map[string]uint64{}
+	}
+	if err := st.checkKV(); err != nil {
+		return err
 	}
 	for name, svc := range st.Services {
 		if svc == nil {

@@ -20,6 +20,8 @@ import (
 type watchHub struct {
 	mu       sync.Mutex
 	services map[string]*watchEntry
+	keys     map[string]*watchEntry // the configuration store: one key
+	trees    map[string]*watchEntry // the configuration store: a subtree
 	applied  chan struct{}
 }
 
@@ -29,24 +31,38 @@ type watchEntry struct {
 }
 
 func (h *watchHub) serviceChan(name string) (<-chan struct{}, func()) {
+	return h.chanIn(&h.services, name)
+}
+
+// chanIn returns the channel of name in *m, made when missing, and the
+// function that gives it up.
+func (h *watchHub) chanIn(m *map[string]*watchEntry, name string) (<-chan struct{}, func()) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.services == nil {
-		h.services = map[string]*watchEntry{}
+	if *m == nil {
+		*m = map[string]*watchEntry{}
 	}
-	e := h.services[name]
+	e := (*m)[name]
 	if e == nil {
 		e = &watchEntry{ch: make(chan struct{})}
-		h.services[name] = e
+		(*m)[name] = e
 	}
 	e.refs++
 	return e.ch, func() {
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		e.refs--
-		if e.refs == 0 && h.services[name] == e {
-			delete(h.services, name)
+		if e.refs == 0 && (*m)[name] == e {
+			delete(*m, name)
 		}
+	}
+}
+
+// wake closes and forgets name's channel in m, if any.
+func wake(m map[string]*watchEntry, name string) {
+	if e := m[name]; e != nil {
+		close(e.ch)
+		delete(m, name)
 	}
 }
 
@@ -63,9 +79,14 @@ func (h *watchHub) notify(ch *Changes) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for name := range ch.Services {
-		if e := h.services[name]; e != nil {
-			close(e.ch)
-			delete(h.services, name)
+		wake(h.services, name)
+	}
+	if len(h.keys) > 0 || len(h.trees) > 0 {
+		for _, c := range ch.KV {
+			wake(h.keys, c.Key)
+			if len(h.trees) > 0 {
+				ancestors(c.Key, func(a string) { wake(h.trees, a) })
+			}
 		}
 	}
 	if h.applied != nil {
@@ -77,9 +98,11 @@ func (h *watchHub) notify(ch *Changes) {
 func (h *watchHub) wakeAll() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for name, e := range h.services {
-		close(e.ch)
-		delete(h.services, name)
+	for _, m := range []map[string]*watchEntry{h.services, h.keys, h.trees} {
+		for name, e := range m {
+			close(e.ch)
+			delete(m, name)
+		}
 	}
 	if h.applied != nil {
 		close(h.applied)
@@ -316,7 +339,8 @@ func (t *Tenant) Services() api.ServiceList {
 func (t *Tenant) Usage() api.Usage {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	return api.Usage{Services: int64(len(t.st.Services)), Instances: t.instanceCount(), Sessions: int64(len(t.st.Sessions))}
+	return api.Usage{Services: int64(len(t.st.Services)), Instances: t.instanceCount(), Sessions: int64(len(t.st.Sessions)),
+		Keys: int64(len(t.st.KV)), KVBytes: t.kv.bytes}
 }
 
 // Quotas is the tenant shard's copy of its quotas and its version.

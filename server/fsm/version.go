@@ -21,7 +21,10 @@ import "github.com/rafting/rafting/api"
 //	   no control characters; a meta entry costs MetaEntryCost bytes of
 //	   max_meta_bytes beside its key and value, and there are at most
 //	   MaxMetaEntries.
-const Version = 2
+//	3: the configuration store: kv_put, kv_delete and kv_txn apply (a
+//	   state before 3 refuses them as the builds before it did, changing
+//	   nothing), and a session's end deletes the keys it owns.
+const Version = 3
 
 // SetVersion raises a state machine's version. The cluster proposes it
 // once every node reports a build of at least that version. A replica
