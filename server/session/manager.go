@@ -438,37 +438,61 @@ func (m *Manager) stepDownLocked(leaderAPI string) {
 // ErrNotLeader on a node that does not lead the shard (forward it), and an
 // *api.Error otherwise.
 func (m *Manager) Keepalive(ctx context.Context, id string) (api.KeepaliveResponse, error) {
+	var resp [1]api.KeepaliveResponse
+	var errs [1]error
+	m.KeepaliveAll(ctx, []string{id}, resp[:], errs[:])
+	return resp[0], errs[0]
+}
+
+// KeepaliveAll renews many sessions at once, each as Keepalive does: every
+// one that needs a promise joins the same ReadIndex round, and all are
+// received at the same instant. resps[i] and errs[i] answer ids[i] (both
+// as long as ids).
+func (m *Manager) KeepaliveAll(ctx context.Context, ids []string, resps []api.KeepaliveResponse, errs []error) {
 	recv := time.Now()
+	type wait struct {
+		i int
+		r *request
+	}
+	var waits []wait
 	m.mu.Lock()
-	if err := m.admitLocked(id, true); err != nil {
-		m.mu.Unlock()
-		return api.KeepaliveResponse{}, err
-	}
-	if e := m.entries[id]; e.lease == 0 && e.full {
-		// SeeksMaster covers a mastership held.
-		if info, state := m.sm.Session(id); !info.SeeksMaster {
-			// No promise asked, none to keep: the keepalive only restarts
-			// the TTL countdown, so it needs no ReadIndex round.
-			res := m.answerLocked(&request{id: id, recv: recv}, e, info, state)
-			m.mu.Unlock()
-			return res.resp, res.err
+	for i, id := range ids {
+		if err := m.admitLocked(id, true); err != nil {
+			errs[i] = err
+			continue
 		}
+		if e := m.entries[id]; e.lease == 0 && e.full {
+			// SeeksMaster covers a mastership held.
+			if info, state := m.sm.Session(id); !info.SeeksMaster {
+				// No promise asked, none to keep: the keepalive only restarts
+				// the TTL countdown, so it needs no ReadIndex round.
+				res := m.answerLocked(&request{id: id, recv: recv}, e, info, state)
+				resps[i], errs[i] = res.resp, res.err
+				continue
+			}
+		}
+		m.entries[id].queued++
+		r := &request{id: id, recv: recv, done: make(chan result, 1)}
+		m.pending = append(m.pending, r)
+		waits = append(waits, wait{i, r})
 	}
-	m.entries[id].queued++
-	r := &request{id: id, recv: recv, done: make(chan result, 1)}
-	m.pending = append(m.pending, r)
 	m.mu.Unlock()
+	if len(waits) == 0 {
+		return
+	}
 	select {
 	case m.kick <- struct{}{}:
 	default:
 	}
-	select {
-	case res := <-r.done:
-		return res.resp, res.err
-	case <-ctx.Done():
-		// The round still answers into the buffered channel; its promise,
-		// if any, was recorded: a longer deadline is always safe.
-		return api.KeepaliveResponse{}, &api.Error{Code: api.CodeUnavailable, Message: "keepalive: " + ctx.Err().Error(), RetryAfter: 50 * time.Millisecond}
+	for _, w := range waits {
+		select {
+		case res := <-w.r.done:
+			resps[w.i], errs[w.i] = res.resp, res.err
+		case <-ctx.Done():
+			// The round still answers into the buffered channel; its promise,
+			// if any, was recorded: a longer deadline is always safe.
+			errs[w.i] = &api.Error{Code: api.CodeUnavailable, Message: "keepalive: " + ctx.Err().Error(), RetryAfter: 50 * time.Millisecond}
+		}
 	}
 }
 

@@ -89,6 +89,15 @@ func (s *Stream) ClientClosed() {
 	e.clientClosed = true
 }
 
+// Detach detaches a stream that the server ended (it told the client
+// `moved`, or ended the stream for the client's fault). Unlike
+// ClientClosed it never starts drop_grace: the session keeps its deadline.
+func (s *Stream) Detach() {
+	s.m.mu.Lock()
+	defer s.m.mu.Unlock()
+	s.endLocked(api.StreamEvent{Type: api.EventMoved})
+}
+
 // endLocked ends a stream from the server side: a final event, then close.
 // A server-side close never starts drop_grace.
 func (s *Stream) endLocked(final api.StreamEvent) {
