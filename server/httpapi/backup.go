@@ -64,6 +64,12 @@ func (s *Server) backup(w http.ResponseWriter, r *http.Request, _ identity) {
 		services, _ := t.SM.Durable()
 		bt := api.BackupTenant{Name: rec.Name, Epoch: rec.Epoch, Quotas: rec.Quotas,
 			TokenHash: rec.Credentials.Current.String(), CreatedAt: time.UnixMilli(rec.CreatedMs).UTC(), Services: services}
+		if kvs, _ := t.SM.DurableKV(); len(kvs) > 0 {
+			for i := range kvs {
+				kvs[i].WithText()
+			}
+			bt.KV = kvs
+		}
 		if c := rec.Credentials; c.Previous != nil && now.Before(c.PreviousValidUntil) {
 			bt.PreviousTokenHash, bt.PreviousValidUntil = c.Previous.String(), c.PreviousValidUntil.UTC()
 		}
@@ -139,6 +145,11 @@ func (s *Server) restore(w http.ResponseWriter, r *http.Request, _ identity) {
 			Message: "restore: the cluster has not agreed on state version 2 yet (a node runs an older build, or is unreachable); retry"})
 		return
 	}
+	if hasKeys(backup) && !s.speaksVersion(r.Context(), 3) {
+		writeError(w, &api.Error{Code: api.CodeUnavailable, RetryAfter: time.Second,
+			Message: "restore: the backup holds keys, and the cluster has not agreed on state version 3 (the configuration store) yet; retry"})
+		return
+	}
 	ctx, cancel := s.writeCtx(r)
 	cmd.Members, err = s.node.MetaMembers(ctx)
 	if err == nil {
@@ -150,7 +161,7 @@ func (s *Server) restore(w http.ResponseWriter, r *http.Request, _ identity) {
 		writeError(w, err)
 		return
 	}
-	var policies, instances atomic.Int64
+	var policies, instances, keys atomic.Int64
 	err = forEach(r.Context(), len(backup), backupWorkers, func(gctx context.Context, i int) error {
 		bt := backup[i]
 		t, err := s.restoredTenant(gctx, bt.Name)
@@ -189,13 +200,58 @@ func (s *Server) restore(w http.ResponseWriter, r *http.Request, _ identity) {
 				instances.Add(1)
 			}
 		}
+		// The keys, in transactions of up to api.MaxTxnOps puts and about
+		// restoreTxnBytes of values: a store of 10,000 keys is some 160
+		// entries, not 10,000.
+		for _, batch := range kvBatches(bt.KV) {
+			if err := propose(fmt.Sprintf("keys %s to %s", batch.Put[0].Key, batch.Put[len(batch.Put)-1].Key), fsm.OpKVTxn, batch); err != nil {
+				return err
+			}
+			keys.Add(int64(len(batch.Put)))
+		}
 		return nil
 	})
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, api.RestoreResponse{Tenants: len(backup), Policies: int(policies.Load()), Instances: int(instances.Load())})
+	writeJSON(w, http.StatusOK, api.RestoreResponse{Tenants: len(backup), Policies: int(policies.Load()), Instances: int(instances.Load()),
+		Keys: int(keys.Load())})
+}
+
+// restoreTxnBytes bounds the values of one restore transaction.
+const restoreTxnBytes = 256 << 10
+
+// kvBatches cuts a backup's keys into the transactions that restore them.
+func kvBatches(kvs []api.KV) []fsm.KVTxn {
+	var out []fsm.KVTxn
+	var cur fsm.KVTxn
+	size := 0
+	for _, kv := range kvs {
+		if len(cur.Put) == api.MaxTxnOps || len(cur.Put) > 0 && size+len(kv.Value) > restoreTxnBytes {
+			out = append(out, cur)
+			cur, size = fsm.KVTxn{}, 0
+		}
+		value := kv.Value
+		if value == nil {
+			value = []byte{}
+		}
+		cur.Put = append(cur.Put, fsm.KVTxnPut{Key: kv.Key, Value: value})
+		size += len(value)
+	}
+	if len(cur.Put) > 0 {
+		out = append(out, cur)
+	}
+	return out
+}
+
+func hasKeys(backup []api.BackupTenant) bool {
+	for _, t := range backup {
+		if len(t.KV) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // restoredTenant waits (at most tenantWait) until a restored tenant's
@@ -338,8 +394,48 @@ func checkBackup(b api.Backup) (fsm.Restore, []api.BackupTenant, error) {
 				}
 			}
 		}
+		if err := checkBackupKV(field, t, quotas); err != nil {
+			return fsm.Restore{}, nil, err
+		}
 	}
 	return cmd, b.Tenants, nil
+}
+
+// checkBackupKV checks a backup tenant's keys: valid, each once, permanent,
+// within the tenant's quotas all together — every check the restore's
+// transactions will meet without the state, now.
+func checkBackupKV(field string, t api.BackupTenant, quotas api.Quotas) error {
+	maxKeys, maxValue, maxBytes := tenants.KVLimits(quotas)
+	if n := int64(len(t.KV)); n > maxKeys {
+		return api.QuotaExceeded(t.Name, tenants.QuotaMaxKeys, maxKeys, n)
+	}
+	seen := make(map[string]bool, len(t.KV))
+	var size int64
+	for j, kv := range t.KV {
+		kf := fmt.Sprintf("%s.kv[%d]", field, j)
+		if err := api.ValidateKey(kf+".key", kv.Key); err != nil {
+			return err
+		}
+		if seen[kv.Key] {
+			return api.BadField(kf+".key", "key %s is named twice", kv.Key)
+		}
+		seen[kv.Key] = true
+		if kv.SessionTag != "" {
+			return api.BadField(kf+".session_tag", "a backup holds permanent keys only")
+		}
+		if kv.Text != nil && string(kv.Value) != *kv.Text {
+			return api.BadField(kf+".text", "differs from value (value is the key's bytes; text, when given, the same as a string)")
+		}
+		if n := int64(len(kv.Value)); n > maxValue {
+			return &api.Error{Code: api.CodeTooLarge, Quota: tenants.QuotaMaxValueBytes, Limit: maxValue, Used: n,
+				Message: fmt.Sprintf("%s.value: %d bytes, over max_value_bytes %d", kf, n, maxValue)}
+		}
+		size += tenants.KVSize(kv.Key, len(kv.Value))
+	}
+	if size > maxBytes {
+		return api.QuotaExceeded(t.Name, tenants.QuotaMaxKVBytes, maxBytes, size)
+	}
+	return nil
 }
 
 // unixMs is t in Unix milliseconds, 0 for the zero time.

@@ -150,6 +150,11 @@ func (s *Server) routes() {
 	h("GET /v1/tenants/{t}/services/{s}", tenant, false, false, s.service)
 	h("PUT /v1/tenants/{t}/services/{s}/policy", tenant, false, true, s.setPolicy)
 	h("POST /v1/tenants/{t}/services/{s}/master/resign", tenant, false, true, s.resign)
+	h("PUT /v1/tenants/{t}/kv/{key...}", tenant, false, true, s.kvPut)
+	h("GET /v1/tenants/{t}/kv/{key...}", tenant, false, false, s.kvGet)
+	h("GET /v1/tenants/{t}/kv", tenant, false, false, s.kvGet)
+	h("DELETE /v1/tenants/{t}/kv/{key...}", tenant, false, true, s.kvDelete)
+	h("POST /v1/tenants/{t}/kv:txn", tenant, false, true, s.kvTxn)
 	if s.node.Config().Pprof {
 		// Go's profiles, for an operator with the admin token: a CPU
 		// profile of a node under load is how its costs are found.
