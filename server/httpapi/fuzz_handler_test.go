@@ -38,6 +38,12 @@ func FuzzHandler(f *testing.F) {
 	f.Add("GET", "services/web?index=3&wait=10ms", ``, "")
 	f.Add("DELETE", "services/web/instances/w1", ``, "7")
 	f.Add("PATCH", "services/%2e%2e/instances/x", `{`, "")
+	f.Add("PUT", "kv/app/flag?if_index=0", `on`, "")
+	f.Add("PUT", "kv/app/flag?session=sess-fuzz-0000000000", `{"text":"on"}`, "")
+	f.Add("GET", "kv/app?prefix=true&limit=2&start=app/b&index=2&wait=10ms", ``, "")
+	f.Add("GET", "kv/app/flag?raw=true", ``, "")
+	f.Add("DELETE", "kv/app?prefix=true", ``, "")
+	f.Add("POST", "kv:txn", `{"compare":[{"key":"app/flag","mod_index":0}],"put":[{"key":"app/flag","text":"x"}],"delete":[{"key":"b"}]}`, "")
 	f.Fuzz(func(t *testing.T, method, path, body, header string) {
 		ten, ok := c.Server(1).Node().Tenant("acme")
 		if !ok {
