@@ -70,7 +70,10 @@ func New(cfg config.Config) (*Server, error) {
 			ln.Close()
 			return nil, fmt.Errorf("load API certificate: %w", err)
 		}
-		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		// h2 by ALPN for the client stream (and every request of an SDK
+		// client, multiplexed on one connection), HTTP/1.1 for the rest.
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
+			NextProtos: []string{"h2", "http/1.1"}})
 	}
 	reg := metrics.NewRegistry()
 	node, err := cluster.New(cfg, reg)
@@ -101,6 +104,7 @@ func New(cfg config.Config) (*Server, error) {
 		MaxHeaderBytes: 64 << 10,
 		IdleTimeout:    2 * time.Minute,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		Protocols:      apiProtocols(),
 	}
 	node.Start()
 	vctx, vcancel := context.WithCancel(context.Background())
@@ -120,6 +124,17 @@ func New(cfg config.Config) (*Server, error) {
 	go s.sweep()
 	s.log.Info("rafting server started", "api", cfg.APIAddress, "raft", cfg.RaftAddress, "data", cfg.DataDir)
 	return s, nil
+}
+
+// apiProtocols are the API port's protocols: HTTP/1.1 for REST and curl,
+// HTTP/2 for the client stream — h2 by ALPN with TLS, h2c with prior
+// knowledge without (an HTTP/1.1 Upgrade to h2c is not offered).
+func apiProtocols() *http.Protocols {
+	p := &http.Protocols{}
+	p.SetHTTP1(true)
+	p.SetHTTP2(true)
+	p.SetUnencryptedHTTP2(true)
+	return p
 }
 
 // PeerClient is the HTTP client a node uses to reach the other nodes' API
@@ -195,7 +210,10 @@ func (s *Server) Close() {
 		peers := s.api.PeerApplied(pctx)
 		cancel()
 		s.node.TransferLeaderships(3*time.Second, peers)
-		s.cancel() // blocking queries answer, streams end
+		// Client streams end with `moved` (no drop_grace for their
+		// sessions), then blocking queries answer and session streams end.
+		s.api.CloseStreams(time.Second)
+		s.cancel()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := s.http.Shutdown(ctx); err != nil {

@@ -219,6 +219,24 @@ func (s *Server) watcherCount(tenant string) *atomic.Int64 {
 	return n
 }
 
+// takeWatcher counts one more watcher of a tenant on this node (a blocking
+// query, or a watch on a client stream) against its max_watchers; release
+// counts it out.
+func (s *Server) takeWatcher(tenant string, who identity, q api.Quotas) (release func(), err error) {
+	// The read-only token's watches are its own, not the tenant's: they
+	// cannot take the tenant's max_watchers.
+	countKey := tenant
+	if who.readOnly {
+		countKey = "\x00read-only"
+	}
+	count := s.watcherCount(countKey)
+	if used := count.Add(1); q.MaxWatchers > 0 && used > q.MaxWatchers {
+		count.Add(-1)
+		return nil, api.QuotaExceeded(tenant, "max_watchers", q.MaxWatchers, used-1)
+	}
+	return func() { count.Add(-1) }, nil
+}
+
 // service answers GET .../services/{s}, blocking while ?index=N is given:
 // it returns when the service's modify index exceeds N, or when ?wait
 // (default 5 min, plus up to wait/16 of jitter) passes. It never answers
@@ -289,19 +307,12 @@ func (s *Server) block(w http.ResponseWriter, r *http.Request, who identity, t *
 		writeError(w, api.Errorf(api.CodeNotFound, "tenant %s not found", t.Name))
 		return false
 	}
-	// The read-only token's watches are its own, not the tenant's: they
-	// cannot take the tenant's max_watchers.
-	countKey := t.Name
-	if who.readOnly {
-		countKey = "\x00read-only"
-	}
-	count := s.watcherCount(countKey)
-	if used := count.Add(1); rec.Quotas.MaxWatchers > 0 && used > rec.Quotas.MaxWatchers {
-		count.Add(-1)
-		writeError(w, api.QuotaExceeded(t.Name, "max_watchers", rec.Quotas.MaxWatchers, used-1))
+	release, err := s.takeWatcher(t.Name, who, rec.Quotas)
+	if err != nil {
+		writeError(w, err)
 		return false
 	}
-	defer count.Add(-1)
+	defer release()
 	if wait > 0 {
 		wait += rand.N(wait/16 + 1)
 	}

@@ -57,6 +57,8 @@ type Server struct {
 
 	holds *holdPool // rate-limited answers being held (see tarpit)
 
+	cs *clientStreams // client streams and their watch feeds
+
 	reqCount *metrics.CounterVec
 	reqTime  *metrics.HistogramVec
 }
@@ -86,6 +88,7 @@ func New(node *cluster.Node, reg *metrics.Registry, peers *http.Client) *Server 
 		misses: tenants.NewLimiters(0), bytes: tenants.NewLimiters(0),
 		watchers: map[string]*atomic.Int64{},
 		holds:    &holdPool{byKey: map[string]int{}, perKey: MaxHeldPerKey},
+		cs:       newClientStreams(),
 	}
 	if cfg.AdminToken != "" {
 		s.admin = tenants.HashToken(cfg.AdminToken)
@@ -155,6 +158,7 @@ func (s *Server) routes() {
 	h("GET /v1/tenants/{t}/kv", tenant, false, false, s.kvGet)
 	h("DELETE /v1/tenants/{t}/kv/{key...}", tenant, false, true, s.kvDelete)
 	h("POST /v1/tenants/{t}/kv:txn", tenant, false, true, s.kvTxn)
+	h("POST /v1/tenants/{t}/stream", tenant, false, false, s.clientStream)
 	if s.node.Config().Pprof {
 		// Go's profiles, for an operator with the admin token: a CPU
 		// profile of a node under load is how its costs are found.

@@ -1,0 +1,270 @@
+package httpapi
+
+import (
+	"time"
+
+	"github.com/rafting/rafting/api"
+)
+
+// outItem is one thing waiting for the writer: an encoded frame, or a
+// watch whose service changed (its frame is encoded when it is written).
+type outItem struct {
+	b []byte
+	w *watch
+}
+
+// fifo is a queue of outItems.
+type fifo struct {
+	items []outItem
+	head  int
+}
+
+func (q *fifo) len() int { return len(q.items) - q.head }
+
+func (q *fifo) push(it outItem) { q.items = append(q.items, it) }
+
+func (q *fifo) pop() (outItem, bool) {
+	if q.head == len(q.items) {
+		return outItem{}, false
+	}
+	it := q.items[q.head]
+	q.items[q.head] = outItem{}
+	q.head++
+	if q.head == len(q.items) {
+		q.items, q.head = q.items[:0], 0
+		if cap(q.items) > 1024 {
+			q.items = nil // a burst's backing array is not kept
+		}
+	}
+	return it, true
+}
+
+// send queues a frame for the client, keepalive answers and session
+// events (hi) ahead of the rest. While the queues are full it waits; a
+// stream whose queues stay full for StallClose is ended with `moved`.
+// False means the stream is ending: the frame is dropped, and the caller
+// stops.
+func (cs *clientStream) send(hi bool, b []byte) bool {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		cs.mu.Lock()
+		if cs.ending != nil && !cs.ending.drain || cs.room == nil {
+			cs.mu.Unlock()
+			return false
+		}
+		if cs.queued == 0 || cs.queued < cs.lim.QueueFrames && cs.queuedBytes+len(b) <= cs.lim.QueueBytes {
+			if hi {
+				cs.hi.push(outItem{b: b})
+			} else {
+				cs.lo.push(outItem{b: b})
+			}
+			cs.queued++
+			cs.queuedBytes += len(b)
+			cs.mu.Unlock()
+			cs.signal()
+			return true
+		}
+		now := time.Now()
+		if cs.fullSince.IsZero() {
+			cs.fullSince = now
+		}
+		left := cs.lim.StallClose - now.Sub(cs.fullSince)
+		room := cs.room
+		cs.mu.Unlock()
+		if left <= 0 {
+			cs.end(endOverload, cs.movedFrame(""))
+			return false
+		}
+		if timer == nil {
+			timer = time.NewTimer(left)
+		} else {
+			timer.Reset(left)
+		}
+		select {
+		case <-room:
+		case <-timer.C:
+		case <-cs.ctx.Done():
+			return false
+		}
+	}
+}
+
+// queueWatch queues a changed watch for the writer, once; cs.mu is held.
+func (cs *clientStream) queueWatchLocked(w *watch, now time.Time) {
+	if w.queued || w.ended || !w.active {
+		return
+	}
+	w.queued = true
+	w.since = now
+	cs.lo.push(outItem{w: w})
+}
+
+// pop takes the next item for the writer: hi first.
+func (cs *clientStream) popLocked() (outItem, bool) {
+	it, ok := cs.hi.pop()
+	if !ok {
+		it, ok = cs.lo.pop()
+	}
+	if !ok {
+		return it, false
+	}
+	if it.w == nil {
+		cs.queued--
+		cs.queuedBytes -= len(it.b)
+		if cs.queued <= cs.lim.QueueFrames/2 && cs.queuedBytes <= cs.lim.QueueBytes/2 {
+			cs.fullSince = time.Time{}
+			if cs.room != nil {
+				close(cs.room) // wake every sender waiting for room
+				cs.room = make(chan struct{})
+			}
+		}
+	}
+	return it, true
+}
+
+// maxBatch is about how many bytes the writer sends in one write.
+const maxBatch = 64 << 10
+
+var pingFrame = []byte(`{"type":"ping"}` + "\n")
+
+// writeLoop is the writer: the only user of the ResponseWriter. It returns
+// when the stream ends.
+func (cs *clientStream) writeLoop() {
+	ping := time.NewTimer(cs.lim.PingAfter)
+	defer ping.Stop()
+	cs.lastWrite = time.Now()
+	lastHouse := cs.lastWrite
+	_, metaWake := cs.s.node.Meta().WaitApplied()
+	var buf []byte
+	for {
+		now := time.Now()
+		if now.Sub(lastHouse) >= time.Second {
+			lastHouse = now
+			cs.housekeep(now)
+		}
+		select {
+		case <-metaWake:
+			_, metaWake = cs.s.node.Meta().WaitApplied()
+			cs.checkToken(now)
+		default:
+		}
+		cs.mu.Lock()
+		e := cs.ending
+		cs.mu.Unlock()
+		if e != nil && !e.drain {
+			if e.final != nil {
+				cs.write(e.final)
+			}
+			return
+		}
+		buf = cs.fill(buf[:0], now)
+		if len(buf) > 0 {
+			if !cs.write(buf) {
+				return
+			}
+			if cap(buf) > 4*maxBatch {
+				buf = nil // a large snapshot's buffer is not kept
+			}
+			continue
+		}
+		if e != nil { // drained
+			return
+		}
+		quiet := cs.lim.PingAfter - now.Sub(cs.lastWrite)
+		if quiet <= 0 {
+			if !cs.write(pingFrame) {
+				return
+			}
+			continue
+		}
+		ping.Reset(quiet)
+		select {
+		case <-cs.wake:
+		case <-ping.C:
+		case <-metaWake:
+			_, metaWake = cs.s.node.Meta().WaitApplied()
+			cs.checkToken(time.Now())
+		case <-cs.ctx.Done():
+			cs.end(endClientGone, nil)
+			return
+		}
+		if !ping.Stop() {
+			select {
+			case <-ping.C:
+			default:
+			}
+		}
+	}
+}
+
+// fill encodes what is queued into buf, up to about maxBatch bytes.
+func (cs *clientStream) fill(buf []byte, now time.Time) []byte {
+	for len(buf) < maxBatch {
+		cs.mu.Lock()
+		it, ok := cs.popLocked()
+		var since time.Time
+		if ok && it.w != nil {
+			if it.w.ended {
+				cs.mu.Unlock()
+				continue
+			}
+			it.w.queued = false
+			since = it.w.since
+		}
+		cs.mu.Unlock()
+		if !ok {
+			break
+		}
+		if it.w != nil {
+			buf = cs.watchFrame(buf, it.w, now.Sub(since))
+			continue
+		}
+		buf = append(buf, it.b...)
+	}
+	return buf
+}
+
+// write sends b and flushes it, within WriteTimeout; false ends the stream.
+func (cs *clientStream) write(b []byte) bool {
+	now := time.Now()
+	if cs.deadline.Sub(now) < cs.lim.WriteTimeout/2 {
+		cs.deadline = now.Add(cs.lim.WriteTimeout)
+		_ = cs.rc.SetWriteDeadline(cs.deadline)
+	}
+	_, err := cs.w.Write(b)
+	if err == nil {
+		err = cs.rc.Flush()
+	}
+	if err != nil {
+		reason := endClientGone
+		if !time.Now().Before(cs.deadline) {
+			reason = endStalled // the client stopped reading: the server ends it
+		}
+		cs.end(reason, nil)
+		return false
+	}
+	cs.lastWrite = time.Now()
+	return true
+}
+
+// housekeep runs about once a second: the token, the replica, and watches
+// of a replica that left this node.
+func (cs *clientStream) housekeep(now time.Time) {
+	cs.checkToken(now)
+	if t, ok := cs.s.node.Tenant(cs.t.Name); !ok || t != cs.t {
+		cs.end(endReplicaGone, cs.movedFrame(""))
+	}
+}
+
+// checkToken ends the stream when its token is no longer valid (revoked,
+// rotated out, its tenant deleted).
+func (cs *clientStream) checkToken(now time.Time) {
+	if _, ok := cs.s.authenticate(cs.r, now); !ok {
+		cs.end(endRevoked, errorFrame(api.Errorf(api.CodeUnauthorized, "the stream's token is no longer valid (revoked or rotated out): open a stream with a current one")))
+	}
+}

@@ -1,0 +1,492 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"maps"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/server/cluster"
+)
+
+// Watches on client streams.
+//
+// A feed follows one service of one tenant replica on this node, for every
+// watch of it on every stream: one goroutine that wakes at each change of
+// the service (fsm's Watch), reads the service once and publishes it as an
+// immutable view, with the change from the previous view encoded once.
+// A watch keeps the view it last sent (its client's state); when the
+// writer gets to the watch it sends the change from that view to the
+// feed's current one — the shared encoding when it is the previous view,
+// a diff of its own otherwise. So one change costs one read, one diff and
+// one encoding per node, however many watch it; and a watch holds at most
+// one view beyond the feed's own (one service's instances).
+
+// view is a service as of one modify index; never changed once published.
+type view struct {
+	modify    uint64 // the service's modify index
+	applied   uint64 // the replica's applied index when it was read
+	instances []api.Instance
+	master    *api.Master
+	policy    api.Policy
+
+	prevModify uint64 // the view it follows (0: none)
+	delta      []byte // changes from that view, encoded: `"index":...}\n`; nil when none
+	deltaErr   error
+
+	snapOnce sync.Once
+	snap     []byte // `"instances":...}\n`
+	snapErr  error
+}
+
+func newView(r api.ServiceResponse, prev *view) *view {
+	v := &view{modify: r.ModifyIndex, applied: r.Index, instances: r.Instances, master: r.Master, policy: r.Policy}
+	if v.instances == nil {
+		v.instances = []api.Instance{}
+	}
+	if prev != nil {
+		v.prevModify = prev.modify
+		v.delta, v.deltaErr = encodeDelta(prev, v)
+	}
+	return v
+}
+
+// snapshot returns the view's snapshot frame body after its "index".
+func (v *view) snapshot() ([]byte, error) {
+	v.snapOnce.Do(func() {
+		b, err := json.Marshal(struct {
+			Instances []api.Instance `json:"instances"`
+			Master    *api.Master    `json:"master"`
+			Policy    api.Policy     `json:"policy"`
+		}{v.instances, v.master, v.policy})
+		if err != nil {
+			v.snapErr = err
+			return
+		}
+		v.snap = append(b[1:], '\n')
+	})
+	return v.snap, v.snapErr
+}
+
+// encodeDelta encodes the change from a to b after a changes frame's
+// "w"; nil when nothing a client sees changed.
+func encodeDelta(a, b *view) ([]byte, error) {
+	var d struct {
+		Index  uint64           `json:"index"`
+		Upsert []api.Instance   `json:"upsert,omitempty"`
+		Delete []string         `json:"delete,omitempty"`
+		Master api.MasterUpdate `json:"master,omitzero"`
+		Policy *api.Policy      `json:"policy,omitempty"`
+	}
+	d.Index = b.modify
+	i, j := 0, 0
+	for i < len(a.instances) || j < len(b.instances) {
+		switch {
+		case j == len(b.instances) || i < len(a.instances) && a.instances[i].ID < b.instances[j].ID:
+			d.Delete = append(d.Delete, a.instances[i].ID)
+			i++
+		case i == len(a.instances) || b.instances[j].ID < a.instances[i].ID:
+			d.Upsert = append(d.Upsert, b.instances[j])
+			j++
+		default:
+			if !sameInstance(&a.instances[i], &b.instances[j]) {
+				d.Upsert = append(d.Upsert, b.instances[j])
+			}
+			i++
+			j++
+		}
+	}
+	if !sameMaster(a.master, b.master) {
+		d.Master = api.MasterUpdate{Set: true, Master: b.master}
+	}
+	if a.policy != b.policy {
+		p := b.policy
+		d.Policy = &p
+	}
+	if d.Upsert == nil && d.Delete == nil && !d.Master.Set && d.Policy == nil {
+		return nil, nil
+	}
+	out, err := json.Marshal(&d)
+	if err != nil {
+		return nil, err
+	}
+	return append(out[1:], '\n'), nil
+}
+
+func sameInstance(a, b *api.Instance) bool {
+	return a.ID == b.ID && a.Address == b.Address && a.Mode == b.Mode && a.State == b.State &&
+		a.Weight == b.Weight && a.Priority == b.Priority && a.Zone == b.Zone &&
+		a.SessionTag == b.SessionTag && a.RegisteredAt.Equal(b.RegisteredAt) && maps.Equal(a.Meta, b.Meta)
+}
+
+func sameMaster(a, b *api.Master) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Instance == b.Instance && a.SessionTag == b.SessionTag && a.FencingToken == b.FencingToken &&
+		a.Since.Equal(b.Since) && a.Releasing == b.Releasing
+}
+
+// feeds are a Server's feeds, one per (tenant replica, service) watched.
+type feeds struct {
+	mu sync.Mutex
+	m  map[feedKey]*feed
+	wg sync.WaitGroup
+}
+
+type feedKey struct {
+	t       *cluster.Tenant
+	service string
+}
+
+func newFeeds() *feeds { return &feeds{m: map[feedKey]*feed{}} }
+
+// feed follows one service of one replica for the watches of it.
+type feed struct {
+	key  feedKey
+	cur  atomic.Pointer[view]
+	stop chan struct{}
+
+	mu   sync.Mutex // publishing, subs; taken before any stream's mu
+	subs map[*watch]struct{}
+}
+
+// subscribe adds w to its service's feed, starting the feed if needed.
+func (fs *feeds) subscribe(t *cluster.Tenant, service string, w *watch) *feed {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	k := feedKey{t, service}
+	f := fs.m[k]
+	if f == nil {
+		f = &feed{key: k, stop: make(chan struct{}), subs: map[*watch]struct{}{}}
+		fs.m[k] = f
+		fs.wg.Add(1)
+		go f.run(&fs.wg)
+	}
+	f.mu.Lock()
+	f.subs[w] = struct{}{}
+	f.mu.Unlock()
+	return f
+}
+
+// unsubscribe removes w; the last one out stops the feed.
+func (fs *feeds) unsubscribe(f *feed, w *watch) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	f.mu.Lock()
+	delete(f.subs, w)
+	empty := len(f.subs) == 0
+	f.mu.Unlock()
+	if empty && fs.m[f.key] == f {
+		delete(fs.m, f.key)
+		close(f.stop)
+	}
+}
+
+func (f *feed) run(wg *sync.WaitGroup) {
+	defer wg.Done()
+	for {
+		modify, _, wake, done := f.key.t.SM.Watch(f.key.service, 0)
+		if v := f.cur.Load(); v == nil || modify > v.modify {
+			f.refresh()
+		}
+		select {
+		case <-wake:
+			done()
+		case <-f.stop:
+			done()
+			return
+		}
+	}
+}
+
+// latest returns a view that is current now: the feed's, or a new one if
+// the service changed since.
+func (f *feed) latest() *view {
+	modify, _, _, done := f.key.t.SM.Watch(f.key.service, 0)
+	done()
+	if v := f.cur.Load(); v != nil && v.modify >= modify {
+		return v
+	}
+	return f.refresh()
+}
+
+// refresh reads the service and publishes it if it moved on.
+func (f *feed) refresh() *view {
+	r := f.key.t.SM.Service(f.key.service)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	old := f.cur.Load()
+	if old != nil && r.ModifyIndex <= old.modify {
+		return old
+	}
+	v := newView(r, old)
+	f.cur.Store(v)
+	if old != nil && v.delta == nil && v.deltaErr == nil {
+		return v // nothing a client sees changed
+	}
+	now := time.Now()
+	for w := range f.subs {
+		w.cs.changed(w, now)
+	}
+	return v
+}
+
+// watch is one watch of a stream.
+type watch struct {
+	cs      *clientStream
+	id      uint64
+	req     uint64
+	service string
+	feed    *feed
+	release func() // its max_watchers count
+	floor   uint64 // the asked index, when of this epoch: no frame goes below it
+
+	// guarded by cs.mu
+	active bool      // its result was queued: frames may follow
+	queued bool      // a marker is queued for the writer
+	ended  bool      // unwatched, resynced, or the stream ends
+	since  time.Time // when the marker was queued
+
+	// the writer's (set before the watch is active)
+	last *view // what the client holds; nil: a snapshot is due
+	sent uint64
+}
+
+// changed is a feed's notice that w's service changed.
+func (cs *clientStream) changed(w *watch, now time.Time) {
+	cs.mu.Lock()
+	cs.queueWatchLocked(w, now)
+	cs.mu.Unlock()
+	cs.signal()
+}
+
+// startWatch opens a watch: it is checked and counted here, and set up in
+// a goroutine of its own (it may wait for this replica to catch up).
+func (cs *clientStream) startWatch(f *api.ClientFrame) bool {
+	cs.mu.Lock()
+	_, dup := cs.watches[f.W]
+	n := len(cs.watches)
+	cs.mu.Unlock()
+	switch {
+	case dup:
+		return cs.sendResultErr(false, f.Req, api.Errorf(api.CodeConflict, "w: watch %d is open on this stream", f.W))
+	case n >= cs.lim.Watches:
+		return cs.sendResultErr(false, f.Req, api.Errorf(api.CodeConflict, "w: this stream has %d watches open, the most it may", n))
+	}
+	rec, ok := cs.s.node.Meta().Brief(cs.t.Name)
+	if !ok {
+		return cs.sendResultErr(false, f.Req, api.Errorf(api.CodeNotFound, "tenant %s not found", cs.t.Name))
+	}
+	release, err := cs.s.takeWatcher(cs.t.Name, cs.who, rec.Quotas)
+	if err != nil {
+		return cs.sendResultErr(false, f.Req, err)
+	}
+	w := &watch{cs: cs, id: f.W, req: f.Req, service: f.Service, release: release}
+	if f.Epoch == 0 || f.Epoch == cs.t.Epoch {
+		w.floor = f.Index
+	}
+	cs.mu.Lock()
+	cs.watches[f.W] = w
+	cs.mu.Unlock()
+	if !cs.startOp(f.Req, 0, func() { cs.setUpWatch(w) }) {
+		cs.dropWatch(w)
+		return !cs.isEnding()
+	}
+	return true
+}
+
+// setUpWatch applies the blocking query's index rules, then activates w:
+// its result, then (unless its index is current) a snapshot.
+func (cs *clientStream) setUpWatch(w *watch) {
+	fail := func(err error) {
+		cs.dropWatch(w)
+		cs.sendResultErr(false, w.req, err)
+	}
+	t := cs.t
+	ctx, cancel := context.WithTimeout(cs.ctx, 2*time.Second)
+	err := t.CaughtUp(ctx)
+	cancel()
+	if err != nil {
+		fail(&api.Error{Code: api.CodeUnavailable, Message: "tenant " + t.Name + ": its replica on this node is catching up",
+			RetryAfter: 200 * time.Millisecond, Leader: t.LeaderAPI()})
+		return
+	}
+	if w.floor > 0 && !cs.catchUp(w.floor) {
+		fail(&api.Error{Code: api.CodeStaleReplica, Message: "this node's replica is behind the asked index and cannot catch up",
+			RetryAfter: 100 * time.Millisecond, Leader: t.LeaderAPI()})
+		return
+	}
+	// A snapshot is charged to the tenant's answer bytes as a REST read
+	// is, at the answer's last size; changes are not (they are the
+	// tenant's own writes, already charged).
+	if cs.who.tenant != "" {
+		if size := t.SM.AnswerSize(w.service); size > 0 {
+			if err := cs.s.chargeAnswer(cs.who.tenant, size, time.Now()); err != nil {
+				fail(err)
+				return
+			}
+		}
+	}
+	fd := cs.s.cs.feeds.subscribe(t, w.service, w)
+	cs.mu.Lock()
+	if w.ended { // unwatched meanwhile: dropWatch did not see the feed
+		cs.mu.Unlock()
+		cs.s.cs.feeds.unsubscribe(fd, w)
+		cs.sendResultErr(false, w.req, api.Errorf(api.CodeConflict, "w: watch %d was unwatched before it started", w.id))
+		return
+	}
+	w.feed = fd
+	cs.mu.Unlock()
+	v := fd.latest()
+	resp := api.WatchResponse{W: w.id, Epoch: t.Epoch, Snapshot: true}
+	if w.floor > 0 && v.modify <= w.floor {
+		// The client's state at its index is the service's now.
+		w.last = v
+		w.sent = max(w.floor, v.applied)
+		resp.Index, resp.Snapshot = w.sent, false
+	}
+	body, err := json.Marshal(resp)
+	if err != nil {
+		fail(err)
+		return
+	}
+	// The result first, then the watch's frames: both in the lo queue.
+	if !cs.sendResult(false, w.req, http.StatusOK, body) {
+		return
+	}
+	cs.mu.Lock()
+	w.active = true
+	if w.last == nil || fd.cur.Load() != w.last {
+		cs.queueWatchLocked(w, time.Now())
+	}
+	cs.mu.Unlock()
+	cs.signal()
+}
+
+// catchUp waits until this replica applied index, up to CatchUp, then
+// confirms with a ReadIndex; false: it cannot (stale_replica).
+func (cs *clientStream) catchUp(index uint64) bool {
+	t := cs.t
+	timer := time.NewTimer(cs.lim.CatchUp)
+	defer timer.Stop()
+	for {
+		applied, next := t.SM.WaitApplied()
+		if applied >= index {
+			return true
+		}
+		select {
+		case <-next:
+			continue
+		case <-cs.ctx.Done():
+			return false
+		case <-timer.C:
+		}
+		break
+	}
+	err := t.Fresh(cs.ctx, time.Second)
+	return err == nil && t.SM.Applied() >= index
+}
+
+// watchFrame appends w's next frame to buf: its snapshot, the changes since
+// its last frame, or resync when it waited more than WatchLag.
+func (cs *clientStream) watchFrame(buf []byte, w *watch, waited time.Duration) []byte {
+	if waited > cs.lim.WatchLag {
+		cs.dropWatch(w)
+		buf = append(buf, `{"type":"resync","w":`...)
+		buf = strconv.AppendUint(buf, w.id, 10)
+		return append(buf, "}\n"...)
+	}
+	v := w.feed.cur.Load()
+	if w.last == nil {
+		snap, err := v.snapshot()
+		if err != nil {
+			cs.s.log.Error("encode snapshot", "tenant", cs.t.Name, "service", w.service, "err", err)
+			return cs.resync(buf, w)
+		}
+		index := max(v.applied, w.floor)
+		buf = append(buf, `{"type":"snapshot","w":`...)
+		buf = strconv.AppendUint(buf, w.id, 10)
+		buf = append(buf, `,"index":`...)
+		buf = strconv.AppendUint(buf, index, 10)
+		buf = append(buf, ',')
+		buf = append(buf, snap...)
+		w.last, w.sent = v, index
+		return buf
+	}
+	if v.modify <= w.last.modify {
+		return buf
+	}
+	delta, err := v.delta, v.deltaErr
+	if v.prevModify != w.last.modify {
+		delta, err = encodeDelta(w.last, v)
+	}
+	if err != nil {
+		cs.s.log.Error("encode changes", "tenant", cs.t.Name, "service", w.service, "err", err)
+		return cs.resync(buf, w)
+	}
+	w.last = v
+	if delta == nil {
+		return buf
+	}
+	w.sent = v.modify
+	buf = append(buf, `{"type":"changes","w":`...)
+	buf = strconv.AppendUint(buf, w.id, 10)
+	buf = append(buf, ',')
+	return append(buf, delta...)
+}
+
+func (cs *clientStream) resync(buf []byte, w *watch) []byte {
+	cs.dropWatch(w)
+	buf = append(buf, `{"type":"resync","w":`...)
+	buf = strconv.AppendUint(buf, w.id, 10)
+	return append(buf, "}\n"...)
+}
+
+// unwatch ends a watch (204; a watch that is not open is 204 too).
+func (cs *clientStream) unwatch(f *api.ClientFrame) bool {
+	cs.mu.Lock()
+	w := cs.watches[f.W]
+	cs.mu.Unlock()
+	if w != nil {
+		cs.dropWatch(w)
+	}
+	return cs.sendResult(false, f.Req, http.StatusNoContent, nil)
+}
+
+// dropWatch ends a watch: no frame of it follows.
+func (cs *clientStream) dropWatch(w *watch) {
+	cs.mu.Lock()
+	if w.ended {
+		cs.mu.Unlock()
+		return
+	}
+	w.ended = true
+	if cs.watches[w.id] == w {
+		delete(cs.watches, w.id)
+	}
+	f := w.feed
+	cs.mu.Unlock()
+	if f != nil {
+		cs.s.cs.feeds.unsubscribe(f, w)
+	}
+	w.release()
+}
+
+// closeWatches ends every watch of the stream.
+func (cs *clientStream) closeWatches() {
+	cs.mu.Lock()
+	ws := make([]*watch, 0, len(cs.watches))
+	for _, w := range cs.watches {
+		ws = append(ws, w)
+	}
+	cs.mu.Unlock()
+	for _, w := range ws {
+		cs.dropWatch(w)
+	}
+}
