@@ -384,3 +384,63 @@ func BenchmarkKVPut(b *testing.B) {
 		}
 	})
 }
+
+// TestWatchKVWakes: a store watch is woken by a put or delete of its key,
+// or of a key in its subtree, and by nothing else.
+func TestWatchKVWakes(t *testing.T) {
+	sm := NewTenant(TenantInfo{Name: "acme", Epoch: 1, Version: Version})
+	index := uint64(0)
+	apply := func(op Op, cmd any) {
+		t.Helper()
+		index++
+		var ch Changes
+		if o := sm.Apply(index, Encode(op, cmd), &ch); o.Code != "" {
+			t.Fatalf("%s: %s", op, o.Message)
+		}
+		sm.Notify(&ch)
+	}
+	for _, k := range []string{"app/a", "app/b", "other"} {
+		apply(OpKVPut, KVPut{Key: k, Value: []byte("1")})
+	}
+	type watch struct {
+		key    string
+		prefix bool
+		wake   <-chan struct{}
+	}
+	var watches []*watch
+	for _, w := range []watch{{"app", true, nil}, {"app/a", false, nil}, {"app/a", true, nil}, {"app-x", true, nil}, {"", true, nil}, {"app/new", false, nil}} {
+		_, _, wake, done := sm.WatchKV(w.key, w.prefix, 0)
+		defer done()
+		w.wake = wake
+		watches = append(watches, &w)
+	}
+	woken := func() string {
+		var out []string
+		for _, w := range watches {
+			select {
+			case <-w.wake:
+				out = append(out, fmt.Sprintf("%s/%t", w.key, w.prefix))
+				_, _, w.wake, _ = sm.WatchKV(w.key, w.prefix, 0)
+			default:
+			}
+		}
+		return fmt.Sprint(out)
+	}
+	for _, tt := range []struct {
+		op   Op
+		cmd  any
+		want string
+	}{
+		{OpKVPut, KVPut{Key: "other", Value: []byte("2")}, "[/true]"},
+		{OpKVPut, KVPut{Key: "apple", Value: []byte("2")}, "[/true]"},
+		{OpKVPut, KVPut{Key: "app/b", Value: []byte("2")}, "[app/true /true]"},
+		{OpKVDelete, KVDelete{Key: "app/a"}, "[app/true app/a/false app/a/true /true]"},
+		{OpKVPut, KVPut{Key: "app/new", Value: nil}, "[app/true /true app/new/false]"},
+		{OpKVTxn, KVTxn{Put: []KVTxnPut{{Key: "app-x/y", Value: []byte("1")}, {Key: "x", Value: []byte("1")}}}, "[app-x/true /true]"},
+	} {
+		apply(tt.op, tt.cmd)
+		if got := woken(); got != tt.want {
+			t.Fatalf("%s %+v woke %s, want %s", tt.op, tt.cmd, got, tt.want)
+		}
+	}
+}
