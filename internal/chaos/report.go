@@ -75,6 +75,11 @@ func (s *scenario) save(r *Result, out string) string {
 			final = *tn.final
 		}
 		put(filepath.Join(tn.name, "history.json"), append(ops, final))
+		kvFinal := Op{Client: 99, Kind: "read", Status: "no final read"}
+		if tn.kvFinal != nil {
+			kvFinal = *tn.kvFinal
+		}
+		put(filepath.Join(tn.name, "kv-history.json"), append(tn.work.kvHistory(), kvFinal))
 		put(filepath.Join(tn.name, "events.json"), tn.events())
 		var ledger []LedgerEntry
 		for _, e := range s.ledger.Log() {
@@ -87,6 +92,13 @@ func (s *scenario) save(r *Result, out string) string {
 		info.AddAnnotations(s.annotations(tn))
 		if err := porcupine.VisualizePath(linModel, info, filepath.Join(dir, tn.name, "history.html")); err != nil {
 			s.t.Logf("save: porcupine: %v", err)
+		}
+		if tn.kvFinal != nil {
+			_, kvInfo := CheckKVLinearizable(tn.work.kvHistory(), *tn.kvFinal, time.Minute)
+			kvInfo.AddAnnotations(s.annotations(tn))
+			if err := porcupine.VisualizePath(kvModel, kvInfo, filepath.Join(dir, tn.name, "kv-history.html")); err != nil {
+				s.t.Logf("save: porcupine: %v", err)
+			}
 		}
 		for _, m := range tn.members {
 			put(filepath.Join(tn.name, "members", m.id+".log"), strings.Join(m.proc.Lines(), "\n")+"\n--- stderr\n"+m.proc.Stderr())

@@ -123,6 +123,7 @@ type tenant struct {
 	next    int
 	work    *workload
 	final   *Op // the final consistent read
+	kvFinal *Op // the final consistent read of the key-value subtree
 }
 
 type scenario struct {
@@ -216,7 +217,7 @@ func Run(t *testing.T, plan Plan, opts Options) *Result {
 	}
 	r.Operations = ledgerWrites
 	for _, tn := range s.tenants {
-		r.Operations += len(tn.work.history())
+		r.Operations += len(tn.work.history()) + len(tn.work.kvHistory())
 	}
 	r.save = func(out string) string { return s.save(r, out) }
 	return r

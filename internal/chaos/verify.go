@@ -52,6 +52,7 @@ func (s *scenario) check() {
 		for _, b := range CheckDurable(ops, final) {
 			s.violation("durability", tn.name, "%s", b)
 		}
+		s.checkKV(tn)
 		slow := func(what string, since time.Time) {
 			if d := time.Since(since); d > 2*time.Second {
 				s.note("tenant %s: %s took %v", tn.name, what, d.Round(time.Millisecond))

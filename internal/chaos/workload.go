@@ -47,6 +47,10 @@ type Op struct {
 	// Lost marks a write the AckLostWrites control acknowledged without
 	// sending it.
 	Lost bool `json:"lost,omitempty"`
+	// A KV compare-and-set (Kind cas): the value it expected, and
+	// whether it was refused (409: the key did not hold it).
+	Expect int  `json:"expect,omitempty"`
+	Failed bool `json:"failed,omitempty"`
 }
 
 // Unknown reports whether the operation's outcome is unknown.
@@ -55,14 +59,17 @@ func (o Op) Unknown() bool { return o.Return == math.MaxInt64 }
 // workload is one tenant's harness-side clients: one writes and deletes
 // permanent instances, one registers instances under sessions it opens,
 // keeps alive, then ends or abandons; both read consistently in between.
+// A third writes, deletes, compare-and-sets and reads keys of the
+// tenant's configuration store (kv.go).
 type workload struct {
 	s      *scenario
 	tenant string
 	token  string
 	seq    atomic.Int64 // values: unique per tenant
 
-	mu  sync.Mutex
-	ops []Op
+	mu    sync.Mutex
+	ops   []Op
+	kvOps []Op // the configuration store's (kv.go)
 
 	stop atomic.Bool
 	wg   sync.WaitGroup
@@ -94,15 +101,18 @@ func (w *workload) newClient(id int) *client {
 }
 
 func (w *workload) start() {
-	for id := range 2 {
+	for id := range 3 {
 		c := w.newClient(id)
 		r := mrand.New(mrand.NewPCG(w.s.plan.Seed, uint64(id)+uint64(len(w.tenant))<<8))
 		w.wg.Go(func() {
 			defer c.hc.CloseIdleConnections()
-			if id == 0 {
+			switch id {
+			case 0:
 				w.permanent(c, r)
-			} else {
+			case 1:
 				w.sessions(c, r)
+			default:
+				w.kvClient(c, r)
 			}
 		})
 	}
