@@ -444,3 +444,21 @@ func TestWatchKVWakes(t *testing.T) {
 		}
 	}
 }
+
+// TestSnapshotBytes: Snapshot, which encodes the store's keys outside the
+// lock, writes the bytes of the whole state encoded at once.
+func TestSnapshotBytes(t *testing.T) {
+	for name, sm := range map[string]*Tenant{"empty": NewTenant(TenantInfo{Name: "acme", Epoch: 1}), "services": seeded(t), "keys": seededKV(t)} {
+		whole, err := Marshal(&sm.st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		snap, err := sm.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := append([]byte{CodecVersion}, whole...); !bytes.Equal(snap, want) {
+			t.Errorf("%s: Snapshot() =\n%s\nwant\n%s", name, snap[1:], whole)
+		}
+	}
+}

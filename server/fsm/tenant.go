@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"sort"
 	"sync"
@@ -1061,16 +1062,42 @@ func (t *Tenant) SaveSnapshot(w io.Writer) error {
 	return err
 }
 
-// Snapshot returns the encoded state (taken under the read lock, so it may
-// run concurrently with reads).
+// Snapshot returns the encoded state, taken under the read lock (so it
+// may run concurrently with reads) — all but the configuration store's
+// keys, which are encoded after it: a key's record is never changed in
+// place, so a copy of the map of them, made under the lock, is the state
+// as of then. (A full store of 16 MiB took 122 ms to encode, which held
+// the tenant's applies, and its Dragonboat apply worker, for as long.)
+// The bytes are those of Marshal(&t.st): "kv" and "kv_tree" are its last
+// fields.
 func (t *Tenant) Snapshot() ([]byte, error) {
 	t.mu.RLock()
-	defer t.mu.RUnlock()
-	b, err := Marshal(&t.st)
+	st := t.st
+	kv, tree := maps.Clone(st.KV), maps.Clone(st.KVTree)
+	st.KV, st.KVTree = nil, nil
+	b, err := Marshal(&st)
+	t.mu.RUnlock()
 	if err != nil {
 		return nil, fmt.Errorf("encode tenant snapshot: %w", err)
 	}
-	return append([]byte{CodecVersion}, b...), nil
+	out := append(make([]byte, 0, len(b)+1), CodecVersion)
+	out = append(out, b[:len(b)-1]...) // without its closing brace
+	for _, f := range []struct {
+		name string
+		v    any
+		n    int
+	}{{"kv", kv, len(kv)}, {"kv_tree", tree, len(tree)}} {
+		if f.n == 0 {
+			continue // omitempty
+		}
+		enc, err := Marshal(f.v)
+		if err != nil {
+			return nil, fmt.Errorf("encode tenant snapshot: %w", err)
+		}
+		out = append(out, `,"`+f.name+`":`...)
+		out = append(out, enc...)
+	}
+	return append(out, '}'), nil
 }
 
 // check refuses a decoded snapshot that no state machine wrote: the reads
