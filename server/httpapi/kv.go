@@ -183,18 +183,12 @@ func (s *Server) blockOn(w http.ResponseWriter, r *http.Request, who identity, t
 		writeError(w, api.Errorf(api.CodeNotFound, "tenant %s not found", t.Name))
 		return false
 	}
-	// The read-only token's watches are its own, not the tenant's.
-	countKey := t.Name
-	if who.readOnly {
-		countKey = "\x00read-only"
-	}
-	count := s.watcherCount(countKey)
-	if used := count.Add(1); rec.Quotas.MaxWatchers > 0 && used > rec.Quotas.MaxWatchers {
-		count.Add(-1)
-		writeError(w, api.QuotaExceeded(t.Name, "max_watchers", rec.Quotas.MaxWatchers, used-1))
+	release, err := s.takeWatcher(t.Name, who, rec.Quotas)
+	if err != nil {
+		writeError(w, err)
 		return false
 	}
-	defer count.Add(-1)
+	defer release()
 	if wait > 0 {
 		wait += rand.N(wait/16 + 1)
 	}

@@ -217,3 +217,18 @@ func TestKVWatchOrder(t *testing.T) {
 	}
 	t.Logf("%d writes from %d nodes, %d answers to one blocking reader", writers*writes, writers, len(answers))
 }
+
+// TestKVWatchersQuota: a blocking read of the store counts against
+// max_watchers as a service's does.
+func TestKVWatchersQuota(t *testing.T) {
+	c := servertest.Start(t, servertest.Options{Nodes: 1})
+	tok := c.CreateTenant("acme", api.Quotas{MaxWatchers: 1})
+	wantStatus(t, kvDo(t, c, 1, tok, http.MethodPut, kvPath("acme", "a"), []byte("1"), nil), http.StatusCreated)
+	_, r := kvGet(t, c, 1, tok, kvPath("acme", "a"))
+	idx := r.Header.Get(api.HeaderIndex)
+	first := blockingGet(t, c, 1, tok, kvPath("acme", "a")+"?wait=10s&index="+idx)
+	servertest.Eventually(t, 5*time.Second, "the first watcher to count", func() bool { return usage(t, c, 1, "acme").Watchers == 1 })
+	wantQuota(t, c.Do(1, tok, http.MethodGet, kvPath("acme", "b")+"?prefix=true&wait=10s&index="+idx, nil), "max_watchers", 1, 1)
+	wantStatus(t, kvDo(t, c, 1, tok, http.MethodPut, kvPath("acme", "a"), []byte("2"), nil), http.StatusOK)
+	wantStatus(t, answered(t, first, "the first watcher"), http.StatusOK)
+}
