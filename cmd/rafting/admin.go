@@ -209,6 +209,9 @@ func quotaFlags(fs *flag.FlagSet, q *api.Quotas) {
 	fs.Int64Var(&q.RequestsPerSecond, "requests-per-second", 0, "rate: requests per second per node")
 	fs.Int64Var(&q.Burst, "burst", 0, "rate: request burst")
 	fs.Int64Var(&q.WritesPerSecond, "writes-per-second", 0, "rate: writes per second per node")
+	fs.Int64Var(&q.MaxKeys, "max-keys", 0, "quota: configuration keys")
+	fs.Int64Var(&q.MaxValueBytes, "max-value-bytes", 0, "quota: bytes of one configuration value")
+	fs.Int64Var(&q.MaxKVBytes, "max-kv-bytes", 0, "quota: bytes of every configuration key and value")
 }
 
 func runTenant(ctx context.Context, args []string, stdout io.Writer) error {
@@ -321,6 +324,8 @@ func printTenant(w io.Writer, t api.Tenant) error {
 		{"meta bytes per instance", 0, q.MaxMetaBytes, false}, {"min ttl ms", 0, q.MinTTLMs, false},
 		{"max ttl ms", 0, q.MaxTTLMs, false}, {"requests/s", 0, q.RequestsPerSecond, false},
 		{"burst", 0, q.Burst, false}, {"writes/s", 0, q.WritesPerSecond, false},
+		{"keys", u.Keys, q.MaxKeys, true}, {"value bytes", 0, q.MaxValueBytes, false},
+		{"kv bytes", u.KVBytes, q.MaxKVBytes, true},
 	}
 	fmt.Fprintln(tw, "\nQUOTA\tUSED\tLIMIT")
 	for _, r := range rows {
