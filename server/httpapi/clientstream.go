@@ -30,6 +30,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rafting/rafting/api"
@@ -49,7 +50,7 @@ type StreamLimits struct {
 	// stream, with `moved` first.
 	StallClose time.Duration
 	// WriteTimeout: a write the client does not take in this long ends the
-	// stream (a client that stopped reading).
+	// stream (a client that stopped reading), without drop_grace.
 	WriteTimeout time.Duration
 	// WatchLag: a watch whose change waited this long to be sent is sent
 	// `resync` instead, and ends.
@@ -63,8 +64,7 @@ type StreamLimits struct {
 	// sessions (max_watchers and max_sessions count them too).
 	Watches  int
 	Attached int
-	// PingAfter is the quiet time after which the server sends a ping (at
-	// most a quarter of WriteTimeout).
+	// PingAfter is the quiet time after which the server sends a ping.
 	PingAfter time.Duration
 	// CatchUp is how long a watch waits for this node's replica to reach
 	// the asked index before it answers 503 stale_replica.
@@ -104,7 +104,6 @@ func (l StreamLimits) withDefaults() StreamLimits {
 	set(&l.Attached, d.Attached)
 	setD(&l.PingAfter, d.PingAfter)
 	setD(&l.CatchUp, d.CatchUp)
-	l.PingAfter = min(l.PingAfter, l.WriteTimeout/4)
 	return l
 }
 
@@ -130,6 +129,13 @@ func (s *Server) SetStreamLimits(l StreamLimits) {
 	s.cs.mu.Lock()
 	s.cs.limits = l.withDefaults()
 	s.cs.mu.Unlock()
+}
+
+// OpenStreams is how many client streams are open on this node.
+func (s *Server) OpenStreams() int {
+	s.cs.mu.Lock()
+	defer s.cs.mu.Unlock()
+	return len(s.cs.open)
 }
 
 // CloseStreams ends every client stream from the server's side, each with
@@ -210,9 +216,14 @@ type clientStream struct {
 	watches      map[uint64]*watch
 	attached     map[string]*attachment
 
-	// writer-owned
-	deadline  time.Time // the write deadline set on the response
-	lastWrite time.Time
+	lastWrite time.Time // the writer's
+
+	// A write the client does not take within WriteTimeout: stall fires,
+	// stalled is set and the stream reset (never after the handler is done).
+	stall       *time.Timer
+	stalled     atomic.Bool
+	stallMu     sync.Mutex
+	handlerDone bool
 }
 
 // ending is how a stream ends: its reason and last frame (nil: none).
@@ -271,6 +282,14 @@ func (s *Server) clientStream(w http.ResponseWriter, r *http.Request, who identi
 		wake: make(chan struct{}, 1), finished: make(chan struct{}),
 		room: make(chan struct{}), watches: map[uint64]*watch{}, attached: map[string]*attachment{},
 	}
+	cs.stall = time.AfterFunc(time.Hour, cs.onStall)
+	cs.stall.Stop()
+	defer func() {
+		cs.stall.Stop()
+		cs.stallMu.Lock()
+		cs.handlerDone = true // an onStall under way is done; none runs from now on
+		cs.stallMu.Unlock()
+	}()
 	defer close(cs.finished)
 	// The stream outlives the server's ReadTimeout, which bounds one REST
 	// request's body; an HTTP/1.1 client may stream both ways too.
@@ -374,7 +393,7 @@ func errorFrame(err *api.Error) []byte {
 // or a frame ends it.
 func (cs *clientStream) readLoop() {
 	defer cs.reader.Done()
-	br := bufio.NewReaderSize(cs.r.Body, 16<<10)
+	br := bufio.NewReaderSize(cs.r.Body, 4<<10)
 	var long []byte // a line longer than the reader's buffer, gathered
 	for {
 		frag, err := br.ReadSlice('\n')
@@ -407,7 +426,7 @@ func (cs *clientStream) readLoop() {
 			if errors.Is(err, io.EOF) {
 				cs.clientClosing()
 			} else {
-				cs.end(endClientGone, nil)
+				cs.end(cs.goneReason(), nil)
 			}
 			return
 		}

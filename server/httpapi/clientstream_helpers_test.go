@@ -56,6 +56,27 @@ type tstream struct {
 	ended   bool
 	endErr  error
 	changed chan struct{}
+	paused  chan struct{} // while non-nil, the reader reads nothing more; closed to resume
+}
+
+// pause stops the background reader before its next read: the client
+// stops reading, and its receive window fills.
+func (s *tstream) pause() {
+	s.mu.Lock()
+	if s.paused == nil {
+		s.paused = make(chan struct{})
+	}
+	s.mu.Unlock()
+}
+
+// resume lets the background reader go on.
+func (s *tstream) resume() {
+	s.mu.Lock()
+	if s.paused != nil {
+		close(s.paused)
+		s.paused = nil
+	}
+	s.mu.Unlock()
 }
 
 // openStream opens a client stream on addr and reads it in the background.
@@ -87,7 +108,7 @@ func openStreamManual(t testing.TB, client *http.Client, addr, tenant, token str
 		cancel()
 		t.Fatalf("open stream on %s = %d %s", addr, resp.StatusCode, b)
 	}
-	s := &tstream{t: t, pw: pw, resp: resp, cancel: cancel, body: bufio.NewReaderSize(resp.Body, 1<<20),
+	s := &tstream{t: t, pw: pw, resp: resp, cancel: cancel, body: bufio.NewReaderSize(resp.Body, 16<<10),
 		results: map[uint64][]api.ServerFrame{}, changed: make(chan struct{})}
 	t.Cleanup(s.close)
 	return s
@@ -95,6 +116,7 @@ func openStreamManual(t testing.TB, client *http.Client, addr, tenant, token str
 
 // close resets the stream (the client's crash) and waits for the reader.
 func (s *tstream) close() {
+	s.resume()
 	s.cancel()
 	s.pw.CloseWithError(io.ErrClosedPipe)
 	s.resp.Body.Close()
@@ -102,6 +124,12 @@ func (s *tstream) close() {
 
 func (s *tstream) readAll() {
 	for {
+		s.mu.Lock()
+		p := s.paused
+		s.mu.Unlock()
+		if p != nil {
+			<-p
+		}
 		line, err := s.body.ReadBytes('\n')
 		if len(line) > 0 {
 			s.add(line)

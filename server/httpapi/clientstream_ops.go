@@ -50,11 +50,11 @@ func (cs *clientStream) startOp(req uint64, size int, fn func()) bool {
 }
 
 // maxPending and maxPendingBytes bound the operations a stream has waiting
-// for a goroutine, and their bodies: about 2 MiB of frames and closures,
-// plus the bodies.
+// for a goroutine, and their bodies: at most about 1.2 MiB of frames and
+// closures, plus 1 MiB of bodies.
 const (
 	maxPending      = 4096
-	maxPendingBytes = 4 << 20
+	maxPendingBytes = 1 << 20
 )
 
 // pendingOp is an operation waiting for one of a stream's Ops goroutines.

@@ -167,8 +167,8 @@ func (cs *clientStream) writeLoop() {
 			if !cs.write(buf) {
 				return
 			}
-			if cap(buf) > 4*maxBatch {
-				buf = nil // a large snapshot's buffer is not kept
+			if cap(buf) > 16<<10 {
+				buf = nil // a busy moment's buffer is not kept
 			}
 			continue
 		}
@@ -190,7 +190,7 @@ func (cs *clientStream) writeLoop() {
 			_, metaWake = cs.s.node.Meta().WaitApplied()
 			cs.checkToken(time.Now())
 		case <-cs.ctx.Done():
-			cs.end(endClientGone, nil)
+			cs.end(cs.goneReason(), nil)
 			return
 		}
 		if !ping.Stop() {
@@ -231,25 +231,31 @@ func (cs *clientStream) fill(buf []byte, now time.Time) []byte {
 
 // write sends b and flushes it, within WriteTimeout; false ends the stream.
 func (cs *clientStream) write(b []byte) bool {
-	now := time.Now()
-	if cs.deadline.Sub(now) < cs.lim.WriteTimeout/2 {
-		cs.deadline = now.Add(cs.lim.WriteTimeout)
-		_ = cs.rc.SetWriteDeadline(cs.deadline)
-	}
+	cs.stall.Reset(cs.lim.WriteTimeout)
 	_, err := cs.w.Write(b)
 	if err == nil {
 		err = cs.rc.Flush()
 	}
+	cs.stall.Stop()
 	if err != nil {
-		reason := endClientGone
-		if !time.Now().Before(cs.deadline) {
-			reason = endStalled // the client stopped reading: the server ends it
-		}
-		cs.end(reason, nil)
+		cs.end(cs.goneReason(), nil)
 		return false
 	}
 	cs.lastWrite = time.Now()
 	return true
+}
+
+// onStall runs when a write has waited WriteTimeout for the client: the
+// stream is ended from the server's side (a write deadline in the past
+// resets it, and the blocked write returns).
+func (cs *clientStream) onStall() {
+	cs.stallMu.Lock()
+	defer cs.stallMu.Unlock()
+	if cs.handlerDone {
+		return
+	}
+	cs.stalled.Store(true)
+	_ = cs.rc.SetWriteDeadline(time.Now().Add(-time.Second))
 }
 
 // housekeep runs about once a second: the token, the replica, and watches
@@ -267,4 +273,14 @@ func (cs *clientStream) checkToken(now time.Time) {
 	if _, ok := cs.s.authenticate(cs.r, now); !ok {
 		cs.end(endRevoked, errorFrame(api.Errorf(api.CodeUnauthorized, "the stream's token is no longer valid (revoked or rotated out): open a stream with a current one")))
 	}
+}
+
+// goneReason is why a stream whose client seems gone (its stream reset,
+// a write or a read failed) ended: a write the client did not take within
+// WriteTimeout (the server reset the stream), or else the client.
+func (cs *clientStream) goneReason() endReason {
+	if cs.stalled.Load() {
+		return endStalled
+	}
+	return endClientGone
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -140,6 +141,34 @@ func TestClientStreamKeepaliveBatch(t *testing.T) {
 	if err := json.Unmarshal(a.Body, &kr); err != nil || a.Status != http.StatusOK || kr.LeaseMs != 1000 || len(kr.Masters) != 1 || kr.Masters[0].Instance != "m1" {
 		t.Fatalf("keepalive of the attached master session = %d %s", a.Status, a.Body)
 	}
+
+	// The other writes answer as REST does: a policy, a resign under the
+	// holder's own session (a stale token is 409), a removal, the end of a
+	// session.
+	pol, _ := json.Marshal(api.PolicyRequest{ColdStart: &api.ColdStart{MinReady: 1}})
+	stale, _ := json.Marshal(api.ResignRequest{Instance: "m1", FencingToken: kr.Masters[0].FencingToken + 1})
+	resign, _ := json.Marshal(api.ResignRequest{Instance: "m1", FencingToken: kr.Masters[0].FencingToken})
+	standby, _ := json.Marshal(api.RegisterRequest{Address: "m:2", Mode: api.ModeMasterStandby, Session: detached})
+	for _, tt := range []struct {
+		f    api.ClientFrame
+		want int
+	}{
+		{api.ClientFrame{Type: api.FramePutInstance, Req: 399, Service: "jobs", ID: "m2", Body: standby}, http.StatusCreated},
+		{api.ClientFrame{Type: api.FrameSetPolicy, Req: 400, Service: "jobs", Body: pol}, http.StatusOK},
+		{api.ClientFrame{Type: api.FrameResign, Req: 401, Service: "jobs", Body: stale, Session: master, Seq: 1}, http.StatusConflict},
+		{api.ClientFrame{Type: api.FrameResign, Req: 402, Service: "jobs", Body: resign, Session: master, Seq: 2}, http.StatusOK},
+		{api.ClientFrame{Type: api.FrameDeleteInstance, Req: 403, Service: "jobs", ID: "m1", Session: master, Seq: 3}, http.StatusNoContent},
+		{api.ClientFrame{Type: api.FrameDeleteInstance, Req: 404, Service: "jobs", ID: "m1"}, http.StatusNoContent},
+		{api.ClientFrame{Type: api.FrameCloseSession, Req: 405, ID: master}, http.StatusNoContent},
+	} {
+		s.send(tt.f)
+		if r := s.result(tt.f.Req); r.Status != tt.want {
+			t.Errorf("%s = %d %s, want %d", tt.f.Type, r.Status, r.Body, tt.want)
+		}
+	}
+	s.wait(10*time.Second, "the master session's end", func(fs []recvFrame, _ bool) bool {
+		return slices.ContainsFunc(fs, func(f recvFrame) bool { return f.f.Type == api.EventExpired && f.f.SessionTag == ar.SessionTag })
+	})
 }
 
 // TestClientStreamAttachDropGrace: a session attached on a stream the

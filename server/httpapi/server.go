@@ -105,6 +105,13 @@ func New(node *cluster.Node, reg *metrics.Registry, peers *http.Client) *Server 
 			emit(float64(n.Load()), t)
 		}
 	})
+	reg.NewGaugeFunc("rafting_client_streams", "Open client streams per tenant on this node.", []string{"tenant"}, func(emit func(float64, ...string)) {
+		s.cs.mu.Lock()
+		defer s.cs.mu.Unlock()
+		for t, n := range s.cs.byTenant {
+			emit(float64(n), t)
+		}
+	})
 	s.routes()
 	return s
 }
