@@ -25,6 +25,7 @@ commands:
   dev        run a 3-node cluster in this process on 127.0.0.1:7070/7170/7270
   tenant     create|list|show|update|rotate-token|delete tenants (admin)
   service    list|show a tenant's services
+  kv         get|put|delete|watch|txn a tenant's configuration keys
   cluster    show nodes, shards and leaders; 'cluster remove ID' takes a lost node out (admin)
   backup     save the cluster's durable state to a file (admin)
   restore    restore a backup into a new cluster (admin)
@@ -41,6 +42,11 @@ func main() {
 		if errors.As(err, &ue) {
 			fmt.Fprintln(os.Stderr, "rafting:", msg)
 			os.Exit(2)
+		}
+		var ee *exitError
+		if errors.As(err, &ee) {
+			fmt.Fprintln(os.Stderr, "rafting:", msg)
+			os.Exit(ee.code)
 		}
 		fmt.Fprintln(os.Stderr, "rafting:", msg)
 		os.Exit(1)
@@ -67,6 +73,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runTenant(ctx, args[1:], stdout)
 	case "service", "services":
 		return runService(ctx, args[1:], stdout)
+	case "kv":
+		return runKV(ctx, args[1:], os.Stdin, stdout, stderr)
 	case "cluster":
 		return runCluster(ctx, args[1:], stdout)
 	case "backup":
