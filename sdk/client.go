@@ -36,6 +36,8 @@ type Client struct {
 	closed   bool
 	done     chan struct{} // closed by Close
 	wg       sync.WaitGroup
+
+	configs map[string]*Config // the configuration views, by prefix (config.go); guarded by mu
 }
 
 // Connect returns a Client for the tenant. Settings come from
@@ -190,6 +192,7 @@ func (c *Client) Close() error {
 	for _, s := range services {
 		s.stop()
 	}
+	c.stopConfigs()
 	c.wg.Wait()
 	c.tr.Close()
 	if c.stopLog != nil {
