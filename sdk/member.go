@@ -113,6 +113,8 @@ type Member struct {
 	leaveOnce sync.Once
 	leaveErr  error
 	unlisten  func()
+
+	held heldKeys // the ephemeral keys it holds (member_kv.go)
 }
 
 // term is the current mastership's context. It is kept in the member

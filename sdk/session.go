@@ -130,7 +130,11 @@ func (m *Member) establish(ctx context.Context) error {
 		m.reconcileLocked(time.Now())
 	}
 	m.mu.Unlock()
-	return m.c.wrote(ctx, m.service, idx)
+	if err := m.c.wrote(ctx, m.service, idx); err != nil {
+		return err
+	}
+	m.putEphemeralAgain(ctx, s) // registered again: its ephemeral keys too (member_kv.go)
+	return nil
 }
 
 // keepJoining sends s's keepalives on schedule until ctx ends: the
