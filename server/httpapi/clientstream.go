@@ -69,6 +69,13 @@ type StreamLimits struct {
 	// CatchUp is how long a watch waits for this node's replica to reach
 	// the asked index before it answers 503 stale_replica.
 	CatchUp time.Duration
+	// FreshEvery is how often a stream with watches confirms that its
+	// replica is current (a ReadIndex shared by the shard's callers): a
+	// replica cut off in a minority shows no change, and its watchers would
+	// believe nothing changed for as long as the partition lasts (a
+	// blocking query checks when its wait ends: 60 s for the SDK). One that
+	// cannot, three tries a second apart, ends the stream with moved.
+	FreshEvery time.Duration
 }
 
 // DefaultStreamLimits are the limits of a Server's client streams.
@@ -77,7 +84,7 @@ func DefaultStreamLimits() StreamLimits {
 		QueueFrames: 256, QueueBytes: 1 << 20,
 		StallClose: 5 * time.Second, WriteTimeout: 10 * time.Second, WatchLag: 5 * time.Second,
 		Ops: 64, Keepalives: 4, Watches: 1024, Attached: 1024,
-		PingAfter: time.Second, CatchUp: 2 * time.Second,
+		PingAfter: time.Second, CatchUp: 2 * time.Second, FreshEvery: 30 * time.Second,
 	}
 }
 
@@ -104,6 +111,7 @@ func (l StreamLimits) withDefaults() StreamLimits {
 	set(&l.Attached, d.Attached)
 	setD(&l.PingAfter, d.PingAfter)
 	setD(&l.CatchUp, d.CatchUp)
+	setD(&l.FreshEvery, d.FreshEvery)
 	return l
 }
 
@@ -174,6 +182,7 @@ const (
 	endStalled                          // a write the client did not take
 	endShutdown                         // the server stops: moved
 	endReplicaGone                      // the tenant's replica left this node: moved
+	endStale                            // the replica cannot confirm it is current: moved
 	endBadFrame                         // a frame over 1 MiB, or not JSON: error
 	endRevoked                          // the token no longer valid: error
 )
@@ -200,6 +209,9 @@ type clientStream struct {
 	ops        sync.WaitGroup // writes, watch set-ups, keepalives
 	forwarders sync.WaitGroup // attached sessions' event forwarders
 	reader     sync.WaitGroup
+	fresh      sync.WaitGroup // the freshness check of the watches' replica
+	freshAt    time.Time      // the writer's: when it last started one
+	freshBusy  atomic.Bool
 
 	mu           sync.Mutex
 	ending       *ending
@@ -341,6 +353,7 @@ func (cs *clientStream) finish() {
 	cs.detachAll(e.reason.clientSide())
 	cs.ops.Wait()
 	cs.forwarders.Wait()
+	cs.fresh.Wait()
 	cs.closeWatches()
 }
 
@@ -450,6 +463,17 @@ func (cs *clientStream) handle(line []byte) bool {
 	if fatal != nil {
 		cs.end(endBadFrame, errorFrame(fatal))
 		return false
+	}
+	// Frames that are neither writes (charged as writes) nor session work
+	// (its lane) are the tenant's requests, as the stream's opening was:
+	// each watch, ping and bad frame (an unwatch frees what a watch took).
+	if (bad != nil || f.Type == api.FrameWatch || f.Type == api.FramePing) && cs.who.tenant != "" {
+		if err := cs.s.limit(cs.who.tenant, cs.r, false, time.Now()); err != nil {
+			if bad == nil && f.Req == 0 {
+				return true // a ping without req: nothing to answer
+			}
+			return cs.sendResultErr(false, f.Req, err)
+		}
 	}
 	if bad != nil {
 		return cs.sendResultErr(false, f.Req, bad)

@@ -269,3 +269,29 @@ func serverHeap() (server, other int64) {
 	}
 	return server, other
 }
+
+// TestClientStreamStaleReplica: a watch on a replica cut off from the
+// others (its peers gone) does not go on as if nothing changed: the
+// stream ends with moved once the replica cannot confirm it is current.
+func TestClientStreamStaleReplica(t *testing.T) {
+	c := servertest.Start(t, servertest.Options{})
+	tok := c.CreateTenant("acme", generous)
+	c.WaitTenantLeader("acme")
+	c.Server(3).API().SetStreamLimits(httpapi.StreamLimits{FreshEvery: time.Second})
+	s := openStream(t, h2cClient(0), c.Addr(3), "acme", tok)
+	s.send(api.ClientFrame{Type: api.FrameWatch, Req: 1, W: 1, Service: "web"})
+	if r := s.result(1); r.Status != http.StatusOK {
+		t.Fatalf("watch = %d %s", r.Status, r.Body)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if s.endedNow() {
+		t.Fatal("the stream of a current replica ended")
+	}
+	c.AbortNode(1)
+	c.AbortNode(2)
+	start := time.Now()
+	s.wait(15*time.Second, "moved, then the end", func(fs []recvFrame, ended bool) bool {
+		return ended && fs[len(fs)-1].f.Type == api.FrameMoved
+	})
+	t.Logf("a replica cut off ended its watch stream %v after its peers were gone", time.Since(start))
+}

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"time"
 
 	"github.com/rafting/rafting/api"
@@ -264,7 +265,41 @@ func (cs *clientStream) housekeep(now time.Time) {
 	cs.checkToken(now)
 	if t, ok := cs.s.node.Tenant(cs.t.Name); !ok || t != cs.t {
 		cs.end(endReplicaGone, cs.movedFrame(""))
+		return
 	}
+	cs.mu.Lock()
+	watching := len(cs.watches) > 0
+	cs.mu.Unlock()
+	if watching && now.Sub(cs.freshAt) >= cs.lim.FreshEvery && !cs.freshBusy.Load() {
+		cs.freshAt = now
+		cs.freshBusy.Store(true)
+		cs.fresh.Add(1)
+		go cs.checkFresh()
+	}
+}
+
+// checkFresh confirms the replica is current (a ReadIndex, shared by every
+// caller on the shard), three tries a second apart so that an election
+// does not count; failing, the stream ends with moved.
+func (cs *clientStream) checkFresh() {
+	defer cs.fresh.Done()
+	defer cs.freshBusy.Store(false)
+	for try := 0; try < 3; try++ {
+		if try > 0 {
+			select {
+			case <-time.After(time.Second):
+			case <-cs.ctx.Done():
+				return
+			}
+		}
+		ctx, cancel := context.WithTimeout(cs.ctx, 2*time.Second)
+		err := cs.t.Fresh(ctx, time.Second)
+		cancel()
+		if err == nil || cs.ctx.Err() != nil {
+			return
+		}
+	}
+	cs.end(endStale, cs.movedFrame(""))
 }
 
 // checkToken ends the stream when its token is no longer valid (revoked,

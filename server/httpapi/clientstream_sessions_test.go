@@ -376,7 +376,7 @@ func TestClientStreamWritePipeline(t *testing.T) {
 // requests_per_second.
 func TestClientStreamQuotas(t *testing.T) {
 	c := servertest.Start(t, servertest.Options{})
-	tok := c.CreateTenant("acme", api.Quotas{MaxWatchers: 2, MaxSessions: 2, RequestsPerSecond: 1, Burst: 3, WritesPerSecond: 1000})
+	tok := c.CreateTenant("acme", api.Quotas{MaxWatchers: 2, MaxSessions: 2, RequestsPerSecond: 1000, Burst: 1000, WritesPerSecond: 1000})
 	leader := c.WaitTenantLeader("acme")
 	client := h2cClient(0)
 	s := openStream(t, client, c.Addr(leader), "acme", tok)
@@ -441,31 +441,39 @@ func TestClientStreamQuotas(t *testing.T) {
 	s2.close()
 	s.close()
 
-	// Opening a stream counts once against requests_per_second; its
-	// frames do not count.
-	rtok := c.CreateTenant("rate", api.Quotas{RequestsPerSecond: 1, Burst: 3})
-	rs := openStream(t, client, c.Addr(leader), "rate", rtok)
-	for i := range 20 {
-		rs.send(api.ClientFrame{Type: api.FramePing, Req: uint64(1 + i)})
-		rs.result(uint64(1 + i))
-	}
-	opened := 1
-	for range 4 {
-		req, _ := http.NewRequest(http.MethodPost, "http://"+c.Addr(leader)+"/v1/tenants/rate/stream", http.NoBody)
-		req.Header.Set("Authorization", "Bearer "+rtok)
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode == http.StatusOK {
-			opened++
-		} else if resp.StatusCode != http.StatusTooManyRequests {
-			t.Errorf("open stream = %d", resp.StatusCode)
+	// Opening a stream counts against requests_per_second, and so does
+	// each watch, ping and bad frame; writes count as writes, keepalives
+	// and attaches in their lane.
+	rtok := c.CreateTenant("rate", api.Quotas{RequestsPerSecond: 1, Burst: 6, WritesPerSecond: 1000})
+	rs := openStream(t, client, c.Addr(leader), "rate", rtok) // 1
+	for i := range 10 {
+		b, _ := json.Marshal(api.RegisterRequest{Address: "a:1"})
+		rs.send(api.ClientFrame{Type: api.FramePutInstance, Req: uint64(1 + i), Service: "web", ID: fmt.Sprintf("r%d", i), Body: b})
+		if r := rs.result(uint64(1 + i)); r.Status != http.StatusCreated {
+			t.Fatalf("write = %d %s", r.Status, r.Body)
 		}
 	}
-	if opened < 3 || opened > 4 {
-		t.Errorf("%d streams opened with requests_per_second 1 and burst 3", opened)
+	rs.send(api.ClientFrame{Type: api.FrameWatch, Req: 20, W: 1, Service: "web"}) // 2
+	rs.result(20)
+	var limited int
+	for i := range 6 { // 3 to 8: the 7th and 8th are refused
+		rs.send(api.ClientFrame{Type: api.FramePing, Req: uint64(30 + i)})
+		if r := rs.result(uint64(30 + i)); r.Status == http.StatusTooManyRequests {
+			limited++
+		}
+	}
+	if limited < 1 || limited > 2 {
+		t.Errorf("%d of 6 pings refused after a stream and a watch, with burst 6", limited)
+	}
+	req, _ = http.NewRequest(http.MethodPost, "http://"+c.Addr(leader)+"/v1/tenants/rate/stream", http.NoBody)
+	req.Header.Set("Authorization", "Bearer "+rtok)
+	resp, err = client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("a stream opened past the tenant's rate = %d, want 429", resp.StatusCode)
 	}
 }
 
