@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -205,4 +206,81 @@ func pctl(ds []time.Duration, p int) time.Duration {
 	s := slices.Clone(ds)
 	slices.Sort(s)
 	return s[min(len(s)-1, (len(s)*p+99)/100-1)]
+}
+
+// BenchmarkKeepalive: renewing 1,000 sessions on the tenant leader of a
+// three-node in-process cluster, in one keepalive frame on a client stream
+// against 1,000 REST keepalives (HTTP/1.1, 32 at a time, as the SDK sends
+// them today). Reported per session renewed: the process's CPU (servers
+// and client together) in µs.
+//
+//	go test -run '^$' -bench Keepalive -benchtime 20x ./server/httpapi/
+func BenchmarkKeepalive(b *testing.B) {
+	const sessions = 1000
+	c := servertest.Start(b, servertest.Options{})
+	tok := c.CreateTenant("bench", api.Quotas{RequestsPerSecond: 1_000_000, Burst: 1_000_000, WritesPerSecond: 1_000_000, MaxSessions: 100_000})
+	leader := c.WaitTenantLeader("bench")
+	var items []api.KeepaliveItem
+	for i := range sessions {
+		id := fmt.Sprintf("sess-bench-ka-%08d", i)
+		if r := c.Do(leader, tok, http.MethodPut, "/v1/tenants/bench/sessions/"+id, api.SessionRequest{TTLMs: 60000}); r.Status != http.StatusCreated {
+			b.Fatalf("open session = %d %s", r.Status, r.Body)
+		}
+		items = append(items, api.KeepaliveItem{ID: id})
+	}
+	cpu := func() time.Duration {
+		var ru syscall.Rusage
+		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	report := func(b *testing.B, used time.Duration) {
+		b.ReportMetric(float64(used.Microseconds())/float64(b.N*sessions), "cpu-µs/session")
+		b.ReportMetric(0, "ns/op")
+	}
+	b.Run("stream", func(b *testing.B) {
+		s := openStream(b, h2cClient(0), c.Addr(leader), "bench", tok)
+		b.ResetTimer()
+		start := cpu()
+		for n := range b.N {
+			frame, _ := json.Marshal(api.ClientFrame{Type: api.FrameKeepalive, Req: uint64(1 + n), Sessions: items})
+			s.send(frame)
+			r := s.result(uint64(1 + n))
+			if r.Status != http.StatusOK {
+				b.Fatalf("keepalive = %d", r.Status)
+			}
+		}
+		report(b, cpu()-start)
+	})
+	b.Run("rest", func(b *testing.B) {
+		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+		b.ResetTimer()
+		start := cpu()
+		for range b.N {
+			var wg sync.WaitGroup
+			next := make(chan string)
+			for range 32 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for id := range next {
+						req, _ := http.NewRequest(http.MethodPut, "http://"+c.Addr(leader)+"/v1/tenants/bench/sessions/"+id+"/keepalive", http.NoBody)
+						req.Header.Set("Authorization", "Bearer "+tok)
+						resp, err := client.Do(req)
+						if err != nil {
+							b.Error(err)
+							continue
+						}
+						_, _ = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+					}
+				}()
+			}
+			for _, it := range items {
+				next <- it.ID
+			}
+			close(next)
+			wg.Wait()
+		}
+		report(b, cpu()-start)
+	})
 }
