@@ -268,10 +268,21 @@ func testConfigOnChange(t *testing.T, tn *tenant) {
 	eventually(t, 5*time.Second, "the change", func() bool { return slices.Equal(got(), []string{"off", "on"}) })
 	stop()
 	put(t, other, "flags/beta", "off")
-	if err := v.Sync(ctxT(t, 10*time.Second)); err != nil {
-		t.Fatal(err)
+	// Once a second callback, registered after the change, has seen it,
+	// the stopped one has had as much chance to be called.
+	later := make(chan struct{})
+	var once sync.Once
+	stop2 := v.OnChange(func(s sdk.ConfigSnapshot) {
+		if kv, _ := s.Get("flags/beta"); string(kv.Value) == "off" {
+			once.Do(func() { close(later) })
+		}
+	})
+	defer stop2()
+	select {
+	case <-later:
+	case <-ctxT(t, 5*time.Second).Done():
+		t.Fatal("a second OnChange never saw the change")
 	}
-	time.Sleep(100 * time.Millisecond) // nothing is expected: give a wrong call the time to show
 	if s := got(); !slices.Equal(s, []string{"off", "on"}) {
 		t.Fatalf("after stop, fn saw %v", s)
 	}
