@@ -141,6 +141,22 @@ func TestClientStreamSlowReader(t *testing.T) {
 	cs.wait(10*time.Second, "a snapshot of the new watch", func(fs []recvFrame, _ bool) bool {
 		return slices.ContainsFunc(fs, func(f recvFrame) bool { return f.f.Type == api.FrameSnapshot && f.f.W == 2 && f.f.Index > last })
 	})
+	// That snapshot (over 200 KB: written from the shared encoding, not
+	// copied) holds what REST holds.
+	var svc api.ServiceResponse
+	c.Do(1, tok, http.MethodGet, "/v1/tenants/acme/services/web", nil).JSON(t, &svc)
+	for _, f := range cs.snapshotFrames() {
+		if f.f.Type == api.FrameSnapshot && f.f.W == 2 {
+			var st svcState
+			st.apply(t, f.f)
+			if len(f.raw) < 200<<10 || f.f.Index < svc.ModifyIndex {
+				t.Fatalf("the snapshot is %d bytes at %d (REST: %d)", len(f.raw), f.f.Index, svc.ModifyIndex)
+			}
+			if diff := st.same(svc); diff != "" {
+				t.Fatalf("the snapshot differs from REST: %s", diff)
+			}
+		}
+	}
 
 	// D's queue stayed full (for more than StallClose): moved, then the
 	// end, once it reads again.

@@ -163,9 +163,10 @@ func (cs *clientStream) writeLoop() {
 			}
 			return
 		}
-		buf = cs.fill(buf[:0], now)
+		var shared []byte
+		buf, shared = cs.fill(buf[:0], now)
 		if len(buf) > 0 {
-			if !cs.write(buf) {
+			if !cs.write(buf, shared) {
 				return
 			}
 			if cap(buf) > 16<<10 {
@@ -203,8 +204,11 @@ func (cs *clientStream) writeLoop() {
 	}
 }
 
-// fill encodes what is queued into buf, up to about maxBatch bytes.
-func (cs *clientStream) fill(buf []byte, now time.Time) []byte {
+// fill encodes what is queued into buf, up to about maxBatch bytes. A
+// watch frame's large part that many watches share (a snapshot, a change)
+// is not copied into buf: it is returned as shared, to be written after
+// buf, and ends the batch.
+func (cs *clientStream) fill(buf []byte, now time.Time) (_, shared []byte) {
 	for len(buf) < maxBatch {
 		cs.mu.Lock()
 		it, ok := cs.popLocked()
@@ -222,18 +226,26 @@ func (cs *clientStream) fill(buf []byte, now time.Time) []byte {
 			break
 		}
 		if it.w != nil {
-			buf = cs.watchFrame(buf, it.w, now.Sub(since))
+			if buf, shared = cs.watchFrame(buf, it.w, now.Sub(since)); shared != nil {
+				return buf, shared
+			}
 			continue
 		}
 		buf = append(buf, it.b...)
 	}
-	return buf
+	return buf, nil
 }
 
-// write sends b and flushes it, within WriteTimeout; false ends the stream.
-func (cs *clientStream) write(b []byte) bool {
+// write sends its parts and flushes them, within WriteTimeout; false ends
+// the stream.
+func (cs *clientStream) write(parts ...[]byte) bool {
 	cs.stall.Reset(cs.lim.WriteTimeout)
-	_, err := cs.w.Write(b)
+	var err error
+	for _, b := range parts {
+		if len(b) > 0 && err == nil {
+			_, err = cs.w.Write(b)
+		}
+	}
 	if err == nil {
 		err = cs.rc.Flush()
 	}

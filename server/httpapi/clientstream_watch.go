@@ -394,20 +394,19 @@ func (cs *clientStream) catchUp(index uint64) bool {
 }
 
 // watchFrame appends w's next frame to buf: its snapshot, the changes since
-// its last frame, or resync when it waited more than WatchLag.
-func (cs *clientStream) watchFrame(buf []byte, w *watch, waited time.Duration) []byte {
+// its last frame, or resync when it waited more than WatchLag. A part that
+// other watches share and that is larger than sharedMin is returned as
+// shared instead of copied: the frame is buf's end followed by shared.
+func (cs *clientStream) watchFrame(buf []byte, w *watch, waited time.Duration) (_, shared []byte) {
 	if waited > cs.lim.WatchLag {
-		cs.dropWatch(w)
-		buf = append(buf, `{"type":"resync","w":`...)
-		buf = strconv.AppendUint(buf, w.id, 10)
-		return append(buf, "}\n"...)
+		return cs.resync(buf, w), nil
 	}
 	v := w.feed.cur.Load()
 	if w.last == nil {
 		snap, err := v.snapshot()
 		if err != nil {
 			cs.s.log.Error("encode snapshot", "tenant", cs.t.Name, "service", w.service, "err", err)
-			return cs.resync(buf, w)
+			return cs.resync(buf, w), nil
 		}
 		index := max(v.applied, w.floor)
 		buf = append(buf, `{"type":"snapshot","w":`...)
@@ -415,12 +414,11 @@ func (cs *clientStream) watchFrame(buf []byte, w *watch, waited time.Duration) [
 		buf = append(buf, `,"index":`...)
 		buf = strconv.AppendUint(buf, index, 10)
 		buf = append(buf, ',')
-		buf = append(buf, snap...)
 		w.last, w.sent = v, index
-		return buf
+		return appendOrShare(buf, snap)
 	}
 	if v.modify <= w.last.modify {
-		return buf
+		return buf, nil
 	}
 	delta, err := v.delta, v.deltaErr
 	if v.prevModify != w.last.modify {
@@ -428,17 +426,28 @@ func (cs *clientStream) watchFrame(buf []byte, w *watch, waited time.Duration) [
 	}
 	if err != nil {
 		cs.s.log.Error("encode changes", "tenant", cs.t.Name, "service", w.service, "err", err)
-		return cs.resync(buf, w)
+		return cs.resync(buf, w), nil
 	}
 	w.last = v
 	if delta == nil {
-		return buf
+		return buf, nil
 	}
 	w.sent = v.modify
 	buf = append(buf, `{"type":"changes","w":`...)
 	buf = strconv.AppendUint(buf, w.id, 10)
 	buf = append(buf, ',')
-	return append(buf, delta...)
+	return appendOrShare(buf, delta)
+}
+
+// sharedMin is the size from which a frame's shared part is written as it
+// is rather than copied into the writer's buffer.
+const sharedMin = 16 << 10
+
+func appendOrShare(buf, part []byte) (_, shared []byte) {
+	if len(part) >= sharedMin {
+		return buf, part
+	}
+	return append(buf, part...), nil
 }
 
 func (cs *clientStream) resync(buf []byte, w *watch) []byte {
