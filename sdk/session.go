@@ -493,6 +493,12 @@ func (m *Member) recover(ctx context.Context) {
 		if !sleep(ctx, j.NextBackOff()) {
 			return
 		}
+		if errors.Is(err, api.ErrSessionExpired) && !m.replaceSession() {
+			// The new session ended too before the registration landed
+			// (its keepalives did not arrive within the TTL): a retry
+			// under it can never succeed. Open another, as Join does.
+			return
+		}
 	}
 }
 
