@@ -45,6 +45,25 @@
 //	c.WaitEndpoints(t, svc, 1)
 //	c.Crash(t, m) // the session ends after drop_grace; a standby takes over
 //
+// # Configuration store
+//
+// A tenant also holds a key-value store for configuration: keys are
+// '/'-separated paths, values are bytes. c.Config(ctx, "flags") returns a
+// live view of the subtree: the key "flags" and every key under "flags/"
+// (never "flagsx"). Its first fill is a consistent read; after that it
+// follows every put and delete, never goes back in time, and while no
+// server answers keeps its last values, marked Stale. Get, Keys, Watch and
+// OnChange read it locally. c.Put, c.CompareAndSet (a 409 ErrConflict
+// carries the key's current mod_index in *api.Error's Conflict), c.Delete
+// and c.Txn(ctx, new(sdk.Txn).IfModIndex(...).Put(...)) (all or nothing)
+// write, and the Client's own views show a write when it returns.
+// sdk.Decode[T](kv) reads a JSON value. m.PutEphemeral binds a key to a
+// member's session, so the key goes when the process goes (after
+// drop_grace on a crash): use it for presence, or for a lock one instance
+// holds at a time. When the servers end a live member's session, it puts
+// its keys back under the new one, create-only: a key someone else took
+// meanwhile is theirs (ExampleClient_Config, ExampleMember_PutEphemeral).
+//
 // # Configuration
 //
 // Connect and Join read these environment variables, and nothing else in
