@@ -227,6 +227,7 @@ type clientStream struct {
 	keepalives   int // keepalive frames running
 	watches      map[uint64]*watch
 	attached     map[string]*attachment
+	eof          bool // the client sends nothing more: the stream lives while it has watches
 
 	lastWrite time.Time // the writer's
 
@@ -446,12 +447,22 @@ func (cs *clientStream) readLoop() {
 	}
 }
 
-// clientClosing: the client closed its side. Its sessions start
-// drop_grace now; what is running is answered, then the stream ends.
+// clientClosing: the client closed its side, and sends nothing more. Its
+// sessions start drop_grace now (no keepalive can come on this stream);
+// what is running is answered; then the stream ends, unless it has
+// watches: those go on until the client goes away (so that
+// `curl --http2-prior-knowledge -N --data-binary '{"type":"watch",...}'`
+// watches a service) or each ends (resync).
 func (cs *clientStream) clientClosing() {
 	cs.detachAll(true)
 	cs.ops.Wait()
-	cs.end(endClientEOF, nil)
+	cs.mu.Lock()
+	cs.eof = true
+	watching := len(cs.watches) > 0
+	cs.mu.Unlock()
+	if !watching {
+		cs.end(endClientEOF, nil)
+	}
 }
 
 // handle serves one line; false ends the reading.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -333,5 +334,33 @@ func TestClientStreamWatch(t *testing.T) {
 		len(writes)*1, len(indexes), len(rest), common)
 	if common == 0 {
 		t.Errorf("REST and the stream saw no index in common")
+	}
+}
+
+// TestClientStreamCurl: curl watches a service on the stream, as DESIGN.md
+// says an operator can: the frame sent as the request body, then the
+// result, the snapshot and the changes as they come.
+func TestClientStreamCurl(t *testing.T) {
+	curl, err := exec.LookPath("curl")
+	if err != nil {
+		t.Skip("no curl")
+	}
+	c := servertest.Start(t, servertest.Options{Nodes: 1})
+	tok := c.CreateTenant("acme", api.Quotas{})
+	c.Do(1, tok, http.MethodPut, "/v1/tenants/acme/services/web/instances/w1", api.RegisterRequest{Address: "a:1"})
+	cmd := exec.Command(curl, "-sS", "--http2-prior-knowledge", "-N", "--max-time", "3", "-H", "Authorization: Bearer "+tok,
+		"--data-binary", `{"type":"watch","req":1,"w":1,"service":"web"}`+"\n", "http://"+c.Addr(1)+"/v1/tenants/acme/stream")
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	c.Do(1, tok, http.MethodPut, "/v1/tenants/acme/services/web/instances/w2", api.RegisterRequest{Address: "a:2"})
+	_ = cmd.Wait() // curl ends at --max-time: the stream lives while it watches
+	for _, want := range []string{`"type":"result","req":1,"status":200`, `"type":"snapshot","w":1`, `"type":"changes","w":1`, `"id":"w2"`} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("curl's output lacks %s:\n%s", want, out.String())
+		}
 	}
 }

@@ -305,8 +305,8 @@ func (cs *clientStream) startWatch(f *api.ClientFrame) bool {
 // its result, then (unless its index is current) a snapshot.
 func (cs *clientStream) setUpWatch(w *watch) {
 	fail := func(err error) {
-		cs.dropWatch(w)
 		cs.sendResultErr(false, w.req, err)
+		cs.dropWatch(w)
 	}
 	t := cs.t
 	ctx, cancel := context.WithTimeout(cs.ctx, 2*time.Second)
@@ -480,7 +480,11 @@ func (cs *clientStream) dropWatch(w *watch) {
 		delete(cs.watches, w.id)
 	}
 	f := w.feed
+	last := cs.eof && len(cs.watches) == 0
 	cs.mu.Unlock()
+	if last {
+		cs.end(endClientEOF, nil) // the client sends nothing more, and nothing is watched
+	}
 	if f != nil {
 		cs.s.cs.feeds.unsubscribe(f, w)
 	}
