@@ -150,6 +150,10 @@ func (s *Service) run(ctx context.Context) {
 	// or another, and the new Client would miss that instance.
 	consistent := true
 	for ctx.Err() == nil {
+		if s.c.stream != nil && s.filledNow() {
+			s.runStream(ctx) // cache_stream.go
+			return
+		}
 		snap, _ := s.current()
 		req := transport.Request{Method: http.MethodGet, Path: s.path, Server: server}
 		if s.filledNow() {

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/sdk/internal/stream"
 	"github.com/rafting/rafting/sdk/internal/transport"
 )
 
@@ -28,6 +29,7 @@ type Client struct {
 	log     *slog.Logger
 	stopLog func()             // ends the logger's queue (see logQueue)
 	flight  singleflight.Group // merges concurrent refreshes of one service
+	stream  *stream.Client     // WithClientStream: the watches' stream (cache_stream.go); else nil
 
 	mu       sync.Mutex
 	services map[string]*Service
@@ -89,6 +91,9 @@ func connect(ctx context.Context, cfg config) (*Client, error) {
 		return nil, fmt.Errorf("sdk: connect to tenant %s: %w", cfg.conn.tenant, certHint(err))
 	}
 	log.Debug("connected", "servers", cfg.conn.ep.addrs)
+	if cfg.conn.clientStream {
+		c.stream = c.newStream()
+	}
 	if cfg.conn.serverSync > 0 {
 		c.wg.Add(1)
 		go c.syncServers(cfg.conn.serverSync)
@@ -194,6 +199,9 @@ func (c *Client) Close() error {
 	}
 	c.stopConfigs()
 	c.wg.Wait()
+	if c.stream != nil {
+		c.stream.Close()
+	}
 	c.tr.Close()
 	if c.stopLog != nil {
 		c.stopLog()

@@ -88,6 +88,8 @@ type connConfig struct {
 	debounce   time.Duration
 	watchWait  time.Duration
 	serverSync time.Duration
+	// clientStream: WithClientStream
+	clientStream bool
 }
 
 type memberConfig struct {
@@ -339,6 +341,17 @@ func WithDebounce(d time.Duration) Option {
 // balancer, NAT) keeps to its own. 0 turns it off.
 func WithServerSync(d time.Duration) Option {
 	return func(c *config) { c.conn.serverSync, c.connSet = max(d, 0), true }
+}
+
+// WithClientStream (experimental; off by default) makes the Client follow
+// its services on one client stream (POST /v1/tenants/{t}/stream over
+// HTTP/2: h2c without TLS, h2 by ALPN with it) instead of a blocking query
+// per service: each change arrives as a delta, in index order. The first
+// fill of a Service stays a linearizable read, and Service's rules are the
+// same either way. Sessions and writes do not use the stream yet. With
+// WithHTTPClient, that client must speak HTTP/2 to the servers.
+func WithClientStream(on bool) Option {
+	return func(c *config) { c.conn.clientStream, c.connSet = on, true }
 }
 
 // WithTTL sets the session TTL: how long the servers keep a member whose

@@ -72,6 +72,7 @@ type Client struct {
 	unauth  func(*api.Error) error
 	short   *http.Client // ordinary requests and streams
 	poll    *http.Client // blocking queries: no response-header timeout
+	duplex  *http.Client // client streams: HTTP/2 (duplex.go)
 	own     []*http.Transport
 	log     *slog.Logger
 
@@ -107,12 +108,13 @@ func New(cfg Config) (*Client, error) {
 	if cfg.HTTPClient != nil {
 		hc := *cfg.HTTPClient // a copy: the caller's client keeps its own redirect rule
 		hc.CheckRedirect = noRedirects
-		c.short, c.poll = &hc, &hc
+		c.short, c.poll, c.duplex = &hc, &hc, &hc
 	} else {
-		s, p := NewTransport(cfg.TLS, 15*time.Second), NewTransport(cfg.TLS, 0)
-		c.own = []*http.Transport{s, p}
+		s, p, d := NewTransport(cfg.TLS, 15*time.Second), NewTransport(cfg.TLS, 0), newDuplexTransport(cfg.TLS)
+		c.own = []*http.Transport{s, p, d}
 		c.short = &http.Client{Transport: s, CheckRedirect: noRedirects}
 		c.poll = &http.Client{Transport: p, CheckRedirect: noRedirects}
+		c.duplex = &http.Client{Transport: d, CheckRedirect: noRedirects}
 	}
 	servers := slices.Clone(cfg.Servers)
 	c.servers.Store(&servers)

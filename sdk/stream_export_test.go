@@ -1,0 +1,18 @@
+package sdk
+
+// Listen calls fn with every snapshot the service's cache applies, in
+// order (under the apply lock: fn must not block); the returned func
+// stops it.
+func Listen(s *Service, fn func(Snapshot)) func() {
+	return s.listen(func(snap *Snapshot) { fn(*snap) })
+}
+
+// OnStream reports whether a Client follows its services on the client
+// stream.
+func OnStream(c *Client) bool { return c.stream != nil }
+
+// Position is the cache's index and epoch.
+func Position(s *Service) (index, epoch uint64) {
+	snap, _ := s.current()
+	return indexOf(snap.pos), epochOf(snap.pos)
+}
