@@ -16,3 +16,10 @@ func Position(s *Service) (index, epoch uint64) {
 	snap, _ := s.current()
 	return indexOf(snap.pos), epochOf(snap.pos)
 }
+
+// StreamStats is what a Client's stream did: watches accepted, snapshots
+// received, resyncs.
+func StreamStats(c *Client) (watched, snapshots, resyncs int64) {
+	s := c.stream.Stats()
+	return s.Watched, s.Snapshots, s.Resyncs
+}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -57,6 +58,8 @@ type Client struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	opens, watched, snapshots, resyncs atomic.Int64 // Stats
+
 	mu      sync.Mutex
 	watches map[*Watch]struct{}
 	cur     *conn
@@ -100,6 +103,19 @@ func (c *Client) Close() {
 		cur.end(ErrClosed)
 	}
 	c.wg.Wait()
+}
+
+// Stats counts what a Client did.
+type Stats struct {
+	Opens     int64 // streams opened
+	Watched   int64 // watches the servers accepted
+	Snapshots int64 // snapshot frames received
+	Resyncs   int64 // resync frames received
+}
+
+// Stats returns the Client's counts.
+func (c *Client) Stats() Stats {
+	return Stats{Opens: c.opens.Load(), Watched: c.watched.Load(), Snapshots: c.snapshots.Load(), Resyncs: c.resyncs.Load()}
 }
 
 // run keeps a stream open until Close.
@@ -192,6 +208,7 @@ func (c *Client) open(server string) (*conn, string, error) {
 		cancel()
 		return nil, "", err
 	}
+	c.opens.Add(1)
 	cn := newConn(used, cancel, pw, resp.Body, c.cfg.Now)
 	cn.wg.Add(2)
 	go cn.writeLoop()
@@ -233,6 +250,9 @@ func (c *Client) serve(cn *conn) []string {
 func (c *Client) dispatch(cn *conn, f *api.ServerFrame) error {
 	switch f.Type {
 	case api.FrameSnapshot, api.FrameChanges:
+		if f.Type == api.FrameSnapshot {
+			c.snapshots.Add(1)
+		}
 		cn.mu.Lock()
 		w := cn.watches[f.W]
 		cn.mu.Unlock()
@@ -247,6 +267,7 @@ func (c *Client) dispatch(cn *conn, f *api.ServerFrame) error {
 			c.restart(cn, f.W, w)
 		}
 	case api.FrameResync:
+		c.resyncs.Add(1)
 		cn.mu.Lock()
 		w := cn.watches[f.W]
 		cn.mu.Unlock()
@@ -313,6 +334,7 @@ func (c *Client) start(cn *conn, w *Watch) {
 			cn.end(fmt.Errorf("stream: watch result: %w", err))
 			return
 		}
+		c.watched.Add(1)
 		w.started(r)
 	})
 }
