@@ -25,7 +25,11 @@ import (
 // p50/p99 of both, in ms.
 //
 //	go test -run '^$' -bench Propagation -benchtime 200x ./sdk/
-func BenchmarkPropagation(b *testing.B) {
+func BenchmarkPropagation(b *testing.B) { benchPropagation(b) }
+
+// benchPropagation is BenchmarkPropagation with the watching Clients'
+// options (stream_bench_test.go: on the client stream).
+func benchPropagation(b *testing.B, opts ...sdk.Option) {
 	const clients = 100
 	// Every change re-issues 100 blocking queries: far above the default
 	// 1,000 requests a second per node, which this benchmark does not
@@ -46,7 +50,7 @@ func BenchmarkPropagation(b *testing.B) {
 	defer wg.Wait()
 	defer cancel()
 	for i := range clients {
-		cl := c.Connect(b)
+		cl := c.Connect(b, opts...)
 		svc, err := cl.Service(ctx, "prop")
 		if err != nil {
 			b.Fatal(err)
