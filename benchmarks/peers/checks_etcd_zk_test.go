@@ -86,7 +86,7 @@ func ezSummary(s Sample) string {
 }
 
 // ezWorkloads runs the short form of every workload after the default
-// setting started: register, propagation, handover, then failover and
+// setting started: register, propagation, kv put, kv watch, handover, then failover and
 // idle under the tuned setting. A failover sample may take up to three
 // leases plus slack.
 func ezWorkloads(t *testing.T, ctx context.Context, tg Target, dir string, slack time.Duration) {
@@ -109,6 +109,25 @@ func ezWorkloads(t *testing.T, ctx context.Context, tg Target, dir string, slack
 		t.Errorf("propagation: %d latencies, want 15", len(prop.Latencies))
 	}
 	t.Logf("propagation 5 watchers × 3: %s", ezSummary(prop))
+
+	put, err := tg.KVPut(ctx, 4, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if put.Ops == 0 {
+		t.Fatal("kv put: no operations")
+	}
+	t.Logf("kv put 4 clients: %d ops in %v (%.0f/s), %s", put.Ops, put.Elapsed.Round(time.Millisecond),
+		float64(put.Ops)/put.Elapsed.Seconds(), ezSummary(put))
+
+	kvw, err := tg.KVWatch(ctx, 5, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(kvw.Latencies) != 15 {
+		t.Errorf("kv watch: %d latencies, want 15", len(kvw.Latencies))
+	}
+	t.Logf("kv watch 5 watchers × 3: %s", ezSummary(kvw))
 
 	ho, err := tg.Handover(ctx, 2)
 	if err != nil {

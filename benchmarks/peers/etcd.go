@@ -32,6 +32,11 @@ import (
 //   - Propagation: each watcher is its own client with a Watch on the
 //     service prefix; the driver puts a new instance key (with a lease) and
 //     each watcher's latency is until its Put event arrives.
+//   - KVPut: each client (its own clientv3.Client) puts the values of its
+//     own keys under /config/put-<n>/, which exist before the clock starts.
+//   - KVWatch: each watcher is its own client with a Watch on one key; the
+//     driver puts a new value and each watcher's latency is until its Put
+//     event arrives.
 //   - Handover, Failover: three peermember processes, each a
 //     concurrency.Session (TTL = the setting's lease) campaigning with
 //     concurrency.Election. Handover: the master gets SIGTERM, Resigns and
@@ -412,7 +417,7 @@ func (t *Etcd) Propagation(ctx context.Context, watchers, rounds int) (Sample, e
 	}
 	defer closeEtcdClients(cs)
 	prefix := fmt.Sprintf("/services/propagation-%d/", time.Now().UnixNano())
-	obs := make(chan ezSeen, watchers*rounds+16)
+	obs := make(chan seen, watchers*rounds+16)
 	wctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
@@ -433,7 +438,7 @@ func (t *Etcd) Propagation(ctx context.Context, watchers, rounds int) (Sample, e
 				now := time.Now()
 				for _, ev := range r.Events {
 					if ev.Type == clientv3.EventTypePut && ev.IsCreate() {
-						obs <- ezSeen{strings.TrimPrefix(string(ev.Kv.Key), prefix), now}
+						obs <- seen{strings.TrimPrefix(string(ev.Kv.Key), prefix), now}
 					}
 				}
 			}
@@ -444,8 +449,112 @@ func (t *Etcd) Propagation(ctx context.Context, watchers, rounds int) (Sample, e
 		return Sample{}, fmt.Errorf("etcd propagation: grant: %w", err)
 	}
 	defer t.cli.Revoke(context.Background(), lr.ID)
-	return ezPropagation(ctx, "etcd", watchers, rounds, obs, func(name string) error {
+	return watchRounds(ctx, "etcd propagation", watchers, rounds, obs, func(name string) error {
 		_, err := t.cli.Put(ctx, prefix+name, `{"addr":"127.0.0.1:9999"}`, clientv3.WithLease(lr.ID))
+		return err
+	})
+}
+
+// KVPut: each client its own clientv3.Client putting its own kvKeys keys
+// in turn (plain keys, no lease: configuration outlives its writer).
+func (t *Etcd) KVPut(ctx context.Context, clients int, d time.Duration) (Sample, error) {
+	if err := t.running(); err != nil {
+		return Sample{}, err
+	}
+	cs, err := t.clients(clients)
+	if err != nil {
+		return Sample{}, fmt.Errorf("etcd kv put: clients: %w", err)
+	}
+	defer closeEtcdClients(cs)
+	prefix := fmt.Sprintf("/config/put-%d/", time.Now().UnixNano())
+	defer t.cli.Delete(context.Background(), prefix, clientv3.WithPrefix())
+	// Every key exists before the clock starts, as in the other targets.
+	err = ezParallel(32, clients*kvKeys, func(n int) error {
+		i, k := n/kvKeys, n%kvKeys
+		_, err := cs[i].Put(ctx, fmt.Sprintf("%sc%d/k%d", prefix, i, k), kvValue(i, k))
+		return err
+	})
+	if err != nil {
+		return Sample{}, fmt.Errorf("etcd kv put: create: %w", err)
+	}
+	lats := make([][]time.Duration, clients)
+	errs := make([]error, clients)
+	var wg sync.WaitGroup
+	start := time.Now()
+	end := start.Add(d)
+	for i, c := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := kvKeys; ; n++ {
+				t0 := time.Now()
+				if t0.After(end) || ctx.Err() != nil {
+					return
+				}
+				octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				_, err := c.Put(octx, fmt.Sprintf("%sc%d/k%d", prefix, i, n%kvKeys), kvValue(i, n))
+				cancel()
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				lats[i] = append(lats[i], time.Since(t0))
+			}
+		}()
+	}
+	wg.Wait()
+	s := sampleOf(start, lats)
+	if err := errors.Join(errs...); err != nil {
+		return s, fmt.Errorf("etcd kv put: %w", err)
+	}
+	return s, nil
+}
+
+// KVWatch: each watcher its own client with a Watch on the key; a round
+// is one Put of a new value, seen in the watcher's Put event.
+func (t *Etcd) KVWatch(ctx context.Context, watchers, rounds int) (Sample, error) {
+	if err := t.running(); err != nil {
+		return Sample{}, err
+	}
+	cs, err := t.clients(watchers)
+	if err != nil {
+		return Sample{}, fmt.Errorf("etcd kv watch: clients: %w", err)
+	}
+	defer closeEtcdClients(cs)
+	key := fmt.Sprintf("/config/watch-%d/rollout", time.Now().UnixNano())
+	if _, err := t.cli.Put(ctx, key, "start"); err != nil {
+		return Sample{}, fmt.Errorf("etcd kv watch: put: %w", err)
+	}
+	defer t.cli.Delete(context.Background(), key)
+	obs := make(chan seen, watchers*rounds+16)
+	wctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	for _, c := range cs {
+		wch := c.Watch(wctx, key, clientv3.WithCreatedNotify())
+		select {
+		case r, ok := <-wch:
+			if !ok || !r.Created {
+				return Sample{}, fmt.Errorf("etcd kv watch: watch not created: %v", r.Err())
+			}
+		case <-time.After(10 * time.Second):
+			return Sample{}, errors.New("etcd kv watch: watch not created within 10s")
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range wch {
+				now := time.Now()
+				for _, ev := range r.Events {
+					if ev.Type == clientv3.EventTypePut {
+						obs <- seen{string(ev.Kv.Value), now}
+					}
+				}
+			}
+		}()
+	}
+	return watchRounds(ctx, "etcd kv watch", watchers, rounds, obs, func(value string) error {
+		_, err := t.cli.Put(ctx, key, value)
 		return err
 	})
 }

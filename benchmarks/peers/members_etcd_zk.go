@@ -273,44 +273,6 @@ func runElection(ctx context.Context, g *memberGroup, rounds int, sig syscall.Si
 	return s, nil
 }
 
-// ezSeen is one watcher's observation of a new instance, by name.
-type ezSeen struct {
-	name string
-	at   time.Time
-}
-
-// ezPropagation runs the propagation rounds shared by the etcd and
-// ZooKeeper targets: add creates instance name, and every one of watchers
-// must report it on obs within 10 s; each sample is the time from the add
-// to a watcher's observation.
-func ezPropagation(ctx context.Context, system string, watchers, rounds int, obs <-chan ezSeen, add func(name string) error) (Sample, error) {
-	var s Sample
-	start := time.Now()
-	for r := 0; r < rounds; r++ {
-		name := fmt.Sprintf("inst-%d", r)
-		t0 := time.Now()
-		if err := add(name); err != nil {
-			return s, fmt.Errorf("%s propagation: add: %w", system, err)
-		}
-		timeout := time.After(10 * time.Second)
-		for got := 0; got < watchers; {
-			select {
-			case o := <-obs:
-				if o.name == name {
-					s.Latencies = append(s.Latencies, o.at.Sub(t0))
-					got++
-				}
-			case <-timeout:
-				return s, fmt.Errorf("%s propagation: round %d: %d of %d watchers saw the new instance within 10s", system, r+1, got, watchers)
-			}
-		}
-		s.Ops++
-		ezSleep(ctx, 20*time.Millisecond)
-	}
-	s.Elapsed = time.Since(start)
-	return s, nil
-}
-
 func ezSleep(ctx context.Context, d time.Duration) bool {
 	if d <= 0 {
 		return ctx.Err() == nil

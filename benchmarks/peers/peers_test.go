@@ -107,10 +107,11 @@ func installPeers(root string) {
 // plan is how much of each workload a run does.
 type plan struct {
 	quick          bool
-	clients        []int
-	warm, measure  time.Duration // registration: warm-up, then measured
-	watchers       int
-	propRounds     int
+	clients        []int         // registration: one workload per count
+	kvClients      int           // configuration put
+	warm, measure  time.Duration // registration, configuration put: warm-up, then measured
+	watchers       int           // propagation, configuration watch
+	propRounds     int           // rounds of each
 	handover       int
 	failBudget     time.Duration // per failover setting, roughly
 	failLo, failHi int
@@ -138,11 +139,11 @@ const slowLease = 10 * time.Second
 
 func newPlan(quick bool) plan {
 	if quick {
-		return plan{quick: true, clients: []int{32, 128}, warm: 300 * time.Millisecond, measure: 1500 * time.Millisecond,
+		return plan{quick: true, clients: []int{32, 128}, kvClients: 32, warm: 300 * time.Millisecond, measure: 1500 * time.Millisecond,
 			watchers: 100, propRounds: 5, handover: 3, failBudget: 6 * time.Second, failLo: 1, failHi: 3, slowRounds: 1,
 			idle: 1000, idleFor: 3 * time.Second}
 	}
-	return plan{clients: []int{32, 128}, warm: time.Second, measure: 8 * time.Second,
+	return plan{clients: []int{32, 128}, kvClients: 32, warm: time.Second, measure: 8 * time.Second,
 		watchers: 100, propRounds: 40, handover: 15, failBudget: 40 * time.Second, failLo: 5, failHi: 15, slowRounds: 3,
 		idle: 10000, idleFor: 15 * time.Second}
 }
@@ -158,12 +159,55 @@ func (p plan) failoverRounds(lease time.Duration) int {
 	return min(max(int(p.failBudget/est), p.failLo), p.failHi)
 }
 
+// throughput runs a throughput workload (a Target's Register or KVPut)
+// with clients clients: a warm-up of p.warm that is not counted, then
+// p.measure, over which the servers' CPU and this process's (the
+// clients') are taken — not in the quick mode, where other clusters run
+// in the background.
+func (p plan) throughput(ctx context.Context, sys string, clients int, op func(context.Context, int, time.Duration) (Sample, error)) (*Run, error) {
+	if _, err := op(ctx, clients, p.warm); err != nil {
+		return nil, fmt.Errorf("warm-up: %w", err)
+	}
+	// The CPU over the measured window (the call's first p.measure; it
+	// then cleans up).
+	var cpu chan [2]float64
+	if !p.quick {
+		cpu = make(chan [2]float64, 1)
+		go func() {
+			srv0, self0, t0 := cpuSnapshot()
+			time.Sleep(p.measure)
+			srv1, self1, t1 := cpuSnapshot()
+			secs := t1.Sub(t0).Seconds() * clockTicks / 100
+			var ticks int64
+			for pid, t := range srv1 {
+				if t0, ok := srv0[pid]; ok {
+					ticks += t - t0
+				}
+			}
+			cpu <- [2]float64{float64(ticks) / secs, float64(self1-self0) / secs}
+		}()
+	}
+	s, err := op(ctx, clients, p.measure)
+	if err != nil {
+		return nil, err
+	}
+	r := NewRun(sys, s)
+	if cpu != nil {
+		v := <-cpu
+		r.ServerCPU, r.ClientCPU = v[0], v[1]
+	}
+	return r, nil
+}
+
 // how each system does each workload, for the tables' notes.
 var how = map[string]map[string]string{
 	"rafting": {
 		"register":    "REST PUT of instances (no session), each client updating its own 20, spread over the 3 nodes",
 		"propagation": "SDK Clients watching the service (Client.Service + Watch); the new instance is one REST PUT under the driver's open session",
 		"handover":    "examples/masterstandby members; SIGTERM → Member.Leave hands the mastership over",
+		"kvput":       "each client its own SDK Client; Client.Put of its own 20 keys in turn (a JSON PUT; a Client sends its requests to the 3 nodes in turn)",
+		"kvwatch": "one SDK Client per watcher with a Config view of the key's subtree and an OnChange callback (the view is kept by one blocking read, " +
+			"GET …/kv/{prefix}?prefix=true&index=N&wait=60s, parked again after each answer: the SDK's views do not use the client stream yet); the new value is one Client.Put of another Client",
 		"idle": "one SDK farm member per instance, over 10 Clients: each its own session (TTL 5 s) renewed every TTL/3 = 1.67 s, " +
 			"its stream attached with a heartbeat every second — about 1.6 requests or stream lines a second per instance, " +
 			"20–30× the peers' keepalive traffic at their 40–60 s defaults",
@@ -171,12 +215,16 @@ var how = map[string]map[string]string{
 	"etcd": {
 		"register":    "each client its own clientv3.Client with one lease; Put of its own 20 instance keys with that lease, then updates",
 		"propagation": "one client per watcher with a Watch on the service prefix; the new instance is a Put with a lease",
+		"kvput":       "each client its own clientv3.Client; Put of its own 20 keys (no lease) in turn",
+		"kvwatch":     "one client per watcher with a Watch on the key; the new value is a Put",
 		"handover":    "peermember processes with concurrency.Election; SIGTERM → Resign",
 		"idle":        "one lease (concurrency.Session, TTL 60 s, keepalive every 20.5 s) per instance with its key, over 10 client connections; window rounded up to whole keepalive periods",
 	},
 	"zookeeper": {
 		"register":    "each client its own session; Create, then Set, of its own 20 ephemeral znodes",
 		"propagation": "one session per watcher with ChildrenW re-armed after each fire (PathChildrenCache-style); the new instance is an ephemeral znode",
+		"kvput":       "each client its own session; setData of its own 20 persistent znodes in turn",
+		"kvwatch":     "one session per watcher, getData with a watch re-armed after each fire (NodeCache-style); the new value is a setData",
 		"handover":    "peermember processes with the LeaderLatch recipe; SIGTERM → close (deletes the latch znode)",
 		"idle":        "one session (timeout 40 s, ping every 13.3 s) per instance holding its ephemeral znode; window rounded up to whole ping periods",
 	},
@@ -201,6 +249,11 @@ var whyMissed = map[string]string{
 		"balancer and parks a new query, about 100 × (client + server) CPU that the two cores serialise; etcd " +
 		"pushes one small event per watcher on streams that stay open, ZooKeeper one watch notification and a " +
 		"children read.",
+	TargetKVWatch: "The goal is set for the client stream, which the SDK's Config views do not use yet: each view is kept " +
+		"by one blocking read (GET …/kv/{prefix}?prefix=true&index=N&wait=60s), so each change answers 100 parked reads, " +
+		"each with the subtree's JSON, and every client parses its answer and parks a new read — about 100 × (client + " +
+		"server) work per change that the two cores serialise, as in membership propagation. etcd pushes one small event " +
+		"per watcher on gRPC streams that stay open.",
 	TargetHandover: "A handover is one Raft entry in every system (Rafting: the leave, with the successor granted in " +
 		"it, then a stream event to the successor; etcd: the resign's delete and a watch event; ZooKeeper: the " +
 		"latch znode's delete and a watch event), and the medians show it. With 15 rounds, p99 is the single slowest " +
@@ -257,9 +310,9 @@ func runPeers(ctx context.Context, factories []func() Target, p plan, dir, root 
 	for _, t := range targets {
 		res.Systems = append(res.Systems, t.Name())
 	}
-	modeNote := "Every workload family ran on a freshly started cluster of each system; registration started with a warm-up of %v that is not counted."
+	modeNote := "Every workload family ran on a freshly started cluster of each system; registration and configuration put started with a warm-up of %v that is not counted."
 	if p.quick {
-		modeNote = "Quick mode: registration, propagation, handover, idle cost and failover at defaults shared one cluster per system; every other failover setting started a fresh one; registration started with a warm-up of %v that is not counted."
+		modeNote = "Quick mode: registration, propagation, configuration put and watch, handover, idle cost and failover at defaults shared one cluster per system; every other failover setting started a fresh one; registration and configuration put started with a warm-up of %v that is not counted."
 	}
 	res.Notes = append(res.Notes, fmt.Sprintf(modeNote, p.warm),
 		"Each system's clients ran in the benchmark's process on the same machine as its servers; only the three server processes' CPU and memory are counted in idle cost.",
@@ -272,7 +325,7 @@ func runPeers(ctx context.Context, factories []func() Target, p plan, dir, root 
 	if p.quick {
 		res.Notes = append(res.Notes, "ZooKeeper's JVM warm-up after each start (its target's registration and propagation rounds) was capped at 2 s.")
 	} else {
-		res.Notes = append(res.Notes, fmt.Sprintf("After each start ZooKeeper's JVM was warmed up (its target's registration in 3 s steps until the rate stops rising, then propagation rounds; capped at 25 s here), except before its failovers with sessions of 4 s and more, which a warm JIT moves by far less than the rounds differ. Rafting and etcd got only the %v warm-up of registration that every system got.", p.warm))
+		res.Notes = append(res.Notes, fmt.Sprintf("After each start ZooKeeper's JVM was warmed up (its target's registration in 3 s steps until the rate stops rising, then propagation rounds; capped at 25 s here), except before its failovers with sessions of 4 s and more, which a warm JIT moves by far less than the rounds differ. Rafting and etcd got only the %v warm-up of registration and of configuration put that every system got.", p.warm))
 	}
 
 	// The workloads, in report order; each system's steps in run order.
@@ -308,39 +361,7 @@ func runPeers(ctx context.Context, factories []func() Target, p plan, dir, root 
 					c, p.measure, p.warm), TargetRegister)
 			fg = append(fg, step{target: t, setting: def, fresh: i == 0 || !p.quick, w: w, title: fmt.Sprintf("registration, %d clients", c),
 				run: func(ctx context.Context, t Target, restart func() error) (*Run, error) {
-					if _, err := t.Register(ctx, c, p.warm); err != nil {
-						return nil, fmt.Errorf("warm-up: %w", err)
-					}
-					// The CPU over the measured window (the call's first
-					// p.measure; it then cleans up). Not in the quick mode,
-					// where other clusters run in the background.
-					var cpu chan [2]float64
-					if !p.quick {
-						cpu = make(chan [2]float64, 1)
-						go func() {
-							srv0, self0, t0 := cpuSnapshot()
-							time.Sleep(p.measure)
-							srv1, self1, t1 := cpuSnapshot()
-							secs := t1.Sub(t0).Seconds() * clockTicks / 100
-							var ticks int64
-							for pid, t := range srv1 {
-								if t0, ok := srv0[pid]; ok {
-									ticks += t - t0
-								}
-							}
-							cpu <- [2]float64{float64(ticks) / secs, float64(self1-self0) / secs}
-						}()
-					}
-					s, err := t.Register(ctx, c, p.measure)
-					if err != nil {
-						return nil, err
-					}
-					r := NewRun(sys, s)
-					if cpu != nil {
-						v := <-cpu
-						r.ServerCPU, r.ClientCPU = v[0], v[1]
-					}
-					return r, nil
+					return p.throughput(ctx, sys, c, t.Register)
 				}})
 		}
 		w := workload("propagation", KindLatency, fmt.Sprintf("Membership propagation, %d watchers", p.watchers),
@@ -354,6 +375,24 @@ func runPeers(ctx context.Context, factories []func() Target, p plan, dir, root 
 				}
 				r := NewRun(sys, s)
 				return r, nil
+			}})
+		w = workload(fmt.Sprintf("kvput-%d", p.kvClients), KindThroughput, fmt.Sprintf("Configuration put throughput, %d clients", p.kvClients),
+			fmt.Sprintf("%d concurrent clients write new values (about 100 bytes) to configuration keys for %v, after a %v warm-up, each client to its own %d keys in turn, created before the clock starts; every write's latency is kept.",
+				p.kvClients, p.measure, p.warm, kvKeys), TargetKVPut)
+		fg = append(fg, step{target: t, setting: def, fresh: !p.quick, w: w, title: fmt.Sprintf("configuration put, %d clients", p.kvClients),
+			run: func(ctx context.Context, t Target, restart func() error) (*Run, error) {
+				return p.throughput(ctx, sys, p.kvClients, t.KVPut)
+			}})
+		w = workload("kvwatch", KindLatency, fmt.Sprintf("Configuration change seen by %d watchers", p.watchers),
+			fmt.Sprintf("%d clients follow one configuration key; %d times a new value is written to it, and each watcher's sample is the time from the write call's start until that watcher sees the value (%d samples).",
+				p.watchers, p.propRounds, p.watchers*p.propRounds), TargetKVWatch)
+		fg = append(fg, step{target: t, setting: def, fresh: !p.quick, w: w, title: "configuration watch",
+			run: func(ctx context.Context, t Target, restart func() error) (*Run, error) {
+				s, err := t.KVWatch(ctx, p.watchers, p.propRounds)
+				if err != nil {
+					return nil, err
+				}
+				return NewRun(sys, s), nil
 			}})
 		w = workload("handover", KindLatency, "Graceful handover",
 			fmt.Sprintf("Three member processes; %d times the master is told to stop (SIGTERM) and resigns; the sample is the time until another member knows it is master.", p.handover),

@@ -36,6 +36,10 @@ import (
 //   - Propagation: SDK Clients watching the service (Client.Service +
 //     Watch, as sdk's BenchmarkPropagation), a new instance registered by
 //     one PUT under the driver's open session;
+//   - KVPut: SDK Clients, each Client.Put of its own keys (which exist
+//     before the clock starts);
+//   - KVWatch: SDK Clients, each with a Config view of the key's subtree
+//     and an OnChange callback; a new value written by one Client.Put;
 //   - Handover and Failover: three processes of examples/masterstandby (one
 //     SDK Member each); SIGTERM runs Member.Leave (an immediate handover),
 //     kill -9 leaves the successor to the lease (benchmarks/failover);
@@ -57,6 +61,7 @@ type rafting struct {
 	token   string
 	hc      *http.Client
 	tenants atomic.Int64 // tenants made for handover and failover groups
+	kvRuns  atomic.Int64 // KVPut and KVWatch calls: each its own keys
 }
 
 type raftingServer struct {
@@ -502,6 +507,139 @@ func (r *rafting) Propagation(ctx context.Context, watchers, rounds int) (Sample
 	}
 	s.Elapsed = time.Since(start)
 	return s, nil
+}
+
+// sdkClients connects n SDK Clients to the bench tenant, in parallel; the
+// caller closes them (closeSDKClients) also after an error.
+func (r *rafting) sdkClients(ctx context.Context, n int) ([]*sdk.Client, error) {
+	cs := make([]*sdk.Client, n)
+	err := raftingParallel(ctx, 16, n, func(i int) error {
+		c, err := sdk.Connect(ctx, r.sdkOptions(raftingTenant, r.token)...)
+		cs[i] = c
+		return err
+	})
+	return cs, err
+}
+
+func closeSDKClients(cs []*sdk.Client) {
+	var wg sync.WaitGroup
+	for _, c := range cs {
+		if c != nil {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c.Close()
+			}()
+		}
+	}
+	wg.Wait()
+}
+
+// deleteKVs deletes the subtree at prefix, outside the measure, so the
+// cluster holds nothing more than before.
+func (r *rafting) deleteKVs(prefix string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return r.must(ctx, 0, r.token, http.MethodDelete, r.tenantPath(raftingTenant, "/kv/"+prefix+"?prefix=true"), nil, nil)
+}
+
+// KVPut: each client its own SDK Client, Client.Put of its own kvKeys keys
+// in turn (created before the clock starts, as the peers' are).
+func (r *rafting) KVPut(ctx context.Context, clients int, d time.Duration) (Sample, error) {
+	if len(r.servers) == 0 {
+		return Sample{}, errors.New("rafting: not started")
+	}
+	cs, err := r.sdkClients(ctx, clients)
+	defer closeSDKClients(cs)
+	if err != nil {
+		return Sample{}, fmt.Errorf("rafting kv put: connect: %w", err)
+	}
+	prefix := fmt.Sprintf("config/put-%d", r.kvRuns.Add(1))
+	defer r.deleteKVs(prefix)
+	key := func(i, k int) string { return fmt.Sprintf("%s/c%d/k%d", prefix, i, k) }
+	err = raftingParallel(ctx, 32, clients*kvKeys, func(n int) error {
+		i, k := n/kvKeys, n%kvKeys
+		_, err := cs[i].Put(ctx, key(i, k), []byte(kvValue(i, k)))
+		return err
+	})
+	if err != nil {
+		return Sample{}, fmt.Errorf("rafting kv put: create: %w", err)
+	}
+	lats := make([][]time.Duration, clients)
+	errs := make([]error, clients)
+	var wg sync.WaitGroup
+	start := time.Now()
+	end := start.Add(d)
+	for i, c := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := kvKeys; ; n++ {
+				t0 := time.Now()
+				if t0.After(end) || ctx.Err() != nil {
+					return
+				}
+				octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				_, err := c.Put(octx, key(i, n%kvKeys), []byte(kvValue(i, n)))
+				cancel()
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				lats[i] = append(lats[i], time.Since(t0))
+			}
+		}()
+	}
+	wg.Wait()
+	s := sampleOf(start, lats)
+	if err := errors.Join(errs...); err != nil {
+		return s, fmt.Errorf("rafting kv put: %w", err)
+	}
+	return s, nil
+}
+
+// KVWatch: each watcher its own SDK Client with a Config view of the key's
+// subtree and an OnChange callback; a round is one Client.Put of a new
+// value by the driver's Client, seen in the callback's snapshot.
+func (r *rafting) KVWatch(ctx context.Context, watchers, rounds int) (Sample, error) {
+	if len(r.servers) == 0 {
+		return Sample{}, errors.New("rafting: not started")
+	}
+	cs, err := r.sdkClients(ctx, watchers+1)
+	defer closeSDKClients(cs) // ends every OnChange
+	if err != nil {
+		return Sample{}, fmt.Errorf("rafting kv watch: connect: %w", err)
+	}
+	driver, cs := cs[0], cs[1:]
+	prefix := fmt.Sprintf("config/watch-%d", r.kvRuns.Add(1))
+	key := prefix + "/rollout"
+	if _, err := driver.Put(ctx, key, []byte("start")); err != nil {
+		return Sample{}, fmt.Errorf("rafting kv watch: put: %w", err)
+	}
+	defer r.deleteKVs(prefix)
+	obs := make(chan seen, watchers*(rounds+1)+16)
+	err = raftingParallel(ctx, 16, watchers, func(i int) error {
+		view, err := cs[i].Config(ctx, prefix)
+		if err != nil {
+			return err
+		}
+		var last uint64 // OnChange calls fn one at a time
+		view.OnChange(func(snap sdk.ConfigSnapshot) {
+			now := time.Now()
+			if kv, ok := snap.Get(key); ok && kv.ModIndex != last {
+				last = kv.ModIndex
+				obs <- seen{string(kv.Value), now}
+			}
+		})
+		return nil
+	})
+	if err != nil {
+		return Sample{}, fmt.Errorf("rafting kv watch: config: %w", err)
+	}
+	return watchRounds(ctx, "rafting kv watch", watchers, rounds, obs, func(value string) error {
+		_, err := driver.Put(ctx, key, []byte(value))
+		return err
+	})
 }
 
 // leaderNode is the 0-based node leading the tenant's shard (0 when no

@@ -71,6 +71,24 @@ func TestRafting(t *testing.T) {
 		t.Errorf("propagation: %d samples, want 15", len(s.Latencies))
 	}
 
+	s, err = tg.KVPut(ctx, 4, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("kv put: %d ops in %v, p50 %v", s.Ops, s.Elapsed, Pct(s.Latencies, 50))
+	if s.Ops == 0 || len(s.Latencies) != s.Ops || s.Elapsed < time.Second {
+		t.Errorf("kv put: %d ops, %d latencies, elapsed %v", s.Ops, len(s.Latencies), s.Elapsed)
+	}
+
+	s, err = tg.KVWatch(ctx, 5, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("kv watch: p50 %v p99 %v", Pct(s.Latencies, 50), Pct(s.Latencies, 99))
+	if len(s.Latencies) != 15 {
+		t.Errorf("kv watch: %d samples, want 15", len(s.Latencies))
+	}
+
 	s, err = tg.Handover(ctx, 2)
 	if err != nil {
 		t.Fatal(err)

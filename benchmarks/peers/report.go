@@ -27,7 +27,7 @@ type Results struct {
 	// Why explains, per target key, why Rafting misses it when it does.
 	Why map[string]string `json:"why,omitempty"`
 	// How says, per system and workload family (register, propagation,
-	// handover, idle), how the system does it.
+	// kvput, kvwatch, handover, idle), how the system does it.
 	How       map[string]map[string]string `json:"how,omitempty"`
 	Workloads []*Workload                  `json:"workloads"`
 }
@@ -56,6 +56,8 @@ const (
 	TargetHandover         = "handover"          // p50 and p99 no slower than either peer
 	TargetFailoverDefaults = "failover-defaults" // p50 and p99 ≥ 20× faster than the fastest peer
 	TargetFailoverSame     = "failover-same"     // p50 and p99 no slower than either peer
+	TargetKVPut            = "kvput"             // ≥ 1.0× the better peer's throughput
+	TargetKVWatch          = "kvwatch"           // p99 ≤ 0.8× etcd's
 )
 
 // Workload is one workload's runs, one per system.
@@ -321,8 +323,15 @@ func (w *Workload) Verdict(peers []string) (Verdict, bool) {
 		v.Goal = "crash failover at defaults ≥ 20× faster than the fastest peer at its defaults (p50 and p99)"
 	case TargetFailoverSame:
 		v.Goal = "crash failover at the same lease no slower than either peer (p50 and p99)"
+	case TargetKVPut:
+		v.Goal = "configuration put throughput ≥ 1.0× the better peer's"
+	case TargetKVWatch:
+		v.Goal = "configuration change to 100 watchers: p99 ≤ 0.8× etcd's"
 	default:
 		return v, false
+	}
+	if w.Target == TargetKVWatch {
+		peers = []string{"etcd"} // the goal names etcd only
 	}
 	raft := w.Run("rafting")
 	var missing []string
@@ -344,10 +353,10 @@ func (w *Workload) Verdict(peers []string) (Verdict, bool) {
 	ok := true
 	var parts []string
 	switch w.Target {
-	case TargetRegister:
+	case TargetRegister, TargetKVPut:
 		best := slices.MaxFunc(ps, func(a, b *Run) int { return cmpFloat(a.Throughput(), b.Throughput()) })
 		x := raft.Throughput() / best.Throughput()
-		ok = x >= 1.5
+		ok = x >= map[string]float64{TargetRegister: 1.5, TargetKVPut: 1.0}[w.Target]
 		parts = append(parts, fmt.Sprintf("%.0f vs %s %.0f ops/s: %s", raft.Throughput(), best.System, best.Throughput(), FormatRatio(x)))
 	case TargetPropagation:
 		for _, p := range ps {
@@ -360,6 +369,11 @@ func (w *Workload) Verdict(peers []string) (Verdict, bool) {
 			parts = append(parts, fmt.Sprintf("p50 %s / p99 %s vs %s %s / %s", FormatDuration(raft.Stats.P50), FormatDuration(raft.Stats.P99),
 				p.System, FormatDuration(p.Stats.P50), FormatDuration(p.Stats.P99)))
 		}
+	case TargetKVWatch:
+		etcd := ps[0]
+		ok = float64(raft.Stats.P99) <= 0.8*float64(etcd.Stats.P99)
+		parts = append(parts, fmt.Sprintf("p99 %s vs %s %s: %s %s's", FormatDuration(raft.Stats.P99), etcd.System,
+			FormatDuration(etcd.Stats.P99), FormatRatio(float64(raft.Stats.P99)/float64(etcd.Stats.P99)), etcd.System))
 	case TargetFailoverDefaults:
 		for _, q := range []struct {
 			name string
@@ -553,7 +567,7 @@ func FormatLease(d time.Duration) string {
 // markers, plots referenced under plotDir (relative to RESULTS.md).
 func (res *Results) Markdown(plotDir string, plots map[string]string) string {
 	var b strings.Builder
-	b.WriteString("## Rafting vs etcd vs ZooKeeper (issue 6)\n\n")
+	b.WriteString("## Rafting vs etcd vs ZooKeeper (issues 6 and 20)\n\n")
 	fmt.Fprintf(&b, "`%s` — %s, took %s%s.\n\n", res.Command, res.Date.Format("2006-01-02 15:04 MST"),
 		res.Took.Round(time.Second), map[bool]string{true: " (**quick mode**: fewer rounds, shorter phases)", false: ""}[res.Quick])
 	fmt.Fprintf(&b, "Machine: %s, %d cores, %.1f GiB RAM", res.Machine.CPU, res.Machine.Cores, float64(res.Machine.RAMBytes)/(1<<30))

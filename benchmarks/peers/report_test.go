@@ -185,6 +185,34 @@ func TestVerdicts(t *testing.T) {
 		t.Error("failover-tuned has no target")
 	}
 
+	kvput := func(r, e, z int) *Workload {
+		w := reg(r, e, z)
+		w.Key, w.Target = "kvput-32", TargetKVPut
+		return w
+	}
+	if s := status(t, kvput(1000, 1000, 900)); s != Met { // exactly 1.0× the better peer
+		t.Errorf("kv put 1000 vs 1000: %s", s)
+	}
+	if s := status(t, kvput(999, 400, 1000)); s != Missed {
+		t.Errorf("kv put 999 vs 1000: %s", s)
+	}
+
+	// The watch goal names etcd only: ZooKeeper, run or not, decides nothing.
+	kvwatch := func(r, e float64, z *Run) *Workload {
+		return &Workload{Key: "kvwatch", Kind: KindLatency, Target: TargetKVWatch,
+			Runs: []*Run{latRun("rafting", 1, r), latRun("etcd", 1, e), z}}
+	}
+	if s := status(t, kvwatch(8, 10, latRun("zookeeper", 1, 2))); s != Met { // exactly 0.8×
+		t.Errorf("kv watch 8 vs 10: %s", s)
+	}
+	if s := status(t, kvwatch(8.1, 10, &Run{System: "zookeeper", NotRun: "no java"})); s != Missed {
+		t.Errorf("kv watch 8.1 vs 10: %s", s)
+	}
+	v, _ = kvwatch(20, 10, latRun("zookeeper", 1, 2)).Verdict([]string{"etcd", "zookeeper"})
+	if v.Status != Missed || !strings.Contains(v.Measured, "2.00× etcd's") || strings.Contains(v.Measured, "zookeeper") {
+		t.Errorf("kv watch 20 vs 10: %+v", v)
+	}
+
 	// Results.Verdicts folds register-32 and register-128 into one target.
 	r32, r128 := reg(3000, 1000, 1000), reg(1000, 1000, 1000)
 	r128.Key = "register-128"

@@ -8,6 +8,7 @@ package peers
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -36,6 +37,16 @@ type Target interface {
 	// a new instance rounds times; each sample is the time from the add
 	// (the call's start) until a watcher saw it, one per watcher per round.
 	Propagation(ctx context.Context, watchers, rounds int) (Sample, error)
+	// KVPut runs clients concurrent clients writing the values of
+	// configuration keys for d, each client its own kvKeys keys in turn
+	// (keys that exist: a put replaces a value); it returns the writes
+	// completed and each one's latency. The keys are deleted afterwards.
+	KVPut(ctx context.Context, clients int, d time.Duration) (Sample, error)
+	// KVWatch starts watchers clients following one configuration key,
+	// then writes a new value to it rounds times; each sample is the time
+	// from the write (the call's start) until a watcher saw that value,
+	// one per watcher per round.
+	KVWatch(ctx context.Context, watchers, rounds int) (Sample, error)
 	// Handover runs three member processes; rounds times the master
 	// resigns and the sample is the time until a standby knows it is master.
 	Handover(ctx context.Context, rounds int) (Sample, error)
@@ -75,6 +86,16 @@ type IdleCost struct {
 	RSSBytes  int64   // resident memory, all members together, at the end
 }
 
+// kvKeys is how many configuration keys each KVPut client writes in turn
+// (as many as each Register client's instances).
+const kvKeys = 20
+
+// kvValue is the n-th value a KVPut client writes: a connection setting
+// of about 100 bytes, as a service's configuration holds.
+func kvValue(client, n int) string {
+	return fmt.Sprintf(`{"endpoint":"db-%d.internal:5432","pool":{"max":%d,"idle":8},"timeout_ms":2500,"rev":%d}`, client%100, 16+n%48, n)
+}
+
 // sampleOf gathers the latencies that concurrent clients kept, one slice
 // each, into the Sample of a throughput workload that began at start.
 func sampleOf(start time.Time, lats [][]time.Duration) Sample {
@@ -84,4 +105,46 @@ func sampleOf(start time.Time, lats [][]time.Duration) Sample {
 	}
 	s.Ops = len(s.Latencies)
 	return s
+}
+
+// seen is one watcher's observation of a change, by name: the instance
+// a propagation round added, or the value a configuration round wrote.
+type seen struct {
+	name string
+	at   time.Time
+}
+
+// watchRounds runs the rounds of a fan-out workload (what names it in
+// errors: "etcd propagation"): change makes change number r, named
+// round-r, and every one of watchers must report it on obs within 10 s;
+// each sample is the time from change's call to a watcher's observation.
+// Observations of other names (a watcher's first read) are dropped.
+func watchRounds(ctx context.Context, what string, watchers, rounds int, obs <-chan seen, change func(name string) error) (Sample, error) {
+	var s Sample
+	start := time.Now()
+	for r := 0; r < rounds; r++ {
+		name := fmt.Sprintf("round-%d", r)
+		t0 := time.Now()
+		if err := change(name); err != nil {
+			return s, fmt.Errorf("%s: round %d: %w", what, r+1, err)
+		}
+		timeout := time.After(10 * time.Second)
+		for got := 0; got < watchers; {
+			select {
+			case o := <-obs:
+				if o.name == name {
+					s.Latencies = append(s.Latencies, o.at.Sub(t0))
+					got++
+				}
+			case <-timeout:
+				return s, fmt.Errorf("%s: round %d: %d of %d watchers saw the change within 10s", what, r+1, got, watchers)
+			case <-ctx.Done():
+				return s, ctx.Err()
+			}
+		}
+		s.Ops++
+		ezSleep(ctx, 20*time.Millisecond)
+	}
+	s.Elapsed = time.Since(start)
+	return s, nil
 }

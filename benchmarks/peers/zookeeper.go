@@ -42,6 +42,12 @@ import (
 //     service znode, re-armed after each fire (as Curator's
 //     PathChildrenCache does); its latency is until the re-read children
 //     list holds the new instance (an ephemeral znode the driver creates).
+//   - KVPut: each client is its own session; setData on its own persistent
+//     znodes under /config/put-<n>/, created before the clock starts.
+//   - KVWatch: each watcher is its own session reading the znode with
+//     getData and a watch, re-armed after each fire (as Curator's NodeCache
+//     does); its latency is until the re-read returns the new value (the
+//     driver's setData).
 //   - Handover, Failover: three peermember processes running Curator's
 //     LeaderLatch recipe (ephemeral sequential znodes; the lowest leads,
 //     each other watches its predecessor). Handover: the master gets
@@ -569,7 +575,7 @@ func (t *ZooKeeper) propagation(ctx context.Context, watchers, rounds int, timeo
 	if err := zkMkdirs(t.cli, svc); err != nil {
 		return Sample{}, err
 	}
-	obs := make(chan ezSeen, watchers*(rounds+1)+16)
+	obs := make(chan seen, watchers*(rounds+1)+16)
 	armed := make(chan error, watchers)
 	wctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -598,7 +604,7 @@ func (t *ZooKeeper) propagation(ctx context.Context, watchers, rounds int, timeo
 				for _, k := range children {
 					if !known[k] {
 						known[k] = true
-						obs <- ezSeen{k, now}
+						obs <- seen{k, now}
 					}
 				}
 				select {
@@ -614,8 +620,140 @@ func (t *ZooKeeper) propagation(ctx context.Context, watchers, rounds int, timeo
 			return Sample{}, fmt.Errorf("zookeeper propagation: ChildrenW: %w", err)
 		}
 	}
-	return ezPropagation(ctx, "zookeeper", watchers, rounds, obs, func(name string) error {
+	return watchRounds(ctx, "zookeeper propagation", watchers, rounds, obs, func(name string) error {
 		_, err := t.cli.Create(svc+"/"+name, []byte(`{"addr":"127.0.0.1:9999"}`), zk.FlagEphemeral, zk.WorldACL(zk.PermAll))
+		return err
+	})
+}
+
+// KVPut: each client its own session, setData on its own kvKeys
+// persistent znodes in turn (created before the clock starts: setData
+// needs them).
+func (t *ZooKeeper) KVPut(ctx context.Context, clients int, d time.Duration) (Sample, error) {
+	if err := t.running(); err != nil {
+		return Sample{}, err
+	}
+	cs, err := t.connectN(clients, t.sessionTimeout())
+	if err != nil {
+		return Sample{}, fmt.Errorf("zookeeper kv put: sessions: %w", err)
+	}
+	defer zkCloseAll(cs)
+	parent := fmt.Sprintf("/config/put-%d", time.Now().UnixNano())
+	if err := zkMkdirs(t.cli, parent); err != nil {
+		return Sample{}, err
+	}
+	path := func(i, k int) string { return fmt.Sprintf("%s/c%d-k%d", parent, i, k) }
+	defer func() { // persistent znodes: delete them, then their parent
+		ezParallel(32, clients*kvKeys, func(n int) error { return t.cli.Delete(path(n/kvKeys, n%kvKeys), -1) })
+		t.cli.Delete(parent, -1)
+	}()
+	err = ezParallel(32, clients*kvKeys, func(n int) error {
+		i, k := n/kvKeys, n%kvKeys
+		_, err := cs[i].Create(path(i, k), []byte(kvValue(i, k)), 0, zk.WorldACL(zk.PermAll))
+		return err
+	})
+	if err != nil {
+		return Sample{}, fmt.Errorf("zookeeper kv put: create: %w", err)
+	}
+	lats := make([][]time.Duration, clients)
+	errs := make([]error, clients)
+	var wg sync.WaitGroup
+	start := time.Now()
+	end := start.Add(d)
+	for i, c := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := kvKeys; ; n++ {
+				t0 := time.Now()
+				if t0.After(end) || ctx.Err() != nil {
+					return
+				}
+				if _, err := c.Set(path(i, n%kvKeys), []byte(kvValue(i, n)), -1); err != nil {
+					errs[i] = fmt.Errorf("%s: %w", path(i, n%kvKeys), err)
+					return
+				}
+				lats[i] = append(lats[i], time.Since(t0))
+			}
+		}()
+	}
+	wg.Wait()
+	s := sampleOf(start, lats)
+	if err := errors.Join(errs...); err != nil {
+		return s, fmt.Errorf("zookeeper kv put: %w", err)
+	}
+	return s, nil
+}
+
+// KVWatch: each watcher its own session reading the znode with getData and
+// a watch, re-armed by the next getData after each fire (as Curator's
+// NodeCache does); its latency is until that read returns the new value.
+// A round is one setData by the driver.
+func (t *ZooKeeper) KVWatch(ctx context.Context, watchers, rounds int) (Sample, error) {
+	if err := t.running(); err != nil {
+		return Sample{}, err
+	}
+	cs, err := t.connectN(watchers, t.sessionTimeout())
+	if err != nil {
+		return Sample{}, fmt.Errorf("zookeeper kv watch: sessions: %w", err)
+	}
+	defer zkCloseAll(cs)
+	parent := fmt.Sprintf("/config/watch-%d", time.Now().UnixNano())
+	if err := zkMkdirs(t.cli, parent); err != nil {
+		return Sample{}, err
+	}
+	node := parent + "/rollout"
+	if _, err := t.cli.Create(node, []byte("start"), 0, zk.WorldACL(zk.PermAll)); err != nil {
+		return Sample{}, fmt.Errorf("zookeeper kv watch: create: %w", err)
+	}
+	defer func() {
+		t.cli.Delete(node, -1)
+		t.cli.Delete(parent, -1)
+	}()
+	obs := make(chan seen, watchers*(rounds+1)+16)
+	armed := make(chan error, watchers)
+	wctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	for _, c := range cs {
+		// The session's own server may not have applied the create yet.
+		if _, err := c.Sync(node); err != nil {
+			return Sample{}, fmt.Errorf("zookeeper kv watch: sync: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			version := int32(-1)
+			first := true
+			for {
+				data, stat, ch, err := c.GetW(node)
+				now := time.Now()
+				if first {
+					armed <- err
+					first = false
+				}
+				if err != nil {
+					return
+				}
+				if stat.Version != version {
+					version = stat.Version
+					obs <- seen{string(data), now}
+				}
+				select {
+				case <-ch:
+				case <-wctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	for range cs {
+		if err := <-armed; err != nil {
+			return Sample{}, fmt.Errorf("zookeeper kv watch: GetW: %w", err)
+		}
+	}
+	return watchRounds(ctx, "zookeeper kv watch", watchers, rounds, obs, func(value string) error {
+		_, err := t.cli.Set(node, []byte(value), -1)
 		return err
 	})
 }
