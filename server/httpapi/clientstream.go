@@ -504,7 +504,7 @@ func (cs *clientStream) handle(line []byte) bool {
 	case api.FrameUnwatch:
 		return cs.unwatch(&f)
 	default: // the writes
-		return cs.startWrite(&f)
+		return cs.startWrite(&f, len(line))
 	}
 }
 
@@ -703,8 +703,36 @@ func decodeFrame(line []byte) (f api.ClientFrame, bad, fatal *api.Error) {
 		if f.W == 0 {
 			return f, api.BadField("w", "is required: the number of the watch"), nil
 		}
+	case api.FramePutInstance, api.FrameDeleteInstance, api.FrameOpenSession, api.FrameCloseSession,
+		api.FrameResign, api.FrameSetPolicy:
+		if err := writePathFields(&f); err != nil {
+			return f, err.(*api.Error), nil
+		}
 	}
 	return f, nil, nil
+}
+
+// writePathFields checks the fields a write frame puts in its REST
+// request's path and headers (service, id, session), as the handler would:
+// a frame refused for them is answered at once, and never waits for an op
+// goroutine holding a field of up to a frame's size.
+func writePathFields(f *api.ClientFrame) error {
+	switch f.Type {
+	case api.FrameOpenSession, api.FrameCloseSession:
+		return api.ValidateSessionID("id", f.ID)
+	}
+	if err := api.ValidateName("service", f.Service); err != nil {
+		return err
+	}
+	if f.Type == api.FramePutInstance || f.Type == api.FrameDeleteInstance {
+		if err := api.ValidateName("id", f.ID); err != nil {
+			return err
+		}
+	}
+	if f.Session != "" {
+		return api.ValidateSessionID("session", f.Session)
+	}
+	return nil
 }
 
 func nonNil(s []string) []string {

@@ -21,9 +21,10 @@ import (
 
 // startOp runs fn in a goroutine, one of at most Ops; past them it waits
 // in the stream's pending queue (at most maxPending operations and
-// maxPendingBytes of bodies), and past that it is answered 503 at once: the reader
-// never waits. size is what the operation holds (its frame's body). False:
-// not started (answered, or the stream ends).
+// maxPendingBytes of frames), and past that it is answered 503 at once: the
+// reader never waits. size is what the operation holds (its frame's line
+// length: the body and every string field). False: not started (answered,
+// or the stream ends).
 func (cs *clientStream) startOp(req uint64, size int, fn func()) bool {
 	cs.mu.Lock()
 	if cs.ending != nil {
@@ -50,8 +51,8 @@ func (cs *clientStream) startOp(req uint64, size int, fn func()) bool {
 }
 
 // maxPending and maxPendingBytes bound the operations a stream has waiting
-// for a goroutine, and their bodies: at most about 1.2 MiB of frames and
-// closures, plus 1 MiB of bodies.
+// for a goroutine, and their frames by line length: at most 1 MiB of
+// frames, plus about 1.2 MiB of frame structs and closures.
 const (
 	maxPending      = 4096
 	maxPendingBytes = 1 << 20
@@ -111,10 +112,11 @@ func (cs *clientStream) notLeader() error {
 		Message: "this node does not lead the tenant shard: session work goes to its leader (see moved)"}
 }
 
-// startWrite runs a write frame.
-func (cs *clientStream) startWrite(f *api.ClientFrame) bool {
+// startWrite runs a write frame; size is its line's length, a bound on
+// what the decoded frame holds while it waits (its body and its fields).
+func (cs *clientStream) startWrite(f *api.ClientFrame, size int) bool {
 	fr := *f
-	if !cs.startOp(f.Req, len(f.Body), func() { cs.doWrite(&fr) }) {
+	if !cs.startOp(f.Req, size, func() { cs.doWrite(&fr) }) {
 		return !cs.isEnding()
 	}
 	return true
