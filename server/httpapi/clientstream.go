@@ -475,9 +475,10 @@ func (cs *clientStream) handle(line []byte) bool {
 		cs.end(endBadFrame, errorFrame(fatal))
 		return false
 	}
-	// Frames that are neither writes (charged as writes) nor session work
-	// (its lane) are the tenant's requests, as the stream's opening was:
-	// each watch, ping and bad frame (an unwatch frees what a watch took).
+	// Frames that are neither writes (charged as they start: startWrite)
+	// nor session work (its lane) are the tenant's requests, as the
+	// stream's opening was: each watch, ping and bad frame, and an unwatch
+	// that frees nothing (unwatch).
 	if (bad != nil || f.Type == api.FrameWatch || f.Type == api.FramePing) && cs.who.tenant != "" {
 		if err := cs.s.limit(cs.who.tenant, cs.r, false, time.Now()); err != nil {
 			if bad == nil && f.Req == 0 {

@@ -114,12 +114,47 @@ func (cs *clientStream) notLeader() error {
 
 // startWrite runs a write frame; size is its line's length, a bound on
 // what the decoded frame holds while it waits (its body and its fields).
+//
+// A write frame is charged as it is read, as REST's wrap charges a write
+// before its handler: one request, and its line's length in write bytes
+// (its bulk may be in any field, not only its body). A refusal is held as
+// REST holds one (tarpit), in an op goroutine: the reader never waits.
 func (cs *clientStream) startWrite(f *api.ClientFrame, size int) bool {
-	fr := *f
-	if !cs.startOp(f.Req, size, func() { cs.doWrite(&fr) }) {
+	var run func()
+	if err := cs.chargeWrite(size); err != nil {
+		req := f.Req
+		run = func() { cs.refuseHeld(req, err) }
+		size = 0 // the frame is not kept
+	} else {
+		fr := *f
+		run = func() { cs.doWrite(&fr) }
+	}
+	if !cs.startOp(f.Req, size, run) {
 		return !cs.isEnding()
 	}
 	return true
+}
+
+// chargeWrite charges a write frame of size bytes to the stream's tenant.
+func (cs *clientStream) chargeWrite(size int) error {
+	if cs.who.tenant == "" {
+		return nil // the admin token
+	}
+	now := time.Now()
+	if err := cs.s.limit(cs.who.tenant, cs.r, false, now); err != nil {
+		return err
+	}
+	return cs.s.chargeWriteBytes(cs.who.tenant, size, now)
+}
+
+// refuseHeld answers req with a rate-limit refusal, held as REST holds it.
+func (cs *clientStream) refuseHeld(req uint64, err error) {
+	rec := cs.recorder(req)
+	runREST(rec, func() {
+		cs.s.tarpit(cs.r.WithContext(cs.ctx), cs.who, err)
+		writeError(rec, err)
+	})
+	cs.sendResult(false, req, rec.status, rec.body)
 }
 
 // doWrite runs a write frame through its REST handler, on a request built
@@ -169,20 +204,11 @@ func (cs *clientStream) doWrite(f *api.ClientFrame) {
 			return
 		}
 	}
+	// What REST's wrap does for a write before its handler (a request,
+	// the write bytes) was done as the frame was read (startWrite).
 	req := cs.restRequest(ctx, method, path, f, values...)
 	rec := cs.recorder(f.Req)
-	runREST(rec, func() {
-		// What REST's wrap does for a write before its handler: the body's
-		// bytes are charged as they come.
-		if cs.who.tenant != "" {
-			if err := s.chargeBody(cs.who.tenant, req, time.Now()); err != nil {
-				s.tarpit(req, cs.who, err)
-				writeError(rec, err)
-				return
-			}
-		}
-		handler(rec, req, cs.who)
-	})
+	runREST(rec, func() { handler(rec, req, cs.who) })
 	if rec.status == 0 {
 		rec.status = http.StatusOK
 	}

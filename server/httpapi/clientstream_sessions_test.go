@@ -442,28 +442,28 @@ func TestClientStreamQuotas(t *testing.T) {
 	s.close()
 
 	// Opening a stream counts against requests_per_second, and so does
-	// each watch, ping and bad frame; writes count as writes, keepalives
-	// and attaches in their lane.
-	rtok := c.CreateTenant("rate", api.Quotas{RequestsPerSecond: 1, Burst: 6, WritesPerSecond: 1000})
+	// each write (as REST's do, besides their write rate), watch, ping and
+	// bad frame; keepalives and attaches count in their lane.
+	rtok := c.CreateTenant("rate", api.Quotas{RequestsPerSecond: 1, Burst: 16, WritesPerSecond: 1000})
 	rs := openStream(t, client, c.Addr(leader), "rate", rtok) // 1
-	for i := range 10 {
+	for i := range 10 { // 2 to 11
 		b, _ := json.Marshal(api.RegisterRequest{Address: "a:1"})
 		rs.send(api.ClientFrame{Type: api.FramePutInstance, Req: uint64(1 + i), Service: "web", ID: fmt.Sprintf("r%d", i), Body: b})
 		if r := rs.result(uint64(1 + i)); r.Status != http.StatusCreated {
 			t.Fatalf("write = %d %s", r.Status, r.Body)
 		}
 	}
-	rs.send(api.ClientFrame{Type: api.FrameWatch, Req: 20, W: 1, Service: "web"}) // 2
+	rs.send(api.ClientFrame{Type: api.FrameWatch, Req: 20, W: 1, Service: "web"}) // 12
 	rs.result(20)
 	var limited int
-	for i := range 6 { // 3 to 8: the 7th and 8th are refused
+	for i := range 6 { // 13 to 18: the 17th and 18th are refused
 		rs.send(api.ClientFrame{Type: api.FramePing, Req: uint64(30 + i)})
 		if r := rs.result(uint64(30 + i)); r.Status == http.StatusTooManyRequests {
 			limited++
 		}
 	}
 	if limited < 1 || limited > 2 {
-		t.Errorf("%d of 6 pings refused after a stream and a watch, with burst 6", limited)
+		t.Errorf("%d of 6 pings refused after a stream, 10 writes and a watch, with burst 16", limited)
 	}
 	req, _ = http.NewRequest(http.MethodPost, "http://"+c.Addr(leader)+"/v1/tenants/rate/stream", http.NoBody)
 	req.Header.Set("Authorization", "Bearer "+rtok)

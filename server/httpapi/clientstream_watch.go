@@ -464,6 +464,11 @@ func (cs *clientStream) unwatch(f *api.ClientFrame) bool {
 	cs.mu.Unlock()
 	if w != nil {
 		cs.dropWatch(w)
+	} else if cs.who.tenant != "" {
+		// Freeing nothing, it is a request like a ping.
+		if err := cs.s.limit(cs.who.tenant, cs.r, false, time.Now()); err != nil {
+			return cs.sendResultErr(false, f.Req, err)
+		}
 	}
 	return cs.sendResult(false, f.Req, http.StatusNoContent, nil)
 }

@@ -510,15 +510,21 @@ func (s *Server) chargeWrite(name string, now time.Time) error {
 // second took three quarters of a core). A body of unknown length (chunked)
 // is charged the largest a body may be.
 func (s *Server) chargeBody(name string, r *http.Request, now time.Time) error {
-	rate := s.node.Config().WriteBytesPerSecond
-	if rate <= 0 {
-		return nil
-	}
 	size := r.ContentLength
 	if size < 0 {
 		size = api.MaxBodyBytes
 	}
-	if ok, retry := s.bytes.AllowN("wb:"+name, int(size), float64(rate), rate, now); !ok {
+	return s.chargeWriteBytes(name, int(size), now)
+}
+
+// chargeWriteBytes applies the tenant's write bytes to size bytes of a
+// write (a REST body, a client stream's write frame).
+func (s *Server) chargeWriteBytes(name string, size int, now time.Time) error {
+	rate := s.node.Config().WriteBytesPerSecond
+	if rate <= 0 {
+		return nil
+	}
+	if ok, retry := s.bytes.AllowN("wb:"+name, size, float64(rate), rate, now); !ok {
 		return &api.Error{Code: api.CodeRateLimited, Message: "tenant " + name + ": write bytes a second exceeded on this node", RetryAfter: retry}
 	}
 	return nil
