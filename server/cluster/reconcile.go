@@ -228,9 +228,22 @@ func (n *Node) syncQuotas(t *Tenant, rec *fsm.TenantRecord) {
 // AddNode adds a node started with --join: first to the meta shard, then a
 // replica of every tenant shard (IDs from the meta counter, never reused).
 // The joining node starts those replicas as joiners.
+//
+// A node that has run (its process registered an incarnation) is refused:
+// it asks to join only when it has no data dir, and a replica whose log
+// was lost cannot take its old place (its peers would send it a commit
+// index past its empty log, and Dragonboat panics). Only a retried join of
+// a node that never started passes.
 func (n *Node) AddNode(ctx context.Context, id uint64, raftAddr, apiAddr string) error {
+	if err := n.SyncMeta(ctx); err != nil {
+		return err
+	}
 	if n.meta.Removed(id) {
 		return api.Errorf(api.CodeConflict, "node %d was removed from the cluster; join with a new --id and an empty data dir", id)
+	}
+	if rec, ok := n.meta.Node(id); ok && rec.Incarnation != 0 {
+		return api.Errorf(api.CodeConflict, "node %d is a member that has run, and a join comes from an empty data dir: "+
+			"restart it with its data dir, or, if that is lost, remove it (rafting cluster remove %d) and join under a new --id with an empty data dir", id, id)
 	}
 	mm, err := n.nh.SyncGetShardMembership(ctx, fsm.MetaShardID)
 	if err != nil {
