@@ -96,16 +96,23 @@ type ResultFrame struct {
 // KeepaliveResults is the body of a keepalive frame's result (status 200):
 // one answer per session, in the frame's order, each what the REST
 // keepalive of that session would have answered.
+//
+// A session the server does not know is charged to the tenant's requests
+// and answer bytes; once one is refused 429 the frame's other unknown
+// sessions are refused with it, each answered with status 429 and no body
+// of its own: Limited is the body they share.
 type KeepaliveResults struct {
 	Sessions []KeepaliveAnswer `json:"sessions"`
+	Limited  json.RawMessage   `json:"limited,omitempty"`
 }
 
 // KeepaliveAnswer is one session's answer in KeepaliveResults: Body is a
 // KeepaliveResponse for status 200, else an ErrorBody (404
-// session_expired, 409 not_attached, 503 with the leader...).
+// session_expired, 409 not_attached, 503 with the leader...); absent for a
+// 429 that shares KeepaliveResults.Limited.
 type KeepaliveAnswer struct {
 	Status int             `json:"status"`
-	Body   json.RawMessage `json:"body"`
+	Body   json.RawMessage `json:"body,omitempty"`
 }
 
 // AttachResponse is the body of an attach frame's result (status 200): the

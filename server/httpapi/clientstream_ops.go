@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/server/fsm"
 	"github.com/rafting/rafting/server/session"
 )
 
@@ -160,6 +161,13 @@ func (cs *clientStream) refuseHeld(req uint64, err error) {
 // doWrite runs a write frame through its REST handler, on a request built
 // from the frame, and answers with what the handler answered.
 func (cs *clientStream) doWrite(f *api.ClientFrame) {
+	// The writer checks the token every second; a write waiting since
+	// before a revocation must not commit under it (one hash and a map
+	// read: nothing beside a proposal).
+	if !cs.checkToken(time.Now()) {
+		cs.sendResultErr(false, f.Req, errTokenGone)
+		return
+	}
 	s := cs.s
 	t := cs.t.Name
 	var (
@@ -289,6 +297,23 @@ func (cs *clientStream) startKeepalive(f *api.ClientFrame) bool {
 		return cs.sendResultErr(true, f.Req, &api.Error{Code: api.CodeUnavailable, RetryAfter: 50 * time.Millisecond,
 			Message: fmt.Sprintf("this stream has %d keepalive frames being answered, the most it may", n)})
 	}
+	cs.mu.Unlock()
+	// A frame names at most as many sessions as the tenant may hold: more
+	// is a bad frame, charged as one.
+	if brief, ok := cs.s.node.Meta().Brief(cs.t.Name); ok && brief.Quotas.MaxSessions > 0 && int64(len(f.Sessions)) > brief.Quotas.MaxSessions {
+		if cs.who.tenant != "" {
+			if err := cs.s.limit(cs.who.tenant, cs.r, false, time.Now()); err != nil {
+				return cs.sendResultErr(true, f.Req, err)
+			}
+		}
+		return cs.sendResultErr(true, f.Req, api.BadField("sessions", "at most the tenant's max_sessions (%d) in one frame, got %d",
+			brief.Quotas.MaxSessions, len(f.Sessions)))
+	}
+	cs.mu.Lock()
+	if cs.ending != nil {
+		cs.mu.Unlock()
+		return false
+	}
 	cs.keepalives++
 	cs.ops.Add(1)
 	cs.mu.Unlock()
@@ -311,17 +336,35 @@ func (cs *clientStream) startKeepalive(f *api.ClientFrame) bool {
 // promise share one ReadIndex round. Each answer is REST's, in the frame's
 // order. On a node that does not lead the shard every session is answered
 // 503 naming the leader, after a `moved`.
+//
+// A session the node does not know is no lane work: it is charged to the
+// tenant's requests (laneAllow) and its answer to the tenant's answer
+// bytes, as REST charges them. Once one is refused 429 the frame's other
+// unknown sessions are refused with it, uncharged and unserved, each
+// answered {"status":429} sharing the frame's "limited" body: a frame of
+// made-up sessions cannot be answered with more than it asked.
 func (cs *clientStream) keepalive(req uint64, items []api.KeepaliveItem) {
 	t := cs.t
 	status := make([]int, len(items))
 	bodies := make([][]byte, len(items))
+	unknown := make([]bool, len(items))
 	ids := make([]string, 0, len(items))
 	at := make([]int, 0, len(items))
 	leading := t.Sessions.Leading()
 	moved := false
+	var limited []byte // the 429 body the frame's unknown sessions share
 	for i, it := range items {
+		_, state := t.SM.Session(it.ID)
+		unknown[i] = state == fsm.SessionUnknown && cs.who.tenant != ""
+		if unknown[i] && limited != nil {
+			status[i] = http.StatusTooManyRequests
+			continue
+		}
 		if err := cs.s.laneAllow(cs.r, cs.who, t, it.ID); err != nil {
 			status[i], bodies[i] = cs.errorAnswer(req, err)
+			if unknown[i] && status[i] == http.StatusTooManyRequests {
+				limited, bodies[i] = bodies[i], nil
+			}
 			continue
 		}
 		if !leading {
@@ -358,8 +401,19 @@ func (cs *clientStream) keepalive(req uint64, items []api.KeepaliveItem) {
 	if moved {
 		cs.send(true, cs.movedFrame(""))
 	}
-	n := 16
-	for _, b := range bodies {
+	n := 32 + len(limited)
+	for i, b := range bodies {
+		if unknown[i] && b != nil {
+			// An unknown session's answer is charged as REST's would be.
+			if err := cs.s.chargeAnswer(cs.who.tenant, len(b)+24, time.Now()); err != nil {
+				status[i], bodies[i] = cs.errorAnswer(req, err)
+				if limited == nil {
+					limited = bodies[i]
+				}
+				bodies[i] = nil
+				b = nil
+			}
+		}
 		n += len(b) + 24
 	}
 	out := make([]byte, 0, n)
@@ -370,11 +424,18 @@ func (cs *clientStream) keepalive(req uint64, items []api.KeepaliveItem) {
 		}
 		out = append(out, `{"status":`...)
 		out = strconv.AppendInt(out, int64(status[i]), 10)
-		out = append(out, `,"body":`...)
-		out = append(out, bytes.TrimRight(bodies[i], "\n")...)
+		if bodies[i] != nil {
+			out = append(out, `,"body":`...)
+			out = append(out, bytes.TrimRight(bodies[i], "\n")...)
+		}
 		out = append(out, '}')
 	}
-	out = append(out, "]}"...)
+	out = append(out, ']')
+	if limited != nil {
+		out = append(out, `,"limited":`...)
+		out = append(out, bytes.TrimRight(limited, "\n")...)
+	}
+	out = append(out, '}')
 	cs.sendResult(true, req, http.StatusOK, out)
 }
 

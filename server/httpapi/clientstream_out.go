@@ -315,12 +315,16 @@ func (cs *clientStream) checkFresh() {
 }
 
 // checkToken ends the stream when its token is no longer valid (revoked,
-// rotated out, its tenant deleted).
-func (cs *clientStream) checkToken(now time.Time) {
+// rotated out, its tenant deleted), and reports whether it is.
+func (cs *clientStream) checkToken(now time.Time) bool {
 	if _, ok := cs.s.authenticate(cs.r, now); !ok {
-		cs.end(endRevoked, errorFrame(api.Errorf(api.CodeUnauthorized, "the stream's token is no longer valid (revoked or rotated out): open a stream with a current one")))
+		cs.end(endRevoked, errorFrame(errTokenGone))
+		return false
 	}
+	return true
 }
+
+var errTokenGone = api.Errorf(api.CodeUnauthorized, "the stream's token is no longer valid (revoked or rotated out): open a stream with a current one")
 
 // goneReason is why a stream whose client seems gone (its stream reset,
 // a write or a read failed) ended: a write the client did not take within

@@ -446,7 +446,8 @@ func TestClientStreamQuotas(t *testing.T) {
 	// bad frame; keepalives and attaches count in their lane.
 	rtok := c.CreateTenant("rate", api.Quotas{RequestsPerSecond: 1, Burst: 16, WritesPerSecond: 1000})
 	rs := openStream(t, client, c.Addr(leader), "rate", rtok) // 1
-	for i := range 10 { // 2 to 11
+	// 2 to 11:
+	for i := range 10 {
 		b, _ := json.Marshal(api.RegisterRequest{Address: "a:1"})
 		rs.send(api.ClientFrame{Type: api.FramePutInstance, Req: uint64(1 + i), Service: "web", ID: fmt.Sprintf("r%d", i), Body: b})
 		if r := rs.result(uint64(1 + i)); r.Status != http.StatusCreated {
