@@ -348,6 +348,9 @@ type Cluster struct {
 	NodeID uint64  `json:"node_id"`
 	Nodes  []Node  `json:"nodes"`
 	Shards []Shard `json:"shards"`
+	// Removed is the IDs of the nodes taken out of the cluster for good
+	// (never taken back): a removed node that still runs learns it here.
+	Removed []uint64 `json:"removed,omitempty"`
 }
 
 // JoinRequest is the body of POST /v1/cluster/nodes, sent by a node started

@@ -10,12 +10,15 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -108,12 +111,13 @@ func New(cfg config.Config) (*Server, error) {
 	}
 	node.Start()
 	vctx, vcancel := context.WithCancel(context.Background())
-	s.wg.Add(4)
+	s.wg.Add(5)
 	go func() {
 		defer s.wg.Done()
 		<-s.stop
 		vcancel()
 	}()
+	go s.askIfRemoved(vctx)
 	go s.agreeVersions(vctx)
 	go func() {
 		defer s.wg.Done()
@@ -195,6 +199,75 @@ func (s *Server) API() *httpapi.Server { return s.api }
 
 // Node is the server's Raft node.
 func (s *Server) Node() *cluster.Node { return s.node }
+
+// Removed is closed once the server learned that its node was removed from
+// the cluster (cluster.Node.Removed): it serves nothing from then on, and
+// its owner should Close it and end the process.
+func (s *Server) Removed() <-chan struct{} { return s.node.Removed() }
+
+// askIfRemoved asks the other nodes whether this one was removed, every
+// two seconds while its meta replica cannot confirm it is current: a
+// removed node's replicas stop hearing from their leaders and cannot tell
+// a removal from a partition, but the others' meta shard remembers every
+// removed ID. A peer that answers nothing (down, or this node cut off)
+// says nothing.
+func (s *Server) askIfRemoved(ctx context.Context) {
+	defer s.wg.Done()
+	token := s.cfg.AdminToken
+	if token == "" {
+		token = s.cfg.ReadToken
+	}
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.node.Removed():
+			return
+		case <-t.C:
+		}
+		if token == "" || s.node.MetaUnconfirmedFor() < max(3*time.Second, 2*s.cfg.ElectionTimeout()) {
+			continue
+		}
+		for _, rec := range s.node.Meta().Nodes() {
+			if rec.ID == s.cfg.NodeID || rec.APIAddress == "" {
+				continue
+			}
+			if s.peerSaysRemoved(ctx, rec.APIAddress, token) {
+				s.node.MarkRemoved(fmt.Sprintf("node %d (%s) records this node as removed", rec.ID, rec.APIAddress))
+				return
+			}
+		}
+	}
+}
+
+// peerSaysRemoved asks one peer's GET /v1/cluster whether this node is
+// among the removed.
+func (s *Server) peerSaysRemoved(ctx context.Context, addr, token string) bool {
+	scheme := "http://"
+	if s.cfg.TLSCert != "" {
+		scheme = "https://"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+addr+"/v1/cluster", nil)
+	if err != nil {
+		return false
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := s.peers.Do(req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var c api.Cluster
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, api.MaxBodyBytes)).Decode(&c) != nil ||
+		c.NodeID == s.cfg.NodeID {
+		return false
+	}
+	return slices.Contains(c.Removed, s.cfg.NodeID)
+}
 
 // Ready reports the server's readiness (GET /readyz).
 func (s *Server) Ready() bool { return s.node.Ready() }

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -65,6 +68,133 @@ func TestRejoinWipedDataDirSameID(t *testing.T) {
 	if code, b := c.Retry(2, token, http.MethodPut, "/v1/tenants/acme/services/web/instances/after", api.RegisterRequest{Address: "a:2"}); code != http.StatusCreated {
 		t.Fatalf("write after the refused rejoin = %d %s", code, b)
 	}
+	for _, s := range c.Servers[:2] {
+		stop(t, s.Proc)
+	}
+}
+
+// TestJoinerServesNothingStale: a node joining a cluster whose tenant
+// holds instances answers a read of the tenant with 503 until its replica
+// has caught up, never with an empty or older state: every 200 from it,
+// from the moment its process starts, holds every instance registered
+// before the join and an index at least the one the cluster answered.
+func TestJoinerServesNothingStale(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	c := proctest.StartCluster(t, 3, 20*time.Millisecond)
+	token := c.CreateTenant("acme")
+	const n = 20
+	for i := range n {
+		c.Retry(1, token, http.MethodPut, "/v1/tenants/acme/services/web/instances/w"+strconv.Itoa(i), api.RegisterRequest{Address: "a:1"})
+	}
+	_, b := c.Retry(1, token, http.MethodGet, "/v1/tenants/acme/services/web?consistent=true", nil)
+	var before api.ServiceResponse
+	if err := json.Unmarshal(b, &before); err != nil || len(before.Instances) != n {
+		t.Fatalf("before the join: %v %s", err, b)
+	}
+	c.Join(1) // a 4th node, then a 5th, watched from its start
+	stopWriter := make(chan struct{})
+	writerDone := make(chan struct{})
+	go func() { // a writer throughout, as the issue's
+		defer close(writerDone)
+		for i := 0; ; i++ {
+			select {
+			case <-stopWriter:
+				return
+			default:
+			}
+			proctest.Call(http.MethodPut, "http://"+c.Servers[i%3].API+"/v1/tenants/acme/services/other/instances/o", token, api.RegisterRequest{Address: "a:" + strconv.Itoa(i)})
+		}
+	}()
+	defer func() { close(stopWriter); <-writerDone }()
+	s := &proctest.Server{ID: 5, API: proctest.FreePort(t), Raft: proctest.FreePort(t), Dir: filepath.Join(t.TempDir(), "n5")}
+	p := startServer(t, c, s, "--id", "5", "--api", s.API, "--raft", s.Raft, "--join", c.Servers[0].API)
+	url := "http://" + s.API + "/v1/tenants/acme/services/web"
+	deadline := time.Now().Add(60 * time.Second)
+	var oks, unavailable int
+	for oks < 20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the joined node answered 200 %d times in 60s (503 %d times):\n%s", oks, unavailable, p.Stderr())
+		}
+		u := url
+		if oks%2 == 1 {
+			u += "?consistent=true"
+		}
+		code, b, err := proctest.Call(http.MethodGet, u, token, nil)
+		switch {
+		case err != nil:
+		case code == http.StatusOK:
+			oks++
+			var got api.ServiceResponse
+			if err := json.Unmarshal(b, &got); err != nil || len(got.Instances) != n || got.Index < before.Index {
+				t.Fatalf("the joining node answered 200 with index %d and %d instances (the cluster: index %d, %d instances): %s",
+					got.Index, len(got.Instances), before.Index, n, b)
+			}
+		case code == http.StatusServiceUnavailable:
+			unavailable++
+		default:
+			t.Fatalf("the joining node answered %d %s", code, b)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	t.Logf("503 %d times, then 200", unavailable)
+	stop(t, p)
+	for _, s := range c.Servers {
+		stop(t, s.Proc)
+	}
+}
+
+// TestRemovedNodeExits: a node removed (`rafting cluster remove 3`, from
+// another node) while it runs learns it, refuses tenant traffic with a 503
+// that says it was removed, and its process ends with a failure that says
+// so (a supervisor does not restart it into serving stale data); started
+// again on its data dir, it ends the same way instead of waiting for ever.
+func TestRemovedNodeExits(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	c := proctest.StartCluster(t, 3, 20*time.Millisecond)
+	token := c.CreateTenant("acme")
+	c.Retry(1, token, http.MethodPut, "/v1/tenants/acme/services/web/instances/w1", api.RegisterRequest{Address: "a:1"})
+	s := c.Servers[2]
+	var out bytes.Buffer
+	if err := run([]string{"cluster", "remove", "3", "--servers", c.Servers[0].API, "--token", proctest.AdminToken, "-o", "json"}, &out, &out); err != nil {
+		t.Fatalf("rafting cluster remove 3: %v\n%s", err, out.String())
+	}
+	// The cluster moves on without it.
+	c.Retry(1, token, http.MethodPut, "/v1/tenants/acme/services/web/instances/w2", api.RegisterRequest{Address: "a:2"})
+	deadline := time.Now().Add(30 * time.Second)
+	for !exited(s.Proc, 0) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the removed node still runs 30s after its removal:\n%s", s.Proc.Stderr())
+		}
+		code, b, err := proctest.Call(http.MethodGet, "http://"+s.API+"/v1/tenants/acme/services/web", token, nil)
+		if err == nil && code == http.StatusOK && !strings.Contains(string(b), `"w2"`) {
+			t.Logf("before it learned of its removal, node 3 answered a stale read: %s", b)
+		}
+		if err == nil && code == http.StatusServiceUnavailable && strings.Contains(string(b), "removed from the cluster") {
+			var e struct{ Code string }
+			if json.Unmarshal(b, &e); e.Code != string(api.CodeUnavailable) {
+				t.Errorf("a removed node's refusal has code %q, want %q: %s", e.Code, api.CodeUnavailable, b)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	check := func(p *proctest.Proc) {
+		t.Helper()
+		if err := p.ExitErr(); err == nil || !strings.Contains(p.Stderr(), "was removed from the cluster") || !strings.Contains(p.Stderr(), "new --id") {
+			t.Fatalf("the removed node exited with %v; want a failure that says it was removed; stderr:\n%s", err, p.Stderr())
+		}
+	}
+	check(s.Proc)
+	t.Logf("the removed node ended: %s", s.Proc.Stderr())
+	// Started again by a supervisor, it learns it from its peers and ends.
+	c.Restart(3)
+	if !exited(s.Proc, 30*time.Second) {
+		t.Fatalf("the removed node, restarted, still runs after 30s:\n%s", s.Proc.Stderr())
+	}
+	check(s.Proc)
 	for _, s := range c.Servers[:2] {
 		stop(t, s.Proc)
 	}

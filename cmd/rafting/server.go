@@ -154,7 +154,15 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 		s.Close()
 		return fmt.Errorf("remember node identity: %w", err)
 	}
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-s.Removed():
+		// As etcd's removed member: end, with a failure a supervisor
+		// shows, rather than serve stale data or wait for ever.
+		s.Close()
+		return fmt.Errorf("node %d was removed from the cluster (%s): it exits and must not be restarted with this data dir; "+
+			"to bring the machine back, join it under a new --id with an empty data dir", cfg.NodeID, s.Node().RemovedReason())
+	}
 	log.Info("stopping: handing leaderships over")
 	s.Close()
 	return nil

@@ -53,12 +53,13 @@ type Node struct {
 	reg         *registry
 	incarnation uint64 // this process's start, registered in the meta shard
 
-	kick   chan struct{}
-	checks metaChecks // SyncMetaSince's rounds
-	stop   chan struct{}
-	ctx    context.Context // cancelled when the node stops: background work
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	kick    chan struct{}
+	checks  metaChecks // SyncMetaSince's rounds
+	removal removal    // removal.go
+	stop    chan struct{}
+	ctx     context.Context // cancelled when the node stops: background work
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 }
 
 // Tenant is a tenant shard's replica running on this node.
@@ -157,6 +158,7 @@ func New(cfg config.Config, reg *metrics.Registry) (*Node, error) {
 		tenants: map[uint64]*Tenant{}, byName: map[string]*Tenant{},
 		kick: make(chan struct{}, 1), stop: make(chan struct{}),
 	}
+	n.removal.done = make(chan struct{})
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	known := map[uint64]string{}
 	for id, addr := range cfg.Peers {
@@ -243,7 +245,9 @@ func (n *Node) shardConfig(shard, replica uint64, quiesce bool) dbconfig.Config 
 // and the leadership watch.
 func (n *Node) Start() {
 	n.checks.kick = make(chan struct{}, 1)
-	n.wg.Add(4)
+	n.removal.since = time.Now()
+	n.wg.Add(5)
+	go n.watchRemoval()
 	go n.register()
 	go n.reconcileLoop()
 	go n.watchLeaders()
@@ -385,9 +389,10 @@ func (n *Node) Config() config.Config { return n.cfg }
 // Ready reports whether the meta replica caught up once and every tenant
 // shard this node hosts was started and reached its leader once (a
 // ReadIndex: the leader reaches this node too) — and that this build still
-// speaks every state version the cluster agreed on.
+// speaks every state version the cluster agreed on. A node removed from
+// the cluster is never ready.
 func (n *Node) Ready() bool {
-	return n.metaSynced.Load() && n.reconciled.Load() && n.TooOld() == ""
+	return n.metaSynced.Load() && n.reconciled.Load() && n.TooOld() == "" && n.RemovedReason() == ""
 }
 
 // TooOld names a state (meta, or a tenant) whose agreed version this build
@@ -570,7 +575,7 @@ func (n *Node) MetaLeaderAPI() string {
 
 // Cluster describes nodes and shards as this node sees them.
 func (n *Node) Cluster() api.Cluster {
-	c := api.Cluster{NodeID: n.cfg.NodeID, Nodes: []api.Node{}, Shards: []api.Shard{}}
+	c := api.Cluster{NodeID: n.cfg.NodeID, Nodes: []api.Node{}, Shards: []api.Shard{}, Removed: n.meta.RemovedIDs()}
 	for _, rec := range n.meta.Nodes() {
 		c.Nodes = append(c.Nodes, api.Node{ID: rec.ID, RaftAddress: rec.RaftAddress, APIAddress: rec.APIAddress})
 	}

@@ -554,6 +554,18 @@ func (m *Meta) Removed(id uint64) bool {
 	return gone
 }
 
+// RemovedIDs is the IDs of the nodes taken out of the cluster, ascending.
+func (m *Meta) RemovedIDs() []uint64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	ids := make([]uint64, 0, len(m.st.Removed))
+	for id := range m.st.Removed {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids
+}
+
 // Tenant returns a copy of a tenant's record.
 func (m *Meta) Tenant(name string) (*TenantRecord, bool) {
 	m.mu.RLock()

@@ -16,6 +16,12 @@ import (
 // replica returns the path's tenant replica on this node: 404 when the
 // tenant does not exist, 503 while its shard is starting here.
 func (s *Server) replica(w http.ResponseWriter, r *http.Request) (*cluster.Tenant, bool) {
+	if err := s.node.RemovedError(); err != nil {
+		// Its replicas hear from no leader any more: what they hold is
+		// stale, and a write would wait for nothing.
+		writeError(w, err)
+		return nil, false
+	}
 	name := r.PathValue("t")
 	brief, known := s.node.Meta().Brief(name)
 	if t, ok := s.node.Tenant(name); ok && known && brief.ShardID == t.ShardID {

@@ -607,6 +607,10 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request, _ identity) {
 }
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request, _ identity) {
+	if err := s.node.RemovedError(); err != nil {
+		writeError(w, err)
+		return
+	}
 	if !s.node.Ready() {
 		writeError(w, &api.Error{Code: api.CodeUnavailable, Message: "not ready: the meta replica has not caught up or tenant replicas are starting", RetryAfter: time.Second})
 		return
