@@ -219,6 +219,7 @@ func (s *Server) askIfRemoved(ctx context.Context) {
 	}
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
+	warned := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -227,17 +228,24 @@ func (s *Server) askIfRemoved(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if token == "" || s.node.MetaUnconfirmedFor() < max(3*time.Second, 2*s.cfg.ElectionTimeout()) {
+		if s.node.MetaUnconfirmedFor() < max(3*time.Second, 2*s.cfg.ElectionTimeout()) {
 			continue
 		}
+		asked := 0
 		for _, rec := range s.node.Meta().Nodes() {
-			if rec.ID == s.cfg.NodeID || rec.APIAddress == "" {
+			if rec.ID == s.cfg.NodeID || rec.APIAddress == "" || token == "" {
 				continue
 			}
+			asked++
 			if s.peerSaysRemoved(ctx, rec.APIAddress, token) {
 				s.node.MarkRemoved(fmt.Sprintf("node %d (%s) records this node as removed", rec.ID, rec.APIAddress))
 				return
 			}
+		}
+		if asked == 0 && !warned {
+			warned = true
+			s.log.Warn("the meta replica cannot confirm it is current, and no other node can be asked whether this one was removed",
+				"why", map[bool]string{true: "no admin or read-only token", false: "no other node's API address known"}[token == ""])
 		}
 	}
 }
