@@ -19,17 +19,10 @@ import (
 	"time"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/internal/restclient"
 	"github.com/rafting/rafting/server"
 	"github.com/rafting/rafting/server/config"
 )
-
-// client is the admin CLI's REST client: it tries each server in turn and
-// retries what the API says is safe to retry.
-type client struct {
-	servers []string
-	token   string
-	http    *http.Client
-}
 
 type commonFlags struct {
 	servers   string
@@ -74,7 +67,9 @@ func readSecret(secret, file string) (string, error) {
 	return s, nil
 }
 
-func (c *commonFlags) client() (*client, error) {
+// client is the commands' REST client: it tries each server in turn and
+// retries what the API says is safe to retry (every write is idempotent).
+func (c *commonFlags) client() (*restclient.Client, error) {
 	servers := c.servers
 	if servers == "" {
 		servers = os.Getenv("RAFTING_SERVERS")
@@ -100,14 +95,14 @@ func (c *commonFlags) client() (*client, error) {
 	if token == "" {
 		return nil, usageError{"a token is required (--token-file, --token or $" + c.tokenEnv + ")"}
 	}
-	cl := &client{token: token, http: &http.Client{Timeout: 30 * time.Second, CheckRedirect: noRedirects}}
+	cl := &restclient.Client{Token: token, HTTP: &http.Client{Timeout: 30 * time.Second, CheckRedirect: restclient.NoRedirects}}
 	scheme := "http://"
 	if c.ca != "" {
 		pool, err := server.LoadCA(c.ca)
 		if err != nil {
 			return nil, fmt.Errorf("--ca: %w", err)
 		}
-		cl.http.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+		cl.HTTP.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
 		scheme = "https://"
 	}
 	for _, s := range strings.Split(servers, ",") {
@@ -118,70 +113,10 @@ func (c *commonFlags) client() (*client, error) {
 			if u, err := url.Parse(s); err == nil && u.Scheme == "http" && !c.insecure && !config.Loopback(net.JoinHostPort(u.Hostname(), "0")) {
 				return nil, usageError{fmt.Sprintf("%s is plain HTTP to an address that is not loopback: the token would cross the network in the clear; use https:// (with --ca for a private CA) or --insecure", s)}
 			}
-			cl.servers = append(cl.servers, strings.TrimRight(s, "/"))
+			cl.Servers = append(cl.Servers, strings.TrimRight(s, "/"))
 		}
 	}
 	return cl, nil
-}
-
-// noRedirects is the admin client's CheckRedirect: a redirect is never
-// followed. Go's client would send it again with the method and, to the
-// same host, the Authorization header: the API never redirects, so one
-// is a path the client should not have built, or someone else's server.
-func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-
-// do sends a request to the first server that answers; 503/504/429 and
-// connection errors move on to the next server (every write is idempotent).
-func (c *client) do(ctx context.Context, method, path string, in, out any) error {
-	var body []byte
-	if in != nil {
-		body, _ = json.Marshal(in)
-	}
-	var last error
-	for attempt := 0; attempt < 3*len(c.servers); attempt++ {
-		base := c.servers[attempt%len(c.servers)]
-		req, err := http.NewRequestWithContext(ctx, method, base+path, bytes.NewReader(body))
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Authorization", "Bearer "+c.token)
-		if in != nil {
-			req.Header.Set("Content-Type", "application/json")
-		}
-		resp, err := c.http.Do(req)
-		if err != nil {
-			last = err
-			continue
-		}
-		b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-		resp.Body.Close()
-		if err != nil {
-			last = err
-			continue
-		}
-		if resp.StatusCode >= 300 && resp.StatusCode < 400 {
-			return fmt.Errorf("%s %s: the server answered %d, a redirect to %q: not followed (the API never redirects; it would carry the token)",
-				method, req.URL.EscapedPath(), resp.StatusCode, resp.Header.Get("Location"))
-		}
-		if resp.StatusCode >= 400 {
-			e := api.Decode(resp.StatusCode, b, resp.Header.Get("Retry-After"))
-			if e.Code.Retryable() {
-				last = e
-				select {
-				case <-ctx.Done():
-					return ctx.Err()
-				case <-time.After(max(e.RetryAfter, 100*time.Millisecond)):
-				}
-				continue
-			}
-			return e
-		}
-		if out != nil && len(bytes.TrimSpace(b)) > 0 {
-			return json.Unmarshal(b, out)
-		}
-		return nil
-	}
-	return fmt.Errorf("no server answered: %w", last)
 }
 
 // printJSON writes v as indented JSON, with the control and format
@@ -260,22 +195,22 @@ func runTenant(ctx context.Context, args []string, stdout io.Writer) error {
 	var t api.Tenant
 	switch sub {
 	case "create":
-		err = c.do(ctx, http.MethodPost, tp, api.CreateTenantRequest{Name: name, Quotas: q, Secret: secret}, &t)
+		err = c.Do(ctx, http.MethodPost, tp, api.CreateTenantRequest{Name: name, Quotas: q, Secret: secret}, &t)
 	case "update":
-		err = c.do(ctx, http.MethodPatch, tp, api.UpdateTenantRequest{Quotas: q}, &t)
+		err = c.Do(ctx, http.MethodPatch, tp, api.UpdateTenantRequest{Quotas: q}, &t)
 	case "rotate-token":
 		ms := previous.Milliseconds()
-		err = c.do(ctx, http.MethodPost, tp+"/token", api.RotateTokenRequest{Secret: secret, PreviousValidMs: &ms}, &t)
+		err = c.Do(ctx, http.MethodPost, tp+"/token", api.RotateTokenRequest{Secret: secret, PreviousValidMs: &ms}, &t)
 	case "show":
-		err = c.do(ctx, http.MethodGet, tp, nil, &t)
+		err = c.Do(ctx, http.MethodGet, tp, nil, &t)
 	case "delete":
-		if err = c.do(ctx, http.MethodDelete, tp, nil, nil); err == nil {
+		if err = c.Do(ctx, http.MethodDelete, tp, nil, nil); err == nil {
 			fmt.Fprintf(stdout, "tenant %s deleted\n", printable(name))
 		}
 		return err
 	case "list":
 		var l api.TenantList
-		if err := c.do(ctx, http.MethodGet, tp, nil, &l); err != nil {
+		if err := c.Do(ctx, http.MethodGet, tp, nil, &l); err != nil {
 			return err
 		}
 		if cf.output == "json" {
@@ -393,7 +328,7 @@ func runService(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if sub == "list" {
 		var l api.ServiceList
-		if err := c.do(ctx, http.MethodGet, sp, nil, &l); err != nil {
+		if err := c.Do(ctx, http.MethodGet, sp, nil, &l); err != nil {
 			return err
 		}
 		if cf.output == "json" {
@@ -407,7 +342,7 @@ func runService(ctx context.Context, args []string, stdout io.Writer) error {
 		return tw.Flush()
 	}
 	var s api.ServiceResponse
-	if err := c.do(ctx, http.MethodGet, sp, nil, &s); err != nil {
+	if err := c.Do(ctx, http.MethodGet, sp, nil, &s); err != nil {
 		return err
 	}
 	if cf.output == "json" {
@@ -468,7 +403,7 @@ func runCluster(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		method, path = http.MethodDelete, "/v1/cluster/nodes/"+seg
 	}
-	if err := c.do(ctx, method, path, nil, &cl); err != nil {
+	if err := c.Do(ctx, method, path, nil, &cl); err != nil {
 		var e *api.Error
 		if errors.As(err, &e) && e.Code == api.CodeForbidden {
 			return fmt.Errorf("%w (the cluster view needs the admin token: $RAFTING_ADMIN_TOKEN)", err)

@@ -33,7 +33,7 @@ func runBackup(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	var raw json.RawMessage
-	if err := c.do(ctx, http.MethodGet, "/v1/backup", nil, &raw); err != nil {
+	if err := c.Do(ctx, http.MethodGet, "/v1/backup", nil, &raw); err != nil {
 		return err
 	}
 	var b api.Backup
@@ -105,13 +105,15 @@ func runRestore(ctx context.Context, args []string, stdout io.Writer) error {
 	if !json.Valid(raw) {
 		return fmt.Errorf("restore: %s is not JSON", *file)
 	}
-	c.http.Timeout = restoreTimeout
+	hc := *c.HTTP
+	hc.Timeout = restoreTimeout
+	c.HTTP = &hc
 	var res api.RestoreResponse
 	path := "/v1/restore"
 	if *gap >= 0 {
 		path += "?epoch_gap=" + strconv.Itoa(*gap)
 	}
-	if err := c.do(ctx, http.MethodPost, path, json.RawMessage(raw), &res); err != nil {
+	if err := c.Do(ctx, http.MethodPost, path, json.RawMessage(raw), &res); err != nil {
 		return err
 	}
 	if cf.output == "json" {

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/internal/restclient"
 	"github.com/rafting/rafting/server"
 	"github.com/rafting/rafting/server/config"
 	"github.com/rafting/rafting/tenants"
@@ -148,36 +147,12 @@ func persistedSecret(path string, mk func() string) (string, error) {
 // ensureTenant creates the dev tenant with a known secret: a retry (or a
 // second start) answers 200 with the same token.
 func ensureTenant(ctx context.Context, base, admin, name, secret string) (string, error) {
-	body, _ := json.Marshal(api.CreateTenantRequest{Name: name, Secret: secret})
-	for attempt := 0; ; attempt++ {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/tenants", bytes.NewReader(body))
-		if err != nil {
-			return "", err
-		}
-		req.Header.Set("Authorization", "Bearer "+admin)
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			b, _ := io.ReadAll(io.LimitReader(resp.Body, api.MaxBodyBytes))
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusCreated {
-				var t api.Tenant
-				if err := json.Unmarshal(b, &t); err != nil {
-					return "", fmt.Errorf("create tenant %s: %w", name, err)
-				}
-				return t.Token, nil
-			}
-			e := api.Decode(resp.StatusCode, b, resp.Header.Get("Retry-After"))
-			if !e.Code.Retryable() {
-				return "", fmt.Errorf("create tenant %s: %w", name, e)
-			}
-			err = e
-		}
-		select {
-		case <-ctx.Done():
-			return "", fmt.Errorf("create tenant %s: %w", name, err)
-		case <-time.After(100 * time.Millisecond):
-		}
+	c := restclient.Client{Servers: []string{base}, Token: admin, Retry: restclient.For(0, 100*time.Millisecond)}
+	var t api.Tenant
+	if err := c.Do(ctx, http.MethodPost, "/v1/tenants", api.CreateTenantRequest{Name: name, Secret: secret}, &t); err != nil {
+		return "", fmt.Errorf("create tenant %s: %w", name, err)
 	}
+	return t.Token, nil
 }
 
 // ports parses a list of three ports.

@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/internal/restclient"
 	"github.com/rafting/rafting/tenants"
 )
 
@@ -59,7 +60,7 @@ type kvCmd struct {
 	fs     *flag.FlagSet
 	cf     commonFlags
 	tenant string
-	c      *client
+	c      *restclient.Client
 	base   string // /v1/tenants/{t}/kv
 
 	stdin          io.Reader
@@ -136,7 +137,7 @@ func (k *kvCmd) connect() error {
 			from = "--tenant"
 		}
 	})
-	named, ok := tenants.ParseToken(c.token)
+	named, ok := tenants.ParseToken(c.Token)
 	switch {
 	case k.tenant == "" && ok:
 		k.tenant = named
@@ -185,6 +186,14 @@ func (k *kvCmd) keyPath(key string) string {
 		return k.base
 	}
 	return k.base + "/" + key
+}
+
+// withQuery is path with q's query, if any.
+func withQuery(path string, q url.Values) string {
+	if len(q) == 0 {
+		return path
+	}
+	return path + "?" + q.Encode()
 }
 
 // optIndex is an --if-index flag: unset is not 0.
@@ -242,17 +251,17 @@ func (k *kvCmd) get(ctx context.Context, args []string) error {
 		q.Set("consistent", "true")
 	}
 	if !*prefix {
-		reply, err := k.c.send(ctx, k.c.http, kvRequest{method: http.MethodGet, path: k.keyPath(key), query: q})
+		reply, err := k.c.Send(ctx, restclient.Request{Method: http.MethodGet, Path: withQuery(k.keyPath(key), q)})
 		if err != nil {
 			// A missing key's 404 carries the index to block on; a
 			// missing tenant's does not.
-			if _, hasIndex := reply.index(); hasIndex && errors.Is(err, api.ErrNotFound) {
+			if _, hasIndex := reply.Index(); hasIndex && errors.Is(err, api.ErrNotFound) {
 				return &exitError{exitNotFound, fmt.Errorf("%s: no such key", key)}
 			}
 			return err
 		}
 		var r api.KVResponse
-		if err := json.Unmarshal(reply.body, &r); err != nil {
+		if err := json.Unmarshal(reply.Body, &r); err != nil {
 			return fmt.Errorf("get %s: the answer is not a key: %w", key, err)
 		}
 		if k.cf.output == "json" {
@@ -262,7 +271,7 @@ func (k *kvCmd) get(ctx context.Context, args []string) error {
 	}
 	var all api.KVListResponse
 	all.KVs = []api.KV{}
-	err = k.list(ctx, k.c.http, key, q, *pageSize, func(page api.KVListResponse, first bool) error {
+	err = k.list(ctx, k.c, key, q, *pageSize, func(page api.KVListResponse, first bool) error {
 		if first {
 			all.Index = page.Index
 		}
@@ -293,7 +302,7 @@ func (k *kvCmd) get(ctx context.Context, args []string) error {
 // block on for any change since: a later page's would miss a change made
 // meanwhile to a key already read). q is the first page's query: with
 // index and wait, only the first page blocks.
-func (k *kvCmd) list(ctx context.Context, hc *http.Client, prefix string, q url.Values, pageSize int, fn func(page api.KVListResponse, first bool) error) error {
+func (k *kvCmd) list(ctx context.Context, c *restclient.Client, prefix string, q url.Values, pageSize int, fn func(page api.KVListResponse, first bool) error) error {
 	q.Set("prefix", "true")
 	if pageSize > 0 {
 		q.Set("limit", strconv.Itoa(pageSize))
@@ -303,12 +312,12 @@ func (k *kvCmd) list(ctx context.Context, hc *http.Client, prefix string, q url.
 		if start != "" {
 			q.Set("start", start)
 		}
-		reply, err := k.c.send(ctx, hc, kvRequest{method: http.MethodGet, path: k.keyPath(prefix), query: q})
+		reply, err := c.Send(ctx, restclient.Request{Method: http.MethodGet, Path: withQuery(k.keyPath(prefix), q)})
 		if err != nil {
 			return err
 		}
 		var page api.KVListResponse
-		if err := json.Unmarshal(reply.body, &page); err != nil {
+		if err := json.Unmarshal(reply.Body, &page); err != nil {
 			return fmt.Errorf("list %s: the answer is not a page of keys: %w", prefix, err)
 		}
 		if err := fn(page, first); err != nil {
@@ -362,13 +371,13 @@ func (k *kvCmd) put(ctx context.Context, args []string) error {
 	if ifIndex.set {
 		q.Set("if_index", strconv.FormatUint(ifIndex.n, 10))
 	}
-	reply, err := k.c.send(ctx, k.c.http, kvRequest{method: http.MethodPut, path: k.keyPath(key), query: q,
-		body: value, contentType: "application/octet-stream"})
+	reply, err := k.c.Send(ctx, restclient.Request{Method: http.MethodPut, Path: withQuery(k.keyPath(key), q),
+		Body: value, ContentType: "application/octet-stream"})
 	if err != nil {
 		return casError("put", key, ifIndex, reply, err)
 	}
 	var r api.KVPutResponse
-	if err := json.Unmarshal(reply.body, &r); err != nil {
+	if err := json.Unmarshal(reply.Body, &r); err != nil {
 		return fmt.Errorf("put %s: the answer is not a write: %w", key, err)
 	}
 	if k.cf.output == "json" {
@@ -408,13 +417,13 @@ func (k *kvCmd) readInput(src string, limit int64, what string) ([]byte, error) 
 // with the key's mod_index now and what to do), or, when an earlier
 // attempt's outcome is unknown, that the failure may be this very write's
 // own doing (status 1: nothing is known to have failed).
-func casError(op, key string, ifIndex optIndex, reply kvReply, err error) error {
+func casError(op, key string, ifIndex optIndex, reply restclient.Response, err error) error {
 	var e *api.Error
 	if !errors.As(err, &e) || e.Code != api.CodeConflict || e.Conflict == nil {
 		return err
 	}
 	now := e.Conflict.ModIndex
-	if reply.unknown {
+	if reply.Unknown {
 		return fmt.Errorf("%s %s: outcome unknown: an attempt timed out, and the retry's --if-index %d found mod_index %d, which may be that attempt's own write: check with rafting kv get %s",
 			op, key, ifIndex.n, now, key)
 	}
@@ -458,12 +467,12 @@ func (k *kvCmd) delete(ctx context.Context, args []string) error {
 	if ifIndex.set {
 		q.Set("if_index", strconv.FormatUint(ifIndex.n, 10))
 	}
-	reply, err := k.c.send(ctx, k.c.http, kvRequest{method: http.MethodDelete, path: k.keyPath(key), query: q})
+	reply, err := k.c.Send(ctx, restclient.Request{Method: http.MethodDelete, Path: withQuery(k.keyPath(key), q)})
 	if err != nil {
 		return casError("delete", key, ifIndex, reply, err)
 	}
 	var r api.KVDeleteResponse
-	if err := json.Unmarshal(reply.body, &r); err != nil {
+	if err := json.Unmarshal(reply.Body, &r); err != nil {
 		return fmt.Errorf("delete %s: the answer is not a delete: %w", key, err)
 	}
 	if k.cf.output == "json" {
@@ -474,7 +483,7 @@ func (k *kvCmd) delete(ctx context.Context, args []string) error {
 		what = "subtree " + key
 	}
 	note := ""
-	if r.Deleted == 0 && reply.unknown {
+	if r.Deleted == 0 && reply.Unknown {
 		note = " (an earlier attempt timed out: it may have deleted them)"
 	}
 	_, err = fmt.Fprintf(k.stdout, "delete %s: %d deleted at index %d%s\n", what, r.Deleted, r.Index, note)
@@ -517,14 +526,14 @@ func (k *kvCmd) txn(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	reply, err := k.c.send(ctx, k.c.http, kvRequest{method: http.MethodPost, path: k.base + ":txn", body: body, contentType: "application/json"})
+	reply, err := k.c.Send(ctx, restclient.Request{Method: http.MethodPost, Path: k.base + ":txn", Body: body, ContentType: "application/json"})
 	if err != nil {
 		var e *api.Error
 		if !errors.As(err, &e) || e.Code != api.CodeConflict || e.Conflict == nil || e.Conflict.Compare == nil {
 			return err
 		}
 		i, now := *e.Conflict.Compare, e.Conflict.ModIndex
-		if reply.unknown {
+		if reply.Unknown {
 			return fmt.Errorf("txn: outcome unknown: an attempt timed out, and the retry's compare[%d] failed (%s at mod_index %d now), which may be that attempt's own doing: read the keys to see",
 				i, e.Conflict.Key, now)
 		}
@@ -541,7 +550,7 @@ func (k *kvCmd) txn(ctx context.Context, args []string) error {
 			i, describeCompare(t.Compare, i), printable(e.Conflict.Key), state)}
 	}
 	var r api.KVTxnResponse
-	if err := json.Unmarshal(reply.body, &r); err != nil {
+	if err := json.Unmarshal(reply.Body, &r); err != nil {
 		return fmt.Errorf("txn: the answer is not a transaction's: %w", err)
 	}
 	if k.cf.output == "json" {

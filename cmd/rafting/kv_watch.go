@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/internal/restclient"
 )
 
 // kvWatchWait is how long one blocking read of a watch waits for a change
@@ -66,9 +67,11 @@ func (k *kvCmd) watch(ctx context.Context, args []string) error {
 		return err
 	}
 	// The REST client's 30 s bound would cut every blocking read.
-	hc := *k.c.http
+	c := *k.c
+	hc := *c.HTTP
 	hc.Timeout = kvWatchWait + kvWatchWait/16 + 30*time.Second
-	w := &kvWatcher{k: k, hc: &hc, key: key, prefix: *prefix, pageSize: *pageSize}
+	c.HTTP = &hc
+	w := &kvWatcher{k: k, c: &c, key: key, prefix: *prefix, pageSize: *pageSize}
 	what := key
 	if *prefix {
 		what = "subtree " + cmp.Or(key, "(every key)")
@@ -124,7 +127,7 @@ func (k *kvCmd) watch(ctx context.Context, args []string) error {
 // kvWatcher reads what a watch watches.
 type kvWatcher struct {
 	k        *kvCmd
-	hc       *http.Client
+	c        *restclient.Client // k's, with a longer timeout
 	key      string
 	prefix   bool
 	pageSize int
@@ -144,7 +147,7 @@ func (w *kvWatcher) read(ctx context.Context, index uint64) (map[string]api.KV, 
 	kvs := map[string]api.KV{}
 	if w.prefix {
 		var at uint64
-		err := w.k.list(ctx, w.hc, w.key, q, w.pageSize, func(page api.KVListResponse, first bool) error {
+		err := w.k.list(ctx, w.c, w.key, q, w.pageSize, func(page api.KVListResponse, first bool) error {
 			if first {
 				at = page.Index
 			}
@@ -155,15 +158,15 @@ func (w *kvWatcher) read(ctx context.Context, index uint64) (map[string]api.KV, 
 		})
 		return kvs, at, err
 	}
-	reply, err := w.k.c.send(ctx, w.hc, kvRequest{method: http.MethodGet, path: w.k.keyPath(w.key), query: q})
+	reply, err := w.c.Send(ctx, restclient.Request{Method: http.MethodGet, Path: withQuery(w.k.keyPath(w.key), q)})
 	if err != nil {
-		if at, ok := reply.index(); ok && errors.Is(err, api.ErrNotFound) {
+		if at, ok := reply.Index(); ok && errors.Is(err, api.ErrNotFound) {
 			return kvs, at, nil // no such key (now)
 		}
 		return nil, 0, err
 	}
 	var r api.KVResponse
-	if err := json.Unmarshal(reply.body, &r); err != nil {
+	if err := json.Unmarshal(reply.Body, &r); err != nil {
 		return nil, 0, fmt.Errorf("watch %s: the answer is not a key: %w", w.key, err)
 	}
 	kvs[r.KV.Key] = r.KV

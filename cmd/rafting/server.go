@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/internal/restclient"
 	"github.com/rafting/rafting/server"
 	"github.com/rafting/rafting/server/config"
 )
@@ -188,43 +188,22 @@ func requestJoin(ctx context.Context, cfg config.Config) (map[uint64]string, err
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	for attempt := 0; ; attempt++ {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/cluster/nodes", bytes.NewReader(body))
-		if err != nil {
-			return nil, err
-		}
-		req.Header.Set("Authorization", "Bearer "+cfg.AdminToken)
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set(api.HeaderStateVersion, strconv.Itoa(server.StateVersion))
-		resp, err := hc.Do(req)
-		if err == nil {
-			b, _ := io.ReadAll(io.LimitReader(resp.Body, api.MaxBodyBytes))
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				var cl api.Cluster
-				if err := json.Unmarshal(b, &cl); err != nil {
-					return nil, fmt.Errorf("join %s: %w", cfg.Join, err)
-				}
-				peers := map[uint64]string{}
-				for _, n := range cl.Nodes {
-					peers[n.ID] = n.RaftAddress
-				}
-				return peers, nil
-			}
-			e := api.Decode(resp.StatusCode, b, resp.Header.Get("Retry-After"))
-			if !e.Code.Retryable() {
-				return nil, fmt.Errorf("join %s: %w", cfg.Join, e)
-			}
-			err = e
-		} else if errors.As(err, new(*tls.CertificateVerificationError)) {
-			return nil, fmt.Errorf("join %s: %w (is --peer-ca the CA of the cluster's certificates?)", cfg.Join, err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("join %s: %w", cfg.Join, err)
-		case <-time.After(time.Duration(min(attempt+1, 10)) * 200 * time.Millisecond):
-		}
+	c := restclient.Client{Servers: []string{base}, Token: cfg.AdminToken, HTTP: hc, Retry: restclient.For(60*time.Second, 200*time.Millisecond)}
+	resp, err := c.Send(ctx, restclient.Request{Method: http.MethodPost, Path: "/v1/cluster/nodes", Body: body, ContentType: "application/json",
+		Header: http.Header{api.HeaderStateVersion: {strconv.Itoa(server.StateVersion)}}})
+	if errors.As(err, new(*tls.CertificateVerificationError)) {
+		return nil, fmt.Errorf("join %s: %w (is --peer-ca the CA of the cluster's certificates?)", cfg.Join, err)
 	}
+	if err != nil {
+		return nil, fmt.Errorf("join %s: %w", cfg.Join, err)
+	}
+	var cl api.Cluster
+	if err := json.Unmarshal(resp.Body, &cl); err != nil {
+		return nil, fmt.Errorf("join %s: %w", cfg.Join, err)
+	}
+	peers := map[uint64]string{}
+	for _, n := range cl.Nodes {
+		peers[n.ID] = n.RaftAddress
+	}
+	return peers, nil
 }

@@ -64,7 +64,7 @@ func allowed(from, to string) bool {
 		}
 		return local("server") || local("api") || local("tenants") || under(to, "golang.org/x/time")
 	case under(from, mod+"/cmd/rafting"):
-		return local("server") || local("sdk") || local("api") || local("tenants") || local("balancer")
+		return local("server") || local("sdk") || local("api") || local("tenants") || local("balancer") || local("internal/restclient")
 	case under(from, mod+"/examples"):
 		return local("sdk") || local("balancer") || local("api")
 	case under(from, mod+"/internal"):

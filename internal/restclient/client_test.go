@@ -123,7 +123,9 @@ func TestRetries(t *testing.T) {
 		{"three rounds, then ErrNoAnswer with the last error", 1, http.MethodGet,
 			[]func(*http.Request) (*http.Response, error){answer(503, unavailable), answer(503, unavailable), answer(429, `{"error":{"code":"rate_limited","message":"x"}}`)},
 			[]string{"a", "a", "a"}, 200 * time.Millisecond, false,
-			func(err error) bool { return errors.Is(err, restclient.ErrNoAnswer) && errors.Is(err, api.ErrRateLimited) }},
+			func(err error) bool {
+				return errors.Is(err, restclient.ErrNoAnswer) && errors.Is(err, api.ErrRateLimited)
+			}},
 		{"a redirect is not followed", 2, http.MethodGet,
 			[]func(*http.Request) (*http.Response, error){answer(307, "", "Location", "http://evil/")},
 			[]string{"a"}, 0, false, func(err error) bool { return err != nil && strings.Contains(err.Error(), "redirect") }},
