@@ -58,6 +58,8 @@ func allowed(from, to string) bool {
 	case under(from, mod+"/server/cluster"):
 		return local("server/cluster") || local("server/fsm") || local("server/session") || local("server/config") ||
 			local("server/metrics") || local("api") || local("tenants") || strings.HasPrefix(to, "github.com/lni/")
+	case under(from, mod+"/server/servertest"):
+		return local("server") || local("api") || local("tenants") || local("internal/restclient")
 	case under(from, mod+"/server"):
 		if strings.HasPrefix(to, "github.com/lni/") {
 			return false // only server/cluster imports Dragonboat

@@ -3,20 +3,25 @@
 // server` processes on free loopback ports, starts member processes, reads
 // their JSON event lines, and signals every process by its PID (SIGKILL,
 // SIGTERM, SIGSTOP, SIGCONT). Every process it starts is killed by PID and
-// every directory removed when the test ends.
+// every directory removed when the test ends. Launch, Port and WaitTCP
+// serve the benchmarks' harness (benchmarks/peers), which runs without a
+// test and ends its processes itself, by PID too.
 package proctest
 
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,6 +34,7 @@ import (
 	"time"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/internal/restclient"
 )
 
 // Secret is a tenant secret for tests, the same for the same seed (so that
@@ -112,12 +118,22 @@ var (
 )
 
 // FreePort returns a loopback host:port that was free a moment ago and
-// that it never returned before in this process. It picks below the
-// kernel's ephemeral range, where no outgoing connection takes a port:
-// a server restarted on its port would otherwise find it, now and then,
-// held by some connection's local end ("address already in use").
+// that it never returned before in this process: see Port.
 func FreePort(tb testing.TB) string {
 	tb.Helper()
+	port, err := Port()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+}
+
+// Port returns a loopback port that was free a moment ago and that it
+// never returned before in this process. It picks below the kernel's
+// ephemeral range, where no outgoing connection takes a port: a server
+// restarted on its port would otherwise find it, now and then, held by
+// some connection's local end ("address already in use").
+func Port() (int, error) {
 	portsMu.Lock()
 	defer portsMu.Unlock()
 	lo, hi := 10000, ephemeralLow()
@@ -132,10 +148,26 @@ func FreePort(tb testing.TB) string {
 		}
 		l.Close()
 		ports[port] = true
-		return l.Addr().String()
+		return port, nil
 	}
-	tb.Fatal("proctest: no free port below the ephemeral range")
-	return ""
+	return 0, errors.New("proctest: no free port below the ephemeral range")
+}
+
+// WaitTCP waits until addr accepts a TCP connection, polling every 50 ms
+// for timeout at most.
+func WaitTCP(addr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not accepting connections after %v: %w", addr, timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // ephemeralLow is the lowest port of the kernel's ephemeral range.
@@ -168,40 +200,80 @@ type Proc struct {
 	exitErr error
 }
 
+// Spec is a process for Launch to start.
+type Spec struct {
+	Name string
+	Bin  string
+	Args []string
+	Env  []string // added to os.Environ()
+	// Stderr, if set, is where the process writes its stderr (an *os.File
+	// is handed to it, and may be closed once Launch returns); else
+	// stderr is kept for Stderr.
+	Stderr io.Writer
+	// OwnGroup starts it in a process group of its own, so a terminal's
+	// Ctrl-C reaches only the program that started it, which ends it.
+	OwnGroup bool
+}
+
+// Launch starts a process without a test: the caller ends it (Kill or
+// Stop). Start is Launch for tests.
+func Launch(s Spec) (*Proc, error) {
+	p := &Proc{Name: s.Name, done: make(chan struct{})}
+	p.cmd = exec.Command(s.Bin, s.Args...)
+	p.cmd.Env = append(os.Environ(), s.Env...)
+	p.cmd.Stderr = s.Stderr
+	if s.Stderr == nil {
+		p.cmd.Stderr = &lockedWriter{mu: &p.mu, w: &p.log}
+	}
+	if s.OwnGroup {
+		p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	}
+	stdout, err := p.cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", s.Name, err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			p.line(sc.Text())
+		}
+		_, _ = io.Copy(io.Discard, stdout) // past a line over 1 MiB: never block the process
+		p.exitErr = p.cmd.Wait()
+		p.mu.Lock()
+		for _, c := range p.sub {
+			close(c)
+		}
+		p.sub = nil
+		close(p.done)
+		p.mu.Unlock()
+	}()
+	return p, nil
+}
+
+func (p *Proc) line(l string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.lines = append(p.lines, l)
+	for _, c := range p.sub {
+		select {
+		case c <- l:
+		default: // a subscriber that does not keep up loses lines, never blocks the pipe
+		}
+	}
+}
+
 // Start starts bin with args and extra environment; the test's cleanup
 // kills it by PID if it still runs.
 func Start(tb testing.TB, name, bin string, env []string, args ...string) *Proc {
 	tb.Helper()
-	p := &Proc{Name: name, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stderr = &lockedWriter{mu: &p.mu, w: &p.log}
-	stdout, err := p.cmd.StdoutPipe()
+	p, err := Launch(Spec{Name: name, Bin: bin, Args: args, Env: env})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if err := p.cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	go func() {
-		defer close(p.done)
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			p.mu.Lock()
-			p.lines = append(p.lines, line)
-			subs := append([]chan string(nil), p.sub...)
-			p.mu.Unlock()
-			for _, c := range subs {
-				select {
-				case c <- line:
-				default:
-				}
-			}
-		}
-		p.exitErr = p.cmd.Wait()
-	}()
 	tb.Cleanup(func() {
 		p.Kill()
 		if tb.Failed() {
@@ -240,12 +312,17 @@ func (p *Proc) Stderr() string {
 }
 
 // Subscribe returns a channel of the stdout lines from now on (buffered;
-// lines are dropped if it is full).
+// lines are dropped if it is full), closed when the process has exited.
 func (p *Proc) Subscribe() <-chan string {
 	c := make(chan string, 4096)
 	p.mu.Lock()
-	p.sub = append(p.sub, c)
-	p.mu.Unlock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.done:
+		close(c)
+	default:
+		p.sub = append(p.sub, c)
+	}
 	return c
 }
 
@@ -496,45 +573,49 @@ func Call(method, url, token string, body any) (int, []byte, error) {
 // most, then the test fails), and returns that answer.
 func Retry(tb testing.TB, method, url, token string, body any) (int, []byte) {
 	tb.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		code, b, err := Call(method, url, token, body)
-		if err == nil && (code < 400 || !api.Decode(code, b, "").Code.Retryable()) {
-			return code, b
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("%s %s: still failing after 30s: %d %s %v", method, url, code, b, err)
-		}
-		time.Sleep(50 * time.Millisecond)
+	u, err := neturl.Parse(url)
+	if err != nil {
+		tb.Fatal(err)
 	}
+	return retry(tb, []string{u.Scheme + "://" + u.Host}, token, method, u.RequestURI(), body)
+}
+
+// retry sends a request to servers in turn until an answer that is not a
+// retryable error (30 s at most, then the test fails) and returns it.
+func retry(tb testing.TB, servers []string, token, method, path string, body any) (int, []byte) {
+	tb.Helper()
+	c := restclient.Client{Servers: servers, Token: token, HTTP: client, Retry: restclient.For(30*time.Second, 50*time.Millisecond)}
+	req := restclient.Request{Method: method, Path: path}
+	if body != nil {
+		req.Body, _ = json.Marshal(body)
+	}
+	resp, err := c.Send(context.Background(), req)
+	if err != nil && (errors.Is(err, restclient.ErrNoAnswer) || !errors.As(err, new(*api.Error))) {
+		tb.Fatalf("%s %s: %v", method, path, err)
+	}
+	return resp.Status, resp.Body
 }
 
 // Retry calls server i, and only it, until its answer is not a retryable
 // error (30 s at most, then the test fails), and returns that answer.
 func (c *Cluster) Retry(i int, token, method, path string, body any) (int, []byte) {
 	c.tb.Helper()
-	return Retry(c.tb, method, "http://"+c.Servers[i-1].API+path, token, body)
+	return retry(c.tb, []string{"http://" + c.Servers[i-1].API}, token, method, path, body)
 }
 
 // Must calls until the answer is not a retryable error (30 s at most) on
 // any running server, starting with server i, and fails the test otherwise.
 func (c *Cluster) Must(i int, token, method, path string, body any) []byte {
 	c.tb.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		code, b, err := c.Call(i, token, method, path, body)
-		if err == nil && code < 300 {
-			return b
-		}
-		if err == nil && !api.Decode(code, b, "").Code.Retryable() {
-			c.tb.Fatalf("%s %s on server %d: %d %s", method, path, i, code, b)
-		}
-		if time.Now().After(deadline) {
-			c.tb.Fatalf("%s %s: no success in 30s (last: %d %s %v)", method, path, code, b, err)
-		}
-		i = i%len(c.Servers) + 1
-		time.Sleep(50 * time.Millisecond)
+	var servers []string
+	for j := range c.Servers {
+		servers = append(servers, "http://"+c.Servers[(i-1+j)%len(c.Servers)].API)
 	}
+	code, b := retry(c.tb, servers, token, method, path, body)
+	if code >= 300 {
+		c.tb.Fatalf("%s %s on server %d: %d %s", method, path, i, code, b)
+	}
+	return b
 }
 
 // CreateTenant creates a tenant and returns its token.

@@ -136,7 +136,7 @@ func (c *Client) Send(ctx context.Context, req Request) (Response, error) {
 	write := req.Method != http.MethodGet && req.Method != http.MethodHead
 	var resp Response
 	var last error
-	server := 0
+	server, skipped := 0, 0 // skipped: servers moved past at once since the last wait
 	_, err := backoff.RetryWithData(func() (struct{}, error) {
 		base := c.Servers[server]
 		p.floor, p.now = 0, false
@@ -158,12 +158,16 @@ func (c *Client) Send(ctx context.Context, req Request) (Response, error) {
 				return struct{}{}, backoff.Permanent(err)
 			}
 			resp.Unknown = resp.Unknown || ae.Code == api.CodeTimeout
-			p.floor = ae.RetryAfter
+			p.floor, skipped = ae.RetryAfter, 0
 			server = c.after(server, ae.Leader)
 		case errors.As(err, &lost):
 			resp.Unknown = resp.Unknown || (write && lost.sent)
 			server = (server + 1) % len(c.Servers)
-			p.now = len(c.Servers) > 1 // another server: at once
+			if p.now = skipped < len(c.Servers)-1; p.now { // one not tried since the last wait: at once
+				skipped++
+			} else {
+				skipped = 0
+			}
 		default:
 			return struct{}{}, backoff.Permanent(err)
 		}

@@ -9,7 +9,8 @@
 // policy (a cenkalti/backoff BackOff) and at least the answer's
 // Retry-After. An error answer that names a leader among the Client's
 // servers sends the next attempt there; any other failure moves to the
-// next server, at once after no answer, when there is another.
+// next server: after no answer at once, unless every server has failed
+// since the last wait.
 //
 // Every write of the API is idempotent, so a write is retried too; the
 // Response says when an earlier attempt's outcome is unknown (a 504, or a

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/internal/restclient"
 	"github.com/rafting/rafting/server"
 	"github.com/rafting/rafting/server/config"
 	"github.com/rafting/rafting/tenants"
@@ -360,25 +361,20 @@ func (c *Cluster) DoErr(ctx context.Context, id int, token, method, path string,
 	return &Response{Status: resp.StatusCode, Header: resp.Header, Body: b}, nil
 }
 
-// CreateTenant creates a tenant through node 1 and returns its token.
+// CreateTenant creates a tenant through a running node and returns its
+// token.
 func (c *Cluster) CreateTenant(name string, quotas api.Quotas) string {
 	c.T.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	secret := tenants.NewSecret() // the same for every retry: a retry answers 200
-	for {
-		r := c.Do(c.anyRunning(), AdminToken, http.MethodPost, "/v1/tenants", api.CreateTenantRequest{Name: name, Quotas: quotas,
-			Secret: secret})
-		if r.Status == http.StatusCreated || r.Status == http.StatusOK {
-			var t api.Tenant
-			r.JSON(c.T, &t)
-			c.waitTenantEverywhere(name)
-			return t.Token
-		}
-		if e := r.Err(); e == nil || !e.Code.Retryable() || time.Now().After(deadline) {
-			c.T.Fatalf("create tenant %s: %d %s", name, r.Status, r.Body)
-		}
-		time.Sleep(50 * time.Millisecond)
+	rc := restclient.Client{Servers: []string{"http://" + c.Addr(c.anyRunning())}, Token: AdminToken, HTTP: c.Client,
+		Retry: restclient.For(30*time.Second, 50*time.Millisecond)}
+	// One secret for every attempt: a retry answers 200.
+	req := api.CreateTenantRequest{Name: name, Quotas: quotas, Secret: tenants.NewSecret()}
+	var t api.Tenant
+	if err := rc.Do(context.Background(), http.MethodPost, "/v1/tenants", req, &t); err != nil {
+		c.T.Fatalf("create tenant %s: %v", name, err)
 	}
+	c.waitTenantEverywhere(name)
+	return t.Token
 }
 
 func (c *Cluster) anyRunning() int {
