@@ -336,6 +336,62 @@ func TestJoinAfterSessionLoss(t *testing.T) {
 	}
 }
 
+// TestJoinAfterSessionForgotten: a tenant remembers only its last
+// fsm.MaxTombstones ended sessions, so after a storm of expiries (10,000
+// members joining an overloaded cluster) the registration of a joining
+// member can be refused with not_found — the session it opened is not
+// known, not even by its tombstone. Join takes that as the session's end
+// and starts again under a new one, as it does on session_expired.
+// Forgetting takes 10,000 ended sessions; the proxy answers the refusal
+// the servers give then, word for word.
+func TestJoinAfterSessionForgotten(t *testing.T) {
+	c := sdktest.StartWith(t, sdktest.Options{Nodes: 1})
+	target, err := url.Parse("http://" + c.Servers.Addrs()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var first string
+	sessions := map[string]bool{}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.FlushInterval = -1
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, rest, _ := strings.Cut(r.URL.Path, "/sessions/")
+		mu.Lock()
+		if r.Method == http.MethodPut && rest != "" && !strings.Contains(rest, "/") {
+			sessions[rest] = true
+			if first == "" {
+				first = rest
+			}
+		}
+		forgotten := first != "" && r.Header.Get(api.HeaderSession) == first
+		mu.Unlock()
+		if forgotten && r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/instances/") {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNotFound)
+			w.Write([]byte(`{"error":{"code":"not_found","message":"write 1 names session ` + api.SessionTag(first) + `, which is not known"}}`))
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(proxy.Close)
+
+	ctx := ctxT(t, 30*time.Second)
+	m, err := sdk.Join(ctx, sdk.Instance{Service: "forgotten", ID: "f1", Address: "10.0.0.1:80"},
+		sdk.WithServers(strings.TrimPrefix(proxy.URL, "http://")), sdk.WithTenant(c.Tenant), sdk.WithToken(c.Token),
+		sdk.WithDrainDelay(0))
+	if err != nil {
+		t.Fatalf("Join whose first session was forgotten: %v", err)
+	}
+	defer m.Leave(context.Background())
+	mu.Lock()
+	n := len(sessions)
+	mu.Unlock()
+	if n != 2 {
+		t.Fatalf("%d sessions opened, want 2 (the forgotten one, then its replacement)", n)
+	}
+}
+
 // TestWatchOnCutOffReplica: a watch parked on a server cut off from the
 // others (it has applied everything it knows: not behind) is told so when
 // its wait ends (503 stale_replica), and the cache is marked stale — not

@@ -101,6 +101,22 @@ func (m *Member) establish(ctx context.Context) error {
 		close(s.open)
 	}
 	m.mu.Unlock()
+	err := m.registerOpened(ctx, s, reg)
+	if errors.Is(err, api.ErrNotFound) {
+		// The session opened and the servers no longer know it, not even
+		// by its tombstone: it ended long ago (a tenant remembers the last
+		// fsm.MaxTombstones ended sessions; a storm of expiries under
+		// load forgets older ones). A refusal a replica answers is
+		// confirmed on the leader first, so this is the servers' word:
+		// ended, as session_expired would say.
+		return fmt.Errorf("%w: session %s is forgotten (%v)", api.ErrSessionExpired, s.tag, err)
+	}
+	return err
+}
+
+// registerOpened keeps s alive while the member attaches its stream, gets
+// its first promise and registers under s, which the servers opened.
+func (m *Member) registerOpened(ctx context.Context, s *session, reg api.RegisterRequest) error {
 	// The session lives from now on: keep it alive while the member
 	// attaches and registers, which under load can take longer than the
 	// TTL (the worker takes over when Join returns).
@@ -143,13 +159,27 @@ func (m *Member) establish(ctx context.Context) error {
 func (m *Member) keepJoining(ctx context.Context, s *session) {
 	t := time.NewTicker(m.keepaliveInterval())
 	defer t.Stop()
+	var missing time.Time // since when the servers have not known s
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		sent := time.Now()
 		err := m.keepaliveOnce(ctx, s)
+		if errors.Is(err, api.ErrNotFound) {
+			// Not known, not even by its tombstone, for a TTL (as the
+			// worker's keepalives judge it): forgotten, so ended.
+			if missing.IsZero() {
+				missing = sent
+			}
+			if time.Since(missing) > m.cfg.ttl {
+				err = api.ErrSessionExpired
+			}
+		} else {
+			missing = time.Time{}
+		}
 		if errors.Is(err, api.ErrSessionExpired) {
 			m.sessionEnded(s) // Join starts again under a new session
 			return
