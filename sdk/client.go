@@ -29,7 +29,8 @@ type Client struct {
 	log     *slog.Logger
 	stopLog func()             // ends the logger's queue (see logQueue)
 	flight  singleflight.Group // merges concurrent refreshes of one service
-	stream  *stream.Client     // WithClientStream: the watches' stream (cache_stream.go); else nil
+	stream  *stream.Client     // WithClientStream: the Client's stream (cache_stream.go); else nil
+	batch   *keepBatch         // WithClientStream: its sessions' keepalives (session_stream.go); else nil
 
 	mu       sync.Mutex
 	services map[string]*Service
@@ -93,6 +94,7 @@ func connect(ctx context.Context, cfg config) (*Client, error) {
 	log.Debug("connected", "servers", cfg.conn.ep.addrs)
 	if cfg.conn.clientStream {
 		c.stream = c.newStream()
+		c.batch = newKeepBatch(c.stream)
 	}
 	if cfg.conn.serverSync > 0 {
 		c.wg.Add(1)
@@ -200,6 +202,7 @@ func (c *Client) Close() error {
 	c.stopConfigs()
 	c.wg.Wait()
 	if c.stream != nil {
+		c.batch.close()
 		c.stream.Close()
 	}
 	c.tr.Close()

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -34,9 +35,21 @@ func TestCluster(t *testing.T) {
 		{"ColdStartAndTwoStep", testColdStart, api.Quotas{}},
 		{"ResignAlone", testResignAlone, api.Quotas{}},
 	}
-	for i, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			tt.fn(t, newTenant(t, c, "t"+string(rune('a'+i)), tt.q))
+	// Each behaviour twice: over REST and session streams, and over the
+	// client stream (WithClientStream: watches, attaches and batched
+	// keepalives on one stream per Client).
+	for _, mode := range []struct {
+		name   string
+		stream bool
+	}{{"REST", false}, {"ClientStream", true}} {
+		t.Run(mode.name, func(t *testing.T) {
+			for i, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					tn := newTenant(t, c, strings.ToLower(mode.name[:1])+"t"+string(rune('a'+i)), tt.q)
+					tn.stream = mode.stream
+					tt.fn(t, tn)
+				})
+			}
 		})
 	}
 }

@@ -54,3 +54,12 @@ func Servers(c *Client) []string { return c.tr.Servers() }
 func WithWatchWait(d time.Duration) Option {
 	return func(c *config) { c.conn.watchWait = d }
 }
+
+// KeepaliveFrames is how many keepalive frames c's client stream sent, and
+// how many sessions they named (0, 0 without WithClientStream).
+func KeepaliveFrames(c *Client) (frames, sessions int64) {
+	if c.batch == nil {
+		return 0, 0
+	}
+	return c.batch.frames.Load(), c.batch.sent.Load()
+}

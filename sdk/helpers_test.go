@@ -31,6 +31,9 @@ type tenant struct {
 	c    *sdktest.Cluster
 	name string
 	tok  string
+	// stream: every Client of the tenant's uses the client stream
+	// (WithClientStream) for its watches and sessions.
+	stream bool
 }
 
 func newTenant(t *testing.T, c *sdktest.Cluster, name string, q api.Quotas) *tenant {
@@ -39,7 +42,11 @@ func newTenant(t *testing.T, c *sdktest.Cluster, name string, q api.Quotas) *ten
 }
 
 func (tn *tenant) opts(extra ...sdk.Option) []sdk.Option {
-	return append(tn.c.TenantOptions(tn.name, tn.tok), extra...)
+	opts := tn.c.TenantOptions(tn.name, tn.tok)
+	if tn.stream {
+		opts = append(opts, sdk.WithClientStream(true))
+	}
+	return append(opts, extra...)
 }
 
 func (tn *tenant) connect(t *testing.T, extra ...sdk.Option) *sdk.Client {

@@ -221,7 +221,11 @@ func (c *Client) join(ctx context.Context, inst Instance, cfg memberConfig, owns
 	m.wg.Add(2)
 	go func() {
 		defer m.wg.Done()
-		m.streamLoop(lctx)
+		if c.stream != nil {
+			m.attachLoop(lctx)
+		} else {
+			m.streamLoop(lctx)
+		}
 	}()
 	go func() {
 		defer m.wg.Done()

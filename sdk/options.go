@@ -343,12 +343,16 @@ func WithServerSync(d time.Duration) Option {
 	return func(c *config) { c.conn.serverSync, c.connSet = max(d, 0), true }
 }
 
-// WithClientStream (experimental; off by default) makes the Client follow
-// its services on one client stream (POST /v1/tenants/{t}/stream over
-// HTTP/2: h2c without TLS, h2 by ALPN with it) instead of a blocking query
-// per service: each change arrives as a delta, in index order. The first
-// fill of a Service stays a linearizable read, and Service's rules are the
-// same either way. Sessions and writes do not use the stream yet. With
+// WithClientStream (experimental; off by default) puts the Client on one
+// client stream (POST /v1/tenants/{t}/stream over HTTP/2: h2c without TLS,
+// h2 by ALPN with it), kept on the tenant's leader. Its services are
+// followed by watches on it instead of a blocking query each: every change
+// arrives as a delta, in index order; the first fill of a Service stays a
+// linearizable read, and Service's rules are the same either way. Its
+// members' sessions attach on it instead of a session stream each, and
+// their keepalives travel together: those due within a tenth of their
+// interval leave in one frame, each promise anchored when that frame was
+// handed to the transport. Writes do not use the stream yet. With
 // WithHTTPClient, that client must speak HTTP/2 to the servers.
 func WithClientStream(on bool) Option {
 	return func(c *config) { c.conn.clientStream, c.connSet = on, true }

@@ -30,6 +30,7 @@ type session struct {
 	attach   chan struct{} // closed when the stream attaches; replaced when it detaches
 	since    time.Time     // when the stream attached
 	cancel   context.CancelFunc
+	again    func(time.Time) // on the client stream: attach again if attached before then
 }
 
 func newSession() *session {
@@ -241,6 +242,9 @@ func (m *Member) waitAttached(ctx context.Context, s *session) error {
 
 // keepaliveOnce sends one keepalive for s and takes in its answer.
 func (m *Member) keepaliveOnce(ctx context.Context, s *session) error {
+	if m.c.batch != nil {
+		return m.keepaliveStream(ctx, s)
+	}
 	m.mu.Lock()
 	hint := m.leader
 	if m.unreachableLocked(hint) {
@@ -587,6 +591,10 @@ func (m *Member) selfResign(ctx context.Context, s *session, token uint64) {
 func (m *Member) restartStream(s *session, at time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.sess == s && s.again != nil {
+		s.again(at) // on the client stream (session_stream.go)
+		return
+	}
 	if m.sess == s && s.attached && s.since.Before(at) && s.cancel != nil {
 		s.cancel()
 	}

@@ -202,3 +202,51 @@ func TestStreamWatchBurst(t *testing.T) {
 		t.Fatal("no client stream open on any node")
 	}
 }
+
+// TestSessionsOnClientStream: with WithClientStream, a Client's members
+// attach their sessions on its one stream and renew them together — the
+// keepalives that fall due within a tenth of their interval leave in one
+// frame — and the members live, are listed and elect a master as over REST.
+func TestSessionsOnClientStream(t *testing.T) {
+	c := sdktest.StartWith(t, sdktest.Options{Nodes: 1})
+	cl := c.Connect(t, sdk.WithClientStream(true))
+	ctx := ctxT(t, 30*time.Second)
+	const n = 20
+	for i := range n {
+		m, err := cl.Join(ctx, sdk.Instance{Service: "farm", ID: fmt.Sprintf("f%d", i), Address: "10.0.0.1:80"},
+			sdk.WithTTL(3*time.Second), sdk.WithDrainDelay(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Leave(context.Background()) })
+	}
+	ms, err := cl.Join(ctx, sdk.Instance{Service: "ms", ID: "m1", Address: "10.0.0.2:80", Mode: sdk.MasterStandby}, sdk.WithDrainDelay(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ms.Leave(context.Background()) })
+	eventually(t, 5*time.Second, "m1 master", ms.IsMaster)
+	f0, s0 := sdk.KeepaliveFrames(cl)
+	time.Sleep(3 * time.Second) // a TTL: every farm session renewed at least twice
+	f1, s1 := sdk.KeepaliveFrames(cl)
+	frames, sessions := f1-f0, s1-s0
+	// 20 farm sessions renew every second and the master's every 250 ms:
+	// ≥ 40 + 12 keepalives; one frame each would be as many frames.
+	if sessions < 2*n+8 {
+		t.Fatalf("%d keepalives in 3 s on the client stream, want ≥ %d", sessions, 2*n+8)
+	}
+	if frames*2 > sessions {
+		t.Fatalf("%d keepalives in %d frames: not batched", sessions, frames)
+	}
+	if !ms.IsMaster() {
+		t.Fatalf("m1 lost its mastership: %s", sdk.Debug(ms))
+	}
+	svc, err := c.Connect(t).Service(ctx, "farm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(svc.Instances()); got != n {
+		t.Fatalf("%d farm instances listed, want %d", got, n)
+	}
+	t.Logf("%d keepalives in %d frames", sessions, frames)
+}

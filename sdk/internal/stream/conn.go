@@ -31,6 +31,7 @@ type Frame struct {
 // the requests waiting for their results.
 type conn struct {
 	server string
+	epoch  uint64 // the tenant's, on server (the answer's X-Rafting-Epoch)
 	now    func() time.Time
 	cancel context.CancelFunc
 	pw     *io.PipeWriter

@@ -1,7 +1,8 @@
 // Package stream is the SDK's side of the client stream (POST
 // /v1/tenants/{t}/stream, DESIGN.md "The client stream"): one full-duplex
 // stream per Client, on one server at a time, that carries the Client's
-// service watches (and, later, its keepalives and writes).
+// service watches, its sessions' attachments and their keepalives (and,
+// later, its writes).
 //
 // A Client owns the stream: one goroutine (run) opens it, starts every
 // registered watch on it, and when it ends opens it again — on the first
@@ -14,6 +15,12 @@
 // the send. The conn's reader goroutine decodes every server frame and
 // dispatches it at once: results to their request's callback, snapshot and
 // changes to their watch, in the order they came.
+//
+// A session kept attached (Attach) is attached again on every stream the
+// Client opens; a `moved` for it moves the stream to the leader it names,
+// so that one stream carries every session to the tenant's leader. A
+// keepalive frame (Keepalive) goes in the ahead lane, and its OnWrite time
+// is the anchor of the promises it brings back.
 //
 // A watch keeps its own view of the service (View): the last snapshot with
 // every changes frame applied, at the index and epoch of its last frame.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,10 +61,11 @@ type Client struct {
 
 	opens, watched, snapshots, resyncs atomic.Int64 // Stats
 
-	mu      sync.Mutex
-	watches map[*Watch]struct{}
-	cur     *conn
-	closed  bool
+	mu       sync.Mutex
+	watches  map[*Watch]struct{}
+	sessions map[string]*Attachment // by session tag
+	cur      *conn
+	closed   bool
 }
 
 // New returns a Client and starts its stream.
@@ -81,7 +83,7 @@ func New(cfg Config) *Client {
 			return b
 		}
 	}
-	c := &Client{cfg: cfg, log: cfg.Logger, watches: map[*Watch]struct{}{}}
+	c := &Client{cfg: cfg, log: cfg.Logger, watches: map[*Watch]struct{}{}, sessions: map[string]*Attachment{}}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
@@ -173,6 +175,15 @@ func (c *Client) run() {
 	}
 }
 
+// attachments lists the sessions kept attached (c.mu held).
+func (c *Client) attachments() []*Attachment {
+	as := make([]*Attachment, 0, len(c.sessions))
+	for _, a := range c.sessions {
+		as = append(as, a)
+	}
+	return as
+}
+
 // failed tells every watch that the stream failed.
 func (c *Client) failed(err error) {
 	c.mu.Lock()
@@ -210,6 +221,7 @@ func (c *Client) open(server string) (*conn, string, error) {
 	}
 	c.opens.Add(1)
 	cn := newConn(used, cancel, pw, resp.Body, c.cfg.Now)
+	cn.epoch, _ = strconv.ParseUint(resp.Header.Get(api.HeaderEpoch), 10, 64)
 	cn.wg.Add(2)
 	go cn.writeLoop()
 	go cn.readLoop(c.cfg.IdleTimeout, func(f *api.ServerFrame) error { return c.dispatch(cn, f) })
@@ -231,7 +243,11 @@ func (c *Client) serve(cn *conn) []string {
 	for w := range c.watches {
 		ws = append(ws, w)
 	}
+	as := c.attachments()
 	c.mu.Unlock()
+	for _, a := range as {
+		c.attach(cn, a)
+	}
 	for _, w := range ws {
 		c.start(cn, w)
 	}
@@ -239,7 +255,11 @@ func (c *Client) serve(cn *conn) []string {
 	cn.wg.Wait()
 	c.mu.Lock()
 	c.cur = nil
+	as = c.attachments()
 	c.mu.Unlock()
+	for _, a := range as {
+		a.detach(cn, cn.reason())
+	}
 	cn.mu.Lock()
 	moved := cn.moved
 	cn.mu.Unlock()
@@ -276,14 +296,26 @@ func (c *Client) dispatch(cn *conn, f *api.ServerFrame) error {
 		}
 	case api.FrameMoved:
 		if f.SessionTag != "" {
-			return nil // a session's attachment (no sessions on the stream yet)
+			c.sessionFrame(cn, f) // a session's attachment ended
+			return nil
 		}
 		// The session work of the stream belongs on f.Servers; when the
 		// server ends the stream, this is its last frame, and the next
-		// stream opens there. Watches may stay where they are meanwhile.
+		// stream opens there. Watches alone may stay where they are; a
+		// stream that carries sessions goes there now.
 		cn.mu.Lock()
 		cn.moved = f.Servers
 		cn.mu.Unlock()
+		c.mu.Lock()
+		carries := len(c.sessions) > 0
+		c.mu.Unlock()
+		if carries && len(f.Servers) > 0 && f.Servers[0] != cn.server {
+			c.move(cn, f.Servers)
+		}
+	case api.EventMaster, api.EventInstance, api.EventExpired:
+		if f.SessionTag != "" {
+			c.sessionFrame(cn, f)
+		}
 	case api.FrameError:
 		if f.Error != nil {
 			return fmt.Errorf("stream: ended by the server: %s: %s", f.Error.Code, f.Error.Message)
