@@ -91,8 +91,12 @@ func TestChaos(t *testing.T) {
 						table[k].violations[v.Checker]++
 					}
 				}
-				fmt.Printf("seed %d: %d servers, %d tenants, %d faults, %d operations, %d violations (%v)\n",
-					plan.Seed, plan.Servers, plan.Tenants, r.Faults, r.Operations, len(r.Violations), r.Took.Round(time.Second))
+				via := ""
+				if plan.Stream {
+					via = ", client stream"
+				}
+				fmt.Printf("seed %d: %d servers, %d tenants%s, %d faults, %d operations, %d violations (%v)\n",
+					plan.Seed, plan.Servers, plan.Tenants, via, r.Faults, r.Operations, len(r.Violations), r.Took.Round(time.Second))
 				shown := map[string]int{}
 				for _, v := range r.Violations {
 					if shown[v.Checker+v.Tenant]++; shown[v.Checker+v.Tenant] <= 5 {

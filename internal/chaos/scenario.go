@@ -321,6 +321,9 @@ func (s *scenario) startMember(tn *tenant, mode string, priority int) *member {
 	id := fmt.Sprintf("%s-%s%d", tn.name, mode, tn.next)
 	env := []string{"RAFTING_SERVERS=" + s.net.advertised(s.serverIDs()), "RAFTING_TENANT=" + tn.name, "RAFTING_TOKEN=" + tn.token}
 	args := []string{"-mode", mode, "-id", id, "-route", routeFlag(s.net.routes(tn.name + "/" + id))}
+	if s.plan.Stream {
+		args = append(args, "-stream")
+	}
 	switch mode {
 	case "master":
 		args = append(args, "-service", "ledger", "-priority", fmt.Sprint(priority), "-ledger", s.ledger.URL())

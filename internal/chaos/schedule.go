@@ -93,11 +93,17 @@ type Plan struct {
 	Tenants int           `json:"tenants"`
 	Phase   time.Duration `json:"phase"` // how long the faults run
 	Faults  []Fault       `json:"faults"`
+	// Stream: the members' SDK Clients use the client stream
+	// (sdk.WithClientStream) for their sessions and watches.
+	Stream bool `json:"stream,omitempty"`
 }
 
 func (p Plan) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "seed %d: %d servers, %d tenants, %d faults in %v", p.Seed, p.Servers, p.Tenants, len(p.Faults), p.Phase)
+	if p.Stream {
+		b.WriteString(", members on the client stream")
+	}
 	for _, f := range p.Faults {
 		fmt.Fprintf(&b, "\n  %v", f)
 	}
@@ -110,6 +116,9 @@ func (p Plan) String() string {
 func NewPlan(seed uint64, phase time.Duration) Plan {
 	r := rand.New(rand.NewPCG(seed, 0x6368616f73))
 	p := Plan{Seed: seed, Servers: 3, Tenants: 2, Phase: phase}
+	// Half the scenarios put the members on the client stream, drawn
+	// apart from the faults so that a seed's faults stay what they were.
+	p.Stream = rand.New(rand.NewPCG(seed, 0x73747265616d)).IntN(2) == 1
 	if r.IntN(3) == 0 {
 		p.Servers, p.Tenants = 5, 3
 	}

@@ -56,6 +56,7 @@ type config struct {
 	ignoreCtx  bool
 	staleAfter int
 	routes     map[string]string
+	stream     bool
 }
 
 func main() {
@@ -72,6 +73,7 @@ func main() {
 	flag.BoolVar(&c.ignoreCtx, "ignore-ctx", false, "negative control: act on the first Term for ever, ignoring its Ctx")
 	flag.IntVar(&c.staleAfter, "stale-after", 0, "negative control (watch): after this many snapshots of a service, keep its instances and report only new indexes")
 	flag.StringVar(&route, "route", "", "addr=proxy,...: dial proxy instead of addr")
+	flag.BoolVar(&c.stream, "stream", false, "use the client stream (sdk.WithClientStream) for sessions and watches")
 	flag.Parse()
 	log.SetFlags(log.Ltime | log.Lmicroseconds)
 	c.routes = map[string]string{}
@@ -100,12 +102,14 @@ func main() {
 }
 
 // httpClient dials the route of every address it is asked for: every
-// request of the SDK crosses the campaign's proxy of this link.
-func httpClient(routes map[string]string) *http.Client {
+// request of the SDK crosses the campaign's proxy of this link. With
+// -stream it speaks HTTP/2 with prior knowledge (h2c), as the client
+// stream needs.
+func (c config) httpClient() *http.Client {
 	d := &net.Dialer{Timeout: 3 * time.Second, KeepAlive: 15 * time.Second}
-	return &http.Client{Transport: &http.Transport{
+	t := &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			if p, ok := routes[addr]; ok {
+			if p, ok := c.routes[addr]; ok {
 				addr = p
 			}
 			return d.DialContext(ctx, network, addr)
@@ -113,12 +117,23 @@ func httpClient(routes map[string]string) *http.Client {
 		MaxIdleConns:        256,
 		MaxIdleConnsPerHost: 64,
 		IdleConnTimeout:     90 * time.Second,
-	}}
+	}
+	if c.stream {
+		var p http.Protocols
+		p.SetUnencryptedHTTP2(true)
+		t.Protocols = &p
+	}
+	return &http.Client{Transport: t}
+}
+
+// sdkOptions are the options of every Client the member makes.
+func (c config) sdkOptions() []sdk.Option {
+	return []sdk.Option{sdk.WithHTTPClient(c.httpClient()), sdk.WithClientStream(c.stream)}
 }
 
 // join joins until it succeeds or ctx ends: under faults a Join can fail.
 func join(ctx context.Context, c config, inst sdk.Instance, opts ...sdk.Option) (*sdk.Member, error) {
-	opts = append(opts, sdk.WithHTTPClient(httpClient(c.routes)), sdk.WithTTL(c.ttl))
+	opts = append(append(opts, c.sdkOptions()...), sdk.WithTTL(c.ttl))
 	for {
 		jctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		m, err := sdk.Join(jctx, inst, opts...)
@@ -267,7 +282,7 @@ func watch(ctx context.Context, c config) error {
 	for {
 		var err error
 		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		cl, err = sdk.Connect(cctx, sdk.WithHTTPClient(httpClient(c.routes)))
+		cl, err = sdk.Connect(cctx, c.sdkOptions()...)
 		cancel()
 		if err == nil {
 			break
