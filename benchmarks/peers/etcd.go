@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rafting/rafting/internal/proctest"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
@@ -59,7 +60,7 @@ type Etcd struct {
 
 	dir        string
 	setting    Setting
-	procs      []*Process
+	procs      []*proctest.Proc
 	clientURLs []string
 	cli        *clientv3.Client
 	memberBin  string
@@ -175,11 +176,11 @@ func (t *Etcd) Start(ctx context.Context, dir string, s Setting) error {
 
 	var cports, pports []int
 	for i := 0; i < 3; i++ {
-		c, err := FreePort()
+		c, err := proctest.Port()
 		if err != nil {
 			return fail(err)
 		}
-		p, err := FreePort()
+		p, err := proctest.Port()
 		if err != nil {
 			return fail(err)
 		}
@@ -259,7 +260,7 @@ func (t *Etcd) Start(ctx context.Context, dir string, s Setting) error {
 
 // ezWaitServing waits for addr to accept connections, failing early if the
 // process exits.
-func ezWaitServing(ctx context.Context, addr string, p *Process, timeout time.Duration) error {
+func ezWaitServing(ctx context.Context, addr string, p *proctest.Proc, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		select {
@@ -267,7 +268,7 @@ func ezWaitServing(ctx context.Context, addr string, p *Process, timeout time.Du
 			return fmt.Errorf("%s exited during start (see %s.log)", p.Name, p.Name)
 		default:
 		}
-		if err := WaitTCP(addr, 200*time.Millisecond); err == nil {
+		if err := proctest.WaitTCP(addr, 200*time.Millisecond); err == nil {
 			return nil
 		}
 		if time.Now().After(deadline) {

@@ -16,6 +16,8 @@ import (
 	"runtime"
 	"syscall"
 	"time"
+
+	"github.com/rafting/rafting/internal/proctest"
 )
 
 // buildPeerMember builds cmd/peermember into dir and returns the binary's
@@ -51,7 +53,7 @@ type roleEvent struct {
 
 type peerMember struct {
 	id   string
-	proc *Process
+	proc *proctest.Proc
 }
 
 // memberGroup runs the election's member processes.

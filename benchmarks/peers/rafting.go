@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	mrand "math/rand/v2"
 	"net/http"
 	"os"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/rafting/rafting/api"
 	"github.com/rafting/rafting/internal/proctest"
+	"github.com/rafting/rafting/internal/restclient"
 	"github.com/rafting/rafting/sdk"
 )
 
@@ -67,7 +67,7 @@ type rafting struct {
 type raftingServer struct {
 	id        int
 	api, raft string
-	proc      *Process
+	proc      *proctest.Proc
 }
 
 // NewRafting returns the Rafting target.
@@ -162,11 +162,11 @@ func (r *rafting) Start(ctx context.Context, dir string, s Setting) error {
 	}
 	var initial []string
 	for i := 1; i <= 3; i++ {
-		apiPort, err := FreePort()
+		apiPort, err := proctest.Port()
 		if err != nil {
 			return err
 		}
-		raftPort, err := FreePort()
+		raftPort, err := proctest.Port()
 		if err != nil {
 			return err
 		}
@@ -245,7 +245,7 @@ func (r *rafting) Stop() error {
 	for _, sv := range r.servers {
 		if sv.proc != nil {
 			wg.Add(1)
-			go func(p *Process) {
+			go func(p *proctest.Proc) {
 				defer wg.Done()
 				p.Stop(10 * time.Second)
 			}(sv.proc)
@@ -279,60 +279,15 @@ func (r *rafting) addrs() []string {
 	return a
 }
 
-// call sends one request to node (0-based) and decodes a 2xx answer into
-// out; any other answer is an *api.Error.
-func (r *rafting) call(ctx context.Context, node int, token, method, path string, body, out any) error {
-	var rd io.Reader = http.NoBody
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+r.servers[node].api+path, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := r.hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode >= 300 {
-		return api.Decode(resp.StatusCode, b, resp.Header.Get("Retry-After"))
-	}
-	if out != nil && len(b) > 0 {
-		return json.Unmarshal(b, out)
-	}
-	return nil
-}
-
-// must calls until the answer is not retryable (30 s at most), moving to the
-// next node after a retryable error or a refused connection.
+// must sends a request to node (0-based) and decodes a 2xx answer into
+// out; after a retryable error or no answer it tries the next node, 50 ms
+// apart, for 30 s at most. An error answer is an *api.Error.
 func (r *rafting) must(ctx context.Context, node int, token, method, path string, body, out any) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := r.call(ctx, node, token, method, path, body, out)
-		var ae *api.Error
-		switch {
-		case err == nil:
-			return nil
-		case ctx.Err() != nil:
-			return ctx.Err()
-		case errors.As(err, &ae) && !ae.Code.Retryable():
-			return err
-		case time.Now().After(deadline):
-			return fmt.Errorf("%s %s: no success in 30s: %w", method, path, err)
-		}
-		node = (node + 1) % len(r.servers)
-		time.Sleep(50 * time.Millisecond)
+	c := restclient.Client{Token: token, HTTP: r.hc, Retry: restclient.For(30*time.Second, 50*time.Millisecond)}
+	for i := range r.servers {
+		c.Servers = append(c.Servers, "http://"+r.servers[(node+i)%len(r.servers)].api)
 	}
+	return c.Do(ctx, method, path, body, out)
 }
 
 func (r *rafting) admin(ctx context.Context, method, path string, body, out any) error {
@@ -685,7 +640,7 @@ type msGroup struct {
 	args    []string
 	tenant  string
 	next    int
-	members map[string]*Process
+	members map[string]*proctest.Proc
 	events  chan msEvent
 	role    map[string]msEvent
 }
@@ -704,7 +659,7 @@ func (r *rafting) newGroup(ctx context.Context, args ...string) (*msGroup, error
 	if err != nil {
 		return nil, err
 	}
-	return &msGroup{r: r, dir: dir, tenant: tenant, args: args, members: map[string]*Process{},
+	return &msGroup{r: r, dir: dir, tenant: tenant, args: args, members: map[string]*proctest.Proc{},
 		events: make(chan msEvent, 1<<14), role: map[string]msEvent{},
 		env: []string{"RAFTING_SERVERS=" + strings.Join(r.addrs(), ","), "RAFTING_TENANT=" + tenant, "RAFTING_TOKEN=" + t.Token}}, nil
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/go-zookeeper/zk"
+	"github.com/rafting/rafting/internal/proctest"
 )
 
 // ZooKeeper is the ZooKeeper target: a 3-member ensemble on loopback from
@@ -96,7 +97,7 @@ type ZooKeeper struct {
 
 	dir       string
 	setting   Setting
-	procs     []*Process
+	procs     []*proctest.Proc
 	servers   []string // 127.0.0.1:clientPort
 	cli       *zk.Conn
 	memberBin string
@@ -201,7 +202,7 @@ func (t *ZooKeeper) Start(ctx context.Context, dir string, s Setting) error {
 	}
 	ports := make([]int, 9) // client, quorum, election × 3
 	for i := range ports {
-		if ports[i], err = FreePort(); err != nil {
+		if ports[i], err = proctest.Port(); err != nil {
 			return fail(err)
 		}
 	}
