@@ -142,7 +142,11 @@ type floodCounts struct {
 
 func TestMain(m *testing.M) {
 	if v := os.Getenv(floodEnv); v != "" {
-		addrs, tok, _ := strings.Cut(v, "|")
+		var fk floodKnobs
+		if err := json.Unmarshal([]byte(v), &fk); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 		defer stop()
 		var total, limited atomic.Int64
@@ -151,7 +155,7 @@ func TestMain(m *testing.M) {
 		signal.Notify(sw, syscall.SIGUSR1, syscall.SIGUSR2)
 		done := make(chan struct{})
 		go func() {
-			flood(ctx, strings.Split(addrs, ","), tok, g, &total, &limited)
+			flood(ctx, fk, g, &total, &limited)
 			close(done)
 		}()
 		fmt.Println("flooding")
@@ -213,11 +217,18 @@ func (g *gate) set(open bool) {
 	}
 }
 
-// flood runs A: aConns connections sending at aFlood times A's
-// cluster-wide limit while g is open.
-func flood(ctx context.Context, addrs []string, tok string, g *gate, total, limited *atomic.Int64) {
-	rate := aFlood() * aLimit() * len(addrs) // requests per second over the cluster
-	per := time.Second * time.Duration(aConns) / time.Duration(rate)
+// floodKnobs is what the flood process is told, in $RAFTING_NOISY_FLOOD
+// (JSON): whom to flood and how fast.
+type floodKnobs struct {
+	Addrs []string `json:"addrs"`
+	Token string   `json:"token"`
+	Rate  int      `json:"rate"` // requests per second over the cluster
+}
+
+// flood runs A: aConns connections sending at k.Rate while g is open.
+func flood(ctx context.Context, k floodKnobs, g *gate, total, limited *atomic.Int64) {
+	addrs, tok := k.Addrs, k.Token
+	per := time.Second * time.Duration(aConns) / time.Duration(k.Rate)
 	var wg sync.WaitGroup
 	for w := 0; w < aConns; w++ {
 		wg.Add(1)
@@ -288,44 +299,26 @@ func flood(ctx context.Context, addrs []string, tok string, g *gate, total, limi
 	wg.Wait()
 }
 
-// aLimit is A's requests_per_second (and burst) per node:
-// RAFTING_NOISY_A_RPS, default 100.
-func aLimit() int { return envInt("RAFTING_NOISY_A_RPS", 100) }
-
-// aWrites is A's writes_per_second per node: RAFTING_NOISY_A_WPS, default
-// half its request rate (the flood is half writes).
-func aWrites() int { return envInt("RAFTING_NOISY_A_WPS", aLimit()/2) }
-
-// aFlood is how many times its cluster-wide limit A sends:
-// RAFTING_NOISY_FLOOD_X, default 10.
-func aFlood() int { return envInt("RAFTING_NOISY_FLOOD_X", 10) }
-
-// envInt and envDuration read a knob that BenchmarkNoisyNeighbour checked
-// (checkKnobs) before it started anything, the flood process included.
-func envInt(name string, def int) int {
-	n, err := bench.Int(name, def, -20) // the lowest any knob may be: a nice level
-	if err != nil {
-		return def
-	}
-	return n
+// knobs are the benchmark's settings (bench's knobs), read once before
+// anything starts; the flood process is told its share in floodKnobs.
+type knobs struct {
+	aRPS   int           // A's requests_per_second (and burst) per node: RAFTING_NOISY_A_RPS [100]
+	aWPS   int           // A's writes_per_second per node: RAFTING_NOISY_A_WPS [aRPS/2: the flood is half writes]
+	floodX int           // how many times its cluster-wide limit A sends: RAFTING_NOISY_FLOOD_X [10]
+	nice   int           // the flood process's nice level: RAFTING_NOISY_NICE [19; 0 none]
+	cycles int           // phases of B alone and B under the flood: RAFTING_NOISY_CYCLES [15]
+	phase  time.Duration // each phase: RAFTING_NOISY_PHASE [2s]
 }
 
-func envDuration(name string, def time.Duration) time.Duration {
-	d, err := bench.Duration(name, def)
-	if err != nil {
-		return def
-	}
-	return d
-}
-
-// checkKnobs fails the benchmark on a knob that is set but not a value.
-func checkKnobs(b *testing.B) {
+func readKnobs(b *testing.B) knobs {
 	b.Helper()
-	for _, name := range []string{"RAFTING_NOISY_A_RPS", "RAFTING_NOISY_A_WPS", "RAFTING_NOISY_FLOOD_X", "RAFTING_NOISY_CYCLES"} {
-		bench.MustInt(b, name, 0, 0)
-	}
-	bench.MustInt(b, "RAFTING_NOISY_NICE", 0, -20)
-	bench.MustDuration(b, "RAFTING_NOISY_PHASE", 0)
+	k := knobs{aRPS: bench.MustInt(b, "RAFTING_NOISY_A_RPS", 100, 1)}
+	k.aWPS = bench.MustInt(b, "RAFTING_NOISY_A_WPS", k.aRPS/2, 0)
+	k.floodX = bench.MustInt(b, "RAFTING_NOISY_FLOOD_X", 10, 1)
+	k.nice = bench.MustInt(b, "RAFTING_NOISY_NICE", 19, -20)
+	k.cycles = bench.MustInt(b, "RAFTING_NOISY_CYCLES", 15, 1)
+	k.phase = bench.MustDuration(b, "RAFTING_NOISY_PHASE", 2*time.Second)
+	return k
 }
 
 // renice sets the nice level of every thread of process pid: on Linux a
@@ -347,12 +340,12 @@ func renice(b *testing.B, pid, nice int) {
 }
 
 func BenchmarkNoisyNeighbour(b *testing.B) {
-	checkKnobs(b)
+	k := readKnobs(b)
 	c := proctest.StartCluster(b, servers, 50*time.Millisecond)
 	addrs := strings.Split(c.Addrs(), ",")
 	var alpha api.Tenant
 	created := c.Must(1, proctest.AdminToken, http.MethodPost, "/v1/tenants", api.CreateTenantRequest{Name: "alpha",
-		Quotas: api.Quotas{RequestsPerSecond: int64(aLimit()), Burst: int64(aLimit()), WritesPerSecond: int64(aWrites())}})
+		Quotas: api.Quotas{RequestsPerSecond: int64(k.aRPS), Burst: int64(k.aRPS), WritesPerSecond: int64(k.aWPS)}})
 	if err := json.Unmarshal(created, &alpha); err != nil {
 		b.Fatal(err)
 	}
@@ -371,7 +364,8 @@ func BenchmarkNoisyNeighbour(b *testing.B) {
 		return t
 	}
 	var baseCPU, noisyCPU, floodCPU, baseWall, noisyWall time.Duration
-	f := proctest.Start(b, "flood", os.Args[0], []string{floodEnv + "=" + c.Addrs() + "|" + alpha.Token}, "-test.run=^$")
+	fk, _ := json.Marshal(floodKnobs{Addrs: addrs, Token: alpha.Token, Rate: k.floodX * k.aRPS * len(addrs)})
+	f := proctest.Start(b, "flood", os.Args[0], []string{floodEnv + "=" + string(fk)}, "-test.run=^$")
 	for len(f.Lines()) == 0 { // "flooding": its signal handlers are set
 		select {
 		case <-f.Exited():
@@ -379,14 +373,13 @@ func BenchmarkNoisyNeighbour(b *testing.B) {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	nice := envInt("RAFTING_NOISY_NICE", 19)
-	renice(b, f.PID(), nice)
+	renice(b, f.PID(), k.nice)
 	time.Sleep(time.Second)  // the flood reaches its rate
-	renice(b, f.PID(), nice) // the threads it started meanwhile
+	renice(b, f.PID(), k.nice) // the threads it started meanwhile
 	f.Signal(syscall.SIGUSR1)
 	time.Sleep(settle)
-	d := envDuration("RAFTING_NOISY_PHASE", 2*time.Second)
-	for range envInt("RAFTING_NOISY_CYCLES", 15) {
+	d := k.phase
+	for range k.cycles {
 		cpu0, t0 := serverCPU(), time.Now()
 		base.add(steady(ctx, addrs, client, bravo, d))
 		baseCPU, baseWall = baseCPU+serverCPU()-cpu0, baseWall+time.Since(t0)

@@ -14,12 +14,13 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/rafting/rafting/benchmarks/internal/bench"
 )
 
-var (
-	peersQuick = flag.Bool("quick", false, "BenchmarkPeers: the quick mode (fewer rounds, shorter phases, 1,000 idle instances; ≤ 3 min); also RAFTING_PEERS_QUICK=1")
-	peersFrom  = flag.String("from", "", "BenchmarkPeers: write the report again from this results.json instead of running")
-)
+// peersFrom is not a knob but another task: write the report from saved
+// results.
+var peersFrom = flag.String("from", "", "BenchmarkPeers: write the report again from this results.json instead of running")
 
 // BenchmarkPeers measures Rafting, etcd and ZooKeeper side by side (issue
 // 6) and writes benchmarks/RESULTS.md's peers section, the plots and the
@@ -40,7 +41,9 @@ func BenchmarkPeers(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	quick := *peersQuick || os.Getenv("RAFTING_PEERS_QUICK") == "1"
+	// The quick mode (-quick or RAFTING_PEERS_QUICK=1): fewer rounds,
+	// shorter phases, 1,000 idle instances; 3 min at most.
+	quick := bench.Quick(b, "RAFTING_PEERS_QUICK")
 	out := filepath.Join(root, "benchmarks", "peers-plots")
 	results := filepath.Join(root, "benchmarks", "RESULTS.md")
 	if quick {

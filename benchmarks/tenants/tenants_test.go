@@ -11,6 +11,7 @@ package tenants
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -25,6 +26,7 @@ import (
 	"github.com/rafting/rafting/api"
 	"github.com/rafting/rafting/benchmarks/internal/bench"
 	"github.com/rafting/rafting/internal/proctest"
+	"github.com/rafting/rafting/internal/restclient"
 )
 
 func TestMain(m *testing.M) {
@@ -59,7 +61,7 @@ func mean(v []float64) float64 {
 func BenchmarkTenants(b *testing.B) {
 	n := bench.MustInt(b, "RAFTING_BENCH_TENANTS", 1000, 1)
 	o := proctest.Options{Dir: bench.Dir(b), RTT: bench.MustDuration(b, "RAFTING_BENCH_RTT", 0)}
-	if os.Getenv("RAFTING_BENCH_QUIESCE") == "0" {
+	if !bench.MustBool(b, "RAFTING_BENCH_QUIESCE", true) {
 		o.Args = append(o.Args, "--quiesce=false")
 	}
 	procs := proctest.StartClusterWith(b, o).Servers
@@ -144,15 +146,15 @@ func BenchmarkBackupRestore(b *testing.B) {
 	each(b, n, func(i int) error {
 		name := fmt.Sprintf("t%04d", i)
 		base := "http://" + src.Servers[i%3].API
-		if err := call(http.MethodPost, base+"/v1/tenants", proctest.AdminToken, api.CreateTenantRequest{Name: name, Secret: proctest.Secret(name)}); err != nil {
+		if err := call(base, proctest.AdminToken, http.MethodPost, "/v1/tenants", api.CreateTenantRequest{Name: name, Secret: proctest.Secret(name)}); err != nil {
 			return err
 		}
-		return call(http.MethodPut, base+"/v1/tenants/"+name+"/services/web/instances/p1", token(i), api.RegisterRequest{Address: "10.0.0.1:80"})
+		return call(base, token(i), http.MethodPut, "/v1/tenants/"+name+"/services/web/instances/p1", api.RegisterRequest{Address: "10.0.0.1:80"})
 	})
 
 	long := &http.Client{Timeout: 30 * time.Minute}
 	t0 := time.Now()
-	backup := send(b, long, http.MethodGet, "http://"+src.Servers[0].API+"/v1/backup", nil)
+	backup := send(b, long, "http://"+src.Servers[0].API, http.MethodGet, "/v1/backup", nil)
 	took := time.Since(t0)
 	var bk api.Backup
 	if err := json.Unmarshal(backup, &bk); err != nil || len(bk.Tenants) != n {
@@ -165,7 +167,7 @@ func BenchmarkBackupRestore(b *testing.B) {
 	dst := proctest.StartClusterWith(b, proctest.Options{Dir: bench.Dir(b)})
 	t1 := time.Now()
 	var res api.RestoreResponse
-	if err := json.Unmarshal(send(b, long, http.MethodPost, "http://"+dst.Servers[1].API+"/v1/restore", backup), &res); err != nil || res.Tenants != n || res.Instances != n {
+	if err := json.Unmarshal(send(b, long, "http://"+dst.Servers[1].API, http.MethodPost, "/v1/restore", backup), &res); err != nil || res.Tenants != n || res.Instances != n {
 		b.Fatalf("restore: %+v (%v)", res, err)
 	}
 	restored := time.Since(t1)
@@ -209,38 +211,20 @@ func each(b *testing.B, n int, fn func(i int) error) {
 	}
 }
 
-// call sends one admin or tenant request, retrying what the API says may
-// be retried, for at most a minute.
-func call(method, url, token string, body any) error {
-	deadline := time.Now().Add(time.Minute)
-	for {
-		code, b, err := proctest.Call(method, url, token, body)
-		if err == nil && code < 400 {
-			return nil
-		}
-		if err == nil && !api.Decode(code, b, "").Code.Retryable() {
-			return fmt.Errorf("%s %s: %d %s", method, url, code, b)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s %s: still failing after a minute: %d %s %v", method, url, code, b, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+// call sends one admin or tenant request to server base, retrying what
+// the API says may be retried, 100 ms apart for at most a minute.
+func call(base, token, method, path string, body any) error {
+	c := restclient.Client{Servers: []string{base}, Token: token, Retry: restclient.For(time.Minute, 100*time.Millisecond)}
+	return c.Do(context.Background(), method, path, body, nil)
 }
 
-// send sends one admin request with its own client (a backup or restore of
-// many tenants takes longer than proctest's 10 s), and returns the body.
-func send(b *testing.B, hc *http.Client, method, url string, body []byte) []byte {
-	req, _ := http.NewRequest(method, url, bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+proctest.AdminToken)
-	resp, err := hc.Do(req)
+// send sends one admin request, once, with its own client (a backup or
+// restore of many tenants takes longer than 30 s), and returns the body.
+func send(b *testing.B, hc *http.Client, base, method, path string, body []byte) []byte {
+	c := restclient.Client{Servers: []string{base}, Token: proctest.AdminToken, HTTP: hc, Retry: restclient.Tries(1, 0)}
+	resp, err := c.Send(context.Background(), restclient.Request{Method: method, Path: path, Body: body})
 	if err != nil {
-		b.Fatalf("%s %s: %v", method, url, err)
+		b.Fatalf("%s %s: %v", method, path, err)
 	}
-	defer resp.Body.Close()
-	rb, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		b.Fatalf("%s %s: %d %s", method, url, resp.StatusCode, rb)
-	}
-	return rb
+	return resp.Body
 }

@@ -1,5 +1,6 @@
-// Package bench holds what the benchmarks share: where clusters keep their
-// data, how latencies are summarised, and what a process costs.
+// Package bench holds what the benchmarks share: their knobs (knobs.go),
+// where clusters keep their data, how latencies are summarised, and what a
+// process costs.
 package bench
 
 import (
@@ -17,7 +18,7 @@ import (
 // $RAFTING_BENCH_DIR when set (say /dev/shm, to take the disk's fsync out of
 // the measure), else the benchmark's temp dir. Removed when it ends.
 func Dir(tb testing.TB) string {
-	if d := os.Getenv("RAFTING_BENCH_DIR"); d != "" {
+	if d := String("RAFTING_BENCH_DIR", ""); d != "" {
 		dir, err := os.MkdirTemp(d, "rafting-bench-*")
 		if err != nil {
 			tb.Fatal(err)
@@ -61,52 +62,4 @@ func Usage(pid int) (cpu time.Duration, rssKB int64) {
 		}
 	}
 	return cpu, rssKB
-}
-
-// Int is the integer in the environment variable name: def when it is
-// unset; an error naming it when it is not an integer of at least min.
-func Int(name string, def, min int) (int, error) {
-	v := os.Getenv(name)
-	if v == "" {
-		return def, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < min {
-		return 0, fmt.Errorf("%s=%q: want an integer of at least %d", name, v, min)
-	}
-	return n, nil
-}
-
-// Duration is the Go duration in the environment variable name: def when
-// it is unset; an error naming it when it does not parse or is negative.
-func Duration(name string, def time.Duration) (time.Duration, error) {
-	v := os.Getenv(name)
-	if v == "" {
-		return def, nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d < 0 {
-		return 0, fmt.Errorf("%s=%q: want a duration such as 2s", name, v)
-	}
-	return d, nil
-}
-
-// MustInt is Int, failing tb on a bad value.
-func MustInt(tb testing.TB, name string, def, min int) int {
-	tb.Helper()
-	n, err := Int(name, def, min)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return n
-}
-
-// MustDuration is Duration, failing tb on a bad value.
-func MustDuration(tb testing.TB, name string, def time.Duration) time.Duration {
-	tb.Helper()
-	d, err := Duration(name, def)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return d
 }
