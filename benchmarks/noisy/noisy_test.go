@@ -374,7 +374,7 @@ func BenchmarkNoisyNeighbour(b *testing.B) {
 		}
 	}
 	renice(b, f.PID(), k.nice)
-	time.Sleep(time.Second)  // the flood reaches its rate
+	time.Sleep(time.Second)    // the flood reaches its rate
 	renice(b, f.PID(), k.nice) // the threads it started meanwhile
 	f.Signal(syscall.SIGUSR1)
 	time.Sleep(settle)

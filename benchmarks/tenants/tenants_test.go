@@ -142,7 +142,10 @@ func BenchmarkTenants(b *testing.B) {
 func BenchmarkBackupRestore(b *testing.B) {
 	n := bench.MustInt(b, "RAFTING_BENCH_TENANTS", 1000, 1)
 	src := proctest.StartClusterWith(b, proctest.Options{Dir: bench.Dir(b)})
-	token := func(i int) string { return "rft_" + fmt.Sprintf("t%04d", i) + "_" + strings.Repeat("s", 30) }
+	token := func(i int) string {
+		name := fmt.Sprintf("t%04d", i)
+		return "rft_" + name + "_" + proctest.Secret(name)
+	}
 	each(b, n, func(i int) error {
 		name := fmt.Sprintf("t%04d", i)
 		base := "http://" + src.Servers[i%3].API
