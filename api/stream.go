@@ -26,6 +26,7 @@ const (
 	FrameAttach         = "attach"          // {req, session}
 	FrameKeepalive      = "keepalive"       // {req, sessions: [{id}]}
 	FrameWatch          = "watch"           // {req, w, service, index, epoch?}
+	FrameWatchKV        = "watch_kv"        // {req, w, key, prefix?, index, epoch?}
 	FrameUnwatch        = "unwatch"         // {req, w}
 	FramePutInstance    = "put_instance"    // {req, service, id, body: RegisterRequest, session?, seq?}
 	FrameDeleteInstance = "delete_instance" // {req, service, id, session?, seq?}
@@ -75,6 +76,11 @@ type ClientFrame struct {
 	Service string          `json:"service,omitempty"`
 	ID      string          `json:"id,omitempty"`
 	Body    json.RawMessage `json:"body,omitempty"`
+	// Key and Prefix are a watch_kv's: one key, or with Prefix the
+	// subtree of Key ("" with Prefix: every key), as GET .../kv/{key}
+	// ?prefix=true reads it.
+	Key    string `json:"key,omitempty"`
+	Prefix bool   `json:"prefix,omitempty"`
 }
 
 // KeepaliveItem is one session of a keepalive frame.
@@ -166,6 +172,27 @@ type ChangesFrame struct {
 	Policy *Policy      `json:"policy,omitempty"`
 }
 
+// KVSnapshotFrame is a watch_kv's whole key or subtree at Index (the
+// snapshot frame of a watch of the configuration store): every key with
+// its value, in byte order, as GET .../kv/{key}?prefix=true lists them.
+type KVSnapshotFrame struct {
+	Type  string `json:"type"`
+	W     uint64 `json:"w"`
+	Index uint64 `json:"index"`
+	KVs   []KV   `json:"kvs"`
+}
+
+// KVChangesFrame turns a watch_kv's previous frame into the key or subtree
+// at Index: Put are keys created or changed (whole, with their values),
+// Delete the keys removed. The ordering rules are ChangesFrame's.
+type KVChangesFrame struct {
+	Type   string   `json:"type"`
+	W      uint64   `json:"w"`
+	Index  uint64   `json:"index"`
+	Put    []KV     `json:"put,omitempty"`
+	Delete []string `json:"delete,omitempty"`
+}
+
 // MasterUpdate is a master record that may be present and null: Set says
 // it was present; Master is nil when it was null (no master). It encodes
 // as the record or null, and is left out of a frame when not Set.
@@ -246,7 +273,10 @@ type ServerFrame struct {
 	Index     uint64     `json:"index,omitempty"`
 	Instances []Instance `json:"instances,omitempty"`
 	Upsert    []Instance `json:"upsert,omitempty"`
-	Delete    []string   `json:"delete,omitempty"`
+	Delete    []string   `json:"delete,omitempty"` // instance IDs, or keys
+	// snapshot and changes of a watch_kv
+	KVs []KV `json:"kvs,omitempty"`
+	Put []KV `json:"put,omitempty"`
 	// Master: snapshot, changes, and master events (null: none now).
 	Master MasterUpdate `json:"master,omitzero"`
 	Policy *Policy      `json:"policy,omitempty"`

@@ -40,6 +40,36 @@ func (t *Tenant) KVList(prefix, start string, limit, maxBytes int) (kvs []api.KV
 	return kvs, next, t.st.Applied
 }
 
+// KVWatchRead is what a watch of the configuration store sends, in one
+// consistent read: the key (prefix false; none when it does not exist) or
+// every key of prefix's subtree, with values, in byte order, at most limit
+// keys and maxBytes of values (more sets full); the key's or subtree's
+// modify index (KVModifyIndex) and the applied index.
+func (t *Tenant) KVWatchRead(key string, prefix bool, limit, maxBytes int) (kvs []api.KV, full bool, modify, applied uint64) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	kvs = []api.KV{}
+	modify, applied = t.kvModify(key, prefix), t.st.Applied
+	if !prefix {
+		if e := t.st.KV[key]; e != nil {
+			kvs = append(kvs, *t.kvView(key, e, true))
+		}
+		return kvs, false, modify, applied
+	}
+	size := 0
+	t.rangeKV(key, "", func(k string) bool {
+		e := t.st.KV[k]
+		if len(kvs) >= limit || size+len(e.Value) > maxBytes {
+			full = true
+			return false
+		}
+		size += len(e.Value)
+		kvs = append(kvs, *t.kvView(k, e, true))
+		return true
+	})
+	return kvs, full, modify, applied
+}
+
 // KVModifyIndex is what a blocking read of a key (prefix false) or of a
 // subtree waits on: the index of the last put or delete of the key, or
 // under the subtree. For a key or subtree with no record (deleted, or

@@ -479,7 +479,7 @@ func (cs *clientStream) handle(line []byte) bool {
 	// nor session work (its lane) are the tenant's requests, as the
 	// stream's opening was: each watch, ping and bad frame, and an unwatch
 	// that frees nothing (unwatch).
-	if (bad != nil || f.Type == api.FrameWatch || f.Type == api.FramePing) && cs.who.tenant != "" {
+	if (bad != nil || f.Type == api.FrameWatch || f.Type == api.FrameWatchKV || f.Type == api.FramePing) && cs.who.tenant != "" {
 		if err := cs.s.limit(cs.who.tenant, cs.r, false, time.Now()); err != nil {
 			if bad == nil && f.Req == 0 {
 				return true // a ping without req: nothing to answer
@@ -500,7 +500,7 @@ func (cs *clientStream) handle(line []byte) bool {
 		return cs.attach(&f)
 	case api.FrameKeepalive:
 		return cs.startKeepalive(&f)
-	case api.FrameWatch:
+	case api.FrameWatch, api.FrameWatchKV:
 		return cs.startWatch(&f)
 	case api.FrameUnwatch:
 		return cs.unwatch(&f)
@@ -593,15 +593,18 @@ const (
 	fService
 	fID
 	fBody
+	fKey
+	fPrefix
 )
 
-var fieldNames = []string{"req", "session", "seq", "sessions", "w", "index", "epoch", "service", "id", "body"}
+var fieldNames = []string{"req", "session", "seq", "sessions", "w", "index", "epoch", "service", "id", "body", "key", "prefix"}
 
 // frameFields are the fields each frame type takes.
 var frameFields = map[string]int{
 	api.FrameAttach:         fReq | fSession,
 	api.FrameKeepalive:      fReq | fSessions,
 	api.FrameWatch:          fReq | fW | fService | fIndex | fEpoch,
+	api.FrameWatchKV:        fReq | fW | fKey | fPrefix | fIndex | fEpoch,
 	api.FrameUnwatch:        fReq | fW,
 	api.FramePutInstance:    fReq | fService | fID | fBody | fSession | fSeq,
 	api.FrameDeleteInstance: fReq | fService | fID | fSession | fSeq,
@@ -629,6 +632,8 @@ func presentFields(f *api.ClientFrame) int {
 	set(f.Service != "", fService)
 	set(f.ID != "", fID)
 	set(f.Body != nil, fBody)
+	set(f.Key != "", fKey)
+	set(f.Prefix, fPrefix)
 	return m
 }
 
@@ -698,6 +703,17 @@ func decodeFrame(line []byte) (f api.ClientFrame, bad, fatal *api.Error) {
 			return f, api.BadField("w", "is required: a positive number naming the watch"), nil
 		}
 		if err := api.ValidateName("service", f.Service); err != nil {
+			return f, err.(*api.Error), nil
+		}
+	case api.FrameWatchKV:
+		if f.W == 0 {
+			return f, api.BadField("w", "is required: a positive number naming the watch"), nil
+		}
+		if f.Prefix {
+			if err := api.ValidateKeyPrefix("key", f.Key); err != nil {
+				return f, err.(*api.Error), nil
+			}
+		} else if err := api.ValidateKey("key", f.Key); err != nil {
 			return f, err.(*api.Error), nil
 		}
 	case api.FrameUnwatch:

@@ -52,6 +52,11 @@ func FuzzClientFrame(f *testing.F) {
 	})
 }
 
+// svcView is a view of the service r, after prev.
+func svcView(r api.ServiceResponse, prev *view) *view {
+	return newView(r.ModifyIndex, r.Index, newServiceContent(r), prev)
+}
+
 // TestStreamEncodings: the frames the writer builds by hand decode as the
 // api types say, and a delta turns its view's predecessor into it.
 func TestStreamEncodings(t *testing.T) {
@@ -61,9 +66,9 @@ func TestStreamEncodings(t *testing.T) {
 			Meta: map[string]string{"v": addr}}
 	}
 	m := &api.Master{Instance: "a", SessionTag: "91c2", FencingToken: 1 << 40, Since: at}
-	a := newView(api.ServiceResponse{Index: 10, ModifyIndex: 9, Instances: []api.Instance{in("a", "1"), in("b", "1"), in("c", "1")},
+	a := svcView(api.ServiceResponse{Index: 10, ModifyIndex: 9, Instances: []api.Instance{in("a", "1"), in("b", "1"), in("c", "1")},
 		Master: m, Policy: api.Policy{ColdStart: api.ColdStart{MinReady: 1}}}, nil)
-	b := newView(api.ServiceResponse{Index: 12, ModifyIndex: 12, Instances: []api.Instance{in("a", "1"), in("c", "2"), in("d", "1")},
+	b := svcView(api.ServiceResponse{Index: 12, ModifyIndex: 12, Instances: []api.Instance{in("a", "1"), in("c", "2"), in("d", "1")},
 		Policy: api.Policy{ColdStart: api.ColdStart{MinReady: 2}}}, a)
 
 	snap, err := a.snapshot()
@@ -95,12 +100,12 @@ func TestStreamEncodings(t *testing.T) {
 		t.Fatalf("changes = %+v (upsert %s)", cf, got)
 	}
 	// Nothing a client sees changed: no delta.
-	c := newView(api.ServiceResponse{Index: 13, ModifyIndex: 13, Instances: b.instances, Policy: b.policy}, b)
+	c := svcView(api.ServiceResponse{Index: 13, ModifyIndex: 13, Instances: b.body.(*serviceContent).instances, Policy: b.body.(*serviceContent).policy}, b)
 	if c.delta != nil {
 		t.Fatalf("an unchanged service has delta %s", c.delta)
 	}
 	// A master that appears, and the ServerFrame a client decodes.
-	d := newView(api.ServiceResponse{Index: 14, ModifyIndex: 14, Instances: b.instances, Master: m, Policy: b.policy}, c)
+	d := svcView(api.ServiceResponse{Index: 14, ModifyIndex: 14, Instances: b.body.(*serviceContent).instances, Master: m, Policy: b.body.(*serviceContent).policy}, c)
 	var sfr api.ServerFrame
 	if err := json.Unmarshal([]byte(`{"type":"changes","w":`+strconv.Itoa(4)+`,`+string(d.delta)), &sfr); err != nil {
 		t.Fatal(err)

@@ -27,28 +27,36 @@ import (
 // one encoding per node, however many watch it; and a watch holds at most
 // one view beyond the feed's own (one service's instances).
 
-// view is a service as of one modify index; never changed once published.
+// view is what a feed follows (a service, or a key or subtree of the
+// configuration store) as of one modify index; never changed once
+// published.
 type view struct {
-	modify    uint64 // the service's modify index
-	applied   uint64 // the replica's applied index when it was read
-	instances []api.Instance
-	master    *api.Master
-	policy    api.Policy
+	modify  uint64 // the service's (or key's, or subtree's) modify index
+	applied uint64 // the replica's applied index when it was read
+	body    content
 
 	prevModify uint64 // the view it follows (0: none)
 	delta      []byte // changes from that view, encoded: `"index":...}\n`; nil when none
 	deltaErr   error
 
 	snapOnce sync.Once
-	snap     []byte // `"instances":...}\n`
+	snap     []byte // `"instances":...}\n`, or `"kvs":...}\n`
 	snapErr  error
 }
 
-func newView(r api.ServiceResponse, prev *view) *view {
-	v := &view{modify: r.ModifyIndex, applied: r.Index, instances: r.Instances, master: r.Master, policy: r.Policy}
-	if v.instances == nil {
-		v.instances = []api.Instance{}
-	}
+// content is a view's body: how its snapshot and its changes from an
+// earlier view are encoded.
+type content interface {
+	// snapshot encodes a snapshot frame's fields after its "index".
+	snapshot() ([]byte, error)
+	// deltaFrom encodes a changes frame's fields after its "w", from the
+	// content prev (of the same kind) to this one at index; nil when
+	// nothing a client sees changed.
+	deltaFrom(prev content, index uint64) ([]byte, error)
+}
+
+func newView(modify, applied uint64, body content, prev *view) *view {
+	v := &view{modify: modify, applied: applied, body: body}
 	if prev != nil {
 		v.prevModify = prev.modify
 		v.delta, v.deltaErr = encodeDelta(prev, v)
@@ -58,24 +66,43 @@ func newView(r api.ServiceResponse, prev *view) *view {
 
 // snapshot returns the view's snapshot frame body after its "index".
 func (v *view) snapshot() ([]byte, error) {
-	v.snapOnce.Do(func() {
-		b, err := json.Marshal(struct {
-			Instances []api.Instance `json:"instances"`
-			Master    *api.Master    `json:"master"`
-			Policy    api.Policy     `json:"policy"`
-		}{v.instances, v.master, v.policy})
-		if err != nil {
-			v.snapErr = err
-			return
-		}
-		v.snap = append(b[1:], '\n')
-	})
+	v.snapOnce.Do(func() { v.snap, v.snapErr = v.body.snapshot() })
 	return v.snap, v.snapErr
 }
 
 // encodeDelta encodes the change from a to b after a changes frame's
 // "w"; nil when nothing a client sees changed.
-func encodeDelta(a, b *view) ([]byte, error) {
+func encodeDelta(a, b *view) ([]byte, error) { return b.body.deltaFrom(a.body, b.modify) }
+
+// serviceContent is a service as a watch sends it.
+type serviceContent struct {
+	instances []api.Instance
+	master    *api.Master
+	policy    api.Policy
+}
+
+func newServiceContent(r api.ServiceResponse) *serviceContent {
+	c := &serviceContent{instances: r.Instances, master: r.Master, policy: r.Policy}
+	if c.instances == nil {
+		c.instances = []api.Instance{}
+	}
+	return c
+}
+
+func (c *serviceContent) snapshot() ([]byte, error) {
+	b, err := json.Marshal(struct {
+		Instances []api.Instance `json:"instances"`
+		Master    *api.Master    `json:"master"`
+		Policy    api.Policy     `json:"policy"`
+	}{c.instances, c.master, c.policy})
+	if err != nil {
+		return nil, err
+	}
+	return append(b[1:], '\n'), nil
+}
+
+func (c *serviceContent) deltaFrom(prev content, index uint64) ([]byte, error) {
+	a := prev.(*serviceContent)
 	var d struct {
 		Index  uint64           `json:"index"`
 		Upsert []api.Instance   `json:"upsert,omitempty"`
@@ -83,29 +110,29 @@ func encodeDelta(a, b *view) ([]byte, error) {
 		Master api.MasterUpdate `json:"master,omitzero"`
 		Policy *api.Policy      `json:"policy,omitempty"`
 	}
-	d.Index = b.modify
+	d.Index = index
 	i, j := 0, 0
-	for i < len(a.instances) || j < len(b.instances) {
+	for i < len(a.instances) || j < len(c.instances) {
 		switch {
-		case j == len(b.instances) || i < len(a.instances) && a.instances[i].ID < b.instances[j].ID:
+		case j == len(c.instances) || i < len(a.instances) && a.instances[i].ID < c.instances[j].ID:
 			d.Delete = append(d.Delete, a.instances[i].ID)
 			i++
-		case i == len(a.instances) || b.instances[j].ID < a.instances[i].ID:
-			d.Upsert = append(d.Upsert, b.instances[j])
+		case i == len(a.instances) || c.instances[j].ID < a.instances[i].ID:
+			d.Upsert = append(d.Upsert, c.instances[j])
 			j++
 		default:
-			if !sameInstance(&a.instances[i], &b.instances[j]) {
-				d.Upsert = append(d.Upsert, b.instances[j])
+			if !sameInstance(&a.instances[i], &c.instances[j]) {
+				d.Upsert = append(d.Upsert, c.instances[j])
 			}
 			i++
 			j++
 		}
 	}
-	if !sameMaster(a.master, b.master) {
-		d.Master = api.MasterUpdate{Set: true, Master: b.master}
+	if !sameMaster(a.master, c.master) {
+		d.Master = api.MasterUpdate{Set: true, Master: c.master}
 	}
-	if a.policy != b.policy {
-		p := b.policy
+	if a.policy != c.policy {
+		p := c.policy
 		d.Policy = &p
 	}
 	if d.Upsert == nil && d.Delete == nil && !d.Master.Set && d.Policy == nil {
@@ -132,7 +159,8 @@ func sameMaster(a, b *api.Master) bool {
 		a.Since.Equal(b.Since) && a.Releasing == b.Releasing
 }
 
-// feeds are a Server's feeds, one per (tenant replica, service) watched.
+// feeds are a Server's feeds, one per (tenant replica, service or key or
+// subtree) watched.
 type feeds struct {
 	mu sync.Mutex
 	m  map[feedKey]*feed
@@ -140,8 +168,30 @@ type feeds struct {
 }
 
 type feedKey struct {
-	t       *cluster.Tenant
-	service string
+	t      *cluster.Tenant
+	kv     bool   // the configuration store: name is a key, or with prefix a subtree
+	name   string // the service, or the key
+	prefix bool
+}
+
+// wait is the feed's fsm Watch: its modify index now, and a channel closed
+// at its next change.
+func (k feedKey) wait() (modify uint64, wake <-chan struct{}, done func()) {
+	if k.kv {
+		modify, _, wake, done = k.t.SM.WatchKV(k.name, k.prefix, 0)
+	} else {
+		modify, _, wake, done = k.t.SM.Watch(k.name, 0)
+	}
+	return modify, wake, done
+}
+
+// read reads what the feed follows, consistently.
+func (k feedKey) read() (modify, applied uint64, body content) {
+	if k.kv {
+		return readKV(k.t, k.name, k.prefix)
+	}
+	r := k.t.SM.Service(k.name)
+	return r.ModifyIndex, r.Index, newServiceContent(r)
 }
 
 func newFeeds() *feeds { return &feeds{m: map[feedKey]*feed{}} }
@@ -156,11 +206,10 @@ type feed struct {
 	subs map[*watch]struct{}
 }
 
-// subscribe adds w to its service's feed, starting the feed if needed.
-func (fs *feeds) subscribe(t *cluster.Tenant, service string, w *watch) *feed {
+// subscribe adds w to the feed of k, starting the feed if needed.
+func (fs *feeds) subscribe(k feedKey, w *watch) *feed {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	k := feedKey{t, service}
 	f := fs.m[k]
 	if f == nil {
 		f = &feed{key: k, stop: make(chan struct{}), subs: map[*watch]struct{}{}}
@@ -191,7 +240,7 @@ func (fs *feeds) unsubscribe(f *feed, w *watch) {
 func (f *feed) run(wg *sync.WaitGroup) {
 	defer wg.Done()
 	for {
-		modify, _, wake, done := f.key.t.SM.Watch(f.key.service, 0)
+		modify, wake, done := f.key.wait()
 		if v := f.cur.Load(); v == nil || modify > v.modify {
 			f.refresh()
 		}
@@ -206,9 +255,9 @@ func (f *feed) run(wg *sync.WaitGroup) {
 }
 
 // latest returns a view that is current now: the feed's, or a new one if
-// the service changed since.
+// what it follows changed since.
 func (f *feed) latest() *view {
-	modify, _, _, done := f.key.t.SM.Watch(f.key.service, 0)
+	modify, _, done := f.key.wait()
 	done()
 	if v := f.cur.Load(); v != nil && v.modify >= modify {
 		return v
@@ -216,16 +265,16 @@ func (f *feed) latest() *view {
 	return f.refresh()
 }
 
-// refresh reads the service and publishes it if it moved on.
+// refresh reads what the feed follows and publishes it if it moved on.
 func (f *feed) refresh() *view {
-	r := f.key.t.SM.Service(f.key.service)
+	modify, applied, body := f.key.read()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	old := f.cur.Load()
-	if old != nil && r.ModifyIndex <= old.modify {
+	if old != nil && modify <= old.modify {
 		return old
 	}
-	v := newView(r, old)
+	v := newView(modify, applied, body, old)
 	f.cur.Store(v)
 	if old != nil && v.delta == nil && v.deltaErr == nil {
 		return v // nothing a client sees changed
@@ -242,7 +291,8 @@ type watch struct {
 	cs      *clientStream
 	id      uint64
 	req     uint64
-	service string
+	key     feedKey // what it follows
+	service string  // the service, or the key, for logs
 	feed    *feed
 	release func() // its max_watchers count
 	floor   uint64 // the asked index, when of this epoch: no frame goes below it
@@ -287,7 +337,12 @@ func (cs *clientStream) startWatch(f *api.ClientFrame) bool {
 	if err != nil {
 		return cs.sendResultErr(false, f.Req, err)
 	}
-	w := &watch{cs: cs, id: f.W, req: f.Req, service: f.Service, release: release}
+	w := &watch{cs: cs, id: f.W, req: f.Req, service: f.Service, release: release,
+		key: feedKey{t: cs.t, name: f.Service}}
+	if f.Type == api.FrameWatchKV {
+		w.key = feedKey{t: cs.t, kv: true, name: f.Key, prefix: f.Prefix}
+		w.service = "kv " + f.Key
+	}
 	if f.Epoch == 0 || f.Epoch == cs.t.Epoch {
 		w.floor = f.Index
 	}
@@ -325,7 +380,7 @@ func (cs *clientStream) setUpWatch(w *watch) {
 	// A snapshot is charged to the tenant's answer bytes as a REST read
 	// is, at the answer's last size; changes are not (they are the
 	// tenant's own writes, already charged).
-	if cs.who.tenant != "" {
+	if cs.who.tenant != "" && !w.key.kv {
 		if size := t.SM.AnswerSize(w.service); size > 0 {
 			if err := cs.s.chargeAnswer(cs.who.tenant, size, time.Now()); err != nil {
 				fail(err)
@@ -333,7 +388,7 @@ func (cs *clientStream) setUpWatch(w *watch) {
 			}
 		}
 	}
-	fd := cs.s.cs.feeds.subscribe(t, w.service, w)
+	fd := cs.s.cs.feeds.subscribe(w.key, w)
 	cs.mu.Lock()
 	if w.ended { // unwatched meanwhile: dropWatch did not see the feed
 		cs.mu.Unlock()
@@ -344,6 +399,17 @@ func (cs *clientStream) setUpWatch(w *watch) {
 	w.feed = fd
 	cs.mu.Unlock()
 	v := fd.latest()
+	if w.key.kv {
+		// A subtree's snapshot is charged at its size, and must fit a frame.
+		if err := cs.kvWatchable(v); err != nil {
+			cs.mu.Lock()
+			w.feed = nil
+			cs.mu.Unlock()
+			cs.s.cs.feeds.unsubscribe(fd, w)
+			fail(err)
+			return
+		}
+	}
 	resp := api.WatchResponse{W: w.id, Epoch: t.Epoch, Snapshot: true}
 	if w.floor > 0 && v.modify <= w.floor {
 		// The client's state at its index is the service's now.
