@@ -20,7 +20,7 @@ var bigRefusedBody = []byte(`{"address":"a:1","meta":{"k":"` + strings.Repeat("x
 // (fsm.Check) costs no write quota and no write bytes — but the node read
 // and decoded its body first, up to 1 MiB, and nothing budgets the bytes
 // a tenant makes a node read: requests_per_second counts requests (1000 a
-// second by default: 1 GB/s of JSON), WriteBytesPerSecond (8 MiB/s) only
+// second by default: 1 GB/s of JSON), WriteBytesPerSecond (then 8 MiB/s) only
 // what is proposed. Here 40 MiB of bodies in a row from one tenant: all
 // read, decoded and refused 409, none refused for its bytes.
 //

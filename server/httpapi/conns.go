@@ -4,8 +4,10 @@ import (
 	"container/list"
 	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -170,6 +172,8 @@ type limitedConn struct {
 
 	accepted time.Time
 
+	noReads, halfClosed, lingering atomic.Bool // endReads, CloseWrite, Close
+
 	// guarded by counts.mu
 	authed, closed bool
 	elem           *list.Element // in its address's list while unauthenticated
@@ -215,10 +219,58 @@ func (c *limitedConn) authTimeout() {
 }
 
 func (c *limitedConn) Close() error {
+	if c.noReads.Load() && !c.halfClosed.Load() && c.lingering.CompareAndSwap(false, true) {
+		if cw, ok := c.Conn.(closeWriter); ok && cw.CloseWrite() == nil {
+			// The client reads the answer, then our end (FIN), while
+			// the rest of its body may still be coming: closing at once
+			// would answer that with a reset, which some clients' stacks
+			// take as leave to drop the answer unread.
+			time.AfterFunc(lingerClose, func() { c.closeNow() })
+			return nil
+		}
+	}
+	return c.closeNow()
+}
+
+func (c *limitedConn) closeNow() error {
 	c.counts.mu.Lock()
 	c.counts.closeLocked(c)
 	c.counts.mu.Unlock()
 	return c.Conn.Close()
+}
+
+// closeWriter is a connection that can be half-closed (*net.TCPConn).
+type closeWriter interface{ CloseWrite() error }
+
+// lingerClose is how long a connection whose reads were ended (endReads)
+// stays half-closed before it is closed: net/http's own delay for a body
+// it left unread (rstAvoidanceDelay). The connection counts until then.
+const lingerClose = 500 * time.Millisecond
+
+// errReadsEnded is what a connection whose reads were ended reads.
+var errReadsEnded = errors.New("httpapi: the connection ends after its answer; nothing more is read from it")
+
+// endReads ends the reading of the connection: its answer is the last,
+// and what is left of a refused body is not read (net/http would read up
+// to 256 KiB of it before closing). Close then half-closes it first.
+func (c *limitedConn) endReads() { c.noReads.Store(true) }
+
+func (c *limitedConn) Read(b []byte) (int, error) {
+	if c.noReads.Load() {
+		return 0, errReadsEnded
+	}
+	return c.Conn.Read(b)
+}
+
+// CloseWrite half-closes the connection (net/http does, before it closes
+// one whose body it did not read to the end).
+func (c *limitedConn) CloseWrite() error {
+	cw, ok := c.Conn.(closeWriter)
+	if !ok {
+		return errors.ErrUnsupported
+	}
+	c.halfClosed.Store(true)
+	return cw.CloseWrite()
 }
 
 type connKey struct{}

@@ -120,7 +120,7 @@ func readValue(w http.ResponseWriter, r *http.Request, maxValue int64) ([]byte, 
 		if errors.As(err, &mb) {
 			return nil, valueTooLarge(w, maxValue, -1)
 		}
-		return nil, api.BadField("body", "%v", err)
+		return nil, bodyError(w, err, maxValue)
 	}
 	if value == nil {
 		value = []byte{}

@@ -33,9 +33,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // an ErrorBody, and on 429, 503 and 504 a Retry-After (whole seconds,
 // rounded up) beside retry_after_ms.
 func writeError(w http.ResponseWriter, err error) {
-	var e *api.Error
-	if !errors.As(err, &e) {
-		e = api.Errorf(api.CodeInternal, "%v", err)
+	e, ok := err.(*api.Error)
+	if ok {
+		if b, ok := staticBodies[e]; ok {
+			b.write(w)
+			return
+		}
+	} else {
+		e = asAPIError(err)
 	}
 	if e.Code == api.CodeInternal {
 		// What went wrong inside goes to the log with the request's ID,
@@ -64,6 +69,56 @@ func writeError(w http.ResponseWriter, err error) {
 	writeJSON(w, status, e.Body())
 }
 
+// asAPIError is the *api.Error err wraps, or an internal error of it
+// (apart from writeError: its errors.As would move writeError's error to
+// the heap, an allocation on every answer).
+func asAPIError(err error) *api.Error {
+	var e *api.Error
+	if !errors.As(err, &e) {
+		e = api.Errorf(api.CodeInternal, "%v", err)
+	}
+	return e
+}
+
+// staticBodies are the answers of the errors made by staticError.
+var staticBodies = map[*api.Error]*encodedError{}
+
+// staticError registers e, an error that is never changed, to be answered
+// with a body encoded once: the refusals a flood meets most.
+func staticError(e *api.Error) *api.Error {
+	b, err := json.Marshal(e.Body())
+	if err != nil {
+		panic(err)
+	}
+	enc := &encodedError{status: e.Status(), body: append(b, '\n'), length: []string{strconv.Itoa(len(b) + 1)}}
+	if e.RetryAfter > 0 {
+		enc.retryAfter = []string{strconv.FormatInt(max(int64((e.RetryAfter+time.Second-1)/time.Second), 1), 10)}
+	}
+	staticBodies[e] = enc
+	return e
+}
+
+// encodedError is a static error's answer. Its header values are shared
+// by every answer (net/http only reads them; a Header.Add would copy).
+type encodedError struct {
+	status             int
+	body               []byte
+	length, retryAfter []string
+}
+
+func (b *encodedError) write(w http.ResponseWriter) {
+	h := w.Header()
+	if b.retryAfter != nil {
+		h["Retry-After"] = b.retryAfter
+	}
+	h["Content-Type"] = jsonContentType
+	h["Content-Length"] = b.length
+	w.WriteHeader(b.status)
+	_, _ = w.Write(b.body)
+}
+
+var jsonContentType = []string{"application/json"}
+
 // HeaderRequestID names every answer's request, as the server's log does.
 const HeaderRequestID = "X-Request-Id"
 
@@ -82,11 +137,7 @@ func decode(w http.ResponseWriter, r *http.Request, v any, optional bool) error 
 func decodeUpTo(w http.ResponseWriter, r *http.Request, v any, optional bool, limit int64) error {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
-		var mb *http.MaxBytesError
-		if errors.As(err, &mb) {
-			return api.Errorf(api.CodeTooLarge, "body: larger than %d bytes", limit)
-		}
-		return api.BadField("body", "%v", err)
+		return bodyError(w, err, limit)
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		if optional {

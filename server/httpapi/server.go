@@ -234,6 +234,7 @@ func (s *Server) wrap(route string, a access, l lane, write bool, fn func(http.R
 	count := map[int]*metrics.Counter{}
 	var countMu sync.Mutex
 	hist := s.reqTime.With(route)
+	body := capOf(route)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
@@ -241,6 +242,7 @@ func (s *Server) wrap(route string, a access, l lane, write bool, fn func(http.R
 		w.Header().Set(HeaderRequestID, reqID)
 		w.Header().Set("Cache-Control", "no-store") // answers carry tokens and live state
 		defer func() {
+			endReads(r.Context(), r, w.Header())
 			if sw.detail != "" {
 				s.log.Error("request failed", "request_id", reqID, "route", route, "err", sw.detail)
 			}
@@ -255,8 +257,8 @@ func (s *Server) wrap(route string, a access, l lane, write bool, fn func(http.R
 			c.Inc()
 		}()
 		id, err := s.authorize(r, a, bool(l), write)
-		if err == nil && write && id.tenant != "" {
-			err = s.chargeBody(id.tenant, r, start)
+		if err == nil {
+			err = s.admitBody(sw, r, body, id, write, start)
 		}
 		if err == errConnections {
 			sw.Header().Set("Connection", "close") // not one of this tenant's connections
@@ -266,6 +268,7 @@ func (s *Server) wrap(route string, a access, l lane, write bool, fn func(http.R
 				sw.status = http.StatusTooManyRequests // counted even if the connection is ended
 			}
 			s.tarpit(r, id, err)
+			leaveBody(sw, r) // none of it was read
 			writeError(sw, err)
 			return
 		}
@@ -286,23 +289,31 @@ func (s *Server) authorize(r *http.Request, a access, isLane, write bool) (ident
 		return identity{}, nil
 	}
 	now := time.Now()
-	id, ok := s.authenticate(r, now)
+	// A token that is not known (attack pattern 7: made-up tokens from
+	// many addresses) is refused at as little cost as can be: hashed
+	// once, parsed without allocating, answered with a body encoded once
+	// (staticError), nothing of the request's body read (leaveBody).
+	tok := bearer(r)
+	var hash tenants.Hash
+	if tok != "" {
+		hash = tenants.HashToken(tok)
+	}
+	id, ok := s.authToken(tok, hash, now)
 	if !ok {
-		if allowed, retry := s.unauth.Allow("ip:"+remoteHost(r), tenants.UnauthenticatedRate, tenants.UnauthenticatedBurst, now); !allowed {
-			return identity{}, &api.Error{Code: api.CodeRateLimited, Message: "too many unauthenticated requests from this address", RetryAfter: retry}
+		if allowed, _ := s.unauth.Allow(remoteHost(r), tenants.UnauthenticatedRate, tenants.UnauthenticatedBurst, now); !allowed {
+			return identity{}, errUnauthenticatedRate
 		}
 		// A token this node does not know may be new, or this node may be
 		// behind (just restarted, cut off): check the meta replica with a
 		// quorum before refusing it. When that cannot be done the answer
 		// is 503, never 401: a client takes a 401 as final.
-		if tenantOf(r) != "" {
+		if name, _ := tenants.ParseToken(tok); name != "" {
 			// Tokens this node does not know share one budget per node
 			// (TokenChecks a second) and one meta ReadIndex per round:
 			// made-up tokens from many addresses cost the meta shard
 			// nothing more than a round at a time.
-			if ok, retry := s.misses.Allow("miss", TokenChecks, TokenChecks, now); !ok {
-				return identity{}, &api.Error{Code: api.CodeUnavailable, RetryAfter: max(retry, 100*time.Millisecond),
-					Message: "this node checks too many unknown tokens with the cluster now; retry"}
+			if ok, _ := s.misses.Allow("miss", TokenChecks, TokenChecks, now); !ok {
+				return identity{}, errTokenChecks
 			}
 			ctx, cancel := context.WithTimeout(r.Context(), time.Second)
 			err := s.node.SyncMetaSince(ctx)
@@ -311,10 +322,10 @@ func (s *Server) authorize(r *http.Request, a access, isLane, write bool) (ident
 				return identity{}, &api.Error{Code: api.CodeUnavailable, RetryAfter: 200 * time.Millisecond,
 					Message: "this node cannot check the token with the cluster now: " + err.Error()}
 			}
-			id, ok = s.authenticate(r, now)
+			id, ok = s.authToken(tok, hash, now)
 		}
 		if !ok {
-			return identity{}, api.Errorf(api.CodeUnauthorized, "no token, or one this cluster does not know (wrong, revoked or rotated out): send a current one as Authorization: Bearer <token>")
+			return identity{}, errUnknownToken
 		}
 	}
 	if !markAuthenticated(r.Context(), id.tenant) {
@@ -429,12 +440,6 @@ func (s *Server) tarpit(r *http.Request, who identity, err error) {
 	}
 }
 
-// tenantOf is the tenant a bearer token names, if it is a tenant token.
-func tenantOf(r *http.Request) string {
-	t, _ := tenants.ParseToken(bearer(r))
-	return t
-}
-
 func bearer(r *http.Request) string {
 	h := r.Header.Get("Authorization")
 	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
@@ -443,6 +448,19 @@ func bearer(r *http.Request) string {
 	return ""
 }
 
+// The refusals of authentication, answered often (a flood of made-up
+// tokens meets them all): static, their bodies encoded once.
+var (
+	errUnknownToken = staticError(api.Errorf(api.CodeUnauthorized,
+		"no token, or one this cluster does not know (wrong, revoked or rotated out): send a current one as Authorization: Bearer <token>"))
+	// Its Retry-After: the bucket's refill of one request.
+	errUnauthenticatedRate = staticError(&api.Error{Code: api.CodeRateLimited, RetryAfter: time.Second / tenants.UnauthenticatedRate,
+		Message: "too many unauthenticated requests from this address"})
+	// Its Retry-After: far above the bucket's refill of one check (5 ms).
+	errTokenChecks = staticError(&api.Error{Code: api.CodeUnavailable, RetryAfter: 100 * time.Millisecond,
+		Message: "this node checks too many unknown tokens with the cluster now; retry"})
+)
+
 // authenticate checks the bearer token against the admin token and the
 // local meta replica's token hashes, in constant time.
 func (s *Server) authenticate(r *http.Request, now time.Time) (identity, bool) {
@@ -450,7 +468,14 @@ func (s *Server) authenticate(r *http.Request, now time.Time) (identity, bool) {
 	if tok == "" {
 		return identity{}, false
 	}
-	h := tenants.HashToken(tok)
+	return s.authToken(tok, tenants.HashToken(tok), now)
+}
+
+// authToken is authenticate of a token tok whose hash is h.
+func (s *Server) authToken(tok string, h tenants.Hash, now time.Time) (identity, bool) {
+	if tok == "" {
+		return identity{}, false
+	}
 	if !s.admin.IsZero() && s.admin.Equal(h) {
 		return identity{admin: true}, true
 	}
@@ -491,7 +516,7 @@ func (s *Server) limit(name string, r *http.Request, isLane bool, now time.Time)
 }
 
 // chargeWrite applies the tenant's write rate to a write about to be
-// proposed (its bytes were charged as its body came: chargeBody).
+// proposed (its body's bytes were charged before it was read: admitBody).
 func (s *Server) chargeWrite(name string, now time.Time) error {
 	rec, ok := s.node.Meta().Brief(name)
 	if !ok {
@@ -502,19 +527,6 @@ func (s *Server) chargeWrite(name string, now time.Time) error {
 		return &api.Error{Code: api.CodeRateLimited, Message: "tenant " + name + ": writes_per_second exceeded", RetryAfter: retry}
 	}
 	return nil
-}
-
-// chargeBody applies the tenant's write bytes to a write request's body,
-// before it is read: a body that will be refused costs as much to read and
-// decode as one that will not, so it counts alike (67 refused 1 MB writes a
-// second took three quarters of a core). A body of unknown length (chunked)
-// is charged the largest a body may be.
-func (s *Server) chargeBody(name string, r *http.Request, now time.Time) error {
-	size := r.ContentLength
-	if size < 0 {
-		size = api.MaxBodyBytes
-	}
-	return s.chargeWriteBytes(name, int(size), now)
 }
 
 // chargeWriteBytes applies the tenant's write bytes to size bytes of a
@@ -545,8 +557,8 @@ func (s *Server) chargeAnswer(name string, size int, now time.Time) error {
 
 // errConnections refuses a request on a connection that would be one more
 // than its tenant may hold on this node (ConnLimits.MaxPerTenant).
-var errConnections = &api.Error{Code: api.CodeRateLimited, RetryAfter: time.Second,
-	Message: "this tenant holds every connection it may on this node: reuse one"}
+var errConnections = staticError(&api.Error{Code: api.CodeRateLimited, RetryAfter: time.Second,
+	Message: "this tenant holds every connection it may on this node: reuse one"})
 
 // TokenChecks is how many unknown tokens a second a node checks with the
 // meta shard (a new token, or a node behind); past it they are answered
