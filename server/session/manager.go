@@ -144,6 +144,7 @@ type entry struct {
 	recorded          int64     // remaining_ms as the state machine last recorded it
 	attached          int       // streams attached on this node
 	clientClosed      bool      // its stream was closed by the client: an explained expiry
+	cut               time.Time // the deadline the client's close cut short to drop_grace (zero: none)
 	queued            int       // keepalives waiting for a ReadIndex round: never expire
 	expiring          bool      // decided: refused from now on, until an Expire applies or is known refused
 	expireInFlight    bool      // an Expire naming it is in flight
@@ -625,7 +626,7 @@ func (m *Manager) answerLocked(r *request, e *entry, info fsm.SessionInfo, state
 	if !releasing && promise.After(e.clean) {
 		e.clean = promise
 	}
-	e.clientClosed = false
+	e.clientClosed, e.cut = false, time.Time{}
 	held, insts := info.Held, info.Instances
 	if held == nil {
 		held = []api.HeldMastership{}

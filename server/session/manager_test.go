@@ -170,6 +170,36 @@ func TestClientCloseAfterScans(t *testing.T) {
 	})
 }
 
+// TestReattachWithinDropGrace: a session whose stream the client closed,
+// and that attaches again within drop_grace, gets back the deadline the
+// close cut short: it lives to its TTL, not to the grace (one client
+// stream carries every session of an SDK Client, and reopening it for one
+// closes it for all).
+func TestReattachWithinDropGrace(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m, r := setup(t, Config{})
+		mustPropose(t, r, fsm.OpOpenSession, fsm.OpenSession{ID: sA, TTLMs: 5000})
+		st, err := m.Attach(sA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		st.ClientClosed()
+		time.Sleep(100 * time.Millisecond)
+		if _, err := m.Attach(sA); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second) // well past drop_grace (500ms)
+		if !alive(r, sA) {
+			t.Fatal("a session attached again within drop_grace expired at drop_grace")
+		}
+		waitFor(t, "expiry at the TTL", func() bool { return !alive(r, sA) })
+		if d := time.Since(start); d < 5*time.Second-100*time.Millisecond {
+			t.Fatalf("expired %v after the close, want its TTL (5s) from its opening", d)
+		}
+	})
+}
+
 // TestKeepaliveWithoutPromise: a keepalive that asks for no promise (lease
 // 0, no mastership held or sought) is answered without a ReadIndex round,
 // and restarts the TTL countdown like any other; one with a lease waits for

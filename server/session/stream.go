@@ -45,7 +45,15 @@ func (m *Manager) Attach(id string) (*Stream, error) {
 		return nil, api.QuotaExceeded(m.sm.Name(), "max_sessions", q.MaxSessions, int64(len(m.streams)))
 	}
 	e.attached++
-	e.clientClosed = false
+	if e.clientClosed && !e.expiring && e.cut.After(e.deadline) {
+		// Attached again within drop_grace: the process lives (a client
+		// stream carries every session of an SDK Client, and one reopened
+		// for one session's sake closed it for all). The deadline the
+		// close cut short is the session's again: its keepalives keep
+		// their period.
+		e.deadline = e.cut
+	}
+	e.clientClosed, e.cut = false, time.Time{}
 	s := &Stream{m: m, id: id, events: make(chan api.StreamEvent, streamBuffer)}
 	m.streams[s] = struct{}{}
 	return s, nil
@@ -83,6 +91,7 @@ func (s *Stream) ClientClosed() {
 		d = e.promised
 	}
 	if d.Before(e.deadline) {
+		e.cut = e.deadline
 		e.deadline = d
 		m.earlier(d)
 	}
