@@ -48,6 +48,7 @@ type conn struct {
 	watches map[uint64]*Watch // w -> the watch (reader goroutine and run)
 	nextW   uint64
 	moved   []string // the servers of a moved frame without a session tag
+	reopen  bool     // the Client ended it on purpose: open the next at once
 
 	wg sync.WaitGroup
 }

@@ -3,6 +3,7 @@ package stream
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -86,6 +87,9 @@ func (a *Attachment) Again(at time.Time) {
 	cn, since := a.cn, a.since
 	a.mu.Unlock()
 	if cn != nil && !since.IsZero() && since.Before(at) {
+		cn.mu.Lock()
+		cn.reopen = true // at once: every session of the Client is on it
+		cn.mu.Unlock()
 		cn.end(fmt.Errorf("stream: session %s not attached on the leader", a.tag))
 	}
 }
@@ -110,13 +114,25 @@ func (c *Client) attach(cn *conn, a *Attachment) {
 			return
 		}
 		if f.Status != http.StatusOK {
-			if f.Status == http.StatusServiceUnavailable {
-				// Not the leader: the moved frame before this result
-				// moved the stream, or will attach it again here.
-				return
-			}
 			err := api.Decode(f.Status, f.Body, "")
 			a.detach(cn, fmt.Errorf("attach session: %w", err))
+			if errors.Is(err, api.ErrSessionExpired) || errors.Is(err, api.ErrNotFound) {
+				return // ended: the member's keepalives learn it and replace it
+			}
+			// Refused for now: a new leader taking over (503, no moved),
+			// the session lane's rate (429), the stream's or the tenant's
+			// cap on attached streams (409). Attach again after the pause
+			// the server asks for (a refusal after a moved frame was
+			// answered there: this attachment is no longer on cn).
+			d := 100 * time.Millisecond
+			if f.Status == http.StatusConflict {
+				d = time.Second
+			}
+			var ae *api.Error
+			if errors.As(err, &ae) && ae.RetryAfter > 0 {
+				d = max(d, ae.RetryAfter)
+			}
+			c.later(cn, d, func() { c.attach(cn, a) })
 			return
 		}
 		var r api.AttachResponse

@@ -169,6 +169,18 @@ func (c *Client) run() {
 		}
 		c.failed(err)
 		server = ""
+		cn.mu.Lock()
+		reopen := cn.reopen
+		cn.mu.Unlock()
+		if reopen {
+			// Ended on purpose (Attachment.Again): its sessions' deadlines
+			// are drop_grace away until they attach again.
+			bo.Reset()
+			if !c.sleep(10 * time.Millisecond) {
+				return
+			}
+			continue
+		}
 		if !c.sleep(bo.NextBackOff()) {
 			return
 		}
