@@ -455,6 +455,7 @@ func (v *Config) run(ctx context.Context) {
 	wait := v.c.cfg.conn.watchWait
 	server := ""
 	consistent := true // the first fill, as a Service's
+	blocking := false  // by blocking reads, with a client stream too
 	for ctx.Err() == nil {
 		req := transport.Request{Method: http.MethodGet, Server: server}
 		filled := v.filledNow()
@@ -489,6 +490,14 @@ func (v *Config) run(ctx context.Context) {
 		case applied:
 			j.Reset()
 			server, consistent = used, false
+			if v.c.stream != nil && !blocking {
+				// Filled: the stream follows it (config_stream.go), unless
+				// the subtree is too large for a watch of it.
+				if !v.runStream(ctx) {
+					return
+				}
+				blocking = true
+			}
 		case belowFloor:
 			server, consistent = used, true
 			if !sleep(ctx, j.NextBackOff()) {

@@ -34,9 +34,20 @@ func TestConfig(t *testing.T) {
 		{"Txn", testConfigTxn},
 		{"Decode", testConfigDecode},
 	}
-	for i, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			tt.fn(t, newTenant(t, c, "k"+string(rune('a'+i)), api.Quotas{}))
+	// Each behaviour twice: views by blocking reads, and on the client
+	// stream (watch_kv).
+	for _, mode := range []struct {
+		name   string
+		stream bool
+	}{{"REST", false}, {"ClientStream", true}} {
+		t.Run(mode.name, func(t *testing.T) {
+			for i, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					tn := newTenant(t, c, strings.ToLower(mode.name[:1])+"k"+string(rune('a'+i)), api.Quotas{})
+					tn.stream = mode.stream
+					tt.fn(t, tn)
+				})
+			}
 		})
 	}
 }
@@ -108,6 +119,9 @@ func testConfigFollows(t *testing.T, tn *tenant) {
 		got, _ := value(v, "app/n")
 		return got == "9"
 	})
+	if watched, _, _ := sdk.StreamStats(reader); tn.stream && watched == 0 {
+		t.Fatal("the view is not followed on the client stream")
+	}
 }
 
 // testConfigSubtree: a view holds its subtree — the prefix's own key and

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,9 +25,18 @@ func TestKVEphemeral(t *testing.T) {
 		{"NewSession", testEphemeralNewSession},
 		{"TakenOver", testEphemeralTakenOver},
 	}
-	for i, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			tt.fn(t, newTenant(t, c, "e"+string(rune('a'+i)), api.Quotas{}))
+	for _, mode := range []struct {
+		name   string
+		stream bool
+	}{{"REST", false}, {"ClientStream", true}} {
+		t.Run(mode.name, func(t *testing.T) {
+			for i, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					tn := newTenant(t, c, strings.ToLower(mode.name[:1])+"e"+string(rune('a'+i)), api.Quotas{})
+					tn.stream = mode.stream
+					tt.fn(t, tn)
+				})
+			}
 		})
 	}
 }

@@ -20,6 +20,9 @@ func Position(s *Service) (index, epoch uint64) {
 // StreamStats is what a Client's stream did: watches accepted, snapshots
 // received, resyncs.
 func StreamStats(c *Client) (watched, snapshots, resyncs int64) {
+	if c.stream == nil {
+		return 0, 0, 0
+	}
 	s := c.stream.Stats()
 	return s.Watched, s.Snapshots, s.Resyncs
 }

@@ -205,7 +205,7 @@ func (c *Client) failed(err error) {
 	}
 	c.mu.Unlock()
 	for _, w := range ws {
-		w.h.Failed(err)
+		w.failed(err)
 	}
 }
 
@@ -358,7 +358,11 @@ func (c *Client) start(cn *conn, w *Watch) {
 	cn.mu.Unlock()
 	w.setConn(cn, id)
 	cn.request(func(req uint64) Frame {
-		b, _ := json.Marshal(api.ClientFrame{Type: api.FrameWatch, Req: req, W: id, Service: w.service, Index: index, Epoch: epoch})
+		f := api.ClientFrame{Type: api.FrameWatch, Req: req, W: id, Service: w.service, Index: index, Epoch: epoch}
+		if w.kh != nil {
+			f = api.ClientFrame{Type: api.FrameWatchKV, Req: req, W: id, Key: w.service, Prefix: true, Index: index, Epoch: epoch}
+		}
+		b, _ := json.Marshal(f)
 		return Frame{Data: b}
 	}, func(f *api.ServerFrame) {
 		if w.stopped() {
@@ -366,7 +370,7 @@ func (c *Client) start(cn *conn, w *Watch) {
 		}
 		if f.Status != http.StatusOK {
 			err := api.Decode(f.Status, f.Body, "")
-			w.h.Failed(fmt.Errorf("watch %s: %w", w.service, err))
+			w.failed(fmt.Errorf("watch %s: %w", w.service, err))
 			cn.mu.Lock()
 			delete(cn.watches, id)
 			cn.mu.Unlock()
@@ -391,6 +395,9 @@ func (c *Client) retryLater(cn *conn, w *Watch, err error) {
 	if errors.As(err, &ae) && ae.RetryAfter > 0 {
 		d = max(d, ae.RetryAfter)
 	}
+	if errors.As(err, &ae) && !ae.Code.Retryable() {
+		d = 5 * time.Second // refused for what it asks (a subtree too large): rarely
+	}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -406,10 +413,28 @@ func (c *Client) retryLater(cn *conn, w *Watch, err error) {
 	}()
 }
 
+// KVHandler receives a watch_kv's subtree, as Handler a service.
+type KVHandler interface {
+	// UpdateKV is the whole subtree at index, of the tenant's epoch,
+	// sorted by key; calls come in index order.
+	UpdateKV(index uint64, kvs []api.KV, epoch uint64)
+	Failed(err error)
+}
+
+// WatchKV follows the subtree of prefix ("": every key) of the tenant's
+// configuration store on the stream until Stop, calling h with it, as
+// Watch does a service.
+func (c *Client) WatchKV(prefix string, h KVHandler) *Watch {
+	return c.watch(&Watch{c: c, service: prefix, kh: h, view: View{kv: true}})
+}
+
 // Watch follows a service on the stream until Stop, calling h with it: a
 // first Update when the watch has a snapshot, then one per change.
 func (c *Client) Watch(service string, h Handler) *Watch {
-	w := &Watch{c: c, service: service, h: h}
+	return c.watch(&Watch{c: c, service: service, h: h})
+}
+
+func (c *Client) watch(w *Watch) *Watch {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()

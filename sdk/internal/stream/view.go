@@ -21,6 +21,10 @@ type View struct {
 	instances map[string]api.Instance
 	master    *api.Master
 	policy    api.Policy
+	// kv: the view is of a key or subtree of the configuration store
+	// (a watch_kv's), kept in kvs.
+	kv  bool
+	kvs map[string]api.KV
 }
 
 // From is the index and epoch a new watch of the view asks from (0, 0:
@@ -47,6 +51,13 @@ func (v *View) Covered(index, epoch uint64) bool {
 // Snapshot replaces the view with a snapshot frame's service, of epoch.
 func (v *View) Snapshot(f *api.ServerFrame, epoch uint64) {
 	v.has, v.index, v.modify, v.epoch = true, f.Index, f.Index, epoch
+	if v.kv {
+		v.kvs = make(map[string]api.KV, len(f.KVs))
+		for _, kv := range f.KVs {
+			v.kvs[kv.Key] = kv
+		}
+		return
+	}
 	v.instances = make(map[string]api.Instance, len(f.Instances))
 	for _, in := range f.Instances {
 		v.instances[in.ID] = in
@@ -68,6 +79,15 @@ func (v *View) Changes(f *api.ServerFrame) error {
 		return fmt.Errorf("changes at index %d after index %d", f.Index, v.index)
 	}
 	v.index, v.modify = f.Index, f.Index
+	if v.kv {
+		for _, k := range f.Delete {
+			delete(v.kvs, k)
+		}
+		for _, kv := range f.Put {
+			v.kvs[kv.Key] = kv
+		}
+		return nil
+	}
 	for _, id := range f.Delete {
 		delete(v.instances, id)
 	}
@@ -99,6 +119,17 @@ func (v *View) Service(name string) *api.ServiceResponse {
 		r.Master = &m
 	}
 	return r
+}
+
+// KVs is a configuration view's keys, sorted (a fresh slice the caller may
+// keep).
+func (v *View) KVs() []api.KV {
+	out := make([]api.KV, 0, len(v.kvs))
+	for _, kv := range v.kvs {
+		out = append(out, kv)
+	}
+	slices.SortFunc(out, func(a, b api.KV) int { return strings.Compare(a.Key, b.Key) })
+	return out
 }
 
 // decodeWatch decodes a watch result's body.

@@ -11,8 +11,9 @@ import (
 // Watch is one service followed on a Client's stream.
 type Watch struct {
 	c       *Client
-	service string
+	service string // or the key of a watch_kv
 	h       Handler
+	kh      KVHandler // a watch_kv's (WatchKV): h is nil
 	stop    atomic.Bool
 
 	mu    sync.Mutex // guards the fields below
@@ -51,15 +52,34 @@ func (w *Watch) started(r api.WatchResponse) {
 	}
 	w.mu.Lock()
 	ok := w.view.Covered(r.Index, r.Epoch)
-	var svc *api.ServiceResponse
-	if ok {
-		svc = w.view.Service(w.service)
-	}
-	epoch := w.view.epoch
 	w.mu.Unlock()
 	if ok {
-		w.h.Update(svc, epoch)
+		w.hand()
 	}
+}
+
+// hand hands the view on to the watch's handler.
+func (w *Watch) hand() {
+	w.mu.Lock()
+	epoch := w.view.epoch
+	if w.kh != nil {
+		index, kvs := w.view.index, w.view.KVs()
+		w.mu.Unlock()
+		w.kh.UpdateKV(index, kvs, epoch)
+		return
+	}
+	svc := w.view.Service(w.service)
+	w.mu.Unlock()
+	w.h.Update(svc, epoch)
+}
+
+// failed tells the watch's handler that the stream, or the watch, failed.
+func (w *Watch) failed(err error) {
+	if w.kh != nil {
+		w.kh.Failed(err)
+		return
+	}
+	w.h.Failed(err)
 }
 
 // apply applies a snapshot or changes frame and hands the service on.
@@ -71,16 +91,15 @@ func (w *Watch) apply(f *api.ServerFrame) error {
 		w.mu.Unlock()
 		return err
 	}
-	svc, epoch := w.view.Service(w.service), w.view.epoch
 	w.mu.Unlock()
-	w.h.Update(svc, epoch)
+	w.hand()
 	return nil
 }
 
 // reset forgets the view: the next watch asks for a snapshot.
 func (w *Watch) reset() {
 	w.mu.Lock()
-	w.view = View{}
+	w.view = View{kv: w.kh != nil}
 	w.mu.Unlock()
 }
 
