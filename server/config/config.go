@@ -116,10 +116,15 @@ type Config struct {
 	AuthTimeout                                      time.Duration
 	// WriteBytesPerSecond and AnswerBytesPerSecond are each tenant's byte
 	// budgets on this node, beside its request and write rates (quotas,
-	// counted in requests): the bytes of the commands it proposes, and of
-	// the service answers it is sent. Each bucket holds one second of its
-	// rate; a thing larger than that takes a full bucket. Defaults 8 MiB/s
-	// and 32 MiB/s.
+	// counted in requests): the bodies of its writes, charged by their
+	// length before they are read (a body over what its quotas allow is
+	// refused 413 unread, its length charged all the same), and the
+	// service answers it is sent. Each bucket holds one second of its
+	// rate; a thing larger than that takes a full bucket. Defaults 2 MiB/s
+	// (sized for a 2-core node: every node applies what a tenant writes
+	// through all of them, 6 MiB/s of log with three nodes; at 8 MiB/s, 1 MB
+	// bodies read and refused took three servers on 2 cores from 21 to 65 %
+	// of a core, benchmarks/RESULTS.md) and 32 MiB/s.
 	WriteBytesPerSecond, AnswerBytesPerSecond int
 	// ReadTimeout bounds the reading of one request, its body included.
 	// Default 30 s.
@@ -138,6 +143,9 @@ type Config struct {
 	// Logger receives the server's logs; nil is silent.
 	Logger *slog.Logger
 }
+
+// DefaultWriteBytesPerSecond is WriteBytesPerSecond's default.
+const DefaultWriteBytesPerSecond = 2 << 20
 
 // DefaultConfig returns a Config with every default set and the required
 // fields (NodeID, DataDir, RaftAddress) empty.
@@ -163,7 +171,7 @@ func DefaultConfig() Config {
 		MaxUnauthenticated:           4096,
 		MaxUnauthenticatedPerAddress: 256,
 		AuthTimeout:                  5 * time.Second,
-		WriteBytesPerSecond:          8 << 20,
+		WriteBytesPerSecond:          DefaultWriteBytesPerSecond,
 		ReadTimeout:                  30 * time.Second,
 		AnswerBytesPerSecond:         32 << 20,
 	}

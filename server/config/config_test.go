@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/rafting/rafting/api"
 )
 
 func valid() Config {
@@ -115,5 +117,18 @@ func TestReadSecretFile(t *testing.T) {
 	}
 	if _, err := ReadSecretFile(write("empty", " \n", 0o600)); err == nil {
 		t.Fatal("an empty token file was read")
+	}
+}
+
+// TestDefaultWriteBytes: the write-byte budget's default is sized for a
+// 2-core node (docs/DECISIONS.md, "Refusals that cost less"): at most
+// 2 MiB/s a tenant on a node (at 8 MiB/s, 1 MB bodies read and refused
+// took three servers on 2 cores from 21 to 65 % of a core), and at least
+// twice the largest body a request may have (api.MaxBodyBytes), so that a
+// write within the tenant's quotas is never refused for its size alone.
+func TestDefaultWriteBytes(t *testing.T) {
+	got := DefaultConfig().WriteBytesPerSecond
+	if got > 2<<20 || got < 2*api.MaxBodyBytes {
+		t.Fatalf("DefaultConfig().WriteBytesPerSecond = %d, want within [%d, %d]", got, 2*api.MaxBodyBytes, 2<<20)
 	}
 }
