@@ -81,6 +81,9 @@ func TestMain(m *testing.M) {
 	if v := os.Getenv(attackEnv); v != "" {
 		os.Exit(runAttackerProcess(v))
 	}
+	if v := os.Getenv(burnEnv); v != "" {
+		os.Exit(runBurnerProcess(v))
+	}
 	code := m.Run()
 	proctest.Cleanup() // the binaries it built
 	os.Exit(code)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -22,9 +23,11 @@ type scale struct {
 	cycles              int
 	phase, settle, warm time.Duration
 	nice                int
-	conns               int // patterns 4 and 5
-	instances           int // pattern 6
-	rps                 int // mallory's requests_per_second and burst (writes_per_second half); 0: the defaults
+	conns               int    // patterns 4 and 5
+	instances           int    // pattern 6
+	rps                 int    // mallory's requests_per_second and burst (writes_per_second half); 0: the defaults
+	control             bool   // a control phase each cycle (control_test.go)
+	pprof               string // a directory for the servers' CPU profiles under attack ("": none)
 }
 
 // knobs reads the environment, failing tb on a knob set to no value.
@@ -43,6 +46,8 @@ func knobs(tb testing.TB) scale {
 	s.conns = bench.MustInt(tb, "RAFTING_ATTACKS_CONNS", conns, 1)
 	s.instances = bench.MustInt(tb, "RAFTING_ATTACKS_INSTANCES", instances, 1)
 	s.rps = bench.MustInt(tb, "RAFTING_ATTACKS_RPS", 0, 0)
+	s.control = bench.MustInt(tb, "RAFTING_ATTACKS_CONTROL", 1, 0) > 0
+	s.pprof = os.Getenv("RAFTING_ATTACKS_PPROF")
 	return s
 }
 
@@ -94,7 +99,7 @@ var patterns = []pattern{
 // outcome is what one pattern's run measured.
 type outcome struct {
 	p                                pattern
-	alone, attacked                  victimResult
+	alone, attacked, control         victimResult
 	base                             peaks // the victim alone before any attack (warm-up and first phase)
 	end                              usage // a second after the attacker ended
 	peakAlone, peakAttack            peaks
@@ -102,8 +107,13 @@ type outcome struct {
 	logAlone, logAttack              uint64 // entries mallory's shard applied in the victim's alone phases, in the attacked ones
 	aloneTime, attackTime            time.Duration
 	cpuAlone, cpuAttack, cpuAttacker float64 // % of a core: the servers' in each side; the attacker's
-	loadavg                          string
-	quietWait                        time.Duration // waiting for the paused attacker's connections to close
+	cpuControl                       float64 // % of a core: the servers' in the control phases
+	// The control phases' burners, % of a core: what they burned, what
+	// they were meant to (the servers' CPU beyond alone, the attacker's).
+	burnedServers, burnedAttacker, meantServers, meantAttacker float64
+	nice                                                       int
+	loadavg                                                    string
+	quietWait                                                  time.Duration // waiting for the paused attacker's connections to close
 }
 
 func (o *outcome) ratio(alone, attacked []time.Duration) float64 {
@@ -268,18 +278,23 @@ func (o *outcome) row() string {
 		met = "no: " + strings.Join(m, ", ")
 	}
 	maxRSS := func(v []float64) float64 { return slices.Max(v) }
-	return fmt.Sprintf("| %s | %s | %s → %s ms (%.2f×) | %s → %s ms (%.2f×) | %s → %s ms | %d / %d | %.0f → %.0f %% | %.0f → %.0f | %s → %s | %+.1f | %s | %.0f (%d accepted, %d unknown) | %s |",
+	if v := o.verdict(); v != "" {
+		met += " (" + v + ")"
+	}
+	return fmt.Sprintf("| %s | %s | %s → %s ms (%.2f×) | %s → %s ms (%.2f×) | %s / %s | %.0f + %.0f %% | %s → %s ms | %d / %d | %.0f → %.0f %% | %.0f → %.0f | %s → %s | %+.1f | %s | %.0f (%d accepted, %d unknown) | %s |",
 		o.p.id, o.p.title,
 		ms(o.alone.reads), ms(o.attacked.reads), o.ratio(o.alone.reads, o.attacked.reads),
 		ms(o.alone.writes), ms(o.attacked.writes), o.ratio(o.alone.writes, o.attacked.writes),
+		o.controlCell(o.alone.reads, o.control.reads), o.controlCell(o.alone.writes, o.control.writes),
+		o.burnedServers, o.burnedAttacker,
 		ms(o.alone.kas), ms(o.attacked.kas),
 		failed(o.alone), failed(o.attacked), o.cpuAlone, o.cpuAttack,
 		maxRSS(o.base.rssMB), maxRSS(o.peakAttack.rssMB), ints(o.base.fds), ints(o.peakAttack.fds),
 		o.dirGrowth(), o.counts(4), math.Round(o.extraEntries()), o.accepted(), o.unknown(), met)
 }
 
-const tableHead = "| # | attack | victim read p99 alone → attacked | victim write p99 alone → attacked | victim forwarded keepalive p99 | victim failed alone / attacked | servers' CPU alone → attacked (of a core) | RSS MB (most of a server) before → peak attacked | open files (most) before → peak | data dirs MB | attacker's requests (per s of attack) | refused writes in the log (its writes: accepted, unknown) | targets met |\n" +
-	"|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+const tableHead = "| # | attack | victim read p99 alone → attacked | victim write p99 alone → attacked | control: victim read / write p99 under the attack's CPU from outside | control's CPU burned (nice 0 + attacker's nice, of a core) | victim forwarded keepalive p99 | victim failed alone / attacked | servers' CPU alone → attacked (of a core) | RSS MB (most of a server) before → peak attacked | open files (most) before → peak | data dirs MB | attacker's requests (per s of attack) | refused writes in the log (its writes: accepted, unknown) | targets met |\n" +
+	"|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 
 var (
 	resultsMu sync.Mutex
@@ -310,7 +325,11 @@ func runPattern(b *testing.B, p pattern, s scale) *outcome {
 	if s.rps > 0 {
 		q.RequestsPerSecond, q.Burst, q.WritesPerSecond = int64(s.rps), int64(s.rps), int64(max(1, s.rps/2))
 	}
-	e := startEnv(b, q)
+	var args []string
+	if s.pprof != "" {
+		args = append(args, "--pprof")
+	}
+	e := startEnv(b, q, args...)
 	if p.setup != nil {
 		p.setup(b, e, s)
 	}
@@ -321,13 +340,14 @@ func runPattern(b *testing.B, p pattern, s scale) *outcome {
 	cfg := p.config(s)
 	cfg.Pattern, cfg.Addrs, cfg.Token, cfg.Tenant, cfg.Victim = p.id, e.addrs, e.mallory.Token, attacker, victim
 	f := startAttacker(b, cfg, s.nice)
-	o := &outcome{p: p, alone: newVictimResult(), attacked: newVictimResult(), loadavg: loadavg()}
+	o := &outcome{p: p, alone: newVictimResult(), attacked: newVictimResult(), control: newVictimResult(), loadavg: loadavg(), nice: s.nice}
 	attackerFds := openFiles(f.PID())
 	smp := e.sample(p.id == "3")
-	var cpuAlone, cpuAttack, cpuAttacker time.Duration
-	var wallAlone, wallAttack time.Duration
+	var cpuAlone, cpuAttack, cpuAttacker, cpuControl time.Duration
+	var wallAlone, wallAttack, wallControl time.Duration
+	var burnedServers, burnedAttacker, meantServers, meantAttacker time.Duration
 	a := e.applied(attacker)
-	for range s.cycles {
+	for cycle := range s.cycles {
 		t0, c0 := time.Now(), e.serverCPU()
 		o.alone.add(e.runVictim(ctx, s.phase, session, kaNode))
 		cpuAlone, wallAlone = cpuAlone+e.serverCPU()-c0, wallAlone+time.Since(t0)
@@ -341,8 +361,10 @@ func runPattern(b *testing.B, p pattern, s scale) *outcome {
 		time.Sleep(s.settle)
 		t2, c2 := time.Now(), e.serverCPU()
 		fc2, _ := bench.Usage(f.PID())
+		prof := e.profile(s, p.id, cycle)
 		o.attacked.add(e.runVictim(ctx, s.phase, session, kaNode))
 		cpuAttack, wallAttack = cpuAttack+e.serverCPU()-c2, wallAttack+time.Since(t2)
+		prof()
 		fc3, _ := bench.Usage(f.PID())
 		cpuAttacker += fc3 - fc2
 		f.Signal(syscall.SIGUSR1)
@@ -352,6 +374,22 @@ func runPattern(b *testing.B, p pattern, s scale) *outcome {
 		a = e.applied(attacker)
 		o.logAttack += a - a1
 		o.attackTime += time.Since(t1)
+
+		if s.control {
+			// The CPU of the attack so far, burned from outside.
+			srv, att := o.controlShares(cpuAlone, cpuAttack, cpuAttacker, wallAlone, wallAttack)
+			bs, ba := startBurner(b, srv, 0), startBurner(b, att, s.nice)
+			time.Sleep(s.settle)
+			t3, c3 := time.Now(), e.serverCPU()
+			o.control.add(e.runVictim(ctx, s.phase, session, kaNode))
+			wall := time.Since(t3)
+			cpuControl, wallControl = cpuControl+e.serverCPU()-c3, wallControl+wall
+			burnedServers, burnedAttacker = burnedServers+bs.stop(), burnedAttacker+ba.stop()
+			meantServers += time.Duration(srv * float64(wall))
+			meantAttacker += time.Duration(att * float64(wall))
+			time.Sleep(s.settle)
+			a = e.applied(attacker) // the control's entries are the victim's and the paused tenant's
+		}
 	}
 	o.res = stopAttacker(b, f)
 	time.Sleep(time.Second)
@@ -360,6 +398,15 @@ func runPattern(b *testing.B, p pattern, s scale) *outcome {
 	o.base, o.peakAlone, o.peakAttack = smp.pre, smp.alone, smp.attack
 	pct := func(cpu, wall time.Duration) float64 { return 100 * cpu.Seconds() / wall.Seconds() }
 	o.cpuAlone, o.cpuAttack, o.cpuAttacker = pct(cpuAlone, wallAlone), pct(cpuAttack, wallAttack), pct(cpuAttacker, wallAttack)
+	if wallControl > 0 {
+		// The burners ran over the control's victim phase and its
+		// settling: their CPU is taken over their own time, approximately
+		// the phase's plus a settle.
+		burnWall := wallControl + time.Duration(s.cycles)*s.settle
+		o.cpuControl = pct(cpuControl, wallControl)
+		o.burnedServers, o.burnedAttacker = pct(burnedServers, burnWall), pct(burnedAttacker, burnWall)
+		o.meantServers, o.meantAttacker = pct(meantServers, wallControl), pct(meantAttacker, wallControl)
+	}
 	return o
 }
 
@@ -379,6 +426,11 @@ func (o *outcome) report(b *testing.B) {
 		o.base.dirMB, o.peakAttack.dirMB, o.end.dirMB, o.dirBound(), o.rssGrowth(), o.rssBound())
 	logf("  servers' CPU alone %.0f %%, attacked %.0f %% of a core; attacker %.0f %% (nice); load average at the start %s; waited %v for the paused attacker's connections to close",
 		o.cpuAlone, o.cpuAttack, o.cpuAttacker, o.loadavg, o.quietWait.Round(time.Millisecond))
+	logf("  control (the attack's CPU burned outside Rafting, attacker paused): victim p99 %s; servers' CPU %.0f %%",
+		o.controlNote(), o.cpuControl)
+	if v := o.verdict(); v != "" {
+		logf("  over the target because of: %s", v)
+	}
 	logf("  attacker, %.1f s of attack: %s", o.res.Secs, o.counts(0))
 	logf("  mallory's shard applied %d entries in %.1f s alone, %d in %.1f s attacked; %d writes accepted, %d of unknown outcome; beyond them: %.1f",
 		o.logAlone, o.aloneTime.Seconds(), o.logAttack, o.attackTime.Seconds(), o.accepted(), o.unknown(), o.extraEntries())
@@ -391,6 +443,10 @@ func (o *outcome) report(b *testing.B) {
 	b.ReportMetric(bench.Pct(o.attacked.writes, 99), "write-p99-attacked-ms")
 	b.ReportMetric(o.ratio(o.alone.reads, o.attacked.reads), "read-p99-ratio")
 	b.ReportMetric(o.ratio(o.alone.writes, o.attacked.writes), "write-p99-ratio")
+	if len(o.control.reads) > 0 {
+		b.ReportMetric(o.ratio(o.alone.reads, o.control.reads), "read-p99-control-ratio")
+		b.ReportMetric(o.ratio(o.alone.writes, o.control.writes), "write-p99-control-ratio")
+	}
 	b.ReportMetric(float64(failed(o.attacked)), "victim-failed")
 	b.ReportMetric(o.rssGrowth(), "rss-growth-MB")
 	b.ReportMetric(float64(slices.Max(o.peakAttack.fds)), "open-files-peak")

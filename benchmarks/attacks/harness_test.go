@@ -67,11 +67,11 @@ func createTenant(c *proctest.Cluster, name string, q api.Quotas) (api.Tenant, e
 	}
 }
 
-// startEnv starts three servers and creates mallory (with quotas q), the
-// fillers and the victim.
-func startEnv(tb testing.TB, q api.Quotas) *env {
+// startEnv starts three servers (with more flags args) and creates
+// mallory (with quotas q), the fillers and the victim.
+func startEnv(tb testing.TB, q api.Quotas, args ...string) *env {
 	tb.Helper()
-	c := proctest.StartClusterWith(tb, proctest.Options{Servers: 3, RTT: 50 * time.Millisecond, Dir: bench.Dir(tb)})
+	c := proctest.StartClusterWith(tb, proctest.Options{Servers: 3, RTT: 50 * time.Millisecond, Dir: bench.Dir(tb), Args: args})
 	e := &env{tb: tb, c: c, addrs: strings.Split(c.Addrs(), ","),
 		client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
 	var err error
@@ -540,4 +540,30 @@ func cmpErr(a, b error) error {
 		return a
 	}
 	return b
+}
+
+// profile takes a CPU profile of every server over the next phase into
+// s.pprof (pattern-<id>-node<n>-cycle<c>.pprof) when it is set; the
+// returned func waits for them. `go tool pprof` merges the files given
+// together.
+func (e *env) profile(s scale, id string, cycle int) func() {
+	if s.pprof == "" {
+		return func() {}
+	}
+	secs := max(1, int(s.phase/time.Second))
+	var wg sync.WaitGroup
+	for _, srv := range e.c.Servers {
+		wg.Go(func() {
+			code, b, err := e.c.Call(srv.ID, proctest.AdminToken, http.MethodGet, fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs), nil)
+			if err != nil || code != http.StatusOK {
+				e.tb.Logf("profile of node %d: %d %v", srv.ID, code, err)
+				return
+			}
+			name := filepath.Join(s.pprof, fmt.Sprintf("pattern-%s-node%d-cycle%d.pprof", id, srv.ID, cycle))
+			if err := os.WriteFile(name, b, 0o644); err != nil {
+				e.tb.Log(err)
+			}
+		})
+	}
+	return wg.Wait
 }
