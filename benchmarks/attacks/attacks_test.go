@@ -66,6 +66,19 @@
 // enters the Raft log). Each pattern's details, and at the end a summary
 // table ready for RESULTS.md, are printed on stdout.
 //
+// Each cycle ends with a control phase (control_test.go;
+// RAFTING_ATTACKS_CONTROL=0 leaves it out): the attacker paused, two burner
+// processes take the CPU the attack took so far — the servers' CPU beyond
+// what they spent with the victim alone, at nice 0 as the servers run, and
+// the attacker's own, at its nice — while the victim is measured again.
+// The victim's p99 under that load against alone is what the same CPU
+// taken from this machine does to it, whoever takes it; a ratio of the
+// attack over its target whose control is within 1.5× of it is marked
+// "the CPU", else "more than the CPU". RAFTING_ATTACKS_PPROF=dir starts the
+// servers with --pprof and saves a CPU profile of each over every attacked
+// phase there (pattern-<id>-node<n>-cycle<c>.pprof; `go tool pprof`
+// merges the files it is given).
+//
 // TestAttacks (invariants_test.go) runs each pattern at a tiny scale in
 // this process and checks the invariant of its fix, in about 40 s.
 package attacks
