@@ -33,7 +33,8 @@ func (h *redHandler) n() int { h.mu.Lock(); defer h.mu.Unlock(); return h.attach
 // tenant shard's new leader is taking over" (right after every leader
 // change, the moment a moved stream arrives there), 429 from the session
 // lane, 409 (MaxStreams, or the tenant's max_sessions streams while an old
-// stream is still counted). The Attachment attaches again on this stream
+// stream is still counted), 404 (a session whose opening a follower
+// answered, not applied on the leader yet). The Attachment attaches again on this stream
 // after the pause the server asks for: a master-seeking session that
 // stayed detached could not renew (not_attached) until its TTL ended it.
 func TestAttachRefusedIsRetried(t *testing.T) {
@@ -41,6 +42,7 @@ func TestAttachRefusedIsRetried(t *testing.T) {
 		`{"type":"result","req":%d,"status":503,"body":{"error":{"code":"unavailable","message":"the tenant shard's new leader is taking over"}}}`,
 		`{"type":"result","req":%d,"status":429,"body":{"error":{"code":"rate_limited","message":"session keepalive lane: too many keepalives or attaches for this session"}}}`,
 		`{"type":"result","req":%d,"status":409,"body":{"error":{"code":"conflict","message":"session has 2 streams attached already"}}}`,
+		`{"type":"result","req":%d,"status":404,"body":{"error":{"code":"not_found","message":"session 1234 not found"}}}`,
 	} {
 		t.Run(refusal[35:38], func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {

@@ -116,17 +116,23 @@ func (c *Client) attach(cn *conn, a *Attachment) {
 		if f.Status != http.StatusOK {
 			err := api.Decode(f.Status, f.Body, "")
 			a.detach(cn, fmt.Errorf("attach session: %w", err))
-			if errors.Is(err, api.ErrSessionExpired) || errors.Is(err, api.ErrNotFound) {
+			if errors.Is(err, api.ErrSessionExpired) {
 				return // ended: the member's keepalives learn it and replace it
 			}
 			// Refused for now: a new leader taking over (503, no moved),
 			// the session lane's rate (429), the stream's or the tenant's
-			// cap on attached streams (409). Attach again after the pause
-			// the server asks for (a refusal after a moved frame was
+			// cap on attached streams (409), a session the leader has not
+			// applied yet (404: its opening was answered by a follower; one
+			// ended long ago is replaced by its member, whose keepalives
+			// learn it, and the attachment stops). Attach again after the
+			// pause the server asks for (a refusal after a moved frame was
 			// answered there: this attachment is no longer on cn).
 			d := 100 * time.Millisecond
-			if f.Status == http.StatusConflict {
+			switch f.Status {
+			case http.StatusConflict:
 				d = time.Second
+			case http.StatusNotFound:
+				d = 200 * time.Millisecond
 			}
 			var ae *api.Error
 			if errors.As(err, &ae) && ae.RetryAfter > 0 {
