@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/benchmarks/internal/bench"
 	"github.com/rafting/rafting/internal/proctest"
 	"github.com/rafting/rafting/internal/restclient"
 	"github.com/rafting/rafting/sdk"
@@ -62,6 +63,9 @@ type rafting struct {
 	hc      *http.Client
 	tenants atomic.Int64 // tenants made for handover and failover groups
 	kvRuns  atomic.Int64 // KVPut and KVWatch calls: each its own keys
+	// stream: the SDK Clients use the client stream (RAFTING_PEERS_STREAM=1;
+	// sdk.WithClientStream, off by default in the SDK).
+	stream bool
 }
 
 type raftingServer struct {
@@ -72,7 +76,11 @@ type raftingServer struct {
 
 // NewRafting returns the Rafting target.
 func NewRafting() Target {
-	return &rafting{hc: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 512, MaxConnsPerHost: 512}}}
+	stream, err := bench.Bool("RAFTING_PEERS_STREAM", false)
+	if err != nil {
+		panic(err) // a knob that does not parse: the run would not measure what it says
+	}
+	return &rafting{hc: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 512, MaxConnsPerHost: 512}}, stream: stream}
 }
 
 func (r *rafting) Name() string { return "rafting" }
@@ -82,8 +90,11 @@ func (r *rafting) Name() string { return "rafting" }
 func (r *rafting) Settings() []Setting {
 	srv := map[string]string{"rtt": raftingRTT.String()}
 	mk := func(name string, lease time.Duration, note string) Setting {
-		return Setting{Name: name, Lease: lease, Note: note, Server: srv,
-			Client: map[string]string{"lease": lease.String(), "ttl": raftingTTL.String()}}
+		client := map[string]string{"lease": lease.String(), "ttl": raftingTTL.String()}
+		if r.stream {
+			client["client_stream"] = "on"
+		}
+		return Setting{Name: name, Lease: lease, Note: note, Server: srv, Client: client}
 	}
 	return []Setting{
 		mk("default", time.Second, "SDK defaults: lease_ms 1000 (keepalive every 250 ms), ttl_ms 5000; servers at defaults, --rtt 50ms"),
@@ -297,7 +308,7 @@ func (r *rafting) admin(ctx context.Context, method, path string, body, out any)
 func (r *rafting) tenantPath(tenant, suffix string) string { return "/v1/tenants/" + tenant + suffix }
 
 func (r *rafting) sdkOptions(tenant, token string) []sdk.Option {
-	return []sdk.Option{sdk.WithServers(r.addrs()...), sdk.WithTenant(tenant), sdk.WithToken(token)}
+	return []sdk.Option{sdk.WithServers(r.addrs()...), sdk.WithTenant(tenant), sdk.WithToken(token), sdk.WithClientStream(r.stream)}
 }
 
 // Register: clients goroutines, each PUTting its own 20 instances in turn
