@@ -25,6 +25,7 @@ const (
 	CodeRateLimited    Code = "rate_limited"    // 429: the tenant's (or address's) rate is spent
 	CodeUnavailable    Code = "unavailable"     // 503: not applied, safe to retry (no leader, busy)
 	CodeStaleReplica   Code = "stale_replica"   // 503: this node cannot reach the asked index
+	CodeRestoring      Code = "restoring"       // 503: a restore is writing the cluster's (or the tenant's) state
 	CodeTimeout        Code = "timeout"         // 504: outcome unknown, retry with the same body
 	CodeSessionExpired Code = "session_expired" // 404: the session is a known tombstone
 	CodeNotAttached    Code = "not_attached"    // 409: a master session renews only with its stream attached
@@ -45,6 +46,7 @@ var (
 	ErrRateLimited    = errors.New("rate limited")
 	ErrUnavailable    = errors.New("unavailable")
 	ErrStaleReplica   = errors.New("stale replica")
+	ErrRestoring      = errors.New("restoring")
 	ErrTimeout        = errors.New("timeout: outcome unknown")
 	ErrSessionExpired = errors.New("session expired")
 	ErrNotAttached    = errors.New("session stream not attached")
@@ -65,6 +67,7 @@ var codes = map[Code]struct {
 	CodeRateLimited:    {http.StatusTooManyRequests, ErrRateLimited},
 	CodeUnavailable:    {http.StatusServiceUnavailable, ErrUnavailable},
 	CodeStaleReplica:   {http.StatusServiceUnavailable, ErrStaleReplica},
+	CodeRestoring:      {http.StatusServiceUnavailable, ErrRestoring},
 	CodeTimeout:        {http.StatusGatewayTimeout, ErrTimeout},
 	CodeSessionExpired: {http.StatusNotFound, ErrSessionExpired},
 	CodeNotAttached:    {http.StatusConflict, ErrNotAttached},
@@ -92,7 +95,7 @@ func (c Code) Sentinel() error {
 // every write is idempotent (504), or the rate will refill (429).
 func (c Code) Retryable() bool {
 	switch c {
-	case CodeUnavailable, CodeStaleReplica, CodeTimeout, CodeRateLimited:
+	case CodeUnavailable, CodeStaleReplica, CodeRestoring, CodeTimeout, CodeRateLimited:
 		return true
 	}
 	return false

@@ -307,6 +307,12 @@ type Tenant struct {
 	Quotas    Quotas    `json:"quotas"`
 	Usage     *Usage    `json:"usage,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
+	// PreviousTokenValidUntil is when the token a rotation replaced stops
+	// working; absent when there is none (never rotated, revoked, expired).
+	PreviousTokenValidUntil *time.Time `json:"previous_token_valid_until,omitempty"`
+	// Restoring is set while a restore writes the tenant (its clients are
+	// answered 503 restoring).
+	Restoring bool `json:"restoring,omitempty"`
 }
 
 // TenantList answers GET /v1/tenants.
@@ -417,6 +423,9 @@ type RestoreResponse struct {
 	Policies  int `json:"policies"`
 	Instances int `json:"instances"`
 	Keys      int `json:"keys"`
+	// Unchanged counts the tenants a restore sent again left alone: their
+	// durable state was the backup's already.
+	Unchanged int `json:"unchanged,omitempty"`
 }
 
 // ServerList answers GET /v1/servers (any valid token): the API address of
