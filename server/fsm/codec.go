@@ -50,6 +50,8 @@ const (
 	OpRestore
 	OpRemoveNode
 	OpSetMetaVersion // the meta state's semantics version (SetVersion)
+	OpRestoreDone    // a restored tenant's state is written (from version 4)
+	OpRevokePrevious // a tenant's previous token ends (from version 4)
 )
 
 var opNames = map[Op]string{
@@ -61,6 +63,7 @@ var opNames = map[Op]string{
 	OpRegisterNode: "register_node", OpCreateTenant: "create_tenant", OpDeleteTenant: "delete_tenant",
 	OpUpdateQuotas: "update_quotas", OpRotateToken: "rotate_token", OpAddReplica: "add_replica",
 	OpRestore: "restore", OpRemoveNode: "remove_node", OpSetMetaVersion: "set_meta_version",
+	OpRestoreDone: "restore_done", OpRevokePrevious: "revoke_previous",
 }
 
 func (o Op) String() string {

@@ -87,6 +87,23 @@ type TenantRecord struct {
 	// Version is the meta state's version when the tenant was created: its
 	// shard starts at it (0 before versions: 1).
 	Version uint64 `json:"version,omitempty"`
+	// Restore is set on a tenant a restore created or wrote (from version
+	// 4): pending until the restore has written its state.
+	Restore *RestoreMark `json:"restore,omitempty"`
+	// Rotation is the rotation that set the current token (from version 4).
+	Rotation *Rotation `json:"rotation,omitempty"`
+}
+
+// RestoreMark is what a tenant's record keeps of the restore that wrote it.
+type RestoreMark struct {
+	// Pending: the restore has not written the tenant's state yet, and its
+	// clients are answered 503 restoring, never a partial state.
+	Pending bool `json:"pending,omitempty"`
+	// Index is the tenant shard's applied index once the restore had
+	// written its state: a replica behind it answers 503 restoring too.
+	Index uint64 `json:"index,omitempty"`
+	// BackupIndex is the meta index the backup was read at.
+	BackupIndex uint64 `json:"backup_index,omitempty"`
 }
 
 // Info is what the tenant's state machine starts from.
@@ -125,6 +142,14 @@ func (r *TenantRecord) clone() *TenantRecord {
 	if r.Credentials.Previous != nil {
 		p := *r.Credentials.Previous
 		c.Credentials.Previous = &p
+	}
+	if r.Restore != nil {
+		m := *r.Restore
+		c.Restore = &m
+	}
+	if r.Rotation != nil {
+		o := *r.Rotation
+		c.Rotation = &o
 	}
 	return &c
 }
@@ -173,12 +198,28 @@ type UpdateQuotas struct {
 }
 
 // RotateToken makes TokenHash the tenant's token; the previous one stays
-// valid for PreviousValidMs. A retry with the same hash changes nothing.
+// valid for PreviousValidMs. A retry with the same hash changes nothing;
+// from version 4, a retry with another PreviousValidMs than the rotation
+// that set the token is refused (409), not silently ignored.
 type RotateToken struct {
 	Name            string       `json:"name"`
 	TokenHash       tenants.Hash `json:"token_hash"`
 	PreviousValidMs int64        `json:"previous_valid_ms"`
 	NowMs           int64        `json:"now_ms"`
+}
+
+// RevokePrevious ends the previous token of a tenant (from version 4),
+// leaving the current one: what a rotation's previous_valid_ms of 0 would
+// have done, after the clients moved to the new token.
+type RevokePrevious struct {
+	Name string `json:"name"`
+}
+
+// Rotation is what a tenant's record keeps of the rotation that set its
+// token (from version 4): a retry must ask for the same.
+type Rotation struct {
+	PreviousValidMs int64 `json:"previous_valid_ms"`
+	AtMs            int64 `json:"at_ms"`
 }
 
 // AddReplica places a new replica of every tenant shard on a node that
@@ -205,6 +246,17 @@ type Restore struct {
 	Tenants       []RestoreTenant   `json:"tenants"`
 	Members       map[uint64]string `json:"members"`
 	NowMs         int64             `json:"now_ms"`
+	// Mark (from version 4) creates the tenants restoring (RestoreMark),
+	// BackupIndex being the meta index the backup was read at.
+	Mark        bool   `json:"mark,omitempty"`
+	BackupIndex uint64 `json:"backup_index,omitempty"`
+}
+
+// RestoreDone ends a tenant's restore (from version 4): its state is
+// written, its shard's applied index then was Index.
+type RestoreDone struct {
+	Name  string `json:"name"`
+	Index uint64 `json:"index"`
 }
 
 // RestoreTenant is one tenant of a Restore.
@@ -342,8 +394,32 @@ func (m *Meta) Apply(index uint64, cmd []byte) (o MetaOutcome) {
 		if c.PreviousValidMs < 0 {
 			return metaReject(api.CodeBadRequest, "previous_valid_ms: must not be negative")
 		}
-		t.Credentials, _ = tenants.Rotate(t.Credentials, c.TokenHash, time.UnixMilli(c.NowMs),
+		if versionOf(m.st.Version) >= 4 && t.Credentials.Current.Equal(c.TokenHash) && t.Rotation != nil &&
+			t.Rotation.PreviousValidMs != c.PreviousValidMs {
+			return metaReject(api.CodeConflict, "tenant %s: its token is this secret's already, set by a rotation with previous_valid_ms %d, not %d: "+
+				"a retry sends the same; to end the previous token now, revoke it (rafting tenant revoke-previous)",
+				c.Name, t.Rotation.PreviousValidMs, c.PreviousValidMs)
+		}
+		var changed bool
+		t.Credentials, changed = tenants.Rotate(t.Credentials, c.TokenHash, time.UnixMilli(c.NowMs),
 			time.Duration(c.PreviousValidMs)*time.Millisecond)
+		if changed && versionOf(m.st.Version) >= 4 {
+			t.Rotation = &Rotation{PreviousValidMs: c.PreviousValidMs, AtMs: c.NowMs}
+		}
+		return MetaOutcome{Tenant: t.clone()}
+	case OpRevokePrevious:
+		if versionOf(m.st.Version) < 4 {
+			break // unknown to the builds before it
+		}
+		var c RevokePrevious
+		if err := strictUnmarshal(body, &c); err != nil {
+			return metaReject(api.CodeBadRequest, "%s: %v", op, err)
+		}
+		t := m.st.Tenants[c.Name]
+		if t == nil {
+			return metaReject(api.CodeNotFound, "tenant %s not found", c.Name)
+		}
+		t.Credentials.Previous, t.Credentials.PreviousValidUntil = nil, time.Time{}
 		return MetaOutcome{Tenant: t.clone()}
 	case OpRemoveNode:
 		var c RemoveNode
@@ -374,6 +450,24 @@ func (m *Meta) Apply(index uint64, cmd []byte) (o MetaOutcome) {
 			return metaReject(api.CodeBadRequest, "%s: %v", op, err)
 		}
 		return m.restore(c)
+	case OpRestoreDone:
+		if versionOf(m.st.Version) < 4 {
+			break // unknown to the builds before it
+		}
+		var c RestoreDone
+		if err := strictUnmarshal(body, &c); err != nil {
+			return metaReject(api.CodeBadRequest, "%s: %v", op, err)
+		}
+		t := m.st.Tenants[c.Name]
+		if t == nil {
+			return metaReject(api.CodeNotFound, "tenant %s not found", c.Name)
+		}
+		if t.Restore == nil {
+			t.Restore = &RestoreMark{} // a forced restore over a tenant no restore created
+		}
+		t.Restore.Pending = false
+		t.Restore.Index = max(t.Restore.Index, c.Index)
+		return MetaOutcome{Tenant: t.clone()}
 	case OpAddReplica:
 		var c AddReplica
 		if err := strictUnmarshal(body, &c); err != nil {
@@ -442,6 +536,10 @@ func (m *Meta) restore(c Restore) MetaOutcome {
 		e := unknownField(OpRestore, "epoch_gap")
 		return MetaOutcome{Code: e.Code, Message: e.Message}
 	}
+	if (c.Mark || c.BackupIndex != 0) && versionOf(m.st.Version) < 4 {
+		e := unknownField(OpRestore, "mark")
+		return MetaOutcome{Code: e.Code, Message: e.Message}
+	}
 	names := map[string]bool{}
 	for _, t := range c.Tenants {
 		if err := api.ValidateTenantName("name", t.Name); err != nil {
@@ -483,6 +581,9 @@ func (m *Meta) restore(c Restore) MetaOutcome {
 		rec.Credentials = t.Credentials // decoded for this entry: nothing else holds it
 		if t.CreatedMs != 0 {
 			rec.CreatedMs = t.CreatedMs
+		}
+		if c.Mark {
+			rec.Restore = &RestoreMark{Pending: true, BackupIndex: c.BackupIndex}
 		}
 	}
 	return MetaOutcome{Created: len(c.Tenants) > 0}
@@ -629,6 +730,30 @@ func (m *Meta) TenantByShard(shardID uint64) (*TenantRecord, bool) {
 		}
 	}
 	return nil, false
+}
+
+// Restoring reports whether a restore is writing some tenant's state.
+func (m *Meta) Restoring() bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for _, t := range m.st.Tenants {
+		if t.Restore != nil && t.Restore.Pending {
+			return true
+		}
+	}
+	return false
+}
+
+// RestoreMark returns what a tenant's record keeps of its restore: false
+// for a tenant no restore wrote (or no such tenant).
+func (m *Meta) RestoreMark(name string) (RestoreMark, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	t := m.st.Tenants[name]
+	if t == nil || t.Restore == nil {
+		return RestoreMark{}, false
+	}
+	return *t.Restore, true
 }
 
 // Credentials returns a tenant's token hashes.

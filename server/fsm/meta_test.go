@@ -261,3 +261,60 @@ func TestMetaRestoreEpochs(t *testing.T) {
 		t.Fatalf("a creation past the last epoch = %+v, want conflict", o)
 	}
 }
+
+// TestMetaVersion4: a state before version 4 refuses what version 4 added
+// (a marked restore, restore_done, revoke_previous) as the builds before
+// it did, changing nothing; at 4 a marked restore holds its tenants
+// restoring until restore_done, a retried rotation with another
+// previous_valid_ms is refused, and revoke_previous ends the previous
+// token only.
+func TestMetaVersion4(t *testing.T) {
+	members := map[uint64]string{1: "h1:1"}
+	hash := tenants.HashToken("rft_acme_a")
+	marked := Restore{Tenants: []RestoreTenant{{Name: "acme", Credentials: tenants.Credentials{Current: hash}}},
+		Members: members, NowMs: 1000, Mark: true, BackupIndex: 77}
+	old := NewMeta()
+	metaApply(t, old, 1, OpSetMetaVersion, SetVersion{Version: 3})
+	before, _ := old.Snapshot()
+	for i, c := range []struct {
+		op   Op
+		body any
+	}{{OpRestore, marked}, {OpRestoreDone, RestoreDone{Name: "acme", Index: 9}}, {OpRevokePrevious, RevokePrevious{Name: "acme"}}} {
+		if o := metaApply(t, old, uint64(2+i), c.op, c.body); o.Code != api.CodeBadRequest {
+			t.Fatalf("%s at version 3 = %+v, want refused", c.op, o)
+		}
+	}
+	after, _ := old.Snapshot()
+	if want := bytes.Replace(before, []byte(`"applied":1,`), []byte(`"applied":4,`), 1); !bytes.Equal(want, after) {
+		t.Fatalf("refused commands changed the state:\n%s\n%s", before, after)
+	}
+
+	m := NewMeta()
+	metaApply(t, m, 1, OpSetMetaVersion, SetVersion{Version: 4})
+	metaApply(t, m, 2, OpRestore, marked)
+	if mark, ok := m.RestoreMark("acme"); !ok || !mark.Pending || mark.BackupIndex != 77 || !m.Restoring() {
+		t.Fatalf("after a marked restore: %+v %v, restoring %v", mark, ok, m.Restoring())
+	}
+	metaApply(t, m, 3, OpRestoreDone, RestoreDone{Name: "acme", Index: 9})
+	if mark, _ := m.RestoreMark("acme"); mark.Pending || mark.Index != 9 || m.Restoring() {
+		t.Fatalf("after restore_done: %+v, restoring %v", mark, m.Restoring())
+	}
+	next := tenants.HashToken("rft_acme_b")
+	metaApply(t, m, 4, OpRotateToken, RotateToken{Name: "acme", TokenHash: next, PreviousValidMs: 60000, NowMs: 2000})
+	if o := metaApply(t, m, 5, OpRotateToken, RotateToken{Name: "acme", TokenHash: next, PreviousValidMs: 0, NowMs: 2500}); o.Code != api.CodeConflict {
+		t.Fatalf("a retried rotation with another previous_valid_ms = %+v, want conflict", o)
+	}
+	if o := metaApply(t, m, 6, OpRotateToken, RotateToken{Name: "acme", TokenHash: next, PreviousValidMs: 60000, NowMs: 2600}); o.Code != "" {
+		t.Fatalf("the same rotation again = %+v, want a no-op", o)
+	}
+	if c, _ := m.Credentials("acme"); !c.Match(hash, time.UnixMilli(3000)) {
+		t.Fatal("the previous token does not work after the rotation")
+	}
+	metaApply(t, m, 7, OpRevokePrevious, RevokePrevious{Name: "acme"})
+	if c, _ := m.Credentials("acme"); c.Match(hash, time.UnixMilli(3000)) || !c.Match(next, time.UnixMilli(3000)) {
+		t.Fatalf("after revoke_previous: %+v", c)
+	}
+	if o := metaApply(t, m, 8, OpRevokePrevious, RevokePrevious{Name: "nosuch"}); o.Code != api.CodeNotFound {
+		t.Fatalf("revoke_previous of a missing tenant = %+v", o)
+	}
+}

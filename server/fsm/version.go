@@ -24,7 +24,14 @@ import "github.com/rafting/rafting/api"
 //	3: the configuration store: kv_put, kv_delete and kv_txn apply (a
 //	   state before 3 refuses them as the builds before it did, changing
 //	   nothing), and a session's end deletes the keys it owns.
-const Version = 3
+//	4: a restore marks the tenants it creates as restoring (their
+//	   clients are answered 503 restoring) until restore_done, which
+//	   records the tenant's index the restore left; a restore marked so
+//	   and restore_done before 4 are refused as the builds before it did.
+//	   A rotation records its previous_valid_ms, and a retry of it (the
+//	   same token) with another is refused (409); revoke_previous ends a
+//	   tenant's previous token.
+const Version = 4
 
 // SetVersion raises a state machine's version. The cluster proposes it
 // once every node reports a build of at least that version. A replica
