@@ -50,6 +50,13 @@ type Config struct {
 	// AdminToken is the secret of the admin token (from --admin-token-file
 	// or RAFTING_ADMIN_TOKEN). Empty: no admin access at all.
 	AdminToken string
+	// AdminTokenHash is the admin token's SHA-256, for a node that knows
+	// only that (its data dir remembers it): admin requests are accepted as
+	// with AdminToken, but the node's own calls that send the token to its
+	// peers (a revocation awaited on every node, a stop's choice of the
+	// most caught-up successor, the check whether it was removed) are not
+	// made. Ignored when AdminToken is set. Zero: none.
+	AdminTokenHash tenants.Hash
 	// ReadToken is the secret of a read-only admin token (from
 	// --read-token-file or RAFTING_READ_TOKEN): every GET the admin token
 	// may make but a backup (which holds token hashes) — /metrics for a
@@ -209,7 +216,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: TLSCert (--tls-cert) and TLSKey (--tls-key) go together")
 	case (c.PeerCA == "") != (c.PeerCert == "") || (c.PeerCert == "") != (c.PeerKey == ""):
 		return fmt.Errorf("config: PeerCA, PeerCert and PeerKey (--peer-*) go together")
-	case c.ReadToken != "" && (!tenants.Strong(c.ReadToken) || c.ReadToken == c.AdminToken):
+	case c.ReadToken != "" && (!tenants.Strong(c.ReadToken) || c.ReadToken == c.AdminToken ||
+		c.AdminToken == "" && c.AdminTokenHash.Equal(tenants.HashToken(c.ReadToken))):
 		return fmt.Errorf("config: the read-only token is too weak (at most %.0f bits) or is the admin token: make another of at least %d random bits",
 			tenants.EstimateBits(c.ReadToken), tenants.MinSecretBits)
 	case c.AdminToken != "" && !tenants.Strong(c.AdminToken):
