@@ -116,7 +116,9 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 }
 
 // Send sends req until an answer that is not a retryable error, or until
-// the Retry policy or ctx ends. It returns the last answer with:
+// the Retry policy or ctx ends. A 401 is sent to each other server once
+// before it is final (a node may not know a token the others know). It
+// returns the last answer with:
 //   - nil for a 2xx;
 //   - an *api.Error for an error answer that is not retried (the Response
 //     holds its header and body);
@@ -137,6 +139,7 @@ func (c *Client) Send(ctx context.Context, req Request) (Response, error) {
 	var resp Response
 	var last error
 	server, skipped := 0, 0 // skipped: servers moved past at once since the last wait
+	refused := 0            // 401s moved past
 	_, err := backoff.RetryWithData(func() (struct{}, error) {
 		base := c.Servers[server]
 		p.floor, p.now = 0, false
@@ -153,6 +156,13 @@ func (c *Client) Send(ctx context.Context, req Request) (Response, error) {
 		var ae *api.Error
 		var lost *lostError
 		switch {
+		case errors.As(err, &ae) && ae.Code == api.CodeUnauthorized && refused < len(c.Servers)-1:
+			// Another server may know the token: one restarted without
+			// the admin token, or behind on a tenant's new one. Each is
+			// asked once, at once; the last 401 is final.
+			refused++
+			server = (server + 1) % len(c.Servers)
+			p.now = true
 		case errors.As(err, &ae):
 			if !ae.Code.Retryable() {
 				return struct{}{}, backoff.Permanent(err)

@@ -84,9 +84,10 @@ func answer(status int, body string, header ...string) func(*http.Request) (*htt
 func lost(r *http.Request) (*http.Response, error) { return nil, io.ErrUnexpectedEOF }
 
 const (
-	unavailable = `{"error":{"code":"unavailable","message":"no leader"}}`
-	timeout     = `{"error":{"code":"timeout","message":"outcome unknown"}}`
-	conflict    = `{"error":{"code":"conflict","message":"mod_index 41, not 7"}}`
+	unavailable  = `{"error":{"code":"unavailable","message":"no leader"}}`
+	timeout      = `{"error":{"code":"timeout","message":"outcome unknown"}}`
+	conflict     = `{"error":{"code":"conflict","message":"mod_index 41, not 7"}}`
+	unauthorized = `{"error":{"code":"unauthorized","message":"no token, or one this cluster does not know"}}`
 )
 
 // TestRetries: what is retried, where, after how long, and what the
@@ -129,6 +130,15 @@ func TestRetries(t *testing.T) {
 			func(err error) bool {
 				return errors.Is(err, restclient.ErrNoAnswer) && errors.Is(err, api.ErrRateLimited)
 			}},
+		{"a 401 asks the next server at once", 3, http.MethodGet,
+			[]func(*http.Request) (*http.Response, error){answer(401, unauthorized), answer(200, `{}`)},
+			[]string{"a", "b"}, 0, false, func(err error) bool { return err == nil }},
+		{"a 401 from every server is final", 3, http.MethodPut,
+			[]func(*http.Request) (*http.Response, error){answer(401, unauthorized), answer(401, unauthorized), answer(401, unauthorized)},
+			[]string{"a", "b", "c"}, 0, false, func(err error) bool { return errors.Is(err, api.ErrUnauthorized) }},
+		{"a 401 from the only server is final", 1, http.MethodGet,
+			[]func(*http.Request) (*http.Response, error){answer(401, unauthorized)},
+			[]string{"a"}, 0, false, func(err error) bool { return errors.Is(err, api.ErrUnauthorized) }},
 		{"a redirect is not followed", 2, http.MethodGet,
 			[]func(*http.Request) (*http.Response, error){answer(307, "", "Location", "http://evil/")},
 			[]string{"a"}, 0, false, func(err error) bool { return err != nil && strings.Contains(err.Error(), "redirect") }},
