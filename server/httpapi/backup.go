@@ -1,10 +1,14 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -131,11 +135,18 @@ func current(ctx context.Context, readIndex func(context.Context) error) error {
 }
 
 // restore creates a backup's tenants in a cluster that has none (one meta
-// entry), then writes each tenant's policies and permanent instances
-// through its shard, several tenants at once. Every step is idempotent: a
-// restore that failed half way is finished by sending it again.
+// entry, which marks them restoring: their clients are answered 503
+// restoring, never a partial state), then writes each tenant's policies,
+// permanent instances and keys through its shard, several tenants at once,
+// and ends each tenant's restore (restore_done).
+//
+// A restore sent again is safe: a tenant still restoring took no client
+// write, and is written again (every write is idempotent); a tenant whose
+// durable state is the backup's is left alone; a tenant whose state moved
+// on since (a changed address, a deleted instance) is refused with 409
+// naming it, unless ?force=true, which writes the backup's over it.
 func (s *Server) restore(w http.ResponseWriter, r *http.Request, _ identity) {
-	cmd, backup, err := parseRestore(w, r)
+	cmd, backup, force, err := parseRestore(w, r)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -150,6 +161,12 @@ func (s *Server) restore(w http.ResponseWriter, r *http.Request, _ identity) {
 			Message: "restore: the backup holds keys, and the cluster has not agreed on state version 3 (the configuration store) yet; retry"})
 		return
 	}
+	if !s.speaksVersion(r.Context(), 4) {
+		writeError(w, &api.Error{Code: api.CodeUnavailable, RetryAfter: time.Second,
+			Message: "restore: the cluster has not agreed on state version 4 (tenants held restoring until written) yet; retry"})
+		return
+	}
+	cmd.Mark = true
 	ctx, cancel := s.writeCtx(r)
 	cmd.Members, err = s.node.MetaMembers(ctx)
 	if err == nil {
@@ -161,12 +178,57 @@ func (s *Server) restore(w http.ResponseWriter, r *http.Request, _ identity) {
 		writeError(w, err)
 		return
 	}
-	var policies, instances, keys atomic.Int64
+	// First what each tenant needs, before anything is written: a refusal
+	// leaves the cluster as it was.
+	replicas := make([]*cluster.Tenant, len(backup))
+	write := make([]bool, len(backup))
+	var unchanged atomic.Int64
 	err = forEach(r.Context(), len(backup), backupWorkers, func(gctx context.Context, i int) error {
 		bt := backup[i]
 		t, err := s.restoredTenant(gctx, bt.Name)
 		if err != nil {
 			return err
+		}
+		replicas[i] = t
+		mark, marked := s.node.Meta().RestoreMark(bt.Name)
+		if marked && mark.Pending {
+			write[i] = true // no client has written to it
+			return nil
+		}
+		ctx, cancel := context.WithTimeout(gctx, s.node.Config().RequestTimeout)
+		err = current(ctx, t.ReadIndex)
+		cancel()
+		if err != nil {
+			return prefixed(fmt.Sprintf("restore: tenant %s: ", bt.Name), err)
+		}
+		switch {
+		case sameDurable(bt, t.SM):
+			unchanged.Add(1)
+		case force:
+			write[i] = true
+		case marked:
+			return api.Errorf(api.CodeConflict, "restore: tenant %s has changed since it was restored: its permanent instances, policies or keys differ from the backup's (tenant index %d now, %d when the restore ended; the backup was read at meta index %d); restore with --force (?force=true) to write the backup's over them",
+				bt.Name, t.SM.Applied(), mark.Index, cmd.BackupIndex)
+		default:
+			return api.Errorf(api.CodeConflict, "restore: tenant %s was not created by a restore and its permanent instances, policies or keys differ from the backup's (tenant index %d; the backup was read at meta index %d); restore with --force (?force=true) to write the backup's over them",
+				bt.Name, t.SM.Applied(), cmd.BackupIndex)
+		}
+		return nil
+	})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var policies, instances, keys atomic.Int64
+	written := make([]uint64, len(backup)) // each tenant's index once written, 0: not written
+	ends := make([]uint64, len(backup))    // the meta index of each tenant's restore_done
+	err = forEach(r.Context(), len(backup), backupWorkers, func(gctx context.Context, i int) error {
+		bt, t := backup[i], replicas[i]
+		if !write[i] {
+			return nil
+		}
+		if h := s.restoreHook.Load(); h != nil {
+			(*h)(bt.Name)
 		}
 		propose := func(what string, op fsm.Op, c any) error {
 			// Longer than a request's bound: every shard of the restore
@@ -209,15 +271,127 @@ func (s *Server) restore(w http.ResponseWriter, r *http.Request, _ identity) {
 			}
 			keys.Add(int64(len(batch.Put)))
 		}
+		// Its clients are let in once this is applied, and by each node
+		// once its replica has applied what was written.
+		ctx, cancel := context.WithTimeout(gctx, s.node.Config().RequestTimeout)
+		defer cancel()
+		written[i] = t.SM.Applied()
+		o, err := s.node.ProposeMeta(ctx, fsm.Encode(fsm.OpRestoreDone, fsm.RestoreDone{Name: bt.Name, Index: written[i]}))
+		if err != nil {
+			return prefixed(fmt.Sprintf("restore: tenant %s: its end: ", bt.Name), err)
+		}
+		ends[i] = o.Index
 		return nil
 	})
 	if err != nil {
 		writeError(w, err)
 		return
 	}
+	shards := map[uint64]uint64{}
+	for i, index := range written {
+		if index != 0 {
+			shards[replicas[i].ShardID] = index
+		}
+	}
+	s.awaitRestored(r.Context(), slices.Max(append(ends, 0)), shards)
 	writeJSON(w, http.StatusOK, api.RestoreResponse{Tenants: len(backup), Policies: int(policies.Load()), Instances: int(instances.Load()),
-		Keys: int(keys.Load())})
+		Keys: int(keys.Load()), Unchanged: int(unchanged.Load())})
 }
+
+// restoreSettle bounds how long a restore waits, once written, for the
+// other nodes to serve what it wrote.
+const restoreSettle = 10 * time.Second
+
+// awaitRestored waits (at most restoreSettle) until every other node that
+// answers has applied the meta entry at metaIndex and, for each shard it
+// hosts of shards, the index given: a client that reads any node once the
+// restore has answered finds the tenants whole, not 503 restoring. A node
+// that does not answer is not waited for (it answers 503 restoring until
+// it has caught up).
+func (s *Server) awaitRestored(ctx context.Context, metaIndex uint64, shards map[uint64]uint64) {
+	if metaIndex == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, restoreSettle)
+	defer cancel()
+	s.awaitMetaEverywhere(ctx, metaIndex)
+	for ctx.Err() == nil {
+		behind := false
+		for _, applied := range s.PeerApplied(ctx) {
+			for shard, index := range shards {
+				if a, ok := applied[shard]; ok && a < index {
+					behind = true
+				}
+			}
+		}
+		if !behind {
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// sameDurable reports whether a tenant's durable state (its policies,
+// permanent instances and keys) is what a backup's tenant holds, indexes
+// and versions apart: a restore of it would change nothing.
+func sameDurable(bt api.BackupTenant, sm *fsm.Tenant) bool {
+	have, _ := sm.Durable()
+	want := make([]api.BackupService, 0, len(bt.Services))
+	for _, svc := range bt.Services {
+		if svc.Policy == nil && len(svc.Instances) == 0 {
+			continue // a backup never holds one; nothing restores it
+		}
+		if svc.Instances == nil {
+			svc.Instances = []api.Instance{}
+		}
+		want = append(want, svc)
+	}
+	hj, err1 := json.Marshal(have)
+	wj, err2 := json.Marshal(want)
+	if err1 != nil || err2 != nil || !bytes.Equal(hj, wj) {
+		return false
+	}
+	kvs, _ := sm.DurableKV()
+	if len(kvs) != len(bt.KV) {
+		return false
+	}
+	for i, kv := range kvs {
+		if kv.Key != bt.KV[i].Key || !bytes.Equal(kv.Value, bt.KV[i].Value) {
+			return false
+		}
+	}
+	return true
+}
+
+// restoring refuses a request to a tenant that a restore has not finished
+// writing, or whose replica on this node has not yet applied what the
+// restore wrote: 503 restoring, never a partial or empty state.
+func (s *Server) restoring(name string) error {
+	mark, ok := s.node.Meta().RestoreMark(name)
+	switch {
+	case !ok:
+		return nil
+	case mark.Pending:
+		return &api.Error{Code: api.CodeRestoring, RetryAfter: time.Second,
+			Message: fmt.Sprintf("tenant %s is being restored from a backup; retry", name)}
+	}
+	if t, ok := s.node.Tenant(name); ok {
+		if applied := t.SM.Applied(); applied < mark.Index {
+			return &api.Error{Code: api.CodeRestoring, RetryAfter: 200 * time.Millisecond,
+				Message: fmt.Sprintf("tenant %s: this node's replica has not applied its restore yet (at index %d of %d); retry", name, applied, mark.Index)}
+		}
+	}
+	return nil
+}
+
+// errRestoringCluster answers a token this cluster does not know while a
+// restore is writing some tenant: it may be a token of a tenant of the
+// backup, and a client takes a 401 as final.
+var errRestoringCluster = staticError(&api.Error{Code: api.CodeRestoring, RetryAfter: time.Second,
+	Message: "a restore from a backup is in progress and this token is not known yet; retry"})
 
 // restoreTxnBytes bounds the values of one restore transaction.
 const restoreTxnBytes = 256 << 10
@@ -291,26 +465,34 @@ func prefixed(prefix string, err error) error {
 const DefaultEpochGap = 16
 
 // parseRestore reads and checks a backup (api.Backup) for POST /v1/restore,
-// and ?epoch_gap=N.
-func parseRestore(w http.ResponseWriter, r *http.Request) (fsm.Restore, []api.BackupTenant, error) {
+// ?epoch_gap=N and ?force=true.
+func parseRestore(w http.ResponseWriter, r *http.Request) (cmd fsm.Restore, _ []api.BackupTenant, force bool, _ error) {
 	gap := uint64(DefaultEpochGap)
 	if queryValue(r.URL.RawQuery, "epoch_gap") != "" {
 		n, err := parseUintParam(r, "epoch_gap")
 		if err != nil {
-			return fsm.Restore{}, nil, err
+			return fsm.Restore{}, nil, false, err
 		}
 		if n >= fsm.MaxEpoch {
-			return fsm.Restore{}, nil, api.BadField("epoch_gap", "%d must be below %d, the epochs a tenant name has", n, fsm.MaxEpoch)
+			return fsm.Restore{}, nil, false, api.BadField("epoch_gap", "%d must be below %d, the epochs a tenant name has", n, fsm.MaxEpoch)
 		}
 		gap = n
 	}
+	if v := queryValue(r.URL.RawQuery, "force"); v != "" {
+		f, err := strconv.ParseBool(v)
+		if err != nil {
+			return fsm.Restore{}, nil, false, api.BadField("force", "%q is not true or false", v)
+		}
+		force = f
+	}
 	var b api.Backup
 	if err := decodeUpTo(w, r, &b, false, maxRestoreBytes); err != nil {
-		return fsm.Restore{}, nil, err
+		return fsm.Restore{}, nil, false, err
 	}
 	cmd, tenants, err := checkBackup(b)
 	cmd.EpochGap = gap
-	return cmd, tenants, err
+	cmd.BackupIndex = b.Index
+	return cmd, tenants, force, err
 }
 
 // checkBackup validates a decoded backup and makes the meta command that

@@ -83,8 +83,14 @@ func TestBackupRestore(t *testing.T) {
 	for node := 1; node <= 3; node++ {
 		for _, tok := range []string{acme, beta, rot.Token} {
 			tenant := strings.Split(tok, "_")[1]
-			if s := c.Do(node, tok, http.MethodGet, "/v1/tenants/"+tenant+"/services", nil).Status; s != http.StatusOK {
-				t.Fatalf("node %d refuses %s's token after the restore: %d", node, tenant, s)
+			// 503 restoring until the node's replica applied the restore.
+			var r *servertest.Response
+			servertest.Eventually(t, 10*time.Second, "the restored tenant served", func() bool {
+				r = c.Do(node, tok, http.MethodGet, "/v1/tenants/"+tenant+"/services", nil)
+				return r.Status != http.StatusServiceUnavailable || r.Err().Code != api.CodeRestoring
+			})
+			if r.Status != http.StatusOK {
+				t.Fatalf("node %d refuses %s's token after the restore: %d %s", node, tenant, r.Status, r.Body)
 			}
 		}
 	}

@@ -276,7 +276,7 @@ func FuzzParseRestore(f *testing.F) {
 	f.Add(`{"version":1,"tenants":[{"name":"a","token_hash":"` + hash + `"},{"name":"a","token_hash":"` + hash + `"}]}`)
 	f.Add(`{"version":1,"tenants":[{"name":"acme","token_hash":"` + hash + `","services":[{"name":"web","instances":[{"id":"x","session_tag":"91c2e0"}]}]}]}`)
 	f.Fuzz(func(t *testing.T, body string) {
-		cmd, backup, err := parseRestore(nil, request(http.MethodPost, body, nil, ""))
+		cmd, backup, _, err := parseRestore(nil, request(http.MethodPost, body, nil, ""))
 		if err != nil {
 			wantClientError(t, err)
 			return

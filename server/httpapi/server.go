@@ -59,6 +59,8 @@ type Server struct {
 
 	cs *clientStreams // client streams and their watch feeds
 
+	restoreHook atomic.Pointer[func(tenant string)] // tests: a restore about to write a tenant
+
 	reqCount *metrics.CounterVec
 	reqTime  *metrics.HistogramVec
 }
@@ -92,6 +94,8 @@ func New(node *cluster.Node, reg *metrics.Registry, peers *http.Client) *Server 
 	}
 	if cfg.AdminToken != "" {
 		s.admin = tenants.HashToken(cfg.AdminToken)
+	} else {
+		s.admin = cfg.AdminTokenHash // remembered in the data dir; zero: none
 	}
 	if cfg.ReadToken != "" {
 		s.read = tenants.HashToken(cfg.ReadToken)
@@ -150,6 +154,7 @@ func (s *Server) routes() {
 	h("PATCH /v1/tenants/{t}", admin, false, false, s.updateTenant)
 	h("DELETE /v1/tenants/{t}", admin, false, false, s.deleteTenant)
 	h("POST /v1/tenants/{t}/token", admin, false, false, s.rotateToken)
+	h("DELETE /v1/tenants/{t}/token/previous", admin, false, false, s.revokePrevious)
 	h("PUT /v1/tenants/{t}/sessions/{id}", tenant, false, true, s.openSession)
 	h("DELETE /v1/tenants/{t}/sessions/{id}", tenant, false, true, s.closeSession)
 	h("PUT /v1/tenants/{t}/sessions/{id}/keepalive", tenant, true, false, s.keepalive)
@@ -324,6 +329,9 @@ func (s *Server) authorize(r *http.Request, a access, isLane, write bool) (ident
 			}
 			id, ok = s.authToken(tok, hash, now)
 		}
+		if !ok && strings.HasPrefix(tok, tenants.TokenPrefix) && s.node.Meta().Restoring() {
+			return identity{}, errRestoringCluster
+		}
 		if !ok {
 			return identity{}, errUnknownToken
 		}
@@ -356,6 +364,11 @@ func (s *Server) authorize(r *http.Request, a access, isLane, write bool) (ident
 	case tenant, tenantRO:
 		if !id.admin && id.tenant != r.PathValue("t") {
 			return identity{}, api.Errorf(api.CodeNotFound, "tenant %s not found", r.PathValue("t"))
+		}
+	}
+	if a == tenant {
+		if err := s.restoring(r.PathValue("t")); err != nil {
+			return id, err
 		}
 	}
 	return id, nil
@@ -624,7 +637,7 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request, _ identity) {
 		return
 	}
 	if !s.node.Ready() {
-		writeError(w, &api.Error{Code: api.CodeUnavailable, Message: "not ready: the meta replica has not caught up or tenant replicas are starting", RetryAfter: time.Second})
+		writeError(w, &api.Error{Code: api.CodeUnavailable, Message: "not ready: the meta replica has not caught up, tenant replicas are starting, or this node's addresses are not recorded yet", RetryAfter: time.Second})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "node_id": s.node.ID()})

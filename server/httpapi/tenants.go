@@ -22,7 +22,11 @@ func (s *Server) writeCtx(r *http.Request) (context.Context, context.CancelFunc)
 
 func (s *Server) tenantView(rec *fsm.TenantRecord, withUsage bool) api.Tenant {
 	t := api.Tenant{Name: rec.Name, Epoch: rec.Epoch, ShardID: rec.ShardID, Quotas: rec.Quotas,
-		CreatedAt: time.UnixMilli(rec.CreatedMs).UTC()}
+		CreatedAt: time.UnixMilli(rec.CreatedMs).UTC(), Restoring: rec.Restore != nil && rec.Restore.Pending}
+	if c := rec.Credentials; c.Previous != nil && time.Now().Before(c.PreviousValidUntil) {
+		until := c.PreviousValidUntil.UTC()
+		t.PreviousTokenValidUntil = &until
+	}
 	if withUsage {
 		u := api.Usage{}
 		if rt, ok := s.node.Tenant(rec.Name); ok {
@@ -209,6 +213,31 @@ func (s *Server) rotateToken(w http.ResponseWriter, r *http.Request, _ identity)
 	view.Token = req.token.Reveal()
 	setIndex(w, o.Index)
 	writeJSON(w, http.StatusOK, view)
+}
+
+// revokePrevious ends a tenant's previous token, keeping the current one
+// (DELETE /v1/tenants/{t}/token/previous): after a rotation, once the
+// clients have moved to the new token. Revoking when there is none
+// succeeds.
+func (s *Server) revokePrevious(w http.ResponseWriter, r *http.Request, _ identity) {
+	name := r.PathValue("t")
+	ctx, cancel := s.writeCtx(r)
+	defer cancel()
+	if !s.speaksVersion(ctx, 4) {
+		writeError(w, &api.Error{Code: api.CodeUnavailable, RetryAfter: time.Second,
+			Message: "revoke-previous: the cluster has not agreed on state version 4 yet (a node runs an older build, or is unreachable); retry"})
+		return
+	}
+	o, err := s.node.ProposeMeta(ctx, fsm.Encode(fsm.OpRevokePrevious, fsm.RevokePrevious{Name: name}))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	// The revoked token must fail on every node once this answers.
+	s.awaitMetaEverywhere(ctx, o.Index)
+	s.log.Info("tenant's previous token revoked", "tenant", name)
+	setIndex(w, o.Index)
+	writeJSON(w, http.StatusOK, s.tenantView(o.Tenant, false))
 }
 
 // awaitMetaEverywhere waits until every other node's meta replica applied
