@@ -346,8 +346,7 @@ func (n *Node) register() {
 	cmd := fsm.Encode(fsm.OpRegisterNode, fsm.RegisterNode{ID: n.cfg.NodeID, RaftAddress: n.cfg.RaftAddress, APIAddress: api,
 		Incarnation: n.incarnation})
 	for attempt := 0; ; attempt++ {
-		if rec, ok := n.meta.Node(n.cfg.NodeID); ok && rec.APIAddress == api && rec.RaftAddress == n.cfg.RaftAddress &&
-			rec.Incarnation == n.incarnation {
+		if n.Registered() {
 			return
 		}
 		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.RequestTimeout)
@@ -392,7 +391,19 @@ func (n *Node) Config() config.Config { return n.cfg }
 // speaks every state version the cluster agreed on. A node removed from
 // the cluster is never ready.
 func (n *Node) Ready() bool {
-	return n.metaSynced.Load() && n.reconciled.Load() && n.TooOld() == "" && n.RemovedReason() == ""
+	return n.metaSynced.Load() && n.reconciled.Load() && n.TooOld() == "" && n.RemovedReason() == "" && n.Registered()
+}
+
+// Registered reports whether the meta shard records this node as it runs
+// now (its addresses, this incarnation): until then the cluster's lists
+// (GET /v1/cluster, /v1/servers, a Client's server sync) miss it.
+func (n *Node) Registered() bool {
+	api := n.cfg.AdvertiseAPI
+	if api == "" {
+		api = n.cfg.APIAddress
+	}
+	rec, ok := n.meta.Node(n.cfg.NodeID)
+	return ok && rec.APIAddress == api && rec.RaftAddress == n.cfg.RaftAddress && rec.Incarnation == n.incarnation
 }
 
 // TooOld names a state (meta, or a tenant) whose agreed version this build
