@@ -97,32 +97,59 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
-// TestServiceTail: the cached encoding, after its head, equals a fresh one,
-// before and after changes, for existing and missing services.
-func TestServiceTail(t *testing.T) {
+// TestServiceAnswer: the cached answer, after its head, equals a fresh
+// encoding of Service, before and after changes, for existing and missing
+// services, and instances unchanged since the previous answer are not
+// encoded again.
+func TestServiceAnswer(t *testing.T) {
 	sm := seeded(t)
-	check := func() {
+	check := func(fresh int) {
 		t.Helper()
 		for _, name := range []string{"web", "db", "nothing"} {
-			idx, tail, err := sm.ServiceTail(name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body := append(AppendServiceHead(nil, idx), tail...)
-			want, _ := json.Marshal(sm.Service(name))
-			if string(body) != string(want)+"\n" || idx != sm.Applied() {
-				t.Fatalf("ServiceTail(%s) = %s, want %s", name, body, want)
-			}
+			checkAnswer(t, sm, name)
+		}
+		if _, a, _ := sm.ServiceAnswer("web"); fresh >= 0 && a.Fresh() != fresh {
+			t.Fatalf("web's answer encoded %d instances, want %d", a.Fresh(), fresh)
 		}
 	}
-	check()
-	check() // from the cache
+	check(1)
+	n := sm.AnswersEncoded()
+	check(1) // from the cache
+	if sm.AnswersEncoded() != n {
+		t.Fatal("an unchanged answer was encoded again")
+	}
 	var ch Changes
 	sm.Apply(50, Encode(OpRegister, Register{Service: "web", ID: "w2", Instance: api.RegisterRequest{Address: "b:1"}}), &ch)
-	check()
-	sm.Apply(51, Encode(OpDeregister, Deregister{Service: "web", ID: "w1"}), &ch)
-	sm.Apply(52, Encode(OpDeregister, Deregister{Service: "web", ID: "w2"}), &ch)
-	check()
+	check(1)
+	sm.Apply(51, Encode(OpRegister, Register{Service: "web", ID: "w0", Instance: api.RegisterRequest{Address: "c:1",
+		Meta: map[string]string{"<": "&>"}}}), &ch)
+	check(1)
+	sm.Apply(52, Encode(OpRegister, Register{Service: "web", ID: "w2", Instance: api.RegisterRequest{Address: "b:2"}}), &ch)
+	check(1)
+	sm.Apply(53, Encode(OpDeregister, Deregister{Service: "web", ID: "w1"}), &ch)
+	check(0)
+	sm.Apply(54, Encode(OpDeregister, Deregister{Service: "web", ID: "w2"}), &ch)
+	sm.Apply(55, Encode(OpDeregister, Deregister{Service: "web", ID: "w0"}), &ch)
+	check(-1)
+}
+
+// checkAnswer fails t unless ServiceAnswer(name), after its head, is
+// Service(name) encoded, in both of its forms.
+func checkAnswer(t testing.TB, sm *Tenant, name string) {
+	t.Helper()
+	idx, a, err := sm.ServiceAnswer(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := a.AppendTo(AppendServiceHead(nil, idx))
+	want, _ := json.Marshal(sm.Service(name))
+	if string(body) != string(want)+"\n" || idx != sm.Applied() {
+		t.Fatalf("ServiceAnswer(%s) = %s, want %s", name, body, want)
+	}
+	var w bytes.Buffer
+	if n, err := a.WriteTo(&w); err != nil || int(n) != a.Len() || w.String() != string(body[len(AppendServiceHead(nil, idx)):]) {
+		t.Fatalf("WriteTo wrote %d bytes (%v), Len %d, AppendTo %d", n, err, a.Len(), len(body))
+	}
 }
 
 // FuzzRestore feeds arbitrary snapshots to both state machines: Restore
@@ -155,7 +182,7 @@ func FuzzRestore(f *testing.F) {
 		if ten.Restore(bytes.NewReader(b)) == nil {
 			for _, s := range ten.Services().Services {
 				ten.Service(s.Name)
-				_, _, _ = ten.ServiceTail(s.Name)
+				checkAnswer(t, ten, s.Name)
 			}
 			ten.Durable()
 			ten.Usage()

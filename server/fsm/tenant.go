@@ -44,8 +44,8 @@ type Tenant struct {
 	tooOld bool  // a SetVersion newer than this build was refused
 
 	cacheMu sync.Mutex
-	cache   map[string]*encoded // per service: its answer, encoded (ServiceTail)
-	encodes atomic.Uint64       // answers ServiceTail encoded (shared ones once)
+	cache   map[string]*encoded // per service: its answer, encoded (ServiceAnswer)
+	encodes atomic.Uint64       // answers ServiceAnswer encoded (shared ones once)
 }
 
 type instKey struct{ service, id string }

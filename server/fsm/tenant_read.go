@@ -5,9 +5,11 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"io"
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/rafting/rafting/api"
@@ -209,18 +211,90 @@ func (t *Tenant) Durable() ([]api.BackupService, uint64) {
 	return out, t.st.Applied
 }
 
-// encoded is a service's answer encoded once per modify index, without its
-// leading "index" field (which is the replica's applied index, different
-// for every read): many watchers woken by one change share one encoding.
+// encoded is a service's answer encoded once per modify index: many
+// watchers woken by one change share one encoding.
 type encoded struct {
 	modify uint64
-	done   chan struct{} // closed once tail or err is set
-	tail   []byte        // `"modify_index":...}` and a newline
+	done   chan struct{} // closed once answer or err is set
+	answer *Answer
 	err    error
-	size   int // len(tail), or the previous answer's until it is encoded (cacheMu)
+	size   int // answer.Len(), or the previous answer's until it is encoded (cacheMu)
 }
 
-// AppendServiceHead appends what comes before ServiceTail's bytes in a
+// Answer is a service's answer encoded as JSON without its leading "index"
+// field (the replica's applied index, different for every read):
+// AppendServiceHead(index) followed by the Answer's bytes (WriteTo) is what
+// Service returns, encoded, with a trailing newline.
+//
+// An Answer is immutable and shared by every reader of its modify index.
+// Its instances are encoded one by one and each encoding is kept for the
+// next modify index while its instance is unchanged (instances are never
+// changed in place): after a write of one instance of a service of 10,000
+// with 4 KB of meta each, the next answer encodes 4 KB, not 40 MB, and
+// holds no new copy of the other instances' bytes.
+type Answer struct {
+	open      []byte         // `"modify_index":N,"service":"s","instances":[`
+	instances []instanceJSON // sorted by ID, written separated by commas
+	close     []byte         // `],"master":...,"policy":...}` and a newline
+	size      int
+	fresh     int // instances encoded for this answer, not taken from the previous one
+}
+
+// instanceJSON is one instance's JSON in an Answer.
+type instanceJSON struct {
+	id string
+	in *instance // what b encodes
+	b  []byte
+}
+
+// Len is the number of bytes WriteTo writes.
+func (a *Answer) Len() int { return a.size }
+
+// Fresh is how many of the answer's instances were encoded for it, rather
+// than taken from the answer of the service's previous modify index.
+func (a *Answer) Fresh() int { return a.fresh }
+
+var comma = []byte{','}
+
+// WriteTo writes the answer's bytes to w, in as many Writes as it has
+// instances (twice as many, with the commas): give it a buffered writer.
+func (a *Answer) WriteTo(w io.Writer) (int64, error) {
+	var n int64
+	write := func(b []byte) error {
+		m, err := w.Write(b)
+		n += int64(m)
+		return err
+	}
+	if err := write(a.open); err != nil {
+		return n, err
+	}
+	for i := range a.instances {
+		if i > 0 {
+			if err := write(comma); err != nil {
+				return n, err
+			}
+		}
+		if err := write(a.instances[i].b); err != nil {
+			return n, err
+		}
+	}
+	return n, write(a.close)
+}
+
+// AppendTo appends the answer's bytes to b.
+func (a *Answer) AppendTo(b []byte) []byte {
+	b = slices.Grow(b, a.size)
+	b = append(b, a.open...)
+	for i := range a.instances {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, a.instances[i].b...)
+	}
+	return append(b, a.close...)
+}
+
+// AppendServiceHead appends what comes before an Answer's bytes in a
 // service answer at index.
 func AppendServiceHead(b []byte, index uint64) []byte {
 	b = append(b, `{"index":`...)
@@ -228,63 +302,141 @@ func AppendServiceHead(b []byte, index uint64) []byte {
 	return append(b, ',')
 }
 
-// ServiceTail returns a service's answer as JSON (what Service returns,
-// encoded, with a trailing newline) in two parts, for a caller that writes
-// them out one after the other: the answer is AppendServiceHead(index) and
-// then tail. Many watchers woken by one change get one shared tail, which
-// the caller must not modify.
-//
-// The answer is encoded once per modify index, outside the tenant's lock
-// (the view is read under it; instances are never changed in place, so
-// the view stays true), and readers that ask while it is being encoded
-// wait for that one encoding: a service of 10,000 instances with 4 KB of
-// meta each is a 41.6 MB answer, and encoding it under the lock, once per
-// reader, held the tenant's applies (and its Dragonboat apply worker, which
-// other tenants share) for as long.
-func (t *Tenant) ServiceTail(name string) (index uint64, tail []byte, err error) {
+// ServiceAnswer returns a service's answer, encoded, at the replica's
+// applied index. The answer is encoded once per modify index, outside the
+// tenant's lock (under it only the instances' pointers are taken, and
+// instances are never changed in place, so they stay true), readers that
+// ask while it is being encoded wait for that one encoding, and of the
+// instances only those changed since the previous answer are encoded
+// again. Encoding a 41.6 MB answer under the lock, once per reader, held
+// the tenant's applies (and its Dragonboat apply worker, which other
+// tenants share) for as long; encoding it whole after each small write
+// took 40 MB of garbage per write on every node.
+func (t *Tenant) ServiceAnswer(name string) (index uint64, a *Answer, err error) {
 	t.mu.RLock()
 	index = t.st.Applied
 	svc := t.st.Services[name]
 	if svc == nil {
-		r := t.service(name) // nothing to share: no instances
+		v := t.serviceView(name, nil) // nothing to share: no instances
 		t.mu.RUnlock()
-		tail, err = encodeTail(&r)
-		return index, tail, err
+		a, err = t.encode(&v, nil)
+		return index, a, err
 	}
 	t.cacheMu.Lock()
-	e := t.cache[name]
-	if e != nil && e.modify == svc.ModifyIndex {
+	prev := t.cache[name]
+	if prev != nil && prev.modify == svc.ModifyIndex {
 		t.cacheMu.Unlock()
 		t.mu.RUnlock()
-		<-e.done
-		return index, e.tail, e.err
+		<-prev.done
+		return index, prev.answer, prev.err
 	}
-	size := 0
-	if prev := t.cache[name]; prev != nil {
-		size = prev.size // until this one is encoded
+	e := &encoded{modify: svc.ModifyIndex, done: make(chan struct{})}
+	if prev != nil {
+		e.size = prev.size // until this one is encoded
 	}
-	e = &encoded{modify: svc.ModifyIndex, done: make(chan struct{}), size: size}
 	if t.cache == nil {
 		t.cache = map[string]*encoded{}
 	}
 	t.cache[name] = e
 	t.cacheMu.Unlock()
-	r := t.service(name)
+	v := t.serviceView(name, svc)
 	t.mu.RUnlock()
+
+	var reuse []instanceJSON
+	if prev != nil {
+		<-prev.done // its instances, to take the unchanged ones from
+		if prev.answer != nil {
+			reuse = prev.answer.instances
+		}
+	}
 	t.encodes.Add(1)
-	tail, err = encodeTail(&r)
+	a, err = t.encode(&v, reuse)
 	t.cacheMu.Lock()
-	e.tail, e.err, e.size = tail, err, len(tail)
+	e.answer, e.err = a, err
+	if a != nil {
+		e.size = a.size
+	}
+	if err != nil && t.cache[name] == e {
+		delete(t.cache, name)
+	}
 	t.cacheMu.Unlock()
 	close(e.done)
-	if e.err != nil {
-		t.cacheMu.Lock()
-		if t.cache[name] == e {
-			delete(t.cache, name)
-		}
-		t.cacheMu.Unlock()
+	return index, a, err
+}
+
+// AnswersEncoded is how many service answers ServiceAnswer encoded (an
+// answer shared by many readers once).
+func (t *Tenant) AnswersEncoded() uint64 { return t.encodes.Load() }
+
+// serviceView is what an Answer is encoded from, taken under the
+// tenant's read lock.
+type serviceView struct {
+	r         api.ServiceResponse // all but the instances
+	instances []instanceJSON      // unsorted, without their bytes
+}
+
+// serviceView reads svc (nil: a service that does not exist) under the
+// tenant's lock: its instances' pointers, not their views.
+func (t *Tenant) serviceView(name string, svc *service) serviceView {
+	v := serviceView{r: api.ServiceResponse{ModifyIndex: t.st.ServicesIndex, Service: name,
+		Instances: []api.Instance{}, Policy: api.Policy{ColdStart: api.ColdStart{MinReady: 1}}}}
+	if svc == nil {
+		return v
 	}
-	return index, e.tail, e.err
+	v.r.ModifyIndex = svc.ModifyIndex
+	v.r.Policy = api.Policy{ColdStart: svc.policy()}
+	if m := svc.Master; m != nil {
+		v.r.Master = &api.Master{Instance: m.Instance, SessionTag: api.SessionTag(m.Session),
+			FencingToken: m.Token, Since: msTime(m.SinceMs), Releasing: m.Releasing}
+	}
+	v.instances = make([]instanceJSON, 0, len(svc.Instances))
+	for id, in := range svc.Instances {
+		v.instances = append(v.instances, instanceJSON{id: id, in: in})
+	}
+	return v
+}
+
+// encode encodes v outside the tenant's lock, taking each instance's bytes from reuse (sorted by ID)
+// where its instance is the same.
+func (t *Tenant) encode(v *serviceView, reuse []instanceJSON) (*Answer, error) {
+	b, err := json.Marshal(&v.r) // Index 0, no instances
+	if err != nil {
+		return nil, err
+	}
+	name, err := json.Marshal(v.r.Service)
+	if err != nil {
+		return nil, err
+	}
+	open := []byte(`"modify_index":`)
+	open = strconv.AppendUint(open, v.r.ModifyIndex, 10)
+	open = append(open, `,"service":`...)
+	open = append(open, name...)
+	open = append(open, `,"instances":[`...)
+	const head = `{"index":0,`
+	if !bytes.HasPrefix(b, []byte(head)) || !bytes.HasPrefix(b[len(head):], open) || len(b) < len(head)+len(open)+1 || b[len(head)+len(open)] != ']' {
+		return nil, fmt.Errorf("fsm: encoded service answer starts %q", b[:min(len(b), 64)])
+	}
+	a := &Answer{open: open, close: append(b[len(head)+len(open):], '\n'), instances: v.instances}
+	slices.SortFunc(a.instances, func(x, y instanceJSON) int { return strings.Compare(x.id, y.id) })
+	j := 0
+	for i := range a.instances {
+		x := &a.instances[i]
+		for j < len(reuse) && reuse[j].id < x.id {
+			j++
+		}
+		if j < len(reuse) && reuse[j].id == x.id && reuse[j].in == x.in {
+			x.b = reuse[j].b
+		} else {
+			// instanceView reads only x.in: no lock needed.
+			if x.b, err = json.Marshal(t.instanceView(x.id, x.in)); err != nil {
+				return nil, err
+			}
+			a.fresh++
+		}
+		a.size += len(x.b)
+	}
+	a.size += len(a.open) + max(len(a.instances)-1, 0) + len(a.close)
+	return a, nil
 }
 
 // AnswerSize is the size of the service's answer as last encoded, at
@@ -298,20 +450,6 @@ func (t *Tenant) AnswerSize(name string) int {
 		return e.size
 	}
 	return 0
-}
-
-// encodeTail encodes an answer without its leading "index" field.
-func encodeTail(r *api.ServiceResponse) ([]byte, error) {
-	r.Index = 0
-	b, err := json.Marshal(r)
-	if err != nil {
-		return nil, err
-	}
-	const head = `{"index":0,`
-	if !bytes.HasPrefix(b, []byte(head)) {
-		return nil, fmt.Errorf("fsm: encoded service answer starts %q", b[:min(len(b), 20)])
-	}
-	return append(b[len(head):], '\n'), nil
 }
 
 // Services lists the tenant's services.

@@ -50,7 +50,7 @@ func bigService(t *testing.T, c *servertest.Cluster, tok, tenant string, n int) 
 }
 
 // TestAttackAnswerEncodedBeforeItIsCharged: a service's answer is encoded
-// (fsm.ServiceTail) before the tenant's answer bytes are charged
+// (fsm.ServiceAnswer) before the tenant's answer bytes are charged
 // (chargeAnswer), and encoded anew after every change of the service. A
 // tenant that alternates a one-instance update (~100 bytes) with a read
 // of a large service makes the node encode the whole answer each time,

@@ -1,10 +1,12 @@
 package httpapi
 
 import (
+	"bufio"
 	"context"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -282,13 +284,13 @@ func (s *Server) service(w http.ResponseWriter, r *http.Request, who identity) {
 			return
 		}
 	}
-	index, tail, err := t.SM.ServiceTail(name)
+	index, a, err := t.SM.ServiceAnswer(name)
 	if err != nil {
 		writeError(w, api.Errorf(api.CodeInternal, "encode answer: %v", err))
 		return
 	}
-	if who.tenant != "" && len(tail) > charged {
-		if err := s.chargeAnswer(who.tenant, len(tail)-charged, time.Now()); err != nil {
+	if who.tenant != "" && a.Len() > charged {
+		if err := s.chargeAnswer(who.tenant, a.Len()-charged, time.Now()); err != nil {
 			s.tarpit(r, who, err)
 			writeError(w, err)
 			return
@@ -300,11 +302,24 @@ func (s *Server) service(w http.ResponseWriter, r *http.Request, who identity) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	head := fsm.AppendServiceHead(make([]byte, 0, 32), index)
-	w.Header().Set("Content-Length", strconv.Itoa(len(head)+len(tail))) // not chunked: the client reads it in one piece
+	w.Header().Set("Content-Length", strconv.Itoa(len(head)+a.Len())) // not chunked: the client reads it in one piece
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(head)
-	_, _ = w.Write(tail) // shared by every watcher of this change: not copied
+	// The answer is shared by every reader of this modify index and written
+	// from its parts, not copied into one buffer; a buffer of 64 KiB (one
+	// of a pool) gathers them, or a service of 10,000 instances would be
+	// written in 10,000 system calls.
+	bw := answerWriters.Get().(*bufio.Writer)
+	bw.Reset(w)
+	_, _ = bw.Write(head)
+	if _, err := a.WriteTo(bw); err == nil {
+		_ = bw.Flush()
+	}
+	bw.Reset(nil)
+	answerWriters.Put(bw)
 }
+
+// answerWriters buffers service answers as they are written (service).
+var answerWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 64<<10) }}
 
 // block waits for the service to move past index; false means it answered.
 func (s *Server) block(w http.ResponseWriter, r *http.Request, who identity, t *cluster.Tenant, name string, index uint64, wait time.Duration) bool {
