@@ -22,10 +22,11 @@ import (
 // time from Join returning to every Client's cache holding it (and each
 // Client's own latency). The service keeps 10 instances: the instance
 // joined 10 iterations earlier leaves between measurements. Reported:
-// p50/p99 of both, in ms.
+// p50/p99 of both, in ms. The Clients use blocking queries
+// (WithClientStream(false)); BenchmarkPropagationStream, the client stream.
 //
 //	go test -run '^$' -bench Propagation -benchtime 200x ./sdk/
-func BenchmarkPropagation(b *testing.B) { benchPropagation(b) }
+func BenchmarkPropagation(b *testing.B) { benchPropagation(b, sdk.WithClientStream(false)) }
 
 // benchPropagation is BenchmarkPropagation with the watching Clients'
 // options (stream_bench_test.go: on the client stream).

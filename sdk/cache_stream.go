@@ -20,6 +20,32 @@ import (
 // from the watch's result, stale after every server failed in a row,
 // quarantine of mass removals.
 
+// useStream decides whether the Client uses the client stream: as
+// WithClientStream says; by default, when a stream opens on a server now.
+// One that does not (an HTTP/1.1 proxy between the Client and the servers,
+// a server older than the stream, a WithHTTPClient without HTTP/2) leaves
+// the Client on REST and session streams, which need neither.
+func (c *Client) useStream(ctx context.Context) bool {
+	if c.cfg.conn.clientStreamSet {
+		return c.cfg.conn.clientStream
+	}
+	pctx, cancel := context.WithTimeout(ctx, streamProbeWait)
+	defer cancel()
+	pr, pw := io.Pipe()
+	resp, server, err := c.tr.Duplex(pctx, "", c.tenantPath("/stream"), pr)
+	if err != nil {
+		pw.CloseWithError(err)
+		c.log.Info("no client stream: using REST and session streams", "server", server, "err", err)
+		return false
+	}
+	pw.Close() // the server ends a stream whose client sent everything
+	resp.Body.Close()
+	return true
+}
+
+// streamProbeWait bounds useStream's opening of a stream.
+const streamProbeWait = 2 * time.Second
+
 // newStream starts the Client's stream (Client.stream; nil without the
 // option).
 func (c *Client) newStream() *stream.Client {

@@ -92,7 +92,7 @@ func connect(ctx context.Context, cfg config) (*Client, error) {
 		return nil, fmt.Errorf("sdk: connect to tenant %s: %w", cfg.conn.tenant, certHint(err))
 	}
 	log.Debug("connected", "servers", cfg.conn.ep.addrs)
-	if cfg.conn.clientStream {
+	if c.useStream(ctx) {
 		c.stream = c.newStream()
 		c.batch = newKeepBatch(c.stream)
 	}

@@ -38,15 +38,12 @@ func TestCluster(t *testing.T) {
 	// Each behaviour twice: over REST and session streams, and over the
 	// client stream (WithClientStream: watches, attaches and batched
 	// keepalives on one stream per Client).
-	for _, mode := range []struct {
-		name   string
-		stream bool
-	}{{"REST", false}, {"ClientStream", true}} {
+	for _, mode := range transportModes {
 		t.Run(mode.name, func(t *testing.T) {
 			for i, tt := range tests {
 				t.Run(tt.name, func(t *testing.T) {
 					tn := newTenant(t, c, strings.ToLower(mode.name[:1])+"t"+string(rune('a'+i)), tt.q)
-					tn.stream = mode.stream
+					tn.mode = mode.mode
 					tt.fn(t, tn)
 				})
 			}

@@ -36,15 +36,12 @@ func TestConfig(t *testing.T) {
 	}
 	// Each behaviour twice: views by blocking reads, and on the client
 	// stream (watch_kv).
-	for _, mode := range []struct {
-		name   string
-		stream bool
-	}{{"REST", false}, {"ClientStream", true}} {
+	for _, mode := range transportModes {
 		t.Run(mode.name, func(t *testing.T) {
 			for i, tt := range tests {
 				t.Run(tt.name, func(t *testing.T) {
 					tn := newTenant(t, c, strings.ToLower(mode.name[:1])+"k"+string(rune('a'+i)), api.Quotas{})
-					tn.stream = mode.stream
+					tn.mode = mode.mode
 					tt.fn(t, tn)
 				})
 			}
@@ -119,7 +116,7 @@ func testConfigFollows(t *testing.T, tn *tenant) {
 		got, _ := value(v, "app/n")
 		return got == "9"
 	})
-	if watched, _, _ := sdk.StreamStats(reader); tn.stream && watched == 0 {
+	if watched, _, _ := sdk.StreamStats(reader); tn.mode == streamMode && watched == 0 {
 		t.Fatal("the view is not followed on the client stream")
 	}
 }

@@ -261,6 +261,26 @@
 // slow consumer skips intermediate ones instead of filling a buffer, and
 // nothing leaks when the loop breaks.
 //
+// # The client stream
+//
+// By default a Client reaches the servers through one client stream (POST
+// /v1/tenants/{t}/stream over HTTP/2, on one connection per server, kept
+// on the tenant's Raft leader) when one opens as it connects: its
+// services and configuration views are followed by watches on it, which
+// send deltas in index order (the first fill stays a consistent REST
+// read); its members' sessions attach on it instead of a session stream
+// each; and the keepalives of every member of the Client that fall due
+// within a tenth of their interval travel in one frame, each promise still
+// anchored when that frame was handed to the transport. The rules above do
+// not change, only the transport: the stream's end from the client's side
+// is a crash for every session on it (drop_grace), as a session stream's
+// was, and a session attached again within the grace keeps its deadline.
+// Where no stream opens (an HTTP/1.1 proxy, a server older than the
+// stream, a WithHTTPClient that speaks only HTTP/1.1) the Client uses
+// blocking queries, a session stream per member and a request per
+// keepalive, as described above. Writes go by REST either way.
+// WithClientStream chooses.
+//
 // # Resilience
 //
 // Each server sits behind its own circuit breaker (three failures in a

@@ -401,7 +401,8 @@ func TestWatchOnCutOffReplica(t *testing.T) {
 	tn := &tenant{c: c, name: c.Tenant, tok: c.Token}
 	tn.join(t, sdk.Instance{Service: "web", ID: "w1", Address: "w:1"})
 	obs, err := sdk.Connect(ctxT(t, 10*time.Second), sdk.WithServers(c.Servers.Addr(3)), sdk.WithTenant(c.Tenant),
-		sdk.WithToken(c.Token), sdk.WithWatchWait(time.Second))
+		sdk.WithToken(c.Token), sdk.WithWatchWait(time.Second),
+		sdk.WithClientStream(false)) // blocking queries: their wait bounds the check (a stream's server checks every 30 s)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,10 +31,25 @@ type tenant struct {
 	c    *sdktest.Cluster
 	name string
 	tok  string
-	// stream: every Client of the tenant's uses the client stream
-	// (WithClientStream) for its watches and sessions.
-	stream bool
+	// mode: whether the tenant's Clients use the client stream for their
+	// watches and sessions (WithClientStream), or the SDK's default.
+	mode transportMode
 }
+
+// transportMode is how a test's Clients reach the servers.
+type transportMode int
+
+const (
+	defaultMode transportMode = iota // the SDK's default: the stream when one opens
+	restMode                         // WithClientStream(false): REST and session streams
+	streamMode                       // WithClientStream(true)
+)
+
+// transportModes are the modes a behaviour runs in, by name.
+var transportModes = []struct {
+	name string
+	mode transportMode
+}{{"REST", restMode}, {"ClientStream", streamMode}}
 
 func newTenant(t *testing.T, c *sdktest.Cluster, name string, q api.Quotas) *tenant {
 	t.Helper()
@@ -43,8 +58,8 @@ func newTenant(t *testing.T, c *sdktest.Cluster, name string, q api.Quotas) *ten
 
 func (tn *tenant) opts(extra ...sdk.Option) []sdk.Option {
 	opts := tn.c.TenantOptions(tn.name, tn.tok)
-	if tn.stream {
-		opts = append(opts, sdk.WithClientStream(true))
+	if tn.mode != defaultMode {
+		opts = append(opts, sdk.WithClientStream(tn.mode == streamMode))
 	}
 	return append(opts, extra...)
 }

@@ -25,15 +25,12 @@ func TestKVEphemeral(t *testing.T) {
 		{"NewSession", testEphemeralNewSession},
 		{"TakenOver", testEphemeralTakenOver},
 	}
-	for _, mode := range []struct {
-		name   string
-		stream bool
-	}{{"REST", false}, {"ClientStream", true}} {
+	for _, mode := range transportModes {
 		t.Run(mode.name, func(t *testing.T) {
 			for i, tt := range tests {
 				t.Run(tt.name, func(t *testing.T) {
 					tn := newTenant(t, c, strings.ToLower(mode.name[:1])+"e"+string(rune('a'+i)), api.Quotas{})
-					tn.stream = mode.stream
+					tn.mode = mode.mode
 					tt.fn(t, tn)
 				})
 			}

@@ -88,8 +88,10 @@ type connConfig struct {
 	debounce   time.Duration
 	watchWait  time.Duration
 	serverSync time.Duration
-	// clientStream: WithClientStream
-	clientStream bool
+	// clientStream: WithClientStream; unset, a Client uses the stream when
+	// one opens (Client.useStream).
+	clientStream    bool
+	clientStreamSet bool
 }
 
 type memberConfig struct {
@@ -343,9 +345,9 @@ func WithServerSync(d time.Duration) Option {
 	return func(c *config) { c.conn.serverSync, c.connSet = max(d, 0), true }
 }
 
-// WithClientStream (experimental; off by default) puts the Client on one
-// client stream (POST /v1/tenants/{t}/stream over HTTP/2: h2c without TLS,
-// h2 by ALPN with it), kept on the tenant's leader. Its services are
+// WithClientStream(true) puts the Client on one client stream (POST
+// /v1/tenants/{t}/stream over HTTP/2: h2c without TLS, h2 by ALPN with it),
+// kept on the tenant's leader. Its services are
 // followed by watches on it instead of a blocking query each: every change
 // arrives as a delta, in index order; the first fill of a Service stays a
 // linearizable read, and Service's rules are the same either way. Its
@@ -354,8 +356,14 @@ func WithServerSync(d time.Duration) Option {
 // interval leave in one frame, each promise anchored when that frame was
 // handed to the transport. Writes do not use the stream yet. With
 // WithHTTPClient, that client must speak HTTP/2 to the servers.
+//
+// By default a Client uses the stream when one opens as it connects, and
+// REST (blocking queries, a session stream per member, a request per
+// keepalive) when none does: through an HTTP/1.1 proxy, against a server
+// older than the stream. WithClientStream(false) keeps it on REST;
+// WithClientStream(true) uses the stream whatever happens at Connect.
 func WithClientStream(on bool) Option {
-	return func(c *config) { c.conn.clientStream, c.connSet = on, true }
+	return func(c *config) { c.conn.clientStream, c.conn.clientStreamSet, c.connSet = on, true, true }
 }
 
 // WithTTL sets the session TTL: how long the servers keep a member whose

@@ -119,7 +119,7 @@ func TestStreamWatchBurst(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	onStream := c.Connect(t, sdk.WithClientStream(true), sdk.WithQuarantine(0))
-	onREST := c.Connect(t, sdk.WithQuarantine(0))
+	onREST := c.Connect(t, sdk.WithClientStream(false), sdk.WithQuarantine(0))
 	if !sdk.OnStream(onStream) || sdk.OnStream(onREST) {
 		t.Fatal("WithClientStream: not as asked")
 	}
