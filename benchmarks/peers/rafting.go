@@ -63,8 +63,8 @@ type rafting struct {
 	hc      *http.Client
 	tenants atomic.Int64 // tenants made for handover and failover groups
 	kvRuns  atomic.Int64 // KVPut and KVWatch calls: each its own keys
-	// stream: the SDK Clients use the client stream (RAFTING_PEERS_STREAM=1;
-	// sdk.WithClientStream, off by default in the SDK).
+	// stream: the SDK Clients use the client stream, as the SDK does by
+	// default; RAFTING_PEERS_STREAM=0 keeps them on REST.
 	stream bool
 }
 
@@ -76,7 +76,7 @@ type raftingServer struct {
 
 // NewRafting returns the Rafting target.
 func NewRafting() Target {
-	stream, err := bench.Bool("RAFTING_PEERS_STREAM", false)
+	stream, err := bench.Bool("RAFTING_PEERS_STREAM", true)
 	if err != nil {
 		panic(err) // a knob that does not parse: the run would not measure what it says
 	}
@@ -91,8 +91,8 @@ func (r *rafting) Settings() []Setting {
 	srv := map[string]string{"rtt": raftingRTT.String()}
 	mk := func(name string, lease time.Duration, note string) Setting {
 		client := map[string]string{"lease": lease.String(), "ttl": raftingTTL.String()}
-		if r.stream {
-			client["client_stream"] = "on"
+		if !r.stream {
+			client["client_stream"] = "off"
 		}
 		return Setting{Name: name, Lease: lease, Note: note, Server: srv, Client: client}
 	}
