@@ -151,7 +151,7 @@ func quotaFlags(fs *flag.FlagSet, q *api.Quotas) {
 
 func runTenant(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return usageError{"usage: rafting tenant create|list|show|update|rotate-token|delete [flags] [NAME]"}
+		return usageError{"usage: rafting tenant create|list|show|update|rotate-token|revoke-previous|delete [flags] [NAME]"}
 	}
 	sub, args := args[0], args[1:]
 	fs := newFlagSet("tenant " + sub)
@@ -169,7 +169,7 @@ func runTenant(ctx context.Context, args []string, stdout io.Writer) error {
 	case "rotate-token":
 		secretFlags(fs, &secret, &secretFile, "the new token's secret part; default: generated")
 		fs.DurationVar(&previous, "previous-valid", time.Hour, "how long the old token keeps working (0 revokes it now)")
-	case "list", "show", "delete":
+	case "list", "show", "delete", "revoke-previous":
 	default:
 		return usageError{fmt.Sprintf("unknown tenant command %q", sub)}
 	}
@@ -201,6 +201,8 @@ func runTenant(ctx context.Context, args []string, stdout io.Writer) error {
 	case "rotate-token":
 		ms := previous.Milliseconds()
 		err = c.Do(ctx, http.MethodPost, tp+"/token", api.RotateTokenRequest{Secret: secret, PreviousValidMs: &ms}, &t)
+	case "revoke-previous":
+		err = c.Do(ctx, http.MethodDelete, tp+"/token/previous", nil, &t)
 	case "show":
 		err = c.Do(ctx, http.MethodGet, tp, nil, &t)
 	case "delete":
@@ -243,6 +245,14 @@ func printTenant(w io.Writer, t api.Tenant) error {
 	fmt.Fprintf(tw, "name\t%s\nshard\t%d\nepoch\t%d\ncreated\t%s\n", printable(t.Name), t.ShardID, t.Epoch, t.CreatedAt.Format(time.RFC3339))
 	if t.Token != "" {
 		fmt.Fprintf(tw, "token\t%s\t(shown once: keep it)\n", printable(t.Token))
+	}
+	if until := t.PreviousTokenValidUntil; until != nil {
+		fmt.Fprintf(tw, "previous token\tvalid until %s\t(in %s)\n", until.Format(time.RFC3339), time.Until(*until).Round(time.Second))
+	} else {
+		fmt.Fprintf(tw, "previous token\tnone\n")
+	}
+	if t.Restoring {
+		fmt.Fprintf(tw, "restoring\tyes\t(clients are answered 503 restoring until the restore has written it)\n")
 	}
 	u := api.Usage{}
 	if t.Usage != nil {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rafting/rafting/api"
 	"github.com/rafting/rafting/server/servertest"
@@ -51,6 +52,26 @@ func TestAdminCLI(t *testing.T) {
 	}
 	if out := mustCLI(with("tenant", "show", "acme")...); !strings.Contains(out, "instances") || !strings.Contains(out, "1 ") {
 		t.Fatalf("tenant show lacks usage:\n%s", out)
+	}
+	// A rotation keeps the old token for --previous-valid, and says until
+	// when; revoke-previous ends it sooner, the new one kept.
+	out = mustCLI(with("tenant", "rotate-token", "acme", "--previous-valid", "1h", "-o", "json")...)
+	var mid api.Tenant
+	if _ = json.Unmarshal([]byte(out), &mid); mid.PreviousTokenValidUntil == nil || time.Until(*mid.PreviousTokenValidUntil) < 59*time.Minute {
+		t.Fatalf("rotate-token --previous-valid 1h = %s, want previous_token_valid_until an hour ahead", out)
+	}
+	if out := mustCLI(with("tenant", "show", "acme")...); !strings.Contains(out, "previous token") || !strings.Contains(out, "valid until") {
+		t.Fatalf("tenant show after a rotation does not say until when the previous token works:\n%s", out)
+	}
+	mustCLI(with("tenant", "revoke-previous", "acme")...)
+	if _, err := cli("service", "list", "--tenant", "acme", "--servers", servers, "--token", ten.Token); err == nil || !strings.Contains(err.Error(), "unauthorized") {
+		t.Fatalf("the previous token works after revoke-previous: %v", err)
+	}
+	if out := mustCLI("service", "list", "--tenant", "acme", "--servers", servers, "--token", mid.Token); !strings.Contains(out, "web") {
+		t.Fatalf("the current token after revoke-previous:\n%s", out)
+	}
+	if out := mustCLI(with("tenant", "show", "acme")...); !strings.Contains(out, "none") {
+		t.Fatalf("tenant show after revoke-previous:\n%s", out)
 	}
 	out = mustCLI(with("tenant", "rotate-token", "acme", "--previous-valid", "0", "-o", "json")...)
 	var rot api.Tenant

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -88,6 +89,7 @@ func runRestore(ctx context.Context, args []string, stdout io.Writer) error {
 	cf.register(fs, "RAFTING_ADMIN_TOKEN")
 	file := fs.String("f", "", "backup file to restore (required)")
 	gap := fs.Int("epoch-gap", -1, "incarnations of each tenant name to skip, so fencing tokens stay above those of the cluster the backup came from (-1: the server's default, 16)")
+	force := fs.Bool("force", false, "write the backup's state over tenants whose state moved on since (a restore sent again is otherwise refused for them)")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
 	}
@@ -109,9 +111,16 @@ func runRestore(ctx context.Context, args []string, stdout io.Writer) error {
 	hc.Timeout = restoreTimeout
 	c.HTTP = &hc
 	var res api.RestoreResponse
-	path := "/v1/restore"
+	q := url.Values{}
 	if *gap >= 0 {
-		path += "?epoch_gap=" + strconv.Itoa(*gap)
+		q.Set("epoch_gap", strconv.Itoa(*gap))
+	}
+	if *force {
+		q.Set("force", "true")
+	}
+	path := "/v1/restore"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
 	}
 	if err := c.Do(ctx, http.MethodPost, path, json.RawMessage(raw), &res); err != nil {
 		return err
@@ -119,6 +128,10 @@ func runRestore(ctx context.Context, args []string, stdout io.Writer) error {
 	if cf.output == "json" {
 		return printJSON(stdout, res)
 	}
-	fmt.Fprintf(stdout, "restored %d tenants, %d policies and %d permanent instances\n", res.Tenants, res.Policies, res.Instances)
+	fmt.Fprintf(stdout, "restored %d tenants, %d policies, %d permanent instances and %d keys", res.Tenants, res.Policies, res.Instances, res.Keys)
+	if res.Unchanged > 0 {
+		fmt.Fprintf(stdout, " (%d tenants already held the backup's state: left alone)", res.Unchanged)
+	}
+	fmt.Fprintln(stdout)
 	return nil
 }

@@ -51,12 +51,38 @@ func TestBackupRestoreCLI(t *testing.T) {
 		t.Fatal("restore of a file that is not JSON succeeded")
 	}
 	out, err = cli(c, "restore", "-f", file)
-	if err != nil || !strings.Contains(out, "restored 1 tenants, 0 policies and 1 permanent instances") {
+	if err != nil || !strings.Contains(out, "restored 1 tenants, 0 policies, 1 permanent instances and 0 keys") {
 		t.Fatalf("rafting restore = %v\n%s", err, out)
 	}
-	var svc api.ServiceResponse
-	c.Do(2, tok, http.MethodGet, "/v1/tenants/acme/services/web?consistent=true", nil).JSON(t, &svc)
-	if len(svc.Instances) != 1 || svc.Instances[0].Address != "10.0.0.9:80" {
-		t.Fatalf("web on the restored cluster: %+v", svc)
+	address := func() string {
+		var svc api.ServiceResponse
+		c.Do(2, tok, http.MethodGet, "/v1/tenants/acme/services/web?consistent=true", nil).JSON(t, &svc)
+		if len(svc.Instances) != 1 {
+			t.Fatalf("web on the restored cluster: %+v", svc)
+		}
+		return svc.Instances[0].Address
+	}
+	if a := address(); a != "10.0.0.9:80" {
+		t.Fatalf("p1 on the restored cluster at %s", a)
+	}
+	// Sent again: nothing to do; over a changed tenant: refused, unless
+	// --force.
+	if out, err := cli(c, "restore", "-f", file); err != nil || !strings.Contains(out, "1 tenants already held the backup's state") {
+		t.Fatalf("rafting restore again = %v\n%s", err, out)
+	}
+	if r := c.Do(1, tok, http.MethodPut, "/v1/tenants/acme/services/web/instances/p1", api.RegisterRequest{Address: "10.0.0.7:80"}); r.Status >= 300 {
+		t.Fatalf("re-register = %d %s", r.Status, r.Body)
+	}
+	if _, err := cli(c, "restore", "-f", file); !errors.Is(err, api.ErrConflict) || !strings.Contains(err.Error(), "tenant acme") {
+		t.Fatalf("rafting restore over a changed tenant = %v, want a conflict naming acme", err)
+	}
+	if a := address(); a != "10.0.0.7:80" {
+		t.Fatalf("a refused restore moved p1 to %s", a)
+	}
+	if out, err := cli(c, "restore", "-f", file, "--force"); err != nil {
+		t.Fatalf("rafting restore --force = %v\n%s", err, out)
+	}
+	if a := address(); a != "10.0.0.9:80" {
+		t.Fatalf("after restore --force p1 is at %s, want the backup's address", a)
 	}
 }

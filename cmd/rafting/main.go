@@ -23,7 +23,7 @@ const usage = `usage: rafting <command> [flags]
 commands:
   server     run one Rafting server (one Raft node)
   dev        run a 3-node cluster in this process on 127.0.0.1:7070/7170/7270
-  tenant     create|list|show|update|rotate-token|delete tenants (admin)
+  tenant     create|list|show|update|rotate-token|revoke-previous|delete tenants (admin)
   service    list|show a tenant's services
   kv         get|put|delete|watch|txn a tenant's configuration keys
   cluster    show nodes, shards and leaders; 'cluster remove ID' takes a lost node out (admin)

@@ -18,14 +18,19 @@ import (
 	"github.com/rafting/rafting/internal/restclient"
 	"github.com/rafting/rafting/server"
 	"github.com/rafting/rafting/server/config"
+	"github.com/rafting/rafting/tenants"
 )
 
 // identity is what a data dir remembers of its node, so a restart needs
-// no flags but --data (and the addresses, which must not change).
+// no flags but --data (and the addresses, which must not change). The file
+// is the owner's only (0600).
 type identity struct {
 	ID          uint64 `json:"id"`
 	RaftAddress string `json:"raft_address"`
 	APIAddress  string `json:"api_address"`
+	// AdminTokenSHA256 is the SHA-256 (hex) of the admin token the node
+	// last ran with: a restart without the token keeps accepting it.
+	AdminTokenSHA256 string `json:"admin_token_sha256,omitempty"`
 }
 
 func identityPath(dataDir string) string { return filepath.Join(dataDir, "node.json") }
@@ -133,6 +138,31 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 	if cfg.AdminToken, err = adminToken(*tokenFile); err != nil {
 		return err
 	}
+	remember := known.AdminTokenSHA256
+	switch {
+	case cfg.AdminToken != "":
+		source := "RAFTING_ADMIN_TOKEN"
+		if *tokenFile != "" {
+			source = "--admin-token-file " + *tokenFile
+		}
+		h := tenants.HashToken(cfg.AdminToken).String()
+		if remember != "" && remember != h {
+			log.Info("admin token: a new one replaces the one the data dir remembered", "source", source)
+		}
+		log.Info("admin token: from "+source+"; its SHA-256 is remembered in the data dir, so a restart with only --data keeps it", "source", source)
+		remember = h
+	case remember != "":
+		if cfg.AdminTokenHash, err = tenants.ParseHash(remember); err != nil {
+			return fmt.Errorf("%s: admin_token_sha256: %w", identityPath(*data), err)
+		}
+		log.Warn("admin token: the one the data dir remembers (its SHA-256, in "+identityPath(*data)+"): admin requests are accepted; "+
+			"this node's own calls that send it to its peers (a token revocation awaited on every node, the stop's choice of successor, "+
+			"the check whether it was removed) are off until it is started with --admin-token-file or RAFTING_ADMIN_TOKEN",
+			"source", "data dir")
+	default:
+		log.Warn("admin token: none (no --admin-token-file, no RAFTING_ADMIN_TOKEN, none remembered in the data dir): "+
+			"this node answers every admin request 401", "source", "none")
+	}
 	if err := cfg.Validate(); err != nil {
 		return usageError{err.Error()}
 	}
@@ -150,7 +180,7 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := writeIdentity(*data, identity{ID: cfg.NodeID, RaftAddress: cfg.RaftAddress, APIAddress: s.Addr()}); err != nil {
+	if err := writeIdentity(*data, identity{ID: cfg.NodeID, RaftAddress: cfg.RaftAddress, APIAddress: s.Addr(), AdminTokenSHA256: remember}); err != nil {
 		s.Close()
 		return fmt.Errorf("remember node identity: %w", err)
 	}
