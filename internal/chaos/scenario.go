@@ -63,7 +63,8 @@ func ControlPlan(c Control, seed uint64) Plan {
 		p.Faults = []Fault{{Kind: KillMaster, At: time.Second, Dur: 2 * time.Second}}
 	case MemberIgnoresCtx:
 		p.Faults = []Fault{{Kind: PauseMember, At: time.Second, Dur: 4500 * time.Millisecond}} // Peer 0: the master
-		p.Stream = true                                                                        // the members' sessions on the client stream: caught there too
+		// The members' sessions on the client stream: caught there too.
+		p.Stream = true
 	case StaleWatch:
 		p.Stream = true // the watchers' watches on the client stream
 	case StaleReads:
