@@ -744,6 +744,23 @@ func (m *Meta) Restoring() bool {
 	return false
 }
 
+// Restored reports whether a restore has created tenants here and none of
+// them is still being written.
+func (m *Meta) Restored() bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	restored := false
+	for _, t := range m.st.Tenants {
+		if t.Restore != nil {
+			if t.Restore.Pending {
+				return false
+			}
+			restored = true
+		}
+	}
+	return restored
+}
+
 // RestoreMark returns what a tenant's record keeps of its restore: false
 // for a tenant no restore wrote (or no such tenant).
 func (m *Meta) RestoreMark(name string) (RestoreMark, bool) {

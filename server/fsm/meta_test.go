@@ -291,12 +291,15 @@ func TestMetaVersion4(t *testing.T) {
 
 	m := NewMeta()
 	metaApply(t, m, 1, OpSetMetaVersion, SetVersion{Version: 4})
+	if m.Restored() {
+		t.Fatal("Restored before any restore")
+	}
 	metaApply(t, m, 2, OpRestore, marked)
-	if mark, ok := m.RestoreMark("acme"); !ok || !mark.Pending || mark.BackupIndex != 77 || !m.Restoring() {
+	if mark, ok := m.RestoreMark("acme"); !ok || !mark.Pending || mark.BackupIndex != 77 || !m.Restoring() || m.Restored() {
 		t.Fatalf("after a marked restore: %+v %v, restoring %v", mark, ok, m.Restoring())
 	}
 	metaApply(t, m, 3, OpRestoreDone, RestoreDone{Name: "acme", Index: 9})
-	if mark, _ := m.RestoreMark("acme"); mark.Pending || mark.Index != 9 || m.Restoring() {
+	if mark, _ := m.RestoreMark("acme"); mark.Pending || mark.Index != 9 || m.Restoring() || !m.Restored() {
 		t.Fatalf("after restore_done: %+v, restoring %v", mark, m.Restoring())
 	}
 	next := tenants.HashToken("rft_acme_b")
