@@ -146,6 +146,11 @@ type Config struct {
 	// Pprof serves Go's runtime profiles on /debug/pprof/ (admin token
 	// required). Off by default.
 	Pprof bool
+	// AwaitRestore is for a new cluster started to be restored into: until
+	// a restore has created its tenants, a tenant token the node does not
+	// know is answered 503 restoring, not 401 (which a client takes as
+	// final). Off by default.
+	AwaitRestore bool
 
 	// Logger receives the server's logs; nil is silent.
 	Logger *slog.Logger
