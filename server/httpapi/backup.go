@@ -387,9 +387,21 @@ func (s *Server) restoring(name string) error {
 	return nil
 }
 
-// errRestoringCluster answers a token this cluster does not know while a
-// restore is writing some tenant: it may be a token of a tenant of the
-// backup, and a client takes a 401 as final.
+// restoringCluster reports whether a tenant token this node does not know
+// may be one a restore is bringing: a restore is writing some tenant, or
+// the node was started to be restored into (--await-restore) and no
+// restore has finished yet.
+func (s *Server) restoringCluster() bool {
+	m := s.node.Meta()
+	if s.node.Config().AwaitRestore {
+		return !m.Restored()
+	}
+	return m.Restoring()
+}
+
+// errRestoringCluster answers a token this cluster does not know while
+// restoringCluster: it may be a token of a tenant of the backup, and a
+// client takes a 401 as final.
 var errRestoringCluster = staticError(&api.Error{Code: api.CodeRestoring, RetryAfter: time.Second,
 	Message: "a restore from a backup is in progress and this token is not known yet; retry"})
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/server/config"
 	"github.com/rafting/rafting/server/httpapi"
 	"github.com/rafting/rafting/server/servertest"
 	"github.com/rafting/rafting/tenants"
@@ -34,7 +35,15 @@ func TestRestoreHoldsClientsOff(t *testing.T) {
 	}
 	backup := r.Body
 
-	c := servertest.Start(t, servertest.Options{})
+	// Started to be restored into: the tenants' tokens are answered 503
+	// restoring before the restore has begun too.
+	c := servertest.Start(t, servertest.Options{Configure: func(cfg *config.Config) { cfg.AwaitRestore = true }})
+	for node := 1; node <= 3; node++ {
+		r := c.Do(node, acme, http.MethodGet, "/v1/tenants/acme/services/web", nil)
+		if r.Status != http.StatusServiceUnavailable || r.Err().Code != api.CodeRestoring || r.Header.Get("Retry-After") == "" {
+			t.Fatalf("node %d before the restore = %d %s, want 503 restoring with Retry-After", node, r.Status, r.Body)
+		}
+	}
 	unknown := tenants.FormatToken("zeta", strings.Repeat("A", 43)).Reveal()
 	seen := make(chan string, 16)
 	httpapi.SetRestoreHook(c.Server(2).API(), func(tenant string) {
@@ -114,6 +123,9 @@ func TestRestoreAgain(t *testing.T) {
 	backup := old.Do(1, servertest.AdminToken, http.MethodGet, "/v1/backup", nil).Body
 
 	c := servertest.Start(t, servertest.Options{})
+	if r := c.Do(1, acme, http.MethodGet, "/v1/tenants/acme/services/web", nil); r.Status != http.StatusUnauthorized {
+		t.Fatalf("a cluster started without AwaitRestore, before the restore = %d %s, want 401", r.Status, r.Body)
+	}
 	if r := c.Do(1, servertest.AdminToken, http.MethodPost, "/v1/restore", backup); r.Status != http.StatusOK {
 		t.Fatalf("restore = %d %s", r.Status, r.Body)
 	}

@@ -329,7 +329,7 @@ func (s *Server) authorize(r *http.Request, a access, isLane, write bool) (ident
 			}
 			id, ok = s.authToken(tok, hash, now)
 		}
-		if !ok && strings.HasPrefix(tok, tenants.TokenPrefix) && s.node.Meta().Restoring() {
+		if !ok && strings.HasPrefix(tok, tenants.TokenPrefix) && s.restoringCluster() {
 			return identity{}, errRestoringCluster
 		}
 		if !ok {
