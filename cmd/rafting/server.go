@@ -80,6 +80,7 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 		peerKey        = fs.String("peer-key", "", "key of --peer-cert")
 		insecure       = fs.Bool("insecure", false, "allow non-loopback addresses without TLS")
 		pprofOn        = fs.Bool("pprof", false, "serve Go's profiles on /debug/pprof/ (admin token required)")
+		awaitRestore   = fs.Bool("await-restore", false, "a new cluster to restore a backup into: answer unknown tenant tokens 503 restoring, not 401, until a restore has finished")
 		selfPreserveMn = fs.Int("self-preservation-min", def.SelfPreservationMin, "least expiry batch held back by self-preservation")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -103,7 +104,7 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg.DataDir, cfg.AdvertiseAPI, cfg.Join = *data, *advertise, *join
 	cfg.RTT, cfg.LogDB, cfg.Quiesce, cfg.Logger = *rtt, *logdb, *quiesce, log
 	cfg.TLSCert, cfg.TLSKey, cfg.PeerCA, cfg.PeerCert, cfg.PeerKey, cfg.Insecure = *tlsCert, *tlsKey, *peerCA, *peerCert, *peerKey, *insecure
-	cfg.Pprof, cfg.RaftListen = *pprofOn, *raftListen
+	cfg.Pprof, cfg.RaftListen, cfg.AwaitRestore = *pprofOn, *raftListen, *awaitRestore
 	cfg.SelfPreservationMin = *selfPreserveMn
 	cfg.NodeID, cfg.RaftAddress, cfg.APIAddress = *id, *raftAddr, *apiAddr
 	if remembered {
