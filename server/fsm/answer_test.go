@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/rafting/rafting/api"
 )
@@ -96,4 +99,53 @@ func BenchmarkServiceAnswer(b *testing.B) {
 		size = int(n)
 	}
 	b.ReportMetric(float64(size)/1e6, "MB/answer")
+}
+
+// TestServiceLeavesApplyFree: Service reads a large service's instances
+// under the tenant's lock, not their views: a write that applies while
+// readers loop over Service waits for a small part of one read. Before, a
+// read held the lock while it made 10,000 views (the client stream's
+// watches of a service read it so), and every apply of the tenant — and
+// of the tenants sharing its Dragonboat apply worker — waited for it.
+func TestServiceLeavesApplyFree(t *testing.T) {
+	sm := bigTenant(t, 10_000)
+	read := time.Hour // the shortest of three reads alone
+	for range 3 {
+		start := time.Now()
+		if r := sm.Service("big"); len(r.Instances) != 10_000 {
+			t.Fatalf("Service = %d instances", len(r.Instances))
+		}
+		read = min(read, time.Since(start))
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					sm.Service("big")
+				}
+			}
+		})
+	}
+	var waits []time.Duration
+	for i := range 21 {
+		time.Sleep(read / 3) // the readers are somewhere in a read
+		w0 := time.Now()
+		rewriteBig(t, sm, uint64(20_000+i), fmt.Sprintf("i%05d", i))
+		waits = append(waits, time.Since(w0))
+	}
+	close(stop)
+	wg.Wait()
+	slices.Sort(waits)
+	median := waits[len(waits)/2]
+	t.Logf("one read %v alone; a write beside two reading loops took %v (median), %v at most", read, median, waits[len(waits)-1])
+	if median > read/4 {
+		t.Fatalf("a write beside readers of Service took %v (median) where one read takes %v: the readers hold the lock while they read",
+			median, read)
+	}
+	checkAnswer(t, sm, "big")
 }
