@@ -206,14 +206,14 @@ func (p plan) throughput(ctx context.Context, sys string, clients int, op func(c
 var how = map[string]map[string]string{
 	"rafting": {
 		"register":    "REST PUT of instances (no session), each client updating its own 20, spread over the 3 nodes",
-		"propagation": "SDK Clients watching the service (Client.Service + Watch); the new instance is one REST PUT under the driver's open session",
+		"propagation": "SDK Clients watching the service (Client.Service + Watch), each on its client stream (deltas in index order); the new instance is one REST PUT under the driver's open session",
 		"handover":    "examples/masterstandby members; SIGTERM → Member.Leave hands the mastership over",
 		"kvput":       "each client its own SDK Client; Client.Put of its own 20 keys in turn (a JSON PUT; a Client sends its requests to the 3 nodes in turn)",
-		"kvwatch": "one SDK Client per watcher with a Config view of the key's subtree and an OnChange callback (the view is kept by one blocking read, " +
-			"GET …/kv/{prefix}?prefix=true&index=N&wait=60s, parked again after each answer: the SDK's views do not use the client stream yet); the new value is one Client.Put of another Client",
+		"kvwatch": "one SDK Client per watcher with a Config view of the key's subtree and an OnChange callback (the view follows a watch_kv on the Client's stream); " +
+			"the new value is one Client.Put of another Client",
 		"idle": "one SDK farm member per instance, over 10 Clients: each its own session (TTL 5 s) renewed every TTL/3 = 1.67 s, " +
-			"its stream attached with a heartbeat every second — about 1.6 requests or stream lines a second per instance, " +
-			"20–30× the peers' keepalive traffic at their 40–60 s defaults",
+			"attached on its Client's one client stream, the keepalives due within 167 ms of each other in one frame — " +
+			"still 20–30× the peers' keepalive rate at their 40–60 s defaults, in far fewer frames",
 	},
 	"etcd": {
 		"register":    "each client its own clientv3.Client with one lease; Put of its own 20 instance keys with that lease, then updates",
