@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net/http"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -18,11 +17,7 @@ import (
 // shared cluster, each in a tenant of its own.
 func TestCluster(t *testing.T) {
 	c := sdktest.Start(t)
-	tests := []struct {
-		name string
-		fn   func(*testing.T, *tenant)
-		q    api.Quotas
-	}{
+	tests := []behaviour{
 		{"CacheFollowsMembership", testCacheFollows, api.Quotas{}},
 		{"ReadYourWrites", testReadYourWrites, api.Quotas{}},
 		{"Watch", testWatch, api.Quotas{}},
@@ -38,17 +33,7 @@ func TestCluster(t *testing.T) {
 	// Each behaviour twice: over REST and session streams, and over the
 	// client stream (WithClientStream: watches, attaches and batched
 	// keepalives on one stream per Client).
-	for _, mode := range transportModes {
-		t.Run(mode.name, func(t *testing.T) {
-			for i, tt := range tests {
-				t.Run(tt.name, func(t *testing.T) {
-					tn := newTenant(t, c, strings.ToLower(mode.name[:1])+"t"+string(rune('a'+i)), tt.q)
-					tn.mode = mode.mode
-					tt.fn(t, tn)
-				})
-			}
-		})
-	}
+	runBehaviours(t, c, "t", tests)
 }
 
 // testCacheFollows: the cache follows joins, weight changes, leaves and

@@ -20,33 +20,20 @@ import (
 // hurt the servers on one shared cluster, each in a tenant of its own.
 func TestConfig(t *testing.T) {
 	c := sdktest.Start(t)
-	tests := []struct {
-		name string
-		fn   func(*testing.T, *tenant)
-	}{
-		{"FollowsOtherClients", testConfigFollows},
-		{"Subtree", testConfigSubtree},
-		{"ReadYourWrites", testConfigReadYourWrites},
-		{"OneViewPerPrefix", testConfigOneView},
-		{"OnChange", testConfigOnChange},
-		{"Pages", testConfigPages},
-		{"CASRace", testConfigCASRace},
-		{"Txn", testConfigTxn},
-		{"Decode", testConfigDecode},
+	tests := []behaviour{
+		{"FollowsOtherClients", testConfigFollows, api.Quotas{}},
+		{"Subtree", testConfigSubtree, api.Quotas{}},
+		{"ReadYourWrites", testConfigReadYourWrites, api.Quotas{}},
+		{"OneViewPerPrefix", testConfigOneView, api.Quotas{}},
+		{"OnChange", testConfigOnChange, api.Quotas{}},
+		{"Pages", testConfigPages, api.Quotas{}},
+		{"CASRace", testConfigCASRace, api.Quotas{}},
+		{"Txn", testConfigTxn, api.Quotas{}},
+		{"Decode", testConfigDecode, api.Quotas{}},
 	}
 	// Each behaviour twice: views by blocking reads, and on the client
 	// stream (watch_kv).
-	for _, mode := range transportModes {
-		t.Run(mode.name, func(t *testing.T) {
-			for i, tt := range tests {
-				t.Run(tt.name, func(t *testing.T) {
-					tn := newTenant(t, c, strings.ToLower(mode.name[:1])+"k"+string(rune('a'+i)), api.Quotas{})
-					tn.mode = mode.mode
-					tt.fn(t, tn)
-				})
-			}
-		})
-	}
+	runBehaviours(t, c, "k", tests)
 }
 
 func view(t *testing.T, cl *sdk.Client, prefix string) *sdk.Config {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -44,6 +45,30 @@ const (
 	restMode                         // WithClientStream(false): REST and session streams
 	streamMode                       // WithClientStream(true)
 )
+
+// behaviour is one behaviour of a suite run on a shared cluster, in a
+// tenant of its own with quotas q.
+type behaviour struct {
+	name string
+	fn   func(*testing.T, *tenant)
+	q    api.Quotas
+}
+
+// runBehaviours runs every behaviour in each transport mode, each in a
+// tenant of its own: the mode's initial, prefix, and a letter by its place.
+func runBehaviours(t *testing.T, c *sdktest.Cluster, prefix string, tests []behaviour) {
+	for _, mode := range transportModes {
+		t.Run(mode.name, func(t *testing.T) {
+			for i, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					tn := newTenant(t, c, strings.ToLower(mode.name[:1])+prefix+string(rune('a'+i)), tt.q)
+					tn.mode = mode.mode
+					tt.fn(t, tn)
+				})
+			}
+		})
+	}
+}
 
 // transportModes are the modes a behaviour runs in, by name.
 var transportModes = []struct {

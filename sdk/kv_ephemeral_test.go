@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net/http"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -17,25 +16,12 @@ import (
 // shared cluster, each in a tenant of its own.
 func TestKVEphemeral(t *testing.T) {
 	c := sdktest.Start(t)
-	tests := []struct {
-		name string
-		fn   func(*testing.T, *tenant)
-	}{
-		{"LivesWithTheMember", testEphemeral},
-		{"NewSession", testEphemeralNewSession},
-		{"TakenOver", testEphemeralTakenOver},
+	tests := []behaviour{
+		{"LivesWithTheMember", testEphemeral, api.Quotas{}},
+		{"NewSession", testEphemeralNewSession, api.Quotas{}},
+		{"TakenOver", testEphemeralTakenOver, api.Quotas{}},
 	}
-	for _, mode := range transportModes {
-		t.Run(mode.name, func(t *testing.T) {
-			for i, tt := range tests {
-				t.Run(tt.name, func(t *testing.T) {
-					tn := newTenant(t, c, strings.ToLower(mode.name[:1])+"e"+string(rune('a'+i)), api.Quotas{})
-					tn.mode = mode.mode
-					tt.fn(t, tn)
-				})
-			}
-		})
-	}
+	runBehaviours(t, c, "e", tests)
 }
 
 // testEphemeral: a member's ephemeral key lives as long as the
