@@ -99,6 +99,10 @@ type Balancer struct {
 	// taken after mu when both are.
 	fmu       sync.Mutex
 	followers map[any]follower
+	// peak is the most entries followers held since it was last made:
+	// a Go map keeps the room of its peak, so forget copies it into a
+	// smaller one once it falls to a quarter of that.
+	peak int
 }
 
 // snapshot is what one update published.

@@ -96,6 +96,7 @@ func (b *Balancer) Follower(p Policy) *Balancer {
 		key = p
 	}
 	b.followers[key] = follower{weak: w}
+	b.peak = max(b.peak, len(b.followers))
 	runtime.AddCleanup(f, b.forget, dead{key, w})
 	return f
 }
@@ -157,12 +158,21 @@ type dead struct {
 }
 
 // forget drops the entry of a follower that was collected, unless a new
-// follower took its key.
+// follower took its key. A map that fell to a quarter of its peak is
+// copied into one its size, so that a burst of short-lived followers does
+// not keep its room for good.
 func (b *Balancer) forget(d dead) {
 	b.fmu.Lock()
 	defer b.fmu.Unlock()
 	if f, ok := b.followers[d.key]; ok && f.weak == d.w {
 		delete(b.followers, d.key)
+	}
+	if n := len(b.followers); b.peak >= 64 && n <= b.peak/4 {
+		smaller := make(map[any]follower, n)
+		for k, f := range b.followers {
+			smaller[k] = f
+		}
+		b.followers, b.peak = smaller, n
 	}
 }
 
