@@ -332,11 +332,48 @@ type RotateTokenRequest struct {
 	PreviousValidMs *int64 `json:"previous_valid_ms,omitempty"`
 }
 
-// Node is a server of the cluster.
+// Node is a server of the cluster, as the node that answers sees it.
 type Node struct {
 	ID          uint64 `json:"id"`
 	RaftAddress string `json:"raft_address"`
 	APIAddress  string `json:"api_address"`
+	// Health is the node's state: NodeReady, NodeNotReady, NodeRemoved,
+	// NodeUnreachable (its API did not answer the answering node's last
+	// look), or NodeUnknown (no look yet, or no token to look with).
+	Health string `json:"health,omitempty"`
+	// Build is what the node runs, nil while unknown (unreachable, or a
+	// build from before builds were reported).
+	Build *Build `json:"build,omitempty"`
+	// Leaders is how many shards the node leads, as the answering node
+	// sees them.
+	Leaders int `json:"leaders"`
+	// Lag is how many entries the node's replicas are behind the most
+	// caught-up replica of their shard, the most over its shards, as of
+	// the answering node's last look (every 2 s); 0 while unknown.
+	Lag uint64 `json:"lag"`
+	// LastContactMs is how long ago the node last answered the answering
+	// node's look at it (-1: never; 0 for the answering node itself).
+	LastContactMs int64 `json:"last_contact_ms"`
+}
+
+// A Node's Health.
+const (
+	NodeReady       = "ready"
+	NodeNotReady    = "not_ready"
+	NodeRemoved     = "removed"
+	NodeUnreachable = "unreachable"
+	NodeUnknown     = "unknown"
+)
+
+// Build is what a server runs: its release version and commit (set when
+// the binary is built: "devel" and "" for a plain go build), the Go
+// toolchain, and the newest state version it speaks (a cluster raises its
+// state version once every node speaks it).
+type Build struct {
+	Version      string `json:"version"`
+	Commit       string `json:"commit,omitempty"`
+	GoVersion    string `json:"go_version,omitempty"`
+	StateVersion uint64 `json:"state_version"`
 }
 
 // Shard is one Raft shard as a node sees it.
@@ -351,7 +388,13 @@ type Shard struct {
 
 // Cluster answers GET /v1/cluster.
 type Cluster struct {
-	NodeID uint64  `json:"node_id"`
+	NodeID uint64 `json:"node_id"`
+	// Build is the answering node's build; StateVersion the state version
+	// the cluster agreed on (its meta shard's).
+	Build        *Build `json:"build,omitempty"`
+	StateVersion uint64 `json:"state_version,omitempty"`
+	// Ready is the answering node's readiness (GET /readyz).
+	Ready  bool    `json:"ready"`
 	Nodes  []Node  `json:"nodes"`
 	Shards []Shard `json:"shards"`
 	// Removed is the IDs of the nodes taken out of the cluster for good

@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -109,9 +110,15 @@ func New(cfg config.Config) (*Server, error) {
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		Protocols:      apiProtocols(),
 	}
+	build := Build()
+	node.SetBuild(build)
+	reg.NewGaugeFunc("rafting_build_info", "The build this node runs (1): its release version, commit, Go version and the newest state version it speaks.",
+		[]string{"version", "commit", "go_version", "state_version"}, func(emit func(float64, ...string)) {
+			emit(1, build.Version, build.Commit, build.GoVersion, strconv.FormatUint(build.StateVersion, 10))
+		})
 	node.Start()
 	vctx, vcancel := context.WithCancel(context.Background())
-	s.wg.Add(5)
+	s.wg.Add(6)
 	go func() {
 		defer s.wg.Done()
 		<-s.stop
@@ -119,6 +126,7 @@ func New(cfg config.Config) (*Server, error) {
 	}()
 	go s.askIfRemoved(vctx)
 	go s.agreeVersions(vctx)
+	go s.watchPeers(vctx)
 	go func() {
 		defer s.wg.Done()
 		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -126,7 +134,8 @@ func New(cfg config.Config) (*Server, error) {
 		}
 	}()
 	go s.sweep()
-	s.log.Info("rafting server started", "api", cfg.APIAddress, "raft", cfg.RaftAddress, "data", cfg.DataDir)
+	s.log.Info("rafting server started", "api", cfg.APIAddress, "raft", cfg.RaftAddress, "data", cfg.DataDir,
+		"version", build.Version, "commit", build.Commit, "state_version", build.StateVersion)
 	return s, nil
 }
 

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"runtime"
+	"runtime/debug"
 	"time"
 
 	"github.com/rafting/rafting/api"
@@ -14,6 +16,49 @@ import (
 // StateVersion is the state machines' version this build speaks
 // (server/fsm's Version); a node sends it with its join request.
 const StateVersion = fsm.Version
+
+// The release and commit this binary was built from, set at link time
+// (make build does):
+//
+//	go build -ldflags "-X github.com/rafting/rafting/server.version=v0.6.0 -X github.com/rafting/rafting/server.commit=$(git rev-parse HEAD)"
+//
+// Without them the version is "devel" and the commit is the one Go
+// stamped (go build -buildvcs=true in a checkout), else "".
+var (
+	version string
+	commit  string
+)
+
+// Build is what this binary runs: shown per node in GET /v1/cluster and
+// `rafting cluster`, and as the rafting_build_info metric.
+func Build() api.Build {
+	b := api.Build{Version: version, Commit: commit, GoVersion: runtime.Version(), StateVersion: StateVersion}
+	if info, ok := debug.ReadBuildInfo(); ok {
+		if b.Version == "" && info.Main.Version != "" && info.Main.Version != "(devel)" {
+			b.Version = info.Main.Version
+		}
+		modified := false
+		rev := ""
+		for _, s := range info.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				modified = s.Value == "true"
+			}
+		}
+		if b.Commit == "" && rev != "" {
+			b.Commit = rev
+			if modified {
+				b.Commit += "-dirty"
+			}
+		}
+	}
+	if b.Version == "" {
+		b.Version = "devel"
+	}
+	return b
+}
 
 // How often a node looks for a state version to raise: often while this
 // build's is not agreed yet (a cluster that just started, or an upgrade's

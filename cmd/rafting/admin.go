@@ -423,10 +423,29 @@ func runCluster(ctx context.Context, args []string, stdout io.Writer) error {
 	if cf.output == "json" {
 		return printJSON(stdout, cl)
 	}
+	return printCluster(stdout, cl)
+}
+
+// printCluster writes the cluster view as tables: the nodes with their
+// health, build, lag and leaderships, then the shards.
+func printCluster(stdout io.Writer, cl api.Cluster) error {
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "answered by node %d\n\nNODE\tRAFT\tAPI\n", cl.NodeID)
+	fmt.Fprintf(tw, "answered by node %d; cluster state version %d\n\n", cl.NodeID, cl.StateVersion)
+	fmt.Fprintln(tw, "NODE\tHEALTH\tVERSION\tCOMMIT\tSTATE VERSION\tLEADS\tLAG\tLAST CONTACT\tRAFT\tAPI")
 	for _, n := range cl.Nodes {
-		fmt.Fprintf(tw, "%d\t%s\t%s\n", n.ID, printable(n.RaftAddress), printable(n.APIAddress))
+		ver, commit, state := "?", "?", "?"
+		if b := n.Build; b != nil {
+			ver, commit, state = dash(b.Version), dash(shortCommit(b.Commit)), fmt.Sprint(b.StateVersion)
+		}
+		contact := "never"
+		switch {
+		case n.ID == cl.NodeID:
+			contact = "-"
+		case n.LastContactMs >= 0:
+			contact = (time.Duration(n.LastContactMs) * time.Millisecond).Round(100*time.Millisecond).String() + " ago"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", n.ID, dash(n.Health), ver, commit, state, n.Leaders, n.Lag, contact,
+			printable(n.RaftAddress), printable(n.APIAddress))
 	}
 	fmt.Fprintln(tw, "\nSHARD\tTENANT\tLEADER NODE\tTERM\tAPPLIED\tREPLICAS")
 	for _, s := range cl.Shards {
@@ -438,4 +457,16 @@ func runCluster(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%s\n", s.ShardID, dash(s.Tenant), s.Leader, s.Term, s.Applied, strings.Join(reps, " "))
 	}
 	return tw.Flush()
+}
+
+// shortCommit is a commit's first 12 characters (and "-dirty" if so).
+func shortCommit(c string) string {
+	base, dirty := strings.CutSuffix(c, "-dirty")
+	if len(base) > 12 {
+		base = base[:12]
+	}
+	if dirty {
+		base += "-dirty"
+	}
+	return base
 }

@@ -159,7 +159,8 @@ func TestPrintsEscaped(t *testing.T) {
 	list, _ := json.Marshal(api.ServiceList{Services: []api.ServiceSummary{{Name: "web\x1b[2J", Master: "m\x07"}}})
 	tenants, _ := json.Marshal(api.TenantList{Tenants: []api.Tenant{{Name: "acme\x1b[2J"}}})
 	tenant, _ := json.Marshal(api.Tenant{Name: "acme", Token: "rft_acme_\x1b[2J"})
-	cluster, _ := json.Marshal(api.Cluster{Nodes: []api.Node{{ID: 1, RaftAddress: "\x1b[2J", APIAddress: hostile}},
+	cluster, _ := json.Marshal(api.Cluster{Nodes: []api.Node{{ID: 1, RaftAddress: "\x1b[2J", APIAddress: hostile,
+		Health: "ready\x1b[2J", Build: &api.Build{Version: "v\x1b[2J", Commit: "c\u202e"}}},
 		Shards: []api.Shard{{ShardID: 2, Tenant: "t\x1b[2J"}}})
 	rec := newRecorder(t, map[string]string{
 		"GET /v1/tenants/acme/services/web": string(svcJSON),

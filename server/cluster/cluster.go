@@ -53,6 +53,11 @@ type Node struct {
 	reg         *registry
 	incarnation uint64 // this process's start, registered in the meta shard
 
+	build     api.Build // this node's (SetBuild)
+	peerViews peerViews // peers.go
+
+	leaderLog chan leaderEvent // logLeaders' queue
+
 	kick    chan struct{}
 	checks  metaChecks // SyncMetaSince's rounds
 	removal removal    // removal.go
@@ -156,7 +161,7 @@ func New(cfg config.Config, reg *metrics.Registry) (*Node, error) {
 	n := &Node{
 		cfg: cfg, log: log.With("node", cfg.NodeID), meta: fsm.NewMeta(),
 		tenants: map[uint64]*Tenant{}, byName: map[string]*Tenant{},
-		kick: make(chan struct{}, 1), stop: make(chan struct{}),
+		kick: make(chan struct{}, 1), stop: make(chan struct{}), leaderLog: make(chan leaderEvent, 1024),
 	}
 	n.removal.done = make(chan struct{})
 	n.ctx, n.cancel = context.WithCancel(context.Background())
@@ -246,7 +251,8 @@ func (n *Node) shardConfig(shard, replica uint64, quiesce bool) dbconfig.Config 
 func (n *Node) Start() {
 	n.checks.kick = make(chan struct{}, 1)
 	n.removal.since = time.Now()
-	n.wg.Add(5)
+	n.wg.Add(6)
+	go n.logLeaders()
 	go n.watchRemoval()
 	go n.register()
 	go n.reconcileLoop()
@@ -586,7 +592,9 @@ func (n *Node) MetaLeaderAPI() string {
 
 // Cluster describes nodes and shards as this node sees them.
 func (n *Node) Cluster() api.Cluster {
-	c := api.Cluster{NodeID: n.cfg.NodeID, Nodes: []api.Node{}, Shards: []api.Shard{}, Removed: n.meta.RemovedIDs()}
+	b := n.build
+	c := api.Cluster{NodeID: n.cfg.NodeID, Build: &b, StateVersion: n.meta.Version(), Ready: n.Ready(),
+		Nodes: []api.Node{}, Shards: []api.Shard{}, Removed: n.meta.RemovedIDs()}
 	for _, rec := range n.meta.Nodes() {
 		c.Nodes = append(c.Nodes, api.Node{ID: rec.ID, RaftAddress: rec.RaftAddress, APIAddress: rec.APIAddress})
 	}
@@ -611,6 +619,16 @@ func (n *Node) Cluster() api.Cluster {
 		}
 		c.Shards = append(c.Shards, s)
 	}
+	leads := map[uint64]int{}
+	for _, s := range c.Shards {
+		if s.Leader != 0 {
+			leads[s.Leader]++
+		}
+	}
+	for i := range c.Nodes {
+		c.Nodes[i].Leaders = leads[c.Nodes[i].ID]
+	}
+	n.describeNodes(c.Nodes, time.Now())
 	return c
 }
 
@@ -749,14 +767,60 @@ func (n *Node) TransferLeaderships(max time.Duration, peers PeerApplied) {
 type listener struct{ n *Node }
 
 func (l listener) LeaderUpdated(info raftio.LeaderInfo) {
-	if info.ShardID == fsm.MetaShardID {
-		return
+	n := l.n
+	tenant := ""
+	if info.ShardID != fsm.MetaShardID {
+		n.mu.RLock()
+		t := n.tenants[info.ShardID]
+		n.mu.RUnlock()
+		if t != nil {
+			t.Sessions.LeaderChanged()
+			tenant = t.Name
+		} else if rec, ok := n.meta.TenantByShard(info.ShardID); ok {
+			tenant = rec.Name
+		}
 	}
-	l.n.mu.RLock()
-	t := l.n.tenants[info.ShardID]
-	l.n.mu.RUnlock()
-	if t != nil {
-		t.Sessions.LeaderChanged()
+	if info.LeaderID == 0 {
+		return // an election under way: the next event names its winner
+	}
+	n.metrics.leaderChanged(info.ShardID, tenant)
+	select {
+	case n.leaderLog <- leaderEvent{info: info, tenant: tenant}:
+	default: // the log is behind: this change is counted, not logged
+	}
+}
+
+// leaderEvent is a shard's new leader, for logLeaders.
+type leaderEvent struct {
+	info   raftio.LeaderInfo
+	tenant string
+}
+
+// logLeaders writes an INFO line for each shard's new leader, off
+// Dragonboat's event path (which must not block on a log write).
+func (n *Node) logLeaders() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case e := <-n.leaderLog:
+			node := e.info.LeaderID // a meta replica's ID is its node's
+			if e.info.ShardID != fsm.MetaShardID {
+				node, _ = n.meta.ReplicaNode(e.tenant, e.info.LeaderID)
+			}
+			args := []any{"shard", e.info.ShardID, "term", e.info.Term, "leader_node", node, "leader_replica", e.info.LeaderID}
+			if e.tenant != "" {
+				args = append(args, "tenant", e.tenant)
+			} else if e.info.ShardID == fsm.MetaShardID {
+				args = append(args, "tenant", "(meta)")
+			}
+			if node == n.cfg.NodeID {
+				n.log.Info("shard leader: this node", args...)
+			} else {
+				n.log.Info("shard leader: another node", args...)
+			}
+		}
 	}
 }
 
