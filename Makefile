@@ -10,9 +10,13 @@ export GOFLAGS := -buildvcs=false
 run: build
 	./$(BIN)/rafting dev
 
-## build: build the rafting binary into ./bin
+## build: build the rafting binary into ./bin, its version (VERSION, else git describe) and commit
+## stamped in (GET /v1/cluster, rafting cluster, rafting_build_info)
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS := -X github.com/rafting/rafting/server.version=$(VERSION) -X github.com/rafting/rafting/server.commit=$(COMMIT)
 build:
-	$(GO) build -o $(BIN)/rafting ./cmd/rafting
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/rafting ./cmd/rafting
 
 ## test: everything CI runs: vet, race tests, examples and benchmarks build, brief fuzzing, the
 ## fault campaign in brief (chaos-quick)
