@@ -47,6 +47,7 @@ func defaultMaxConnections(limit uint64) int {
 // connCounts is the listener's bookkeeping.
 type connCounts struct {
 	lim ConnLimits
+	w   *waiter // nil: none
 
 	mu        sync.Mutex
 	total     int
@@ -58,24 +59,59 @@ type connCounts struct {
 // Limit wraps a listener (below TLS, so a refused connection costs no
 // handshake) with the limits. Use ConnContext as the http.Server's, so the
 // API learns which connection a request came on.
+//
+// On Linux a connection admitted is handed on (Accept) only once it has
+// bytes to read (waiter): until then it has no goroutine and no buffers.
+// It counts in the limits from its accept all the same.
 func Limit(ln net.Listener, lim ConnLimits) net.Listener {
 	if lim.MaxPerTenant == 0 && lim.MaxTotal > 0 {
 		lim.MaxPerTenant = max(1, lim.MaxTotal*9/10)
 	}
-	return &limitedListener{Listener: ln, c: &connCounts{lim: lim, perAddr: map[string]*list.List{}, perTenant: map[string]int{}}}
+	l := &limitedListener{Listener: ln, c: &connCounts{lim: lim, perAddr: map[string]*list.List{}, perTenant: map[string]int{}},
+		ready: make(chan net.Conn, 64), closing: make(chan struct{}), ended: make(chan struct{})}
+	if w, err := newWaiter(l.handOn); err == nil {
+		l.w = w
+		l.c.w = w
+	}
+	go l.acceptLoop()
+	return l
 }
 
 type limitedListener struct {
 	net.Listener
 	c *connCounts
+	w *waiter // nil: connections are handed on as they are accepted
+
+	ready   chan net.Conn // admitted, with bytes to read
+	closing chan struct{} // Close was called
+	ended   chan struct{} // acceptLoop returned, err is set
+	err     error
+	once    sync.Once
 }
 
-func (l *limitedListener) Accept() (net.Conn, error) {
+// acceptLoop accepts, admits and hands on (or holds) connections until
+// the listener fails for good.
+func (l *limitedListener) acceptLoop() {
+	defer close(l.ended)
+	var backoff time.Duration
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
-			return nil, err
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+				errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) {
+				// As net/http does on a temporary error: wait, up to a second.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				select {
+				case <-time.After(backoff):
+					continue
+				case <-l.closing:
+				}
+			}
+			l.err = err
+			return
 		}
+		backoff = 0
 		host := addrKey(c.RemoteAddr())
 		lc := &limitedConn{Conn: c, counts: l.c, host: host, accepted: time.Now()}
 		ok, evict := l.c.admit(lc)
@@ -87,10 +123,61 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 			continue
 		}
 		if d := l.c.lim.AuthTimeout; d > 0 {
-			lc.timer = time.AfterFunc(d, lc.authTimeout)
+			lc.setTimer(time.AfterFunc(d, lc.authTimeout))
 		}
-		return lc, nil
+		if l.w == nil || !l.w.add(lc) {
+			l.handOn(lc)
+		}
 	}
+}
+
+// handOn gives an admitted connection to Accept.
+func (l *limitedListener) handOn(lc *limitedConn) {
+	select {
+	case l.ready <- lc:
+	case <-l.closing:
+		lc.Close()
+	}
+}
+
+func (l *limitedListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ready:
+		return c, nil
+	case <-l.closing:
+		return nil, net.ErrClosed
+	case <-l.ended:
+		select {
+		case c := <-l.ready:
+			return c, nil
+		default:
+		}
+		return nil, l.err
+	}
+}
+
+// Close closes the listener and the connections it holds that were
+// never handed on.
+func (l *limitedListener) Close() error {
+	var err error
+	l.once.Do(func() {
+		close(l.closing)
+		err = l.Listener.Close()
+		<-l.ended
+		if l.w != nil {
+			l.w.close()
+		}
+		for {
+			select {
+			case c := <-l.ready:
+				c.Close()
+				continue
+			default:
+			}
+			break
+		}
+	})
+	return err
 }
 
 // admit counts a new connection in, or refuses it. When the
@@ -174,6 +261,8 @@ type limitedConn struct {
 
 	noReads, halfClosed, lingering atomic.Bool // endReads, CloseWrite, Close
 
+	waitID uint32 // in its waiter's held connections (guarded by the waiter's mu); 0: not
+
 	// guarded by counts.mu
 	authed, closed bool
 	elem           *list.Element // in its address's list while unauthenticated
@@ -209,6 +298,18 @@ func (c *limitedConn) authenticated(tenant string) bool {
 	return true
 }
 
+// setTimer sets the connection's auth timer (stopped when it is closed
+// or authenticated).
+func (c *limitedConn) setTimer(t *time.Timer) {
+	c.counts.mu.Lock()
+	defer c.counts.mu.Unlock()
+	if c.closed {
+		t.Stop()
+		return
+	}
+	c.timer = t
+}
+
 func (c *limitedConn) authTimeout() {
 	c.counts.mu.Lock()
 	authed := c.authed
@@ -233,6 +334,9 @@ func (c *limitedConn) Close() error {
 }
 
 func (c *limitedConn) closeNow() error {
+	if w := c.counts.w; w != nil {
+		w.forget(c)
+	}
 	c.counts.mu.Lock()
 	c.counts.closeLocked(c)
 	c.counts.mu.Unlock()

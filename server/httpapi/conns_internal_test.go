@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -35,6 +36,7 @@ func TestOldestUnauthenticatedMakesRoom(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { c.Close() })
+		c.Write([]byte("G")) // a request begun: handed on (Accept) only then
 		select {
 		case s := <-accepted:
 			return c, s
@@ -71,6 +73,7 @@ func TestOldestUnauthenticatedMakesRoom(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer other.Close()
+	other.Write([]byte("G"))
 	select {
 	case <-accepted:
 	case <-time.After(2 * time.Second):
@@ -83,5 +86,99 @@ func TestOldestUnauthenticatedMakesRoom(t *testing.T) {
 		if closed(c) {
 			t.Fatalf("connection %d was closed", i+2)
 		}
+	}
+}
+
+// TestHeldUntilReadable: a connection is handed on (Accept) once it has
+// bytes to read; until then it counts in the limits and its auth timeout
+// runs. One that hangs up having sent nothing is closed and counted out
+// without ever reaching the server, and closing the listener closes the
+// ones it still holds.
+func TestHeldUntilReadable(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := Limit(inner, ConnLimits{MaxUnauthenticated: 10, AuthTimeout: time.Second})
+	l := ln.(*limitedListener)
+	if l.w == nil {
+		t.Skip("no waiter on this platform: connections are handed on as accepted")
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 10)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	total := func() int {
+		l.c.mu.Lock()
+		defer l.c.mu.Unlock()
+		return l.c.total
+	}
+	waitTotal := func(want int) {
+		t.Helper()
+		for deadline := time.Now().Add(2 * time.Second); total() != want; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("connections counted: %d, want %d", total(), want)
+			}
+		}
+	}
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", inner.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	silent, hangsUp, speaks := dial(), dial(), dial()
+	waitTotal(3)
+	select {
+	case c := <-accepted:
+		t.Fatalf("a connection that sent nothing was handed on (%v)", c.RemoteAddr())
+	case <-time.After(200 * time.Millisecond):
+	}
+	speaks.Write([]byte("GET"))
+	select {
+	case c := <-accepted:
+		if c.RemoteAddr().String() != speaks.LocalAddr().String() {
+			t.Fatalf("handed on %v, want the one that spoke, %v", c.RemoteAddr(), speaks.LocalAddr())
+		}
+		b := make([]byte, 3)
+		if _, err := io.ReadFull(c, b); err != nil || string(b) != "GET" {
+			t.Fatalf("read %q, %v from the connection handed on; want its bytes", b, err)
+		}
+		defer c.Close()
+	case <-time.After(2 * time.Second):
+		t.Fatal("a connection that sent bytes was not handed on")
+	}
+	hangsUp.Close()
+	waitTotal(2)
+	start := time.Now()
+	silent.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := silent.Read(make([]byte, 1)); err == nil {
+		t.Fatal("read bytes from the server on a silent connection")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("a held connection outlived its auth timeout")
+	}
+	t.Logf("a held silent connection closed %v after it was first read", time.Since(start).Round(time.Millisecond))
+	waitTotal(0) // the one handed on never authenticated either
+
+	late := dial()
+	waitTotal(1)
+	ln.Close()
+	late.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := late.Read(make([]byte, 1)); err == nil {
+		t.Fatal("read bytes from the server")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("a held connection was left open when the listener closed")
+	}
+	if _, err := ln.Accept(); err == nil {
+		t.Fatal("Accept on a closed listener succeeded")
 	}
 }
