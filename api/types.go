@@ -402,6 +402,16 @@ type Cluster struct {
 	Removed []uint64 `json:"removed,omitempty"`
 }
 
+// LeaderTransferRequest is the body of POST /v1/cluster/leaders: move one
+// shard's leadership (Shard, or the shard of Tenant) to node To (0: to any
+// other node), or every leadership node From holds to other nodes.
+type LeaderTransferRequest struct {
+	Shard  uint64 `json:"shard,omitempty"`
+	Tenant string `json:"tenant,omitempty"`
+	To     uint64 `json:"to,omitempty"`
+	From   uint64 `json:"from,omitempty"`
+}
+
 // JoinRequest is the body of POST /v1/cluster/nodes, sent by a node started
 // with --join to a running member.
 type JoinRequest struct {

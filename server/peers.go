@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -140,3 +141,73 @@ func (s *Server) scheme() string {
 	}
 	return "http://"
 }
+
+// countRefusals counts the API's 401 answers by the tenant the presented
+// token names (tokens are self-identifying: rft_<tenant>_...), as
+// rafting_http_unauthorized_total{tenant}: a tenant whose clients still
+// send a revoked or mistyped token shows in its own series. A token that
+// names no tenant of the cluster (an admin token, none, a made-up name)
+// counts under tenant="", so no request adds a series.
+func (s *Server) countRefusals(next http.Handler) http.Handler {
+	refused := s.reg.NewCounterVec("rafting_http_unauthorized_total",
+		"Requests answered 401, by the tenant their token names (\"\": an admin token, none, or a tenant this cluster does not have).", "tenant")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cw := &codeWriter{ResponseWriter: w}
+		next.ServeHTTP(cw, r)
+		if cw.code != http.StatusUnauthorized {
+			return
+		}
+		tenant := tokenTenant(r.Header.Get("Authorization"))
+		if _, ok := s.node.Meta().Tenant(tenant); !ok {
+			tenant = ""
+		}
+		refused.With(tenant).Inc()
+	})
+}
+
+// tokenTenant is the tenant a bearer token names ("" for another token).
+func tokenTenant(auth string) string {
+	tok, ok := strings.CutPrefix(auth, "Bearer ")
+	if !ok {
+		return ""
+	}
+	rest, ok := strings.CutPrefix(strings.TrimSpace(tok), "rft_")
+	if !ok {
+		return ""
+	}
+	name, _, ok := strings.Cut(rest, "_")
+	if !ok || len(name) > 63 {
+		return ""
+	}
+	return name
+}
+
+// codeWriter keeps the status an answer was written with. It flushes and
+// unwraps (http.ResponseController) as the writer it wraps does, so
+// streams work through it.
+type codeWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *codeWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *codeWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *codeWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *codeWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

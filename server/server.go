@@ -39,6 +39,7 @@ type Server struct {
 	http  *http.Server
 	ln    net.Listener
 	peers *http.Client // to the other nodes' API
+	reg   *metrics.Registry
 
 	stop   chan struct{}
 	cancel context.CancelFunc // ends every request's context at shutdown
@@ -91,14 +92,18 @@ func New(cfg config.Config) (*Server, error) {
 		ln.Close()
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log.With("node", cfg.NodeID), node: node, ln: ln, stop: make(chan struct{}), peers: peers}
+	s := &Server{cfg: cfg, log: log.With("node", cfg.NodeID), node: node, ln: ln, stop: make(chan struct{}), peers: peers, reg: reg}
 	s.api = httpapi.New(node, reg, peers)
 	base, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	s.http = &http.Server{
-		BaseContext:       func(net.Listener) context.Context { return base },
-		ConnContext:       httpapi.ConnContext,
-		Handler:           s.api,
+		BaseContext: func(net.Listener) context.Context { return base },
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			// Who asked, for the INFO lines of membership, tenant and
+			// token changes (every one of them needs the admin token).
+			return cluster.WithRequester(httpapi.ConnContext(ctx, c), "admin at "+c.RemoteAddr().String())
+		},
+		Handler:           s.countRefusals(s.api),
 		ReadHeaderTimeout: 10 * time.Second,
 		// A whole request, body included, within ReadTimeout: an
 		// authenticated client cannot trickle a body forever. Answers are

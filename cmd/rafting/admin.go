@@ -149,12 +149,35 @@ func quotaFlags(fs *flag.FlagSet, q *api.Quotas) {
 	fs.Int64Var(&q.MaxKVBytes, "max-kv-bytes", 0, "quota: bytes of every configuration key and value")
 }
 
+const tenantUsage = `usage: rafting tenant <command> [flags] [NAME]
+
+commands:
+  create NAME            create a tenant; its token is shown once (--secret-file: a retry is safe)
+  list                   every tenant with its usage
+  show NAME              one tenant: quotas, usage, until when its previous token works
+  update NAME            change its quotas (the quota flags)
+  rotate-token NAME      a new token; the old one works for --previous-valid (default 1h)
+  revoke-previous NAME   end the previous token now, once clients use the new one
+  delete NAME            delete the tenant and its data on every node
+
+Run 'rafting tenant <command> -h' for a command's flags.
+`
+
 func runTenant(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return usageError{"usage: rafting tenant create|list|show|update|rotate-token|revoke-previous|delete [flags] [NAME]"}
+		return usageError{tenantUsage}
 	}
 	sub, args := args[0], args[1:]
+	switch sub {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, tenantUsage)
+		return nil
+	}
 	fs := newFlagSet("tenant " + sub)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: rafting tenant %s [flags]%s\n\nflags:\n", sub, map[bool]string{true: "", false: " NAME"}[sub == "list"])
+		fs.PrintDefaults()
+	}
 	var cf commonFlags
 	cf.register(fs, "RAFTING_ADMIN_TOKEN")
 	var q api.Quotas
@@ -171,7 +194,7 @@ func runTenant(ctx context.Context, args []string, stdout io.Writer) error {
 		fs.DurationVar(&previous, "previous-valid", time.Hour, "how long the old token keeps working (0 revokes it now)")
 	case "list", "show", "delete", "revoke-previous":
 	default:
-		return usageError{fmt.Sprintf("unknown tenant command %q", sub)}
+		return usageError{fmt.Sprintf("unknown tenant command %q\n%s", sub, tenantUsage)}
 	}
 	name, err := parseWithName(fs, args, sub != "list")
 	if err != nil {
@@ -386,17 +409,46 @@ func dash(s string) string {
 	return printable(s)
 }
 
+const clusterUsage = `usage: rafting cluster [flags]                  nodes (health, build, leaderships, lag) and shards
+       rafting cluster remove ID [flags]        take a node out for good (its leaderships are moved off first)
+       rafting cluster transfer-leader (--shard N | --tenant T) [--to ID] [flags]
+                                                move one shard's leadership to node ID (default: any other node)
+       rafting cluster transfer-leader --from ID [flags]
+                                                move every leadership node ID holds to other nodes (before maintenance)
+`
+
 func runCluster(ctx context.Context, args []string, stdout io.Writer) error {
-	remove := len(args) > 0 && args[0] == "remove"
-	name := "cluster"
-	if remove {
-		name, args = "cluster remove", args[1:]
+	sub := ""
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		sub, args = args[0], args[1:]
 	}
-	fs := newFlagSet(name)
+	switch sub {
+	case "", "remove", "transfer-leader":
+	case "help":
+		fmt.Fprint(stdout, clusterUsage)
+		return nil
+	default:
+		return usageError{fmt.Sprintf("unknown cluster command %q\n%s", sub, clusterUsage)}
+	}
+	fs := newFlagSet(strings.TrimSpace("cluster " + sub))
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), clusterUsage+"\nflags:\n")
+		fs.PrintDefaults()
+	}
 	var cf commonFlags
 	cf.register(fs, "RAFTING_ADMIN_TOKEN")
-	id, err := parseWithName(fs, args, remove)
+	var lt api.LeaderTransferRequest
+	if sub == "transfer-leader" {
+		fs.Uint64Var(&lt.Shard, "shard", 0, "the shard whose leadership moves")
+		fs.StringVar(&lt.Tenant, "tenant", "", "the tenant whose shard's leadership moves")
+		fs.Uint64Var(&lt.To, "to", 0, "the node to lead it (default: any other node)")
+		fs.Uint64Var(&lt.From, "from", 0, "move every leadership this node holds")
+	}
+	id, err := parseWithName(fs, args, sub == "remove")
 	if err != nil {
+		if errors.Is(err, flag.ErrHelp) || strings.Contains(err.Error(), flag.ErrHelp.Error()) {
+			return nil
+		}
 		return err
 	}
 	c, err := cf.client()
@@ -405,15 +457,22 @@ func runCluster(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	var cl api.Cluster
 	method, path := http.MethodGet, "/v1/cluster"
-	if remove {
+	var body any
+	switch sub {
+	case "remove":
 		// A lost machine's node, for good: its replicas leave every shard.
 		seg, err := pathSeg("node ID", id)
 		if err != nil {
 			return err
 		}
 		method, path = http.MethodDelete, "/v1/cluster/nodes/"+seg
+	case "transfer-leader":
+		if (lt.Shard != 0 || lt.Tenant != "") == (lt.From != 0) {
+			return usageError{"cluster transfer-leader: give --shard or --tenant (one shard), or --from (every leadership of a node)"}
+		}
+		method, path, body = http.MethodPost, "/v1/cluster/leaders", lt
 	}
-	if err := c.Do(ctx, method, path, nil, &cl); err != nil {
+	if err := c.Do(ctx, method, path, body, &cl); err != nil {
 		var e *api.Error
 		if errors.As(err, &e) && e.Code == api.CodeForbidden {
 			return fmt.Errorf("%w (the cluster view needs the admin token: $RAFTING_ADMIN_TOKEN)", err)

@@ -26,7 +26,7 @@ commands:
   tenant     create|list|show|update|rotate-token|revoke-previous|delete tenants (admin)
   service    list|show a tenant's services
   kv         get|put|delete|watch|txn a tenant's configuration keys
-  cluster    show nodes, shards and leaders; 'cluster remove ID' takes a lost node out (admin)
+  cluster    nodes (health, build, lag, leaderships) and shards; remove ID; transfer-leader (admin)
   backup     save the cluster's durable state to a file (admin)
   restore    restore a backup into a new cluster (admin)
 

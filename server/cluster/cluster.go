@@ -460,6 +460,7 @@ func (n *Node) ProposeMeta(ctx context.Context, cmd []byte) (fsm.MetaOutcome, er
 	if e := o.Err(); e != nil {
 		return o, e
 	}
+	n.logMeta(ctx, cmd, o)
 	return o, nil
 }
 

@@ -234,7 +234,15 @@ func (n *Node) syncQuotas(t *Tenant, rec *fsm.TenantRecord) {
 // was lost cannot take its old place (its peers would send it a commit
 // index past its empty log, and Dragonboat panics). Only a retried join of
 // a node that never started passes.
-func (n *Node) AddNode(ctx context.Context, id uint64, raftAddr, apiAddr string) error {
+func (n *Node) AddNode(ctx context.Context, id uint64, raftAddr, apiAddr string) (err error) {
+	n.log.Info("node join requested", "member", id, "raft", raftAddr, "api", apiAddr, "by", requester(ctx))
+	defer func() {
+		if err != nil {
+			n.log.Warn("node join refused or cut short", "member", id, "by", requester(ctx), "err", err)
+			return
+		}
+		n.log.Info("node joined: a member of the meta shard and of every tenant shard", "member", id, "raft", raftAddr, "api", apiAddr, "by", requester(ctx))
+	}()
 	if err := n.SyncMeta(ctx); err != nil {
 		return err
 	}
@@ -290,7 +298,7 @@ func (n *Node) AddNode(ctx context.Context, id uint64, raftAddr, apiAddr string)
 // removal cut short is finished by asking again. Its ID is never taken
 // back: the machine returns with a new ID and an empty data dir, through
 // --join. A node does not remove itself: ask another.
-func (n *Node) RemoveNode(ctx context.Context, id uint64) error {
+func (n *Node) RemoveNode(ctx context.Context, id uint64) (err error) {
 	if id == n.cfg.NodeID {
 		return api.Errorf(api.CodeConflict, "node %d does not remove itself: ask another node", id)
 	}
@@ -302,6 +310,26 @@ func (n *Node) RemoveNode(ctx context.Context, id uint64) error {
 	_, known := n.meta.Node(id)
 	if !member && !known && !n.meta.Removed(id) {
 		return api.Errorf(api.CodeNotFound, "node %d is not a member of the cluster", id)
+	}
+	n.log.Info("node removal requested", "member", id, "by", requester(ctx))
+	defer func() {
+		if err != nil {
+			n.log.Warn("node removal cut short: ask again to finish it", "member", id, "by", requester(ctx), "err", err)
+			return
+		}
+		n.log.Info("node removed: it left the meta shard and every tenant shard, and its ID is never taken back", "member", id, "by", requester(ctx))
+	}()
+	// A leader that removes itself steps down and leaves its shard without
+	// one for an election timeout: a node still running hands its
+	// leaderships over first (a lost one leads nothing).
+	if member && len(mm.Nodes) > 1 {
+		moved, err := n.MoveLeadersOff(ctx, id)
+		if err != nil {
+			return err
+		}
+		if moved > 0 {
+			n.log.Info("leaderships moved off the node before its removal", "member", id, "shards", moved)
+		}
 	}
 	if member {
 		if len(mm.Nodes) < 2 {

@@ -145,6 +145,7 @@ func (s *Server) routes() {
 	h("GET /v1/servers", anyToken, false, false, s.serverList)
 	h("POST /v1/cluster/nodes", admin, false, false, s.joinNode)
 	h("DELETE /v1/cluster/nodes/{id}", admin, false, false, s.removeNode)
+	h("POST /v1/cluster/leaders", admin, false, false, s.transferLeaders)
 	h("GET /v1/cluster/meta-applied", admin, false, false, s.metaApplied)
 	h("GET /v1/backup", admin, false, false, s.backup)
 	h("POST /v1/restore", admin, false, false, s.restore)
