@@ -6,8 +6,10 @@ import (
 	"log"
 	"log/slog"
 	"os"
+	"regexp"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/lni/dragonboat/v4/logger"
 )
@@ -30,11 +32,33 @@ func init() {
 var (
 	loggerOnce sync.Once
 	dbLogger   atomic.Pointer[slog.Logger]
+	dbVerbose  atomic.Int32 // dbLevels: how much of Dragonboat's logs go through
 )
 
+// How much of Dragonboat's logs go to the logger, by its level (the
+// server's --log-level): at debug, everything Dragonboat says; at info
+// and warn, its warnings and errors, but only errors from its chattiest
+// packages (elections, reconnects; our own INFO lines tell of leadership
+// changes); at error, its errors.
+const (
+	dbDefault int32 = iota
+	dbEverything
+	dbErrorsOnly
+)
+
+// setLogger routes Dragonboat's logs into l, as much of them as l's level
+// asks for.
 func setLogger(l *slog.Logger) {
 	if dbLogger.Load() == nil || l.Enabled(context.Background(), slog.LevelWarn) {
 		dbLogger.Store(l)
+		switch ctx := context.Background(); {
+		case l.Enabled(ctx, slog.LevelDebug):
+			dbVerbose.Store(dbEverything)
+		case !l.Enabled(ctx, slog.LevelWarn):
+			dbVerbose.Store(dbErrorsOnly)
+		default:
+			dbVerbose.Store(dbDefault)
+		}
 	}
 	loggerOnce.Do(func() {
 		logger.SetLoggerFactory(func(pkg string) logger.ILogger {
@@ -59,14 +83,73 @@ type slogAdapter struct {
 func (a *slogAdapter) SetLevel(l logger.LogLevel) { a.level = l }
 
 func (a *slogAdapter) log(l logger.LogLevel, sl slog.Level, format string, args []any) {
-	if l > a.level {
+	limit := a.level
+	switch dbVerbose.Load() {
+	case dbEverything:
+		limit = logger.DEBUG
+	case dbErrorsOnly:
+		limit = min(limit, logger.ERROR)
+	}
+	if l > limit {
 		return
 	}
 	lg := dbLogger.Load()
 	if lg == nil || !lg.Enabled(context.Background(), sl) {
 		return
 	}
-	lg.Log(context.Background(), sl, fmt.Sprintf(format, args...), "pkg", a.pkg)
+	msg := fmt.Sprintf(format, args...)
+	if a.pkg == "transport" && l <= logger.ERROR {
+		if target, ok := unreachable(msg); ok {
+			// A peer that restarts, stops or is cut off: the transport
+			// says so at ERROR on every failed send and dial, 4–10 lines
+			// per peer for a planned restart. Once per peer a minute at
+			// WARN, the rest at DEBUG; rafting_peer_reachable tells
+			// whether it lasts.
+			sl = slog.LevelDebug
+			if peerNoise.first(target, time.Now()) {
+				sl, msg = slog.LevelWarn, "raft transport: cannot reach a peer (restarting, stopped or cut off); retrying: "+msg
+			}
+			if !lg.Enabled(context.Background(), sl) {
+				return
+			}
+		}
+	}
+	lg.Log(context.Background(), sl, msg, "pkg", a.pkg)
+}
+
+// unreachable reports whether a transport message says a peer could not
+// be reached, and names the peer's address.
+func unreachable(msg string) (string, bool) {
+	m := unreachableMsg.FindStringSubmatch(msg)
+	if m == nil {
+		return "", false
+	}
+	return m[1], true
+}
+
+var unreachableMsg = regexp.MustCompile(`^(?:send batch failed, (?:target|taret node) |Nodehost \S+ failed to get a connection to )([^ ,()]+).*(?:connection refused|connection reset|broken pipe|EOF|i/o timeout|no route to host|use of closed network connection)`)
+
+// peerNoise remembers when each peer's unreachability was last logged.
+var peerNoise = noise{last: map[string]time.Time{}}
+
+type noise struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+// first reports whether nothing was logged of target in the last minute,
+// and records now if so.
+func (n *noise) first(target string, now time.Time) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if t, ok := n.last[target]; ok && now.Sub(t) < time.Minute {
+		return false
+	}
+	if len(n.last) > 1024 {
+		clear(n.last)
+	}
+	n.last[target] = now
+	return true
 }
 
 func (a *slogAdapter) Debugf(format string, args ...any) {
