@@ -100,3 +100,29 @@ func TestAdminCLI(t *testing.T) {
 		t.Fatal("cluster without a token succeeded")
 	}
 }
+
+// TestSubcommandHelp: `rafting tenant -h` (and `help`) lists the tenant
+// subcommands, and `rafting cluster -h` the cluster ones, without a server
+// or a token; an unknown subcommand's error lists them too.
+func TestSubcommandHelp(t *testing.T) {
+	tenantCmds := []string{"create", "list", "show", "update", "rotate-token", "revoke-previous", "delete"}
+	for _, args := range [][]string{{"tenant", "-h"}, {"tenant", "--help"}, {"tenant", "help"}} {
+		var out, errb bytes.Buffer
+		if err := run(args, &out, &errb); err != nil {
+			t.Fatalf("rafting %s: %v", strings.Join(args, " "), err)
+		}
+		for _, sub := range tenantCmds {
+			if !strings.Contains(out.String(), "  "+sub+" ") {
+				t.Errorf("rafting %s does not list %q:\n%s", strings.Join(args, " "), sub, out.String())
+			}
+		}
+	}
+	var out bytes.Buffer
+	if err := run([]string{"tenant", "frobnicate"}, &out, &out); err == nil || !strings.Contains(err.Error(), "revoke-previous") {
+		t.Errorf("an unknown tenant command's error does not list the commands: %v", err)
+	}
+	out.Reset()
+	if err := run([]string{"cluster", "help"}, &out, &out); err != nil || !strings.Contains(out.String(), "transfer-leader") || !strings.Contains(out.String(), "remove ID") {
+		t.Errorf("rafting cluster help = %v:\n%s", err, out.String())
+	}
+}
