@@ -46,8 +46,10 @@ func defaultMaxConnections(limit uint64) int {
 
 // connCounts is the listener's bookkeeping.
 type connCounts struct {
-	lim ConnLimits
-	w   *waiter // nil: none
+	lim     ConnLimits
+	w       *waiter            // nil: none
+	hand    func(*limitedConn) // gives a connection (back) to Accept
+	parking parking            // refusals waiting for their turn (conns_park.go)
 
 	mu        sync.Mutex
 	total     int
@@ -67,8 +69,10 @@ func Limit(ln net.Listener, lim ConnLimits) net.Listener {
 	if lim.MaxPerTenant == 0 && lim.MaxTotal > 0 {
 		lim.MaxPerTenant = max(1, lim.MaxTotal*9/10)
 	}
-	l := &limitedListener{Listener: ln, c: &connCounts{lim: lim, perAddr: map[string]*list.List{}, perTenant: map[string]int{}},
+	l := &limitedListener{Listener: ln, c: &connCounts{lim: lim, perAddr: map[string]*list.List{}, perTenant: map[string]int{},
+		parking: parking{byConn: map[*limitedConn]*parked{}, next: map[string]time.Time{}, count: map[string]int{}}},
 		ready: make(chan net.Conn, 64), closing: make(chan struct{}), ended: make(chan struct{})}
+	l.c.hand = l.handOn
 	if w, err := newWaiter(l.handOn); err == nil {
 		l.w = w
 		l.c.w = w
@@ -167,6 +171,7 @@ func (l *limitedListener) Close() error {
 		if l.w != nil {
 			l.w.close()
 		}
+		l.c.parking.close()
 		for {
 			select {
 			case c := <-l.ready:
@@ -262,6 +267,7 @@ type limitedConn struct {
 	noReads, halfClosed, lingering atomic.Bool // endReads, CloseWrite, Close
 
 	waitID uint32 // in its waiter's held connections (guarded by the waiter's mu); 0: not
+	ahead  []byte // read before it was parked (a pipelined request's start): Read returns it first
 
 	// guarded by counts.mu
 	authed, closed bool
@@ -337,6 +343,7 @@ func (c *limitedConn) closeNow() error {
 	if w := c.counts.w; w != nil {
 		w.forget(c)
 	}
+	c.counts.parking.forget(c)
 	c.counts.mu.Lock()
 	c.counts.closeLocked(c)
 	c.counts.mu.Unlock()
@@ -362,6 +369,13 @@ func (c *limitedConn) endReads() { c.noReads.Store(true) }
 func (c *limitedConn) Read(b []byte) (int, error) {
 	if c.noReads.Load() {
 		return 0, errReadsEnded
+	}
+	if len(c.ahead) > 0 {
+		n := copy(b, c.ahead)
+		if c.ahead = c.ahead[n:]; len(c.ahead) == 0 {
+			c.ahead = nil
+		}
+		return n, nil
 	}
 	return c.Conn.Read(b)
 }

@@ -273,7 +273,7 @@ func (s *Server) wrap(route string, a access, l lane, write bool, fn func(http.R
 			if e, ok := err.(*api.Error); ok && e.Code == api.CodeRateLimited {
 				sw.status = http.StatusTooManyRequests // counted even if the connection is ended
 			}
-			s.tarpit(r, id, err)
+			s.tarpitOn(sw, r, id, err)
 			leaveBody(sw, r) // none of it was read
 			writeError(sw, err)
 			return
@@ -431,7 +431,11 @@ func (p *holdPool) give(key string) {
 // hold free is not answered at once — that would let a flood go on at the
 // rate the node can refuse — but ends its connection (the client pays a
 // new handshake, and the connection limits bound those).
-func (s *Server) tarpit(r *http.Request, who identity, err error) {
+func (s *Server) tarpit(r *http.Request, who identity, err error) { s.tarpitOn(nil, r, who, err) }
+
+// tarpitOn is tarpit for a request answered on w (nil: unknown): past the
+// holds its connection is parked, when it can be (park), not ended.
+func (s *Server) tarpitOn(w http.ResponseWriter, r *http.Request, who identity, err error) {
 	var e *api.Error
 	if !errors.As(err, &e) || e.Code != api.CodeRateLimited {
 		return
@@ -441,7 +445,10 @@ func (s *Server) tarpit(r *http.Request, who identity, err error) {
 		key = "t:" + who.tenant
 	}
 	if !s.holds.take(key) {
-		panic(http.ErrAbortHandler) // net/http closes the connection, logging nothing
+		if w != nil {
+			s.park(w, r, key, err)
+		}
+		panic(http.ErrAbortHandler) // net/http closes the connection (unless parked), logging nothing
 	}
 	defer s.holds.give(key)
 	// Held answers spread over [RateLimitHold/2, 3·RateLimitHold/2): the
