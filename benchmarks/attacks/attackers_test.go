@@ -457,6 +457,11 @@ func attack(ctx context.Context, cfg attackConfig, g *gate, t *tally, ready func
 		ready()
 		workers(cfg.Conns, func(w int) {
 			c, tr := client(sourceAddr(5, w%max(cfg.Addresses, 1)), true)
+			dial := tr.DialContext
+			tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+				t.add("opened", 1) // a connection ended is opened again at once
+				return dial(ctx, network, addr)
+			}
 			for i := 0; ; i++ {
 				pctx, ok := g.phase()
 				if !ok {
