@@ -427,6 +427,28 @@ func (n *Node) TooOld() string {
 	return ""
 }
 
+// TooOldError is the answer to a request for tenant name on a node whose
+// build is too old for the state version the cluster agreed on (its meta
+// replica, or that tenant's, refused the entry that raised it), nil
+// otherwise: 503 unavailable, so a client asks another node. Such a
+// replica applies the entries after that one as an older build does, not as
+// its peers do, and its meta replica may lack what newer commands wrote (a
+// token among them): it answers no tenant, and never 401.
+func (n *Node) TooOldError(name string) *api.Error {
+	what := ""
+	if n.meta.TooOld() {
+		what = "the meta shard's"
+	} else if t, ok := n.Tenant(name); ok && t.SM.TooOld() {
+		what = "tenant " + name + "'s"
+	}
+	if what == "" {
+		return nil
+	}
+	return &api.Error{Code: api.CodeUnavailable, RetryAfter: time.Second,
+		Message: fmt.Sprintf("node %d runs a build too old for %s state version (this build knows up to %d): it serves no tenant until it is upgraded; ask another node",
+			n.cfg.NodeID, what, fsm.Version)}
+}
+
 // Tenant returns a running tenant replica by tenant name.
 func (n *Node) Tenant(name string) (*Tenant, bool) {
 	n.mu.RLock()

@@ -330,8 +330,17 @@ func (s *Server) authorize(r *http.Request, a access, isLane, write bool) (ident
 			}
 			id, ok = s.authToken(tok, hash, now)
 		}
-		if !ok && strings.HasPrefix(tok, tenants.TokenPrefix) && s.restoringCluster() {
-			return identity{}, errRestoringCluster
+		if !ok && strings.HasPrefix(tok, tenants.TokenPrefix) {
+			// A node too old for the cluster's state version may lack a
+			// token a newer command wrote: it cannot refuse one.
+			if name, _ := tenants.ParseToken(tok); name != "" {
+				if err := s.node.TooOldError(name); err != nil {
+					return identity{}, err
+				}
+			}
+			if s.restoringCluster() {
+				return identity{}, errRestoringCluster
+			}
 		}
 		if !ok {
 			return identity{}, errUnknownToken
@@ -368,6 +377,9 @@ func (s *Server) authorize(r *http.Request, a access, isLane, write bool) (ident
 		}
 	}
 	if a == tenant {
+		if err := s.node.TooOldError(r.PathValue("t")); err != nil {
+			return id, err
+		}
 		if err := s.restoring(r.PathValue("t")); err != nil {
 			return id, err
 		}
