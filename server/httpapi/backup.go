@@ -183,6 +183,18 @@ func (s *Server) restore(w http.ResponseWriter, r *http.Request, _ identity) {
 	replicas := make([]*cluster.Tenant, len(backup))
 	write := make([]bool, len(backup))
 	var unchanged atomic.Int64
+	// A retry of this very restore (the same backup) that was cut short:
+	// some of its tenants are still being written. The ones it finished
+	// took client writes since, which a retry must neither revert nor be
+	// refused for: it would leave the others held 503 for ever, or
+	// --force and the revert as the only way out.
+	unfinished := false
+	for _, bt := range backup {
+		if mark, ok := s.node.Meta().RestoreMark(bt.Name); ok && mark.Pending && mark.BackupIndex == cmd.BackupIndex {
+			unfinished = true
+		}
+	}
+	var leftAlone sync.Map
 	err = forEach(r.Context(), len(backup), backupWorkers, func(gctx context.Context, i int) error {
 		bt := backup[i]
 		t, err := s.restoredTenant(gctx, bt.Name)
@@ -206,6 +218,8 @@ func (s *Server) restore(w http.ResponseWriter, r *http.Request, _ identity) {
 			unchanged.Add(1)
 		case force:
 			write[i] = true
+		case marked && unfinished && mark.BackupIndex == cmd.BackupIndex:
+			leftAlone.Store(bt.Name, t.SM.Applied()) // finished by this restore's first run
 		case marked:
 			return api.Errorf(api.CodeConflict, "restore: tenant %s has changed since it was restored: its permanent instances, policies or keys differ from the backup's (tenant index %d now, %d when the restore ended; the backup was read at meta index %d); restore with --force (?force=true) to write the backup's over them",
 				bt.Name, t.SM.Applied(), mark.Index, cmd.BackupIndex)
@@ -219,6 +233,10 @@ func (s *Server) restore(w http.ResponseWriter, r *http.Request, _ identity) {
 		writeError(w, err)
 		return
 	}
+	leftAlone.Range(func(name, index any) bool {
+		s.log.Info("restore sent again: a tenant it had finished changed since, left alone", "tenant", name, "index", index)
+		return true
+	})
 	var policies, instances, keys atomic.Int64
 	written := make([]uint64, len(backup)) // each tenant's index once written, 0: not written
 	ends := make([]uint64, len(backup))    // the meta index of each tenant's restore_done
