@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -409,8 +412,71 @@ func (s *Server) removeNode(w http.ResponseWriter, r *http.Request, _ identity) 
 		writeError(w, err)
 		return
 	}
+	// Not done while a node that answers still lists the removed one (its
+	// meta replica behind the removal: cut off from the others' Raft
+	// traffic, or on a build that does not apply it): its clients would
+	// still be sent there.
+	if behind := s.metaBehind(ctx, s.node.Meta().Applied()); len(behind) > 0 {
+		writeError(w, &api.Error{Code: api.CodeUnavailable, RetryAfter: time.Second,
+			Message: fmt.Sprintf("node %d is out of the cluster's Raft shards, but %s answered without having applied its removal, so it still lists node %d: "+
+				"look at it (rafting cluster: health, lag) and run the removal again once it has caught up", id, strings.Join(behind, ", "), id)})
+		return
+	}
 	writeJSON(w, http.StatusOK, s.node.Cluster())
 }
+
+// metaBehind asks every other node (admin token) whether its meta replica
+// applied index, waiting up to removalSettle, and names those that
+// answered without having applied it. A node that does not answer (down,
+// unreachable) is not named: it syncs its meta replica with a quorum
+// before it is ready again. Without the admin token (a node that knows
+// only its hash) nothing is asked.
+func (s *Server) metaBehind(ctx context.Context, index uint64) []string {
+	cfg := s.node.Config()
+	if cfg.AdminToken == "" {
+		return nil
+	}
+	var (
+		mu     sync.Mutex
+		behind []string
+		wg     sync.WaitGroup
+	)
+	for _, rec := range s.node.Meta().Nodes() {
+		if rec.ID == s.node.ID() || rec.APIAddress == "" {
+			continue
+		}
+		wg.Add(1)
+		go func(id uint64, addr string) {
+			defer wg.Done()
+			rctx, cancel := context.WithTimeout(ctx, removalSettle+time.Second)
+			defer cancel()
+			url := fmt.Sprintf("%s://%s/v1/cluster/meta-applied?index=%d&wait=%dms", s.scheme(), addr, index, removalSettle.Milliseconds())
+			req, err := http.NewRequestWithContext(rctx, http.MethodGet, url, nil)
+			if err != nil {
+				return
+			}
+			req.Header.Set("Authorization", "Bearer "+cfg.AdminToken)
+			resp, err := s.peers.Do(req)
+			if err != nil {
+				return // no answer
+			}
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				mu.Lock()
+				behind = append(behind, fmt.Sprintf("node %d (%s, %s)", id, addr, resp.Status))
+				mu.Unlock()
+			}
+		}(rec.ID, rec.APIAddress)
+	}
+	wg.Wait()
+	slices.Sort(behind)
+	return behind
+}
+
+// removalSettle bounds how long a removal waits for the other nodes to
+// apply it.
+const removalSettle = 5 * time.Second
 
 // serverList answers the API address of every node (api.ServerList).
 func (s *Server) serverList(w http.ResponseWriter, _ *http.Request, _ identity) {
