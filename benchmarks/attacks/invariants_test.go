@@ -238,7 +238,7 @@ func TestAttacks(t *testing.T) {
 		counts, _ := run(cfg, 3*time.Second)
 		<-vDone
 		t.Logf("%v; the victim: %d of %d", counts, vOK, vSent)
-		// Past the tenant's share of holds (256) a refusal is parked and
+		// Past the tenant's share of holds (64) a refusal is parked and
 		// answered in turn on its connection, not ended: a client that
 		// reconnects at once has nothing to reconnect for.
 		if counts["GET 429"] == 0 || counts["cut"] > counts["GET 429"]/100 || counts["opened"] > int64(cfg.Conns)*11/10 {

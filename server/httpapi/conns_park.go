@@ -32,7 +32,7 @@ import (
 
 // ParkGap is the time between two answers to one key's parked refusals
 // on a node: at most 1/ParkGap of them a second (250), on top of the
-// holds' MaxHeldPerKey/RateLimitHold (1,024). A parked refusal waits at
+// holds' MaxHeldPerKey/RateLimitHold (256). A parked refusal waits at
 // least RateLimitHold.
 const ParkGap = 4 * time.Millisecond
 
