@@ -52,7 +52,9 @@ func (s *Server) lookAtPeers(ctx context.Context, token string) {
 		if rec.ID == s.cfg.NodeID {
 			continue
 		}
+		mu.Lock() // the looks already started write it too
 		looks[rec.ID] = cluster.PeerLook{}
+		mu.Unlock()
 		if rec.APIAddress == "" {
 			continue
 		}
