@@ -502,7 +502,7 @@ func (m *Member) registerUnder(ctx context.Context, s *session, reg api.Register
 	reg.Session = sid
 	h := http.Header{api.HeaderSession: {sid}}
 	numbered(h, seq)
-	resp, err := m.c.do(ctx, http.MethodPut, m.path, reg, h, true)
+	resp, err := m.c.write(ctx, api.ClientFrame{Type: api.FramePutInstance, Service: m.service, ID: m.id}, http.MethodPut, m.path, reg, h)
 	if err != nil {
 		return 0, err
 	}
@@ -594,7 +594,8 @@ func (m *Member) resign(ctx context.Context, to string) error {
 func (m *Member) sendResign(ctx context.Context, sid string, body api.ResignRequest, seq uint64) (uint64, error) {
 	h := http.Header{api.HeaderSession: {sid}}
 	numbered(h, seq)
-	resp, err := m.c.do(ctx, http.MethodPost, m.c.tenantPath("/services/"+url.PathEscape(m.service)+"/master/resign"), body, h, true)
+	resp, err := m.c.write(ctx, api.ClientFrame{Type: api.FrameResign, Service: m.service}, http.MethodPost,
+		m.c.tenantPath("/services/"+url.PathEscape(m.service)+"/master/resign"), body, h)
 	if err != nil {
 		return 0, err
 	}
@@ -666,12 +667,12 @@ func (m *Member) doLeave(ctx context.Context) error {
 		}
 		h := http.Header{api.HeaderSession: {sid}}
 		numbered(h, dereg)
-		if _, err := m.c.do(ctx, http.MethodDelete, m.path, nil, h, true); err != nil {
+		if _, err := m.c.write(ctx, api.ClientFrame{Type: api.FrameDeleteInstance, Service: m.service, ID: m.id}, http.MethodDelete, m.path, nil, h); err != nil {
 			errs = append(errs, fmt.Errorf("deregister: %w", err))
 		}
 	}
 	if lost == nil {
-		if _, err := m.c.do(ctx, http.MethodDelete, m.c.tenantPath("/sessions/"+sid), nil, nil, true); err != nil {
+		if _, err := m.c.write(ctx, api.ClientFrame{Type: api.FrameCloseSession, ID: sid}, http.MethodDelete, m.c.tenantPath("/sessions/"+sid), nil, nil); err != nil {
 			errs = append(errs, fmt.Errorf("end session: %w", err))
 		}
 	}

@@ -94,7 +94,7 @@ func (m *Member) establish(ctx context.Context) error {
 	s, reg := m.sess, m.reg
 	m.mu.Unlock()
 	body := api.SessionRequest{TTLMs: m.cfg.ttl.Milliseconds(), LeaseMs: m.lease.Milliseconds()}
-	if _, err := m.c.do(ctx, http.MethodPut, m.sessionPath(s.id), body, nil, true); err != nil {
+	if _, err := m.c.write(ctx, api.ClientFrame{Type: api.FrameOpenSession, ID: s.id}, http.MethodPut, m.sessionPath(s.id), body, nil); err != nil {
 		return fmt.Errorf("open session: %w", err)
 	}
 	m.mu.Lock()

@@ -26,3 +26,11 @@ func StreamStats(c *Client) (watched, snapshots, resyncs int64) {
 	s := c.stream.Stats()
 	return s.Watched, s.Snapshots, s.Resyncs
 }
+
+// StreamWrites is how many write frames a Client's stream had answered.
+func StreamWrites(c *Client) int64 {
+	if c.stream == nil {
+		return 0
+	}
+	return c.stream.Stats().Writes
+}

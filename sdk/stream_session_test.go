@@ -1,11 +1,16 @@
 package sdk_test
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/rafting/rafting/api"
 	"github.com/rafting/rafting/sdk"
 	"github.com/rafting/rafting/sdk/sdktest"
 )
@@ -91,4 +96,88 @@ func TestStreamLeaderStopKeepsMaster(t *testing.T) {
 		c.Servers.StartNode(id)
 		time.Sleep(2 * time.Second)
 	}
+}
+
+// TestWritesOnClientStream: on the client stream a member's writes — its
+// session's open and close, its registration, Updates, its drain and
+// deregistration — travel as write frames on the Client's one stream
+// (answered by the tenant leader it is kept on), many in flight at once;
+// a write too large for a frame goes over REST and gets REST's 413, and
+// the stream lives on.
+func TestWritesOnClientStream(t *testing.T) {
+	c := sdktest.Start(t)
+	cl := c.Connect(t, sdk.WithClientStream(true))
+	ctx := ctxT(t, 60*time.Second)
+	const n = 8
+	ms := make([]*sdk.Member, n)
+	var first int64 // after the first Join: the stream may still be opening for it
+	for i := range n {
+		if i == 1 {
+			first = sdk.StreamWrites(cl)
+		}
+		m, err := cl.Join(ctx, sdk.Instance{Service: "farm", ID: fmt.Sprintf("f%d", i), Address: "10.0.0.1:80"},
+			sdk.WithDrainDelay(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms[i] = m
+	}
+	joined := sdk.StreamWrites(cl)
+	if got := joined - first; got < 2*(n-1) { // a session's open and a registration each
+		t.Fatalf("%d writes answered on the stream for %d Joins, want ≥ %d", got, n-1, 2*(n-1))
+	}
+	// Updates of every member at once: pipelined on the one stream.
+	errs := make(chan error, n)
+	for i, m := range ms {
+		go func() { errs <- m.Update(ctx, sdk.SetWeight(10+i)) }()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := sdk.StreamWrites(cl) - joined; got < n {
+		t.Fatalf("%d of %d Updates answered on the stream", got, n)
+	}
+	svc, err := c.Connect(t, sdk.WithClientStream(false)).Service(ctx, "farm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the Updates seen by another Client", func() bool {
+		insts := svc.Instances()
+		for _, in := range insts {
+			var i int
+			fmt.Sscanf(in.ID, "f%d", &i)
+			if in.Weight != 10+i {
+				return false
+			}
+		}
+		return len(insts) == n
+	})
+
+	// Too large for a frame: REST answers it, naming the quota.
+	big := strings.Repeat("x", api.MaxFrameBytes)
+	err = ms[0].Update(ctx, sdk.SetMeta(map[string]string{"b": big}))
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Status() != http.StatusRequestEntityTooLarge {
+		t.Fatalf("Update with %d bytes of meta = %v, want a 413", len(big), err)
+	}
+	before := sdk.StreamWrites(cl)
+	if err := ms[1].Update(ctx, sdk.SetWeight(1)); err != nil {
+		t.Fatal(err)
+	}
+	if sdk.StreamWrites(cl) != before+1 {
+		t.Fatal("the write after a refused large one did not go on the stream")
+	}
+
+	left := sdk.StreamWrites(cl)
+	for _, m := range ms {
+		if err := m.Leave(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := sdk.StreamWrites(cl) - left; got < 3*n { // drain, deregistration, session's end
+		t.Fatalf("%d writes on the stream for %d Leaves, want ≥ %d", got, n, 3*n)
+	}
+	eventually(t, 5*time.Second, "every member gone", func() bool { return len(svc.Instances()) == 0 })
 }

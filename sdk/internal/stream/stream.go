@@ -59,7 +59,7 @@ type Client struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	opens, watched, snapshots, resyncs atomic.Int64 // Stats
+	opens, watched, snapshots, resyncs, writes atomic.Int64 // Stats
 
 	mu       sync.Mutex
 	watches  map[*Watch]struct{}
@@ -113,11 +113,12 @@ type Stats struct {
 	Watched   int64 // watches the servers accepted
 	Snapshots int64 // snapshot frames received
 	Resyncs   int64 // resync frames received
+	Writes    int64 // write frames answered (Write)
 }
 
 // Stats returns the Client's counts.
 func (c *Client) Stats() Stats {
-	return Stats{Opens: c.opens.Load(), Watched: c.watched.Load(), Snapshots: c.snapshots.Load(), Resyncs: c.resyncs.Load()}
+	return Stats{Opens: c.opens.Load(), Watched: c.watched.Load(), Snapshots: c.snapshots.Load(), Resyncs: c.resyncs.Load(), Writes: c.writes.Load()}
 }
 
 // run keeps a stream open until Close.
