@@ -73,6 +73,49 @@ func TestRejoinWipedDataDirSameID(t *testing.T) {
 	}
 }
 
+// TestRestartWipedDataDirInitialCluster: a member whose data dir was lost
+// and that is started again as its unit file starts it — its used --id
+// and --initial-cluster, as on the first start — does not serve, does not
+// harm the cluster, and ends with a message that says what happened and to
+// join under a new --id; started again the same way, it is refused before
+// Raft starts.
+func TestRestartWipedDataDirInitialCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	c := proctest.StartCluster(t, 3, 20*time.Millisecond)
+	token := c.CreateTenant("acme")
+	for i := range 5 {
+		c.Retry(1, token, http.MethodPut, "/v1/tenants/acme/services/web/instances/w"+strconv.Itoa(i), api.RegisterRequest{Address: "a:1"})
+	}
+	s := c.Servers[2]
+	s.Proc.Kill()
+	if err := os.RemoveAll(s.Dir); err != nil {
+		t.Fatal(err)
+	}
+	flags := []string{"--id", "3", "--api", s.API, "--raft", s.Raft, "--initial-cluster", c.InitialCluster()}
+	p := startServer(t, c, s, flags...)
+	if !exited(p, 30*time.Second) {
+		t.Fatalf("a node restarted with a wiped data dir and its used --id kept running:\n%s", p.Stderr())
+	}
+	if out := p.Stderr(); p.ExitErr() == nil || !strings.Contains(out, "new --id") {
+		t.Fatalf("exit %v; want a failure that says to join under a new --id; stderr:\n%s", p.ExitErr(), out)
+	}
+	again := startServer(t, c, s, flags...)
+	if !exited(again, 15*time.Second) {
+		t.Fatalf("started again, it kept running:\n%s", again.Stderr())
+	}
+	if out := again.Stderr(); again.ExitErr() == nil || strings.Contains(out, "panic") || !strings.Contains(out, "new --id") {
+		t.Fatalf("started again: exit %v; want a refusal before Raft starts (no panic) that says to join under a new --id; stderr:\n%s", again.ExitErr(), out)
+	}
+	if code, b := c.Retry(2, token, http.MethodPut, "/v1/tenants/acme/services/web/instances/after", api.RegisterRequest{Address: "a:2"}); code != http.StatusCreated {
+		t.Fatalf("write after the wiped restart = %d %s", code, b)
+	}
+	for _, s := range c.Servers[:2] {
+		stop(t, s.Proc)
+	}
+}
+
 // TestJoinerServesNothingStale: a node joining a cluster whose tenant
 // holds instances answers a read of the tenant with 503 until its replica
 // has caught up, never with an empty or older state: every 200 from it,

@@ -197,13 +197,19 @@ func New(cfg config.Config, reg *metrics.Registry) (*Node, error) {
 		KeyFile:           cfg.PeerKey,
 		Expert:            dbconfig.ExpertConfig{LogDB: logdb, NodeRegistryFactory: registryFactory{n.reg}},
 	}
+	if err := checkLostLog(cfg.DataDir, cfg.NodeID); err != nil {
+		return nil, err
+	}
+	trackNode(cfg.DataDir, cfg.NodeID)
 	nh, err := dragonboat.NewNodeHost(nhc)
 	if err != nil {
+		untrackNode(cfg.DataDir)
 		return nil, fmt.Errorf("start raft node host: %w", err)
 	}
 	n.nh = nh
 	if err := n.startMeta(); err != nil {
 		nh.Close()
+		untrackNode(cfg.DataDir)
 		return nil, err
 	}
 	return n, nil
@@ -676,6 +682,7 @@ func (n *Node) Close() {
 		t.Sessions.Close()
 	}
 	n.nh.Close()
+	untrackNode(n.cfg.DataDir)
 }
 
 // Abort closes the node without handing anything over (a crash, for tests).
@@ -687,6 +694,7 @@ func (n *Node) Abort() {
 	n.cancel()
 	n.wg.Wait()
 	n.nh.Close()
+	untrackNode(n.cfg.DataDir)
 	for _, t := range n.Tenants() {
 		t.Sessions.Close()
 	}

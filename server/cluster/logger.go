@@ -171,5 +171,6 @@ func (a *slogAdapter) Panicf(format string, args ...any) {
 	if lg := dbLogger.Load(); lg != nil {
 		lg.Error(msg, "pkg", a.pkg)
 	}
+	onPanic(msg)
 	panic(msg)
 }
