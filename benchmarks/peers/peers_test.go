@@ -205,7 +205,7 @@ func (p plan) throughput(ctx context.Context, sys string, clients int, op func(c
 // how each system does each workload, for the tables' notes.
 var how = map[string]map[string]string{
 	"rafting": {
-		"register":    "REST PUT of instances (no session), each client updating its own 20, spread over the 3 nodes",
+		"register":    "each client its own SDK Client (its one client stream, kept on the tenant leader; writes pipelined) with one farm member joined beforehand (its session, as each etcd client holds one lease); Member.Update of it in turn: a registration under its session",
 		"propagation": "SDK Clients watching the service (Client.Service + Watch), each on its client stream (deltas in index order); the new instance is one REST PUT under the driver's open session",
 		"handover":    "examples/masterstandby members; SIGTERM → Member.Leave hands the mastership over",
 		"kvput":       "each client its own SDK Client; Client.Put of its own 20 keys in turn (a JSON PUT; a Client sends its requests to the 3 nodes in turn)",

@@ -311,52 +311,56 @@ func (r *rafting) sdkOptions(tenant, token string) []sdk.Option {
 	return []sdk.Option{sdk.WithServers(r.addrs()...), sdk.WithTenant(tenant), sdk.WithToken(token), sdk.WithClientStream(r.stream)}
 }
 
-// Register: clients goroutines, each PUTting its own 20 instances in turn
-// to node client%3 (the way benchmarks/register_test.go does).
+// Register: clients SDK Clients (one connection each, on the client
+// stream unless RAFTING_PEERS_STREAM=0), each with one farm member joined
+// beforehand (its session, as each etcd client holds one lease), each
+// re-registering its member in turn with a new weight (Member.Update: one
+// registration under the session, a Raft entry, answered once applied).
 func (r *rafting) Register(ctx context.Context, clients int, d time.Duration) (Sample, error) {
 	if len(r.servers) == 0 {
 		return Sample{}, errors.New("rafting: not started")
+	}
+	members := make([]*sdk.Member, clients)
+	defer func() {
+		var wg sync.WaitGroup
+		for _, m := range members {
+			if m != nil {
+				wg.Go(func() { m.Leave(context.Background()) })
+			}
+		}
+		wg.Wait()
+	}()
+	err := raftingParallel(ctx, 32, clients, func(w int) error {
+		m, err := sdk.Join(ctx, sdk.Instance{Service: "web", ID: fmt.Sprintf("reg-%d", w), Address: fmt.Sprintf("10.4.%d.%d:80", w/250, w%250)},
+			append(r.sdkOptions(raftingTenant, r.token), sdk.WithDrainDelay(0))...)
+		members[w] = m
+		return err
+	})
+	if err != nil {
+		return Sample{}, fmt.Errorf("rafting register: join: %w", err)
 	}
 	lat := make([][]time.Duration, clients)
 	errs := make(chan error, clients)
 	var wg sync.WaitGroup
 	start := time.Now()
 	deadline := start.Add(d)
-	for w := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	for w, m := range members {
+		wg.Go(func() {
 			for i := 0; time.Now().Before(deadline); i++ {
 				t0 := time.Now()
-				err := r.must(ctx, w%3, r.token, http.MethodPut,
-					r.tenantPath(raftingTenant, fmt.Sprintf("/services/web/instances/reg-%d-%d", w, i%20)),
-					api.RegisterRequest{Address: fmt.Sprintf("10.4.%d.%d:80", w%250, i%250)}, nil)
-				if err != nil {
+				if err := m.Update(ctx, sdk.SetWeight(1+i%100)); err != nil {
 					errs <- err
 					return
 				}
 				lat[w] = append(lat[w], time.Since(t0))
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	s := sampleOf(start, lat)
 	close(errs)
 	if err := <-errs; err != nil {
 		return Sample{}, fmt.Errorf("rafting register: %w", err)
-	}
-	// Deregister what the run registered (outside the measure), so the
-	// cluster holds nothing more than before, as the peers' sessions end.
-	err := raftingParallel(ctx, 32, clients*20, func(n int) error {
-		w, i := n/20, n%20
-		if i >= len(lat[w]) {
-			return nil
-		}
-		return r.must(ctx, w%3, r.token, http.MethodDelete,
-			r.tenantPath(raftingTenant, fmt.Sprintf("/services/web/instances/reg-%d-%d", w, i)), nil, nil)
-	})
-	if err != nil {
-		return s, fmt.Errorf("rafting register: deregister: %w", err)
 	}
 	return s, nil
 }
