@@ -156,12 +156,22 @@ func ezWorkloads(t *testing.T, ctx context.Context, tg Target, dir string, slack
 	}
 	t.Logf("failover (%s): %s", tuned.Name, ezSummary(fo))
 
-	idle, err := tg.Idle(ctx, 200, 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
+	for _, shape := range []IdleShape{{Clients: 10, PerClient: 20}, {Clients: 20, PerClient: 10, PerSession: true}} {
+		idle, err := tg.Idle(ctx, shape, 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// ZooKeeper's session is its connection: a session per instance
+		// is a client per instance.
+		clients, sessions := shape.Clients, shape.Instances()
+		if shape.PerSession {
+			sessions = shape.Clients
+		} else if tg.Name() == "zookeeper" {
+			clients = sessions
+		}
+		if idle.RSSBytes <= 0 || idle.Instances != 200 || idle.Clients != clients || idle.Sessions != sessions || idle.ClientCPUPct < 0 {
+			t.Errorf("idle %v: %+v, want %d clients, %d sessions", shape, idle, clients, sessions)
+		}
+		t.Logf("idle %v (%s): CPU %.1f%% of a core, RSS %.1f MiB, clients' CPU %.1f%%", shape, tuned.Name, idle.CPUPct, float64(idle.RSSBytes)/(1<<20), idle.ClientCPUPct)
 	}
-	if idle.RSSBytes <= 0 || idle.Instances != 200 {
-		t.Errorf("idle: %+v", idle)
-	}
-	t.Logf("idle 200 instances (%s): CPU %.1f%% of a core, RSS %.1f MiB", tuned.Name, idle.CPUPct, float64(idle.RSSBytes)/(1<<20))
 }

@@ -621,24 +621,32 @@ func (t *Etcd) Failover(ctx context.Context, s Setting, rounds int) (Sample, err
 	return out, nil
 }
 
-// etcdIdleClients is how many client connections keep the idle instances'
-// leases alive.
-const etcdIdleClients = 10
-
-func (t *Etcd) Idle(ctx context.Context, instances int, d time.Duration) (IdleCost, error) {
+// Idle: shape's Clients clientv3 clients (each its connections to the
+// three members). With PerSession each client holds one lease
+// (concurrency.Session) and puts its PerClient instance keys with it, as
+// one process registering its instances would; else each instance has a
+// lease of its own and its key, the clients being connections the
+// instances share in turn.
+func (t *Etcd) Idle(ctx context.Context, shape IdleShape, d time.Duration) (IdleCost, error) {
 	if err := t.running(); err != nil {
 		return IdleCost{}, err
 	}
-	nc := min(etcdIdleClients, max(instances, 1))
+	nc, instances := max(shape.Clients, 1), shape.Instances()
 	cs, err := t.clients(nc)
 	if err != nil {
-		return IdleCost{}, fmt.Errorf("etcd idle: clients: %w", err)
+		return IdleCost{}, fmt.Errorf("etcd idle: %d clients: %w", nc, err)
 	}
 	defer closeEtcdClients(cs)
-	sessions := make([]*concurrency.Session, instances)
+	// A session per instance, or per client; instance i is on client
+	// i%nc, and with PerSession under that client's session.
+	nsess := instances
+	if shape.PerSession {
+		nsess = nc
+	}
+	sessions := make([]*concurrency.Session, nsess)
 	defer func() {
 		// Revoke every lease (Close), so the cluster is left as found.
-		ezParallel(64, instances, func(i int) error {
+		ezParallel(64, nsess, func(i int) error {
 			if sessions[i] != nil {
 				sessions[i].Close()
 			}
@@ -646,17 +654,20 @@ func (t *Etcd) Idle(ctx context.Context, instances int, d time.Duration) (IdleCo
 		})
 	}()
 	ttl := int(t.ttlSeconds())
+	err = ezParallel(64, nsess, func(i int) error {
+		s, err := concurrency.NewSession(cs[i%nc], concurrency.WithTTL(ttl))
+		sessions[i] = s
+		return err
+	})
+	if err != nil {
+		return IdleCost{}, fmt.Errorf("etcd idle: %d leases: %w", nsess, err)
+	}
 	run := time.Now().UnixNano()
 	err = ezParallel(64, instances, func(i int) error {
-		c := cs[i%nc]
-		s, err := concurrency.NewSession(c, concurrency.WithTTL(ttl))
-		if err != nil {
-			return err
-		}
-		sessions[i] = s
+		c, s := cs[i%nc], sessions[i%nsess]
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		_, err = c.Put(cctx, fmt.Sprintf("/services/idle-%d/inst-%d", run, i),
+		_, err := c.Put(cctx, fmt.Sprintf("/services/idle-%d/inst-%d", run, i),
 			fmt.Sprintf(`{"addr":"127.0.0.1:%d"}`, 20000+i), clientv3.WithLease(s.Lease()))
 		return err
 	})
@@ -666,25 +677,28 @@ func (t *Etcd) Idle(ctx context.Context, instances int, d time.Duration) (IdleCo
 	if !ezSleep(ctx, 2*time.Second) { // settle
 		return IdleCost{}, ctx.Err()
 	}
-	for i, s := range sessions {
-		select {
-		case <-s.Done():
-			return IdleCost{}, fmt.Errorf("etcd idle: instance %d lost its lease", i)
-		default:
+	lost := func(when string) error {
+		for i, s := range sessions {
+			select {
+			case <-s.Done():
+				return fmt.Errorf("etcd idle: lease %d of %d lost%s", i, nsess, when)
+			default:
+			}
 		}
+		return nil
 	}
-	cpu, rss, err := Usage(t.pids(), ezWholePeriods(d, etcdKeepalive(int64(ttl))))
+	if err := lost(""); err != nil {
+		return IdleCost{}, err
+	}
+	c, err := Usage(t.pids(), ezWholePeriods(d, etcdKeepalive(int64(ttl))))
 	if err != nil {
 		return IdleCost{}, fmt.Errorf("etcd idle: usage: %w", err)
 	}
-	for i, s := range sessions {
-		select {
-		case <-s.Done():
-			return IdleCost{}, fmt.Errorf("etcd idle: instance %d lost its lease during the window", i)
-		default:
-		}
+	if err := lost(" during the window"); err != nil {
+		return IdleCost{}, err
 	}
-	return IdleCost{Instances: instances, CPUPct: cpu, RSSBytes: rss}, nil
+	c.Instances, c.Clients, c.Sessions = instances, nc, nsess
+	return c, nil
 }
 
 func (t *Etcd) pids() []int {

@@ -42,7 +42,8 @@ func BenchmarkPeers(b *testing.B) {
 		b.Fatal(err)
 	}
 	// The quick mode (-quick or RAFTING_PEERS_QUICK=1): fewer rounds,
-	// shorter phases, 1,000 idle instances; 3 min at most.
+	// shorter phases, 1,000 idle instances (10 clients × 100, 100 × 10);
+	// 3 min at most.
 	quick := bench.Quick(b, "RAFTING_PEERS_QUICK")
 	out := filepath.Join(root, "benchmarks", "peers-plots")
 	results := filepath.Join(root, "benchmarks", "RESULTS.md")
@@ -55,6 +56,8 @@ func BenchmarkPeers(b *testing.B) {
 			b.Fatal(err)
 		}
 		res.Why, res.How = whyMissed, how // the explanations are the runner's, kept current
+		// A workload added since is reported as not run.
+		res.Complete(newPlan(res.Quick).idleWorkloads())
 	} else {
 		installPeers(root)
 		dir, err := os.MkdirTemp("", "rafting-peers-*")
@@ -118,8 +121,8 @@ type plan struct {
 	handover       int
 	failBudget     time.Duration // per failover setting, roughly
 	failLo, failHi int
-	slowRounds     int // failover rounds for a lease ≥ slowLease
-	idle           int
+	slowRounds     int         // failover rounds for a lease ≥ slowLease
+	idle           []IdleShape // idle cost: one workload per shape
 	idleFor        time.Duration
 }
 
@@ -144,11 +147,79 @@ func newPlan(quick bool) plan {
 	if quick {
 		return plan{quick: true, clients: []int{32, 128}, kvClients: 32, warm: 300 * time.Millisecond, measure: 1500 * time.Millisecond,
 			watchers: 100, propRounds: 5, handover: 3, failBudget: 6 * time.Second, failLo: 1, failHi: 3, slowRounds: 1,
-			idle: 1000, idleFor: 3 * time.Second}
+			idle: []IdleShape{{Clients: 10, PerClient: 100}, {Clients: 100, PerClient: 10, PerSession: true}}, idleFor: 3 * time.Second}
 	}
 	return plan{clients: []int{32, 128}, kvClients: 32, warm: time.Second, measure: 8 * time.Second,
 		watchers: 100, propRounds: 40, handover: 15, failBudget: 40 * time.Second, failLo: 5, failHi: 15, slowRounds: 3,
-		idle: 10000, idleFor: 15 * time.Second}
+		idle: []IdleShape{{Clients: 10, PerClient: 1000}, {Clients: 1000, PerClient: 10, PerSession: true}}, idleFor: 15 * time.Second}
+}
+
+// idleWorkload is the workload that measures the idle cost of shape (its
+// runs to come).
+func (p plan) idleWorkload(shape IdleShape) *Workload {
+	n := thousands(shape.Instances())
+	what := "instances"
+	if shape.PerSession {
+		what = "clients"
+	}
+	w := &Workload{Key: "idle", Kind: KindIdle, Target: TargetIdle,
+		Title: fmt.Sprintf("Idle cost, %s live instances over %s client connections", n, thousands(shape.Clients)),
+		Params: fmt.Sprintf("%s instances registered over %s client connections (%s each), each with its own session (or lease) kept alive at the system's defaults",
+			n, thousands(shape.Clients), thousands(shape.PerClient))}
+	if shape.PerSession {
+		w.Key, w.Target = "idle-clients", TargetIdleClients
+		w.Title = fmt.Sprintf("Idle cost, %s live instances over %s clients with a session each", n, thousands(shape.Clients))
+		w.Params = fmt.Sprintf("%s clients, each a process's one client (its connection, and its session or lease at the system's defaults) registering %s instances kept alive",
+			thousands(shape.Clients), thousands(shape.PerClient))
+	}
+	w.Params += fmt.Sprintf("; after they settle, the CPU and resident memory of the three server processes over %v (or a little more: a peer may round the window up to whole keepalive periods), and apart from them the CPU of the benchmark's process, where the clients run. A system that cannot hold them all on this machine is measured again with half as many %s, on a fresh cluster, down to a quarter.",
+		p.idleFor, what)
+	return w
+}
+
+// idleWorkloads are the idle-cost workloads, one per shape.
+func (p plan) idleWorkloads() []*Workload {
+	var out []*Workload
+	for _, s := range p.idle {
+		out = append(out, p.idleWorkload(s))
+	}
+	return out
+}
+
+// idleRun measures the idle cost of shape on t; a cluster that cannot hold
+// it all is measured again with half as many instances, on a fresh
+// cluster, down to a quarter, and the run says so.
+func (p plan) idleRun(ctx context.Context, sys string, shape IdleShape, t Target, restart func() error) (*Run, error) {
+	var fails []string
+	for s := shape; ; s = s.half() {
+		// An attempt that is not the last gets half the time left:
+		// members re-register as their sessions are lost, so an
+		// overloaded attempt fails only at its deadline and must leave
+		// the next one time to run.
+		last := s.half().Instances() < shape.Instances()/4
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if dl, ok := ctx.Deadline(); ok && !last {
+			actx, cancel = context.WithTimeout(ctx, time.Until(dl)/2)
+		}
+		c, err := t.Idle(actx, s, p.idleFor)
+		cancel()
+		if err == nil {
+			r := &Run{System: sys, Idle: &c}
+			if len(fails) > 0 {
+				r.Note = fmt.Sprintf("**Could not hold %v on this machine** (%s); the figures are with %v",
+					shape, strings.Join(fails, "; "), s)
+			}
+			return r, nil
+		}
+		fails = append(fails, fmt.Sprintf("with %v: %v", s, oneLine(err.Error())))
+		if last || ctx.Err() != nil {
+			return nil, errors.New(strings.Join(fails, "; "))
+		}
+		fmt.Fprintf(os.Stderr, "[peers] %s: idle cost with %v failed (%v); again with %v on a fresh cluster\n", sys, s, err, s.half())
+		if err := restart(); err != nil {
+			return nil, errors.New(strings.Join(append(fails, err.Error()), "; "))
+		}
+	}
 }
 
 // failoverRounds fits the rounds of one failover setting into the budget:
@@ -214,6 +285,9 @@ var how = map[string]map[string]string{
 		"idle": "one SDK farm member per instance, over 10 Clients: each its own session (TTL 5 s) renewed every TTL/3 = 1.67 s, " +
 			"attached on its Client's one client stream, the keepalives due within 167 ms of each other in one frame — " +
 			"still 20–30× the peers' keepalive rate at their 40–60 s defaults, in far fewer frames",
+		"idle-clients": "each client its own SDK Client (its one client stream) with 10 farm members joined on it, each member its own session " +
+			"(TTL 5 s, the SDK's one way to register an instance) renewed every TTL/3 = 1.67 s, a Client's keepalives due within 167 ms " +
+			"of each other in one frame: 10 times the peers' sessions, on as many connections",
 	},
 	"etcd": {
 		"register":    "each client its own clientv3.Client with one lease; Put of its own 20 instance keys with that lease, then updates",
@@ -222,6 +296,8 @@ var how = map[string]map[string]string{
 		"kvwatch":     "one client per watcher with a Watch on the key; the new value is a Put",
 		"handover":    "peermember processes with concurrency.Election; SIGTERM → Resign",
 		"idle":        "one lease (concurrency.Session, TTL 60 s, keepalive every 20.5 s) per instance with its key, over 10 client connections; window rounded up to whole keepalive periods",
+		"idle-clients": "each client its own clientv3.Client (connected to the three members, as the client balances) with one lease " +
+			"(concurrency.Session, TTL 60 s, keepalive every 20.5 s) and its 10 instance keys put with it; window rounded up to whole keepalive periods",
 	},
 	"zookeeper": {
 		"register":    "each client its own session; Create, then Set, of its own 20 ephemeral znodes",
@@ -230,6 +306,8 @@ var how = map[string]map[string]string{
 		"kvwatch":     "one session per watcher, getData with a watch re-armed after each fire (NodeCache-style); the new value is a setData",
 		"handover":    "peermember processes with the LeaderLatch recipe; SIGTERM → close (deletes the latch znode)",
 		"idle":        "one session (timeout 40 s, ping every 13.3 s) per instance holding its ephemeral znode; window rounded up to whole ping periods",
+		"idle-clients": "each client one session (its one connection; timeout 40 s, ping every 13.3 s) creating its 10 ephemeral znodes; " +
+			"window rounded up to whole ping periods",
 	},
 }
 
@@ -318,7 +396,7 @@ func runPeers(ctx context.Context, factories []func() Target, p plan, dir, root 
 		modeNote = "Quick mode: registration, propagation, configuration put and watch, handover, idle cost and failover at defaults shared one cluster per system; every other failover setting started a fresh one; registration and configuration put started with a warm-up of %v that is not counted."
 	}
 	res.Notes = append(res.Notes, fmt.Sprintf(modeNote, p.warm),
-		"Each system's clients ran in the benchmark's process on the same machine as its servers; only the three server processes' CPU and memory are counted in idle cost.",
+		"Each system's clients ran in the benchmark's process on the same machine as its servers; only the three server processes' CPU and memory are counted in idle cost (the clients' CPU is shown apart).",
 		"The peers' failovers at their default settings (session timeouts of 40–60 s) ran last, at the same time as each other and with nothing else running: each round waits out a session timeout, so sharing the machine moves them by milliseconds at most.")
 	if p.quick {
 		res.Notes[len(res.Notes)-1] = "Quick mode: the peers' failovers at their default settings (session timeouts of 40–60 s) ran in the background, on clusters of their own, while the other workloads ran; every other figure of this run shares the machine with those two idle-most-of-the-time clusters."
@@ -409,45 +487,20 @@ func runPeers(ctx context.Context, factories []func() Target, p plan, dir, root 
 				r := NewRun(sys, s)
 				return r, nil
 			}})
-		w = workload("idle", KindIdle, fmt.Sprintf("Idle cost, %s live instances", thousands(p.idle)),
-			fmt.Sprintf("%s instances registered with their sessions (or leases) kept alive at the system's defaults; after they settle, the CPU and resident memory of the three server processes over %v (or a little more: a peer may round the window up to whole keepalive periods). A system that cannot hold them all on this machine is measured again with half as many, on a fresh cluster.", thousands(p.idle), p.idleFor), "")
-		idle := step{target: t, setting: def, fresh: true, w: w, title: fmt.Sprintf("idle cost, %s instances", thousands(p.idle)),
-			run: func(ctx context.Context, t Target, restart func() error) (*Run, error) {
-				// A cluster that cannot hold them all is measured again
-				// with half as many, on a fresh cluster, down to a quarter.
-				var fails []string
-				for n := p.idle; ; n /= 2 {
-					// An attempt that is not the last gets half the time
-					// left: members re-register as their sessions are lost,
-					// so an overloaded attempt fails only at its deadline
-					// and must leave the next one time to run.
-					actx, cancel := ctx, context.CancelFunc(func() {})
-					if dl, ok := ctx.Deadline(); ok && n/2 >= p.idle/4 {
-						actx, cancel = context.WithTimeout(ctx, time.Until(dl)/2)
-					}
-					c, err := t.Idle(actx, n, p.idleFor)
-					cancel()
-					if err == nil {
-						r := &Run{System: sys, Idle: &c}
-						if len(fails) > 0 {
-							r.Note = fmt.Sprintf("**Could not hold %s instances on this machine** (%s); the figures are with %s",
-								thousands(p.idle), strings.Join(fails, "; "), thousands(n))
-						}
-						return r, nil
-					}
-					fails = append(fails, fmt.Sprintf("with %d: %v", n, oneLine(err.Error())))
-					if n/2 < p.idle/4 || ctx.Err() != nil {
-						return nil, errors.New(strings.Join(fails, "; "))
-					}
-					fmt.Fprintf(os.Stderr, "[peers] %s: idle cost with %d instances failed (%v); again with %d on a fresh cluster\n", sys, n, err, n/2)
-					if err := restart(); err != nil {
-						return nil, errors.New(strings.Join(append(fails, err.Error()), "; "))
-					}
-				}
-			}}
+		var idle []step
+		for _, shape := range p.idle {
+			iw := p.idleWorkload(shape)
+			w := workload(iw.Key, iw.Kind, iw.Title, iw.Params, iw.Target)
+			// In the quick mode on the shared cluster (the members of
+			// one shape leave before the next joins); else each on a
+			// fresh cluster, after the system's other workloads.
+			idle = append(idle, step{target: t, setting: def, fresh: !p.quick, w: w, title: fmt.Sprintf("idle cost, %v", shape),
+				run: func(ctx context.Context, t Target, restart func() error) (*Run, error) {
+					return p.idleRun(ctx, sys, shape, t, restart)
+				}})
+		}
 		if p.quick {
-			idle.fresh = false
-			fg = append(fg, idle)
+			fg = append(fg, idle...)
 		}
 		for _, s := range sets {
 			target := ""
@@ -479,7 +532,7 @@ func runPeers(ctx context.Context, factories []func() Target, p plan, dir, root 
 			}
 		}
 		if !p.quick {
-			fg = append(fg, idle)
+			fg = append(fg, idle...)
 		}
 	}
 	for _, k := range order {

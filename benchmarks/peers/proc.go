@@ -52,8 +52,9 @@ func cpuTicks(pid int) (ticks int64, rss int64, err error) {
 }
 
 // Usage measures pids over d: CPU as % of one core (all together) and
-// their summed resident memory at the end.
-func Usage(pids []int, d time.Duration) (cpuPct float64, rss int64, err error) {
+// their summed resident memory at the end, and this process's CPU (the
+// clients') over the same window. The caller fills in what ran.
+func Usage(pids []int, d time.Duration) (IdleCost, error) {
 	sum := func() (int64, int64, error) {
 		var t, r int64
 		for _, pid := range pids {
@@ -67,14 +68,23 @@ func Usage(pids []int, d time.Duration) (cpuPct float64, rss int64, err error) {
 	}
 	t0, _, err := sum()
 	if err != nil {
-		return 0, 0, err
+		return IdleCost{}, err
+	}
+	self0, _, err := cpuTicks(os.Getpid())
+	if err != nil {
+		return IdleCost{}, err
 	}
 	start := time.Now()
 	time.Sleep(d)
 	t1, r1, err := sum()
 	if err != nil {
-		return 0, 0, err
+		return IdleCost{}, err
 	}
-	secs := float64(t1-t0) / clockTicks
-	return 100 * secs / time.Since(start).Seconds(), r1, nil
+	self1, _, err := cpuTicks(os.Getpid())
+	if err != nil {
+		return IdleCost{}, err
+	}
+	secs := time.Since(start).Seconds()
+	pct := func(ticks int64) float64 { return 100 * float64(ticks) / clockTicks / secs }
+	return IdleCost{CPUPct: pct(t1 - t0), RSSBytes: r1, ClientCPUPct: pct(self1 - self0)}, nil
 }

@@ -45,7 +45,7 @@ import (
 //     SDK Member each); SIGTERM runs Member.Leave (an immediate handover),
 //     kill -9 leaves the successor to the lease (benchmarks/failover);
 //   - Idle: one SDK farm member per instance (its own session, renewed every
-//     TTL/3, its stream attached), over idleClients Clients.
+//     TTL/3, its stream attached), over the shape's Clients.
 const (
 	raftingTenant     = "bench"
 	raftingAdminToken = "rfa_peers-bench-admin-0123456789abcdef"
@@ -841,41 +841,37 @@ func (r *rafting) Failover(ctx context.Context, st Setting, rounds int) (Sample,
 	return s, nil
 }
 
-// idleClients is how many SDK Clients (connections) the idle instances'
-// members share, as the etcd target keeps its leases alive over 10 client
-// connections.
-const idleClients = 10
-
-// Idle: instances SDK farm members, one session each (as every instance
-// process would hold one), each renewed every TTL/3 (5 s TTL) with its
-// stream attached, the way the SDK keeps a member alive; they share
-// idleClients Clients. After raftingIdleSettle, the servers' CPU and memory over d.
-func (r *rafting) Idle(ctx context.Context, instances int, d time.Duration) (IdleCost, error) {
+// Idle: one SDK farm member per instance (its own session, as every
+// instance process would hold one), each renewed every TTL/3 (5 s TTL)
+// with its stream attached, the way the SDK keeps a member alive; each of
+// shape's Clients (its connections) holds shape.PerClient of them, with
+// or without PerSession: a member is a session. After raftingIdleSettle,
+// the servers' CPU and memory over d.
+func (r *rafting) Idle(ctx context.Context, shape IdleShape, d time.Duration) (IdleCost, error) {
 	if len(r.servers) == 0 {
 		return IdleCost{}, errors.New("rafting: not started")
 	}
-	nc := min(idleClients, max(instances, 1))
-	clients := make([]*sdk.Client, 0, nc)
+	nc, instances := max(shape.Clients, 1), shape.Instances()
+	clients := make([]*sdk.Client, nc)
 	defer func() {
 		var wg sync.WaitGroup
 		for _, c := range clients {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				c.Close() // every member leaves
-			}()
+			if c != nil {
+				wg.Go(func() { c.Close() }) // every member leaves
+			}
 		}
 		wg.Wait()
 	}()
-	for range nc {
+	err := raftingParallel(ctx, 32, nc, func(i int) error {
 		c, err := sdk.Connect(ctx, r.sdkOptions(raftingTenant, r.token)...)
-		if err != nil {
-			return IdleCost{}, fmt.Errorf("rafting idle: connect: %w", err)
-		}
-		clients = append(clients, c)
+		clients[i] = c
+		return err
+	})
+	if err != nil {
+		return IdleCost{}, fmt.Errorf("rafting idle: connect %d clients: %w", nc, err)
 	}
 	members := make([]*sdk.Member, instances)
-	err := raftingParallel(ctx, 32, instances, func(n int) error {
+	err = raftingParallel(ctx, 32, instances, func(n int) error {
 		m, err := clients[n%nc].Join(ctx, sdk.Instance{Service: fmt.Sprintf("idle-%d", n%10), ID: fmt.Sprintf("i-%d", n),
 			Address: fmt.Sprintf("10.%d.%d.%d:80", n>>16&255, n>>8&255, n&255)}, sdk.WithDrainDelay(0))
 		members[n] = m
@@ -902,7 +898,7 @@ func (r *rafting) Idle(ctx context.Context, instances int, d time.Duration) (Idl
 	if err := lost(); err != nil {
 		return IdleCost{}, err
 	}
-	cpu, rss, err := Usage(r.PIDs(), d)
+	c, err := Usage(r.PIDs(), d)
 	if err != nil {
 		return IdleCost{}, err
 	}
@@ -917,7 +913,8 @@ func (r *rafting) Idle(ctx context.Context, instances int, d time.Duration) (Idl
 	if want := (instances + 9) / 10; len(svc.Instances) != want {
 		return IdleCost{}, fmt.Errorf("rafting idle: service idle-0 lists %d instances after the window, want %d", len(svc.Instances), want)
 	}
-	return IdleCost{Instances: instances, CPUPct: cpu, RSSBytes: rss}, nil
+	c.Instances, c.Clients, c.Sessions = instances, nc, instances
+	return c, nil
 }
 
 // raftingParallel runs f(0..n-1) on workers goroutines and returns the first error.

@@ -113,13 +113,16 @@ func TestRafting(t *testing.T) {
 		}
 	}
 
-	c, err := tg.Idle(ctx, 200, 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("idle: %+v", c)
-	if c.Instances != 200 || c.RSSBytes <= 0 || c.CPUPct < 0 {
-		t.Errorf("idle: %+v", c)
+	for _, shape := range []IdleShape{{Clients: 10, PerClient: 20}, {Clients: 20, PerClient: 10, PerSession: true}} {
+		c, err := tg.Idle(ctx, shape, 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("idle %v: %+v", shape, c)
+		// A member is a session, whatever the shape.
+		if c.Instances != 200 || c.Clients != shape.Clients || c.Sessions != 200 || c.RSSBytes <= 0 || c.CPUPct < 0 {
+			t.Errorf("idle %v: %+v", shape, c)
+		}
 	}
 
 	pids := tg.(*rafting).PIDs()

@@ -27,7 +27,8 @@ type Results struct {
 	// Why explains, per target key, why Rafting misses it when it does.
 	Why map[string]string `json:"why,omitempty"`
 	// How says, per system and workload family (register, propagation,
-	// kvput, kvwatch, handover, idle), how the system does it.
+	// kvput, kvwatch, handover, idle) or, where a workload of a family
+	// differs, per workload key (idle-clients), how the system does it.
 	How       map[string]map[string]string `json:"how,omitempty"`
 	Workloads []*Workload                  `json:"workloads"`
 }
@@ -58,6 +59,11 @@ const (
 	TargetFailoverSame     = "failover-same"     // p50 and p99 no slower than either peer
 	TargetKVPut            = "kvput"             // ≥ 1.0× the better peer's throughput
 	TargetKVWatch          = "kvwatch"           // p99 ≤ 0.8× etcd's
+	// Idle cost, servers' CPU ≤ the lower peer's and RSS ≤ etcd's, in
+	// each of two shapes: many instances on each of a few connections,
+	// and a connection and session per client of a few instances.
+	TargetIdle        = "idle"
+	TargetIdleClients = "idle-clients"
 )
 
 // Workload is one workload's runs, one per system.
@@ -191,8 +197,11 @@ type metric struct {
 	name    string
 	higher  bool // higher is better
 	noRatio bool
-	value   func(*Run) (float64, bool)
-	format  func(float64) string
+	// optional rows are left out when no run has a value (results saved
+	// before the row was measured).
+	optional bool
+	value    func(*Run) (float64, bool)
+	format   func(float64) string
 }
 
 func latencyMetric(name string, f func(*Stats) time.Duration) metric {
@@ -225,16 +234,29 @@ func (w *Workload) metrics() []metric {
 			}, format: func(v float64) string { return fmt.Sprintf("%.0f %%", v) }},
 		}
 	case KindIdle:
+		count := func(v float64) string { return thousands(int(v)) }
 		return []metric{
 			{name: "instances held", noRatio: true, value: func(r *Run) (float64, bool) {
 				return idleField(r, func(c *IdleCost) float64 { return float64(c.Instances) })
-			}, format: func(v float64) string { return fmt.Sprintf("%.0f", v) }},
-			{name: "CPU (% of one core, 3 members)", value: func(r *Run) (float64, bool) {
+			}, format: count},
+			{name: "client connections", noRatio: true, optional: true, value: func(r *Run) (float64, bool) {
+				v, ok := idleField(r, func(c *IdleCost) float64 { return float64(c.Clients) })
+				return v, ok && v > 0
+			}, format: count},
+			{name: "sessions (etcd: leases)", noRatio: true, optional: true, value: func(r *Run) (float64, bool) {
+				v, ok := idleField(r, func(c *IdleCost) float64 { return float64(c.Sessions) })
+				return v, ok && v > 0
+			}, format: count},
+			{name: "servers' CPU (% of one core, 3 members)", value: func(r *Run) (float64, bool) {
 				return idleField(r, func(c *IdleCost) float64 { return c.CPUPct })
 			}, format: func(v float64) string { return fmt.Sprintf("%.1f %%", v) }},
-			{name: "RSS (3 members)", value: func(r *Run) (float64, bool) {
+			{name: "servers' RSS (3 members)", value: func(r *Run) (float64, bool) {
 				return idleField(r, func(c *IdleCost) float64 { return float64(c.RSSBytes) })
 			}, format: func(v float64) string { return fmt.Sprintf("%.0f MiB", v/(1<<20)) }},
+			{name: "clients' CPU (% of one core, not counted above)", noRatio: true, optional: true, value: func(r *Run) (float64, bool) {
+				v, ok := idleField(r, func(c *IdleCost) float64 { return c.ClientCPUPct })
+				return v, ok && v > 0
+			}, format: func(v float64) string { return fmt.Sprintf("%.1f %%", v) }},
 		}
 	}
 	return []metric{p50, p99, mx}
@@ -327,6 +349,10 @@ func (w *Workload) Verdict(peers []string) (Verdict, bool) {
 		v.Goal = "configuration put throughput ≥ 1.0× the better peer's"
 	case TargetKVWatch:
 		v.Goal = "configuration change to 100 watchers: p99 ≤ 0.8× etcd's"
+	case TargetIdle:
+		v.Goal = "idle cost, instances over 10 client connections: servers' CPU ≤ the lower peer's and RSS ≤ etcd's"
+	case TargetIdleClients:
+		v.Goal = "idle cost, a connection and session per client of 10 instances: servers' CPU ≤ the lower peer's and RSS ≤ etcd's"
 	default:
 		return v, false
 	}
@@ -374,6 +400,8 @@ func (w *Workload) Verdict(peers []string) (Verdict, bool) {
 		ok = float64(raft.Stats.P99) <= 0.8*float64(etcd.Stats.P99)
 		parts = append(parts, fmt.Sprintf("p99 %s vs %s %s: %s %s's", FormatDuration(raft.Stats.P99), etcd.System,
 			FormatDuration(etcd.Stats.P99), FormatRatio(float64(raft.Stats.P99)/float64(etcd.Stats.P99)), etcd.System))
+	case TargetIdle, TargetIdleClients:
+		return idleVerdict(v, raft, ps), true
 	case TargetFailoverDefaults:
 		for _, q := range []struct {
 			name string
@@ -392,6 +420,51 @@ func (w *Workload) Verdict(peers []string) (Verdict, bool) {
 		v.Status = Met
 	}
 	return v, true
+}
+
+// idleVerdict decides an idle-cost target: Rafting's servers' CPU ≤ the
+// lower of the peers' and its RSS ≤ etcd's. The runs must have held the
+// same instances: Rafting holding fewer than a peer misses; a peer holding
+// fewer than Rafting (it could not hold them all) leaves the target not
+// evaluated, its figures being of a lighter load.
+func idleVerdict(v Verdict, raft *Run, ps []*Run) Verdict {
+	rc := raft.Idle
+	if rc == nil {
+		v.Status, v.Measured = NotEvaluated, "rafting has no idle figures"
+		return v
+	}
+	var fewer []string
+	for _, p := range ps {
+		switch pc := p.Idle; {
+		case pc == nil:
+			v.Status, v.Measured = NotEvaluated, p.System+" has no idle figures"
+			return v
+		case rc.Instances < pc.Instances:
+			v.Status = Missed
+			v.Measured = fmt.Sprintf("rafting held %s instances, %s %s", thousands(rc.Instances), p.System, thousands(pc.Instances))
+			return v
+		case pc.Instances < rc.Instances:
+			fewer = append(fewer, fmt.Sprintf("%s held %s of %s instances", p.System, thousands(pc.Instances), thousands(rc.Instances)))
+		}
+	}
+	if len(fewer) > 0 {
+		v.Status, v.Measured = NotEvaluated, strings.Join(fewer, ", ")
+		return v
+	}
+	lower := slices.MinFunc(ps, func(a, b *Run) int { return cmpFloat(a.Idle.CPUPct, b.Idle.CPUPct) })
+	ok := rc.CPUPct <= lower.Idle.CPUPct
+	parts := []string{fmt.Sprintf("CPU %.1f %% vs %s %.1f %%", rc.CPUPct, lower.System, lower.Idle.CPUPct)}
+	if i := slices.IndexFunc(ps, func(r *Run) bool { return r.System == "etcd" }); i >= 0 {
+		e := ps[i].Idle
+		ok = ok && rc.RSSBytes <= e.RSSBytes
+		parts = append(parts, fmt.Sprintf("RSS %.0f MiB vs etcd %.0f MiB", float64(rc.RSSBytes)/(1<<20), float64(e.RSSBytes)/(1<<20)))
+	}
+	v.Measured = strings.Join(parts, "; ")
+	v.Status = Missed
+	if ok {
+		v.Status = Met
+	}
+	return v
 }
 
 func cmpFloat(a, b float64) int {
@@ -492,6 +565,9 @@ func (w *Workload) Table(systems []string) string {
 		b.WriteString("\n")
 	}
 	for _, m := range w.metrics() {
+		if m.optional && !slices.ContainsFunc(w.Runs, func(r *Run) bool { _, ok := m.value(r); return ok }) {
+			continue
+		}
 		fmt.Fprintf(&b, "| %s |", m.name)
 		vals := map[string]float64{}
 		for _, s := range systems {
@@ -617,7 +693,11 @@ func (res *Results) Markdown(plotDir string, plots map[string]string) string {
 				notes = append(notes, fmt.Sprintf("- %s: not run: %s", DisplayName(s), oneLine(r.NotRun)))
 			default:
 				n := r.Note
-				if h := res.How[s][w.Family()]; h != "" && !strings.HasPrefix(n, h) {
+				h, ok := res.How[s][w.Key]
+				if !ok {
+					h = res.How[s][w.Family()]
+				}
+				if h != "" && !strings.HasPrefix(n, h) {
 					n = strings.TrimSuffix(h+". "+n, ". ")
 				}
 				if r.Background {
@@ -692,6 +772,32 @@ func (res *Results) SaveJSON(path string) error {
 		return err
 	}
 	return os.WriteFile(path, buf.Bytes(), 0o644)
+}
+
+// Complete adds each of want's workloads that res lacks (results saved
+// before it was measured) with a run per system that says so, after the
+// last workload of its family; a workload res has that has no target gets
+// want's (targets set since). want's runs are not read.
+func (res *Results) Complete(want []*Workload) {
+	for _, w := range want {
+		if i := slices.IndexFunc(res.Workloads, func(h *Workload) bool { return h.Key == w.Key }); i >= 0 {
+			if h := res.Workloads[i]; h.Target == "" {
+				h.Target = w.Target
+			}
+			continue
+		}
+		add := &Workload{Key: w.Key, Kind: w.Kind, Title: w.Title, Params: w.Params, Target: w.Target}
+		for _, s := range res.Systems {
+			add.Runs = append(add.Runs, &Run{System: s, NotRun: "not in this run: its results were saved before the workload was added"})
+		}
+		at := len(res.Workloads)
+		for i, h := range res.Workloads {
+			if h.Family() == w.Family() {
+				at = i + 1
+			}
+		}
+		res.Workloads = slices.Insert(res.Workloads, at, add)
+	}
 }
 
 // LoadResults reads what SaveJSON wrote.

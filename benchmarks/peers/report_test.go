@@ -213,6 +213,48 @@ func TestVerdicts(t *testing.T) {
 		t.Errorf("kv watch 20 vs 10: %+v", v)
 	}
 
+	// Idle cost: servers' CPU ≤ the lower peer's, RSS ≤ etcd's (ZooKeeper's
+	// RSS decides nothing), in each shape.
+	idle := func(target string, r, e, z IdleCost) *Workload {
+		return &Workload{Key: target, Kind: KindIdle, Target: target,
+			Runs: []*Run{{System: "rafting", Idle: &r}, {System: "etcd", Idle: &e}, {System: "zookeeper", Idle: &z}}}
+	}
+	cost := func(n int, cpu float64, mib int64) IdleCost {
+		return IdleCost{Instances: n, CPUPct: cpu, RSSBytes: mib << 20}
+	}
+	for _, c := range []struct {
+		name    string
+		r, e, z IdleCost
+		want    Status
+	}{
+		{"a tie with the lower peer and etcd", cost(100, 3, 200), cost(100, 3, 200), cost(100, 9, 100), Met},
+		{"CPU above the lower peer (ZooKeeper)", cost(100, 3, 100), cost(100, 9, 200), cost(100, 2.9, 900), Missed},
+		{"RSS above etcd's, below ZooKeeper's", cost(100, 1, 201), cost(100, 9, 200), cost(100, 9, 900), Missed},
+		{"Rafting held fewer", cost(50, 1, 10), cost(100, 9, 200), cost(100, 9, 900), Missed},
+		{"a peer held fewer", cost(100, 1, 10), cost(100, 9, 200), cost(50, 9, 900), NotEvaluated},
+	} {
+		for _, target := range []string{TargetIdle, TargetIdleClients} {
+			if s := status(t, idle(target, c.r, c.e, c.z)); s != c.want {
+				t.Errorf("%s, %s: %s, want %s", target, c.name, s, c.want)
+			}
+		}
+	}
+	v, _ = idle(TargetIdle, cost(100, 3, 100), cost(100, 9, 200), cost(100, 2.5, 900)).Verdict([]string{"etcd", "zookeeper"})
+	if want := "CPU 3.0 % vs zookeeper 2.5 %; RSS 100 MiB vs etcd 200 MiB"; v.Measured != want {
+		t.Errorf("idle measured %q, want %q", v.Measured, want)
+	}
+	v, _ = idle(TargetIdleClients, cost(500, 1, 10), cost(1000, 9, 200), cost(1000, 9, 900)).Verdict([]string{"etcd", "zookeeper"})
+	if !strings.Contains(v.Measured, "rafting held 500 instances, etcd 1,000") {
+		t.Errorf("idle, Rafting held fewer: %q", v.Measured)
+	}
+	// A system that could not hold the clients at all is not run: the
+	// target is not evaluated, the run not failed.
+	noZK := idle(TargetIdleClients, cost(100, 1, 10), cost(100, 9, 200), IdleCost{})
+	noZK.Runs[2] = &Run{System: "zookeeper", NotRun: "with 1,000 clients × 10 instances: too many sessions"}
+	if s := status(t, noZK); s != NotEvaluated {
+		t.Errorf("idle with zookeeper not run: %s", s)
+	}
+
 	// Results.Verdicts folds register-32 and register-128 into one target.
 	r32, r128 := reg(3000, 1000, 1000), reg(1000, 1000, 1000)
 	r128.Key = "register-128"
@@ -223,6 +265,131 @@ func TestVerdicts(t *testing.T) {
 	}
 	if vs[1].Status != Met {
 		t.Errorf("propagation verdict %+v", vs[1])
+	}
+	// …and keeps the two idle shapes' targets apart.
+	res = &Results{Systems: systems, Workloads: []*Workload{idle(TargetIdle, cost(100, 1, 10), cost(100, 9, 200), cost(100, 9, 900)),
+		idle(TargetIdleClients, cost(100, 9, 10), cost(100, 2, 200), cost(100, 9, 900))}}
+	vs = res.Verdicts()
+	if len(vs) != 2 || vs[0].Target != TargetIdle || vs[0].Status != Met || vs[1].Target != TargetIdleClients || vs[1].Status != Missed {
+		t.Errorf("idle verdicts %+v", vs)
+	}
+}
+
+func TestIdleShape(t *testing.T) {
+	many := IdleShape{Clients: 10, PerClient: 1000}
+	procs := IdleShape{Clients: 1000, PerClient: 10, PerSession: true}
+	if many.Instances() != 10000 || procs.Instances() != 10000 {
+		t.Errorf("Instances() = %d, %d, want 10000", many.Instances(), procs.Instances())
+	}
+	// Half as many instances: on each connection, or half as many clients
+	// (processes) of as many instances each.
+	if got, want := many.half(), (IdleShape{Clients: 10, PerClient: 500}); got != want {
+		t.Errorf("half() = %v, want %v", got, want)
+	}
+	if got, want := procs.half(), (IdleShape{Clients: 500, PerClient: 10, PerSession: true}); got != want {
+		t.Errorf("half() = %v, want %v", got, want)
+	}
+	if got := procs.String(); got != "1,000 clients × 10 instances" {
+		t.Errorf("String() = %q", got)
+	}
+	// The plans: both shapes, 10,000 instances each (1,000 in the quick
+	// mode), their own keys and targets.
+	for _, c := range []struct {
+		quick   bool
+		clients []int
+		titles  []string
+	}{
+		{false, []int{10, 1000}, []string{"Idle cost, 10,000 live instances over 10 client connections", "Idle cost, 10,000 live instances over 1,000 clients with a session each"}},
+		{true, []int{10, 100}, []string{"Idle cost, 1,000 live instances over 10 client connections", "Idle cost, 1,000 live instances over 100 clients with a session each"}},
+	} {
+		p := newPlan(c.quick)
+		ws := p.idleWorkloads()
+		if len(ws) != 2 || len(p.idle) != 2 {
+			t.Fatalf("quick %v: %d idle workloads", c.quick, len(ws))
+		}
+		for i, w := range ws {
+			key, target := []string{"idle", "idle-clients"}[i], []string{TargetIdle, TargetIdleClients}[i]
+			if w.Key != key || w.Target != target || w.Kind != KindIdle || w.Title != c.titles[i] || p.idle[i].Clients != c.clients[i] {
+				t.Errorf("quick %v: idle workload %d: %+v of %v", c.quick, i, w, p.idle[i])
+			}
+			if w.Family() != "idle" {
+				t.Errorf("%s: family %q", w.Key, w.Family())
+			}
+		}
+		if !strings.Contains(ws[1].Params, "half as many clients") || !strings.Contains(ws[0].Params, "half as many instances") {
+			t.Errorf("quick %v: params %q, %q", c.quick, ws[0].Params, ws[1].Params)
+		}
+	}
+}
+
+// savedBeforeShapes is an idle workload as results.json held it before the
+// second idle shape: no target, no clients, sessions or clients' CPU.
+const savedBeforeShapes = `{"systems":["rafting","etcd","zookeeper"],"workloads":[
+{"key":"handover","kind":"latency","title":"Graceful handover","params":"p","target":"handover","runs":[{"system":"rafting","stats":{"n":1,"p50_ns":1000000,"p99_ns":1000000,"max_ns":1000000,"mean_ns":1000000}}]},
+{"key":"idle","kind":"idle","title":"Idle cost, 10,000 live instances","params":"10,000 instances registered","runs":[
+{"system":"rafting","idle":{"Instances":10000,"CPUPct":14.532942329364278,"RSSBytes":436666368},"took":"34.71s"},
+{"system":"etcd","idle":{"Instances":10000,"CPUPct":10.975247492088256,"RSSBytes":264278016},"took":"32.525s"},
+{"system":"zookeeper","idle":{"Instances":10000,"CPUPct":19.199647047128437,"RSSBytes":1052762112},"took":"1m9.461s"}]},
+{"key":"failover-default","kind":"latency","title":"Crash failover","params":"p","target":"failover-defaults","runs":[]}]}`
+
+func TestResultsSavedBeforeTheSecondIdleShape(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "results.json")
+	if err := os.WriteFile(path, []byte(savedBeforeShapes), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, err := LoadResults(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.How = how
+	res.Complete(newPlan(false).idleWorkloads())
+	res.Complete(newPlan(false).idleWorkloads()) // twice: nothing more
+	var keys []string
+	for _, w := range res.Workloads {
+		keys = append(keys, w.Key)
+	}
+	if got, want := strings.Join(keys, " "), "handover idle idle-clients failover-default"; got != want {
+		t.Fatalf("workloads %s, want %s", got, want)
+	}
+	old, added := res.Workloads[1], res.Workloads[2]
+	if old.Target != TargetIdle || old.Title != "Idle cost, 10,000 live instances" || old.Params != "10,000 instances registered" {
+		t.Errorf("saved idle workload: %+v (the target is new, what ran is kept)", old)
+	}
+	if added.Target != TargetIdleClients || len(added.Runs) != 3 || added.Runs[0].OK() {
+		t.Errorf("missing workload: %+v", added)
+	}
+	vs := res.Verdicts()
+	byTarget := map[string]Verdict{}
+	for _, v := range vs {
+		byTarget[v.Target] = v
+	}
+	if v := byTarget[TargetIdle]; v.Status != Missed || v.Measured != "CPU 14.5 % vs etcd 11.0 %; RSS 416 MiB vs etcd 252 MiB" {
+		t.Errorf("saved idle verdict %+v", v)
+	}
+	if v := byTarget[TargetIdleClients]; v.Status != NotEvaluated || v.Measured != "rafting, etcd, zookeeper not run" {
+		t.Errorf("missing idle verdict %+v", v)
+	}
+	md := res.Markdown("peers-plots", nil)
+	for _, want := range []string{
+		"| servers' CPU (% of one core, 3 members) | 14.5 % | 11.0 % | 19.2 % | 0.76× | 1.32× |",
+		"### Idle cost, 10,000 live instances over 1,000 clients with a session each",
+		"| servers' CPU (% of one core, 3 members) | not run | not run | not run | — | — |",
+		"- etcd: not run: not in this run: its results were saved before the workload was added",
+		// Each shape its own how: the family's for idle, the key's for idle-clients.
+		"- Rafting: " + how["rafting"]["idle"] + "\n",
+		"- ZooKeeper: " + how["zookeeper"]["idle"] + "\n",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+	if strings.Contains(md, "| client connections") {
+		t.Errorf("report with a client connections row and none measured:\n%s", md)
+	}
+	// The how of idle-clients shows under a run of it.
+	added.Runs[0] = &Run{System: "rafting", Idle: &IdleCost{Instances: 10000, Clients: 1000, Sessions: 10000, CPUPct: 9, RSSBytes: 1 << 30}}
+	if md := res.Markdown("peers-plots", nil); !strings.Contains(md, "- Rafting: "+how["rafting"]["idle-clients"]+"\n") {
+		t.Errorf("report lacks Rafting's idle-clients how:\n%s", md)
 	}
 }
 
@@ -248,8 +415,8 @@ func TestTable(t *testing.T) {
 		{System: "etcd", Idle: &IdleCost{Instances: 10, CPUPct: 4, RSSBytes: 50 << 20}},
 	}}
 	tab = idle.Table(systems)
-	for _, want := range []string{"| instances held | 10 | 10 | — | — | — |", "| CPU (% of one core, 3 members) | 2.0 % | 4.0 % | — | 2.00× | — |",
-		"| RSS (3 members) | 100 MiB | 50 MiB | — | 0.50× | — |"} {
+	for _, want := range []string{"| instances held | 10 | 10 | — | — | — |", "| servers' CPU (% of one core, 3 members) | 2.0 % | 4.0 % | — | 2.00× | — |",
+		"| servers' RSS (3 members) | 100 MiB | 50 MiB | — | 0.50× | — |"} {
 		if !strings.Contains(tab, want+"\n") {
 			t.Errorf("idle table lacks %q:\n%s", want, tab)
 		}
@@ -257,9 +424,25 @@ func TestTable(t *testing.T) {
 	if strings.Contains(tab, "samples") {
 		t.Errorf("idle table with samples:\n%s", tab)
 	}
+	// Results saved before clients, sessions and the clients' CPU were
+	// measured: no such rows.
+	for _, row := range []string{"client connections", "sessions", "clients' CPU"} {
+		if strings.Contains(tab, "| "+row) {
+			t.Errorf("idle table without %s has its row:\n%s", row, tab)
+		}
+	}
+	idle.Runs[0].Idle.Clients, idle.Runs[0].Idle.Sessions, idle.Runs[0].Idle.ClientCPUPct = 1000, 10000, 35
+	idle.Runs[1].Idle.Clients, idle.Runs[1].Idle.Sessions = 1000, 1000
+	tab = idle.Table(systems)
+	for _, want := range []string{"| client connections | 1,000 | 1,000 | — | — | — |", "| sessions (etcd: leases) | 10,000 | 1,000 | — | — | — |",
+		"| clients' CPU (% of one core, not counted above) | 35.0 % | — | — | — | — |"} {
+		if !strings.Contains(tab, want+"\n") {
+			t.Errorf("idle table lacks %q:\n%s", want, tab)
+		}
+	}
 	// Different instance counts: no ratio.
 	idle.Runs[0].Idle.Instances = 5
-	if tab := idle.Table(systems); !strings.Contains(tab, "| CPU (% of one core, 3 members) | 2.0 % | 4.0 % | — | — | — |\n") {
+	if tab := idle.Table(systems); !strings.Contains(tab, "| servers' CPU (% of one core, 3 members) | 2.0 % | 4.0 % | — | — | — |\n") {
 		t.Errorf("idle table, different counts:\n%s", tab)
 	}
 	reg := &Workload{Key: "register-32", Kind: KindThroughput, Runs: []*Run{tputRun("rafting", 3000), tputRun("etcd", 1000)}}

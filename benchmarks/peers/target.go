@@ -55,10 +55,46 @@ type Target interface {
 	// kill -9 and the sample is the time until a standby knows it is
 	// master. The cluster runs with setting s (Start was called with it).
 	Failover(ctx context.Context, s Setting, rounds int) (Sample, error)
-	// Idle registers instances live instances (with their sessions or
+	// Idle registers shape's live instances (with their sessions or
 	// leases kept alive), lets the cluster settle, and measures the CPU
-	// and resident memory of the cluster's server processes over d.
-	Idle(ctx context.Context, instances int, d time.Duration) (IdleCost, error)
+	// and resident memory of the cluster's server processes over d, and
+	// the CPU of this process (the clients) apart from them.
+	Idle(ctx context.Context, shape IdleShape, d time.Duration) (IdleCost, error)
+}
+
+// IdleShape is how the live instances of an idle-cost workload are spread
+// over clients.
+type IdleShape struct {
+	Clients   int // SDK Clients, clientv3 clients, ZooKeeper sessions: see PerSession
+	PerClient int // the instances each client registers
+	// PerSession: each client stands for one process with one connection
+	// and one session (etcd: one lease; ZooKeeper: one session) that all
+	// its instances are registered under. Else each instance has a session
+	// (lease) of its own and the clients are connections the instances
+	// share (ZooKeeper, whose session is its connection, then holds one
+	// session per instance). A Rafting instance is always one member with
+	// its own session; its Client is the connection.
+	PerSession bool
+}
+
+// Instances are all the shape's instances.
+func (s IdleShape) Instances() int { return s.Clients * s.PerClient }
+
+// half is s with half as many instances, for a cluster that cannot hold
+// s: half as many clients when each client is a process of its own, else
+// half as many instances on each connection.
+func (s IdleShape) half() IdleShape {
+	if s.PerSession {
+		s.Clients /= 2
+	} else {
+		s.PerClient /= 2
+	}
+	return s
+}
+
+// String is "10 clients × 1,000 instances".
+func (s IdleShape) String() string {
+	return fmt.Sprintf("%s clients × %s instances", thousands(s.Clients), thousands(s.PerClient))
 }
 
 // Setting is one failover configuration of a system.
@@ -80,10 +116,18 @@ type Sample struct {
 }
 
 // IdleCost is what a cluster at rest costs, summed over its 3 members.
+// The JSON names are those of results saved before Clients, Sessions and
+// ClientCPUPct were measured (they read as zero: not measured).
 type IdleCost struct {
 	Instances int
+	Clients   int     `json:",omitempty"` // client connections (ZooKeeper: sessions) opened
+	Sessions  int     `json:",omitempty"` // sessions, or etcd leases, kept alive
 	CPUPct    float64 // % of one core, all members together, averaged over the window
 	RSSBytes  int64   // resident memory, all members together, at the end
+	// ClientCPUPct is this process's CPU (the clients' keepalives) over
+	// the same window, in % of one core: what the shape costs the client
+	// side on the same machine, not counted in CPUPct.
+	ClientCPUPct float64 `json:",omitempty"`
 }
 
 // kvKeys is how many configuration keys each KVPut client writes in turn

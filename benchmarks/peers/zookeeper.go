@@ -821,33 +821,48 @@ func (t *ZooKeeper) Failover(ctx context.Context, s Setting, rounds int) (Sample
 // 1.5 MiB per connection by default; a ping or a create needs little).
 const zkIdleBuffer = 64 << 10
 
-func (t *ZooKeeper) Idle(ctx context.Context, instances int, d time.Duration) (IdleCost, error) {
+// Idle: ZooKeeper's session is its connection. With shape.PerSession each
+// of shape's Clients is one session creating its PerClient ephemeral
+// znodes, as one process registering its instances would; else each
+// instance is a session of its own holding its ephemeral znode.
+func (t *ZooKeeper) Idle(ctx context.Context, shape IdleShape, d time.Duration) (IdleCost, error) {
 	if err := t.running(); err != nil {
 		return IdleCost{}, err
+	}
+	instances := shape.Instances()
+	nsess, per := instances, 1
+	if shape.PerSession {
+		nsess, per = max(shape.Clients, 1), shape.PerClient
 	}
 	svc := fmt.Sprintf("/services/idle-%d", time.Now().UnixNano())
 	if err := zkMkdirs(t.cli, svc); err != nil {
 		return IdleCost{}, err
 	}
-	cs := make([]*zk.Conn, instances)
+	cs := make([]*zk.Conn, nsess)
 	defer zkCloseAll(cs)
-	err := ezParallel(64, instances, func(i int) error {
+	err := ezParallel(64, nsess, func(i int) error {
 		c, _, err := t.connect(t.sessionTimeout(), false, true)
 		if err != nil {
 			return err
 		}
 		cs[i] = c
-		_, err = c.Create(fmt.Sprintf("%s/inst-%d", svc, i), []byte(fmt.Sprintf(`{"addr":"127.0.0.1:%d"}`, 20000+i)),
-			zk.FlagEphemeral, zk.WorldACL(zk.PermAll))
-		return err
+		for j := range per {
+			n := i*per + j
+			_, err = c.Create(fmt.Sprintf("%s/inst-%d", svc, n), []byte(fmt.Sprintf(`{"addr":"127.0.0.1:%d"}`, 20000+n)),
+				zk.FlagEphemeral, zk.WorldACL(zk.PermAll))
+			if err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
-		return IdleCost{}, fmt.Errorf("zookeeper idle: register %d instances: %w", instances, err)
+		return IdleCost{}, fmt.Errorf("zookeeper idle: register %d instances on %d sessions: %w", instances, nsess, err)
 	}
 	if !ezSleep(ctx, 2*time.Second) { // settle
 		return IdleCost{}, ctx.Err()
 	}
-	cpu, rss, err := Usage(t.pids(), ezWholePeriods(d, t.setting.Lease/3))
+	c, err := Usage(t.pids(), ezWholePeriods(d, t.setting.Lease/3))
 	if err != nil {
 		return IdleCost{}, fmt.Errorf("zookeeper idle: usage: %w", err)
 	}
@@ -859,7 +874,8 @@ func (t *ZooKeeper) Idle(ctx context.Context, instances int, d time.Duration) (I
 	if len(children) != instances {
 		return IdleCost{}, fmt.Errorf("zookeeper idle: %d of %d instances still registered after the window", len(children), instances)
 	}
-	return IdleCost{Instances: instances, CPUPct: cpu, RSSBytes: rss}, nil
+	c.Instances, c.Clients, c.Sessions = instances, nsess, nsess
+	return c, nil
 }
 
 func (t *ZooKeeper) pids() []int {
