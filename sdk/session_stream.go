@@ -119,6 +119,9 @@ func (m *Member) keepaliveStream(ctx context.Context, s *session) error {
 // and every keepalive due meanwhile leaves in the same frame.
 type keepBatch struct {
 	st *stream.Client
+	// ctx ends at close: frames in flight stop waiting for their answers.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	frames, sent atomic.Int64 // keepalive frames sent, and the sessions they named
 
@@ -149,7 +152,10 @@ type keepResult struct {
 	err    error // the frame's, when it was not answered session by session
 }
 
-func newKeepBatch(st *stream.Client) *keepBatch { return &keepBatch{st: st} }
+func newKeepBatch(st *stream.Client) *keepBatch {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &keepBatch{st: st, ctx: ctx, cancel: cancel}
+}
 
 // renew sends session id's keepalive in a frame that leaves within wait,
 // and returns its answer.
@@ -219,7 +225,7 @@ func (b *keepBatch) send(ws []*keepWait) {
 		ids[i] = w.id
 		timeout = max(timeout, w.timeout)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(b.ctx, timeout)
 	defer cancel()
 	r, err := b.st.Keepalive(ctx, ids)
 	if !r.Sent.IsZero() {
@@ -235,13 +241,20 @@ func (b *keepBatch) send(ws []*keepWait) {
 	}
 }
 
-// close stops the batch: waiting keepalives are not sent.
+// close stops the batch: waiting keepalives are not sent, and those sent
+// stop waiting for their answers.
 func (b *keepBatch) close() {
 	b.mu.Lock()
 	b.closed = true
 	if b.timer != nil {
 		b.timer.Stop()
 	}
+	ws := b.waiting
+	b.waiting = nil
 	b.mu.Unlock()
+	for _, w := range ws {
+		w.done <- keepResult{err: stream.ErrClosed}
+	}
+	b.cancel()
 	b.wg.Wait()
 }
