@@ -118,6 +118,13 @@ func KVLimits(q api.Quotas) (maxKeys, maxValueBytes, maxKVBytes int64) {
 	return cmp.Or(q.MaxKeys, DefaultMaxKeys), cmp.Or(q.MaxValueBytes, DefaultMaxValueBytes), cmp.Or(q.MaxKVBytes, DefaultMaxKVBytes)
 }
 
+// Effective is q as it applies: a configuration store quota of zero (a
+// tenant created before the store existed) shown as the default it takes.
+func Effective(q api.Quotas) api.Quotas {
+	q.MaxKeys, q.MaxValueBytes, q.MaxKVBytes = KVLimits(q)
+	return q
+}
+
 // KVSize is what one key costs of max_kv_bytes.
 func KVSize(key string, valueLen int) int64 {
 	return int64(len(key)) + int64(valueLen) + KVEntryCost

@@ -193,3 +193,21 @@ func TestQuotaError(t *testing.T) {
 		t.Errorf("API() = %+v, want %+v", *a, *want)
 	}
 }
+
+// TestEffectiveKVQuotas: a tenant created before the configuration store
+// has zero for its quotas; it is shown the defaults it gets, and quotas
+// it was given stay as they are.
+func TestEffectiveKVQuotas(t *testing.T) {
+	old := api.Quotas{MaxInstances: 5, RequestsPerSecond: 10}
+	got := Effective(old)
+	if got.MaxKeys != DefaultMaxKeys || got.MaxValueBytes != DefaultMaxValueBytes || got.MaxKVBytes != DefaultMaxKVBytes {
+		t.Errorf("Effective(%+v) = %+v: the configuration store quotas are not their defaults", old, got)
+	}
+	if got.MaxInstances != 5 || got.RequestsPerSecond != 10 {
+		t.Errorf("Effective changed quotas it was given: %+v", got)
+	}
+	set := api.Quotas{MaxKeys: 7, MaxValueBytes: 8, MaxKVBytes: 9}
+	if got := Effective(set); got.MaxKeys != 7 || got.MaxValueBytes != 8 || got.MaxKVBytes != 9 {
+		t.Errorf("Effective(%+v) = %+v", set, got)
+	}
+}

@@ -24,7 +24,7 @@ func (s *Server) writeCtx(r *http.Request) (context.Context, context.CancelFunc)
 }
 
 func (s *Server) tenantView(rec *fsm.TenantRecord, withUsage bool) api.Tenant {
-	t := api.Tenant{Name: rec.Name, Epoch: rec.Epoch, ShardID: rec.ShardID, Quotas: rec.Quotas,
+	t := api.Tenant{Name: rec.Name, Epoch: rec.Epoch, ShardID: rec.ShardID, Quotas: tenants.Effective(rec.Quotas),
 		CreatedAt: time.UnixMilli(rec.CreatedMs).UTC(), Restoring: rec.Restore != nil && rec.Restore.Pending}
 	if c := rec.Credentials; c.Previous != nil && time.Now().Before(c.PreviousValidUntil) {
 		until := c.PreviousValidUntil.UTC()
