@@ -268,9 +268,7 @@ func (s *Server) restore(w http.ResponseWriter, r *http.Request, _ identity) {
 				policies.Add(1)
 			}
 			for _, in := range svc.Instances {
-				weight := in.Weight
-				reg := api.RegisterRequest{Address: in.Address, Mode: in.Mode, State: in.State, Weight: &weight,
-					Priority: in.Priority, Zone: in.Zone, Meta: in.Meta, ColdStart: svc.Carried}
+				reg := registration(in, svc.Carried)
 				// The instance keeps its registration time (registered_at):
 				// a restore reproduces what a read showed.
 				if err := propose("instance "+svc.Name+"/"+in.ID, fsm.OpRegister, fsm.Register{Service: svc.Name, ID: in.ID, Instance: reg,
@@ -593,9 +591,7 @@ func checkBackup(b api.Backup) (fsm.Restore, []api.BackupTenant, error) {
 				// Every check the registration will meet without the
 				// state, now: a restore refused half way would leave the
 				// cluster changed.
-				weight := in.Weight
-				reg := fsm.Register{Service: svc.Name, ID: in.ID, Instance: api.RegisterRequest{Address: in.Address, Mode: in.Mode,
-					State: in.State, Weight: &weight, Priority: in.Priority, Zone: in.Zone, Meta: in.Meta, ColdStart: svc.Carried}}
+				reg := fsm.Register{Service: svc.Name, ID: in.ID, Instance: registration(in, svc.Carried)}
 				if err := fsm.CheckCommand(reg, quotas, t.Name); err != nil {
 					return fsm.Restore{}, nil, prefixed(inf+": ", err)
 				}
@@ -675,4 +671,14 @@ func (s *Server) speaksVersion(ctx context.Context, v uint64) bool {
 		}
 	}
 	return true
+}
+
+// registration is the registration that restores instance in of a backup
+// (its service carrying the cold-start policy carried, if any). It has no
+// session: a backup holds none, and restored instances are sessionless
+// until their members register again.
+func registration(in api.Instance, carried *api.ColdStart) api.RegisterRequest {
+	weight := in.Weight
+	return api.RegisterRequest{Address: in.Address, Mode: in.Mode, State: in.State, Weight: &weight,
+		Priority: in.Priority, Zone: in.Zone, Meta: in.Meta, ColdStart: carried}
 }

@@ -1,0 +1,67 @@
+package httpapi
+
+import (
+	"fmt"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/rafting/rafting/api"
+)
+
+// TestBackupKeepsEveryInstanceField: a backup's instance (api.Instance,
+// every field set) is restored by a registration (registration) that
+// carries every field of api.RegisterRequest but the session, which a
+// backup does not hold; the registration time goes beside it
+// (fsm.Register.RegisteredMs). A field added to either wire type and
+// forgotten here fails this test.
+func TestBackupKeepsEveryInstanceField(t *testing.T) {
+	var in api.Instance
+	v := reflect.ValueOf(&in).Elem()
+	for i := range v.NumField() {
+		f, name := v.Field(i), v.Type().Field(i).Name
+		switch {
+		case f.Type() == reflect.TypeOf(time.Time{}):
+			f.Set(reflect.ValueOf(time.Unix(1_800_000_000, 0)))
+		case f.Kind() == reflect.String:
+			f.SetString(name + "-x")
+		case f.Kind() == reflect.Int:
+			f.SetInt(int64(i + 1))
+		case f.Kind() == reflect.Map:
+			f.Set(reflect.ValueOf(map[string]string{"k": "v"}))
+		default:
+			t.Fatalf("api.Instance.%s: a field of kind %s that this test cannot set: teach it", name, f.Kind())
+		}
+	}
+	reg := registration(in, &api.ColdStart{MinReady: 1})
+	rv := reflect.ValueOf(reg)
+	for i := range rv.NumField() {
+		name := rv.Type().Field(i).Name
+		if name == "Session" {
+			continue
+		}
+		if rv.Field(i).IsZero() {
+			t.Errorf("a restored instance loses RegisterRequest.%s (backup.go, registration)", name)
+		}
+	}
+	// Each api.Instance field is restored somewhere: in the registration
+	// (same name), as the instance's ID, or as its registration time.
+	for i := range v.NumField() {
+		name := v.Type().Field(i).Name
+		switch name {
+		case "ID", "RegisteredAt", "SessionTag": // the command's ID, RegisteredMs; a session's (none)
+			continue
+		}
+		f := rv.FieldByName(name)
+		if !f.IsValid() {
+			t.Errorf("api.Instance.%s has no RegisterRequest field: say here how a restore keeps it", name)
+			continue
+		}
+		if f.Kind() == reflect.Pointer {
+			f = f.Elem()
+		}
+		if fmt.Sprint(f.Interface()) != fmt.Sprint(v.Field(i).Interface()) {
+			t.Errorf("RegisterRequest.%s = %v after a restore, want %v", name, f.Interface(), v.Field(i).Interface())
+		}
+	}
+}
