@@ -89,3 +89,48 @@ func TestEveryInstanceFieldSurvives(t *testing.T) {
 		f.Set(old)
 	}
 }
+
+// TestSameInstanceCountsEveryField: instances that differ in any field a
+// registration sets are not the same (sameInstance decides whether a
+// registration changed anything: a field it missed would be a write that
+// is not seen). RegisteredMs and ReadyIndex are the state machine's own,
+// kept across a registration that changes nothing else.
+func TestSameInstanceCountsEveryField(t *testing.T) {
+	a := instance{Address: "a:1", Mode: api.ModeFarm, State: api.StateReady, Weight: 1, Priority: 1, Zone: "z",
+		Meta: map[string]string{"k": "v"}, Session: "s", RegisteredMs: 1, ReadyIndex: 1}
+	av := reflect.ValueOf(a)
+	for i := range av.NumField() {
+		if av.Field(i).IsZero() {
+			t.Fatalf("instance.%s is not set by this test: set it", av.Type().Field(i).Name)
+		}
+	}
+	for i := range av.NumField() {
+		name := av.Type().Field(i).Name
+		b := a
+		b.Meta = map[string]string{"k": "v"}
+		f := reflect.ValueOf(&b).Elem().Field(i)
+		switch f.Kind() {
+		case reflect.String:
+			f.SetString(f.String() + "x")
+		case reflect.Int, reflect.Int64:
+			f.SetInt(f.Int() + 1)
+		case reflect.Uint64:
+			f.SetUint(f.Uint() + 1)
+		case reflect.Map:
+			f.Set(reflect.ValueOf(map[string]string{"k": "w"}))
+		default:
+			t.Fatalf("instance.%s: a field of kind %s that this test cannot change: teach it", name, f.Kind())
+		}
+		same := sameInstance(&a, &b)
+		switch name {
+		case "RegisteredMs", "ReadyIndex":
+			if !same {
+				t.Errorf("sameInstance counts instance.%s, which a registration does not set", name)
+			}
+		default:
+			if same {
+				t.Errorf("sameInstance (tenant.go) does not count instance.%s", name)
+			}
+		}
+	}
+}

@@ -65,3 +65,61 @@ func TestBackupKeepsEveryInstanceField(t *testing.T) {
 		}
 	}
 }
+
+// TestSameInstanceAndMasterCountEveryField: a watch's changes frame
+// (clientstream_watch.go) holds the instances and master record that
+// differ from its previous frame; records that differ in any one field of
+// their wire type must not compare the same, or the change would never
+// reach the client.
+func TestSameInstanceAndMasterCountEveryField(t *testing.T) {
+	check := func(typ string, a any, same func(a, b any) bool) {
+		t.Helper()
+		av := reflect.ValueOf(a).Elem()
+		for i := range av.NumField() {
+			f, name := av.Field(i), av.Type().Field(i).Name
+			switch {
+			case f.Type() == reflect.TypeOf(time.Time{}):
+				f.Set(reflect.ValueOf(time.Unix(1_800_000_000, 0)))
+			case f.Kind() == reflect.String:
+				f.SetString(name)
+			case f.Kind() == reflect.Int || f.Kind() == reflect.Uint64:
+				if f.Kind() == reflect.Int {
+					f.SetInt(1)
+				} else {
+					f.SetUint(1)
+				}
+			case f.Kind() == reflect.Bool:
+				f.SetBool(true)
+			case f.Kind() == reflect.Map:
+				f.Set(reflect.ValueOf(map[string]string{"k": "v"}))
+			default:
+				t.Fatalf("%s.%s: a field of kind %s that this test cannot set: teach it", typ, name, f.Kind())
+			}
+		}
+		for i := range av.NumField() {
+			bp := reflect.New(av.Type())
+			bv := bp.Elem()
+			bv.Set(av)
+			f, name := bv.Field(i), av.Type().Field(i).Name
+			switch {
+			case f.Type() == reflect.TypeOf(time.Time{}):
+				f.Set(reflect.ValueOf(time.Unix(1_800_000_001, 0)))
+			case f.Kind() == reflect.String:
+				f.SetString(name + "x")
+			case f.Kind() == reflect.Int:
+				f.SetInt(2)
+			case f.Kind() == reflect.Uint64:
+				f.SetUint(2)
+			case f.Kind() == reflect.Bool:
+				f.SetBool(false)
+			case f.Kind() == reflect.Map:
+				f.Set(reflect.ValueOf(map[string]string{"k": "w"}))
+			}
+			if same(a, bp.Interface()) {
+				t.Errorf("a watch does not tell %s records apart by %s (clientstream_watch.go)", typ, name)
+			}
+		}
+	}
+	check("api.Instance", &api.Instance{}, func(a, b any) bool { return sameInstance(a.(*api.Instance), b.(*api.Instance)) })
+	check("api.Master", &api.Master{}, func(a, b any) bool { return sameMaster(a.(*api.Master), b.(*api.Master)) })
+}
