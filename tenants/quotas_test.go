@@ -2,6 +2,7 @@ package tenants
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -209,5 +210,28 @@ func TestEffectiveKVQuotas(t *testing.T) {
 	set := api.Quotas{MaxKeys: 7, MaxValueBytes: 8, MaxKVBytes: 9}
 	if got := Effective(set); got.MaxKeys != 7 || got.MaxValueBytes != 8 || got.MaxKVBytes != 9 {
 		t.Errorf("Effective(%+v) = %+v", set, got)
+	}
+}
+
+// TestQuotaFieldsListEveryQuota: quotaFields, the one table the quota code
+// walks (defaults, validation, overlay, errors), lists every field of
+// api.Quotas under its wire name, in order: a quota added to api.Quotas
+// and not to the table would be neither defaulted nor checked (that is,
+// unlimited).
+func TestQuotaFieldsListEveryQuota(t *testing.T) {
+	typ := reflect.TypeOf(api.Quotas{})
+	if typ.NumField() != len(quotaFields) {
+		t.Fatalf("api.Quotas has %d fields, quotaFields lists %d", typ.NumField(), len(quotaFields))
+	}
+	for i, f := range quotaFields {
+		sf := typ.Field(i)
+		if tag, _, _ := strings.Cut(sf.Tag.Get("json"), ","); tag != f.name {
+			t.Errorf("quotaFields[%d] is %q, api.Quotas.%s is %q on the wire", i, f.name, sf.Name, tag)
+		}
+		var q api.Quotas
+		reflect.ValueOf(&q).Elem().Field(i).SetInt(42)
+		if *f.ptr(&q) != 42 {
+			t.Errorf("quotaFields[%d] (%s) does not point at api.Quotas.%s", i, f.name, sf.Name)
+		}
 	}
 }
