@@ -103,7 +103,9 @@ func (l *limitedListener) acceptLoop() {
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
-				errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) {
+				errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ENOBUFS) ||
+				errors.Is(err, syscall.ENOMEM) || errors.Is(err, syscall.EINTR) || errors.Is(err, syscall.EAGAIN) ||
+				errors.Is(err, syscall.EPROTO) || errors.Is(err, syscall.EPERM) {
 				// As net/http does on a temporary error: wait, up to a second.
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 				select {

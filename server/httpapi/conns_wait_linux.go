@@ -24,10 +24,11 @@ type waiter struct {
 	wake  [2]int // a pipe, registered as id 0: close writes to wake[1]
 	ready func(*limitedConn)
 
-	mu      sync.Mutex
-	next    uint32
-	pending map[uint32]*limitedConn
-	closed  bool
+	mu        sync.Mutex
+	next      uint32
+	pending   map[uint32]*limitedConn
+	closed    bool // add refuses
+	fdsClosed bool // close was called
 
 	done chan struct{} // the loop ended
 }
@@ -107,6 +108,7 @@ func (w *waiter) forget(c *limitedConn) {
 
 func (w *waiter) loop() {
 	defer close(w.done)
+	defer w.handOver()
 	events := make([]syscall.EpollEvent, 128)
 	for {
 		n, err := syscall.EpollWait(w.epfd, events, -1)
@@ -132,6 +134,28 @@ func (w *waiter) loop() {
 				w.handle(c, id)
 			}
 		}
+	}
+}
+
+// handOver, when the loop ends without close (epoll failed), hands on
+// the connections still held, and makes add refuse: they go to the
+// server as accepted.
+func (w *waiter) handOver() {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return
+	}
+	w.closed = true
+	held := make([]*limitedConn, 0, len(w.pending))
+	for id, c := range w.pending {
+		c.waitID = 0
+		delete(w.pending, id)
+		held = append(held, c)
+	}
+	w.mu.Unlock()
+	for _, c := range held {
+		w.ready(c)
 	}
 }
 
@@ -193,11 +217,11 @@ func (w *waiter) handle(c *limitedConn, id uint32) {
 // reached the server, which will not close them).
 func (w *waiter) close() {
 	w.mu.Lock()
-	if w.closed {
+	if w.fdsClosed {
 		w.mu.Unlock()
 		return
 	}
-	w.closed = true
+	w.closed, w.fdsClosed = true, true
 	w.mu.Unlock()
 	_, _ = syscall.Write(w.wake[1], []byte{0})
 	<-w.done
