@@ -1,6 +1,8 @@
 package peers
 
 import (
+	"context"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -548,5 +550,55 @@ func TestMarkdownJSONAndPlots(t *testing.T) {
 	b, _ := os.ReadFile(rm)
 	if !strings.HasPrefix(string(b), "# Benchmarks\n\nkept\n") || strings.Count(string(b), BeginMarker) != 1 || !strings.Contains(string(b), md) {
 		t.Errorf("RESULTS.md:\n%s", b)
+	}
+}
+
+// idleOnly is a Target whose Idle holds at most max instances; nothing
+// else of it is called.
+type idleOnly struct {
+	Target
+	max   int
+	tried []IdleShape
+}
+
+func (f *idleOnly) Idle(ctx context.Context, s IdleShape, d time.Duration) (IdleCost, error) {
+	f.tried = append(f.tried, s)
+	if s.Instances() > f.max {
+		return IdleCost{}, fmt.Errorf("%d sessions lost", s.Instances()-f.max)
+	}
+	return IdleCost{Instances: s.Instances(), Clients: s.Clients, CPUPct: 1, RSSBytes: 1 << 20}, nil
+}
+
+// A system that cannot hold the shape is measured with half as many
+// clients (or instances per connection), down to a quarter, and says so;
+// below that its run is not run, with every attempt's error. The run
+// itself never fails.
+func TestIdleRunHalves(t *testing.T) {
+	p := newPlan(false)
+	procs := IdleShape{Clients: 1000, PerClient: 10, PerSession: true}
+	restarts := 0
+	restart := func() error { restarts++; return nil }
+	f := &idleOnly{max: 5000}
+	r, err := p.idleRun(context.Background(), "etcd", procs, f, restart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Idle.Instances != 5000 || r.Idle.Clients != 500 || restarts != 1 {
+		t.Errorf("held %+v after %d restarts, want 500 clients", r.Idle, restarts)
+	}
+	if want := "**Could not hold 1,000 clients × 10 instances on this machine** (with 1,000 clients × 10 instances: 5000 sessions lost); the figures are with 500 clients × 10 instances"; r.Note != want {
+		t.Errorf("note %q, want %q", r.Note, want)
+	}
+	f, restarts = &idleOnly{max: 100}, 0
+	if _, err = p.idleRun(context.Background(), "etcd", procs, f, restart); err == nil || !strings.Contains(err.Error(), "with 250 clients × 10 instances: 2400 sessions lost") {
+		t.Errorf("err = %v", err)
+	}
+	if len(f.tried) != 3 || restarts != 2 {
+		t.Errorf("tried %v with %d restarts, want 1,000, 500 and 250 clients", f.tried, restarts)
+	}
+	// Many instances per connection: the connections stay.
+	f = &idleOnly{max: 2500}
+	if r, err = p.idleRun(context.Background(), "zookeeper", IdleShape{Clients: 10, PerClient: 1000}, f, restart); err != nil || r.Idle.Clients != 10 || r.Idle.Instances != 2500 {
+		t.Errorf("many per connection: %+v, %v", r, err)
 	}
 }
