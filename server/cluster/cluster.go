@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -52,6 +53,9 @@ type Node struct {
 	pools       sync.Map // shard ID -> *sessionPool (proposals.go)
 	reg         *registry
 	incarnation uint64 // this process's start, registered in the meta shard
+	// freshDir: this start found no Raft data in the data dir (a first
+	// start, a join, or a wiped dir under a used ID: register tells).
+	freshDir bool
 
 	build     api.Build // this node's (SetBuild)
 	peerViews peerViews // peers.go
@@ -180,6 +184,9 @@ func New(cfg config.Config, reg *metrics.Registry) (*Node, error) {
 	n.incarnation = uint64(time.Now().UnixNano())
 	n.metrics = newNodeMetrics(reg, n)
 	nhDir := filepath.Join(cfg.DataDir, "raft")
+	if _, err := os.Stat(nhDir); errors.Is(err, os.ErrNotExist) {
+		n.freshDir = true // checked against the meta shard before registering (register)
+	}
 	logdb := logDBPreset(cfg.LogDB)
 	logdb.Shards = logDBShards(nhDir)
 	nhc := dbconfig.NodeHostConfig{
@@ -357,6 +364,9 @@ func (n *Node) register() {
 	}
 	cmd := fsm.Encode(fsm.OpRegisterNode, fsm.RegisterNode{ID: n.cfg.NodeID, RaftAddress: n.cfg.RaftAddress, APIAddress: api,
 		Incarnation: n.incarnation})
+	if n.freshDir && !n.checkNotWiped() {
+		return
+	}
 	for attempt := 0; ; attempt++ {
 		if n.Registered() {
 			return

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -88,4 +89,47 @@ func checkLostLog(dir string, id uint64) error {
 	first, _, _ := strings.Cut(string(b), "\n")
 	return fmt.Errorf("data dir %s: its Raft log was found empty where the cluster holds committed entries (%s): %s",
 		dir, first, lostLogAdvice(id))
+}
+
+// checkNotWiped runs before a node that started on an empty data dir
+// registers: once its meta replica has caught up (a ReadIndex), a record
+// of its ID with an incarnation says that a process of this node ran
+// before, on a data dir that is gone — its peers hold entries it
+// acknowledged and has forgotten, which Raft's safety does not allow. On
+// a new cluster's first start and on a join the record is absent or has
+// no incarnation (AddNode writes none). The node then says so, marks the
+// data dir (every later start is refused before Raft starts) and stops as
+// a removed node does. False: it stopped, or the node is closing.
+//
+// Dragonboat may panic first (onPanic), when a heartbeat's commit index
+// reaches past the empty log before this check ends; whichever comes first
+// marks the dir.
+func (n *Node) checkNotWiped() bool {
+	for attempt := 0; ; attempt++ {
+		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.RequestTimeout)
+		err := n.SyncMeta(ctx)
+		cancel()
+		if err == nil {
+			break
+		}
+		if !n.sleep(backoff(attempt)) {
+			return false
+		}
+	}
+	rec, ok := n.meta.Node(n.cfg.NodeID)
+	if !ok || rec.Incarnation == 0 || rec.Incarnation == n.incarnation {
+		return true
+	}
+	advice := lostLogAdvice(n.cfg.NodeID)
+	msg := fmt.Sprintf("node %d started on an empty data dir, and the cluster remembers a process of node %d that ran before", n.cfg.NodeID, n.cfg.NodeID)
+	if err := config.WriteFile(filepath.Join(n.cfg.DataDir, lostLogFile), []byte(msg+"\n"+advice+"\n")); err != nil {
+		n.log.Warn("cannot mark the data dir", "err", err)
+	}
+	n.removal.once.Do(func() {
+		reason := msg + ": " + advice
+		n.removal.reason.Store(&reason)
+		n.log.Error("this node's Raft log is empty where its peers hold committed entries: it stops serving and exits; "+advice, "how", msg)
+		close(n.removal.done)
+	})
+	return false
 }
