@@ -757,12 +757,3 @@ func cpuSnapshot() (children map[int]int64, self int64, at time.Time) {
 	self, _, _ = cpuTicks(os.Getpid())
 	return children, self, at
 }
-
-// thousands prints n with a comma between thousands: 10,000.
-func thousands(n int) string {
-	s := strconv.Itoa(n)
-	for i := len(s) - 3; i > 0; i -= 3 {
-		s = s[:i] + "," + s[i:]
-	}
-	return s
-}

@@ -9,6 +9,7 @@ package peers
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -191,4 +192,13 @@ func watchRounds(ctx context.Context, what string, watchers, rounds int, obs <-c
 	}
 	s.Elapsed = time.Since(start)
 	return s, nil
+}
+
+// thousands prints n with a comma between thousands: 10,000.
+func thousands(n int) string {
+	s := strconv.Itoa(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }
