@@ -2,6 +2,10 @@ package server_test
 
 import (
 	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -13,9 +17,11 @@ import (
 	"time"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/server"
 	"github.com/rafting/rafting/server/config"
 	"github.com/rafting/rafting/server/httpapi"
 	"github.com/rafting/rafting/server/servertest"
+	"github.com/rafting/rafting/tenants"
 )
 
 // TestAttackOneTenantTakesEveryConnection: DESIGN.md promises a budget per
@@ -316,5 +322,91 @@ func TestAttackUnauthenticatedChurnEvictsSlowClients(t *testing.T) {
 	if failed > 0 {
 		t.Fatalf("a client that sends its first request 100 ms after connecting (TLS over a WAN): %d of 10 connections closed "+
 			"by an unauthenticated attacker's churn of silent connections (last: %v)", failed, last)
+	}
+}
+
+// TestAttackParkedOverTLSReconnects: attack pattern 5 over TLS. A refusal
+// past a tenant's holds is parked on its connection and answered in turn
+// (server/httpapi/conns_park.go); with the TLS listener wrapped around the
+// limited one, a parked TLS connection could not go back to the server
+// below TLS, so its answer ended it, and the client paid a new TCP and
+// TLS handshake for every parked refusal. Served by the limited listener
+// itself, TLS connections go back as they are.
+//
+// Small scale: 96 HTTP/1.1 connections over TLS of a tenant at 10
+// requests a second, past its 64 holds, for 3 s.
+func TestAttackParkedOverTLSReconnects(t *testing.T) {
+	dir := t.TempDir()
+	ca := servertest.NewCA(t, dir, "cluster")
+	c := servertest.Start(t, servertest.Options{Nodes: 1, Configure: func(cfg *config.Config) { ca.Secure(t, cfg) }})
+	pool, err := server.LoadCA(ca.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsConfig := &tls.Config{RootCAs: pool}
+	admin := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConfig}}
+	defer admin.CloseIdleConnections()
+	body, _ := json.Marshal(api.CreateTenantRequest{Name: "mallory", Secret: tenants.NewSecret(), Quotas: api.Quotas{RequestsPerSecond: 10, Burst: 10}})
+	req, _ := http.NewRequest(http.MethodPost, "https://"+c.Addr(1)+"/v1/tenants", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+servertest.AdminToken)
+	resp, err := admin.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ten api.Tenant
+	_ = json.NewDecoder(resp.Body).Decode(&ten)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated || ten.Token == "" {
+		t.Fatalf("create tenant = %d", resp.StatusCode)
+	}
+
+	const conns = 96
+	var dials atomic.Int64
+	counts := map[string]int{}
+	var mu sync.Mutex
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for range conns {
+		tr := &http.Transport{TLSClientConfig: tlsConfig, MaxIdleConnsPerHost: 1,
+			TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}, // HTTP/1.1
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				dials.Add(1)
+				return (&net.Dialer{}).DialContext(ctx, network, addr)
+			}}
+		defer tr.CloseIdleConnections()
+		client := &http.Client{Transport: tr}
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+c.Addr(1)+"/v1/tenants/mallory/services", nil)
+				req.Header.Set("Authorization", "Bearer "+ten.Token)
+				resp, err := client.Do(req)
+				k := "error"
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					k = fmt.Sprint(resp.StatusCode)
+				} else if ctx.Err() != nil {
+					return
+				}
+				mu.Lock()
+				counts[k]++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("%d TLS connections over the rate: %v, %d connections opened", conns, counts, dials.Load())
+	if counts["429"] == 0 {
+		t.Fatalf("no refusal: %v", counts)
+	}
+	for k, n := range counts {
+		if k != "200" && k != "429" {
+			t.Errorf("%d answers %s: want only 200 and 429", n, k)
+		}
+	}
+	if n := dials.Load(); n > conns+conns/4 {
+		t.Errorf("%d TLS connections over the rate of a tenant opened %d connections in 3 s: parked refusals ended their "+
+			"connections (want them answered on the same connection, at most %d opened)", conns, n, conns+conns/4)
 	}
 }

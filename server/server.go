@@ -67,8 +67,8 @@ func New(cfg config.Config) (*Server, error) {
 	if maxConns == 0 {
 		maxConns = httpapi.DefaultMaxConnections()
 	}
-	ln = httpapi.Limit(ln, httpapi.ConnLimits{MaxTotal: maxConns, MaxUnauthenticated: cfg.MaxUnauthenticated,
-		MaxUnauthenticatedPerAddress: cfg.MaxUnauthenticatedPerAddress, AuthTimeout: cfg.AuthTimeout})
+	lim := httpapi.ConnLimits{MaxTotal: maxConns, MaxUnauthenticated: cfg.MaxUnauthenticated,
+		MaxUnauthenticatedPerAddress: cfg.MaxUnauthenticatedPerAddress, AuthTimeout: cfg.AuthTimeout}
 	if cfg.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
 		if err != nil {
@@ -77,9 +77,11 @@ func New(cfg config.Config) (*Server, error) {
 		}
 		// h2 by ALPN for the client stream (and every request of an SDK
 		// client, multiplexed on one connection), HTTP/1.1 for the rest.
-		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
-			NextProtos: []string{"h2", "http/1.1"}})
+		// Served by the limited listener, above its limits.
+		lim.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
+			NextProtos: []string{"h2", "http/1.1"}}
 	}
+	ln = httpapi.Limit(ln, lim)
 	reg := metrics.NewRegistry()
 	node, err := cluster.New(cfg, reg)
 	if err != nil {

@@ -23,6 +23,11 @@ import (
 type ConnLimits struct {
 	MaxTotal, MaxUnauthenticated, MaxUnauthenticatedPerAddress int
 	AuthTimeout                                                time.Duration
+	// TLS, when set, is the listener's to serve: connections are handed
+	// on as TLS connections over the limited ones, so a refused or idle
+	// connection costs no handshake, and a parked one goes back to the
+	// server as it was (conns_park.go). nil: plain TCP.
+	TLS *tls.Config
 	// MaxPerTenant caps the connections one tenant holds (those whose
 	// first authenticated request was its): 0 is nine tenths of MaxTotal,
 	// so one tenant can never take every connection of a node.
@@ -47,9 +52,9 @@ func defaultMaxConnections(limit uint64) int {
 // connCounts is the listener's bookkeeping.
 type connCounts struct {
 	lim     ConnLimits
-	w       *waiter            // nil: none
-	hand    func(*limitedConn) // gives a connection (back) to Accept
-	parking parking            // refusals waiting for their turn (conns_park.go)
+	w       *waiter        // nil: none
+	hand    func(net.Conn) // gives a connection back to Accept as it was served (lc, or TLS over it)
+	parking parking        // refusals waiting for their turn (conns_park.go)
 
 	mu        sync.Mutex
 	total     int
@@ -72,7 +77,7 @@ func Limit(ln net.Listener, lim ConnLimits) net.Listener {
 	l := &limitedListener{Listener: ln, c: &connCounts{lim: lim, perAddr: map[string]*list.List{}, perTenant: map[string]int{},
 		parking: parking{byConn: map[*limitedConn]*parked{}, next: map[string]time.Time{}, count: map[string]int{}}},
 		ready: make(chan net.Conn, 64), closing: make(chan struct{}), ended: make(chan struct{})}
-	l.c.hand = l.handOn
+	l.c.hand = l.handBack
 	if w, err := newWaiter(l.handOn); err == nil {
 		l.w = w
 		l.c.w = w
@@ -137,12 +142,22 @@ func (l *limitedListener) acceptLoop() {
 	}
 }
 
-// handOn gives an admitted connection to Accept.
+// handOn gives an admitted connection to Accept (TLS over it, with
+// ConnLimits.TLS).
 func (l *limitedListener) handOn(lc *limitedConn) {
+	if cfg := l.c.lim.TLS; cfg != nil {
+		l.handBack(tls.Server(lc, cfg))
+		return
+	}
+	l.handBack(lc)
+}
+
+// handBack gives a connection to Accept as it is.
+func (l *limitedListener) handBack(c net.Conn) {
 	select {
-	case l.ready <- lc:
+	case l.ready <- c:
 	case <-l.closing:
-		lc.Close()
+		c.Close()
 	}
 }
 

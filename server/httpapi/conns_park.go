@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
@@ -28,7 +29,8 @@ import (
 //
 // Not parked, and ended as before: HTTP/2 streams (the stream is reset,
 // its connection serves others), and requests with a body left to read
-// beyond leftUnread.
+// beyond leftUnread. Over TLS a parked connection goes back only when the
+// listener serves TLS (ConnLimits.TLS); otherwise its answer ends it.
 
 // ParkGap is the time between two answers to one key's parked refusals
 // on a node: at most 1/ParkGap of them a second (250), on top of the
@@ -82,17 +84,23 @@ func (s *Server) park(w http.ResponseWriter, r *http.Request, key string, refusa
 		b, _ := rw.Reader.Peek(n)
 		ahead = bytes.Clone(b)
 	}
-	if conn != net.Conn(lc) {
-		ends = true // TLS over lc: answered, then closed (it cannot go back below TLS)
+	switch tc, isTLS := conn.(*tls.Conn); {
+	case conn == net.Conn(lc):
+		lc.ahead = ahead
+	case isTLS && lc.counts.lim.TLS != nil && tc.NetConn() == net.Conn(lc) && len(ahead) == 0:
+		// Handed back as it is: the listener serves TLS itself
+		// (ConnLimits.TLS). Under another TLS listener it would be
+		// wrapped in TLS again.
+	default: // bytes read above TLS, or a wrapper not ours: answered, then closed
+		ends = true
 		answer = encodeAnswer(w.Header(), refusal, true)
 	}
-	lc.ahead = ahead
 	lc.counts.parking.add(&parked{lc: lc, conn: conn, key: key, answer: answer, ends: ends}, lc.counts.hand)
 	return true
 }
 
 // add parks p until its key's turn.
-func (pk *parking) add(p *parked, hand func(*limitedConn)) {
+func (pk *parking) add(p *parked, hand func(net.Conn)) {
 	now := time.Now()
 	pk.mu.Lock()
 	defer pk.mu.Unlock()
@@ -112,7 +120,7 @@ func (pk *parking) add(p *parked, hand func(*limitedConn)) {
 
 // release answers a parked refusal and hands its connection back (or
 // closes it, when the answer ends it or cannot be written).
-func (pk *parking) release(p *parked, hand func(*limitedConn)) {
+func (pk *parking) release(p *parked, hand func(net.Conn)) {
 	pk.mu.Lock()
 	if pk.byConn[p.lc] != p {
 		pk.mu.Unlock()
@@ -126,7 +134,7 @@ func (pk *parking) release(p *parked, hand func(*limitedConn)) {
 		return
 	}
 	_ = p.conn.SetDeadline(time.Time{})
-	hand(p.lc)
+	hand(p.conn)
 }
 
 func (pk *parking) forgetLocked(p *parked) {
