@@ -63,9 +63,10 @@ type connCounts struct {
 	perTenant map[string]int        // authenticated connections by tenant
 }
 
-// Limit wraps a listener (below TLS, so a refused connection costs no
-// handshake) with the limits. Use ConnContext as the http.Server's, so the
-// API learns which connection a request came on.
+// Limit wraps a listener with the limits, below TLS (ConnLimits.TLS, or
+// a TLS listener over it), so a refused connection costs no handshake.
+// Use ConnContext as the http.Server's, so the API learns which
+// connection a request came on.
 //
 // On Linux a connection admitted is handed on (Accept) only once it has
 // bytes to read (waiter): until then it has no goroutine and no buffers.
