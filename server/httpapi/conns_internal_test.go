@@ -1,10 +1,16 @@
 package httpapi
 
 import (
+	"bufio"
+	"bytes"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/rafting/rafting/api"
 )
 
 // TestOldestUnauthenticatedMakesRoom: when the unauthenticated
@@ -180,5 +186,36 @@ func TestHeldUntilReadable(t *testing.T) {
 	}
 	if _, err := ln.Accept(); err == nil {
 		t.Fatal("Accept on a closed listener succeeded")
+	}
+}
+
+// TestParkedAnswer: a parked refusal's answer, encoded by hand, is the
+// response writeError makes: status, headers, body, and Connection: close
+// when it ends the connection.
+func TestParkedAnswer(t *testing.T) {
+	refusal := &api.Error{Code: api.CodeRateLimited, Message: "acme: requests_per_second exceeded", RetryAfter: 1500 * time.Millisecond}
+	h := http.Header{}
+	h.Set(HeaderRequestID, "r-1")
+	want := httptest.NewRecorder()
+	want.Header().Set(HeaderRequestID, "r-1")
+	writeError(want, refusal)
+	for _, ends := range []bool{false, true} {
+		b := encodeAnswer(h, refusal, ends)
+		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(b)), nil)
+		if err != nil {
+			t.Fatalf("encodeAnswer(ends %v) = %q: %v", ends, b, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != want.Code || !bytes.Equal(body, want.Body.Bytes()) {
+			t.Fatalf("encodeAnswer(ends %v) = %d %s, want %d %s", ends, resp.StatusCode, body, want.Code, want.Body.Bytes())
+		}
+		for _, k := range []string{"Retry-After", "Content-Type", HeaderRequestID} {
+			if resp.Header.Get(k) != want.Header().Get(k) || resp.Header.Get(k) == "" {
+				t.Fatalf("encodeAnswer(ends %v): %s = %q, want %q", ends, k, resp.Header.Get(k), want.Header().Get(k))
+			}
+		}
+		if resp.Close != ends {
+			t.Fatalf("encodeAnswer(ends %v): the answer ends the connection: %v", ends, resp.Close)
+		}
 	}
 }

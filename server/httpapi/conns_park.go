@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -171,16 +173,35 @@ func (pk *parking) close() {
 }
 
 // encodeAnswer is the HTTP/1.1 response a refusal gets: the headers set
-// so far (the request's ID), then writeError's.
+// so far (the request's ID), then writeError's. Written by hand, not by
+// http.Response.Write (which sorts and copies the headers): a parked
+// refusal's answer is encoded at up to 1/ParkGap a second per key.
 func encodeAnswer(h http.Header, refusal error, ends bool) []byte {
 	rec := &recorder{h: h.Clone(), log: func(string) {}}
 	writeError(rec, refusal)
 	if ends {
 		rec.h.Set("Connection", "close")
 	}
-	resp := &http.Response{StatusCode: rec.status, ProtoMajor: 1, ProtoMinor: 1, Header: rec.h,
-		ContentLength: int64(len(rec.body)), Body: io.NopCloser(bytes.NewReader(rec.body))}
-	var b bytes.Buffer
-	_ = resp.Write(&b)
-	return b.Bytes()
+	rec.h.Del("Content-Length")
+	b := make([]byte, 0, 256+len(rec.body))
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(rec.status), 10)
+	b = append(b, ' ')
+	b = append(b, http.StatusText(rec.status)...)
+	b = append(b, "\r\n"...)
+	for k, vs := range rec.h {
+		for _, v := range vs {
+			if strings.ContainsAny(v, "\r\n") || strings.ContainsAny(k, "\r\n: ") {
+				continue // never ours; never sent
+			}
+			b = append(b, k...)
+			b = append(b, ": "...)
+			b = append(b, v...)
+			b = append(b, "\r\n"...)
+		}
+	}
+	b = append(b, "Content-Length: "...)
+	b = strconv.AppendInt(b, int64(len(rec.body)), 10)
+	b = append(b, "\r\n\r\n"...)
+	return append(b, rec.body...)
 }
