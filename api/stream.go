@@ -34,6 +34,8 @@ const (
 	FrameCloseSession   = "close_session"   // {req, id}
 	FrameResign         = "resign"          // {req, service, body: ResignRequest, session?, seq?}
 	FrameSetPolicy      = "set_policy"      // {req, service, body: PolicyRequest}
+	FramePutKV          = "put_kv"          // {req, key, body: KVPutRequest, session?, seq?}
+	FrameKVTxn          = "kv_txn"          // {req, body: KVTxnRequest, session?, seq?}
 	FramePing           = "ping"            // {req?}; the server sends {"type":"ping"} on a quiet stream
 )
 
@@ -78,7 +80,7 @@ type ClientFrame struct {
 	Body    json.RawMessage `json:"body,omitempty"`
 	// Key and Prefix are a watch_kv's: one key, or with Prefix the
 	// subtree of Key ("" with Prefix: every key), as GET .../kv/{key}
-	// ?prefix=true reads it.
+	// ?prefix=true reads it. Key is also the key a put_kv writes.
 	Key    string `json:"key,omitempty"`
 	Prefix bool   `json:"prefix,omitempty"`
 }

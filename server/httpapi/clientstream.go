@@ -612,6 +612,8 @@ var frameFields = map[string]int{
 	api.FrameCloseSession:   fReq | fID,
 	api.FrameResign:         fReq | fService | fBody | fSession | fSeq,
 	api.FrameSetPolicy:      fReq | fService | fBody,
+	api.FramePutKV:          fReq | fKey | fBody | fSession | fSeq,
+	api.FrameKVTxn:          fReq | fBody | fSession | fSeq,
 	api.FramePing:           fReq,
 }
 
@@ -721,7 +723,7 @@ func decodeFrame(line []byte) (f api.ClientFrame, bad, fatal *api.Error) {
 			return f, api.BadField("w", "is required: the number of the watch"), nil
 		}
 	case api.FramePutInstance, api.FrameDeleteInstance, api.FrameOpenSession, api.FrameCloseSession,
-		api.FrameResign, api.FrameSetPolicy:
+		api.FrameResign, api.FrameSetPolicy, api.FramePutKV, api.FrameKVTxn:
 		if err := writePathFields(&f); err != nil {
 			return f, err.(*api.Error), nil
 		}
@@ -737,6 +739,16 @@ func writePathFields(f *api.ClientFrame) error {
 	switch f.Type {
 	case api.FrameOpenSession, api.FrameCloseSession:
 		return api.ValidateSessionID("id", f.ID)
+	case api.FramePutKV, api.FrameKVTxn:
+		if f.Type == api.FramePutKV {
+			if err := api.ValidateKey("key", f.Key); err != nil {
+				return err
+			}
+		}
+		if f.Session != "" {
+			return api.ValidateSessionID("session", f.Session)
+		}
+		return nil
 	}
 	if err := api.ValidateName("service", f.Service); err != nil {
 		return err

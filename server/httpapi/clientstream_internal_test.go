@@ -27,6 +27,9 @@ func FuzzClientFrame(f *testing.F) {
 		`{"type":"close_session","req":8,"id":"sess-0123456789abcdef"}`,
 		`{"type":"resign","req":9,"service":"web","body":{"instance":"w-1","fencing_token":7}}`,
 		`{"type":"set_policy","req":10,"service":"web","body":{"cold_start":{"min_ready":2}}}`,
+		`{"type":"put_kv","req":11,"key":"app/flag","body":{"text":"on","if_index":0}}`,
+		`{"type":"kv_txn","req":12,"body":{"compare":[{"key":"a","exists":true}],"put":[{"key":"a","text":"1"}]}}`,
+		`{"type":"put_kv","req":13,"key":"../x","body":{}}`,
 		`{"type":"watch","req":"x"}`, `[1]`, `null`, `{"type":`, `{} {}`, `{"type":"ping","req":-1}`,
 		`{"type":"keepalive","req":1,"sessions":[]}`, "\xff\xfe", `{"type":"watch","req":1,"w":1,"service":".."}`,
 	} {

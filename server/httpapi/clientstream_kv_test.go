@@ -229,3 +229,76 @@ func TestClientStreamWatchKVRefusals(t *testing.T) {
 		return false
 	})
 }
+
+// TestClientStreamKVWrites: put_kv and kv_txn frames are the REST PUT of a
+// key and POST kv:txn on the stream — the same answers (201 then 200 with
+// the key's indexes, 409 on a failed compare-and-set or compare), the
+// same refusals (400 naming the field: a bad key, a field the type does
+// not take), and what they wrote is what REST reads.
+func TestClientStreamKVWrites(t *testing.T) {
+	c := servertest.Start(t, servertest.Options{})
+	tok := c.CreateTenant("acme", generous)
+	leader := c.WaitTenantLeader("acme")
+	s := openStream(t, h2cClient(0), c.Addr(leader), "acme", tok)
+	body := func(v any) json.RawMessage {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	text := func(s string) *string { return &s }
+
+	s.send(api.ClientFrame{Type: api.FramePutKV, Req: 1, Key: "app/flag", Body: body(api.KVPutRequest{Text: text("on")})})
+	r := s.result(1)
+	var put api.KVPutResponse
+	if r.Status != http.StatusCreated || json.Unmarshal(r.Body, &put) != nil || put.KV.Version != 1 || put.Index == 0 {
+		t.Fatalf("put_kv = %d %s, want 201 with version 1", r.Status, r.Body)
+	}
+	stale := uint64(0) // "must not exist": it does now
+	s.send(api.ClientFrame{Type: api.FramePutKV, Req: 2, Key: "app/flag", Body: body(api.KVPutRequest{Text: text("off"), IfIndex: &stale})})
+	if r := s.result(2); r.Status != http.StatusConflict {
+		t.Fatalf("put_kv with a stale if_index = %d %s, want 409", r.Status, r.Body)
+	}
+	mod := put.KV.ModIndex
+	s.send(api.ClientFrame{Type: api.FrameKVTxn, Req: 3, Body: body(api.KVTxnRequest{
+		Compare: []api.KVCompare{{Key: "app/flag", ModIndex: &mod}},
+		Put:     []api.KVTxnPut{{Key: "app/flag", Text: text("off")}, {Key: "app/other", Text: text("1")}}})})
+	if r := s.result(3); r.Status != http.StatusOK {
+		t.Fatalf("kv_txn = %d %s, want 200", r.Status, r.Body)
+	}
+	s.send(api.ClientFrame{Type: api.FrameKVTxn, Req: 4, Body: body(api.KVTxnRequest{
+		Compare: []api.KVCompare{{Key: "app/flag", ModIndex: &mod}}, Put: []api.KVTxnPut{{Key: "app/flag", Text: text("again")}}})})
+	if r := s.result(4); r.Status != http.StatusConflict {
+		t.Fatalf("kv_txn with a stale compare = %d %s, want 409", r.Status, r.Body)
+	}
+	for _, key := range []string{"app/flag", "app/other"} {
+		var got api.KVResponse
+		c.Do(leader, tok, http.MethodGet, "/v1/tenants/acme/kv/"+key+"?consistent=true", nil).JSON(t, &got)
+		want := map[string]string{"app/flag": "off", "app/other": "1"}[key]
+		if got.KV.Text == nil || *got.KV.Text != want {
+			t.Errorf("REST reads %s = %+v, want %q", key, got.KV, want)
+		}
+	}
+
+	for _, tc := range []struct {
+		f     api.ClientFrame
+		field string
+	}{
+		{api.ClientFrame{Type: api.FramePutKV, Req: 10, Key: "../x", Body: body(api.KVPutRequest{Text: text("1")})}, "key"},
+		{api.ClientFrame{Type: api.FramePutKV, Req: 11, Key: "a", Service: "web", Body: body(api.KVPutRequest{Text: text("1")})}, "service"},
+		{api.ClientFrame{Type: api.FrameKVTxn, Req: 12, Key: "a", Body: body(api.KVTxnRequest{})}, "key"},
+	} {
+		s.send(tc.f)
+		r := s.result(tc.f.Req)
+		var eb api.ErrorBody
+		if r.Status != http.StatusBadRequest || json.Unmarshal(r.Body, &eb) != nil || !strings.Contains(eb.Error.Message, tc.field) {
+			t.Errorf("%s with a bad %s = %d %s, want 400 naming it", tc.f.Type, tc.field, r.Status, r.Body)
+		}
+	}
+	// The stream lives on.
+	s.send(api.ClientFrame{Type: api.FramePutKV, Req: 20, Key: "app/flag", Body: body(api.KVPutRequest{Text: text("on")})})
+	if r := s.result(20); r.Status != http.StatusOK {
+		t.Fatalf("put_kv after the refusals = %d %s", r.Status, r.Body)
+	}
+}

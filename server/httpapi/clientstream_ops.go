@@ -188,6 +188,10 @@ func (cs *clientStream) doWrite(f *api.ClientFrame) {
 		method, path, values, handler = http.MethodPost, "/v1/tenants/"+t+"/services/"+f.Service+"/master/resign", []string{"s", f.Service}, s.resign
 	case api.FrameSetPolicy:
 		method, path, values, handler = http.MethodPut, "/v1/tenants/"+t+"/services/"+f.Service+"/policy", []string{"s", f.Service}, s.setPolicy
+	case api.FramePutKV:
+		method, path, values, handler = http.MethodPut, "/v1/tenants/"+t+"/kv/"+f.Key, []string{"key", f.Key}, s.kvPut
+	case api.FrameKVTxn:
+		method, path, handler = http.MethodPost, "/v1/tenants/"+t+"/kv:txn", s.kvTxn
 	default:
 		cs.sendResultErr(false, f.Req, api.BadField("type", "%q is not a frame type", f.Type))
 		return
@@ -245,12 +249,17 @@ func (r byteReplacer) Replace(b []byte) []byte {
 // restRequest is the REST request a write frame stands for: its method,
 // path values, X-Rafting-Session and X-Rafting-Sequence, and body.
 func (cs *clientStream) restRequest(ctx context.Context, method, path string, f *api.ClientFrame, values ...string) *http.Request {
-	h := make(http.Header, 2)
+	h := make(http.Header, 3)
 	if f.Session != "" {
 		h.Set(api.HeaderSession, f.Session)
 	}
 	if f.Seq != 0 {
 		h.Set(api.HeaderSequence, strconv.FormatUint(f.Seq, 10))
+	}
+	if f.Body != nil {
+		// A frame's body is JSON (a put_kv's is api.KVPutRequest, never
+		// the raw value a REST PUT may send).
+		h.Set("Content-Type", "application/json")
 	}
 	req := (&http.Request{
 		Method: method, URL: &url.URL{Path: path}, RequestURI: path,
