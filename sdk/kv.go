@@ -118,7 +118,8 @@ func (c *Client) Txn(ctx context.Context, t *Txn) (uint64, error) {
 	if err := t.check(); err != nil {
 		return 0, fmt.Errorf("sdk: txn: %w", err)
 	}
-	resp, err := c.kvWrite(ctx, transport.Request{Method: http.MethodPost, Path: c.tenantPath("/kv:txn")}, t.req, len(t.req.Compare) > 0)
+	resp, err := c.kvWrite(ctx, transport.Request{Method: http.MethodPost, Path: c.tenantPath("/kv:txn")},
+		&api.ClientFrame{Type: api.FrameKVTxn}, t.req, len(t.req.Compare) > 0)
 	if err != nil {
 		return 0, fmt.Errorf("sdk: txn: %w", err)
 	}
@@ -276,7 +277,8 @@ func (c *Client) putKV(ctx context.Context, key string, value []byte, ifIndex *u
 	}
 	body := api.KVPutRequest{IfIndex: ifIndex, Session: session}
 	body.Text, body.Value = wireValue(value)
-	resp, err := c.kvWrite(ctx, transport.Request{Method: http.MethodPut, Path: c.kvPath(key)}, body, ifIndex != nil)
+	resp, err := c.kvWrite(ctx, transport.Request{Method: http.MethodPut, Path: c.kvPath(key)},
+		&api.ClientFrame{Type: api.FramePutKV, Key: key}, body, ifIndex != nil)
 	if err != nil {
 		return api.KV{}, 0, err
 	}
@@ -291,7 +293,7 @@ func (c *Client) putKV(ctx context.Context, key string, value []byte, ifIndex *u
 // write that compares.
 func (c *Client) deleteKV(ctx context.Context, key string, ifIndex uint64) (uint64, error) {
 	resp, err := c.kvWrite(ctx, transport.Request{Method: http.MethodDelete,
-		Path: c.kvPath(key) + "?if_index=" + strconv.FormatUint(ifIndex, 10)}, nil, true)
+		Path: c.kvPath(key) + "?if_index=" + strconv.FormatUint(ifIndex, 10)}, nil, nil, true)
 	if err != nil {
 		return 0, err
 	}
@@ -302,10 +304,13 @@ func (c *Client) deleteKV(ctx context.Context, key string, ifIndex uint64) (uint
 	return position(resp.Epoch(), out.Index), nil
 }
 
-// kvWrite sends a store write until it is answered for good or ctx ends.
-// One that compares (see the top of this file) is retried only as long
-// as a retry cannot mistake the write's own success for a failed compare.
-func (c *Client) kvWrite(ctx context.Context, req transport.Request, body any, compares bool) (*transport.Response, error) {
+// kvWrite sends a store write until it is answered for good or ctx ends:
+// its first attempt on the Client's stream as frame f (when the Client has
+// a stream and f is not nil; its body is filled here), the rest over REST
+// (write_stream.go). One that compares (see the top of this file) is
+// retried only as long as a retry cannot mistake the write's own success
+// for a failed compare.
+func (c *Client) kvWrite(ctx context.Context, req transport.Request, f *api.ClientFrame, body any, compares bool) (*transport.Response, error) {
 	if body != nil {
 		b, err := jsonMarshal(body)
 		if err != nil {
@@ -313,12 +318,22 @@ func (c *Client) kvWrite(ctx context.Context, req transport.Request, body any, c
 		}
 		req.Body = b
 	}
+	var unknown error // the last attempt whose outcome is unknown
+	if f != nil {
+		f.Body = req.Body
+		resp, err, final, lost := c.tryStream(ctx, *f)
+		if final {
+			return resp, err
+		}
+		if lost {
+			unknown = err
+		}
+	}
 	if !compares {
 		req.Retry = writeRetry
 		return c.tr.Do(ctx, req)
 	}
 	j := transport.NewJitter(writeRetry.Base, writeRetry.Cap)
-	var unknown error // the last attempt whose outcome is unknown
 	for {
 		resp, err := c.tr.Do(ctx, req) // one attempt
 		switch {

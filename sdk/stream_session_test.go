@@ -170,6 +170,25 @@ func TestWritesOnClientStream(t *testing.T) {
 		t.Fatal("the write after a refused large one did not go on the stream")
 	}
 
+	// The configuration store's writes ride the stream too.
+	kvBefore := sdk.StreamWrites(cl)
+	kv, err := cl.Put(ctx, "app/flag", []byte("on"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.CompareAndSet(ctx, "app/flag", []byte("off"), kv.ModIndex+1000); !errors.Is(err, api.ErrConflict) {
+		t.Fatalf("CompareAndSet with a stale index = %v, want a conflict", err)
+	}
+	if _, err := cl.Txn(ctx, new(sdk.Txn).IfModIndex("app/flag", kv.ModIndex).Put("app/flag", []byte("off"))); err != nil {
+		t.Fatal(err)
+	}
+	if got := sdk.StreamWrites(cl) - kvBefore; got != 3 {
+		t.Fatalf("%d of 3 configuration writes answered on the stream", got)
+	}
+	if got, err := c.Connect(t, sdk.WithClientStream(false)).Get(ctx, "app/flag"); err != nil || string(got.Value) != "off" {
+		t.Fatalf("Get over REST = %+v, %v, want off", got, err)
+	}
+
 	left := sdk.StreamWrites(cl)
 	for _, m := range ms {
 		if err := m.Leave(ctx); err != nil {

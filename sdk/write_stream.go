@@ -34,17 +34,31 @@ func (c *Client) write(ctx context.Context, f api.ClientFrame, method, path stri
 	if c.stream != nil {
 		f.Body, f.Session = b, header.Get(api.HeaderSession)
 		f.Seq, _ = strconv.ParseUint(header.Get(api.HeaderSequence), 10, 64)
-		resp, err := c.writeStream(ctx, f)
-		if err == nil || ctx.Err() != nil {
+		if resp, err, final, _ := c.tryStream(ctx, f); final {
 			return resp, err
 		}
-		var ae *api.Error
-		if errors.As(err, &ae) && !ae.Code.Retryable() && ae.Code != api.CodeUnauthorized {
-			return nil, err // the servers' final word
-		}
-		c.log.Debug("write goes on over REST", "type", f.Type, "err", err)
 	}
 	return c.tr.Do(ctx, transport.Request{Method: method, Path: path, Body: b, Header: header, Retry: writeRetry})
+}
+
+// tryStream sends f on the Client's stream once, when it has one. final:
+// resp or err is the write's answer (a 2xx, the servers' final refusal,
+// or ctx's end); else the write goes on over REST, and lost says that f
+// was sent and its answer lost, so it may have been applied.
+func (c *Client) tryStream(ctx context.Context, f api.ClientFrame) (resp *transport.Response, err error, final, lost bool) {
+	if c.stream == nil {
+		return nil, nil, false, false
+	}
+	resp, err = c.writeStream(ctx, f)
+	if err == nil || ctx.Err() != nil {
+		return resp, err, true, false
+	}
+	var ae *api.Error
+	if errors.As(err, &ae) && !ae.Code.Retryable() && ae.Code != api.CodeUnauthorized {
+		return nil, err, true, false // the servers' final word
+	}
+	c.log.Debug("write goes on over REST", "type", f.Type, "err", err)
+	return nil, err, false, errors.Is(err, stream.ErrLost) || errors.As(err, &ae) && ae.Code == api.CodeTimeout
 }
 
 // writeStream sends f on the stream once: a 2xx answer as a Response (its
