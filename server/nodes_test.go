@@ -62,7 +62,7 @@ func TestClusterNodes(t *testing.T) {
 	})
 	metrics := string(c.Do(1, servertest.AdminToken, http.MethodGet, "/metrics", nil).Body)
 	for _, re := range []string{
-		`rafting_build_info\{version="` + regexp.QuoteMeta(want.Version) + `",commit="[^"]*",go_version="go[^"]+",state_version="\d+"\} 1`,
+		`rafting_build_info\{commit="[^"]*",go_version="go[^"]+",state_version="\d+",version="` + regexp.QuoteMeta(want.Version) + `"\} 1`,
 		`rafting_peer_reachable\{node="3"\} 0`,
 		`rafting_peer_reachable\{node="2"\} 1`,
 		`rafting_peer_last_contact_seconds\{node="3"\} [0-9.e+-]+`,

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/rafting/rafting/api"
 	"github.com/rafting/rafting/server/cluster"
 )
@@ -151,8 +153,9 @@ func (s *Server) scheme() string {
 // names no tenant of the cluster (an admin token, none, a made-up name)
 // counts under tenant="", so no request adds a series.
 func (s *Server) countRefusals(next http.Handler) http.Handler {
-	refused := s.reg.NewCounterVec("rafting_http_unauthorized_total",
-		"Requests answered 401, by the tenant their token names (\"\": an admin token, none, or a tenant this cluster does not have).", "tenant")
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rafting_http_unauthorized_total",
+		Help: "Requests answered 401, by the tenant their token names (\"\": an admin token, none, or a tenant this cluster does not have)."}, []string{"tenant"})
+	s.reg.MustRegister(refused)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cw := &codeWriter{ResponseWriter: w}
 		next.ServeHTTP(cw, r)
@@ -163,7 +166,7 @@ func (s *Server) countRefusals(next http.Handler) http.Handler {
 		if _, ok := s.node.Meta().Tenant(tenant); !ok {
 			tenant = ""
 		}
-		refused.With(tenant).Inc()
+		refused.WithLabelValues(tenant).Inc()
 	})
 }
 

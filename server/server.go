@@ -23,6 +23,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/rafting/rafting/api"
 	"github.com/rafting/rafting/server/cluster"
 	"github.com/rafting/rafting/server/config"
@@ -39,7 +41,7 @@ type Server struct {
 	http  *http.Server
 	ln    net.Listener
 	peers *http.Client // to the other nodes' API
-	reg   *metrics.Registry
+	reg   *prometheus.Registry
 
 	stop   chan struct{}
 	cancel context.CancelFunc // ends every request's context at shutdown
@@ -119,7 +121,7 @@ func New(cfg config.Config) (*Server, error) {
 	}
 	build := Build()
 	node.SetBuild(build)
-	reg.NewGaugeFunc("rafting_build_info", "The build this node runs (1): its release version, commit, Go version and the newest state version it speaks.",
+	metrics.NewGaugeFunc(reg, "rafting_build_info", "The build this node runs (1): its release version, commit, Go version and the newest state version it speaks.",
 		[]string{"version", "commit", "go_version", "state_version"}, func(emit func(float64, ...string)) {
 			emit(1, build.Version, build.Commit, build.GoVersion, strconv.FormatUint(build.StateVersion, 10))
 		})

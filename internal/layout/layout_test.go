@@ -40,6 +40,10 @@ func under(path, prefix string) bool {
 	return path == prefix || strings.HasPrefix(path, prefix+"/")
 }
 
+// prometheus says whether `to` is Prometheus's Go client, which the
+// server's metrics are built on.
+func prometheus(to string) bool { return under(to, "github.com/prometheus/client_golang") }
+
 // allowed says whether package from may import `to` (a non-standard path).
 func allowed(from, to string) bool {
 	local := func(p string) bool { return under(to, mod+"/"+p) }
@@ -57,14 +61,15 @@ func allowed(from, to string) bool {
 		return local("server/fsm") || local("api") || local("tenants")
 	case under(from, mod+"/server/cluster"):
 		return local("server/cluster") || local("server/fsm") || local("server/session") || local("server/config") ||
-			local("server/metrics") || local("api") || local("tenants") || strings.HasPrefix(to, "github.com/lni/")
+			local("server/metrics") || local("api") || local("tenants") || strings.HasPrefix(to, "github.com/lni/") ||
+			prometheus(to)
 	case under(from, mod+"/server/servertest"):
 		return local("server") || local("api") || local("tenants") || local("internal/restclient")
 	case under(from, mod+"/server"):
 		if strings.HasPrefix(to, "github.com/lni/") {
 			return false // only server/cluster imports Dragonboat
 		}
-		return local("server") || local("api") || local("tenants") || under(to, "golang.org/x/time")
+		return local("server") || local("api") || local("tenants") || under(to, "golang.org/x/time") || prometheus(to)
 	case under(from, mod+"/cmd/rafting"):
 		return local("server") || local("sdk") || local("api") || local("tenants") || local("balancer") || local("internal/restclient")
 	case under(from, mod+"/examples"):

@@ -26,11 +26,11 @@ import (
 	dbconfig "github.com/lni/dragonboat/v4/config"
 	"github.com/lni/dragonboat/v4/raftio"
 	sm "github.com/lni/dragonboat/v4/statemachine"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rafting/rafting/api"
 	"github.com/rafting/rafting/server/config"
 	"github.com/rafting/rafting/server/fsm"
-	"github.com/rafting/rafting/server/metrics"
 	"github.com/rafting/rafting/server/session"
 )
 
@@ -153,7 +153,8 @@ func (t *Tenant) Fresh(ctx context.Context, maxAge time.Duration) error {
 }
 
 // New starts the NodeHost and the meta replica; Start begins reconciling.
-func New(cfg config.Config, reg *metrics.Registry) (*Node, error) {
+// reg receives the node's metrics; nil records none.
+func New(cfg config.Config, reg prometheus.Registerer) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

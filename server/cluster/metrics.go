@@ -2,7 +2,10 @@ package cluster
 
 import (
 	"strconv"
+	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rafting/rafting/server/fsm"
 	"github.com/rafting/rafting/server/metrics"
@@ -11,23 +14,35 @@ import (
 // nodeMetrics are the Raft side's metrics. A nil *nodeMetrics (no
 // registry) records nothing.
 type nodeMetrics struct {
-	proposals     *metrics.CounterVec
-	latency       *metrics.HistogramVec
-	entries       *metrics.CounterVec
-	leaderChanges *metrics.CounterVec
+	proposals     *prometheus.CounterVec
+	latency       [2]prometheus.Observer // by kind: meta, tenant
+	entries       *prometheus.CounterVec
+	leaderChanges *prometheus.CounterVec
+
+	// The proposal counters by kind and result, resolved once: a
+	// proposal's count is a read-locked map lookup and an atomic add,
+	// never a hash of its labels.
+	mu       sync.RWMutex
+	resolved [2]map[string]prometheus.Counter
 }
 
-func newNodeMetrics(reg *metrics.Registry, n *Node) *nodeMetrics {
+func newNodeMetrics(reg prometheus.Registerer, n *Node) *nodeMetrics {
 	if reg == nil {
 		return nil
 	}
+	latency := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "rafting_raft_proposal_seconds",
+		Help: "Time from proposal to applied result (all attempts).", Buckets: metrics.DefBuckets}, []string{"kind"})
 	m := &nodeMetrics{
-		proposals: reg.NewCounterVec("rafting_raft_proposals_total", "Raft proposals made by this node, by shard kind and result.", "kind", "result"),
-		latency:   reg.NewHistogramVec("rafting_raft_proposal_seconds", "Time from proposal to applied result (all attempts).", nil, "kind"),
-		entries:   reg.NewCounterVec("rafting_raft_applied_entries_total", "Entries applied by this node's tenant replicas.", "tenant"),
-		leaderChanges: reg.NewCounterVec("rafting_shard_leader_changes_total",
-			"Leader changes of each shard seen by this node's replica (a new leader known), since it started.", "shard", "tenant"),
+		proposals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rafting_raft_proposals_total",
+			Help: "Raft proposals made by this node, by shard kind and result."}, []string{"kind", "result"}),
+		latency: [2]prometheus.Observer{latency.WithLabelValues("meta"), latency.WithLabelValues("tenant")},
+		entries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rafting_raft_applied_entries_total",
+			Help: "Entries applied by this node's tenant replicas."}, []string{"tenant"}),
+		leaderChanges: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rafting_shard_leader_changes_total",
+			Help: "Leader changes of each shard seen by this node's replica (a new leader known), since it started."}, []string{"shard", "tenant"}),
+		resolved: [2]map[string]prometheus.Counter{{}, {}},
 	}
+	reg.MustRegister(m.proposals, latency, m.entries, m.leaderChanges)
 	shardLabel := func(shard uint64) string { return strconv.FormatUint(shard, 10) }
 	// leaders emits f(shard, tenant, leader node or 0, term, has leader)
 	// for the meta shard and every tenant shard.
@@ -42,7 +57,7 @@ func newNodeMetrics(reg *metrics.Registry, n *Node) *nodeMetrics {
 			emit(rec.ShardID, rec.Name, rec.Replicas[id].Node, term, ok)
 		}
 	}
-	reg.NewGaugeFunc("rafting_shard_has_leader", "1 when this node's replica of the shard knows a leader, else 0.", []string{"shard", "tenant"},
+	metrics.NewGaugeFunc(reg, "rafting_shard_has_leader", "1 when this node's replica of the shard knows a leader, else 0.", []string{"shard", "tenant"},
 		func(emit func(float64, ...string)) {
 			leaders(func(shard uint64, tenant string, _, _ uint64, ok bool) {
 				v := 0.0
@@ -52,16 +67,16 @@ func newNodeMetrics(reg *metrics.Registry, n *Node) *nodeMetrics {
 				emit(v, shardLabel(shard), tenant)
 			})
 		})
-	reg.NewGaugeFunc("rafting_shard_term", "Raft term of each shard as this node's replica sees it.", []string{"shard", "tenant"},
+	metrics.NewGaugeFunc(reg, "rafting_shard_term", "Raft term of each shard as this node's replica sees it.", []string{"shard", "tenant"},
 		func(emit func(float64, ...string)) {
 			leaders(func(shard uint64, tenant string, _, term uint64, _ bool) {
 				emit(float64(term), shardLabel(shard), tenant)
 			})
 		})
-	reg.NewGaugeFunc("rafting_cluster_nodes", "Nodes of the cluster (the meta shard's record).", nil, func(emit func(float64, ...string)) {
+	metrics.NewGaugeFunc(reg, "rafting_cluster_nodes", "Nodes of the cluster (the meta shard's record).", nil, func(emit func(float64, ...string)) {
 		emit(float64(len(n.meta.Nodes())))
 	})
-	reg.NewGaugeFunc("rafting_node_leaderships", "Shards this node's replicas lead.", nil, func(emit func(float64, ...string)) {
+	metrics.NewGaugeFunc(reg, "rafting_node_leaderships", "Shards this node's replicas lead.", nil, func(emit func(float64, ...string)) {
 		led := 0
 		leaders(func(shard uint64, _ string, node, _ uint64, ok bool) {
 			if ok && node == n.cfg.NodeID {
@@ -70,7 +85,7 @@ func newNodeMetrics(reg *metrics.Registry, n *Node) *nodeMetrics {
 		})
 		emit(float64(led))
 	})
-	reg.NewGaugeFunc("rafting_peer_reachable", "1 when the other node's API answered this node's last look (every 2 s), else 0.", []string{"node"},
+	metrics.NewGaugeFunc(reg, "rafting_peer_reachable", "1 when the other node's API answered this node's last look (every 2 s), else 0.", []string{"node"},
 		func(emit func(float64, ...string)) {
 			peers, _ := n.peerContact()
 			for id, p := range peers {
@@ -81,7 +96,7 @@ func newNodeMetrics(reg *metrics.Registry, n *Node) *nodeMetrics {
 				emit(v, strconv.FormatUint(id, 10))
 			}
 		})
-	reg.NewGaugeFunc("rafting_peer_last_contact_seconds", "Seconds since the other node's API last answered this node (since this node started, if never).", []string{"node"},
+	metrics.NewGaugeFunc(reg, "rafting_peer_last_contact_seconds", "Seconds since the other node's API last answered this node (since this node started, if never).", []string{"node"},
 		func(emit func(float64, ...string)) {
 			peers, _ := n.peerContact()
 			for id, p := range peers {
@@ -92,7 +107,7 @@ func newNodeMetrics(reg *metrics.Registry, n *Node) *nodeMetrics {
 				emit(time.Since(since).Seconds(), strconv.FormatUint(id, 10))
 			}
 		})
-	reg.NewGaugeFunc("rafting_tenant_previous_token_expiry_timestamp_seconds",
+	metrics.NewGaugeFunc(reg, "rafting_tenant_previous_token_expiry_timestamp_seconds",
 		"When each tenant's previous token stops working (Unix time); no series when it has none.", []string{"tenant"},
 		func(emit func(float64, ...string)) {
 			for _, rec := range n.meta.Tenants() {
@@ -101,14 +116,14 @@ func newNodeMetrics(reg *metrics.Registry, n *Node) *nodeMetrics {
 				}
 			}
 		})
-	reg.NewGaugeFunc("rafting_shard_applied_index", "Last applied Raft index of each shard replica on this node.", []string{"shard", "tenant"},
+	metrics.NewGaugeFunc(reg, "rafting_shard_applied_index", "Last applied Raft index of each shard replica on this node.", []string{"shard", "tenant"},
 		func(emit func(float64, ...string)) {
 			emit(float64(n.meta.Applied()), strconv.FormatUint(fsm.MetaShardID, 10), "")
 			for _, t := range n.Tenants() {
 				emit(float64(t.SM.Applied()), strconv.FormatUint(t.ShardID, 10), t.Name)
 			}
 		})
-	reg.NewGaugeFunc("rafting_shard_leader_node", "Node ID of each shard's leader as this node sees it (0: unknown).", []string{"shard", "tenant"},
+	metrics.NewGaugeFunc(reg, "rafting_shard_leader_node", "Node ID of each shard's leader as this node sees it (0: unknown).", []string{"shard", "tenant"},
 		func(emit func(float64, ...string)) {
 			if id, _, ok := n.leader(fsm.MetaShardID); ok {
 				emit(float64(id), strconv.FormatUint(fsm.MetaShardID, 10), "")
@@ -123,22 +138,22 @@ func newNodeMetrics(reg *metrics.Registry, n *Node) *nodeMetrics {
 				emit(float64(node), strconv.FormatUint(rec.ShardID, 10), rec.Name)
 			}
 		})
-	reg.NewGaugeFunc("rafting_tenant_sessions", "Live sessions per tenant.", []string{"tenant"}, func(emit func(float64, ...string)) {
+	metrics.NewGaugeFunc(reg, "rafting_tenant_sessions", "Live sessions per tenant.", []string{"tenant"}, func(emit func(float64, ...string)) {
 		for _, t := range n.Tenants() {
 			emit(float64(t.SM.Usage().Sessions), t.Name)
 		}
 	})
-	reg.NewGaugeFunc("rafting_tenant_instances", "Registered instances per tenant.", []string{"tenant"}, func(emit func(float64, ...string)) {
+	metrics.NewGaugeFunc(reg, "rafting_tenant_instances", "Registered instances per tenant.", []string{"tenant"}, func(emit func(float64, ...string)) {
 		for _, t := range n.Tenants() {
 			emit(float64(t.SM.Usage().Instances), t.Name)
 		}
 	})
-	reg.NewGaugeFunc("rafting_tenant_services", "Services per tenant.", []string{"tenant"}, func(emit func(float64, ...string)) {
+	metrics.NewGaugeFunc(reg, "rafting_tenant_services", "Services per tenant.", []string{"tenant"}, func(emit func(float64, ...string)) {
 		for _, t := range n.Tenants() {
 			emit(float64(t.SM.Usage().Services), t.Name)
 		}
 	})
-	reg.NewGaugeFunc("rafting_session_streams", "Session streams attached on this node (tenant leaders only).", []string{"tenant"}, func(emit func(float64, ...string)) {
+	metrics.NewGaugeFunc(reg, "rafting_session_streams", "Session streams attached on this node (tenant leaders only).", []string{"tenant"}, func(emit func(float64, ...string)) {
 		for _, t := range n.Tenants() {
 			if s := t.Sessions.Stats(); s.Leading {
 				emit(float64(s.Streams), t.Name)
@@ -148,11 +163,15 @@ func newNodeMetrics(reg *metrics.Registry, n *Node) *nodeMetrics {
 	return m
 }
 
-func kind(shard uint64) string {
+// kinds are the values of the label kind, by index: the meta shard, a
+// tenant shard.
+var kinds = [2]string{"meta", "tenant"}
+
+func kind(shard uint64) int {
 	if shard == fsm.MetaShardID {
-		return "meta"
+		return 0
 	}
-	return "tenant"
+	return 1
 }
 
 func (m *nodeMetrics) proposed(shard uint64, result string, d time.Duration) {
@@ -160,15 +179,24 @@ func (m *nodeMetrics) proposed(shard uint64, result string, d time.Duration) {
 		return
 	}
 	k := kind(shard)
-	m.proposals.With(k, result).Inc()
-	m.latency.With(k).Observe(d.Seconds())
+	m.mu.RLock()
+	c := m.resolved[k][result]
+	m.mu.RUnlock()
+	if c == nil {
+		c = m.proposals.WithLabelValues(kinds[k], result)
+		m.mu.Lock()
+		m.resolved[k][result] = c
+		m.mu.Unlock()
+	}
+	c.Inc()
+	m.latency[k].Observe(d.Seconds())
 }
 
 func (m *nodeMetrics) applied(t *Tenant, entries int) {
 	if m == nil {
 		return
 	}
-	m.entries.With(t.Name).Add(float64(entries))
+	m.entries.WithLabelValues(t.Name).Add(float64(entries))
 }
 
 func (m *nodeMetrics) forget(t *Tenant) {
@@ -184,5 +212,5 @@ func (m *nodeMetrics) leaderChanged(shard uint64, tenant string) {
 	if m == nil {
 		return
 	}
-	m.leaderChanges.With(strconv.FormatUint(shard, 10), tenant).Inc()
+	m.leaderChanges.WithLabelValues(strconv.FormatUint(shard, 10), tenant).Inc()
 }

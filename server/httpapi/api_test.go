@@ -121,7 +121,7 @@ func TestAPI(t *testing.T) {
 			t.Fatalf("metrics = %d", r.Status)
 		}
 		for _, want := range []string{
-			`rafting_http_requests_total{route="PUT /v1/tenants/{t}/services/{s}/instances/{id}",code="400"}`,
+			`rafting_http_requests_total{code="400",route="PUT /v1/tenants/{t}/services/{s}/instances/{id}"}`,
 			"rafting_http_request_seconds_bucket",
 			`rafting_raft_proposals_total{kind="tenant",result="ok"}`,
 			`rafting_shard_applied_index{shard="1",tenant=""}`,

@@ -28,6 +28,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/rafting/rafting/api"
 	"github.com/rafting/rafting/server/cluster"
 	"github.com/rafting/rafting/server/fsm"
@@ -39,7 +41,6 @@ import (
 type Server struct {
 	node  *cluster.Node
 	log   *slog.Logger
-	reg   *metrics.Registry
 	mux   *http.ServeMux
 	admin tenants.Hash // zero: no admin token configured
 	read  tenants.Hash // zero: no read-only token configured
@@ -61,8 +62,9 @@ type Server struct {
 
 	restoreHook atomic.Pointer[func(tenant string)] // tests: a restore about to write a tenant
 
-	reqCount *metrics.CounterVec
-	reqTime  *metrics.HistogramVec
+	reqCount     *prometheus.CounterVec
+	reqTime      *prometheus.HistogramVec
+	metricsServe http.Handler // reg's exposition
 }
 
 // identity is who a request authenticated as.
@@ -74,7 +76,7 @@ type identity struct {
 
 // New returns the API of a node. reg receives the API's metrics and is
 // served on /metrics (admin token required).
-func New(node *cluster.Node, reg *metrics.Registry, peers *http.Client) *Server {
+func New(node *cluster.Node, reg *prometheus.Registry, peers *http.Client) *Server {
 	cfg := node.Config()
 	log := cfg.Logger
 	if log == nil {
@@ -84,7 +86,7 @@ func New(node *cluster.Node, reg *metrics.Registry, peers *http.Client) *Server 
 		peers = &http.Client{Timeout: 5 * time.Second}
 	}
 	s := &Server{
-		node: node, log: log.With("node", cfg.NodeID), reg: reg, mux: http.NewServeMux(), peers: peers,
+		node: node, log: log.With("node", cfg.NodeID), mux: http.NewServeMux(), peers: peers,
 		requests: tenants.NewLimiters(0), writes: tenants.NewLimiters(0),
 		lane: tenants.NewCappedLimiters(0, maxLaneBuckets), unauth: tenants.NewCappedLimiters(0, maxAddressBuckets),
 		misses: tenants.NewLimiters(0), bytes: tenants.NewLimiters(0),
@@ -100,16 +102,20 @@ func New(node *cluster.Node, reg *metrics.Registry, peers *http.Client) *Server 
 	if cfg.ReadToken != "" {
 		s.read = tenants.HashToken(cfg.ReadToken)
 	}
-	s.reqCount = reg.NewCounterVec("rafting_http_requests_total", "HTTP requests by route and status code.", "route", "code")
-	s.reqTime = reg.NewHistogramVec("rafting_http_request_seconds", "HTTP request latency by route (blocking queries and streams included).", nil, "route")
-	reg.NewGaugeFunc("rafting_tenant_watchers", "Open blocking queries per tenant on this node.", []string{"tenant"}, func(emit func(float64, ...string)) {
+	s.reqCount = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rafting_http_requests_total",
+		Help: "HTTP requests by route and status code."}, []string{"route", "code"})
+	s.reqTime = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "rafting_http_request_seconds",
+		Help: "HTTP request latency by route (blocking queries and streams included).", Buckets: metrics.DefBuckets}, []string{"route"})
+	reg.MustRegister(s.reqCount, s.reqTime)
+	s.metricsServe = metrics.Handler(reg, s.log)
+	metrics.NewGaugeFunc(reg, "rafting_tenant_watchers", "Open blocking queries per tenant on this node.", []string{"tenant"}, func(emit func(float64, ...string)) {
 		s.watchMu.Lock()
 		defer s.watchMu.Unlock()
 		for t, n := range s.watchers {
 			emit(float64(n.Load()), t)
 		}
 	})
-	reg.NewGaugeFunc("rafting_client_streams", "Open client streams per tenant on this node.", []string{"tenant"}, func(emit func(float64, ...string)) {
+	metrics.NewGaugeFunc(reg, "rafting_client_streams", "Open client streams per tenant on this node.", []string{"tenant"}, func(emit func(float64, ...string)) {
 		s.cs.mu.Lock()
 		defer s.cs.mu.Unlock()
 		for t, n := range s.cs.byTenant {
@@ -237,9 +243,9 @@ func (sw *statusWriter) Flush() {
 func (sw *statusWriter) Unwrap() http.ResponseWriter { return sw.ResponseWriter }
 
 func (s *Server) wrap(route string, a access, l lane, write bool, fn func(http.ResponseWriter, *http.Request, identity)) http.Handler {
-	count := map[int]*metrics.Counter{}
+	count := map[int]prometheus.Counter{}
 	var countMu sync.Mutex
-	hist := s.reqTime.With(route)
+	hist := s.reqTime.WithLabelValues(route)
 	body := capOf(route)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -256,7 +262,7 @@ func (s *Server) wrap(route string, a access, l lane, write bool, fn func(http.R
 			countMu.Lock()
 			c := count[sw.status]
 			if c == nil {
-				c = s.reqCount.With(route, statusText(sw.status))
+				c = s.reqCount.WithLabelValues(route, statusText(sw.status))
 				count[sw.status] = c
 			}
 			countMu.Unlock()
@@ -669,7 +675,7 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request, _ identity) {
 }
 
 func (s *Server) metrics(w http.ResponseWriter, r *http.Request, _ identity) {
-	s.reg.Handler().ServeHTTP(w, r)
+	s.metricsServe.ServeHTTP(w, r)
 }
 
 // Sweep evicts idle rate-limit buckets; the server calls it periodically.
