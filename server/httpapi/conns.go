@@ -139,9 +139,23 @@ func (l *limitedListener) acceptLoop() {
 		}
 		if l.w == nil || !l.w.add(lc) {
 			l.handOn(lc)
+			continue
+		}
+		if d := l.c.lim.AuthTimeout; d == 0 || d > silentTimeout {
+			w := l.w
+			time.AfterFunc(silentTimeout, func() {
+				if w.holding(lc) {
+					lc.Close()
+				}
+			})
 		}
 	}
 }
+
+// silentTimeout closes a held connection that has sent nothing, when the
+// auth timeout does not first: net/http's ReadHeaderTimeout (server.Server's,
+// 10 s) did so when it read from the connection as it was accepted.
+var silentTimeout = 10 * time.Second
 
 // handOn gives an admitted connection to Accept (TLS over it, with
 // ConnLimits.TLS).

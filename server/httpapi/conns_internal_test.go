@@ -219,3 +219,33 @@ func TestParkedAnswer(t *testing.T) {
 		}
 	}
 }
+
+// TestHeldSilentTimeout: without an auth timeout (or a longer one), a
+// held connection that sends nothing is closed after silentTimeout, as
+// net/http's ReadHeaderTimeout closed it when it read from it at once.
+func TestHeldSilentTimeout(t *testing.T) {
+	defer func(d time.Duration) { silentTimeout = d }(silentTimeout)
+	silentTimeout = 300 * time.Millisecond
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := Limit(inner, ConnLimits{})
+	if ln.(*limitedListener).w == nil {
+		t.Skip("no waiter on this platform")
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", inner.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("read bytes from the server")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("a silent held connection with no auth timeout was open after 3 s (silentTimeout %v)", silentTimeout)
+	}
+	t.Logf("closed after %v", time.Since(start).Round(time.Millisecond))
+}

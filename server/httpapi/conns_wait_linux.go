@@ -95,6 +95,13 @@ func (w *waiter) add(c *limitedConn) bool {
 	return true
 }
 
+// holding reports whether c is held (it has not been handed on).
+func (w *waiter) holding(c *limitedConn) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return c.waitID != 0 && w.pending[c.waitID] == c
+}
+
 // forget takes c out of the held connections (it is being closed; the
 // kernel drops its epoll entry with its descriptor).
 func (w *waiter) forget(c *limitedConn) {

@@ -10,6 +10,7 @@ type waiter struct{}
 
 func newWaiter(func(*limitedConn)) (*waiter, error) { return nil, errors.ErrUnsupported }
 
-func (w *waiter) add(*limitedConn) bool { return false }
-func (w *waiter) forget(*limitedConn)   {}
-func (w *waiter) close()                {}
+func (w *waiter) add(*limitedConn) bool     { return false }
+func (w *waiter) forget(*limitedConn)       {}
+func (w *waiter) holding(*limitedConn) bool { return false }
+func (w *waiter) close()                    {}
