@@ -229,9 +229,13 @@ func runTenant(ctx context.Context, args []string, stdout io.Writer) error {
 	case "show":
 		err = c.Do(ctx, http.MethodGet, tp, nil, &t)
 	case "delete":
-		if err = c.Do(ctx, http.MethodDelete, tp, nil, nil); err == nil {
-			fmt.Fprintf(stdout, "tenant %s deleted\n", printable(name))
+		if err = c.Do(ctx, http.MethodDelete, tp, nil, nil); err != nil {
+			return err
 		}
+		if cf.output == "json" {
+			return printJSON(stdout, deleted{Tenant: name, Deleted: true})
+		}
+		_, err = fmt.Fprintf(stdout, "tenant %s deleted\n", printable(name))
 		return err
 	case "list":
 		var l api.TenantList
@@ -261,6 +265,12 @@ func runTenant(ctx context.Context, args []string, stdout io.Writer) error {
 		return printJSON(stdout, t)
 	}
 	return printTenant(stdout, t)
+}
+
+// deleted is tenant delete's JSON output.
+type deleted struct {
+	Tenant  string `json:"tenant"`
+	Deleted bool   `json:"deleted"` // true: the tenant is gone (or was not there)
 }
 
 func printTenant(w io.Writer, t api.Tenant) error {
@@ -312,8 +322,8 @@ func parseWithName(fs *flag.FlagSet, args []string, needName bool) (string, erro
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		name, args = args[0], args[1:]
 	}
-	if err := fs.Parse(args); err != nil {
-		return "", usageError{err.Error()}
+	if err := parseFlags(fs, args); err != nil {
+		return "", err
 	}
 	if name == "" && fs.NArg() > 0 {
 		name = fs.Arg(0)
@@ -329,6 +339,10 @@ func runService(ctx context.Context, args []string, stdout io.Writer) error {
 		return usageError{"usage: rafting service list|show [--tenant T] [NAME]"}
 	}
 	sub, args := args[0], args[1:]
+	if sub == "-h" || sub == "-help" || sub == "--help" || sub == "help" {
+		_, err := fmt.Fprintln(stdout, "usage: rafting service list|show [--tenant T] [NAME]\n\nRun 'rafting service <command> -h' for a command's flags.")
+		return err
+	}
 	fs := newFlagSet("service " + sub)
 	var cf commonFlags
 	cf.register(fs, "RAFTING_TOKEN")
@@ -446,9 +460,6 @@ func runCluster(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	id, err := parseWithName(fs, args, sub == "remove")
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) || strings.Contains(err.Error(), flag.ErrHelp.Error()) {
-			return nil
-		}
 		return err
 	}
 	c, err := cf.client()

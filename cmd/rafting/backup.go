@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/rafting/rafting/api"
@@ -26,8 +27,8 @@ func runBackup(ctx context.Context, args []string, stdout io.Writer) error {
 	var cf commonFlags
 	cf.register(fs, "RAFTING_ADMIN_TOKEN")
 	file := fs.String("f", "", "file to write (default stdout)")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	c, err := cf.client()
 	if err != nil {
@@ -55,9 +56,20 @@ func runBackup(ctx context.Context, args []string, stdout io.Writer) error {
 			instances += len(s.Instances)
 		}
 	}
-	fmt.Fprintf(stdout, "backup of %d tenants and %d permanent instances (meta index %d) written to %s\n",
+	if cf.output == "json" {
+		return printJSON(stdout, backupResult{File: *file, Tenants: len(b.Tenants), Instances: instances, Index: b.Index})
+	}
+	_, err = fmt.Fprintf(stdout, "backup of %d tenants and %d permanent instances (meta index %d) written to %s\n",
 		len(b.Tenants), instances, b.Index, *file)
-	return nil
+	return err
+}
+
+// backupResult is backup -f's JSON output.
+type backupResult struct {
+	File      string `json:"file"`
+	Tenants   int    `json:"tenants"`
+	Instances int    `json:"instances"` // permanent instances
+	Index     uint64 `json:"index"`     // the meta shard's index the backup was taken at
 }
 
 // writeFileAtomic writes b to a temporary file beside path, syncs it and
@@ -82,16 +94,21 @@ func writeFileAtomic(path string, b []byte) error {
 	return os.Rename(f.Name(), path)
 }
 
-// runRestore sends a backup file to POST /v1/restore.
-func runRestore(ctx context.Context, args []string, stdout io.Writer) error {
+// restoreProgress is how often restore says on stderr that it still waits.
+var restoreProgress = 10 * time.Second
+
+// runRestore sends a backup file to POST /v1/restore. The server answers
+// when it has written everything (up to restoreTimeout): meanwhile a line
+// on stderr every restoreProgress says it waits, and for how long.
+func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("restore")
 	var cf commonFlags
 	cf.register(fs, "RAFTING_ADMIN_TOKEN")
 	file := fs.String("f", "", "backup file to restore (required)")
 	gap := fs.Int("epoch-gap", -1, "incarnations of each tenant name to skip, so fencing tokens stay above those of the cluster the backup came from (-1: the server's default, 16)")
 	force := fs.Bool("force", false, "write the backup's state over tenants whose state moved on since (a restore sent again is otherwise refused for them)")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if *file == "" {
 		return usageError{"restore: -f names the backup file"}
@@ -122,9 +139,19 @@ func runRestore(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(q) > 0 {
 		path += "?" + q.Encode()
 	}
-	if err := c.Do(ctx, http.MethodPost, path, json.RawMessage(raw), &res); err != nil {
+	var b api.Backup
+	_ = json.Unmarshal(raw, &b) // for the count only: the server checks the backup
+	fmt.Fprintf(stderr, "restore: sending %s (%d tenants, %d bytes) to %s; the answer comes when the cluster has written it all (at most %s)\n",
+		printable(*file), len(b.Tenants), len(raw), printable(strings.Join(c.Servers, ",")), restoreTimeout)
+	start := time.Now()
+	stop := ticking(stderr, "restore", "writing", restoreProgress)
+	err = c.Do(ctx, http.MethodPost, path, json.RawMessage(raw), &res)
+	stop()
+	if err != nil {
+		fmt.Fprintf(stderr, "restore: failed after %s\n", time.Since(start).Round(time.Millisecond))
 		return err
 	}
+	fmt.Fprintf(stderr, "restore: done in %s\n", time.Since(start).Round(time.Millisecond))
 	if cf.output == "json" {
 		return printJSON(stdout, res)
 	}

@@ -21,6 +21,9 @@ import (
 
 const devTenant = "default"
 
+// devProgress is how often dev says on stderr that it is still starting.
+var devProgress = 5 * time.Second
+
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("dev")
 	var (
@@ -31,11 +34,12 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		raftPorts = fs.String("raft-ports", "7071,7171,7271", "the three nodes' Raft ports")
 		rtt       = fs.Duration("rtt", 50*time.Millisecond, "Raft tick")
 		logLevel  = fs.String("log-level", "warn", "debug, info, warn or error")
+		logFormat = fs.String("log-format", "text", "text (key=value) or json (one object a line)")
 	)
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
-	log, err := logger(stderr, *logLevel)
+	log, err := logger(stderr, *logLevel, *logFormat)
 	if err != nil {
 		return err
 	}
@@ -70,7 +74,13 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}()
 	// Nodes start concurrently: a node's first start waits for a quorum.
+	// Progress goes to stderr: a first start takes seconds, at most 60.
+	fmt.Fprintf(stderr, "dev: starting 3 nodes on %s (data in %s)\n", printable(*host), printable(*data))
+	start := time.Now()
+	stopTicking := ticking(stderr, "dev", "starting", devProgress)
+	defer stopTicking()
 	type started struct {
+		id  int
 		s   *server.Server
 		err error
 	}
@@ -88,7 +98,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		cfg.Logger = log.With("node", cfg.NodeID)
 		go func() {
 			s, err := server.New(cfg)
-			results <- started{s, err}
+			results <- started{i + 1, s, err}
 		}()
 	}
 	var firstErr error
@@ -99,6 +109,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		if r.s != nil {
 			servers = append(servers, r.s)
+			fmt.Fprintf(stderr, "dev: node %d started (API %s), %s\n", r.id, r.s.Addr(), time.Since(start).Round(time.Millisecond))
 		}
 	}
 	if firstErr != nil {
@@ -106,11 +117,13 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
+	fmt.Fprintln(stderr, "dev: waiting for the nodes to be ready (a quorum, the meta shard caught up)")
 	for _, s := range servers {
 		if err := s.WaitReady(rctx); err != nil {
 			return err
 		}
 	}
+	fmt.Fprintf(stderr, "dev: ready in %s; creating tenant %q\n", time.Since(start).Round(time.Millisecond), devTenant)
 	base := fmt.Sprintf("http://%s:%d", *host, apis[0])
 	tenantSecret, err := persistedSecret(filepath.Join(*data, devTenant+".secret"), tenants.NewSecret)
 	if err != nil {
@@ -120,6 +133,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	stopTicking()
 	printDevBanner(stdout, *host, apis, *data, admin, token)
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "\nstopping the dev cluster (handing leaderships over)...")

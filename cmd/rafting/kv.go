@@ -103,8 +103,8 @@ func runKV(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 func (k *kvCmd) parse(args []string, want string, minArgs, maxArgs int) ([]string, error) {
 	var pos []string
 	for {
-		if err := k.fs.Parse(args); err != nil {
-			return nil, usageError{err.Error()}
+		if err := parseFlags(k.fs, args); err != nil {
+			return nil, err
 		}
 		rest := k.fs.Args()
 		if len(rest) == 0 {

@@ -29,8 +29,10 @@ commands:
   cluster    nodes (health, build, lag, leaderships) and shards; remove ID; transfer-leader (admin)
   backup     save the cluster's durable state to a file (admin)
   restore    restore a backup into a new cluster (admin)
+  version    this binary's version, commit and Go version
+  completion bash|zsh|fish: a shell completion script (source it)
 
-Run 'rafting <command> -h' for a command's flags.
+Run 'rafting <command> -h' for a command's flags; -o json prints any result as JSON.
 `
 
 func main() {
@@ -39,7 +41,7 @@ func main() {
 		// printed escaped, as every value from the server is.
 		msg := printable(err.Error(), '\n', '\t', '\\')
 		var ue usageError
-		if errors.As(err, &ue) {
+		if errors.As(err, &ue) || errors.As(err, new(helpError)) {
 			fmt.Fprintln(os.Stderr, "rafting:", msg)
 			os.Exit(2)
 		}
@@ -57,7 +59,37 @@ type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
 
+// helpError is -h or --help: its text goes to stdout and the command exits 0.
+type helpError struct{ text string }
+
+func (e helpError) Error() string { return "help requested" }
+
+// parseFlags parses args into fs. -h or --help is a helpError with the
+// flags' usage; any other error a usageError with the error and the usage.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	var out strings.Builder
+	fs.SetOutput(&out)
+	err := fs.Parse(args)
+	fs.SetOutput(nil)
+	if errors.Is(err, flag.ErrHelp) {
+		return helpError{out.String()}
+	}
+	if err != nil {
+		return usageError{strings.TrimRight(out.String(), "\n")}
+	}
+	return nil
+}
+
 func run(args []string, stdout, stderr io.Writer) error {
+	err := runCommand(args, stdout, stderr)
+	var he helpError
+	if errors.As(err, &he) {
+		_, err = io.WriteString(stdout, he.text)
+	}
+	return err
+}
+
+func runCommand(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return usageError{"a command is required"}
@@ -80,7 +112,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case "backup":
 		return runBackup(ctx, args[1:], stdout)
 	case "restore":
-		return runRestore(ctx, args[1:], stdout)
+		return runRestore(ctx, args[1:], stdout, stderr)
+	case "version":
+		return runVersion(args[1:], stdout)
+	case "completion":
+		return runCompletion(args[1:], stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -89,13 +125,21 @@ func run(args []string, stdout, stderr io.Writer) error {
 	return usageError{fmt.Sprintf("unknown command %q", args[0])}
 }
 
-// logger returns a text logger on w at the named level.
-func logger(w io.Writer, level string) (*slog.Logger, error) {
+// logger returns a logger on w at the named level, in the named format:
+// text (key=value) or json (one object a line).
+func logger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, usageError{fmt.Sprintf("--log-level %q: want debug, info, warn or error", level)}
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, usageError{fmt.Sprintf("--log-format %q: want text or json", format)}
 }
 
 // adminToken reads the admin token: --admin-token-file, else

@@ -210,6 +210,12 @@ func TestDevRestartKeepsState(t *testing.T) {
 	if !strings.Contains(out, "admin token:") {
 		t.Fatalf("banner lacks the admin token:\n%s", out)
 	}
+	// The start's progress, on stderr: it can take up to 60 s.
+	for _, want := range []string{"dev: starting 3 nodes", "dev: node 1 started", "dev: node 3 started", "dev: waiting for the nodes to be ready", "dev: ready in "} {
+		if !strings.Contains(p.Stderr(), want) {
+			t.Errorf("dev's stderr lacks the progress line %q:\n%s", want, p.Stderr())
+		}
+	}
 	if _, err := os.Stat(filepath.Join(dir, "admin.token")); err != nil {
 		t.Fatalf("admin token not written to <data>/admin.token: %v", err)
 	}

@@ -73,6 +73,7 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 		logdb          = fs.String("logdb", def.LogDB, "LogDB memory preset: tiny, small, medium or default (fixed at first start)")
 		quiesce        = fs.Bool("quiesce", def.Quiesce, "let idle tenant shards stop ticking (--quiesce=false to keep every shard ticking)")
 		logLevel       = fs.String("log-level", "info", "debug, info, warn or error")
+		logFormat      = fs.String("log-format", "text", "text (key=value) or json (one object a line)")
 		tlsCert        = fs.String("tls-cert", "", "serve the API over TLS with this certificate")
 		tlsKey         = fs.String("tls-key", "", "key of --tls-cert")
 		peerCA         = fs.String("peer-ca", "", "CA of the Raft peers' certificates (mutual TLS)")
@@ -83,13 +84,13 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 		awaitRestore   = fs.Bool("await-restore", false, "a new cluster to restore a backup into: answer unknown tenant tokens 503 restoring, not 401, until a restore has finished")
 		selfPreserveMn = fs.Int("self-preservation-min", def.SelfPreservationMin, "least expiry batch held back by self-preservation")
 	)
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if *data == "" {
 		return usageError{"--data is required"}
 	}
-	log, err := logger(stderr, *logLevel)
+	log, err := logger(stderr, *logLevel, *logFormat)
 	if err != nil {
 		return err
 	}
