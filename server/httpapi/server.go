@@ -147,6 +147,7 @@ func (s *Server) routes() {
 	h("GET /healthz", public, false, false, s.healthz)
 	h("GET /readyz", public, false, false, s.readyz)
 	h("GET /metrics", admin, false, false, s.metrics)
+	h("GET /v1/openapi.yaml", public, false, false, s.openapi)
 	h("GET /v1/cluster", admin, false, false, s.cluster)
 	h("GET /v1/servers", anyToken, false, false, s.serverList)
 	h("POST /v1/cluster/nodes", admin, false, false, s.joinNode)
@@ -676,6 +677,12 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request, _ identity) {
 
 func (s *Server) metrics(w http.ResponseWriter, r *http.Request, _ identity) {
 	s.metricsServe.ServeHTTP(w, r)
+}
+
+// openapi answers the REST API's OpenAPI 3.1 document (api/openapi.yaml).
+func (s *Server) openapi(w http.ResponseWriter, _ *http.Request, _ identity) {
+	w.Header().Set("Content-Type", "application/yaml")
+	_, _ = w.Write(api.OpenAPI) // an error means the client went away
 }
 
 // Sweep evicts idle rate-limit buckets; the server calls it periodically.
