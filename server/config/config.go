@@ -131,7 +131,7 @@ type Config struct {
 	// (sized for a 2-core node: every node applies what a tenant writes
 	// through all of them, 6 MiB/s of log with three nodes; at 8 MiB/s, 1 MB
 	// bodies read and refused took three servers on 2 cores from 21 to 65 %
-	// of a core, benchmarks/RESULTS.md) and 32 MiB/s.
+	// of a core, benchmarks/NOTES.md) and 32 MiB/s.
 	WriteBytesPerSecond, AnswerBytesPerSecond int
 	// ReadTimeout bounds the reading of one request, its body included.
 	// Default 30 s.

@@ -18,7 +18,7 @@ import (
 // (bodyCaps), a declared length over that is refused 413 unread, and a
 // body of unknown length (chunked) is cut there as it comes. Refusing a
 // 1 MB registration after reading and decoding it cost the servers 21 →
-// 65 % of a core at the write-byte budget (benchmarks/RESULTS.md,
+// 65 % of a core at the write-byte budget (benchmarks/NOTES.md,
 // attacks, pattern 1); refusing it by its Content-Length costs what any
 // refusal does.
 

@@ -403,13 +403,13 @@ func (s *Server) authorize(r *http.Request, a access, isLane, write bool) (ident
 // MaxHeldPerKey/RateLimitHold + 1/ParkGap a second on a node (506): 64
 // rather than 256 halved what a tenant over its rate from 1,500
 // connections cost the servers (attack pattern 5, quick run: 2,333 → 1,114
-// refusals a second, 94 → 77 % of a core; benchmarks/RESULTS.md).
+// refusals a second, 94 → 77 % of a core; benchmarks/NOTES.md).
 //
 // An HTTP/1.1 client waits for an answer before it sends the next request
 // on a connection, so holding the refusal bounds a flood to
 // connections/RateLimitHold requests a second at no CPU cost, instead of
 // as many as the node can refuse: refusing costs a node ≈ 35 µs of CPU a
-// request (benchmarks/RESULTS.md, noisy neighbour), nearly all of it in
+// request (benchmarks/NOTES.md, noisy neighbour), nearly all of it in
 // net/http and the kernel, and that CPU is shared with every other tenant.
 // A client that honours Retry-After loses at most 1.5·RateLimitHold per
 // refusal, and only when its tenant is over its rate.
