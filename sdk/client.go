@@ -35,7 +35,8 @@ type Client struct {
 	mu       sync.Mutex
 	services map[string]*Service
 	members  map[*Member]struct{}
-	floors   map[string]uint64 // read-your-writes floors of services not watched yet
+	shared   map[time.Duration]*sharedSession // the farm members' shared sessions, by TTL (shared_session.go)
+	floors   map[string]uint64                // read-your-writes floors of services not watched yet
 	closed   bool
 	done     chan struct{} // closed by Close
 	wg       sync.WaitGroup
@@ -164,6 +165,13 @@ func (c *Client) Tenant() string { return c.cfg.conn.tenant }
 // endpoints; Service methods keep answering from the last snapshot.
 // Close is idempotent.
 func (c *Client) Close() error {
+	return c.shutdown(false)
+}
+
+// shutdown closes the Client: every member leaves, or with crash, every
+// member and shared session ends without a word to the servers, as in a
+// process killed with kill -9 (see crash.go).
+func (c *Client) shutdown(crash bool) error {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -187,6 +195,10 @@ func (c *Client) Close() error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if crash {
+				m.crashLocal()
+				return
+			}
 			if err := m.leave(context.Background()); err != nil && !errors.Is(err, ErrLeft) {
 				mu.Lock()
 				errs = append(errs, err)
@@ -195,6 +207,22 @@ func (c *Client) Close() error {
 		}()
 	}
 	wg.Wait()
+	// Every member has left, and the last of each shared session ended it;
+	// a keeper still running (none should be) ends now.
+	c.mu.Lock()
+	keepers := make([]*Member, 0, len(c.shared))
+	for _, ss := range c.shared {
+		keepers = append(keepers, ss.k)
+	}
+	c.shared = nil
+	c.mu.Unlock()
+	for _, k := range keepers {
+		if crash {
+			k.crashLocal()
+		} else {
+			k.leave(context.Background())
+		}
+	}
 	close(c.done)
 	for _, s := range services {
 		s.stop()

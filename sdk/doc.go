@@ -36,8 +36,8 @@
 //	})
 //
 // Test it: package sdk/sdktest starts a real three-node cluster inside a
-// test, joins members, crashes one as kill -9 would, and waits for what
-// a caller sees (sdktest's ExampleStart):
+// test, joins members, crashes one's process (its Client) as kill -9
+// would, and waits for what a caller sees (sdktest's ExampleStart):
 //
 //	c := sdktest.Start(t)
 //	m := c.Join(t, sdk.Instance{Service: "orders", Address: "127.0.0.1:8080"})
@@ -57,10 +57,11 @@
 // carries the key's current mod_index in *api.Error's Conflict), c.Delete
 // and c.Txn(ctx, new(sdk.Txn).IfModIndex(...).Put(...)) (all or nothing)
 // write, and the Client's own views show a write when it returns.
-// sdk.Decode[T](kv) reads a JSON value. m.PutEphemeral binds a key to a
-// member's session, so the key goes when the process goes (after
-// drop_grace on a crash): use it for presence, or for a lock one instance
-// holds at a time. When the servers end a live member's session, it puts
+// sdk.Decode[T](kv) reads a JSON value. m.PutEphemeral binds a key to the
+// session the member is registered under (its Client's shared one for a
+// farm member), so the key goes when the process goes (after drop_grace
+// on a crash), and with the member's Leave, which deletes its own keys:
+// use it for presence, or for a lock one instance holds at a time. When the servers end a live member's session, it puts
 // its keys back under the new one, create-only: a key someone else took
 // meanwhile is theirs (ExampleClient_Config, ExampleMember_PutEphemeral).
 //
@@ -121,9 +122,19 @@
 //
 // # Members and their roles
 //
-// Each Member has a session of its own: a 128-bit random ID chosen by the
-// SDK, a secret that only the member knows (reads and logs show its tag).
-// The member keeps the session's stream attached to the tenant's Raft
+// A member registers its instance under a session: a 128-bit random ID
+// chosen by the SDK, a secret that only the SDK knows (reads and logs show
+// its tag). The farm members of one Client with the same TTL share one
+// session, as the keys of an etcd client share its lease: the Client is
+// the process, whose crash ends them all anyway. The first to join opens
+// it, one keepalive schedule renews it, each member's Leave deregisters
+// its own instance (drained first) and deletes its own ephemeral keys, and
+// the last to leave ends it; when the servers end it, every member sharing
+// it registers again under a new one, as a lone member does below.
+// WithOwnSession opts a member out. A master-standby member (its promise
+// and fencing token belong to its session) and a member made by Join have
+// a session of their own. What follows holds for either kind. The member
+// keeps the session's stream attached to the tenant's Raft
 // leader (following `moved` answers), so that a crashed process (kill -9,
 // OOM) is noticed when the kernel closes its connection and replaced in
 // about a second; and it sends keepalives every lease/4 (every TTL/3

@@ -1,6 +1,7 @@
 package sdk
 
 import (
+	"context"
 	"fmt"
 	"time"
 )
@@ -17,8 +18,9 @@ func PauseKeepalives(m *Member, pause bool) {
 	}
 }
 
-// Crash ends a member as kill -9 would: its stream and keepalives stop,
-// nothing is said to the servers.
+// Crash ends a member's process (its Client, every member of it) as
+// kill -9 would: streams and keepalives stop, nothing is said to the
+// servers.
 func Crash(m *Member) { m.crash() }
 
 // Rebuilds counts a service's balancer rebuilds.
@@ -62,4 +64,27 @@ func KeepaliveFrames(c *Client) (frames, sessions int64) {
 		return 0, 0
 	}
 	return c.batch.frames.Load(), c.batch.sent.Load()
+}
+
+// RaceNumbers sends a registration of a numbered before a later-numbered
+// write under the same session lands: b's registration, or with ownLater
+// a later registration of a's own. It reports whether a's registration
+// was numbered again, and its outcome.
+func RaceNumbers(ctx context.Context, a, b *Member, ownLater bool) (renumbered bool, err error) {
+	a.mu.Lock()
+	seq, s, reg := a.nextSeqLocked(), a.sess, a.reg
+	a.mu.Unlock()
+	other, os := b, b.sess
+	if ownLater {
+		other, os = a, s
+	}
+	other.mu.Lock()
+	later, oreg := other.nextSeqLocked(), other.reg
+	other.mu.Unlock()
+	if _, err := other.registerUnder(ctx, os, oreg, later); err != nil {
+		return false, err
+	}
+	first := seq
+	_, err = a.registerNumbered(ctx, s, reg, &seq)
+	return seq != first, err
 }

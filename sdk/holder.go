@@ -83,7 +83,7 @@ func (m *Member) try(ctx context.Context, w *holderWrite) (known bool, pos uint6
 	if w.resign != nil {
 		pos, err = m.sendResign(ctx, w.s.id, *w.resign, w.seq)
 	} else {
-		pos, err = m.registerUnder(ctx, w.s, *w.reg, w.seq)
+		pos, err = m.registerNumbered(ctx, w.s, *w.reg, &w.seq)
 	}
 	switch {
 	case !definite(err):

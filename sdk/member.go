@@ -115,6 +115,9 @@ type Member struct {
 	unlisten  func()
 
 	held heldKeys // the ephemeral keys it holds (member_kv.go)
+
+	shared *sharedSession // the Client's session it shares, or nil: a session of its own (shared_session.go)
+	keeps  *sharedSession // it is the keeper of this shared session: it registers nothing
 }
 
 // term is the current mastership's context. It is kept in the member
@@ -206,7 +209,22 @@ func (c *Client) join(ctx context.Context, inst Instance, cfg memberConfig, owns
 		return nil, ErrClosed
 	}
 	c.members[m] = struct{}{}
+	var startShared bool
+	if sharesSession(inst, cfg, owns) {
+		m.shared, startShared = c.shareLocked(cfg)
+		m.shared.members[m] = struct{}{}
+	}
 	c.mu.Unlock()
+	if m.shared != nil {
+		if startShared {
+			m.shared.start()
+		}
+		m.shared.claim(m.path)
+		s := m.shared.view()
+		m.mu.Lock()
+		m.sess = s
+		m.mu.Unlock()
+	}
 
 	for _, fn := range cfg.roleChange {
 		m.OnRoleChange(fn)
@@ -218,15 +236,18 @@ func (c *Client) join(ctx context.Context, inst Instance, cfg memberConfig, owns
 		defer m.notified.Done()
 		m.notifier()
 	}()
-	m.wg.Add(2)
-	go func() {
-		defer m.wg.Done()
-		if c.stream != nil {
-			m.attachLoop(lctx)
-		} else {
-			m.streamLoop(lctx)
-		}
-	}()
+	if m.shared == nil { // else the keeper keeps the session attached
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			if c.stream != nil {
+				m.attachLoop(lctx)
+			} else {
+				m.streamLoop(lctx)
+			}
+		}()
+	}
+	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
 		m.roleLoop(lctx)
@@ -249,7 +270,7 @@ func (c *Client) join(ctx context.Context, inst Instance, cfg memberConfig, owns
 		// load, a partition). Join again under a new session, within ctx,
 		// as a joined member would.
 		m.log.Warn("session ended while joining", "err", err)
-		if !sleep(ctx, j.NextBackOff()) || !m.replaceSession() {
+		if !sleep(ctx, j.NextBackOff()) || !m.replaceSession(ctx) {
 			break
 		}
 		err = m.establish(ctx)
@@ -437,8 +458,7 @@ func (m *Member) Update(ctx context.Context, changes ...Change) error {
 		m.freeLane()
 		return fmt.Errorf("sdk: update: state %q is not starting, ready or draining", reg.State)
 	}
-	m.seq++
-	w := &holderWrite{s: m.sess, seq: m.seq, reg: &reg, before: m.st.phase}
+	w := &holderWrite{s: m.sess, seq: m.nextSeqLocked(), reg: &reg, before: m.st.phase}
 	if reg.State != StateReady {
 		// Stop acting before the servers hear of it.
 		m.st.phase = phaseOf(reg.State)
@@ -482,11 +502,17 @@ func (m *Member) register(ctx context.Context, reg api.RegisterRequest) (uint64,
 // that lands late (a 504, then a retry that applied) cannot undo a later
 // one — a drain, an Update, the next registration.
 func (m *Member) registerUnder(ctx context.Context, s *session, reg api.RegisterRequest, seq uint64) (uint64, error) {
+	return m.registerNumbered(ctx, s, reg, &seq)
+}
+
+// registerNumbered is registerUnder, leaving in *seq the number the
+// registration went under last (a member sharing its session may number
+// it again: see renumber).
+func (m *Member) registerNumbered(ctx context.Context, s *session, reg api.RegisterRequest, seq *uint64) (uint64, error) {
 	m.mu.Lock()
 	m.writes++
-	if seq == 0 {
-		m.seq++
-		seq = m.seq
+	if *seq == 0 {
+		*seq = m.nextSeqLocked()
 	}
 	m.mu.Unlock()
 	var at uint64
@@ -500,9 +526,7 @@ func (m *Member) registerUnder(ctx context.Context, s *session, reg api.Register
 	}()
 	sid := s.id
 	reg.Session = sid
-	h := http.Header{api.HeaderSession: {sid}}
-	numbered(h, seq)
-	resp, err := m.c.write(ctx, api.ClientFrame{Type: api.FramePutInstance, Service: m.service, ID: m.id}, http.MethodPut, m.path, reg, h)
+	resp, err := m.writeNumbered(ctx, api.ClientFrame{Type: api.FramePutInstance, Service: m.service, ID: m.id}, http.MethodPut, m.path, reg, sid, seq)
 	if err != nil {
 		return 0, err
 	}
@@ -512,6 +536,20 @@ func (m *Member) registerUnder(ctx context.Context, s *session, reg api.Register
 	}
 	at = position(resp.Epoch(), out.Index)
 	return at, nil
+}
+
+// writeNumbered sends a write of the member's under session sid,
+// numbered *seq, and numbers it again when a member sharing the session
+// may (renumber).
+func (m *Member) writeNumbered(ctx context.Context, f api.ClientFrame, method, path string, body any, sid string, seq *uint64) (*transport.Response, error) {
+	for i := 0; ; i++ {
+		h := http.Header{api.HeaderSession: {sid}}
+		numbered(h, *seq)
+		resp, err := m.c.write(ctx, f, method, path, body, h)
+		if err == nil || i >= maxRenumber || ctx.Err() != nil || !m.renumber(seq, err) {
+			return resp, err
+		}
+	}
 }
 
 // wrote makes the Client's cache of a service reflect a write applied at
@@ -574,8 +612,7 @@ func (m *Member) resign(ctx context.Context, to string) error {
 		m.freeLane()
 		return ErrNotMaster
 	}
-	m.seq++
-	w := &holderWrite{s: m.sess, seq: m.seq, resign: &api.ResignRequest{Instance: m.id, FencingToken: m.st.rec.token, To: to}}
+	w := &holderWrite{s: m.sess, seq: m.nextSeqLocked(), resign: &api.ResignRequest{Instance: m.id, FencingToken: m.st.rec.token, To: to}}
 	m.st.resigning = true
 	m.reconcileLocked(time.Now())
 	m.mu.Unlock()
@@ -647,9 +684,10 @@ func (m *Member) doLeave(ctx context.Context) error {
 	m.reconcileLocked(time.Now())
 	// Numbered after every write of the member's so far: a copy of an
 	// earlier one (a registration sent again, an Update) that lands late
-	// cannot undo the drain or bring the instance back.
-	m.seq += 2
-	drain, dereg := m.seq-1, m.seq
+	// cannot undo the drain or bring the instance back. The deregistration
+	// is numbered after the drain's answer (the drain may be numbered
+	// again meanwhile: see renumber).
+	drain := m.nextSeqLocked()
 	m.mu.Unlock()
 
 	var errs []error
@@ -665,18 +703,37 @@ func (m *Member) doLeave(ctx context.Context) error {
 		if len(errs) == 0 {
 			sleep(ctx, delay)
 		}
-		h := http.Header{api.HeaderSession: {sid}}
-		numbered(h, dereg)
-		if _, err := m.c.write(ctx, api.ClientFrame{Type: api.FrameDeleteInstance, Service: m.service, ID: m.id}, http.MethodDelete, m.path, nil, h); err != nil {
+		m.mu.Lock()
+		dereg := m.nextSeqLocked()
+		m.mu.Unlock()
+		if err := m.deregister(ctx, sid, dereg); err != nil {
 			errs = append(errs, fmt.Errorf("deregister: %w", err))
+			if m.shared != nil {
+				m.shared.depart(m, sid) // the keeper deregisters it while the session lives
+			}
 		}
 	}
-	if lost == nil {
+	switch {
+	case m.shared != nil:
+		// The session lives on with the Client's other members: the
+		// member's keys go now, as its instance went, and the last
+		// member's leave ends the session.
+		if lost == nil {
+			if err := m.deleteEphemeralAll(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("ephemeral keys: %w", err))
+			}
+		}
+		if err := m.shared.leave(ctx, m); err != nil && !errors.Is(err, ErrLeft) {
+			errs = append(errs, fmt.Errorf("end shared session: %w", err))
+		}
+	case lost == nil:
 		if _, err := m.c.write(ctx, api.ClientFrame{Type: api.FrameCloseSession, ID: sid}, http.MethodDelete, m.c.tenantPath("/sessions/"+sid), nil, nil); err != nil {
 			errs = append(errs, fmt.Errorf("end session: %w", err))
 		}
 	}
-	if len(errs) > 0 {
+	if len(errs) > 0 && m.shared != nil {
+		m.log.Warn("leave incomplete: the Client's session lives on; its keeper deregisters the instance", "err", errors.Join(errs...))
+	} else if len(errs) > 0 {
 		m.log.Warn("leave incomplete: the servers end the session after its TTL", "err", errors.Join(errs...))
 	}
 	if err := m.endWithin(ctx, nil); err != nil {
@@ -692,6 +749,18 @@ func (m *Member) doLeave(ctx context.Context) error {
 	return nil
 }
 
+// deregister deletes the member's instance under session sid, numbered
+// seq. An instance already gone is no error for a member sharing its
+// session: a copy of the delete renumbered after another member's write
+// may find it deleted by its first copy.
+func (m *Member) deregister(ctx context.Context, sid string, seq uint64) error {
+	_, err := m.writeNumbered(ctx, api.ClientFrame{Type: api.FrameDeleteInstance, Service: m.service, ID: m.id}, http.MethodDelete, m.path, nil, sid, &seq)
+	if err != nil && m.shared != nil && errors.Is(err, api.ErrNotFound) && !errors.Is(err, api.ErrSessionExpired) {
+		return nil
+	}
+	return err
+}
+
 // finish ends the member locally without waiting: role Left (reported
 // to callbacks), loops told to stop, Done closed. cause is nil for a
 // Leave. It may be called from the member's own loops.
@@ -700,6 +769,9 @@ func (m *Member) finish(cause error) {
 	if cause != nil && m.lost == nil {
 		m.lost = cause
 		m.log.Error("session lost: the member has left", "err", cause)
+		if m.keeps != nil && cause != errCrashed {
+			defer m.keeps.lostFor(cause) // after m.mu
+		}
 	}
 	m.dropUnsettledLocked()
 	m.st.phase = phaseLeft
@@ -755,6 +827,11 @@ func (m *Member) release() {
 	if m.unlisten != nil {
 		m.unlisten()
 	}
+	if m.shared != nil { // a no-op after Leave's
+		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.leaveTimeout)
+		m.shared.leave(ctx, m)
+		cancel()
+	}
 	m.c.mu.Lock()
 	delete(m.c.members, m)
 	m.c.mu.Unlock()
@@ -778,10 +855,27 @@ func (m *Member) abandon(joinCtx context.Context) {
 	m.mu.Lock()
 	sid, opened := m.sess.id, m.sess.isOpen()
 	m.leaving = true
+	var seq uint64
+	if m.shared != nil && opened {
+		seq = m.nextSeqLocked() // after the registration's
+	}
 	m.mu.Unlock()
 	ctx, cancel := context.WithTimeout(joinCtx, m.cfg.leaveTimeout)
 	defer cancel()
 	m.stop(ctx, nil)
+	if m.shared != nil {
+		// The session lives on with the Client's other members: take back
+		// a registration that may have landed, and leave the session.
+		if opened {
+			dctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			if err := m.deregister(dctx, sid, seq); err != nil {
+				m.shared.depart(m, sid)
+			}
+			cancel()
+		}
+		m.release() // and the shared session
+		return
+	}
 	if opened {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		m.c.do(ctx, http.MethodDelete, m.c.tenantPath("/sessions/"+sid), nil, nil, false)

@@ -100,9 +100,12 @@ func (h *heldKeys) drop(key string, gen uint64) (heldKey, bool) {
 }
 
 // PutEphemeral writes a key bound to the member's session, and returns it
-// as written (its SessionTag is the session's). The servers delete it when
-// the session ends: when the member leaves, or its process dies (after
-// the session's drop_grace, or its TTL); they refuse, with ErrConflict, a
+// as written (its SessionTag is the session's). For a farm member that
+// shares its Client's session (see WithOwnSession) that is the shared one,
+// and Leave deletes the member's own keys (if still as it put them) before
+// the session ends with the last member. The servers delete it when the
+// session ends: when the member leaves, or its process dies (after the
+// session's drop_grace, or its TTL); they refuse, with ErrConflict, a
 // key that another live session holds, so an ephemeral key is also a
 // lock: whoever puts it first holds it until its process goes. If the
 // servers end the session while the member lives on, the member puts the

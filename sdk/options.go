@@ -102,6 +102,7 @@ type memberConfig struct {
 	roleChange   []func(RoleChange)
 	drainDelay   time.Duration // < 0: the default
 	leaveTimeout time.Duration
+	ownSession   bool // WithOwnSession
 }
 
 // defaults returns the configuration before options: the environment's
@@ -364,6 +365,20 @@ func WithServerSync(d time.Duration) Option {
 // WithClientStream(true) uses the stream whatever happens at Connect.
 func WithClientStream(on bool) Option {
 	return func(c *config) { c.conn.clientStream, c.conn.clientStreamSet, c.connSet = on, true, true }
+}
+
+// WithOwnSession gives a farm member joined through (*Client).Join a
+// session of its own. By default the farm members of one Client that have
+// the same TTL share one session, opened by the first to join and kept
+// alive by one keepalive schedule, as the instances of one process share
+// its fate: a member's Leave deregisters its own instance and deletes
+// its own ephemeral keys, and the last to leave ends the session; when the
+// servers end it, every member sharing it registers again under a new one.
+// A member with a session of its own costs the servers a session and its
+// keepalives, but its session, and its ephemeral keys, end with it alone.
+// Master-standby members, and members made by Join, always have their own.
+func WithOwnSession() Option {
+	return func(c *config) { c.member.ownSession = true }
 }
 
 // WithTTL sets the session TTL: how long the servers keep a member whose

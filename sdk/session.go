@@ -33,8 +33,11 @@ type session struct {
 	again    func(time.Time) // on the client stream: attach again if attached before then
 }
 
-func newSession() *session {
-	id := newSessionID()
+func newSession() *session { return sessionWithID(newSessionID()) }
+
+// sessionWithID is a handle on session id (a sharing member's view of
+// its Client's shared session: see shared_session.go).
+func sessionWithID(id string) *session {
 	return &session{id: id, tag: api.SessionTag(id), open: make(chan struct{}), gone: make(chan struct{}),
 		over: make(chan struct{}), attach: make(chan struct{})}
 }
@@ -93,6 +96,9 @@ func (m *Member) establish(ctx context.Context) error {
 	m.mu.Lock()
 	s, reg := m.sess, m.reg
 	m.mu.Unlock()
+	if m.shared != nil {
+		return m.establishShared(ctx, s, reg)
+	}
 	body := api.SessionRequest{TTLMs: m.cfg.ttl.Milliseconds(), LeaseMs: m.lease.Milliseconds()}
 	if _, err := m.c.write(ctx, api.ClientFrame{Type: api.FrameOpenSession, ID: s.id}, http.MethodPut, m.sessionPath(s.id), body, nil); err != nil {
 		return fmt.Errorf("open session: %w", err)
@@ -102,7 +108,12 @@ func (m *Member) establish(ctx context.Context) error {
 		close(s.open)
 	}
 	m.mu.Unlock()
-	err := m.registerOpened(ctx, s, reg)
+	var err error
+	if m.keeps != nil {
+		err = m.keepOpened(ctx, s)
+	} else {
+		err = m.registerOpened(ctx, s, reg)
+	}
 	if errors.Is(err, api.ErrNotFound) {
 		// The session opened and the servers no longer know it, not even
 		// by its tombstone: it ended long ago (a tenant remembers the last
@@ -137,6 +148,45 @@ func (m *Member) registerOpened(ctx context.Context, s *session, reg api.Registe
 			return err
 		}
 	}
+	return m.registerUnderOpened(ctx, s, reg)
+}
+
+// keepOpened is registerOpened for a shared session's keeper: the
+// session attached, kept alive meanwhile; it registers nothing.
+func (m *Member) keepOpened(ctx context.Context, s *session) error {
+	kctx, stopKeeping := context.WithCancel(ctx)
+	kept := make(chan struct{})
+	go func() { defer close(kept); m.keepJoining(kctx, s) }()
+	defer func() { stopKeeping(); <-kept }()
+	return m.waitAttached(ctx, s)
+}
+
+// establishShared is establish for a member that shares its Client's
+// session: the keeper opens and attaches it, the member registers under
+// it.
+func (m *Member) establishShared(ctx context.Context, s *session, reg api.RegisterRequest) error {
+	if err := m.shared.ready(ctx, s.id); err != nil {
+		return fmt.Errorf("shared session: %w", err)
+	}
+	m.mu.Lock()
+	if !s.isOpen() {
+		close(s.open)
+	}
+	m.mu.Unlock()
+	err := m.registerUnderOpened(ctx, s, reg)
+	if errors.Is(err, api.ErrNotFound) {
+		// As in establish: the servers no longer know the session.
+		err = fmt.Errorf("%w: session %s is forgotten (%v)", api.ErrSessionExpired, s.tag, err)
+	}
+	if errors.Is(err, api.ErrSessionExpired) {
+		m.shared.ended(s.id)
+	}
+	return err
+}
+
+// registerUnderOpened registers the member under s, open and attached,
+// and brings the Client's cache and the member's ephemeral keys up to it.
+func (m *Member) registerUnderOpened(ctx context.Context, s *session, reg api.RegisterRequest) error {
 	idx, err := m.register(ctx, reg)
 	if err != nil {
 		return fmt.Errorf("register: %w", err)
@@ -288,6 +338,18 @@ func (m *Member) keepaliveOnce(ctx context.Context, s *session) error {
 // the masterships the session holds and the member's state as the servers
 // have it.
 func (m *Member) renewed(s *session, sent time.Time, ka *api.KeepaliveResponse, leader string) {
+	if m.keeps != nil {
+		m.mu.Lock()
+		current := m.sess == s
+		if current {
+			m.leader = leader
+		}
+		m.mu.Unlock()
+		if current {
+			m.keeps.heldNews(s.id, ka.Index, ka.Instances, ka.Instances != nil)
+		}
+		return
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.sess != s {
@@ -377,6 +439,10 @@ func (m *Member) observe(index uint64, master *api.Master) {
 // session when the servers ended the old one, and the resign that follows
 // an operator's revocation.
 func (m *Member) worker(ctx context.Context) {
+	if m.shared != nil {
+		m.shareWorker(ctx)
+		return
+	}
 	interval := m.keepaliveInterval()
 	j := transport.NewJitter(10*time.Millisecond, min(interval, time.Second))
 	next := time.Now().Add(interval)
@@ -419,6 +485,9 @@ func (m *Member) worker(ctx context.Context) {
 		case err == nil:
 			next, missing = sent.Add(interval), time.Time{}
 			j.Reset()
+			if m.keeps != nil {
+				m.keeps.sweep(ctx, s)
+			}
 		case ctx.Err() != nil:
 			return
 		case errors.Is(err, api.ErrSessionExpired):
@@ -453,6 +522,31 @@ func (m *Member) worker(ctx context.Context) {
 	}
 }
 
+// shareWorker is the worker of a member that shares its Client's
+// session: the keeper renews it; the member registers again under the
+// keeper's next session when the servers ended it, and registers again
+// when they no longer list its instance.
+func (m *Member) shareWorker(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.work:
+		}
+		m.mu.Lock()
+		ended, rereg := m.sess.ended(), m.reregister
+		m.reregister = false
+		m.mu.Unlock()
+		if ended {
+			m.recover(ctx)
+			continue
+		}
+		if rereg {
+			m.registerAgain(ctx)
+		}
+	}
+}
+
 // registerAgain sends the member's registration again under its current
 // session: the servers no longer listed it. A failure waits for the next
 // keepalive answer, which shows whether it is still missing.
@@ -467,8 +561,7 @@ func (m *Member) registerAgain(ctx context.Context) {
 		return
 	}
 	reg, s := m.reg, m.sess
-	m.seq++
-	seq := m.seq
+	seq := m.nextSeqLocked()
 	m.mu.Unlock()
 	m.log.Warn("the servers no longer list this instance; registering it again", "service", m.service, "id", m.id)
 	rctx, cancel := context.WithTimeout(ctx, m.cfg.ttl)
@@ -485,14 +578,18 @@ func (m *Member) registerAgain(ctx context.Context) {
 
 // sessionEnded marks s as ended by the servers; the worker registers the
 // member again under a new session.
+//
+// A shared session's keeper tells every member sharing it; a sharing
+// member tells the keeper (which has heard already, unless the member's
+// own write found out).
 func (m *Member) sessionEnded(s *session) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.sess != s || s.ended() {
+		m.mu.Unlock()
 		return
 	}
 	close(s.over)
-	if !m.leaving {
+	if !m.leaving && m.shared == nil {
 		m.log.Warn("session ended by the servers", "session", s.tag)
 	}
 	// The mastership, if any, ended with the session, and nothing of the
@@ -504,15 +601,28 @@ func (m *Member) sessionEnded(s *session) {
 	case m.work <- struct{}{}:
 	default:
 	}
+	m.mu.Unlock()
+	switch {
+	case m.keeps != nil:
+		m.keeps.endedFor(s.id)
+	case m.shared != nil:
+		m.shared.ended(s.id)
+	}
 }
 
 // recover registers the member again under a new session (the same
 // instance ID), retrying until it succeeds, the member leaves, or the
 // servers refuse for good (then the member is lost).
 func (m *Member) recover(ctx context.Context) {
-	if !m.replaceSession() {
+	if !m.replaceSession(ctx) {
 		return
 	}
+	m.establishAgain(ctx)
+}
+
+// establishAgain establishes the member's current session, retrying as
+// recover does.
+func (m *Member) establishAgain(ctx context.Context) {
 	j := transport.NewJitter(50*time.Millisecond, 5*time.Second)
 	for {
 		err := m.establish(ctx)
@@ -527,7 +637,7 @@ func (m *Member) recover(ctx context.Context) {
 		if !sleep(ctx, j.NextBackOff()) {
 			return
 		}
-		if errors.Is(err, api.ErrSessionExpired) && !m.replaceSession() {
+		if errors.Is(err, api.ErrSessionExpired) && !m.replaceSession(ctx) {
 			// The new session ended too before the registration landed
 			// (its keepalives did not arrive within the TTL): a retry
 			// under it can never succeed. Open another, as Join does.
@@ -537,8 +647,21 @@ func (m *Member) recover(ctx context.Context) {
 }
 
 // replaceSession puts a new session in place of the member's current
-// one, which the servers ended; false when the member is leaving.
-func (m *Member) replaceSession() bool {
+// one, which the servers ended; false when the member is leaving. A
+// member sharing its Client's session takes the keeper's next one
+// (waiting for it within ctx).
+func (m *Member) replaceSession(ctx context.Context) bool {
+	next := newSession()
+	if m.shared != nil {
+		m.mu.Lock()
+		old := m.sess.id
+		m.mu.Unlock()
+		id, ok := m.shared.next(ctx, old)
+		if !ok {
+			return false
+		}
+		next = sessionWithID(id)
+	}
 	m.mu.Lock()
 	if m.leaving || m.st.phase == phaseLeft {
 		m.mu.Unlock()
@@ -548,7 +671,7 @@ func (m *Member) replaceSession() bool {
 	if old.cancel != nil {
 		old.cancel()
 	}
-	m.sess = newSession()
+	m.sess = next
 	close(old.gone)
 	m.st.rec, m.st.promise = nil, promise{}
 	m.dropUnsettledLocked()
@@ -716,7 +839,9 @@ func (m *Member) readStream(cancel context.CancelFunc, s *session, resp *http.Re
 				m.observe(position(epoch, ev.Index), ev.Master)
 			}
 		case api.EventInstance:
-			if ev.Instance != nil {
+			if ev.Instance != nil && m.keeps != nil {
+				m.keeps.heldNews(s.id, position(epoch, ev.Index), []api.HeldInstance{*ev.Instance}, false)
+			} else if ev.Instance != nil {
 				m.mu.Lock()
 				if m.sess == s {
 					m.adoptStateLocked(position(epoch, ev.Index), []api.HeldInstance{*ev.Instance}, false)

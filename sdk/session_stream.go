@@ -78,7 +78,9 @@ func (h sessionEvents) Event(f *api.ServerFrame, epoch uint64) {
 			m.observe(position(epoch, f.Index), f.Master.Master)
 		}
 	case api.EventInstance:
-		if f.Instance != nil {
+		if f.Instance != nil && m.keeps != nil {
+			m.keeps.heldNews(s.id, position(epoch, f.Index), []api.HeldInstance{*f.Instance}, false)
+		} else if f.Instance != nil {
 			m.mu.Lock()
 			if m.sess == s {
 				m.adoptStateLocked(position(epoch, f.Index), []api.HeldInstance{*f.Instance}, false)

@@ -115,8 +115,10 @@ func TestWritesOnClientStream(t *testing.T) {
 		if i == 1 {
 			first = sdk.StreamWrites(cl)
 		}
+		// Sessions of their own: each Join opens one (farm members of a
+		// Client share one by default; TestSharedSession covers those).
 		m, err := cl.Join(ctx, sdk.Instance{Service: "farm", ID: fmt.Sprintf("f%d", i), Address: "10.0.0.1:80"},
-			sdk.WithDrainDelay(0))
+			sdk.WithDrainDelay(0), sdk.WithOwnSession())
 		if err != nil {
 			t.Fatal(err)
 		}

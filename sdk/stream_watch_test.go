@@ -213,8 +213,10 @@ func TestSessionsOnClientStream(t *testing.T) {
 	ctx := ctxT(t, 30*time.Second)
 	const n = 20
 	for i := range n {
+		// Sessions of their own, to batch: farm members of a Client share
+		// one by default (TestSharedSession).
 		m, err := cl.Join(ctx, sdk.Instance{Service: "farm", ID: fmt.Sprintf("f%d", i), Address: "10.0.0.1:80"},
-			sdk.WithTTL(3*time.Second), sdk.WithDrainDelay(0))
+			sdk.WithTTL(3*time.Second), sdk.WithDrainDelay(0), sdk.WithOwnSession())
 		if err != nil {
 			t.Fatal(err)
 		}

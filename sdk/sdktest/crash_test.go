@@ -17,7 +17,8 @@ import (
 
 // TestCrash: a crashed member is removed by the servers as a kill -9'd
 // process is — the dropped stream's drop_grace, well before its TTL, and
-// never through draining — and a crashed master's standby takes over.
+// never through draining — with every other member of its process (its
+// Client), and a crashed master's standby takes over.
 func TestCrash(t *testing.T) {
 	c := sdktest.Start(t)
 	const ttl = 20 * time.Second // far above drop_grace: a removal before it is the stream's doing
@@ -41,20 +42,24 @@ func TestCrash(t *testing.T) {
 		drained := watchDrains(t, svc)
 
 		crashed := time.Now()
+		c.Crash(t, f2) // its process, the shared Client: f3 goes with it, f1 stays
+		c.WaitEndpoints(t, svc, 1)
+		if d := time.Since(crashed); d > ttl/2 {
+			t.Fatalf("the servers removed a crashed process's members after %v: their TTL's doing, not its dropped stream's", d)
+		}
+		if _, ok := svc.Snapshot().Instance("f1"); !ok || f1.Err() != nil {
+			t.Fatalf("f1, on a Client of its own, is gone with the crashed f2's process (err %v)", f1.Err())
+		}
+		crashed = time.Now()
 		c.Crash(t, f1) // its own Client goes with it
-		c.WaitEndpoints(t, svc, 2)
+		c.WaitEndpoints(t, svc, 0)
 		if d := time.Since(crashed); d > ttl/2 {
 			t.Fatalf("the servers removed a crashed member after %v: its TTL's doing, not its dropped stream's", d)
-		}
-		c.Crash(t, f2) // on a shared Client: f3 stays
-		c.WaitEndpoints(t, svc, 1)
-		if _, ok := svc.Snapshot().Instance("f3"); !ok || f3.Err() != nil {
-			t.Fatalf("f3, on the crashed f2's Client, is gone (err %v)", f3.Err())
 		}
 		if got := drained(); len(got) > 0 {
 			t.Fatalf("crashed members %v were drained first: a crash says nothing to the servers", got)
 		}
-		for _, m := range []*sdk.Member{f1, f2} {
+		for _, m := range []*sdk.Member{f1, f2, f3} {
 			select {
 			case <-m.Done():
 			default:

@@ -265,18 +265,21 @@ func (c *Cluster) Join(t testing.TB, inst sdk.Instance, opts ...sdk.Option) *sdk
 	return m
 }
 
-// Crash kills a member as kill -9 would kill its process: its session
-// stream and connections drop and its keepalives stop, and nothing is said
-// to the servers — no drain, no deregistration, no session end. The
-// servers find out as they would in production: the dropped stream starts
-// the session's drop_grace (500 ms by default), after which the session
-// ends with its instances, and a master's standby is granted once the
-// dead master's promise has run out too. A member made by Join (and
-// Cluster.Join) loses its Client with it; one made by (*Client).Join
-// leaves the Client and its other members running.
+// Crash kills a member's process as kill -9 would. The process is the
+// member's Client: a member made by Join (and Cluster.Join) is alone in
+// it, but one made by (*Client).Join dies with every other member of that
+// Client — the farm members among them share one session, which cannot
+// outlive the process anyway. To take one member away alone, give it a
+// Client of its own (Cluster.Join). Streams and connections drop and
+// keepalives stop, and nothing is said to the servers — no drain, no
+// deregistration, no session end. The servers find out as they would in
+// production: the dropped stream starts each session's drop_grace (500
+// ms by default), after which the session ends with its instances, and a
+// master's standby is granted once the dead master's promise has run out
+// too.
 //
-// The member is over locally: Done is closed, Err matches
-// sdk.ErrSessionLost, and its OnRoleChange callbacks are told Left (a
+// The members are over locally: Done is closed, Err matches
+// sdk.ErrSessionLost, and their OnRoleChange callbacks are told Left (a
 // killed process would run none; they report what the test did). Leave
 // after Crash sends nothing.
 func (c *Cluster) Crash(t testing.TB, m *sdk.Member) {

@@ -4,11 +4,12 @@
 // internal path keeps them out of every other importer's reach.
 package testhook
 
-// Crash, called with an *sdk.Member, ends the member as kill -9 would
-// end its process: its session stream and connections drop and its
-// keepalives stop, and nothing is said to the servers (no drain, no
-// deregistration, no session end), so they find out as from a crashed
-// process: the stream's drop_grace, or the TTL. Its Client goes too when
-// Join made it. Locally the member is over: Done is closed and Err
-// matches sdk.ErrSessionLost.
+// Crash, called with an *sdk.Member, ends the member's process as kill -9
+// would: its Client is the process, so every member of the Client ends
+// with it (the farm members among them share a session). Their session
+// streams, the Client's stream and connections drop, keepalives stop, and
+// nothing is said to the servers (no drain, no deregistration, no session
+// end), so they find out as from a crashed process: the stream's
+// drop_grace, or the TTL. Locally the members are over: Done is closed
+// and Err matches sdk.ErrSessionLost.
 var Crash func(member any)
