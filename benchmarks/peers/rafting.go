@@ -841,12 +841,14 @@ func (r *rafting) Failover(ctx context.Context, st Setting, rounds int) (Sample,
 	return s, nil
 }
 
-// Idle: one SDK farm member per instance (its own session, as every
-// instance process would hold one), each renewed every TTL/3 (5 s TTL)
-// with its stream attached, the way the SDK keeps a member alive; each of
-// shape's Clients (its connections) holds shape.PerClient of them, with
-// or without PerSession: a member is a session. After raftingIdleSettle,
-// the servers' CPU and memory over d.
+// Idle: one SDK farm member per instance, renewed every TTL/3 (5 s TTL)
+// with its session attached, the way the SDK keeps a member alive; each
+// of shape's Clients (its connections) holds shape.PerClient of them.
+// With PerSession the members of a Client share its one session, as the
+// SDK's farm members do by default (each Client stands for a process);
+// without, each member has a session of its own (sdk.WithOwnSession), as
+// an instance process of its own would. After raftingIdleSettle, the
+// servers' CPU and memory over d.
 func (r *rafting) Idle(ctx context.Context, shape IdleShape, d time.Duration) (IdleCost, error) {
 	if len(r.servers) == 0 {
 		return IdleCost{}, errors.New("rafting: not started")
@@ -870,10 +872,14 @@ func (r *rafting) Idle(ctx context.Context, shape IdleShape, d time.Duration) (I
 	if err != nil {
 		return IdleCost{}, fmt.Errorf("rafting idle: connect %d clients: %w", nc, err)
 	}
+	memberOpts, sessions := []sdk.Option{sdk.WithDrainDelay(0)}, nc
+	if !shape.PerSession {
+		memberOpts, sessions = append(memberOpts, sdk.WithOwnSession()), instances
+	}
 	members := make([]*sdk.Member, instances)
 	err = raftingParallel(ctx, 32, instances, func(n int) error {
 		m, err := clients[n%nc].Join(ctx, sdk.Instance{Service: fmt.Sprintf("idle-%d", n%10), ID: fmt.Sprintf("i-%d", n),
-			Address: fmt.Sprintf("10.%d.%d.%d:80", n>>16&255, n>>8&255, n&255)}, sdk.WithDrainDelay(0))
+			Address: fmt.Sprintf("10.%d.%d.%d:80", n>>16&255, n>>8&255, n&255)}, memberOpts...)
 		members[n] = m
 		return err
 	})
@@ -913,7 +919,7 @@ func (r *rafting) Idle(ctx context.Context, shape IdleShape, d time.Duration) (I
 	if want := (instances + 9) / 10; len(svc.Instances) != want {
 		return IdleCost{}, fmt.Errorf("rafting idle: service idle-0 lists %d instances after the window, want %d", len(svc.Instances), want)
 	}
-	c.Instances, c.Clients, c.Sessions = instances, nc, instances
+	c.Instances, c.Clients, c.Sessions = instances, nc, sessions
 	return c, nil
 }
 

@@ -119,8 +119,12 @@ func TestRafting(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("idle %v: %+v", shape, c)
-		// A member is a session, whatever the shape.
-		if c.Instances != 200 || c.Clients != shape.Clients || c.Sessions != 200 || c.RSSBytes <= 0 || c.CPUPct < 0 {
+		// A Client is a session with PerSession, else a member is.
+		sessions := 200
+		if shape.PerSession {
+			sessions = shape.Clients
+		}
+		if c.Instances != 200 || c.Clients != shape.Clients || c.Sessions != sessions || c.RSSBytes <= 0 || c.CPUPct < 0 {
 			t.Errorf("idle %v: %+v", shape, c)
 		}
 	}
