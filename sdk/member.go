@@ -208,6 +208,15 @@ func (c *Client) join(ctx context.Context, inst Instance, cfg memberConfig, owns
 		c.mu.Unlock()
 		return nil, ErrClosed
 	}
+	for o := range c.members {
+		if o.service == inst.Service && o.id == inst.ID {
+			// Under one shared session the second would overwrite the
+			// first's registration; under its own the servers would
+			// refuse it (409) only once the first's session ends.
+			c.mu.Unlock()
+			return nil, fmt.Errorf("sdk: join %s/%s: %w: this Client has a member with this ID already", inst.Service, inst.ID, ErrConflict)
+		}
+	}
 	c.members[m] = struct{}{}
 	var startShared bool
 	if sharesSession(inst, cfg, owns) {

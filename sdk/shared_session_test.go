@@ -247,3 +247,37 @@ func (tn *tenant) sessions(t *testing.T) int64 {
 	}
 	return ten.Usage.Sessions
 }
+
+// TestJoinSameIDTwiceOnOneClient: a second member with the ID of one the
+// Client holds is refused at once (under one shared session it would
+// overwrite the first's registration); once the first has left, the ID is
+// free again.
+func TestJoinSameIDTwiceOnOneClient(t *testing.T) {
+	c := sdktest.StartWith(t, sdktest.Options{Nodes: 1})
+	cl := c.Connect(t)
+	ctx := ctxT(t, 30*time.Second)
+	inst := sdk.Instance{Service: "farm", ID: "f1", Address: "10.0.0.1:80"}
+	first, err := cl.Join(ctx, inst, sdk.WithDrainDelay(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst.Address = "10.0.0.2:80"
+	if _, err := cl.Join(ctx, inst, sdk.WithDrainDelay(0)); !errors.Is(err, sdk.ErrConflict) {
+		t.Fatalf("a second Join of farm/f1 on the same Client = %v, want a conflict", err)
+	}
+	svc, err := c.Connect(t).Service(ctx, "farm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in, ok := svc.Snapshot().Instance("f1"); !ok || in.Address != "10.0.0.1:80" {
+		t.Fatalf("farm/f1 = %+v, %v: the refused Join changed the first's registration", in, ok)
+	}
+	if err := first.Leave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	again, err := cl.Join(ctx, inst, sdk.WithDrainDelay(0))
+	if err != nil {
+		t.Fatalf("Join of farm/f1 after the first left: %v", err)
+	}
+	again.Leave(ctx)
+}
