@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -26,7 +27,8 @@ import (
 // The walk: a cluster of three; Tenants; Adding a node; a rolling restart
 // with only --data (Stopping and restarting); its transfer-leader block;
 // Upgrading's order (to the same build); Replacing a lost node (kill -9,
-// remove, join the replacement); a backup.
+// remove, join the replacement); Configuration keys; a backup, and its
+// restore into a new cluster of three.
 func TestOperationsWalk(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
@@ -122,9 +124,14 @@ func TestOperationsWalk(t *testing.T) {
 	w.ready(5)
 	w.progress(load)
 
-	w.run(w.block("Backup and restore", 0)[:strings.Index(w.block("Backup and restore", 0), "\n")], false)
-	if m, _ := filepath.Glob(filepath.Join(w.dir, "rafting-*.backup")); len(m) != 1 {
-		t.Fatalf("the backup's file is not there: %v", m)
+	w.keys(loadToken)
+	w.progress(load)
+
+	backup := strings.Split(w.block("Backup and restore", 0), "\n")
+	w.run(backup[0], false)
+	files, _ := filepath.Glob(filepath.Join(w.dir, "rafting-*.backup"))
+	if len(files) != 1 {
+		t.Fatalf("the backup's file is not there: %v", files)
 	}
 	w.progress(load)
 	load.Stop()
@@ -132,6 +139,81 @@ func TestOperationsWalk(t *testing.T) {
 	load = nil
 	for _, id := range w.running() {
 		stop(t, w.procs[id])
+	}
+
+	// The restore's line, into a new cluster of three started as the docs
+	// say (A cluster of three, with --await-restore): the tenants come back
+	// with their tokens and their keys.
+	n := &walk{t: t, doc: w.doc, dir: filepath.Join(w.dir, "new"), path: w.path, bin: w.bin,
+		procs: map[int]*proctest.Proc{}, api: map[int]string{}, raft: map[int]string{}, env: map[string]string{}}
+	if err := os.MkdirAll(filepath.Join(n.dir, "etc"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for id := 1; id <= 3; id++ {
+		n.api[id], n.raft[id] = proctest.FreePort(t), proctest.FreePort(t)
+	}
+	for id := 1; id <= 3; id++ {
+		n.run(strings.NewReplacer("--id 1 ", fmt.Sprintf("--id %d ", id),
+			"--api 10.0.0.1:7070", fmt.Sprintf("--api 10.0.0.%d:7070", id),
+			"--raft 10.0.0.1:7071", fmt.Sprintf("--raft 10.0.0.%d:7071", id),
+			"--insecure", "--insecure --await-restore").Replace(first), id == 1)
+	}
+	for id := 1; id <= 3; id++ {
+		n.ready(id)
+	}
+	newToken, err := os.ReadFile(filepath.Join(n.dir, "etc", "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.env["RAFTING_ADMIN_TOKEN"] = strings.TrimSpace(string(newToken))
+	n.env["RAFTING_SERVERS"] = n.api[1]
+	if err := os.Rename(files[0], filepath.Join(n.dir, "rafting-2026-11-26.backup")); err != nil {
+		t.Fatal(err)
+	}
+	n.run(backup[1], false)
+	n.env["RAFTING_TOKEN"] = loadToken
+	if got := strings.TrimSpace(n.sh("rafting kv get app/db/url")); got != "postgres://db:5432/app" {
+		t.Fatalf("after the restore, tenant load's key app/db/url = %q", got)
+	}
+	for _, id := range n.running() {
+		stop(t, n.procs[id])
+	}
+}
+
+// keys runs the Configuration keys block for tenant load (token): each
+// line as written but `watch`, which runs until interrupted; the CAS line
+// with the docs' example --if-index (41), which is not app/flag's
+// mod_index, must exit 3 (a compare failed), as the docs say.
+func (w *walk) keys(token string) {
+	w.t.Helper()
+	for name, body := range map[string]string{
+		"cert.pem": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+		"txn.json": `{"compare":[{"key":"app/db/url","exists":true}],"put":[{"key":"app/old/x","text":"1"}],"delete":[{"key":"app/tls/cert"}]}`,
+	} {
+		if err := os.WriteFile(filepath.Join(w.dir, name), []byte(body), 0o600); err != nil {
+			w.t.Fatal(err)
+		}
+	}
+	saved := w.env["RAFTING_TOKEN"]
+	defer func() { w.env["RAFTING_TOKEN"] = saved }()
+	for _, line := range strings.Split(w.block("Configuration keys", 0), "\n") {
+		if i := strings.Index(line, "  #"); i >= 0 {
+			line = line[:i]
+		}
+		line = strings.TrimSpace(strings.ReplaceAll(line, "rft_acme_...", token))
+		switch {
+		case line == "" || strings.Contains(line, "kv watch"):
+		case strings.HasPrefix(line, "export "):
+			w.run(line, false)
+		case strings.Contains(line, "--if-index 41"):
+			out, err := w.try(line)
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+				w.t.Fatalf("%s: %v, want exit status 3 (a compare failed)\n%s", line, err, out)
+			}
+		default:
+			w.sh(w.subst(line))
+		}
 	}
 }
 
