@@ -74,6 +74,13 @@ func TestKVBlocking(t *testing.T) {
 	tree := blockingGet(t, c, 2, tok, fmt.Sprintf("%s?prefix=true&index=%d&wait=20s", kvPath("acme", "app"), list.Index))
 	key := blockingGet(t, c, 3, tok, fmt.Sprintf("%s?index=%d&wait=20s", kvPath("acme", "app/a"), list.Index))
 	missing := blockingGet(t, c, 3, tok, fmt.Sprintf("%s?index=%d&wait=20s", kvPath("acme", "app/new"), list.Index))
+	// The reads are waiting before the writes below: a missing key waits
+	// on its nearest ancestor subtree's index (an upper bound), so a read
+	// of app/new that arrived after app/b's write would rightly answer at
+	// once.
+	servertest.Eventually(t, 5*time.Second, "the three reads to wait", func() bool {
+		return usage(t, c, 2, "acme").Watchers == 1 && usage(t, c, 3, "acme").Watchers == 2
+	})
 	put("other", "2")
 	put("app-x", "1")
 	put("apple/x", "1")
