@@ -287,6 +287,9 @@ func (c *Client) join(ctx context.Context, inst Instance, cfg memberConfig, owns
 	if err != nil {
 		m.log.Debug("join failed", "err", err)
 		m.abandon(ctx)
+		if errors.Is(err, ErrLeft) {
+			return nil, ErrClosed // the Client closed while we joined: it made the member leave
+		}
 		return nil, fmt.Errorf("sdk: join %s/%s: %w", m.service, m.id, err)
 	}
 	m.mu.Lock()
@@ -496,13 +499,30 @@ func phaseOf(s State) phase {
 	return phaseReady
 }
 
-// register sends the registration under the current session and returns
-// the position (epoch and index) it was applied at.
-func (m *Member) register(ctx context.Context, reg api.RegisterRequest) (uint64, error) {
+// register sends the member's registration, as it is now, under the
+// current session and returns the position (epoch and index) it was
+// applied at, and the registration sent. It takes the lane of Update
+// and Resign, and reads the registration and numbers the write in one
+// step: a registration made again under a new session, or while an
+// Update is in flight, carries the Update's change (a registration read
+// before the Update and numbered after it would undo it). A member that
+// is leaving registers nothing (ErrLeft): its Leave numbers the drain
+// and the deregistration after everything it sent.
+func (m *Member) register(ctx context.Context) (uint64, api.RegisterRequest, error) {
+	if err := m.takeLane(ctx); err != nil {
+		return 0, api.RegisterRequest{}, err
+	}
+	defer m.freeLane()
 	m.mu.Lock()
-	s := m.sess
+	if m.leaving || m.st.phase == phaseLeft {
+		m.mu.Unlock()
+		return 0, api.RegisterRequest{}, ErrLeft
+	}
+	s, reg := m.sess, m.reg
+	seq := m.nextSeqLocked()
 	m.mu.Unlock()
-	return m.registerUnder(ctx, s, reg, 0)
+	idx, err := m.registerUnder(ctx, s, reg, seq)
+	return idx, reg, err
 }
 
 // registerUnder sends the registration under session s, numbered seq

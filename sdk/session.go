@@ -94,10 +94,10 @@ func (m *Member) keepaliveTimeout() time.Duration {
 // idempotent, so a failed establish may be retried.
 func (m *Member) establish(ctx context.Context) error {
 	m.mu.Lock()
-	s, reg := m.sess, m.reg
+	s := m.sess
 	m.mu.Unlock()
 	if m.shared != nil {
-		return m.establishShared(ctx, s, reg)
+		return m.establishShared(ctx, s)
 	}
 	body := api.SessionRequest{TTLMs: m.cfg.ttl.Milliseconds(), LeaseMs: m.lease.Milliseconds()}
 	if _, err := m.c.write(ctx, api.ClientFrame{Type: api.FrameOpenSession, ID: s.id}, http.MethodPut, m.sessionPath(s.id), body, nil); err != nil {
@@ -112,7 +112,7 @@ func (m *Member) establish(ctx context.Context) error {
 	if m.keeps != nil {
 		err = m.keepOpened(ctx, s)
 	} else {
-		err = m.registerOpened(ctx, s, reg)
+		err = m.registerOpened(ctx, s)
 	}
 	if errors.Is(err, api.ErrNotFound) {
 		// The session opened and the servers no longer know it, not even
@@ -128,7 +128,7 @@ func (m *Member) establish(ctx context.Context) error {
 
 // registerOpened keeps s alive while the member attaches its stream, gets
 // its first promise and registers under s, which the servers opened.
-func (m *Member) registerOpened(ctx context.Context, s *session, reg api.RegisterRequest) error {
+func (m *Member) registerOpened(ctx context.Context, s *session) error {
 	// The session lives from now on: keep it alive while the member
 	// attaches and registers, which under load can take longer than the
 	// TTL (the worker takes over when Join returns).
@@ -148,7 +148,7 @@ func (m *Member) registerOpened(ctx context.Context, s *session, reg api.Registe
 			return err
 		}
 	}
-	return m.registerUnderOpened(ctx, s, reg)
+	return m.registerUnderOpened(ctx, s)
 }
 
 // keepOpened is registerOpened for a shared session's keeper: the
@@ -164,7 +164,7 @@ func (m *Member) keepOpened(ctx context.Context, s *session) error {
 // establishShared is establish for a member that shares its Client's
 // session: the keeper opens and attaches it, the member registers under
 // it.
-func (m *Member) establishShared(ctx context.Context, s *session, reg api.RegisterRequest) error {
+func (m *Member) establishShared(ctx context.Context, s *session) error {
 	if err := m.shared.ready(ctx, s.id); err != nil {
 		return fmt.Errorf("shared session: %w", err)
 	}
@@ -173,7 +173,7 @@ func (m *Member) establishShared(ctx context.Context, s *session, reg api.Regist
 		close(s.open)
 	}
 	m.mu.Unlock()
-	err := m.registerUnderOpened(ctx, s, reg)
+	err := m.registerUnderOpened(ctx, s)
 	if errors.Is(err, api.ErrNotFound) {
 		// As in establish: the servers no longer know the session.
 		err = fmt.Errorf("%w: session %s is forgotten (%v)", api.ErrSessionExpired, s.tag, err)
@@ -186,8 +186,8 @@ func (m *Member) establishShared(ctx context.Context, s *session, reg api.Regist
 
 // registerUnderOpened registers the member under s, open and attached,
 // and brings the Client's cache and the member's ephemeral keys up to it.
-func (m *Member) registerUnderOpened(ctx context.Context, s *session, reg api.RegisterRequest) error {
-	idx, err := m.register(ctx, reg)
+func (m *Member) registerUnderOpened(ctx context.Context, s *session) error {
+	idx, reg, err := m.register(ctx)
 	if err != nil {
 		return fmt.Errorf("register: %w", err)
 	}
@@ -556,17 +556,18 @@ func (m *Member) shareWorker(ctx context.Context) {
 // makes a leaving member ready again.
 func (m *Member) registerAgain(ctx context.Context) {
 	m.mu.Lock()
-	if m.leaving || m.st.phase == phaseLeft {
-		m.mu.Unlock()
+	leaving := m.leaving || m.st.phase == phaseLeft
+	m.mu.Unlock()
+	if leaving {
 		return
 	}
-	reg, s := m.reg, m.sess
-	seq := m.nextSeqLocked()
-	m.mu.Unlock()
 	m.log.Warn("the servers no longer list this instance; registering it again", "service", m.service, "id", m.id)
 	rctx, cancel := context.WithTimeout(ctx, m.cfg.ttl)
 	defer cancel()
-	idx, err := m.registerUnder(rctx, s, reg, seq)
+	idx, _, err := m.register(rctx)
+	if errors.Is(err, ErrLeft) {
+		return
+	}
 	if err != nil {
 		m.log.Warn("registering again failed", "err", err)
 		return
@@ -626,7 +627,7 @@ func (m *Member) establishAgain(ctx context.Context) {
 	j := transport.NewJitter(50*time.Millisecond, 5*time.Second)
 	for {
 		err := m.establish(ctx)
-		if err == nil || ctx.Err() != nil {
+		if err == nil || ctx.Err() != nil || errors.Is(err, ErrLeft) {
 			return
 		}
 		if terminal(err) {
