@@ -54,6 +54,7 @@ type sharedSession struct {
 
 	mu       sync.Mutex
 	departed map[string]departed // instances whose Leave could not deregister them, by path
+	gen      uint64              // numbers the departures
 }
 
 // departed is an instance a member left without deregistering (its Leave
@@ -61,6 +62,7 @@ type sharedSession struct {
 type departed struct {
 	service, id string
 	session     string // the session it was registered under: another's end removed it
+	gen         uint64 // tells one departure of the path from a later one
 }
 
 // sharesSession reports whether a member joined with cfg on a Client
@@ -274,7 +276,8 @@ func (ss *sharedSession) depart(m *Member, sid string) {
 	if ss.departed == nil {
 		ss.departed = map[string]departed{}
 	}
-	ss.departed[m.path] = departed{service: m.service, id: m.id, session: sid}
+	ss.gen++
+	ss.departed[m.path] = departed{service: m.service, id: m.id, session: sid, gen: ss.gen}
 }
 
 // claim takes path out of the departed: a member registers it again.
@@ -282,6 +285,17 @@ func (ss *sharedSession) claim(path string) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	delete(ss.departed, path)
+}
+
+// settle takes path out of the departed if it is still d: deregistered
+// (or gone with its session). A member may have claimed it since, and
+// left it again.
+func (ss *sharedSession) settle(path string, d departed) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if cur, ok := ss.departed[path]; ok && cur == d {
+		delete(ss.departed, path)
+	}
 }
 
 // sweep deregisters the departed instances under the keeper's session
@@ -297,16 +311,28 @@ func (ss *sharedSession) sweep(ctx context.Context, s *session) {
 	ss.mu.Unlock()
 	for path, d := range todo {
 		if d.session != s.id {
-			ss.claim(path) // its session's end removed it
+			ss.settle(path, d) // its session's end removed it
+			continue
+		}
+		// Numbered only while still departed: a member that claims the
+		// path again (joins with its ID) numbers its registration after
+		// this, so this delete cannot land after it.
+		ss.mu.Lock()
+		var seq uint64
+		if cur, ok := ss.departed[path]; ok && cur == d {
+			seq = ss.nextSeq()
+		}
+		ss.mu.Unlock()
+		if seq == 0 {
 			continue
 		}
 		h := http.Header{api.HeaderSession: {s.id}}
-		numbered(h, ss.nextSeq())
+		numbered(h, seq)
 		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		_, err := ss.c.write(wctx, api.ClientFrame{Type: api.FrameDeleteInstance, Service: d.service, ID: d.id}, http.MethodDelete, path, nil, h)
 		cancel()
 		if err == nil || errors.Is(err, api.ErrNotFound) || errors.Is(err, api.ErrConflict) {
-			ss.claim(path)
+			ss.settle(path, d)
 			ss.k.log.Info("deregistered an instance its member left registered", "service", d.service, "id", d.id, "err", err)
 			continue
 		}
