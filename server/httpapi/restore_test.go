@@ -192,10 +192,18 @@ func TestRestoreRetryFinishesWhatWasCut(t *testing.T) {
 	c := servertest.Start(t, servertest.Options{})
 	ctx, cut := context.WithCancel(context.Background())
 	defer cut()
+	hooked := make(chan struct{})
+	defer func() { // the cut restore's goroutine is done with the hook
+		select {
+		case <-hooked:
+		case <-time.After(10 * time.Second):
+		}
+	}()
 	httpapi.SetRestoreHook(c.Server(1).API(), func(tenant string) {
 		if tenant != "beta" {
 			return
 		}
+		defer close(hooked)
 		// acme's restore ends first; then the operator's restore is cut.
 		servertest.Eventually(t, 20*time.Second, "acme's restore ends", func() bool {
 			mark, ok := c.Server(1).Node().Meta().RestoreMark("acme")
@@ -211,11 +219,20 @@ func TestRestoreRetryFinishesWhatWasCut(t *testing.T) {
 	if mark, ok := c.Server(1).Node().Meta().RestoreMark("beta"); !ok || !mark.Pending {
 		t.Fatalf("beta after the cut restore: %+v %v, want it still pending (the test's setup failed)", mark, ok)
 	}
-	// acme's clients write; beta's cannot.
-	if r := c.Do(2, tokens["acme"], http.MethodPut, "/v1/tenants/acme/services/web/instances/p1",
-		api.RegisterRequest{Address: "10.0.0.9:80"}); r.Status >= 300 {
-		t.Fatalf("re-register acme's p1 = %d %s", r.Status, r.Body)
-	}
+	// acme's clients write (node 2 answers 503 restoring until its meta
+	// replica has applied acme's end, as a client retries); beta's cannot.
+	var last *servertest.Response
+	servertest.Eventually(t, 10*time.Second, "acme's clients to write on node 2", func() bool {
+		last = c.Do(2, tokens["acme"], http.MethodPut, "/v1/tenants/acme/services/web/instances/p1",
+			api.RegisterRequest{Address: "10.0.0.9:80"})
+		if last.Status == http.StatusServiceUnavailable && strings.Contains(string(last.Body), string(api.CodeRestoring)) {
+			return false
+		}
+		if last.Status >= 300 {
+			t.Fatalf("re-register acme's p1 = %d %s", last.Status, last.Body)
+		}
+		return true
+	})
 	if r := c.Do(2, tokens["beta"], http.MethodGet, "/v1/tenants/beta/services/web", nil); r.Status != http.StatusServiceUnavailable {
 		t.Fatalf("beta mid-restore = %d %s, want 503 restoring", r.Status, r.Body)
 	}
