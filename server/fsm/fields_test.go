@@ -71,18 +71,7 @@ func TestEveryInstanceFieldSurvives(t *testing.T) {
 		f := sv.Field(i)
 		old := reflect.New(f.Type()).Elem()
 		old.Set(f)
-		switch f.Kind() {
-		case reflect.String:
-			f.SetString(f.String() + "x")
-		case reflect.Int, reflect.Int64:
-			f.SetInt(f.Int() + 1)
-		case reflect.Uint64:
-			f.SetUint(f.Uint() + 1)
-		case reflect.Map:
-			f.Set(reflect.ValueOf(map[string]string{"other": "x"}))
-		default:
-			t.Fatalf("instance.%s: a field of kind %s that this test cannot change: teach it", sv.Type().Field(i).Name, f.Kind())
-		}
+		change(t, f, sv.Type().Field(i).Name)
 		if sm.Dump() == before {
 			t.Errorf("Dump (dump.go) does not show instance.%s", sv.Type().Field(i).Name)
 		}
@@ -109,18 +98,7 @@ func TestSameInstanceCountsEveryField(t *testing.T) {
 		b := a
 		b.Meta = map[string]string{"k": "v"}
 		f := reflect.ValueOf(&b).Elem().Field(i)
-		switch f.Kind() {
-		case reflect.String:
-			f.SetString(f.String() + "x")
-		case reflect.Int, reflect.Int64:
-			f.SetInt(f.Int() + 1)
-		case reflect.Uint64:
-			f.SetUint(f.Uint() + 1)
-		case reflect.Map:
-			f.Set(reflect.ValueOf(map[string]string{"k": "w"}))
-		default:
-			t.Fatalf("instance.%s: a field of kind %s that this test cannot change: teach it", name, f.Kind())
-		}
+		change(t, f, name)
 		same := sameInstance(&a, &b)
 		switch name {
 		case "RegisteredMs", "ReadyIndex":
@@ -132,5 +110,22 @@ func TestSameInstanceCountsEveryField(t *testing.T) {
 				t.Errorf("sameInstance (tenant.go) does not count instance.%s", name)
 			}
 		}
+	}
+}
+
+// change gives field name of an instance (f) another value.
+func change(t *testing.T, f reflect.Value, name string) {
+	t.Helper()
+	switch f.Kind() {
+	case reflect.String:
+		f.SetString(f.String() + "x")
+	case reflect.Int, reflect.Int64:
+		f.SetInt(f.Int() + 1)
+	case reflect.Uint64:
+		f.SetUint(f.Uint() + 1)
+	case reflect.Map:
+		f.Set(reflect.ValueOf(map[string]string{"other": "x"}))
+	default:
+		t.Fatalf("instance.%s: a field of kind %s that this test cannot change: teach it", name, f.Kind())
 	}
 }
