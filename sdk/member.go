@@ -318,6 +318,7 @@ func newMember(c *Client, inst Instance, cfg memberConfig, owns bool) *Member {
 		wake: make(chan struct{}, 1), timer: make(chan struct{}, 1), work: make(chan struct{}, 1),
 		lane: make(chan struct{}, 1), done: make(chan struct{}), quiet: make(chan struct{}),
 		changed: make(chan struct{}),
+		held:    heldKeys{lane: make(chan struct{}, 1)},
 	}
 	if m.lease < 0 {
 		m.lease = DefaultLease

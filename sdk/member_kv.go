@@ -29,7 +29,15 @@ import (
 // heldKeys is what a member holds under its sessions: its ephemeral keys
 // and the values it last put. Its map is guarded by mu; a member's mu is
 // taken before it.
+//
+// Every put or delete of a held key (PutEphemeral, DeleteEphemeral, the
+// recovery putting keys back, Leave deleting them) runs in the key lane,
+// from the decision to the record of its outcome, one at a time: so a
+// Leave deletes the key that a put back in flight wrote, rather than
+// racing it and leaving it behind under a session that lives on with the
+// Client's other members, and nothing is put once the member leaves.
 type heldKeys struct {
+	lane chan struct{} // the key lane: taken by a send
 	mu   sync.Mutex
 	keys map[string]*heldKey
 	gen  uint64 // numbers the puts, so an older put never overwrites what a newer one recorded
@@ -41,6 +49,19 @@ type heldKey struct {
 	modIndex uint64   // the mod_index that put gave it
 	gen      uint64
 }
+
+// enter takes the key lane, within ctx.
+func (h *heldKeys) enter(ctx context.Context) error {
+	select {
+	case h.lane <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// exit gives the key lane back.
+func (h *heldKeys) exit() { <-h.lane }
 
 // record notes a put of key under s.
 func (h *heldKeys) record(key string, value []byte, s *session, modIndex uint64) {
@@ -79,11 +100,11 @@ func (h *heldKeys) settle(key string, gen uint64, s *session, modIndex uint64) b
 	return true
 }
 
-// has reports whether key is held.
-func (h *heldKeys) has(key string) bool {
+// is reports whether key is held as of gen.
+func (h *heldKeys) is(key string, gen uint64) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.keys[key] != nil
+	return h.keys[key] != nil && h.keys[key].gen == gen
 }
 
 // drop forgets key (as of gen, when gen is not 0) and returns what was
@@ -135,7 +156,7 @@ func (m *Member) PutEphemeral(ctx context.Context, key string, value []byte) (ap
 		case <-ctx.Done():
 			return api.KV{}, fmt.Errorf("sdk: put ephemeral %s: the member's session is being replaced: %w", key, ctx.Err())
 		}
-		kv, pos, err := m.c.putKV(ctx, key, value, nil, s.id)
+		kv, pos, put, err := m.putHeld(ctx, s, key, value)
 		if errors.Is(err, api.ErrSessionExpired) {
 			// The session has ended: the member registers again under a
 			// new one, and the key goes there.
@@ -148,20 +169,48 @@ func (m *Member) PutEphemeral(ctx context.Context, key string, value []byte) (ap
 				return api.KV{}, fmt.Errorf("sdk: put ephemeral %s: %w", key, errors.Join(ctx.Err(), err))
 			}
 		}
-		if err != nil {
+		switch {
+		case errors.Is(err, ErrLeft):
+			return api.KV{}, err
+		case err != nil:
 			return api.KV{}, fmt.Errorf("sdk: put ephemeral %s: %w", key, err)
-		}
-		m.mu.Lock()
-		if m.sess != s {
+		case !put:
 			// Replaced while the put was in flight: the old session's end
 			// deletes (or deleted) the key. Put it under the new one.
-			m.mu.Unlock()
 			continue
 		}
-		m.held.record(key, value, s, kv.ModIndex)
-		m.mu.Unlock()
 		return kv, m.c.wroteKV(ctx, "put ephemeral", pos, key)
 	}
+}
+
+// putHeld puts key under s and records it, in the key lane; put is false
+// when s was replaced meanwhile.
+func (m *Member) putHeld(ctx context.Context, s *session, key string, value []byte) (kv api.KV, pos uint64, put bool, err error) {
+	if err := m.held.enter(ctx); err != nil {
+		return api.KV{}, 0, false, err
+	}
+	defer m.held.exit()
+	if m.isLeaving() {
+		return api.KV{}, 0, false, ErrLeft
+	}
+	kv, pos, err = m.c.putKV(ctx, key, value, nil, s.id)
+	if err != nil {
+		return api.KV{}, 0, false, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.sess != s {
+		return api.KV{}, 0, false, nil
+	}
+	m.held.record(key, value, s, kv.ModIndex)
+	return kv, pos, true, nil
+}
+
+// isLeaving reports whether the member is leaving or has left.
+func (m *Member) isLeaving() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.leaving || m.st.phase == phaseLeft
 }
 
 // DeleteEphemeral gives up an ephemeral key of the member's: it is not
@@ -170,11 +219,35 @@ func (m *Member) PutEphemeral(ctx context.Context, key string, value []byte) (ap
 // has written since is left as it is, and the error matches ErrConflict;
 // one already gone, or one the member does not hold, is no error.
 func (m *Member) DeleteEphemeral(ctx context.Context, key string) error {
-	m.mu.Lock()
+	if err := m.held.enter(ctx); err != nil {
+		return fmt.Errorf("sdk: delete ephemeral %s: %w", key, err)
+	}
+	defer m.held.exit()
+	return m.deleteHeld(ctx, key)
+}
+
+// deleteHeld is DeleteEphemeral in the key lane. A key whose put back
+// under the current session had an unknown outcome is looked up: it is
+// the member's if that session holds it.
+func (m *Member) deleteHeld(ctx context.Context, key string) error {
 	hk, ok := m.held.drop(key, 0)
-	m.mu.Unlock()
 	if !ok {
 		return nil
+	}
+	m.mu.Lock()
+	s := m.sess
+	m.mu.Unlock()
+	if hk.under != s {
+		got, err := m.c.Get(ctx, key)
+		switch {
+		case errors.Is(err, api.ErrNotFound):
+			return nil
+		case err != nil:
+			return fmt.Errorf("sdk: delete ephemeral %s: %w", key, err)
+		case got.SessionTag != s.tag:
+			return nil // not put back: someone else's, or gone with its session
+		}
+		hk.modIndex = got.ModIndex
 	}
 	pos, err := m.c.deleteKV(ctx, key, hk.modIndex)
 	var ae *api.Error
@@ -191,46 +264,56 @@ func (m *Member) DeleteEphemeral(ctx context.Context, key string) error {
 // session it has just registered again with (see the package comment of
 // this file), within the re-registration (ctx), while its keepalives go
 // on. A failure that a retry would not mend gives the key up; the end of
-// s leaves the rest for the next session.
+// s, or of ctx, or the member's Leave leaves the rest for the next
+// session (or for Leave to delete).
 func (m *Member) putEphemeralAgain(ctx context.Context, s *session) {
 	pending := m.held.pending(s)
 	for _, key := range slices.Sorted(maps.Keys(pending)) {
-		hk := pending[key]
-		none := uint64(0)
-		kv, _, err := m.c.putKV(ctx, key, hk.value, &none, s.id)
-		switch {
-		case err == nil:
-			if !m.held.settle(key, hk.gen, s, kv.ModIndex) {
-				// Given up (DeleteEphemeral) or put again meanwhile.
-				m.undoPut(ctx, key, kv.ModIndex)
-			}
-			continue
-		case ctx.Err() != nil:
+		if !m.putBack(ctx, s, key, pending[key]) {
 			return
-		case errors.Is(err, api.ErrSessionExpired) || errors.Is(err, api.ErrNotFound):
-			m.log.Warn("the session ended again while its ephemeral keys were put back", "err", err)
-			return
-		case errors.Is(err, api.ErrConflict) || errors.Is(err, api.ErrTimeout):
-			// The key exists: a PutEphemeral of ours under s may have got
-			// there first, or this put itself (its outcome unknown).
-			if got, gerr := m.c.Get(ctx, key); gerr == nil && got.SessionTag == s.tag {
-				m.held.settle(key, hk.gen, s, got.ModIndex)
-				continue
-			}
-		}
-		if _, ok := m.held.drop(key, hk.gen); ok {
-			m.log.Warn("ephemeral key given up: it could not be put again under the new session", "key", key, "err", err)
 		}
 	}
 }
 
-// undoPut deletes a key that putEphemeralAgain put back after the member
-// gave it up, if it is still as put.
-func (m *Member) undoPut(ctx context.Context, key string, modIndex uint64) {
-	if m.held.has(key) {
-		return // put again by PutEphemeral: it is the member's
+// putBack puts key, as held at hk, back under s if it does not exist, in
+// the key lane; false when the keys left must wait.
+func (m *Member) putBack(ctx context.Context, s *session, key string, hk heldKey) bool {
+	if m.held.enter(ctx) != nil {
+		return false
 	}
-	if _, err := m.c.deleteKV(ctx, key, modIndex); err != nil && !errors.Is(err, api.ErrConflict) {
-		m.log.Warn("a given-up ephemeral key was put back and could not be deleted: it goes with the session", "key", key, "err", err)
+	defer m.held.exit()
+	if m.isLeaving() {
+		return false
 	}
+	if !m.held.is(key, hk.gen) {
+		return true // given up (DeleteEphemeral) or put again meanwhile
+	}
+	none := uint64(0)
+	kv, _, err := m.c.putKV(ctx, key, hk.value, &none, s.id)
+	switch {
+	case err == nil:
+		m.held.settle(key, hk.gen, s, kv.ModIndex)
+		return true
+	case ctx.Err() != nil:
+		return false // its outcome unknown: it stays pending (see deleteHeld)
+	case errors.Is(err, api.ErrSessionExpired) || errors.Is(err, api.ErrNotFound):
+		m.log.Warn("the session ended again while its ephemeral keys were put back", "err", err)
+		return false
+	case errors.Is(err, api.ErrConflict) || errors.Is(err, api.ErrTimeout):
+		// The key exists: this put itself may have got there (its
+		// outcome unknown), or someone else.
+		got, gerr := m.c.Get(ctx, key)
+		switch {
+		case gerr == nil && got.SessionTag == s.tag:
+			m.held.settle(key, hk.gen, s, got.ModIndex)
+			return true
+		case gerr == nil: // someone else's
+		case !errors.Is(gerr, api.ErrNotFound) || errors.Is(err, api.ErrTimeout):
+			return true // unknown, or may land yet: it stays pending (see deleteHeld)
+		}
+	}
+	if _, ok := m.held.drop(key, hk.gen); ok {
+		m.log.Warn("ephemeral key given up: it could not be put again under the new session", "key", key, "err", err)
+	}
+	return true
 }

@@ -82,7 +82,7 @@ type sharedRecovery struct {
 	release chan struct{}
 }
 
-func startSharedRecovery(t *testing.T, ctx context.Context, service string) *sharedRecovery {
+func startSharedRecovery(t *testing.T, ctx context.Context, service string, keys ...string) *sharedRecovery {
 	c := sdktest.StartWith(t, sdktest.Options{Nodes: 1})
 	tn := &tenant{c: c, name: c.Tenant, tok: c.Token}
 	p := newHookProxy(t, c)
@@ -102,6 +102,11 @@ func startSharedRecovery(t *testing.T, ctx context.Context, service string) *sha
 	sr.old = sdk.SessionID(sr.a)
 	if sdk.SessionID(sr.b) != sr.old {
 		t.Fatal("a and b do not share a session")
+	}
+	for _, k := range keys { // a's ephemeral keys, deleted with the session
+		if _, err := sr.a.PutEphemeral(ctx, k, []byte("a")); err != nil {
+			t.Fatal(err)
+		}
 	}
 	opened := make(chan struct{})
 	var once sync.Once
@@ -237,5 +242,69 @@ func TestSharedLeaveDuringRecovery(t *testing.T) {
 	})
 	if in, ok := sr.instance(t, "lv", "a"); ok {
 		t.Fatalf("a is registered after its Leave returned nil: %+v", in)
+	}
+}
+
+// TestSharedLeaveDuringKeyRecovery: a member that leaves while it puts
+// its ephemeral key back under the keeper's next session leaves no key
+// behind when Leave returns nil. The session lives on with the Client's
+// other members, so nothing else would ever delete it. The proxy holds
+// the put back until Leave has deleted the key and given up on the put
+// (or for 2 s), then applies it.
+func TestSharedLeaveDuringKeyRecovery(t *testing.T) {
+	ctx := ctxT(t, 60*time.Second)
+	const key = "jobs/lk-a"
+	sr := startSharedRecovery(t, ctx, "lk", key)
+	hold := sr.p.hook
+	putHeld, landed, deleted := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var heldOnce, landedOnce, deletedOnce sync.Once
+	sr.p.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		switch {
+		case r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, "/kv/"+key):
+			heldOnce.Do(func() { close(putHeld) })
+			select {
+			case <-deleted:
+				select { // until the member gives up on the put
+				case <-r.Context().Done():
+				case <-time.After(2 * time.Second):
+				}
+			case <-time.After(2 * time.Second):
+			}
+			rec := httptest.NewRecorder()
+			sr.p.rp.ServeHTTP(rec, r.WithContext(context.WithoutCancel(r.Context())))
+			landedOnce.Do(func() { close(landed) })
+			for k, v := range rec.Header() {
+				w.Header()[k] = v
+			}
+			w.WriteHeader(rec.Code)
+			w.Write(rec.Body.Bytes())
+			return true
+		case r.Method == http.MethodDelete && strings.HasSuffix(r.URL.Path, "/kv/"+key):
+			sr.p.rp.ServeHTTP(w, r)
+			deletedOnce.Do(func() { close(deleted) })
+			return true
+		}
+		return hold(w, r)
+	})
+	close(sr.release) // a registers again, and puts its key back: held
+	select {
+	case <-putHeld:
+	case <-ctx.Done():
+		t.Fatal("a did not put its ephemeral key back")
+	}
+	if err := sr.a.Leave(ctx); err != nil {
+		t.Fatalf("Leave while its key is put back: %v", err)
+	}
+	select {
+	case <-landed:
+	case <-ctx.Done():
+		t.Fatal("the held put never went through")
+	}
+	eventually(t, 10*time.Second, "b registered again", func() bool {
+		in, ok := sr.instance(t, "lk", "b")
+		return ok && in.SessionTag == api.SessionTag(sdk.SessionID(sr.b))
+	})
+	if r := sr.tn.rest(t, http.MethodGet, "/kv/"+key+"?consistent=true", nil); r.Status != http.StatusNotFound {
+		t.Fatalf("a's ephemeral key after its Leave returned nil: %d %s, want 404", r.Status, r.Body)
 	}
 }

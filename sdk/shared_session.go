@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -434,15 +436,18 @@ func (m *Member) nextSeqLocked() uint64 {
 // (its Leave: the session lives on with the other members), each if
 // still as the member put it.
 func (m *Member) deleteEphemeralAll(ctx context.Context) error {
-	m.held.mu.Lock()
-	keys := make([]string, 0, len(m.held.keys))
-	for k := range m.held.keys {
-		keys = append(keys, k)
+	// In the key lane, after a put back in flight: the member is leaving,
+	// so none is put after.
+	if err := m.held.enter(ctx); err != nil {
+		return err
 	}
+	defer m.held.exit()
+	m.held.mu.Lock()
+	keys := slices.Sorted(maps.Keys(m.held.keys))
 	m.held.mu.Unlock()
 	var errs []error
 	for _, k := range keys {
-		if err := m.DeleteEphemeral(ctx, k); err != nil && !errors.Is(err, api.ErrConflict) {
+		if err := m.deleteHeld(ctx, k); err != nil && !errors.Is(err, api.ErrConflict) {
 			errs = append(errs, err)
 		}
 	}
