@@ -52,6 +52,10 @@ const (
 	OpSetMetaVersion // the meta state's semantics version (SetVersion)
 	OpRestoreDone    // a restored tenant's state is written (from version 4)
 	OpRevokePrevious // a tenant's previous token ends (from version 4)
+	OpSetReplicas    // the cluster's replicas per tenant shard (from version 5)
+	OpMoveStart      // a replica move begins (from version 5: placement.go)
+	OpMoveStep       // a move's step is done
+	OpMoveEnd        // a move is finished or undone
 )
 
 var opNames = map[Op]string{
@@ -64,6 +68,7 @@ var opNames = map[Op]string{
 	OpUpdateQuotas: "update_quotas", OpRotateToken: "rotate_token", OpAddReplica: "add_replica",
 	OpRestore: "restore", OpRemoveNode: "remove_node", OpSetMetaVersion: "set_meta_version",
 	OpRestoreDone: "restore_done", OpRevokePrevious: "revoke_previous",
+	OpSetReplicas: "set_replicas", OpMoveStart: "move_start", OpMoveStep: "move_step", OpMoveEnd: "move_end",
 }
 
 func (o Op) String() string {

@@ -52,6 +52,9 @@ type metaState struct {
 	// Removed is the nodes taken out of the cluster for good (ID -> when):
 	// such an ID never registers or gets a replica again.
 	Removed map[uint64]int64 `json:"removed,omitempty"`
+	// Replicas is R, the voting replicas of each tenant shard (from
+	// version 5, set_replicas); 0 is DefaultReplicas.
+	Replicas uint64 `json:"replicas,omitempty"`
 }
 
 // NodeRecord is a server as it registered itself.
@@ -62,15 +65,20 @@ type NodeRecord struct {
 	// Incarnation identifies the node's current process (its start time):
 	// peers open fresh Raft connections to a node that restarted.
 	Incarnation uint64 `json:"incarnation,omitempty"`
+	// Zone is the node's failure domain (--zone, from version 5): a
+	// tenant's replicas are spread over zones first.
+	Zone string `json:"zone,omitempty"`
 }
 
 // Replica is one replica of a tenant shard. Join is set for replicas added
 // after the shard was created: their node starts them as joiners, never
-// bootstrapping them.
+// bootstrapping them. NonVoting (from version 5) is set on a replica a
+// move adds until the move promotes it: its node starts it non-voting.
 type Replica struct {
 	Node        uint64 `json:"node"`
 	RaftAddress string `json:"raft_address"`
 	Join        bool   `json:"join,omitempty"`
+	NonVoting   bool   `json:"non_voting,omitempty"`
 }
 
 // TenantRecord is a tenant in the meta shard.
@@ -92,6 +100,11 @@ type TenantRecord struct {
 	Restore *RestoreMark `json:"restore,omitempty"`
 	// Rotation is the rotation that set the current token (from version 4).
 	Rotation *Rotation `json:"rotation,omitempty"`
+	// Move is the replica move under way, if any (from version 5).
+	Move *Move `json:"move,omitempty"`
+	// Retired is the replicas moves took out of the shard (replica ID ->
+	// node, from version 5): a node deletes the data it keeps of them.
+	Retired map[uint64]uint64 `json:"retired,omitempty"`
 }
 
 // RestoreMark is what a tenant's record keeps of the restore that wrote it.
@@ -151,6 +164,16 @@ func (r *TenantRecord) clone() *TenantRecord {
 		o := *r.Rotation
 		c.Rotation = &o
 	}
+	if r.Move != nil {
+		mv := *r.Move
+		c.Move = &mv
+	}
+	if r.Retired != nil {
+		c.Retired = make(map[uint64]uint64, len(r.Retired))
+		for k, v := range r.Retired {
+			c.Retired[k] = v
+		}
+	}
 	return &c
 }
 
@@ -172,17 +195,22 @@ type RegisterNode struct {
 	RaftAddress string `json:"raft_address"`
 	APIAddress  string `json:"api_address"`
 	Incarnation uint64 `json:"incarnation,omitempty"`
+	Zone        string `json:"zone,omitempty"` // from version 5
 }
 
 // CreateTenant creates a tenant with a replica on each of Members (node ID
 // -> Raft address), chosen by the proposer from the meta shard's membership.
-// A retry with the same token hash answers the existing tenant.
+// With Replicas (from version 5) the shard gets that many replicas (at most
+// one per member), placed on the members with the fewest replicas, zones
+// first (placement.go). A retry with the same token hash answers the
+// existing tenant.
 type CreateTenant struct {
 	Name      string            `json:"name"`
 	Quotas    api.Quotas        `json:"quotas"`
 	TokenHash tenants.Hash      `json:"token_hash"`
 	Members   map[uint64]string `json:"members"`
 	NowMs     int64             `json:"now_ms"`
+	Replicas  uint64            `json:"replicas,omitempty"`
 }
 
 // DeleteTenant deletes a tenant and tombstones its shard.
@@ -250,6 +278,8 @@ type Restore struct {
 	// BackupIndex being the meta index the backup was read at.
 	Mark        bool   `json:"mark,omitempty"`
 	BackupIndex uint64 `json:"backup_index,omitempty"`
+	// Replicas (from version 5) places each tenant as CreateTenant's does.
+	Replicas uint64 `json:"replicas,omitempty"`
 }
 
 // RestoreDone ends a tenant's restore (from version 4): its state is
@@ -341,6 +371,10 @@ func (m *Meta) Apply(index uint64, cmd []byte) (o MetaOutcome) {
 		if c.ID == 0 || c.RaftAddress == "" {
 			return metaReject(api.CodeBadRequest, "register_node: id and raft_address are required")
 		}
+		if c.Zone != "" && versionOf(m.st.Version) < 5 {
+			e := unknownField(op, "zone")
+			return MetaOutcome{Code: e.Code, Message: e.Message}
+		}
 		if _, gone := m.st.Removed[c.ID]; gone {
 			return metaReject(api.CodeConflict, "node %d was removed from the cluster; start it with a new --id and an empty data dir", c.ID)
 		}
@@ -348,7 +382,7 @@ func (m *Meta) Apply(index uint64, cmd []byte) (o MetaOutcome) {
 		if old := m.st.Nodes[c.ID]; old != nil && inc == 0 {
 			inc = old.Incarnation // an operator's re-registration keeps it
 		}
-		m.st.Nodes[c.ID] = &NodeRecord{ID: c.ID, RaftAddress: c.RaftAddress, APIAddress: c.APIAddress, Incarnation: inc}
+		m.st.Nodes[c.ID] = &NodeRecord{ID: c.ID, RaftAddress: c.RaftAddress, APIAddress: c.APIAddress, Incarnation: inc, Zone: c.Zone}
 		return MetaOutcome{}
 	case OpCreateTenant:
 		var c CreateTenant
@@ -436,6 +470,13 @@ func (m *Meta) Apply(index uint64, cmd []byte) (o MetaOutcome) {
 					delete(t.Replicas, rid)
 				}
 			}
+			if mv := t.Move; mv != nil && versionOf(m.st.Version) >= 5 {
+				if _, ok := t.Replicas[mv.Add]; mv.Add != 0 && !ok {
+					t.Move = nil // its new replica was on the node: undone
+				} else if _, ok := t.Replicas[mv.Remove]; mv.Remove != 0 && !ok {
+					t.Move = nil // the replica it took out was: done
+				}
+			}
 		}
 		if m.st.Removed == nil {
 			m.st.Removed = map[uint64]int64{}
@@ -450,6 +491,11 @@ func (m *Meta) Apply(index uint64, cmd []byte) (o MetaOutcome) {
 			return metaReject(api.CodeBadRequest, "%s: %v", op, err)
 		}
 		return m.restore(c)
+	case OpSetReplicas, OpMoveStart, OpMoveStep, OpMoveEnd:
+		if versionOf(m.st.Version) < 5 {
+			break // unknown to the builds before it
+		}
+		return m.applyPlacement(op, body)
 	case OpRestoreDone:
 		if versionOf(m.st.Version) < 4 {
 			break // unknown to the builds before it
@@ -508,6 +554,13 @@ func (m *Meta) createTenant(c CreateTenant) MetaOutcome {
 	if len(c.Members) == 0 {
 		return metaReject(api.CodeUnavailable, "create_tenant: no members to place the shard on")
 	}
+	if c.Replicas != 0 && versionOf(m.st.Version) < 5 {
+		e := unknownField(OpCreateTenant, "replicas")
+		return MetaOutcome{Code: e.Code, Message: e.Message}
+	}
+	if c.Replicas > MaxReplicas {
+		return metaReject(api.CodeBadRequest, "create_tenant: replicas %d, at most %d", c.Replicas, MaxReplicas)
+	}
 	t := &TenantRecord{
 		Name: c.Name, ShardID: m.st.NextShardID, Epoch: m.st.Epochs[c.Name] + 1,
 		Replicas: map[uint64]Replica{}, InitialQuotas: c.Quotas, Quotas: c.Quotas,
@@ -523,6 +576,10 @@ func (m *Meta) createTenant(c CreateTenant) MetaOutcome {
 		nodes = append(nodes, n)
 	}
 	sort.Slice(nodes, func(i, j int) bool { return nodes[i] < nodes[j] })
+	if c.Replicas != 0 {
+		nodes = m.place(nodes, nil, int(c.Replicas))
+		sort.Slice(nodes, func(i, j int) bool { return nodes[i] < nodes[j] })
+	}
 	for _, n := range nodes {
 		t.Replicas[m.st.NextReplicaID] = Replica{Node: n, RaftAddress: c.Members[n]}
 		m.st.NextReplicaID++
@@ -539,6 +596,13 @@ func (m *Meta) restore(c Restore) MetaOutcome {
 	if (c.Mark || c.BackupIndex != 0) && versionOf(m.st.Version) < 4 {
 		e := unknownField(OpRestore, "mark")
 		return MetaOutcome{Code: e.Code, Message: e.Message}
+	}
+	if c.Replicas != 0 && versionOf(m.st.Version) < 5 {
+		e := unknownField(OpRestore, "replicas")
+		return MetaOutcome{Code: e.Code, Message: e.Message}
+	}
+	if c.Replicas > MaxReplicas {
+		return metaReject(api.CodeBadRequest, "restore: replicas %d, at most %d", c.Replicas, MaxReplicas)
 	}
 	names := map[string]bool{}
 	for _, t := range c.Tenants {
@@ -576,7 +640,7 @@ func (m *Meta) restore(c Restore) MetaOutcome {
 	}
 	for _, t := range c.Tenants {
 		m.createTenant(CreateTenant{Name: t.Name, Quotas: t.Quotas, TokenHash: t.Credentials.Current,
-			Members: c.Members, NowMs: c.NowMs})
+			Members: c.Members, NowMs: c.NowMs, Replicas: c.Replicas})
 		rec := m.st.Tenants[t.Name]
 		rec.Credentials = t.Credentials // decoded for this entry: nothing else holds it
 		if t.CreatedMs != 0 {

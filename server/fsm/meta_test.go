@@ -98,18 +98,23 @@ func FuzzMetaApply(f *testing.F) {
 	f.Add(byte(OpAddReplica), []byte(`{"name":"acme","node":0}`))
 	f.Add(byte(OpRegisterNode), []byte(`{"id":1,"raft_address":"x","api_address":"y"}`))
 	f.Add(byte(OpRemoveNode), []byte(`{"id":2,"now_ms":5}`))
+	f.Add(byte(OpMoveStart), []byte(`{"name":"acme","node":2,"raft_address":"b","remove":1000}`))
+	f.Add(byte(OpMoveStep), []byte(`{"name":"acme","add":1001,"step":"promoted"}`))
+	f.Add(byte(OpMoveEnd), []byte(`{"name":"acme","add":1001,"undo":true}`))
+	f.Add(byte(OpSetReplicas), []byte(`{"replicas":9}`))
 	f.Add(byte(OpRestore), []byte(`{"next_shard_id":90,"epochs":{"acme":4},"tenants":[{"name":"acme","credentials":{"current":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}}],"members":{"1":"a"}}`))
 	f.Fuzz(func(t *testing.T, op byte, body []byte) {
 		m := NewMeta()
-		m.Apply(1, Encode(OpCreateTenant, CreateTenant{Name: "acme", TokenHash: tenants.HashToken("t"), Members: map[uint64]string{1: "a"}}))
+		m.Apply(1, Encode(OpSetMetaVersion, SetVersion{Version: Version}))
+		m.Apply(2, Encode(OpCreateTenant, CreateTenant{Name: "acme", TokenHash: tenants.HashToken("t"), Members: map[uint64]string{1: "a"}}))
 		before, _ := m.Snapshot()
-		o := m.Apply(2, append([]byte{CodecVersion, op}, body...))
+		o := m.Apply(3, append([]byte{CodecVersion, op}, body...))
 		if o.Code == api.CodeInternal {
 			t.Fatalf("op %d %q: internal error %s", op, body, o.Message)
 		}
 		after, _ := m.Snapshot()
 		// A rejected command moves the applied index and nothing else.
-		if want := bytes.Replace(before, []byte(`"applied":1,`), []byte(`"applied":2,`), 1); o.Code != "" && !bytes.Equal(want, after) {
+		if want := bytes.Replace(before, []byte(`"applied":2,`), []byte(`"applied":3,`), 1); o.Code != "" && !bytes.Equal(want, after) {
 			t.Fatalf("op %d %q rejected (%s) but changed the state", op, body, o.Code)
 		}
 	})

@@ -31,7 +31,14 @@ import "github.com/rafting/rafting/api"
 //	   A rotation records its previous_valid_ms, and a retry of it (the
 //	   same token) with another is refused (409); revoke_previous ends a
 //	   tenant's previous token.
-const Version = 4
+//	5: placement (placement.go): a tenant shard is created on R of the
+//	   nodes (create_tenant's and restore's replicas), a node registers
+//	   its zone, set_replicas records R, and move_start, move_step and
+//	   move_end record a replica's move step by step; a returning node
+//	   deletes the data of its retired replicas. Before 5 a tenant is
+//	   created on every member, and these commands and fields are refused
+//	   as the builds before them refused them.
+const Version = 5
 
 // SetVersion raises a state machine's version. The cluster proposes it
 // once every node reports a build of at least that version. A replica
