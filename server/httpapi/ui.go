@@ -1,0 +1,23 @@
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/rafting/rafting/server/ui"
+)
+
+// uiRoutes mounts the dashboard (package server/ui) on /ui: the page and
+// its embedded assets without a token (they hold nothing of the cluster),
+// and its live feed, GET /ui/events, behind any valid token — authenticated,
+// rate-limited and counted as every other request, and made of the API's
+// own answers asked in-process with that token. They are the dashboard's
+// routes, not the REST API's: api/openapi.yaml does not list them.
+func (s *Server) uiRoutes(h func(string, access, lane, bool, func(http.ResponseWriter, *http.Request, identity))) {
+	d := ui.New(s, s.log)
+	s.mux.Handle("GET /ui", d)
+	s.mux.Handle("GET /ui/{$}", d)
+	s.mux.Handle("GET /ui/{asset}", d)
+	h("GET /ui/events", anyToken, false, false, func(w http.ResponseWriter, r *http.Request, id identity) {
+		d.Feed(w, r, ui.Identity{Admin: id.admin, ReadOnly: id.readOnly, Tenant: id.tenant})
+	})
+}

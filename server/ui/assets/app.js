@@ -1,0 +1,454 @@
+// Rafting's dashboard. Plain JavaScript, no build step, no dependency.
+//
+// Rules this file keeps (server/ui's doc.go says why):
+// - Everything the servers send is put in the page as text: elements are
+//   made with createElement and filled with text nodes, never with
+//   innerHTML, insertAdjacentHTML or document.write.
+// - The token lives in this tab's sessionStorage and goes only into an
+//   Authorization header; never into a URL.
+"use strict";
+
+(function () {
+  const TOKEN_KEY = "rafting.token";
+  const $ = (id) => document.getElementById(id);
+
+  const state = {
+    token: "",
+    kind: "",           // admin | read-only | tenant
+    tenant: "",         // whose services the feed follows
+    chosen: "",         // the admin's choice in the tenant menu
+    cluster: null,
+    tenants: [],
+    list: null,         // the tenant's service list
+    services: new Map(), // name -> GET .../services/{s} answer
+    tab: "",
+    feed: null,         // AbortController of the feed
+    retry: 0,
+  };
+
+  // el makes an element; children that are strings become text nodes.
+  function el(tag, attrs, ...children) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === undefined || v === null || v === false) continue;
+      if (k === "class") e.className = v;
+      else if (k === "onclick") e.addEventListener("click", v);
+      else if (k.startsWith("data-")) e.setAttribute(k, String(v));
+      else if (k === "title" || k === "value" || k === "max" || k === "min" || k === "type") e.setAttribute(k, String(v));
+      else if (k === "hidden" || k === "disabled") e[k] = Boolean(v);
+    }
+    for (const c of children) {
+      if (c === undefined || c === null || c === false) continue;
+      e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return e;
+  }
+
+  function table(id, head, rows) {
+    const t = $(id);
+    const thead = el("thead", {}, el("tr", {}, ...head.map((h) => el("th", {}, h))));
+    const tbody = el("tbody", {}, ...rows);
+    if (rows.length === 0) tbody.append(el("tr", {}, el("td", { class: "muted" }, "none")));
+    t.replaceChildren(thead, tbody);
+  }
+
+  function when(s) {
+    if (!s) return "";
+    const d = new Date(s);
+    if (isNaN(d)) return String(s);
+    return d.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
+  }
+
+  function setProblem(msg) { $("problem").textContent = msg || ""; }
+
+  // ---- login and the feed --------------------------------------------
+
+  function showLogin(msg) {
+    stopFeed();
+    state.token = "";
+    sessionStorage.removeItem(TOKEN_KEY);
+    $("app").hidden = true;
+    $("logout").hidden = true;
+    $("login").hidden = false;
+    $("who").textContent = "";
+    $("login-error").textContent = msg || "";
+    setLive(false, "offline");
+  }
+
+  function startApp(token) {
+    state.token = token;
+    state.kind = "";
+    state.tab = "";
+    sessionStorage.setItem(TOKEN_KEY, token);
+    $("login").hidden = true;
+    $("app").hidden = false;
+    $("logout").hidden = false;
+    startFeed();
+  }
+
+  function setLive(on, text) {
+    const b = $("live");
+    b.textContent = text;
+    b.classList.toggle("off", !on);
+  }
+
+  function stopFeed() {
+    if (state.feed) state.feed.abort();
+    state.feed = null;
+  }
+
+  async function startFeed() {
+    stopFeed();
+    const ctl = new AbortController();
+    state.feed = ctl;
+    state.services = new Map();
+    state.list = null;
+    let path = "/ui/events";
+    if (state.chosen) path += "?tenant=" + encodeURIComponent(state.chosen);
+    let resp;
+    try {
+      resp = await fetch(path, { headers: { Authorization: "Bearer " + state.token }, signal: ctl.signal, cache: "no-store" });
+    } catch (e) {
+      if (ctl.signal.aborted) return;
+      return retryFeed(ctl, "cannot reach the server");
+    }
+    if (resp.status === 401) return showLogin("This token is not accepted: wrong, revoked or rotated out.");
+    if (!resp.ok) {
+      let msg = "HTTP " + resp.status;
+      try { msg = (await resp.json()).error.message || msg; } catch (e) { /* keep it */ }
+      if (resp.status === 403 || resp.status === 404) return showLogin(msg);
+      return retryFeed(ctl, msg);
+    }
+    setLive(true, "live");
+    state.retry = 0;
+    const reader = resp.body.getReader();
+    const dec = new TextDecoder();
+    let buf = "";
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += dec.decode(value, { stream: true });
+        let cut;
+        while ((cut = buf.indexOf("\n\n")) >= 0) {
+          const block = buf.slice(0, cut);
+          buf = buf.slice(cut + 2);
+          let name = "", data = "";
+          for (const line of block.split("\n")) {
+            if (line.startsWith("event: ")) name = line.slice(7);
+            else if (line.startsWith("data: ")) data += line.slice(6);
+          }
+          if (name && data) dispatch(name, JSON.parse(data));
+        }
+      }
+    } catch (e) {
+      if (ctl.signal.aborted) return;
+    }
+    retryFeed(ctl, "the live feed ended");
+  }
+
+  function retryFeed(ctl, why) {
+    if (state.feed !== ctl || !state.token) return;
+    setLive(false, "reconnecting: " + why);
+    state.retry = Math.min(state.retry + 1, 5);
+    setTimeout(() => { if (state.feed === ctl) startFeed(); }, state.retry * 500);
+  }
+
+  function dispatch(name, d) {
+    switch (name) {
+      case "hello":
+        state.kind = d.kind;
+        $("who").textContent = d.kind === "tenant" ? "tenant " + d.tenant : d.kind === "read-only" ? "read-only admin" : "admin";
+        document.body.dataset.kind = d.kind;
+        $("tabs").querySelector('[data-tab="nodes"]').hidden = d.kind === "tenant";
+        $("tenant-pick").hidden = d.kind === "tenant";
+        if (!state.tab) showTab(d.kind === "tenant" ? "services" : "nodes");
+        break;
+      case "cluster": state.cluster = d; renderNodes(); break;
+      case "tenants": state.tenants = d.tenants || []; renderTenants(); break;
+      case "tenant":
+        state.tenant = d.name;
+        $("services-tenant").textContent = d.name;
+        $("sessions-tenant").textContent = d.name;
+        renderTenantMenu();
+        renderServices();
+        break;
+      case "services": state.list = d; setProblem(""); renderServices(); break;
+      case "service": state.services.set(d.service, d); renderServices(); break;
+      case "gone": state.services.delete(d.service); renderServices(); break;
+      case "problem":
+        if (d.status === 401) return showLogin("This token is not accepted any more: " + d.error);
+        setProblem(d.what + ": " + d.error);
+        break;
+    }
+  }
+
+  // ---- views -----------------------------------------------------------
+
+  function showTab(tab) {
+    state.tab = tab;
+    for (const b of $("tabs").querySelectorAll("button[data-tab]")) b.classList.toggle("active", b.dataset.tab === tab);
+    for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== "view-" + tab;
+  }
+
+  function renderNodes() {
+    const c = state.cluster;
+    if (!c) return;
+    $("cluster-line").textContent = "answered by node " + c.node_id + (c.state_version ? " · cluster state version " + c.state_version : "") +
+      (c.ready ? " · ready" : " · not ready");
+    // Placement: how many shard replicas each node holds.
+    const holds = new Map();
+    for (const s of c.shards || []) for (const n of Object.values(s.replicas || {})) holds.set(n, (holds.get(n) || 0) + 1);
+    table("nodes", ["node", "API address", "Raft address", "health", "build", "replicas", "leads", "lag", "last contact"],
+      (c.nodes || []).map((n) => el("tr", { "data-node": n.id },
+        el("td", {}, String(n.id), n.id === c.node_id ? " (this node)" : ""),
+        el("td", { class: "mono" }, n.api_address),
+        el("td", { class: "mono" }, n.raft_address),
+        el("td", { class: n.health === "ok" || n.health === "ready" ? "health-ok" : "health-bad" }, n.health || "?"),
+        el("td", {}, n.build ? n.build.version : "?"),
+        el("td", { class: "replicas" }, String(holds.get(n.id) || 0)),
+        el("td", { class: "leads" }, String(n.leaders || 0)),
+        el("td", {}, String(n.lag || 0)),
+        el("td", {}, n.last_contact_ms < 0 ? "never" : n.last_contact_ms + " ms ago"))));
+    const shards = (c.shards || []).slice().sort((a, b) => a.shard_id - b.shard_id);
+    table("shards", ["shard", "tenant", "leader", "term", "applied", "replicas (replica → node)"],
+      shards.map((s) => el("tr", { "data-shard": s.shard_id },
+        el("td", {}, String(s.shard_id)),
+        el("td", {}, s.tenant || "(meta)"),
+        el("td", { class: "leader" }, s.leader_node ? "node " + s.leader_node : "none"),
+        el("td", {}, String(s.term)),
+        el("td", {}, String(s.applied_index)),
+        el("td", { class: "mono" }, Object.entries(s.replicas || {}).map(([r, n]) => r + "→" + n).join(", ")))));
+  }
+
+  const countQuotas = [
+    ["services", "max_services"], ["instances", "max_instances"], ["sessions", "max_sessions"],
+    ["watchers", "max_watchers"], ["keys", "max_keys"], ["kv_bytes", "max_kv_bytes"],
+  ];
+
+  function usageCell(used, max) {
+    const u = used || 0;
+    const td = el("td", {}, u + (max ? " / " + max : ""));
+    if (max) td.append(" ", el("meter", { min: 0, max: max, value: Math.min(u, max) }));
+    return td;
+  }
+
+  function renderTenants() {
+    const admin = state.kind === "admin";
+    const head = ["tenant", "shard", "epoch", "created"].concat(countQuotas.map(([u]) => u), ["rates", ""]);
+    table("tenants", head, state.tenants.map((t) => {
+      const q = t.quotas || {}, u = t.usage || {};
+      const rates = "requests " + (q.requests_per_second || "?") + "/s (burst " + (q.burst || "?") + "), writes " + (q.writes_per_second || "?") + "/s";
+      const actions = el("td", {});
+      if (admin) actions.append(el("button", { class: "danger", "data-action": "rotate", onclick: () => rotate(t.name) }, "Rotate token"));
+      if (t.previous_token_valid_until) actions.append(el("div", { class: "muted" }, "previous token valid until " + when(t.previous_token_valid_until)));
+      return el("tr", { "data-tenant": t.name },
+        el("td", {}, t.name, t.restoring ? " (restoring)" : ""),
+        el("td", {}, String(t.shard_id)),
+        el("td", {}, String(t.epoch)),
+        el("td", {}, when(t.created_at)),
+        ...countQuotas.map(([uk, qk]) => usageCell(u[uk], q[qk])),
+        el("td", { class: "muted" }, rates),
+        actions);
+    }));
+    renderTenantMenu();
+    renderSessions();
+  }
+
+  function renderTenantMenu() {
+    const sel = $("tenant-select");
+    const names = state.tenants.map((t) => t.name);
+    if (state.tenant && !names.includes(state.tenant)) names.push(state.tenant);
+    sel.replaceChildren(...names.map((n) => el("option", { value: n }, n)));
+    sel.value = state.tenant;
+  }
+
+  function metaText(m) {
+    return Object.entries(m || {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([k, v]) => k + "=" + v).join("\n");
+  }
+
+  function renderServices() {
+    const box = $("services");
+    const canAct = state.kind === "admin" || state.kind === "tenant";
+    const names = ((state.list && state.list.services) || []).map((s) => s.name);
+    for (const n of state.services.keys()) if (!names.includes(n)) names.push(n);
+    names.sort();
+    const cards = names.map((name) => {
+      const sum = ((state.list && state.list.services) || []).find((s) => s.name === name);
+      const s = state.services.get(name);
+      const card = el("section", { class: "service", "data-service": name });
+      card.append(el("h3", {}, name));
+      if (!s) {
+        card.append(el("p", { class: "muted" }, sum ? sum.instances + " instances, " + sum.ready + " ready (not followed live)" : "loading"));
+        return card;
+      }
+      const m = s.master;
+      const ml = el("p", { class: "master" });
+      if (m) {
+        ml.append("master ", el("strong", { class: "master-instance" }, m.instance),
+          " · fencing token ", el("span", { class: "fencing-token mono" }, String(m.fencing_token)),
+          " · since ", el("span", { class: "since" }, when(m.since)),
+          " · session ", el("span", { class: "mono" }, m.session_tag || ""),
+          m.releasing ? el("span", { class: "releasing state-draining" }, " · releasing") : "");
+        if (canAct && !m.releasing) {
+          ml.append(" ", el("button", { class: "danger", "data-action": "resign", onclick: () => resign(name, m) }, "Resign"));
+        }
+      } else {
+        ml.append(el("span", { class: "master-instance muted" }, "no master"));
+      }
+      card.append(ml);
+      const rows = (s.instances || []).slice().sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)).map((i) => {
+        const act = el("td", {});
+        if (canAct) {
+          if (i.state === "draining") act.append(el("button", { "data-action": "undrain", onclick: () => setState(name, i, "ready") }, "Undrain"));
+          else act.append(el("button", { class: "danger", "data-action": "drain", onclick: () => setState(name, i, "draining") }, "Drain"));
+        }
+        return el("tr", { "data-instance": i.id },
+          el("td", { class: "mono" }, i.id, m && m.instance === i.id ? " ★" : ""),
+          el("td", { class: "state state-" + i.state }, i.state),
+          el("td", {}, i.mode),
+          el("td", { class: "weight" }, String(i.weight)),
+          el("td", {}, String(i.priority)),
+          el("td", { class: "zone" }, i.zone || ""),
+          el("td", { class: "address" }, i.address),
+          el("td", { class: "meta" }, metaText(i.meta)),
+          el("td", { class: "mono" }, i.session_tag || ""),
+          el("td", {}, when(i.registered_at)),
+          act);
+      });
+      const t = el("table", {});
+      t.append(el("thead", {}, el("tr", {}, ...["instance", "state", "mode", "weight", "priority", "zone", "address", "meta", "session", "registered", ""].map((h) => el("th", {}, h)))),
+        el("tbody", {}, ...rows));
+      card.append(t);
+      return card;
+    });
+    if (cards.length === 0) cards.push(el("p", { class: "muted" }, state.list ? "no services" : "loading"));
+    box.replaceChildren(...cards);
+    renderSessions();
+  }
+
+  // renderSessions: the REST API lists no sessions, so this view is made
+  // of what the services show (each instance's session_tag, each master's)
+  // and of the tenant's usage (how many sessions there are in all).
+  function renderSessions() {
+    const by = new Map();
+    const get = (tag) => {
+      if (!by.has(tag)) by.set(tag, { instances: [], masters: [] });
+      return by.get(tag);
+    };
+    for (const [name, s] of state.services) {
+      for (const i of s.instances || []) if (i.session_tag) get(i.session_tag).instances.push(name + "/" + i.id + " (" + i.state + ")");
+      if (s.master && s.master.session_tag) get(s.master.session_tag).masters.push(name + " token " + s.master.fencing_token);
+    }
+    const t = state.tenants.find((x) => x.name === state.tenant);
+    const used = t && t.usage ? t.usage.sessions : undefined;
+    const max = t && t.quotas ? t.quotas.max_sessions : undefined;
+    $("sessions-line").textContent = (used !== undefined ? used + " sessions" + (max ? " of " + max + " allowed" : "") + "; " : "") +
+      by.size + " of them own instances or masterships of the services shown, listed here (the REST API lists no sessions: one that owns nothing is counted, not listed).";
+    const tags = [...by.keys()].sort();
+    table("sessions", ["session", "instances", "masterships"], tags.map((tag) => el("tr", { "data-session": tag },
+      el("td", { class: "mono" }, tag),
+      el("td", { class: "mono" }, by.get(tag).instances.join("\n")),
+      el("td", { class: "mono" }, by.get(tag).masters.join("\n")))));
+  }
+
+  // ---- actions -----------------------------------------------------------
+
+  function confirmAction(text, detail, okText) {
+    return new Promise((resolve) => {
+      const d = $("confirm");
+      $("confirm-text").textContent = text;
+      $("confirm-detail").textContent = detail || "";
+      $("confirm-ok").textContent = okText || "Confirm";
+      $("confirm-cancel").hidden = false;
+      const done = (v) => {
+        $("confirm-ok").onclick = null;
+        $("confirm-cancel").onclick = null;
+        d.close();
+        resolve(v);
+      };
+      $("confirm-ok").onclick = () => done(true);
+      $("confirm-cancel").onclick = () => done(false);
+      d.oncancel = () => resolve(false);
+      d.showModal();
+    });
+  }
+
+  function tell(text, detail) {
+    const d = $("confirm");
+    $("confirm-text").textContent = text;
+    $("confirm-detail").textContent = detail || "";
+    $("confirm-ok").textContent = "Close";
+    $("confirm-cancel").hidden = true;
+    $("confirm-ok").onclick = () => d.close();
+    d.showModal();
+  }
+
+  async function call(method, path, body) {
+    const resp = await fetch(path, {
+      method, cache: "no-store",
+      headers: { Authorization: "Bearer " + state.token, "Content-Type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    let data = null;
+    try { data = await resp.json(); } catch (e) { /* 204 */ }
+    if (!resp.ok) throw new Error((data && data.error && data.error.message) || "HTTP " + resp.status);
+    return data;
+  }
+
+  const tpath = (...parts) => "/v1/tenants/" + parts.map(encodeURIComponent).join("/");
+
+  async function setState(service, i, to) {
+    const verb = to === "draining" ? "Drain" : "Undrain";
+    const what = to === "draining" ?
+      "Balancers stop picking it; a master it holds is released once its promise lapses." :
+      "It becomes ready: balancers pick it again and it may be elected.";
+    if (!await confirmAction(verb + " instance " + i.id + " of service " + service + "?", what, verb)) return;
+    // The instance as it is, with the new state; its session is kept.
+    const body = { address: i.address, mode: i.mode, state: to, weight: i.weight, priority: i.priority, zone: i.zone, meta: i.meta || {} };
+    try {
+      await call("PUT", tpath(state.tenant, "services", service, "instances", i.id), body);
+      setProblem("");
+    } catch (e) { setProblem(verb + " " + i.id + ": " + e.message); }
+  }
+
+  async function resign(service, m) {
+    if (!await confirmAction("Resign the master of " + service + " (" + m.instance + ")?",
+      "The next candidate is granted once the holder's promise lapses, or at once if the holder hands over itself. Fencing token " + m.fencing_token + ".", "Resign")) return;
+    try {
+      await call("POST", tpath(state.tenant, "services", service, "master", "resign"), { instance: m.instance, fencing_token: m.fencing_token });
+      setProblem("");
+    } catch (e) { setProblem("resign " + service + ": " + e.message); }
+  }
+
+  async function rotate(tenant) {
+    if (!await confirmAction("Rotate the token of tenant " + tenant + "?",
+      "A new token is made and shown once. The current one keeps working for an hour, then ends.", "Rotate")) return;
+    try {
+      const t = await call("POST", tpath(tenant, "token"), {});
+      tell("The new token of " + tenant + ", shown once: give it to the tenant's services now.", t.token);
+    } catch (e) { setProblem("rotate " + tenant + ": " + e.message); }
+  }
+
+  // ---- wiring ------------------------------------------------------------
+
+  document.addEventListener("DOMContentLoaded", () => {
+    $("login-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const tok = $("token").value.trim();
+      $("token").value = "";
+      if (!tok) { $("login-error").textContent = "Paste a token."; return; }
+      $("login-error").textContent = "";
+      startApp(tok);
+    });
+    $("logout").addEventListener("click", () => showLogin(""));
+    for (const b of $("tabs").querySelectorAll("button[data-tab]")) b.addEventListener("click", () => showTab(b.dataset.tab));
+    $("tenant-select").addEventListener("change", (ev) => {
+      state.chosen = ev.target.value;
+      state.tenant = "";
+      startFeed();
+    });
+    const saved = sessionStorage.getItem(TOKEN_KEY);
+    if (saved) startApp(saved); else showLogin("");
+  });
+})();

@@ -1,0 +1,512 @@
+package ui_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"go.uber.org/goleak"
+
+	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/sdk"
+	"github.com/rafting/rafting/server/config"
+	"github.com/rafting/rafting/server/servertest"
+	"github.com/rafting/rafting/server/ui"
+	"github.com/rafting/rafting/tenants"
+)
+
+// screenshots, when set, is where TestDashboard saves PNGs of the main
+// views (docs/ui: `go test ./server/ui -run TestDashboard -ui.screenshots
+// ../../docs/ui`, or RAFTING_UI_SCREENSHOTS=dir). Ordinary runs save none.
+var screenshots = flag.String("ui.screenshots", os.Getenv("RAFTING_UI_SCREENSHOTS"), "save screenshots of the dashboard's views into this directory")
+
+// memberEnv makes the test binary a member process (see member).
+const memberEnv = "RAFTING_UI_TEST_MEMBER"
+
+func TestMain(m *testing.M) {
+	if id := os.Getenv(memberEnv); id != "" {
+		member(id)
+		return
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// member is a master-standby member of service "billing", run in a
+// process of its own so the test can kill -9 it: it joins, prints
+// "joined", and runs until it is killed (SIGTERM: it leaves).
+func member(id string) {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	m, err := sdk.Join(ctx, sdk.Instance{Service: "billing", ID: id, Address: "127.0.0.1:9" + id[len(id)-3:],
+		Mode: sdk.MasterStandby, Zone: "zone-" + id[len(id)-1:], Meta: map[string]string{"version": "1.4.2"}})
+	if err != nil {
+		fmt.Println("join failed:", err)
+		os.Exit(1)
+	}
+	fmt.Println("joined")
+	<-ctx.Done()
+	_ = m.Leave(context.Background())
+}
+
+// startMember starts a member process; the test's cleanup kills it by PID.
+func startMember(t *testing.T, c *servertest.Cluster, token, id string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), memberEnv+"="+id, "RAFTING_SERVERS="+strings.Join(c.Addrs(), ","), "RAFTING_TOKEN="+token)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	lines := bufio.NewScanner(out)
+	joined := make(chan string, 1)
+	go func() {
+		for lines.Scan() {
+			select {
+			case joined <- lines.Text():
+			default:
+			}
+		}
+	}()
+	select {
+	case l := <-joined:
+		if l != "joined" {
+			t.Fatalf("member %s: %s", id, l)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("member %s did not join in 30 s", id)
+	}
+	return cmd
+}
+
+// chromium finds Debian's chromium, installing it as the peers are
+// installed (scripts/install-chromium.sh) when it is missing and this
+// test may: as root, or in CI. Elsewhere the test is skipped, saying how.
+func chromium(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getuid() != 0 && os.Getenv("CI") == "" {
+		t.Skip("chromium is not installed and this is neither root nor CI: run scripts/install-chromium.sh")
+	}
+	script, _ := filepath.Abs("../../scripts/install-chromium.sh")
+	out, err := exec.Command("bash", script).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Fatalf("install-chromium: %v\n%s", err, ee.Stderr)
+		}
+		t.Fatalf("install-chromium: %v", err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// browser starts a headless chromium; the test's cleanup ends it and
+// checks that its process is gone.
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium(t)),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1400, 900),
+		chromedp.Flag("disable-dev-shm-usage", true),
+	)
+	if os.Getuid() == 0 {
+		opts = append(opts, chromedp.NoSandbox) // chromium refuses its sandbox as root
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	if err := chromedp.Do(ctx); err != nil { // starts the browser
+		cancel()
+		cancelAlloc()
+		t.Fatalf("start chromium: %v", err)
+	}
+	proc := chromedp.FromContext(ctx).Browser.Process()
+	t.Cleanup(func() {
+		cancel()
+		cancelAlloc() // kills the browser by its PID and waits for it
+		if proc != nil {
+			if err := proc.Signal(syscall.Signal(0)); err == nil {
+				t.Errorf("chromium (pid %d) still runs after the test", proc.Pid)
+			}
+		}
+	})
+	return ctx
+}
+
+// page runs actions with a deadline.
+func page(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// until waits until a JavaScript expression is true in the page, at most
+// timeout, and returns how long it took.
+func until(t *testing.T, ctx context.Context, what, expr string, timeout time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	tctx, cancel := context.WithTimeout(ctx, timeout+5*time.Second)
+	defer cancel()
+	_, err := chromedp.Run(tctx, chromedp.Poll[bool](expr, chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(timeout)))
+	if err != nil {
+		shown, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("app").innerText.slice(0, 3000)`))
+		t.Fatalf("%s: not shown within %v (%v); the page shows:\n%s", what, timeout, err, shown)
+	}
+	return time.Since(start)
+}
+
+func eval[T any](t *testing.T, ctx context.Context, expr string) T {
+	t.Helper()
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(tctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		t.Fatalf("evaluate %s: %v", expr, err)
+	}
+	return v
+}
+
+// text is the JavaScript for the text of the first element matching sel
+// ("" when none).
+func text(sel string) string {
+	return fmt.Sprintf(`((document.querySelector(%q) || {}).textContent || "")`, sel)
+}
+
+func login(t *testing.T, ctx context.Context, base, token string) {
+	t.Helper()
+	page(t, ctx, "log in",
+		chromedp.Navigate(base+"/ui"),
+		chromedp.WaitVisible(chromedp.CSS("#token")),
+		chromedp.SetValue(chromedp.CSS("#token"), token),
+		chromedp.Click(chromedp.CSS("#login-button")),
+		chromedp.WaitVisible(chromedp.CSS("#app")),
+	)
+}
+
+func logout(t *testing.T, ctx context.Context) {
+	t.Helper()
+	page(t, ctx, "log out", chromedp.Click(chromedp.CSS("#logout")), chromedp.WaitVisible(chromedp.CSS("#token")))
+}
+
+func tab(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	page(t, ctx, "tab "+name, chromedp.Click(chromedp.CSS(`#tabs [data-tab="`+name+`"]`)),
+		chromedp.WaitVisible(chromedp.CSS("#view-"+name)))
+}
+
+// confirm clicks an action's button and confirms in the dialog.
+func confirm(t *testing.T, ctx context.Context, what, button string) {
+	t.Helper()
+	page(t, ctx, what,
+		chromedp.Click(chromedp.CSS(button)),
+		chromedp.WaitVisible(chromedp.CSS("#confirm-ok")),
+		chromedp.Click(chromedp.CSS("#confirm-ok")),
+		chromedp.WaitNotVisible(chromedp.CSS("#confirm")),
+	)
+}
+
+func shot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	if *screenshots == "" {
+		return
+	}
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(tctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", name, err)
+	}
+	if err := os.MkdirAll(*screenshots, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(*screenshots, name+".png"), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func register(t *testing.T, c *servertest.Cluster, token, service, id string, body api.RegisterRequest) {
+	t.Helper()
+	r := c.Do(1, token, http.MethodPut, "/v1/tenants/acme/services/"+service+"/instances/"+id, body)
+	if r.Status != http.StatusOK && r.Status != http.StatusCreated {
+		t.Fatalf("register %s/%s: %d %s", service, id, r.Status, r.Body)
+	}
+}
+
+func service(t *testing.T, c *servertest.Cluster, token, name string) api.ServiceResponse {
+	t.Helper()
+	r := c.Do(1, token, http.MethodGet, "/v1/tenants/acme/services/"+name, nil)
+	if r.Status != http.StatusOK {
+		t.Fatalf("GET service %s: %d %s", name, r.Status, r.Body)
+	}
+	var s api.ServiceResponse
+	r.JSON(t, &s)
+	return s
+}
+
+// TestPageHeaders: the page and its assets carry the strict
+// Content-Security-Policy and are served without a token; the feed needs
+// one; the page holds no inline script.
+func TestPageHeaders(t *testing.T) {
+	c := servertest.Start(t, servertest.Options{Nodes: 1})
+	base := "http://" + c.Addr(1)
+	for _, p := range []string{"/ui", "/ui/", "/ui/app.js", "/ui/app.css"} {
+		resp, err := http.Get(base + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Security-Policy") != ui.CSP ||
+			resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("GET %s = %d, CSP %q, nosniff %q; want 200 with the CSP", p, resp.StatusCode,
+				resp.Header.Get("Content-Security-Policy"), resp.Header.Get("X-Content-Type-Options"))
+		}
+		if strings.HasSuffix(p, "/") || p == "/ui" {
+			s := string(body)
+			if strings.Contains(s, "<script>") || strings.Contains(s, "onclick=") || strings.Contains(s, "style=") {
+				t.Errorf("GET %s holds inline script or style", p)
+			}
+		}
+	}
+	for _, s := range []string{"'unsafe-inline'", "'unsafe-eval'", "http:", "https:", "*"} {
+		if strings.Contains(ui.CSP, s) {
+			t.Errorf("CSP %q allows %s", ui.CSP, s)
+		}
+	}
+	for _, p := range []string{"/ui/nothing.js", "/ui/index.html"} {
+		resp, err := http.Get(base + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("GET %s = %d, want 404", p, resp.StatusCode)
+		}
+	}
+	if r := c.Do(1, "", http.MethodGet, "/ui/events", nil); r.Status != http.StatusUnauthorized {
+		t.Errorf("GET /ui/events without a token = %d, want 401", r.Status)
+	}
+}
+
+// readToken is the cluster's read-only admin token.
+var readToken = tenants.NewSecret()
+
+// TestDashboard drives the dashboard in a real headless chromium against a
+// real three-node cluster: log in with each kind of token, see nodes,
+// tenants, services and sessions, see a registration within a second, a
+// master change after a kill -9 of the master's process, a drain and an
+// undrain, a resign and a token rotation made from the page, and
+// tenant-written HTML shown as inert text.
+func TestDashboard(t *testing.T) {
+	ctx := browser(t)
+	c := servertest.Start(t, servertest.Options{Configure: func(cfg *config.Config) { cfg.ReadToken = readToken }})
+	base := "http://" + c.Addr(1)
+	admin := servertest.AdminToken
+	acme := c.CreateTenant("acme", api.Quotas{MaxInstances: 50, MaxSessions: 20})
+	c.CreateTenant("zeta", api.Quotas{})
+	w := func(n int) *int { return &n }
+	register(t, c, acme, "web", "web-1", api.RegisterRequest{Address: "10.0.0.1:8080", Zone: "eu-1", Weight: w(100), Meta: map[string]string{"version": "2.0.1"}})
+	register(t, c, acme, "web", "web-2", api.RegisterRequest{Address: "10.0.0.2:8080", Zone: "eu-2", Weight: w(50)})
+
+	// The admin: nodes with their leaderships, shards with their leaders.
+	login(t, ctx, base, admin)
+	until(t, ctx, "three nodes", `document.querySelectorAll("#nodes tr[data-node]").length === 3`, 10*time.Second)
+	until(t, ctx, "the shards' leaders", `[...document.querySelectorAll("#shards tr[data-shard] .leader")].length >= 3 &&
+		[...document.querySelectorAll("#shards tr[data-shard] .leader")].every(e => e.textContent.startsWith("node "))`, 10*time.Second)
+	if who := eval[string](t, ctx, text("#who")); who != "admin" {
+		t.Errorf("logged in as %q, want admin", who)
+	}
+
+	// Members of a master-standby service, each a process of its own.
+	procs := map[string]*exec.Cmd{}
+	for _, id := range []string{"ms-101", "ms-102", "ms-103"} {
+		procs[id] = startMember(t, c, acme, id)
+	}
+
+	tab(t, ctx, "tenants")
+	until(t, ctx, "both tenants with usage", `document.querySelector('#tenants tr[data-tenant="acme"]') !== null &&
+		document.querySelector('#tenants tr[data-tenant="zeta"]') !== null &&
+		document.querySelector('#tenants tr[data-tenant="acme"]').textContent.includes("5 / 50")`, 10*time.Second)
+
+	// Services: the admin follows the first tenant, acme.
+	tab(t, ctx, "services")
+	until(t, ctx, "service web with its instances", `document.querySelectorAll('[data-service="web"] tr[data-instance]').length === 2`, 10*time.Second)
+	until(t, ctx, "billing's master", text(`[data-service="billing"] .master-instance`)+`.startsWith("ms-")`, 10*time.Second)
+	if z := eval[string](t, ctx, text(`[data-service="web"] tr[data-instance="web-2"] .zone`)); z != "eu-2" {
+		t.Errorf("web-2's zone shows %q, want eu-2", z)
+	}
+
+	// A registration shows within a second, without a reload.
+	register(t, c, acme, "web", "web-3", api.RegisterRequest{Address: "10.0.0.3:8080", Zone: "eu-3"})
+	took := until(t, ctx, "web-3 after its registration", `document.querySelector('[data-service="web"] tr[data-instance="web-3"]') !== null`, 5*time.Second)
+	t.Logf("a registration showed %v after it was answered", took.Round(time.Millisecond))
+	if took > time.Second {
+		t.Errorf("a registration showed %v after it was answered, want within 1 s", took)
+	}
+
+	shot(t, ctx, "services")
+	tab(t, ctx, "sessions")
+	until(t, ctx, "three sessions", `document.querySelectorAll("#sessions tr[data-session]").length === 3`, 10*time.Second)
+	shot(t, ctx, "sessions")
+	tab(t, ctx, "nodes")
+	shot(t, ctx, "nodes")
+	tab(t, ctx, "tenants")
+	shot(t, ctx, "tenants")
+	tab(t, ctx, "services")
+
+	// kill -9 of the master's process: the page shows its successor.
+	before := service(t, c, acme, "billing").Master
+	if before == nil || procs[before.Instance] == nil {
+		t.Fatalf("billing's master is %+v, want one of the member processes", before)
+	}
+	until(t, ctx, "billing's master as REST says", text(`[data-service="billing"] .master-instance`)+fmt.Sprintf(" === %q", before.Instance), 5*time.Second)
+	killed := time.Now()
+	if err := procs[before.Instance].Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	took = until(t, ctx, "a new master after kill -9", fmt.Sprintf(`(() => { const m = %s; return m.startsWith("ms-") && m !== %q })()`,
+		text(`[data-service="billing"] .master-instance`), before.Instance), 15*time.Second)
+	after := service(t, c, acme, "billing").Master
+	t.Logf("kill -9 of %s's process: the page showed master %s %v later", before.Instance, after.Instance, took.Round(time.Millisecond))
+	shown := eval[string](t, ctx, text(`[data-service="billing"] .fencing-token`))
+	if after == nil || shown != fmt.Sprint(after.FencingToken) || after.FencingToken <= before.FencingToken {
+		t.Errorf("after the kill: REST %+v, the page's fencing token %s; want a higher token than %d, shown", after, shown, before.FencingToken)
+	}
+	_ = killed
+
+	// Drain and undrain web-1 from the page, after a confirmation.
+	confirm(t, ctx, "drain web-1", `[data-service="web"] tr[data-instance="web-1"] [data-action="drain"]`)
+	until(t, ctx, "web-1 draining", text(`[data-service="web"] tr[data-instance="web-1"] .state`)+` === "draining"`, 5*time.Second)
+	if s := service(t, c, acme, "web"); instance(s, "web-1").State != api.StateDraining || instance(s, "web-1").Weight != 100 ||
+		instance(s, "web-1").Meta["version"] != "2.0.1" {
+		t.Errorf("after a drain from the page, REST shows %+v; want web-1 draining, weight and meta kept", instance(s, "web-1"))
+	}
+	confirm(t, ctx, "undrain web-1", `[data-service="web"] tr[data-instance="web-1"] [data-action="undrain"]`)
+	until(t, ctx, "web-1 ready", text(`[data-service="web"] tr[data-instance="web-1"] .state`)+` === "ready"`, 5*time.Second)
+	// A cancelled confirmation does nothing.
+	page(t, ctx, "cancel a drain",
+		chromedp.Click(chromedp.CSS(`[data-service="web"] tr[data-instance="web-2"] [data-action="drain"]`)),
+		chromedp.WaitVisible(chromedp.CSS("#confirm-cancel")),
+		chromedp.Click(chromedp.CSS("#confirm-cancel")),
+		chromedp.WaitNotVisible(chromedp.CSS("#confirm")))
+	if s := service(t, c, acme, "web"); instance(s, "web-2").State != api.StateReady {
+		t.Errorf("a cancelled drain changed web-2: %+v", instance(s, "web-2"))
+	}
+
+	// Resign the master from the page: the other candidate takes over.
+	resigned := after.Instance
+	confirm(t, ctx, "resign billing's master", `[data-service="billing"] [data-action="resign"]`)
+	until(t, ctx, "a new master after the resign", fmt.Sprintf(`(() => { const m = %s; return m.startsWith("ms-") && m !== %q })()`,
+		text(`[data-service="billing"] .master-instance`), resigned), 15*time.Second)
+
+	// What a tenant wrote is text, never HTML.
+	payloads := map[string]string{
+		"address": `<img src=x onerror="window.__xss=1">`,
+		"zone":    `<svg onload="window.__xss=2">`,
+		"script":  `<script>window.__xss=3</script>`,
+		"img":     `<img src=x onerror=window.__xss=4>`,
+	}
+	register(t, c, acme, "web", "evil", api.RegisterRequest{Address: payloads["address"], Zone: payloads["zone"],
+		Meta: map[string]string{"a": payloads["script"], "b": payloads["img"]}})
+	until(t, ctx, "the hostile instance", `document.querySelector('[data-service="web"] tr[data-instance="evil"]') !== null`, 5*time.Second)
+	row := `[data-service="web"] tr[data-instance="evil"]`
+	if got := eval[string](t, ctx, text(row+" .address")); got != payloads["address"] {
+		t.Errorf("the address shows as %q, want the text %q", got, payloads["address"])
+	}
+	if got := eval[string](t, ctx, text(row+" .zone")); got != payloads["zone"] {
+		t.Errorf("the zone shows as %q, want the text %q", got, payloads["zone"])
+	}
+	if got, want := eval[string](t, ctx, text(row+" .meta")), "a="+payloads["script"]+"\nb="+payloads["img"]; got != want {
+		t.Errorf("the meta shows as %q, want the text %q", got, want)
+	}
+	if n := eval[int](t, ctx, `document.querySelectorAll("#app img, #app script, #app svg").length`); n != 0 {
+		t.Errorf("the page holds %d img, script or svg elements: tenant text became HTML", n)
+	}
+	if x := eval[string](t, ctx, `String(window.__xss)`); x != "undefined" {
+		t.Errorf("window.__xss = %s: a payload ran", x)
+	}
+
+	// The admin rotates a tenant's token from the page; the new one works.
+	tab(t, ctx, "tenants")
+	confirm(t, ctx, "rotate zeta's token", `#tenants tr[data-tenant="zeta"] [data-action="rotate"]`)
+	until(t, ctx, "the new token", text("#confirm-detail")+`.startsWith("rft_zeta_")`, 10*time.Second)
+	newToken := eval[string](t, ctx, text("#confirm-detail"))
+	page(t, ctx, "close the token", chromedp.Click(chromedp.CSS("#confirm-ok")), chromedp.WaitNotVisible(chromedp.CSS("#confirm")))
+	if r := c.Do(2, newToken, http.MethodGet, "/v1/tenants/zeta/services", nil); r.Status != http.StatusOK {
+		t.Errorf("the rotated token: GET services = %d %s", r.Status, r.Body)
+	}
+
+	// A tenant's token: its own tenant only, no nodes.
+	logout(t, ctx)
+	login(t, ctx, base, acme)
+	until(t, ctx, "acme's services", `document.querySelectorAll('[data-service="web"] tr[data-instance]').length === 4`, 10*time.Second)
+	if who := eval[string](t, ctx, text("#who")); who != "tenant acme" {
+		t.Errorf("logged in as %q, want tenant acme", who)
+	}
+	if v := eval[bool](t, ctx, `document.querySelector('#tabs [data-tab="nodes"]').hidden && document.querySelector("#tenants tr[data-tenant='zeta']") === null`); !v {
+		t.Error("a tenant's token sees the nodes tab or another tenant")
+	}
+	if n := eval[int](t, ctx, `document.querySelectorAll('[data-action="drain"]').length`); n == 0 {
+		t.Error("a tenant's token sees no drain action")
+	}
+
+	// The read-only token: everything, no action.
+	logout(t, ctx)
+	login(t, ctx, base, readToken)
+	until(t, ctx, "nodes for the read-only token", `document.querySelectorAll("#nodes tr[data-node]").length === 3`, 10*time.Second)
+	tab(t, ctx, "services")
+	until(t, ctx, "services for the read-only token", `document.querySelectorAll('[data-service="web"] tr[data-instance]').length === 4`, 10*time.Second)
+	if n := eval[int](t, ctx, `document.querySelectorAll("[data-action]").length`); n != 0 {
+		t.Errorf("the read-only token sees %d actions, want none", n)
+	}
+	if who := eval[string](t, ctx, text("#who")); who != "read-only admin" {
+		t.Errorf("logged in as %q, want read-only admin", who)
+	}
+
+	// A token that is not accepted goes back to the login, saying so; the
+	// token is in no URL the page went to.
+	logout(t, ctx)
+	page(t, ctx, "a wrong token",
+		chromedp.SetValue(chromedp.CSS("#token"), "rft_acme_"+tenants.NewSecret()),
+		chromedp.Click(chromedp.CSS("#login-button")))
+	until(t, ctx, "the refusal", text("#login-error")+`.includes("not accepted")`, 10*time.Second)
+	if u := eval[string](t, ctx, `location.href + " " + performance.getEntries().map(e => e.name).join(" ")`); strings.Contains(u, "rft_") || strings.Contains(u, "rfa_") {
+		t.Errorf("a token went into a URL: %s", u)
+	}
+}
+
+func instance(s api.ServiceResponse, id string) api.Instance {
+	for _, i := range s.Instances {
+		if i.ID == id {
+			return i
+		}
+	}
+	return api.Instance{}
+}

@@ -1,0 +1,32 @@
+// Package ui is Rafting's web dashboard, served at /ui by every node: an
+// HTML page, a style sheet and a script embedded in the binary (no CDN, no
+// build step), and one live feed a browser tab reads, /ui/events.
+//
+// The page logs in with a token it keeps in the tab's sessionStorage and
+// sends only in an Authorization header, never in a URL. What it shows
+// depends on the token: the admin token sees every node and tenant, the
+// read-only admin token sees the same without any action, a tenant token
+// sees its own tenant.
+//
+// The feed (Dashboard.Feed) is one streamed answer in the text/event-stream
+// format, read with fetch (EventSource cannot send a header). It is made of
+// the REST API's own answers, asked in-process through the API's handler
+// with the browser's token, so the feed sees exactly what the token may
+// read through REST, under the same rate limits and quotas: GET /v1/cluster
+// and the tenants every second, the tenant's service list every 500 ms,
+// and one blocking query per service (up to MaxWatched), so a registration,
+// a drain or a new master reaches the page as soon as the node applied it.
+// A browser holds one connection for it, however many services it shows.
+//
+// Actions (drain, undrain, resign, rotate a token) are the REST API's own
+// requests, sent by the page with the token after a confirmation; the
+// server authorizes them as any other request.
+//
+// Everything a tenant wrote (names, addresses, zones, meta) is put in the
+// page as text (textContent), never parsed as HTML, and every /ui answer
+// carries a Content-Security-Policy that allows only the embedded script
+// and style sheet: no inline script, no eval, no other origin.
+//
+// Threading: a Dashboard is safe for concurrent use; Feed returns once the
+// request's context ends, having waited for every goroutine it started.
+package ui

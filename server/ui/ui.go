@@ -1,0 +1,545 @@
+package ui
+
+import (
+	"bytes"
+	"context"
+	"embed"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"path"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/rafting/rafting/api"
+)
+
+//go:embed assets
+var assets embed.FS
+
+// CSP is the Content-Security-Policy of every /ui answer: the page's own
+// script and style sheet, requests to its own origin, nothing inline,
+// no eval, no frames, no form sent anywhere.
+const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; " +
+	"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+// Identity is who a feed's token authenticated as.
+type Identity struct {
+	Admin    bool   // the admin token, or the read-only admin token
+	ReadOnly bool   // the read-only admin token
+	Tenant   string // a tenant token's tenant
+}
+
+func (id Identity) kind() string {
+	switch {
+	case id.ReadOnly:
+		return "read-only"
+	case id.Admin:
+		return "admin"
+	}
+	return "tenant"
+}
+
+// Intervals of the feed's polls, and MaxWatched, how many services of a
+// tenant it follows with a blocking query each (the others are listed,
+// with their counts, from the service list).
+var (
+	ClusterEvery  = time.Second
+	ServicesEvery = 500 * time.Millisecond
+	PingEvery     = 5 * time.Second
+	MaxWatched    = 64
+)
+
+// blockWait is a service watch's wait: well under the API's cap, so an
+// idle watch costs a request every 30 s.
+const blockWait = 30 * time.Second
+
+// Dashboard serves the pages and the feed.
+type Dashboard struct {
+	api   http.Handler
+	log   *slog.Logger
+	files map[string]asset
+}
+
+type asset struct {
+	body  []byte
+	ctype string
+}
+
+// New returns the dashboard of a node whose REST API is served by apiH;
+// log nil is silent.
+func New(apiH http.Handler, log *slog.Logger) *Dashboard {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	d := &Dashboard{api: apiH, log: log, files: map[string]asset{}}
+	types := map[string]string{".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+		".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
+	err := fs.WalkDir(assets, "assets", func(p string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		b, err := assets.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		d.files[path.Base(p)] = asset{body: b, ctype: types[path.Ext(p)]}
+		return nil
+	})
+	if err != nil {
+		panic("ui: embedded assets: " + err.Error()) // built into the binary: cannot happen
+	}
+	return d
+}
+
+// secure sets the headers every /ui answer carries.
+func secure(h http.Header) {
+	h.Set("Content-Security-Policy", CSP)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cross-Origin-Opener-Policy", "same-origin")
+	h.Set("Cross-Origin-Resource-Policy", "same-origin")
+	h.Set("Cache-Control", "no-store")
+}
+
+// ServeHTTP serves GET /ui (the page) and GET /ui/{asset}.
+func (d *Dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	secure(w.Header())
+	name := "index.html"
+	if p := r.URL.Path; p != "/ui" && p != "/ui/" {
+		name = path.Base(p)
+		if path.Dir(p) != "/ui" || name == "index.html" {
+			http.NotFound(w, r)
+			return
+		}
+	}
+	a, ok := d.files[name]
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Content-Type", a.ctype)
+	w.Header().Set("Content-Length", strconv.Itoa(len(a.body)))
+	if r.Method == http.MethodHead {
+		return
+	}
+	_, _ = w.Write(a.body) // an error means the browser went away
+}
+
+// Feed serves GET /ui/events to a token the API authenticated as who: the
+// live state, as server-sent events, until the request's context ends.
+// ?tenant=NAME chooses the tenant whose services it follows (an admin's
+// choice; a tenant token follows its own), by default the first by name.
+//
+// Events: hello {kind, tenant}; cluster (GET /v1/cluster's answer, admin
+// tokens); tenants {tenants} (GET /v1/tenants, or the tenant's own);
+// tenant {name} (whose services follow); services (GET .../services);
+// service (GET .../services/{s}); gone {service}; problem {what, status,
+// error}. A comment line every PingEvery keeps proxies from closing it.
+func (d *Dashboard) Feed(w http.ResponseWriter, r *http.Request, who Identity) {
+	secure(w.Header())
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		if u, ok := w.(interface{ Unwrap() http.ResponseWriter }); ok {
+			fl, _ = u.Unwrap().(http.Flusher)
+		}
+	}
+	if fl == nil {
+		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
+		return
+	}
+	tenant := r.URL.Query().Get("tenant")
+	if tenant != "" {
+		if err := api.ValidateTenantName("tenant", tenant); err != nil {
+			writeProblem(w, http.StatusBadRequest, err.Error())
+			return
+		}
+	}
+	if who.Tenant != "" {
+		tenant = who.Tenant
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+
+	ctx, cancel := context.WithCancel(r.Context())
+	f := &feed{d: d, r: r, who: who, out: make(chan event, 256), ctx: ctx, auth: r.Header.Get("Authorization")}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+
+	f.send("hello", map[string]any{"kind": who.kind(), "tenant": who.Tenant})
+	if who.Admin {
+		wg.Go(f.clusterLoop)
+	}
+	picked := make(chan string, 1)
+	wg.Go(func() { f.tenantsLoop(tenant, picked) })
+	wg.Go(func() {
+		name := tenant
+		if name == "" {
+			select {
+			case name = <-picked:
+			case <-ctx.Done():
+				return
+			}
+		}
+		f.send("tenant", map[string]string{"name": name})
+		f.servicesLoop(name)
+	})
+
+	ping := time.NewTicker(PingEvery)
+	defer ping.Stop()
+	var buf bytes.Buffer
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ping.C:
+			buf.WriteString(": ping\n\n")
+		case e := <-f.out:
+			buf.WriteString("event: ")
+			buf.WriteString(e.name)
+			buf.WriteString("\ndata: ")
+			buf.Write(e.data)
+			buf.WriteString("\n\n")
+		}
+		// Whatever else is queued goes out in the same write.
+	drain:
+		for {
+			select {
+			case e := <-f.out:
+				fmt.Fprintf(&buf, "event: %s\ndata: %s\n\n", e.name, e.data)
+			default:
+				break drain
+			}
+		}
+		if _, err := w.Write(buf.Bytes()); err != nil {
+			return
+		}
+		fl.Flush()
+		buf.Reset()
+	}
+}
+
+func writeProblem(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": "bad_request", "message": msg}})
+}
+
+type event struct {
+	name string
+	data []byte // JSON, one line
+}
+
+// feed is one browser's live view.
+type feed struct {
+	d    *Dashboard
+	r    *http.Request
+	who  Identity
+	auth string // the browser's Authorization header, passed on
+	ctx  context.Context
+	out  chan event
+}
+
+// send queues an event; it gives up when the feed ends.
+func (f *feed) send(name string, v any) {
+	b, ok := v.([]byte)
+	if !ok {
+		var err error
+		if b, err = json.Marshal(v); err != nil {
+			return
+		}
+	} else {
+		// An API answer: compact it to one line, as the format needs.
+		var c bytes.Buffer
+		if json.Compact(&c, b) != nil {
+			return
+		}
+		b = c.Bytes()
+	}
+	select {
+	case f.out <- event{name: name, data: b}:
+	case <-f.ctx.Done():
+	}
+}
+
+// problem tells the page that a request of the feed failed.
+func (f *feed) problem(what string, status int, body []byte) {
+	var e struct {
+		Error api.Error `json:"error"`
+	}
+	_ = json.Unmarshal(body, &e)
+	msg := e.Error.Message
+	if msg == "" {
+		msg = http.StatusText(status)
+	}
+	f.send("problem", map[string]any{"what": what, "status": status, "code": e.Error.Code, "error": msg})
+}
+
+// get asks the node's API for path with the browser's token, in-process.
+func (f *feed) get(ctx context.Context, p string) (status int, body []byte) {
+	status, body, _ = f.getHeader(ctx, p)
+	return status, body
+}
+
+// getHeader is get with the answer's header.
+func (f *feed) getHeader(ctx context.Context, p string) (status int, body []byte, h http.Header) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p, nil)
+	if err != nil {
+		return http.StatusBadRequest, nil, nil
+	}
+	req.RemoteAddr = f.r.RemoteAddr
+	req.Host = f.r.Host
+	req.Proto, req.ProtoMajor, req.ProtoMinor = "HTTP/1.1", 1, 1
+	req.Header.Set("Authorization", f.auth)
+	rec := &recorder{h: http.Header{}}
+	defer func() {
+		// The API ends a connection it will not answer by panicking with
+		// http.ErrAbortHandler, which net/http recovers; here it is a
+		// refusal like another, and any other panic is logged, not fatal.
+		if p := recover(); p != nil {
+			if p != http.ErrAbortHandler {
+				f.d.log.Error("ui feed: the API panicked", "path", req.URL.Path, "panic", p, "stack", string(debug.Stack()))
+			}
+			status, body, h = http.StatusTooManyRequests, nil, nil
+		}
+	}()
+	f.d.api.ServeHTTP(rec, req)
+	if rec.status == 0 {
+		rec.status = http.StatusOK
+	}
+	return rec.status, rec.buf.Bytes(), rec.h
+}
+
+// recorder is the ResponseWriter of an in-process request.
+type recorder struct {
+	h      http.Header
+	status int
+	buf    bytes.Buffer
+}
+
+func (r *recorder) Header() http.Header { return r.h }
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+}
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.buf.Write(b)
+}
+
+// sleep waits d, or until the feed ends (false).
+func (f *feed) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-f.ctx.Done():
+		return false
+	}
+}
+
+// poll sends path's answer as event name each time it changes, every
+// `every`; a refusal is sent once until it changes.
+func (f *feed) poll(name, p string, every time.Duration, transform func([]byte) []byte) {
+	var last []byte
+	var lastStatus int
+	for {
+		status, body := f.get(f.ctx, p)
+		if f.ctx.Err() != nil {
+			return
+		}
+		if status == http.StatusOK {
+			if transform != nil {
+				body = transform(body)
+			}
+			if !bytes.Equal(body, last) || lastStatus != status {
+				f.send(name, body)
+				last = body
+			}
+		} else if status != lastStatus {
+			f.problem(name, status, body)
+			last = nil
+		}
+		lastStatus = status
+		if !f.sleep(every) {
+			return
+		}
+	}
+}
+
+func (f *feed) clusterLoop() { f.poll("cluster", "/v1/cluster", ClusterEvery, nil) }
+
+// tenantsLoop polls the tenants the token sees; the first list's first
+// name goes to picked when no tenant was chosen.
+func (f *feed) tenantsLoop(chosen string, picked chan<- string) {
+	p := "/v1/tenants"
+	if f.who.Tenant != "" {
+		p = "/v1/tenants/" + url.PathEscape(f.who.Tenant)
+	}
+	sent := chosen != ""
+	f.poll("tenants", p, ClusterEvery, func(body []byte) []byte {
+		var l api.TenantList
+		if f.who.Tenant != "" {
+			var t api.Tenant
+			if json.Unmarshal(body, &t) != nil {
+				return body
+			}
+			l.Tenants = []api.Tenant{t}
+		} else if json.Unmarshal(body, &l) != nil {
+			return body
+		}
+		slices.SortFunc(l.Tenants, func(a, b api.Tenant) int {
+			if a.Name < b.Name {
+				return -1
+			}
+			if a.Name > b.Name {
+				return 1
+			}
+			return 0
+		})
+		if !sent && len(l.Tenants) > 0 {
+			sent = true
+			picked <- l.Tenants[0].Name
+		}
+		b, err := json.Marshal(l)
+		if err != nil {
+			return body
+		}
+		return b
+	})
+}
+
+// servicesLoop polls tenant's service list and keeps one watch per
+// service (up to MaxWatched).
+func (f *feed) servicesLoop(tenant string) {
+	base := "/v1/tenants/" + url.PathEscape(tenant) + "/services"
+	type watch struct {
+		cancel context.CancelFunc
+		done   chan struct{}
+	}
+	watches := map[string]*watch{}
+	defer func() {
+		for _, w := range watches {
+			w.cancel()
+			<-w.done
+		}
+	}()
+	var last []byte
+	lastStatus := 0
+	for {
+		status, body := f.get(f.ctx, base)
+		if f.ctx.Err() != nil {
+			return
+		}
+		if status != http.StatusOK {
+			if status != lastStatus {
+				f.problem("services", status, body)
+			}
+			lastStatus = status
+			last = nil
+			if !f.sleep(ServicesEvery) {
+				return
+			}
+			continue
+		}
+		lastStatus = status
+		var l api.ServiceList
+		if json.Unmarshal(body, &l) == nil {
+			live := map[string]bool{}
+			for _, s := range l.Services {
+				live[s.Name] = true
+				if watches[s.Name] == nil && len(watches) < MaxWatched {
+					ctx, cancel := context.WithCancel(f.ctx)
+					w := &watch{cancel: cancel, done: make(chan struct{})}
+					watches[s.Name] = w
+					go func(name string) {
+						defer close(w.done)
+						f.watchService(ctx, base+"/"+url.PathEscape(name))
+					}(s.Name)
+				}
+			}
+			for name, w := range watches {
+				if !live[name] {
+					w.cancel()
+					<-w.done
+					delete(watches, name)
+					f.send("gone", map[string]string{"service": name})
+				}
+			}
+			if !bytes.Equal(body, last) {
+				f.send("services", body)
+				last = body
+			}
+		}
+		if !f.sleep(ServicesEvery) {
+			return
+		}
+	}
+}
+
+// watchService sends a service's answer, then every change of it, through
+// blocking queries.
+func (f *feed) watchService(ctx context.Context, p string) {
+	var index, epoch uint64
+	failed := 0
+	for ctx.Err() == nil {
+		q := p
+		if index > 0 {
+			q += "?index=" + strconv.FormatUint(index, 10) + "&wait=" + blockWait.String() +
+				"&epoch=" + strconv.FormatUint(epoch, 10)
+		}
+		status, body, h := f.getHeader(ctx, q)
+		if ctx.Err() != nil {
+			return
+		}
+		if status != http.StatusOK {
+			if failed == 0 {
+				f.problem("service", status, body)
+			}
+			failed++
+			// Backs off, at most a second: the page stays live.
+			if !sleepCtx(ctx, min(time.Duration(failed)*100*time.Millisecond, time.Second)) {
+				return
+			}
+			continue
+		}
+		failed = 0
+		var s struct {
+			Index uint64 `json:"index"`
+		}
+		if json.Unmarshal(body, &s) != nil {
+			continue
+		}
+		// A tenant deleted and created again starts its indexes anew:
+		// with the epoch asked, such a query answers at once.
+		e, _ := strconv.ParseUint(h.Get(api.HeaderEpoch), 10, 64)
+		if s.Index != index || e != epoch {
+			f.send("service", body)
+		}
+		index, epoch = s.Index, e
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
