@@ -140,6 +140,10 @@ func TestMasterRunAsMaster(t *testing.T) {
 		jb.mu.Lock()
 		t.Logf("b's fn runs %v after a's Leave began", jb.at[0].Sub(start))
 		jb.mu.Unlock()
+		if next.Ctx.Err() != nil {
+			// Seen under CI load, not understood: keep what b knew.
+			t.Logf("b's Term ended right after fn was called: %s", sdk.Debug(b))
+		}
 		if next.Token <= term.Token || !jb.liveAt(0) {
 			t.Fatalf("b's Term %+v (live when fn was called: %v) after a's token %d", next, jb.liveAt(0), term.Token)
 		}
