@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -22,24 +21,27 @@ import (
 	"github.com/rafting/rafting/internal/restclient"
 	"github.com/rafting/rafting/server"
 	"github.com/rafting/rafting/server/config"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
+// commonFlags are the flags of a command that talks to the REST API.
 type commonFlags struct {
+	a         *app
 	servers   string
 	token     string
 	tokenFile string
 	envToken  string // the token's environment variable
 	tokenEnv  string // its name
-	output    string
 	ca        string
 	insecure  bool
 }
 
-func (c *commonFlags) register(fs *flag.FlagSet, tokenEnv string) {
+func (c *commonFlags) register(a *app, fs *pflag.FlagSet, tokenEnv string) {
+	c.a = a
 	fs.StringVar(&c.servers, "servers", "", "comma-separated API addresses (default $RAFTING_SERVERS, else 127.0.0.1:7070)")
 	fs.StringVar(&c.token, "token", "", "bearer token (default $"+tokenEnv+"); other users can see it in ps: prefer --token-file")
 	fs.StringVar(&c.tokenFile, "token-file", "", "file holding the bearer token; refused if group or others have access to it (chmod 600)")
-	fs.StringVar(&c.output, "o", "table", "output: table or json")
 	fs.StringVar(&c.ca, "ca", os.Getenv("RAFTING_CA"), "CA certificate (PEM) of the servers' API: https, verified with it (default $RAFTING_CA; without it, addresses without a scheme are http)")
 	fs.BoolVar(&c.insecure, "insecure", os.Getenv("RAFTING_INSECURE") == "1", "allow plain HTTP to an address that is not loopback: the token crosses the network in the clear (default $RAFTING_INSECURE=1)")
 	c.envToken, c.tokenEnv = os.Getenv(tokenEnv), tokenEnv
@@ -47,7 +49,7 @@ func (c *commonFlags) register(fs *flag.FlagSet, tokenEnv string) {
 
 // secretFlags registers --secret and --secret-file: the secret part of a
 // tenant's token, for a create or a rotation that is safe to retry.
-func secretFlags(fs *flag.FlagSet, secret, file *string, what string) {
+func secretFlags(fs *pflag.FlagSet, secret, file *string, what string) {
 	fs.StringVar(secret, "secret", "", what+"; other users can see it in ps: prefer --secret-file")
 	fs.StringVar(file, "secret-file", "", "file holding --secret; refused if group or others have access to it (chmod 600)")
 }
@@ -76,9 +78,6 @@ func (c *commonFlags) client() (*restclient.Client, error) {
 	}
 	if servers == "" {
 		servers = "127.0.0.1:7070"
-	}
-	if c.output != "table" && c.output != "json" {
-		return nil, usageError{fmt.Sprintf("-o %q: want table or json", c.output)}
 	}
 	token := c.token
 	switch {
@@ -133,7 +132,7 @@ func printJSON(w io.Writer, v any) error {
 	return err
 }
 
-func quotaFlags(fs *flag.FlagSet, q *api.Quotas) {
+func quotaFlags(fs *pflag.FlagSet, q *api.Quotas) {
 	fs.Int64Var(&q.MaxServices, "max-services", 0, "quota: services")
 	fs.Int64Var(&q.MaxInstances, "max-instances", 0, "quota: instances")
 	fs.Int64Var(&q.MaxSessions, "max-sessions", 0, "quota: sessions (streams count here)")
@@ -149,90 +148,98 @@ func quotaFlags(fs *flag.FlagSet, q *api.Quotas) {
 	fs.Int64Var(&q.MaxKVBytes, "max-kv-bytes", 0, "quota: bytes of every configuration key and value")
 }
 
-const tenantUsage = `usage: rafting tenant <command> [flags] [NAME]
-
-commands:
-  create NAME            create a tenant; its token is shown once (--secret-file: a retry is safe)
-  list                   every tenant with its usage
-  show NAME              one tenant: quotas, usage, until when its previous token works
-  update NAME            change its quotas (the quota flags)
-  rotate-token NAME      a new token; the old one works for --previous-valid (default 1h)
-  revoke-previous NAME   end the previous token now, once clients use the new one
-  delete NAME            delete the tenant and its data on every node
-
-Run 'rafting tenant <command> -h' for a command's flags.
-`
-
-func runTenant(ctx context.Context, args []string, stdout io.Writer) error {
-	if len(args) == 0 {
-		return usageError{tenantUsage}
+func (a *app) tenantCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "tenant",
+		Aliases: []string{"tenants"},
+		Short:   "create|list|show|update|rotate-token|revoke-previous|delete tenants (admin)",
+		RunE:    a.group(nil),
 	}
-	sub, args := args[0], args[1:]
-	switch sub {
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, tenantUsage)
-		return nil
+	type spec struct {
+		use, short string
+		args       cobra.PositionalArgs
 	}
-	fs := newFlagSet("tenant " + sub)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: rafting tenant %s [flags]%s\n\nflags:\n", sub, map[bool]string{true: "", false: " NAME"}[sub == "list"])
-		fs.PrintDefaults()
+	for _, s := range []spec{
+		{"create NAME", "create a tenant; its token is shown once (--secret-file: a retry is safe)", nArgs(1, 1, "NAME")},
+		{"list", "every tenant with its usage", nArgs(0, 0, "")},
+		{"show NAME", "one tenant: quotas, usage, until when its previous token works", nArgs(1, 1, "NAME")},
+		{"update NAME", "change its quotas (the quota flags)", nArgs(1, 1, "NAME")},
+		{"rotate-token NAME", "a new token; the old one works for --previous-valid (default 1h)", nArgs(1, 1, "NAME")},
+		{"revoke-previous NAME", "end the previous token now, once clients use the new one", nArgs(1, 1, "NAME")},
+		{"delete NAME", "delete the tenant and its data on every node", nArgs(1, 1, "NAME")},
+	} {
+		t := &tenantCmd{a: a, sub: strings.Fields(s.use)[0]}
+		c := &cobra.Command{Use: s.use, Short: s.short, Args: s.args, RunE: a.action(t.run)}
+		t.flags(c.Flags())
+		cmd.AddCommand(c)
 	}
-	var cf commonFlags
-	cf.register(fs, "RAFTING_ADMIN_TOKEN")
-	var q api.Quotas
-	var secret, secretFile string
-	var previous time.Duration
-	switch sub {
+	return cmd
+}
+
+// tenantCmd is one `rafting tenant` command and its flags.
+type tenantCmd struct {
+	a                  *app
+	sub                string
+	cf                 commonFlags
+	q                  api.Quotas
+	secret, secretFile string
+	previous           time.Duration
+}
+
+func (t *tenantCmd) flags(fs *pflag.FlagSet) {
+	t.cf.register(t.a, fs, "RAFTING_ADMIN_TOKEN")
+	switch t.sub {
 	case "create", "update":
-		quotaFlags(fs, &q)
-		if sub == "create" {
-			secretFlags(fs, &secret, &secretFile, "the token's secret part (so a retried create is safe); default: generated")
+		quotaFlags(fs, &t.q)
+		if t.sub == "create" {
+			secretFlags(fs, &t.secret, &t.secretFile, "the token's secret part (so a retried create is safe); default: generated")
 		}
 	case "rotate-token":
-		secretFlags(fs, &secret, &secretFile, "the new token's secret part; default: generated")
-		fs.DurationVar(&previous, "previous-valid", time.Hour, "how long the old token keeps working (0 revokes it now)")
-	case "list", "show", "delete", "revoke-previous":
-	default:
-		return usageError{fmt.Sprintf("unknown tenant command %q\n%s", sub, tenantUsage)}
+		secretFlags(fs, &t.secret, &t.secretFile, "the new token's secret part; default: generated")
+		fs.DurationVar(&t.previous, "previous-valid", time.Hour, "how long the old token keeps working (0 revokes it now)")
 	}
-	name, err := parseWithName(fs, args, sub != "list")
-	if err != nil {
-		return err
+}
+
+func (t *tenantCmd) run(ctx context.Context, args []string) error {
+	name := ""
+	if len(args) > 0 {
+		name = args[0]
 	}
 	tp := "/v1/tenants"
-	if sub != "list" && sub != "create" {
+	if t.sub != "list" && t.sub != "create" {
 		seg, err := pathSeg("tenant", name)
 		if err != nil {
 			return err
 		}
 		tp += "/" + seg
 	}
-	if secret, err = readSecret(secret, secretFile); err != nil {
-		return err
-	}
-	c, err := cf.client()
+	secret, err := readSecret(t.secret, t.secretFile)
 	if err != nil {
 		return err
 	}
-	var t api.Tenant
-	switch sub {
+	c, err := t.cf.client()
+	if err != nil {
+		return err
+	}
+	stdout := t.a.stdout
+	var ten api.Tenant
+	switch t.sub {
 	case "create":
-		err = c.Do(ctx, http.MethodPost, tp, api.CreateTenantRequest{Name: name, Quotas: q, Secret: secret}, &t)
+		err = c.Do(ctx, http.MethodPost, tp, api.CreateTenantRequest{Name: name, Quotas: t.q, Secret: secret}, &ten)
 	case "update":
-		err = c.Do(ctx, http.MethodPatch, tp, api.UpdateTenantRequest{Quotas: q}, &t)
+		err = c.Do(ctx, http.MethodPatch, tp, api.UpdateTenantRequest{Quotas: t.q}, &ten)
 	case "rotate-token":
-		ms := previous.Milliseconds()
-		err = c.Do(ctx, http.MethodPost, tp+"/token", api.RotateTokenRequest{Secret: secret, PreviousValidMs: &ms}, &t)
+		ms := t.previous.Milliseconds()
+		err = c.Do(ctx, http.MethodPost, tp+"/token", api.RotateTokenRequest{Secret: secret, PreviousValidMs: &ms}, &ten)
 	case "revoke-previous":
-		err = c.Do(ctx, http.MethodDelete, tp+"/token/previous", nil, &t)
+		err = c.Do(ctx, http.MethodDelete, tp+"/token/previous", nil, &ten)
 	case "show":
-		err = c.Do(ctx, http.MethodGet, tp, nil, &t)
+		err = c.Do(ctx, http.MethodGet, tp, nil, &ten)
 	case "delete":
 		if err = c.Do(ctx, http.MethodDelete, tp, nil, nil); err != nil {
 			return err
 		}
-		if cf.output == "json" {
+		if t.a.json() {
 			return printJSON(stdout, deleted{Tenant: name, Deleted: true})
 		}
 		_, err = fmt.Fprintf(stdout, "tenant %s deleted\n", printable(name))
@@ -242,7 +249,7 @@ func runTenant(ctx context.Context, args []string, stdout io.Writer) error {
 		if err := c.Do(ctx, http.MethodGet, tp, nil, &l); err != nil {
 			return err
 		}
-		if cf.output == "json" {
+		if t.a.json() {
 			return printJSON(stdout, l)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
@@ -261,10 +268,10 @@ func runTenant(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if cf.output == "json" {
-		return printJSON(stdout, t)
+	if t.a.json() {
+		return printJSON(stdout, ten)
 	}
-	return printTenant(stdout, t)
+	return printTenant(stdout, ten)
 }
 
 // deleted is tenant delete's JSON output.
@@ -316,69 +323,64 @@ func printTenant(w io.Writer, t api.Tenant) error {
 	return tw.Flush()
 }
 
-// parseWithName parses flags that may come before or after the one NAME.
-func parseWithName(fs *flag.FlagSet, args []string, needName bool) (string, error) {
-	var name string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		name, args = args[0], args[1:]
+func (a *app) serviceCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "service",
+		Aliases: []string{"services"},
+		Short:   "list|show a tenant's services",
+		RunE:    a.group(nil),
 	}
-	if err := parseFlags(fs, args); err != nil {
-		return "", err
+	for _, s := range []struct {
+		use, short string
+		args       cobra.PositionalArgs
+	}{
+		{"list", "the tenant's services with their instance counts and masters", nArgs(0, 0, "")},
+		{"show NAME", "one service: its instances, master and election policy", nArgs(1, 1, "NAME")},
+	} {
+		sc := &serviceCmd{a: a, sub: strings.Fields(s.use)[0]}
+		c := &cobra.Command{Use: s.use, Short: s.short, Args: s.args, RunE: a.action(sc.run)}
+		sc.cf.register(a, c.Flags(), "RAFTING_TOKEN")
+		c.Flags().StringVar(&sc.tenant, "tenant", os.Getenv("RAFTING_TENANT"), "tenant (default $RAFTING_TENANT)")
+		cmd.AddCommand(c)
 	}
-	if name == "" && fs.NArg() > 0 {
-		name = fs.Arg(0)
-	}
-	if needName && name == "" {
-		return "", usageError{fs.Name() + ": a NAME is required"}
-	}
-	return name, nil
+	return cmd
 }
 
-func runService(ctx context.Context, args []string, stdout io.Writer) error {
-	if len(args) == 0 {
-		return usageError{"usage: rafting service list|show [--tenant T] [NAME]"}
-	}
-	sub, args := args[0], args[1:]
-	if sub == "-h" || sub == "-help" || sub == "--help" || sub == "help" {
-		_, err := fmt.Fprintln(stdout, "usage: rafting service list|show [--tenant T] [NAME]\n\nRun 'rafting service <command> -h' for a command's flags.")
-		return err
-	}
-	fs := newFlagSet("service " + sub)
-	var cf commonFlags
-	cf.register(fs, "RAFTING_TOKEN")
-	tenant := fs.String("tenant", os.Getenv("RAFTING_TENANT"), "tenant (default $RAFTING_TENANT)")
-	if sub != "list" && sub != "show" {
-		return usageError{fmt.Sprintf("unknown service command %q", sub)}
-	}
-	name, err := parseWithName(fs, args, sub == "show")
-	if err != nil {
-		return err
-	}
-	if *tenant == "" {
+// serviceCmd is one `rafting service` command and its flags.
+type serviceCmd struct {
+	a      *app
+	sub    string
+	cf     commonFlags
+	tenant string
+}
+
+func (sc *serviceCmd) run(ctx context.Context, args []string) error {
+	if sc.tenant == "" {
 		return usageError{"--tenant (or RAFTING_TENANT) is required"}
 	}
-	ten, err := pathSeg("--tenant", *tenant)
+	ten, err := pathSeg("--tenant", sc.tenant)
 	if err != nil {
 		return err
 	}
 	sp := "/v1/tenants/" + ten + "/services"
-	if sub == "show" {
-		seg, err := pathSeg("service", name)
+	if sc.sub == "show" {
+		seg, err := pathSeg("service", args[0])
 		if err != nil {
 			return err
 		}
 		sp += "/" + seg
 	}
-	c, err := cf.client()
+	c, err := sc.cf.client()
 	if err != nil {
 		return err
 	}
-	if sub == "list" {
+	stdout := sc.a.stdout
+	if sc.sub == "list" {
 		var l api.ServiceList
 		if err := c.Do(ctx, http.MethodGet, sp, nil, &l); err != nil {
 			return err
 		}
-		if cf.output == "json" {
+		if sc.a.json() {
 			return printJSON(stdout, l)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
@@ -392,7 +394,7 @@ func runService(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := c.Do(ctx, http.MethodGet, sp, nil, &s); err != nil {
 		return err
 	}
-	if cf.output == "json" {
+	if sc.a.json() {
 		return printJSON(stdout, s)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
@@ -423,86 +425,113 @@ func dash(s string) string {
 	return printable(s)
 }
 
-const clusterUsage = `usage: rafting cluster [flags]                  nodes (health, build, leaderships, lag) and shards
-       rafting cluster remove ID [flags]        take a node out for good (its leaderships are moved off first)
-       rafting cluster transfer-leader (--shard N | --tenant T) [--to ID] [flags]
-                                                move one shard's leadership to node ID (default: any other node)
-       rafting cluster transfer-leader --from ID [flags]
-                                                move every leadership node ID holds to other nodes (before maintenance)
-`
-
-func runCluster(ctx context.Context, args []string, stdout io.Writer) error {
-	sub := ""
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		sub, args = args[0], args[1:]
-	}
-	switch sub {
-	case "", "remove", "transfer-leader":
-	case "help":
-		fmt.Fprint(stdout, clusterUsage)
-		return nil
-	default:
-		return usageError{fmt.Sprintf("unknown cluster command %q\n%s", sub, clusterUsage)}
-	}
-	fs := newFlagSet(strings.TrimSpace("cluster " + sub))
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), clusterUsage+"\nflags:\n")
-		fs.PrintDefaults()
-	}
+func (a *app) clusterCmd() *cobra.Command {
 	var cf commonFlags
-	cf.register(fs, "RAFTING_ADMIN_TOKEN")
+	cmd := &cobra.Command{
+		Use:   "cluster",
+		Short: "nodes (health, build, lag, leaderships) and shards; remove ID; transfer-leader (admin)",
+		Long: `The cluster as GET /v1/cluster answers it: the nodes with their health, build, lag and
+leaderships, then the shards. A field the server adds shows as a column of its own (or a
+section), before this binary learns its name; -o json prints the answer whole.`,
+	}
+	cmd.RunE = a.group(func(c *cobra.Command) error {
+		a.ran = true
+		return a.cluster(c.Context(), &cf, http.MethodGet, "/v1/cluster", nil)
+	})
+	cf.register(a, cmd.Flags(), "RAFTING_ADMIN_TOKEN")
+
+	var rf commonFlags
+	remove := &cobra.Command{
+		Use:   "remove ID",
+		Short: "take a node out for good (its leaderships are moved off first)",
+		Args:  nArgs(1, 1, "ID"),
+		RunE: a.action(func(ctx context.Context, args []string) error {
+			// A lost machine's node, for good: its replicas leave every shard.
+			seg, err := pathSeg("node ID", args[0])
+			if err != nil {
+				return err
+			}
+			return a.cluster(ctx, &rf, http.MethodDelete, "/v1/cluster/nodes/"+seg, nil)
+		}),
+	}
+	rf.register(a, remove.Flags(), "RAFTING_ADMIN_TOKEN")
+
+	var tf commonFlags
 	var lt api.LeaderTransferRequest
-	if sub == "transfer-leader" {
-		fs.Uint64Var(&lt.Shard, "shard", 0, "the shard whose leadership moves")
-		fs.StringVar(&lt.Tenant, "tenant", "", "the tenant whose shard's leadership moves")
-		fs.Uint64Var(&lt.To, "to", 0, "the node to lead it (default: any other node)")
-		fs.Uint64Var(&lt.From, "from", 0, "move every leadership this node holds")
+	transfer := &cobra.Command{
+		Use:   "transfer-leader (--shard N | --tenant T) [--to ID] | --from ID",
+		Short: "move one shard's leadership to node ID (default: any other node), or every leadership of node --from (before maintenance)",
+		Args:  nArgs(0, 0, "(--shard N | --tenant T) [--to ID] | --from ID"),
+		RunE: a.action(func(ctx context.Context, args []string) error {
+			if (lt.Shard != 0 || lt.Tenant != "") == (lt.From != 0) {
+				return usageError{"cluster transfer-leader: give --shard or --tenant (one shard), or --from (every leadership of a node)"}
+			}
+			return a.cluster(ctx, &tf, http.MethodPost, "/v1/cluster/leaders", lt)
+		}),
 	}
-	id, err := parseWithName(fs, args, sub == "remove")
-	if err != nil {
-		return err
-	}
+	tf.register(a, transfer.Flags(), "RAFTING_ADMIN_TOKEN")
+	transfer.Flags().Uint64Var(&lt.Shard, "shard", 0, "the shard whose leadership moves")
+	transfer.Flags().StringVar(&lt.Tenant, "tenant", "", "the tenant whose shard's leadership moves")
+	transfer.Flags().Uint64Var(&lt.To, "to", 0, "the node to lead it (default: any other node)")
+	transfer.Flags().Uint64Var(&lt.From, "from", 0, "move every leadership this node holds")
+	cmd.AddCommand(remove, transfer)
+	return cmd
+}
+
+// cluster sends one request that answers the cluster view and prints it.
+func (a *app) cluster(ctx context.Context, cf *commonFlags, method, path string, body any) error {
 	c, err := cf.client()
 	if err != nil {
 		return err
 	}
-	var cl api.Cluster
-	method, path := http.MethodGet, "/v1/cluster"
-	var body any
-	switch sub {
-	case "remove":
-		// A lost machine's node, for good: its replicas leave every shard.
-		seg, err := pathSeg("node ID", id)
-		if err != nil {
-			return err
-		}
-		method, path = http.MethodDelete, "/v1/cluster/nodes/"+seg
-	case "transfer-leader":
-		if (lt.Shard != 0 || lt.Tenant != "") == (lt.From != 0) {
-			return usageError{"cluster transfer-leader: give --shard or --tenant (one shard), or --from (every leadership of a node)"}
-		}
-		method, path, body = http.MethodPost, "/v1/cluster/leaders", lt
-	}
-	if err := c.Do(ctx, method, path, body, &cl); err != nil {
+	var raw json.RawMessage
+	if err := c.Do(ctx, method, path, body, &raw); err != nil {
 		var e *api.Error
 		if errors.As(err, &e) && e.Code == api.CodeForbidden {
 			return fmt.Errorf("%w (the cluster view needs the admin token: $RAFTING_ADMIN_TOKEN)", err)
 		}
 		return err
 	}
-	if cf.output == "json" {
-		return printJSON(stdout, cl)
+	if a.json() {
+		var v any
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return fmt.Errorf("the cluster view: %w", err)
+		}
+		return printJSON(a.stdout, v) // whole, with the fields this binary does not know
 	}
-	return printCluster(stdout, cl)
+	return printCluster(a.stdout, raw)
 }
 
 // printCluster writes the cluster view as tables: the nodes with their
-// health, build, lag and leaderships, then the shards.
-func printCluster(stdout io.Writer, cl api.Cluster) error {
+// health, build, lag and leaderships, then the shards. The fields this
+// binary does not know are printed too, so a server that answers more
+// (placement per node, moves in flight) shows it without a new CLI: a
+// node's or a shard's as columns of their own after the known ones, and
+// the view's own as a section each after the shards (a list of objects as
+// a table, anything else on one line).
+func printCluster(stdout io.Writer, raw []byte) error {
+	var cl api.Cluster
+	var fields struct {
+		Top    map[string]json.RawMessage
+		Nodes  []map[string]json.RawMessage `json:"nodes"`
+		Shards []map[string]json.RawMessage `json:"shards"`
+	}
+	if err := json.Unmarshal(raw, &cl); err != nil {
+		return fmt.Errorf("the cluster view: %w", err)
+	}
+	if err := json.Unmarshal(raw, &fields.Top); err != nil {
+		return fmt.Errorf("the cluster view: %w", err)
+	}
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return fmt.Errorf("the cluster view: %w", err)
+	}
+	nodeExtra := extraKeys(fields.Nodes, "id", "raft_address", "api_address", "health", "build", "leaders", "lag", "last_contact_ms")
+	shardExtra := extraKeys(fields.Shards, "shard_id", "tenant", "replicas", "leader_node", "term", "applied_index")
+
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "answered by node %d; cluster state version %d\n\n", cl.NodeID, cl.StateVersion)
-	fmt.Fprintln(tw, "NODE\tHEALTH\tVERSION\tCOMMIT\tSTATE VERSION\tLEADS\tLAG\tLAST CONTACT\tRAFT\tAPI")
-	for _, n := range cl.Nodes {
+	fmt.Fprint(tw, "NODE\tHEALTH\tVERSION\tCOMMIT\tSTATE VERSION\tLEADS\tLAG\tLAST CONTACT\tRAFT\tAPI", headers(nodeExtra), "\n")
+	for i, n := range cl.Nodes {
 		ver, commit, state := "?", "?", "?"
 		if b := n.Build; b != nil {
 			ver, commit, state = dash(b.Version), dash(shortCommit(b.Commit)), fmt.Sprint(b.StateVersion)
@@ -514,19 +543,113 @@ func printCluster(stdout io.Writer, cl api.Cluster) error {
 		case n.LastContactMs >= 0:
 			contact = (time.Duration(n.LastContactMs) * time.Millisecond).Round(100*time.Millisecond).String() + " ago"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", n.ID, dash(n.Health), ver, commit, state, n.Leaders, n.Lag, contact,
-			printable(n.RaftAddress), printable(n.APIAddress))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s%s\n", n.ID, dash(n.Health), ver, commit, state, n.Leaders, n.Lag, contact,
+			printable(n.RaftAddress), printable(n.APIAddress), cells(fields.Nodes[i], nodeExtra))
 	}
-	fmt.Fprintln(tw, "\nSHARD\tTENANT\tLEADER NODE\tTERM\tAPPLIED\tREPLICAS")
-	for _, s := range cl.Shards {
+	fmt.Fprint(tw, "\nSHARD\tTENANT\tLEADER NODE\tTERM\tAPPLIED\tREPLICAS", headers(shardExtra), "\n")
+	for i, s := range cl.Shards {
 		reps := make([]string, 0, len(s.Replicas))
 		for r, n := range s.Replicas {
 			reps = append(reps, fmt.Sprintf("%d@%d", r, n))
 		}
 		sort.Strings(reps)
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%s\n", s.ShardID, dash(s.Tenant), s.Leader, s.Term, s.Applied, strings.Join(reps, " "))
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%s%s\n", s.ShardID, dash(s.Tenant), s.Leader, s.Term, s.Applied, strings.Join(reps, " "),
+			cells(fields.Shards[i], shardExtra))
+	}
+	if len(cl.Removed) > 0 {
+		fmt.Fprintf(tw, "\nremoved nodes\t%s\n", cell(fields.Top["removed"]))
+	}
+	top := extraKeys([]map[string]json.RawMessage{fields.Top}, "node_id", "build", "state_version", "ready", "nodes", "shards", "removed")
+	for _, k := range top {
+		var objs []map[string]json.RawMessage
+		if json.Unmarshal(fields.Top[k], &objs) == nil && len(objs) > 0 {
+			cols := extraKeys(objs)
+			fmt.Fprint(tw, "\n", strings.TrimPrefix(headers(cols), "\t"), "\n")
+			for _, o := range objs {
+				fmt.Fprint(tw, strings.TrimPrefix(cells(o, cols), "\t"), "\n")
+			}
+			continue
+		}
+		fmt.Fprintf(tw, "\n%s\t%s\n", strings.ReplaceAll(k, "_", " "), cell(fields.Top[k]))
 	}
 	return tw.Flush()
+}
+
+// extraKeys is the keys of the objects in os that are not known, sorted.
+func extraKeys(os []map[string]json.RawMessage, known ...string) []string {
+	seen := map[string]bool{}
+	for _, k := range known {
+		seen[k] = true
+	}
+	var keys []string
+	for _, o := range os {
+		for k := range o {
+			if !seen[k] {
+				seen[k] = true
+				keys = append(keys, k)
+			}
+		}
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// headers is a tab, then the column heads of keys ("moves_in_flight":
+// "MOVES IN FLIGHT"), tab-separated.
+func headers(keys []string) string {
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString("\t" + strings.ToUpper(strings.ReplaceAll(printable(k), "_", " ")))
+	}
+	return b.String()
+}
+
+// cells is a tab, then o's values of keys, tab-separated.
+func cells(o map[string]json.RawMessage, keys []string) string {
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString("\t" + cell(o[k]))
+	}
+	return b.String()
+}
+
+// cell is one JSON value for a table: a string as it is (escaped), a
+// list of strings and numbers joined by commas, "-" for nothing, anything
+// else as compact JSON (escaped).
+func cell(v json.RawMessage) string {
+	var s string
+	var list []any
+	switch {
+	case len(v) == 0 || string(v) == "null":
+		return "-"
+	case json.Unmarshal(v, &s) == nil:
+		return dash(s)
+	case json.Unmarshal(v, &list) == nil:
+		parts := make([]string, 0, len(list))
+		for _, e := range list {
+			switch e := e.(type) {
+			case string:
+				parts = append(parts, e)
+			case float64, bool:
+				parts = append(parts, fmt.Sprint(e))
+			default:
+				var b bytes.Buffer
+				if json.Compact(&b, v) != nil {
+					return printable(string(v))
+				}
+				return printable(b.String())
+			}
+		}
+		if len(parts) == 0 {
+			return "-"
+		}
+		return printable(strings.Join(parts, ","))
+	}
+	var b bytes.Buffer
+	if json.Compact(&b, v) != nil {
+		return printable(string(v))
+	}
+	return printable(b.String())
 }
 
 // shortCommit is a commit's first 12 characters (and "-dirty" if so).

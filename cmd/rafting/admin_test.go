@@ -122,7 +122,7 @@ func TestSubcommandHelp(t *testing.T) {
 		t.Errorf("an unknown tenant command's error does not list the commands: %v", err)
 	}
 	out.Reset()
-	if err := run([]string{"cluster", "help"}, &out, &out); err != nil || !strings.Contains(out.String(), "transfer-leader") || !strings.Contains(out.String(), "remove ID") {
+	if err := run([]string{"cluster", "help"}, &out, &out); err != nil || !strings.Contains(out.String(), "transfer-leader") || !strings.Contains(out.String(), "  remove ") {
 		t.Errorf("rafting cluster help = %v:\n%s", err, out.String())
 	}
 }

@@ -2,11 +2,15 @@ package main
 
 import (
 	"bytes"
+	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,43 +19,70 @@ import (
 	"github.com/rafting/rafting/internal/proctest"
 	"github.com/rafting/rafting/server"
 	"github.com/rafting/rafting/server/servertest"
+	"github.com/spf13/cobra"
 )
 
-// TestHelpExitsZero: -h and --help on every command and subcommand of the
-// completion tree print help on stdout and succeed; the tree has no name
-// run does not know (an unknown one is refused).
-func TestHelpExitsZero(t *testing.T) {
-	var argss [][]string
-	for _, c := range commands {
-		argss = append(argss, []string{c.name, "--help"}, []string{c.name, "-h"})
-		for _, sub := range c.subs {
-			if c.name != "completion" {
-				argss = append(argss, []string{c.name, sub, "--help"})
-			}
+// commandPaths is every command of the tree, as the words after
+// "rafting" (cobra's help command aside).
+func commandPaths() [][]string {
+	var paths [][]string
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		if c.HasParent() {
+			paths = append(paths, strings.Fields(c.CommandPath())[1:])
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
 		}
 	}
-	argss = append(argss, []string{"help"}, []string{"--help"})
+	walk((&app{}).root())
+	return paths
+}
+
+// TestHelpExitsZero: -h, --help and `rafting help` on every command of
+// the tree print help on stdout and succeed; a command line that is not
+// one is a usage error, whose text shows the usage.
+func TestHelpExitsZero(t *testing.T) {
+	paths := commandPaths()
+	if len(paths) < 25 {
+		t.Fatalf("the tree has %d commands: %v", len(paths), paths)
+	}
+	argss := [][]string{{"help"}, {"--help"}, {"-h"}, {"tenant", "help"}, {"kv", "help"}, {"cluster", "help"}}
+	for _, p := range paths {
+		argss = append(argss, append(slices.Clone(p), "--help"), append(slices.Clone(p), "-h"), append([]string{"help"}, p...))
+	}
 	for _, args := range argss {
 		var stdout, stderr bytes.Buffer
 		if err := run(args, &stdout, &stderr); err != nil {
 			t.Errorf("rafting %s = %v, want help and success", strings.Join(args, " "), err)
 			continue
 		}
-		if stdout.Len() == 0 || stderr.Len() != 0 {
+		if !strings.Contains(stdout.String(), "Usage:") || stderr.Len() != 0 {
 			t.Errorf("rafting %s: stdout %q, stderr %q; want help on stdout", strings.Join(args, " "), stdout.String(), stderr.String())
 		}
 	}
-	for _, c := range commands {
-		if !strings.Contains(usage, "\n  "+c.name+" ") {
-			t.Errorf("rafting's usage does not list %s", c.name)
+	for _, tt := range []struct {
+		args []string
+		want string // in the error
+	}{
+		{[]string{}, "a command is required"},
+		{[]string{"frobnicate", "--help"}, `unknown command "frobnicate"`},
+		{[]string{"dev", "--no-such-flag"}, "--api-ports"},
+		{[]string{"tenant"}, "create"},
+		{[]string{"tenant", "frob"}, `unknown command "frob"`},
+		{[]string{"tenant", "show"}, "NAME"},
+		{[]string{"tenant", "show", "a", "b"}, "NAME"},
+		{[]string{"kv", "get", "a", "b"}, "KEY"},
+		{[]string{"completion", "tcsh"}, `unknown command "tcsh"`},
+		{[]string{"version", "extra"}, "version"},
+		{[]string{"version", "-o", "yaml"}, "want table or json"},
+		{[]string{"cluster", "transfer-leader"}, "--from"},
+	} {
+		var out bytes.Buffer
+		err := run(tt.args, &out, &out)
+		if !errors.As(err, new(usageError)) || !strings.Contains(err.Error(), tt.want) || exitCode(err) != 2 {
+			t.Errorf("rafting %s = %v, want a usage error saying %q", strings.Join(tt.args, " "), err, tt.want)
 		}
-	}
-	var out bytes.Buffer
-	if err := run([]string{"frobnicate", "--help"}, &out, &out); !errors.As(err, new(usageError)) {
-		t.Errorf("rafting frobnicate --help = %v, want a usage error", err)
-	}
-	if err := run([]string{"dev", "--no-such-flag"}, &out, &out); !errors.As(err, new(usageError)) || !strings.Contains(err.Error(), "-api-ports") {
-		t.Errorf("rafting dev --no-such-flag = %v, want a usage error with the flags", err)
 	}
 }
 
@@ -73,35 +104,27 @@ func TestVersion(t *testing.T) {
 	}
 }
 
-// TestCompletion: the bash script, sourced in a real bash, completes
-// commands, subcommands and a command's flags (asked of the binary); the
-// zsh and fish scripts parse in their shells where installed.
+// TestCompletion: cobra's scripts for every shell generate, parse in
+// their shells where installed, and the bash one, sourced in a real bash,
+// completes commands, subcommands and a command's flags by asking the
+// binary (`rafting __complete ...`).
 func TestCompletion(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
 	bin := proctest.Build(t, binPkg)
-	script := func(shell string) string {
-		b, err := exec.Command(bin, "completion", shell).Output()
-		if err != nil {
-			t.Fatalf("rafting completion %s: %v", shell, err)
-		}
-		return string(b)
-	}
-	if err := exec.Command(bin, "completion", "tcsh").Run(); err == nil {
-		t.Error("rafting completion tcsh succeeded")
-	}
 	dir := t.TempDir()
-	for _, shell := range []string{"bash", "zsh", "fish"} {
-		s := script(shell)
-		for _, c := range commands {
-			if !strings.Contains(s, c.name) {
-				t.Errorf("the %s script lacks %s", shell, c.name)
-			}
+	for _, shell := range []string{"bash", "zsh", "fish", "powershell"} {
+		s, err := exec.Command(bin, "completion", shell).Output()
+		if err != nil || !bytes.Contains(s, []byte("rafting")) {
+			t.Fatalf("rafting completion %s = %v\n%s", shell, err, s)
 		}
 		file := filepath.Join(dir, "rafting."+shell)
-		if err := os.WriteFile(file, []byte(s), 0o600); err != nil {
+		if err := os.WriteFile(file, s, 0o600); err != nil {
 			t.Fatal(err)
+		}
+		if shell == "powershell" {
+			continue
 		}
 		if _, err := exec.LookPath(shell); err != nil {
 			t.Logf("%s not installed: its script's syntax is not checked", shell)
@@ -110,6 +133,9 @@ func TestCompletion(t *testing.T) {
 		if out, err := exec.Command(shell, "-n", file).CombinedOutput(); err != nil {
 			t.Errorf("%s -n on the %s script: %v\n%s", shell, shell, err, out)
 		}
+	}
+	if err := exec.Command(bin, "completion", "tcsh").Run(); err == nil {
+		t.Error("rafting completion tcsh succeeded")
 	}
 	if _, err := exec.LookPath("bash"); err != nil {
 		t.Skip("no bash")
@@ -125,14 +151,28 @@ func TestCompletion(t *testing.T) {
 		{[]string{"tenant", "delete", "acme", "--ser"}, "--servers"},
 		{[]string{"dev", "--log-f"}, "--log-format"},
 		{[]string{"restore", "-o", "json", "--ep"}, "--epoch-gap"},
+		{[]string{"kv", "get", "--pre"}, "--prefix"},
 	}
+	// Without the bash-completion package, _get_comp_words_by_ref is
+	// the plain split of the line.
+	const complete = `source "$1"; shift
+declare -F _get_comp_words_by_ref >/dev/null || _get_comp_words_by_ref() {
+	cur=${COMP_WORDS[COMP_CWORD]}; prev=${COMP_WORDS[COMP_CWORD-1]}; words=("${COMP_WORDS[@]}"); cword=$COMP_CWORD
+}
+COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); COMP_LINE="$*"; COMP_POINT=${#COMP_LINE}; COMP_TYPE=9
+__start_rafting
+printf '%s\n' "${COMPREPLY[@]}"`
 	for _, tt := range tests {
-		words := append([]string{bin}, tt.words...)
-		cmd := exec.Command("bash", "-c", `source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _rafting; printf '%s\n' "${COMPREPLY[@]}"`,
-			"bash", filepath.Join(dir, "rafting.bash"))
-		cmd.Args = append(cmd.Args, words...)
+		cmd := exec.Command("bash", "-c", complete, "bash", filepath.Join(dir, "rafting.bash"))
+		cmd.Args = append(cmd.Args, append([]string{bin}, tt.words...)...)
 		out, err := cmd.CombinedOutput()
-		if err != nil || !strings.Contains("\n"+string(out), "\n"+tt.want+"\n") {
+		found := false
+		for _, line := range strings.Split(string(out), "\n") {
+			if f := strings.Fields(line); len(f) > 0 && f[0] == tt.want {
+				found = true
+			}
+		}
+		if err != nil || !found {
 			t.Errorf("bash completion of %q = %v %q, want %s among them", tt.words, err, out, tt.want)
 		}
 	}
@@ -181,49 +221,124 @@ func TestCLIProcess(t *testing.T) {
 	}
 }
 
-// TestJSONResults: the commands that print a result print it as JSON with
-// -o json (tenant delete, backup -f), and restore tells on stderr what it
+// jsonElsewhere are the commands whose -o json another test checks, or
+// that print no result.
+var jsonElsewhere = map[string]string{
+	"server":                "no result: its logs take --log-format json (TestCLIProcess)",
+	"dev":                   "TestDevRestartKeepsState",
+	"kv watch":              "one JSON object a line: TestKVCLI",
+	"completion":            "a shell script",
+	"completion bash":       "a shell script",
+	"completion zsh":        "a shell script",
+	"completion fish":       "a shell script",
+	"completion powershell": "a shell script",
+}
+
+// TestJSONEveryCommand: every command of the tree that prints a result
+// prints it as JSON with -o json (a command this test does not run, and
+// jsonElsewhere does not name, fails it); restore tells on stderr what it
 // waits for, every restoreProgress, and when it is done.
-func TestJSONResults(t *testing.T) {
+func TestJSONEveryCommand(t *testing.T) {
 	old := servertest.Start(t, servertest.Options{})
-	old.CreateTenant("acme", api.Quotas{})
+	acme := old.CreateTenant("acme", api.Quotas{})
 	old.CreateTenant("gone", api.Quotas{})
-	cli := func(c *servertest.Cluster, stderr *syncBuffer, args ...string) (string, error) {
+	old.Do(1, acme, http.MethodPut, "/v1/tenants/acme/services/web/instances/web-1", api.RegisterRequest{Address: "127.0.0.1:8080"})
+	file := filepath.Join(t.TempDir(), "rafting.backup")
+	c := servertest.Start(t, servertest.Options{})
+
+	ran := map[string]bool{}
+	cli := func(c *servertest.Cluster, stdin string, stderr *syncBuffer, args ...string) (string, error) {
 		var out bytes.Buffer
-		err := run(append(args, "--servers", strings.Join(c.Addrs(), ","), "--token", servertest.AdminToken), &out, stderr)
+		args = append(args, "-o", "json")
+		if args[0] != "version" {
+			args = append(args, "--servers", strings.Join(c.Addrs(), ","), "--token", servertest.AdminToken)
+		}
+		err := execute(context.Background(), args, strings.NewReader(stdin), &out, stderr)
 		return out.String(), err
 	}
-	var stderr syncBuffer
-	out, err := cli(old, &stderr, "tenant", "delete", "gone", "-o", "json")
-	var del struct {
-		Tenant  string `json:"tenant"`
-		Deleted bool   `json:"deleted"`
+	tests := []struct {
+		path    string // the command, as commandPaths has it
+		c       *servertest.Cluster
+		args    []string
+		stdin   string
+		check   func(out string) bool // nil: any JSON value
+		wantErr bool                  // a failed compare prints its JSON too
+	}{
+		{path: "tenant create", args: []string{"beta"}, check: func(out string) bool {
+			var t api.Tenant
+			return json.Unmarshal([]byte(out), &t) == nil && t.Name == "beta" && t.Token != ""
+		}},
+		{path: "tenant list"},
+		{path: "tenant show", args: []string{"acme"}},
+		{path: "tenant update", args: []string{"beta", "--max-keys", "10"}},
+		{path: "tenant rotate-token", args: []string{"beta"}},
+		{path: "tenant revoke-previous", args: []string{"beta"}},
+		{path: "tenant delete", args: []string{"gone"}, check: func(out string) bool {
+			var del struct {
+				Tenant  string `json:"tenant"`
+				Deleted bool   `json:"deleted"`
+			}
+			return json.Unmarshal([]byte(out), &del) == nil && del.Tenant == "gone" && del.Deleted
+		}},
+		{path: "service list", args: []string{"--tenant", "acme"}},
+		{path: "service show", args: []string{"web", "--tenant", "acme"}, check: func(out string) bool {
+			var s api.ServiceResponse
+			return json.Unmarshal([]byte(out), &s) == nil && len(s.Instances) == 1
+		}},
+		{path: "kv put", args: []string{"app/x", "1", "--tenant", "acme"}},
+		{path: "kv get", args: []string{"app/x", "--tenant", "acme"}},
+		{path: "kv get", args: []string{"--prefix", "app", "--tenant", "acme"}},
+		{path: "kv txn", args: []string{"--tenant", "acme"}, stdin: `{"put": [{"key": "app/y", "text": "2"}]}`},
+		{path: "kv txn", args: []string{"--tenant", "acme"}, stdin: `{"compare": [{"key": "app/y", "mod_index": 1}], "put": [{"key": "app/z", "text": "3"}]}`, wantErr: true},
+		{path: "kv delete", args: []string{"app/x", "--tenant", "acme"}},
+		{path: "cluster", check: func(out string) bool {
+			var cl api.Cluster
+			return json.Unmarshal([]byte(out), &cl) == nil && len(cl.Nodes) == 3
+		}},
+		{path: "cluster transfer-leader", args: []string{"--tenant", "acme"}},
+		{path: "backup"},
+		{path: "backup", args: []string{"-f", file}, check: func(out string) bool {
+			var bk backupResult
+			return json.Unmarshal([]byte(out), &bk) == nil && bk.File == file && bk.Tenants == 2 && bk.Index != 0
+		}},
+		{path: "restore", c: c, args: []string{"-f", file}, check: func(out string) bool {
+			var res api.RestoreResponse
+			return json.Unmarshal([]byte(out), &res) == nil && res.Tenants == 2
+		}},
+		{path: "cluster remove", args: []string{"3"}, check: func(out string) bool {
+			var cl api.Cluster
+			return json.Unmarshal([]byte(out), &cl) == nil && slices.Contains(cl.Removed, 3)
+		}},
+		{path: "version"},
 	}
-	if err != nil || json.Unmarshal([]byte(out), &del) != nil || del.Tenant != "gone" || !del.Deleted {
-		t.Fatalf("tenant delete -o json = %v\n%s", err, out)
-	}
-	if out, err := cli(old, &stderr, "tenant", "delete", "gone"); err != nil || out != "tenant gone deleted\n" {
-		t.Fatalf("tenant delete (again, table) = %v %q", err, out)
-	}
-
-	file := filepath.Join(t.TempDir(), "rafting.backup")
-	out, err = cli(old, &stderr, "backup", "-f", file, "-o", "json")
-	var bk backupResult
-	if err != nil || json.Unmarshal([]byte(out), &bk) != nil || bk.File != file || bk.Tenants != 1 || bk.Index == 0 {
-		t.Fatalf("backup -f -o json = %v %+v\n%s", err, bk, out)
-	}
-
 	defer func(p time.Duration) { restoreProgress = p }(restoreProgress)
 	restoreProgress = time.Millisecond
-	c := servertest.Start(t, servertest.Options{})
-	var rstderr syncBuffer
-	out, err = cli(c, &rstderr, "restore", "-f", file, "-o", "json")
-	var res api.RestoreResponse
-	if err != nil || json.Unmarshal([]byte(out), &res) != nil || res.Tenants != 1 {
-		t.Fatalf("restore -o json = %v\n%s", err, out)
+	var restoreStderr syncBuffer
+	for _, tt := range tests {
+		cl := cmp.Or(tt.c, old)
+		stderr := new(syncBuffer)
+		if tt.path == "restore" {
+			stderr = &restoreStderr
+		}
+		args := append(strings.Fields(tt.path), tt.args...)
+		out, err := cli(cl, tt.stdin, stderr, args...)
+		if (err != nil) != tt.wantErr || !json.Valid([]byte(out)) || (tt.check != nil && !tt.check(out)) {
+			t.Errorf("rafting %s -o json = %v\n%s", strings.Join(args, " "), err, out)
+		}
+		ran[tt.path] = true
 	}
-	progress := rstderr.String()
-	for _, want := range []string{"restore: sending " + file + " (1 tenants, ", "restore: still writing, ", "restore: done in "} {
+	for _, p := range commandPaths() {
+		name := strings.Join(p, " ")
+		if len(p) > 0 && (p[0] == "tenant" || p[0] == "service" || p[0] == "kv") && len(p) == 1 {
+			continue // a group
+		}
+		if !ran[name] && jsonElsewhere[name] == "" {
+			t.Errorf("rafting %s -o json: not checked", name)
+		}
+	}
+
+	progress := restoreStderr.String()
+	for _, want := range []string{"restore: sending " + file + " (2 tenants, ", "restore: still writing, ", "restore: done in "} {
 		if !strings.Contains(progress, want) {
 			t.Errorf("restore's stderr lacks %q:\n%s", want, progress)
 		}

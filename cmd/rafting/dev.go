@@ -17,6 +17,7 @@ import (
 	"github.com/rafting/rafting/server"
 	"github.com/rafting/rafting/server/config"
 	"github.com/rafting/rafting/tenants"
+	"github.com/spf13/cobra"
 )
 
 const devTenant = "default"
@@ -24,8 +25,17 @@ const devTenant = "default"
 // devProgress is how often dev says on stderr that it is still starting.
 var devProgress = 5 * time.Second
 
-func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("dev")
+func (a *app) devCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "run a 3-node cluster in this process on 127.0.0.1:7070/7170/7270",
+		Long: `Run a 3-node cluster in this process, on loopback, with a "default" tenant; the admin and
+tenant tokens are printed once it is up (-o json: as one JSON object), and kept in --data,
+so a second start prints the same ones. Progress goes to stderr: the nodes' start and the
+cluster's readiness (up to 60 s on a first start). This is what 'make run' starts.`,
+		Args: nArgs(0, 0, "[flags]"),
+	}
+	fs := cmd.Flags()
 	var (
 		data      = fs.String("data", ".rafting-dev", "data directory of the three nodes")
 		tokenFile = fs.String("admin-token-file", "", "file holding the admin token (else RAFTING_ADMIN_TOKEN, else generated into <data>/admin.token)")
@@ -33,39 +43,45 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		apiPorts  = fs.String("api-ports", "7070,7170,7270", "the three nodes' API ports")
 		raftPorts = fs.String("raft-ports", "7071,7171,7271", "the three nodes' Raft ports")
 		rtt       = fs.Duration("rtt", 50*time.Millisecond, "Raft tick")
-		logLevel  = fs.String("log-level", "warn", "debug, info, warn or error")
-		logFormat = fs.String("log-format", "text", "text (key=value) or json (one object a line)")
+		logLevel  string
+		logFormat string
 	)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	log, err := logger(stderr, *logLevel, *logFormat)
+	logFlags(fs, &logLevel, &logFormat, "warn")
+	cmd.RunE = a.action(func(ctx context.Context, _ []string) error {
+		return a.dev(ctx, *data, *tokenFile, *host, *apiPorts, *raftPorts, *rtt, logLevel, logFormat)
+	})
+	return cmd
+}
+
+func (a *app) dev(ctx context.Context, data, tokenFile, host, apiPorts, raftPorts string, rtt time.Duration, logLevel, logFormat string) error {
+	stdout, stderr := a.stdout, a.stderr
+	log, err := logger(stderr, logLevel, logFormat)
 	if err != nil {
 		return err
 	}
-	apis, err := ports("--api-ports", *apiPorts)
+	apis, err := ports("--api-ports", apiPorts)
 	if err != nil {
 		return err
 	}
-	rafts, err := ports("--raft-ports", *raftPorts)
+	rafts, err := ports("--raft-ports", raftPorts)
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(*data, 0o700); err != nil {
-		return fmt.Errorf("create %s: %w", *data, err)
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", data, err)
 	}
-	admin, err := adminToken(*tokenFile)
+	admin, err := adminToken(tokenFile)
 	if err != nil {
 		return err
 	}
 	if admin == "" {
-		if admin, err = persistedSecret(filepath.Join(*data, "admin.token"), func() string { return "rfa_" + tenants.NewSecret() }); err != nil {
+		if admin, err = persistedSecret(filepath.Join(data, "admin.token"), func() string { return "rfa_" + tenants.NewSecret() }); err != nil {
 			return err
 		}
 	}
 	initial := map[uint64]string{}
 	for i, p := range rafts {
-		initial[uint64(i+1)] = fmt.Sprintf("%s:%d", *host, p)
+		initial[uint64(i+1)] = fmt.Sprintf("%s:%d", host, p)
 	}
 	var servers []*server.Server
 	defer func() {
@@ -75,10 +91,10 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}()
 	// Nodes start concurrently: a node's first start waits for a quorum.
 	// Progress goes to stderr: a first start takes seconds, at most 60.
-	fmt.Fprintf(stderr, "dev: starting 3 nodes on %s (data in %s)\n", printable(*host), printable(*data))
+	fmt.Fprintf(stderr, "dev: starting 3 nodes on %s (data in %s)\n", printable(host), printable(data))
 	start := time.Now()
-	stopTicking := ticking(stderr, "dev", "starting", devProgress)
-	defer stopTicking()
+	prog := ticking(stderr, "dev", "starting", devProgress)
+	defer prog.Stop()
 	type started struct {
 		id  int
 		s   *server.Server
@@ -88,12 +104,12 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	for i, p := range apis {
 		cfg := config.DefaultConfig()
 		cfg.NodeID = uint64(i + 1)
-		cfg.DataDir = filepath.Join(*data, fmt.Sprintf("node%d", i+1))
-		cfg.APIAddress = fmt.Sprintf("%s:%d", *host, p)
+		cfg.DataDir = filepath.Join(data, fmt.Sprintf("node%d", i+1))
+		cfg.APIAddress = fmt.Sprintf("%s:%d", host, p)
 		cfg.RaftAddress = initial[cfg.NodeID]
 		cfg.InitialCluster = initial
 		cfg.AdminToken = admin
-		cfg.RTT = *rtt
+		cfg.RTT = rtt
 		cfg.LogDB = "tiny"
 		cfg.Logger = log.With("node", cfg.NodeID)
 		go func() {
@@ -109,7 +125,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		if r.s != nil {
 			servers = append(servers, r.s)
-			fmt.Fprintf(stderr, "dev: node %d started (API %s), %s\n", r.id, r.s.Addr(), time.Since(start).Round(time.Millisecond))
+			prog.Printf("dev: node %d started (API %s), %s\n", r.id, r.s.Addr(), time.Since(start).Round(time.Millisecond))
 		}
 	}
 	if firstErr != nil {
@@ -117,15 +133,15 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	fmt.Fprintln(stderr, "dev: waiting for the nodes to be ready (a quorum, the meta shard caught up)")
+	prog.Printf("dev: waiting for the nodes to be ready (a quorum, the meta shard caught up)\n")
 	for _, s := range servers {
 		if err := s.WaitReady(rctx); err != nil {
 			return err
 		}
 	}
-	fmt.Fprintf(stderr, "dev: ready in %s; creating tenant %q\n", time.Since(start).Round(time.Millisecond), devTenant)
-	base := fmt.Sprintf("http://%s:%d", *host, apis[0])
-	tenantSecret, err := persistedSecret(filepath.Join(*data, devTenant+".secret"), tenants.NewSecret)
+	prog.Printf("dev: ready in %s; creating tenant %q\n", time.Since(start).Round(time.Millisecond), devTenant)
+	base := fmt.Sprintf("http://%s:%d", host, apis[0])
+	tenantSecret, err := persistedSecret(filepath.Join(data, devTenant+".secret"), tenants.NewSecret)
 	if err != nil {
 		return err
 	}
@@ -133,11 +149,38 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	stopTicking()
-	printDevBanner(stdout, *host, apis, *data, admin, token)
+	prog.Stop()
+	if a.json() {
+		if err := printJSON(stdout, devCluster(host, apis, data, admin, token)); err != nil {
+			return err
+		}
+	} else {
+		printDevBanner(stdout, host, apis, data, admin, token)
+	}
 	<-ctx.Done()
-	fmt.Fprintln(stdout, "\nstopping the dev cluster (handing leaderships over)...")
+	w := stdout
+	if a.json() {
+		w = stderr // stdout holds one JSON object
+	}
+	fmt.Fprintln(w, "\nstopping the dev cluster (handing leaderships over)...")
 	return nil
+}
+
+// devResult is dev -o json's output, once the cluster is up.
+type devResult struct {
+	Servers    []string `json:"servers"` // the API addresses, host:port
+	Data       string   `json:"data"`
+	AdminToken string   `json:"admin_token"`
+	Tenant     string   `json:"tenant"`
+	Token      string   `json:"token"` // the tenant's
+}
+
+func devCluster(host string, apis []int, data, admin, token string) devResult {
+	r := devResult{Data: data, AdminToken: admin, Tenant: devTenant, Token: token}
+	for _, p := range apis {
+		r.Servers = append(r.Servers, fmt.Sprintf("%s:%d", host, p))
+	}
+	return r
 }
 
 // persistedSecret reads a secret from path, or makes one and writes it there

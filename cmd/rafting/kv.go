@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,26 +16,19 @@ import (
 	"github.com/rafting/rafting/api"
 	"github.com/rafting/rafting/internal/restclient"
 	"github.com/rafting/rafting/tenants"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
-const kvUsage = `usage: rafting kv <command> [flags] ARGS
-
-commands:
-  get KEY             print KEY's value
-  get --prefix [KEY]  list the subtree KEY (KEY and every key under KEY/; every key without KEY)
-  put KEY VALUE       write KEY; VALUE "-" or --file F reads it from stdin or a file
-  delete KEY          delete KEY; --prefix the subtree KEY
-  watch KEY           print each change of KEY (--prefix: of the subtree KEY) until interrupted
-  txn                 apply a transaction (JSON, api.KVTxnRequest) read from stdin or --file
+const kvLong = `A tenant's configuration keys: paths of /-separated segments of [A-Za-z0-9._-], e.g. app/db/url.
 
 --if-index N (put, delete): only if KEY's mod_index is N; 0: only if KEY does not exist.
 
-exit status: 0 done; 1 error; 2 usage; 3 a compare failed (--if-index, txn): nothing changed;
+Exit status: 0 done; 1 error; 2 usage; 3 a compare failed (--if-index, txn): nothing changed;
 4 get KEY: no such key.
 
 Connection: --servers ($RAFTING_SERVERS), --token or --token-file ($RAFTING_TOKEN), --tenant
-($RAFTING_TENANT; by default the tenant the token names). Run 'rafting kv <command> -h' for flags.
-`
+($RAFTING_TENANT; by default the tenant the token names).`
 
 // Exit statuses of the kv commands beside 1 (error) and 2 (usage).
 const (
@@ -56,70 +48,83 @@ func (e *exitError) Unwrap() error { return e.err }
 // kvCmd is one kv command: its flags, and once connected its client and
 // the tenant's KV path.
 type kvCmd struct {
+	a      *app
 	name   string
-	fs     *flag.FlagSet
+	fs     *pflag.FlagSet
 	cf     commonFlags
 	tenant string
 	c      *restclient.Client
 	base   string // /v1/tenants/{t}/kv
 
+	prefix, keysOnly, stale bool
+	pageSize                int
+	ifIndex                 optIndex
+	file                    string
+
 	stdin          io.Reader
 	stdout, stderr io.Writer
 }
 
-// runKV runs `rafting kv ...`; stdin is where "-" and txn read from.
-func runKV(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, kvUsage)
-		return usageError{"kv: a command is required: get, put, delete, watch or txn"}
+func (a *app) kvCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "kv",
+		Short: "get|put|delete|watch|txn a tenant's configuration keys",
+		Long:  kvLong,
+		RunE:  a.group(nil),
 	}
-	sub, args := args[0], args[1:]
-	k := &kvCmd{name: "kv " + sub, fs: newFlagSet("kv " + sub), stdin: stdin, stdout: stdout, stderr: stderr}
-	k.cf.register(k.fs, "RAFTING_TOKEN")
-	k.fs.StringVar(&k.tenant, "tenant", os.Getenv("RAFTING_TENANT"), "tenant (default $RAFTING_TENANT, else the one the token names)")
-	switch sub {
-	case "get":
-		return k.get(ctx, args)
-	case "put":
-		return k.put(ctx, args)
-	case "delete", "del":
-		return k.delete(ctx, args)
-	case "watch":
-		return k.watch(ctx, args)
-	case "txn":
-		return k.txn(ctx, args)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, kvUsage)
-		return nil
+	type spec struct {
+		use, short string
+		aliases    []string
+		args       cobra.PositionalArgs
+		run        func(k *kvCmd, ctx context.Context, args []string) error
 	}
-	fmt.Fprint(stderr, kvUsage)
-	return usageError{fmt.Sprintf("kv: unknown command %q: want get, put, delete, watch or txn", sub)}
+	for _, s := range []spec{
+		{"get KEY | get --prefix [KEY]", "print KEY's value; --prefix: list the subtree KEY (KEY and every key under KEY/; every key without KEY)", nil,
+			nArgs(0, 1, "[--prefix] KEY"), (*kvCmd).get},
+		{"put KEY VALUE | put KEY - | put KEY --file F", `write KEY; VALUE "-" or --file F reads it from stdin or a file`, nil,
+			nArgs(1, 2, "KEY VALUE | KEY - | KEY --file F"), (*kvCmd).put},
+		{"delete KEY", "delete KEY; --prefix the subtree KEY", []string{"del"},
+			nArgs(1, 1, "[--prefix] [--if-index N] KEY"), (*kvCmd).delete},
+		{"watch KEY | watch --prefix [KEY]", "print each change of KEY (--prefix: of the subtree KEY) until interrupted", nil,
+			nArgs(0, 1, "[--prefix] KEY"), (*kvCmd).watch},
+		{"txn", "apply a transaction (JSON, api.KVTxnRequest) read from stdin or --file", nil,
+			nArgs(0, 0, "[--file F] < txn.json"), (*kvCmd).txn},
+	} {
+		sub := strings.Fields(s.use)[0]
+		k := &kvCmd{a: a, name: "kv " + sub, stdin: a.stdin, stdout: a.stdout, stderr: a.stderr}
+		run := s.run
+		c := &cobra.Command{Use: s.use, Short: s.short, Aliases: s.aliases, Args: s.args,
+			RunE: a.action(func(ctx context.Context, args []string) error { return run(k, ctx, args) })}
+		k.fs = c.Flags()
+		k.flags(sub)
+		cmd.AddCommand(c)
+	}
+	return cmd
 }
 
-// parse parses k's flags, which may come before, between or after the
-// positional arguments, and returns those; after "--" every argument is
-// positional (a VALUE that starts with "-"). want is the usage of the
-// positional arguments, min and max how many there may be.
-func (k *kvCmd) parse(args []string, want string, minArgs, maxArgs int) ([]string, error) {
-	var pos []string
-	for {
-		if err := parseFlags(k.fs, args); err != nil {
-			return nil, err
-		}
-		rest := k.fs.Args()
-		if len(rest) == 0 {
-			break
-		}
-		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
-			pos = append(pos, rest...)
-			break
-		}
-		pos, args = append(pos, rest[0]), rest[1:]
+// flags registers the flags of kv command sub.
+func (k *kvCmd) flags(sub string) {
+	fs := k.fs
+	k.cf.register(k.a, fs, "RAFTING_TOKEN")
+	fs.StringVar(&k.tenant, "tenant", os.Getenv("RAFTING_TENANT"), "tenant (default $RAFTING_TENANT, else the one the token names)")
+	switch sub {
+	case "get":
+		fs.BoolVar(&k.prefix, "prefix", false, "list the subtree KEY: KEY itself and every key under KEY/ (every key without KEY)")
+		fs.BoolVar(&k.keysOnly, "keys-only", false, "with --prefix: print the keys, not their values")
+		fs.IntVar(&k.pageSize, "page-size", 0, fmt.Sprintf("with --prefix: keys a request (1 to %d; default the server's, %d); every page is followed", api.MaxKVPage, api.DefaultKVPage))
+		fs.BoolVar(&k.stale, "stale", false, "read the answering server's replica as it is, without confirming it is current (cheaper; may be behind the last write)")
+	case "put":
+		fs.Var(&k.ifIndex, "if-index", "write only if KEY's mod_index is N (compare-and-set); 0: only if KEY does not exist")
+		fs.StringVarP(&k.file, "file", "f", "", "read the value from this file (\"-\": stdin)")
+	case "delete":
+		fs.Var(&k.ifIndex, "if-index", "delete only if KEY's mod_index is N (compare-and-delete)")
+		fs.BoolVar(&k.prefix, "prefix", false, "delete the subtree KEY: KEY and every key under KEY/")
+	case "watch":
+		fs.BoolVar(&k.prefix, "prefix", false, "watch the subtree KEY: KEY itself and every key under KEY/ (every key without KEY)")
+		fs.IntVar(&k.pageSize, "page-size", 0, fmt.Sprintf("with --prefix: keys a request when the subtree is read (1 to %d; default the server's)", api.MaxKVPage))
+	case "txn":
+		fs.StringVarP(&k.file, "file", "f", "-", "read the transaction from this file (\"-\": stdin)")
 	}
-	if len(pos) < minArgs || len(pos) > maxArgs {
-		return nil, usageError{fmt.Sprintf("usage: rafting %s %s (got %d arguments)", k.name, want, len(pos))}
-	}
-	return pos, nil
 }
 
 // connect builds the client and settles the tenant: --tenant, else
@@ -132,11 +137,9 @@ func (k *kvCmd) connect() error {
 		return err
 	}
 	from := "$RAFTING_TENANT"
-	k.fs.Visit(func(f *flag.Flag) {
-		if f.Name == "tenant" {
-			from = "--tenant"
-		}
-	})
+	if k.fs.Changed("tenant") {
+		from = "--tenant"
+	}
 	named, ok := tenants.ParseToken(c.Token)
 	switch {
 	case k.tenant == "" && ok:
@@ -209,6 +212,8 @@ func (o *optIndex) String() string {
 	return strconv.FormatUint(o.n, 10)
 }
 
+func (o *optIndex) Type() string { return "N" }
+
 func (o *optIndex) Set(s string) error {
 	n, err := strconv.ParseUint(s, 10, 64)
 	if err != nil {
@@ -218,15 +223,8 @@ func (o *optIndex) Set(s string) error {
 	return nil
 }
 
-func (k *kvCmd) get(ctx context.Context, args []string) error {
-	prefix := k.fs.Bool("prefix", false, "list the subtree KEY: KEY itself and every key under KEY/ (every key without KEY)")
-	keysOnly := k.fs.Bool("keys-only", false, "with --prefix: print the keys, not their values")
-	pageSize := k.fs.Int("page-size", 0, fmt.Sprintf("with --prefix: keys a request (1 to %d; default the server's, %d); every page is followed", api.MaxKVPage, api.DefaultKVPage))
-	stale := k.fs.Bool("stale", false, "read the answering server's replica as it is, without confirming it is current (cheaper; may be behind the last write)")
-	pos, err := k.parse(args, "[--prefix] KEY", 0, 1)
-	if err != nil {
-		return err
-	}
+func (k *kvCmd) get(ctx context.Context, pos []string) error {
+	prefix, keysOnly, pageSize, stale := &k.prefix, &k.keysOnly, &k.pageSize, &k.stale
 	key := ""
 	if len(pos) == 1 {
 		key = pos[0]
@@ -240,7 +238,7 @@ func (k *kvCmd) get(ctx context.Context, args []string) error {
 	if *pageSize != 0 && (*pageSize < 1 || *pageSize > api.MaxKVPage || !*prefix) {
 		return usageError{fmt.Sprintf("--page-size %d: pages a --prefix listing; want 1 to %d", *pageSize, api.MaxKVPage)}
 	}
-	if *keysOnly && (!*prefix || k.cf.output == "json") {
+	if *keysOnly && (!*prefix || k.a.json()) {
 		return usageError{"--keys-only lists a subtree's keys: with --prefix, in table output"}
 	}
 	if err := k.connect(); err != nil {
@@ -264,18 +262,18 @@ func (k *kvCmd) get(ctx context.Context, args []string) error {
 		if err := json.Unmarshal(reply.Body, &r); err != nil {
 			return fmt.Errorf("get %s: the answer is not a key: %w", key, err)
 		}
-		if k.cf.output == "json" {
+		if k.a.json() {
 			return printJSON(k.stdout, r)
 		}
 		return writeValue(k.stdout, r.KV.Value)
 	}
 	var all api.KVListResponse
 	all.KVs = []api.KV{}
-	err = k.list(ctx, k.c, key, q, *pageSize, func(page api.KVListResponse, first bool) error {
+	err := k.list(ctx, k.c, key, q, *pageSize, func(page api.KVListResponse, first bool) error {
 		if first {
 			all.Index = page.Index
 		}
-		if k.cf.output == "json" {
+		if k.a.json() {
 			all.KVs = append(all.KVs, page.KVs...)
 			return nil
 		}
@@ -291,7 +289,7 @@ func (k *kvCmd) get(ctx context.Context, args []string) error {
 		_, err := k.stdout.Write(b.Bytes())
 		return err
 	})
-	if err != nil || k.cf.output != "json" {
+	if err != nil || !k.a.json() {
 		return err
 	}
 	return printJSON(k.stdout, all)
@@ -335,14 +333,9 @@ func (k *kvCmd) list(ctx context.Context, c *restclient.Client, prefix string, q
 	}
 }
 
-func (k *kvCmd) put(ctx context.Context, args []string) error {
-	var ifIndex optIndex
-	k.fs.Var(&ifIndex, "if-index", "write only if KEY's mod_index is N (compare-and-set); 0: only if KEY does not exist")
-	file := k.fs.String("file", "", "read the value from this file (\"-\": stdin)")
-	pos, err := k.parse(args, "KEY VALUE | KEY - | KEY --file F", 1, 2)
-	if err != nil {
-		return err
-	}
+func (k *kvCmd) put(ctx context.Context, pos []string) error {
+	ifIndex, file := k.ifIndex, &k.file
+	var err error
 	key := pos[0]
 	if err := checkKey(key, false); err != nil {
 		return err
@@ -380,7 +373,7 @@ func (k *kvCmd) put(ctx context.Context, args []string) error {
 	if err := json.Unmarshal(reply.Body, &r); err != nil {
 		return fmt.Errorf("put %s: the answer is not a write: %w", key, err)
 	}
-	if k.cf.output == "json" {
+	if k.a.json() {
 		return printJSON(k.stdout, r)
 	}
 	if r.KV.Version == 1 {
@@ -439,14 +432,8 @@ func casError(op, key string, ifIndex optIndex, reply restclient.Response, err e
 	return &exitError{exitCompareFailed, fmt.Errorf("%s %s: compare failed, nothing changed: %s", op, key, msg)}
 }
 
-func (k *kvCmd) delete(ctx context.Context, args []string) error {
-	var ifIndex optIndex
-	k.fs.Var(&ifIndex, "if-index", "delete only if KEY's mod_index is N (compare-and-delete)")
-	prefix := k.fs.Bool("prefix", false, "delete the subtree KEY: KEY and every key under KEY/")
-	pos, err := k.parse(args, "[--prefix] [--if-index N] KEY", 1, 1)
-	if err != nil {
-		return err
-	}
+func (k *kvCmd) delete(ctx context.Context, pos []string) error {
+	ifIndex, prefix := k.ifIndex, &k.prefix
 	key := pos[0]
 	if err := checkKey(key, false); err != nil {
 		if *prefix && key == "" {
@@ -475,7 +462,7 @@ func (k *kvCmd) delete(ctx context.Context, args []string) error {
 	if err := json.Unmarshal(reply.Body, &r); err != nil {
 		return fmt.Errorf("delete %s: the answer is not a delete: %w", key, err)
 	}
-	if k.cf.output == "json" {
+	if k.a.json() {
 		return printJSON(k.stdout, r)
 	}
 	what := key
@@ -498,12 +485,8 @@ type txnResult struct {
 	Failed    *api.KVConflict `json:"failed,omitempty"`
 }
 
-func (k *kvCmd) txn(ctx context.Context, args []string) error {
-	file := k.fs.String("file", "-", "read the transaction from this file (\"-\": stdin)")
-	if _, err := k.parse(args, "[--file F] < txn.json", 0, 0); err != nil {
-		return err
-	}
-	b, err := k.readInput(*file, api.MaxBodyBytes, "the transaction")
+func (k *kvCmd) txn(ctx context.Context, _ []string) error {
+	b, err := k.readInput(k.file, api.MaxBodyBytes, "the transaction")
 	if err != nil {
 		return err
 	}
@@ -537,7 +520,7 @@ func (k *kvCmd) txn(ctx context.Context, args []string) error {
 			return fmt.Errorf("txn: outcome unknown: an attempt timed out, and the retry's compare[%d] failed (%s at mod_index %d now), which may be that attempt's own doing: read the keys to see",
 				i, e.Conflict.Key, now)
 		}
-		if k.cf.output == "json" {
+		if k.a.json() {
 			if err := printJSON(k.stdout, txnResult{Failed: e.Conflict}); err != nil {
 				return err
 			}
@@ -553,7 +536,7 @@ func (k *kvCmd) txn(ctx context.Context, args []string) error {
 	if err := json.Unmarshal(reply.Body, &r); err != nil {
 		return fmt.Errorf("txn: the answer is not a transaction's: %w", err)
 	}
-	if k.cf.output == "json" {
+	if k.a.json() {
 		return printJSON(k.stdout, r)
 	}
 	_, err = fmt.Fprintf(k.stdout, "txn: applied at index %d: %d compares held, %d puts, %d deletes\n", r.Index, len(t.Compare), len(t.Put), len(t.Delete))

@@ -68,21 +68,6 @@ func (k *kvCluster) must(t *testing.T, stdin string, args ...string) string {
 	return out
 }
 
-// exitCode is the status main exits with for err.
-func exitCode(err error) int {
-	var ue usageError
-	var ee *exitError
-	switch {
-	case err == nil:
-		return 0
-	case errors.As(err, &ue):
-		return 2
-	case errors.As(err, &ee):
-		return ee.code
-	}
-	return 1
-}
-
 // terminal is a bytes.Buffer that says it is a character device, as a
 // terminal's file does.
 type terminal struct{ bytes.Buffer }

@@ -43,13 +43,8 @@ type kvEvent struct {
 // between two reads print as the last of them, and a key deleted and
 // written again as a put. The client stream's watch_kv sends every change;
 // this command is built on the REST API that any server version answers.
-func (k *kvCmd) watch(ctx context.Context, args []string) error {
-	prefix := k.fs.Bool("prefix", false, "watch the subtree KEY: KEY itself and every key under KEY/ (every key without KEY)")
-	pageSize := k.fs.Int("page-size", 0, fmt.Sprintf("with --prefix: keys a request when the subtree is read (1 to %d; default the server's)", api.MaxKVPage))
-	pos, err := k.parse(args, "[--prefix] KEY", 0, 1)
-	if err != nil {
-		return err
-	}
+func (k *kvCmd) watch(ctx context.Context, pos []string) error {
+	prefix, pageSize := &k.prefix, &k.pageSize
 	key := ""
 	if len(pos) == 1 {
 		key = pos[0]
@@ -195,7 +190,7 @@ func (w *kvWatcher) print(old, now map[string]api.KV, index uint64) error {
 	if len(puts)+len(dels) == 0 {
 		return nil
 	}
-	jsonOut := w.k.cf.output == "json"
+	jsonOut := w.k.a.json()
 	var b bytes.Buffer
 	line := func(ev kvEvent) error {
 		if jsonOut {

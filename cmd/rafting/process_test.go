@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -130,7 +131,7 @@ var tokenLine = regexp.MustCompile(`(?m)^\s+tenant "default" token: (\S+)$`)
 
 // TestDevRestartKeepsState: `rafting dev` creates the default tenant and
 // prints a working curl session; a second start reuses the data, the tokens
-// and the state.
+// and the state, and with -o json prints them as one JSON object.
 func TestDevRestartKeepsState(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
@@ -148,12 +149,20 @@ func TestDevRestartKeepsState(t *testing.T) {
 	}
 	bin := proctest.Build(t, binPkg)
 	output := func(p *proctest.Proc) string { return strings.Join(p.Lines(), "\n") }
-	run := func() (*proctest.Proc, string) {
-		p := proctest.Start(t, "dev", bin, []string{"RAFTING_ADMIN_TOKEN="}, "dev", "--data", dir, "--api-ports", portsOf(apis), "--raft-ports", portsOf(rafts), "--rtt", "20ms")
+	// run starts dev and returns its tenant token, read from the banner
+	// or, with -o json, from its one JSON object (with the servers).
+	run := func(args ...string) (*proctest.Proc, string) {
+		p := proctest.Start(t, "dev", bin, []string{"RAFTING_ADMIN_TOKEN="}, append([]string{"dev", "--data", dir, "--api-ports", portsOf(apis), "--raft-ports", portsOf(rafts), "--rtt", "20ms"}, args...)...)
 		deadline := time.Now().Add(90 * time.Second)
 		for {
+			var r devResult
 			if m := tokenLine.FindStringSubmatch(output(p)); m != nil {
 				return p, m[1]
+			} else if json.Unmarshal([]byte(output(p)), &r) == nil {
+				if r.Token == "" || r.AdminToken == "" || r.Tenant != "default" || r.Data != dir || !slices.Equal(r.Servers, apis) {
+					t.Fatalf("dev -o json printed %+v", r)
+				}
+				return p, r.Token
 			}
 			select {
 			case <-p.Exited():
@@ -221,7 +230,7 @@ func TestDevRestartKeepsState(t *testing.T) {
 	}
 	stop(t, p)
 
-	p2, tok2 := run()
+	p2, tok2 := run("-o", "json")
 	if tok2 != tok {
 		t.Fatalf("second start printed another tenant token")
 	}

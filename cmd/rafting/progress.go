@@ -7,30 +7,85 @@ import (
 	"time"
 )
 
-// ticking writes "<prefix>: still <doing>, <elapsed> elapsed" on w every
-// interval until the returned stop is called; stop waits for the last
-// line, so nothing is written after it returns, and may be called again. It is for the commands
-// that wait long on one answer (restore, dev's start): a line on stderr
-// says they have not hung.
-func ticking(w io.Writer, prefix, doing string, interval time.Duration) (stop func()) {
-	start := time.Now()
-	done, exited := make(chan struct{}), make(chan struct{})
+// ttyRefresh is how often the progress line on a terminal is redrawn.
+const ttyRefresh = time.Second
+
+// progress says on w that a command still waits on one answer (restore,
+// backup, dev's start), so it is not taken for hung. On a terminal it is
+// one line redrawn in place every ttyRefresh ("<prefix>: <doing>… 12s"),
+// erased by Stop; anywhere else (a file, a pipe, a log collector) a plain
+// line "<prefix>: still <doing>, <elapsed> elapsed" every interval.
+type progress struct {
+	w             io.Writer
+	tty           bool
+	prefix, doing string
+	start         time.Time
+	mu            sync.Mutex
+	drawn         bool // a progress line without its newline is on the terminal
+	once          sync.Once
+	done, exited  chan struct{}
+}
+
+// ticking starts a progress on w, a terminal or not as w says (see
+// isTerminal).
+func ticking(w io.Writer, prefix, doing string, interval time.Duration) *progress {
+	return tickingOn(w, isTerminal(w), prefix, doing, interval)
+}
+
+func tickingOn(w io.Writer, tty bool, prefix, doing string, interval time.Duration) *progress {
+	p := &progress{w: w, tty: tty, prefix: prefix, doing: doing, start: time.Now(),
+		done: make(chan struct{}), exited: make(chan struct{})}
+	every := interval
+	if tty {
+		every = ttyRefresh
+	}
 	go func() {
-		defer close(exited)
-		t := time.NewTicker(interval)
+		defer close(p.exited)
+		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
 			select {
-			case <-done:
+			case <-p.done:
+				p.mu.Lock()
+				p.erase()
+				p.mu.Unlock()
 				return
 			case <-t.C:
-				fmt.Fprintf(w, "%s: still %s, %s elapsed\n", prefix, doing, time.Since(start).Round(time.Second))
+				p.mu.Lock()
+				elapsed := time.Since(p.start).Round(time.Second)
+				if tty {
+					fmt.Fprintf(w, "\r\x1b[K%s: %s… %s", prefix, doing, elapsed)
+					p.drawn = true
+				} else {
+					fmt.Fprintf(w, "%s: still %s, %s elapsed\n", prefix, doing, elapsed)
+				}
+				p.mu.Unlock()
 			}
 		}
 	}()
-	var once sync.Once
-	return func() {
-		once.Do(func() { close(done) })
-		<-exited
+	return p
+}
+
+// erase takes the progress line off the terminal; p.mu is held.
+func (p *progress) erase() {
+	if p.drawn {
+		fmt.Fprint(p.w, "\r\x1b[K")
+		p.drawn = false
 	}
+}
+
+// Printf writes a line of its own on w meanwhile, not in the middle of
+// the progress line (which the next tick draws again below it).
+func (p *progress) Printf(format string, args ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.erase()
+	fmt.Fprintf(p.w, format, args...)
+}
+
+// Stop ends the progress and erases its line; nothing is written after it
+// returns. It may be called again.
+func (p *progress) Stop() {
+	p.once.Do(func() { close(p.done) })
+	<-p.exited
 }

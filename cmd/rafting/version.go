@@ -1,31 +1,28 @@
 package main
 
 import (
+	"context"
 	"fmt"
-	"io"
 
 	"github.com/rafting/rafting/server"
+	"github.com/spf13/cobra"
 )
 
-// runVersion prints the build: its release version, commit, Go version
+// versionCmd prints the build: its release version, commit, Go version
 // and the newest state version it speaks (as /v1/cluster shows each node's).
-func runVersion(args []string, stdout io.Writer) error {
-	fs := newFlagSet("version")
-	output := fs.String("o", "table", "output: table or json")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+func (a *app) versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "this binary's version, commit and Go version",
+		Args:  nArgs(0, 0, ""),
+		RunE: a.action(func(context.Context, []string) error {
+			b := server.Build()
+			if a.json() {
+				return printJSON(a.stdout, b)
+			}
+			_, err := fmt.Fprintf(a.stdout, "rafting %s\ncommit %s\ngo %s\nstate version %d\n",
+				dash(b.Version), dash(b.Commit), dash(b.GoVersion), b.StateVersion)
+			return err
+		}),
 	}
-	if fs.NArg() > 0 {
-		return usageError{"version takes no arguments"}
-	}
-	b := server.Build()
-	switch *output {
-	case "json":
-		return printJSON(stdout, b)
-	case "table":
-		_, err := fmt.Fprintf(stdout, "rafting %s\ncommit %s\ngo %s\nstate version %d\n",
-			dash(b.Version), dash(b.Commit), dash(b.GoVersion), b.StateVersion)
-		return err
-	}
-	return usageError{fmt.Sprintf("-o %q: want table or json", *output)}
 }

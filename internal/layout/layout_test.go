@@ -71,7 +71,8 @@ func allowed(from, to string) bool {
 		}
 		return local("server") || local("api") || local("tenants") || under(to, "golang.org/x/time") || prometheus(to)
 	case under(from, mod+"/cmd/rafting"):
-		return local("server") || local("sdk") || local("api") || local("tenants") || local("balancer") || local("internal/restclient")
+		return local("server") || local("sdk") || local("api") || local("tenants") || local("balancer") || local("internal/restclient") ||
+			to == "github.com/spf13/cobra" || to == "github.com/spf13/pflag"
 	case under(from, mod+"/examples"):
 		return local("sdk") || local("balancer") || local("api")
 	case under(from, mod+"/internal"):
