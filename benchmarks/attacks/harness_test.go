@@ -22,6 +22,7 @@ import (
 	"github.com/rafting/rafting/api"
 	"github.com/rafting/rafting/benchmarks/internal/bench"
 	"github.com/rafting/rafting/internal/proctest"
+	"github.com/rafting/rafting/internal/restclient"
 )
 
 const (
@@ -48,23 +49,18 @@ type env struct {
 }
 
 // createTenant creates a tenant through any node, retrying what may be
-// retried.
+// retried (internal/restclient); its secret comes from its name, so a
+// create retried after a lost answer gets the tenant, not a conflict.
 func createTenant(c *proctest.Cluster, name string, q api.Quotas) (api.Tenant, error) {
-	deadline := time.Now().Add(60 * time.Second)
-	for i := 0; ; i++ {
-		code, b, err := c.Call(i%len(c.Servers)+1, proctest.AdminToken, http.MethodPost, "/v1/tenants", api.CreateTenantRequest{Name: name, Quotas: q})
-		if err == nil && code < 300 {
-			var t api.Tenant
-			return t, json.Unmarshal(b, &t)
-		}
-		if err == nil && code != http.StatusConflict && !api.Decode(code, b, "").Code.Retryable() {
-			return api.Tenant{}, fmt.Errorf("create %s: %d %s", name, code, b)
-		}
-		if time.Now().After(deadline) {
-			return api.Tenant{}, fmt.Errorf("create %s: no success in 60 s (%d %s %v)", name, code, b, err)
-		}
-		time.Sleep(100 * time.Millisecond)
+	rc := restclient.Client{Token: proctest.AdminToken, Retry: restclient.For(60*time.Second, 100*time.Millisecond)}
+	for _, s := range c.Servers {
+		rc.Servers = append(rc.Servers, "http://"+s.API)
 	}
+	var t api.Tenant
+	if err := rc.Do(context.Background(), http.MethodPost, "/v1/tenants", api.CreateTenantRequest{Name: name, Quotas: q, Secret: proctest.Secret(name)}, &t); err != nil {
+		return api.Tenant{}, fmt.Errorf("create %s: %w", name, err)
+	}
+	return t, nil
 }
 
 // startEnv starts three servers (with more flags args) and creates

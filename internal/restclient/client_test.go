@@ -13,6 +13,7 @@ import (
 
 	"github.com/rafting/rafting/api"
 	"github.com/rafting/rafting/internal/restclient"
+	"github.com/rafting/rafting/server/config"
 	"github.com/rafting/rafting/server/servertest"
 	"github.com/rafting/rafting/tenants"
 )
@@ -209,4 +210,85 @@ func TestFor(t *testing.T) {
 			t.Fatalf("Send() = %v after %v and %d attempts, want ErrNoAnswer after 1s and 11", err, time.Since(start), len(s.got))
 		}
 	})
+}
+
+// seen is an http.RoundTripper that sends on to a real server and
+// records the status of each answer.
+type seen struct {
+	mu       sync.Mutex
+	statuses []int
+}
+
+func (s *seen) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(r)
+	if err == nil {
+		s.mu.Lock()
+		s.statuses = append(s.statuses, resp.StatusCode)
+		s.mu.Unlock()
+	}
+	return resp, err
+}
+
+func (s *seen) got() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]int(nil), s.statuses...)
+}
+
+// TestRetriesRealServer: against a real cluster waiting for a restore, a
+// tenant's read is answered 503 restoring with a Retry-After, retried
+// until the restore has written the tenant, then answered; a read the
+// API does not let be retried (404) is sent once.
+func TestRetriesRealServer(t *testing.T) {
+	ctx := context.Background()
+	old := servertest.Start(t, servertest.Options{})
+	token := old.CreateTenant("acme", api.Quotas{})
+	oldAdmin := restclient.Client{Servers: []string{"http://" + old.Addr(1)}, Token: servertest.AdminToken}
+	resp, err := oldAdmin.Send(ctx, restclient.Request{Method: http.MethodGet, Path: "/v1/backup"})
+	if err != nil {
+		t.Fatalf("backup = %v", err)
+	}
+	backup := resp.Body
+
+	c := servertest.Start(t, servertest.Options{Configure: func(cfg *config.Config) { cfg.AwaitRestore = true }})
+	s := &seen{}
+	tenant := restclient.Client{Servers: []string{"http://" + c.Addr(1), "http://" + c.Addr(2)}, Token: token,
+		HTTP: &http.Client{Transport: s, CheckRedirect: restclient.NoRedirects}, Retry: restclient.For(0, 50*time.Millisecond)}
+	read := make(chan error, 1)
+	var list api.ServiceList
+	go func() { read <- tenant.Do(ctx, http.MethodGet, "/v1/tenants/acme/services", nil, &list) }()
+	for deadline := time.Now().Add(30 * time.Second); len(s.got()) == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("no answer to the tenant's read in 30 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := s.got(); got[0] != http.StatusServiceUnavailable {
+		t.Fatalf("the first answer before the restore = %d, want 503 restoring", got[0])
+	}
+	admin := restclient.Client{Servers: []string{"http://" + c.Addr(1)}, Token: servertest.AdminToken, Retry: restclient.For(30*time.Second, 50*time.Millisecond)}
+	if _, err := admin.Send(ctx, restclient.Request{Method: http.MethodPost, Path: "/v1/restore", Body: backup, ContentType: "application/json"}); err != nil {
+		t.Fatalf("restore = %v", err)
+	}
+	select {
+	case err := <-read:
+		got := s.got()
+		if err != nil || got[len(got)-1] != http.StatusOK {
+			t.Fatalf("the read retried through the restore = %v after answers %v, want success", err, got)
+		}
+		t.Logf("answers to the read: %v", got)
+		for _, st := range got[:len(got)-1] {
+			if st != http.StatusServiceUnavailable {
+				t.Fatalf("answers %v: want 503s, then 200", got)
+			}
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the read did not end 30 s after the restore (answers %v)", s.got())
+	}
+
+	before := len(s.got())
+	err = tenant.Do(ctx, http.MethodGet, "/v1/tenants/acme/kv/no/such/key", nil, nil)
+	if sent := len(s.got()) - before; !errors.Is(err, api.ErrNotFound) || sent != 1 {
+		t.Fatalf("a read answered 404 = %v after %d attempts, want not_found after 1", err, sent)
+	}
 }
