@@ -80,6 +80,12 @@ bench-peers:
 bench-peers-quick:
 	cd benchmarks && $(GO) test -run '^$$' -bench Peers -benchtime 1x -timeout 15m ./peers/ -args -quick
 
+## ui-screenshots: rewrite docs/ui/*.png, the dashboard's main views, taken by server/ui's TestDashboard
+## in a headless chromium (installed by scripts/install-chromium.sh when missing)
+.PHONY: ui-screenshots
+ui-screenshots:
+	$(GO) test -count=1 -run '^TestDashboard$$' ./server/ui -ui.screenshots $(CURDIR)/docs/ui
+
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 
