@@ -312,7 +312,7 @@ func TestCompose(t *testing.T) {
 		t.Fatalf("sh certs.sh: %v\n%s", err, out)
 	}
 	ports := map[string]string{} // "rafting-1:7070" -> a free loopback host:port
-	for _, name := range names {
+	for _, name := range append(names, "rafting-4") {
 		for _, p := range []string{"7070", "7071"} {
 			ports[name+":"+p] = proctest.FreePort(t)
 		}
@@ -325,11 +325,11 @@ func TestCompose(t *testing.T) {
 			_ = json.Unmarshal([]byte(in.args), &entry)
 		}
 	}
-	procs := map[string]*proctest.Proc{}
-	for _, name := range names {
-		s := c.Services[name]
+	// start runs a service's command as the image would (its ENTRYPOINT),
+	// its host names and ports mapped to loopback, its mounts to files here.
+	start := func(name string, command, volumes []string) *proctest.Proc {
 		mounts := map[string]string{}
-		for _, v := range s.Volumes {
+		for _, v := range volumes {
 			parts := strings.Split(v, ":")
 			src := parts[0]
 			if rest, ok := strings.CutPrefix(src, "./certs/"); ok {
@@ -343,7 +343,7 @@ func TestCompose(t *testing.T) {
 			mounts[parts[1]] = src
 		}
 		args := append([]string{}, entry[1:]...)
-		for _, a := range s.Command {
+		for _, a := range command {
 			k, v, _ := strings.Cut(a, "=")
 			v = hostPort.ReplaceAllStringFunc(v, func(hp string) string {
 				host, port, _ := strings.Cut(hp, ":")
@@ -357,7 +357,11 @@ func TestCompose(t *testing.T) {
 			}
 			args = append(args, k+"="+v)
 		}
-		procs[name] = proctest.Start(t, name, bin, nil, args...)
+		return proctest.Start(t, name, bin, nil, args...)
+	}
+	procs := map[string]*proctest.Proc{}
+	for _, name := range names {
+		procs[name] = start(name, c.Services[name].Command, c.Services[name].Volumes)
 	}
 
 	pool := x509.NewCertPool()
@@ -381,19 +385,23 @@ func TestCompose(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, b, resp.Header
 	}
-	for _, name := range names {
+	ready := func(name string) {
+		t.Helper()
 		url := "https://" + ports[name+":7070"] + "/readyz"
 		deadline := time.Now().Add(60 * time.Second)
 		for {
 			code, body, _ := get(url)
 			if code == http.StatusOK {
-				break
+				return
 			}
 			if time.Now().After(deadline) {
 				t.Fatalf("%s not ready over TLS after 60 s: %d %s\n%s", name, code, body, procs[name].Stderr())
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
+	}
+	for _, name := range names {
+		ready(name)
 	}
 	var cl api.Cluster
 	code, body, _ := get("https://" + ports["rafting-2:7070"] + "/v1/cluster")
@@ -414,6 +422,53 @@ func TestCompose(t *testing.T) {
 			t.Error("the API answers plain HTTP")
 		}
 		resp.Body.Close()
+	}
+
+	// Adding a node as docs/DEPLOY.md says: a certificate for it (the CA
+	// kept), rafting-3's service with --id=4, its own files and volume, and
+	// --join=rafting-1:7070 in place of --initial-cluster.
+	if out, err := exec.Command("sh", "certs.sh", certs, "rafting-4").CombinedOutput(); err != nil {
+		t.Fatalf("sh certs.sh DIR rafting-4: %v\n%s", err, out)
+	}
+	var command, volumes []string
+	for _, a := range c.Services["rafting-3"].Command {
+		switch {
+		case a == "--id=3":
+			a = "--id=4"
+		case strings.HasPrefix(a, "--initial-cluster="):
+			a = "--join=rafting-1:7070"
+		}
+		command = append(command, strings.ReplaceAll(a, "rafting-3", "rafting-4"))
+	}
+	for _, v := range c.Services["rafting-3"].Volumes {
+		volumes = append(volumes, strings.ReplaceAll(strings.ReplaceAll(v, "rafting-3", "rafting-4"), "data-3", "data-4"))
+	}
+	procs["rafting-4"] = start("rafting-4", command, volumes)
+	ready("rafting-4")
+	code, body, _ = get("https://" + ports["rafting-1:7070"] + "/v1/cluster")
+	if code != http.StatusOK || json.Unmarshal(body, &cl) != nil || len(cl.Nodes) != 4 {
+		t.Fatalf("after rafting-4 joined, GET /v1/cluster = %d %s; want four nodes", code, body)
+	}
+	// And removing it: asked of another node, it answers once the others
+	// applied it; the removed node learns it and exits on its own.
+	req, _ := http.NewRequest(http.MethodDelete, "https://"+ports["rafting-1:7070"]+"/v1/cluster/nodes/4", nil)
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatalf("DELETE /v1/cluster/nodes/4: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		t.Fatalf("DELETE /v1/cluster/nodes/4 = %d", resp.StatusCode)
+	}
+	select {
+	case <-procs["rafting-4"].Exited():
+	case <-time.After(60 * time.Second):
+		t.Errorf("the removed rafting-4 still runs 60 s after its removal")
+	}
+	code, body, _ = get("https://" + ports["rafting-2:7070"] + "/v1/cluster")
+	if code != http.StatusOK || json.Unmarshal(body, &cl) != nil || len(cl.Nodes) != 3 {
+		t.Errorf("after rafting-4's removal, GET /v1/cluster = %d %s; want three nodes", code, body)
 	}
 
 	// A stop is graceful and ends well within stop_grace_period (and the
