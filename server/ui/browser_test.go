@@ -371,6 +371,15 @@ func TestDashboard(t *testing.T) {
 		t.Errorf("a registration showed %v after it was answered, want within 1 s", took)
 	}
 
+	// So does the first instance of a new service (the service list is
+	// asked every 500 ms, then the service at once).
+	register(t, c, acme, "api", "api-1", api.RegisterRequest{Address: "10.0.1.1:9090", Zone: "eu-1"})
+	took = until(t, ctx, "api-1 of a new service", `document.querySelector('[data-service="api"] tr[data-instance="api-1"]') !== null`, 5*time.Second)
+	t.Logf("a new service's first instance showed %v after it was answered", took.Round(time.Millisecond))
+	if took > time.Second {
+		t.Errorf("a new service's first instance showed %v after it was answered, want within 1 s", took)
+	}
+
 	shot(t, ctx, "services")
 	tab(t, ctx, "sessions")
 	until(t, ctx, "three sessions", `document.querySelectorAll("#sessions tr[data-session]").length === 3`, 10*time.Second)
@@ -462,6 +471,11 @@ func TestDashboard(t *testing.T) {
 	if r := c.Do(2, newToken, http.MethodGet, "/v1/tenants/zeta/services", nil); r.Status != http.StatusOK {
 		t.Errorf("the rotated token: GET services = %d %s", r.Status, r.Body)
 	}
+
+	// The admin follows another tenant.
+	eval[bool](t, ctx, `(() => { const s = document.getElementById("tenant-select"); s.value = "zeta"; s.dispatchEvent(new Event("change")); return true })()`)
+	tab(t, ctx, "services")
+	until(t, ctx, "zeta's (no) services", text("#services-tenant")+` === "zeta" && `+text("#services")+` === "no services"`, 10*time.Second)
 
 	// A tenant's token: its own tenant only, no nodes.
 	logout(t, ctx)

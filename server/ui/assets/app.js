@@ -294,7 +294,8 @@
           ml.append(" ", el("button", { class: "danger", "data-action": "resign", onclick: () => resign(name, m) }, "Resign"));
         }
       } else {
-        ml.append(el("span", { class: "master-instance muted" }, "no master"));
+        const elects = (s.instances || []).some((i) => i.mode === "master-standby");
+        ml.append(el("span", { class: "master-instance muted" }, elects ? "no master" : "a farm: no master to elect"));
       }
       card.append(ml);
       const rows = (s.instances || []).slice().sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)).map((i) => {
