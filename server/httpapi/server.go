@@ -255,11 +255,14 @@ func (s *Server) wrap(route string, a access, l lane, write bool, fn func(http.R
 		reqID := newRequestID()
 		w.Header().Set(HeaderRequestID, reqID)
 		w.Header().Set("Cache-Control", "no-store") // answers carry tokens and live state
+		// who asked, for the access log, once authenticated
+		var who identity
 		defer func() {
 			endReads(r.Context(), r, w.Header())
 			if sw.detail != "" {
 				s.log.Error("request failed", "request_id", reqID, "route", route, "err", sw.detail)
 			}
+			s.accessLog(r, reqID, route, sw.status, who, start)
 			hist.Observe(time.Since(start).Seconds())
 			countMu.Lock()
 			c := count[sw.status]
@@ -271,6 +274,7 @@ func (s *Server) wrap(route string, a access, l lane, write bool, fn func(http.R
 			c.Inc()
 		}()
 		id, err := s.authorize(r, a, bool(l), write)
+		who = id
 		if err == nil {
 			err = s.admitBody(sw, r, body, id, write, start)
 		}
@@ -288,6 +292,26 @@ func (s *Server) wrap(route string, a access, l lane, write bool, fn func(http.R
 		}
 		fn(sw, r, id)
 	})
+}
+
+// accessLog writes a request's line at debug: its ID (the X-Request-Id
+// answered), method, route, path, status, time taken and who asked. Never
+// a header, the query or the body: nothing a token could be in.
+func (s *Server) accessLog(r *http.Request, reqID, route string, status int, who identity, start time.Time) {
+	if !s.log.Enabled(r.Context(), slog.LevelDebug) {
+		return
+	}
+	by := "anonymous"
+	switch {
+	case who.tenant != "":
+		by = "tenant " + who.tenant
+	case who.readOnly:
+		by = "read-only admin"
+	case who.admin:
+		by = "admin"
+	}
+	s.log.Debug("request", "request_id", reqID, "method", r.Method, "route", route, "path", r.URL.EscapedPath(),
+		"status", statusText(status), "took", time.Since(start).Round(time.Microsecond), "by", by, "remote", r.RemoteAddr)
 }
 
 func statusText(code int) string {

@@ -1,0 +1,83 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/server/servertest"
+)
+
+// lockedBuffer is a log's destination shared by the nodes' goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestAccessLog: at debug, each request has a line with its request ID
+// (the X-Request-Id answered), route, status and who asked; no token is
+// ever in the log, not even a refused one.
+func TestAccessLog(t *testing.T) {
+	var logs lockedBuffer
+	c := servertest.Start(t, servertest.Options{Nodes: 1,
+		Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	token := c.CreateTenant("acme", api.Quotas{})
+	ok := c.Do(1, token, http.MethodGet, "/v1/tenants/acme/services", nil)
+	bad := "rft_acme_" + strings.Repeat("A", 43)
+	refused := c.Do(1, bad, http.MethodGet, "/v1/tenants/acme/services", nil)
+	if ok.Status != http.StatusOK || refused.Status != http.StatusUnauthorized {
+		t.Fatalf("answers %d and %d, want 200 and 401", ok.Status, refused.Status)
+	}
+	type line struct {
+		Msg       string `json:"msg"`
+		RequestID string `json:"request_id"`
+		Method    string `json:"method"`
+		Route     string `json:"route"`
+		Path      string `json:"path"`
+		Status    string `json:"status"`
+		By        string `json:"by"`
+	}
+	find := func(id string) (line, bool) {
+		for _, l := range strings.Split(logs.String(), "\n") {
+			var rec line
+			if json.Unmarshal([]byte(l), &rec) == nil && rec.Msg == "request" && rec.RequestID == id {
+				return rec, true
+			}
+		}
+		return line{}, false
+	}
+	for _, tt := range []struct {
+		resp   *servertest.Response
+		status string
+		by     string
+	}{{ok, "200", "tenant acme"}, {refused, "401", "anonymous"}} {
+		id := tt.resp.Header.Get("X-Request-Id")
+		rec, found := find(id)
+		if id == "" || !found || rec.Method != http.MethodGet || rec.Path != "/v1/tenants/acme/services" || rec.Route == "" ||
+			rec.Status != tt.status || rec.By != tt.by {
+			t.Errorf("access log line of request %q = %+v (found %v), want GET /v1/tenants/acme/services %s by %s", id, rec, found, tt.status, tt.by)
+		}
+	}
+	for _, secret := range []string{token, bad, servertest.AdminToken, token[strings.LastIndex(token, "_")+1:]} {
+		if strings.Contains(logs.String(), secret) {
+			t.Errorf("the log holds a token")
+		}
+	}
+}
