@@ -55,7 +55,8 @@ cluster's readiness (up to 60 s on a first start). This is what 'make run' start
 
 func (a *app) dev(ctx context.Context, data, tokenFile, host, apiPorts, raftPorts string, rtt time.Duration, logLevel, logFormat string) error {
 	stdout, stderr := a.stdout, a.stderr
-	log, err := logger(stderr, logLevel, logFormat)
+	logw := &switchWriter{w: stderr} // through the progress while there is one
+	log, err := logger(logw, logLevel, logFormat)
 	if err != nil {
 		return err
 	}
@@ -94,7 +95,11 @@ func (a *app) dev(ctx context.Context, data, tokenFile, host, apiPorts, raftPort
 	fmt.Fprintf(stderr, "dev: starting 3 nodes on %s (data in %s)\n", printable(host), printable(data))
 	start := time.Now()
 	prog := ticking(stderr, "dev", "starting", devProgress)
-	defer prog.Stop()
+	logw.set(prog)
+	defer func() {
+		prog.Stop()
+		logw.set(stderr)
+	}()
 	type started struct {
 		id  int
 		s   *server.Server
@@ -150,6 +155,7 @@ func (a *app) dev(ctx context.Context, data, tokenFile, host, apiPorts, raftPort
 		return err
 	}
 	prog.Stop()
+	logw.set(stderr)
 	if a.json() {
 		if err := printJSON(stdout, devCluster(host, apis, data, admin, token)); err != nil {
 			return err

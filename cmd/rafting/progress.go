@@ -83,6 +83,34 @@ func (p *progress) Printf(format string, args ...any) {
 	fmt.Fprintf(p.w, format, args...)
 }
 
+// Write writes b, whole lines, on w meanwhile, as Printf does: a logger
+// may write through it.
+func (p *progress) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.erase()
+	return p.w.Write(b)
+}
+
+// switchWriter writes to the writer it was last set to: a logger's lines
+// go through a progress while there is one.
+type switchWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *switchWriter) set(w io.Writer) {
+	s.mu.Lock()
+	s.w = w
+	s.mu.Unlock()
+}
+
+func (s *switchWriter) Write(b []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(b)
+}
+
 // Stop ends the progress and erases its line; nothing is written after it
 // returns. It may be called again.
 func (p *progress) Stop() {
