@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/rafting/rafting/api"
 	"github.com/rafting/rafting/internal/restclient"
 )
@@ -81,7 +82,10 @@ func (k *kvCmd) watch(ctx context.Context, pos []string) error {
 		return fmt.Errorf("watch %s: %w", what, err)
 	}
 	fmt.Fprintf(k.stderr, "watching %s from index %d (%d keys); interrupt to end\n", what, index, len(known))
-	var backoff time.Duration
+	// After a read no server answered: wait 100 ms, doubling to 5 s, and
+	// read again, for as long as it takes.
+	wait := backoff.NewExponentialBackOff(backoff.WithInitialInterval(100*time.Millisecond), backoff.WithMultiplier(2),
+		backoff.WithRandomizationFactor(0), backoff.WithMaxInterval(5*time.Second), backoff.WithMaxElapsedTime(0))
 	failing := ""
 	for {
 		now, next, err := w.read(ctx, index)
@@ -96,7 +100,6 @@ func (k *kvCmd) watch(ctx context.Context, pos []string) error {
 			// No server answered: wait and read again; the next
 			// answer is diffed against the last one, so nothing is
 			// missed meanwhile.
-			backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
 			if msg := err.Error(); msg != failing {
 				fmt.Fprintf(k.stderr, "rafting: watch %s: %s; retrying\n", what, printable(msg))
 				failing = msg
@@ -104,13 +107,14 @@ func (k *kvCmd) watch(ctx context.Context, pos []string) error {
 			select {
 			case <-ctx.Done():
 				return nil
-			case <-time.After(backoff):
+			case <-time.After(wait.NextBackOff()):
 			}
 			continue
 		}
 		if failing != "" {
 			fmt.Fprintf(k.stderr, "rafting: watch %s: resumed at index %d\n", what, next)
-			failing, backoff = "", 0
+			failing = ""
+			wait.Reset()
 		}
 		if err := w.print(known, now, next); err != nil {
 			return err

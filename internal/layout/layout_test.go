@@ -72,7 +72,7 @@ func allowed(from, to string) bool {
 		return local("server") || local("api") || local("tenants") || under(to, "golang.org/x/time") || prometheus(to)
 	case under(from, mod+"/cmd/rafting"):
 		return local("server") || local("sdk") || local("api") || local("tenants") || local("balancer") || local("internal/restclient") ||
-			to == "github.com/spf13/cobra" || to == "github.com/spf13/pflag"
+			to == "github.com/spf13/cobra" || to == "github.com/spf13/pflag" || under(to, "github.com/cenkalti/backoff/v4")
 	case under(from, mod+"/examples"):
 		return local("sdk") || local("balancer") || local("api")
 	case under(from, mod+"/internal"):
