@@ -171,6 +171,17 @@ func (a *app) tenantCmd() *cobra.Command {
 		t := &tenantCmd{a: a, sub: strings.Fields(s.use)[0]}
 		c := &cobra.Command{Use: s.use, Short: s.short, Args: s.args, RunE: a.action(t.run)}
 		t.flags(c.Flags())
+		if t.sub != "create" && t.sub != "list" {
+			c.ValidArgsFunction = completeFrom(&t.cf, func(ctx context.Context, c *restclient.Client) ([]string, error) {
+				var l api.TenantList
+				err := c.Do(ctx, http.MethodGet, "/v1/tenants", nil, &l)
+				names := make([]string, 0, len(l.Tenants))
+				for _, t := range l.Tenants {
+					names = append(names, t.Name)
+				}
+				return names, err
+			})
+		}
 		cmd.AddCommand(c)
 	}
 	return cmd
@@ -341,9 +352,57 @@ func (a *app) serviceCmd() *cobra.Command {
 		c := &cobra.Command{Use: s.use, Short: s.short, Args: s.args, RunE: a.action(sc.run)}
 		sc.cf.register(a, c.Flags(), "RAFTING_TOKEN")
 		c.Flags().StringVar(&sc.tenant, "tenant", os.Getenv("RAFTING_TENANT"), "tenant (default $RAFTING_TENANT)")
+		if sc.sub == "show" {
+			c.ValidArgsFunction = completeFrom(&sc.cf, func(ctx context.Context, c *restclient.Client) ([]string, error) {
+				var l api.ServiceList
+				if sc.tenant == "" {
+					return nil, nil
+				}
+				err := c.Do(ctx, http.MethodGet, "/v1/tenants/"+url.PathEscape(sc.tenant)+"/services", nil, &l)
+				names := make([]string, 0, len(l.Services))
+				for _, s := range l.Services {
+					names = append(names, s.Name)
+				}
+				return names, err
+			})
+		}
 		cmd.AddCommand(c)
 	}
 	return cmd
+}
+
+// completeFrom completes a command's one argument with the names list
+// answers, asked of the servers with the command's own flags (--servers,
+// the token): one attempt per server, 2 s in all; nothing on a failure.
+// Names that a terminal could act on are left out.
+func completeFrom(cf *commonFlags, list func(ctx context.Context, c *restclient.Client) ([]string, error)) cobra.CompletionFunc {
+	return func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		c, err := cf.client()
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		c.Retry = restclient.Tries(len(c.Servers), 0)
+		ctx := cmd.Context()
+		if ctx == nil {
+			ctx = context.Background()
+		}
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		names, err := list(ctx, c)
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		var out []cobra.Completion
+		for _, n := range names {
+			if strings.HasPrefix(n, toComplete) && printable(n) == n && !strings.ContainsAny(n, " '\"$`") {
+				out = append(out, n)
+			}
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
+	}
 }
 
 // serviceCmd is one `rafting service` command and its flags.

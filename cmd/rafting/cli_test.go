@@ -137,6 +137,31 @@ func TestCompletion(t *testing.T) {
 	if err := exec.Command(bin, "completion", "tcsh").Run(); err == nil {
 		t.Error("rafting completion tcsh succeeded")
 	}
+
+	// A NAME completes from the cluster, asked with the command's flags.
+	c := servertest.Start(t, servertest.Options{Nodes: 1})
+	acme := c.CreateTenant("acme", api.Quotas{})
+	c.Do(1, acme, http.MethodPut, "/v1/tenants/acme/services/web/instances/web-1", api.RegisterRequest{Address: "127.0.0.1:8080"})
+	for _, tt := range []struct {
+		args []string
+		want string // "": nothing
+	}{
+		{[]string{"tenant", "show", "--servers", c.Addr(1), "--token", servertest.AdminToken, ""}, "acme"},
+		{[]string{"tenant", "delete", "--servers", c.Addr(1), "--token", servertest.AdminToken, "x"}, ""},
+		{[]string{"service", "show", "--tenant", "acme", "--servers", c.Addr(1), "--token", acme, "w"}, "web"},
+		{[]string{"tenant", "show", "--servers", servertest.FreePort(t), "--token", servertest.AdminToken, ""}, ""},
+	} {
+		out, err := exec.Command(bin, append([]string{"__complete"}, tt.args...)...).Output()
+		var names []string
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			if !strings.HasPrefix(l, ":") {
+				names = append(names, l)
+			}
+		}
+		if err != nil || strings.Join(names, " ") != tt.want {
+			t.Errorf("rafting __complete %s = %v %q, want %q", strings.Join(tt.args, " "), err, names, tt.want)
+		}
+	}
 	if _, err := exec.LookPath("bash"); err != nil {
 		t.Skip("no bash")
 	}
