@@ -5,7 +5,6 @@ import (
 	"context"
 	"embed"
 	"encoding/json"
-	"fmt"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -170,17 +169,17 @@ func (d *Dashboard) Feed(w http.ResponseWriter, r *http.Request, who Identity) {
 	w.WriteHeader(http.StatusOK)
 
 	ctx, cancel := context.WithCancel(r.Context())
-	f := &feed{d: d, r: r, who: who, out: make(chan event, 256), ctx: ctx, auth: r.Header.Get("Authorization")}
+	f := &feed{d: d, r: r, who: who, out: make(chan event, 256), auth: r.Header.Get("Authorization")}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
 
-	f.send("hello", map[string]any{"kind": who.kind(), "tenant": who.Tenant})
+	f.send(ctx, "hello", map[string]any{"kind": who.kind(), "tenant": who.Tenant})
 	if who.Admin {
-		wg.Go(f.clusterLoop)
+		wg.Go(func() { f.poll(ctx, "cluster", "/v1/cluster", ClusterEvery, nil) })
 	}
 	picked := make(chan string, 1)
-	wg.Go(func() { f.tenantsLoop(tenant, picked) })
+	wg.Go(func() { f.tenantsLoop(ctx, tenant, picked) })
 	wg.Go(func() {
 		name := tenant
 		if name == "" {
@@ -190,8 +189,8 @@ func (d *Dashboard) Feed(w http.ResponseWriter, r *http.Request, who Identity) {
 				return
 			}
 		}
-		f.send("tenant", map[string]string{"name": name})
-		f.servicesLoop(name)
+		f.send(ctx, "tenant", map[string]string{"name": name})
+		f.servicesLoop(ctx, name)
 	})
 
 	ping := time.NewTicker(PingEvery)
@@ -204,18 +203,14 @@ func (d *Dashboard) Feed(w http.ResponseWriter, r *http.Request, who Identity) {
 		case <-ping.C:
 			buf.WriteString(": ping\n\n")
 		case e := <-f.out:
-			buf.WriteString("event: ")
-			buf.WriteString(e.name)
-			buf.WriteString("\ndata: ")
-			buf.Write(e.data)
-			buf.WriteString("\n\n")
+			e.writeTo(&buf)
 		}
 		// Whatever else is queued goes out in the same write.
 	drain:
 		for {
 			select {
 			case e := <-f.out:
-				fmt.Fprintf(&buf, "event: %s\ndata: %s\n\n", e.name, e.data)
+				e.writeTo(&buf)
 			default:
 				break drain
 			}
@@ -239,18 +234,26 @@ type event struct {
 	data []byte // JSON, one line
 }
 
+// writeTo appends the event in the text/event-stream format.
+func (e event) writeTo(b *bytes.Buffer) {
+	b.WriteString("event: ")
+	b.WriteString(e.name)
+	b.WriteString("\ndata: ")
+	b.Write(e.data)
+	b.WriteString("\n\n")
+}
+
 // feed is one browser's live view.
 type feed struct {
 	d    *Dashboard
 	r    *http.Request
 	who  Identity
-	auth string // the browser's Authorization header, passed on
-	ctx  context.Context
-	out  chan event
+	auth string     // the browser's Authorization header, passed on
+	out  chan event // to the writer, Feed's own loop
 }
 
-// send queues an event; it gives up when the feed ends.
-func (f *feed) send(name string, v any) {
+// send queues an event; it gives up when ctx (the feed) ends.
+func (f *feed) send(ctx context.Context, name string, v any) {
 	b, ok := v.([]byte)
 	if !ok {
 		var err error
@@ -267,12 +270,12 @@ func (f *feed) send(name string, v any) {
 	}
 	select {
 	case f.out <- event{name: name, data: b}:
-	case <-f.ctx.Done():
+	case <-ctx.Done():
 	}
 }
 
 // problem tells the page that a request of the feed failed.
-func (f *feed) problem(what string, status int, body []byte) {
+func (f *feed) problem(ctx context.Context, what string, status int, body []byte) {
 	var e struct {
 		Error api.Error `json:"error"`
 	}
@@ -281,7 +284,7 @@ func (f *feed) problem(what string, status int, body []byte) {
 	if msg == "" {
 		msg = http.StatusText(status)
 	}
-	f.send("problem", map[string]any{"what": what, "status": status, "code": e.Error.Code, "error": msg})
+	f.send(ctx, "problem", map[string]any{"what": what, "status": status, "code": e.Error.Code, "error": msg})
 }
 
 // get asks the node's API for path with the browser's token, in-process.
@@ -339,26 +342,14 @@ func (r *recorder) Write(b []byte) (int, error) {
 	return r.buf.Write(b)
 }
 
-// sleep waits d, or until the feed ends (false).
-func (f *feed) sleep(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-f.ctx.Done():
-		return false
-	}
-}
-
 // poll sends path's answer as event name each time it changes, every
 // `every`; a refusal is sent once until it changes.
-func (f *feed) poll(name, p string, every time.Duration, transform func([]byte) []byte) {
+func (f *feed) poll(ctx context.Context, name, p string, every time.Duration, transform func([]byte) []byte) {
 	var last []byte
 	var lastStatus int
 	for {
-		status, body := f.get(f.ctx, p)
-		if f.ctx.Err() != nil {
+		status, body := f.get(ctx, p)
+		if ctx.Err() != nil {
 			return
 		}
 		if status == http.StatusOK {
@@ -366,31 +357,29 @@ func (f *feed) poll(name, p string, every time.Duration, transform func([]byte) 
 				body = transform(body)
 			}
 			if !bytes.Equal(body, last) || lastStatus != status {
-				f.send(name, body)
+				f.send(ctx, name, body)
 				last = body
 			}
 		} else if status != lastStatus {
-			f.problem(name, status, body)
+			f.problem(ctx, name, status, body)
 			last = nil
 		}
 		lastStatus = status
-		if !f.sleep(every) {
+		if !sleepCtx(ctx, every) {
 			return
 		}
 	}
 }
 
-func (f *feed) clusterLoop() { f.poll("cluster", "/v1/cluster", ClusterEvery, nil) }
-
 // tenantsLoop polls the tenants the token sees; the first list's first
 // name goes to picked when no tenant was chosen.
-func (f *feed) tenantsLoop(chosen string, picked chan<- string) {
+func (f *feed) tenantsLoop(ctx context.Context, chosen string, picked chan<- string) {
 	p := "/v1/tenants"
 	if f.who.Tenant != "" {
 		p = "/v1/tenants/" + url.PathEscape(f.who.Tenant)
 	}
 	sent := chosen != ""
-	f.poll("tenants", p, ClusterEvery, func(body []byte) []byte {
+	f.poll(ctx, "tenants", p, ClusterEvery, func(body []byte) []byte {
 		var l api.TenantList
 		if f.who.Tenant != "" {
 			var t api.Tenant
@@ -424,7 +413,7 @@ func (f *feed) tenantsLoop(chosen string, picked chan<- string) {
 
 // servicesLoop polls tenant's service list and keeps one watch per
 // service (up to MaxWatched).
-func (f *feed) servicesLoop(tenant string) {
+func (f *feed) servicesLoop(ctx context.Context, tenant string) {
 	base := "/v1/tenants/" + url.PathEscape(tenant) + "/services"
 	type watch struct {
 		cancel context.CancelFunc
@@ -440,17 +429,17 @@ func (f *feed) servicesLoop(tenant string) {
 	var last []byte
 	lastStatus := 0
 	for {
-		status, body := f.get(f.ctx, base)
-		if f.ctx.Err() != nil {
+		status, body := f.get(ctx, base)
+		if ctx.Err() != nil {
 			return
 		}
 		if status != http.StatusOK {
 			if status != lastStatus {
-				f.problem("services", status, body)
+				f.problem(ctx, "services", status, body)
 			}
 			lastStatus = status
 			last = nil
-			if !f.sleep(ServicesEvery) {
+			if !sleepCtx(ctx, ServicesEvery) {
 				return
 			}
 			continue
@@ -462,12 +451,12 @@ func (f *feed) servicesLoop(tenant string) {
 			for _, s := range l.Services {
 				live[s.Name] = true
 				if watches[s.Name] == nil && len(watches) < MaxWatched {
-					ctx, cancel := context.WithCancel(f.ctx)
+					wctx, cancel := context.WithCancel(ctx)
 					w := &watch{cancel: cancel, done: make(chan struct{})}
 					watches[s.Name] = w
 					go func(name string) {
 						defer close(w.done)
-						f.watchService(ctx, base+"/"+url.PathEscape(name))
+						f.watchService(wctx, base+"/"+url.PathEscape(name))
 					}(s.Name)
 				}
 			}
@@ -476,15 +465,15 @@ func (f *feed) servicesLoop(tenant string) {
 					w.cancel()
 					<-w.done
 					delete(watches, name)
-					f.send("gone", map[string]string{"service": name})
+					f.send(ctx, "gone", map[string]string{"service": name})
 				}
 			}
 			if !bytes.Equal(body, last) {
-				f.send("services", body)
+				f.send(ctx, "services", body)
 				last = body
 			}
 		}
-		if !f.sleep(ServicesEvery) {
+		if !sleepCtx(ctx, ServicesEvery) {
 			return
 		}
 	}
@@ -507,7 +496,7 @@ func (f *feed) watchService(ctx context.Context, p string) {
 		}
 		if status != http.StatusOK {
 			if failed == 0 {
-				f.problem("service", status, body)
+				f.problem(ctx, "service", status, body)
 			}
 			failed++
 			// Backs off, at most a second: the page stays live.
@@ -527,7 +516,7 @@ func (f *feed) watchService(ctx context.Context, p string) {
 		// with the epoch asked, such a query answers at once.
 		e, _ := strconv.ParseUint(h.Get(api.HeaderEpoch), 10, 64)
 		if s.Index != index || e != epoch {
-			f.send("service", body)
+			f.send(ctx, "service", body)
 		}
 		index, epoch = s.Index, e
 	}
