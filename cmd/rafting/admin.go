@@ -623,13 +623,13 @@ func printCluster(stdout io.Writer, raw []byte) error {
 		var objs []map[string]json.RawMessage
 		if json.Unmarshal(fields.Top[k], &objs) == nil && len(objs) > 0 {
 			cols := extraKeys(objs)
-			fmt.Fprint(tw, "\n", strings.TrimPrefix(headers(cols), "\t"), "\n")
+			fmt.Fprintf(tw, "\n%s:\n%s\n", strings.ReplaceAll(printable(k), "_", " "), strings.TrimPrefix(headers(cols), "\t"))
 			for _, o := range objs {
 				fmt.Fprint(tw, strings.TrimPrefix(cells(o, cols), "\t"), "\n")
 			}
 			continue
 		}
-		fmt.Fprintf(tw, "\n%s\t%s\n", strings.ReplaceAll(k, "_", " "), cell(fields.Top[k]))
+		fmt.Fprintf(tw, "\n%s\t%s\n", strings.ReplaceAll(printable(k), "_", " "), cell(fields.Top[k]))
 	}
 	return tw.Flush()
 }

@@ -126,3 +126,53 @@ func TestSubcommandHelp(t *testing.T) {
 		t.Errorf("rafting cluster help = %v:\n%s", err, out.String())
 	}
 }
+
+// TestClusterPrintsUnknownFields: fields of GET /v1/cluster this binary
+// does not know are printed: a node's and a shard's as columns of their
+// own, the view's as sections (a list of objects as a table), escaped.
+func TestClusterPrintsUnknownFields(t *testing.T) {
+	raw := `{"node_id": 1, "state_version": 3, "ready": true,
+		"nodes": [{"id": 1, "raft_address": "a:1", "api_address": "a:2", "leaders": 1, "last_contact_ms": -1,
+			"zone": "eu-1\u001b[2J", "leader_of": [1, 5], "replicas": 4}],
+		"shards": [{"shard_id": 5, "tenant": "acme", "replicas": {"1": 1}, "leader_node": 1, "term": 2, "applied_index": 9, "moving": true}],
+		"moves": [{"shard": 5, "from": 1, "to": 2}], "paused": false}`
+	var out bytes.Buffer
+	if err := printCluster(&out, []byte(raw)); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(out.String(), "\n")
+	want := [][]string{
+		{"NODE", "HEALTH", "API", "LEADER OF", "REPLICAS", "ZONE"},
+		{"a:2", "1,5", "4", `eu-1\x1b[2J`},
+		{"SHARD", "REPLICAS", "MOVING"},
+		{"acme", "1@1", "true"},
+		{"moves:"},
+		{"FROM", "SHARD", "TO"},
+		{"1", "5", "2"},
+		{"paused", "false"},
+	}
+	i := 0
+	for _, l := range lines {
+		if i < len(want) && containsInOrder(l, want[i]) {
+			i++
+		}
+	}
+	if i < len(want) {
+		t.Errorf("the cluster table lacks a line with %q (in this order):\n%s", want[i], out.String())
+	}
+	if strings.Contains(out.String(), "\x1b") {
+		t.Errorf("the cluster table holds an escape character:\n%q", out.String())
+	}
+}
+
+// containsInOrder says whether s holds each of parts, in order.
+func containsInOrder(s string, parts []string) bool {
+	for _, p := range parts {
+		i := strings.Index(s, p)
+		if i < 0 {
+			return false
+		}
+		s = s[i+len(p):]
+	}
+	return true
+}
