@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/rafting/rafting/sdk/internal/election"
 )
 
 // PauseKeepalives stops (or resumes) a member's keepalives, as a paused
@@ -27,7 +29,7 @@ func Crash(m *Member) { m.crash() }
 func Rebuilds(s *Service) int64 { return s.rebuilds.Load() }
 
 // Margin is margin.
-func Margin(lease time.Duration) time.Duration { return margin(lease) }
+func Margin(lease time.Duration) time.Duration { return election.Margin(lease) }
 
 // Debug describes a member's state for test failures.
 func Debug(m *Member) string {
@@ -35,11 +37,11 @@ func Debug(m *Member) string {
 	defer m.mu.Unlock()
 	now := time.Now()
 	rec := "none"
-	if m.st.rec != nil {
-		rec = fmt.Sprintf("token %d releasing %v", m.st.rec.token, m.st.rec.releasing)
+	if m.st.Rec != nil {
+		rec = fmt.Sprintf("token %d releasing %v", m.st.Rec.Token, m.st.Rec.Releasing)
 	}
 	return fmt.Sprintf("role %v phase %d rec %s at %d, promise remaining %v, mastered %d, session %s attached %v ended %v, leader %q, paused %v",
-		m.role, m.st.phase, rec, m.st.recIndex, m.st.promise.remaining(now), m.st.mastered, m.sess.tag, m.sess.attached, m.sess.ended(), m.leader, m.paused)
+		m.role, m.st.Phase, rec, m.st.RecIndex, m.st.Promise.Remaining(now), m.st.Mastered, m.sess.tag, m.sess.attached, m.sess.ended(), m.leader, m.paused)
 }
 
 // SessionID is a member's current session ID (a secret).

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/sdk/internal/election"
 	"github.com/rafting/rafting/sdk/internal/transport"
 )
 
@@ -26,7 +27,7 @@ type holderWrite struct {
 	seq    uint64               // X-Rafting-Sequence: the same for every copy, so the servers apply one
 	resign *api.ResignRequest   // a resign, or
 	reg    *api.RegisterRequest // a registration (its session is s)
-	before phase                // a registration's: the member's phase before it
+	before election.Phase       // a registration's: the member's phase before it
 	cancel context.CancelFunc   // ends its settling in the background
 }
 
@@ -94,9 +95,9 @@ func (m *Member) try(ctx context.Context, w *holderWrite) (known bool, pos uint6
 	case err == nil:
 		if w.resign != nil {
 			m.mu.Lock()
-			if m.sess == w.s && pos >= m.st.recIndex {
+			if m.sess == w.s && pos >= m.st.RecIndex {
 				// At pos the record no longer names us.
-				m.st.rec, m.st.recIndex = nil, pos
+				m.st.Rec, m.st.RecIndex = nil, pos
 			}
 			m.mu.Unlock()
 		}
@@ -142,7 +143,7 @@ func (m *Member) readMaster(ctx context.Context) (uint64, error) {
 func (m *Member) settled(w *holderWrite, known bool, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if !known && w.handsOver() && m.sess == w.s && !w.s.ended() && !m.leaving && m.st.phase != phaseLeft {
+	if !known && w.handsOver() && m.sess == w.s && !w.s.ended() && !m.leaving && m.st.Phase != election.PhaseLeft {
 		ctx, cancel := context.WithCancel(context.Background())
 		w.cancel = cancel
 		m.unsettled = w
@@ -192,19 +193,19 @@ func (m *Member) concludeLocked(w *holderWrite, err error) {
 	if m.unsettled == w {
 		m.unsettled = nil
 	}
-	live := !m.leaving && m.st.phase != phaseLeft
+	live := !m.leaving && m.st.Phase != election.PhaseLeft
 	switch {
 	case w.resign != nil:
-		m.st.resigning = false
+		m.st.Resigning = false
 	case err == nil:
 		reg := *w.reg
 		reg.Session = ""
 		m.reg = reg
 		if live {
-			m.st.phase = phaseOf(reg.State)
+			m.st.Phase = phaseOf(reg.State)
 		}
-	case live && m.st.phase == phaseOf(w.reg.State):
-		m.st.phase = w.before
+	case live && m.st.Phase == phaseOf(w.reg.State):
+		m.st.Phase = w.before
 	}
 	m.reconcileLocked(time.Now())
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync/atomic"
 	"time"
+
+	"github.com/rafting/rafting/sdk/internal/election"
 )
 
 // reconcileLocked brings the member's reported role up to date with its
@@ -14,9 +16,9 @@ import (
 // change of the state calls it, and so does every read of the role, so a
 // lapsed promise demotes at once even before the role loop's timer fires.
 func (m *Member) reconcileLocked(now time.Time) {
-	role, token := m.st.role(now)
+	role, token := m.st.Role(now)
 	if role == Master {
-		m.st.mastered = token
+		m.st.Mastered = token
 		if m.term == nil || m.term.token != token {
 			m.endTermLocked()
 			ctx, cancel := context.WithCancel(context.Background())
@@ -26,11 +28,11 @@ func (m *Member) reconcileLocked(now time.Time) {
 	} else {
 		m.endTermLocked()
 	}
-	if rec := m.st.rec; rec != nil && rec.releasing && rec.token != m.resigned && !m.leaving && m.st.phase != phaseLeft {
+	if rec := m.st.Rec; rec != nil && rec.Releasing && rec.Token != m.resigned && !m.leaving && m.st.Phase != election.PhaseLeft {
 		// An operator revoked our mastership: we stopped acting above;
 		// now hand over at once under our own session.
-		m.resigned = rec.token
-		m.pendingResign = rec.token
+		m.resigned = rec.Token
+		m.pendingResign = rec.Token
 		select {
 		case m.work <- struct{}{}:
 		default:
@@ -86,7 +88,7 @@ func (m *Member) roleLoop(ctx context.Context) {
 			// Never 0 while Master: a promise that lapsed while this loop
 			// was kept from running (a pause, a busy host) is looked at
 			// at once, not left until something else wakes the loop.
-			wait = max(min(m.st.promise.remaining(time.Now())+time.Millisecond, wallCheck), time.Nanosecond)
+			wait = max(min(m.st.Promise.Remaining(time.Now())+time.Millisecond, wallCheck), time.Nanosecond)
 		}
 		m.mu.Unlock()
 		if wait > 0 {
@@ -101,7 +103,7 @@ func (m *Member) roleLoop(ctx context.Context) {
 		case <-t.C:
 			m.mu.Lock()
 			now := time.Now()
-			if role, token := m.st.role(now); role != m.role || token != m.token {
+			if role, token := m.st.Role(now); role != m.role || token != m.token {
 				m.reconcileLocked(now)
 			}
 			m.mu.Unlock()
@@ -138,7 +140,7 @@ func (c *termCtx) check() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := time.Now()
-	if role, token := m.st.role(now); role != Master || token != c.token {
+	if role, token := m.st.Role(now); role != Master || token != c.token {
 		m.reconcileLocked(now)
 	}
 }

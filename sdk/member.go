@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/sdk/internal/election"
 	"github.com/rafting/rafting/sdk/internal/transport"
 )
 
@@ -81,7 +82,7 @@ type Member struct {
 	sess     *session             // the current session
 	leader   string               // the tenant shard leader's API address, when known
 	down     map[string]time.Time // servers that gave no answer at all, and when (see unreachable)
-	st       roleState
+	st       election.State
 	role     Role
 	token    uint64
 	term     *term
@@ -293,7 +294,7 @@ func (c *Client) join(ctx context.Context, inst Instance, cfg memberConfig, owns
 		return nil, fmt.Errorf("sdk: join %s/%s: %w", m.service, m.id, err)
 	}
 	m.mu.Lock()
-	if m.leaving || m.st.phase == phaseLeft {
+	if m.leaving || m.st.Phase == election.PhaseLeft {
 		// The Client closed while we joined: it made the member leave.
 		m.mu.Unlock()
 		m.end(nil)
@@ -332,7 +333,7 @@ func newMember(c *Client, inst Instance, cfg memberConfig, owns bool) *Member {
 	if cfg.twoStep {
 		m.reg.State = StateStarting
 	}
-	m.st = roleState{phase: phaseJoining, farm: m.farm}
+	m.st = election.State{Phase: election.PhaseJoining, Farm: m.farm}
 	m.role = Starting
 	m.sess = newSession()
 	return m
@@ -456,7 +457,7 @@ func (m *Member) Update(ctx context.Context, changes ...Change) error {
 		return fmt.Errorf("sdk: update %s/%s: %w", m.service, m.id, err)
 	}
 	m.mu.Lock()
-	if m.leaving || m.st.phase == phaseLeft {
+	if m.leaving || m.st.Phase == election.PhaseLeft {
 		m.mu.Unlock()
 		m.freeLane()
 		return ErrLeft
@@ -471,10 +472,10 @@ func (m *Member) Update(ctx context.Context, changes ...Change) error {
 		m.freeLane()
 		return fmt.Errorf("sdk: update: state %q is not starting, ready or draining", reg.State)
 	}
-	w := &holderWrite{s: m.sess, seq: m.nextSeqLocked(), reg: &reg, before: m.st.phase}
+	w := &holderWrite{s: m.sess, seq: m.nextSeqLocked(), reg: &reg, before: m.st.Phase}
 	if reg.State != StateReady {
 		// Stop acting before the servers hear of it.
-		m.st.phase = phaseOf(reg.State)
+		m.st.Phase = phaseOf(reg.State)
 		m.reconcileLocked(time.Now())
 	}
 	m.mu.Unlock()
@@ -490,14 +491,14 @@ func (m *Member) Update(ctx context.Context, changes ...Change) error {
 	return m.c.wrote(ctx, m.service, pos)
 }
 
-func phaseOf(s State) phase {
+func phaseOf(s State) election.Phase {
 	switch s {
 	case StateStarting:
-		return phaseStarting
+		return election.PhaseStarting
 	case StateDraining:
-		return phaseDraining
+		return election.PhaseDraining
 	}
-	return phaseReady
+	return election.PhaseReady
 }
 
 // register sends the member's registration, as it is now, under the
@@ -515,7 +516,7 @@ func (m *Member) register(ctx context.Context) (uint64, api.RegisterRequest, err
 	}
 	defer m.freeLane()
 	m.mu.Lock()
-	if m.leaving || m.st.phase == phaseLeft {
+	if m.leaving || m.st.Phase == election.PhaseLeft {
 		m.mu.Unlock()
 		return 0, api.RegisterRequest{}, ErrLeft
 	}
@@ -637,13 +638,13 @@ func (m *Member) resign(ctx context.Context, to string) error {
 		return fmt.Errorf("sdk: resign %s/%s: %w", m.service, m.id, err)
 	}
 	m.mu.Lock()
-	if m.st.rec == nil || m.farm {
+	if m.st.Rec == nil || m.farm {
 		m.mu.Unlock()
 		m.freeLane()
 		return ErrNotMaster
 	}
-	w := &holderWrite{s: m.sess, seq: m.nextSeqLocked(), resign: &api.ResignRequest{Instance: m.id, FencingToken: m.st.rec.token, To: to}}
-	m.st.resigning = true
+	w := &holderWrite{s: m.sess, seq: m.nextSeqLocked(), resign: &api.ResignRequest{Instance: m.id, FencingToken: m.st.Rec.Token, To: to}}
+	m.st.Resigning = true
 	m.reconcileLocked(time.Now())
 	m.mu.Unlock()
 
@@ -708,9 +709,9 @@ func (m *Member) doLeave(ctx context.Context) error {
 	m.mu.Lock()
 	lost := m.lost
 	m.leaving = true
-	registered := m.st.phase != phaseJoining && lost == nil
+	registered := m.st.Phase != election.PhaseJoining && lost == nil
 	reg, s, sid := m.reg, m.sess, m.sess.id
-	m.st.phase = phaseDraining
+	m.st.Phase = election.PhaseDraining
 	m.reconcileLocked(time.Now())
 	// Numbered after every write of the member's so far: a copy of an
 	// earlier one (a registration sent again, an Update) that lands late
@@ -804,7 +805,7 @@ func (m *Member) finish(cause error) {
 		}
 	}
 	m.dropUnsettledLocked()
-	m.st.phase = phaseLeft
+	m.st.Phase = election.PhaseLeft
 	m.reconcileLocked(time.Now())
 	m.closed = true
 	m.mu.Unlock()

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/sdk/internal/election"
 )
 
 // Ephemeral keys: a member's keys bound to its session (ZooKeeper's
@@ -141,7 +142,7 @@ func (m *Member) PutEphemeral(ctx context.Context, key string, value []byte) (ap
 	value = slices.Clone(value)
 	for {
 		m.mu.Lock()
-		if m.leaving || m.st.phase == phaseLeft {
+		if m.leaving || m.st.Phase == election.PhaseLeft {
 			m.mu.Unlock()
 			return api.KV{}, ErrLeft
 		}
@@ -210,7 +211,7 @@ func (m *Member) putHeld(ctx context.Context, s *session, key string, value []by
 func (m *Member) isLeaving() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.leaving || m.st.phase == phaseLeft
+	return m.leaving || m.st.Phase == election.PhaseLeft
 }
 
 // DeleteEphemeral gives up an ephemeral key of the member's: it is not

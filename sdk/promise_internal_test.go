@@ -12,89 +12,9 @@ import (
 	"time"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/sdk/internal/election"
 	"github.com/rafting/rafting/sdk/internal/transport"
 )
-
-func TestMargin(t *testing.T) {
-	tests := []struct {
-		lease, want time.Duration
-	}{
-		{0, 50 * time.Millisecond},
-		{time.Second, 52 * time.Millisecond},
-		{200 * time.Millisecond, 50*time.Millisecond + 400*time.Microsecond},
-		{10 * time.Second, 70 * time.Millisecond},
-	}
-	for _, tt := range tests {
-		if got := margin(tt.lease); got != tt.want {
-			t.Errorf("margin(%v) = %v, want %v", tt.lease, got, tt.want)
-		}
-	}
-}
-
-// TestPromiseElapsed: elapsed time is the larger of the monotonic and
-// wall-clock differences, so a host suspended (monotonic clock stopped)
-// or a wall clock stepped back never extends the belief.
-func TestPromiseElapsed(t *testing.T) {
-	sent := time.Now()
-	p := newPromise(sent, time.Second)
-	if !p.valid(sent) || p.remaining(sent) != time.Second-margin(time.Second) {
-		t.Fatalf("remaining at send = %v", p.remaining(sent))
-	}
-	// Monotonic says 100 ms, wall says 2 s (the host slept): lapsed.
-	suspended := newPromise(sent, time.Second)
-	suspended.wall = suspended.wall.Add(-2 * time.Second)
-	if suspended.valid(sent.Add(100 * time.Millisecond)) {
-		t.Fatal("a promise is believed after a suspension the wall clock saw")
-	}
-	// Wall clock stepped back 5 s: the monotonic clock still counts.
-	stepped := newPromise(sent, time.Second)
-	stepped.wall = stepped.wall.Add(5 * time.Second)
-	if stepped.valid(sent.Add(time.Second)) {
-		t.Fatal("a promise is believed past its lease after a wall-clock step back")
-	}
-	if (promise{}).valid(sent) || newPromise(sent, 0).valid(sent) {
-		t.Fatal("no promise (or lease 0) is valid")
-	}
-}
-
-func TestRoleState(t *testing.T) {
-	now := time.Now()
-	fresh := newPromise(now, time.Second)
-	old := newPromise(now.Add(-2*time.Second), time.Second)
-	rec := &record{token: 7}
-	tests := []struct {
-		name  string
-		st    roleState
-		want  Role
-		token uint64
-	}{
-		{"joining", roleState{phase: phaseJoining}, Starting, 0},
-		{"starting, even if named master", roleState{phase: phaseStarting, rec: rec, promise: fresh}, Starting, 0},
-		{"ready farm", roleState{phase: phaseReady, farm: true, rec: rec, promise: fresh}, Standby, 0},
-		{"standby", roleState{phase: phaseReady, promise: fresh}, Standby, 0},
-		{"master", roleState{phase: phaseReady, rec: rec, promise: fresh}, Master, 7},
-		{"releasing", roleState{phase: phaseReady, rec: &record{token: 7, releasing: true}, promise: fresh}, Standby, 0},
-		{"resigning", roleState{phase: phaseReady, rec: rec, promise: fresh, resigning: true}, Standby, 0},
-		{"suspended", roleState{phase: phaseReady, rec: rec, promise: old, mastered: 7}, Suspended, 7},
-		{"granted without a promise yet", roleState{phase: phaseReady, rec: rec, promise: old, mastered: 3}, Standby, 0},
-		{"draining", roleState{phase: phaseDraining, rec: rec, promise: fresh}, Draining, 0},
-		{"left", roleState{phase: phaseLeft, rec: rec, promise: fresh}, Left, 0},
-	}
-	for _, tt := range tests {
-		if got, tok := tt.st.role(now); got != tt.want || tok != tt.token {
-			t.Errorf("%s: role() = %v, %d; want %v, %d", tt.name, got, tok, tt.want, tt.token)
-		}
-	}
-}
-
-func TestRoleString(t *testing.T) {
-	for r, want := range map[Role]string{Starting: "starting", Standby: "standby", Master: "master",
-		Suspended: "suspended", Draining: "draining", Left: "left", 0: "Role(0)", 9: "Role(9)"} {
-		if got := r.String(); got != want {
-			t.Errorf("Role(%d).String() = %q, want %q", int(r), got, want)
-		}
-	}
-}
 
 // testClient is a Client that talks to no server, for member and cache
 // logic.
@@ -123,7 +43,7 @@ func TestRoleTimer(t *testing.T) {
 		if !ok || term.Token != 42 {
 			t.Fatalf("Mastership() = %+v, %v", term, ok)
 		}
-		lapse := start.Add(time.Second - margin(time.Second))
+		lapse := start.Add(time.Second - election.Margin(time.Second))
 		time.Sleep(time.Until(lapse) - time.Millisecond)
 		if c := last(); c.Role != Master || term.Ctx.Err() != nil {
 			t.Fatalf("1 ms before the lapse: %+v, ctx %v", c, term.Ctx.Err())
@@ -187,7 +107,7 @@ func roleLoopMember(t *testing.T) (*Member, func() RoleChange) {
 	var got []RoleChange
 	m.OnRoleChange(func(c RoleChange) { mu.Lock(); got = append(got, c); mu.Unlock() })
 	m.mu.Lock()
-	m.st.phase = phaseReady
+	m.st.Phase = election.PhaseReady
 	m.reconcileLocked(time.Now())
 	m.mu.Unlock()
 	return m, func() RoleChange {
@@ -224,7 +144,7 @@ func TestTermEndsOnWallClockJump(t *testing.T) {
 		// since the keepalive was sent, as a suspension of d does.
 		suspend := func(d time.Duration) {
 			m.mu.Lock()
-			m.st.promise.wall = m.st.promise.wall.Add(-d)
+			m.st.Promise.Wall = m.st.Promise.Wall.Add(-d)
 			m.mu.Unlock()
 		}
 
@@ -279,7 +199,7 @@ func TestAdoptState(t *testing.T) {
 	m := newMember(testClient(), Instance{Service: "s", ID: "i", Address: "a"},
 		memberConfig{ttl: 5 * time.Second, leaveTimeout: time.Second}, false)
 	m.mu.Lock()
-	m.st.phase, m.regIndex, m.regSess = phaseReady, 10, m.sess
+	m.st.Phase, m.regIndex, m.regSess = election.PhaseReady, 10, m.sess
 	s := m.sess
 	m.mu.Unlock()
 	answer := func(index uint64, st State) {
@@ -355,7 +275,7 @@ func FuzzKeepaliveAnswer(f *testing.F) {
 		m := newMember(testClient(), Instance{Service: "s", ID: "i", Address: "a", Mode: MasterStandby},
 			memberConfig{ttl: 5 * time.Second, leaveTimeout: time.Second}, false)
 		m.mu.Lock()
-		m.st.phase, m.regSess = phaseReady, m.sess
+		m.st.Phase, m.regSess = election.PhaseReady, m.sess
 		m.mu.Unlock()
 		m.renewed(m.sess, time.Now(), &ka, "leader")
 		m.mu.Lock()
@@ -379,7 +299,7 @@ func FuzzStreamLines(f *testing.F) {
 		m := newMember(testClient(), Instance{Service: "s", ID: "i", Address: "a", Mode: MasterStandby},
 			memberConfig{ttl: 5 * time.Second, leaveTimeout: time.Second}, false)
 		m.mu.Lock()
-		m.st.phase, m.regSess = phaseReady, m.sess
+		m.st.Phase, m.regSess = election.PhaseReady, m.sess
 		s := m.sess
 		m.mu.Unlock()
 		resp := &http.Response{Header: http.Header{api.HeaderEpoch: {"1"}}, Body: io.NopCloser(bytes.NewReader(body))}

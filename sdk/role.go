@@ -4,44 +4,36 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/rafting/rafting/sdk/internal/election"
 )
 
 // Role is a member's place in its service. See the package documentation
 // for the roles of farm members and the promise rule behind Master.
-type Role int
+type Role = election.Role
 
 // Roles.
 const (
 	// Starting: joining, or registered as `starting` (two-step startup)
 	// until Member.Ready. Never picked, never elected.
-	Starting Role = iota + 1
+	Starting = election.Starting
 	// Standby: ready and not master. Every ready farm member is Standby:
 	// balancers pick it; a farm has no master.
-	Standby
+	Standby = election.Standby
 	// Master: the service's master record names this member's session and
 	// the latest promise, less a margin, has not run out. Act only now.
-	Master
+	Master = election.Master
 	// Suspended: a master whose promise ran out while its session lives
 	// (the servers could not renew it in time, e.g. during a Raft leader
 	// election). It must not act; no successor is granted while its
 	// session lives, and it resumes as Master with the same fencing token
 	// once a keepalive succeeds again.
-	Suspended
+	Suspended = election.Suspended
 	// Draining: Leave is under way; the member no longer acts.
-	Draining
+	Draining = election.Draining
 	// Left: the member has left, or its session was lost for good. Final.
-	Left
+	Left = election.Left
 )
-
-var roleNames = [...]string{Starting: "starting", Standby: "standby", Master: "master",
-	Suspended: "suspended", Draining: "draining", Left: "left"}
-
-func (r Role) String() string {
-	if r >= Starting && r <= Left {
-		return roleNames[r]
-	}
-	return fmt.Sprintf("Role(%d)", int(r))
-}
 
 // RoleChange is one role a member took, as OnRoleChange and
 // WithRoleChange report it.

@@ -47,8 +47,8 @@ func TestRoleLoopLooksAfterPause(t *testing.T) {
 		// the loop runs, the process is paused for 2 s: both clocks move on.
 		m.mu.Lock()
 		m.reconcileLocked(time.Now())
-		m.st.promise.sent = m.st.promise.sent.Add(-2 * time.Second)
-		m.st.promise.wall = m.st.promise.wall.Add(-2 * time.Second)
+		m.st.Promise.Sent = m.st.Promise.Sent.Add(-2 * time.Second)
+		m.st.Promise.Wall = m.st.Promise.Wall.Add(-2 * time.Second)
 		m.mu.Unlock()
 		paused := time.Now()
 
@@ -57,7 +57,7 @@ func TestRoleLoopLooksAfterPause(t *testing.T) {
 			time.Sleep(paused.Add(after).Sub(time.Now()))
 			synctest.Wait()
 			m.mu.Lock()
-			role, _ := m.st.role(time.Now())
+			role, _ := m.st.Role(time.Now())
 			m.mu.Unlock()
 			select {
 			case <-released:
@@ -81,7 +81,7 @@ func TestRoleLoopLooksAfterPause(t *testing.T) {
 func (m *Member) remainingForTest() time.Duration {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.st.promise.remaining(time.Now())
+	return m.st.Promise.Remaining(time.Now())
 }
 
 // TestDerivedCtxEndsWithinALook: Term.Ctx's Err and Done look at the
@@ -106,8 +106,8 @@ func TestDerivedCtxEndsWithinALook(t *testing.T) {
 		synctest.Wait()
 		// A 2 s suspension: the wall clock jumps, the monotonic clock does not.
 		m.mu.Lock()
-		m.st.promise.wall = m.st.promise.wall.Add(-2 * time.Second)
-		role, _ := m.st.role(time.Now())
+		m.st.Promise.Wall = m.st.Promise.Wall.Add(-2 * time.Second)
+		role, _ := m.st.Role(time.Now())
 		m.mu.Unlock()
 		if role == Master {
 			t.Fatal("still master after the jump")

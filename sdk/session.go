@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/sdk/internal/election"
 	"github.com/rafting/rafting/sdk/internal/transport"
 )
 
@@ -192,8 +193,8 @@ func (m *Member) registerUnderOpened(ctx context.Context, s *session) error {
 		return fmt.Errorf("register: %w", err)
 	}
 	m.mu.Lock()
-	if !m.leaving && m.st.phase != phaseLeft {
-		m.st.phase = phaseOf(reg.State)
+	if !m.leaving && m.st.Phase != election.PhaseLeft {
+		m.st.Phase = phaseOf(reg.State)
 		m.reconcileLocked(time.Now())
 	}
 	m.mu.Unlock()
@@ -356,22 +357,22 @@ func (m *Member) renewed(s *session, sent time.Time, ka *api.KeepaliveResponse, 
 		return
 	}
 	m.leader = leader
-	if ka.LeaseMs > 0 && sent.After(m.st.promise.sent) {
-		m.st.promise = newPromise(sent, time.Duration(ka.LeaseMs)*time.Millisecond)
+	if ka.LeaseMs > 0 && sent.After(m.st.Promise.Sent) {
+		m.st.Promise = election.NewPromise(sent, time.Duration(ka.LeaseMs)*time.Millisecond)
 	}
 	m.adoptStateLocked(ka.Index, ka.Instances, ka.Instances != nil)
 	// At an equal position too: the answer and a stream event or a watch
 	// read at one position show the same state, and when they seem not to
 	// (a server that stamped several entries' events with one index), the
 	// answer — read after them — is the one to believe.
-	if !m.farm && ka.Index >= m.st.recIndex {
-		var rec *record
+	if !m.farm && ka.Index >= m.st.RecIndex {
+		var rec *election.Record
 		for _, h := range ka.Masters {
 			if h.Service == m.service && h.Instance == m.id {
-				rec = &record{token: h.FencingToken, releasing: h.Releasing}
+				rec = &election.Record{Token: h.FencingToken, Releasing: h.Releasing}
 			}
 		}
-		m.st.rec, m.st.recIndex = rec, ka.Index
+		m.st.Rec, m.st.RecIndex = rec, ka.Index
 	}
 	m.reconcileLocked(time.Now())
 }
@@ -389,7 +390,7 @@ func (m *Member) renewed(s *session, sent time.Time, ka *api.KeepaliveResponse, 
 // in flight.
 func (m *Member) adoptStateLocked(at uint64, held []api.HeldInstance, whole bool) {
 	if m.writes > 0 || at < m.regIndex || m.regSess != m.sess ||
-		m.leaving || m.st.phase == phaseJoining || m.st.phase == phaseLeft {
+		m.leaving || m.st.Phase == election.PhaseJoining || m.st.Phase == election.PhaseLeft {
 		return
 	}
 	for _, h := range held {
@@ -404,7 +405,7 @@ func (m *Member) adoptStateLocked(at uint64, held []api.HeldInstance, whole bool
 			m.log.Info("the servers changed this instance's state", "service", m.service, "id", m.id,
 				"from", m.reg.State, "to", h.State)
 			m.reg.State = h.State
-			m.st.phase = phaseOf(h.State)
+			m.st.Phase = phaseOf(h.State)
 		}
 		return
 	}
@@ -424,14 +425,14 @@ func (m *Member) adoptStateLocked(at uint64, held []api.HeldInstance, whole bool
 func (m *Member) observe(index uint64, master *api.Master) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.farm || index < m.st.recIndex {
+	if m.farm || index < m.st.RecIndex {
 		return
 	}
-	var rec *record
+	var rec *election.Record
 	if master != nil && master.Instance == m.id && master.SessionTag == m.sess.tag {
-		rec = &record{token: master.FencingToken, releasing: master.Releasing}
+		rec = &election.Record{Token: master.FencingToken, Releasing: master.Releasing}
 	}
-	m.st.rec, m.st.recIndex = rec, index
+	m.st.Rec, m.st.RecIndex = rec, index
 	m.reconcileLocked(time.Now())
 }
 
@@ -556,7 +557,7 @@ func (m *Member) shareWorker(ctx context.Context) {
 // makes a leaving member ready again.
 func (m *Member) registerAgain(ctx context.Context) {
 	m.mu.Lock()
-	leaving := m.leaving || m.st.phase == phaseLeft
+	leaving := m.leaving || m.st.Phase == election.PhaseLeft
 	m.mu.Unlock()
 	if leaving {
 		return
@@ -595,7 +596,7 @@ func (m *Member) sessionEnded(s *session) {
 	}
 	// The mastership, if any, ended with the session, and nothing of the
 	// session can hand anything over now.
-	m.st.rec = nil
+	m.st.Rec = nil
 	m.dropUnsettledLocked()
 	m.reconcileLocked(time.Now())
 	select {
@@ -664,7 +665,7 @@ func (m *Member) replaceSession(ctx context.Context) bool {
 		next = sessionWithID(id)
 	}
 	m.mu.Lock()
-	if m.leaving || m.st.phase == phaseLeft {
+	if m.leaving || m.st.Phase == election.PhaseLeft {
 		m.mu.Unlock()
 		return false
 	}
@@ -674,7 +675,7 @@ func (m *Member) replaceSession(ctx context.Context) bool {
 	}
 	m.sess = next
 	close(old.gone)
-	m.st.rec, m.st.promise = nil, promise{}
+	m.st.Rec, m.st.Promise = nil, election.Promise{}
 	m.dropUnsettledLocked()
 	m.reconcileLocked(time.Now())
 	tag := m.sess.tag
