@@ -251,6 +251,26 @@ func BenchmarkKeepalive(b *testing.B) {
 		}
 		report(b, cpu()-start)
 	})
+	// One session a frame, each answered before the next is sent: an
+	// idle Client's keepalive, which has no other session to share its
+	// round with.
+	b.Run("stream-single", func(b *testing.B) {
+		s := openStream(b, h2cClient(0), c.Addr(leader), "bench", tok)
+		b.ResetTimer()
+		start := cpu()
+		req := uint64(0)
+		for range b.N {
+			for _, it := range items {
+				req++
+				frame, _ := json.Marshal(api.ClientFrame{Type: api.FrameKeepalive, Req: req, Sessions: []api.KeepaliveItem{it}})
+				s.send(frame)
+				if r := s.result(req); r.Status != http.StatusOK {
+					b.Fatalf("keepalive = %d", r.Status)
+				}
+			}
+		}
+		report(b, cpu()-start)
+	})
 	b.Run("rest", func(b *testing.B) {
 		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 		b.ResetTimer()
