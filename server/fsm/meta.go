@@ -72,13 +72,18 @@ type NodeRecord struct {
 
 // Replica is one replica of a tenant shard. Join is set for replicas added
 // after the shard was created: their node starts them as joiners, never
-// bootstrapping them. NonVoting (from version 5) is set on a replica a
-// move adds until the move promotes it: its node starts it non-voting.
+// bootstrapping them. From version 5, a move adds a replica non-voting
+// (Staged): NonVoting until the move promotes it. Its node always starts a
+// staged replica as a non-voting one, promoted or not: Dragonboat replays
+// the replica's log from its adding as non-voting (a replica started as a
+// voter there panics) and makes it a voter itself when it meets the
+// promotion, in the log or in a snapshot.
 type Replica struct {
 	Node        uint64 `json:"node"`
 	RaftAddress string `json:"raft_address"`
 	Join        bool   `json:"join,omitempty"`
 	NonVoting   bool   `json:"non_voting,omitempty"`
+	Staged      bool   `json:"staged,omitempty"`
 }
 
 // TenantRecord is a tenant in the meta shard.

@@ -204,7 +204,7 @@ func (m *Meta) moveStart(c MoveStart) MetaOutcome {
 	if c.Node != 0 {
 		mv.Add, mv.Step = m.st.NextReplicaID, StepAdding
 		m.st.NextReplicaID++
-		t.Replicas[mv.Add] = Replica{Node: c.Node, RaftAddress: c.RaftAddress, Join: true, NonVoting: true}
+		t.Replicas[mv.Add] = Replica{Node: c.Node, RaftAddress: c.RaftAddress, Join: true, NonVoting: true, Staged: true}
 	}
 	t.Move = mv
 	return MetaOutcome{Tenant: t.clone(), Replica: mv.Add, Created: true}

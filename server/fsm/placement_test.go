@@ -161,7 +161,7 @@ func TestMetaMoveSteps(t *testing.T) {
 	}
 	start := MoveStart{Name: "acme", Node: 4, RaftAddress: "h4:1", Remove: from, Reason: "balance", NowMs: 5}
 	a := metaApply(t, m, 11, OpMoveStart, start)
-	if a.Code != "" || !a.Created || a.Replica == 0 || !a.Tenant.Replicas[a.Replica].NonVoting || !a.Tenant.Replicas[a.Replica].Join {
+	if r := a.Tenant.Replicas[a.Replica]; a.Code != "" || !a.Created || a.Replica == 0 || !r.NonVoting || !r.Join || !r.Staged {
 		t.Fatalf("move_start = %+v", a)
 	}
 	if b := metaApply(t, m, 12, OpMoveStart, start); b.Code != "" || b.Created || b.Replica != a.Replica {
@@ -183,7 +183,7 @@ func TestMetaMoveSteps(t *testing.T) {
 		t.Fatalf("undone after promoted = %+v, want conflict", o)
 	}
 	e := metaApply(t, m, 19, OpMoveEnd, MoveEnd{Name: "acme", Add: add, Remove: from})
-	if e.Code != "" || e.Tenant.Move != nil || e.Tenant.Retired[from] != 1 || e.Tenant.Replicas[add].NonVoting {
+	if r := e.Tenant.Replicas[add]; e.Code != "" || e.Tenant.Move != nil || e.Tenant.Retired[from] != 1 || r.NonVoting || !r.Staged {
 		t.Fatalf("move_end = %+v", e.Tenant)
 	}
 	if _, _, on1 := e.Tenant.ReplicaOn(1); on1 || len(e.Tenant.VotingOn()) != 3 {
