@@ -152,6 +152,19 @@ type Config struct {
 	// final). Off by default.
 	AwaitRestore bool
 
+	// Replicas is R, the voting replicas of each tenant shard (--replicas):
+	// 1 to 5, recorded by the cluster's first start that gives it (the
+	// meta shard keeps it; a later start with another value is logged and
+	// ignored). 0: the cluster's, 3 unless a start gave another.
+	Replicas int
+	// Zone is this node's failure domain (--zone): a tenant's replicas are
+	// spread over zones first. Empty: no zone. [A-Za-z0-9._-], at most 64.
+	Zone string
+	// DeadAfter is how long another node may stay unreachable before its
+	// replicas are placed on other nodes (--dead-after). Default (and 0)
+	// 5 min.
+	DeadAfter time.Duration
+
 	// Logger receives the server's logs; nil is silent.
 	Logger *slog.Logger
 }
@@ -186,7 +199,16 @@ func DefaultConfig() Config {
 		WriteBytesPerSecond:          DefaultWriteBytesPerSecond,
 		ReadTimeout:                  30 * time.Second,
 		AnswerBytesPerSecond:         32 << 20,
+		DeadAfter:                    5 * time.Minute,
 	}
+}
+
+// DeadAfterOr5m is DeadAfter, 5 min when it is 0.
+func (c *Config) DeadAfterOr5m() time.Duration {
+	if c.DeadAfter == 0 {
+		return 5 * time.Minute
+	}
+	return c.DeadAfter
 }
 
 // ElectionTimeout is the Raft election timeout (RTT × ElectionRTT).
@@ -232,6 +254,15 @@ func (c *Config) Validate() error {
 		c.WriteBytesPerSecond < 0 || c.AnswerBytesPerSecond < 0:
 		return fmt.Errorf("config: MaxConnections, MaxUnauthenticated, MaxUnauthenticatedPerAddress, AuthTimeout, WriteBytesPerSecond and AnswerBytesPerSecond must not be negative")
 	}
+	if c.Replicas < 0 || c.Replicas > 5 {
+		return fmt.Errorf("config: Replicas (--replicas) %d: want 1 to 5 (0: the cluster's)", c.Replicas)
+	}
+	if c.DeadAfter < 0 {
+		return fmt.Errorf("config: DeadAfter (--dead-after) %v must not be negative", c.DeadAfter)
+	}
+	if !validZone(c.Zone) {
+		return fmt.Errorf("config: Zone (--zone) %q: at most 64 of A-Z a-z 0-9 . _ -", c.Zone)
+	}
 	switch c.LogDB {
 	case "tiny", "small", "medium", "default":
 	default:
@@ -268,6 +299,18 @@ func (c *Config) Validate() error {
 		c.DataDir = abs
 	}
 	return nil
+}
+
+func validZone(z string) bool {
+	if len(z) > 64 {
+		return false
+	}
+	for _, r := range z {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // ReadSecretFile reads a secret (a token) from a file, trimmed of white

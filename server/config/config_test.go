@@ -49,6 +49,11 @@ func TestValidate(t *testing.T) {
 		{"long weak admin token", func(c *Config) { c.AdminToken = strings.Repeat("a", 64) }, "too weak"},
 		{"strong admin token", func(c *Config) { c.AdminToken = "rfa_pT3q8Vx0LmNc2ZrYhW5sKd7Gb1" }, ""},
 		{"negative budget", func(c *Config) { c.AnswerBytesPerSecond = -1 }, "AnswerBytesPerSecond"},
+		{"replicas 5", func(c *Config) { c.Replicas = 5 }, ""},
+		{"replicas 6", func(c *Config) { c.Replicas = 6 }, "Replicas"},
+		{"zone", func(c *Config) { c.Zone = "eu-west-1a" }, ""},
+		{"bad zone", func(c *Config) { c.Zone = "eu west" }, "Zone"},
+		{"negative dead-after", func(c *Config) { c.DeadAfter = -1 }, "DeadAfter"},
 	}
 	for _, tt := range tests {
 		c := valid()
