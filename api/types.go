@@ -354,6 +354,11 @@ type Node struct {
 	// LastContactMs is how long ago the node last answered the answering
 	// node's look at it (-1: never; 0 for the answering node itself).
 	LastContactMs int64 `json:"last_contact_ms"`
+	// Zone is the node's failure domain (--zone), "" for none.
+	Zone string `json:"zone,omitempty"`
+	// Replicas is how many tenant shard replicas the meta shard places on
+	// the node.
+	Replicas int `json:"replicas"`
 }
 
 // A Node's Health.
@@ -384,6 +389,23 @@ type Shard struct {
 	Leader   uint64            `json:"leader_node"`      // 0 when unknown
 	Term     uint64            `json:"term"`
 	Applied  uint64            `json:"applied_index"`
+	// NonVoting is the replicas (IDs) not voting yet: added by a move
+	// and catching up.
+	NonVoting []uint64 `json:"non_voting,omitempty"`
+	// Move is the replica move under way in the shard, if any.
+	Move *ShardMove `json:"move,omitempty"`
+}
+
+// ShardMove is a tenant shard's replica move under way: a replica added on
+// node To (0: none) and/or the one on node From taken out (0: none), at
+// Step (adding, caught_up, promoted), for Reason (balance, repair, dead
+// node, above R).
+type ShardMove struct {
+	To        uint64    `json:"to_node,omitempty"`
+	From      uint64    `json:"from_node,omitempty"`
+	Step      string    `json:"step"`
+	Reason    string    `json:"reason,omitempty"`
+	StartedAt time.Time `json:"started_at"`
 }
 
 // Cluster answers GET /v1/cluster.
@@ -394,9 +416,11 @@ type Cluster struct {
 	Build        *Build `json:"build,omitempty"`
 	StateVersion uint64 `json:"state_version,omitempty"`
 	// Ready is the answering node's readiness (GET /readyz).
-	Ready  bool    `json:"ready"`
-	Nodes  []Node  `json:"nodes"`
-	Shards []Shard `json:"shards"`
+	Ready bool `json:"ready"`
+	// Replicas is R, the voting replicas of each tenant shard.
+	Replicas int     `json:"replicas,omitempty"`
+	Nodes    []Node  `json:"nodes"`
+	Shards   []Shard `json:"shards"`
 	// Removed is the IDs of the nodes taken out of the cluster for good
 	// (never taken back): a removed node that still runs learns it here.
 	Removed []uint64 `json:"removed,omitempty"`

@@ -102,10 +102,13 @@ func (s *Server) lookAt(ctx context.Context, addr, token string) cluster.PeerLoo
 	if err := json.NewDecoder(io.LimitReader(resp.Body, api.MaxBodyBytes)).Decode(&c); err != nil {
 		return cluster.PeerLook{Answered: true, Health: api.NodeUnknown}
 	}
-	l := cluster.PeerLook{Answered: true, Build: c.Build, Applied: map[uint64]uint64{}}
+	l := cluster.PeerLook{Answered: true, Build: c.Build, Applied: map[uint64]uint64{}, Leaders: map[uint64]uint64{}}
 	for _, sh := range c.Shards {
-		if sh.Applied > 0 {
+		if sh.Applied > 0 { // a replica it runs
 			l.Applied[sh.ShardID] = sh.Applied
+			if sh.Leader != 0 {
+				l.Leaders[sh.ShardID] = sh.Leader
+			}
 		}
 	}
 	l.Health = api.NodeNotReady

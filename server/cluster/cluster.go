@@ -62,13 +62,14 @@ type Node struct {
 
 	leaderLog chan leaderEvent // logLeaders' queue
 
-	kick    chan struct{}
-	checks  metaChecks // SyncMetaSince's rounds
-	removal removal    // removal.go
-	stop    chan struct{}
-	ctx     context.Context // cancelled when the node stops: background work
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	kick      chan struct{}
+	checks    metaChecks // SyncMetaSince's rounds
+	removal   removal    // removal.go
+	placement placement  // placement.go
+	stop      chan struct{}
+	ctx       context.Context // cancelled when the node stops: background work
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
 }
 
 // Tenant is a tenant shard's replica running on this node.
@@ -81,7 +82,8 @@ type Tenant struct {
 	Sessions  *session.Manager
 
 	node   *Node
-	synced atomic.Bool // a ReadIndex through this replica succeeded since start
+	synced atomic.Bool  // a ReadIndex through this replica succeeded since start
+	swept  atomic.Int64 // removed nodes' count + 1 at its last sweep (placement.go)
 
 	freshMu sync.Mutex
 	freshAt time.Time   // start of the last ReadIndex that succeeded
@@ -265,7 +267,8 @@ func (n *Node) shardConfig(shard, replica uint64, quiesce bool) dbconfig.Config 
 func (n *Node) Start() {
 	n.checks.kick = make(chan struct{}, 1)
 	n.removal.since = time.Now()
-	n.wg.Add(6)
+	n.wg.Add(7)
+	go n.placementLoop()
 	go n.logLeaders()
 	go n.watchRemoval()
 	go n.register()
@@ -363,8 +366,6 @@ func (n *Node) register() {
 	if api == "" {
 		api = n.cfg.APIAddress
 	}
-	cmd := fsm.Encode(fsm.OpRegisterNode, fsm.RegisterNode{ID: n.cfg.NodeID, RaftAddress: n.cfg.RaftAddress, APIAddress: api,
-		Incarnation: n.incarnation})
 	if n.freshDir && !n.checkNotWiped() {
 		return
 	}
@@ -372,6 +373,11 @@ func (n *Node) register() {
 		if n.Registered() {
 			return
 		}
+		c := fsm.RegisterNode{ID: n.cfg.NodeID, RaftAddress: n.cfg.RaftAddress, APIAddress: api, Incarnation: n.incarnation}
+		if n.meta.Version() >= 5 {
+			c.Zone = n.cfg.Zone // before 5 recordSettings does, later
+		}
+		cmd := fsm.Encode(fsm.OpRegisterNode, c)
 		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.RequestTimeout)
 		_, err := n.ProposeMeta(ctx, cmd)
 		cancel()
@@ -635,9 +641,15 @@ func (n *Node) Cluster() api.Cluster {
 	b := n.build
 	c := api.Cluster{NodeID: n.cfg.NodeID, Build: &b, StateVersion: n.meta.Version(), Ready: n.Ready(),
 		Nodes: []api.Node{}, Shards: []api.Shard{}, Removed: n.meta.RemovedIDs()}
-	for _, rec := range n.meta.Nodes() {
-		c.Nodes = append(c.Nodes, api.Node{ID: rec.ID, RaftAddress: rec.RaftAddress, APIAddress: rec.APIAddress})
+	if c.StateVersion >= 5 {
+		c.Replicas = n.meta.Replicas()
 	}
+	load := n.meta.Load()
+	for _, rec := range n.meta.Nodes() {
+		c.Nodes = append(c.Nodes, api.Node{ID: rec.ID, RaftAddress: rec.RaftAddress, APIAddress: rec.APIAddress,
+			Zone: rec.Zone, Replicas: load[rec.ID]})
+	}
+	seen := n.peerLeaders()
 	meta := api.Shard{ShardID: fsm.MetaShardID, Replicas: map[uint64]uint64{}, Applied: n.meta.Applied()}
 	for _, rec := range n.meta.Nodes() {
 		meta.Replicas[rec.ID] = rec.ID
@@ -650,11 +662,25 @@ func (n *Node) Cluster() api.Cluster {
 		s := api.Shard{ShardID: rec.ShardID, Tenant: rec.Name, Replicas: map[uint64]uint64{}}
 		for rid, rep := range rec.Replicas {
 			s.Replicas[rid] = rep.Node
+			if rep.NonVoting {
+				s.NonVoting = append(s.NonVoting, rid)
+			}
 		}
-		if id, term, ok := n.leader(rec.ShardID); ok {
+		sort.Slice(s.NonVoting, func(i, j int) bool { return s.NonVoting[i] < s.NonVoting[j] })
+		if mv := rec.Move; mv != nil {
+			s.Move = &api.ShardMove{To: rec.Replicas[mv.Add].Node, Step: mv.Step, Reason: mv.Reason,
+				StartedAt: time.UnixMilli(mv.StartedMs).UTC()}
+			if mv.Remove != 0 {
+				s.Move.From = rec.Replicas[mv.Remove].Node
+			}
+		}
+		t, local := n.Tenant(rec.Name)
+		if id, term, ok := n.leader(rec.ShardID); ok && local {
 			s.Leader, s.Term = rec.Replicas[id].Node, term
+		} else if l := seen[rec.ShardID]; l != 0 {
+			s.Leader = l // as the nodes that hold it see it
 		}
-		if t, ok := n.Tenant(rec.Name); ok {
+		if local {
 			s.Applied = t.SM.Applied()
 		}
 		c.Shards = append(c.Shards, s)
@@ -767,7 +793,7 @@ func (n *Node) TransferLeaderships(max time.Duration, peers PeerApplied) {
 		}
 		reps := map[uint64]uint64{}
 		for rid, rep := range rec.Replicas {
-			if rid != t.ReplicaID {
+			if rid != t.ReplicaID && !rep.NonVoting {
 				reps[rid] = rep.Node
 			}
 		}

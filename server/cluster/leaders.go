@@ -169,7 +169,7 @@ func (n *Node) MoveLeadersOff(ctx context.Context, node uint64) (int, error) {
 	return moved, nil
 }
 
-// shardReplicas maps a shard's replica IDs to their nodes (the meta
+// shardReplicas maps a shard's voting replica IDs to their nodes (the meta
 // shard's replica IDs are its nodes' IDs).
 func (n *Node) shardReplicas(shard uint64) (map[uint64]uint64, error) {
 	out := map[uint64]uint64{}
@@ -184,7 +184,9 @@ func (n *Node) shardReplicas(shard uint64) (map[uint64]uint64, error) {
 		return nil, api.Errorf(api.CodeNotFound, "no shard %d", shard)
 	}
 	for rid, rep := range rec.Replicas {
-		out[rid] = rep.Node
+		if !rep.NonVoting { // a non-voting replica cannot lead
+			out[rid] = rep.Node
+		}
 	}
 	return out, nil
 }

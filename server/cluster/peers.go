@@ -24,6 +24,10 @@ type PeerLook struct {
 	Build *api.Build
 	// Applied is the applied index of each shard replica it runs.
 	Applied map[uint64]uint64
+	// Leaders is, for each shard replica it runs, the node it sees lead
+	// the shard (placement: a node learns the leaders of the shards it
+	// does not hold from the nodes that do).
+	Leaders map[uint64]uint64
 }
 
 // peerState is what the node keeps of another.
@@ -143,6 +147,25 @@ func (n *Node) describeNodes(nodes []api.Node, now time.Time) {
 			nd.Build, nd.Lag = p.Build, p.lag
 		}
 	}
+}
+
+// peerLeaders is the leader node of each shard as the last looks at the
+// nodes that hold it saw it (the highest node ID when they disagree, for a
+// stable answer).
+func (n *Node) peerLeaders() map[uint64]uint64 {
+	v := &n.peerViews
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	out := map[uint64]uint64{}
+	for _, p := range v.peers {
+		if !p.Answered {
+			continue
+		}
+		for shard, leader := range p.Leaders {
+			out[shard] = max(out[shard], leader)
+		}
+	}
+	return out
 }
 
 // peerContact is, for each other node looked at, whether its last look

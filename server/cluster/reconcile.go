@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -104,14 +105,20 @@ func (n *Node) reconcile() bool {
 	n.mu.RLock()
 	var stale []*Tenant
 	for shard, t := range n.tenants {
-		if _, ok := desired[shard]; !ok {
-			stale = append(stale, t)
+		rec, ok := desired[shard]
+		if !ok {
+			stale = append(stale, t) // not placed here
+			continue
+		}
+		if rid, _, _ := rec.ReplicaOn(me); rid != t.ReplicaID {
+			stale = append(stale, t) // placed here anew
 		}
 	}
 	n.mu.RUnlock()
 	for _, t := range stale {
 		n.stopTenant(t)
 	}
+	n.removeRetired(desired)
 	all := true
 	for shard, rec := range desired {
 		n.mu.RLock()
@@ -160,6 +167,8 @@ func (n *Node) startTenant(rec *fsm.TenantRecord) error {
 			members[id] = nodeHostID(rec.Replicas[id].Node)
 		}
 	}
+	cfg := n.shardConfig(rec.ShardID, rid, n.cfg.Quiesce)
+	cfg.IsNonVoting = rep.Staged // always (fsm.Replica says why)
 	// Register before starting: Dragonboat may apply entries (and call
 	// the state machine, which reaches the session manager) at once.
 	n.mu.Lock()
@@ -167,7 +176,7 @@ func (n *Node) startTenant(rec *fsm.TenantRecord) error {
 	n.byName[t.Name] = t
 	n.mu.Unlock()
 	create := func(uint64, uint64) sm.IConcurrentStateMachine { return &tenantSM{t: t} }
-	if err := n.nh.StartConcurrentReplica(members, join, create, n.shardConfig(rec.ShardID, rid, n.cfg.Quiesce)); err != nil {
+	if err := n.nh.StartConcurrentReplica(members, join, create, cfg); err != nil {
 		n.mu.Lock()
 		delete(n.tenants, t.ShardID)
 		if n.byName[t.Name] == t {
@@ -177,13 +186,15 @@ func (n *Node) startTenant(rec *fsm.TenantRecord) error {
 		t.Sessions.Close()
 		return err
 	}
-	n.log.Debug("started tenant shard", "tenant", rec.Name, "shard", rec.ShardID, "replica", rid, "join", join)
+	n.log.Debug("started tenant shard", "tenant", rec.Name, "shard", rec.ShardID, "replica", rid, "join", join, "staged", rep.Staged)
 	return nil
 }
 
 func (n *Node) stopTenant(t *Tenant) {
 	t.Sessions.Close()
-	if err := n.nh.StopShard(t.ShardID); err != nil {
+	if err := n.nh.StopShard(t.ShardID); errors.Is(err, dragonboat.ErrShardNotFound) {
+		n.log.Debug("stop tenant shard: unloaded already (it applied its own removal)", "tenant", t.Name, "shard", t.ShardID)
+	} else if err != nil {
 		n.log.Warn("stop tenant shard", "tenant", t.Name, "shard", t.ShardID, "err", err)
 	}
 	n.mu.Lock()
@@ -195,6 +206,27 @@ func (n *Node) stopTenant(t *Tenant) {
 	n.forget(t.ShardID)
 	n.metrics.forget(t)
 	n.log.Debug("stopped tenant shard", "tenant", t.Name, "shard", t.ShardID)
+}
+
+// removeRetired deletes the local data of the replicas this node held that
+// moves retired (their shard lives on elsewhere; a node that was down
+// during the move deletes it when it returns), unless the replica runs.
+func (n *Node) removeRetired(desired map[uint64]*fsm.TenantRecord) {
+	me := n.cfg.NodeID
+	for _, rec := range n.meta.Tenants() {
+		for rid, node := range rec.Retired {
+			if node != me || !n.nh.HasNodeInfo(rec.ShardID, rid) {
+				continue
+			}
+			n.mu.RLock()
+			t := n.tenants[rec.ShardID]
+			n.mu.RUnlock()
+			if t != nil && t.ReplicaID == rid {
+				continue // stopped at the next pass first
+			}
+			n.removeData(rec.ShardID, rid)
+		}
+	}
 }
 
 // removeData deletes a tombstoned shard's local data.
@@ -271,6 +303,11 @@ func (n *Node) AddNode(ctx context.Context, id uint64, raftAddr, apiAddr string)
 	if _, err := n.ProposeMeta(ctx, fsm.Encode(fsm.OpRegisterNode, fsm.RegisterNode{ID: id, RaftAddress: raftAddr, APIAddress: apiAddr})); err != nil {
 		return err
 	}
+	if n.meta.Version() >= 5 {
+		// Placement: the new node gets tenants as the meta leader moves
+		// replicas onto it (placement.go), not one of every shard.
+		return nil
+	}
 	for _, rec := range n.meta.Tenants() {
 		o, err := n.ProposeMeta(ctx, fsm.Encode(fsm.OpAddReplica, fsm.AddReplica{Name: rec.Name, Node: id, RaftAddress: raftAddr}))
 		if err != nil {
@@ -344,11 +381,18 @@ func (n *Node) RemoveNode(ctx context.Context, id uint64) (err error) {
 		if !ok {
 			continue
 		}
+		if _, local := n.Tenant(rec.Name); !local {
+			// Placement: a shard this node does not hold; its leader's
+			// node takes the replica out once the meta shard records the
+			// removal (placement.go's sweep).
+			continue
+		}
 		m, err := n.nh.SyncGetShardMembership(ctx, rec.ShardID)
 		if err != nil {
 			return raftError(err, ctx)
 		}
-		if _, ok := m.Nodes[rid]; !ok {
+		_, voter := m.Nodes[rid]
+		if _, nonVoting := m.NonVotings[rid]; !voter && !nonVoting {
 			continue
 		}
 		if err := n.nh.SyncRequestDeleteReplica(ctx, rec.ShardID, rid, m.ConfigChangeID); err != nil {
