@@ -107,7 +107,7 @@ func New(cfg config.Config) (*Server, error) {
 			// token changes (every one of them needs the admin token).
 			return cluster.WithRequester(httpapi.ConnContext(ctx, c), "admin at "+c.RemoteAddr().String())
 		},
-		Handler:           s.countRefusals(s.api),
+		Handler:           s.countRefusals(s.api.Routed()),
 		ReadHeaderTimeout: 10 * time.Second,
 		// A whole request, body included, within ReadTimeout: an
 		// authenticated client cannot trickle a body forever. Answers are

@@ -251,13 +251,9 @@ func (s *Server) clientStream(w http.ResponseWriter, r *http.Request, who identi
 	name := r.PathValue("t")
 	if rec, ok := s.node.Meta().Tenant(name); ok {
 		if _, here := s.node.Tenant(name); !here && !s.placedHere(rec.Replicas) {
-			// Not placed on this node: say where it is, and end.
-			var servers []string
-			for _, rep := range rec.Replicas {
-				if a := s.node.NodeAPI(rep.Node); a != "" {
-					servers = append(servers, a)
-				}
-			}
+			// Not placed on this node: say where it is (its leader's
+			// node first when known), and end.
+			servers := s.node.TenantNodes(name)
 			startStream(w, "")
 			b, _ := json.Marshal(api.MovedFrame{Type: api.FrameMoved, Servers: nonNil(servers)})
 			_, _ = w.Write(append(b, '\n'))

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +42,13 @@ func (s *Server) replica(w http.ResponseWriter, r *http.Request) (*cluster.Tenan
 		}
 		w.Header().Set(api.HeaderEpoch, strconv.FormatUint(t.Epoch, 10))
 		return t, true
+	}
+	if known && !s.node.HostsTenant(name) {
+		// A request proxied here by a node whose placement was behind, or
+		// this node's own that could not be proxied: never a second hop.
+		writeError(w, &api.Error{Code: api.CodeUnavailable, RetryAfter: 200 * time.Millisecond,
+			Message: "tenant " + name + ": no replica of its shard is placed on this node; ask one of " + strings.Join(s.node.TenantNodes(name), ", ")})
+		return nil, false
 	}
 	if known {
 		writeError(w, &api.Error{Code: api.CodeUnavailable, Message: "tenant " + name + ": its shard is starting on this node", RetryAfter: 200 * time.Millisecond})

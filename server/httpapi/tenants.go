@@ -59,21 +59,21 @@ func (s *Server) createTenant(w http.ResponseWriter, r *http.Request, _ identity
 		writeError(w, err)
 		return
 	}
-	members, err := s.node.MetaMembers(ctx)
+	members, replicas, err := s.node.PlaceOn(ctx)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	o, err := s.node.ProposeMeta(ctx, fsm.Encode(fsm.OpCreateTenant, fsm.CreateTenant{
 		Name: req.name, Quotas: req.quotas, TokenHash: tenants.HashToken(req.token.Reveal()),
-		Members: members, NowMs: time.Now().UnixMilli(),
+		Members: members, NowMs: time.Now().UnixMilli(), Replicas: replicas,
 	}))
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	// Answer once the tenant's shard runs here with a leader, so the token
-	// works at once for writes on this node.
+	// Answer once the tenant's shard runs here with a leader (on a node
+	// that holds it, else on one that does), so the token works at once.
 	s.awaitTenant(ctx, req.name)
 	view := s.tenantView(o.Tenant, false)
 	view.Token = req.token.Reveal()
@@ -86,16 +86,57 @@ func (s *Server) createTenant(w http.ResponseWriter, r *http.Request, _ identity
 }
 
 // awaitTenant waits (bounded by ctx, at most 10 s) until the tenant's shard
-// runs on this node and has a leader.
+// runs on this node and has a leader — on a node that does not hold it,
+// until a node that does says it has one.
 func (s *Server) awaitTenant(ctx context.Context, name string) {
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if !s.node.HostsTenant(name) {
+			s.awaitTenantElsewhere(ctx, name, deadline)
+			return
+		}
 		if t, ok := s.node.Tenant(name); ok {
 			if _, _, known := t.Leader(); known {
 				return
 			}
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// awaitTenantElsewhere asks the nodes holding a tenant (the admin token's
+// GET /v1/cluster) until one of them sees its shard's leader.
+func (s *Server) awaitTenantElsewhere(ctx context.Context, name string, deadline time.Time) {
+	tok := s.node.Config().AdminToken
+	if tok == "" {
+		return
+	}
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		for _, addr := range s.node.TenantNodes(name) {
+			rctx, cancel := context.WithTimeout(ctx, time.Second)
+			req, err := http.NewRequestWithContext(rctx, http.MethodGet, s.scheme()+"://"+addr+"/v1/cluster", nil)
+			if err != nil {
+				cancel()
+				return
+			}
+			req.Header.Set("Authorization", "Bearer "+tok)
+			var c api.Cluster
+			resp, err := s.peers.Do(req)
+			if err == nil {
+				err = json.NewDecoder(io.LimitReader(resp.Body, api.MaxBodyBytes)).Decode(&c)
+				resp.Body.Close()
+			}
+			cancel()
+			if err != nil {
+				continue
+			}
+			for _, sh := range c.Shards {
+				if sh.Tenant == name && sh.Leader != 0 && sh.Applied > 0 {
+					return
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -478,9 +519,18 @@ func (s *Server) metaBehind(ctx context.Context, index uint64) []string {
 // apply it.
 const removalSettle = 5 * time.Second
 
-// serverList answers the API address of every node (api.ServerList).
-func (s *Server) serverList(w http.ResponseWriter, _ *http.Request, _ identity) {
+// serverList answers the API address of every node (api.ServerList); for
+// a tenant's token, of the nodes that hold the tenant's shard (its leader's
+// first when this node knows it), where its clients belong.
+func (s *Server) serverList(w http.ResponseWriter, _ *http.Request, who identity) {
 	l := api.ServerList{Servers: []string{}}
+	if who.tenant != "" {
+		if nodes := s.node.TenantNodes(who.tenant); len(nodes) > 0 {
+			l.Servers = nodes
+			writeJSON(w, http.StatusOK, l)
+			return
+		}
+	}
 	for _, n := range s.node.Meta().Nodes() {
 		if n.APIAddress != "" {
 			l.Servers = append(l.Servers, n.APIAddress)

@@ -387,12 +387,21 @@ func (c *Cluster) anyRunning() int {
 	return 0
 }
 
-// waitTenantEverywhere waits until every running node runs the tenant's
-// shard and knows its leader.
+// waitTenantEverywhere waits until every running node the tenant is placed
+// on runs its shard and knows its leader.
 func (c *Cluster) waitTenantEverywhere(name string) {
 	c.T.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for _, s := range c.running() {
+		for {
+			if _, known := s.Node().Meta().Tenant(name); known || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if !s.Node().HostsTenant(name) {
+			continue
+		}
 		for {
 			if t, ok := s.Node().Tenant(name); ok {
 				if _, _, known := t.Leader(); known {
@@ -448,4 +457,53 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// JoinNode starts one more node that joins the running cluster as
+// `rafting server --join` does (it asks a member to add it, then starts
+// as a joiner), waits until it is ready and returns its ID (1-based).
+func (c *Cluster) JoinNode() int {
+	c.T.Helper()
+	id := len(c.cfgs) + 1
+	cfg := c.cfgs[0]
+	cfg.NodeID = uint64(id)
+	cfg.DataDir = filepath.Join(filepath.Dir(c.cfgs[0].DataDir), fmt.Sprintf("node%d", id))
+	cfg.APIAddress = FreePort(c.T)
+	cfg.RaftAddress = FreePort(c.T)
+	cfg.InitialCluster = nil
+	cfg.Join = c.Addr(c.anyRunning())
+	cfg.Logger = c.opts.Logger.With("node", id)
+	if c.opts.Configure != nil {
+		c.opts.Configure(&cfg)
+	}
+	rc := restclient.Client{Servers: []string{"http://" + cfg.Join}, Token: AdminToken, HTTP: c.Client,
+		Retry: restclient.For(60*time.Second, 100*time.Millisecond)}
+	body, _ := json.Marshal(api.JoinRequest{ID: cfg.NodeID, RaftAddress: cfg.RaftAddress, APIAddress: cfg.APIAddress})
+	resp, err := rc.Send(context.Background(), restclient.Request{Method: http.MethodPost, Path: "/v1/cluster/nodes", Body: body,
+		ContentType: "application/json", Header: http.Header{api.HeaderStateVersion: {fmt.Sprint(server.StateVersion)}}})
+	if err != nil {
+		c.T.Fatalf("join node %d: %v", id, err)
+	}
+	var cl api.Cluster
+	if err := json.Unmarshal(resp.Body, &cl); err != nil {
+		c.T.Fatalf("join node %d: %v", id, err)
+	}
+	cfg.Peers = map[uint64]string{}
+	for _, n := range cl.Nodes {
+		cfg.Peers[n.ID] = n.RaftAddress
+	}
+	s, err := server.New(cfg)
+	if err != nil {
+		c.T.Fatalf("start joined node %d: %v", id, err)
+	}
+	c.mu.Lock()
+	c.cfgs = append(c.cfgs, cfg)
+	c.Servers = append(c.Servers, s)
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := s.WaitReady(ctx); err != nil {
+		c.T.Fatal(err)
+	}
+	return id
 }
