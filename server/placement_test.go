@@ -132,6 +132,15 @@ func TestPlacementFiveNodes(t *testing.T) {
 		t.Fatalf("a bad token on node %d = %d %s", without, r.Status, r.Body)
 	}
 
+	// A backup through that node holds the tenant, read where it is.
+	var b api.Backup
+	r = c.Do(without, servertest.AdminToken, http.MethodGet, "/v1/backup", nil)
+	r.JSON(t, &b)
+	if r.Status != http.StatusOK || len(b.Tenants) != 10 || b.Tenants[0].Name != "t0" || len(b.Tenants[0].Services) != 1 ||
+		len(b.Tenants[0].Services[0].Instances) != 1 || b.Tenants[0].Services[0].Instances[0].ID != "w1" {
+		t.Fatalf("backup through node %d = %d %s", without, r.Status, r.Body)
+	}
+
 	var holders []string
 	for _, n := range rec.VotingOn() {
 		holders = append(holders, c.Addr(int(n)))

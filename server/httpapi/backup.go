@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,8 +36,18 @@ const tenantWait = 2 * time.Minute
 
 // backup answers the cluster's durable state (api.Backup), read after a
 // ReadIndex on the meta shard and on each tenant's shard, so that it holds
-// every write acknowledged before the request.
+// every write acknowledged before the request. A tenant whose shard has no
+// replica here is read by a node that holds one (its GET /v1/backup?tenant=,
+// the admin token): ?tenant= answers that tenant alone, from this node's
+// replica.
 func (s *Server) backup(w http.ResponseWriter, r *http.Request, _ identity) {
+	only := r.URL.Query().Get("tenant")
+	if only != "" {
+		if err := api.ValidateTenantName("tenant", only); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
 	ctx, cancel := s.writeCtx(r)
 	err := current(ctx, s.node.SyncMeta)
 	cancel()
@@ -45,11 +57,21 @@ func (s *Server) backup(w http.ResponseWriter, r *http.Request, _ identity) {
 	}
 	now := time.Now()
 	mb := s.node.Meta().Backup()
+	if only != "" {
+		mb.Tenants = slices.DeleteFunc(mb.Tenants, func(rec *fsm.TenantRecord) bool { return rec.Name != only })
+		if len(mb.Tenants) == 0 {
+			writeError(w, api.Errorf(api.CodeNotFound, "tenant %s not found", only))
+			return
+		}
+	}
 	b := api.Backup{Version: api.BackupVersion, CreatedAt: now.UTC(), Index: mb.Applied,
 		NextShardID: mb.NextShardID, NextReplicaID: mb.NextReplica, Epochs: mb.Epochs,
 		Tenants: make([]api.BackupTenant, len(mb.Tenants))}
 	replicas := make([]*cluster.Tenant, len(mb.Tenants))
 	for i, rec := range mb.Tenants {
+		if !s.node.HostsTenant(rec.Name) && only == "" {
+			continue // read where it is placed
+		}
 		t, ok := s.node.Tenant(rec.Name)
 		if !ok || t.ShardID != rec.ShardID {
 			writeError(w, &api.Error{Code: api.CodeUnavailable, RetryAfter: time.Second,
@@ -62,6 +84,14 @@ func (s *Server) backup(w http.ResponseWriter, r *http.Request, _ identity) {
 		rec, t := mb.Tenants[i], replicas[i]
 		ctx, cancel := context.WithTimeout(gctx, s.node.Config().RequestTimeout)
 		defer cancel()
+		if t == nil {
+			bt, err := s.backupElsewhere(ctx, rec)
+			if err != nil {
+				return prefixed(fmt.Sprintf("backup: tenant %s: ", rec.Name), err)
+			}
+			b.Tenants[i] = bt
+			return nil
+		}
 		if err := current(ctx, t.ReadIndex); err != nil {
 			return prefixed(fmt.Sprintf("backup: tenant %s: ", rec.Name), err)
 		}
@@ -86,6 +116,51 @@ func (s *Server) backup(w http.ResponseWriter, r *http.Request, _ identity) {
 	}
 	setIndex(w, mb.Applied)
 	writeJSON(w, http.StatusOK, b)
+}
+
+// backupElsewhere reads a tenant's part of a backup from a node that holds
+// its shard, with the admin token.
+func (s *Server) backupElsewhere(ctx context.Context, rec *fsm.TenantRecord) (api.BackupTenant, error) {
+	tok := s.node.Config().AdminToken
+	if tok == "" {
+		return api.BackupTenant{}, &api.Error{Code: api.CodeUnavailable, RetryAfter: time.Second,
+			Message: "its shard has no replica on this node, and this node knows only the admin token's hash: it cannot ask one that holds it; ask one of " +
+				strings.Join(s.node.TenantNodes(rec.Name), ", ")}
+	}
+	var last error = errors.New("no node holds it")
+	for _, addr := range s.node.TenantNodes(rec.Name) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.scheme()+"://"+addr+"/v1/backup?tenant="+rec.Name, nil)
+		if err != nil {
+			return api.BackupTenant{}, err
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := s.peers.Do(req)
+		if err != nil {
+			last = err
+			continue
+		}
+		var b api.Backup
+		body, err := io.ReadAll(io.LimitReader(resp.Body, maxRestoreBytes))
+		resp.Body.Close()
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = api.Decode(resp.StatusCode, body, resp.Header.Get("Retry-After"))
+		}
+		if err == nil {
+			err = json.Unmarshal(body, &b)
+		}
+		if err != nil {
+			last = err
+			continue
+		}
+		for _, bt := range b.Tenants {
+			if bt.Name == rec.Name && bt.Epoch == rec.Epoch {
+				return bt, nil
+			}
+		}
+		last = fmt.Errorf("node %s answered no tenant %s of epoch %d", addr, rec.Name, rec.Epoch)
+	}
+	return api.BackupTenant{}, &api.Error{Code: api.CodeUnavailable, RetryAfter: time.Second,
+		Message: "no node holding its shard answered: " + last.Error()}
 }
 
 // forEach calls fn for 0..n-1 on at most workers goroutines and returns the
