@@ -44,12 +44,41 @@
     return e;
   }
 
+  // patch makes parent's children exactly nodes, in order, removing and
+  // inserting only those that differ: an element that did not change stays
+  // in the page, so a click on it is never lost to a re-render.
+  function patch(parent, nodes) {
+    const keep = new Set(nodes);
+    for (const c of [...parent.children]) if (!keep.has(c)) c.remove();
+    nodes.forEach((n, i) => { if (parent.children[i] !== n) parent.insertBefore(n, parent.children[i] || null); });
+  }
+
+  // memo returns the element built for (scope, id) while its key is the
+  // same, else builds it anew; sweep forgets the ids no longer shown.
+  const memos = new Map();
+  function memo(scope, id, key, build) {
+    if (!memos.has(scope)) memos.set(scope, new Map());
+    const m = memos.get(scope).get(id);
+    if (m && m.key === key) return m.node;
+    const node = build();
+    memos.get(scope).set(id, { key, node });
+    return node;
+  }
+  function sweep(scope, ids) {
+    const m = memos.get(scope);
+    if (!m) return;
+    const live = new Set(ids);
+    for (const id of [...m.keys()]) if (!live.has(id)) m.delete(id);
+  }
+
   function table(id, head, rows) {
     const t = $(id);
-    const thead = el("thead", {}, el("tr", {}, ...head.map((h) => el("th", {}, h))));
-    const tbody = el("tbody", {}, ...rows);
-    if (rows.length === 0) tbody.append(el("tr", {}, el("td", { class: "muted" }, "none")));
-    t.replaceChildren(thead, tbody);
+    const headKey = head.join("\u0000");
+    let thead = t.tHead, tbody = t.tBodies[0];
+    if (!thead || thead.dataset.key !== headKey) thead = el("thead", { "data-key": headKey }, el("tr", {}, ...head.map((h) => el("th", {}, h))));
+    if (!tbody) tbody = el("tbody", {});
+    patch(tbody, rows.length > 0 ? rows : [el("tr", {}, el("td", { class: "muted" }, "none"))]);
+    patch(t, [thead, tbody]);
   }
 
   function when(s) {
@@ -236,7 +265,7 @@
   function renderTenants() {
     const admin = state.kind === "admin";
     const head = ["tenant", "shard", "epoch", "created"].concat(countQuotas.map(([u]) => u), ["rates", ""]);
-    table("tenants", head, state.tenants.map((t) => {
+    table("tenants", head, state.tenants.map((t) => memo("tenant", t.name, state.kind + JSON.stringify(t), () => {
       const q = t.quotas || {}, u = t.usage || {};
       const rates = "requests " + (q.requests_per_second || "?") + "/s (burst " + (q.burst || "?") + "), writes " + (q.writes_per_second || "?") + "/s";
       const actions = el("td", {});
@@ -250,7 +279,8 @@
         ...countQuotas.map(([uk, qk]) => usageCell(u[uk], q[qk])),
         el("td", { class: "muted" }, rates),
         actions);
-    }));
+    })));
+    sweep("tenant", state.tenants.map((t) => t.name));
     renderTenantMenu();
     renderSessions();
   }
@@ -276,56 +306,63 @@
     const cards = names.map((name) => {
       const sum = ((state.list && state.list.services) || []).find((s) => s.name === name);
       const s = state.services.get(name);
-      const card = el("section", { class: "service", "data-service": name });
-      card.append(el("h3", {}, name));
-      if (!s) {
-        card.append(el("p", { class: "muted" }, sum ? sum.instances + " instances, " + sum.ready + " ready (not followed live)" : "loading"));
-        return card;
-      }
-      const m = s.master;
-      const ml = el("p", { class: "master" });
-      if (m) {
-        ml.append("master ", el("strong", { class: "master-instance" }, m.instance),
-          " · fencing token ", el("span", { class: "fencing-token mono" }, String(m.fencing_token)),
-          " · since ", el("span", { class: "since" }, when(m.since)),
-          " · session ", el("span", { class: "mono" }, m.session_tag || ""),
-          m.releasing ? el("span", { class: "releasing state-draining" }, " · releasing") : "");
-        if (canAct && !m.releasing) {
-          ml.append(" ", el("button", { class: "danger", "data-action": "resign", onclick: () => resign(name, m) }, "Resign"));
-        }
-      } else {
-        const elects = (s.instances || []).some((i) => i.mode === "master-standby");
-        ml.append(el("span", { class: "master-instance muted" }, elects ? "no master" : "a farm: no master to elect"));
-      }
-      card.append(ml);
-      const rows = (s.instances || []).slice().sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)).map((i) => {
-        const act = el("td", {});
-        if (canAct) {
-          if (i.state === "draining") act.append(el("button", { "data-action": "undrain", onclick: () => setState(name, i, "ready") }, "Undrain"));
-          else act.append(el("button", { class: "danger", "data-action": "drain", onclick: () => setState(name, i, "draining") }, "Drain"));
-        }
-        return el("tr", { "data-instance": i.id },
-          el("td", { class: "mono" }, i.id, m && m.instance === i.id ? " ★" : ""),
-          el("td", { class: "state state-" + i.state }, i.state),
-          el("td", {}, i.mode),
-          el("td", { class: "weight" }, String(i.weight)),
-          el("td", {}, String(i.priority)),
-          el("td", { class: "zone" }, i.zone || ""),
-          el("td", { class: "address" }, i.address),
-          el("td", { class: "meta" }, metaText(i.meta)),
-          el("td", { class: "mono" }, i.session_tag || ""),
-          el("td", {}, when(i.registered_at)),
-          act);
-      });
-      const t = el("table", {});
-      t.append(el("thead", {}, el("tr", {}, ...["instance", "state", "mode", "weight", "priority", "zone", "address", "meta", "session", "registered", ""].map((h) => el("th", {}, h)))),
-        el("tbody", {}, ...rows));
-      card.append(t);
-      return card;
+      // A followed service's card changes only with its own answer.
+      const key = state.kind + (s ? JSON.stringify(s) : "list" + JSON.stringify(sum || null));
+      return memo("service", name, key, () => serviceCard(name, sum, s, canAct));
     });
-    if (cards.length === 0) cards.push(el("p", { class: "muted" }, state.list ? "no services" : "loading"));
-    box.replaceChildren(...cards);
+    sweep("service", names);
+    if (cards.length === 0) box.replaceChildren(el("p", { class: "muted" }, state.list ? "no services" : "loading"));
+    else patch(box, cards);
     renderSessions();
+  }
+
+  function serviceCard(name, sum, s, canAct) {
+    const card = el("section", { class: "service", "data-service": name });
+    card.append(el("h3", {}, name));
+    if (!s) {
+      card.append(el("p", { class: "muted" }, sum ? sum.instances + " instances, " + sum.ready + " ready (not followed live)" : "loading"));
+      return card;
+    }
+    const m = s.master;
+    const ml = el("p", { class: "master" });
+    if (m) {
+      ml.append("master ", el("strong", { class: "master-instance" }, m.instance),
+        " · fencing token ", el("span", { class: "fencing-token mono" }, String(m.fencing_token)),
+        " · since ", el("span", { class: "since" }, when(m.since)),
+        " · session ", el("span", { class: "mono" }, m.session_tag || ""),
+        m.releasing ? el("span", { class: "releasing state-draining" }, " · releasing") : "");
+      if (canAct && !m.releasing) {
+        ml.append(" ", el("button", { class: "danger", "data-action": "resign", onclick: () => resign(name, m) }, "Resign"));
+      }
+    } else {
+      const elects = (s.instances || []).some((i) => i.mode === "master-standby");
+      ml.append(el("span", { class: "master-instance muted" }, elects ? "no master" : "a farm: no master to elect"));
+    }
+    card.append(ml);
+    const rows = (s.instances || []).slice().sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)).map((i) => {
+      const act = el("td", {});
+      if (canAct) {
+        if (i.state === "draining") act.append(el("button", { "data-action": "undrain", onclick: () => setState(name, i, "ready") }, "Undrain"));
+        else act.append(el("button", { class: "danger", "data-action": "drain", onclick: () => setState(name, i, "draining") }, "Drain"));
+      }
+      return el("tr", { "data-instance": i.id },
+        el("td", { class: "mono" }, i.id, m && m.instance === i.id ? " ★" : ""),
+        el("td", { class: "state state-" + i.state }, i.state),
+        el("td", {}, i.mode),
+        el("td", { class: "weight" }, String(i.weight)),
+        el("td", {}, String(i.priority)),
+        el("td", { class: "zone" }, i.zone || ""),
+        el("td", { class: "address" }, i.address),
+        el("td", { class: "meta" }, metaText(i.meta)),
+        el("td", { class: "mono" }, i.session_tag || ""),
+        el("td", {}, when(i.registered_at)),
+        act);
+    });
+    const t = el("table", {});
+    t.append(el("thead", {}, el("tr", {}, ...["instance", "state", "mode", "weight", "priority", "zone", "address", "meta", "session", "registered", ""].map((h) => el("th", {}, h)))),
+      el("tbody", {}, ...rows));
+    card.append(t);
+    return card;
   }
 
   // renderSessions: the REST API lists no sessions, so this view is made
