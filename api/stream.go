@@ -36,6 +36,7 @@ const (
 	FrameSetPolicy      = "set_policy"      // {req, service, body: PolicyRequest}
 	FramePutKV          = "put_kv"          // {req, key, body: KVPutRequest, session?, seq?}
 	FrameKVTxn          = "kv_txn"          // {req, body: KVTxnRequest, session?, seq?}
+	FrameDeleteKV       = "delete_kv"       // {req, key, prefix?, if_index?, session?, seq?}
 	FramePing           = "ping"            // {req?}; the server sends {"type":"ping"} on a quiet stream
 )
 
@@ -80,9 +81,14 @@ type ClientFrame struct {
 	Body    json.RawMessage `json:"body,omitempty"`
 	// Key and Prefix are a watch_kv's: one key, or with Prefix the
 	// subtree of Key ("" with Prefix: every key), as GET .../kv/{key}
-	// ?prefix=true reads it. Key is also the key a put_kv writes.
+	// ?prefix=true reads it. Key is also the key a put_kv writes, and
+	// Key and Prefix what a delete_kv deletes, as DELETE .../kv/{key}
+	// ?prefix=true does.
 	Key    string `json:"key,omitempty"`
 	Prefix bool   `json:"prefix,omitempty"`
+	// IfIndex is a delete_kv's ?if_index=: delete only if the key's
+	// mod_index is this (0: only if it does not exist).
+	IfIndex *uint64 `json:"if_index,omitempty"`
 }
 
 // KeepaliveItem is one session of a keepalive frame.

@@ -93,7 +93,8 @@ func (c *Client) Delete(ctx context.Context, key string) error {
 	if err := api.ValidateKey("key", key); err != nil {
 		return fmt.Errorf("sdk: delete: %w", err)
 	}
-	resp, err := c.tr.Do(ctx, transport.Request{Method: http.MethodDelete, Path: c.kvPath(key), Retry: writeRetry})
+	resp, err := c.kvWrite(ctx, transport.Request{Method: http.MethodDelete, Path: c.kvPath(key)},
+		&api.ClientFrame{Type: api.FrameDeleteKV, Key: key}, nil, false)
 	if err != nil {
 		return fmt.Errorf("sdk: delete %s: %w", key, err)
 	}
@@ -293,7 +294,8 @@ func (c *Client) putKV(ctx context.Context, key string, value []byte, ifIndex *u
 // write that compares.
 func (c *Client) deleteKV(ctx context.Context, key string, ifIndex uint64) (uint64, error) {
 	resp, err := c.kvWrite(ctx, transport.Request{Method: http.MethodDelete,
-		Path: c.kvPath(key) + "?if_index=" + strconv.FormatUint(ifIndex, 10)}, nil, nil, true)
+		Path: c.kvPath(key) + "?if_index=" + strconv.FormatUint(ifIndex, 10)},
+		&api.ClientFrame{Type: api.FrameDeleteKV, Key: key, IfIndex: &ifIndex}, nil, true)
 	if err != nil {
 		return 0, err
 	}

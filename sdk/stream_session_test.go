@@ -187,8 +187,22 @@ func TestWritesOnClientStream(t *testing.T) {
 	if got := sdk.StreamWrites(cl) - kvBefore; got != 3 {
 		t.Fatalf("%d of 3 configuration writes answered on the stream", got)
 	}
-	if got, err := c.Connect(t, sdk.WithClientStream(false)).Get(ctx, "app/flag"); err != nil || string(got.Value) != "off" {
+	rest := c.Connect(t, sdk.WithClientStream(false))
+	if got, err := rest.Get(ctx, "app/flag"); err != nil || string(got.Value) != "off" {
 		t.Fatalf("Get over REST = %+v, %v, want off", got, err)
+	}
+	if _, err := cl.Put(ctx, "app/gone", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	delBefore := sdk.StreamWrites(cl)
+	if err := cl.Delete(ctx, "app/gone"); err != nil {
+		t.Fatal(err)
+	}
+	if got := sdk.StreamWrites(cl) - delBefore; got != 1 {
+		t.Fatalf("Delete: %d writes answered on the stream, want 1", got)
+	}
+	if _, err := rest.Get(ctx, "app/gone"); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("Get over REST after the Delete = %v, want not found", err)
 	}
 
 	left := sdk.StreamWrites(cl)

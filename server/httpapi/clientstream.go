@@ -591,9 +591,10 @@ const (
 	fBody
 	fKey
 	fPrefix
+	fIfIndex
 )
 
-var fieldNames = []string{"req", "session", "seq", "sessions", "w", "index", "epoch", "service", "id", "body", "key", "prefix"}
+var fieldNames = []string{"req", "session", "seq", "sessions", "w", "index", "epoch", "service", "id", "body", "key", "prefix", "if_index"}
 
 // frameFields are the fields each frame type takes.
 var frameFields = map[string]int{
@@ -610,6 +611,7 @@ var frameFields = map[string]int{
 	api.FrameSetPolicy:      fReq | fService | fBody,
 	api.FramePutKV:          fReq | fKey | fBody | fSession | fSeq,
 	api.FrameKVTxn:          fReq | fBody | fSession | fSeq,
+	api.FrameDeleteKV:       fReq | fKey | fPrefix | fIfIndex | fSession | fSeq,
 	api.FramePing:           fReq,
 }
 
@@ -632,6 +634,7 @@ func presentFields(f *api.ClientFrame) int {
 	set(f.Body != nil, fBody)
 	set(f.Key != "", fKey)
 	set(f.Prefix, fPrefix)
+	set(f.IfIndex != nil, fIfIndex)
 	return m
 }
 
@@ -719,7 +722,7 @@ func decodeFrame(line []byte) (f api.ClientFrame, bad, fatal *api.Error) {
 			return f, api.BadField("w", "is required: the number of the watch"), nil
 		}
 	case api.FramePutInstance, api.FrameDeleteInstance, api.FrameOpenSession, api.FrameCloseSession,
-		api.FrameResign, api.FrameSetPolicy, api.FramePutKV, api.FrameKVTxn:
+		api.FrameResign, api.FrameSetPolicy, api.FramePutKV, api.FrameKVTxn, api.FrameDeleteKV:
 		if err := writePathFields(&f); err != nil {
 			return f, err.(*api.Error), nil
 		}
@@ -735,8 +738,8 @@ func writePathFields(f *api.ClientFrame) error {
 	switch f.Type {
 	case api.FrameOpenSession, api.FrameCloseSession:
 		return api.ValidateSessionID("id", f.ID)
-	case api.FramePutKV, api.FrameKVTxn:
-		if f.Type == api.FramePutKV {
+	case api.FramePutKV, api.FrameKVTxn, api.FrameDeleteKV:
+		if f.Type != api.FrameKVTxn {
 			if err := api.ValidateKey("key", f.Key); err != nil {
 				return err
 			}

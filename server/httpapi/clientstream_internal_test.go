@@ -30,6 +30,8 @@ func FuzzClientFrame(f *testing.F) {
 		`{"type":"put_kv","req":11,"key":"app/flag","body":{"text":"on","if_index":0}}`,
 		`{"type":"kv_txn","req":12,"body":{"compare":[{"key":"a","exists":true}],"put":[{"key":"a","text":"1"}]}}`,
 		`{"type":"put_kv","req":13,"key":"../x","body":{}}`,
+		`{"type":"delete_kv","req":14,"key":"app/flag","if_index":7}`,
+		`{"type":"delete_kv","req":15,"key":"app","prefix":true,"if_index":0}`,
 		`{"type":"watch","req":"x"}`, `[1]`, `null`, `{"type":`, `{} {}`, `{"type":"ping","req":-1}`,
 		`{"type":"keepalive","req":1,"sessions":[]}`, "\xff\xfe", `{"type":"watch","req":1,"w":1,"service":".."}`,
 	} {

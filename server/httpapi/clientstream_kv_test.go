@@ -230,11 +230,12 @@ func TestClientStreamWatchKVRefusals(t *testing.T) {
 	})
 }
 
-// TestClientStreamKVWrites: put_kv and kv_txn frames are the REST PUT of a
-// key and POST kv:txn on the stream — the same answers (201 then 200 with
-// the key's indexes, 409 on a failed compare-and-set or compare), the
-// same refusals (400 naming the field: a bad key, a field the type does
-// not take), and what they wrote is what REST reads.
+// TestClientStreamKVWrites: put_kv, kv_txn and delete_kv frames are the
+// REST PUT of a key, POST kv:txn and DELETE of a key or subtree on the
+// stream — the same answers (201 then 200 with the key's indexes, 409 on a
+// failed compare-and-set or compare), the same refusals (400 naming the
+// field: a bad key, a field the type does not take), and what they wrote
+// is what REST reads.
 func TestClientStreamKVWrites(t *testing.T) {
 	c := servertest.Start(t, servertest.Options{})
 	tok := c.CreateTenant("acme", generous)
@@ -281,10 +282,40 @@ func TestClientStreamKVWrites(t *testing.T) {
 		}
 	}
 
+	// delete_kv: a stale if_index is refused, the right one deletes, a
+	// prefix deletes the subtree.
+	var flag api.KVResponse
+	c.Do(leader, tok, http.MethodGet, "/v1/tenants/acme/kv/app/flag?consistent=true", nil).JSON(t, &flag)
+	s.send(api.ClientFrame{Type: api.FrameDeleteKV, Req: 5, Key: "app/flag", IfIndex: &mod})
+	if r := s.result(5); r.Status != http.StatusConflict {
+		t.Fatalf("delete_kv with a stale if_index = %d %s, want 409", r.Status, r.Body)
+	}
+	now := flag.KV.ModIndex
+	s.send(api.ClientFrame{Type: api.FrameDeleteKV, Req: 6, Key: "app/flag", IfIndex: &now})
+	var del api.KVDeleteResponse
+	if r := s.result(6); r.Status != http.StatusOK || json.Unmarshal(r.Body, &del) != nil || del.Deleted != 1 {
+		t.Fatalf("delete_kv at the key's mod_index = %d %s, want 200 deleting 1", r.Status, r.Body)
+	}
+	s.send(api.ClientFrame{Type: api.FramePutKV, Req: 7, Key: "app/x/1", Body: body(api.KVPutRequest{Text: text("1")})})
+	s.result(7)
+	s.send(api.ClientFrame{Type: api.FrameDeleteKV, Req: 8, Key: "app", Prefix: true})
+	if r := s.result(8); r.Status != http.StatusOK || json.Unmarshal(r.Body, &del) != nil || del.Deleted != 2 {
+		t.Fatalf("delete_kv of the subtree app = %d %s, want 200 deleting app/other and app/x/1", r.Status, r.Body)
+	}
+	for _, key := range []string{"app/flag", "app/other", "app/x/1"} {
+		if r := c.Do(leader, tok, http.MethodGet, "/v1/tenants/acme/kv/"+key+"?consistent=true", nil); r.Status != http.StatusNotFound {
+			t.Errorf("REST reads %s after the deletes: %d %s, want 404", key, r.Status, r.Body)
+		}
+	}
+
 	for _, tc := range []struct {
 		f     api.ClientFrame
 		field string
 	}{
+		{api.ClientFrame{Type: api.FrameDeleteKV, Req: 13, Key: "../x"}, "key"},
+		{api.ClientFrame{Type: api.FrameDeleteKV, Req: 14, Key: "app", Prefix: true, IfIndex: &now}, "if_index"},
+		{api.ClientFrame{Type: api.FramePutKV, Req: 15, Key: "a", IfIndex: &now, Body: body(api.KVPutRequest{Text: text("1")})}, "if_index"},
+		{api.ClientFrame{Type: api.FrameDeleteKV, Req: 16, Key: "a", Body: body(api.KVPutRequest{})}, "body"},
 		{api.ClientFrame{Type: api.FramePutKV, Req: 10, Key: "../x", Body: body(api.KVPutRequest{Text: text("1")})}, "key"},
 		{api.ClientFrame{Type: api.FramePutKV, Req: 11, Key: "a", Service: "web", Body: body(api.KVPutRequest{Text: text("1")})}, "service"},
 		{api.ClientFrame{Type: api.FrameKVTxn, Req: 12, Key: "a", Body: body(api.KVTxnRequest{})}, "key"},
@@ -298,7 +329,7 @@ func TestClientStreamKVWrites(t *testing.T) {
 	}
 	// The stream lives on.
 	s.send(api.ClientFrame{Type: api.FramePutKV, Req: 20, Key: "app/flag", Body: body(api.KVPutRequest{Text: text("on")})})
-	if r := s.result(20); r.Status != http.StatusOK {
+	if r := s.result(20); r.Status != http.StatusCreated {
 		t.Fatalf("put_kv after the refusals = %d %s", r.Status, r.Body)
 	}
 }

@@ -192,6 +192,8 @@ func (cs *clientStream) doWrite(f *api.ClientFrame) {
 		method, path, values, handler = http.MethodPut, "/v1/tenants/"+t+"/kv/"+f.Key, []string{"key", f.Key}, s.kvPut
 	case api.FrameKVTxn:
 		method, path, handler = http.MethodPost, "/v1/tenants/"+t+"/kv:txn", s.kvTxn
+	case api.FrameDeleteKV:
+		method, path, values, handler = http.MethodDelete, "/v1/tenants/"+t+"/kv/"+f.Key, []string{"key", f.Key}, s.kvDelete
 	default:
 		cs.sendResultErr(false, f.Req, api.BadField("type", "%q is not a frame type", f.Type))
 		return
@@ -267,6 +269,16 @@ func (cs *clientStream) restRequest(ctx context.Context, method, path string, f 
 		Header: h, Body: io.NopCloser(bytes.NewReader(f.Body)), ContentLength: int64(len(f.Body)),
 		Host: cs.r.Host, RemoteAddr: cs.r.RemoteAddr,
 	}).WithContext(ctx)
+	if f.Type == api.FrameDeleteKV { // its REST query
+		q := url.Values{}
+		if f.Prefix {
+			q.Set("prefix", "true")
+		}
+		if f.IfIndex != nil {
+			q.Set("if_index", strconv.FormatUint(*f.IfIndex, 10))
+		}
+		req.URL.RawQuery = q.Encode()
+	}
 	req.SetPathValue("t", cs.t.Name)
 	for i := 0; i+1 < len(values); i += 2 {
 		req.SetPathValue(values[i], values[i+1])
