@@ -194,7 +194,7 @@
         if (!state.tab) showTab(d.kind === "tenant" ? "services" : "nodes");
         break;
       case "cluster": state.cluster = d; renderNodes(); break;
-      case "tenants": state.tenants = d.tenants || []; renderTenants(); break;
+      case "tenants": state.tenants = d.tenants || []; renderTenants(); renderServices(); break;
       case "tenant":
         state.tenant = d.name;
         $("services-tenant").textContent = d.name;
@@ -311,7 +311,8 @@
       return memo("service", name, key, () => serviceCard(name, sum, s, canAct));
     });
     sweep("service", names);
-    if (cards.length === 0) box.replaceChildren(el("p", { class: "muted" }, state.list ? "no services" : "loading"));
+    const none = state.list ? "no services" : !state.tenant && state.kind !== "tenant" && state.tenants.length === 0 ? "no tenants yet" : "loading";
+    if (cards.length === 0) box.replaceChildren(el("p", { class: "muted" }, none));
     else patch(box, cards);
     renderSessions();
   }
