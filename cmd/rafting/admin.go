@@ -153,7 +153,11 @@ func (a *app) tenantCmd() *cobra.Command {
 		Use:     "tenant",
 		Aliases: []string{"tenants"},
 		Short:   "create|list|show|update|rotate-token|revoke-previous|delete tenants (admin)",
-		RunE:    a.group(nil),
+		Example: `  export RAFTING_SERVERS=10.0.0.1:7070,10.0.0.2:7070 RAFTING_ADMIN_TOKEN=$(cat admin.token)
+  rafting tenant create acme --max-instances 500 --secret-file acme.secret   # a retry is safe
+  rafting tenant list -o json
+  rafting tenant rotate-token acme --previous-valid 24h`,
+		RunE: a.group(nil),
 	}
 	type spec struct {
 		use, short string
@@ -487,7 +491,10 @@ func dash(s string) string {
 func (a *app) clusterCmd() *cobra.Command {
 	var cf commonFlags
 	cmd := &cobra.Command{
-		Use:   "cluster",
+		Use: "cluster",
+		Example: `  rafting cluster
+  rafting cluster transfer-leader --from 2      # before node 2's maintenance
+  rafting cluster remove 4                      # a lost machine's node, for good`,
 		Short: "nodes (health, build, lag, leaderships) and shards; remove ID; transfer-leader (admin)",
 		Long: `The cluster as GET /v1/cluster answers it: the nodes with their health, build, lag and
 leaderships, then the shards. A field the server adds shows as a column of its own (or a

@@ -22,8 +22,9 @@ const restoreTimeout = 30 * time.Minute
 
 func (a *app) backupCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "backup [-f FILE]",
-		Short: "save the cluster's durable state to a file (admin)",
+		Use:     "backup [-f FILE]",
+		Example: `  rafting backup -f rafting-$(date +%F).backup`,
+		Short:   "save the cluster's durable state to a file (admin)",
 		Long: `Save the cluster's durable state (GET /v1/backup) to a file, mode 0600 (it holds the tenants'
 token hashes), written whole or not at all; without -f, to stdout. Progress goes to stderr.`,
 		Args: nArgs(0, 0, "[-f FILE]"),
@@ -121,8 +122,9 @@ var restoreProgress = 10 * time.Second
 // on stderr every restoreProgress says it waits, and for how long.
 func (a *app) restoreCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "restore -f FILE",
-		Short: "restore a backup into a new cluster (admin)",
+		Use:     "restore -f FILE",
+		Example: `  rafting restore -f rafting-2026-11-26.backup   # into a new cluster started with --await-restore`,
+		Short:   "restore a backup into a new cluster (admin)",
 		Long: `Restore a backup file (POST /v1/restore) into a new cluster, one started with --await-restore.
 The server answers when it has written everything (up to 30 minutes): meanwhile stderr says
 that it waits, and for how long.`,

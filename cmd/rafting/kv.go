@@ -67,7 +67,13 @@ type kvCmd struct {
 
 func (a *app) kvCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "kv",
+		Use: "kv",
+		Example: `  export RAFTING_SERVERS=127.0.0.1:7070 RAFTING_TOKEN=rft_acme_...   # the token names its tenant
+  rafting kv put app/db/url postgres://db:5432/app
+  rafting kv get --prefix app
+  rafting kv put app/limit 20 --if-index 41      # only if nobody wrote it since
+  rafting kv watch --prefix app -o json
+  rafting kv txn < txn.json`,
 		Short: "get|put|delete|watch|txn a tenant's configuration keys",
 		Long:  kvLong,
 		RunE:  a.group(nil),
