@@ -257,9 +257,11 @@ func (n *Node) syncQuotas(t *Tenant, rec *fsm.TenantRecord) {
 	}()
 }
 
-// AddNode adds a node started with --join: first to the meta shard, then a
-// replica of every tenant shard (IDs from the meta counter, never reused).
-// The joining node starts those replicas as joiners.
+// AddNode adds a node started with --join: first to the meta shard, then
+// (before state version 5) a replica of every tenant shard, or (from 5,
+// placement) a replica of each shard here below R; IDs from the meta
+// counter, never reused. The joining node starts those replicas as
+// joiners; the placement moves others onto it.
 //
 // A node that has run (its process registered an incarnation) is refused:
 // it asks to join only when it has no data dir, and a replica whose log
@@ -273,7 +275,7 @@ func (n *Node) AddNode(ctx context.Context, id uint64, raftAddr, apiAddr string)
 			n.log.Warn("node join refused or cut short", "member", id, "by", requester(ctx), "err", err)
 			return
 		}
-		n.log.Info("node joined: a member of the meta shard and of every tenant shard", "member", id, "raft", raftAddr, "api", apiAddr, "by", requester(ctx))
+		n.log.Info("node joined: a member of the meta shard, and of the tenant shards placed on it", "member", id, "raft", raftAddr, "api", apiAddr, "by", requester(ctx))
 	}()
 	if err := n.SyncMeta(ctx); err != nil {
 		return err
@@ -300,18 +302,34 @@ func (n *Node) AddNode(ctx context.Context, id uint64, raftAddr, apiAddr string)
 			return raftError(err, ctx)
 		}
 	}
-	if _, err := n.ProposeMeta(ctx, fsm.Encode(fsm.OpRegisterNode, fsm.RegisterNode{ID: id, RaftAddress: raftAddr, APIAddress: apiAddr})); err != nil {
+	register := func() error {
+		_, err := n.ProposeMeta(ctx, fsm.Encode(fsm.OpRegisterNode, fsm.RegisterNode{ID: id, RaftAddress: raftAddr, APIAddress: apiAddr}))
 		return err
 	}
-	if n.meta.Version() >= 5 {
-		// Placement: the new node gets tenants as the meta leader moves
-		// replicas onto it (placement.go), not one of every shard.
-		return nil
+	placed := n.meta.Version() >= 5
+	if !placed {
+		if err := register(); err != nil {
+			return err
+		}
 	}
 	for _, rec := range n.meta.Tenants() {
+		if placed {
+			// Placement: the new node gets tenants as the meta leader moves
+			// replicas onto it (placement.go), not one of every shard. But
+			// a shard this node holds that lacks a voter (a lost node was
+			// removed) gets one on the new node now, as before placement,
+			// before the node is registered (so no planned move races for
+			// it): the join answers with the shard back to R.
+			if _, local := n.Tenant(rec.Name); !local || rec.Move != nil || len(rec.VotingOn()) >= n.meta.Replicas() {
+				continue
+			}
+		}
 		o, err := n.ProposeMeta(ctx, fsm.Encode(fsm.OpAddReplica, fsm.AddReplica{Name: rec.Name, Node: id, RaftAddress: raftAddr}))
 		if err != nil {
 			return err
+		}
+		if o.Tenant.Replicas[o.Replica].Staged {
+			continue // a move placed it there first: the move adds it
 		}
 		m, err := n.nh.SyncGetShardMembership(ctx, rec.ShardID)
 		if err != nil {
@@ -323,6 +341,9 @@ func (n *Node) AddNode(ctx context.Context, id uint64, raftAddr, apiAddr string)
 		if err := n.nh.SyncRequestAddReplica(ctx, rec.ShardID, o.Replica, nodeHostID(id), m.ConfigChangeID); err != nil {
 			return raftError(err, ctx)
 		}
+	}
+	if placed {
+		return register()
 	}
 	return nil
 }
