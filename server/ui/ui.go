@@ -48,7 +48,7 @@ func (id Identity) kind() string {
 // Intervals of the feed's polls, and MaxWatched, how many services of a
 // tenant it follows with a blocking query each (the others are listed,
 // with their counts, from the service list).
-var (
+const (
 	ClusterEvery  = time.Second
 	ServicesEvery = 500 * time.Millisecond
 	PingEvery     = 5 * time.Second
