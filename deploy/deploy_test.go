@@ -547,3 +547,52 @@ func TestSystemdUnit(t *testing.T) {
 		t.Logf("systemd-analyze security: exposure %s", m[1])
 	}
 }
+
+// TestDockerignore: the image's build context (the repository root less
+// Dockerfile.dockerignore) holds every package the binary is built from,
+// their embedded files with them, and build.sh.
+func TestDockerignore(t *testing.T) {
+	b, err := os.ReadFile("Dockerfile.dockerignore")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var patterns []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			patterns = append(patterns, l)
+		}
+	}
+	excluded := func(rel string) string {
+		for _, p := range patterns {
+			if ok, _ := filepath.Match(p, rel); ok || rel == p || strings.HasPrefix(rel, p+"/") {
+				return p
+			}
+			if ok, _ := filepath.Match(p, filepath.Base(rel)); ok && strings.Contains(p, "*") {
+				return p
+			}
+		}
+		return ""
+	}
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.Dir}}{{end}}", "../cmd/rafting").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	need := []string{"go.mod", "go.sum", "deploy/build.sh"}
+	for _, dir := range strings.Fields(string(out)) {
+		if rel, err := filepath.Rel(root, dir); err == nil && !strings.HasPrefix(rel, "..") {
+			need = append(need, rel)
+		}
+	}
+	if len(need) < 10 {
+		t.Fatalf("the binary is built from %v: too few of this module's packages", need)
+	}
+	for _, rel := range need {
+		if p := excluded(rel); p != "" {
+			t.Errorf("Dockerfile.dockerignore's %q leaves %s out of the build context", p, rel)
+		}
+	}
+}
