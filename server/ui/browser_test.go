@@ -326,7 +326,10 @@ var readToken = tenants.NewSecret()
 // tenant-written HTML shown as inert text.
 func TestDashboard(t *testing.T) {
 	ctx := browser(t)
-	c := servertest.Start(t, servertest.Options{Configure: func(cfg *config.Config) { cfg.ReadToken = readToken }})
+	c := servertest.Start(t, servertest.Options{Configure: func(cfg *config.Config) {
+		cfg.ReadToken = readToken
+		cfg.Zone = fmt.Sprintf("eu-%d", cfg.NodeID)
+	}})
 	base := "http://" + c.Addr(1)
 	admin := servertest.AdminToken
 	acme := c.CreateTenant("acme", api.Quotas{MaxInstances: 50, MaxSessions: 20})
@@ -343,6 +346,9 @@ func TestDashboard(t *testing.T) {
 	if who := eval[string](t, ctx, text("#who")); who != "admin" {
 		t.Errorf("logged in as %q, want admin", who)
 	}
+	// Placement: two tenants, three replicas each, on three nodes.
+	until(t, ctx, "each node's tenant replicas and zone", `[...document.querySelectorAll("#nodes tr[data-node]")].every(r =>
+		r.querySelector(".replicas").textContent === "2" && r.querySelector(".zone").textContent === "eu-" + r.dataset.node)`, 10*time.Second)
 
 	// Members of a master-standby service, each a process of its own.
 	procs := map[string]*exec.Cmd{}

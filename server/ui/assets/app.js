@@ -224,30 +224,38 @@
     const c = state.cluster;
     if (!c) return;
     $("cluster-line").textContent = "answered by node " + c.node_id + (c.state_version ? " · cluster state version " + c.state_version : "") +
-      (c.ready ? " · ready" : " · not ready");
-    // Placement: how many shard replicas each node holds.
+      (c.replicas ? " · " + c.replicas + " replicas a tenant" : "") + (c.ready ? " · ready" : " · not ready");
+    // Placement: the tenant replicas the meta shard places on each node
+    // (counted from the shards where the answer does not say).
     const holds = new Map();
-    for (const s of c.shards || []) for (const n of Object.values(s.replicas || {})) holds.set(n, (holds.get(n) || 0) + 1);
-    table("nodes", ["node", "API address", "Raft address", "health", "build", "replicas", "leads", "lag", "last contact"],
+    for (const s of c.shards || []) if (s.tenant) for (const n of Object.values(s.replicas || {})) holds.set(n, (holds.get(n) || 0) + 1);
+    table("nodes", ["node", "zone", "API address", "Raft address", "health", "build", "tenant replicas", "leads", "lag", "last contact"],
       (c.nodes || []).map((n) => el("tr", { "data-node": n.id },
         el("td", {}, String(n.id), n.id === c.node_id ? " (this node)" : ""),
+        el("td", { class: "zone" }, n.zone || ""),
         el("td", { class: "mono" }, n.api_address),
         el("td", { class: "mono" }, n.raft_address),
         el("td", { class: n.health === "ok" || n.health === "ready" ? "health-ok" : "health-bad" }, n.health || "?"),
         el("td", {}, n.build ? n.build.version : "?"),
-        el("td", { class: "replicas" }, String(holds.get(n.id) || 0)),
+        el("td", { class: "replicas" }, String(typeof n.replicas === "number" ? n.replicas : holds.get(n.id) || 0)),
         el("td", { class: "leads" }, String(n.leaders || 0)),
         el("td", {}, String(n.lag || 0)),
         el("td", {}, n.last_contact_ms < 0 ? "never" : n.last_contact_ms + " ms ago"))));
     const shards = (c.shards || []).slice().sort((a, b) => a.shard_id - b.shard_id);
-    table("shards", ["shard", "tenant", "leader", "term", "applied", "replicas (replica → node)"],
-      shards.map((s) => el("tr", { "data-shard": s.shard_id },
-        el("td", {}, String(s.shard_id)),
-        el("td", {}, s.tenant || "(meta)"),
-        el("td", { class: "leader" }, s.leader_node ? "node " + s.leader_node : "none"),
-        el("td", {}, String(s.term)),
-        el("td", {}, String(s.applied_index)),
-        el("td", { class: "mono" }, Object.entries(s.replicas || {}).map(([r, n]) => r + "→" + n).join(", ")))));
+    table("shards", ["shard", "tenant", "leader", "term", "applied", "replicas (replica → node)", "move under way"],
+      shards.map((s) => {
+        const learners = new Set((s.non_voting || []).map(String));
+        const mv = s.move;
+        return el("tr", { "data-shard": s.shard_id },
+          el("td", {}, String(s.shard_id)),
+          el("td", {}, s.tenant || "(meta)"),
+          el("td", { class: "leader" }, s.leader_node ? "node " + s.leader_node : "none"),
+          el("td", {}, String(s.term)),
+          el("td", {}, String(s.applied_index)),
+          el("td", { class: "mono" }, Object.entries(s.replicas || {}).map(([r, n]) => r + "→" + n + (learners.has(r) ? " (non-voting)" : "")).join(", ")),
+          el("td", { class: "move" }, mv ? mv.step + (mv.from_node ? " from node " + mv.from_node : "") + (mv.to_node ? " to node " + mv.to_node : "") +
+            (mv.reason ? " (" + mv.reason + ")" : "") + " since " + when(mv.started_at) : ""));
+      }));
   }
 
   const countQuotas = [
