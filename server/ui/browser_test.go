@@ -467,6 +467,17 @@ func TestDashboard(t *testing.T) {
 	if x := eval[string](t, ctx, `String(window.__xss)`); x != "undefined" {
 		t.Errorf("window.__xss = %s: a payload ran", x)
 	}
+	// And the page's CSP holds in the browser: a script element added
+	// with inline code, or an inline handler, does not run.
+	eval[bool](t, ctx, `(() => {
+		const s = document.createElement("script"); s.textContent = "window.__inline = 1"; document.body.append(s);
+		const i = document.createElement("img"); i.setAttribute("onerror", "window.__inline = 2"); i.src = "data:,x"; document.body.append(i);
+		return true })()`)
+	until(t, ctx, "the blocked image to fail", `document.querySelector('body > img') !== null && document.querySelector('body > img').complete`, 5*time.Second)
+	if x := eval[string](t, ctx, `String(window.__inline)`); x != "undefined" {
+		t.Errorf("window.__inline = %s: inline script ran despite the CSP", x)
+	}
+	eval[bool](t, ctx, `(() => { document.querySelector('body > img').remove(); return true })()`)
 
 	// The admin rotates a tenant's token from the page; the new one works.
 	tab(t, ctx, "tenants")
