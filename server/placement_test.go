@@ -306,3 +306,28 @@ func TestPlacementAboveR(t *testing.T) {
 	}
 	servertest.Eventually(t, 60*time.Second, "the old tenant down to 3", func() bool { return settled(c, 1, 3, ids(5)) })
 }
+
+// TestPlacementSpreadsLeaders: with every tenant's leadership on one node,
+// the nodes hand leaderships over until none leads more than one above
+// the average.
+func TestPlacementSpreadsLeaders(t *testing.T) {
+	c := servertest.Start(t, servertest.Options{Nodes: 3, RTT: 25 * time.Millisecond})
+	for i := range 6 {
+		name := fmt.Sprintf("t%d", i)
+		c.CreateTenant(name, api.Quotas{})
+		if r := c.Do(1, servertest.AdminToken, http.MethodPost, "/v1/cluster/leaders", api.LeaderTransferRequest{Tenant: name, To: 1}); r.Status != http.StatusOK {
+			t.Fatalf("move %s's leadership to node 1 = %d %s", name, r.Status, r.Body)
+		}
+	}
+	servertest.Eventually(t, 60*time.Second, "two tenant leaderships on each node", func() bool {
+		leads := map[uint64]int{}
+		var cl api.Cluster
+		c.Do(2, servertest.AdminToken, http.MethodGet, "/v1/cluster", nil).JSON(t, &cl)
+		for _, sh := range cl.Shards {
+			if sh.Tenant != "" {
+				leads[sh.Leader]++
+			}
+		}
+		return leads[1] == 2 && leads[2] == 2 && leads[3] == 2
+	})
+}

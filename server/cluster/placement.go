@@ -38,10 +38,17 @@ const placeEvery = 500 * time.Millisecond
 
 // placement is the node's placement state.
 type placement struct {
-	mu      sync.Mutex
-	driving map[string]bool // tenants whose move step runs on this node
-	lastSet time.Time       // last set_replicas or zone registration tried
+	mu         sync.Mutex
+	driving    map[string]bool // tenants whose move step runs on this node
+	lastSet    time.Time       // last set_replicas or zone registration tried
+	lastSpread time.Time       // last leadership handed over to spread them
 }
+
+// Leadership spreading: a node hands one tenant leadership at a time to
+// another, every spreadEvery at most (its peers' reports are 2 s old at
+// most), once it has run 20 election timeouts (10 s; the elections of a
+// cluster's start settle first).
+const spreadEvery = 5 * time.Second
 
 // PlaceOn is what a tenant creation proposes to place the shard with: the
 // meta shard's members (node ID -> Raft address) that are not dead, and R
@@ -109,6 +116,7 @@ func (n *Node) placementLoop() {
 		n.recordSettings()
 		n.reportCaughtUp()
 		n.driveMoves()
+		n.spreadLeaders(time.Now())
 		if n.MetaLeaderIsLocal() {
 			n.plan(time.Now())
 		}
@@ -336,6 +344,81 @@ func (n *Node) sweep(ctx context.Context, rec *fsm.TenantRecord) (bool, error) {
 		}
 	}
 	return true, nil
+}
+
+// spreadLeaders hands one tenant shard's leadership this node holds to a
+// node that leads at least two fewer (each hand-over makes the counts more
+// even, so they settle within one of each other): each node decides for its own
+// leaderships, from the leaders it sees (its own shards') and the ones its
+// peers report (theirs), so no node needs to hold a shard to spread it.
+func (n *Node) spreadLeaders(now time.Time) {
+	p := &n.placement
+	p.mu.Lock()
+	if now.Sub(p.lastSpread) < spreadEvery || now.Sub(n.removal.since) < 20*n.cfg.ElectionTimeout() {
+		p.mu.Unlock()
+		return
+	}
+	p.lastSpread = now
+	p.mu.Unlock()
+	me := n.cfg.NodeID
+	dead := n.deadNodes(now)
+	counts := map[uint64]int{}
+	for _, rec := range n.meta.Nodes() {
+		if !dead[rec.ID] {
+			counts[rec.ID] = 0
+		}
+	}
+	seen := n.peerLeaders()
+	var mine []*Tenant
+	for _, rec := range n.meta.Tenants() {
+		leader := seen[rec.ShardID]
+		if t, ok := n.Tenant(rec.Name); ok {
+			if id, _, ok := n.leader(rec.ShardID); ok {
+				leader = rec.Replicas[id].Node
+			}
+			if t.LeaderIsLocal() && rec.Move == nil {
+				mine = append(mine, t)
+			}
+		}
+		if _, live := counts[leader]; live {
+			counts[leader]++
+		}
+	}
+	if len(counts) < 2 {
+		return
+	}
+	for _, t := range mine {
+		rec, ok := n.meta.Tenant(t.Name)
+		if !ok || rec.Move != nil {
+			continue
+		}
+		var to, target uint64
+		for rid, rep := range rec.Replicas {
+			c, live := counts[rep.Node]
+			if rep.NonVoting || !live || rep.Node == me || counts[me]-c < 2 {
+				continue
+			}
+			if to == 0 || c < counts[to] || c == counts[to] && rep.Node < to {
+				to, target = rep.Node, rid
+			}
+		}
+		if to == 0 {
+			continue
+		}
+		n.log.Info("tenant leadership handed over to spread the leaderships", "tenant", t.Name, "to_node", to,
+			"leads_here", counts[me], "leads_there", counts[to])
+		t.Sessions.Handoff()
+		ctx, cancel := context.WithTimeout(n.ctx, 2*n.cfg.ElectionTimeout())
+		err := n.transfer(ctx, t.ShardID, target)
+		cancel()
+		if err != nil {
+			if id, _, ok := n.leader(t.ShardID); ok && id == t.ReplicaID {
+				t.Sessions.Resume() // it still leads here
+			}
+			n.log.Debug("leadership spread: transfer", "tenant", t.Name, "err", err)
+		}
+		return
+	}
 }
 
 // handOver moves the leadership of t's shard from this node's replica to

@@ -224,6 +224,16 @@ func (m *Manager) Handoff() {
 	m.stepDownLocked("")
 }
 
+// Resume undoes a Handoff whose leadership transfer did not happen: the
+// manager takes over again, as a new leader does (a barrier first, nothing
+// expired before its takeover time + the largest lease).
+func (m *Manager) Resume() {
+	m.mu.Lock()
+	m.handedOff = false
+	m.mu.Unlock()
+	m.LeaderChanged()
+}
+
 // Leading reports whether this node leads the shard and answers sessions.
 func (m *Manager) Leading() bool {
 	m.mu.Lock()

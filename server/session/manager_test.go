@@ -470,3 +470,23 @@ func TestExpectCatchesMissedEvent(t *testing.T) {
 		}
 	})
 }
+
+// TestResumeAfterHandoff: a handed-off manager answers nothing, even told
+// it leads; one resumed (the transfer did not happen) takes over again, a
+// new barrier first, and holds off expiries as a new leader does.
+func TestResumeAfterHandoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m, _ := setup(t, Config{})
+		m.Handoff()
+		if m.Leading() {
+			t.Fatal("leading after Handoff")
+		}
+		m.Expect(true, 1)
+		time.Sleep(time.Second)
+		if m.Leading() {
+			t.Fatal("took over after Handoff")
+		}
+		m.Resume()
+		waitFor(t, "takeover after Resume", func() bool { return m.Leading() })
+	})
+}
