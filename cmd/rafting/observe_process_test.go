@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -123,7 +124,9 @@ func TestOperatorActionsLogged(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
-	c := proctest.StartClusterWith(t, proctest.Options{RTT: 20 * time.Millisecond, Args: []string{"--log-level", "info"}})
+	// R is 4, so that the tenant's shard gets a replica on the node that
+	// joins, and it can lead it.
+	c := proctest.StartClusterWith(t, proctest.Options{RTT: 20 * time.Millisecond, Args: []string{"--log-level", "info", "--replicas", "4"}})
 	s1 := c.Servers[0]
 	cli := func(args ...string) []byte {
 		t.Helper()
@@ -176,8 +179,19 @@ func TestOperatorActionsLogged(t *testing.T) {
 	fourth := c.Join(1)
 	waitLog(t, s1, mark, `level=INFO msg="node joined: [^"]*" .*member=4 .*by="admin at 127\.0\.0\.1:\d+"`)
 
-	// Leadership moved where asked: the tenant's and the meta shard's to node 4.
+	// The tenant's shard gets its fourth replica on node 4, in steps.
 	var cl api.Cluster
+	for deadline := time.Now().Add(60 * time.Second); !votingOn(cl, "acme", 4); {
+		if time.Now().After(deadline) {
+			t.Fatalf("acme's shard has no voting replica on node 4 a minute after it joined: %+v", cl.Shards)
+		}
+		time.Sleep(100 * time.Millisecond)
+		cl = api.Cluster{}
+		if err := json.Unmarshal(cli("cluster"), &cl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Leadership moved where asked: the tenant's and the meta shard's to node 4.
 	if err := json.Unmarshal(cli("cluster", "transfer-leader", "--tenant", "acme", "--to", "4"), &cl); err != nil {
 		t.Fatal(err)
 	}
@@ -216,6 +230,22 @@ func TestOperatorActionsLogged(t *testing.T) {
 	for _, s := range c.Servers[:3] {
 		stop(t, s.Proc)
 	}
+}
+
+// votingOn says whether the shard of tenant has a voting replica on node
+// and no move under way.
+func votingOn(cl api.Cluster, tenant string, node uint64) bool {
+	for _, sh := range cl.Shards {
+		if sh.Tenant != tenant || sh.Move != nil {
+			continue
+		}
+		for replica, n := range sh.Replicas {
+			if n == node && !slices.Contains(sh.NonVoting, replica) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // grepLines is the lines of s that match re.

@@ -95,6 +95,9 @@ stderr (--log-format, --log-level) and no result on stdout.`,
 		pprofOn        = fs.Bool("pprof", false, "serve Go's profiles on /debug/pprof/ (admin token required)")
 		awaitRestore   = fs.Bool("await-restore", false, "a new cluster to restore a backup into: answer unknown tenant tokens 503 restoring, not 401, until a restore has finished")
 		selfPreserveMn = fs.Int("self-preservation-min", def.SelfPreservationMin, "least expiry batch held back by self-preservation")
+		replicas       = fs.Int("replicas", def.Replicas, "R, the voting replicas of each tenant shard, 1 to 5: recorded by the cluster's first start that gives it (0: the cluster's, 3 unless a start gave another)")
+		zone           = fs.String("zone", def.Zone, "this node's failure domain: a tenant's replicas go to different zones first")
+		deadAfter      = fs.Duration("dead-after", def.DeadAfter, "a node unreachable this long has its replicas placed on other nodes")
 	)
 	logFlags(fs, &logLevel, &logFormat, "info")
 	cmd.RunE = a.action(func(ctx context.Context, _ []string) error {
@@ -120,6 +123,7 @@ stderr (--log-format, --log-level) and no result on stdout.`,
 		cfg.TLSCert, cfg.TLSKey, cfg.PeerCA, cfg.PeerCert, cfg.PeerKey, cfg.Insecure = *tlsCert, *tlsKey, *peerCA, *peerCert, *peerKey, *insecure
 		cfg.Pprof, cfg.RaftListen, cfg.AwaitRestore = *pprofOn, *raftListen, *awaitRestore
 		cfg.SelfPreservationMin = *selfPreserveMn
+		cfg.Replicas, cfg.Zone, cfg.DeadAfter = *replicas, *zone, *deadAfter
 		cfg.NodeID, cfg.RaftAddress, cfg.APIAddress = *id, *raftAddr, *apiAddr
 		if remembered {
 			switch {
