@@ -16,6 +16,8 @@
 // and the tenants every second, the tenant's service list every 500 ms,
 // and one blocking query per service (up to MaxWatched), so a registration,
 // a drain or a new master reaches the page as soon as the node applied it.
+// A service whose blocking query the node refuses (the tenant's
+// max_watchers reached) is read without one every 500 ms for a while.
 // A browser holds one connection for it, however many services it shows.
 //
 // Actions (drain, undrain, resign, rotate a token) are the REST API's own

@@ -109,3 +109,79 @@ func TestFeedScope(t *testing.T) {
 		t.Errorf("a feed for tenant %q = %d, want 400", "..", r.Status)
 	}
 }
+
+// stream opens a feed and returns its events as they come; the test's
+// cleanup closes it.
+func stream(t *testing.T, base, token, query string) <-chan [2]string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/ui/events"+query, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	out := make(chan [2]string, 1024)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer resp.Body.Close()
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		var name string
+		for sc.Scan() {
+			if n, ok := strings.CutPrefix(sc.Text(), "event: "); ok {
+				name = n
+			} else if d, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+				select {
+				case out <- [2]string{name, d}:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return out
+}
+
+// TestFeedWatchersQuota: a tenant whose max_watchers the feed's blocking
+// queries would pass is still followed live: a service the node refuses a
+// blocking query for is read without one, every 500 ms.
+func TestFeedWatchersQuota(t *testing.T) {
+	c := servertest.Start(t, servertest.Options{Nodes: 1})
+	base := "http://" + c.Addr(1)
+	tok := c.CreateTenant("acme", api.Quotas{MaxWatchers: 1})
+	register(t, c, tok, "s1", "a", api.RegisterRequest{Address: "10.0.0.1:80"})
+	register(t, c, tok, "s2", "b", api.RegisterRequest{Address: "10.0.0.2:80"})
+	evs := stream(t, base, tok, "")
+	// Both services answered once, then one blocking query at most.
+	latest := map[string]api.ServiceResponse{}
+	seen := func(service, id string) {
+		t.Helper()
+		deadline := time.After(5 * time.Second)
+		for {
+			for _, i := range latest[service].Instances {
+				if i.ID == id {
+					return
+				}
+			}
+			select {
+			case e := <-evs:
+				var s api.ServiceResponse
+				if e[0] == "service" && json.Unmarshal([]byte(e[1]), &s) == nil {
+					latest[s.Service] = s
+				}
+			case <-deadline:
+				t.Fatalf("no service event for %s with %s within 5 s", service, id)
+			}
+		}
+	}
+	seen("s1", "a")
+	seen("s2", "b")
+	for _, s := range []string{"s1", "s2"} {
+		register(t, c, tok, s, s+"-new", api.RegisterRequest{Address: "10.0.0.3:80"})
+		seen(s, s+"-new")
+	}
+}

@@ -483,16 +483,25 @@ func (f *feed) servicesLoop(ctx context.Context, tenant string) {
 // blocking queries.
 func (f *feed) watchService(ctx context.Context, p string) {
 	var index, epoch uint64
+	var pollUntil time.Time
 	failed := 0
 	for ctx.Err() == nil {
 		q := p
-		if index > 0 {
+		blocking := index > 0 && time.Now().After(pollUntil)
+		if blocking {
 			q += "?index=" + strconv.FormatUint(index, 10) + "&wait=" + blockWait.String() +
 				"&epoch=" + strconv.FormatUint(epoch, 10)
 		}
 		status, body, h := f.getHeader(ctx, q)
 		if ctx.Err() != nil {
 			return
+		}
+		if status == http.StatusConflict && blocking {
+			// max_watchers: the node holds as many blocking queries of
+			// the tenant as it may. Plain reads take no watcher: read
+			// every ServicesEvery for a while, then block again.
+			pollUntil = time.Now().Add(10 * time.Second)
+			continue
 		}
 		if status != http.StatusOK {
 			if failed == 0 {
@@ -518,7 +527,11 @@ func (f *feed) watchService(ctx context.Context, p string) {
 		if s.Index != index || e != epoch {
 			f.send(ctx, "service", body)
 		}
+		polled := index > 0 && !blocking
 		index, epoch = s.Index, e
+		if polled && !sleepCtx(ctx, ServicesEvery) {
+			return
+		}
 	}
 }
 
