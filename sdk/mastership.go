@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	"github.com/rafting/rafting/sdk/internal/election"
@@ -40,7 +39,7 @@ func (m *Member) reconcileLocked(now time.Time) {
 	}
 	if role != m.role || token != m.token {
 		m.log.Info("role", "role", role.String(), "previous", m.role.String(), "token", token)
-		m.queueLocked(notice{change: m.changeLocked(role, m.role, token, now), to: m.subs})
+		m.notes.Publish(m.changeLocked(role, m.role, token, now))
 		m.role, m.token = role, token
 		close(m.changed)
 		m.changed = make(chan struct{})
@@ -147,59 +146,6 @@ func (c *termCtx) check() {
 
 func (c *termCtx) String() string { return "sdk.Term.Ctx" }
 
-// roleSub is one OnRoleChange callback.
-type roleSub struct {
-	fn  func(RoleChange)
-	off atomic.Bool
-}
-
-// notice is a RoleChange for the callbacks registered when it happened.
-type notice struct {
-	change RoleChange
-	to     []*roleSub
-}
-
-func (m *Member) queueLocked(n notice) {
-	if len(n.to) == 0 {
-		return
-	}
-	m.queue = append(m.queue, n)
-	m.kickNotifier()
-}
-
-func (m *Member) kickNotifier() {
-	select {
-	case m.wake <- struct{}{}:
-	default:
-	}
-}
-
-// notifier calls the callbacks, one change at a time, in order, outside
-// every lock; it ends once the member ended and the queue is empty, and
-// closes quiet as it does.
-func (m *Member) notifier() {
-	defer close(m.quiet)
-	for {
-		m.mu.Lock()
-		q, closed := m.queue, m.closed
-		m.queue = nil
-		m.mu.Unlock()
-		for _, n := range q {
-			for _, s := range n.to {
-				if !s.off.Load() {
-					s.fn(n.change)
-				}
-			}
-		}
-		if closed && len(q) == 0 {
-			return
-		}
-		if len(q) == 0 {
-			<-m.wake
-		}
-	}
-}
-
 // OnRoleChange calls fn with the member's current role at once (Role and
 // Previous equal), then with every change, in order, until the returned
 // func is called. Each call carries the member, and a Master change its
@@ -211,29 +157,15 @@ func (m *Member) notifier() {
 // (start a goroutine). A callback that blocks holds back the later ones,
 // but never Leave or Close beyond their bound.
 func (m *Member) OnRoleChange(fn func(RoleChange)) (stop func()) {
-	sub := &roleSub{fn: fn}
 	m.mu.Lock()
 	m.reconcileLocked(time.Now())
-	if m.closed {
-		c := m.changeLocked(m.role, m.role, m.token, time.Now())
-		m.mu.Unlock()
-		fn(c)
-		return func() {}
-	}
-	m.subs = append(m.subs[:len(m.subs):len(m.subs)], sub)
-	m.queueLocked(notice{change: m.changeLocked(m.role, m.role, m.token, time.Now()), to: []*roleSub{sub}})
+	c := m.changeLocked(m.role, m.role, m.token, time.Now())
+	stop, ok := m.notes.Subscribe(fn, c)
 	m.mu.Unlock()
-	return func() {
-		sub.off.Store(true)
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		for i, s := range m.subs {
-			if s == sub {
-				m.subs = append(m.subs[:i:i], m.subs[i+1:]...)
-				break
-			}
-		}
+	if !ok { // the member has ended: its role is final
+		fn(c)
 	}
+	return stop
 }
 
 // RunAsMaster runs fn whenever the member is master, and only then: it

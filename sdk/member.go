@@ -97,18 +97,13 @@ type Member struct {
 	reregister    bool          // the servers lost the registration: the worker sends it again
 	lost          error
 
-	subs    []*roleSub
-	queue   []notice
-	changed chan struct{} // closed and replaced at every change of role or token
-	closed  bool          // the notifier drains the queue and stops
-	wake    chan struct{} // the notifier has work
-	timer   chan struct{} // the role loop must look at its timer again
-	work    chan struct{} // the session worker has work (an expiry, a resign)
+	notes   *election.Notifier[RoleChange] // tells OnRoleChange's callbacks, in order; published under mu
+	changed chan struct{}                  // closed and replaced at every change of role or token
+	timer   chan struct{}                  // the role loop must look at its timer again
+	work    chan struct{}                  // the session worker has work (an expiry, a resign)
 
 	cancel    context.CancelFunc // ends the loops
 	wg        sync.WaitGroup     // the loops
-	notified  sync.WaitGroup     // the notifier
-	quiet     chan struct{}      // closed when the notifier has returned
 	done      chan struct{}
 	doneOnce  sync.Once
 	leaveOnce sync.Once
@@ -241,11 +236,7 @@ func (c *Client) join(ctx context.Context, inst Instance, cfg memberConfig, owns
 	}
 	lctx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
-	m.notified.Add(1)
-	go func() {
-		defer m.notified.Done()
-		m.notifier()
-	}()
+	go m.notes.Run()
 	if m.shared == nil { // else the keeper keeps the session attached
 		m.wg.Add(1)
 		go func() {
@@ -315,9 +306,9 @@ func newMember(c *Client, inst Instance, cfg memberConfig, owns bool) *Member {
 		c: c, owns: owns, cfg: cfg, service: inst.Service, id: inst.ID,
 		path: c.tenantPath("/services/" + url.PathEscape(inst.Service) + "/instances/" + url.PathEscape(inst.ID)),
 		farm: inst.Mode == Farm, lease: cfg.lease,
-		log:  c.log.With("service", inst.Service, "instance", inst.ID),
-		wake: make(chan struct{}, 1), timer: make(chan struct{}, 1), work: make(chan struct{}, 1),
-		lane: make(chan struct{}, 1), done: make(chan struct{}), quiet: make(chan struct{}),
+		log:   c.log.With("service", inst.Service, "instance", inst.ID),
+		notes: election.NewNotifier[RoleChange](), timer: make(chan struct{}, 1), work: make(chan struct{}, 1),
+		lane: make(chan struct{}, 1), done: make(chan struct{}),
 		changed: make(chan struct{}),
 		held:    heldKeys{lane: make(chan struct{}, 1)},
 	}
@@ -807,9 +798,8 @@ func (m *Member) finish(cause error) {
 	m.dropUnsettledLocked()
 	m.st.Phase = election.PhaseLeft
 	m.reconcileLocked(time.Now())
-	m.closed = true
 	m.mu.Unlock()
-	m.kickNotifier()
+	m.notes.Close() // after the Left change above
 	if m.cancel != nil {
 		m.cancel()
 	}
@@ -840,12 +830,12 @@ func (m *Member) stop(ctx context.Context, cause error) error {
 	m.finish(cause)
 	m.wg.Wait()
 	select {
-	case <-m.quiet:
+	case <-m.notes.Quiet():
 		return nil
 	default:
 	}
 	select {
-	case <-m.quiet:
+	case <-m.notes.Quiet():
 		return nil
 	case <-ctx.Done():
 		m.log.Warn("a role callback is still running: not waiting for it")

@@ -94,14 +94,13 @@ func roleLoopMember(t *testing.T) (*Member, func() RoleChange) {
 		memberConfig{ttl: 5 * time.Second, lease: -1, leaveTimeout: time.Second}, false)
 	ctx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
-	m.notified.Add(1)
-	go func() { defer m.notified.Done(); m.notifier() }()
+	go m.notes.Run()
 	m.wg.Add(1)
 	go func() { defer m.wg.Done(); m.roleLoop(ctx) }()
 	t.Cleanup(func() {
 		m.finish(nil)
 		m.wg.Wait()
-		m.notified.Wait()
+		<-m.notes.Quiet()
 	})
 	var mu sync.Mutex
 	var got []RoleChange

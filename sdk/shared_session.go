@@ -85,7 +85,8 @@ func (c *Client) shareLocked(cfg memberConfig) (*sharedSession, bool) {
 	k := newMember(c, Instance{Service: "-", ID: "-", Mode: Farm}, kcfg, false)
 	k.log = c.log.With("shared_session_ttl", cfg.ttl)
 	k.keeps = ss
-	close(k.quiet) // no callbacks, no notifier
+	k.notes.Close() // no callbacks: its notifier returns at once
+	k.notes.Run()
 	ss.k = k
 	if c.shared == nil {
 		c.shared = map[time.Duration]*sharedSession{}
