@@ -416,6 +416,21 @@ func TestCompose(t *testing.T) {
 	if code, _, h := get("https://" + ports["rafting-3:7070"] + "/ui"); code != http.StatusOK || h.Get("Content-Security-Policy") != ui.CSP {
 		t.Errorf("GET /ui over TLS = %d, CSP %q", code, h.Get("Content-Security-Policy"))
 	}
+	// The dashboard's feed streams over HTTP/2, as a browser asks for it
+	// over TLS.
+	h2 := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}}
+	feedReq, _ := http.NewRequest(http.MethodGet, "https://"+ports["rafting-2:7070"]+"/ui/events", nil)
+	feedReq.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+	if resp, err := h2.Do(feedReq); err != nil {
+		t.Errorf("GET /ui/events over TLS: %v", err)
+	} else {
+		line, _ := bufio.NewReader(resp.Body).ReadString('\n')
+		if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusOK || line != "event: hello\n" {
+			t.Errorf("GET /ui/events over TLS = %s %d, first line %q; want HTTP/2, 200, the hello event", resp.Proto, resp.StatusCode, line)
+		}
+		resp.Body.Close()
+	}
+	h2.CloseIdleConnections()
 	// Plain HTTP is not served on the API port.
 	if resp, err := http.Get("http://" + ports["rafting-1:7070"] + "/readyz"); err == nil {
 		if resp.StatusCode == http.StatusOK {
