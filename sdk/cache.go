@@ -63,6 +63,8 @@ type Service struct {
 	balancers []*balancer.Balancer
 	built     []balancer.Endpoint // the list the balancers hold
 	rebuilds  atomic.Int64        // for tests
+
+	picks, pickErrs atomic.Uint64 // by its Transports (metrics.go)
 }
 
 // published is a snapshot and the channel closed when it is replaced by a

@@ -42,6 +42,9 @@ type Client struct {
 	wg       sync.WaitGroup
 
 	configs map[string]*Config // the configuration views, by prefix (config.go); guarded by mu
+
+	roles       roleCounts // its members' role changes (metrics.go)
+	stopMetrics func()     // WithMetrics: Close ends the observation
 }
 
 // Connect returns a Client for the tenant. Settings come from
@@ -100,6 +103,9 @@ func connect(ctx context.Context, cfg config) (*Client, error) {
 	if cfg.conn.serverSync > 0 {
 		c.wg.Add(1)
 		go c.syncServers(cfg.conn.serverSync)
+	}
+	if m := cfg.conn.metrics; m != nil {
+		c.stopMetrics = m.Observe(c.Stats)
 	}
 	return c, nil
 }
@@ -234,6 +240,9 @@ func (c *Client) shutdown(crash bool) error {
 		c.stream.Close()
 	}
 	c.tr.Close()
+	if c.stopMetrics != nil {
+		c.stopMetrics()
+	}
 	if c.stopLog != nil {
 		c.stopLog()
 	}

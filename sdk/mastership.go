@@ -39,6 +39,9 @@ func (m *Member) reconcileLocked(now time.Time) {
 	}
 	if role != m.role || token != m.token {
 		m.log.Info("role", "role", role.String(), "previous", m.role.String(), "token", token)
+		if role >= Starting && role <= Left && m.keeps == nil {
+			m.c.roles[role].Add(1)
+		}
 		m.notes.Publish(m.changeLocked(role, m.role, token, now))
 		m.role, m.token = role, token
 		close(m.changed)

@@ -76,6 +76,7 @@ type connConfig struct {
 	token      string
 	tokenFrom  string // the setting token came from, for errors: RAFTING_TOKEN or WithToken
 	logger     *slog.Logger
+	metrics    Metrics // WithMetrics
 	httpClient *http.Client
 	tls        *tls.Config // WithTLS
 	caFile     string      // WithCA

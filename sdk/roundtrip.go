@@ -57,6 +57,7 @@ type Transport struct {
 	Base http.RoundTripper
 
 	b *balancer.Balancer
+	s *Service // counts the picks
 }
 
 // Transport returns an http.RoundTripper over the service's instances,
@@ -64,7 +65,7 @@ type Transport struct {
 // (see Balancer). Keep it, as an http.Client keeps its Transport: it holds
 // its Balancer, and with it the counts of a LeastLoaded policy.
 func (s *Service) Transport(p balancer.Policy) *Transport {
-	return &Transport{b: s.Balancer(p)}
+	return &Transport{b: s.Balancer(p), s: s}
 }
 
 // HTTPClient returns an http.Client whose Transport is s.Transport(p).
@@ -83,9 +84,11 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	e, done, err := t.b.PickTracked()
 	if err != nil {
+		t.s.pickErrs.Add(1)
 		closeBody(req)
 		return nil, err
 	}
+	t.s.picks.Add(1)
 	resp, err := base.RoundTrip(aimed(req, e.Address))
 	if err == nil {
 		return tracked(resp, done), nil
@@ -113,6 +116,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeBody(again)
 		return nil, err
 	}
+	t.s.picks.Add(1)
 	resp, err = base.RoundTrip(aimed(again, e2.Address))
 	if err != nil {
 		if req.Context().Err() != nil {

@@ -54,6 +54,8 @@ func allowed(from, to string) bool {
 		return local("tenants") || local("api") || to == "golang.org/x/time/rate"
 	case under(from, mod+"/sdk/sdktest"):
 		return local("sdk") || local("api") || local("balancer") || local("server/servertest") || local("server")
+	case under(from, mod+"/sdk/sdkprom"): // the SDK's metrics for Prometheus, apart so sdk links none
+		return local("sdk") || local("api") || prometheus(to)
 	case under(from, mod+"/sdk"):
 		return local("sdk") || local("api") || local("balancer") ||
 			under(to, "github.com/cenkalti/backoff/v4") || under(to, "github.com/sony/gobreaker/v2") || under(to, "golang.org/x/sync")
