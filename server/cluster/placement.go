@@ -629,7 +629,8 @@ func contains(ids []uint64, id uint64) bool {
 }
 
 // TenantNodes is the API addresses of the nodes holding a voting replica
-// of a tenant's shard, its leader's first when this node knows it.
+// of a tenant's shard, its leader's first when this node knows it (from its
+// own replica, or from the looks at the nodes that hold one).
 func (n *Node) TenantNodes(name string) []string {
 	rec, ok := n.meta.Tenant(name)
 	if !ok {
@@ -639,6 +640,8 @@ func (n *Node) TenantNodes(name string) []string {
 	lead := ""
 	if t, ok := n.Tenant(name); ok {
 		lead = t.LeaderAPI()
+	} else if l := n.peerLeaders()[rec.ShardID]; l != 0 {
+		lead = n.NodeAPI(l) // as the nodes that hold it see it
 	}
 	if lead != "" {
 		out = append(out, lead)
