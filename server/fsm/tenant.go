@@ -318,147 +318,169 @@ func (t *Tenant) apply(index uint64, cmd []byte, ch *Changes) (o Outcome) {
 		return rejectf(api.CodeBadRequest, "undecodable command: %v", err)
 	}
 	t.atMs = 0
-	switch op {
-	case OpOpenSession:
-		var c OpenSession
-		if err := strictUnmarshal(body, &c); err != nil {
-			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
-		}
-		t.proposerClock(c.AtMs)
-		return t.openSession(index, c, ch)
-	case OpCloseSession:
-		var c CloseSession
-		if err := strictUnmarshal(body, &c); err != nil {
-			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
-		}
-		t.proposerClock(c.AtMs)
-		if _, ok := t.st.Sessions[c.ID]; ok {
-			t.endSessions(index, []string{c.ID}, ch)
-		}
-		return Outcome{}
-	case OpRegister:
-		var c Register
-		if err := strictUnmarshal(body, &c); err != nil {
-			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
-		}
-		t.proposerClock(c.AtMs)
-		if c.RegisteredMs != 0 && versionOf(t.st.Version) < 2 {
-			return reject(unknownField(op, "registered_ms"))
-		}
-		caller := cmp.Or(c.Caller, c.Instance.Session)
-		return t.sequenced(index, op, caller, c.Seq, func() Outcome { return t.register(index, c, ch) })
-	case OpDeregister:
-		var c Deregister
-		if err := strictUnmarshal(body, &c); err != nil {
-			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
-		}
-		t.proposerClock(c.AtMs)
-		return t.sequenced(index, op, c.Caller, c.Seq, func() Outcome { return t.deregister(index, c, ch) })
-	case OpSetPolicy:
-		var c SetPolicy
-		if err := strictUnmarshal(body, &c); err != nil {
-			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
-		}
-		t.proposerClock(c.AtMs)
-		return t.setPolicy(index, c, ch)
-	case OpResign:
-		var c Resign
-		if err := strictUnmarshal(body, &c); err != nil {
-			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
-		}
-		t.proposerClock(c.AtMs)
-		return t.sequenced(index, op, c.Caller, c.Seq, func() Outcome { return t.resign(index, c, ch) })
-	case OpSetQuotas:
-		var c SetQuotas
-		if err := strictUnmarshal(body, &c); err != nil {
-			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
-		}
-		if c.Version > t.st.QuotasVersion {
-			t.st.QuotasVersion, t.st.Quotas = c.Version, c.Quotas
-		}
-		return Outcome{}
-	case OpSetVersion:
-		var c SetVersion
-		if err := strictUnmarshal(body, &c); err != nil {
-			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
-		}
-		if err := setVersion(&t.st.Version, c, &t.tooOld); err != nil {
-			return reject(err)
-		}
-		t.proposerClock(c.AtMs)
-		return Outcome{}
-	case OpBarrier:
-		var c Barrier
-		if err := strictUnmarshal(body, &c); err != nil {
-			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
-		}
-		if c.Term < t.st.BarrierTerm {
-			return rejectf(api.CodeConflict, "barrier of term %d after term %d", c.Term, t.st.BarrierTerm)
-		}
-		t.st.BarrierTerm = c.Term
-		t.advance(c.Term, c.NowMs)
-		ch.Barrier = c.Term
-		return Outcome{}
-	case OpRenew:
-		var c Renew
-		if err := strictUnmarshal(body, &c); err != nil {
-			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
-		}
-		if o, ok := t.guard(op, c.Term); !ok {
-			return o
-		}
-		t.advance(c.Term, c.NowMs)
-		for _, it := range c.Items {
-			if s := t.st.Sessions[it.ID]; s != nil {
-				s.RemainingMs = max(0, min(it.RemainingMs, s.TTLMs))
-			}
-		}
-		return Outcome{}
-	case OpExpire:
-		var c Expire
-		if err := strictUnmarshal(body, &c); err != nil {
-			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
-		}
-		if o, ok := t.guard(op, c.Term); !ok {
-			return o
-		}
-		t.advance(c.Term, c.NowMs)
-		t.endSessions(index, c.IDs, ch)
-		return Outcome{}
-	case OpTick:
-		var c Tick
-		if err := strictUnmarshal(body, &c); err != nil {
-			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
-		}
-		if o, ok := t.guard(op, c.Term); !ok {
-			return o
-		}
-		t.advance(c.Term, c.NowMs)
-		for _, name := range sortedKeys(t.st.Services) {
-			svc := t.st.Services[name]
-			if !svc.Waiting {
-				continue
-			}
-			if svc.WaitFromMs == 0 {
-				svc.WaitFromMs = t.st.NowMs
-			}
-			t.elect(index, name, svc, "", ch)
-		}
-		return Outcome{}
-	case OpKVPut, OpKVDelete, OpKVTxn:
-		return t.applyKV(index, op, body, ch)
-	case OpRelease:
-		var c Release
-		if err := strictUnmarshal(body, &c); err != nil {
-			return rejectf(api.CodeBadRequest, "%s: %v", op, err)
-		}
-		if o, ok := t.guard(op, c.Term); !ok {
-			return o
-		}
-		t.advance(c.Term, c.NowMs)
-		return t.release(index, c, ch)
+	if h := tenantOps[op]; h != nil {
+		return h(t, index, op, body, ch)
 	}
 	return rejectf(api.CodeBadRequest, "unknown tenant command %s", op)
+}
+
+// tenantOp applies one tenant command from its encoded body.
+type tenantOp func(t *Tenant, index uint64, op Op, body []byte, ch *Changes) Outcome
+
+// tenantOps are the tenant shard's commands, each decoded strictly into
+// its type first (decoded): an undecodable body is rejected, naming the
+// command, before anything changes.
+var tenantOps = map[Op]tenantOp{
+	OpOpenSession:  decoded((*Tenant).applyOpenSession),
+	OpCloseSession: decoded((*Tenant).applyCloseSession),
+	OpRegister:     decoded((*Tenant).applyRegister),
+	OpDeregister:   decoded((*Tenant).applyDeregister),
+	OpSetPolicy:    decoded((*Tenant).applySetPolicy),
+	OpResign:       decoded((*Tenant).applyResign),
+	OpSetQuotas:    decoded((*Tenant).applySetQuotas),
+	OpSetVersion:   decoded((*Tenant).applySetVersion),
+	OpBarrier:      decoded((*Tenant).applyBarrier),
+	OpRenew:        decoded((*Tenant).applyRenew),
+	OpExpire:       decoded((*Tenant).applyExpire),
+	OpTick:         decoded((*Tenant).applyTick),
+	OpRelease:      decoded((*Tenant).applyRelease),
+	OpKVPut:        (*Tenant).applyKV,
+	OpKVDelete:     (*Tenant).applyKV,
+	OpKVTxn:        (*Tenant).applyKV,
+}
+
+// decoded adapts the handler of a decoded command C into a tenantOp.
+func decoded[C any](fn func(t *Tenant, index uint64, op Op, c C, ch *Changes) Outcome) tenantOp {
+	return func(t *Tenant, index uint64, op Op, body []byte, ch *Changes) Outcome {
+		c, err := decodeCommand[C](op, body)
+		if err != nil {
+			return reject(err)
+		}
+		return fn(t, index, op, c, ch)
+	}
+}
+
+// decodeCommand decodes a command's body strictly into a C; its error
+// names the command.
+func decodeCommand[C any](op Op, body []byte) (C, *api.Error) {
+	var c C
+	if err := strictUnmarshal(body, &c); err != nil {
+		return c, api.Errorf(api.CodeBadRequest, "%s: %v", op, err)
+	}
+	return c, nil
+}
+
+func (t *Tenant) applyOpenSession(index uint64, _ Op, c OpenSession, ch *Changes) Outcome {
+	t.proposerClock(c.AtMs)
+	return t.openSession(index, c, ch)
+}
+
+func (t *Tenant) applyCloseSession(index uint64, _ Op, c CloseSession, ch *Changes) Outcome {
+	t.proposerClock(c.AtMs)
+	if _, ok := t.st.Sessions[c.ID]; ok {
+		t.endSessions(index, []string{c.ID}, ch)
+	}
+	return Outcome{}
+}
+
+func (t *Tenant) applyRegister(index uint64, op Op, c Register, ch *Changes) Outcome {
+	t.proposerClock(c.AtMs)
+	if c.RegisteredMs != 0 && versionOf(t.st.Version) < 2 {
+		return reject(unknownField(op, "registered_ms"))
+	}
+	caller := cmp.Or(c.Caller, c.Instance.Session)
+	return t.sequenced(index, op, caller, c.Seq, func() Outcome { return t.register(index, c, ch) })
+}
+
+func (t *Tenant) applyDeregister(index uint64, op Op, c Deregister, ch *Changes) Outcome {
+	t.proposerClock(c.AtMs)
+	return t.sequenced(index, op, c.Caller, c.Seq, func() Outcome { return t.deregister(index, c, ch) })
+}
+
+func (t *Tenant) applySetPolicy(index uint64, _ Op, c SetPolicy, ch *Changes) Outcome {
+	t.proposerClock(c.AtMs)
+	return t.setPolicy(index, c, ch)
+}
+
+func (t *Tenant) applyResign(index uint64, op Op, c Resign, ch *Changes) Outcome {
+	t.proposerClock(c.AtMs)
+	return t.sequenced(index, op, c.Caller, c.Seq, func() Outcome { return t.resign(index, c, ch) })
+}
+
+func (t *Tenant) applySetQuotas(_ uint64, _ Op, c SetQuotas, _ *Changes) Outcome {
+	if c.Version > t.st.QuotasVersion {
+		t.st.QuotasVersion, t.st.Quotas = c.Version, c.Quotas
+	}
+	return Outcome{}
+}
+
+func (t *Tenant) applySetVersion(_ uint64, _ Op, c SetVersion, _ *Changes) Outcome {
+	if err := setVersion(&t.st.Version, c, &t.tooOld); err != nil {
+		return reject(err)
+	}
+	t.proposerClock(c.AtMs)
+	return Outcome{}
+}
+
+func (t *Tenant) applyBarrier(_ uint64, _ Op, c Barrier, ch *Changes) Outcome {
+	if c.Term < t.st.BarrierTerm {
+		return rejectf(api.CodeConflict, "barrier of term %d after term %d", c.Term, t.st.BarrierTerm)
+	}
+	t.st.BarrierTerm = c.Term
+	t.advance(c.Term, c.NowMs)
+	ch.Barrier = c.Term
+	return Outcome{}
+}
+
+// The leader-only commands below apply only under the term of the last
+// barrier (guard).
+
+func (t *Tenant) applyRenew(_ uint64, op Op, c Renew, _ *Changes) Outcome {
+	if o, ok := t.guard(op, c.Term); !ok {
+		return o
+	}
+	t.advance(c.Term, c.NowMs)
+	for _, it := range c.Items {
+		if s := t.st.Sessions[it.ID]; s != nil {
+			s.RemainingMs = max(0, min(it.RemainingMs, s.TTLMs))
+		}
+	}
+	return Outcome{}
+}
+
+func (t *Tenant) applyExpire(index uint64, op Op, c Expire, ch *Changes) Outcome {
+	if o, ok := t.guard(op, c.Term); !ok {
+		return o
+	}
+	t.advance(c.Term, c.NowMs)
+	t.endSessions(index, c.IDs, ch)
+	return Outcome{}
+}
+
+func (t *Tenant) applyTick(index uint64, op Op, c Tick, ch *Changes) Outcome {
+	if o, ok := t.guard(op, c.Term); !ok {
+		return o
+	}
+	t.advance(c.Term, c.NowMs)
+	for _, name := range sortedKeys(t.st.Services) {
+		svc := t.st.Services[name]
+		if !svc.Waiting {
+			continue
+		}
+		if svc.WaitFromMs == 0 {
+			svc.WaitFromMs = t.st.NowMs
+		}
+		t.elect(index, name, svc, "", ch)
+	}
+	return Outcome{}
+}
+
+func (t *Tenant) applyRelease(index uint64, op Op, c Release, ch *Changes) Outcome {
+	if o, ok := t.guard(op, c.Term); !ok {
+		return o
+	}
+	t.advance(c.Term, c.NowMs)
+	return t.release(index, c, ch)
 }
 
 // sequenced applies a write numbered seq under the caller's session at
