@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"syscall"
 	"time"
@@ -349,6 +350,9 @@ func (s *scenario) replaceNode(f Fault) []int {
 	delete(s.down, victim)
 	s.mu.Unlock()
 	added := s.cluster.Join(via)
+	s.mu.Lock()
+	s.servers = slices.Clone(s.cluster.Servers)
+	s.mu.Unlock()
 	return []int{victim, added.ID}
 }
 

@@ -137,15 +137,16 @@ type scenario struct {
 	start   time.Time
 	net     *network
 	ledger  *Ledger
-	cluster *proctest.Cluster
-	member  string // the chaosmember binary
-	skewDir string // each server's wall-clock skew, a file by ID
+	cluster *proctest.Cluster // its Servers only from the goroutine that joins: others read servers
+	member  string            // the chaosmember binary
+	skewDir string            // each server's wall-clock skew, a file by ID
 	tenants []*tenant
 	removed map[int]bool
 	down    map[int]bool // killed, not restarted yet
 	paused  map[*proctest.Proc]bool
 
 	mu       sync.Mutex
+	servers  []*proctest.Server // cluster.Servers, as of the last join
 	marks    []mark
 	timeline []string
 	faults   int
@@ -176,6 +177,7 @@ func Run(t *testing.T, plan Plan, opts Options) *Result {
 	s.cluster = proctest.StartClusterWith(t, proctest.Options{Servers: plan.Servers, RTT: 50 * time.Millisecond,
 		Args: []string{"--logdb", "tiny"}, Server: s.net.server, Tags: "chaos",
 		Env: func(id int) []string { return []string{"RAFTING_CHAOS_WALL_SKEW=" + s.skewFile(id)} }})
+	s.servers = slices.Clone(s.cluster.Servers)
 	s.note("cluster of %d ready", plan.Servers)
 	for i := range plan.Tenants {
 		s.tenants = append(s.tenants, s.newTenant(fmt.Sprintf("t%d", i)))
@@ -259,7 +261,7 @@ func (s *scenario) serverIDs() []int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var ids []int
-	for _, sv := range s.cluster.Servers {
+	for _, sv := range s.servers {
 		if !s.removed[sv.ID] {
 			ids = append(ids, sv.ID)
 		}
@@ -293,7 +295,7 @@ func (s *scenario) call(id int, token, method, path string, body any, timeout ti
 		b, _ := json.Marshal(body)
 		rd = strings.NewReader(string(b))
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+s.cluster.Servers[id-1].API+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+s.server(id).API+path, rd)
 	if err != nil {
 		return 0, nil, nil, err
 	}
@@ -444,7 +446,11 @@ func signal(p *proctest.Proc, sig syscall.Signal) {
 	}
 }
 
-func (s *scenario) server(id int) *proctest.Server { return s.cluster.Servers[id-1] }
+func (s *scenario) server(id int) *proctest.Server {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.servers[id-1]
+}
 
 func (s *scenario) killServer(id int) {
 	s.server(id).Proc.Kill()
