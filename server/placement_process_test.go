@@ -82,6 +82,10 @@ type writer struct {
 
 func startWriter(c *proctest.Cluster, tenant, token string) *writer {
 	w := &writer{c: c, tenant: tenant, token: token, skipped: map[int]bool{}, stop: make(chan struct{}), done: make(chan struct{})}
+	var apis []string // the servers now: c.Servers grows with a join
+	for _, s := range c.Servers {
+		apis = append(apis, s.API)
+	}
 	go func() {
 		defer close(w.done)
 		for i := 0; ; i++ {
@@ -91,14 +95,14 @@ func startWriter(c *proctest.Cluster, tenant, token string) *writer {
 			default:
 			}
 			w.mu.Lock()
-			server := 1 + i%len(c.Servers)
+			server := 1 + i%len(apis)
 			skip := w.skipped[server]
 			w.mu.Unlock()
 			if skip {
 				continue
 			}
 			key := fmt.Sprintf("k%05d", i)
-			code, _, err := proctest.Call(http.MethodPut, "http://"+c.Servers[server-1].API+"/v1/tenants/"+tenant+"/kv/"+key, token, map[string]string{"text": key})
+			code, _, err := proctest.Call(http.MethodPut, "http://"+apis[server-1]+"/v1/tenants/"+tenant+"/kv/"+key, token, map[string]string{"text": key})
 			if err == nil && code < 300 {
 				w.mu.Lock()
 				w.acked = append(w.acked, key)

@@ -77,6 +77,21 @@ func settled(c *servertest.Cluster, id, r int, nodes []uint64) bool {
 	return true
 }
 
+// readKey checks that tenant name's key k, written with its name, reads
+// back through node n (a replica just moved there answers 503 until it
+// caught up: waited for).
+func readKey(t *testing.T, c *servertest.Cluster, n int, name, tok string) {
+	t.Helper()
+	var r *servertest.Response
+	servertest.Eventually(t, 10*time.Second, name+"'s key on node "+fmt.Sprint(n), func() bool {
+		r = c.Do(n, tok, http.MethodGet, "/v1/tenants/"+name+"/kv/k?consistent=true", nil)
+		return r.Status != http.StatusServiceUnavailable
+	})
+	if r.Status != http.StatusOK || !strings.Contains(string(r.Body), `"text":"`+name+`"`) {
+		t.Fatalf("%s's key on node %d = %d %s", name, n, r.Status, r.Body)
+	}
+}
+
 func ids(n int) []uint64 {
 	out := make([]uint64, n)
 	for i := range out {
@@ -207,10 +222,7 @@ func TestPlacementSixthNodeJoins(t *testing.T) {
 	}
 	for name, tok := range tokens {
 		for n := 1; n <= six; n++ {
-			r := c.Do(n, tok, http.MethodGet, "/v1/tenants/"+name+"/kv/k?consistent=true", nil)
-			if r.Status != http.StatusOK || !strings.Contains(string(r.Body), `"text":"`+name+`"`) {
-				t.Fatalf("%s's key on node %d = %d %s", name, n, r.Status, r.Body)
-			}
+			readKey(t, c, n, name, tok)
 		}
 	}
 	servertest.Eventually(t, 30*time.Second, "the retired replicas' data deleted", func() bool {
@@ -269,10 +281,7 @@ func TestPlacementDeadNodeReplaced(t *testing.T) {
 		return true
 	})
 	for name, tok := range tokens {
-		r := c.Do(1, tok, http.MethodGet, "/v1/tenants/"+name+"/kv/k?consistent=true", nil)
-		if r.Status != http.StatusOK || !strings.Contains(string(r.Body), `"text":"`+name+`"`) {
-			t.Fatalf("%s's key after the replacement = %d %s", name, r.Status, r.Body)
-		}
+		readKey(t, c, 1, name, tok)
 	}
 	c.StartNode(victim)
 	servertest.Eventually(t, 60*time.Second, "the returned node deleted what it no longer holds", func() bool {
