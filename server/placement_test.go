@@ -182,6 +182,16 @@ func TestPlacementFiveNodes(t *testing.T) {
 		t.Fatalf("client stream on node %d: %q", without, line)
 	}
 
+	metrics := string(c.Do(without, servertest.AdminToken, http.MethodGet, "/metrics", nil).Body)
+	for n := 1; n <= 5; n++ {
+		if !strings.Contains(metrics, fmt.Sprintf("rafting_placement_replicas{node=\"%d\"} 6\n", n)) {
+			t.Errorf("/metrics: no rafting_placement_replicas of 6 for node %d:\n%s", n, grep(metrics, "rafting_placement"))
+		}
+	}
+	if !strings.Contains(metrics, "rafting_placement_moves 0\n") {
+		t.Errorf("/metrics: no rafting_placement_moves 0:\n%s", grep(metrics, "rafting_placement"))
+	}
+
 	servertest.Eventually(t, 30*time.Second, "node "+fmt.Sprint(without)+"'s view: every shard's leader, per-node counts", func() bool {
 		var cl api.Cluster
 		c.Do(without, servertest.AdminToken, http.MethodGet, "/v1/cluster", nil).JSON(t, &cl)

@@ -76,6 +76,22 @@ func newNodeMetrics(reg prometheus.Registerer, n *Node) *nodeMetrics {
 	metrics.NewGaugeFunc(reg, "rafting_cluster_nodes", "Nodes of the cluster (the meta shard's record).", nil, func(emit func(float64, ...string)) {
 		emit(float64(len(n.meta.Nodes())))
 	})
+	metrics.NewGaugeFunc(reg, "rafting_placement_replicas", "Tenant shard replicas the meta shard places on each node (placement).", []string{"node"},
+		func(emit func(float64, ...string)) {
+			load := n.meta.Load()
+			for _, rec := range n.meta.Nodes() {
+				emit(float64(load[rec.ID]), strconv.FormatUint(rec.ID, 10))
+			}
+		})
+	metrics.NewGaugeFunc(reg, "rafting_placement_moves", "Replica moves under way (placement), by the meta shard.", nil, func(emit func(float64, ...string)) {
+		moves := 0
+		for _, rec := range n.meta.Tenants() {
+			if rec.Move != nil {
+				moves++
+			}
+		}
+		emit(float64(moves))
+	})
 	metrics.NewGaugeFunc(reg, "rafting_node_leaderships", "Shards this node's replicas lead.", nil, func(emit func(float64, ...string)) {
 		led := 0
 		leaders(func(shard uint64, _ string, node, _ uint64, ok bool) {

@@ -50,6 +50,8 @@ var exported = map[string]family{
 	"rafting_node_leaderships":                               {gauge, nil, true},
 	"rafting_peer_last_contact_seconds":                      {gauge, []string{"node"}, true},
 	"rafting_peer_reachable":                                 {gauge, []string{"node"}, true},
+	"rafting_placement_moves":                                {gauge, nil, true},
+	"rafting_placement_replicas":                             {gauge, []string{"node"}, true},
 	"rafting_raft_applied_entries_total":                     {counter, []string{"tenant"}, true},
 	"rafting_raft_proposal_seconds":                          {histogram, []string{"kind"}, true},
 	"rafting_raft_proposals_total":                           {counter, []string{"kind", "result"}, true},
