@@ -192,6 +192,46 @@ type SessionResponse struct {
 	DropGraceMs int64  `json:"drop_grace_ms"`
 }
 
+// SessionSummary is one live session in GET /v1/tenants/{t}/sessions. It
+// never holds the session's ID (the holder's credential): SessionTag names
+// it, as instances and master records do.
+//
+// RemainingMs is the session's countdown as the state machine last recorded
+// it (the leader records countdowns in batches, only for sessions whose
+// countdown fell behind or recovered), not the leader's live deadline: a
+// session kept alive shows its TTL. Attached says whether a stream (a
+// session stream or a client stream's attach) is attached to the session on
+// the answering node; it is set only when that node leads the tenant's
+// shard, the one node that knows.
+type SessionSummary struct {
+	SessionTag  string           `json:"session_tag"`
+	TTLMs       int64            `json:"ttl_ms"`
+	LeaseMs     int64            `json:"lease_ms"`
+	DropGraceMs int64            `json:"drop_grace_ms"`
+	RemainingMs int64            `json:"remaining_ms"`
+	SeeksMaster bool             `json:"seeks_master"`
+	Instances   []HeldInstance   `json:"instances"`
+	Masters     []HeldMastership `json:"masters"`
+	Attached    *bool            `json:"attached,omitempty"`
+}
+
+// SessionList answers GET /v1/tenants/{t}/sessions: the tenant's live
+// sessions in the order of their tags, at most ?limit= of them (and about
+// 1 MiB of answer), from ?start= (a tag, inclusive). Next, when set, is the
+// ?start= of the next page. Each page is read at its own Index.
+type SessionList struct {
+	Index    uint64           `json:"index"`
+	Sessions []SessionSummary `json:"sessions"`
+	Next     string           `json:"next,omitempty"`
+}
+
+// MaxSessionPage is the most sessions one GET .../sessions answers (its
+// ?limit=), and DefaultSessionPage its default.
+const (
+	MaxSessionPage     = 1000
+	DefaultSessionPage = 1000
+)
+
 // KeepaliveResponse answers PUT .../sessions/{id}/keepalive. LeaseMs is the
 // promise: the session will not be expired before the leader's receipt of
 // the keepalive + LeaseMs; a client anchors it at the moment it sent the

@@ -1,12 +1,15 @@
 package httpapi
 
 import (
+	"encoding/json"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/server/fsm"
 )
 
 // TestBackupKeepsEveryInstanceField: a backup's instance (api.Instance,
@@ -122,4 +125,77 @@ func TestSameInstanceAndMasterCountEveryField(t *testing.T) {
 	}
 	check("api.Instance", &api.Instance{}, func(a, b any) bool { return sameInstance(a.(*api.Instance), b.(*api.Instance)) })
 	check("api.Master", &api.Master{}, func(a, b any) bool { return sameMaster(a.(*api.Master), b.(*api.Master)) })
+}
+
+// TestSessionSummaryCountsEveryField: every field of what the state
+// machine knows of a session (fsm.SessionInfo, every field set) reaches
+// its entry in GET .../sessions (sessionSummary) but its ID, which only
+// its tag names, and the applied index, which the list carries once; every
+// field of api.SessionSummary is filled but Attached (the leader's, not
+// the state machine's). The entry's JSON never holds the ID. A field added
+// to either and forgotten in sessionSummary fails this test.
+func TestSessionSummaryCountsEveryField(t *testing.T) {
+	var info fsm.SessionInfo
+	v := reflect.ValueOf(&info).Elem()
+	for i := range v.NumField() {
+		f, name := v.Field(i), v.Type().Field(i).Name
+		switch {
+		case f.Kind() == reflect.String:
+			f.SetString("sess-secret-" + name)
+		case f.Kind() == reflect.Int64:
+			f.SetInt(int64(1000 + i))
+		case f.Kind() == reflect.Uint64:
+			f.SetUint(uint64(1000 + i))
+		case f.Kind() == reflect.Bool:
+			f.SetBool(true)
+		case f.Type() == reflect.TypeOf([]api.HeldInstance{}):
+			f.Set(reflect.ValueOf([]api.HeldInstance{{Service: "s", Instance: "i", State: api.StateReady}}))
+		case f.Type() == reflect.TypeOf([]api.HeldMastership{}):
+			f.Set(reflect.ValueOf([]api.HeldMastership{{Service: "s", Instance: "i", FencingToken: 7, Releasing: true}}))
+		default:
+			t.Fatalf("fsm.SessionInfo.%s: a field of type %s that this test cannot set: teach it", name, f.Type())
+		}
+	}
+	sum := sessionSummary(info)
+	sv := reflect.ValueOf(sum)
+	for i := range sv.NumField() {
+		name := sv.Type().Field(i).Name
+		if name != "Attached" && sv.Field(i).IsZero() {
+			t.Errorf("api.SessionSummary.%s is not filled by sessionSummary", name)
+		}
+	}
+	// Each SessionInfo field is in the summary: under its own name, or
+	// as the named one.
+	renamed := map[string]string{"Held": "Masters"}
+	for i := range v.NumField() {
+		name := v.Type().Field(i).Name
+		switch name {
+		case "ID": // secret: its tag only
+			if sum.SessionTag != api.SessionTag(info.ID) {
+				t.Errorf("session_tag %q, want the ID's tag %q", sum.SessionTag, api.SessionTag(info.ID))
+			}
+			continue
+		case "Applied": // the list's index
+			continue
+		}
+		to := name
+		if r, ok := renamed[name]; ok {
+			to = r
+		}
+		f := sv.FieldByName(to)
+		if !f.IsValid() {
+			t.Errorf("fsm.SessionInfo.%s has no api.SessionSummary field: add one, or say here why the list leaves it out", name)
+			continue
+		}
+		if fmt.Sprint(f.Interface()) != fmt.Sprint(v.Field(i).Interface()) {
+			t.Errorf("api.SessionSummary.%s = %v, want fsm.SessionInfo.%s %v", to, f.Interface(), name, v.Field(i).Interface())
+		}
+	}
+	b, err := json.Marshal(sum)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), info.ID) {
+		t.Errorf("a session's entry holds its ID: %s", b)
+	}
 }

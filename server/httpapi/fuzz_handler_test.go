@@ -36,6 +36,7 @@ func FuzzHandler(f *testing.F) {
 	f.Add("POST", "services/db/master/resign", `{"instance":"d1","fencing_token":1}`, "sess-fuzz-0000000000")
 	f.Add("PUT", "services/db/policy", `{"cold_start":{"min_ready":2,"settle_ms":-1}}`, "")
 	f.Add("GET", "services/web?index=3&wait=10ms", ``, "")
+	f.Add("GET", "sessions?limit=2&start=0123456789abcdef&consistent=true", ``, "")
 	f.Add("DELETE", "services/web/instances/w1", ``, "7")
 	f.Add("PATCH", "services/%2e%2e/instances/x", `{`, "")
 	f.Add("PUT", "kv/app/flag?if_index=0", `on`, "")

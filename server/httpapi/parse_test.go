@@ -320,3 +320,27 @@ func FuzzParseNodeID(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseSessionsQuery(f *testing.F) {
+	f.Add("limit=2&start=0123456789abcdef&consistent=true")
+	f.Add("limit=0")
+	f.Add("limit=1001")
+	f.Add("start=sess-abcdefghijklmn")
+	f.Add("index=3&wait=1s")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, query string) {
+		r := request(http.MethodGet, "", nil, "")
+		r.URL.RawQuery = query
+		q, err := parseSessionsQuery(r)
+		if err != nil {
+			wantClientError(t, err)
+			return
+		}
+		if q.limit < 1 || q.limit > api.MaxSessionPage {
+			t.Fatalf("limit %d outside [1, %d]", q.limit, api.MaxSessionPage)
+		}
+		if q.start != "" && !isSessionTag(q.start) {
+			t.Fatalf("start %q is not a session tag", q.start)
+		}
+	})
+}

@@ -60,6 +60,9 @@ type Server struct {
 
 	cs *clientStreams // client streams and their watch feeds
 
+	sessionMu     sync.Mutex
+	sessionOrders map[string]*sessionOrder // per tenant: its sessions by tag (sessionsByTag)
+
 	restoreHook atomic.Pointer[func(tenant string)] // tests: a restore about to write a tenant
 
 	reqCount     *prometheus.CounterVec
@@ -93,6 +96,8 @@ func New(node *cluster.Node, reg *prometheus.Registry, peers *http.Client) *Serv
 		watchers: map[string]*atomic.Int64{},
 		holds:    &holdPool{byKey: map[string]int{}, perKey: MaxHeldPerKey},
 		cs:       newClientStreams(),
+
+		sessionOrders: map[string]*sessionOrder{},
 	}
 	if cfg.AdminToken != "" {
 		s.admin = tenants.HashToken(cfg.AdminToken)
@@ -163,6 +168,7 @@ func (s *Server) routes() {
 	h("DELETE /v1/tenants/{t}", admin, false, false, s.deleteTenant)
 	h("POST /v1/tenants/{t}/token", admin, false, false, s.rotateToken)
 	h("DELETE /v1/tenants/{t}/token/previous", admin, false, false, s.revokePrevious)
+	h("GET /v1/tenants/{t}/sessions", tenant, false, false, s.listSessions)
 	h("PUT /v1/tenants/{t}/sessions/{id}", tenant, false, true, s.openSession)
 	h("DELETE /v1/tenants/{t}/sessions/{id}", tenant, false, true, s.closeSession)
 	h("PUT /v1/tenants/{t}/sessions/{id}/keepalive", tenant, true, false, s.keepalive)

@@ -145,3 +145,23 @@ func (s *Stream) Heartbeat() (api.StreamEvent, bool) {
 	term, leading := s.m.Term()
 	return api.StreamEvent{Type: api.EventHeartbeat, Term: term, Index: s.m.sm.Applied()}, leading
 }
+
+// Attached reports, for each of ids, whether a stream is attached to it on
+// this node, in one read under the manager's lock; ok is false (and
+// attached nil) when this node does not answer the shard's sessions: the
+// leader is the only node that knows. A read, for GET .../sessions: it
+// changes nothing.
+func (m *Manager) Attached(ids []string) (attached []bool, ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.role != leading {
+		return nil, false
+	}
+	attached = make([]bool, len(ids))
+	for i, id := range ids {
+		if e := m.entries[id]; e != nil {
+			attached[i] = e.attached > 0
+		}
+	}
+	return attached, true
+}

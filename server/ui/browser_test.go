@@ -388,8 +388,24 @@ func TestDashboard(t *testing.T) {
 	}
 
 	shot(t, ctx, "services")
+	// Sessions, as GET .../sessions lists them: the members' three, and one
+	// that owns nothing, by tag; never an ID.
+	bare := "sess-ui-bare-" + tenants.NewSecret()[:16]
+	if r := c.Do(1, acme, http.MethodPut, "/v1/tenants/acme/sessions/"+bare, api.SessionRequest{TTLMs: 600_000}); r.Status != http.StatusCreated {
+		t.Fatalf("open a session: %d %s", r.Status, r.Body)
+	}
 	tab(t, ctx, "sessions")
-	until(t, ctx, "three sessions", `document.querySelectorAll("#sessions tr[data-session]").length === 3`, 10*time.Second)
+	until(t, ctx, "four sessions", `document.querySelectorAll("#sessions tr[data-session]").length === 4`, 10*time.Second)
+	row := fmt.Sprintf(`#sessions tr[data-session=%q]`, api.SessionTag(bare))
+	if ttl := eval[string](t, ctx, text(row+" .ttl")); ttl != "600 s" {
+		t.Errorf("the bare session's TTL shows %q, want 600 s", ttl)
+	}
+	if n := eval[int](t, ctx, `[...document.querySelectorAll("#sessions tr[data-session] .instances")].filter(e => e.textContent.startsWith("billing/ms-")).length`); n != 3 {
+		t.Errorf("%d sessions show a billing instance, want the members' 3", n)
+	}
+	if shown := eval[string](t, ctx, `document.getElementById("app").innerText`); strings.Contains(shown, bare) {
+		t.Error("the page shows a session ID")
+	}
 	shot(t, ctx, "sessions")
 	tab(t, ctx, "nodes")
 	shot(t, ctx, "nodes")
@@ -487,7 +503,7 @@ func TestDashboard(t *testing.T) {
 	register(t, c, acme, "web", "evil", api.RegisterRequest{Address: payloads["address"], Zone: payloads["zone"],
 		Meta: map[string]string{"a": payloads["script"], "b": payloads["img"]}})
 	until(t, ctx, "the hostile instance", `document.querySelector('[data-service="web"] tr[data-instance="evil"]') !== null`, 5*time.Second)
-	row := `[data-service="web"] tr[data-instance="evil"]`
+	row = `[data-service="web"] tr[data-instance="evil"]`
 	if got := eval[string](t, ctx, text(row+" .address")); got != payloads["address"] {
 		t.Errorf("the address shows as %q, want the text %q", got, payloads["address"])
 	}

@@ -12,10 +12,11 @@
 // format, read with fetch (EventSource cannot send a header). It is made of
 // the REST API's own answers, asked in-process through the API's handler
 // with the browser's token, so the feed sees exactly what the token may
-// read through REST, under the same rate limits and quotas: GET /v1/cluster
-// and the tenants every second, the tenant's service list every 500 ms,
-// and one blocking query per service (up to MaxWatched), so a registration,
-// a drain or a new master reaches the page as soon as the node applied it.
+// read through REST, under the same rate limits and quotas: GET /v1/cluster,
+// the tenants and the tenant's sessions every second, its service list
+// every 500 ms, and one blocking query per service (up to MaxWatched), so
+// a registration, a drain or a new master reaches the page as soon as the
+// node applied it.
 // A service whose blocking query the node refuses (the tenant's
 // max_watchers reached) is read without one every 500 ms for a while.
 // A browser holds one connection for it, however many services it shows.

@@ -78,7 +78,11 @@ func TestFeedScope(t *testing.T) {
 	var tenant struct{ Name string }
 	var list api.TenantList
 
-	got := events(t, base, acme, "?tenant=zeta", "hello", "tenant", "tenants", "service")
+	got := events(t, base, acme, "?tenant=zeta", "hello", "tenant", "tenants", "service", "sessions")
+	var sessions api.SessionList
+	if err := json.Unmarshal(got["sessions"], &sessions); err != nil || sessions.Index == 0 {
+		t.Errorf("acme's sessions event %s: want GET .../sessions's answer (%v)", got["sessions"], err)
+	}
 	_ = json.Unmarshal(got["hello"], &hello)
 	_ = json.Unmarshal(got["tenant"], &tenant)
 	_ = json.Unmarshal(got["tenants"], &list)

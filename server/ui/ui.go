@@ -51,6 +51,7 @@ func (id Identity) kind() string {
 const (
 	ClusterEvery  = time.Second
 	ServicesEvery = 500 * time.Millisecond
+	SessionsEvery = time.Second
 	PingEvery     = 5 * time.Second
 	MaxWatched    = 64
 )
@@ -140,8 +141,9 @@ func (d *Dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // Events: hello {kind, tenant}; cluster (GET /v1/cluster's answer, admin
 // tokens); tenants {tenants} (GET /v1/tenants, or the tenant's own);
 // tenant {name} (whose services follow); services (GET .../services);
-// service (GET .../services/{s}); gone {service}; problem {what, status,
-// error}. A comment line every PingEvery keeps proxies from closing it.
+// service (GET .../services/{s}); gone {service}; sessions (GET
+// .../sessions: the first page, up to 1,000 sessions by tag); problem
+// {what, status, error}. A comment line every PingEvery keeps proxies from closing it.
 func (d *Dashboard) Feed(w http.ResponseWriter, r *http.Request, who Identity) {
 	secure(w.Header())
 	fl, ok := w.(http.Flusher)
@@ -190,7 +192,12 @@ func (d *Dashboard) Feed(w http.ResponseWriter, r *http.Request, who Identity) {
 			}
 		}
 		f.send(ctx, "tenant", map[string]string{"name": name})
+		var sessions sync.WaitGroup
+		sessions.Go(func() {
+			f.poll(ctx, "sessions", "/v1/tenants/"+url.PathEscape(name)+"/sessions", SessionsEvery, nil)
+		})
 		f.servicesLoop(ctx, name)
+		sessions.Wait()
 	})
 
 	ping := time.NewTicker(PingEvery)

@@ -21,6 +21,7 @@
     tenants: [],
     list: null,         // the tenant's service list
     services: new Map(), // name -> GET .../services/{s} answer
+    sessions: null,     // GET .../sessions's answer: the first page
     tab: "",
     feed: null,         // AbortController of the feed
     retry: 0,
@@ -132,6 +133,7 @@
     state.feed = ctl;
     state.services = new Map();
     state.list = null;
+    state.sessions = null;
     let path = "/ui/events";
     if (state.chosen) path += "?tenant=" + encodeURIComponent(state.chosen);
     let resp;
@@ -205,6 +207,7 @@
       case "services": state.list = d; setProblem(""); renderServices(); break;
       case "service": state.services.set(d.service, d); renderServices(); break;
       case "gone": state.services.delete(d.service); renderServices(); break;
+      case "sessions": state.sessions = d; renderSessions(); break;
       case "problem":
         if (d.status === 401) return showLogin("This token is not accepted any more: " + d.error);
         setProblem(d.what + ": " + d.error);
@@ -374,29 +377,34 @@
     return card;
   }
 
-  // renderSessions: the REST API lists no sessions, so this view is made
-  // of what the services show (each instance's session_tag, each master's)
-  // and of the tenant's usage (how many sessions there are in all).
+  function dur(ms) {
+    if (typeof ms !== "number") return "";
+    return ms >= 1000 && ms % 1000 === 0 ? ms / 1000 + " s" : ms + " ms";
+  }
+
+  // renderSessions: GET .../sessions's first page, by tag. A session's ID
+  // is its holder's secret: the API never sends it, only its tag.
   function renderSessions() {
-    const by = new Map();
-    const get = (tag) => {
-      if (!by.has(tag)) by.set(tag, { instances: [], masters: [] });
-      return by.get(tag);
-    };
-    for (const [name, s] of state.services) {
-      for (const i of s.instances || []) if (i.session_tag) get(i.session_tag).instances.push(name + "/" + i.id + " (" + i.state + ")");
-      if (s.master && s.master.session_tag) get(s.master.session_tag).masters.push(name + " token " + s.master.fencing_token);
-    }
+    const l = state.sessions;
+    const list = (l && l.sessions) || [];
     const t = state.tenants.find((x) => x.name === state.tenant);
-    const used = t && t.usage ? t.usage.sessions : undefined;
+    const used = t && t.usage ? t.usage.sessions : list.length;
     const max = t && t.quotas ? t.quotas.max_sessions : undefined;
-    $("sessions-line").textContent = (used !== undefined ? used + " sessions" + (max ? " of " + max + " allowed" : "") + "; " : "") +
-      by.size + " of them own instances or masterships of the services shown, listed here (the REST API lists no sessions: one that owns nothing is counted, not listed).";
-    const tags = [...by.keys()].sort();
-    table("sessions", ["session", "instances", "masterships"], tags.map((tag) => el("tr", { "data-session": tag },
-      el("td", { class: "mono" }, tag),
-      el("td", { class: "mono" }, by.get(tag).instances.join("\n")),
-      el("td", { class: "mono" }, by.get(tag).masters.join("\n")))));
+    $("sessions-line").textContent = !l ? "loading" :
+      used + " live sessions" + (max ? " of " + max + " allowed" : "") + (l.next ? "; the first " + list.length + " by tag are listed" : "") +
+      ". Remaining is the countdown the state machine last recorded (a session kept alive shows its TTL); whether a stream is attached is known only to the tenant's leader (? elsewhere).";
+    table("sessions", ["session", "TTL", "lease", "drop grace", "remaining", "attached", "instances", "masterships"],
+      list.map((s) => memo("session", s.session_tag, JSON.stringify(s), () => el("tr", { "data-session": s.session_tag },
+        el("td", { class: "mono tag" }, s.session_tag),
+        el("td", { class: "ttl" }, dur(s.ttl_ms)),
+        el("td", { class: "lease" }, s.lease_ms ? dur(s.lease_ms) : "none", s.seeks_master ? " (seeks a mastership)" : ""),
+        el("td", {}, dur(s.drop_grace_ms)),
+        el("td", { class: "remaining" }, dur(s.remaining_ms)),
+        el("td", { class: "attached" }, s.attached === undefined ? "?" : s.attached ? "yes" : "no"),
+        el("td", { class: "mono instances" }, (s.instances || []).map((i) => i.service + "/" + i.instance + " (" + i.state + ")").join("\n")),
+        el("td", { class: "mono masters" }, (s.masters || []).map((m) => m.service + "/" + m.instance + " token " + m.fencing_token +
+          (m.releasing ? " (releasing)" : "")).join("\n"))))));
+    sweep("session", list.map((s) => s.session_tag));
   }
 
   // ---- actions -----------------------------------------------------------
