@@ -520,8 +520,8 @@ func (n *Node) plan(now time.Time) {
 	}
 	want := min(r, len(live))
 	for _, rec := range recs {
-		if rec.Move != nil {
-			continue
+		if rec.Move != nil || rec.Restore != nil && rec.Restore.Pending {
+			continue // a restore writes through the replicas it found
 		}
 		holders := rec.NodesOf()
 		var onDead uint64
@@ -590,7 +590,7 @@ func (n *Node) balance(recs []*fsm.TenantRecord, live []uint64, load map[uint64]
 		moved := false
 		for _, rec := range recs {
 			rid, _, onHi := rec.ReplicaOn(hi)
-			if rec.Move != nil || !onHi || contains(rec.NodesOf(), lo) || !zoneKept(rec, hi, lo, zones) {
+			if rec.Move != nil || rec.Restore != nil && rec.Restore.Pending || !onHi || contains(rec.NodesOf(), lo) || !zoneKept(rec, hi, lo, zones) {
 				continue
 			}
 			start(rec, lo, rid, "balance")

@@ -404,7 +404,11 @@ func (m *Meta) Apply(index uint64, cmd []byte) (o MetaOutcome) {
 		if t == nil {
 			return MetaOutcome{} // deleting a missing tenant succeeds
 		}
-		m.st.Tombstones[t.ShardID] = &Tombstone{Tenant: t.Name, ShardID: t.ShardID, Replicas: t.clone().Replicas, DeletedMs: c.NowMs}
+		tomb := &Tombstone{Tenant: t.Name, ShardID: t.ShardID, Replicas: t.clone().Replicas, DeletedMs: c.NowMs}
+		for rid, node := range t.Retired { // from version 5 only: a node still keeping one deletes it too
+			tomb.Replicas[rid] = Replica{Node: node}
+		}
+		m.st.Tombstones[t.ShardID] = tomb
 		delete(m.st.Tenants, c.Name)
 		return MetaOutcome{Tenant: t.clone()}
 	case OpUpdateQuotas:

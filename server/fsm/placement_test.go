@@ -215,6 +215,17 @@ func TestMetaMoveSteps(t *testing.T) {
 		t.Fatalf("after the node's removal: %+v", tr)
 	}
 
+	// A deleted tenant's tombstone names its retired replicas too: a node
+	// that kept one deletes it.
+	retired, _ := m.Tenant("acme")
+	metaApply(t, m, 26, OpDeleteTenant, DeleteTenant{Name: "acme"})
+	tombs := m.Tombstones()
+	for rid, node := range retired.Retired {
+		if tombs[0].Replicas[rid].Node != node {
+			t.Fatalf("tombstone %+v lacks retired replica %d on node %d", tombs[0], rid, node)
+		}
+	}
+
 	snap, _ := m.Snapshot()
 	again := NewMeta()
 	if err := again.Restore(bytes.NewReader(snap)); err != nil {
