@@ -207,6 +207,20 @@ func TestPlacementFiveNodes(t *testing.T) {
 		}
 		return cl.Replicas == 3 && replicas == 30 && leaders == len(cl.Shards)
 	})
+
+	// A node holding t0 crashes (long before --dead-after): the proxy on
+	// the node without t0 turns to the others once its looks miss it.
+	down := int(rec.VotingOn()[0])
+	if c.Server(down).Node().MetaLeaderIsLocal() {
+		down = int(rec.VotingOn()[1])
+	}
+	c.AbortNode(down)
+	for i := range 20 {
+		servertest.Eventually(t, 10*time.Second, fmt.Sprintf("write %d through node %d with node %d down", i, without, down), func() bool {
+			r := c.Do(without, tok, http.MethodPut, fmt.Sprintf("/v1/tenants/t0/kv/d%d", i), "x")
+			return r.Status == http.StatusCreated
+		})
+	}
 }
 
 // TestPlacementSixthNodeJoins: a sixth node joins five: replicas move onto

@@ -192,6 +192,9 @@ func (n *Node) driveMoves() {
 		if !ok || !t.LeaderIsLocal() {
 			continue
 		}
+		if removed == 0 {
+			t.swept.Store(1) // no node was ever removed: nothing to sweep
+		}
 		if rec.Move == nil && t.swept.Load() == int64(removed)+1 {
 			continue
 		}
@@ -629,25 +632,43 @@ func contains(ids []uint64, id uint64) bool {
 }
 
 // TenantNodes is the API addresses of the nodes holding a voting replica
-// of a tenant's shard, its leader's first when this node knows it (from its
-// own replica, or from the looks at the nodes that hold one).
+// of a tenant's shard: its leader's first when this node knows it (from its
+// own replica, or from its looks at the nodes that hold one), then the
+// others, those whose API did not answer this node's last look last — a
+// proxy or a client sent to the first does not keep knocking at a node
+// that is down.
 func (n *Node) TenantNodes(name string) []string {
 	rec, ok := n.meta.Tenant(name)
 	if !ok {
 		return nil
 	}
+	var lead uint64
+	if _, ok := n.Tenant(name); ok {
+		if id, _, ok := n.leader(rec.ShardID); ok {
+			lead = rec.Replicas[id].Node
+		}
+	} else {
+		lead = n.peerLeaders()[rec.ShardID] // as the nodes that hold it see it
+	}
+	peers, _ := n.peerContact()
+	down := func(node uint64) bool {
+		p, ok := peers[node]
+		return ok && p.looked && !p.Answered
+	}
+	nodes := rec.VotingOn()
+	rank := func(node uint64) int {
+		switch {
+		case down(node):
+			return 2
+		case node == lead:
+			return 0
+		}
+		return 1
+	}
+	sort.SliceStable(nodes, func(i, j int) bool { return rank(nodes[i]) < rank(nodes[j]) })
 	var out []string
-	lead := ""
-	if t, ok := n.Tenant(name); ok {
-		lead = t.LeaderAPI()
-	} else if l := n.peerLeaders()[rec.ShardID]; l != 0 {
-		lead = n.NodeAPI(l) // as the nodes that hold it see it
-	}
-	if lead != "" {
-		out = append(out, lead)
-	}
-	for _, node := range rec.VotingOn() {
-		if a := n.NodeAPI(node); a != "" && a != lead {
+	for _, node := range nodes {
+		if a := n.NodeAPI(node); a != "" {
 			out = append(out, a)
 		}
 	}
