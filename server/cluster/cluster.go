@@ -45,6 +45,7 @@ type Node struct {
 	metaSynced atomic.Bool // the meta replica caught up with a quorum once
 	reconciled atomic.Bool // every tenant shard this node hosts was started and synced once
 	closing    atomic.Bool
+	waking     atomic.Bool // a pass of wakeOrphans runs (orphans.go)
 
 	mu      sync.RWMutex
 	tenants map[uint64]*Tenant // running tenant replicas by shard ID

@@ -110,7 +110,11 @@ func (n *Node) placementLoop() {
 			return
 		case <-t.C:
 		}
-		if n.closing.Load() || !n.metaSynced.Load() || n.meta.Version() < 5 || n.RemovedReason() != "" {
+		if n.closing.Load() || !n.metaSynced.Load() || n.RemovedReason() != "" {
+			continue
+		}
+		n.wakeOrphans()
+		if n.meta.Version() < 5 {
 			continue
 		}
 		n.recordSettings()
