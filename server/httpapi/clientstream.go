@@ -209,6 +209,7 @@ type clientStream struct {
 	ops        sync.WaitGroup // writes, watch set-ups, keepalives
 	forwarders sync.WaitGroup // attached sessions' event forwarders
 	reader     sync.WaitGroup
+	bodyDone   atomic.Bool    // the reader met the end of the request's body
 	fresh      sync.WaitGroup // the freshness check of the watches' replica
 	freshAt    time.Time      // the writer's: when it last started one
 	freshBusy  atomic.Bool
@@ -344,8 +345,14 @@ func (cs *clientStream) finish() {
 	cs.mu.Unlock()
 	cs.cancel()
 	// Unblock the reader: a read deadline in the past ends a pending Read on
-	// HTTP/2 and HTTP/1.1 alike.
-	_ = cs.rc.SetReadDeadline(time.Unix(1, 0))
+	// HTTP/2 and HTTP/1.1 alike. Not once the body has ended: on HTTP/1.1
+	// the deadline is the connection's, and net/http reads on from there
+	// for the next request; a deadline in the past fails that read, which
+	// cancels the connection's context, and every later request on the
+	// connection was answered "context canceled" (TestClientStreamLeavesH1ConnectionUsable).
+	if !cs.bodyDone.Load() {
+		_ = cs.rc.SetReadDeadline(time.Unix(1, 0))
+	}
 	cs.reader.Wait()
 	cs.detachAll(e.reason.clientSide())
 	cs.ops.Wait()
@@ -407,6 +414,9 @@ func (cs *clientStream) readLoop() {
 	var long []byte // a line longer than the reader's buffer, gathered
 	for {
 		frag, err := br.ReadSlice('\n')
+		if errors.Is(err, io.EOF) {
+			cs.bodyDone.Store(true) // before the stream can end: see finish
+		}
 		if errors.Is(err, bufio.ErrBufferFull) {
 			if len(long)+len(frag) > api.MaxFrameBytes+2 {
 				cs.end(endBadFrame, errorFrame(api.Errorf(api.CodeTooLarge, "frame: larger than %d bytes", api.MaxFrameBytes)))
