@@ -114,6 +114,11 @@ func parseResign(w http.ResponseWriter, r *http.Request, now time.Time) (fsm.Res
 	if err := api.ValidateName("instance", req.Instance); err != nil {
 		return fsm.Resign{}, err
 	}
+	if req.FencingToken == 0 {
+		// No grant has token 0 (its epoch is at least 1): a resign
+		// without one could only be refused, as a conflict it is not.
+		return fsm.Resign{}, api.BadField("fencing_token", "is required: the fencing token of the mastership to resign")
+	}
 	if req.To != "" {
 		if err := api.ValidateName("to", req.To); err != nil {
 			return fsm.Resign{}, err
