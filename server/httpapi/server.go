@@ -60,8 +60,9 @@ type Server struct {
 
 	cs *clientStreams // client streams and their watch feeds
 
-	sessionMu     sync.Mutex
-	sessionOrders map[string]*sessionOrder // per tenant: its sessions by tag (sessionsByTag)
+	sessionMu       sync.Mutex
+	sessionOrders   map[string]*sessionOrder // per tenant: its sessions by tag (sessionsByTag)
+	orderedSessions int                      // sessions in sessionOrders, all tenants together
 
 	restoreHook atomic.Pointer[func(tenant string)] // tests: a restore about to write a tenant
 

@@ -132,10 +132,11 @@ type taggedSession struct {
 	info *fsm.SessionInfo
 }
 
-// sessionOrder is a tenant replica's live sessions in the order of their
-// tags, as read at one applied index.
+// sessionOrder is a tenant's live sessions in the order of their tags, as
+// its shard's replica read them at one applied index. It holds copies, not
+// the replica: a deleted tenant's state is not kept alive by it.
 type sessionOrder struct {
-	t        *cluster.Tenant
+	shard    uint64
 	applied  uint64
 	sessions []taggedSession
 }
@@ -153,9 +154,10 @@ func byTag(infos []fsm.SessionInfo) []taggedSession {
 	return all
 }
 
-// maxSessionOrders bounds the orders kept (one per tenant; past it they
-// are all dropped and made again as asked).
-const maxSessionOrders = 4096
+// maxOrderedSessions bounds the sessions the orders keep, all tenants
+// together (one order per tenant; past it they are all dropped and made
+// again as asked): about 30 MB at most.
+const maxOrderedSessions = 100_000
 
 // sessionsByTag returns t's live sessions in the order of their tags and
 // the applied index they were read at. The order is kept until the replica
@@ -167,22 +169,29 @@ func (s *Server) sessionsByTag(t *cluster.Tenant) ([]taggedSession, uint64) {
 	s.sessionMu.Lock()
 	o := s.sessionOrders[t.Name]
 	s.sessionMu.Unlock()
-	if o != nil && o.t == t && o.applied == applied {
+	if o != nil && o.shard == t.ShardID && o.applied == applied {
 		return o.sessions, o.applied
 	}
 	infos := t.SM.Sessions()
 	if len(infos) > 0 {
 		applied = infos[0].Applied
 	}
-	o = &sessionOrder{t: t, applied: applied, sessions: byTag(infos)}
+	o = &sessionOrder{shard: t.ShardID, applied: applied, sessions: byTag(infos)}
 	s.sessionMu.Lock()
-	if len(s.sessionOrders) >= maxSessionOrders {
+	defer s.sessionMu.Unlock()
+	prev := s.sessionOrders[t.Name]
+	if prev != nil && prev.shard == o.shard && prev.applied > applied {
+		return o.sessions, o.applied // a later read was kept meanwhile
+	}
+	if prev != nil {
+		s.orderedSessions -= len(prev.sessions)
+	}
+	if s.orderedSessions+len(o.sessions) > maxOrderedSessions {
 		clear(s.sessionOrders)
+		s.orderedSessions = 0
 	}
-	if prev := s.sessionOrders[t.Name]; prev == nil || prev.t != t || prev.applied <= applied {
-		s.sessionOrders[t.Name] = o
-	}
-	s.sessionMu.Unlock()
+	s.sessionOrders[t.Name] = o
+	s.orderedSessions += len(o.sessions)
 	return o.sessions, o.applied
 }
 
