@@ -137,6 +137,13 @@ func TestPlacementFiveNodes(t *testing.T) {
 	if r.Status != http.StatusOK || len(svc.Instances) != 1 || svc.Instances[0].Address != "10.0.0.1:80" {
 		t.Fatalf("read through node %d = %d %s", without, r.Status, r.Body)
 	}
+	// The tenant's usage through that node is its replica's.
+	var shown api.Tenant
+	r = c.Do(without, tok, http.MethodGet, "/v1/tenants/t0", nil)
+	r.JSON(t, &shown)
+	if r.Status != http.StatusOK || shown.Usage == nil || shown.Usage.Instances != 1 {
+		t.Fatalf("GET /v1/tenants/t0 through node %d = %d %s", without, r.Status, r.Body)
+	}
 	// A second hop is refused.
 	r2, err := c.DoErr(t.Context(), without, tok, http.MethodGet, "/v1/tenants/t0/services/web", nil, http.Header{httpapi.HeaderProxied: {"9"}})
 	if err != nil || r2.Status != http.StatusServiceUnavailable || !strings.Contains(string(r2.Body), "no replica") {

@@ -42,7 +42,7 @@ func (s *Server) Routed() http.Handler {
 // the tenant of r's path, when r needs one and this node holds none.
 func (s *Server) proxyTarget(r *http.Request) (string, bool) {
 	name, rest, ok := tenantPath(r.URL.Path)
-	if !ok || rest == "stream" || rest == "token" || strings.HasPrefix(rest, "token/") {
+	if !ok || rest == "stream" || rest == "token" || strings.HasPrefix(rest, "token/") || rest == "" && r.Method != http.MethodGet {
 		return "", false // no tenant's shard, the client stream, or the meta shard's
 	}
 	if r.Header.Get(HeaderProxied) != "" || s.node.RemovedReason() != "" {
@@ -65,15 +65,15 @@ func (s *Server) proxyTarget(r *http.Request) (string, bool) {
 	return nodes[0], true
 }
 
-// tenantPath splits /v1/tenants/{t}/{rest...}; ok only with a rest.
+// tenantPath splits /v1/tenants/{t}[/{rest...}] (kv:txn is a rest too);
+// GET /v1/tenants/{t} is proxied as well: its usage is its replica's.
 func tenantPath(p string) (name, rest string, ok bool) {
 	tail, found := strings.CutPrefix(p, "/v1/tenants/")
 	if !found {
 		return "", "", false
 	}
 	name, rest, found = strings.Cut(tail, "/")
-	if !found || name == "" || rest == "" {
-		// kv:txn is /v1/tenants/{t}/kv:txn: a rest too.
+	if name == "" || found && rest == "" {
 		return "", "", false
 	}
 	return name, rest, true
