@@ -68,7 +68,7 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./balancer/
 	$(GO) test -run '^$$' -bench Propagation -benchtime 200x ./sdk/
 	$(GO) test -run '^$$' -bench IdleFarm -benchtime 1x ./sdk/
-	cd benchmarks && $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m . ./failover/ ./noisy/ ./tenants/ ./attacks/
+	cd benchmarks && $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 120m . ./failover/ ./noisy/ ./tenants/ ./attacks/ ./scale/
 
 ## bench-peers: Rafting vs etcd vs ZooKeeper side by side (<= 20 min): rewrites the peers section of
 ## benchmarks/RESULTS.md and benchmarks/peers-plots/ (installs the peers from Debian when missing)
