@@ -8,3 +8,11 @@ import _ "embed"
 //
 //go:embed openapi.yaml
 var OpenAPI []byte
+
+// OpenAPIJSON is the same document as JSON (openapi.json, generated from
+// openapi.yaml: a test in server/httpapi fails when they differ, and
+// RAFTING_UPDATE_OPENAPI=1 writes it), which servers answer GET
+// /v1/openapi.json with.
+//
+//go:embed openapi.json
+var OpenAPIJSON []byte

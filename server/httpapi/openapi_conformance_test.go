@@ -398,6 +398,7 @@ func TestAnswersMatchOpenAPI(t *testing.T) {
 	do(bg, 1, admin, "GET", "/metrics", nil, 200)
 	do(bg, 1, read, "GET", "/metrics", nil, 200)
 	do(bg, 1, "", "GET", "/v1/openapi.yaml", nil, 200)
+	do(bg, 1, "", "GET", "/v1/openapi.json", nil, 200)
 	do(bg, 1, admin, "GET", "/v1/cluster", nil, 200)
 	do(bg, 1, admin, "GET", "/v1/cluster/meta-applied?index=1&wait=1s", nil, 200)
 	do(odd, 1, admin, "GET", "/v1/cluster/meta-applied?wait=forever", nil, 400)

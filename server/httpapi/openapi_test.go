@@ -2,10 +2,13 @@ package httpapi_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"go/ast"
 	"go/parser"
 	"go/token"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -153,4 +156,87 @@ func resolves(doc map[string]any, ref string) bool {
 		}
 	}
 	return true
+}
+
+// TestOpenAPIJSON: api/openapi.json is api/openapi.yaml as JSON, and a
+// server answers it on GET /v1/openapi.json. RAFTING_UPDATE_OPENAPI=1
+// writes it from the YAML.
+func TestOpenAPIJSON(t *testing.T) {
+	var doc any
+	if err := yaml.Unmarshal(api.OpenAPI, &doc); err != nil {
+		t.Fatalf("api/openapi.yaml does not parse: %v", err)
+	}
+	want, err := json.MarshalIndent(jsonable(t, doc), "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, '\n')
+	if os.Getenv("RAFTING_UPDATE_OPENAPI") == "1" {
+		if err := os.WriteFile(filepath.Join("..", "..", "api", "openapi.json"), want, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	if !bytes.Equal(api.OpenAPIJSON, want) {
+		t.Fatal("api/openapi.json is not api/openapi.yaml as JSON: RAFTING_UPDATE_OPENAPI=1 go test -run TestOpenAPIJSON ./server/httpapi/ writes it")
+	}
+	c := servertest.Start(t, servertest.Options{Nodes: 1})
+	r := c.Do(1, "", http.MethodGet, "/v1/openapi.json", nil)
+	if r.Status != http.StatusOK || r.Header.Get("Content-Type") != "application/json" || !bytes.Equal(r.Body, api.OpenAPIJSON) {
+		t.Fatalf("GET /v1/openapi.json = %d %s, %d bytes", r.Status, r.Header.Get("Content-Type"), len(r.Body))
+	}
+}
+
+// jsonable turns what the YAML decoder gives (maps keyed by any) into what
+// encoding/json takes.
+func jsonable(t *testing.T, v any) any {
+	switch v := v.(type) {
+	case map[any]any:
+		m := make(map[string]any, len(v))
+		for k, x := range v {
+			ks, ok := k.(string)
+			if !ok {
+				t.Fatalf("a key that is not a string: %v", k)
+			}
+			m[ks] = jsonable(t, x)
+		}
+		return m
+	case []any:
+		for i := range v {
+			v[i] = jsonable(t, v[i])
+		}
+		return v
+	}
+	return v
+}
+
+// TestAPIDocListsEveryOperation: docs/API.md, the document's human
+// version, lists every operation of api/openapi.yaml as `METHOD /path`,
+// and no operation the document does not have.
+func TestAPIDocListsEveryOperation(t *testing.T) {
+	md, err := os.ReadFile(filepath.Join("..", "..", "docs", "API.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc openapiDoc
+	if err := yaml.Unmarshal(api.OpenAPI, &doc); err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	for path, item := range doc.Paths {
+		for key := range item {
+			if slices.Contains(httpMethods, key) {
+				op := strings.ToUpper(key) + " " + path
+				documented[op] = true
+				if !strings.Contains(string(md), "`"+op+"`") {
+					t.Errorf("docs/API.md does not list `%s`", op)
+				}
+			}
+		}
+	}
+	for _, m := range regexp.MustCompile("`((?:GET|PUT|POST|DELETE|PATCH) /[^`]*)`").FindAllStringSubmatch(string(md), -1) {
+		if !documented[m[1]] {
+			t.Errorf("docs/API.md lists `%s`; api/openapi.yaml does not", m[1])
+		}
+	}
 }

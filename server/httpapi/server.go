@@ -154,6 +154,7 @@ func (s *Server) routes() {
 	h("GET /readyz", public, false, false, s.readyz)
 	h("GET /metrics", admin, false, false, s.metrics)
 	h("GET /v1/openapi.yaml", public, false, false, s.openapi)
+	h("GET /v1/openapi.json", public, false, false, s.openapiJSON)
 	h("GET /v1/cluster", admin, false, false, s.cluster)
 	h("GET /v1/servers", anyToken, false, false, s.serverList)
 	h("POST /v1/cluster/nodes", admin, false, false, s.joinNode)
@@ -715,6 +716,12 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request, _ identity) {
 func (s *Server) openapi(w http.ResponseWriter, _ *http.Request, _ identity) {
 	w.Header().Set("Content-Type", "application/yaml")
 	_, _ = w.Write(api.OpenAPI) // an error means the client went away
+}
+
+// openapiJSON answers the same document as JSON (api/openapi.json).
+func (s *Server) openapiJSON(w http.ResponseWriter, _ *http.Request, _ identity) {
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(api.OpenAPIJSON)
 }
 
 // Sweep evicts idle rate-limit buckets; the server calls it periodically.
