@@ -486,11 +486,19 @@ func (n *Node) plan(now time.Time) {
 		}
 	}
 	recs := n.meta.Tenants()
+	// A node takes part in one move at a time; a dead node, which does
+	// nothing in a move, in any number (its replicas are replaced in
+	// parallel, one per live node).
 	busy := map[uint64]bool{}
+	mark := func(node uint64) {
+		if !dead[node] {
+			busy[node] = true
+		}
+	}
 	for _, rec := range recs {
 		if mv := rec.Move; mv != nil {
-			busy[rec.Replicas[mv.Add].Node] = true
-			busy[rec.Replicas[mv.Remove].Node] = true
+			mark(rec.Replicas[mv.Add].Node)
+			mark(rec.Replicas[mv.Remove].Node)
 		}
 	}
 	free := func(ids []uint64, holders []uint64) []uint64 {
@@ -514,7 +522,7 @@ func (n *Node) plan(now time.Time) {
 			load[node]++
 		}
 		if remove != 0 {
-			busy[rec.Replicas[remove].Node] = true
+			mark(rec.Replicas[remove].Node)
 			load[rec.Replicas[remove].Node]--
 		}
 		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.RequestTimeout)
