@@ -371,3 +371,69 @@ func TestPlacementSpreadsLeaders(t *testing.T) {
 		return leads[1] == 2 && leads[2] == 2 && leads[3] == 2
 	})
 }
+
+// TestPlacementMoveEndsBlockingQueries: a blocking query on a replica that
+// a move takes off its node answers 503 at once (the client asks again,
+// elsewhere), not when its wait runs out.
+func TestPlacementMoveEndsBlockingQueries(t *testing.T) {
+	c := servertest.Start(t, servertest.Options{Nodes: 4, RTT: 25 * time.Millisecond})
+	tok := c.CreateTenant("acme", api.Quotas{})
+	rec, _ := c.Server(1).Node().Meta().Tenant("acme")
+	var from, to uint64
+	for n := uint64(1); n <= 4; n++ {
+		if _, _, on := rec.ReplicaOn(n); on && from == 0 {
+			from = n
+		} else if !on {
+			to = n
+		}
+	}
+	rid, _, _ := rec.ReplicaOn(from)
+	r := c.Do(int(from), tok, http.MethodPut, "/v1/tenants/acme/kv/k", "v")
+	if r.Status != http.StatusCreated {
+		t.Fatalf("put = %d %s", r.Status, r.Body)
+	}
+	var put api.KVResponse
+	r.JSON(t, &put)
+	type answer struct {
+		r   *servertest.Response
+		err error
+		in  time.Duration
+	}
+	got := make(chan answer, 2)
+	for _, path := range []string{"/v1/tenants/acme/kv/k", "/v1/tenants/acme/services/web"} {
+		go func() {
+			start := time.Now()
+			r, err := c.DoErr(t.Context(), int(from), tok, http.MethodGet, fmt.Sprintf("%s?index=%d&wait=60s", path, put.Index+1000), nil, nil)
+			got <- answer{r, err, time.Since(start)}
+		}()
+	}
+	servertest.Eventually(t, 10*time.Second, "both queries waiting", func() bool {
+		s := string(c.Do(int(from), servertest.AdminToken, http.MethodGet, "/metrics", nil).Body)
+		return strings.Contains(s, `rafting_tenant_watchers{tenant="acme"} 2`)
+	})
+	nr, _ := c.Server(1).Node().Meta().Node(to)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Server(1).Node().ProposeMeta(ctx, fsm.Encode(fsm.OpMoveStart, fsm.MoveStart{Name: "acme", Node: to, RaftAddress: nr.RaftAddress,
+		Remove: rid, Reason: "test", NowMs: time.Now().UnixMilli()})); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		a := <-got
+		if a.err != nil || a.r.Status != http.StatusServiceUnavailable || a.in > 30*time.Second {
+			t.Fatalf("a blocking query on the replica that moved = %v %+v after %v", a.err, a.r, a.in)
+		}
+	}
+	if _, _, on := mustTenant(t, c, "acme").ReplicaOn(from); on {
+		t.Fatal("the replica did not move")
+	}
+}
+
+func mustTenant(t *testing.T, c *servertest.Cluster, name string) *fsm.TenantRecord {
+	t.Helper()
+	rec, ok := c.Server(1).Node().Meta().Tenant(name)
+	if !ok {
+		t.Fatalf("no tenant %s", name)
+	}
+	return rec
+}

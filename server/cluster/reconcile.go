@@ -192,6 +192,7 @@ func (n *Node) startTenant(rec *fsm.TenantRecord) error {
 
 func (n *Node) stopTenant(t *Tenant) {
 	t.Sessions.Close()
+	defer t.SM.Retire() // its blocking queries answer 503 and are asked elsewhere
 	if err := n.nh.StopShard(t.ShardID); errors.Is(err, dragonboat.ErrShardNotFound) {
 		n.log.Debug("stop tenant shard: unloaded already (it applied its own removal)", "tenant", t.Name, "shard", t.ShardID)
 	} else if err != nil {

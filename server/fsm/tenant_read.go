@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/rafting/rafting/api"
 )
@@ -20,6 +21,7 @@ import (
 // closed after every batch. Channels are taken under the Tenant's read lock
 // together with the index they guard, so no change can slip between them.
 type watchHub struct {
+	retired  atomic.Bool // the replica stopped (Retire): nothing changes any more
 	mu       sync.Mutex
 	services map[string]*watchEntry
 	keys     map[string]*watchEntry // the configuration store: one key
@@ -96,6 +98,17 @@ func (h *watchHub) notify(ch *Changes) {
 		h.applied = nil
 	}
 }
+
+// Retire marks the state machine as its replica's last: the replica was
+// stopped on this node (placement moved it away) and applies nothing more.
+// Every waiter is woken, to find Retired and go elsewhere.
+func (t *Tenant) Retire() {
+	t.watch.retired.Store(true)
+	t.watch.wakeAll()
+}
+
+// Retired reports whether Retire was called.
+func (t *Tenant) Retired() bool { return t.watch.retired.Load() }
 
 func (h *watchHub) wakeAll() {
 	h.mu.Lock()

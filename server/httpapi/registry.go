@@ -353,6 +353,12 @@ func (s *Server) block(w http.ResponseWriter, r *http.Request, who identity, t *
 			done()
 			return true
 		}
+		if t.SM.Retired() {
+			done()
+			writeError(w, &api.Error{Code: api.CodeUnavailable, RetryAfter: 100 * time.Millisecond,
+				Message: "blocking query ended: the tenant's replica left this node (its shard moved); ask again"})
+			return false
+		}
 		select {
 		case <-wake:
 			done()
