@@ -45,7 +45,6 @@ type Node struct {
 	metaSynced atomic.Bool // the meta replica caught up with a quorum once
 	reconciled atomic.Bool // every tenant shard this node hosts was started and synced once
 	closing    atomic.Bool
-	waking     atomic.Bool // a pass of wakeOrphans runs (orphans.go)
 
 	mu      sync.RWMutex
 	tenants map[uint64]*Tenant // running tenant replicas by shard ID
@@ -85,6 +84,7 @@ type Tenant struct {
 	node   *Node
 	synced atomic.Bool  // a ReadIndex through this replica succeeded since start
 	swept  atomic.Int64 // removed nodes' count + 1 at its last sweep (placement.go)
+	woke   atomic.Int64 // when Wake last read through it, in Unix ns (orphans.go)
 
 	freshMu sync.Mutex
 	freshAt time.Time   // start of the last ReadIndex that succeeded

@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"sync"
 	"time"
 )
 
@@ -19,49 +18,55 @@ import (
 // election timeout. The ReadIndex itself goes to the dead leader and times
 // out; a wake of a shard whose leader was only slow costs one read.
 
-// wakeOrphansBudget bounds the wakes in flight at once.
-const wakeOrphansBudget = 16
+// wakeEvery is the least time between two wakes of one replica.
+const wakeEvery = time.Second
 
-// wakeOrphans starts a pass that wakes the local replicas of orphaned
-// shards, unless one still runs.
-func (n *Node) wakeOrphans() {
-	peers, looked := n.peerContact()
-	if !looked || n.closing.Load() {
+// Wake reads through the local replica in the background (at most once a
+// second), so that a quiesced replica behind a leader that is gone elects
+// another. A node calls it for the replicas of the shards whose leader's
+// node does not answer, or which name a leader the meta shard no longer
+// places (wakeOrphans), and whenever it tells a client to take session
+// work elsewhere (`moved`): a client that finds no leader wakes the shard
+// it asks for.
+func (t *Tenant) Wake() {
+	now := time.Now().UnixNano()
+	last := t.woke.Load()
+	if now-last < int64(wakeEvery) || t.node.closing.Load() || !t.woke.CompareAndSwap(last, now) {
 		return
 	}
-	var orphans []*Tenant
+	go func() {
+		ctx, cancel := context.WithTimeout(t.node.ctx, wakeEvery)
+		defer cancel()
+		_ = t.ReadIndex(ctx) // the read is not the point: its arrival is
+	}()
+}
+
+// wakeOrphans wakes this node's replicas of the shards whose leader, as
+// they know it, is on a peer that did not answer the last look, or is a
+// replica the meta shard no longer places (a leader moved away while the
+// shard was quiesced).
+func (n *Node) wakeOrphans() {
+	peers, looked := n.peerContact()
+	if n.closing.Load() {
+		return
+	}
+	woken := 0
 	for _, t := range n.Tenants() {
 		id, _, ok := t.Leader()
 		if !ok || id == t.ReplicaID {
 			continue
 		}
-		node, ok := n.meta.ReplicaNode(t.Name, id)
-		if !ok || node == n.cfg.NodeID {
+		node, placed := n.meta.ReplicaNode(t.Name, id)
+		if node == n.cfg.NodeID {
 			continue
 		}
-		if p, ok := peers[node]; ok && p.looked && !p.Answered {
-			orphans = append(orphans, t)
+		p, known := peers[node]
+		if !placed || looked && known && p.looked && !p.Answered {
+			t.Wake()
+			woken++
 		}
 	}
-	if len(orphans) == 0 || !n.waking.CompareAndSwap(false, true) {
-		return
+	if woken > 0 {
+		n.log.Debug("woke the replicas of shards whose leader is gone or does not answer", "shards", woken)
 	}
-	n.log.Info("waking the replicas of shards whose leader's node does not answer", "shards", len(orphans))
-	n.wg.Add(1) // the placement loop's count is held: Close waits for this too
-	go func() {
-		defer n.wg.Done()
-		defer n.waking.Store(false)
-		sem := make(chan struct{}, wakeOrphansBudget)
-		var wg sync.WaitGroup
-		for _, t := range orphans {
-			sem <- struct{}{}
-			wg.Go(func() {
-				defer func() { <-sem }()
-				ctx, cancel := context.WithTimeout(n.ctx, time.Second)
-				defer cancel()
-				_ = t.ReadIndex(ctx) // the read is not the point: its arrival is
-			})
-		}
-		wg.Wait()
-	}()
 }

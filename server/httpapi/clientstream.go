@@ -381,6 +381,7 @@ func (cs *clientStream) signal() {
 
 // movedFrame is a `moved` naming where the tenant's session work goes.
 func (cs *clientStream) movedFrame(sessionTag string) []byte {
+	cs.t.Wake() // a shard whose leader is gone elects one (cluster/orphans.go)
 	b, _ := json.Marshal(api.MovedFrame{Type: api.FrameMoved, Servers: cs.s.movedServers(cs.t), SessionTag: sessionTag})
 	return append(b, '\n')
 }

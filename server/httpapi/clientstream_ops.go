@@ -558,6 +558,7 @@ func eventFrame(tag string, ev api.StreamEvent) []byte {
 
 // movedFrameLeader is movedFrame with the leader an event named first.
 func (cs *clientStream) movedFrameLeader(tag, leader string) []byte {
+	cs.t.Wake()
 	servers := cs.s.movedServers(cs.t)
 	if leader != "" && leader != cs.s.selfAPI() && (len(servers) == 0 || servers[0] != leader) {
 		out := []string{leader}
