@@ -78,6 +78,31 @@ func ExampleClient_Service() {
 
 func call(ctx context.Context, addr string) error { return nil }
 
+// An HTTP caller of a farm: the Service's HTTPClient picks an instance
+// per request (least loaded here), reports how each ended to the
+// balancer, and sends an idempotent request that failed to connect, or got
+// a 5xx, once more to another instance. The URL's host is the service's
+// name; the Transport puts the instance's address in its place.
+func ExampleService_HTTPClient() {
+	ctx := context.Background()
+	cl, err := sdk.Connect(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cl.Close()
+	orders, err := cl.Service(ctx, "orders")
+	if err != nil {
+		log.Fatal(err)
+	}
+	hc := orders.HTTPClient(balancer.LeastLoaded())
+	resp, err := hc.Get("http://orders/v1/orders/42")
+	if err != nil {
+		log.Fatal(err) // errors.Is(err, balancer.ErrNoEndpoints) when none is ready
+	}
+	defer resp.Body.Close()
+	fmt.Println(resp.Status)
+}
+
 // Watch yields the current snapshot, then the latest after each change.
 func ExampleService_Watch() {
 	ctx := context.Background()
