@@ -92,3 +92,65 @@ func grep(s, re string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestClusterLocalView: GET /v1/cluster?local=true lists only the shards
+// the answering node runs a replica of, and the meta shard — what the
+// nodes' looks at each other ask for, so that a look costs what the
+// looked-at node holds, not every tenant of the cluster. A bad value is a
+// 400 naming it.
+func TestClusterLocalView(t *testing.T) {
+	c := servertest.Start(t, servertest.Options{Nodes: 4})
+	for _, name := range []string{"a", "b", "c", "d", "e", "f"} {
+		c.CreateTenant(name, api.Quotas{})
+	}
+	for id := 1; id <= 4; id++ {
+		var whole, local api.Cluster
+		c.Do(id, servertest.AdminToken, http.MethodGet, "/v1/cluster", nil).JSON(t, &whole)
+		c.Do(id, servertest.AdminToken, http.MethodGet, "/v1/cluster?local=true", nil).JSON(t, &local)
+		held := map[string]bool{}
+		tenants := 0
+		for _, sh := range whole.Shards {
+			if sh.Tenant == "" {
+				continue
+			}
+			tenants++
+			for _, node := range sh.Replicas {
+				held[sh.Tenant] = held[sh.Tenant] || node == uint64(id)
+			}
+		}
+		if tenants != 6 {
+			t.Fatalf("node %d lists %d tenant shards, want 6", id, tenants)
+		}
+		metaShard := false
+		var got []string
+		for _, sh := range local.Shards {
+			if sh.Tenant == "" {
+				metaShard = true
+				continue
+			}
+			got = append(got, sh.Tenant)
+			if !held[sh.Tenant] {
+				t.Errorf("node %d's local view lists %s, which it holds no replica of", id, sh.Tenant)
+			}
+		}
+		if want := len(held) - countFalse(held); len(got) != want || !metaShard {
+			t.Errorf("node %d's local view: %v and the meta shard %v; want its %d tenants and the meta shard", id, got, metaShard, want)
+		}
+		if len(local.Nodes) != 4 {
+			t.Errorf("node %d's local view lists %d nodes, want every node", id, len(local.Nodes))
+		}
+	}
+	if r := c.Do(1, servertest.AdminToken, http.MethodGet, "/v1/cluster?local=maybe", nil); r.Status != http.StatusBadRequest || !strings.Contains(string(r.Body), "local") {
+		t.Fatalf("?local=maybe = %d %s, want 400 naming local", r.Status, r.Body)
+	}
+}
+
+func countFalse(m map[string]bool) int {
+	n := 0
+	for _, v := range m {
+		if !v {
+			n++
+		}
+	}
+	return n
+}

@@ -88,7 +88,7 @@ func (s *Server) lookAt(ctx context.Context, addr, token string) cluster.PeerLoo
 		req.Header.Set("Authorization", "Bearer "+token)
 		return s.peers.Do(req)
 	}
-	resp, err := get("/v1/cluster")
+	resp, err := get("/v1/cluster?local=true") // its own shards: what a look keeps
 	if err != nil {
 		return cluster.PeerLook{}
 	}

@@ -638,7 +638,13 @@ func (n *Node) MetaLeaderAPI() string {
 }
 
 // Cluster describes nodes and shards as this node sees them.
-func (n *Node) Cluster() api.Cluster {
+func (n *Node) Cluster() api.Cluster { return n.ClusterView(false) }
+
+// ClusterView is Cluster, with local only the shards this node runs a
+// replica of (and the meta shard): what a peer's look needs, at a cost
+// that grows with this node's replicas, not with every tenant of the
+// cluster. The nodes' Leaders then count those shards only.
+func (n *Node) ClusterView(local bool) api.Cluster {
 	b := n.build
 	c := api.Cluster{NodeID: n.cfg.NodeID, Build: &b, StateVersion: n.meta.Version(), Ready: n.Ready(),
 		Nodes: []api.Node{}, Shards: []api.Shard{}, Removed: n.meta.RemovedIDs()}
@@ -660,6 +666,10 @@ func (n *Node) Cluster() api.Cluster {
 	}
 	c.Shards = append(c.Shards, meta)
 	for _, rec := range n.meta.Tenants() {
+		t, here := n.Tenant(rec.Name)
+		if local && !here {
+			continue
+		}
 		s := api.Shard{ShardID: rec.ShardID, Tenant: rec.Name, Replicas: map[uint64]uint64{}}
 		for rid, rep := range rec.Replicas {
 			s.Replicas[rid] = rep.Node
@@ -675,13 +685,12 @@ func (n *Node) Cluster() api.Cluster {
 				s.Move.From = rec.Replicas[mv.Remove].Node
 			}
 		}
-		t, local := n.Tenant(rec.Name)
-		if id, term, ok := n.leader(rec.ShardID); ok && local {
+		if id, term, ok := n.leader(rec.ShardID); ok && here {
 			s.Leader, s.Term = rec.Replicas[id].Node, term
 		} else if l := seen[rec.ShardID]; l != 0 {
 			s.Leader = l // as the nodes that hold it see it
 		}
-		if local {
+		if here {
 			s.Applied = t.SM.Applied()
 		}
 		c.Shards = append(c.Shards, s)

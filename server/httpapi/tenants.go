@@ -407,8 +407,15 @@ func (s *Server) metaApplied(w http.ResponseWriter, r *http.Request, _ identity)
 	}
 }
 
-func (s *Server) cluster(w http.ResponseWriter, _ *http.Request, _ identity) {
-	writeJSON(w, http.StatusOK, s.node.Cluster())
+// cluster answers GET /v1/cluster; ?local=true lists only the shards
+// this node runs (a peer's look).
+func (s *Server) cluster(w http.ResponseWriter, r *http.Request, _ identity) {
+	local, err := parseBool(r, "local")
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.node.ClusterView(local))
 }
 
 func (s *Server) joinNode(w http.ResponseWriter, r *http.Request, _ identity) {
