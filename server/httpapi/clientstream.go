@@ -386,16 +386,23 @@ func (cs *clientStream) movedFrame(sessionTag string) []byte {
 	return append(b, '\n')
 }
 
-// movedServers are the servers a `moved` names: the tenant's leader first
-// when it is known and not this node, then every other node.
+// movedServers are the servers a `moved` names: the other nodes that hold
+// the tenant's shard, its leader first when known (cluster.TenantNodes),
+// or, when none is known, every other node. Never a node that does not
+// hold it: that one could only send the client back (placement).
 func (s *Server) movedServers(t *cluster.Tenant) []string {
 	self := s.selfAPI()
 	out := []string{}
-	if l := t.LeaderAPI(); l != "" && l != self {
-		out = append(out, l)
+	for _, a := range s.node.TenantNodes(t.Name) {
+		if a != self {
+			out = append(out, a)
+		}
+	}
+	if len(out) > 0 {
+		return out
 	}
 	for _, n := range s.node.Meta().Nodes() {
-		if n.APIAddress != "" && n.APIAddress != self && (len(out) == 0 || n.APIAddress != out[0]) {
+		if n.APIAddress != "" && n.APIAddress != self {
 			out = append(out, n.APIAddress)
 		}
 	}
