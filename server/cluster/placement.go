@@ -414,7 +414,7 @@ func (n *Node) spreadLeaders(now time.Time) {
 		}
 		n.log.Info("tenant leadership handed over to spread the leaderships", "tenant", t.Name, "to_node", to,
 			"leads_here", counts[me], "leads_there", counts[to])
-		t.Sessions.Handoff()
+		t.Sessions.Transfer()
 		ctx, cancel := context.WithTimeout(n.ctx, 2*n.cfg.ElectionTimeout())
 		err := n.transfer(ctx, t.ShardID, target)
 		cancel()
@@ -431,7 +431,7 @@ func (n *Node) spreadLeaders(now time.Time) {
 // handOver moves the leadership of t's shard from this node's replica to
 // another voter, prefer first.
 func (n *Node) handOver(ctx context.Context, t *Tenant, voters map[uint64]string, prefer uint64) error {
-	t.Sessions.Handoff()
+	t.Sessions.Transfer()
 	targets := make([]uint64, 0, len(voters))
 	for rid := range voters {
 		if rid != t.ReplicaID {

@@ -133,6 +133,11 @@ type Manager struct {
 	renewing  bool            // a Renew of the sessions falling behind is queued or in flight
 	closed    bool
 	handedOff bool // stopping: never take over again
+	// transferring: a leadership transfer of a live node (placement) is
+	// under way; no takeover until this node is seen a follower, after
+	// which it takes over again as any leader does when elected.
+	transferring bool
+	transferTerm uint64 // the Raft term the transfer left
 }
 
 // entry is the leader's memory of one live session.
@@ -194,7 +199,8 @@ func (m *Manager) LeaderChanged() {
 // event never leaves a new leader unanswering. It never blocks.
 func (m *Manager) Expect(leading bool, term uint64) {
 	m.mu.Lock()
-	differs := !m.closed && !m.handedOff && (leading && (m.role == follower || m.term != term) || !leading && m.role != follower)
+	differs := !m.closed && !m.handedOff && (m.transferring || leading && (m.role == follower || m.term != term) ||
+		!leading && m.role != follower)
 	m.mu.Unlock()
 	if differs {
 		m.LeaderChanged()
@@ -224,12 +230,27 @@ func (m *Manager) Handoff() {
 	m.stepDownLocked("")
 }
 
-// Resume undoes a Handoff whose leadership transfer did not happen: the
-// manager takes over again, as a new leader does (a barrier first, nothing
-// expired before its takeover time + the largest lease).
+// Transfer stops answering every session before a live node transfers
+// the shard's leadership (a replica move, the spreading of leaderships),
+// as Handoff does, but only until the transfer is seen done: once this
+// node is a follower, a leadership that comes back to it later is taken
+// over as any new leader's is. (Handoff is for a node that stops, and
+// never takes over again; a Transfer whose leadership never left must be
+// undone with Resume.)
+func (m *Manager) Transfer() {
+	_, term, _ := m.raft.Leader()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.transferring, m.transferTerm = true, term
+	m.stepDownLocked("")
+}
+
+// Resume undoes a Handoff or Transfer whose leadership transfer did not
+// happen: the manager takes over again, as a new leader does (a barrier
+// first, nothing expired before its takeover time + the largest lease).
 func (m *Manager) Resume() {
 	m.mu.Lock()
-	m.handedOff = false
+	m.handedOff, m.transferring = false, false
 	m.mu.Unlock()
 	m.LeaderChanged()
 }
@@ -321,6 +342,14 @@ func (m *Manager) checkLeadership() {
 	defer m.mu.Unlock()
 	if m.closed || m.handedOff {
 		return
+	}
+	if m.transferring {
+		if me && term == m.transferTerm {
+			return // under way
+		}
+		// Done: a follower now, or leading again in a later term, which
+		// is taken over as any new leader's is.
+		m.transferring = false
 	}
 	if !me {
 		if m.role != follower {

@@ -490,3 +490,50 @@ func TestResumeAfterHandoff(t *testing.T) {
 		waitFor(t, "takeover after Resume", func() bool { return m.Leading() })
 	})
 }
+
+// TestTransferThenLeadAgain: a manager that stopped answering for a live
+// leadership transfer (placement's Transfer, not a stopping node's
+// Handoff) takes over again when the leadership comes back to its node in
+// a later term — before, a node that once handed a tenant's leadership
+// away never answered its sessions again, and clients bounced between
+// nodes. While the transfer is under way (same term) it answers nothing.
+func TestTransferThenLeadAgain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m, r := setup(t, Config{})
+		m.Transfer()
+		if m.Leading() {
+			t.Fatal("leading after Transfer")
+		}
+		m.Expect(true, 1)
+		time.Sleep(time.Second)
+		if m.Leading() {
+			t.Fatal("took over again in the term it was transferring")
+		}
+		// The transfer happens: another node leads in term 2.
+		r.mu.Lock()
+		r.leader, r.term = false, 2
+		r.mu.Unlock()
+		m.Expect(false, 2)
+		time.Sleep(time.Second)
+		// Later the leadership comes back (spread back, or an election).
+		r.mu.Lock()
+		r.leader, r.term = true, 3
+		r.mu.Unlock()
+		m.Expect(true, 3)
+		waitFor(t, "a takeover in term 3", func() bool { return m.Leading() })
+	})
+}
+
+// TestTransferNeverSeenFollower: a leadership that came back in a later
+// term before this node was ever seen a follower is taken over too.
+func TestTransferNeverSeenFollower(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m, r := setup(t, Config{})
+		m.Transfer()
+		r.mu.Lock()
+		r.term = 4 // lost and won back between two looks
+		r.mu.Unlock()
+		m.Expect(true, 4)
+		waitFor(t, "a takeover in term 4", func() bool { return m.Leading() })
+	})
+}
