@@ -101,16 +101,16 @@ func BenchmarkScale(b *testing.B) {
 		tenants = want
 		took := p.waitBalanced(b, tenants, nil, 20*time.Minute)
 		time.Sleep(k.settle)
-		cpu, rss := idle(c.Servers, k.window)
+		cpu, rss := bench.Idle(pids(c.Servers), k.window)
 		if n == k.sizes[0] {
-			baseCPU, baseRSS = mean(cpu), mean(rss)
+			baseCPU, baseRSS = bench.Mean(cpu), bench.Mean(rss)
 		}
 		b.Logf("%d nodes, %d tenants: balanced %v after the last join and creation; idle CPU %.2f %% a node (max %.2f), RSS %.1f MB (max %.1f)",
-			n, tenants, took.Round(time.Millisecond), mean(cpu), slices.Max(cpu), mean(rss), slices.Max(rss))
-		b.ReportMetric(mean(cpu), fmt.Sprintf("idle-cpu-%%core/node-%dn", n))
-		b.ReportMetric(mean(rss), fmt.Sprintf("rss-MB/node-%dn", n))
-		b.ReportMetric(mean(cpu)/baseCPU, fmt.Sprintf("cpu-vs-3n-%dn", n))
-		b.ReportMetric(mean(rss)/baseRSS, fmt.Sprintf("rss-vs-3n-%dn", n))
+			n, tenants, took.Round(time.Millisecond), bench.Mean(cpu), slices.Max(cpu), bench.Mean(rss), slices.Max(rss))
+		b.ReportMetric(bench.Mean(cpu), fmt.Sprintf("idle-cpu-%%core/node-%dn", n))
+		b.ReportMetric(bench.Mean(rss), fmt.Sprintf("rss-MB/node-%dn", n))
+		b.ReportMetric(bench.Mean(cpu)/baseCPU, fmt.Sprintf("cpu-vs-3n-%dn", n))
+		b.ReportMetric(bench.Mean(rss)/baseRSS, fmt.Sprintf("rss-vs-3n-%dn", n))
 	}
 
 	// A node joins under a live workload.
@@ -173,27 +173,13 @@ func createTenants(b *testing.B, c *proctest.Cluster, from, to int) {
 	wg.Wait()
 }
 
-// idle measures each process's CPU share (% of one core) and RSS over d.
-func idle(servers []*proctest.Server, d time.Duration) (cpuPct, rssMB []float64) {
-	before := make([]time.Duration, len(servers))
+// pids are the servers' process IDs.
+func pids(servers []*proctest.Server) []int {
+	out := make([]int, len(servers))
 	for i, s := range servers {
-		before[i], _ = bench.Usage(s.Proc.PID())
+		out[i] = s.Proc.PID()
 	}
-	time.Sleep(d)
-	for i, s := range servers {
-		cpu, rss := bench.Usage(s.Proc.PID())
-		cpuPct = append(cpuPct, 100*float64(cpu-before[i])/float64(d))
-		rssMB = append(rssMB, float64(rss)/1024)
-	}
-	return cpuPct, rssMB
-}
-
-func mean(v []float64) float64 {
-	s := 0.0
-	for _, x := range v {
-		s += x
-	}
-	return s / float64(len(v))
+	return out
 }
 
 // poller reads the placement from GET /v1/cluster.

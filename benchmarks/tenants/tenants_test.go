@@ -35,27 +35,13 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// idle measures each process's CPU share (% of one core) and RSS over d.
-func idle(servers []*proctest.Server, d time.Duration) (cpuPct []float64, rssMB []float64) {
-	before := make([]time.Duration, len(servers))
+// pids are the servers' process IDs.
+func pids(servers []*proctest.Server) []int {
+	out := make([]int, len(servers))
 	for i, s := range servers {
-		before[i], _ = bench.Usage(s.Proc.PID())
+		out[i] = s.Proc.PID()
 	}
-	time.Sleep(d)
-	for i, s := range servers {
-		c, rss := bench.Usage(s.Proc.PID())
-		cpuPct = append(cpuPct, 100*float64(c-before[i])/float64(d))
-		rssMB = append(rssMB, float64(rss)/1024)
-	}
-	return cpuPct, rssMB
-}
-
-func mean(v []float64) float64 {
-	s := 0.0
-	for _, x := range v {
-		s += x
-	}
-	return s / float64(len(v))
+	return out
 }
 
 func BenchmarkTenants(b *testing.B) {
@@ -66,7 +52,7 @@ func BenchmarkTenants(b *testing.B) {
 	}
 	procs := proctest.StartClusterWith(b, o).Servers
 	time.Sleep(2 * time.Second)
-	baseCPU, baseRSS := idle(procs, 10*time.Second)
+	baseCPU, baseRSS := bench.Idle(pids(procs), 10*time.Second)
 
 	client := &http.Client{Timeout: 60 * time.Second}
 	start := time.Now()
@@ -118,17 +104,17 @@ func BenchmarkTenants(b *testing.B) {
 	}
 	created := time.Since(start)
 	time.Sleep(15 * time.Second) // settle; quiesce needs 10 election timeouts of silence
-	cpu, rss := idle(procs, 10*time.Second)
+	cpu, rss := bench.Idle(pids(procs), 10*time.Second)
 
 	b.ReportMetric(created.Seconds(), "create-all-s")
 	b.ReportMetric(bench.Pct(lat, 50), "create-p50-ms")
 	b.ReportMetric(bench.Pct(lat, 99), "create-p99-ms")
-	b.ReportMetric(mean(baseCPU), "idle-cpu-0-tenants-%core/node")
-	b.ReportMetric(mean(cpu), "idle-cpu-%core/node")
-	b.ReportMetric(mean(baseRSS), "rss-0-tenants-MB/node")
-	b.ReportMetric(mean(rss), "rss-MB/node")
-	b.ReportMetric((mean(cpu)-mean(baseCPU))/float64(n), "cpu-%core/tenant/node")
-	b.ReportMetric((mean(rss)-mean(baseRSS))*1024/float64(n), "rss-KB/tenant/node")
+	b.ReportMetric(bench.Mean(baseCPU), "idle-cpu-0-tenants-%core/node")
+	b.ReportMetric(bench.Mean(cpu), "idle-cpu-%core/node")
+	b.ReportMetric(bench.Mean(baseRSS), "rss-0-tenants-MB/node")
+	b.ReportMetric(bench.Mean(rss), "rss-MB/node")
+	b.ReportMetric((bench.Mean(cpu)-bench.Mean(baseCPU))/float64(n), "cpu-%core/tenant/node")
+	b.ReportMetric((bench.Mean(rss)-bench.Mean(baseRSS))*1024/float64(n), "rss-KB/tenant/node")
 }
 
 // BenchmarkBackupRestore measures a backup and its restore at scale: N

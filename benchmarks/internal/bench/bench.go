@@ -63,3 +63,28 @@ func Usage(pid int) (cpu time.Duration, rssKB int64) {
 	}
 	return cpu, rssKB
 }
+
+// Idle measures each process's CPU share (% of one core) and resident
+// memory (MB) over d.
+func Idle(pids []int, d time.Duration) (cpuPct, rssMB []float64) {
+	before := make([]time.Duration, len(pids))
+	for i, pid := range pids {
+		before[i], _ = Usage(pid)
+	}
+	time.Sleep(d)
+	for i, pid := range pids {
+		cpu, rss := Usage(pid)
+		cpuPct = append(cpuPct, 100*float64(cpu-before[i])/float64(d))
+		rssMB = append(rssMB, float64(rss)/1024)
+	}
+	return cpuPct, rssMB
+}
+
+// Mean is the mean of v.
+func Mean(v []float64) float64 {
+	s := 0.0
+	for _, x := range v {
+		s += x
+	}
+	return s / float64(len(v))
+}
