@@ -187,7 +187,7 @@ func (s *Server) routes() {
 	h("DELETE /v1/tenants/{t}/kv/{key...}", tenant, false, true, s.kvDelete)
 	h("POST /v1/tenants/{t}/kv:txn", tenant, false, true, s.kvTxn)
 	h("POST /v1/tenants/{t}/stream", tenant, false, false, s.clientStream)
-	s.uiRoutes(h) // the dashboard: /ui and its live feed (ui.go)
+	s.uiRoutes() // the dashboard: /ui and its live feed (ui.go)
 	if s.node.Config().Pprof {
 		// Go's profiles, for an operator with the admin token: a CPU
 		// profile of a node under load is how its costs are found.

@@ -12,12 +12,15 @@ import (
 // rate-limited and counted as every other request, and made of the API's
 // own answers asked in-process with that token. They are the dashboard's
 // routes, not the REST API's: api/openapi.yaml does not list them.
-func (s *Server) uiRoutes(h func(string, access, lane, bool, func(http.ResponseWriter, *http.Request, identity))) {
+// Every answer under /ui carries the dashboard's headers (its CSP, no
+// framing): the feed's refusals, and other methods and paths (405, 404),
+// too.
+func (s *Server) uiRoutes() {
 	d := ui.New(s, s.log)
-	s.mux.Handle("GET /ui", d)
-	s.mux.Handle("GET /ui/{$}", d)
-	s.mux.Handle("GET /ui/{asset}", d)
-	h("GET /ui/events", anyToken, false, false, func(w http.ResponseWriter, r *http.Request, id identity) {
-		d.Feed(w, r, ui.Identity{Admin: id.admin, ReadOnly: id.readOnly, Tenant: id.tenant})
-	})
+	s.mux.Handle("/ui", d)
+	s.mux.Handle("/ui/", d)
+	s.mux.Handle("GET /ui/events", ui.Secure(s.wrap("GET /ui/events", anyToken, false, false,
+		func(w http.ResponseWriter, r *http.Request, id identity) {
+			d.Feed(w, r, ui.Identity{Admin: id.admin, ReadOnly: id.readOnly, Tenant: id.tenant})
+		})))
 }

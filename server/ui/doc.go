@@ -20,6 +20,9 @@
 // A service whose blocking query the node refuses (the tenant's
 // max_watchers reached) is read without one every 500 ms for a while.
 // A browser holds one connection for it, however many services it shows.
+// One identity holds at most MaxFeeds feeds on a node (429 past it); a
+// write the browser does not take within 10 s ends a feed, and so does a
+// 401 of its token (revoked, rotated out), after it is sent as problem.
 //
 // Actions (drain, undrain, resign, rotate a token) are the REST API's own
 // requests, sent by the page with the token after a confirmation; the

@@ -35,6 +35,42 @@ type Identity struct {
 	Tenant   string // a tenant token's tenant
 }
 
+// key is whose feeds MaxFeeds counts together.
+func (id Identity) key() string {
+	if id.Tenant != "" {
+		return "tenant:" + id.Tenant
+	}
+	return id.kind()
+}
+
+// acquire takes one of key's MaxFeeds; false when it holds them all.
+func (d *Dashboard) acquire(key string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.open[key] >= MaxFeeds {
+		return false
+	}
+	d.open[key]++
+	return true
+}
+
+func (d *Dashboard) release(key string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.open[key]--; d.open[key] <= 0 {
+		delete(d.open, key)
+	}
+}
+
+// Secure sets the headers of every /ui answer on h's answers, its
+// refusals included (the feed's route answers 401, 429 before Feed runs).
+func Secure(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		secure(w.Header())
+		h.ServeHTTP(w, r)
+	})
+}
+
 func (id Identity) kind() string {
 	switch {
 	case id.ReadOnly:
@@ -56,6 +92,23 @@ const (
 	MaxWatched    = 64
 )
 
+// MaxFeeds is how many feeds one token's identity (a tenant, the admin,
+// the read-only admin) may hold open on a node at once: a browser tab
+// each. Past it a feed is refused 429. A feed costs a goroutine per
+// followed service and a few requests a second for as long as it is
+// open, and a connection of HTTP/2 carries hundreds of them: without a
+// cap one tenant's open feeds, each a stream that costs its client
+// nothing, would multiply the node's goroutines and in-process requests
+// without bound.
+const MaxFeeds = 16
+
+// writeTimeout: a write of the feed the browser does not take within it
+// ends the feed. A client that stops reading would otherwise hold the
+// feed, its queued events and every service answer waiting behind them
+// (up to the tenant's answer bytes a second, without end) for as long as
+// its connection stays open.
+var writeTimeout = 10 * time.Second
+
 // blockWait is a service watch's wait: well under the API's cap, so an
 // idle watch costs a request every 30 s.
 const blockWait = 30 * time.Second
@@ -65,6 +118,9 @@ type Dashboard struct {
 	api   http.Handler
 	log   *slog.Logger
 	files map[string]asset
+
+	mu   sync.Mutex
+	open map[string]int // open feeds by identity (Identity.key)
 }
 
 type asset struct {
@@ -78,7 +134,7 @@ func New(apiH http.Handler, log *slog.Logger) *Dashboard {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	d := &Dashboard{api: apiH, log: log, files: map[string]asset{}}
+	d := &Dashboard{api: apiH, log: log, files: map[string]asset{}, open: map[string]int{}}
 	types := map[string]string{".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
 		".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
 	err := fs.WalkDir(assets, "assets", func(p string, e fs.DirEntry, err error) error {
@@ -109,9 +165,15 @@ func secure(h http.Header) {
 	h.Set("Cache-Control", "no-store")
 }
 
-// ServeHTTP serves GET /ui (the page) and GET /ui/{asset}.
+// ServeHTTP serves GET /ui (the page) and GET /ui/{asset}, and refuses
+// any other request under /ui with the same headers.
 func (d *Dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	secure(w.Header())
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
 	name := "index.html"
 	if p := r.URL.Path; p != "/ui" && p != "/ui/" {
 		name = path.Base(p)
@@ -159,19 +221,30 @@ func (d *Dashboard) Feed(w http.ResponseWriter, r *http.Request, who Identity) {
 	tenant := r.URL.Query().Get("tenant")
 	if tenant != "" {
 		if err := api.ValidateTenantName("tenant", tenant); err != nil {
-			writeProblem(w, http.StatusBadRequest, err.Error())
+			writeProblem(w, http.StatusBadRequest, api.CodeBadRequest, err.Error())
 			return
 		}
 	}
 	if who.Tenant != "" {
 		tenant = who.Tenant
 	}
+	key := who.key()
+	if !d.acquire(key) {
+		w.Header().Set("Retry-After", "5")
+		writeProblem(w, http.StatusTooManyRequests, api.CodeRateLimited,
+			"this token holds every dashboard feed it may on this node ("+strconv.Itoa(MaxFeeds)+"): close a tab")
+		return
+	}
+	defer d.release(key)
+	rc := http.NewResponseController(w)
+	// A deadline left on the connection would fail the next request on it.
+	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 
 	ctx, cancel := context.WithCancel(r.Context())
-	f := &feed{d: d, r: r, who: who, out: make(chan event, 256), auth: r.Header.Get("Authorization")}
+	f := &feed{d: d, r: r, who: who, out: make(chan event, 256), auth: r.Header.Get("Authorization"), end: make(chan struct{})}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
@@ -204,9 +277,12 @@ func (d *Dashboard) Feed(w http.ResponseWriter, r *http.Request, who Identity) {
 	defer ping.Stop()
 	var buf bytes.Buffer
 	for {
+		ending := false
 		select {
 		case <-ctx.Done():
 			return
+		case <-f.end:
+			ending = true // what is queued, the refusal with it, goes out first
 		case <-ping.C:
 			buf.WriteString(": ping\n\n")
 		case e := <-f.out:
@@ -222,18 +298,26 @@ func (d *Dashboard) Feed(w http.ResponseWriter, r *http.Request, who Identity) {
 				break drain
 			}
 		}
-		if _, err := w.Write(buf.Bytes()); err != nil {
+		if buf.Len() > 0 {
+			_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+			if _, err := w.Write(buf.Bytes()); err != nil {
+				return
+			}
+			if err := rc.Flush(); err != nil {
+				return
+			}
+			buf.Reset()
+		}
+		if ending {
 			return
 		}
-		fl.Flush()
-		buf.Reset()
 	}
 }
 
-func writeProblem(w http.ResponseWriter, status int, msg string) {
+func writeProblem(w http.ResponseWriter, status int, code api.Code, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": "bad_request", "message": msg}})
+	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": string(code), "message": msg}})
 }
 
 type event struct {
@@ -257,6 +341,9 @@ type feed struct {
 	who  Identity
 	auth string     // the browser's Authorization header, passed on
 	out  chan event // to the writer, Feed's own loop
+
+	ended sync.Once
+	end   chan struct{} // closed when the token is refused 401: the feed ends
 }
 
 // send queues an event; it gives up when ctx (the feed) ends.
@@ -292,6 +379,11 @@ func (f *feed) problem(ctx context.Context, what string, status int, body []byte
 		msg = http.StatusText(status)
 	}
 	f.send(ctx, "problem", map[string]any{"what": what, "status": status, "code": e.Error.Code, "error": msg})
+	if status == http.StatusUnauthorized {
+		// The token was revoked or rotated out: the page goes back to
+		// its login, and the feed ends rather than ask on with it.
+		f.ended.Do(func() { close(f.end) })
+	}
 }
 
 // get asks the node's API for path with the browser's token, in-process.
