@@ -52,8 +52,8 @@ const (
 
 // Target keys: which of the issue's targets a workload decides.
 const (
-	TargetRegister         = "register"          // ≥ 1.5× the better peer's throughput
-	TargetPropagation      = "propagation"       // p99 better than both peers'
+	TargetRegister         = "register"          // ≥ 1.0× ZooKeeper's and ≥ 1.5× etcd's throughput (issue 14)
+	TargetPropagation      = "propagation"       // p50 ≤ etcd's, p99 ≤ 0.8× etcd's (issue 14)
 	TargetHandover         = "handover"          // p50 and p99 no slower than either peer
 	TargetFailoverDefaults = "failover-defaults" // p50 and p99 ≥ 20× faster than the fastest peer
 	TargetFailoverSame     = "failover-same"     // p50 and p99 no slower than either peer
@@ -336,9 +336,9 @@ func (w *Workload) Verdict(peers []string) (Verdict, bool) {
 	v := Verdict{Target: w.Target, Workload: w.Key}
 	switch w.Target {
 	case TargetRegister:
-		v.Goal = "registration throughput ≥ 1.5× the better peer's"
+		v.Goal = "registration throughput ≥ 1.0× ZooKeeper's and ≥ 1.5× etcd's"
 	case TargetPropagation:
-		v.Goal = "membership propagation p99 better than both peers'"
+		v.Goal = "membership propagation to 100 watchers: p50 ≤ etcd's and p99 ≤ 0.8× etcd's"
 	case TargetHandover:
 		v.Goal = "graceful handover no slower than either peer (p50 and p99)"
 	case TargetFailoverDefaults:
@@ -356,7 +356,7 @@ func (w *Workload) Verdict(peers []string) (Verdict, bool) {
 	default:
 		return v, false
 	}
-	if w.Target == TargetKVWatch {
+	if w.Target == TargetKVWatch || w.Target == TargetPropagation {
 		peers = []string{"etcd"} // the goal names etcd only
 	}
 	raft := w.Run("rafting")
@@ -379,16 +379,23 @@ func (w *Workload) Verdict(peers []string) (Verdict, bool) {
 	ok := true
 	var parts []string
 	switch w.Target {
-	case TargetRegister, TargetKVPut:
+	case TargetRegister:
+		for _, p := range ps {
+			x, want := raft.Throughput()/p.Throughput(), map[string]float64{"zookeeper": 1.0, "etcd": 1.5}[p.System]
+			ok = ok && x >= want
+			parts = append(parts, fmt.Sprintf("%.0f vs %s %.0f ops/s: %s (≥ %.1f×)", raft.Throughput(), p.System, p.Throughput(), FormatRatio(x), want))
+		}
+	case TargetKVPut:
 		best := slices.MaxFunc(ps, func(a, b *Run) int { return cmpFloat(a.Throughput(), b.Throughput()) })
 		x := raft.Throughput() / best.Throughput()
-		ok = x >= map[string]float64{TargetRegister: 1.5, TargetKVPut: 1.0}[w.Target]
+		ok = x >= 1.0
 		parts = append(parts, fmt.Sprintf("%.0f vs %s %.0f ops/s: %s", raft.Throughput(), best.System, best.Throughput(), FormatRatio(x)))
 	case TargetPropagation:
-		for _, p := range ps {
-			ok = ok && raft.Stats.P99 < p.Stats.P99
-			parts = append(parts, fmt.Sprintf("p99 %s vs %s %s", FormatDuration(raft.Stats.P99), p.System, FormatDuration(p.Stats.P99)))
-		}
+		etcd := ps[0]
+		ok = raft.Stats.P50 <= etcd.Stats.P50 && float64(raft.Stats.P99) <= 0.8*float64(etcd.Stats.P99)
+		parts = append(parts, fmt.Sprintf("p50 %s vs %s %s; p99 %s vs %s: %s %s's", FormatDuration(raft.Stats.P50), etcd.System,
+			FormatDuration(etcd.Stats.P50), FormatDuration(raft.Stats.P99), FormatDuration(etcd.Stats.P99),
+			FormatRatio(float64(raft.Stats.P99)/float64(etcd.Stats.P99)), etcd.System))
 	case TargetHandover, TargetFailoverSame:
 		for _, p := range ps {
 			ok = ok && raft.Stats.P50 <= p.Stats.P50 && raft.Stats.P99 <= p.Stats.P99
