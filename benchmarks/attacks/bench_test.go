@@ -48,6 +48,11 @@ func knobs(tb testing.TB) scale {
 	s.rps = bench.MustInt(tb, "RAFTING_ATTACKS_RPS", 0, 0)
 	s.control = bench.MustInt(tb, "RAFTING_ATTACKS_CONTROL", 1, 0) > 0
 	s.pprof = os.Getenv("RAFTING_ATTACKS_PPROF")
+	if s.pprof != "" {
+		if err := os.MkdirAll(s.pprof, 0o755); err != nil {
+			tb.Fatalf("RAFTING_ATTACKS_PPROF: %v", err)
+		}
+	}
 	return s
 }
 
