@@ -1,6 +1,7 @@
 package attacks
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"math"
@@ -28,6 +29,29 @@ type scale struct {
 	rps                 int    // mallory's requests_per_second and burst (writes_per_second half); 0: the defaults
 	control             bool   // a control phase each cycle (control_test.go)
 	pprof               string // a directory for the servers' CPU profiles under attack ("": none)
+	ops                 string // a file the victim's every operation is appended to ("": none)
+}
+
+// traced appends r's operations to s.ops, one line each: pattern, cycle,
+// phase, when it went out (ms from the start of the phase's measured
+// window), what, and how long it took (ms). It returns r.
+func (s scale) traced(tb testing.TB, pattern string, cycle int, phase string, r victimResult) victimResult {
+	if s.ops == "" {
+		return r
+	}
+	f, err := os.OpenFile(s.ops, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		tb.Fatalf("RAFTING_ATTACKS_OPS: %v", err)
+	}
+	defer f.Close()
+	w := bufio.NewWriter(f)
+	for _, op := range r.ops {
+		fmt.Fprintf(w, "%s %d %s %.1f %s %.3f\n", pattern, cycle, phase, op.at.Seconds()*1000, op.kind, op.took.Seconds()*1000)
+	}
+	if err := w.Flush(); err != nil {
+		tb.Fatalf("RAFTING_ATTACKS_OPS: %v", err)
+	}
+	return r
 }
 
 // knobs reads the environment, failing tb on a knob set to no value.
@@ -48,6 +72,7 @@ func knobs(tb testing.TB) scale {
 	s.rps = bench.MustInt(tb, "RAFTING_ATTACKS_RPS", 0, 0)
 	s.control = bench.MustInt(tb, "RAFTING_ATTACKS_CONTROL", 1, 0) > 0
 	s.pprof = os.Getenv("RAFTING_ATTACKS_PPROF")
+	s.ops = os.Getenv("RAFTING_ATTACKS_OPS")
 	if s.pprof != "" {
 		if err := os.MkdirAll(s.pprof, 0o755); err != nil {
 			tb.Fatalf("RAFTING_ATTACKS_PPROF: %v", err)
@@ -354,7 +379,7 @@ func runPattern(b *testing.B, p pattern, s scale) *outcome {
 	a := e.applied(attacker)
 	for cycle := range s.cycles {
 		t0, c0 := time.Now(), e.serverCPU()
-		o.alone.add(e.runVictim(ctx, s.phase, session, kaNode))
+		o.alone.add(s.traced(b, p.id, cycle, "alone", e.runVictim(ctx, s.phase, session, kaNode)))
 		cpuAlone, wallAlone = cpuAlone+e.serverCPU()-c0, wallAlone+time.Since(t0)
 		a1 := e.applied(attacker)
 		o.logAlone += a1 - a
@@ -367,7 +392,7 @@ func runPattern(b *testing.B, p pattern, s scale) *outcome {
 		t2, c2 := time.Now(), e.serverCPU()
 		fc2, _ := bench.Usage(f.PID())
 		prof := e.profile(s, p.id, cycle)
-		o.attacked.add(e.runVictim(ctx, s.phase, session, kaNode))
+		o.attacked.add(s.traced(b, p.id, cycle, "attacked", e.runVictim(ctx, s.phase, session, kaNode)))
 		cpuAttack, wallAttack = cpuAttack+e.serverCPU()-c2, wallAttack+time.Since(t2)
 		prof()
 		fc3, _ := bench.Usage(f.PID())
@@ -386,7 +411,7 @@ func runPattern(b *testing.B, p pattern, s scale) *outcome {
 			bs, ba := startBurner(b, srv, 0), startBurner(b, att, s.nice)
 			time.Sleep(s.settle)
 			t3, c3 := time.Now(), e.serverCPU()
-			o.control.add(e.runVictim(ctx, s.phase, session, kaNode))
+			o.control.add(s.traced(b, p.id, cycle, "control", e.runVictim(ctx, s.phase, session, kaNode)))
 			wall := time.Since(t3)
 			cpuControl, wallControl = cpuControl+e.serverCPU()-c3, wallControl+wall
 			burnedServers, burnedAttacker = burnedServers+bs.stop(), burnedAttacker+ba.stop()

@@ -182,6 +182,14 @@ type victimResult struct {
 	sent, failed              map[string]int // by operation: read, write, keepalive, fresh
 	errs                      map[string]int // failures by operation and status or error
 	slow                      []string       // operations over 100 ms: when, what, where, how long
+	ops                       []victimOp     // every operation, for RAFTING_ATTACKS_OPS
+}
+
+// victimOp is one of the victim's operations: when it went out, from the
+// start of its phase's measured window, what it was and how long it took.
+type victimOp struct {
+	at, took time.Duration
+	kind     string
 }
 
 func newVictimResult() victimResult {
@@ -203,6 +211,7 @@ func (r *victimResult) add(o victimResult) {
 		r.errs[k] += v
 	}
 	r.slow = append(r.slow, o.slow...)
+	r.ops = append(r.ops, o.ops...)
 }
 
 // runVictim runs the victim's workload for d.
@@ -210,6 +219,7 @@ func (e *env) runVictim(ctx context.Context, d time.Duration, session string, ka
 	r := newVictimResult()
 	var mu sync.Mutex
 	var wg sync.WaitGroup
+	began := time.Now()
 	op := func(kind string, node int, method, path string, body []byte, fresh bool) {
 		defer wg.Done()
 		c := e.client
@@ -233,6 +243,7 @@ func (e *env) runVictim(ctx context.Context, d time.Duration, session string, ka
 		took := time.Since(start)
 		mu.Lock()
 		defer mu.Unlock()
+		r.ops = append(r.ops, victimOp{at: start.Sub(began), took: took, kind: kind})
 		r.sent[kind]++
 		if err != nil || status >= 300 {
 			r.failed[kind]++
@@ -274,7 +285,7 @@ func (e *env) runVictim(ctx context.Context, d time.Duration, session string, ka
 		}
 	}
 	sort.Slice(events, func(i, j int) bool { return events[i].at < events[j].at })
-	start := time.Now()
+	start := began
 	i, j := 0, 0
 	for _, ev := range events {
 		if wait := time.Until(start.Add(ev.at)); wait > 0 {
