@@ -650,7 +650,7 @@ func FormatLease(d time.Duration) string {
 // markers, plots referenced under plotDir (relative to RESULTS.md).
 func (res *Results) Markdown(plotDir string, plots map[string]string) string {
 	var b strings.Builder
-	b.WriteString("## Rafting vs etcd vs ZooKeeper (issues 6 and 20)\n\n")
+	b.WriteString("## Rafting vs etcd vs ZooKeeper (issues 6, 14 and 20)\n\n")
 	fmt.Fprintf(&b, "`%s` — %s, took %s%s.\n\n", res.Command, res.Date.Format("2006-01-02 15:04 MST"),
 		res.Took.Round(time.Second), map[bool]string{true: " (**quick mode**: fewer rounds, shorter phases)", false: ""}[res.Quick])
 	fmt.Fprintf(&b, "Machine: %s, %d cores, %.1f GiB RAM", res.Machine.CPU, res.Machine.Cores, float64(res.Machine.RAMBytes)/(1<<30))
