@@ -542,6 +542,7 @@ func TestDashboard(t *testing.T) {
 	until(t, ctx, "the new token", text("#confirm-detail")+`.startsWith("rft_zeta_")`, 10*time.Second)
 	newToken := eval[string](t, ctx, text("#confirm-detail"))
 	page(t, ctx, "close the token", chromedp.Click(chromedp.CSS("#confirm-ok")), chromedp.WaitNotVisible(chromedp.CSS("#confirm")))
+	until(t, ctx, "the shown token to leave the page", text("#confirm-detail")+` === ""`, 5*time.Second)
 	r := c.Do(2, newToken, http.MethodGet, "/v1/tenants/zeta/services", nil)
 	for deadline := time.Now().Add(10 * time.Second); r.Err() != nil && r.Err().Code.Retryable() && time.Now().Before(deadline); {
 		time.Sleep(100 * time.Millisecond) // node 2's replica catching up: 503, retry

@@ -436,6 +436,9 @@
     $("confirm-ok").textContent = "Close";
     $("confirm-cancel").hidden = true;
     $("confirm-ok").onclick = () => d.close();
+    // What was shown once (a new token) does not stay in the page after
+    // the dialog closes, by its button or by Escape.
+    d.addEventListener("close", () => { $("confirm-detail").textContent = ""; }, { once: true });
     d.showModal();
   }
 
