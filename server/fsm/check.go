@@ -144,27 +144,8 @@ func checkRegister(c Register, q api.Quotas, tenant string, v uint64) (api.Regis
 	if err := validText(v, "zone", r.Zone); err != nil {
 		return r, err
 	}
-	metaBytes := int64(0)
-	if v >= 2 && len(r.Meta) > MaxMetaEntries {
-		return r, api.BadField("meta", "%d entries, at most %d", len(r.Meta), MaxMetaEntries)
-	}
-	for key, val := range r.Meta {
-		if key == "" {
-			return r, api.BadField("meta", "keys must not be empty")
-		}
-		if err := validText(v, "meta", key); err != nil {
-			return r, err
-		}
-		if err := validText(v, "meta."+key, val); err != nil {
-			return r, err
-		}
-		metaBytes += int64(len(key) + len(val))
-		if v >= 2 {
-			metaBytes += MetaEntryCost
-		}
-	}
-	if q.MaxMetaBytes > 0 && metaBytes > q.MaxMetaBytes {
-		return r, api.QuotaExceeded(tenant, "max_meta_bytes", q.MaxMetaBytes, metaBytes)
+	if err := checkMeta(r.Meta, q, tenant, v); err != nil {
+		return r, err
 	}
 	if r.ColdStart != nil {
 		cs := *r.ColdStart
@@ -174,6 +155,50 @@ func checkRegister(c Register, q api.Quotas, tenant string, v uint64) (api.Regis
 		r.ColdStart = &cs
 	}
 	return r, nil
+}
+
+// checkMeta checks an instance's meta entries, and their size against
+// max_meta_bytes. A refusal names the first bad entry in key order, so
+// that every replica refuses alike; only a refusal pays for the sorting.
+func checkMeta(meta map[string]string, q api.Quotas, tenant string, v uint64) *api.Error {
+	if v >= 2 && len(meta) > MaxMetaEntries {
+		return api.BadField("meta", "%d entries, at most %d", len(meta), MaxMetaEntries)
+	}
+	size := int64(0)
+	for key, val := range meta {
+		if err := checkMetaEntry(v, key, val); err != nil {
+			return firstBadMeta(meta, v)
+		}
+		size += int64(len(key) + len(val))
+		if v >= 2 {
+			size += MetaEntryCost
+		}
+	}
+	if q.MaxMetaBytes > 0 && size > q.MaxMetaBytes {
+		return api.QuotaExceeded(tenant, "max_meta_bytes", q.MaxMetaBytes, size)
+	}
+	return nil
+}
+
+// checkMetaEntry checks one meta entry.
+func checkMetaEntry(v uint64, key, val string) *api.Error {
+	if key == "" {
+		return api.BadField("meta", "keys must not be empty")
+	}
+	if err := validText(v, "meta", key); err != nil {
+		return err
+	}
+	return validText(v, "meta."+key, val)
+}
+
+// firstBadMeta is the refusal of meta's first bad entry in key order.
+func firstBadMeta(meta map[string]string, v uint64) *api.Error {
+	for _, key := range sortedKeys(meta) {
+		if err := checkMetaEntry(v, key, meta[key]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // checkOpenSession checks a session's parameters against the tenant's TTL
