@@ -635,9 +635,9 @@ func (m *Meta) restore(c Restore) MetaOutcome {
 	if len(c.Members) == 0 && len(c.Tenants) > 0 {
 		return metaReject(api.CodeUnavailable, "restore: no members to place the shards on")
 	}
-	for name, e := range c.Epochs {
+	for _, name := range sortedKeys(c.Epochs) { // a refusal names the first name: alike on every replica
 		// The restored tenant's own epoch is one more: it must fit too.
-		if e := max(m.st.Epochs[name], e) + c.EpochGap; e >= MaxEpoch || c.EpochGap >= MaxEpoch {
+		if e := max(m.st.Epochs[name], c.Epochs[name]) + c.EpochGap; e >= MaxEpoch || c.EpochGap >= MaxEpoch {
 			return metaReject(api.CodeBadRequest, "restore: tenant name %s: epoch %d + epoch gap %d leaves no incarnation below %d; restore with a smaller gap",
 				name, max(m.st.Epochs[name], c.Epochs[name]), c.EpochGap, MaxEpoch)
 		}

@@ -326,3 +326,19 @@ func TestMetaVersion4(t *testing.T) {
 		t.Fatalf("revoke_previous of a missing tenant = %+v", o)
 	}
 }
+
+// TestMetaRestoreRefusalIsDeterministic: a restore with several names past
+// the epoch bound is refused naming the first in order, on every replica
+// and every try (it named a random one: the map's order).
+func TestMetaRestoreRefusalIsDeterministic(t *testing.T) {
+	restore := Restore{EpochGap: 2, Members: map[uint64]string{1: "h1:1"},
+		Epochs: map[string]uint64{"e": MaxEpoch, "d": MaxEpoch, "c": MaxEpoch, "b": MaxEpoch, "f": MaxEpoch, "g": MaxEpoch}}
+	const want = "restore: tenant name b: epoch 8191 + epoch gap 2 leaves no incarnation below 8191; restore with a smaller gap"
+	for i := range 50 {
+		m := NewMeta()
+		metaApply(t, m, 1, OpSetMetaVersion, SetVersion{Version: Version})
+		if o := metaApply(t, m, 2, OpRestore, restore); o.Code != api.CodeBadRequest || o.Message != want {
+			t.Fatalf("try %d: restore = %s %q, want bad_request %q", i, o.Code, o.Message, want)
+		}
+	}
+}
