@@ -285,7 +285,7 @@ func (c *Client) join(ctx context.Context, inst Instance, cfg memberConfig, owns
 		return nil, fmt.Errorf("sdk: join %s/%s: %w", m.service, m.id, err)
 	}
 	m.mu.Lock()
-	if m.leaving || m.st.Phase == election.PhaseLeft {
+	if m.leavingLocked() {
 		// The Client closed while we joined: it made the member leave.
 		m.mu.Unlock()
 		m.end(nil)
@@ -448,7 +448,7 @@ func (m *Member) Update(ctx context.Context, changes ...Change) error {
 		return fmt.Errorf("sdk: update %s/%s: %w", m.service, m.id, err)
 	}
 	m.mu.Lock()
-	if m.leaving || m.st.Phase == election.PhaseLeft {
+	if m.leavingLocked() {
 		m.mu.Unlock()
 		m.freeLane()
 		return ErrLeft
@@ -507,7 +507,7 @@ func (m *Member) register(ctx context.Context) (uint64, api.RegisterRequest, err
 	}
 	defer m.freeLane()
 	m.mu.Lock()
-	if m.leaving || m.st.Phase == election.PhaseLeft {
+	if m.leavingLocked() {
 		m.mu.Unlock()
 		return 0, api.RegisterRequest{}, ErrLeft
 	}

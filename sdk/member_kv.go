@@ -142,7 +142,7 @@ func (m *Member) PutEphemeral(ctx context.Context, key string, value []byte) (ap
 	value = slices.Clone(value)
 	for {
 		m.mu.Lock()
-		if m.leaving || m.st.Phase == election.PhaseLeft {
+		if m.leavingLocked() {
 			m.mu.Unlock()
 			return api.KV{}, ErrLeft
 		}
@@ -211,8 +211,11 @@ func (m *Member) putHeld(ctx context.Context, s *session, key string, value []by
 func (m *Member) isLeaving() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.leaving || m.st.Phase == election.PhaseLeft
+	return m.leavingLocked()
 }
+
+// leavingLocked is isLeaving with m.mu held.
+func (m *Member) leavingLocked() bool { return m.leaving || m.st.Phase == election.PhaseLeft }
 
 // DeleteEphemeral gives up an ephemeral key of the member's: it is not
 // put again under a later session, and is deleted now if it is still as

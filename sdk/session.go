@@ -557,7 +557,7 @@ func (m *Member) shareWorker(ctx context.Context) {
 // makes a leaving member ready again.
 func (m *Member) registerAgain(ctx context.Context) {
 	m.mu.Lock()
-	leaving := m.leaving || m.st.Phase == election.PhaseLeft
+	leaving := m.leavingLocked()
 	m.mu.Unlock()
 	if leaving {
 		return
@@ -665,7 +665,7 @@ func (m *Member) replaceSession(ctx context.Context) bool {
 		next = sessionWithID(id)
 	}
 	m.mu.Lock()
-	if m.leaving || m.st.Phase == election.PhaseLeft {
+	if m.leavingLocked() {
 		m.mu.Unlock()
 		return false
 	}
