@@ -332,6 +332,17 @@ func metaReject(code api.Code, format string, args ...any) MetaOutcome {
 	return MetaOutcome{Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
+// metaRejectErr is the outcome of a meta command refused with err.
+func metaRejectErr(err *api.Error) MetaOutcome {
+	return MetaOutcome{Code: err.Code, Message: err.Message}
+}
+
+func (MetaOutcome) rejected(err *api.Error) MetaOutcome { return metaRejectErr(err) }
+
+func tenantNotFound(name string) MetaOutcome {
+	return metaReject(api.CodeNotFound, "tenant %s not found", name)
+}
+
 // NewMeta returns an empty meta state machine.
 func NewMeta() *Meta {
 	return &Meta{st: metaState{
@@ -358,198 +369,203 @@ func (m *Meta) Apply(index uint64, cmd []byte) (o MetaOutcome) {
 	if err != nil {
 		return metaReject(api.CodeBadRequest, "undecodable command: %v", err)
 	}
-	switch op {
-	case OpSetMetaVersion:
-		var c SetVersion
-		if err := strictUnmarshal(body, &c); err != nil {
-			return metaReject(api.CodeBadRequest, "%s: %v", op, err)
-		}
-		if err := setVersion(&m.st.Version, c, &m.tooOld); err != nil {
-			return MetaOutcome{Code: err.Code, Message: err.Message}
-		}
-		return MetaOutcome{}
-	case OpRegisterNode:
-		var c RegisterNode
-		if err := strictUnmarshal(body, &c); err != nil {
-			return metaReject(api.CodeBadRequest, "%s: %v", op, err)
-		}
-		if c.ID == 0 || c.RaftAddress == "" {
-			return metaReject(api.CodeBadRequest, "register_node: id and raft_address are required")
-		}
-		if c.Zone != "" && versionOf(m.st.Version) < 5 {
-			e := unknownField(op, "zone")
-			return MetaOutcome{Code: e.Code, Message: e.Message}
-		}
-		if _, gone := m.st.Removed[c.ID]; gone {
-			return metaReject(api.CodeConflict, "node %d was removed from the cluster; start it with a new --id and an empty data dir", c.ID)
-		}
-		inc := c.Incarnation
-		if old := m.st.Nodes[c.ID]; old != nil && inc == 0 {
-			inc = old.Incarnation // an operator's re-registration keeps it
-		}
-		m.st.Nodes[c.ID] = &NodeRecord{ID: c.ID, RaftAddress: c.RaftAddress, APIAddress: c.APIAddress, Incarnation: inc, Zone: c.Zone}
-		return MetaOutcome{}
-	case OpCreateTenant:
-		var c CreateTenant
-		if err := strictUnmarshal(body, &c); err != nil {
-			return metaReject(api.CodeBadRequest, "%s: %v", op, err)
-		}
-		return m.createTenant(c)
-	case OpDeleteTenant:
-		var c DeleteTenant
-		if err := strictUnmarshal(body, &c); err != nil {
-			return metaReject(api.CodeBadRequest, "%s: %v", op, err)
-		}
-		t := m.st.Tenants[c.Name]
-		if t == nil {
-			return MetaOutcome{} // deleting a missing tenant succeeds
-		}
-		tomb := &Tombstone{Tenant: t.Name, ShardID: t.ShardID, Replicas: t.clone().Replicas, DeletedMs: c.NowMs}
-		for rid, node := range t.Retired { // from version 5 only: a node still keeping one deletes it too
-			tomb.Replicas[rid] = Replica{Node: node}
-		}
-		m.st.Tombstones[t.ShardID] = tomb
-		delete(m.st.Tenants, c.Name)
-		return MetaOutcome{Tenant: t.clone()}
-	case OpUpdateQuotas:
-		var c UpdateQuotas
-		if err := strictUnmarshal(body, &c); err != nil {
-			return metaReject(api.CodeBadRequest, "%s: %v", op, err)
-		}
-		t := m.st.Tenants[c.Name]
-		if t == nil {
-			return metaReject(api.CodeNotFound, "tenant %s not found", c.Name)
-		}
-		if t.Quotas != c.Quotas {
-			t.Quotas = c.Quotas
-			t.QuotasVersion++
-		}
-		return MetaOutcome{Tenant: t.clone()}
-	case OpRotateToken:
-		var c RotateToken
-		if err := strictUnmarshal(body, &c); err != nil {
-			return metaReject(api.CodeBadRequest, "%s: %v", op, err)
-		}
-		t := m.st.Tenants[c.Name]
-		if t == nil {
-			return metaReject(api.CodeNotFound, "tenant %s not found", c.Name)
-		}
-		if c.PreviousValidMs < 0 {
-			return metaReject(api.CodeBadRequest, "previous_valid_ms: must not be negative")
-		}
-		if versionOf(m.st.Version) >= 4 && t.Credentials.Current.Equal(c.TokenHash) && t.Rotation != nil &&
-			t.Rotation.PreviousValidMs != c.PreviousValidMs {
-			return metaReject(api.CodeConflict, "tenant %s: its token is this secret's already, set by a rotation with previous_valid_ms %d, not %d: "+
-				"a retry sends the same; to end the previous token now, revoke it (rafting tenant revoke-previous)",
-				c.Name, t.Rotation.PreviousValidMs, c.PreviousValidMs)
-		}
-		var changed bool
-		t.Credentials, changed = tenants.Rotate(t.Credentials, c.TokenHash, time.UnixMilli(c.NowMs),
-			time.Duration(c.PreviousValidMs)*time.Millisecond)
-		if changed && versionOf(m.st.Version) >= 4 {
-			t.Rotation = &Rotation{PreviousValidMs: c.PreviousValidMs, AtMs: c.NowMs}
-		}
-		return MetaOutcome{Tenant: t.clone()}
-	case OpRevokePrevious:
-		if versionOf(m.st.Version) < 4 {
-			break // unknown to the builds before it
-		}
-		var c RevokePrevious
-		if err := strictUnmarshal(body, &c); err != nil {
-			return metaReject(api.CodeBadRequest, "%s: %v", op, err)
-		}
-		t := m.st.Tenants[c.Name]
-		if t == nil {
-			return metaReject(api.CodeNotFound, "tenant %s not found", c.Name)
-		}
-		t.Credentials.Previous, t.Credentials.PreviousValidUntil = nil, time.Time{}
-		return MetaOutcome{Tenant: t.clone()}
-	case OpRemoveNode:
-		var c RemoveNode
-		if err := strictUnmarshal(body, &c); err != nil {
-			return metaReject(api.CodeBadRequest, "%s: %v", op, err)
-		}
-		if c.ID == 0 {
-			return metaReject(api.CodeBadRequest, "remove_node: id is required")
-		}
-		delete(m.st.Nodes, c.ID)
-		for _, t := range m.st.Tenants {
-			for rid, rep := range t.Replicas {
-				if rep.Node == c.ID {
-					delete(t.Replicas, rid)
-				}
-			}
-			if mv := t.Move; mv != nil && versionOf(m.st.Version) >= 5 {
-				if _, ok := t.Replicas[mv.Add]; mv.Add != 0 && !ok {
-					t.Move = nil // its new replica was on the node: undone
-				} else if _, ok := t.Replicas[mv.Remove]; mv.Remove != 0 && !ok {
-					t.Move = nil // the replica it took out was: done
-				}
-			}
-		}
-		if m.st.Removed == nil {
-			m.st.Removed = map[uint64]int64{}
-		}
-		if _, done := m.st.Removed[c.ID]; !done {
-			m.st.Removed[c.ID] = c.NowMs
-		}
-		return MetaOutcome{}
-	case OpRestore:
-		var c Restore
-		if err := strictUnmarshal(body, &c); err != nil {
-			return metaReject(api.CodeBadRequest, "%s: %v", op, err)
-		}
-		return m.restore(c)
-	case OpSetReplicas, OpMoveStart, OpMoveStep, OpMoveEnd:
-		if versionOf(m.st.Version) < 5 {
-			break // unknown to the builds before it
-		}
-		return m.applyPlacement(op, body)
-	case OpRestoreDone:
-		if versionOf(m.st.Version) < 4 {
-			break // unknown to the builds before it
-		}
-		var c RestoreDone
-		if err := strictUnmarshal(body, &c); err != nil {
-			return metaReject(api.CodeBadRequest, "%s: %v", op, err)
-		}
-		t := m.st.Tenants[c.Name]
-		if t == nil {
-			return metaReject(api.CodeNotFound, "tenant %s not found", c.Name)
-		}
-		if t.Restore == nil {
-			t.Restore = &RestoreMark{} // a forced restore over a tenant no restore created
-		}
-		t.Restore.Pending = false
-		t.Restore.Index = max(t.Restore.Index, c.Index)
-		return MetaOutcome{Tenant: t.clone()}
-	case OpAddReplica:
-		var c AddReplica
-		if err := strictUnmarshal(body, &c); err != nil {
-			return metaReject(api.CodeBadRequest, "%s: %v", op, err)
-		}
-		t := m.st.Tenants[c.Name]
-		if t == nil {
-			return metaReject(api.CodeNotFound, "tenant %s not found", c.Name)
-		}
-		if id, _, ok := t.ReplicaOn(c.Node); ok {
-			return MetaOutcome{Tenant: t.clone(), Replica: id}
-		}
-		if _, gone := m.st.Removed[c.Node]; gone {
-			return metaReject(api.CodeConflict, "node %d was removed from the cluster", c.Node)
-		}
-		id := m.st.NextReplicaID
-		m.st.NextReplicaID++
-		t.Replicas[id] = Replica{Node: c.Node, RaftAddress: c.RaftAddress, Join: true}
-		return MetaOutcome{Tenant: t.clone(), Replica: id, Created: true}
+	if h := metaOps[op]; h != nil {
+		return h(m, index, op, body, nil)
 	}
+	return unknownMetaOp(op)
+}
+
+// metaOp applies one meta command from its encoded body.
+type metaOp = command[*Meta, MetaOutcome]
+
+// metaOps are the meta shard's commands, each decoded strictly into its
+// type first (decoded), as the tenant's are; since hides a command from a
+// state before the version that added it.
+var metaOps = map[Op]metaOp{
+	OpSetMetaVersion: decoded((*Meta).applySetVersion),
+	OpRegisterNode:   decoded((*Meta).applyRegisterNode),
+	OpCreateTenant:   decoded((*Meta).applyCreateTenant),
+	OpDeleteTenant:   decoded((*Meta).applyDeleteTenant),
+	OpUpdateQuotas:   decoded((*Meta).applyUpdateQuotas),
+	OpRotateToken:    decoded((*Meta).applyRotateToken),
+	OpRevokePrevious: since(4, decoded((*Meta).applyRevokePrevious)),
+	OpRemoveNode:     decoded((*Meta).applyRemoveNode),
+	OpRestore:        decoded((*Meta).applyRestore),
+	OpRestoreDone:    since(4, decoded((*Meta).applyRestoreDone)),
+	OpAddReplica:     decoded((*Meta).applyAddReplica),
+	OpSetReplicas:    since(5, decoded((*Meta).applySetReplicas)), // placement.go
+	OpMoveStart:      since(5, decoded((*Meta).applyMoveStart)),
+	OpMoveStep:       since(5, decoded((*Meta).applyMoveStep)),
+	OpMoveEnd:        since(5, decoded((*Meta).applyMoveEnd)),
+}
+
+// since makes a command added at version v unknown to a state before v,
+// as it was to the builds before it: refused before its body is read.
+func since(v uint64, h metaOp) metaOp {
+	return func(m *Meta, index uint64, op Op, body []byte, ch *Changes) MetaOutcome {
+		if versionOf(m.st.Version) < v {
+			return unknownMetaOp(op)
+		}
+		return h(m, index, op, body, ch)
+	}
+}
+
+func unknownMetaOp(op Op) MetaOutcome {
 	return metaReject(api.CodeBadRequest, "unknown meta command %s", op)
+}
+
+func (m *Meta) applySetVersion(_ uint64, _ Op, c SetVersion, _ *Changes) MetaOutcome {
+	if err := setVersion(&m.st.Version, c, &m.tooOld); err != nil {
+		return metaRejectErr(err)
+	}
+	return MetaOutcome{}
+}
+
+func (m *Meta) applyRegisterNode(_ uint64, op Op, c RegisterNode, _ *Changes) MetaOutcome {
+	if c.ID == 0 || c.RaftAddress == "" {
+		return metaReject(api.CodeBadRequest, "register_node: id and raft_address are required")
+	}
+	if c.Zone != "" && versionOf(m.st.Version) < 5 {
+		return metaRejectErr(unknownField(op, "zone"))
+	}
+	if _, gone := m.st.Removed[c.ID]; gone {
+		return metaReject(api.CodeConflict, "node %d was removed from the cluster; start it with a new --id and an empty data dir", c.ID)
+	}
+	inc := c.Incarnation
+	if old := m.st.Nodes[c.ID]; old != nil && inc == 0 {
+		inc = old.Incarnation // an operator's re-registration keeps it
+	}
+	m.st.Nodes[c.ID] = &NodeRecord{ID: c.ID, RaftAddress: c.RaftAddress, APIAddress: c.APIAddress, Incarnation: inc, Zone: c.Zone}
+	return MetaOutcome{}
+}
+
+func (m *Meta) applyCreateTenant(_ uint64, _ Op, c CreateTenant, _ *Changes) MetaOutcome {
+	return m.createTenant(c)
+}
+
+func (m *Meta) applyDeleteTenant(_ uint64, _ Op, c DeleteTenant, _ *Changes) MetaOutcome {
+	t := m.st.Tenants[c.Name]
+	if t == nil {
+		return MetaOutcome{} // deleting a missing tenant succeeds
+	}
+	tomb := &Tombstone{Tenant: t.Name, ShardID: t.ShardID, Replicas: t.clone().Replicas, DeletedMs: c.NowMs}
+	for rid, node := range t.Retired { // from version 5 only: a node still keeping one deletes it too
+		tomb.Replicas[rid] = Replica{Node: node}
+	}
+	m.st.Tombstones[t.ShardID] = tomb
+	delete(m.st.Tenants, c.Name)
+	return MetaOutcome{Tenant: t.clone()}
+}
+
+func (m *Meta) applyUpdateQuotas(_ uint64, _ Op, c UpdateQuotas, _ *Changes) MetaOutcome {
+	t := m.st.Tenants[c.Name]
+	if t == nil {
+		return tenantNotFound(c.Name)
+	}
+	if t.Quotas != c.Quotas {
+		t.Quotas = c.Quotas
+		t.QuotasVersion++
+	}
+	return MetaOutcome{Tenant: t.clone()}
+}
+
+func (m *Meta) applyRotateToken(_ uint64, _ Op, c RotateToken, _ *Changes) MetaOutcome {
+	t := m.st.Tenants[c.Name]
+	if t == nil {
+		return tenantNotFound(c.Name)
+	}
+	if c.PreviousValidMs < 0 {
+		return metaReject(api.CodeBadRequest, "previous_valid_ms: must not be negative")
+	}
+	if versionOf(m.st.Version) >= 4 && t.Credentials.Current.Equal(c.TokenHash) && t.Rotation != nil &&
+		t.Rotation.PreviousValidMs != c.PreviousValidMs {
+		return metaReject(api.CodeConflict, "tenant %s: its token is this secret's already, set by a rotation with previous_valid_ms %d, not %d: "+
+			"a retry sends the same; to end the previous token now, revoke it (rafting tenant revoke-previous)",
+			c.Name, t.Rotation.PreviousValidMs, c.PreviousValidMs)
+	}
+	var changed bool
+	t.Credentials, changed = tenants.Rotate(t.Credentials, c.TokenHash, time.UnixMilli(c.NowMs),
+		time.Duration(c.PreviousValidMs)*time.Millisecond)
+	if changed && versionOf(m.st.Version) >= 4 {
+		t.Rotation = &Rotation{PreviousValidMs: c.PreviousValidMs, AtMs: c.NowMs}
+	}
+	return MetaOutcome{Tenant: t.clone()}
+}
+
+func (m *Meta) applyRevokePrevious(_ uint64, _ Op, c RevokePrevious, _ *Changes) MetaOutcome {
+	t := m.st.Tenants[c.Name]
+	if t == nil {
+		return tenantNotFound(c.Name)
+	}
+	t.Credentials.Previous, t.Credentials.PreviousValidUntil = nil, time.Time{}
+	return MetaOutcome{Tenant: t.clone()}
+}
+
+func (m *Meta) applyRemoveNode(_ uint64, _ Op, c RemoveNode, _ *Changes) MetaOutcome {
+	if c.ID == 0 {
+		return metaReject(api.CodeBadRequest, "remove_node: id is required")
+	}
+	delete(m.st.Nodes, c.ID)
+	for _, t := range m.st.Tenants {
+		for rid, rep := range t.Replicas {
+			if rep.Node == c.ID {
+				delete(t.Replicas, rid)
+			}
+		}
+		if mv := t.Move; mv != nil && versionOf(m.st.Version) >= 5 {
+			if _, ok := t.Replicas[mv.Add]; mv.Add != 0 && !ok {
+				t.Move = nil // its new replica was on the node: undone
+			} else if _, ok := t.Replicas[mv.Remove]; mv.Remove != 0 && !ok {
+				t.Move = nil // the replica it took out was: done
+			}
+		}
+	}
+	if m.st.Removed == nil {
+		m.st.Removed = map[uint64]int64{}
+	}
+	if _, done := m.st.Removed[c.ID]; !done {
+		m.st.Removed[c.ID] = c.NowMs
+	}
+	return MetaOutcome{}
+}
+
+func (m *Meta) applyRestore(_ uint64, _ Op, c Restore, _ *Changes) MetaOutcome {
+	return m.restore(c)
+}
+
+func (m *Meta) applyRestoreDone(_ uint64, _ Op, c RestoreDone, _ *Changes) MetaOutcome {
+	t := m.st.Tenants[c.Name]
+	if t == nil {
+		return tenantNotFound(c.Name)
+	}
+	if t.Restore == nil {
+		t.Restore = &RestoreMark{} // a forced restore over a tenant no restore created
+	}
+	t.Restore.Pending = false
+	t.Restore.Index = max(t.Restore.Index, c.Index)
+	return MetaOutcome{Tenant: t.clone()}
+}
+
+func (m *Meta) applyAddReplica(_ uint64, _ Op, c AddReplica, _ *Changes) MetaOutcome {
+	t := m.st.Tenants[c.Name]
+	if t == nil {
+		return tenantNotFound(c.Name)
+	}
+	if id, _, ok := t.ReplicaOn(c.Node); ok {
+		return MetaOutcome{Tenant: t.clone(), Replica: id}
+	}
+	if _, gone := m.st.Removed[c.Node]; gone {
+		return metaReject(api.CodeConflict, "node %d was removed from the cluster", c.Node)
+	}
+	id := m.st.NextReplicaID
+	m.st.NextReplicaID++
+	t.Replicas[id] = Replica{Node: c.Node, RaftAddress: c.RaftAddress, Join: true}
+	return MetaOutcome{Tenant: t.clone(), Replica: id, Created: true}
 }
 
 func (m *Meta) createTenant(c CreateTenant) MetaOutcome {
 	if err := api.ValidateTenantName("name", c.Name); err != nil {
-		e := err.(*api.Error)
-		return MetaOutcome{Code: e.Code, Message: e.Message}
+		return metaRejectErr(err.(*api.Error))
 	}
 	if t := m.st.Tenants[c.Name]; t != nil {
 		if t.Credentials.Current.Equal(c.TokenHash) {
@@ -564,8 +580,7 @@ func (m *Meta) createTenant(c CreateTenant) MetaOutcome {
 		return metaReject(api.CodeUnavailable, "create_tenant: no members to place the shard on")
 	}
 	if c.Replicas != 0 && versionOf(m.st.Version) < 5 {
-		e := unknownField(OpCreateTenant, "replicas")
-		return MetaOutcome{Code: e.Code, Message: e.Message}
+		return metaRejectErr(unknownField(OpCreateTenant, "replicas"))
 	}
 	if c.Replicas > MaxReplicas {
 		return metaReject(api.CodeBadRequest, "create_tenant: replicas %d, at most %d", c.Replicas, MaxReplicas)
@@ -597,32 +612,12 @@ func (m *Meta) createTenant(c CreateTenant) MetaOutcome {
 	return MetaOutcome{Tenant: t.clone(), Created: true}
 }
 
+// restore applies a Restore: the command's checks first, then the state's
+// (a cluster with tenants takes only a retry), then the counters and
+// epochs are raised and the tenants created.
 func (m *Meta) restore(c Restore) MetaOutcome {
-	if c.EpochGap != 0 && versionOf(m.st.Version) < 2 {
-		e := unknownField(OpRestore, "epoch_gap")
-		return MetaOutcome{Code: e.Code, Message: e.Message}
-	}
-	if (c.Mark || c.BackupIndex != 0) && versionOf(m.st.Version) < 4 {
-		e := unknownField(OpRestore, "mark")
-		return MetaOutcome{Code: e.Code, Message: e.Message}
-	}
-	if c.Replicas != 0 && versionOf(m.st.Version) < 5 {
-		e := unknownField(OpRestore, "replicas")
-		return MetaOutcome{Code: e.Code, Message: e.Message}
-	}
-	if c.Replicas > MaxReplicas {
-		return metaReject(api.CodeBadRequest, "restore: replicas %d, at most %d", c.Replicas, MaxReplicas)
-	}
-	names := map[string]bool{}
-	for _, t := range c.Tenants {
-		if err := api.ValidateTenantName("name", t.Name); err != nil {
-			e := err.(*api.Error)
-			return MetaOutcome{Code: e.Code, Message: e.Message}
-		}
-		if t.Credentials.Current.IsZero() || names[t.Name] {
-			return metaReject(api.CodeBadRequest, "restore: tenant %s: no token hash, or named twice", t.Name)
-		}
-		names[t.Name] = true
+	if err := checkRestore(c, versionOf(m.st.Version)); err != nil {
+		return metaRejectErr(err)
 	}
 	if len(m.st.Tenants) > 0 {
 		for _, t := range c.Tenants {
@@ -648,18 +643,50 @@ func (m *Meta) restore(c Restore) MetaOutcome {
 		m.st.Epochs[name] = max(m.st.Epochs[name], e) + c.EpochGap
 	}
 	for _, t := range c.Tenants {
-		m.createTenant(CreateTenant{Name: t.Name, Quotas: t.Quotas, TokenHash: t.Credentials.Current,
-			Members: c.Members, NowMs: c.NowMs, Replicas: c.Replicas})
-		rec := m.st.Tenants[t.Name]
-		rec.Credentials = t.Credentials // decoded for this entry: nothing else holds it
-		if t.CreatedMs != 0 {
-			rec.CreatedMs = t.CreatedMs
-		}
-		if c.Mark {
-			rec.Restore = &RestoreMark{Pending: true, BackupIndex: c.BackupIndex}
-		}
+		m.restoreTenant(c, t)
 	}
 	return MetaOutcome{Created: len(c.Tenants) > 0}
+}
+
+// checkRestore runs the checks of a Restore that depend only on the
+// command and the state's version v.
+func checkRestore(c Restore, v uint64) *api.Error {
+	switch {
+	case c.EpochGap != 0 && v < 2:
+		return unknownField(OpRestore, "epoch_gap")
+	case (c.Mark || c.BackupIndex != 0) && v < 4:
+		return unknownField(OpRestore, "mark")
+	case c.Replicas != 0 && v < 5:
+		return unknownField(OpRestore, "replicas")
+	case c.Replicas > MaxReplicas:
+		return api.Errorf(api.CodeBadRequest, "restore: replicas %d, at most %d", c.Replicas, MaxReplicas)
+	}
+	names := map[string]bool{}
+	for _, t := range c.Tenants {
+		if err := api.ValidateTenantName("name", t.Name); err != nil {
+			return err.(*api.Error)
+		}
+		if t.Credentials.Current.IsZero() || names[t.Name] {
+			return api.Errorf(api.CodeBadRequest, "restore: tenant %s: no token hash, or named twice", t.Name)
+		}
+		names[t.Name] = true
+	}
+	return nil
+}
+
+// restoreTenant creates one of a restore's tenants, with the backup's
+// credentials and creation time.
+func (m *Meta) restoreTenant(c Restore, t RestoreTenant) {
+	m.createTenant(CreateTenant{Name: t.Name, Quotas: t.Quotas, TokenHash: t.Credentials.Current,
+		Members: c.Members, NowMs: c.NowMs, Replicas: c.Replicas})
+	rec := m.st.Tenants[t.Name]
+	rec.Credentials = t.Credentials // decoded for this entry: nothing else holds it
+	if t.CreatedMs != 0 {
+		rec.CreatedMs = t.CreatedMs
+	}
+	if c.Mark {
+		rec.Restore = &RestoreMark{Pending: true, BackupIndex: c.BackupIndex}
+	}
 }
 
 // Version is the meta state's semantics version (version.go): what every

@@ -88,89 +88,18 @@ type MoveEnd struct {
 
 var stepOrder = map[string]int{StepAdding: 1, StepCaughtUp: 2, StepPromoted: 3}
 
-func (m *Meta) applyPlacement(op Op, body []byte) MetaOutcome {
-	switch op {
-	case OpSetReplicas:
-		var c SetReplicas
-		if err := strictUnmarshal(body, &c); err != nil {
-			return metaReject(api.CodeBadRequest, "%s: %v", op, err)
-		}
-		if c.Replicas < 1 || c.Replicas > MaxReplicas {
-			return metaReject(api.CodeBadRequest, "set_replicas: replicas %d, want 1 to %d", c.Replicas, MaxReplicas)
-		}
-		m.st.Replicas = c.Replicas
-		return MetaOutcome{}
-	case OpMoveStart:
-		var c MoveStart
-		if err := strictUnmarshal(body, &c); err != nil {
-			return metaReject(api.CodeBadRequest, "%s: %v", op, err)
-		}
-		return m.moveStart(c)
-	case OpMoveStep:
-		var c MoveStep
-		if err := strictUnmarshal(body, &c); err != nil {
-			return metaReject(api.CodeBadRequest, "%s: %v", op, err)
-		}
-		t := m.st.Tenants[c.Name]
-		if t == nil {
-			return metaReject(api.CodeNotFound, "tenant %s not found", c.Name)
-		}
-		if stepOrder[c.Step] == 0 {
-			return metaReject(api.CodeBadRequest, "move_step: step %q", c.Step)
-		}
-		mv := t.Move
-		if mv == nil || mv.Add != c.Add || mv.Remove != c.Remove {
-			return metaReject(api.CodeConflict, "tenant %s: no such move under way", c.Name)
-		}
-		if stepOrder[c.Step] <= stepOrder[mv.Step] {
-			return MetaOutcome{Tenant: t.clone()} // a retry, or late
-		}
-		mv.Step = c.Step
-		if c.Step == StepPromoted && mv.Add != 0 {
-			r := t.Replicas[mv.Add]
-			r.NonVoting = false
-			t.Replicas[mv.Add] = r
-		}
-		return MetaOutcome{Tenant: t.clone()}
-	case OpMoveEnd:
-		var c MoveEnd
-		if err := strictUnmarshal(body, &c); err != nil {
-			return metaReject(api.CodeBadRequest, "%s: %v", op, err)
-		}
-		t := m.st.Tenants[c.Name]
-		if t == nil {
-			return metaReject(api.CodeNotFound, "tenant %s not found", c.Name)
-		}
-		mv := t.Move
-		if mv == nil || mv.Add != c.Add || mv.Remove != c.Remove {
-			return MetaOutcome{Tenant: t.clone()} // ended already
-		}
-		gone := mv.Remove
-		if c.Undo {
-			if mv.Step == StepPromoted && mv.Add != 0 {
-				return metaReject(api.CodeConflict, "tenant %s: the move's new replica %d votes already: the move is finished, not undone", c.Name, mv.Add)
-			}
-			gone = mv.Add
-		} else if mv.Step != StepPromoted {
-			return metaReject(api.CodeConflict, "tenant %s: the move's new replica %d is not promoted yet", c.Name, mv.Add)
-		}
-		if r, ok := t.Replicas[gone]; ok && gone != 0 {
-			if t.Retired == nil {
-				t.Retired = map[uint64]uint64{}
-			}
-			t.Retired[gone] = r.Node
-			delete(t.Replicas, gone)
-		}
-		t.Move = nil
-		return MetaOutcome{Tenant: t.clone()}
+func (m *Meta) applySetReplicas(_ uint64, _ Op, c SetReplicas, _ *Changes) MetaOutcome {
+	if c.Replicas < 1 || c.Replicas > MaxReplicas {
+		return metaReject(api.CodeBadRequest, "set_replicas: replicas %d, want 1 to %d", c.Replicas, MaxReplicas)
 	}
-	return metaReject(api.CodeBadRequest, "unknown meta command %s", op)
+	m.st.Replicas = c.Replicas
+	return MetaOutcome{}
 }
 
-func (m *Meta) moveStart(c MoveStart) MetaOutcome {
+func (m *Meta) applyMoveStart(_ uint64, _ Op, c MoveStart, _ *Changes) MetaOutcome {
 	t := m.st.Tenants[c.Name]
 	if t == nil {
-		return metaReject(api.CodeNotFound, "tenant %s not found", c.Name)
+		return tenantNotFound(c.Name)
 	}
 	if mv := t.Move; mv != nil {
 		if mv.Remove == c.Remove && mv.Add != 0 && t.Replicas[mv.Add].Node == c.Node || mv.Add == 0 && c.Node == 0 && mv.Remove == c.Remove {
@@ -178,27 +107,8 @@ func (m *Meta) moveStart(c MoveStart) MetaOutcome {
 		}
 		return metaReject(api.CodeConflict, "tenant %s: a move is under way", c.Name)
 	}
-	if c.Node == 0 && c.Remove == 0 {
-		return metaReject(api.CodeBadRequest, "move_start: neither a node to add a replica on nor a replica to remove")
-	}
-	if c.Remove != 0 {
-		if _, ok := t.Replicas[c.Remove]; !ok {
-			return metaReject(api.CodeNotFound, "tenant %s has no replica %d", c.Name, c.Remove)
-		}
-		if c.Node == 0 && len(t.Replicas) < 2 {
-			return metaReject(api.CodeConflict, "tenant %s: replica %d is its last", c.Name, c.Remove)
-		}
-	}
-	if c.Node != 0 {
-		if _, _, ok := t.ReplicaOn(c.Node); ok {
-			return metaReject(api.CodeConflict, "tenant %s has a replica on node %d", c.Name, c.Node)
-		}
-		if _, gone := m.st.Removed[c.Node]; gone {
-			return metaReject(api.CodeConflict, "node %d was removed from the cluster", c.Node)
-		}
-		if c.RaftAddress == "" {
-			return metaReject(api.CodeBadRequest, "move_start: raft_address is required with node")
-		}
+	if err := m.checkMoveStart(t, c); err != nil {
+		return metaRejectErr(err)
 	}
 	mv := &Move{Remove: c.Remove, Step: StepPromoted, Reason: c.Reason, StartedMs: c.NowMs}
 	if c.Node != 0 {
@@ -208,6 +118,87 @@ func (m *Meta) moveStart(c MoveStart) MetaOutcome {
 	}
 	t.Move = mv
 	return MetaOutcome{Tenant: t.clone(), Replica: mv.Add, Created: true}
+}
+
+// checkMoveStart checks a move's start against its tenant t, which has
+// no move under way.
+func (m *Meta) checkMoveStart(t *TenantRecord, c MoveStart) *api.Error {
+	if c.Node == 0 && c.Remove == 0 {
+		return api.Errorf(api.CodeBadRequest, "move_start: neither a node to add a replica on nor a replica to remove")
+	}
+	if c.Remove != 0 {
+		if _, ok := t.Replicas[c.Remove]; !ok {
+			return api.Errorf(api.CodeNotFound, "tenant %s has no replica %d", c.Name, c.Remove)
+		}
+		if c.Node == 0 && len(t.Replicas) < 2 {
+			return api.Errorf(api.CodeConflict, "tenant %s: replica %d is its last", c.Name, c.Remove)
+		}
+	}
+	if c.Node != 0 {
+		if _, _, ok := t.ReplicaOn(c.Node); ok {
+			return api.Errorf(api.CodeConflict, "tenant %s has a replica on node %d", c.Name, c.Node)
+		}
+		if _, gone := m.st.Removed[c.Node]; gone {
+			return api.Errorf(api.CodeConflict, "node %d was removed from the cluster", c.Node)
+		}
+		if c.RaftAddress == "" {
+			return api.Errorf(api.CodeBadRequest, "move_start: raft_address is required with node")
+		}
+	}
+	return nil
+}
+
+func (m *Meta) applyMoveStep(_ uint64, _ Op, c MoveStep, _ *Changes) MetaOutcome {
+	t := m.st.Tenants[c.Name]
+	if t == nil {
+		return tenantNotFound(c.Name)
+	}
+	if stepOrder[c.Step] == 0 {
+		return metaReject(api.CodeBadRequest, "move_step: step %q", c.Step)
+	}
+	mv := t.Move
+	if mv == nil || mv.Add != c.Add || mv.Remove != c.Remove {
+		return metaReject(api.CodeConflict, "tenant %s: no such move under way", c.Name)
+	}
+	if stepOrder[c.Step] <= stepOrder[mv.Step] {
+		return MetaOutcome{Tenant: t.clone()} // a retry, or late
+	}
+	mv.Step = c.Step
+	if c.Step == StepPromoted && mv.Add != 0 {
+		r := t.Replicas[mv.Add]
+		r.NonVoting = false
+		t.Replicas[mv.Add] = r
+	}
+	return MetaOutcome{Tenant: t.clone()}
+}
+
+func (m *Meta) applyMoveEnd(_ uint64, _ Op, c MoveEnd, _ *Changes) MetaOutcome {
+	t := m.st.Tenants[c.Name]
+	if t == nil {
+		return tenantNotFound(c.Name)
+	}
+	mv := t.Move
+	if mv == nil || mv.Add != c.Add || mv.Remove != c.Remove {
+		return MetaOutcome{Tenant: t.clone()} // ended already
+	}
+	gone := mv.Remove
+	if c.Undo {
+		if mv.Step == StepPromoted && mv.Add != 0 {
+			return metaReject(api.CodeConflict, "tenant %s: the move's new replica %d votes already: the move is finished, not undone", c.Name, mv.Add)
+		}
+		gone = mv.Add
+	} else if mv.Step != StepPromoted {
+		return metaReject(api.CodeConflict, "tenant %s: the move's new replica %d is not promoted yet", c.Name, mv.Add)
+	}
+	if r, ok := t.Replicas[gone]; ok && gone != 0 {
+		if t.Retired == nil {
+			t.Retired = map[uint64]uint64{}
+		}
+		t.Retired[gone] = r.Node
+		delete(t.Replicas, gone)
+	}
+	t.Move = nil
+	return MetaOutcome{Tenant: t.clone()}
 }
 
 // place picks up to n of candidates (ascending IDs) for new replicas of a

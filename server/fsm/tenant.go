@@ -228,6 +228,8 @@ func reject(err *api.Error) Outcome {
 	return Outcome{Code: err.Code, Message: err.Message, Quota: err.Quota, Limit: err.Limit, Used: err.Used, Conflict: err.Conflict}
 }
 
+func (Outcome) rejected(err *api.Error) Outcome { return reject(err) }
+
 func rejectf(code api.Code, format string, args ...any) Outcome {
 	return reject(api.Errorf(code, format, args...))
 }
@@ -324,8 +326,14 @@ func (t *Tenant) apply(index uint64, cmd []byte, ch *Changes) (o Outcome) {
 	return rejectf(api.CodeBadRequest, "unknown tenant command %s", op)
 }
 
+// command applies one command of a state machine S from its encoded body,
+// answering O. ch collects what the entry changed for the node's watchers
+// (a tenant's; the meta shard's watchers wake on every batch, and its
+// commands get nil).
+type command[S, O any] func(s S, index uint64, op Op, body []byte, ch *Changes) O
+
 // tenantOp applies one tenant command from its encoded body.
-type tenantOp func(t *Tenant, index uint64, op Op, body []byte, ch *Changes) Outcome
+type tenantOp = command[*Tenant, Outcome]
 
 // tenantOps are the tenant shard's commands, each decoded strictly into
 // its type first (decoded): an undecodable body is rejected, naming the
@@ -349,14 +357,24 @@ var tenantOps = map[Op]tenantOp{
 	OpKVTxn:        (*Tenant).applyKV,
 }
 
-// decoded adapts the handler of a decoded command C into a tenantOp.
-func decoded[C any](fn func(t *Tenant, index uint64, op Op, c C, ch *Changes) Outcome) tenantOp {
-	return func(t *Tenant, index uint64, op Op, body []byte, ch *Changes) Outcome {
+// outcome is the answer of a state machine's commands (Outcome,
+// MetaOutcome): rejected makes the answer of a refused one.
+type outcome[O any] interface {
+	rejected(err *api.Error) O
+}
+
+// decoded adapts the handler of a decoded command C into a command of the
+// state machine S (the tenant's and the meta shard's alike): the body is
+// decoded strictly into a C, or the command is rejected, naming it, before
+// anything changes.
+func decoded[S, C any, O outcome[O]](fn func(s S, index uint64, op Op, c C, ch *Changes) O) command[S, O] {
+	return func(s S, index uint64, op Op, body []byte, ch *Changes) O {
 		c, err := decodeCommand[C](op, body)
 		if err != nil {
-			return reject(err)
+			var o O
+			return o.rejected(err)
 		}
-		return fn(t, index, op, c, ch)
+		return fn(s, index, op, c, ch)
 	}
 }
 
