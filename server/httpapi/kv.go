@@ -174,8 +174,12 @@ func (s *Server) chargeKV(w http.ResponseWriter, r *http.Request, who identity, 
 
 // blockOn waits until watch reports a modify index past index (at an
 // applied index at least index), or wait passes; false means it answered.
-// It is block's loop for any watch, with the same watcher count, jitter,
-// and freshness check when the wait ends with nothing new.
+// Every blocking query (a service's, a key's or a prefix's) waits here:
+// one watcher counted against the tenant's quota, the wait jittered, and
+// when it ends with nothing new, an answer only once this replica is known
+// to be current — or a replica cut off in a minority (frozen at or above
+// the asked index) would tell its watcher "nothing changed" for as long as
+// the partition lasts. One shared ReadIndex per shard and second confirms it.
 func (s *Server) blockOn(w http.ResponseWriter, r *http.Request, who identity, t *cluster.Tenant, index uint64, wait time.Duration,
 	watch func(minApplied uint64) (modify, applied uint64, wake <-chan struct{}, done func())) bool {
 	rec, ok := s.node.Meta().Brief(t.Name)

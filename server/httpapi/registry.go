@@ -3,7 +3,6 @@ package httpapi
 import (
 	"bufio"
 	"context"
-	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
@@ -331,59 +330,7 @@ var answerWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 
 
 // block waits for the service to move past index; false means it answered.
 func (s *Server) block(w http.ResponseWriter, r *http.Request, who identity, t *cluster.Tenant, name string, index uint64, wait time.Duration) bool {
-	rec, ok := s.node.Meta().Brief(t.Name)
-	if !ok {
-		writeError(w, api.Errorf(api.CodeNotFound, "tenant %s not found", t.Name))
-		return false
-	}
-	release, err := s.takeWatcher(t.Name, who, rec.Quotas)
-	if err != nil {
-		writeError(w, err)
-		return false
-	}
-	defer release()
-	if wait > 0 {
-		wait += rand.N(wait/16 + 1)
-	}
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
-	for {
-		modify, applied, wake, done := t.SM.Watch(name, index)
-		if applied >= index && modify > index {
-			done()
-			return true
-		}
-		if t.SM.Retired() {
-			done()
-			writeError(w, &api.Error{Code: api.CodeUnavailable, RetryAfter: 100 * time.Millisecond,
-				Message: "blocking query ended: the tenant's replica left this node (its shard moved); ask again"})
-			return false
-		}
-		select {
-		case <-wake:
-			done()
-			continue
-		case <-r.Context().Done():
-			done()
-			writeError(w, &api.Error{Code: api.CodeUnavailable, Message: "blocking query ended: the request was canceled or the server is stopping", RetryAfter: 100 * time.Millisecond})
-			return false
-		case <-timer.C:
-			done()
-		}
-		// The wait is over with nothing new to tell: answer only once this
-		// replica is known to be current, or a replica cut off in a
-		// minority (frozen at or above the asked index) would tell its
-		// watcher "nothing changed" for as long as the partition lasts.
-		// One shared ReadIndex per shard and second confirms it.
-		err := t.Fresh(r.Context(), time.Second)
-		if err == nil && t.SM.Applied() >= index {
-			return true
-		}
-		msg := "this node's replica is behind the asked index and cannot catch up"
-		if applied >= index {
-			msg = "this node's replica cannot confirm it is current: it may be cut off from the other nodes"
-		}
-		writeError(w, &api.Error{Code: api.CodeStaleReplica, Message: msg, RetryAfter: 100 * time.Millisecond, Leader: t.LeaderAPI()})
-		return false
-	}
+	return s.blockOn(w, r, who, t, index, wait, func(minApplied uint64) (uint64, uint64, <-chan struct{}, func()) {
+		return t.SM.Watch(name, minApplied)
+	})
 }
