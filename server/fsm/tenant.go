@@ -686,10 +686,6 @@ func (t *Tenant) register(index uint64, c Register, ch *Changes) Outcome {
 	if err != nil {
 		return reject(err)
 	}
-	weight := api.DefaultWeight
-	if r.Weight != nil {
-		weight = *r.Weight
-	}
 	svc, old, sess, err := t.admitRegister(c, r)
 	if err != nil {
 		return reject(err)
@@ -703,16 +699,7 @@ func (t *Tenant) register(index uint64, c Register, ch *Changes) Outcome {
 		ch.ServiceSet = true
 		ch.service(c.Service)
 	}
-	in := &instance{
-		Address: r.Address, Mode: r.Mode, State: r.State, Weight: weight, Priority: r.Priority,
-		Zone: r.Zone, Meta: r.Meta, Session: sess, RegisteredMs: t.displayMs(), ReadyIndex: index,
-	}
-	if len(in.Meta) == 0 {
-		in.Meta = nil
-	}
-	if c.RegisteredMs != 0 {
-		in.RegisteredMs = c.RegisteredMs
-	}
+	in := t.newInstance(index, c, r, sess)
 	changed := true
 	if old != nil {
 		in.RegisteredMs = old.RegisteredMs
@@ -721,31 +708,13 @@ func (t *Tenant) register(index uint64, c Register, ch *Changes) Outcome {
 		}
 		changed = !sameInstance(old, in)
 	}
-	if r.ColdStart != nil && (svc.Carried == nil || *svc.Carried != *r.ColdStart) {
-		cs := *r.ColdStart
-		svc.Carried = &cs
-		if svc.Policy == nil {
-			changed = true
-		}
+	if svc.carry(r.ColdStart) {
+		changed = true
 	}
 	if !changed {
 		return Outcome{Instance: t.instanceView(c.ID, old)}
 	}
-	if old != nil && old.Session != "" && old.Session != sess {
-		t.disown(old.Session, instKey{c.Service, c.ID})
-	}
-	if sess != "" {
-		t.own(sess, instKey{c.Service, c.ID})
-	}
-	if old != nil && old.Mode == api.ModeMasterStandby {
-		svc.ms--
-	}
-	if in.Mode == api.ModeMasterStandby {
-		svc.ms++
-	}
-	svc.Instances[c.ID] = in
-	svc.ModifyIndex = index
-	ch.service(c.Service)
+	t.putInstance(index, instKey{c.Service, c.ID}, svc, old, in, ch)
 	if r.Session == "" && sess != "" && old != nil && old.State != in.State {
 		ch.Instances = append(ch.Instances, InstanceChange{Index: index, Session: sess,
 			Held: api.HeldInstance{Service: c.Service, Instance: c.ID, State: in.State}})
@@ -756,6 +725,57 @@ func (t *Tenant) register(index uint64, c Register, ch *Changes) Outcome {
 	}
 	t.elect(index, c.Service, svc, "", ch)
 	return Outcome{Created: old == nil, Instance: t.instanceView(c.ID, in)}
+}
+
+// newInstance is the instance a registration (r, its checked request)
+// writes, owned by sess.
+func (t *Tenant) newInstance(index uint64, c Register, r api.RegisterRequest, sess string) *instance {
+	weight := api.DefaultWeight
+	if r.Weight != nil {
+		weight = *r.Weight
+	}
+	in := &instance{
+		Address: r.Address, Mode: r.Mode, State: r.State, Weight: weight, Priority: r.Priority,
+		Zone: r.Zone, Meta: r.Meta, Session: sess, RegisteredMs: t.displayMs(), ReadyIndex: index,
+	}
+	if len(in.Meta) == 0 {
+		in.Meta = nil
+	}
+	if c.RegisteredMs != 0 {
+		in.RegisteredMs = c.RegisteredMs
+	}
+	return in
+}
+
+// carry records the cold-start policy an instance carries, and reports
+// whether it changes the service's answer (no policy set wins over it).
+func (svc *service) carry(cs *api.ColdStart) bool {
+	if cs == nil || svc.Carried != nil && *svc.Carried == *cs {
+		return false
+	}
+	c := *cs
+	svc.Carried = &c
+	return svc.Policy == nil
+}
+
+// putInstance stores in as the service's instance k in place of old (nil
+// for a new one), moving its ownership and the master-standby count.
+func (t *Tenant) putInstance(index uint64, k instKey, svc *service, old, in *instance, ch *Changes) {
+	if old != nil && old.Session != "" && old.Session != in.Session {
+		t.disown(old.Session, k)
+	}
+	if in.Session != "" {
+		t.own(in.Session, k)
+	}
+	if old != nil && old.Mode == api.ModeMasterStandby {
+		svc.ms--
+	}
+	if in.Mode == api.ModeMasterStandby {
+		svc.ms++
+	}
+	svc.Instances[k.id] = in
+	svc.ModifyIndex = index
+	ch.service(k.service)
 }
 
 func sameInstance(a, b *instance) bool {
