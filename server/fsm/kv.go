@@ -275,12 +275,7 @@ func checkKVTxnCmd(c KVTxn, q api.Quotas, tenant string) *api.Error {
 // checkKVTxn checks a write's keys, compares, value sizes and sessions.
 // named says the fields are a transaction's (compare[0].key, not key).
 func checkKVTxn(x kvTxn, q api.Quotas, tenant string, named bool) *api.Error {
-	field := func(list string, i int, f string) string {
-		if !named {
-			return f
-		}
-		return fmt.Sprintf("%s[%d].%s", list, i, f)
-	}
+	f := kvFields(named)
 	if n := len(x.compare) + len(x.puts) + len(x.dels); n > api.MaxTxnOps {
 		return api.BadField("compare", "%d compares, puts and deletes; at most %d", n, api.MaxTxnOps)
 	}
@@ -289,56 +284,81 @@ func checkKVTxn(x kvTxn, q api.Quotas, tenant string, named bool) *api.Error {
 	}
 	_, maxValue, _ := tenants.KVLimits(q)
 	for i, c := range x.compare {
-		if err := api.ValidateKey(field("compare", i, "key"), c.Key); err != nil {
-			return apiErr(err)
-		}
-		switch c.Target {
-		case CompareModIndex, CompareVersion:
-			if c.Exists || c.Value != nil {
-				return api.BadField(field("compare", i, "target"), "a %s compare holds only an index", c.Target)
-			}
-		case CompareExists:
-			if c.Index != 0 || c.Value != nil {
-				return api.BadField(field("compare", i, "target"), "an exists compare holds only exists")
-			}
-		case CompareValue:
-			if c.Index != 0 || c.Exists {
-				return api.BadField(field("compare", i, "target"), "a value compare holds only a value")
-			}
-			if int64(len(c.Value)) > maxValue {
-				return tooLarge(tenant, field("compare", i, "value"), maxValue, len(c.Value))
-			}
-		default:
-			return api.BadField(field("compare", i, "target"), "%q is not mod_index, version, exists or value", c.Target)
+		if err := checkKVCompare(c, f, i, maxValue, tenant); err != nil {
+			return err
 		}
 	}
 	seen := make(map[string]bool, len(x.puts)+len(x.dels))
 	for i, p := range x.puts {
-		if err := api.ValidateKey(field("put", i, "key"), p.Key); err != nil {
-			return apiErr(err)
+		if err := checkKVWritten(p.Key, f.name("put", i, "key"), seen); err != nil {
+			return err
 		}
-		if seen[p.Key] {
-			return api.BadField(field("put", i, "key"), "%s is written twice", p.Key)
-		}
-		seen[p.Key] = true
 		if int64(len(p.Value)) > maxValue {
-			return tooLarge(tenant, field("put", i, "value"), maxValue, len(p.Value))
+			return tooLarge(tenant, f.name("put", i, "value"), maxValue, len(p.Value))
 		}
 		if p.Session != "" {
-			if err := api.ValidateSessionID(field("put", i, "session"), p.Session); err != nil {
+			if err := api.ValidateSessionID(f.name("put", i, "session"), p.Session); err != nil {
 				return apiErr(err)
 			}
 		}
 	}
 	for i, key := range x.dels {
-		if err := api.ValidateKey(field("delete", i, "key"), key); err != nil {
-			return apiErr(err)
+		if err := checkKVWritten(key, f.name("delete", i, "key"), seen); err != nil {
+			return err
 		}
-		if seen[key] {
-			return api.BadField(field("delete", i, "key"), "%s is written twice", key)
-		}
-		seen[key] = true
 	}
+	return nil
+}
+
+// kvFields names a write's fields: a transaction's by list and position
+// (compare[0].key), a PUT's or DELETE's by name alone (key).
+type kvFields bool
+
+func (named kvFields) name(list string, i int, f string) string {
+	if !named {
+		return f
+	}
+	return fmt.Sprintf("%s[%d].%s", list, i, f)
+}
+
+// checkKVCompare checks the i-th compare of a write.
+func checkKVCompare(c KVCompare, f kvFields, i int, maxValue int64, tenant string) *api.Error {
+	if err := api.ValidateKey(f.name("compare", i, "key"), c.Key); err != nil {
+		return apiErr(err)
+	}
+	target := func() string { return f.name("compare", i, "target") } // only a refusal formats it
+	switch c.Target {
+	case CompareModIndex, CompareVersion:
+		if c.Exists || c.Value != nil {
+			return api.BadField(target(), "a %s compare holds only an index", c.Target)
+		}
+	case CompareExists:
+		if c.Index != 0 || c.Value != nil {
+			return api.BadField(target(), "an exists compare holds only exists")
+		}
+	case CompareValue:
+		if c.Index != 0 || c.Exists {
+			return api.BadField(target(), "a value compare holds only a value")
+		}
+		if int64(len(c.Value)) > maxValue {
+			return tooLarge(tenant, f.name("compare", i, "value"), maxValue, len(c.Value))
+		}
+	default:
+		return api.BadField(target(), "%q is not mod_index, version, exists or value", c.Target)
+	}
+	return nil
+}
+
+// checkKVWritten checks a key a write puts or deletes (field names it):
+// valid, and written once (seen holds the write's keys so far).
+func checkKVWritten(key, field string, seen map[string]bool) *api.Error {
+	if err := api.ValidateKey(field, key); err != nil {
+		return apiErr(err)
+	}
+	if seen[key] {
+		return api.BadField(field, "%s is written twice", key)
+	}
+	seen[key] = true
 	return nil
 }
 
