@@ -2,10 +2,10 @@ package fsm
 
 import (
 	"fmt"
-
-	"github.com/rafting/rafting/api"
 	"sort"
 	"strings"
+
+	"github.com/rafting/rafting/api"
 )
 
 // Dump renders the whole state as canonical text: the same state always
@@ -23,55 +23,66 @@ func (t *Tenant) Dump() string {
 			id, s.TTLMs, s.LeaseMs, s.DropGraceMs, s.RemainingMs, s.CreatedIndex)
 	}
 	for _, name := range sortedKeys(st.Services) {
-		svc := st.Services[name]
-		fmt.Fprintf(&b, "service %s modify=%d cold=%t waiting=%t wait_from=%d policy=%s",
-			name, svc.ModifyIndex, svc.Cold, svc.Waiting, svc.WaitFromMs, csString(svc.Policy))
-		if svc.Carried != nil {
-			fmt.Fprintf(&b, " carried=%s", csString(svc.Carried))
-		}
-		b.WriteByte('\n')
-		for _, id := range sortedKeys(svc.Instances) {
-			in := svc.Instances[id]
-			fmt.Fprintf(&b, "  instance %s %s %s addr=%s w=%d p=%d ready_index=%d registered=%d",
-				id, in.Mode, in.State, in.Address, in.Weight, in.Priority, in.ReadyIndex, in.RegisteredMs)
-			if in.Zone != "" {
-				fmt.Fprintf(&b, " zone=%s", in.Zone)
-			}
-			if in.Session != "" {
-				fmt.Fprintf(&b, " session=%s", in.Session)
-			}
-			if len(in.Meta) > 0 {
-				fmt.Fprintf(&b, " meta=%s", metaString(in.Meta))
-			}
-			b.WriteByte('\n')
-		}
-		if m := svc.Master; m != nil {
-			fmt.Fprintf(&b, "  master %s session=%s token=%s since=%d", m.Instance, m.Session, TokenString(m.Token), m.SinceMs)
-			if m.Releasing {
-				fmt.Fprintf(&b, " releasing to=%q", m.To)
-			}
-			b.WriteByte('\n')
-		}
+		dumpService(&b, name, st.Services[name])
 	}
 	for _, id := range st.TombOrder {
 		fmt.Fprintf(&b, "tomb %s @%d\n", id, st.Tombs[id])
 	}
+	t.dumpKV(&b)
+	return b.String()
+}
+
+// dumpService renders a service: its instances and master record.
+func dumpService(b *strings.Builder, name string, svc *service) {
+	fmt.Fprintf(b, "service %s modify=%d cold=%t waiting=%t wait_from=%d policy=%s",
+		name, svc.ModifyIndex, svc.Cold, svc.Waiting, svc.WaitFromMs, csString(svc.Policy))
+	if svc.Carried != nil {
+		fmt.Fprintf(b, " carried=%s", csString(svc.Carried))
+	}
+	b.WriteByte('\n')
+	for _, id := range sortedKeys(svc.Instances) {
+		in := svc.Instances[id]
+		fmt.Fprintf(b, "  instance %s %s %s addr=%s w=%d p=%d ready_index=%d registered=%d",
+			id, in.Mode, in.State, in.Address, in.Weight, in.Priority, in.ReadyIndex, in.RegisteredMs)
+		if in.Zone != "" {
+			fmt.Fprintf(b, " zone=%s", in.Zone)
+		}
+		if in.Session != "" {
+			fmt.Fprintf(b, " session=%s", in.Session)
+		}
+		if len(in.Meta) > 0 {
+			fmt.Fprintf(b, " meta=%s", metaString(in.Meta))
+		}
+		b.WriteByte('\n')
+	}
+	if m := svc.Master; m != nil {
+		fmt.Fprintf(b, "  master %s session=%s token=%s since=%d", m.Instance, m.Session, TokenString(m.Token), m.SinceMs)
+		if m.Releasing {
+			fmt.Fprintf(b, " releasing to=%q", m.To)
+		}
+		b.WriteByte('\n')
+	}
+}
+
+// dumpKV renders the configuration store: its keys, then its subtrees'
+// indexes and its size. t.mu is held.
+func (t *Tenant) dumpKV(b *strings.Builder) {
+	st := &t.st
 	for _, key := range t.kv.keys {
 		e := st.KV[key]
-		fmt.Fprintf(&b, "kv %s create=%d mod=%d version=%d", key, e.CreateIndex, e.ModIndex, e.Version)
+		fmt.Fprintf(b, "kv %s create=%d mod=%d version=%d", key, e.CreateIndex, e.ModIndex, e.Version)
 		if e.Session != "" {
-			fmt.Fprintf(&b, " session=%s", e.Session)
+			fmt.Fprintf(b, " session=%s", e.Session)
 		}
-		fmt.Fprintf(&b, " value=%q\n", e.Value)
+		fmt.Fprintf(b, " value=%q\n", e.Value)
 	}
 	if len(st.KV) > 0 || len(st.KVTree) > 0 {
-		fmt.Fprintf(&b, "kv_tree")
+		fmt.Fprintf(b, "kv_tree")
 		for _, p := range sortedKeys(st.KVTree) {
-			fmt.Fprintf(&b, " %q=%d", p, st.KVTree[p])
+			fmt.Fprintf(b, " %q=%d", p, st.KVTree[p])
 		}
-		fmt.Fprintf(&b, " bytes=%d\n", t.kv.bytes)
+		fmt.Fprintf(b, " bytes=%d\n", t.kv.bytes)
 	}
-	return b.String()
 }
 
 // TokenString renders a fencing token as epoch:index.
