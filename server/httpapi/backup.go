@@ -85,7 +85,7 @@ func (s *Server) backup(w http.ResponseWriter, r *http.Request, _ identity) {
 		ctx, cancel := context.WithTimeout(gctx, s.node.Config().RequestTimeout)
 		defer cancel()
 		if t == nil {
-			bt, err := s.backupElsewhere(ctx, rec)
+			bt, err := s.backupElsewhere(ctx, rec, r.Header.Get("Authorization"))
 			if err != nil {
 				return prefixed(fmt.Sprintf("backup: tenant %s: ", rec.Name), err)
 			}
@@ -119,36 +119,18 @@ func (s *Server) backup(w http.ResponseWriter, r *http.Request, _ identity) {
 }
 
 // backupElsewhere reads a tenant's part of a backup from a node that holds
-// its shard, with the admin token.
-func (s *Server) backupElsewhere(ctx context.Context, rec *fsm.TenantRecord) (api.BackupTenant, error) {
-	tok := s.node.Config().AdminToken
-	if tok == "" {
-		return api.BackupTenant{}, &api.Error{Code: api.CodeUnavailable, RetryAfter: time.Second,
-			Message: "its shard has no replica on this node, and this node knows only the admin token's hash: it cannot ask one that holds it; ask one of " +
-				strings.Join(s.node.TenantNodes(rec.Name), ", ")}
-	}
+// its shard, authorized by auth (the Authorization of the request that
+// asks: an admin's).
+func (s *Server) backupElsewhere(ctx context.Context, rec *fsm.TenantRecord, auth string) (api.BackupTenant, error) {
 	var last error = errors.New("no node holds it")
 	for _, addr := range s.node.TenantNodes(rec.Name) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.scheme()+"://"+addr+"/v1/backup?tenant="+rec.Name, nil)
-		if err != nil {
-			return api.BackupTenant{}, err
-		}
-		req.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := s.peers.Do(req)
+		resp, err := s.askPeer(ctx, http.MethodGet, addr, "/v1/backup?tenant="+rec.Name, auth, nil)
 		if err != nil {
 			last = err
 			continue
 		}
 		var b api.Backup
-		body, err := io.ReadAll(io.LimitReader(resp.Body, maxRestoreBytes))
-		resp.Body.Close()
-		if err == nil && resp.StatusCode != http.StatusOK {
-			err = api.Decode(resp.StatusCode, body, resp.Header.Get("Retry-After"))
-		}
-		if err == nil {
-			err = json.Unmarshal(body, &b)
-		}
-		if err != nil {
+		if err := json.Unmarshal(resp.body, &b); err != nil {
 			last = err
 			continue
 		}
@@ -211,16 +193,28 @@ func current(ctx context.Context, readIndex func(context.Context) error) error {
 
 // restore creates a backup's tenants in a cluster that has none (one meta
 // entry, which marks them restoring: their clients are answered 503
-// restoring, never a partial state), then writes each tenant's policies,
+// restoring, never a partial state), each on R of the nodes as a tenant
+// creation places it (PlaceOn), then writes each tenant's policies,
 // permanent instances and keys through its shard, several tenants at once,
-// and ends each tenant's restore (restore_done).
+// and ends each tenant's restore (restore_done). A tenant whose shard has
+// no replica on this node is read, and written, by a node that holds one
+// (its GET /v1/backup?tenant= and POST /v1/restore?tenant=, with the
+// restore's own token): what to write is decided here, for the whole
+// backup, before anything is written.
 //
 // A restore sent again is safe: a tenant still restoring took no client
 // write, and is written again (every write is idempotent); a tenant whose
 // durable state is the backup's is left alone; a tenant whose state moved
 // on since (a changed address, a deleted instance) is refused with 409
 // naming it, unless ?force=true, which writes the backup's over it.
+//
+// ?tenant=NAME (restoreHere) writes that tenant alone of the backup, which
+// holds it alone, through this node's replica.
 func (s *Server) restore(w http.ResponseWriter, r *http.Request, _ identity) {
+	if queryValue(r.URL.RawQuery, "tenant") != "" {
+		s.restoreHere(w, r)
+		return
+	}
 	cmd, backup, force, err := parseRestore(w, r)
 	if err != nil {
 		writeError(w, err)
@@ -243,7 +237,7 @@ func (s *Server) restore(w http.ResponseWriter, r *http.Request, _ identity) {
 	}
 	cmd.Mark = true
 	ctx, cancel := s.writeCtx(r)
-	cmd.Members, err = s.node.MetaMembers(ctx)
+	cmd.Members, cmd.Replicas, err = s.node.PlaceOn(ctx)
 	if err == nil {
 		cmd.NowMs = time.Now().UnixMilli()
 		_, err = s.node.ProposeMeta(ctx, fsm.Encode(fsm.OpRestore, cmd))
@@ -253,9 +247,12 @@ func (s *Server) restore(w http.ResponseWriter, r *http.Request, _ identity) {
 		writeError(w, err)
 		return
 	}
+	// The restore's own token asks the nodes that hold a tenant this one
+	// does not (an admin's: the route takes no other).
+	auth := r.Header.Get("Authorization")
 	// First what each tenant needs, before anything is written: a refusal
 	// leaves the cluster as it was.
-	replicas := make([]*cluster.Tenant, len(backup))
+	replicas := make([]*cluster.Tenant, len(backup)) // nil: no replica here
 	write := make([]bool, len(backup))
 	var unchanged atomic.Int64
 	// A retry of this very restore (the same backup) that was cut short:
@@ -272,35 +269,53 @@ func (s *Server) restore(w http.ResponseWriter, r *http.Request, _ identity) {
 	var leftAlone sync.Map
 	err = forEach(r.Context(), len(backup), backupWorkers, func(gctx context.Context, i int) error {
 		bt := backup[i]
-		t, err := s.restoredTenant(gctx, bt.Name)
-		if err != nil {
-			return err
+		here := s.node.HostsTenant(bt.Name)
+		if here {
+			t, err := s.restoredTenant(gctx, bt.Name)
+			if err != nil {
+				return err
+			}
+			replicas[i] = t
 		}
-		replicas[i] = t
 		mark, marked := s.node.Meta().RestoreMark(bt.Name)
 		if marked && mark.Pending {
 			write[i] = true // no client has written to it
 			return nil
 		}
-		ctx, cancel := context.WithTimeout(gctx, s.node.Config().RequestTimeout)
-		err = current(ctx, t.ReadIndex)
-		cancel()
-		if err != nil {
-			return prefixed(fmt.Sprintf("restore: tenant %s: ", bt.Name), err)
+		// Its durable state now, and where it was read: this node's
+		// replica's index, or the node that answered.
+		var same bool
+		var at string
+		if t := replicas[i]; t != nil {
+			ctx, cancel := context.WithTimeout(gctx, s.node.Config().RequestTimeout)
+			err := current(ctx, t.ReadIndex)
+			cancel()
+			if err != nil {
+				return prefixed(fmt.Sprintf("restore: tenant %s: ", bt.Name), err)
+			}
+			have, _ := t.SM.Durable()
+			kvs, _ := t.SM.DurableKV()
+			same, at = sameDurable(bt, have, kvs), fmt.Sprintf("tenant index %d now", t.SM.Applied())
+		} else {
+			have, err := s.durableElsewhere(gctx, bt.Name, auth)
+			if err != nil {
+				return prefixed(fmt.Sprintf("restore: tenant %s: ", bt.Name), err)
+			}
+			same, at = sameDurable(bt, have.Services, have.KV), "read where its shard is"
 		}
 		switch {
-		case sameDurable(bt, t.SM):
+		case same:
 			unchanged.Add(1)
 		case force:
 			write[i] = true
 		case marked && unfinished && mark.BackupIndex == cmd.BackupIndex:
-			leftAlone.Store(bt.Name, t.SM.Applied()) // finished by this restore's first run
+			leftAlone.Store(bt.Name, at) // finished by this restore's first run
 		case marked:
-			return api.Errorf(api.CodeConflict, "restore: tenant %s has changed since it was restored: its permanent instances, policies or keys differ from the backup's (tenant index %d now, %d when the restore ended; the backup was read at meta index %d); restore with --force (?force=true) to write the backup's over them",
-				bt.Name, t.SM.Applied(), mark.Index, cmd.BackupIndex)
+			return api.Errorf(api.CodeConflict, "restore: tenant %s has changed since it was restored: its permanent instances, policies or keys differ from the backup's (%s, %d when the restore ended; the backup was read at meta index %d); restore with --force (?force=true) to write the backup's over them",
+				bt.Name, at, mark.Index, cmd.BackupIndex)
 		default:
-			return api.Errorf(api.CodeConflict, "restore: tenant %s was not created by a restore and its permanent instances, policies or keys differ from the backup's (tenant index %d; the backup was read at meta index %d); restore with --force (?force=true) to write the backup's over them",
-				bt.Name, t.SM.Applied(), cmd.BackupIndex)
+			return api.Errorf(api.CodeConflict, "restore: tenant %s was not created by a restore and its permanent instances, policies or keys differ from the backup's (%s; the backup was read at meta index %d); restore with --force (?force=true) to write the backup's over them",
+				bt.Name, at, cmd.BackupIndex)
 		}
 		return nil
 	})
@@ -308,8 +323,8 @@ func (s *Server) restore(w http.ResponseWriter, r *http.Request, _ identity) {
 		writeError(w, err)
 		return
 	}
-	leftAlone.Range(func(name, index any) bool {
-		s.log.Info("restore sent again: a tenant it had finished changed since, left alone", "tenant", name, "index", index)
+	leftAlone.Range(func(name, at any) bool {
+		s.log.Info("restore sent again: a tenant it had finished changed since, left alone", "tenant", name, "state", at)
 		return true
 	})
 	var policies, instances, keys atomic.Int64
@@ -323,50 +338,23 @@ func (s *Server) restore(w http.ResponseWriter, r *http.Request, _ identity) {
 		if h := s.restoreHook.Load(); h != nil {
 			(*h)(bt.Name)
 		}
-		propose := func(what string, op fsm.Op, c any) error {
-			// Longer than a request's bound: every shard of the restore
-			// starts at once, and an attempt that finds its shard busy is
-			// retried within the ctx (the writes are idempotent).
-			ctx, cancel := context.WithTimeout(gctx, tenantWait)
-			defer cancel()
-			if _, err := proposeTo(ctx, t, op, c); err != nil {
-				return prefixed(fmt.Sprintf("restore: tenant %s: %s: ", bt.Name, what), err)
-			}
-			return nil
+		var n api.RestoreResponse
+		var err error
+		if t != nil {
+			n, written[i], err = s.writeRestored(gctx, t, bt)
+		} else {
+			n, written[i], err = s.writeElsewhere(gctx, bt, cmd.BackupIndex, force, auth)
 		}
-		now := time.Now().UnixMilli()
-		for _, svc := range bt.Services {
-			if svc.Policy != nil {
-				if err := propose("service "+svc.Name+": policy", fsm.OpSetPolicy, fsm.SetPolicy{Service: svc.Name, ColdStart: *svc.Policy, AtMs: now}); err != nil {
-					return err
-				}
-				policies.Add(1)
-			}
-			for _, in := range svc.Instances {
-				reg := registration(in, svc.Carried)
-				// The instance keeps its registration time (registered_at):
-				// a restore reproduces what a read showed.
-				if err := propose("instance "+svc.Name+"/"+in.ID, fsm.OpRegister, fsm.Register{Service: svc.Name, ID: in.ID, Instance: reg,
-					AtMs: now, RegisteredMs: unixMs(in.RegisteredAt)}); err != nil {
-					return err
-				}
-				instances.Add(1)
-			}
+		if err != nil {
+			return err
 		}
-		// The keys, in transactions of up to api.MaxTxnOps puts and about
-		// restoreTxnBytes of values: a store of 10,000 keys is some 160
-		// entries, not 10,000.
-		for _, batch := range kvBatches(bt.KV) {
-			if err := propose(fmt.Sprintf("keys %s to %s", batch.Put[0].Key, batch.Put[len(batch.Put)-1].Key), fsm.OpKVTxn, batch); err != nil {
-				return err
-			}
-			keys.Add(int64(len(batch.Put)))
-		}
+		policies.Add(int64(n.Policies))
+		instances.Add(int64(n.Instances))
+		keys.Add(int64(n.Keys))
 		// Its clients are let in once this is applied, and by each node
 		// once its replica has applied what was written.
 		ctx, cancel := context.WithTimeout(gctx, s.node.Config().RequestTimeout)
 		defer cancel()
-		written[i] = t.SM.Applied()
 		o, err := s.node.ProposeMeta(ctx, fsm.Encode(fsm.OpRestoreDone, fsm.RestoreDone{Name: bt.Name, Index: written[i]}))
 		if err != nil {
 			return prefixed(fmt.Sprintf("restore: tenant %s: its end: ", bt.Name), err)
@@ -380,8 +368,8 @@ func (s *Server) restore(w http.ResponseWriter, r *http.Request, _ identity) {
 	}
 	shards := map[uint64]uint64{}
 	for i, index := range written {
-		if index != 0 {
-			shards[replicas[i].ShardID] = index
+		if rec, ok := s.node.Meta().Tenant(backup[i].Name); ok && index != 0 {
+			shards[rec.ShardID] = index
 		}
 	}
 	s.awaitRestored(r.Context(), slices.Max(append(ends, 0)), shards)
@@ -425,11 +413,11 @@ func (s *Server) awaitRestored(ctx context.Context, metaIndex uint64, shards map
 	}
 }
 
-// sameDurable reports whether a tenant's durable state (its policies,
-// permanent instances and keys) is what a backup's tenant holds, indexes
-// and versions apart: a restore of it would change nothing.
-func sameDurable(bt api.BackupTenant, sm *fsm.Tenant) bool {
-	have, _ := sm.Durable()
+// sameDurable reports whether a tenant's durable state (its services'
+// policies and permanent instances, and its permanent keys, as a backup
+// holds them) is what a backup's tenant holds, indexes and versions apart:
+// a restore of it would change nothing.
+func sameDurable(bt api.BackupTenant, have []api.BackupService, kvs []api.KV) bool {
 	want := make([]api.BackupService, 0, len(bt.Services))
 	for _, svc := range bt.Services {
 		if svc.Policy == nil && len(svc.Instances) == 0 {
@@ -445,7 +433,6 @@ func sameDurable(bt api.BackupTenant, sm *fsm.Tenant) bool {
 	if err1 != nil || err2 != nil || !bytes.Equal(hj, wj) {
 		return false
 	}
-	kvs, _ := sm.DurableKV()
 	if len(kvs) != len(bt.KV) {
 		return false
 	}
@@ -455,6 +442,215 @@ func sameDurable(bt api.BackupTenant, sm *fsm.Tenant) bool {
 		}
 	}
 	return true
+}
+
+// writeRestored writes a backup's tenant (its policies, permanent
+// instances and keys) through this node's replica t, and answers what it
+// wrote and the shard's applied index then.
+func (s *Server) writeRestored(ctx context.Context, t *cluster.Tenant, bt api.BackupTenant) (api.RestoreResponse, uint64, error) {
+	n := api.RestoreResponse{Tenants: 1}
+	propose := func(what string, op fsm.Op, c any) error {
+		// Longer than a request's bound: every shard of the restore
+		// starts at once, and an attempt that finds its shard busy is
+		// retried within the ctx (the writes are idempotent).
+		ctx, cancel := context.WithTimeout(ctx, tenantWait)
+		defer cancel()
+		if _, err := proposeTo(ctx, t, op, c); err != nil {
+			return prefixed(fmt.Sprintf("restore: tenant %s: %s: ", bt.Name, what), err)
+		}
+		return nil
+	}
+	now := time.Now().UnixMilli()
+	for _, svc := range bt.Services {
+		if svc.Policy != nil {
+			if err := propose("service "+svc.Name+": policy", fsm.OpSetPolicy, fsm.SetPolicy{Service: svc.Name, ColdStart: *svc.Policy, AtMs: now}); err != nil {
+				return n, 0, err
+			}
+			n.Policies++
+		}
+		for _, in := range svc.Instances {
+			reg := registration(in, svc.Carried)
+			// The instance keeps its registration time (registered_at):
+			// a restore reproduces what a read showed.
+			if err := propose("instance "+svc.Name+"/"+in.ID, fsm.OpRegister, fsm.Register{Service: svc.Name, ID: in.ID, Instance: reg,
+				AtMs: now, RegisteredMs: unixMs(in.RegisteredAt)}); err != nil {
+				return n, 0, err
+			}
+			n.Instances++
+		}
+	}
+	// The keys, in transactions of up to api.MaxTxnOps puts and about
+	// restoreTxnBytes of values: a store of 10,000 keys is some 160
+	// entries, not 10,000.
+	for _, batch := range kvBatches(bt.KV) {
+		if err := propose(fmt.Sprintf("keys %s to %s", batch.Put[0].Key, batch.Put[len(batch.Put)-1].Key), fsm.OpKVTxn, batch); err != nil {
+			return n, 0, err
+		}
+		n.Keys += len(batch.Put)
+	}
+	return n, t.SM.Applied(), nil
+}
+
+// restoreHere answers POST /v1/restore?tenant=NAME, which a restore sends
+// to a node that holds NAME's shard when its own node holds none: it
+// writes the backup's tenant NAME (the backup holds it alone) through this
+// node's replica, and answers what it wrote, with the shard's applied
+// index then in the index header. The restore that sent it decided to
+// write the tenant; this node writes only a tenant still restoring (no
+// client has written to it), or any with ?force=true, and never asks
+// another node (503 when it holds no replica: ask one that does).
+func (s *Server) restoreHere(w http.ResponseWriter, r *http.Request) {
+	name := queryValue(r.URL.RawQuery, "tenant")
+	if err := api.ValidateTenantName("tenant", name); err != nil {
+		writeError(w, err)
+		return
+	}
+	_, backup, force, err := parseRestore(w, r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if len(backup) != 1 || backup[0].Name != name {
+		writeError(w, api.BadField("tenants", "a restore of tenant %s alone (?tenant=) holds that tenant alone", name))
+		return
+	}
+	if mark, ok := s.node.Meta().RestoreMark(name); !force && (!ok || !mark.Pending) {
+		writeError(w, api.Errorf(api.CodeConflict, "restore: tenant %s is not being restored (its restore ended, or no restore created it); send the whole backup to /v1/restore, with ?force=true to write it over the tenant", name))
+		return
+	}
+	if !s.node.HostsTenant(name) {
+		writeError(w, &api.Error{Code: api.CodeUnavailable, RetryAfter: 200 * time.Millisecond,
+			Message: fmt.Sprintf("restore: tenant %s: its shard has no replica on this node; ask one of %s", name, strings.Join(s.node.TenantNodes(name), ", "))})
+		return
+	}
+	t, err := s.restoredTenant(r.Context(), name)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	n, index, err := s.writeRestored(r.Context(), t, backup[0])
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	setIndex(w, index)
+	writeJSON(w, http.StatusOK, n)
+}
+
+// writeElsewhere writes a backup's tenant through a node that holds its
+// shard (its POST /v1/restore?tenant=, authorized by auth), trying each
+// such node while the answer may change by asking again (at most
+// tenantWait: the writes are idempotent, and a node that does not answer
+// is asked again or another one is), and answers what was written and the
+// shard's applied index then.
+func (s *Server) writeElsewhere(ctx context.Context, bt api.BackupTenant, backupIndex uint64, force bool, auth string) (api.RestoreResponse, uint64, error) {
+	fail := func(err error) (api.RestoreResponse, uint64, error) {
+		return api.RestoreResponse{}, 0, prefixed(fmt.Sprintf("restore: tenant %s: ", bt.Name), err)
+	}
+	body, err := json.Marshal(api.Backup{Version: api.BackupVersion, Index: backupIndex, Tenants: []api.BackupTenant{bt}})
+	if err != nil {
+		return fail(err)
+	}
+	query := "?tenant=" + bt.Name
+	if force {
+		query += "&force=true"
+	}
+	ctx, cancel := context.WithTimeout(ctx, tenantWait)
+	defer cancel()
+	var last error = errors.New("no node holds its shard")
+	for {
+		for _, addr := range s.node.TenantNodes(bt.Name) {
+			resp, err := s.askPeer(ctx, http.MethodPost, addr, "/v1/restore"+query, auth, body)
+			if err != nil {
+				last = err
+				if e, ok := errors.AsType[*api.Error](err); ok && !e.Code.Retryable() {
+					return fail(err)
+				}
+				continue
+			}
+			var n api.RestoreResponse
+			index, ierr := strconv.ParseUint(resp.header.Get(api.HeaderIndex), 10, 64)
+			if err := json.Unmarshal(resp.body, &n); err != nil || ierr != nil || index == 0 {
+				return fail(fmt.Errorf("node %s answered %q (index %q)", addr, resp.body, resp.header.Get(api.HeaderIndex)))
+			}
+			return n, index, nil
+		}
+		select {
+		case <-ctx.Done():
+			return fail(&api.Error{Code: api.CodeUnavailable, RetryAfter: time.Second,
+				Message: fmt.Sprintf("no node holding its shard wrote it within %v (%v); send the restore again", tenantWait, last)})
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// durableElsewhere reads a tenant's durable state, as a backup holds it,
+// from a node that holds its shard (its GET /v1/backup?tenant=, authorized
+// by auth), asking again while the answer may change by asking again (at
+// most tenantWait: its shard may be starting).
+func (s *Server) durableElsewhere(ctx context.Context, name, auth string) (api.BackupTenant, error) {
+	ctx, cancel := context.WithTimeout(ctx, tenantWait)
+	defer cancel()
+	for {
+		rec, ok := s.node.Meta().Tenant(name)
+		if !ok {
+			return api.BackupTenant{}, api.Errorf(api.CodeNotFound, "tenant %s not found", name)
+		}
+		bt, err := s.backupElsewhere(ctx, rec, auth)
+		if err == nil {
+			return bt, nil
+		}
+		if e, ok := errors.AsType[*api.Error](err); ok && !e.Code.Retryable() || ctx.Err() != nil {
+			return api.BackupTenant{}, err
+		}
+		select {
+		case <-ctx.Done():
+			return api.BackupTenant{}, err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// peerAnswer is a peer's answer to askPeer.
+type peerAnswer struct {
+	header http.Header
+	body   []byte
+}
+
+// askPeer sends a request to the node at addr (its API address), bounded
+// by ctx alone (not the peer client's timeout: a restore's write of a
+// tenant may take longer), and answers its 2xx answer, or the error it
+// answered (an *api.Error) or met.
+func (s *Server) askPeer(ctx context.Context, method, addr, path, auth string, body []byte) (peerAnswer, error) {
+	tr := http.DefaultTransport
+	if s.peers != nil && s.peers.Transport != nil {
+		tr = s.peers.Transport // keeps its connections to the peers
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, s.scheme()+"://"+addr+path, rd)
+	if err != nil {
+		return peerAnswer{}, err
+	}
+	req.Header.Set("Authorization", auth)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return peerAnswer{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxRestoreBytes))
+	if err != nil {
+		return peerAnswer{}, err
+	}
+	if resp.StatusCode/100 != 2 {
+		return peerAnswer{}, api.Decode(resp.StatusCode, b, resp.Header.Get("Retry-After"))
+	}
+	return peerAnswer{header: resp.Header, body: b}, nil
 }
 
 // restoring refuses a request to a tenant that a restore has not finished
