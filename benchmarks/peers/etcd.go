@@ -373,36 +373,13 @@ func (t *Etcd) Register(ctx context.Context, clients int, d time.Duration) (Samp
 		}
 	}()
 	run := t.runs
-	lats := make([][]time.Duration, clients)
-	errs := make([]error, clients)
-	var wg sync.WaitGroup
-	start := time.Now()
-	end := start.Add(d)
-	for i, c := range cs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for n := 0; ; n++ {
-				t0 := time.Now()
-				if t0.After(end) || ctx.Err() != nil {
-					return
-				}
-				key := fmt.Sprintf("/services/register/c%d-%d-i%d", run, i, n%ezRegisterKeys)
-				val := fmt.Sprintf(`{"addr":"127.0.0.1:%d","rev":%d}`, 10000+i, n)
-				octx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				_, err := c.Put(octx, key, val, clientv3.WithLease(leases[i]))
-				cancel()
-				if err != nil {
-					errs[i] = err
-					return
-				}
-				lats[i] = append(lats[i], time.Since(t0))
-			}
-		}()
-	}
-	wg.Wait()
-	s := sampleOf(start, lats)
-	if err := errors.Join(errs...); err != nil {
+	s, err := closedLoop(ctx, clients, d, 0, func(ctx context.Context, i, n int) error {
+		key := fmt.Sprintf("/services/register/c%d-%d-i%d", run, i, n%ezRegisterKeys)
+		val := fmt.Sprintf(`{"addr":"127.0.0.1:%d","rev":%d}`, 10000+i, n)
+		_, err := cs[i].Put(ctx, key, val, clientv3.WithLease(leases[i]))
+		return err
+	})
+	if err != nil {
 		return s, fmt.Errorf("etcd register: %w", err)
 	}
 	return s, nil
@@ -478,34 +455,11 @@ func (t *Etcd) KVPut(ctx context.Context, clients int, d time.Duration) (Sample,
 	if err != nil {
 		return Sample{}, fmt.Errorf("etcd kv put: create: %w", err)
 	}
-	lats := make([][]time.Duration, clients)
-	errs := make([]error, clients)
-	var wg sync.WaitGroup
-	start := time.Now()
-	end := start.Add(d)
-	for i, c := range cs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for n := kvKeys; ; n++ {
-				t0 := time.Now()
-				if t0.After(end) || ctx.Err() != nil {
-					return
-				}
-				octx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				_, err := c.Put(octx, fmt.Sprintf("%sc%d/k%d", prefix, i, n%kvKeys), kvValue(i, n))
-				cancel()
-				if err != nil {
-					errs[i] = err
-					return
-				}
-				lats[i] = append(lats[i], time.Since(t0))
-			}
-		}()
-	}
-	wg.Wait()
-	s := sampleOf(start, lats)
-	if err := errors.Join(errs...); err != nil {
+	s, err := closedLoop(ctx, clients, d, kvKeys, func(ctx context.Context, i, n int) error {
+		_, err := cs[i].Put(ctx, fmt.Sprintf("%sc%d/k%d", prefix, i, n%kvKeys), kvValue(i, n))
+		return err
+	})
+	if err != nil {
 		return s, fmt.Errorf("etcd kv put: %w", err)
 	}
 	return s, nil

@@ -339,28 +339,11 @@ func (r *rafting) Register(ctx context.Context, clients int, d time.Duration) (S
 	if err != nil {
 		return Sample{}, fmt.Errorf("rafting register: join: %w", err)
 	}
-	lat := make([][]time.Duration, clients)
-	errs := make(chan error, clients)
-	var wg sync.WaitGroup
-	start := time.Now()
-	deadline := start.Add(d)
-	for w, m := range members {
-		wg.Go(func() {
-			for i := 0; time.Now().Before(deadline); i++ {
-				t0 := time.Now()
-				if err := m.Update(ctx, sdk.SetWeight(1+i%100)); err != nil {
-					errs <- err
-					return
-				}
-				lat[w] = append(lat[w], time.Since(t0))
-			}
-		})
-	}
-	wg.Wait()
-	s := sampleOf(start, lat)
-	close(errs)
-	if err := <-errs; err != nil {
-		return Sample{}, fmt.Errorf("rafting register: %w", err)
+	s, err := closedLoop(ctx, clients, d, 0, func(ctx context.Context, w, i int) error {
+		return members[w].Update(ctx, sdk.SetWeight(1+i%100))
+	})
+	if err != nil {
+		return s, fmt.Errorf("rafting register: %w", err)
 	}
 	return s, nil
 }
@@ -535,34 +518,11 @@ func (r *rafting) KVPut(ctx context.Context, clients int, d time.Duration) (Samp
 	if err != nil {
 		return Sample{}, fmt.Errorf("rafting kv put: create: %w", err)
 	}
-	lats := make([][]time.Duration, clients)
-	errs := make([]error, clients)
-	var wg sync.WaitGroup
-	start := time.Now()
-	end := start.Add(d)
-	for i, c := range cs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for n := kvKeys; ; n++ {
-				t0 := time.Now()
-				if t0.After(end) || ctx.Err() != nil {
-					return
-				}
-				octx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				_, err := c.Put(octx, key(i, n%kvKeys), []byte(kvValue(i, n)))
-				cancel()
-				if err != nil {
-					errs[i] = err
-					return
-				}
-				lats[i] = append(lats[i], time.Since(t0))
-			}
-		}()
-	}
-	wg.Wait()
-	s := sampleOf(start, lats)
-	if err := errors.Join(errs...); err != nil {
+	s, err := closedLoop(ctx, clients, d, kvKeys, func(ctx context.Context, i, n int) error {
+		_, err := cs[i].Put(ctx, key(i, n%kvKeys), []byte(kvValue(i, n)))
+		return err
+	})
+	if err != nil {
 		return s, fmt.Errorf("rafting kv put: %w", err)
 	}
 	return s, nil

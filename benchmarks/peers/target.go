@@ -8,8 +8,10 @@ package peers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -139,6 +141,38 @@ const kvKeys = 20
 // of about 100 bytes, as a service's configuration holds.
 func kvValue(client, n int) string {
 	return fmt.Sprintf(`{"endpoint":"db-%d.internal:5432","pool":{"max":%d,"idle":8},"timeout_ms":2500,"rev":%d}`, client%100, 16+n%48, n)
+}
+
+// closedLoop runs one closed loop per client for d: client i does
+// op(ctx, i, n) for n = from, from+1, … one at a time, each with 10 s at
+// most, and keeps each one's latency; an error ends that client's loop
+// and is returned (all of them, joined) with the sample of what was done.
+func closedLoop(ctx context.Context, clients int, d time.Duration, from int, op func(ctx context.Context, i, n int) error) (Sample, error) {
+	lats := make([][]time.Duration, clients)
+	errs := make([]error, clients)
+	var wg sync.WaitGroup
+	start := time.Now()
+	end := start.Add(d)
+	for i := range clients {
+		wg.Go(func() {
+			for n := from; ; n++ {
+				t0 := time.Now()
+				if t0.After(end) || ctx.Err() != nil {
+					return
+				}
+				octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				err := op(octx, i, n)
+				cancel()
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				lats[i] = append(lats[i], time.Since(t0))
+			}
+		})
+	}
+	wg.Wait()
+	return sampleOf(start, lats), errors.Join(errs...)
 }
 
 // sampleOf gathers the latencies that concurrent clients kept, one slice

@@ -520,39 +520,21 @@ func (t *ZooKeeper) register(ctx context.Context, clients int, d, timeout time.D
 	if err := zkMkdirs(t.cli, parent); err != nil {
 		return Sample{}, err
 	}
-	lats := make([][]time.Duration, clients)
-	errs := make([]error, clients)
-	var wg sync.WaitGroup
-	start := time.Now()
-	end := start.Add(d)
-	for i, c := range cs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for n := 0; ; n++ {
-				t0 := time.Now()
-				if t0.After(end) || ctx.Err() != nil {
-					return
-				}
-				path := fmt.Sprintf("%s/c%d-i%d", parent, i, n%ezRegisterKeys)
-				val := []byte(fmt.Sprintf(`{"addr":"127.0.0.1:%d","rev":%d}`, 10000+i, n))
-				var err error
-				if n < ezRegisterKeys {
-					_, err = c.Create(path, val, zk.FlagEphemeral, zk.WorldACL(zk.PermAll))
-				} else {
-					_, err = c.Set(path, val, -1)
-				}
-				if err != nil {
-					errs[i] = fmt.Errorf("%s: %w", path, err)
-					return
-				}
-				lats[i] = append(lats[i], time.Since(t0))
-			}
-		}()
-	}
-	wg.Wait()
-	s := sampleOf(start, lats)
-	if err := errors.Join(errs...); err != nil {
+	s, err := closedLoop(ctx, clients, d, 0, func(_ context.Context, i, n int) error {
+		path := fmt.Sprintf("%s/c%d-i%d", parent, i, n%ezRegisterKeys)
+		val := []byte(fmt.Sprintf(`{"addr":"127.0.0.1:%d","rev":%d}`, 10000+i, n))
+		var err error
+		if n < ezRegisterKeys {
+			_, err = cs[i].Create(path, val, zk.FlagEphemeral, zk.WorldACL(zk.PermAll))
+		} else {
+			_, err = cs[i].Set(path, val, -1)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		return nil
+	})
+	if err != nil {
 		return s, fmt.Errorf("zookeeper register: %w", err)
 	}
 	return s, nil
@@ -656,31 +638,14 @@ func (t *ZooKeeper) KVPut(ctx context.Context, clients int, d time.Duration) (Sa
 	if err != nil {
 		return Sample{}, fmt.Errorf("zookeeper kv put: create: %w", err)
 	}
-	lats := make([][]time.Duration, clients)
-	errs := make([]error, clients)
-	var wg sync.WaitGroup
-	start := time.Now()
-	end := start.Add(d)
-	for i, c := range cs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for n := kvKeys; ; n++ {
-				t0 := time.Now()
-				if t0.After(end) || ctx.Err() != nil {
-					return
-				}
-				if _, err := c.Set(path(i, n%kvKeys), []byte(kvValue(i, n)), -1); err != nil {
-					errs[i] = fmt.Errorf("%s: %w", path(i, n%kvKeys), err)
-					return
-				}
-				lats[i] = append(lats[i], time.Since(t0))
-			}
-		}()
-	}
-	wg.Wait()
-	s := sampleOf(start, lats)
-	if err := errors.Join(errs...); err != nil {
+	// The client library takes no context: an operation ends with its session.
+	s, err := closedLoop(ctx, clients, d, kvKeys, func(_ context.Context, i, n int) error {
+		if _, err := cs[i].Set(path(i, n%kvKeys), []byte(kvValue(i, n)), -1); err != nil {
+			return fmt.Errorf("%s: %w", path(i, n%kvKeys), err)
+		}
+		return nil
+	})
+	if err != nil {
 		return s, fmt.Errorf("zookeeper kv put: %w", err)
 	}
 	return s, nil
