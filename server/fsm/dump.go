@@ -17,7 +17,7 @@ func (t *Tenant) Dump() string {
 	st := &t.st
 	fmt.Fprintf(&b, "tenant %s epoch=%d applied=%d now=%d barrier=%d services_index=%d quotas_version=%d\n",
 		st.Name, st.Epoch, st.Applied, st.NowMs, st.BarrierTerm, st.ServicesIndex, st.QuotasVersion)
-	for _, id := range sortedSessionIDs(st.Sessions) {
+	for _, id := range sortedKeys(st.Sessions) {
 		s := st.Sessions[id]
 		fmt.Fprintf(&b, "session %s ttl=%d lease=%d grace=%d remaining=%d created=%d\n",
 			id, s.TTLMs, s.LeaseMs, s.DropGraceMs, s.RemainingMs, s.CreatedIndex)
@@ -82,6 +82,84 @@ func (t *Tenant) dumpKV(b *strings.Builder) {
 			fmt.Fprintf(b, " %q=%d", p, st.KVTree[p])
 		}
 		fmt.Fprintf(b, " bytes=%d\n", t.kv.bytes)
+	}
+}
+
+// Dump renders the meta state as canonical text, as Tenant.Dump does:
+// token hashes by their first 8 hex digits, quotas as JSON.
+func (m *Meta) Dump() string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var b strings.Builder
+	st := &m.st
+	fmt.Fprintf(&b, "meta version=%d applied=%d next_shard=%d next_replica=%d replicas=%d\n",
+		st.Version, st.Applied, st.NextShardID, st.NextReplicaID, st.Replicas)
+	for _, name := range sortedKeys(st.Epochs) {
+		fmt.Fprintf(&b, "epoch %s=%d\n", name, st.Epochs[name])
+	}
+	for _, id := range sortedKeys(st.Nodes) {
+		n := st.Nodes[id]
+		fmt.Fprintf(&b, "node %d raft=%s api=%s incarnation=%d", id, n.RaftAddress, n.APIAddress, n.Incarnation)
+		if n.Zone != "" {
+			fmt.Fprintf(&b, " zone=%s", n.Zone)
+		}
+		b.WriteByte('\n')
+	}
+	for _, id := range sortedKeys(st.Removed) {
+		fmt.Fprintf(&b, "removed %d at=%d\n", id, st.Removed[id])
+	}
+	for _, name := range sortedKeys(st.Tenants) {
+		dumpTenantRecord(&b, st.Tenants[name])
+	}
+	for _, id := range sortedKeys(st.Tombstones) {
+		ts := st.Tombstones[id]
+		fmt.Fprintf(&b, "tombstone %d tenant=%s deleted=%d\n", id, ts.Tenant, ts.DeletedMs)
+		dumpReplicas(&b, ts.Replicas)
+	}
+	return b.String()
+}
+
+// dumpTenantRecord renders a tenant's record in the meta state.
+func dumpTenantRecord(b *strings.Builder, t *TenantRecord) {
+	q, _ := Marshal(t.Quotas)
+	iq, _ := Marshal(t.InitialQuotas)
+	fmt.Fprintf(b, "tenant %s shard=%d epoch=%d version=%d created=%d quotas=%s initial_quotas=%s quotas_version=%d\n",
+		t.Name, t.ShardID, t.Epoch, t.Version, t.CreatedMs, q, iq, t.QuotasVersion)
+	c := t.Credentials
+	fmt.Fprintf(b, "  token %.8s", c.Current)
+	if c.Previous != nil {
+		fmt.Fprintf(b, " previous=%.8s until=%d", *c.Previous, c.PreviousValidUntil.UnixMilli())
+	}
+	if r := t.Rotation; r != nil {
+		fmt.Fprintf(b, " rotation=%d@%d", r.PreviousValidMs, r.AtMs)
+	}
+	b.WriteByte('\n')
+	if r := t.Restore; r != nil {
+		fmt.Fprintf(b, "  restore pending=%t index=%d backup_index=%d\n", r.Pending, r.Index, r.BackupIndex)
+	}
+	dumpReplicas(b, t.Replicas)
+	if mv := t.Move; mv != nil {
+		fmt.Fprintf(b, "  move add=%d remove=%d step=%s reason=%q started=%d\n", mv.Add, mv.Remove, mv.Step, mv.Reason, mv.StartedMs)
+	}
+	for _, id := range sortedKeys(t.Retired) {
+		fmt.Fprintf(b, "  retired %d node=%d\n", id, t.Retired[id])
+	}
+}
+
+// dumpReplicas renders a shard's replicas, by ID.
+func dumpReplicas(b *strings.Builder, replicas map[uint64]Replica) {
+	for _, id := range sortedKeys(replicas) {
+		r := replicas[id]
+		fmt.Fprintf(b, "  replica %d node=%d raft=%s", id, r.Node, r.RaftAddress)
+		for _, f := range []struct {
+			set  bool
+			name string
+		}{{r.Join, "join"}, {r.NonVoting, "non_voting"}, {r.Staged, "staged"}} {
+			if f.set {
+				b.WriteString(" " + f.name)
+			}
+		}
+		b.WriteByte('\n')
 	}
 }
 

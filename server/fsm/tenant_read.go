@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -635,14 +634,4 @@ func (t *Tenant) Waiting() bool {
 		}
 	}
 	return false
-}
-
-// sortedSessions is a helper for dumps.
-func sortedSessionIDs(m map[string]*session) []string {
-	ids := make([]string, 0, len(m))
-	for id := range m {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	return ids
 }
