@@ -12,13 +12,16 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/tenants"
 )
 
 var rewrite = flag.Bool("rewrite", false, "rewrite the expected output of testdata scripts")
 
-// TestScripts runs the tenant state machine scripts of testdata/tenant/*.txt.
+// TestScripts runs the state machine scripts: testdata/tenant/*.txt drive
+// a tenant state machine, testdata/meta/*.txt the meta shard's.
 //
 // A script is a list of blocks:
 //
@@ -27,25 +30,52 @@ var rewrite = flag.Bool("rewrite", false, "rewrite the expected output of testda
 //	<expected output>
 //	<blank line>
 //
-// Commands: `<op> <json>` applies a tenant command at the next index (ops by
-// their wire name: register, open_session, expire, ...); `<op>@N <json>`
-// applies it at index N; `dump` prints the state; `service <name>` prints a
-// read; `session <id>` prints what the leader's session manager sees;
-// `snapshot` checks snapshot -> restore -> identical state. Leader-only
-// commands take their term from `"term"` like any other field.
+// Commands of both: `<op> <json>` applies a command at the next index (ops
+// by their wire name: register, open_session, create_tenant, move_start,
+// ...); `<op>@N <json>` applies it at index N; `raw <bytes>` applies bytes
+// as they are; `dump` prints the state; `snapshot` checks snapshot ->
+// restore -> identical state.
+//
+// A tenant's: `service <name>` prints a read; `session <id>` prints what
+// the leader's session manager sees; `kv`, `kvs`, `kvindex` read the
+// store. Leader-only commands take their term from `"term"` like any other
+// field.
+//
+// The meta shard's: `creds <tenant> <hash> <ms>` prints whether a token
+// hash opens the tenant at a time; `restoring` prints Restoring and
+// Restored. Token hashes are written in full (64 hex digits); the dump
+// shows their first 8.
+//
+// Run with -rewrite to regenerate the expected output, then read it.
 func TestScripts(t *testing.T) {
-	files, err := filepath.Glob("testdata/tenant/*.txt")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no scripts: %v", err)
+	machines := []struct {
+		dir string
+		new func(t *testing.T) scripted
+	}{
+		{"tenant", newTenantScript},
+		{"meta", newMetaScript},
 	}
-	for _, file := range files {
-		t.Run(strings.TrimSuffix(filepath.Base(file), ".txt"), func(t *testing.T) {
-			runScript(t, file)
-		})
+	for _, m := range machines {
+		files, err := filepath.Glob(filepath.Join("testdata", m.dir, "*.txt"))
+		if err != nil || len(files) == 0 {
+			t.Fatalf("no %s scripts: %v", m.dir, err)
+		}
+		for _, file := range files {
+			t.Run(m.dir+"/"+strings.TrimSuffix(filepath.Base(file), ".txt"), func(t *testing.T) {
+				runScript(t, file, m.new(t))
+			})
+		}
 	}
 }
 
+// scripted is a state machine a script drives: run applies or reads one
+// command line and returns what it prints.
+type scripted interface {
+	run(line string) string
+}
+
 type block struct {
+	comment   string // the comment lines right above the command, kept by -rewrite
 	cmd, want string
 	line      int
 }
@@ -59,13 +89,20 @@ func parseScript(t *testing.T, file string) []block {
 	sc := bufio.NewScanner(bytes.NewReader(f))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	line := 0
+	var comment strings.Builder
 	for sc.Scan() {
 		line++
 		text := sc.Text()
-		if strings.TrimSpace(text) == "" || strings.HasPrefix(text, "#") {
+		if strings.TrimSpace(text) == "" {
+			comment.Reset() // the header's, or a comment on no command
 			continue
 		}
-		b := block{cmd: text, line: line}
+		if strings.HasPrefix(text, "#") {
+			comment.WriteString(text + "\n")
+			continue
+		}
+		b := block{comment: comment.String(), cmd: text, line: line}
+		comment.Reset()
 		if !sc.Scan() || sc.Text() != "----" {
 			t.Fatalf("%s:%d: want ---- after the command", file, line)
 		}
@@ -84,23 +121,19 @@ func parseScript(t *testing.T, file string) []block {
 	return blocks
 }
 
-func runScript(t *testing.T, file string) {
+func runScript(t *testing.T, file string, sm scripted) {
 	blocks := parseScript(t, file)
-	sm := NewTenant(TenantInfo{Name: "acme", Epoch: 1, Quotas: api.Quotas{
-		MaxServices: 3, MaxInstances: 5, MaxSessions: 4, MaxMetaBytes: 64, MinTTLMs: 3000, MaxTTLMs: 60000,
-	}})
-	var index uint64
 	var out strings.Builder
 	failed := false
 	for _, b := range blocks {
-		got := strings.TrimRight(step(t, sm, &index, b.cmd), "\n")
+		got := strings.TrimRight(sm.run(b.cmd), "\n")
 		if got != b.want {
 			if !*rewrite {
 				t.Errorf("%s:%d: %s\ngot:\n%s\nwant:\n%s", file, b.line, b.cmd, got, b.want)
 				failed = true
 			}
 		}
-		fmt.Fprintf(&out, "%s\n----\n%s\n\n", b.cmd, got)
+		fmt.Fprintf(&out, "%s%s\n----\n%s\n\n", b.comment, b.cmd, got)
 	}
 	if *rewrite && !failed {
 		if err := os.WriteFile(file, []byte(header(file)+out.String()), 0o644); err != nil {
@@ -133,7 +166,21 @@ var opByName = func() map[string]Op {
 	return m
 }()
 
-func step(t *testing.T, sm *Tenant, index *uint64, line string) string {
+// tenantScript drives a tenant state machine.
+type tenantScript struct {
+	t     *testing.T
+	sm    *Tenant
+	index uint64
+}
+
+func newTenantScript(t *testing.T) scripted {
+	return &tenantScript{t: t, sm: NewTenant(TenantInfo{Name: "acme", Epoch: 1, Quotas: api.Quotas{
+		MaxServices: 3, MaxInstances: 5, MaxSessions: 4, MaxMetaBytes: 64, MinTTLMs: 3000, MaxTTLMs: 60000,
+	}})}
+}
+
+func (s *tenantScript) run(line string) string {
+	t, sm := s.t, s.sm
 	word, rest, _ := strings.Cut(line, " ")
 	switch word {
 	case "dump":
@@ -185,12 +232,20 @@ func step(t *testing.T, sm *Tenant, index *uint64, line string) string {
 		// kvindex <key> [prefix]: what a blocking read waits on ("-" is the empty prefix)
 		key, prefix, _ := strings.Cut(rest, " ")
 		return strconv.FormatUint(sm.KVModifyIndex(strings.TrimPrefix(key, "-"), prefix == "prefix"), 10)
-	case "raw":
-		// raw <hex>: apply undecodable bytes
+	}
+	cmd := scriptCommand(t, word, rest, &s.index)
+	var ch Changes
+	o := sm.Apply(s.index, cmd, &ch)
+	sm.Notify(&ch)
+	return outcomeString(o, &ch)
+}
+
+// scriptCommand encodes a script's command line (`<op>[@N] <json>`, or
+// `raw <bytes>`) and moves the index to the entry's.
+func scriptCommand(t *testing.T, word, rest string, index *uint64) []byte {
+	if word == "raw" {
 		*index++
-		var ch Changes
-		o := sm.Apply(*index, []byte(rest), &ch)
-		return outcomeString(o, &ch)
+		return []byte(rest)
 	}
 	name, at, hasAt := strings.Cut(word, "@")
 	op, ok := opByName[name]
@@ -206,11 +261,7 @@ func step(t *testing.T, sm *Tenant, index *uint64, line string) string {
 	} else {
 		*index++
 	}
-	cmd := append([]byte{CodecVersion, byte(op)}, rest...)
-	var ch Changes
-	o := sm.Apply(*index, cmd, &ch)
-	sm.Notify(&ch)
-	return outcomeString(o, &ch)
+	return append([]byte{CodecVersion, byte(op)}, rest...)
 }
 
 func outcomeString(o Outcome, ch *Changes) string {
@@ -299,6 +350,81 @@ func checkSnapshot(t *testing.T, sm *Tenant) string {
 		if !bytes.Equal(a, b) {
 			t.Errorf("session %s after restore: %s, want %s", s.ID, b, a)
 		}
+	}
+	return "identical"
+}
+
+// metaScript drives the meta shard's state machine.
+type metaScript struct {
+	t     *testing.T
+	m     *Meta
+	index uint64
+}
+
+func newMetaScript(t *testing.T) scripted {
+	return &metaScript{t: t, m: NewMeta()}
+}
+
+func (s *metaScript) run(line string) string {
+	word, rest, _ := strings.Cut(line, " ")
+	switch word {
+	case "dump":
+		return s.m.Dump()
+	case "snapshot":
+		return checkMetaSnapshot(s.t, s.m)
+	case "restoring":
+		return fmt.Sprintf("restoring=%t restored=%t", s.m.Restoring(), s.m.Restored())
+	case "creds":
+		// creds <tenant> <hash> <ms>: whether the hash opens the tenant then
+		f := strings.Fields(rest)
+		if len(f) != 3 {
+			s.t.Fatalf("creds wants <tenant> <hash> <ms>: %q", rest)
+		}
+		h, err := tenants.ParseHash(f[1])
+		ms, err2 := strconv.ParseInt(f[2], 10, 64)
+		if err != nil || err2 != nil {
+			s.t.Fatalf("creds %q: %v %v", rest, err, err2)
+		}
+		c, ok := s.m.Credentials(f[0])
+		return fmt.Sprintf("found=%t match=%t", ok, ok && c.Match(h, time.UnixMilli(ms)))
+	}
+	cmd := scriptCommand(s.t, word, rest, &s.index)
+	return metaOutcomeString(s.m.Apply(s.index, cmd))
+}
+
+func metaOutcomeString(o MetaOutcome) string {
+	if o.Code != "" {
+		return fmt.Sprintf("%s: %s", o.Code, o.Message)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "ok index=%d", o.Index)
+	if o.Created {
+		b.WriteString(" created")
+	}
+	if o.Tenant != nil {
+		fmt.Fprintf(&b, " tenant=%s", o.Tenant.Name)
+	}
+	if o.Replica != 0 {
+		fmt.Fprintf(&b, " replica=%d", o.Replica)
+	}
+	return b.String()
+}
+
+func checkMetaSnapshot(t *testing.T, m *Meta) string {
+	var buf bytes.Buffer
+	if err := m.SaveSnapshot(&buf); err != nil {
+		return "save: " + err.Error()
+	}
+	again := NewMeta()
+	if err := again.Restore(bytes.NewReader(buf.Bytes())); err != nil {
+		return "restore: " + err.Error()
+	}
+	if a, b := m.Dump(), again.Dump(); a != b {
+		t.Errorf("restored state differs:\n%s\nwant:\n%s", b, a)
+		return "differs"
+	}
+	if s2, _ := again.Snapshot(); !bytes.Equal(buf.Bytes(), s2) {
+		return "snapshot bytes differ"
 	}
 	return "identical"
 }
