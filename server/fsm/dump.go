@@ -99,7 +99,7 @@ func (m *Meta) Dump() string {
 	}
 	for _, id := range sortedKeys(st.Nodes) {
 		n := st.Nodes[id]
-		fmt.Fprintf(&b, "node %d raft=%s api=%s incarnation=%d", id, n.RaftAddress, n.APIAddress, n.Incarnation)
+		fmt.Fprintf(&b, "node %d raft=%s api=%s incarnation=%d", n.ID, n.RaftAddress, n.APIAddress, n.Incarnation)
 		if n.Zone != "" {
 			fmt.Fprintf(&b, " zone=%s", n.Zone)
 		}
@@ -113,7 +113,7 @@ func (m *Meta) Dump() string {
 	}
 	for _, id := range sortedKeys(st.Tombstones) {
 		ts := st.Tombstones[id]
-		fmt.Fprintf(&b, "tombstone %d tenant=%s deleted=%d\n", id, ts.Tenant, ts.DeletedMs)
+		fmt.Fprintf(&b, "tombstone %d tenant=%s deleted=%d\n", ts.ShardID, ts.Tenant, ts.DeletedMs)
 		dumpReplicas(&b, ts.Replicas)
 	}
 	return b.String()

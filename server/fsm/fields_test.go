@@ -2,11 +2,13 @@ package fsm
 
 import (
 	"bytes"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/tenants"
 )
 
 // TestEveryInstanceFieldSurvives: the fields of an instance are defined
@@ -127,5 +129,109 @@ func change(t *testing.T, f reflect.Value, name string) {
 		f.Set(reflect.ValueOf(map[string]string{"other": "x"}))
 	default:
 		t.Fatalf("instance.%s: a field of kind %s that this test cannot change: teach it", name, f.Kind())
+	}
+}
+
+// TestMetaDumpShowsEveryField: Meta.Dump (the meta scripts' view of the
+// state) shows every field of the meta state, down to each replica, move
+// and token: changing any one changes it. A field added to the state and
+// forgotten in Dump fails here.
+func TestMetaDumpShowsEveryField(t *testing.T) {
+	prev := tenants.HashToken("p")
+	m := NewMeta()
+	m.st = metaState{Applied: 9, Version: 5, NextShardID: 101, NextReplicaID: 1002, Replicas: 3,
+		Epochs: map[string]uint64{"acme": 1},
+		Nodes:  map[uint64]*NodeRecord{1: {ID: 1, RaftAddress: "h1:1", APIAddress: "a1:1", Incarnation: 1, Zone: "z"}},
+		Tenants: map[string]*TenantRecord{"acme": {Name: "acme", ShardID: 100, Epoch: 1,
+			Replicas:      map[uint64]Replica{1000: {Node: 1, RaftAddress: "h1:1", Join: true, NonVoting: true, Staged: true}},
+			InitialQuotas: api.Quotas{MaxServices: 1}, Quotas: api.Quotas{MaxServices: 2}, QuotasVersion: 1,
+			Credentials: tenants.Credentials{Current: tenants.HashToken("c"), Previous: &prev, PreviousValidUntil: time.UnixMilli(5)},
+			CreatedMs:   1, Version: 5, Restore: &RestoreMark{Pending: true, Index: 1, BackupIndex: 1},
+			Rotation: &Rotation{PreviousValidMs: 1, AtMs: 1}, Move: &Move{Add: 1000, Remove: 999, Step: StepAdding, Reason: "r", StartedMs: 1},
+			Retired: map[uint64]uint64{999: 1}}},
+		Tombstones: map[uint64]*Tombstone{99: {Tenant: "old", ShardID: 99, Replicas: map[uint64]Replica{998: {Node: 1}}, DeletedMs: 1}},
+		Removed:    map[uint64]int64{2: 1},
+	}
+	before := m.Dump()
+	walkFields(t, reflect.ValueOf(&m.st).Elem(), "metaState", func(path string) {
+		if m.Dump() == before {
+			t.Errorf("Meta.Dump (dump.go) does not show %s", path)
+		}
+	})
+	if m.Dump() != before {
+		t.Fatal("walkFields did not restore the state")
+	}
+}
+
+// walkFields gives each field under v, one at a time, another value, calls
+// changed, and restores it: structs, pointers and map entries are walked
+// into, and the keys of maps of values (a pointer's value names itself)
+// are changed too. A nil pointer or an empty map is a fixture to fill.
+func walkFields(t *testing.T, v reflect.Value, path string, changed func(path string)) {
+	t.Helper()
+	if v.Type() == reflect.TypeFor[time.Time]() {
+		old := v.Interface().(time.Time)
+		v.Set(reflect.ValueOf(old.Add(time.Millisecond)))
+		changed(path)
+		v.Set(reflect.ValueOf(old))
+		return
+	}
+	switch v.Kind() {
+	case reflect.Struct:
+		for i := range v.NumField() {
+			walkFields(t, v.Field(i), path+"."+v.Type().Field(i).Name, changed)
+		}
+	case reflect.Pointer:
+		if v.IsNil() {
+			t.Fatalf("%s is nil: set it", path)
+		}
+		walkFields(t, v.Elem(), path, changed)
+	case reflect.Map:
+		if v.Len() == 0 {
+			t.Fatalf("%s is empty: fill it", path)
+		}
+		for _, k := range v.MapKeys() {
+			orig := v.MapIndex(k)
+			e := reflect.New(orig.Type()).Elem()
+			e.Set(orig)
+			p := fmt.Sprintf("%s[%v]", path, k)
+			walkFields(t, e, p, func(p string) { v.SetMapIndex(k, e); changed(p) })
+			v.SetMapIndex(k, orig)
+			if orig.Kind() != reflect.Pointer {
+				k2 := reflect.New(k.Type()).Elem()
+				k2.Set(k)
+				changeLeaf(t, k2, p+" (key)")
+				v.SetMapIndex(k, reflect.Value{})
+				v.SetMapIndex(k2, orig)
+				changed(p + " (key)")
+				v.SetMapIndex(k2, reflect.Value{})
+				v.SetMapIndex(k, orig)
+			}
+		}
+	default:
+		old := reflect.New(v.Type()).Elem()
+		old.Set(v)
+		changeLeaf(t, v, path)
+		changed(path)
+		v.Set(old)
+	}
+}
+
+// changeLeaf gives a field that holds one value (f, at path) another.
+func changeLeaf(t *testing.T, f reflect.Value, path string) {
+	t.Helper()
+	switch f.Kind() {
+	case reflect.String:
+		f.SetString(f.String() + "x")
+	case reflect.Int, reflect.Int64:
+		f.SetInt(f.Int() + 1)
+	case reflect.Uint64:
+		f.SetUint(f.Uint() + 1)
+	case reflect.Bool:
+		f.SetBool(!f.Bool())
+	case reflect.Array:
+		f.Index(0).SetUint(f.Index(0).Uint() + 1)
+	default:
+		t.Fatalf("%s: a field of kind %s that this test cannot change: teach it", path, f.Kind())
 	}
 }
