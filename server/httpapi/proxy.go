@@ -30,39 +30,120 @@ const HeaderProxied = "X-Rafting-Proxied"
 // goes there.
 func (s *Server) Routed() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if target, ok := s.proxyTarget(r); ok {
-			s.proxy(w, r, target)
+		target, who, ok := s.proxyTarget(r)
+		if !ok {
+			s.ServeHTTP(w, r)
 			return
 		}
-		s.ServeHTTP(w, r)
+		// Authenticated here as on any other path: the connection is the
+		// tenant's (not closed by the unauthenticated connections' limits
+		// mid-request), within the connections it may hold.
+		if !markAuthenticated(r.Context(), who.tenant) {
+			writeError(w, errConnections)
+			return
+		}
+		// The tenant's request rate is per node: this node's work for it
+		// counts here as well as where it is served (keepalives and
+		// session streams are limited by their lane, by the leader).
+		if _, rest, _ := tenantPath(r.URL.Path); who.tenant != "" && !laneRoute(rest) {
+			if err := s.limit(who.tenant, r, false, time.Now()); err != nil {
+				s.tarpitOn(w, r, who, err)
+				writeError(w, err)
+				return
+			}
+		}
+		release, err := s.takeProxied(who)
+		if err != nil {
+			s.tarpitOn(w, r, who, err)
+			writeError(w, err)
+			return
+		}
+		defer release()
+		s.proxy(w, r, target)
 	})
 }
 
+// laneRoute reports whether rest (a tenant path's tail) is a session's
+// keepalive or stream: limited by the session's lane, not the request rate.
+func laneRoute(rest string) bool {
+	return strings.HasPrefix(rest, "sessions/") && (strings.HasSuffix(rest, "/keepalive") || strings.HasSuffix(rest, "/stream"))
+}
+
+// MaxProxiedPerTenant is how many requests of one tenant a node proxies
+// at once: a quarter of the connections it keeps to each peer for them
+// (proxyTransport). A proxied request holds one of those connections for
+// as long as it lasts — a blocking query up to its wait — so without it
+// one tenant's 200 blocking queries through a node held them all, and
+// every other tenant's requests through that node waited.
+const MaxProxiedPerTenant = 32
+
+// errProxied refuses a request past MaxProxiedPerTenant.
+var errProxied = staticError(&api.Error{Code: api.CodeRateLimited, RetryAfter: time.Second,
+	Message: "this node proxies at most 32 requests of a tenant at once, and this tenant's shard has no replica here: send them to the tenant's nodes (GET /v1/servers)"})
+
+// takeProxied counts a request of who's in the requests this node proxies
+// (an admin's are not counted: it is trusted with the whole cluster).
+func (s *Server) takeProxied(who identity) (release func(), _ error) {
+	if who.tenant == "" {
+		return func() {}, nil
+	}
+	s.proxyMu.Lock()
+	defer s.proxyMu.Unlock()
+	if s.proxying[who.tenant] >= MaxProxiedPerTenant {
+		return nil, errProxied
+	}
+	s.proxying[who.tenant]++
+	return func() {
+		s.proxyMu.Lock()
+		defer s.proxyMu.Unlock()
+		if s.proxying[who.tenant]--; s.proxying[who.tenant] <= 0 {
+			delete(s.proxying, who.tenant)
+		}
+	}, nil
+}
+
+// proxyTransport is the pool proxied requests use: a copy of peers' own
+// (its limits and TLS), so that proxied requests, however long, never
+// take the connections that forwarded keepalives and the nodes' own
+// requests to each other need.
+func proxyTransport(peers *http.Client) http.RoundTripper {
+	if peers != nil {
+		if tr, ok := peers.Transport.(*http.Transport); ok {
+			return tr.Clone()
+		}
+		if peers.Transport != nil {
+			return peers.Transport
+		}
+	}
+	return http.DefaultTransport
+}
+
 // proxyTarget says where to proxy r: the API address of a node that holds
-// the tenant of r's path, when r needs one and this node holds none.
-func (s *Server) proxyTarget(r *http.Request) (string, bool) {
+// the tenant of r's path, when r needs one and this node holds none, and
+// who r authenticated as.
+func (s *Server) proxyTarget(r *http.Request) (string, identity, bool) {
 	name, rest, ok := tenantPath(r.URL.Path)
 	if !ok || rest == "stream" || rest == "token" || strings.HasPrefix(rest, "token/") || rest == "" && r.Method != http.MethodGet {
-		return "", false // no tenant's shard, the client stream, or the meta shard's
+		return "", identity{}, false // no tenant's shard, the client stream, or the meta shard's
 	}
 	if r.Header.Get(HeaderProxied) != "" || s.node.RemovedReason() != "" {
-		return "", false // the second hop: answered here (503)
+		return "", identity{}, false // the second hop: answered here (503)
 	}
 	if _, here := s.node.Tenant(name); here || s.node.HostsTenant(name) {
-		return "", false
+		return "", identity{}, false
 	}
 	if _, known := s.node.Meta().Brief(name); !known {
-		return "", false // 404, or a token to check with the meta shard
+		return "", identity{}, false // 404, or a token to check with the meta shard
 	}
 	who, ok := s.authenticate(r, time.Now())
 	if !ok || !who.admin && who.tenant != name {
-		return "", false // refused by the ordinary path
+		return "", identity{}, false // refused by the ordinary path
 	}
 	nodes := s.node.TenantNodes(name)
 	if len(nodes) == 0 {
-		return "", false
+		return "", identity{}, false
 	}
-	return nodes[0], true
+	return nodes[0], who, true
 }
 
 // tenantPath splits /v1/tenants/{t}[/{rest...}] (kv:txn is a rest too);
@@ -81,13 +162,9 @@ func tenantPath(p string) (name, rest string, ok bool) {
 
 // proxy sends r to the node at target and streams its answer back.
 func (s *Server) proxy(w http.ResponseWriter, r *http.Request, target string) {
-	tr := http.DefaultTransport
-	if s.peers != nil && s.peers.Transport != nil {
-		tr = s.peers.Transport // keeps its connections to the peers
-	}
 	id := strconv.FormatUint(s.node.ID(), 10)
 	p := &httputil.ReverseProxy{
-		Transport:     tr,
+		Transport:     s.proxyTr,
 		FlushInterval: -1, // blocking queries and session streams: at once
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(&url.URL{Scheme: s.scheme(), Host: target})

@@ -46,6 +46,10 @@ type Server struct {
 	read  tenants.Hash // zero: no read-only token configured
 	peers *http.Client // forwards keepalives to the tenant leader
 
+	proxyTr  http.RoundTripper // proxied tenant requests: a pool of its own, apart from peers' (proxy.go)
+	proxyMu  sync.Mutex
+	proxying map[string]int // requests proxied now, per tenant
+
 	requests *tenants.Limiters // per tenant: requests_per_second, burst
 	writes   *tenants.Limiters // per tenant: writes_per_second
 	lane     *tenants.Limiters // per session: keepalives and stream attaches
@@ -95,8 +99,9 @@ func New(node *cluster.Node, reg *prometheus.Registry, peers *http.Client) *Serv
 		lane: tenants.NewCappedLimiters(0, maxLaneBuckets), unauth: tenants.NewCappedLimiters(0, maxAddressBuckets),
 		misses: tenants.NewLimiters(0), bytes: tenants.NewLimiters(0),
 		watchers: map[string]*atomic.Int64{},
-		holds:    &holdPool{byKey: map[string]int{}, perKey: MaxHeldPerKey},
-		cs:       newClientStreams(),
+		proxyTr:  proxyTransport(peers), proxying: map[string]int{},
+		holds: &holdPool{byKey: map[string]int{}, perKey: MaxHeldPerKey},
+		cs:    newClientStreams(),
 
 		sessionOrders: map[string]*sessionOrder{},
 	}
