@@ -191,9 +191,18 @@ func (ss *sharedSession) ready(ctx context.Context, id string) error {
 		case s.isOpen() && attached:
 			return nil
 		}
+		// Only what is still to come: an open session's closed open
+		// channel (or an attached one's) would make this loop spin.
+		var open, attached1 <-chan struct{}
+		if !s.isOpen() {
+			open = s.open
+		}
+		if !attached {
+			attached1 = attach
+		}
 		select {
-		case <-s.open:
-		case <-attach:
+		case <-open:
+		case <-attached1:
 		case <-s.over:
 		case <-s.gone:
 		case <-k.done:
