@@ -37,7 +37,9 @@
 // Limiters per use: requests per tenant (requests_per_second, burst), writes
 // per tenant (writes_per_second, WriteBurst), unauthenticated requests per
 // remote address (UnauthenticatedRate, UnauthenticatedBurst), and the
-// keepalive lane per session (LaneRate, LaneBurst). Buckets are per node: with
+// keepalive lane per session (LaneRate, LaneBurst), grouped by tenant
+// (AllowIn): a tenant past its cap of lane buckets shares an overflow bucket
+// of its own, never another tenant's. Buckets are per node: with
 // N nodes a tenant can reach N times its rates. Keys are held in memory
 // until evicted, so a per-address key should be the address without its port
 // (and an IPv6 address its /64), and a per-session key the session's tag

@@ -59,6 +59,7 @@ type Limiters struct {
 	maxKeys   int64         // 0: no bound; past it new keys share one bucket
 	buckets   sync.Map      // string -> *bucket
 	n         atomic.Int64  // buckets held
+	groups    sync.Map      // string -> *atomic.Int64: buckets held per group (AllowIn)
 	nextSweep atomic.Int64  // Unix nanoseconds before which Allow does not sweep
 }
 
@@ -76,7 +77,8 @@ func NewCappedLimiters(idle time.Duration, maxKeys int) *Limiters {
 	return &Limiters{idle: max(idle, 0), maxKeys: int64(max(maxKeys, 1))}
 }
 
-// overflowKey is the bucket keys share once a capped set is full.
+// overflowKey is the bucket keys share once a capped set is full; a
+// group's overflow bucket (AllowIn) is overflowKey, a NUL and the group.
 const overflowKey = "\x00overflow"
 
 type bucket struct {
@@ -90,6 +92,8 @@ type bucket struct {
 	burst atomic.Int64
 
 	used atomic.Int64 // Unix nanoseconds of the last use, to usedGranularity
+
+	group *atomic.Int64 // the count of its group (AllowIn), which it is in; nil: none
 }
 
 // Allow takes one token from key's bucket at now, the bucket refilling at rps
@@ -112,6 +116,27 @@ func (l *Limiters) Allow(key string, rps float64, burst int, now time.Time) (ok 
 // of what is charged). n above burst is charged as burst: a thing larger
 // than the bucket takes all of a full one, rather than never passing.
 func (l *Limiters) AllowN(key string, n int, rps float64, burst int, now time.Time) (ok bool, retryAfter time.Duration) {
+	return l.allow("", 0, key, n, rps, burst, now)
+}
+
+// AllowIn is Allow for a key of group, of whose keys at most maxKeys (at
+// least 1) hold buckets of their own: while that many do, the group's new
+// keys share one overflow bucket of the group's, never another group's
+// nor the set's own cap (NewCappedLimiters), which AllowIn's keys neither
+// count against nor fall under. maxKeys follows the latest call: a lower
+// one takes no bucket away, it only sends new keys to the overflow.
+//
+// For keys an owner mints on behalf of a tenant (its sessions): the
+// group is the tenant, so that however many keys one tenant mints, the
+// others' keep buckets of their own. The set holds at most the sum of its
+// groups' maxKeys buckets, plus one overflow bucket and a counter per
+// group (never evicted: groups are few, and named by the caller).
+func (l *Limiters) AllowIn(group string, maxKeys int, key string, rps float64, burst int, now time.Time) (ok bool, retryAfter time.Duration) {
+	return l.allow(group, max(maxKeys, 1), key, 1, rps, burst, now)
+}
+
+// allow is AllowN of a key of group ("": none) capped at maxKeys.
+func (l *Limiters) allow(group string, maxKeys int, key string, n int, rps float64, burst int, now time.Time) (ok bool, retryAfter time.Duration) {
 	if !(rps > 0) {
 		return false, time.Second
 	}
@@ -122,7 +147,7 @@ func (l *Limiters) AllowN(key string, n int, rps float64, burst int, now time.Ti
 	burst = max(burst, 1)
 
 	l.maybeSweep(now)
-	b := l.bucket(key, limit, burst)
+	b := l.bucket(group, maxKeys, key, limit, burst)
 	b.touch(now)
 	b.configure(limit, burst, now)
 	n = min(max(n, 1), burst)
@@ -132,25 +157,45 @@ func (l *Limiters) AllowN(key string, n int, rps float64, burst int, now time.Ti
 	return false, retryDelay(b.lim.TokensAt(now)-float64(n-1), limit)
 }
 
-// bucket returns key's bucket, creating it (full) if there is none.
-func (l *Limiters) bucket(key string, limit rate.Limit, burst int) *bucket {
+// bucket returns key's bucket, creating it (full) if there is none: one
+// of group's ("": none), which holds at most maxKeys, or, past the caps,
+// the overflow bucket of group or of the set.
+func (l *Limiters) bucket(group string, maxKeys int, key string, limit rate.Limit, burst int) *bucket {
 	if v, ok := l.buckets.Load(key); ok {
 		return v.(*bucket)
 	}
-	if l.maxKeys > 0 && l.n.Load() >= l.maxKeys {
+	var count *atomic.Int64
+	switch {
+	case group != "":
+		v, _ := l.groups.Load(group)
+		if v == nil {
+			v, _ = l.groups.LoadOrStore(strings.Clone(group), new(atomic.Int64))
+		}
+		count = v.(*atomic.Int64)
+		if count.Add(1) > int64(maxKeys) { // taken, then given back: never over the cap
+			count.Add(-1)
+			count, key = nil, overflowKey+"\x00"+group
+			if v, ok := l.buckets.Load(key); ok {
+				return v.(*bucket)
+			}
+		}
+	case l.maxKeys > 0 && l.n.Load() >= l.maxKeys:
 		key = overflowKey
 		if v, ok := l.buckets.Load(key); ok {
 			return v.(*bucket)
 		}
 	}
-	nb := &bucket{lim: rate.NewLimiter(limit, burst)}
+	nb := &bucket{lim: rate.NewLimiter(limit, burst), group: count}
 	nb.limit.Store(math.Float64bits(float64(limit)))
 	nb.burst.Store(int64(burst))
 	// Clone: the key is often a slice of a larger string (a header) that the
 	// map would otherwise keep alive.
 	v, loaded := l.buckets.LoadOrStore(strings.Clone(key), nb)
-	if !loaded {
+	switch {
+	case !loaded:
 		l.n.Add(1)
+	case count != nil:
+		count.Add(-1) // another call made it first
 	}
 	return v.(*bucket)
 }
@@ -230,8 +275,7 @@ func (l *Limiters) sweep(now time.Time) int {
 		if b.used.Load() > cutoff || b.lim.TokensAt(now) < float64(b.burst.Load()) {
 			return true
 		}
-		if l.buckets.CompareAndDelete(k, b) {
-			l.n.Add(-1)
+		if l.delete(k, b) {
 			evicted++
 		}
 		return true
@@ -239,8 +283,46 @@ func (l *Limiters) sweep(now time.Time) int {
 	return evicted
 }
 
+// Evict evicts every bucket whose key drop reports true for, used lately
+// or not, and returns how many it evicted: for an owner that knows a key
+// is done with (a session that ended), rather than let its bucket take
+// room for the idle timeout. A key evicted while in use gets a new, full
+// bucket at its next Allow. It costs a walk of all buckets; drop must not
+// call the set.
+func (l *Limiters) Evict(drop func(key string) bool) int {
+	evicted := 0
+	l.buckets.Range(func(k, v any) bool {
+		if drop(k.(string)) && l.delete(k, v.(*bucket)) {
+			evicted++
+		}
+		return true
+	})
+	return evicted
+}
+
+// delete deletes k's bucket b, if it is still k's.
+func (l *Limiters) delete(k any, b *bucket) bool {
+	if !l.buckets.CompareAndDelete(k, b) {
+		return false
+	}
+	l.n.Add(-1)
+	if b.group != nil {
+		b.group.Add(-1)
+	}
+	return true
+}
+
 // Len returns how many buckets the set holds.
 func (l *Limiters) Len() int { return int(l.n.Load()) }
+
+// LenIn returns how many buckets of group's own keys (AllowIn) the set
+// holds, its overflow bucket apart.
+func (l *Limiters) LenIn(group string) int {
+	if v, ok := l.groups.Load(group); ok {
+		return int(v.(*atomic.Int64).Load())
+	}
+	return 0
+}
 
 func (l *Limiters) idleTimeout() time.Duration {
 	if l.idle <= 0 {
