@@ -96,7 +96,7 @@ func New(node *cluster.Node, reg *prometheus.Registry, peers *http.Client) *Serv
 	s := &Server{
 		node: node, log: log.With("node", cfg.NodeID), mux: http.NewServeMux(), peers: peers,
 		requests: tenants.NewLimiters(0), writes: tenants.NewLimiters(0),
-		lane: tenants.NewCappedLimiters(0, maxLaneBuckets), unauth: tenants.NewCappedLimiters(0, maxAddressBuckets),
+		lane: tenants.NewLimiters(0), unauth: tenants.NewCappedLimiters(0, maxAddressBuckets),
 		misses: tenants.NewLimiters(0), bytes: tenants.NewLimiters(0),
 		watchers: map[string]*atomic.Int64{},
 		proxyTr:  proxyTransport(peers), proxying: map[string]int{},
@@ -648,13 +648,21 @@ var errConnections = staticError(&api.Error{Code: api.CodeRateLimited, RetryAfte
 // 503 (never 401, which a client takes as final).
 const TokenChecks = 200
 
-// maxAddressBuckets and maxLaneBuckets bound the buckets keyed by what a
-// client can mint (its source address; its session, for sessions the node
-// knows): past them new keys share one bucket.
-const (
-	maxAddressBuckets = 16384
-	maxLaneBuckets    = 262144
-)
+// maxAddressBuckets bounds the buckets keyed by what a client can mint
+// (its source address): past it new keys share one bucket. The lane's
+// buckets, keyed by session, are bounded per tenant instead (laneCap).
+const maxAddressBuckets = 16384
+
+// laneCap is how many lane buckets of its own a tenant holds on a node
+// whose max_sessions is maxSessions: its live sessions, and as many ended
+// since the last Sweep (a minute: at the default writes_per_second a
+// tenant ends at most 12,000 a minute) whose buckets Sweep drops. Past it
+// the tenant's new sessions share one overflow bucket of the tenant's
+// (tenants.Limiters.AllowIn): never another tenant's. A bucket takes
+// ≈ 270 bytes of heap: 5.4 MB a tenant at the default 10,000.
+func laneCap(maxSessions int64) int {
+	return int(min(2*max(maxSessions, 1), 1<<30))
+}
 
 // maxLaneBody bounds a keepalive's body (it has none to speak of).
 const maxLaneBody = 4 << 10
@@ -677,11 +685,50 @@ func (s *Server) laneAllow(r *http.Request, who identity, t *cluster.Tenant, ses
 	// Every node charges it, the one that forwards too: a follower
 	// forwarding a flood to the leader would spend the leader's lane and
 	// its own CPU for nothing.
-	key := "lane:" + t.Name + ":" + api.SessionTag(session)
-	if ok, retry := s.lane.Allow(key, tenants.LaneRate, tenants.LaneBurst, now); !ok {
+	if ok, retry := s.chargeLane(t.Name, api.SessionTag(session), now); !ok {
 		return &api.Error{Code: api.CodeRateLimited, Message: "session keepalive lane: too many keepalives or attaches for this session", RetryAfter: retry}
 	}
 	return nil
+}
+
+// laneKeyPrefix starts every lane bucket's key: laneKeyPrefix, the
+// tenant, ':', the session's tag.
+const laneKeyPrefix = "lane:"
+
+// chargeLane takes one keepalive or attach from the lane bucket of
+// tenant's session tagged tag, among the tenant's own (laneCap).
+func (s *Server) chargeLane(tenant, tag string, now time.Time) (bool, time.Duration) {
+	maxSessions := int64(tenants.DefaultMaxSessions)
+	if rec, ok := s.node.Meta().Brief(tenant); ok {
+		maxSessions = rec.Quotas.MaxSessions
+	}
+	return s.lane.AllowIn(tenant, laneCap(maxSessions), laneKeyPrefix+tenant+":"+tag, tenants.LaneRate, tenants.LaneBurst, now)
+}
+
+// sweepLane drops the lane buckets of sessions that are no longer live
+// on this node (ended, or their tenant's replica gone), rather than
+// leave each for the idle timeout: an ended session's bucket would hold
+// room of its tenant's laneCap. It reads each tenant's sessions once.
+func (s *Server) sweepLane() int {
+	live := map[string]map[string]bool{} // tenant -> live sessions' tags; nil: no replica here
+	return s.lane.Evict(func(key string) bool {
+		rest, ok := strings.CutPrefix(key, laneKeyPrefix)
+		name, tag, ok2 := strings.Cut(rest, ":")
+		if !ok || !ok2 {
+			return false // an overflow bucket: the idle sweep's
+		}
+		tags, seen := live[name]
+		if !seen {
+			if t, ok := s.node.Tenant(name); ok {
+				tags = map[string]bool{}
+				for _, info := range t.SM.Sessions() {
+					tags[api.SessionTag(info.ID)] = true
+				}
+			}
+			live[name] = tags
+		}
+		return !tags[tag]
+	})
 }
 
 // remoteHost is the client address without its port (an IPv6 address by
@@ -729,10 +776,12 @@ func (s *Server) openapiJSON(w http.ResponseWriter, _ *http.Request, _ identity)
 	_, _ = w.Write(api.OpenAPIJSON)
 }
 
-// Sweep evicts idle rate-limit buckets; the server calls it periodically.
+// Sweep evicts idle rate-limit buckets, and the lane buckets of sessions
+// that ended; the server calls it every minute.
 func (s *Server) Sweep(now time.Time) {
 	s.requests.Sweep(now)
 	s.writes.Sweep(now)
+	s.sweepLane()
 	s.lane.Sweep(now)
 	s.unauth.Sweep(now)
 }
