@@ -3,7 +3,6 @@ package sdk
 import (
 	"errors"
 	"testing"
-	"time"
 
 	"github.com/rafting/rafting/api"
 	"github.com/rafting/rafting/balancer"
@@ -20,8 +19,7 @@ func inState(id string, state api.State, weight int) api.Instance {
 // the (debounced) rebuild.
 func TestBalancerNotReadyCount(t *testing.T) {
 	s := newService(testClient(), "orders")
-	now := time.Now()
-	s.apply(answer(10, inState("a", api.StateStarting, 100), inState("b", api.StateDraining, 100)), 0, now)
+	s.apply(answer(10, inState("a", api.StateStarting, 100), inState("b", api.StateDraining, 100)), 0)
 	ll := s.Balancer(balancer.LeastLoaded())
 	rr := s.Balancer(nil)
 	tests := []struct {
@@ -38,7 +36,7 @@ func TestBalancerNotReadyCount(t *testing.T) {
 	}
 	for i, tt := range tests {
 		if tt.instances != nil {
-			s.apply(answer(uint64(11+i), tt.instances...), 0, now)
+			s.apply(answer(uint64(11+i), tt.instances...), 0)
 			s.rebuild()
 		}
 		for _, b := range []*balancer.Balancer{ll, rr} {
@@ -57,7 +55,7 @@ func TestBalancerNotReadyCount(t *testing.T) {
 // a policy again, as a caller that asks per request does.
 func BenchmarkServiceBalancer(b *testing.B) {
 	s := newService(testClient(), "s")
-	s.apply(answer(10, ready("a"), ready("b"), ready("c")), 0, time.Now())
+	s.apply(answer(10, ready("a"), ready("b"), ready("c")), 0)
 	for _, p := range []struct {
 		name string
 		p    balancer.Policy

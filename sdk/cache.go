@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/rafting/rafting/api"
 	"github.com/rafting/rafting/balancer"
 	"github.com/rafting/rafting/sdk/internal/transport"
+	"github.com/rafting/rafting/sdk/internal/watchcache"
 )
 
 // Service is the Client's cached view of one service, filled first by a
@@ -41,23 +41,15 @@ import (
 //
 // Every method is safe for concurrent use.
 type Service struct {
-	c    *Client
-	name string
-	path string
+	c     *Client
+	name  string
+	path  string
+	cache *watchcache.Cache // the rules answers are applied by
 
-	pub    atomic.Pointer[published]
-	filled chan struct{} // closed by the first applied answer
+	filled <-chan struct{} // the cache's: closed by the first applied answer
 	cancel context.CancelFunc
-	kick   chan struct{} // a new snapshot: rebuild balancers
+	kick   chan struct{} // a new content: rebuild balancers
 	known  known         // the watch loop's last answer (run only)
-
-	applyMu   sync.Mutex // serializes apply; guards the fields below
-	isFilled  bool
-	floor     uint64 // read-your-writes: the first fill must reach it
-	failures  int    // consecutive failed requests
-	lastErr   error
-	listeners map[int]func(*Snapshot)
-	nextID    int
 
 	balMu     sync.Mutex // guards balancers and built
 	balancers []*balancer.Balancer
@@ -67,20 +59,11 @@ type Service struct {
 	picks, pickErrs atomic.Uint64 // by its Transports (metrics.go)
 }
 
-// published is a snapshot and the channel closed when it is replaced by a
-// different one.
-type published struct {
-	snap    *Snapshot
-	modify  uint64              // the answer's modify_index: same content when equal
-	held    []balancer.Endpoint // quarantined: balancers keep them until holdEnd
-	holdEnd time.Time
-	changed chan struct{}
-}
-
 func newService(c *Client, name string) *Service {
-	s := &Service{c: c, name: name, path: c.tenantPath("/services/" + url.PathEscape(name)),
-		filled: make(chan struct{}), kick: make(chan struct{}, 1), listeners: map[int]func(*Snapshot){}}
-	s.pub.Store(&published{snap: &Snapshot{Service: name}, changed: make(chan struct{})})
+	s := &Service{c: c, name: name, path: c.tenantPath("/services/" + url.PathEscape(name)), kick: make(chan struct{}, 1),
+		cache: watchcache.New(watchcache.Config{Service: name, Quarantine: c.cfg.conn.quarantine, Logger: c.log})}
+	s.filled = s.cache.Filled()
+	s.cache.Listen(func(*watchcache.View) { s.rebuildSoon() })
 	return s
 }
 
@@ -104,41 +87,34 @@ func (s *Service) stop() { s.cancel() }
 // Name is the service's name.
 func (s *Service) Name() string { return s.name }
 
-func (s *Service) current() (*Snapshot, <-chan struct{}) {
-	p := s.pub.Load()
-	return p.snap, p.changed
+// current returns the cache's view, and the channel closed when a change
+// replaces it.
+func (s *Service) current() (*watchcache.View, <-chan struct{}) {
+	v := s.cache.View()
+	return v, v.Changed()
 }
 
-func (s *Service) lastError() error {
-	s.applyMu.Lock()
-	defer s.applyMu.Unlock()
-	return s.lastErr
+// snapshotOf is v as a Snapshot.
+func snapshotOf(v *watchcache.View) Snapshot {
+	return Snapshot{Service: v.Service, Index: v.Index, Instances: v.Instances, Master: v.Master, Policy: v.Policy,
+		Stale: v.Stale, Synced: v.Synced, Quarantined: v.Quarantined, pos: position(v.Epoch, v.Index)}
 }
+
+func (s *Service) lastError() error { return s.cache.Err() }
 
 // raiseFloor makes the first fill wait for a position (read-your-writes).
 func (s *Service) raiseFloor(pos uint64) {
-	s.applyMu.Lock()
-	defer s.applyMu.Unlock()
-	s.floor = max(s.floor, pos)
+	s.cache.RaiseFloor(watchcache.Pos{Epoch: epochOf(pos), Index: indexOf(pos)})
 }
 
-// listen calls fn with every new snapshot (under the apply lock, in order)
-// and with the current one if filled; the returned func stops it.
+// listen calls fn with every new content's snapshot (under the cache's
+// lock, in order) and with the current one if filled; the returned func
+// stops it.
 func (s *Service) listen(fn func(*Snapshot)) func() {
-	s.applyMu.Lock()
-	defer s.applyMu.Unlock()
-	id := s.nextID
-	s.nextID++
-	s.listeners[id] = fn
-	if s.isFilled {
-		snap, _ := s.current()
-		fn(snap)
-	}
-	return func() {
-		s.applyMu.Lock()
-		defer s.applyMu.Unlock()
-		delete(s.listeners, id)
-	}
+	return s.cache.Listen(func(v *watchcache.View) {
+		snap := snapshotOf(v)
+		fn(&snap)
+	})
 }
 
 // run is the watch loop.
@@ -156,11 +132,11 @@ func (s *Service) run(ctx context.Context) {
 			s.runStream(ctx) // cache_stream.go
 			return
 		}
-		snap, _ := s.current()
+		v := s.cache.View()
 		req := transport.Request{Method: http.MethodGet, Path: s.path, Server: server}
 		if s.filledNow() {
-			req.Path += "?index=" + strconv.FormatUint(indexOf(snap.pos), 10) + "&wait=" + strconv.FormatInt(wait.Milliseconds(), 10)
-			if e := epochOf(snap.pos); e > 0 {
+			req.Path += "?index=" + strconv.FormatUint(v.Index, 10) + "&wait=" + strconv.FormatInt(wait.Milliseconds(), 10)
+			if e := v.Epoch; e > 0 {
 				// A server of another epoch answers at once.
 				req.Path += "&epoch=" + strconv.FormatUint(e, 10)
 			}
@@ -192,7 +168,7 @@ func (s *Service) run(ctx context.Context) {
 			}
 			continue
 		}
-		switch s.apply(r, resp.Epoch(), time.Now()) {
+		switch s.apply(r, resp.Epoch()) {
 		case applied:
 			j.Reset()
 			server, consistent = resp.Server, false
@@ -226,156 +202,27 @@ func (s *Service) filledNow() bool {
 // failed records a failed watch request: after every server failed in a
 // row the snapshot is marked stale (and kept).
 func (s *Service) failed(err error) {
-	s.applyMu.Lock()
-	defer s.applyMu.Unlock()
-	s.failures++
-	s.lastErr = err
-	if s.failures < len(s.c.tr.Servers()) && !errors.Is(err, transport.ErrNoServer) {
-		return
+	servers := len(s.c.tr.Servers())
+	if errors.Is(err, transport.ErrNoServer) {
+		servers = 1 // none to ask
 	}
-	p := s.pub.Load()
-	if p.snap.Stale || !s.isFilled {
-		return
-	}
-	s.c.log.Warn("service watch failing: serving the last known membership", "service", s.name, "err", err)
-	next := *p.snap
-	next.Stale = true
-	s.publishLocked(&published{snap: &next, modify: p.modify, held: p.held, holdEnd: p.holdEnd}, true)
+	s.cache.Failed(err, servers)
 }
 
-type outcome int
+// outcome is what an apply did, a Service's or a Config's (config.go).
+type outcome = watchcache.Outcome
 
 const (
-	applied outcome = iota + 1
-	older
-	belowFloor
+	applied    = watchcache.Applied
+	older      = watchcache.Older
+	belowFloor = watchcache.BelowFloor
 )
 
-// apply applies one answer, of the tenant's epoch, atomically, if it is not
-// older than the cache.
-func (s *Service) apply(r *api.ServiceResponse, epoch uint64, now time.Time) outcome {
-	s.applyMu.Lock()
-	defer s.applyMu.Unlock()
-	p := s.pub.Load()
-	old := p.snap
-	pos := position(epoch, r.Index)
-	switch {
-	case s.isFilled && pos < old.pos:
-		return older
-	case !s.isFilled && pos < s.floor:
-		return belowFloor
-	}
-	s.failures, s.lastErr = 0, nil
-	if s.isFilled && r.ModifyIndex == p.modify && epochOf(pos) == epochOf(old.pos) {
-		// Same content: a wait that ended, or a refresh.
-		next := *old
-		next.pos = max(pos, old.pos)
-		next.Index, next.Synced, next.Stale = indexOf(next.pos), now, false
-		s.publishLocked(&published{snap: &next, modify: p.modify, held: p.held, holdEnd: p.holdEnd}, old.Stale)
-		return applied
-	}
-	if s.isFilled && epochOf(pos) != epochOf(old.pos) {
-		s.c.log.Info("the tenant's Raft log started over (created again, or restored): following the new one",
-			"service", s.name, "epoch", epochOf(pos), "was", epochOf(old.pos))
-	}
-	slices.SortFunc(r.Instances, func(a, b api.Instance) int { return strings.Compare(a.ID, b.ID) })
-	next := &Snapshot{Service: s.name, Index: r.Index, pos: pos, Instances: r.Instances, Master: r.Master, Policy: r.Policy, Synced: now}
-	np := &published{snap: next, modify: r.ModifyIndex}
-	if s.isFilled {
-		np.held, np.holdEnd = s.quarantine(p, next, now)
-	}
-	for _, e := range np.held {
-		next.Quarantined = append(next.Quarantined, e.ID)
-	}
-	s.publishLocked(np, true)
-	if !s.isFilled {
-		s.isFilled = true
-		close(s.filled)
-	}
-	for _, fn := range s.listeners {
-		fn(next)
-	}
-	select {
-	case s.kick <- struct{}{}:
-	default:
-	}
-	return applied
-}
-
-// quarantine returns the endpoints balancers keep after the update from
-// p to next: those already held that are neither back nor due, and, when
-// more than half of p's ready endpoints (at least two) vanished at once,
-// those.
-func (s *Service) quarantine(p *published, next *Snapshot, now time.Time) ([]balancer.Endpoint, time.Time) {
-	q := s.c.cfg.conn.quarantine
-	if q <= 0 {
-		return nil, time.Time{}
-	}
-	present := func(id string) bool { // next.Instances is sorted by ID
-		_, ok := slices.BinarySearchFunc(next.Instances, id, func(in api.Instance, id string) int { return strings.Compare(in.ID, id) })
-		return ok
-	}
-	var held []balancer.Endpoint
-	end := p.holdEnd
-	for _, e := range p.held {
-		if !present(e.ID) && now.Before(p.holdEnd) {
-			held = append(held, e)
-		}
-	}
-	// Count first: the endpoints are made only for a mass removal.
-	before, vanished := 0, 0
-	for _, in := range p.snap.Instances {
-		if pickable(in) {
-			before++
-			if !present(in.ID) {
-				vanished++
-			}
-		}
-	}
-	if vanished >= 2 && 2*vanished > before {
-		s.c.log.Warn("mass removal: balancers keep the vanished instances for a quarantine",
-			"service", s.name, "vanished", vanished, "of", before, "quarantine", q)
-		for _, e := range endpoints(p.snap.Instances) {
-			if !present(e.ID) {
-				held = append(held, e)
-			}
-		}
-		end = now.Add(q)
-	}
-	if len(held) == 0 {
-		return nil, time.Time{}
-	}
-	return held, end
-}
-
-// endQuarantine drops the held endpoints once their quarantine is over.
-func (s *Service) endQuarantine(now time.Time) {
-	s.applyMu.Lock()
-	defer s.applyMu.Unlock()
-	p := s.pub.Load()
-	if len(p.held) == 0 || now.Before(p.holdEnd) {
-		return
-	}
-	next := *p.snap
-	next.Quarantined = nil
-	s.publishLocked(&published{snap: &next, modify: p.modify}, true)
-	select {
-	case s.kick <- struct{}{}:
-	default:
-	}
-}
-
-// publishLocked makes np current; notify wakes watchers.
-func (s *Service) publishLocked(np *published, notify bool) {
-	p := s.pub.Load()
-	if !notify {
-		np.changed = p.changed
-		s.pub.Store(np)
-		return
-	}
-	np.changed = make(chan struct{})
-	s.pub.Store(np)
-	close(p.changed)
+// apply applies one answer, of the tenant's epoch, if it is not older than
+// the cache. An epoch no position can hold (a broken server's) is taken as
+// 0, as position does.
+func (s *Service) apply(r *api.ServiceResponse, epoch uint64) outcome {
+	return s.cache.Apply(r, epochOf(position(epoch, 0)))
 }
 
 // refresh brings the cache to at least a position (read-your-writes): one plain
@@ -433,7 +280,7 @@ func (s *Service) Sync(ctx context.Context) error {
 		}
 		// older: the cache holds a later position, which includes all that
 		// this answer does.
-		if s.apply(r, resp.Epoch(), time.Now()) != belowFloor {
+		if s.apply(r, resp.Epoch()) != belowFloor {
 			return nil
 		}
 		// Below a write of this Client's, though linearizable: only a
@@ -456,7 +303,7 @@ func (s *Service) fetch(ctx context.Context, pos uint64) error {
 			return err
 		}
 		if position(resp.Epoch(), r.Index) >= pos {
-			s.apply(r, resp.Epoch(), time.Now())
+			s.apply(r, resp.Epoch())
 			return nil
 		}
 		path = s.path + "?consistent=true"
@@ -497,14 +344,25 @@ func (s *Service) publish(ctx context.Context) {
 		case now := <-debounce.C:
 			burst, last = time.Time{}, now
 			s.rebuild()
-		case now := <-hold.C:
-			s.endQuarantine(now)
+		case <-hold.C:
+			if s.cache.EndQuarantine() {
+				s.rebuildSoon()
+			}
 		}
-		if p := s.pub.Load(); len(p.held) > 0 {
-			hold.Reset(time.Until(p.holdEnd))
+		if end := s.cache.View().HoldEnd(); !end.IsZero() {
+			hold.Reset(time.Until(end))
 		} else {
 			hold.Stop()
 		}
+	}
+}
+
+// rebuildSoon tells publish that the balancers' endpoints may have
+// changed.
+func (s *Service) rebuildSoon() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -516,8 +374,8 @@ func (s *Service) rebuild() {
 		s.built = nil // Balancer makes them when asked
 		return
 	}
-	eps := s.endpoints()
-	if s.built != nil && slices.EqualFunc(eps, s.built, sameEndpoint) {
+	eps := s.cache.View().Endpoints()
+	if s.built != nil && slices.EqualFunc(eps, s.built, watchcache.SameEndpoint) {
 		return
 	}
 	s.built = eps
@@ -525,25 +383,6 @@ func (s *Service) rebuild() {
 		b.Update(eps)
 	}
 	s.rebuilds.Add(1)
-}
-
-// endpoints returns what balancers pick from now: the current snapshot's
-// pickable instances and the endpoints held in quarantine.
-func (s *Service) endpoints() []balancer.Endpoint {
-	p := s.pub.Load()
-	return append(endpoints(p.snap.Instances), p.held...)
-}
-
-func sameEndpoint(a, b balancer.Endpoint) bool {
-	if a.ID != b.ID || a.Address != b.Address || a.Zone != b.Zone || a.Weight != b.Weight || len(a.Meta) != len(b.Meta) {
-		return false
-	}
-	for k, v := range a.Meta {
-		if w, ok := b.Meta[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }
 
 // sleep waits d or until ctx ends; false when ctx ended.

@@ -3,6 +3,7 @@ package sdk
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"slices"
 	"testing"
 	"testing/synctest"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/rafting/rafting/api"
 	"github.com/rafting/rafting/balancer"
+	"github.com/rafting/rafting/sdk/internal/watchcache"
 )
 
 func answer(index uint64, instances ...api.Instance) *api.ServiceResponse {
@@ -18,12 +20,6 @@ func answer(index uint64, instances ...api.Instance) *api.ServiceResponse {
 
 func ready(id string) api.Instance {
 	return api.Instance{ID: id, Address: id + ":1", State: api.StateReady, Weight: 100}
-}
-
-func draining(id string) api.Instance {
-	in := ready(id)
-	in.State = api.StateDraining
-	return in
 }
 
 func pickedIDs(b *balancer.Balancer) []string {
@@ -35,64 +31,45 @@ func pickedIDs(b *balancer.Balancer) []string {
 	return out
 }
 
-// TestQuarantine: an answer removing more than half of the ready
-// instances at once keeps them in balancers for the quarantine; drained
-// instances, small removals and returning instances are applied at once.
+// TestQuarantine: the Service's balancers keep the instances a mass
+// removal took for the quarantine (watchcache's rules), and drop them
+// exactly when it ends, by the publisher's timer, with no answer needed.
 func TestQuarantine(t *testing.T) {
-	c := testClient()
-	c.cfg.conn.quarantine = 10 * time.Second
-	s := newService(c, "s")
-	now := time.Now()
-	if got := s.apply(answer(10, ready("a"), ready("b"), ready("c"), ready("d")), 0, now); got != applied {
-		t.Fatalf("first fill: %v", got)
-	}
-	b := s.Balancer(nil)
-	// One of four vanishes: applied at once.
-	s.apply(answer(11, ready("a"), ready("b"), ready("c")), 0, now)
-	s.rebuild()
-	if got := pickedIDs(b); !slices.Equal(got, []string{"a", "b", "c"}) {
-		t.Fatalf("after a small removal the balancer holds %v", got)
-	}
-	// Two of three vanish at once: quarantined.
-	s.apply(answer(12, ready("a")), 0, now)
-	s.rebuild()
-	snap := s.Snapshot()
-	if got := ids(snap.Instances); !slices.Equal(got, []string{"a"}) {
-		t.Fatalf("the snapshot shows %v, want the truth [a]", got)
-	}
-	if !slices.Equal(snap.Quarantined, []string{"b", "c"}) {
-		t.Fatalf("Quarantined = %v, want [b c]", snap.Quarantined)
-	}
-	if got := pickedIDs(b); !slices.Equal(got, []string{"a", "b", "c"}) {
-		t.Fatalf("during the quarantine the balancer holds %v, want [a b c]", got)
-	}
-	// b comes back (draining): it leaves the quarantine and the balancer.
-	s.apply(answer(13, ready("a"), draining("b")), 0, now.Add(time.Second))
-	s.rebuild()
-	if got := pickedIDs(b); !slices.Equal(got, []string{"a", "c"}) {
-		t.Fatalf("after b drained the balancer holds %v, want [a c]", got)
-	}
-	// An older answer is dropped.
-	if got := s.apply(answer(5), 0, now); got != older || s.Index() != 13 {
-		t.Fatalf("older answer: %v, index %d", got, s.Index())
-	}
-	// The quarantine ends.
-	s.endQuarantine(now.Add(9 * time.Second))
-	if len(s.Snapshot().Quarantined) != 1 {
-		t.Fatal("the quarantine ended early")
-	}
-	s.endQuarantine(now.Add(10 * time.Second))
-	s.rebuild()
-	if got := pickedIDs(b); !slices.Equal(got, []string{"a"}) || len(s.Snapshot().Quarantined) != 0 {
-		t.Fatalf("after the quarantine the balancer holds %v", got)
-	}
-	// A mass drain is intentional: applied at once.
-	s.apply(answer(20, ready("a"), ready("b"), ready("c")), 0, now)
-	s.apply(answer(21, ready("a"), draining("b"), draining("c")), 0, now)
-	s.rebuild()
-	if got := pickedIDs(b); !slices.Equal(got, []string{"a"}) {
-		t.Fatalf("after a mass drain the balancer holds %v, want [a]", got)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		c := testClient()
+		c.cfg.conn.quarantine = 10 * time.Second
+		c.cfg.conn.debounce = 0
+		s := newService(c, "s")
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); s.publish(ctx) }()
+		defer func() { cancel(); <-done }()
+		b := s.Balancer(nil)
+		s.apply(answer(10, ready("a"), ready("b"), ready("c")), 0)
+		synctest.Wait()
+		if got := pickedIDs(b); !slices.Equal(got, []string{"a", "b", "c"}) {
+			t.Fatalf("after the first fill the balancer holds %v", got)
+		}
+		s.apply(answer(11, ready("a")), 0)
+		synctest.Wait()
+		snap := s.Snapshot()
+		if got := ids(snap.Instances); !slices.Equal(got, []string{"a"}) || !slices.Equal(snap.Quarantined, []string{"b", "c"}) {
+			t.Fatalf("the snapshot shows %v, quarantined %v; want the truth [a], [b c]", got, snap.Quarantined)
+		}
+		if got := pickedIDs(b); !slices.Equal(got, []string{"a", "b", "c"}) {
+			t.Fatalf("during the quarantine the balancer holds %v, want [a b c]", got)
+		}
+		time.Sleep(10*time.Second - time.Nanosecond)
+		synctest.Wait()
+		if got := pickedIDs(b); !slices.Equal(got, []string{"a", "b", "c"}) {
+			t.Fatalf("a nanosecond before the quarantine's end the balancer holds %v, want [a b c]", got)
+		}
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		if got := pickedIDs(b); !slices.Equal(got, []string{"a"}) || len(s.Snapshot().Quarantined) != 0 {
+			t.Fatalf("at the quarantine's end the balancer holds %v, quarantined %v; want [a], none", got, s.Snapshot().Quarantined)
+		}
+	})
 }
 
 func ids(ins []api.Instance) []string {
@@ -121,7 +98,7 @@ func TestDebounce(t *testing.T) {
 		update := func() {
 			idx++
 			ins := []api.Instance{ready("a"), ready(fmt.Sprint("i", idx))} // a new list every time
-			s.apply(answer(idx, ins...), 0, time.Now())
+			s.apply(answer(idx, ins...), 0)
 		}
 		update()
 		synctest.Wait()
@@ -159,27 +136,83 @@ func TestDebounce(t *testing.T) {
 	})
 }
 
-// TestEpochs: an answer of a higher epoch (the tenant's Raft log started
-// over) is newer than any of a lower one, whatever their indexes, even
-// with the same modify index; an answer of a lower epoch is older.
+// TestEpochs: the Service hands the cache each answer's epoch as its
+// positions hold it — one no position can hold (a broken server's) as 0 —
+// and its snapshots carry the epoch and index as a position.
 func TestEpochs(t *testing.T) {
 	s := newService(testClient(), "s")
-	now := time.Now()
-	if got := s.apply(answer(50, ready("a"), ready("b")), 1, now); got != applied {
-		t.Fatalf("first answer: %v", got)
+	if got := s.apply(answer(50, ready("a"), ready("b")), 1<<30); got != applied || s.position() != 50 {
+		t.Fatalf("an answer of epoch 2^30: %v, position %d, want applied at 50 (epoch 0)", got, s.position())
 	}
-	same := answer(7, ready("c"))
-	same.ModifyIndex = 50
-	if got := s.apply(same, 2, now); got != applied || s.Index() != 7 || !slices.Equal(ids(s.Snapshot().Instances), []string{"c"}) {
-		t.Fatalf("an answer of the next epoch: %v, index %d, instances %v", got, s.Index(), ids(s.Snapshot().Instances))
+	if got := s.apply(answer(7, ready("c")), 2); got != applied || s.Index() != 7 || !slices.Equal(ids(s.Snapshot().Instances), []string{"c"}) {
+		t.Fatalf("an answer of epoch 2: %v, index %d, instances %v", got, s.Index(), ids(s.Snapshot().Instances))
 	}
-	if got := s.apply(answer(60, ready("a")), 1, now); got != older || s.Index() != 7 {
+	if got := s.apply(answer(60, ready("a")), 1); got != older || s.Index() != 7 {
 		t.Fatalf("an answer of the old epoch: %v, index %d", got, s.Index())
 	}
-	if got := s.apply(answer(6, ready("d")), 2, now); got != older {
-		t.Fatalf("an older answer of the new epoch: %v", got)
+	if p := position(2, 7); s.position() != p || s.Snapshot().pos != p || epochOf(p) != 2 || indexOf(p) != 7 || position(1<<30, 7) != 7 {
+		t.Fatalf("position %d, snapshot's %d, want %d", s.position(), s.Snapshot().pos, p)
 	}
-	if p := position(2, 7); s.position() != p || epochOf(p) != 2 || indexOf(p) != 7 || position(1<<30, 7) != 7 {
-		t.Fatalf("position %d, want %d", s.position(), p)
+}
+
+// TestSnapshotOfEveryField: every field of Snapshot is filled from the
+// cache's view (snapshotOf), so that a field added to one and not the
+// other fails here rather than reading as zero.
+func TestSnapshotOfEveryField(t *testing.T) {
+	v := &watchcache.View{Pos: watchcache.Pos{Epoch: 3}}
+	vv := reflect.ValueOf(v).Elem()
+	st := reflect.TypeFor[Snapshot]()
+	for i := range st.NumField() {
+		f := st.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		vf := vv.FieldByName(f.Name)
+		if !vf.IsValid() || vf.Type() != f.Type {
+			t.Fatalf("watchcache.View has no field %s of type %s: snapshotOf cannot fill Snapshot.%s", f.Name, f.Type, f.Name)
+		}
+		fill(t, vf, i+1)
+	}
+	snap := reflect.ValueOf(snapshotOf(v))
+	for i := range st.NumField() {
+		if f := st.Field(i); f.IsExported() && !reflect.DeepEqual(snap.Field(i).Interface(), vv.FieldByName(f.Name).Interface()) {
+			t.Errorf("snapshotOf does not copy %s: %v, want %v", f.Name, snap.Field(i), vv.FieldByName(f.Name))
+		}
+	}
+	if got := snapshotOf(v).pos; got != position(3, v.Index) {
+		t.Errorf("snapshotOf's pos = %d, want %d", got, position(3, v.Index))
+	}
+}
+
+// fill sets v, and what it holds, to values that are not zero.
+func fill(t *testing.T, v reflect.Value, n int) {
+	t.Helper()
+	switch {
+	case v.Type() == reflect.TypeFor[time.Time]():
+		v.Set(reflect.ValueOf(time.Unix(int64(n), 0)))
+	case v.Kind() == reflect.String:
+		v.SetString(fmt.Sprint("s", n))
+	case v.Kind() == reflect.Bool:
+		v.SetBool(true)
+	case v.CanUint():
+		v.SetUint(uint64(n))
+	case v.CanInt():
+		v.SetInt(int64(n))
+	case v.Kind() == reflect.Pointer:
+		v.Set(reflect.New(v.Type().Elem()))
+		fill(t, v.Elem(), n)
+	case v.Kind() == reflect.Slice:
+		v.Set(reflect.MakeSlice(v.Type(), 1, 1))
+		fill(t, v.Index(0), n)
+	case v.Kind() == reflect.Map:
+		v.Set(reflect.MakeMap(v.Type()))
+	case v.Kind() == reflect.Struct:
+		for i := range v.NumField() {
+			if v.Type().Field(i).IsExported() {
+				fill(t, v.Field(i), n*10+i)
+			}
+		}
+	default:
+		t.Fatalf("a %s: teach fill to set it", v.Type())
 	}
 }

@@ -68,6 +68,6 @@ func (s *Service) runStream(ctx context.Context) {
 // streamWatch hands a stream watch's services to the cache.
 type streamWatch struct{ s *Service }
 
-func (h streamWatch) Update(r *api.ServiceResponse, epoch uint64) { h.s.apply(r, epoch, time.Now()) }
+func (h streamWatch) Update(r *api.ServiceResponse, epoch uint64) { h.s.apply(r, epoch) }
 
 func (h streamWatch) Failed(err error) { h.s.failed(err) }

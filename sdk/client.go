@@ -311,7 +311,7 @@ func (c *Client) watch(name string, minIndex uint64) (*Service, error) {
 	s := c.services[name]
 	if s == nil {
 		s = newService(c, name)
-		s.floor = max(minIndex, c.floors[name])
+		s.raiseFloor(max(minIndex, c.floors[name]))
 		delete(c.floors, name)
 		c.services[name] = s
 		s.start(&c.wg)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/rafting/rafting/api"
 	"github.com/rafting/rafting/balancer"
+	"github.com/rafting/rafting/sdk/internal/watchcache"
 )
 
 // The wire fields of an instance are defined once, in api.Instance; the
@@ -72,20 +73,20 @@ func TestEveryInstanceFieldTakesTheFastPath(t *testing.T) {
 
 // TestEveryEndpointFieldReachesTheBalancer: each field of
 // balancer.Endpoint is filled from the instance (endpoints) and counted by
-// the cache's comparison (sameEndpoint): endpoints that differ in any one
+// the cache's comparison (watchcache.SameEndpoint): endpoints that differ in any one
 // field are not the same, so the balancers are updated.
 func TestEveryEndpointFieldReachesTheBalancer(t *testing.T) {
 	var in api.Instance
 	setEvery(t, reflect.ValueOf(&in).Elem(), 1)
 	in.State = api.StateReady // pickable
-	eps := endpoints([]api.Instance{in})
+	eps := watchcache.Endpoints([]api.Instance{in})
 	if len(eps) != 1 {
-		t.Fatalf("endpoints(a ready instance of weight %d) = %v", in.Weight, eps)
+		t.Fatalf("watchcache.Endpoints(a ready instance of weight %d) = %v", in.Weight, eps)
 	}
 	ep := reflect.ValueOf(eps[0])
 	for i := range ep.NumField() {
 		if ep.Field(i).IsZero() {
-			t.Errorf("balancer.Endpoint.%s is not filled from the instance (service.go, endpoints)", ep.Type().Field(i).Name)
+			t.Errorf("balancer.Endpoint.%s is not filled from the instance (watchcache.Endpoints)", ep.Type().Field(i).Name)
 		}
 	}
 	var a balancer.Endpoint
@@ -100,8 +101,8 @@ func TestEveryEndpointFieldReachesTheBalancer(t *testing.T) {
 		var other balancer.Endpoint
 		setEvery(t, reflect.ValueOf(&other).Elem(), 2)
 		one.Field(i).Set(reflect.ValueOf(other).Field(i))
-		if sameEndpoint(a, b) {
-			t.Errorf("sameEndpoint (cache.go) does not tell endpoints apart by %s", ep.Type().Field(i).Name)
+		if watchcache.SameEndpoint(a, b) {
+			t.Errorf("watchcache.SameEndpoint does not tell endpoints apart by %s", ep.Type().Field(i).Name)
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/rafting/rafting/api"
 	"github.com/rafting/rafting/balancer"
+	"github.com/rafting/rafting/sdk/internal/watchcache"
 )
 
 // Snapshot is one consistent state of a service as the cache holds it.
@@ -71,10 +72,7 @@ func (s Snapshot) Instance(id string) (api.Instance, bool) {
 }
 
 // Snapshot returns the service's current snapshot.
-func (s *Service) Snapshot() Snapshot {
-	snap, _ := s.current()
-	return *snap
-}
+func (s *Service) Snapshot() Snapshot { return snapshotOf(s.cache.View()) }
 
 // Instances returns a copy of every registered instance, whatever its
 // state, sorted by ID.
@@ -100,8 +98,8 @@ func (s *Service) Index() uint64 {
 
 // position is the current snapshot's position (see position).
 func (s *Service) position() uint64 {
-	snap, _ := s.current()
-	return snap.pos
+	v := s.cache.View()
+	return position(v.Epoch, v.Index)
 }
 
 // Stale reports whether the servers are not answering this service's
@@ -146,7 +144,7 @@ func (s *Service) Balancer(p balancer.Policy) *balancer.Balancer {
 // others. The first call makes it, and has every new snapshot tell it how
 // many instances are not ready, for its error.
 //
-// Lock order: balMu, then applyMu (listen), then the Balancer's.
+// Lock order: balMu, then the cache's (Listen), then the Balancer's.
 func (s *Service) leader() *balancer.Balancer {
 	s.balMu.Lock()
 	defer s.balMu.Unlock()
@@ -155,15 +153,16 @@ func (s *Service) leader() *balancer.Balancer {
 	}
 	b := balancer.New(nil, balancer.WithName(fmt.Sprintf("sdk: service %q", s.name)))
 	if s.built == nil {
-		s.built = s.endpoints()
+		s.built = s.cache.View().Endpoints()
 	}
 	snap, _ := s.current()
 	b.SetNotReady(notReady(snap.Instances))
 	b.Update(s.built)
 	s.balancers = append(s.balancers, b)
-	// Called under applyMu with each new snapshot, before the balancers
-	// are rebuilt from it (debounced); lives as long as the Service.
-	s.listen(func(snap *Snapshot) { b.SetNotReady(notReady(snap.Instances)) })
+	// Called under the cache's lock with each new content, before the
+	// balancers are rebuilt from it (debounced); lives as long as the
+	// Service.
+	s.cache.Listen(func(v *watchcache.View) { b.SetNotReady(notReady(v.Instances)) })
 	return b
 }
 
@@ -171,7 +170,7 @@ func (s *Service) leader() *balancer.Balancer {
 func notReady(ins []api.Instance) int {
 	n := 0
 	for _, in := range ins {
-		if !pickable(in) {
+		if !watchcache.Pickable(in) {
 			n++
 		}
 	}
@@ -188,14 +187,14 @@ func notReady(ins []api.Instance) int {
 //	}
 func (s *Service) Watch(ctx context.Context) iter.Seq[Snapshot] {
 	return func(yield func(Snapshot) bool) {
-		var last *Snapshot
+		var last *watchcache.View
 		for {
-			snap, changed := s.current()
-			if snap != last {
-				if !yield(*snap) {
+			v, changed := s.current()
+			if v != last {
+				if !yield(snapshotOf(v)) {
 					return
 				}
-				last = snap
+				last = v
 			}
 			select {
 			case <-changed:
@@ -206,18 +205,4 @@ func (s *Service) Watch(ctx context.Context) iter.Seq[Snapshot] {
 			}
 		}
 	}
-}
-
-// pickable reports whether balancers may pick in.
-func pickable(in api.Instance) bool { return in.State == api.StateReady && in.Weight > 0 }
-
-// endpoints turns instances into balancer endpoints: the pickable ones.
-func endpoints(ins []api.Instance) []balancer.Endpoint {
-	out := make([]balancer.Endpoint, 0, len(ins))
-	for _, in := range ins {
-		if pickable(in) {
-			out = append(out, balancer.Endpoint{ID: in.ID, Address: in.Address, Zone: in.Zone, Weight: in.Weight, Meta: in.Meta})
-		}
-	}
-	return out
 }

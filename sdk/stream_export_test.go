@@ -13,8 +13,8 @@ func OnStream(c *Client) bool { return c.stream != nil }
 
 // Position is the cache's index and epoch.
 func Position(s *Service) (index, epoch uint64) {
-	snap, _ := s.current()
-	return indexOf(snap.pos), epochOf(snap.pos)
+	pos := s.position()
+	return indexOf(pos), epochOf(pos)
 }
 
 // StreamStats is what a Client's stream did: watches accepted, snapshots
