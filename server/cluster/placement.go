@@ -539,7 +539,7 @@ func (n *Node) plan(now time.Time) {
 			continue // a restore writes through the replicas it found
 		}
 		holders := rec.NodesOf()
-		var onDead uint64
+		var onDead, stray uint64
 		liveVoters := 0
 		for rid, rep := range rec.Replicas {
 			switch {
@@ -547,11 +547,21 @@ func (n *Node) plan(now time.Time) {
 				if onDead == 0 || rid < onDead {
 					onDead = rid
 				}
-			case !rep.NonVoting:
+			case rep.NonVoting:
+				// Outside a move: its move ended unfinished when the node
+				// of the replica it was to replace was removed. It would
+				// stay non-voting for good, the shard one voter short and
+				// its node counted as a holder.
+				if stray == 0 || rid < stray {
+					stray = rid
+				}
+			default:
 				liveVoters++
 			}
 		}
 		switch {
+		case stray != 0 && len(rec.Replicas) > 1:
+			start(rec, 0, stray, "non-voting outside a move") // then a repair adds a voter
 		case onDead != 0 || liveVoters < want:
 			pick := fsm.Place(free(live, holders), holders, 1, load, zones)
 			if len(pick) == 0 {
