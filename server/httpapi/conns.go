@@ -76,7 +76,8 @@ func Limit(ln net.Listener, lim ConnLimits) net.Listener {
 		lim.MaxPerTenant = max(1, lim.MaxTotal*9/10)
 	}
 	l := &limitedListener{Listener: ln, c: &connCounts{lim: lim, perAddr: map[string]*list.List{}, perTenant: map[string]int{},
-		parking: parking{byConn: map[*limitedConn]*parked{}, next: map[string]time.Time{}, count: map[string]int{}}},
+		parking: parking{byConn: map[*limitedConn]*parked{}, next: map[string]time.Time{}, count: map[string]int{},
+			waiting: map[string]int{}}},
 		ready: make(chan net.Conn, 64), closing: make(chan struct{}), ended: make(chan struct{})}
 	l.c.hand = l.handBack
 	if w, err := newWaiter(l.handOn); err == nil {

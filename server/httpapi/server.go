@@ -436,9 +436,10 @@ func (s *Server) authorize(r *http.Request, a access, isLane, write bool) (ident
 // rates before sending it, on average (each hold is drawn from half of it
 // to one and a half), MaxHeld how many it holds at once, and
 // MaxHeldPerKey how many of them one tenant or one unauthenticated source
-// address may take (past either, an HTTP/1 connection is parked: park;
-// another is ended). A key's refusals are answered at most
-// MaxHeldPerKey/RateLimitHold + 1/ParkGap a second on a node (506): 64
+// address may take (past either, an HTTP/1 connection is parked: park; an
+// HTTP/2 stream waits its turn: waitTurn). A key's refusals are answered
+// at most MaxHeldPerKey/RateLimitHold + 1/ParkGap a second on a node
+// (506), over HTTP/1 and HTTP/2 alike: 64
 // rather than 256 halved what a tenant over its rate from 1,500
 // connections cost the servers (attack pattern 5, quick run: 2,333 → 1,114
 // refusals a second, 94 → 77 % of a core; benchmarks/NOTES.md).
@@ -492,11 +493,15 @@ func (p *holdPool) give(key string) {
 // address) holds at most MaxHeldPerKey of them. A refusal that finds no
 // hold free is not answered at once — that would let a flood go on at the
 // rate the node can refuse — but ends its connection (the client pays a
-// new handshake, and the connection limits bound those).
+// new handshake, and the connection limits bound those), unless tarpitOn
+// can park it or make it wait.
 func (s *Server) tarpit(r *http.Request, who identity, err error) { s.tarpitOn(nil, r, who, err) }
 
 // tarpitOn is tarpit for a request answered on w (nil: unknown): past the
-// holds its connection is parked, when it can be (park), not ended.
+// holds its HTTP/1 connection is parked, when it can be (park), and its
+// HTTP/2 stream waits its turn (waitTurn), rather than the connection be
+// ended. A client stream's own refusals (w nil) are not: they end the
+// operation, never the stream's connection.
 func (s *Server) tarpitOn(w http.ResponseWriter, r *http.Request, who identity, err error) {
 	var e *api.Error
 	if !errors.As(err, &e) || e.Code != api.CodeRateLimited {
@@ -507,10 +512,13 @@ func (s *Server) tarpitOn(w http.ResponseWriter, r *http.Request, who identity, 
 		key = "t:" + who.tenant
 	}
 	if !s.holds.take(key) {
+		if w != nil && r.ProtoMajor == 2 && s.waitTurn(r, key) {
+			return // the caller answers, in the key's turn
+		}
 		if w != nil {
 			s.park(w, r, key, err)
 		}
-		panic(http.ErrAbortHandler) // net/http closes the connection (unless parked), logging nothing
+		panic(http.ErrAbortHandler) // net/http closes the connection (unless parked) or resets the stream, logging nothing
 	}
 	defer s.holds.give(key)
 	// Held answers spread over [RateLimitHold/2, 3·RateLimitHold/2): the
