@@ -223,7 +223,7 @@ func (s *scenario) replicaState(tn *tenant, id int, index uint64) string {
 		code, body, _, err := s.call(id, tn.token, http.MethodGet,
 			fmt.Sprintf("/v1/tenants/%s/services/%s?index=%d&wait=10ms", tn.name, svc, index), nil, 2*time.Second)
 		if err != nil || code != http.StatusOK {
-			return fmt.Sprintf("(%s: %d %v)", svc, code, err)
+			return fmt.Sprintf("(%s: %d %v %s)", svc, code, err, tail(string(body), 300))
 		}
 		var sr api.ServiceResponse
 		if err := json.Unmarshal(body, &sr); err != nil {
