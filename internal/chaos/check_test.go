@@ -159,3 +159,28 @@ func TestPlansCoverEveryKind(t *testing.T) {
 		}
 	}
 }
+
+// TestPlansKeepThreeServers: a plan removes a server only from four or
+// more (a join first on three), so that every tenant keeps its three
+// replicas.
+func TestPlansKeepThreeServers(t *testing.T) {
+	removals := 0
+	for seed := uint64(0); seed < 2000; seed++ {
+		p := NewPlan(seed, 8*time.Second)
+		n := p.Servers
+		for _, f := range p.Faults {
+			switch f.Kind {
+			case AddNode:
+				n++
+			case RemoveNode:
+				if n--; n < 3 {
+					t.Fatalf("seed %d: %v leaves %d servers:\n%v", seed, f, n, p)
+				}
+				removals++
+			}
+		}
+	}
+	if removals == 0 {
+		t.Fatal("no plan of 2,000 removes a server")
+	}
+}

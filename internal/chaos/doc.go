@@ -12,10 +12,11 @@
 // reach every server through their own, so every Raft link and every
 // client-to-server link can be cut, cut one way, made lossy or slow. The
 // faults (Kind) kill, pause and restart servers and members, partition
-// links, hand leadership over, replace a node, and make servers' wall
-// clocks jump an hour (the servers are built with -tags chaos, whose only
-// effect is server/session's wallSkew hook). The timeline is the seed's;
-// what the processes do in it varies from run to run.
+// links, hand leadership over, replace a node, join and remove nodes while
+// the other faults go on, and make servers' wall clocks jump an hour (the
+// servers are built with -tags chaos, whose only effect is
+// server/session's wallSkew hook). The timeline is the seed's; what the
+// processes do in it varies from run to run.
 //
 // Once the faults heal and the workload stops, the checkers run:
 //

@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rafting/rafting/api"
 	"github.com/rafting/rafting/internal/proctest"
 )
 
@@ -42,6 +44,7 @@ func (s *scenario) runFaults() {
 	sort.SliceStable(steps, func(a, b int) bool { return steps[a].at < steps[b].at })
 	began := time.Now()
 	act := map[int]*active{}
+	s.act = act
 	for _, st := range steps {
 		if st.at >= s.plan.Phase {
 			break
@@ -199,6 +202,12 @@ func (s *scenario) begin(f Fault) *active {
 	case ReplaceNode:
 		a.servers = s.replaceNode(f)
 		a.skipped = a.servers == nil
+	case AddNode:
+		a.servers = s.addNode(f)
+		a.skipped = a.servers == nil
+	case RemoveNode:
+		a.servers = s.removeNode(f)
+		a.skipped = a.servers == nil
 	case ClockJump:
 		// The skew shows in the stamps of a term a server begins: every
 		// server but the tenant's leader jumps, and the leader hands its
@@ -325,6 +334,11 @@ func (s *scenario) skewFile(id int) string { return filepath.Join(s.skewDir, fmt
 // cluster remove`, through another server) and joins a new one (--join).
 // It returns the removed and the added server, or nil when it could not.
 func (s *scenario) replaceNode(f Fault) []int {
+	s.removals.Wait() // exclusive: a RemoveNode's removal ends first
+	if !s.awaitSettled(20 * time.Second) {
+		s.note("replace-node: the placement is not settled")
+		return nil
+	}
 	ids := s.upIDs()
 	if len(s.cluster.Servers) >= s.net.maxID || len(ids) < 3 {
 		return nil
@@ -363,4 +377,205 @@ func contains(xs []int, x int) bool {
 		}
 	}
 	return false
+}
+
+// removeWithin bounds a RemoveNode's removal, the faults' healing
+// included: a removal that has not succeeded by then is a liveness
+// violation.
+const removeWithin = 60 * time.Second
+
+// addNode joins a fresh server (--join, a real process, through a server
+// the faults under way leave alone) while the other faults go on; it
+// stays. The join waits until the new server is ready, and this goroutine
+// runs the timeline, so nothing heals meanwhile. The new server is a
+// voting member of the meta shard from the join's first step, and starts
+// only once the join has answered, which takes a quorum that counts it:
+// so a join is made only when the servers no fault under way touches are
+// a quorum of the members with the new one (all three of three, four of
+// five), and after a removal under way (one membership change at a time).
+// It returns the added server, or nil when it could not.
+func (s *scenario) addNode(f Fault) []int {
+	if len(s.cluster.Servers) >= s.net.maxID {
+		return nil
+	}
+	if !s.awaitRemoval(10 * time.Second) {
+		s.note("add-node: a removal is still under way")
+		return nil
+	}
+	ids, clear := s.serverIDs(), s.clearIDs()
+	if len(clear) < (len(ids)+1)/2+1 {
+		s.note("add-node: only servers %v of %v are clear of faults, no quorum to join through", clear, ids)
+		return nil
+	}
+	added := s.cluster.Join(pick(clear, f.Peer))
+	s.mu.Lock()
+	s.servers = slices.Clone(s.cluster.Servers)
+	s.mu.Unlock()
+	return []int{added.ID}
+}
+
+// removeNode removes a running server from the cluster (DELETE
+// /v1/cluster/nodes/ID through another server, what `rafting cluster
+// remove` sends) while the other faults go on: in its own goroutine,
+// asking again through the running servers until it succeeds (heal waits
+// for it). Three servers stay: it is made on four or more, one at a time.
+// The removed server ends by itself (heal checks that it does). It
+// returns the server being removed, or nil when it could not.
+func (s *scenario) removeNode(f Fault) []int {
+	s.mu.Lock()
+	busy := s.removing != 0
+	s.mu.Unlock()
+	ids, up := s.serverIDs(), s.upIDs()
+	if busy || len(ids) < 4 || len(up) < 2 {
+		return nil
+	}
+	victim := pick(up, f.Server)
+	s.mu.Lock()
+	s.removing = victim
+	s.mu.Unlock()
+	s.removals.Go(func() { s.remove(victim, f.Peer) })
+	return []int{victim}
+}
+
+// remove asks the running servers other than victim, in turn from peer,
+// to remove it, until one answers success or removeWithin passes. It
+// first waits until the placement is settled, as an operator checks
+// `rafting cluster` first: a removal while shards are still short of a
+// replica (a join's or a removal's moves under way) takes some down to
+// one voter, and a fault then takes those down.
+func (s *scenario) remove(victim, peer int) {
+	defer func() {
+		s.mu.Lock()
+		s.removing = 0
+		s.mu.Unlock()
+	}()
+	deadline := time.Now().Add(removeWithin)
+	if !s.awaitSettled(removeWithin) {
+		s.violation("liveness", "", "removing node %d: the placement did not settle (every tenant on R voters, no move) within %v", victim, removeWithin)
+		return
+	}
+	var last string
+	for i := peer; ; i++ {
+		if via := others(s.upIDs(), victim); len(via) > 0 {
+			id := pick(via, i)
+			code, b, _, err := s.call(id, proctest.AdminToken, http.MethodDelete, fmt.Sprintf("/v1/cluster/nodes/%d", victim), nil, 10*time.Second)
+			if err == nil && code < 300 {
+				break
+			}
+			last = fmt.Sprintf("through %d: %d %s %v", id, code, b, err)
+		}
+		if time.Now().After(deadline) {
+			s.violation("liveness", "", "removing node %d: not done within %v: last %s", victim, removeWithin, last)
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	s.mu.Lock()
+	s.removed[victim] = true
+	delete(s.down, victim)
+	s.mu.Unlock()
+	s.note("server %d removed", victim)
+}
+
+// awaitRemoval waits (at most wait) until no removal is under way.
+func (s *scenario) awaitRemoval(wait time.Duration) bool {
+	deadline := time.Now().Add(wait)
+	for {
+		s.mu.Lock()
+		busy := s.removing != 0
+		s.mu.Unlock()
+		if !busy {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// clearIDs is the running servers no fault under way touches: not
+// paused, stopping, isolated, split off, cut one way, lossy, nor being
+// removed (SlowRaft slows every link alike, and leaves them all).
+func (s *scenario) clearIDs() []int {
+	touched := map[int]bool{}
+	for _, a := range s.act {
+		switch a.f.Kind {
+		case SlowRaft, AddNode, PauseMember, KillMaster, StopMaster, ResignMaster, IsolateClient, OneWayClient, LossyClient:
+		default:
+			for _, id := range a.servers {
+				touched[id] = true
+			}
+		}
+	}
+	s.mu.Lock()
+	touched[s.removing] = true
+	s.mu.Unlock()
+	var clear []int
+	for _, id := range s.upIDs() {
+		if !touched[id] && !s.paused[s.server(id).Proc] {
+			clear = append(clear, id)
+		}
+	}
+	return clear
+}
+
+// waitRemovedEnd checks that every removed server that still ran ends by
+// itself, as a removed node does (it serves nothing and exits), within
+// wait; one still running then is a liveness violation, and is killed.
+func (s *scenario) waitRemovedEnd(wait time.Duration) {
+	deadline := time.Now().Add(wait)
+	s.mu.Lock()
+	procs := map[int]*proctest.Proc{}
+	for id := range s.removed {
+		procs[id] = s.servers[id-1].Proc
+	}
+	s.mu.Unlock()
+	for id, p := range procs {
+		select {
+		case <-p.Exited():
+		case <-time.After(time.Until(deadline)):
+			s.violation("liveness", "", "server %d, removed, still runs %v after the faults healed", id, wait)
+			p.Kill()
+		}
+	}
+}
+
+// awaitSettled waits (at most wait) until a running server's view of the
+// placement is settled: every tenant shard has R voting replicas, none on
+// a removed node, and no move under way.
+func (s *scenario) awaitSettled(wait time.Duration) bool {
+	deadline := time.Now().Add(wait)
+	for i := 0; ; i++ {
+		if up := s.upIDs(); len(up) > 0 && s.settled(pick(up, i)) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// settled is whether server id answers a settled placement.
+func (s *scenario) settled(id int) bool {
+	code, b, _, err := s.call(id, proctest.AdminToken, http.MethodGet, "/v1/cluster", nil, time.Second)
+	var cl api.Cluster
+	if err != nil || code != http.StatusOK || json.Unmarshal(b, &cl) != nil || cl.Replicas == 0 {
+		return false
+	}
+	for _, sh := range cl.Shards {
+		if sh.Tenant == "" {
+			continue
+		}
+		if sh.Move != nil || len(sh.Replicas)-len(sh.NonVoting) != cl.Replicas {
+			return false
+		}
+		for _, node := range sh.Replicas {
+			if slices.Contains(cl.Removed, node) {
+				return false
+			}
+		}
+	}
+	return true
 }

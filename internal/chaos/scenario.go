@@ -144,8 +144,13 @@ type scenario struct {
 	removed map[int]bool
 	down    map[int]bool // killed, not restarted yet
 	paused  map[*proctest.Proc]bool
+	act     map[int]*active // the faults under way (runFaults' goroutine only)
+	// removals are the node removals (RemoveNode) under way, each in its
+	// own goroutine; heal waits for them.
+	removals sync.WaitGroup
 
 	mu       sync.Mutex
+	removing int                // the server a removal under way removes, 0 when none
 	servers  []*proctest.Server // cluster.Servers, as of the last join
 	marks    []mark
 	timeline []string
@@ -521,6 +526,8 @@ func (s *scenario) heal() {
 	for _, id := range s.serverIDs() {
 		s.restartServer(id)
 	}
+	s.removals.Wait() // a removal held up by the faults finishes now
+	s.waitRemovedEnd(30 * time.Second)
 	s.waitReady(60 * time.Second)
 	s.note("healed")
 }

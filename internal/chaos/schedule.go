@@ -33,12 +33,14 @@ const (
 	LossyClient                      // lose and delay packets on a member's links
 	ReplaceNode                      // kill -9 a server, `cluster remove` it, join a new one (--join)
 	ClockJump                        // the wall clocks of a tenant leader's followers jump an hour ahead or behind; the leader hands over
+	AddNode                          // a fresh server joins (--join) while the other faults go on; it stays
+	RemoveNode                       // a running server is removed (`cluster remove`) while the other faults go on; it ends by itself
 	numKinds                         // not a fault
 )
 
 var kindNames = [...]string{"", "kill-server", "kill-tenant-leader", "kill-meta-leader", "kill-all", "pause-server",
 	"pause-member", "kill-master", "stop-master", "resign-master", "transfer-leader", "isolate-server", "split-servers", "one-way-raft", "lossy-raft",
-	"slow-raft", "isolate-client", "one-way-client", "lossy-client", "replace-node", "clock-jump"}
+	"slow-raft", "isolate-client", "one-way-client", "lossy-client", "replace-node", "clock-jump", "add-node", "remove-node"}
 
 func (k Kind) String() string {
 	if k <= 0 || k >= numKinds {
@@ -145,6 +147,11 @@ func NewPlan(seed uint64, phase time.Duration) Plan {
 		case KillAll:
 			f.Dur = time.Duration(300+r.IntN(1500)) * time.Millisecond
 		}
+		if k == RemoveNode && p.Servers+p.count(AddNode)-p.count(RemoveNode) < 4 {
+			// Three servers stay: a removal from three comes after a join.
+			p.Faults = append(p.Faults, Fault{Kind: AddNode, At: at, Dur: time.Second, Server: f.Server, Peer: f.Peer})
+			at += 1200 * time.Millisecond
+		}
 		if k.exclusive() {
 			at = max(at, busyUntil+300*time.Millisecond)
 			if at >= phase-time.Second {
@@ -167,6 +174,17 @@ func NewPlan(seed uint64, phase time.Duration) Plan {
 		}
 	}
 	return p
+}
+
+// count is how many of the plan's faults are of kind k.
+func (p Plan) count(k Kind) int {
+	n := 0
+	for _, f := range p.Faults {
+		if f.Kind == k {
+			n++
+		}
+	}
+	return n
 }
 
 // overlapsExclusive is whether an exclusive fault would overlap f: the
