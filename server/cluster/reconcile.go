@@ -3,6 +3,8 @@ package cluster
 import (
 	"context"
 	"errors"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -357,6 +359,38 @@ func (n *Node) AddNode(ctx context.Context, id uint64, raftAddr, apiAddr string)
 // removal cut short is finished by asking again. Its ID is never taken
 // back: the machine returns with a new ID and an empty data dir, through
 // --join. A node does not remove itself: ask another.
+// removalLeavesQuorums refuses the removal of node id when it would take
+// a voter from a tenant short of its R voters, whose voters would then be
+// no majority of those it has now: a tenant down to two voters (a first
+// removal's replica not yet replaced, and perhaps not yet swept out of
+// its shard's membership) loses its quorum with either. Two removals 200 ms apart in
+// the chaos campaign both answered success and left a tenant without a
+// quorum for good. Asked again once the placement has repaired the tenant,
+// the removal goes on. A tenant's only voter is not protected: there is
+// nothing left to keep a quorum with.
+func (n *Node) removalLeavesQuorums(id uint64) error {
+	if n.meta.Version() < 5 {
+		return nil // every node holds every tenant: nothing is repaired
+	}
+	r, others := n.meta.Replicas(), len(n.meta.Nodes())-1
+	for _, rec := range n.meta.Tenants() {
+		voters := rec.VotingOn()
+		if !slices.Contains(voters, id) || len(voters) < 2 {
+			continue
+		}
+		// Short of R where the other nodes could hold a repair: a
+		// replica went (a removal) and its replacement is to come. (A
+		// tenant at R, or on every node a small cluster has, gives a
+		// voter up with its quorum kept.)
+		if left := len(voters) - 1; len(voters) < r && others >= len(voters) && left < len(voters)/2+1 {
+			return &api.Error{Code: api.CodeConflict, RetryAfter: 5 * time.Second,
+				Message: "node " + strconv.FormatUint(id, 10) + " holds one of the " + strconv.Itoa(len(voters)) + " voters of tenant " + rec.Name +
+					": removing it now would leave the shard without a quorum; ask again once its placement has replaced the replica it lacks (rafting cluster shows moves under way)"}
+		}
+	}
+	return nil
+}
+
 func (n *Node) RemoveNode(ctx context.Context, id uint64) (err error) {
 	if id == n.cfg.NodeID {
 		return api.Errorf(api.CodeConflict, "node %d does not remove itself: ask another node", id)
@@ -369,6 +403,9 @@ func (n *Node) RemoveNode(ctx context.Context, id uint64) (err error) {
 	_, known := n.meta.Node(id)
 	if !member && !known && !n.meta.Removed(id) {
 		return api.Errorf(api.CodeNotFound, "node %d is not a member of the cluster", id)
+	}
+	if err := n.removalLeavesQuorums(id); err != nil {
+		return err
 	}
 	n.log.Info("node removal requested", "member", id, "by", requester(ctx))
 	defer func() {
