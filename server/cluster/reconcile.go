@@ -360,29 +360,42 @@ func (n *Node) AddNode(ctx context.Context, id uint64, raftAddr, apiAddr string)
 // back: the machine returns with a new ID and an empty data dir, through
 // --join. A node does not remove itself: ask another.
 // removalLeavesQuorums refuses the removal of node id when it would take
-// a voter from a tenant short of its R voters, whose voters would then be
-// no majority of those it has now: a tenant down to two voters (a first
-// removal's replica not yet replaced, and perhaps not yet swept out of
-// its shard's membership) loses its quorum with either. Two removals 200 ms apart in
-// the chaos campaign both answered success and left a tenant without a
-// quorum for good. Asked again once the placement has repaired the tenant,
-// the removal goes on. A tenant's only voter is not protected: there is
-// nothing left to keep a quorum with.
+// a voter from a tenant short of its R voters, whose voters answering now
+// are a majority of those it has, and would not be one after: a tenant
+// down to two voters (a first removal's replica not yet replaced, and
+// perhaps not yet swept out of its shard's membership) loses its quorum
+// with either. Two removals 200 ms apart in the chaos campaign both
+// answered success and left a tenant without a quorum for good. Asked
+// again once the placement has repaired the tenant, the removal goes on.
+// A tenant whose answering voters are no majority already (a second node
+// down) gains nothing from a refusal, nor does a tenant's only voter.
 func (n *Node) removalLeavesQuorums(id uint64) error {
 	if n.meta.Version() < 5 {
 		return nil // every node holds every tenant: nothing is repaired
 	}
+	down := map[uint64]bool{} // its last look went unanswered
+	if peers, looked := n.peerContact(); looked {
+		for pid, p := range peers {
+			down[pid] = p.looked && !p.Answered
+		}
+	}
 	r, others := n.meta.Replicas(), len(n.meta.Nodes())-1
 	for _, rec := range n.meta.Tenants() {
 		voters := rec.VotingOn()
-		if !slices.Contains(voters, id) || len(voters) < 2 {
-			continue
+		if !slices.Contains(voters, id) || len(voters) < 2 || len(voters) >= r || others < len(voters) {
+			continue // at R, or on every node there is: a voter goes with the quorum kept
 		}
-		// Short of R where the other nodes could hold a repair: a
-		// replica went (a removal) and its replacement is to come. (A
-		// tenant at R, or on every node a small cluster has, gives a
-		// voter up with its quorum kept.)
-		if left := len(voters) - 1; len(voters) < r && others >= len(voters) && left < len(voters)/2+1 {
+		before := 0 // voters answering now
+		for _, v := range voters {
+			if !down[v] {
+				before++
+			}
+		}
+		after := before
+		if !down[id] {
+			after--
+		}
+		if majority := len(voters)/2 + 1; before >= majority && after < majority {
 			return &api.Error{Code: api.CodeConflict, RetryAfter: 5 * time.Second,
 				Message: "node " + strconv.FormatUint(id, 10) + " holds one of the " + strconv.Itoa(len(voters)) + " voters of tenant " + rec.Name +
 					": removing it now would leave the shard without a quorum; ask again once its placement has replaced the replica it lacks (rafting cluster shows moves under way)"}
