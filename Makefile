@@ -55,7 +55,7 @@ CHAOS_RUN = -chaos.scenarios $(SCENARIOS)
 endif
 chaos:
 	$(GO) test -c -o $(BIN)/chaos.test ./internal/chaos
-	./$(BIN)/chaos.test -test.run '^TestChaos$$' -test.timeout 90m -test.parallel 2 -chaos -chaos.phase $(PHASE) $(CHAOS_RUN)
+	./$(BIN)/chaos.test -test.run '^(TestChaos|TestNodesJoinAndLeaveUnderFaults)$$' -test.timeout 90m -test.parallel 2 -chaos -chaos.phase $(PHASE) $(CHAOS_RUN)
 
 ## chaos-quick: the campaign in brief (<= 3 min): a few scenarios from a new seed each run, and the controls
 ## (not yet in `test`: docs/RELIABILITY.md says why)
