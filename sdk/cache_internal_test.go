@@ -36,14 +36,7 @@ func pickedIDs(b *balancer.Balancer) []string {
 // exactly when it ends, by the publisher's timer, with no answer needed.
 func TestQuarantine(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		c := testClient()
-		c.cfg.conn.quarantine = 10 * time.Second
-		c.cfg.conn.debounce = 0
-		s := newService(c, "s")
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); s.publish(ctx) }()
-		defer func() { cancel(); <-done }()
+		s := publishing(t, 10*time.Second, 0)
 		b := s.Balancer(nil)
 		s.apply(answer(10, ready("a"), ready("b"), ready("c")), 0)
 		synctest.Wait()
@@ -85,14 +78,7 @@ func ids(ins []api.Instance) []string {
 // rebuild, after the quiet time; a long burst is cut every 25 quiet times.
 func TestDebounce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		c := testClient()
-		c.cfg.conn.debounce = 2 * time.Millisecond
-		c.cfg.conn.quarantine = 0
-		s := newService(c, "s")
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); s.publish(ctx) }()
-		defer func() { cancel(); <-done }()
+		s := publishing(t, 0, 2*time.Millisecond)
 		b := s.Balancer(nil)
 		idx := uint64(1)
 		update := func() {
@@ -215,4 +201,17 @@ func fill(t *testing.T, v reflect.Value, n int) {
 	default:
 		t.Fatalf("a %s: teach fill to set it", v.Type())
 	}
+}
+
+// publishing is a Service of a test Client with its publisher running
+// (until the test ends), with the given quarantine and debounce.
+func publishing(t *testing.T, quarantine, debounce time.Duration) *Service {
+	c := testClient()
+	c.cfg.conn.quarantine, c.cfg.conn.debounce = quarantine, debounce
+	s := newService(c, "s")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.publish(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return s
 }
