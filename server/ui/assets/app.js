@@ -143,11 +143,19 @@
       if (ctl.signal.aborted) return;
       return retryFeed(ctl, "cannot reach the server");
     }
+    // Only a 401 means the token is not known: back to the login. A 403
+    // is "this token may not", shown and not asked again (the answer
+    // would be the same; log out to use another token); anything else (a
+    // node mid-upgrade without the feed, one not ready) is asked again.
     if (resp.status === 401) return showLogin("This token is not accepted: wrong, revoked or rotated out.");
     if (!resp.ok) {
       let msg = "HTTP " + resp.status;
       try { msg = (await resp.json()).error.message || msg; } catch (e) { /* keep it */ }
-      if (resp.status === 403 || resp.status === 404) return showLogin(msg);
+      if (resp.status === 403) {
+        setLive(false, "not allowed");
+        setProblem("Not allowed for this token: " + msg);
+        return;
+      }
       return retryFeed(ctl, msg);
     }
     setLive(true, "live");
