@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -233,8 +234,13 @@ func confirm(t *testing.T, ctx context.Context, what, button string) {
 	)
 }
 
+// shots are the views TestDashboard photographs: docs/ui holds one PNG
+// of each (make ui-screenshots), and no other.
+var shots []string
+
 func shot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
+	shots = append(shots, name)
 	if *screenshots == "" {
 		return
 	}
@@ -366,8 +372,11 @@ func TestDashboard(t *testing.T) {
 	tab(t, ctx, "services")
 	until(t, ctx, "service web with its instances", `document.querySelectorAll('[data-service="web"] tr[data-instance]').length === 2`, 10*time.Second)
 	until(t, ctx, "billing's master", text(`[data-service="billing"] .master-instance`)+`.startsWith("ms-")`, 10*time.Second)
-	if z := eval[string](t, ctx, text(`[data-service="web"] tr[data-instance="web-2"] .zone`)); z != "eu-2" {
-		t.Errorf("web-2's zone shows %q, want eu-2", z)
+	// An instance's state, weight, zone and address.
+	for _, tt := range []struct{ sel, want string }{{".state", "ready"}, {".weight", "50"}, {".zone", "eu-2"}, {".address", "10.0.0.2:8080"}} {
+		if got := eval[string](t, ctx, text(`[data-service="web"] tr[data-instance="web-2"] `+tt.sel)); got != tt.want {
+			t.Errorf("web-2's %s shows %q, want %q", tt.sel, got, tt.want)
+		}
 	}
 
 	// A registration shows within a second, without a reload.
@@ -466,6 +475,10 @@ func TestDashboard(t *testing.T) {
 	shown := eval[string](t, ctx, text(`[data-service="billing"] .fencing-token`))
 	if after == nil || shown != fmt.Sprint(after.FencingToken) || after.FencingToken <= before.FencingToken {
 		t.Errorf("after the kill: REST %+v, the page's fencing token %s; want a higher token than %d, shown", after, shown, before.FencingToken)
+	}
+	// And since when it holds it, as REST says (UTC, to the second).
+	if since, want := eval[string](t, ctx, text(`[data-service="billing"] .since`)), after.Since.UTC().Format("2006-01-02 15:04:05Z"); since != want {
+		t.Errorf("the new master shows since %q, want %q", since, want)
 	}
 
 	// Drain and undrain web-1 from the page, after a confirmation.
@@ -593,6 +606,22 @@ func TestDashboard(t *testing.T) {
 	until(t, ctx, "the refusal", text("#login-error")+`.includes("not accepted")`, 10*time.Second)
 	if u := eval[string](t, ctx, `location.href + " " + performance.getEntries().map(e => e.name).join(" ")`); strings.Contains(u, "rft_") || strings.Contains(u, "rfa_") {
 		t.Errorf("a token went into a URL: %s", u)
+	}
+
+	// docs/ui's screenshots are this test's: one of each view it takes,
+	// none of a view it no longer takes.
+	files, err := filepath.Glob("../../docs/ui/*.png")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inDocs []string
+	for _, f := range files {
+		inDocs = append(inDocs, strings.TrimSuffix(filepath.Base(f), ".png"))
+	}
+	slices.Sort(inDocs)
+	taken := slices.Sorted(slices.Values(shots))
+	if !slices.Equal(inDocs, taken) {
+		t.Errorf("docs/ui holds %v, this test takes %v: make ui-screenshots", inDocs, taken)
 	}
 }
 
