@@ -31,6 +31,18 @@ var errKVTooLarge = errors.New("more than a watch may hold")
 type kvContent struct {
 	kvs  []api.KV // in key order, each with its text when it is UTF-8
 	full bool     // over kvWatchKeys or kvWatchBytes: kvs is cut short
+	cost int      // what reading it again costs the tenant's answer bytes (kvReadCost)
+}
+
+// kvReadCost is what a feed's read of kvs is charged to its tenant's answer
+// bytes: what a REST read of them is charged (chargeKV), the subtree's
+// size, whatever little of it changed.
+func kvReadCost(kvs []api.KV) int {
+	n := 64
+	for _, kv := range kvs {
+		n += len(kv.Key) + 4*len(kv.Value) + 128
+	}
+	return n
 }
 
 // readKV reads a key (or, with prefix, a subtree) for a feed.
@@ -39,7 +51,7 @@ func readKV(t *cluster.Tenant, key string, prefix bool) (modify, applied uint64,
 	for i := range kvs {
 		kvs[i].WithText()
 	}
-	return modify, applied, &kvContent{kvs: kvs, full: full}
+	return modify, applied, &kvContent{kvs: kvs, full: full, cost: kvReadCost(kvs)}
 }
 
 func (c *kvContent) snapshot() ([]byte, error) {

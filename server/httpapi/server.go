@@ -133,8 +133,20 @@ func New(node *cluster.Node, reg *prometheus.Registry, peers *http.Client) *Serv
 			emit(float64(n), t)
 		}
 	})
+	s.cs.feeds.charge = s.chargeFeed
 	s.routes()
 	return s
+}
+
+// chargeFeed takes n bytes of tenant's answer bytes for a watch feed's
+// read (afford); never more than the budget holds, so that a read larger
+// than a second's budget waits a second, not for ever.
+func (s *Server) chargeFeed(tenant string, n int, now time.Time) (bool, time.Duration) {
+	rate := s.node.Config().AnswerBytesPerSecond
+	if rate <= 0 {
+		return true, 0
+	}
+	return s.bytes.AllowN("ab:"+tenant, min(n, rate), float64(rate), rate, now)
 }
 
 // kind of endpoint, for the auth middleware.
