@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,6 +44,12 @@ type attackConfig struct {
 	Addresses int      `json:"addresses"` // source addresses to spread over (patterns 4b, 5, 7)
 	Service   string   `json:"service"`   // pattern 6: the large service
 	MetaBytes int      `json:"meta"`      // pattern 6: meta bytes of an instance it rewrites
+	// The connection control's dialer (pattern "conns", conncontrol_test.go):
+	// the pattern whose connections it opens (4, 4b, 5; Conns and Addresses
+	// are that pattern's), and at what pace: how many by each paceSlot
+	// since its phase began.
+	Of   string    `json:"of,omitempty"`
+	Pace []float64 `json:"pace,omitempty"`
 }
 
 // runAttackerProcess is the attacker process's main.
@@ -66,7 +73,12 @@ func runAttackerProcess(v string) int {
 	for running := true; running; {
 		select {
 		case sig := <-sw:
-			g.set(sig == syscall.SIGUSR2)
+			if g.set(sig == syscall.SIGUSR2) {
+				// The phase's connections by when they were opened, for
+				// the connection control's pace.
+				b, _ := json.Marshal(g.phaseOpens())
+				fmt.Println(opensLine + string(b))
+			}
 		case <-ctx.Done():
 			running = false
 		case <-done:
@@ -78,7 +90,7 @@ func runAttackerProcess(v string) int {
 	case <-done:
 	case <-time.After(5 * time.Second):
 	}
-	b, _ := json.Marshal(attackResult{Counts: t.snapshot(), Secs: g.openTime().Seconds()})
+	b, _ := json.Marshal(attackResult{Counts: t.snapshot(), Secs: g.openTime().Seconds(), Opens: g.allOpens(), Phases: g.phases})
 	fmt.Println(string(b))
 	return 0
 }
@@ -87,11 +99,28 @@ func runAttackerProcess(v string) int {
 type attackResult struct {
 	Counts map[string]int64 `json:"counts"`
 	Secs   float64          `json:"secs"` // time spent attacking (resumed)
+	// Opens is the connections it opened (patterns 4, 4b, 5 and the
+	// connection control's dialer) by paceSlot since their phase began,
+	// over its Phases phases.
+	Opens  []int64 `json:"opens,omitempty"`
+	Phases int     `json:"phases"`
 }
+
+// opensLine prefixes the line an attacker process prints when it pauses:
+// the JSON of the phase's opens (gate.phaseOpens).
+const opensLine = "opens "
+
+// paceSlot is the resolution of the connections a gate counts by when
+// they were opened in their phase; paceSlots of them cover 30 s.
+const (
+	paceSlot  = 50 * time.Millisecond
+	paceSlots = 600
+)
 
 // gate holds the attacker's workers while it is paused. Each phase of
 // attack has a context that ends when the phase does: requests in flight
-// are abandoned, streams and idle connections closed.
+// are abandoned, streams and idle connections closed. It counts the
+// connections the phase opened by when (opened).
 type gate struct {
 	root    context.Context
 	mu      sync.Mutex
@@ -100,6 +129,10 @@ type gate struct {
 	cancel  context.CancelFunc
 	since   time.Time
 	openFor time.Duration
+	opens   [paceSlots]int64 // the phase's connections opened, by paceSlot since since
+	last    []int64          // the last phase's opens
+	total   [paceSlots]int64 // every phase's
+	phases  int
 }
 
 // newGate returns a closed gate.
@@ -109,8 +142,9 @@ func newGate(root context.Context) *gate {
 	return &gate{root: root, open: make(chan struct{}), ctx: ctx, cancel: cancel}
 }
 
-// set opens or closes the gate; setting it as it is changes nothing.
-func (g *gate) set(open bool) {
+// set opens or closes the gate; setting it as it is changes nothing. It
+// reports whether it closed a phase.
+func (g *gate) set(open bool) (closed bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	select {
@@ -119,6 +153,13 @@ func (g *gate) set(open bool) {
 			g.cancel()
 			g.open = make(chan struct{})
 			g.openFor += time.Since(g.since)
+			g.last = trimmed(g.opens[:])
+			for i, n := range g.opens {
+				g.total[i] += n
+			}
+			g.opens = [paceSlots]int64{}
+			g.phases++
+			return true
 		}
 	default:
 		if open {
@@ -127,6 +168,43 @@ func (g *gate) set(open bool) {
 			g.since = time.Now()
 		}
 	}
+	return false
+}
+
+// opened counts a connection opened now, in the phase under way.
+func (g *gate) opened() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-g.open:
+		if i := int(time.Since(g.since) / paceSlot); i < paceSlots {
+			g.opens[i]++
+		}
+	default: // opened as its phase ended: not the phase's
+	}
+}
+
+// phaseOpens is the last phase's connections by when they were opened.
+func (g *gate) phaseOpens() []int64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.last
+}
+
+// allOpens is every phase's connections by when they were opened.
+func (g *gate) allOpens() []int64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return trimmed(g.total[:])
+}
+
+// trimmed is a copy of v without its trailing zeros.
+func trimmed(v []int64) []int64 {
+	n := len(v)
+	for n > 0 && v[n-1] == 0 {
+		n--
+	}
+	return slices.Clone(v[:n])
 }
 
 // phase waits for the gate to open and returns the context of the phase;
@@ -246,6 +324,19 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// floodSource is the source address of worker w of the connection floods
+// (pattern 4, 4b or 5) over addresses of them: 127.2.0.0 alone for 4,
+// 127.4.x.y for 4b, 127.5.x.y for 5 (8 workers an address).
+func floodSource(pattern string, w, addresses int) net.IP {
+	switch {
+	case pattern == "5":
+		return sourceAddr(5, w%max(addresses, 1))
+	case addresses > 1:
+		return sourceAddr(4, w%addresses)
+	}
+	return sourceAddr(2, 0)
 }
 
 // sourceAddr is the i-th of n source addresses of an attacker: 127.<base>.x.y
@@ -439,28 +530,28 @@ func attack(ctx context.Context, cfg attackConfig, g *gate, t *tally, ready func
 	case "4", "4b": // idle connections that never send a request
 		ready()
 		workers(cfg.Conns, func(w int) {
-			src := sourceAddr(2, 0) // one address: 127.2.0.0
-			if cfg.Addresses > 1 {
-				src = sourceAddr(4, w%cfg.Addresses)
-			}
-			d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: src}}
+			d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: floodSource(cfg.Pattern, w, cfg.Addresses)}}
 			for {
 				pctx, ok := g.phase()
 				if !ok {
 					return
 				}
-				idle(pctx, d, cfg.Addrs[w%len(cfg.Addrs)], t)
+				idle(pctx, g, d, cfg.Addrs[w%len(cfg.Addrs)], t)
 			}
 		})
 
 	case "5": // over-rate requests from thousands of connections
 		ready()
 		workers(cfg.Conns, func(w int) {
-			c, tr := client(sourceAddr(5, w%max(cfg.Addresses, 1)), true)
+			c, tr := client(floodSource(cfg.Pattern, w, cfg.Addresses), true)
 			dial := tr.DialContext
 			tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 				t.add("opened", 1) // a connection ended is opened again at once
-				return dial(ctx, network, addr)
+				conn, err := dial(ctx, network, addr)
+				if err == nil {
+					g.opened()
+				}
+				return conn, err
 			}
 			for i := 0; ; i++ {
 				pctx, ok := g.phase()
@@ -566,6 +657,9 @@ func attack(ctx context.Context, cfg attackConfig, g *gate, t *tally, ready func
 				tr.CloseIdleConnections()
 			}
 		})
+	case "conns": // the connection control's dialer (conncontrol_test.go)
+		ready()
+		connect(cfg, g, t)
 	default:
 		panic("attacks: no pattern " + cfg.Pattern)
 	}
@@ -607,10 +701,10 @@ func attach(ctx context.Context, c *http.Client, url, token string, t *tally, he
 	return ""
 }
 
-// idle opens one connection and sends nothing on it until the server
-// closes it or the phase ends; a connection closed within a second was
+// idle opens one connection (counted in g's phase) and sends nothing on
+// it until the server closes it or the phase ends; a connection closed within a second was
 // refused as it was accepted, and is opened again only a second later.
-func idle(ctx context.Context, d *net.Dialer, addr string, t *tally) {
+func idle(ctx context.Context, g *gate, d *net.Dialer, addr string, t *tally) {
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -619,6 +713,7 @@ func idle(ctx context.Context, d *net.Dialer, addr string, t *tally) {
 		}
 		return
 	}
+	g.opened()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	start := time.Now()

@@ -101,6 +101,9 @@ func TestMain(m *testing.M) {
 	if v := os.Getenv(burnEnv); v != "" {
 		os.Exit(runBurnerProcess(v))
 	}
+	if v := os.Getenv(listenEnv); v != "" {
+		os.Exit(runListenerProcess(v))
+	}
 	code := m.Run()
 	proctest.Cleanup() // the binaries it built
 	os.Exit(code)

@@ -88,6 +88,10 @@ type pattern struct {
 	quotas    api.Quotas // mallory's (zero: the defaults)
 	config    func(s scale) attackConfig
 	setup     func(tb testing.TB, e *env, s scale) // before the victim's first phase
+	// listen, for the connection floods, is what a node's listener does
+	// with the pattern's connections before any request: the connection
+	// control's (conncontrol_test.go; nil: no connection control).
+	listen *listenConfig
 }
 
 // bigMeta is pattern 6's meta per instance: within the default
@@ -103,11 +107,12 @@ var patterns = []pattern{
 		config: func(s scale) attackConfig {
 			return attackConfig{Sessions: 5, Conns: map[bool]int{false: 500, true: 100}[s.quick]}
 		}},
-	{id: "4", title: "idle unauthenticated connections, one address", twoX: true,
+	{id: "4", title: "idle unauthenticated connections, one address", twoX: true, listen: unauthenticatedLimits(),
 		config: func(s scale) attackConfig { return attackConfig{Conns: s.conns, Addresses: 1} }},
-	{id: "4b", title: "idle unauthenticated connections, 64 addresses", twoX: true,
+	{id: "4b", title: "idle unauthenticated connections, 64 addresses", twoX: true, listen: unauthenticatedLimits(),
 		config: func(scale) attackConfig { return attackConfig{Conns: 15000, Addresses: 64} }},
 	{id: "5", title: "over-rate reads from thousands of connections (rate 100/s)", quotas: api.Quotas{RequestsPerSecond: 100, Burst: 100},
+		listen: authenticatedHold,
 		config: func(s scale) attackConfig { return attackConfig{Conns: s.conns, Addresses: max(1, s.conns/8)} }},
 	{id: "6", title: "one service of many instances × 4 KB meta read by 8 connections",
 		config: func(scale) attackConfig { return attackConfig{Conns: 8, Service: "big", MetaBytes: bigMeta} },
@@ -144,6 +149,7 @@ type outcome struct {
 	nice                                                       int
 	loadavg                                                    string
 	quietWait                                                  time.Duration // waiting for the paused attacker's connections to close
+	connRun                                                    connRun       // the connection control's phases (conncontrol_test.go)
 }
 
 func (o *outcome) ratio(alone, attacked []time.Duration) float64 {
@@ -242,26 +248,7 @@ func sent(r victimResult) int {
 
 // counts formats the attacker's tally as rates, most frequent first.
 func (o *outcome) counts(limit int) string {
-	type kv struct {
-		k string
-		v int64
-	}
-	var l []kv
-	for k, v := range o.res.Counts {
-		if strings.HasPrefix(k, "max ") || k == "answer bytes" || v == 0 {
-			continue
-		}
-		l = append(l, kv{k, v})
-	}
-	sort.Slice(l, func(i, j int) bool { return l[i].v > l[j].v || l[i].v == l[j].v && l[i].k < l[j].k })
-	var parts []string
-	for i, x := range l {
-		if limit > 0 && i == limit {
-			parts = append(parts, "…")
-			break
-		}
-		parts = append(parts, fmt.Sprintf("%s %s/s", x.k, rate(float64(x.v)/o.res.Secs)))
-	}
+	parts := rates(o.res.Counts, o.res.Secs, limit)
 	for k, v := range o.res.Counts {
 		if strings.HasPrefix(k, "max ") {
 			parts = append(parts, fmt.Sprintf("%s %d", k, v))
@@ -274,6 +261,32 @@ func (o *outcome) counts(limit int) string {
 		parts = append(parts, fmt.Sprintf("servers' max streams %d", o.peakAttack.streams))
 	}
 	return strings.Join(parts, " · ")
+}
+
+// rates formats a tally of secs as rates, most frequent first (limit:
+// at most that many, 0 all), leaving out its maxima and answer bytes.
+func rates(counts map[string]int64, secs float64, limit int) []string {
+	type kv struct {
+		k string
+		v int64
+	}
+	var l []kv
+	for k, v := range counts {
+		if strings.HasPrefix(k, "max ") || k == "answer bytes" || v == 0 {
+			continue
+		}
+		l = append(l, kv{k, v})
+	}
+	sort.Slice(l, func(i, j int) bool { return l[i].v > l[j].v || l[i].v == l[j].v && l[i].k < l[j].k })
+	var parts []string
+	for i, x := range l {
+		if limit > 0 && i == limit {
+			parts = append(parts, "…")
+			break
+		}
+		parts = append(parts, fmt.Sprintf("%s %s/s", x.k, rate(float64(x.v)/secs)))
+	}
+	return parts
 }
 
 func rate(v float64) string {
@@ -311,20 +324,20 @@ func (o *outcome) row() string {
 	if v := o.verdict(); v != "" {
 		met += " (" + v + ")"
 	}
-	return fmt.Sprintf("| %s | %s | %s → %s ms (%.2f×) | %s → %s ms (%.2f×) | %s / %s | %.0f + %.0f %% | %s → %s ms | %d / %d | %.0f → %.0f %% | %.0f → %.0f | %s → %s | %+.1f | %s | %.0f (%d accepted, %d unknown) | %s |",
+	return fmt.Sprintf("| %s | %s | %s → %s ms (%.2f×) | %s → %s ms (%.2f×) | %s / %s | %.0f + %.0f %% | %s | %s → %s ms | %d / %d | %.0f → %.0f %% | %.0f → %.0f | %s → %s | %+.1f | %s | %.0f (%d accepted, %d unknown) | %s |",
 		o.p.id, o.p.title,
 		ms(o.alone.reads), ms(o.attacked.reads), o.ratio(o.alone.reads, o.attacked.reads),
 		ms(o.alone.writes), ms(o.attacked.writes), o.ratio(o.alone.writes, o.attacked.writes),
 		o.controlCell(o.alone.reads, o.control.reads), o.controlCell(o.alone.writes, o.control.writes),
-		o.burnedServers, o.burnedAttacker,
+		o.burnedServers, o.burnedAttacker, o.connCell(),
 		ms(o.alone.kas), ms(o.attacked.kas),
 		failed(o.alone), failed(o.attacked), o.cpuAlone, o.cpuAttack,
 		maxRSS(o.base.rssMB), maxRSS(o.peakAttack.rssMB), ints(o.base.fds), ints(o.peakAttack.fds),
 		o.dirGrowth(), o.counts(4), math.Round(o.extraEntries()), o.accepted(), o.unknown(), met)
 }
 
-const tableHead = "| # | attack | victim read p99 alone → attacked | victim write p99 alone → attacked | control: victim read / write p99 under the attack's CPU from outside | control's CPU burned (nice 0 + attacker's nice, of a core) | victim forwarded keepalive p99 | victim failed alone / attacked | servers' CPU alone → attacked (of a core) | RSS MB (most of a server) before → peak attacked | open files (most) before → peak | data dirs MB | attacker's requests (per s of attack) | refused writes in the log (its writes: accepted, unknown) | targets met |\n" +
-	"|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+const tableHead = "| # | attack | victim read p99 alone → attacked | victim write p99 alone → attacked | control: victim read / write p99 under the attack's CPU from outside | control's CPU burned (nice 0 + attacker's nice, of a core) | connection control: victim read / write p99 under the attack's connections from outside | victim forwarded keepalive p99 | victim failed alone / attacked | servers' CPU alone → attacked (of a core) | RSS MB (most of a server) before → peak attacked | open files (most) before → peak | data dirs MB | attacker's requests (per s of attack) | refused writes in the log (its writes: accepted, unknown) | targets met |\n" +
+	"|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 
 var (
 	resultsMu sync.Mutex
@@ -377,6 +390,7 @@ func runPattern(b *testing.B, p pattern, s scale) *outcome {
 	var wallAlone, wallAttack, wallControl time.Duration
 	var burnedServers, burnedAttacker, meantServers, meantAttacker time.Duration
 	a := e.applied(attacker)
+	var opens []int64 // the attacked phases' connections by paceSlot, summed: the connection control's pace
 	for cycle := range s.cycles {
 		t0, c0 := time.Now(), e.serverCPU()
 		o.alone.add(s.traced(b, p.id, cycle, "alone", e.runVictim(ctx, s.phase, session, kaNode)))
@@ -397,7 +411,14 @@ func runPattern(b *testing.B, p pattern, s scale) *outcome {
 		prof()
 		fc3, _ := bench.Usage(f.PID())
 		cpuAttacker += fc3 - fc2
+		lines := len(f.Lines())
 		f.Signal(syscall.SIGUSR1)
+		for i, n := range phaseOpens(b, f, lines) {
+			if i == len(opens) {
+				opens = append(opens, 0)
+			}
+			opens[i] += n
+		}
 		o.quietWait += quiet(f.PID(), attackerFds)
 		time.Sleep(s.settle)
 		smp.set(alone)
@@ -419,6 +440,12 @@ func runPattern(b *testing.B, p pattern, s scale) *outcome {
 			meantAttacker += time.Duration(att * float64(wall))
 			time.Sleep(s.settle)
 			a = e.applied(attacker) // the control's entries are the victim's and the paused tenant's
+		}
+		if s.control && p.listen != nil {
+			// The attack's connections so far, opened outside Rafting.
+			e.connControl(b, &o.connRun, p, cfg, pace(opens, cycle+1), s, cycle, session, kaNode)
+			time.Sleep(s.settle)
+			a = e.applied(attacker)
 		}
 	}
 	o.res = stopAttacker(b, f)
@@ -458,6 +485,9 @@ func (o *outcome) report(b *testing.B) {
 		o.cpuAlone, o.cpuAttack, o.cpuAttacker, o.loadavg, o.quietWait.Round(time.Millisecond))
 	logf("  control (the attack's CPU burned outside Rafting, attacker paused): victim p99 %s; servers' CPU %.0f %%",
 		o.controlNote(), o.cpuControl)
+	if o.p.listen != nil {
+		logf("  connection control (the attack's connections opened, held and closed outside Rafting, attacker paused): victim p99 %s", o.connNote())
+	}
 	if v := o.verdict(); v != "" {
 		logf("  over the target because of: %s", v)
 	}
@@ -476,6 +506,10 @@ func (o *outcome) report(b *testing.B) {
 	if len(o.control.reads) > 0 {
 		b.ReportMetric(o.ratio(o.alone.reads, o.control.reads), "read-p99-control-ratio")
 		b.ReportMetric(o.ratio(o.alone.writes, o.control.writes), "write-p99-control-ratio")
+	}
+	if c := o.connRun.victim; len(c.reads) > 0 {
+		b.ReportMetric(o.ratio(o.alone.reads, c.reads), "read-p99-conncontrol-ratio")
+		b.ReportMetric(o.ratio(o.alone.writes, c.writes), "write-p99-conncontrol-ratio")
 	}
 	b.ReportMetric(float64(failed(o.attacked)), "victim-failed")
 	b.ReportMetric(o.rssGrowth(), "rss-growth-MB")

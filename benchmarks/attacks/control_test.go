@@ -103,6 +103,31 @@ type burner struct {
 	start time.Duration // its CPU when it was ready
 }
 
+// startChild starts this test binary (as a burner, the attacker or the
+// connection control's listener, by envv) at nice, and waits up to wait
+// for the first line it prints; the test's cleanup kills it by PID if it
+// still runs.
+func startChild(tb testing.TB, name string, envv []string, nice int, wait time.Duration) *proctest.Proc {
+	tb.Helper()
+	var p *proctest.Proc
+	if nice != 0 {
+		p = proctest.Start(tb, name, "nice", envv, "-n", fmt.Sprint(nice), os.Args[0], "-test.run=^$")
+	} else {
+		p = proctest.Start(tb, name, os.Args[0], envv, "-test.run=^$")
+	}
+	deadline := time.After(wait)
+	for len(p.Lines()) == 0 {
+		select {
+		case <-p.Exited():
+			tb.Fatalf("the %s exited: %s", name, p.Stderr())
+		case <-deadline:
+			tb.Fatalf("the %s was not ready in %v: %s", name, wait, p.Stderr())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return p
+}
+
 // startBurner starts a burner of share of a core at nice (nil when share
 // is too small to burn).
 func startBurner(tb testing.TB, share float64, nice int) *burner {
@@ -110,23 +135,7 @@ func startBurner(tb testing.TB, share float64, nice int) *burner {
 	if share < 0.01 {
 		return nil
 	}
-	envv := []string{burnEnv + "=" + strconv.FormatFloat(share, 'f', 3, 64)}
-	var p *proctest.Proc
-	if nice != 0 {
-		p = proctest.Start(tb, "burner", "nice", envv, "-n", fmt.Sprint(nice), os.Args[0], "-test.run=^$")
-	} else {
-		p = proctest.Start(tb, "burner", os.Args[0], envv, "-test.run=^$")
-	}
-	deadline := time.After(30 * time.Second)
-	for len(p.Lines()) == 0 {
-		select {
-		case <-p.Exited():
-			tb.Fatalf("the burner exited: %s", p.Stderr())
-		case <-deadline:
-			tb.Fatalf("the burner was not ready in 30 s: %s", p.Stderr())
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	p := startChild(tb, "burner", []string{burnEnv + "=" + strconv.FormatFloat(share, 'f', 3, 64)}, nice, 30*time.Second)
 	c, _ := bench.Usage(p.PID())
 	return &burner{p: p, start: c}
 }
@@ -137,12 +146,7 @@ func (b *burner) stop() time.Duration {
 		return 0
 	}
 	c, _ := bench.Usage(b.p.PID())
-	b.p.Signal(syscall.SIGTERM)
-	select {
-	case <-b.p.Exited():
-	case <-time.After(10 * time.Second):
-		b.p.Kill()
-	}
+	b.p.Stop(10 * time.Second)
 	return c - b.start
 }
 
@@ -174,22 +178,35 @@ func (o *outcome) controlCell(alone, control []time.Duration) string {
 	return fmt.Sprintf("%s ms (%.2f×)", ms(control), o.ratio(alone, control))
 }
 
-// verdict says, from the control, what decides the pattern's ratios.
+// verdict says, from the controls, what decides the pattern's ratios: for
+// each over its target, "the CPU" when the CPU control's ratio is within
+// 1.5× of it, "the machine's (kernel's connection work)" when the
+// connection control's is (conncontrol_test.go), else "more than the CPU"
+// ("… or the connections" where a connection control ran).
 func (o *outcome) verdict() string {
-	if len(o.control.reads) == 0 {
+	if len(o.control.reads) == 0 && len(o.connRun.victim.reads) == 0 {
 		return ""
 	}
 	var parts []string
 	for _, k := range []struct {
-		name            string
-		alone, att, ctl []time.Duration
-	}{{"read", o.alone.reads, o.attacked.reads, o.control.reads}, {"write", o.alone.writes, o.attacked.writes, o.control.writes}} {
-		a, c := o.ratio(k.alone, k.att), o.ratio(k.alone, k.ctl)
-		switch {
-		case a <= o.target():
+		name                  string
+		alone, att, ctl, conn []time.Duration
+	}{{"read", o.alone.reads, o.attacked.reads, o.control.reads, o.connRun.victim.reads},
+		{"write", o.alone.writes, o.attacked.writes, o.control.writes, o.connRun.victim.writes}} {
+		a := o.ratio(k.alone, k.att)
+		if a <= o.target() {
 			continue
-		case c >= a/1.5:
+		}
+		within := func(ctl []time.Duration) bool { return len(ctl) > 0 && o.ratio(k.alone, ctl) >= a/1.5 }
+		switch cpu, conn := within(k.ctl), within(k.conn); {
+		case cpu && conn:
+			parts = append(parts, k.name+": the CPU, and the machine's (kernel's connection work)")
+		case cpu:
 			parts = append(parts, k.name+": the CPU")
+		case conn:
+			parts = append(parts, k.name+": the machine's (kernel's connection work)")
+		case len(k.conn) > 0:
+			parts = append(parts, k.name+": more than the CPU or the connections")
 		default:
 			parts = append(parts, k.name+": more than the CPU")
 		}

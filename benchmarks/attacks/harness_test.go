@@ -457,24 +457,7 @@ func (s *sampler) end() {
 func startAttacker(tb testing.TB, cfg attackConfig, nice int) *proctest.Proc {
 	tb.Helper()
 	js, _ := json.Marshal(cfg)
-	envv := []string{attackEnv + "=" + string(js)}
-	var f *proctest.Proc
-	if nice != 0 {
-		f = proctest.Start(tb, "attacker", "nice", envv, "-n", fmt.Sprint(nice), os.Args[0], "-test.run=^$")
-	} else {
-		f = proctest.Start(tb, "attacker", os.Args[0], envv, "-test.run=^$")
-	}
-	deadline := time.After(2 * time.Minute)
-	for len(f.Lines()) == 0 {
-		select {
-		case <-f.Exited():
-			tb.Fatalf("the attacker exited: %s", f.Stderr())
-		case <-deadline:
-			tb.Fatalf("the attacker was not ready in 2 minutes: %s", f.Stderr())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	return f
+	return startChild(tb, "attacker", []string{attackEnv + "=" + string(js)}, nice, 2*time.Minute)
 }
 
 // stopAttacker ends the attacker and returns its tally.
