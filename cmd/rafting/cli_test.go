@@ -6,10 +6,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -370,5 +372,30 @@ func TestJSONEveryCommand(t *testing.T) {
 	}
 	if strings.Index(progress, "restore: done in ") < strings.LastIndex(progress, "restore: still writing") {
 		t.Errorf("restore wrote progress after it was done:\n%s", progress)
+	}
+}
+
+// TestVersionOfMakeBuild: the binary `make build` makes (the one `make
+// run` runs) says the VERSION and COMMIT it was given and its Go: the
+// Makefile's -X flags name variables that exist (the linker ignores one
+// that does not, silently, and TestVersion runs a binary built without
+// them).
+func TestVersionOfMakeBuild(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	mk, err := exec.LookPath("make")
+	if err != nil {
+		t.Skip("make is not installed")
+	}
+	dir := t.TempDir()
+	const version, commit = "v9.8.7-make-test", "0123456789abcdef0123456789abcdef01234567"
+	if out, err := exec.Command(mk, "-s", "-C", "../..", "build", "BIN="+dir, "VERSION="+version, "COMMIT="+commit).CombinedOutput(); err != nil {
+		t.Fatalf("make build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(filepath.Join(dir, "rafting"), "version").Output()
+	want := fmt.Sprintf("rafting %s\ncommit %s\ngo %s\nstate version %d\n", version, commit, runtime.Version(), server.StateVersion)
+	if err != nil || string(out) != want {
+		t.Errorf("rafting version of make build = %v\n%s\nwant\n%s", err, out, want)
 	}
 }
