@@ -154,6 +154,7 @@ type access int
 
 const (
 	public   access = iota + 1 // no token
+	document                   // no token, but one request of the caller's budget (limitAnonymous)
 	admin                      // admin token only
 	tenant                     // admin, or the token of the path's tenant
 	tenantRO                   // GET /v1/tenants/{t}: admin or own tenant
@@ -170,8 +171,8 @@ func (s *Server) routes() {
 	h("GET /healthz", public, false, false, s.healthz)
 	h("GET /readyz", public, false, false, s.readyz)
 	h("GET /metrics", admin, false, false, s.metrics)
-	h("GET /v1/openapi.yaml", public, false, false, s.openapi)
-	h("GET /v1/openapi.json", public, false, false, s.openapiJSON)
+	h("GET /v1/openapi.yaml", document, false, false, s.openapi)
+	h("GET /v1/openapi.json", document, false, false, s.openapiJSON)
 	h("GET /v1/cluster", admin, false, false, s.cluster)
 	h("GET /v1/servers", anyToken, false, false, s.serverList)
 	h("POST /v1/cluster/nodes", admin, false, false, s.joinNode)
@@ -232,10 +233,43 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if _, pattern := s.mux.Handler(r); pattern == "" {
+		// No route (404, 405): a request of the caller's budget as any
+		// other, or a client without a token would be answered as fast as
+		// the node can (TestRedTeam2PublicRoutesAreUnlimited).
+		if id, err := s.limitAnonymous(r, time.Now()); err != nil {
+			s.tarpitOn(w, r, id, err)
+			leaveBody(w, r)
+			writeError(w, err)
+			return
+		}
 		s.mux.ServeHTTP(&jsonErrorWriter{ResponseWriter: w}, r)
 		return
 	}
 	s.mux.ServeHTTP(w, r)
+}
+
+// limitAnonymous charges a request that needs no token (the OpenAPI
+// documents, a path no route matches) to its caller's budget: a valid
+// tenant token's request rate, nothing for the admin tokens, and for
+// anyone else (no token, or one this node does not know: never checked
+// with the meta shard here) the per-address bucket of unauthenticated
+// requests. The identity names whose holds a refusal takes.
+//
+// /healthz and /readyz stay outside it: peers, probes and load balancers
+// ask them from few addresses, often, and their answers are small.
+func (s *Server) limitAnonymous(r *http.Request, now time.Time) (identity, error) {
+	if tok := bearer(r); tok != "" {
+		if id, ok := s.authToken(tok, tenants.HashToken(tok), now); ok {
+			if id.tenant == "" {
+				return id, nil
+			}
+			return id, s.limit(id.tenant, r, false, now)
+		}
+	}
+	if ok, _ := s.unauth.Allow(remoteHost(r), tenants.UnauthenticatedRate, tenants.UnauthenticatedBurst, now); !ok {
+		return identity{}, errUnauthenticatedRate
+	}
+	return identity{}, nil
 }
 
 // statusWriter records the status for metrics and passes Flush through.
@@ -352,6 +386,9 @@ func (s *Server) authorize(r *http.Request, a access, isLane, write bool) (ident
 		return identity{}, nil
 	}
 	now := time.Now()
+	if a == document {
+		return s.limitAnonymous(r, now)
+	}
 	// A token that is not known (attack pattern 7: made-up tokens from
 	// many addresses) is refused at as little cost as can be: hashed
 	// once, parsed without allocating, answered with a body encoded once
