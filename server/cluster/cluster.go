@@ -42,9 +42,10 @@ type Node struct {
 	meta    *fsm.Meta
 	metrics *nodeMetrics
 
-	metaSynced atomic.Bool // the meta replica caught up with a quorum once
-	reconciled atomic.Bool // every tenant shard this node hosts was started and synced once
-	closing    atomic.Bool
+	metaSynced  atomic.Bool // the meta replica caught up with a quorum once
+	metaLearner atomic.Bool // the meta replica joined non-voting and is not promoted yet (join.go)
+	reconciled  atomic.Bool // every tenant shard this node hosts was started and synced once
+	closing     atomic.Bool
 
 	mu      sync.RWMutex
 	tenants map[uint64]*Tenant // running tenant replicas by shard ID
@@ -238,6 +239,9 @@ func (n *Node) startMeta() error {
 		// restart: the data dir knows the members
 	case n.cfg.Join != "":
 		join = true
+		if err := markMetaNonVoting(n.cfg.DataDir); err != nil {
+			return fmt.Errorf("start meta replica: %w", err)
+		}
 	case len(n.cfg.InitialCluster) > 0:
 		members = map[uint64]dragonboat.Target{}
 		for nid := range n.cfg.InitialCluster {
@@ -246,7 +250,10 @@ func (n *Node) startMeta() error {
 	default:
 		return fmt.Errorf("data dir %s holds no cluster: give --initial-cluster for a new cluster or --join to join one", n.cfg.DataDir)
 	}
-	if err := n.nh.StartConcurrentReplica(members, join, create, n.shardConfig(fsm.MetaShardID, id, false)); err != nil {
+	cfg := n.shardConfig(fsm.MetaShardID, id, false)
+	cfg.IsNonVoting = metaJoinedNonVoting(n.cfg.DataDir) // promoted or not (join.go)
+	n.metaLearner.Store(cfg.IsNonVoting)                 // until promoteMeta sees it voting
+	if err := n.nh.StartConcurrentReplica(members, join, create, cfg); err != nil {
 		return fmt.Errorf("start meta replica: %w", err)
 	}
 	return nil
@@ -268,7 +275,8 @@ func (n *Node) shardConfig(shard, replica uint64, quiesce bool) dbconfig.Config 
 func (n *Node) Start() {
 	n.checks.kick = make(chan struct{}, 1)
 	n.removal.since = time.Now()
-	n.wg.Add(7)
+	n.wg.Add(8)
+	go n.promoteMeta()
 	go n.placementLoop()
 	go n.logLeaders()
 	go n.watchRemoval()
@@ -419,9 +427,10 @@ func (n *Node) Config() config.Config { return n.cfg }
 // shard this node hosts was started and reached its leader once (a
 // ReadIndex: the leader reaches this node too) — and that this build still
 // speaks every state version the cluster agreed on. A node removed from
-// the cluster is never ready.
+// the cluster is never ready, nor is a joined node until its meta replica
+// votes (join.go).
 func (n *Node) Ready() bool {
-	return n.metaSynced.Load() && n.reconciled.Load() && n.TooOld() == "" && n.RemovedReason() == "" && n.Registered()
+	return n.metaSynced.Load() && n.reconciled.Load() && n.TooOld() == "" && n.RemovedReason() == "" && n.Registered() && n.MetaVoting()
 }
 
 // Registered reports whether the meta shard records this node as it runs
@@ -592,16 +601,19 @@ func (n *Node) SyncMeta(ctx context.Context) error {
 	return n.readIndex(ctx, fsm.MetaShardID)
 }
 
-// MetaMembers is the meta shard's membership: node ID -> Raft address.
+// MetaMembers is the meta shard's membership, its non-voting members (a
+// joined node not promoted yet) included: node ID -> Raft address.
 func (n *Node) MetaMembers(ctx context.Context) (map[uint64]string, error) {
 	m, err := n.nh.SyncGetShardMembership(ctx, fsm.MetaShardID)
 	if err != nil {
 		return nil, raftError(err, ctx)
 	}
 	out := map[uint64]string{}
-	for id := range m.Nodes { // a meta replica's ID is its node's
-		addr, _ := n.reg.addr(id)
-		out[id] = addr
+	for _, ids := range []map[uint64]string{m.Nodes, m.NonVotings} {
+		for id := range ids { // a meta replica's ID is its node's
+			addr, _ := n.reg.addr(id)
+			out[id] = addr
+		}
 	}
 	return out, nil
 }

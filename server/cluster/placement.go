@@ -53,13 +53,18 @@ const spreadEvery = 5 * time.Second
 // PlaceOn is what a tenant creation proposes to place the shard with: the
 // meta shard's members (node ID -> Raft address) that are not dead, and R
 // (0 before state version 5: a replica on every member).
+//
+// From version 5 only the meta shard's voters: a joined node is placed on
+// once it has caught up and promoted itself (join.go), not while it may
+// not even run.
 func (n *Node) PlaceOn(ctx context.Context) (map[uint64]string, uint64, error) {
-	members, err := n.MetaMembers(ctx)
+	if n.meta.Version() < 5 {
+		members, err := n.MetaMembers(ctx)
+		return members, 0, err
+	}
+	members, err := n.MetaVoters(ctx)
 	if err != nil {
 		return nil, 0, err
-	}
-	if n.meta.Version() < 5 {
-		return members, 0, nil
 	}
 	r := n.meta.Replicas()
 	dead := n.deadNodes(time.Now())
@@ -473,14 +478,22 @@ func (n *Node) moveStalled(rec *fsm.TenantRecord, now time.Time) bool {
 }
 
 // plan proposes the moves the placement needs now (the meta leader's).
+// A joined node not yet promoted to a meta voter (join.go) gets nothing:
+// it may not run yet.
 func (n *Node) plan(now time.Time) {
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.RequestTimeout)
+	voters, err := n.MetaVoters(ctx)
+	cancel()
+	if err != nil {
+		return
+	}
 	r := n.meta.Replicas()
 	dead := n.deadNodes(now)
 	zones := n.meta.Zones()
 	load := n.meta.Load()
 	var live []uint64
 	for _, rec := range n.meta.Nodes() {
-		if !dead[rec.ID] && rec.RaftAddress != "" {
+		if _, voter := voters[rec.ID]; voter && !dead[rec.ID] && rec.RaftAddress != "" {
 			live = append(live, rec.ID)
 			load[rec.ID] += 0 // a node without replicas has load 0
 		}

@@ -294,14 +294,17 @@ func (n *Node) AddNode(ctx context.Context, id uint64, raftAddr, apiAddr string)
 	if err != nil {
 		return raftError(err, ctx)
 	}
-	if addr, ok := n.reg.addr(id); ok && addr != raftAddr {
-		if _, member := mm.Nodes[id]; member {
-			return api.Errorf(api.CodeConflict, "node %d is a member with raft address %s", id, addr)
-		}
+	_, voter := mm.Nodes[id]
+	_, nonVoting := mm.NonVotings[id]
+	if addr, ok := n.reg.addr(id); ok && addr != raftAddr && (voter || nonVoting) {
+		return api.Errorf(api.CodeConflict, "node %d is a member with raft address %s", id, addr)
 	}
 	n.reg.setAddr(id, raftAddr)
-	if _, ok := mm.Nodes[id]; !ok {
-		if err := n.nh.SyncRequestAddReplica(ctx, fsm.MetaShardID, id, nodeHostID(id), mm.ConfigChangeID); err != nil {
+	if !voter && !nonVoting {
+		// Non-voting: it counts in no quorum until it has caught up and
+		// promoted itself (join.go). A voter added before it runs would
+		// make four members of which two answer when one of three is down.
+		if err := n.nh.SyncRequestAddNonVoting(ctx, fsm.MetaShardID, id, nodeHostID(id), mm.ConfigChangeID); err != nil {
 			return raftError(err, ctx)
 		}
 	}
@@ -351,14 +354,6 @@ func (n *Node) AddNode(ctx context.Context, id uint64, raftAddr, apiAddr string)
 	return nil
 }
 
-// RemoveNode takes a node out of the cluster for good, as when its machine
-// is lost: its replica leaves the meta shard first (so no tenant created
-// from then on is placed on it), then every tenant shard, and finally the
-// meta state forgets it (the node's own reconciler, if it still runs,
-// stops its tenant replicas). Every step is skipped when done, so a
-// removal cut short is finished by asking again. Its ID is never taken
-// back: the machine returns with a new ID and an empty data dir, through
-// --join. A node does not remove itself: ask another.
 // removalLeavesQuorums refuses the removal of node id when it would take
 // a voter from a tenant short of its R voters, whose voters answering now
 // are a majority of those it has, and would not be one after: a tenant
@@ -404,6 +399,14 @@ func (n *Node) removalLeavesQuorums(id uint64) error {
 	return nil
 }
 
+// RemoveNode takes a node out of the cluster for good, as when its machine
+// is lost: its replica leaves the meta shard first (so no tenant created
+// from then on is placed on it), then every tenant shard, and finally the
+// meta state forgets it (the node's own reconciler, if it still runs,
+// stops its tenant replicas). Every step is skipped when done, so a
+// removal cut short is finished by asking again. Its ID is never taken
+// back: the machine returns with a new ID and an empty data dir, through
+// --join. A node does not remove itself: ask another.
 func (n *Node) RemoveNode(ctx context.Context, id uint64) (err error) {
 	if id == n.cfg.NodeID {
 		return api.Errorf(api.CodeConflict, "node %d does not remove itself: ask another node", id)
@@ -412,7 +415,9 @@ func (n *Node) RemoveNode(ctx context.Context, id uint64) (err error) {
 	if err != nil {
 		return raftError(err, ctx)
 	}
-	_, member := mm.Nodes[id]
+	_, voter := mm.Nodes[id]
+	_, nonVoting := mm.NonVotings[id] // joined, not promoted yet
+	member := voter || nonVoting
 	_, known := n.meta.Node(id)
 	if !member && !known && !n.meta.Removed(id) {
 		return api.Errorf(api.CodeNotFound, "node %d is not a member of the cluster", id)
@@ -441,7 +446,7 @@ func (n *Node) RemoveNode(ctx context.Context, id uint64) (err error) {
 		}
 	}
 	if member {
-		if len(mm.Nodes) < 2 {
+		if voter && len(mm.Nodes) < 2 {
 			return api.Errorf(api.CodeConflict, "node %d is the cluster's last member", id)
 		}
 		if err := n.nh.SyncRequestDeleteReplica(ctx, fsm.MetaShardID, id, mm.ConfigChangeID); err != nil {

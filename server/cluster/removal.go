@@ -139,7 +139,9 @@ func (n *Node) removedLocally() string {
 		if s.ShardID != fsm.MetaShardID || s.Pending || len(s.Replicas) == 0 {
 			continue
 		}
-		if _, ok := s.Replicas[n.cfg.NodeID]; !ok {
+		// Replicas are the voters; a joined node not promoted yet is a
+		// non-voting member (join.go).
+		if _, ok := s.Replicas[n.cfg.NodeID]; !ok && !s.IsNonVoting {
 			return "the meta shard's membership no longer holds this node"
 		}
 	}
