@@ -507,8 +507,9 @@ section), before this binary learns its name; -o json prints the answer whole.`,
 	cf.register(a, cmd.Flags(), "RAFTING_ADMIN_TOKEN")
 
 	var rf commonFlags
+	var force bool
 	remove := &cobra.Command{
-		Use:   "remove ID",
+		Use:   "remove ID [--force]",
 		Short: "take a node out for good (its leaderships are moved off first)",
 		Args:  nArgs(1, 1, "ID"),
 		RunE: a.action(func(ctx context.Context, args []string) error {
@@ -517,10 +518,15 @@ section), before this binary learns its name; -o json prints the answer whole.`,
 			if err != nil {
 				return err
 			}
-			return a.cluster(ctx, &rf, http.MethodDelete, "/v1/cluster/nodes/"+seg, nil)
+			path := "/v1/cluster/nodes/" + seg
+			if force {
+				path += "?force=true"
+			}
+			return a.cluster(ctx, &rf, http.MethodDelete, path, nil)
 		}),
 	}
 	rf.register(a, remove.Flags(), "RAFTING_ADMIN_TOKEN")
+	remove.Flags().BoolVar(&force, "force", false, "remove it even if it holds a tenant's only replica (--replicas 1): that tenant's data is lost")
 
 	var tf commonFlags
 	var lt api.LeaderTransferRequest

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -399,6 +400,27 @@ func (n *Node) removalLeavesQuorums(id uint64) error {
 	return nil
 }
 
+// removalLosesTenants names the tenants whose every voting replica is on
+// node id (a cluster started with --replicas 1): its removal would leave
+// them no replica, their data gone for good.
+func (n *Node) removalLosesTenants(id uint64) []string {
+	var lost []string
+	for _, rec := range n.meta.Tenants() {
+		voters := rec.VotingOn()
+		if len(voters) > 0 && !slices.ContainsFunc(voters, func(v uint64) bool { return v != id }) {
+			lost = append(lost, rec.Name)
+		}
+	}
+	return lost
+}
+
+// RemoveOptions are a removal's options; the zero value is the safe one.
+type RemoveOptions struct {
+	// Force removes a node that holds a tenant's only replica (R = 1),
+	// whose data goes with it; without it such a removal is refused.
+	Force bool
+}
+
 // RemoveNode takes a node out of the cluster for good, as when its machine
 // is lost: its replica leaves the meta shard first (so no tenant created
 // from then on is placed on it), then every tenant shard, and finally the
@@ -407,7 +429,8 @@ func (n *Node) removalLeavesQuorums(id uint64) error {
 // removal cut short is finished by asking again. Its ID is never taken
 // back: the machine returns with a new ID and an empty data dir, through
 // --join. A node does not remove itself: ask another.
-func (n *Node) RemoveNode(ctx context.Context, id uint64) (err error) {
+// A node that holds a tenant's only replica is refused unless opts.Force.
+func (n *Node) RemoveNode(ctx context.Context, id uint64, opts RemoveOptions) (err error) {
 	if id == n.cfg.NodeID {
 		return api.Errorf(api.CodeConflict, "node %d does not remove itself: ask another node", id)
 	}
@@ -424,6 +447,14 @@ func (n *Node) RemoveNode(ctx context.Context, id uint64) (err error) {
 	}
 	if err := n.removalLeavesQuorums(id); err != nil {
 		return err
+	}
+	if lost := n.removalLosesTenants(id); len(lost) > 0 {
+		if !opts.Force {
+			return &api.Error{Code: api.CodeConflict,
+				Message: "node " + strconv.FormatUint(id, 10) + " holds the only replica of tenant(s) " + strings.Join(lost, ", ") +
+					": removing it loses their data for good; bring the node back, or remove it with --force (?force=true) and recreate them"}
+		}
+		n.log.Warn("node removal forced: tenants lose their only replica", "member", id, "tenants", lost, "by", requester(ctx))
 	}
 	n.log.Info("node removal requested", "member", id, "by", requester(ctx))
 	defer func() {

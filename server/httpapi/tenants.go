@@ -450,9 +450,16 @@ func (s *Server) removeNode(w http.ResponseWriter, r *http.Request, _ identity) 
 		writeError(w, err)
 		return
 	}
+	var opts cluster.RemoveOptions
+	if f := r.URL.Query().Get("force"); f != "" {
+		if opts.Force, err = strconv.ParseBool(f); err != nil {
+			writeError(w, api.Errorf(api.CodeBadRequest, "force: %q is not a boolean", f))
+			return
+		}
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
-	if err := s.node.RemoveNode(ctx, id); err != nil {
+	if err := s.node.RemoveNode(ctx, id, opts); err != nil {
 		var e *api.Error
 		if !errors.As(err, &e) {
 			err = api.Errorf(api.CodeUnavailable, "remove node: %v", err)
