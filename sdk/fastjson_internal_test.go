@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/sdk/internal/stream"
+	"github.com/rafting/rafting/sdk/internal/watchcache"
 )
 
 // encodedAnswer is a service answer with every field set, as a server encodes it.
@@ -174,5 +176,54 @@ func BenchmarkDecodeService(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// BenchmarkDecodeServiceStream: one watcher's cost of the same change on
+// the client stream, the default path — the changes frame that carries the
+// one changed instance decoded (encoding/json), applied to the watch's
+// view, the whole service rebuilt from the view and applied to the cache —
+// to be read beside BenchmarkDecodeService's, the REST blocking query's
+// decode alone.
+//
+//	go test -run '^$' -bench 'DecodeService' ./sdk/
+func BenchmarkDecodeServiceStream(b *testing.B) {
+	for _, n := range []int{11, 1000} {
+		var r api.ServiceResponse
+		if err := json.Unmarshal(encodedAnswer(b, n), &r); err != nil {
+			b.Fatal(err)
+		}
+		var frames [2][]byte
+		for i := range frames {
+			in := r.Instances[0]
+			in.Weight = i
+			f, err := json.Marshal(api.ServerFrame{Type: api.FrameChanges, W: 1, Index: r.Index + 1, Upsert: []api.Instance{in}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			frames[i] = f
+		}
+		b.Run(fmt.Sprintf("delta/%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			var v stream.View
+			v.Snapshot(&api.ServerFrame{Type: api.FrameSnapshot, Index: r.Index, Instances: r.Instances,
+				Master: api.MasterUpdate{Set: true, Master: r.Master}, Policy: &r.Policy}, 1)
+			c := watchcache.New(watchcache.Config{Service: "orders"})
+			i := 0
+			for b.Loop() {
+				var f api.ServerFrame
+				if err := json.Unmarshal(frames[i%2], &f); err != nil {
+					b.Fatal(err)
+				}
+				f.Index += uint64(i)
+				if err := v.Changes(&f); err != nil {
+					b.Fatal(err)
+				}
+				if c.Apply(v.Service("orders"), 1) != watchcache.Applied {
+					b.Fatal("not applied")
+				}
+				i++
+			}
+		})
 	}
 }
