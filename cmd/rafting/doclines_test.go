@@ -3,6 +3,8 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -116,4 +118,43 @@ scan:
 		}
 	}
 	return words
+}
+
+// TestDocLinks: every relative link of the README, the docs and the
+// examples' READMEs names a file of the repository, and the README links
+// the REST API's two descriptions (docs/API.md, the human one, and
+// api/openapi.yaml) and the dashboard's screenshots; docs/API.md links
+// the OpenAPI document it is the human version of.
+func TestDocLinks(t *testing.T) {
+	files, _ := filepath.Glob("../../docs/*.md")
+	more, _ := filepath.Glob("../../examples/*/README.md")
+	files = append(append(files, more...), "../../README.md", "../../contrib/grpc/doc.go")
+	link := regexp.MustCompile(`\]\(([^)\s]+)\)`)
+	linked := map[string][]string{} // file -> its relative links, cleaned
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range link.FindAllStringSubmatch(string(b), -1) {
+			target, _, _ := strings.Cut(m[1], "#")
+			if target == "" || strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+				continue
+			}
+			p := filepath.Join(filepath.Dir(f), target)
+			if _, err := os.Stat(p); err != nil {
+				t.Errorf("%s links %s: %v", f, m[1], err)
+			}
+			rel, _ := filepath.Rel("../..", p)
+			linked[filepath.Base(f)] = append(linked[filepath.Base(f)], rel)
+		}
+	}
+	for _, tt := range []struct{ file, want string }{
+		{"README.md", "api/openapi.yaml"}, {"README.md", "docs/API.md"}, {"README.md", "docs/DEPLOY.md"},
+		{"README.md", "docs/ui"}, {"API.md", "api/openapi.yaml"},
+	} {
+		if !slices.Contains(linked[tt.file], tt.want) {
+			t.Errorf("%s does not link %s (its links: %v)", tt.file, tt.want, linked[tt.file])
+		}
+	}
 }
