@@ -520,11 +520,12 @@ func (n *Node) ProposeMeta(ctx context.Context, cmd []byte) (fsm.MetaOutcome, er
 }
 
 // raftError maps a Dragonboat error to the API's: 504 when a proposal may
-// have been applied, 503 when it surely was not.
+// have been applied, 503 when it surely was not. A nil err is a request
+// that ran out of time before anything was sent: 503.
 func raftError(err error, ctx context.Context) *api.Error {
 	retry := 200 * time.Millisecond
 	switch {
-	case err == nil && ctx.Err() != nil, errors.Is(err, dragonboat.ErrTimeout):
+	case errors.Is(err, dragonboat.ErrTimeout):
 		return &api.Error{Code: api.CodeTimeout, Message: "raft: no answer before the deadline; the outcome is unknown, retry with the same body", RetryAfter: retry}
 	case errors.Is(err, dragonboat.ErrSystemBusy):
 		return &api.Error{Code: api.CodeUnavailable, Message: "raft: busy (back-pressure)", RetryAfter: 500 * time.Millisecond}

@@ -106,4 +106,9 @@ func testProposeAttempts(t *testing.T, c *servertest.Cluster) {
 	if err != nil || len(ids) != 2 || ids[0][0] == ids[1][0] {
 		t.Fatalf("refused, then applied: sent under %v, err %v; want a new session, no error", ids, err)
 	}
+	// A request whose time ran out before anything was sent: surely not
+	// applied, so 503, never 504's "the outcome is unknown".
+	if ids, err = run(time.Nanosecond, nil); len(ids) != 0 || code(err) != api.CodeUnavailable {
+		t.Fatalf("no time left: sent %d attempts, err %v; want none sent, 503 unavailable", len(ids), err)
+	}
 }
