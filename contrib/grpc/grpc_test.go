@@ -34,6 +34,7 @@ func TestGRPC(t *testing.T) {
 	c := sdktest.Start(t)
 	cl := c.Connect(t)
 	t.Run("RoundRobin", func(t *testing.T) { testRoundRobin(t, c, cl) })
+	t.Run("MonteCarloByWeight", func(t *testing.T) { testMonteCarlo(t, c, cl) })
 	t.Run("LeastLoadedTracksInFlight", func(t *testing.T) { testLeastLoaded(t, c, cl) })
 	t.Run("CustomPolicy", func(t *testing.T) { testCustomPolicy(t, c, cl) })
 	t.Run("Membership", func(t *testing.T) { testMembership(t, c, cl) })
@@ -158,6 +159,31 @@ func testRoundRobin(t *testing.T, c *sdktest.Cluster, cl *sdk.Client) {
 		if got[in.id] != 10 {
 			t.Errorf("instance %s answered %d of 30 calls, want 10 (all: %v)", in.id, got[in.id], got)
 		}
+	}
+}
+
+// testMonteCarlo: calls go to the instances in proportion to the
+// weights they joined with (100 and 300), which the resolver carries to
+// the balancer.
+func testMonteCarlo(t *testing.T, c *sdktest.Cluster, cl *sdk.Client) {
+	for id, weight := range map[string]int{"light": 100, "heavy": 300} {
+		in := start(t, id)
+		in.m = c.Join(t, sdk.Instance{Service: "mc", ID: id, Address: in.addr, Weight: weight})
+	}
+	conn := dial(t, cl, "mc", balancer.MonteCarloSeed(7))
+	connected(t, conn, "light", "heavy")
+	const calls = 1000
+	got := map[string]int{}
+	for range calls {
+		id, err := call(t, conn, "hi")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[id]++
+	}
+	// 750 expected; ±100 is over seven standard deviations.
+	if got["heavy"] < 650 || got["heavy"] > 850 {
+		t.Errorf("heavy (weight 300) answered %d of %d calls, light (100) %d; want about 3/4", got["heavy"], calls, got["light"])
 	}
 }
 
