@@ -481,6 +481,17 @@ func TestDashboard(t *testing.T) {
 		t.Errorf("the new master shows since %q, want %q", since, want)
 	}
 
+	// A drain made elsewhere (an operator's PUT, as a member's Leave
+	// drains first) shows within a second, as does its undrain.
+	for _, to := range []api.State{api.StateDraining, api.StateReady} {
+		register(t, c, acme, "web", "web-3", api.RegisterRequest{Address: "10.0.0.3:8080", Zone: "eu-3", State: to})
+		took := until(t, ctx, "web-3 "+string(to), text(`[data-service="web"] tr[data-instance="web-3"] .state`)+fmt.Sprintf(" === %q", to), 5*time.Second)
+		t.Logf("web-3 %s showed %v after the PUT was answered", to, took.Round(time.Millisecond))
+		if took > time.Second {
+			t.Errorf("web-3 %s showed %v after the PUT was answered, want within 1 s", to, took)
+		}
+	}
+
 	// Drain and undrain web-1 from the page, after a confirmation.
 	confirm(t, ctx, "drain web-1", `[data-service="web"] tr[data-instance="web-1"] [data-action="drain"]`)
 	until(t, ctx, "web-1 draining", text(`[data-service="web"] tr[data-instance="web-1"] .state`)+` === "draining"`, 5*time.Second)
@@ -606,6 +617,10 @@ func TestDashboard(t *testing.T) {
 	until(t, ctx, "the refusal", text("#login-error")+`.includes("not accepted")`, 10*time.Second)
 	if u := eval[string](t, ctx, `location.href + " " + performance.getEntries().map(e => e.name).join(" ")`); strings.Contains(u, "rft_") || strings.Contains(u, "rfa_") {
 		t.Errorf("a token went into a URL: %s", u)
+	}
+	// Everything the page loaded came from the node: no CDN.
+	if other := eval[[]string](t, ctx, fmt.Sprintf(`performance.getEntries().filter(e => e.entryType === "resource" || e.entryType === "navigation").map(e => e.name).filter(n => !n.startsWith(%q))`, base+"/")); len(other) > 0 {
+		t.Errorf("the page loaded from elsewhere than its node: %v", other)
 	}
 
 	// docs/ui's screenshots are this test's: one of each view it takes,
