@@ -28,7 +28,24 @@ const (
 	// freely while keeping the lane from being a flood vector.
 	LaneRate  = 25 // per second
 	LaneBurst = 50 // requests
+
+	// LaneTenantFloor is the least a tenant's whole lane refills a second
+	// on a node (LaneTenantRate).
+	LaneTenantFloor = 1000
 )
+
+// LaneTenantRate is how many keepalives and attaches a second a tenant
+// whose max_sessions is maxSessions gets on a node, all its sessions
+// together, with a burst of twice that: one a second for each session it
+// may hold (a farm session at the shortest TTL, 3 s, renews once a second;
+// a master's, at the default lease, five times, and masters are few), and
+// at least LaneTenantFloor (50 masters with leases of 200 ms). Without it
+// a tenant's sessions, each within its own LaneRate, renewed 25 ×
+// max_sessions a second: about a core of its leader at the defaults. At
+// the default 10,000 the ceiling costs the node about 3 % of a core.
+func LaneTenantRate(maxSessions int64) int {
+	return int(min(max(maxSessions, LaneTenantFloor), 1<<29))
+}
 
 // DefaultIdleTimeout is how long a bucket of Limiters must go unused before a
 // sweep may evict it.

@@ -743,7 +743,7 @@ func (s *Server) laneAllow(r *http.Request, who identity, t *cluster.Tenant, ses
 	// forwarding a flood to the leader would spend the leader's lane and
 	// its own CPU for nothing.
 	if ok, retry := s.chargeLane(t.Name, api.SessionTag(session), now); !ok {
-		return &api.Error{Code: api.CodeRateLimited, Message: "session keepalive lane: too many keepalives or attaches for this session", RetryAfter: retry}
+		return &api.Error{Code: api.CodeRateLimited, Message: "session keepalive lane: too many keepalives or attaches for this session, or for this tenant's sessions together", RetryAfter: retry}
 	}
 	return nil
 }
@@ -759,8 +759,18 @@ func (s *Server) chargeLane(tenant, tag string, now time.Time) (bool, time.Durat
 	if rec, ok := s.node.Meta().Brief(tenant); ok {
 		maxSessions = rec.Quotas.MaxSessions
 	}
-	return s.lane.AllowIn(tenant, laneCap(maxSessions), laneKeyPrefix+tenant+":"+tag, tenants.LaneRate, tenants.LaneBurst, now)
+	if ok, retry := s.lane.AllowIn(tenant, laneCap(maxSessions), laneKeyPrefix+tenant+":"+tag, tenants.LaneRate, tenants.LaneBurst, now); !ok {
+		return false, retry
+	}
+	// And the tenant's whole lane on this node: each session within its
+	// own rate, max_sessions of them together would still keep a core busy.
+	rate := tenants.LaneTenantRate(maxSessions)
+	return s.lane.Allow(laneTenantKeyPrefix+tenant, float64(rate), 2*rate, now)
 }
+
+// laneTenantKeyPrefix starts the key of a tenant's whole lane's bucket
+// (one a tenant: never swept by sweepLane, dropped when idle).
+const laneTenantKeyPrefix = "lane-tenant:"
 
 // sweepLane drops the lane buckets of sessions that are no longer live
 // on this node (ended, or their tenant's replica gone), rather than
