@@ -594,6 +594,9 @@ func TestDashboard(t *testing.T) {
 	if n := eval[int](t, ctx, `document.querySelectorAll('[data-action="drain"]').length`); n == 0 {
 		t.Error("a tenant's token sees no drain action")
 	}
+	if n := eval[int](t, ctx, `document.querySelectorAll('[data-action="rotate"]').length`); n != 0 {
+		t.Errorf("a tenant's token sees %d token rotations, an admin's action", n)
+	}
 
 	// The read-only token: everything, no action.
 	logout(t, ctx)
