@@ -217,9 +217,9 @@ func TestRemovedNodeExits(t *testing.T) {
 			t.Logf("before it learned of its removal, node 3 answered a stale read: %s", b)
 		}
 		if err == nil && code == http.StatusServiceUnavailable && strings.Contains(string(b), "removed from the cluster") {
-			var e struct{ Code string }
-			if json.Unmarshal(b, &e); e.Code != string(api.CodeUnavailable) {
-				t.Errorf("a removed node's refusal has code %q, want %q: %s", e.Code, api.CodeUnavailable, b)
+			var e struct{ Error struct{ Code string } }
+			if json.Unmarshal(b, &e); e.Error.Code != string(api.CodeUnavailable) {
+				t.Errorf("a removed node's refusal has code %q, want %q: %s", e.Error.Code, api.CodeUnavailable, b)
 			}
 		}
 		time.Sleep(20 * time.Millisecond)
