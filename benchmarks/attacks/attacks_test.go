@@ -77,7 +77,9 @@
 // "the CPU", else "more than the CPU". RAFTING_ATTACKS_PPROF=dir starts the
 // servers with --pprof and saves a CPU profile of each over every attacked
 // phase there (pattern-<id>-node<n>-cycle<c>.pprof; `go tool pprof`
-// merges the files it is given). RAFTING_ATTACKS_OPS=file appends every
+// merges the files it is given); RAFTING_ATTACKS_TRACE=dir the same with
+// an execution trace of each (….trace, for `go tool trace`: where requests
+// waited while the CPU was idle). RAFTING_ATTACKS_OPS=file appends every
 // operation of the victim's to file, one line each: pattern, cycle, phase
 // (alone, attacked, control), when it went out in ms from the start of the
 // phase's measured window, what (read, write, keepalive, fresh) and how

@@ -29,6 +29,7 @@ type scale struct {
 	rps                 int    // mallory's requests_per_second and burst (writes_per_second half); 0: the defaults
 	control             bool   // a control phase each cycle (control_test.go)
 	pprof               string // a directory for the servers' CPU profiles under attack ("": none)
+	trace               string // a directory for the servers' execution traces under attack ("": none)
 	ops                 string // a file the victim's every operation is appended to ("": none)
 }
 
@@ -72,10 +73,14 @@ func knobs(tb testing.TB) scale {
 	s.rps = bench.MustInt(tb, "RAFTING_ATTACKS_RPS", 0, 0)
 	s.control = bench.MustInt(tb, "RAFTING_ATTACKS_CONTROL", 1, 0) > 0
 	s.pprof = os.Getenv("RAFTING_ATTACKS_PPROF")
+	s.trace = os.Getenv("RAFTING_ATTACKS_TRACE")
 	s.ops = os.Getenv("RAFTING_ATTACKS_OPS")
-	if s.pprof != "" {
-		if err := os.MkdirAll(s.pprof, 0o755); err != nil {
-			tb.Fatalf("RAFTING_ATTACKS_PPROF: %v", err)
+	for env, dir := range map[string]string{"RAFTING_ATTACKS_PPROF": s.pprof, "RAFTING_ATTACKS_TRACE": s.trace} {
+		if dir == "" {
+			continue
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			tb.Fatalf("%s: %v", env, err)
 		}
 	}
 	return s
@@ -369,7 +374,7 @@ func runPattern(b *testing.B, p pattern, s scale) *outcome {
 		q.RequestsPerSecond, q.Burst, q.WritesPerSecond = int64(s.rps), int64(s.rps), int64(max(1, s.rps/2))
 	}
 	var args []string
-	if s.pprof != "" {
+	if s.pprof != "" || s.trace != "" {
 		args = append(args, "--pprof")
 	}
 	e := startEnv(b, q, args...)

@@ -533,27 +533,34 @@ func cmpErr(a, b error) error {
 }
 
 // profile takes a CPU profile of every server over the next phase into
-// s.pprof (pattern-<id>-node<n>-cycle<c>.pprof) when it is set; the
-// returned func waits for them. `go tool pprof` merges the files given
-// together.
+// s.pprof (pattern-<id>-node<n>-cycle<c>.pprof) when it is set, and an
+// execution trace into s.trace (….trace) when that is; the returned func
+// waits for them. `go tool pprof` merges the profiles given together;
+// `go tool trace` reads a trace: where a request waited while the server's
+// CPU was idle (scheduler latency, blocking, syscalls).
 func (e *env) profile(s scale, id string, cycle int) func() {
-	if s.pprof == "" {
-		return func() {}
-	}
 	secs := max(1, int(s.phase/time.Second))
 	var wg sync.WaitGroup
-	for _, srv := range e.c.Servers {
-		wg.Go(func() {
-			code, b, err := e.c.Call(srv.ID, proctest.AdminToken, http.MethodGet, fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs), nil)
-			if err != nil || code != http.StatusOK {
-				e.tb.Logf("profile of node %d: %d %v", srv.ID, code, err)
-				return
-			}
-			name := filepath.Join(s.pprof, fmt.Sprintf("pattern-%s-node%d-cycle%d.pprof", id, srv.ID, cycle))
-			if err := os.WriteFile(name, b, 0o644); err != nil {
-				e.tb.Log(err)
-			}
-		})
+	for _, want := range []struct{ dir, path, ext string }{
+		{s.pprof, "/debug/pprof/profile", "pprof"},
+		{s.trace, "/debug/pprof/trace", "trace"},
+	} {
+		if want.dir == "" {
+			continue
+		}
+		for _, srv := range e.c.Servers {
+			wg.Go(func() {
+				code, b, err := e.c.Call(srv.ID, proctest.AdminToken, http.MethodGet, fmt.Sprintf("%s?seconds=%d", want.path, secs), nil)
+				if err != nil || code != http.StatusOK {
+					e.tb.Logf("%s of node %d: %d %v", want.ext, srv.ID, code, err)
+					return
+				}
+				name := filepath.Join(want.dir, fmt.Sprintf("pattern-%s-node%d-cycle%d.%s", id, srv.ID, cycle, want.ext))
+				if err := os.WriteFile(name, b, 0o644); err != nil {
+					e.tb.Log(err)
+				}
+			})
+		}
 	}
 	return wg.Wait
 }
