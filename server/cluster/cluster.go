@@ -45,6 +45,7 @@ type Node struct {
 	metaSynced  atomic.Bool // the meta replica caught up with a quorum once
 	metaLearner atomic.Bool // the meta replica joined non-voting and is not promoted yet (join.go)
 	reconciled  atomic.Bool // every tenant shard this node hosts was started and synced once
+	keepRetired atomic.Bool // tests: removeRetired keeps the data (export_test.go)
 	closing     atomic.Bool
 
 	mu      sync.RWMutex

@@ -36,3 +36,9 @@ func (t *Tenant) ProposeScripted(ctx context.Context, errs ...error) (sent [][2]
 	})
 	return sent, err
 }
+
+// KeepRetiredData makes the reconciler keep (true) the data of the
+// replicas moves retired from this node, or delete it again (false): a
+// test holds it over a move back onto the node, as a pass that could not
+// delete it (the replica still unloading) would.
+func (n *Node) KeepRetiredData(keep bool) { n.keepRetired.Store(keep) }

@@ -216,6 +216,9 @@ func (n *Node) stopTenant(t *Tenant) {
 // moves retired (their shard lives on elsewhere; a node that was down
 // during the move deletes it when it returns), unless the replica runs.
 func (n *Node) removeRetired(desired map[uint64]*fsm.TenantRecord) {
+	if n.keepRetired.Load() {
+		return
+	}
 	me := n.cfg.NodeID
 	for _, rec := range n.meta.Tenants() {
 		for rid, node := range rec.Retired {
@@ -233,15 +236,22 @@ func (n *Node) removeRetired(desired map[uint64]*fsm.TenantRecord) {
 	}
 }
 
-// removeData deletes a tombstoned shard's local data.
+// removeData deletes the local data of a replica that no longer runs here
+// (tombstoned, or retired by a move). Not SyncRemoveData: it refuses while
+// the shard runs any replica on this node, so a node that a move placed
+// the shard on again, under a new replica ID, would keep the old one's
+// data for good (and warn every pass). RemoveData refuses only while that
+// very replica is loaded; one still being unloaded is deleted at a later
+// pass.
 func (n *Node) removeData(shard, replica uint64) {
-	ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
-	defer cancel()
-	if err := n.nh.SyncRemoveData(ctx, shard, replica); err != nil {
-		n.log.Warn("remove tombstoned shard data", "shard", shard, "err", err)
+	if err := n.nh.RemoveData(shard, replica); errors.Is(err, dragonboat.ErrShardNotStopped) {
+		n.log.Debug("remove replica data: the replica is still being unloaded; at a later pass", "shard", shard, "replica", replica)
+		return
+	} else if err != nil {
+		n.log.Warn("remove replica data", "shard", shard, "replica", replica, "err", err)
 		return
 	}
-	n.log.Debug("removed tombstoned shard data", "shard", shard)
+	n.log.Debug("removed replica data", "shard", shard, "replica", replica)
 }
 
 // syncQuotas proposes the meta shard's quotas into the tenant shard, from
