@@ -799,13 +799,7 @@ func (n *Node) TransferLeaderships(max time.Duration, peers PeerApplied) {
 	}
 	var shards []*led
 	if id, _, ok := n.leader(fsm.MetaShardID); ok && id == me {
-		reps := map[uint64]uint64{}
-		for _, rec := range n.meta.Nodes() {
-			if rec.ID != me {
-				reps[rec.ID] = rec.ID
-			}
-		}
-		shards = append(shards, &led{shard: fsm.MetaShardID, self: me, targets: order(fsm.MetaShardID, reps)})
+		shards = append(shards, &led{shard: fsm.MetaShardID, self: me, targets: order(fsm.MetaShardID, n.metaTransferTargets())})
 	}
 	for _, t := range n.Tenants() {
 		if id, _, ok := n.leader(t.ShardID); !ok || id != t.ReplicaID {
@@ -853,6 +847,24 @@ func (n *Node) TransferLeaderships(max time.Duration, peers PeerApplied) {
 	if left.Load() > 0 {
 		n.log.Warn("some leaderships were not transferred before shutdown", "shards", left.Load())
 	}
+}
+
+// metaTransferTargets is who may take the meta shard's leadership from
+// this node (replica ID -> node ID, the same for the meta shard): the
+// other voters — a joined node not promoted yet (join.go) cannot take it,
+// and a transfer to it costs two election timeouts — or, when the
+// membership cannot be read, every other node recorded.
+func (n *Node) metaTransferTargets() map[uint64]uint64 {
+	ctx, cancel := context.WithTimeout(n.ctx, time.Second)
+	voters, err := n.MetaVoters(ctx)
+	cancel()
+	reps := map[uint64]uint64{}
+	for _, rec := range n.meta.Nodes() {
+		if _, votes := voters[rec.ID]; rec.ID != n.cfg.NodeID && (votes || err != nil) {
+			reps[rec.ID] = rec.ID
+		}
+	}
+	return reps
 }
 
 // listener receives Dragonboat's leader changes; it must never block.

@@ -42,3 +42,7 @@ func (t *Tenant) ProposeScripted(ctx context.Context, errs ...error) (sent [][2]
 // test holds it over a move back onto the node, as a pass that could not
 // delete it (the replica still unloading) would.
 func (n *Node) KeepRetiredData(keep bool) { n.keepRetired.Store(keep) }
+
+// MetaTransferTargets is who TransferLeaderships would hand the meta
+// shard's leadership to (replica ID -> node ID).
+func (n *Node) MetaTransferTargets() map[uint64]uint64 { return n.metaTransferTargets() }
