@@ -46,6 +46,7 @@ type Node struct {
 	metaLearner atomic.Bool // the meta replica joined non-voting and is not promoted yet (join.go)
 	reconciled  atomic.Bool // every tenant shard this node hosts was started and synced once
 	keepRetired atomic.Bool // tests: removeRetired keeps the data (export_test.go)
+	keepStale   atomic.Bool // tests: reconcile leaves replicas no longer placed here running (export_test.go)
 	closing     atomic.Bool
 
 	mu      sync.RWMutex
@@ -489,6 +490,26 @@ func (n *Node) Tenant(name string) (*Tenant, bool) {
 	defer n.mu.RUnlock()
 	t, ok := n.byName[name]
 	return t, ok
+}
+
+// Serving returns the tenant's running replica on this node when the meta
+// shard places it here, under its replica ID: the one that answers the
+// tenant's requests. A replica a move took out of its shard (or that the
+// tenant's placement put back here under a new ID) may run until the
+// reconciler stops it, hearing nothing more of its shard: it answers
+// nothing, and the tenant is served as one this node does not hold.
+func (n *Node) Serving(name string) (*Tenant, bool) {
+	t, ok := n.Tenant(name)
+	if !ok {
+		return nil, false
+	}
+	if brief, ok := n.meta.Brief(name); !ok || brief.ShardID != t.ShardID {
+		return nil, false
+	}
+	if node, ok := n.meta.ReplicaNode(name, t.ReplicaID); !ok || node != n.cfg.NodeID {
+		return nil, false
+	}
+	return t, true
 }
 
 // Tenants returns the running tenant replicas, sorted by name.

@@ -46,3 +46,7 @@ func (n *Node) KeepRetiredData(keep bool) { n.keepRetired.Store(keep) }
 // MetaTransferTargets is who TransferLeaderships would hand the meta
 // shard's leadership to (replica ID -> node ID).
 func (n *Node) MetaTransferTargets() map[uint64]uint64 { return n.metaTransferTargets() }
+
+// KeepStaleReplicas makes the reconciler leave running the replicas no
+// longer placed on this node, as a pass that has not come yet does.
+func (n *Node) KeepStaleReplicas(keep bool) { n.keepStale.Store(keep) }

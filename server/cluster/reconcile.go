@@ -118,6 +118,9 @@ func (n *Node) reconcile() bool {
 		}
 	}
 	n.mu.RUnlock()
+	if n.keepStale.Load() {
+		stale = nil
+	}
 	for _, t := range stale {
 		n.stopTenant(t)
 	}

@@ -251,7 +251,7 @@ type ending struct {
 func (s *Server) clientStream(w http.ResponseWriter, r *http.Request, who identity) {
 	name := r.PathValue("t")
 	if rec, ok := s.node.Meta().Tenant(name); ok {
-		if _, here := s.node.Tenant(name); !here && !s.placedHere(rec.Replicas) {
+		if _, here := s.node.Serving(name); !here && !s.placedHere(rec.Replicas) {
 			// Not placed on this node: say where it is (its leader's
 			// node first when known), and end.
 			servers := s.node.TenantNodes(name)

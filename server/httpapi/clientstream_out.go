@@ -275,7 +275,7 @@ func (cs *clientStream) onStall() {
 // of a replica that left this node.
 func (cs *clientStream) housekeep(now time.Time) {
 	cs.checkToken(now)
-	if t, ok := cs.s.node.Tenant(cs.t.Name); !ok || t != cs.t ||
+	if t, ok := cs.s.node.Serving(cs.t.Name); !ok || t != cs.t ||
 		cs.s.node.RemovedError() != nil || cs.s.node.TooOldError(cs.t.Name) != nil {
 		// Gone from this node, or the node serves no tenant any more
 		// (removed from the cluster, or its build too old for it).

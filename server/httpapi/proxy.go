@@ -129,7 +129,7 @@ func (s *Server) proxyTarget(r *http.Request) (string, identity, bool) {
 	if r.Header.Get(HeaderProxied) != "" || s.node.RemovedReason() != "" {
 		return "", identity{}, false // the second hop: answered here (503)
 	}
-	if _, here := s.node.Tenant(name); here || s.node.HostsTenant(name) {
+	if _, here := s.node.Serving(name); here || s.node.HostsTenant(name) {
 		return "", identity{}, false
 	}
 	if _, known := s.node.Meta().Brief(name); !known {

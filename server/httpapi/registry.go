@@ -25,8 +25,8 @@ func (s *Server) replica(w http.ResponseWriter, r *http.Request) (*cluster.Tenan
 		return nil, false
 	}
 	name := r.PathValue("t")
-	brief, known := s.node.Meta().Brief(name)
-	if t, ok := s.node.Tenant(name); ok && known && brief.ShardID == t.ShardID {
+	_, known := s.node.Meta().Brief(name)
+	if t, ok := s.node.Serving(name); ok {
 		if r.Method == http.MethodGet {
 			// A read answers from this replica's state: not before it
 			// caught up once (after a restart it recovers in the background).
