@@ -75,12 +75,25 @@ func TestAccessLog(t *testing.T) {
 			t.Errorf("access log line of request %q = %+v (found %v), want GET /v1/tenants/acme/services %s by %s", id, rec, found, tt.status, tt.by)
 		}
 	}
+	// A session's ID is a secret too (DESIGN.md: whoever knows it can keep
+	// the session alive or end it): its paths are logged with its tag.
+	session := "sess-accesslog-0123456789abcdef"
+	for _, r := range []*servertest.Response{
+		c.Do(1, token, http.MethodPut, "/v1/tenants/acme/sessions/"+session, api.SessionRequest{TTLMs: 5000}),
+		c.Do(1, token, http.MethodPut, "/v1/tenants/acme/sessions/"+session+"/keepalive", struct{}{}),
+		c.Do(1, token, http.MethodDelete, "/v1/tenants/acme/sessions/"+session, nil),
+	} {
+		rec, found := find(r.Header.Get("X-Request-Id"))
+		if r.Status/100 != 2 || !found || !strings.Contains(rec.Path, api.SessionTag(session)) {
+			t.Errorf("session request = %d, its access line %+v (found %v): want its path with the session's tag %s", r.Status, rec, found, api.SessionTag(session))
+		}
+	}
 	// The secret is what follows "rft_acme_"; base64url may hold "_" itself,
 	// so it is cut by the prefix, not at the last "_".
 	secret := strings.TrimPrefix(token, "rft_acme_")
-	for i, s := range []string{token, bad, servertest.AdminToken, secret} {
+	for i, s := range []string{token, bad, servertest.AdminToken, secret, session} {
 		if strings.Contains(logs.String(), s) {
-			t.Errorf("the log holds secret %d of 4 (token, refused token, admin token, tenant secret)", i+1)
+			t.Errorf("the log holds secret %d of 5 (token, refused token, admin token, tenant secret, session ID)", i+1)
 		}
 	}
 }

@@ -369,8 +369,25 @@ func (s *Server) accessLog(r *http.Request, reqID, route string, status int, who
 	case who.admin:
 		by = "admin"
 	}
-	s.log.Debug("request", "request_id", reqID, "method", r.Method, "route", route, "path", r.URL.EscapedPath(),
+	s.log.Debug("request", "request_id", reqID, "method", r.Method, "route", route, "path", loggedPath(r, route),
 		"status", statusText(status), "took", time.Since(start).Round(time.Microsecond), "by", by, "remote", r.RemoteAddr)
+}
+
+// loggedPath is r's path as the access log writes it: a session's ID,
+// a secret (whoever knows it keeps the session alive or ends it), is
+// written as its tag, as every other log line names a session.
+func loggedPath(r *http.Request, route string) string {
+	p := r.URL.EscapedPath()
+	id := r.PathValue("id")
+	if id == "" || !strings.Contains(route, "/sessions/{id}") {
+		return p
+	}
+	seg := strings.Split(p, "/") // "", v1, tenants, {t}, sessions, {id}, ...
+	if len(seg) < 6 || seg[4] != "sessions" {
+		return "/v1/tenants/" + r.PathValue("t") + "/sessions/" + api.SessionTag(id) // not as routed: nothing of it
+	}
+	seg[5] = api.SessionTag(id)
+	return strings.Join(seg, "/")
 }
 
 func statusText(code int) string {
