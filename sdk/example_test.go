@@ -80,8 +80,9 @@ func call(ctx context.Context, addr string) error { return nil }
 
 // An HTTP caller of a farm: the Service's HTTPClient picks an instance
 // per request (least loaded here), reports how each ended to the
-// balancer, and sends an idempotent request that failed to connect, or got
-// a 5xx, once more to another instance. The URL's host is the service's
+// balancer (a 5xx as the instance's failure), and sends an idempotent
+// request that failed to connect once more to another instance (a 5xx is
+// returned as it is). The URL's host is the service's
 // name; the Transport puts the instance's address in its place.
 func ExampleService_HTTPClient() {
 	ctx := context.Background()
