@@ -20,6 +20,8 @@
 // A service whose blocking query the node refuses (the tenant's
 // max_watchers reached) is read without one every 500 ms for a while.
 // A browser holds one connection for it, however many services it shows.
+// Service answers are paced to FeedBytesPerSecond a feed: changes that
+// come faster are sent together.
 // One identity holds at most MaxFeeds feeds on a node (429 past it); a
 // write the browser does not take within 10 s ends a feed, and so does a
 // 401 of its token (revoked, rotated out), after it is sent as problem.

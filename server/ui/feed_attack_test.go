@@ -144,6 +144,9 @@ func TestFeedEndsOnRevokedToken(t *testing.T) {
 // stayed open.
 func TestFeedStalledReader(t *testing.T) {
 	defer ui.SetWriteTimeout(time.Second)()
+	// Unpaced: a producer faster than the kernel's buffers (at
+	// FeedBytesPerSecond they hold the 4 s this client stalls).
+	defer ui.SetFeedPace(1 << 40)()
 	c := servertest.Start(t, servertest.Options{Nodes: 1})
 	acme := c.CreateTenant("acme", api.Quotas{WritesPerSecond: 10000, Burst: 20000, RequestsPerSecond: 10000})
 	pad := strings.Repeat("x", 3000)

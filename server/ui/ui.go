@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rafting/rafting/api"
@@ -108,6 +109,24 @@ const MaxFeeds = 16
 // (up to the tenant's answer bytes a second, without end) for as long as
 // its connection stays open.
 var writeTimeout = 10 * time.Second
+
+// FeedBytesPerSecond paces a feed's service answers: after one of n
+// bytes is sent, the feed's watches ask again only once n/FeedBytesPerSecond
+// has passed (shared by its watches), so changes that come faster are sent
+// together, as the service's state when the wait ends. A service's answer
+// is the whole service, and a change to it of a hundred bytes (one
+// instance's weight) is sent as all of it: unpaced, a tenant's small
+// writes to a large service made every feed that follows it (the admin's
+// and the read-only token's, charged to no one) re-read and send the
+// service as fast as the node could encode it, 50 MB a second per tab for
+// a 0.9 MB service (TestRedTeam3AdminFeedAmplifiesTenantWrites). A page
+// cannot show more than this anyway.
+const FeedBytesPerSecond = 1 << 20
+
+// feedPace is FeedBytesPerSecond, which tests may raise (SetFeedPace).
+var feedPace atomic.Int64
+
+func init() { feedPace.Store(FeedBytesPerSecond) }
 
 // blockWait is a service watch's wait: well under the API's cap, so an
 // idle watch costs a request every 30 s.
@@ -344,6 +363,23 @@ type feed struct {
 
 	ended sync.Once
 	end   chan struct{} // closed when the token is refused 401: the feed ends
+
+	paceMu sync.Mutex
+	paceAt time.Time // when the service answers sent so far are paid for (FeedBytesPerSecond)
+}
+
+// pace waits until the feed's service answers, n more bytes of them
+// included, are within FeedBytesPerSecond; false when ctx ends first.
+func (f *feed) pace(ctx context.Context, n int) bool {
+	f.paceMu.Lock()
+	now := time.Now()
+	if f.paceAt.Before(now) {
+		f.paceAt = now
+	}
+	f.paceAt = f.paceAt.Add(time.Duration(int64(n) * int64(time.Second) / feedPace.Load()))
+	wait := f.paceAt.Sub(now)
+	f.paceMu.Unlock()
+	return sleepCtx(ctx, wait)
 }
 
 // send queues an event; it gives up when ctx (the feed) ends.
@@ -623,12 +659,17 @@ func (f *feed) watchService(ctx context.Context, p string) {
 		// A tenant deleted and created again starts its indexes anew:
 		// with the epoch asked, such a query answers at once.
 		e, _ := strconv.ParseUint(h.Get(api.HeaderEpoch), 10, 64)
+		sent := 0
 		if s.Index != index || e != epoch {
 			f.send(ctx, "service", body)
+			sent = len(body)
 		}
 		polled := index > 0 && !blocking
 		index, epoch = s.Index, e
 		if polled && !sleepCtx(ctx, ServicesEvery) {
+			return
+		}
+		if sent > 0 && !f.pace(ctx, sent) {
 			return
 		}
 	}
