@@ -36,3 +36,30 @@ func TestAssetsNoHTMLSinks(t *testing.T) {
 		}
 	}
 }
+
+// TestActionsTakeTheirCardsTenant: drain, undrain and resign act on the
+// tenant whose card holds the button, passed in when the card was drawn,
+// never on the tenant the page follows when the button is clicked: an
+// admin's feed that reconnects to another tenant (the first by name
+// changed) while a confirmation is open would send the action there,
+// with the first tenant's instance (red team 3).
+func TestActionsTakeTheirCardsTenant(t *testing.T) {
+	b, err := os.ReadFile("assets/app.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := string(b)
+	for _, fn := range []string{"async function setState(tenant, ", "async function resign(tenant, "} {
+		i := strings.Index(src, fn)
+		if i < 0 {
+			t.Fatalf("app.js has no %q...: the action does not take its card's tenant", fn)
+		}
+		body := src[i:]
+		if end := strings.Index(body, "\n  }\n"); end > 0 {
+			body = body[:end]
+		}
+		if strings.Contains(body, "state.tenant") {
+			t.Errorf("%s...: reads state.tenant, the tenant followed when clicked", fn)
+		}
+	}
+}

@@ -325,9 +325,11 @@
     const cards = names.map((name) => {
       const sum = ((state.list && state.list.services) || []).find((s) => s.name === name);
       const s = state.services.get(name);
-      // A followed service's card changes only with its own answer.
-      const key = state.kind + (s ? JSON.stringify(s) : "list" + JSON.stringify(sum || null));
-      return memo("service", name, key, () => serviceCard(name, sum, s, canAct));
+      // A followed service's card changes only with its own answer, or its
+      // tenant (its buttons act on the tenant it was drawn for).
+      const tenant = state.tenant;
+      const key = state.kind + tenant + "\n" + (s ? JSON.stringify(s) : "list" + JSON.stringify(sum || null));
+      return memo("service", name, key, () => serviceCard(tenant, name, sum, s, canAct));
     });
     sweep("service", names);
     const none = state.list ? "no services" : !state.tenant && state.kind !== "tenant" && state.tenants.length === 0 ? "no tenants yet" : "loading";
@@ -336,7 +338,7 @@
     renderSessions();
   }
 
-  function serviceCard(name, sum, s, canAct) {
+  function serviceCard(tenant, name, sum, s, canAct) {
     const card = el("section", { class: "service", "data-service": name });
     card.append(el("h3", {}, name));
     if (!s) {
@@ -352,7 +354,7 @@
         " · session ", el("span", { class: "mono" }, m.session_tag || ""),
         m.releasing ? el("span", { class: "releasing state-draining" }, " · releasing") : "");
       if (canAct && !m.releasing) {
-        ml.append(" ", el("button", { class: "danger", "data-action": "resign", onclick: () => resign(name, m) }, "Resign"));
+        ml.append(" ", el("button", { class: "danger", "data-action": "resign", onclick: () => resign(tenant, name, m) }, "Resign"));
       }
     } else {
       const elects = (s.instances || []).some((i) => i.mode === "master-standby");
@@ -362,8 +364,8 @@
     const rows = (s.instances || []).slice().sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)).map((i) => {
       const act = el("td", {});
       if (canAct) {
-        if (i.state === "draining") act.append(el("button", { "data-action": "undrain", onclick: () => setState(name, i, "ready") }, "Undrain"));
-        else act.append(el("button", { class: "danger", "data-action": "drain", onclick: () => setState(name, i, "draining") }, "Drain"));
+        if (i.state === "draining") act.append(el("button", { "data-action": "undrain", onclick: () => setState(tenant, name, i, "ready") }, "Undrain"));
+        else act.append(el("button", { class: "danger", "data-action": "drain", onclick: () => setState(tenant, name, i, "draining") }, "Drain"));
       }
       return el("tr", { "data-instance": i.id },
         el("td", { class: "mono" }, i.id, m && m.instance === i.id ? " ★" : ""),
@@ -464,25 +466,27 @@
 
   const tpath = (...parts) => "/v1/tenants/" + parts.map(encodeURIComponent).join("/");
 
-  async function setState(service, i, to) {
+  // The actions take the tenant their card was drawn for, never the one
+  // followed when clicked: the feed may have moved to another meanwhile.
+  async function setState(tenant, service, i, to) {
     const verb = to === "draining" ? "Drain" : "Undrain";
     const what = to === "draining" ?
       "Balancers stop picking it; a master it holds is released once its promise lapses." :
       "It becomes ready: balancers pick it again and it may be elected.";
-    if (!await confirmAction(verb + " instance " + i.id + " of service " + service + "?", what, verb)) return;
+    if (!await confirmAction(verb + " instance " + i.id + " of service " + service + " (tenant " + tenant + ")?", what, verb)) return;
     // The instance as it is, with the new state; its session is kept.
     const body = { address: i.address, mode: i.mode, state: to, weight: i.weight, priority: i.priority, zone: i.zone, meta: i.meta || {} };
     try {
-      await call("PUT", tpath(state.tenant, "services", service, "instances", i.id), body);
+      await call("PUT", tpath(tenant, "services", service, "instances", i.id), body);
       setProblem("");
     } catch (e) { setProblem(verb + " " + i.id + ": " + e.message); }
   }
 
-  async function resign(service, m) {
-    if (!await confirmAction("Resign the master of " + service + " (" + m.instance + ")?",
+  async function resign(tenant, service, m) {
+    if (!await confirmAction("Resign the master of " + service + " (" + m.instance + ", tenant " + tenant + ")?",
       "The next candidate is granted once the holder's promise lapses, or at once if the holder hands over itself. Fencing token " + m.fencing_token + ".", "Resign")) return;
     try {
-      await call("POST", tpath(state.tenant, "services", service, "master", "resign"), { instance: m.instance, fencing_token: m.fencing_token });
+      await call("POST", tpath(tenant, "services", service, "master", "resign"), { instance: m.instance, fencing_token: m.fencing_token });
       setProblem("");
     } catch (e) { setProblem("resign " + service + ": " + e.message); }
   }
