@@ -107,7 +107,11 @@ func TestRedTeam2KVPrefixWatchAmplification(t *testing.T) {
 	extra := time.Duration(float64(max(watching-alone, 0)) * puts / took.Seconds())
 	t.Logf("CPU per 1-byte put: %v alone, %v with %d prefix watches of a %d-key subtree (%.1fx); the watches' reads took %.2f cores over %v of puts",
 		alone, watching, len(watched), keys, float64(watching)/float64(alone), extra.Seconds(), took)
-	if extra > time.Second/2 {
+	// The budget bounds the reads' bytes a second, not their CPU: under the
+	// race detector and a loaded CI host a read costs several times what it
+	// costs here (0.52 cores seen in CI against 0.09–0.11 here); without
+	// the charge the reads take 1.7 cores here, all there is in CI.
+	if extra > time.Second {
 		t.Fatalf("a tenant's puts under %d watched prefixes of one %d-key subtree cost %v of CPU each (%v without the watches, %.1fx): "+
 			"the reads of its watches took %.2f cores while it wrote, charged to nothing but the write",
 			len(watched), keys, watching, alone, float64(watching)/float64(alone), extra.Seconds())
