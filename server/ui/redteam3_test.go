@@ -4,11 +4,9 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,7 +14,6 @@ import (
 	"github.com/rafting/rafting/api"
 	"github.com/rafting/rafting/server/config"
 	"github.com/rafting/rafting/server/servertest"
-	"github.com/rafting/rafting/tenants"
 )
 
 // TestRedTeam3UIPagesAreUnlimited: the page and its assets need no token,
@@ -28,46 +25,8 @@ import (
 // tenants.UnauthenticatedRate a second (burst UnauthenticatedBurst).
 func TestRedTeam3UIPagesAreUnlimited(t *testing.T) {
 	c := servertest.Start(t, servertest.Options{Nodes: 1})
-	const conns, each = 8, 100
 	for _, path := range []string{"/ui/app.js", "/ui", "/ui/no-such-asset"} {
-		client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: conns, MaxIdleConnsPerHost: conns}}
-		var answered, limited, bytes atomic.Int64
-		start := time.Now()
-		deadline := start.Add(1500 * time.Millisecond)
-		var wg sync.WaitGroup
-		for range conns {
-			wg.Go(func() {
-				for range each {
-					if time.Now().After(deadline) {
-						return
-					}
-					resp, err := client.Get("http://" + c.Addr(1) + path)
-					if err != nil {
-						return
-					}
-					n, _ := io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode == http.StatusTooManyRequests {
-						limited.Add(1)
-						continue
-					}
-					answered.Add(1)
-					bytes.Add(n)
-				}
-			})
-		}
-		wg.Wait()
-		took := time.Since(start)
-		client.CloseIdleConnections()
-		allowed := int64(2*tenants.UnauthenticatedBurst) + int64(4*tenants.UnauthenticatedRate*took.Seconds())
-		t.Logf("%s without a token from one address: %d answered (%.1f MB), %d refused 429, in %v; the address's bucket allows about %d",
-			path, answered.Load(), float64(bytes.Load())/1e6, limited.Load(), took.Round(time.Millisecond), allowed)
-		if answered.Load() > allowed {
-			t.Errorf("%s without a token from one address: %d answered (%.1f MB) in %v, no 429: "+
-				"the unauthenticated per-address bucket (%d a second, burst %d) would have allowed about %d",
-				path, answered.Load(), float64(bytes.Load())/1e6, took.Round(time.Millisecond),
-				tenants.UnauthenticatedRate, tenants.UnauthenticatedBurst, allowed)
-		}
+		c.RequireAnonymousLimited(t, 1, path)
 	}
 }
 
