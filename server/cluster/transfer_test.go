@@ -1,16 +1,11 @@
 package cluster_test
 
 import (
-	"context"
-	"fmt"
 	"maps"
-	"net/http"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/rafting/rafting/api"
-	"github.com/rafting/rafting/server"
 	"github.com/rafting/rafting/server/servertest"
 )
 
@@ -22,14 +17,7 @@ import (
 // next target.
 func TestMetaTransferSkipsNonVoting(t *testing.T) {
 	c := servertest.Start(t, servertest.Options{Nodes: 3, RTT: 25 * time.Millisecond})
-	join := api.JoinRequest{ID: 4, RaftAddress: servertest.FreePort(t), APIAddress: servertest.FreePort(t)}
-	version := http.Header{api.HeaderStateVersion: {fmt.Sprint(server.StateVersion)}}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	r, err := c.DoErr(ctx, 1, servertest.AdminToken, http.MethodPost, "/v1/cluster/nodes", join, version)
-	cancel()
-	if err != nil || r.Status != http.StatusOK {
-		t.Fatalf("join node 4 = %v %v", r, err)
-	}
+	c.JoinUnstarted(1, 4)
 	node := c.Server(1).Node()
 	servertest.Eventually(t, 10*time.Second, "node 4 recorded", func() bool { _, ok := node.Meta().Node(4); return ok })
 	got := slices.Sorted(maps.Keys(node.MetaTransferTargets()))

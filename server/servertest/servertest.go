@@ -507,3 +507,21 @@ func (c *Cluster) JoinNode() int {
 	}
 	return id
 }
+
+// JoinUnstarted asks node via to add node id as a joiner of this build
+// would (its state version), for a node that never starts (its addresses
+// are free ports no one listens on), and fails t unless the join is
+// answered 200; asked again, it must be answered the same.
+func (c *Cluster) JoinUnstarted(via, id int) {
+	c.T.Helper()
+	join := api.JoinRequest{ID: uint64(id), RaftAddress: FreePort(c.T), APIAddress: FreePort(c.T)}
+	version := http.Header{api.HeaderStateVersion: {fmt.Sprint(server.StateVersion)}}
+	for range 2 { // asked again, as a joiner retries: the same answer
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		r, err := c.DoErr(ctx, via, AdminToken, http.MethodPost, "/v1/cluster/nodes", join, version)
+		cancel()
+		if err != nil || r.Status != http.StatusOK {
+			c.T.Fatalf("join of node %d through node %d = %v %v", id, via, r, err)
+		}
+	}
+}
