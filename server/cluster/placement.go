@@ -226,7 +226,11 @@ func (n *Node) driveMoves() {
 				delete(p.driving, t.Name)
 				p.mu.Unlock()
 			}()
-			ctx, cancel := context.WithTimeout(n.ctx, 4*n.cfg.RequestTimeout)
+			// One step's bound: a call the shard cannot answer now (its
+			// leader lost its quorum under it) is given up and the next
+			// pass asks again; under 4 × RequestTimeout it held the tenant's
+			// moves for 40 s (docs/RELIABILITY.md).
+			ctx, cancel := context.WithTimeout(n.ctx, n.cfg.RequestTimeout)
 			defer cancel()
 			if t.swept.Load() != int64(removed)+1 {
 				// First, before any move's step: a dead member left in
