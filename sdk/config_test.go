@@ -501,16 +501,7 @@ func TestConfigOutage(t *testing.T) {
 		t.Fatalf("after failed writes and syncs the view holds %v, stale %v", got, v.Stale())
 	}
 
-	var wg sync.WaitGroup
-	for i := 1; i <= 3; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.Servers.StartNode(i)
-		}()
-	}
-	wg.Wait()
-	c.Servers.WaitReady()
+	restartAll(c)
 	writer := tn.connect(t)
 	put(t, writer, "cfg/k1", "after")
 	eventually(t, 20*time.Second, "the view to catch up", func() bool {

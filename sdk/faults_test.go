@@ -5,9 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -72,16 +69,7 @@ func TestStaticStability(t *testing.T) {
 		t.Fatalf("role after Leave = %v", m.Role())
 	}
 
-	var wg sync.WaitGroup
-	for i := 1; i <= 3; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.Servers.StartNode(i)
-		}()
-	}
-	wg.Wait()
-	c.Servers.WaitReady()
+	restartAll(c)
 	r := tn.rest(t, http.MethodPut, "/services/api/instances/a4", api.RegisterRequest{Address: "10.0.0.4:80"})
 	if r.Status >= 300 {
 		t.Fatalf("register after restart: %d %s", r.Status, r.Body)
@@ -213,16 +201,10 @@ func tenantState(c *sdktest.Cluster, name string) string {
 // under: the member keeps the session alive while it joins.
 func TestSlowJoinKeepsSession(t *testing.T) {
 	c := sdktest.Start(t)
-	target, err := url.Parse("http://" + c.Servers.Addrs()[0])
-	if err != nil {
-		t.Fatal(err)
-	}
 	const ttl = 3 * time.Second
 	var mu sync.Mutex
 	var until time.Time // registrations wait until then
-	rp := httputil.NewSingleHostReverseProxy(target)
-	rp.FlushInterval = -1 // the session stream is NDJSON
-	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	proxy := newFrontProxy(t, c.Servers.Addrs()[0], func(w http.ResponseWriter, r *http.Request) bool {
 		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/instances/") {
 			mu.Lock()
 			if until.IsZero() {
@@ -232,13 +214,12 @@ func TestSlowJoinKeepsSession(t *testing.T) {
 			mu.Unlock()
 			time.Sleep(wait)
 		}
-		rp.ServeHTTP(w, r)
-	}))
-	t.Cleanup(proxy.Close)
+		return false
+	})
 
 	ctx := ctxT(t, 30*time.Second)
 	m, err := sdk.Join(ctx, sdk.Instance{Service: "slow", ID: "s1", Address: "10.0.0.1:80"},
-		sdk.WithServers(strings.TrimPrefix(proxy.URL, "http://")), sdk.WithTenant(c.Tenant), sdk.WithToken(c.Token),
+		sdk.WithServers(proxy.addr), sdk.WithTenant(c.Tenant), sdk.WithToken(c.Token),
 		sdk.WithTTL(ttl), sdk.WithDrainDelay(0))
 	if err != nil {
 		t.Fatalf("a join slower than the TTL failed: %v", err)
@@ -264,10 +245,6 @@ func TestSlowJoinKeepsSession(t *testing.T) {
 // new session (the same instance ID) instead of failing.
 func TestJoinAfterSessionLoss(t *testing.T) {
 	c := sdktest.StartWith(t, sdktest.Options{Nodes: 1})
-	target, err := url.Parse("http://" + c.Servers.Addrs()[0])
-	if err != nil {
-		t.Fatal(err)
-	}
 	const ttl = 3 * time.Second // the shortest a tenant may ask for
 	for _, held := range []string{"/instances/", "/stream"} {
 		t.Run(strings.Trim(held, "/"), func(t *testing.T) {
@@ -275,20 +252,10 @@ func TestJoinAfterSessionLoss(t *testing.T) {
 			var first string // the first session opened through the proxy
 			var opened time.Time
 			sessions := map[string]bool{}
-			rp := httputil.NewSingleHostReverseProxy(target)
-			rp.FlushInterval = -1 // the session stream is NDJSON
-			rp.ModifyResponse = func(r *http.Response) error {
-				r.Header.Del(api.HeaderLeader) // everything through the proxy
-				return nil
-			}
-			proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				_, rest, _ := strings.Cut(r.URL.Path, "/sessions/")
-				sid, _, _ := strings.Cut(rest, "/")
-				if sid == "" {
-					sid = r.Header.Get(api.HeaderSession)
-				}
+			proxy := newFrontProxy(t, c.Servers.Addrs()[0], func(w http.ResponseWriter, r *http.Request) bool {
+				sid := sessionOf(r)
 				mu.Lock()
-				if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/sessions/") && !strings.Contains(rest, "/") {
+				if _, ok := opensSession(r); ok {
 					sessions[sid] = true
 					if first == "" {
 						first, opened = sid, time.Now()
@@ -297,22 +264,12 @@ func TestJoinAfterSessionLoss(t *testing.T) {
 				lost := sid != "" && sid == first
 				until := opened.Add(ttl + ttl/2) // the servers have ended it by then
 				mu.Unlock()
-				switch {
-				case lost && strings.HasSuffix(r.URL.Path, "/keepalive"):
-					w.Header().Set("Content-Type", "application/json")
-					w.WriteHeader(http.StatusServiceUnavailable)
-					w.Write([]byte(`{"error":{"code":"unavailable","message":"the proxy drops this session's keepalives"}}`))
-					return
-				case lost && strings.Contains(r.URL.Path, held):
-					time.Sleep(time.Until(until))
-				}
-				rp.ServeHTTP(w, r)
-			}))
-			t.Cleanup(proxy.Close)
+				return lost && loseSession(w, r, strings.Contains(r.URL.Path, held), until)
+			})
 
 			ctx := ctxT(t, 30*time.Second)
 			m, err := sdk.Join(ctx, sdk.Instance{Service: "lost", ID: "l-" + strings.Trim(held, "/"), Address: "10.0.0.1:80"},
-				sdk.WithServers(strings.TrimPrefix(proxy.URL, "http://")), sdk.WithTenant(c.Tenant), sdk.WithToken(c.Token),
+				sdk.WithServers(proxy.addr), sdk.WithTenant(c.Tenant), sdk.WithToken(c.Token),
 				sdk.WithTTL(ttl), sdk.WithDrainDelay(0))
 			if err != nil {
 				t.Fatalf("Join after the servers ended its first session: %v", err)
@@ -346,39 +303,29 @@ func TestJoinAfterSessionLoss(t *testing.T) {
 // the servers give then, word for word.
 func TestJoinAfterSessionForgotten(t *testing.T) {
 	c := sdktest.StartWith(t, sdktest.Options{Nodes: 1})
-	target, err := url.Parse("http://" + c.Servers.Addrs()[0])
-	if err != nil {
-		t.Fatal(err)
-	}
 	var mu sync.Mutex
 	var first string
 	sessions := map[string]bool{}
-	rp := httputil.NewSingleHostReverseProxy(target)
-	rp.FlushInterval = -1
-	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, rest, _ := strings.Cut(r.URL.Path, "/sessions/")
+	proxy := newFrontProxy(t, c.Servers.Addrs()[0], func(w http.ResponseWriter, r *http.Request) bool {
 		mu.Lock()
-		if r.Method == http.MethodPut && rest != "" && !strings.Contains(rest, "/") {
-			sessions[rest] = true
+		if sid, ok := opensSession(r); ok {
+			sessions[sid] = true
 			if first == "" {
-				first = rest
+				first = sid
 			}
 		}
 		forgotten := first != "" && r.Header.Get(api.HeaderSession) == first
 		mu.Unlock()
 		if forgotten && r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/instances/") {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusNotFound)
-			w.Write([]byte(`{"error":{"code":"not_found","message":"write 1 names session ` + api.SessionTag(first) + `, which is not known"}}`))
-			return
+			answer(w, api.Errorf(api.CodeNotFound, "write 1 names session %s, which is not known", api.SessionTag(first)))
+			return true
 		}
-		rp.ServeHTTP(w, r)
-	}))
-	t.Cleanup(proxy.Close)
+		return false
+	})
 
 	ctx := ctxT(t, 30*time.Second)
 	m, err := sdk.Join(ctx, sdk.Instance{Service: "forgotten", ID: "f1", Address: "10.0.0.1:80"},
-		sdk.WithServers(strings.TrimPrefix(proxy.URL, "http://")), sdk.WithTenant(c.Tenant), sdk.WithToken(c.Token),
+		sdk.WithServers(proxy.addr), sdk.WithTenant(c.Tenant), sdk.WithToken(c.Token),
 		sdk.WithDrainDelay(0))
 	if err != nil {
 		t.Fatalf("Join whose first session was forgotten: %v", err)

@@ -27,6 +27,18 @@ func ctxT(t testing.TB, d time.Duration) context.Context {
 	return ctx
 }
 
+// restartAll starts every node of c again, after c.Servers.Stop, and
+// waits until they serve. They start together: a node alone waits for a
+// quorum.
+func restartAll(c *sdktest.Cluster) {
+	var wg sync.WaitGroup
+	for i := range c.Servers.Addrs() {
+		wg.Go(func() { c.Servers.StartNode(i + 1) })
+	}
+	wg.Wait()
+	c.Servers.WaitReady()
+}
+
 // tenant is one tenant of a shared test cluster.
 type tenant struct {
 	c    *sdktest.Cluster

@@ -1,16 +1,8 @@
 package sdk_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"io"
-	"log"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,8 +18,7 @@ import (
 // and kept; deliver sends it to the server later — the entry committing
 // after all, once the client has moved on.
 type lateProxy struct {
-	target *url.URL
-	srv    *httptest.Server
+	*frontProxy
 
 	mu    sync.Mutex
 	match func(*http.Request) bool
@@ -35,38 +26,22 @@ type lateProxy struct {
 }
 
 func newLateProxy(t *testing.T, server string) *lateProxy {
-	target, err := url.Parse("http://" + server)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &lateProxy{target: target}
-	rp := httputil.NewSingleHostReverseProxy(target)
-	rp.FlushInterval = -1
-	rp.ModifyResponse = func(r *http.Response) error { r.Header.Del(api.HeaderLeader); return nil }
-	rp.ErrorLog = log.New(io.Discard, "", 0)
-	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	p := &lateProxy{}
+	p.frontProxy = newFrontProxy(t, server, func(w http.ResponseWriter, r *http.Request) bool {
 		p.mu.Lock()
 		hit := p.match != nil && p.match(r)
 		if hit {
 			p.match = nil // only the first
-			body, _ := io.ReadAll(r.Body)
-			p.kept = append(p.kept, heldRequest{r.Method, r.URL.RequestURI(), r.Header.Clone(), body})
+			p.kept = append(p.kept, hold(r))
 		}
 		p.mu.Unlock()
 		if hit {
-			e := &api.Error{Code: api.CodeTimeout, Message: "proposal timed out: its outcome is unknown"}
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusGatewayTimeout)
-			json.NewEncoder(w).Encode(e.Body())
-			return
+			answer(w, api.Errorf(api.CodeTimeout, "proposal timed out: its outcome is unknown"))
 		}
-		rp.ServeHTTP(w, r)
-	}))
-	t.Cleanup(p.srv.Close)
+		return hit
+	})
 	return p
 }
-
-func (p *lateProxy) addr() string { return strings.TrimPrefix(p.srv.URL, "http://") }
 
 func (p *lateProxy) arm(match func(*http.Request) bool) {
 	p.mu.Lock()
@@ -88,22 +63,7 @@ func (p *lateProxy) deliver(t *testing.T) []int {
 	reqs := p.kept
 	p.kept = nil
 	p.mu.Unlock()
-	var statuses []int
-	for _, h := range reqs {
-		r, err := http.NewRequest(h.method, p.target.String()+h.path, bytes.NewReader(h.body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.Header = h.header
-		resp, err := http.DefaultClient.Do(r)
-		if err != nil {
-			t.Fatalf("deliver %s %s: %v", h.method, h.path, err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		statuses = append(statuses, resp.StatusCode)
-	}
-	return statuses
+	return p.resend(t, reqs)
 }
 
 func instanceState(t *testing.T, c *sdktest.Cluster, svc, id string) api.State {
@@ -136,7 +96,7 @@ func TestJoinRegistrationCannotUndoDrain(t *testing.T) {
 		t.Helper()
 		path := "/v1/tenants/" + c.Tenant + "/services/" + svc + "/instances/a"
 		p.arm(func(r *http.Request) bool { return r.Method == http.MethodPut && r.URL.Path == path })
-		opts = append([]sdk.Option{sdk.WithServers(p.addr()), sdk.WithTenant(c.Tenant), sdk.WithToken(c.Token),
+		opts = append([]sdk.Option{sdk.WithServers(p.addr), sdk.WithTenant(c.Tenant), sdk.WithToken(c.Token),
 			sdk.WithTTL(3 * time.Second)}, opts...)
 		m, err := sdk.Join(ctxT(t, 30*time.Second), sdk.Instance{Service: svc, ID: "a", Address: "a:1"}, opts...)
 		if err != nil {
@@ -194,7 +154,7 @@ func TestJoinRegistrationCannotUndoDrain(t *testing.T) {
 func TestStaleDeregisterSparesNextIncarnation(t *testing.T) {
 	c := sdktest.StartWith(t, sdktest.Options{Nodes: 1})
 	p := newLateProxy(t, c.Servers.Addrs()[0])
-	opts := []sdk.Option{sdk.WithServers(p.addr()), sdk.WithTenant(c.Tenant), sdk.WithToken(c.Token), sdk.WithDrainDelay(0)}
+	opts := []sdk.Option{sdk.WithServers(p.addr), sdk.WithTenant(c.Tenant), sdk.WithToken(c.Token), sdk.WithDrainDelay(0)}
 	inst := msInstance("sd", "x", 0)
 	old, err := sdk.Join(ctxT(t, 30*time.Second), inst, opts...)
 	if err != nil {

@@ -1,15 +1,9 @@
 package sdk_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"io"
-	"log"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,8 +23,7 @@ import (
 // write's outcome is unknown to the member for as long as the test wants,
 // and what happens to the write meanwhile is the test's choice.
 type holdProxy struct {
-	target *url.URL
-	srv    *httptest.Server
+	*frontProxy
 
 	mu        sync.Mutex
 	hold      func(*http.Request) bool
@@ -39,52 +32,32 @@ type holdProxy struct {
 	seen      func(*http.Request)
 }
 
-type heldRequest struct {
-	method, path string
-	header       http.Header
-	body         []byte
-}
-
 func newHoldProxy(t *testing.T, server string) *holdProxy {
-	target, err := url.Parse("http://" + server)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &holdProxy{target: target, gate: make(chan struct{})}
-	rp := httputil.NewSingleHostReverseProxy(target)
-	rp.FlushInterval = -1 // the session stream is NDJSON
-	rp.ModifyResponse = func(r *http.Response) error {
-		r.Header.Del(api.HeaderLeader) // everything through the proxy
-		return nil
-	}
-	rp.ErrorLog = log.New(io.Discard, "", 0) // clients that give up are the point
-	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	p := &holdProxy{gate: make(chan struct{})}
+	p.frontProxy = newFrontProxy(t, server, func(w http.ResponseWriter, r *http.Request) bool {
 		p.mu.Lock()
-		hold, gate, seen := p.hold != nil && p.hold(r), p.gate, p.seen
+		held, gate, seen := p.hold != nil && p.hold(r), p.gate, p.seen
 		p.mu.Unlock()
 		if seen != nil {
 			seen(r)
 		}
-		if hold {
-			body, _ := io.ReadAll(r.Body)
-			r.Body = io.NopCloser(bytes.NewReader(body))
-			select {
-			case <-gate:
-			case <-r.Context().Done():
-				p.mu.Lock()
-				p.abandoned = append(p.abandoned, heldRequest{r.Method, r.URL.RequestURI(), r.Header.Clone(), body})
-				p.mu.Unlock()
-				return
-			}
+		if !held {
+			return false
 		}
-		rp.ServeHTTP(w, r)
-	}))
-	t.Cleanup(p.srv.Close)
+		h := hold(r)
+		select {
+		case <-gate:
+			return false
+		case <-r.Context().Done():
+			p.mu.Lock()
+			p.abandoned = append(p.abandoned, h)
+			p.mu.Unlock()
+			return true
+		}
+	})
 	t.Cleanup(p.open) // before the server closes: let held requests go
 	return p
 }
-
-func (p *holdProxy) addr() string { return strings.TrimPrefix(p.srv.URL, "http://") }
 
 // holding sets which requests are held from now on, with a closed gate,
 // for the rest of the test t; nothing abandoned before is kept.
@@ -119,22 +92,7 @@ func (p *holdProxy) deliver(t *testing.T) []int {
 	reqs := p.abandoned
 	p.abandoned = nil
 	p.mu.Unlock()
-	var statuses []int
-	for _, h := range reqs {
-		r, err := http.NewRequest(h.method, p.target.String()+h.path, bytes.NewReader(h.body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.Header = h.header
-		resp, err := http.DefaultClient.Do(r)
-		if err != nil {
-			t.Fatalf("deliver %s %s: %v", h.method, h.path, err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		statuses = append(statuses, resp.StatusCode)
-	}
-	return statuses
+	return p.resend(t, reqs)
 }
 
 func (p *holdProxy) abandonedCount() int {
@@ -155,7 +113,7 @@ func TestUnknownOutcome(t *testing.T) {
 	p := newHoldProxy(t, c.Servers.Addrs()[0])
 	through := func(t *testing.T, inst sdk.Instance, opts ...sdk.Option) *sdk.Member {
 		t.Helper()
-		opts = append([]sdk.Option{sdk.WithServers(p.addr()), sdk.WithTenant(c.Tenant), sdk.WithToken(c.Token),
+		opts = append([]sdk.Option{sdk.WithServers(p.addr), sdk.WithTenant(c.Tenant), sdk.WithToken(c.Token),
 			sdk.WithDrainDelay(0)}, opts...)
 		m, err := sdk.Join(ctxT(t, 30*time.Second), inst, opts...)
 		if err != nil {
@@ -321,7 +279,7 @@ func TestLeaveRacesRegisterAgain(t *testing.T) {
 	c := sdktest.StartWith(t, sdktest.Options{Nodes: 1})
 	p := newHoldProxy(t, c.Servers.Addrs()[0])
 	m, err := sdk.Join(ctxT(t, 30*time.Second), sdk.Instance{Service: "lr", ID: "a", Address: "a:1"},
-		sdk.WithServers(p.addr()), sdk.WithTenant(c.Tenant), sdk.WithToken(c.Token),
+		sdk.WithServers(p.addr), sdk.WithTenant(c.Tenant), sdk.WithToken(c.Token),
 		sdk.WithTTL(3*time.Second), sdk.WithDrainDelay(3*time.Second))
 	if err != nil {
 		t.Fatal(err)
@@ -390,7 +348,7 @@ func TestJoinFailureDemotesFirst(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	_, err := sdk.Join(ctx, msInstance("jf", "a", 0),
-		sdk.WithServers(p.addr()), sdk.WithTenant(c.Tenant), sdk.WithToken(c.Token),
+		sdk.WithServers(p.addr), sdk.WithTenant(c.Tenant), sdk.WithToken(c.Token),
 		sdk.WithRoleChange(func(ch sdk.RoleChange) {
 			r.record(ch)
 			if ch.Role == sdk.Master {

@@ -3,9 +3,6 @@ package sdk_test
 import (
 	"context"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -22,28 +19,14 @@ import (
 // Join does, instead of retrying under the dead one for ever.
 func TestRecoverAfterReplacementLost(t *testing.T) {
 	c := sdktest.StartWith(t, sdktest.Options{Nodes: 1})
-	target, err := url.Parse("http://" + c.Servers.Addrs()[0])
-	if err != nil {
-		t.Fatal(err)
-	}
 	const ttl = 3 * time.Second // the shortest a tenant may ask for
 	var mu sync.Mutex
 	var order []string // sessions in the order they were opened
 	var second time.Time
-	rp := httputil.NewSingleHostReverseProxy(target)
-	rp.FlushInterval = -1 // the session stream is NDJSON
-	rp.ModifyResponse = func(r *http.Response) error {
-		r.Header.Del(api.HeaderLeader) // everything through the proxy
-		return nil
-	}
-	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, rest, _ := strings.Cut(r.URL.Path, "/sessions/")
-		sid, _, _ := strings.Cut(rest, "/")
-		if sid == "" {
-			sid = r.Header.Get(api.HeaderSession)
-		}
+	proxy := newFrontProxy(t, c.Servers.Addrs()[0], func(w http.ResponseWriter, r *http.Request) bool {
+		sid := sessionOf(r)
 		mu.Lock()
-		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/sessions/") && !strings.Contains(rest, "/") {
+		if _, ok := opensSession(r); ok {
 			order = append(order, sid)
 			if len(order) == 2 {
 				second = time.Now()
@@ -52,22 +35,13 @@ func TestRecoverAfterReplacementLost(t *testing.T) {
 		lost := sid != "" && len(order) >= 2 && sid == order[1]
 		until := second.Add(ttl + ttl/2) // the servers have ended it by then
 		mu.Unlock()
-		switch {
-		case lost && strings.HasSuffix(r.URL.Path, "/keepalive"):
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusServiceUnavailable)
-			w.Write([]byte(`{"error":{"code":"unavailable","message":"the proxy drops this session's keepalives"}}`))
-			return
-		case lost && (strings.Contains(r.URL.Path, "/instances/") || strings.HasSuffix(r.URL.Path, "/stream")):
-			time.Sleep(time.Until(until))
-		}
-		rp.ServeHTTP(w, r)
-	}))
-	t.Cleanup(proxy.Close)
+		held := strings.Contains(r.URL.Path, "/instances/") || strings.HasSuffix(r.URL.Path, "/stream")
+		return lost && loseSession(w, r, held, until)
+	})
 
 	ctx := ctxT(t, 40*time.Second)
 	m, err := sdk.Join(ctx, sdk.Instance{Service: "relost", ID: "r-1", Address: "10.0.0.1:80"},
-		sdk.WithServers(strings.TrimPrefix(proxy.URL, "http://")), sdk.WithTenant(c.Tenant), sdk.WithToken(c.Token),
+		sdk.WithServers(proxy.addr), sdk.WithTenant(c.Tenant), sdk.WithToken(c.Token),
 		sdk.WithTTL(ttl), sdk.WithDrainDelay(0))
 	if err != nil {
 		t.Fatal(err)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -19,8 +17,7 @@ import (
 // hookProxy is a proxy in front of one server through which a REST
 // Client's every request goes, with a hook that may hold or answer one.
 type hookProxy struct {
-	rp  *httputil.ReverseProxy
-	url string
+	*frontProxy
 
 	mu   sync.Mutex
 	hook func(w http.ResponseWriter, r *http.Request) bool // true: answered
@@ -28,27 +25,13 @@ type hookProxy struct {
 
 func newHookProxy(t *testing.T, c *sdktest.Cluster) *hookProxy {
 	t.Helper()
-	target, err := url.Parse("http://" + c.Servers.Addrs()[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &hookProxy{rp: httputil.NewSingleHostReverseProxy(target)}
-	p.rp.FlushInterval = -1 // session streams are NDJSON
-	p.rp.ModifyResponse = func(r *http.Response) error {
-		r.Header.Del(api.HeaderLeader) // everything through the proxy
-		return nil
-	}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	p := &hookProxy{}
+	p.frontProxy = newFrontProxy(t, c.Servers.Addrs()[0], func(w http.ResponseWriter, r *http.Request) bool {
 		p.mu.Lock()
 		hook := p.hook
 		p.mu.Unlock()
-		if hook != nil && hook(w, r) {
-			return
-		}
-		p.rp.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	p.url = strings.TrimPrefix(srv.URL, "http://")
+		return hook != nil && hook(w, r)
+	})
 	return p
 }
 
@@ -56,17 +39,6 @@ func (p *hookProxy) setHook(h func(w http.ResponseWriter, r *http.Request) bool)
 	p.mu.Lock()
 	p.hook = h
 	p.mu.Unlock()
-}
-
-// sessionOf is the session a request names in its path, or in its
-// X-Rafting-Session header.
-func sessionOf(r *http.Request) string {
-	_, rest, _ := strings.Cut(r.URL.Path, "/sessions/")
-	sid, _, _ := strings.Cut(rest, "/")
-	if sid == "" {
-		sid = r.Header.Get(api.HeaderSession)
-	}
-	return sid
 }
 
 // sharedRecovery is the setup of the tests below: two farm members of
@@ -86,7 +58,7 @@ func startSharedRecovery(t *testing.T, ctx context.Context, service string, keys
 	c := sdktest.StartWith(t, sdktest.Options{Nodes: 1})
 	tn := &tenant{c: c, name: c.Tenant, tok: c.Token}
 	p := newHookProxy(t, c)
-	cl, err := sdk.Connect(ctx, sdk.WithServers(p.url), sdk.WithTenant(c.Tenant), sdk.WithToken(c.Token),
+	cl, err := sdk.Connect(ctx, sdk.WithServers(p.addr), sdk.WithTenant(c.Tenant), sdk.WithToken(c.Token),
 		sdk.WithClientStream(false), sdk.WithDrainDelay(0))
 	if err != nil {
 		t.Fatal(err)

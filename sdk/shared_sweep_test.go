@@ -21,7 +21,7 @@ func TestSharedSweepSparesRejoin(t *testing.T) {
 	tn := &tenant{c: c, name: c.Tenant, tok: c.Token}
 	p := newHookProxy(t, c)
 	ctx := ctxT(t, 60*time.Second)
-	cl, err := sdk.Connect(ctx, sdk.WithServers(p.url), sdk.WithTenant(c.Tenant), sdk.WithToken(c.Token),
+	cl, err := sdk.Connect(ctx, sdk.WithServers(p.addr), sdk.WithTenant(c.Tenant), sdk.WithToken(c.Token),
 		sdk.WithClientStream(false), sdk.WithDrainDelay(0))
 	if err != nil {
 		t.Fatal(err)
