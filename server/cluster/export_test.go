@@ -50,3 +50,14 @@ func (n *Node) MetaTransferTargets() map[uint64]uint64 { return n.metaTransferTa
 // KeepStaleReplicas makes the reconciler leave running the replicas no
 // longer placed on this node, as a pass that has not come yet does.
 func (n *Node) KeepStaleReplicas(keep bool) { n.keepStale.Store(keep) }
+
+// ShardMembership is a shard's Raft membership as this node's NodeHost
+// reads it through a quorum: its voters and its non-voting members
+// (replica ID -> NodeHost ID).
+func (n *Node) ShardMembership(ctx context.Context, shard uint64) (voters, nonVoting map[uint64]string, err error) {
+	m, err := n.nh.SyncGetShardMembership(ctx, shard)
+	if err != nil {
+		return nil, nil, err
+	}
+	return m.Nodes, m.NonVotings, nil
+}

@@ -275,10 +275,11 @@ func (n *Node) syncQuotas(t *Tenant, rec *fsm.TenantRecord) {
 }
 
 // AddNode adds a node started with --join: first to the meta shard, then
-// (before state version 5) a replica of every tenant shard, or (from 5,
-// placement) a replica of each shard here below R; IDs from the meta
-// counter, never reused. The joining node starts those replicas as
-// joiners; the placement moves others onto it.
+// (before state version 5) a replica of every tenant shard, IDs from the
+// meta counter, never reused, which the joining node starts as joiners.
+// From version 5 (placement) the node gets tenants as the meta leader
+// moves replicas onto it, and each shard below R that has no move under
+// way gets a move that adds a replica on it now (repairBelowR).
 //
 // A node that has run (its process registered an incarnation) is refused:
 // it asks to join only when it has no data dir, and a replica whose log
@@ -322,34 +323,16 @@ func (n *Node) AddNode(ctx context.Context, id uint64, raftAddr, apiAddr string)
 			return raftError(err, ctx)
 		}
 	}
-	register := func() error {
-		_, err := n.ProposeMeta(ctx, fsm.Encode(fsm.OpRegisterNode, fsm.RegisterNode{ID: id, RaftAddress: raftAddr, APIAddress: apiAddr}))
+	if _, err := n.ProposeMeta(ctx, fsm.Encode(fsm.OpRegisterNode, fsm.RegisterNode{ID: id, RaftAddress: raftAddr, APIAddress: apiAddr})); err != nil {
 		return err
 	}
-	placed := n.meta.Version() >= 5
-	if !placed {
-		if err := register(); err != nil {
-			return err
-		}
+	if n.meta.Version() >= 5 {
+		return n.repairBelowR(ctx, id, raftAddr)
 	}
 	for _, rec := range n.meta.Tenants() {
-		if placed {
-			// Placement: the new node gets tenants as the meta leader moves
-			// replicas onto it (placement.go), not one of every shard. But
-			// a shard this node holds that lacks a voter (a lost node was
-			// removed) gets one on the new node now, as before placement,
-			// before the node is registered (so no planned move races for
-			// it): the join answers with the shard back to R.
-			if _, local := n.Tenant(rec.Name); !local || rec.Move != nil || len(rec.VotingOn()) >= n.meta.Replicas() {
-				continue
-			}
-		}
 		o, err := n.ProposeMeta(ctx, fsm.Encode(fsm.OpAddReplica, fsm.AddReplica{Name: rec.Name, Node: id, RaftAddress: raftAddr}))
 		if err != nil {
 			return err
-		}
-		if o.Tenant.Replicas[o.Replica].Staged {
-			continue // a move placed it there first: the move adds it
 		}
 		m, err := n.nh.SyncGetShardMembership(ctx, rec.ShardID)
 		if err != nil {
@@ -362,8 +345,44 @@ func (n *Node) AddNode(ctx context.Context, id uint64, raftAddr, apiAddr string)
 			return raftError(err, ctx)
 		}
 	}
-	if placed {
-		return register()
+	return nil
+}
+
+// repairBelowR starts, for each tenant shard below R voters with no move
+// under way, a move that adds a replica on the joined node id. The
+// planner places only on meta voters, which the joiner is once it runs
+// and has promoted itself; a shard this starts on at its join gets its
+// replica first. A move like any other (placement.go): the shard's leader
+// adds the replica non-voting, promotes it once the joiner reports it
+// caught up, each step recorded, and undoes it if the joiner never runs.
+// Before, the join added a voter at once, before the joiner ran: a shard
+// down to one voter then had two, one of them not running, and committed
+// nothing until the joiner ran (nor answered a join asked again, whose
+// membership read needs that quorum).
+//
+// The node is registered first: a move to a node the meta shard does not
+// know is undone by its shard's leader. A move refused (another is under
+// way, or the node holds a replica already) is left to the planner.
+func (n *Node) repairBelowR(ctx context.Context, id uint64, raftAddr string) error {
+	now := time.Now().UnixMilli()
+	for _, rec := range n.meta.Tenants() {
+		if rec.Move != nil || len(rec.VotingOn()) >= n.meta.Replicas() || rec.Restore != nil && rec.Restore.Pending {
+			continue
+		}
+		if _, _, on := rec.ReplicaOn(id); on {
+			continue
+		}
+		_, err := n.ProposeMeta(ctx, fsm.Encode(fsm.OpMoveStart, fsm.MoveStart{Name: rec.Name, Node: id, RaftAddress: raftAddr,
+			Reason: "repair", NowMs: now}))
+		var ae *api.Error
+		if errors.As(err, &ae) && (ae.Code == api.CodeConflict || ae.Code == api.CodeNotFound) {
+			n.log.Debug("join: no repair move on the new node", "tenant", rec.Name, "member", id, "err", err)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		n.log.Info("replica move started", "tenant", rec.Name, "to_node", id, "reason", "repair", "by", "join")
 	}
 	return nil
 }
