@@ -95,24 +95,29 @@ func CheckLedger(log []LedgerEntry, tenant string) []string {
 
 func stamp(ns int64) string { return time.Unix(0, ns).Format("15:04:05.000000") }
 
-// linInput is one operation on one key, as porcupine sees it.
-type linInput struct {
-	op    string // write or read
-	key   string
-	value int
+// regInput is one operation on one key, as porcupine sees it.
+type regInput struct {
+	op     string // write, read, cas
+	key    string
+	value  int
+	expect int
 }
 
-// linModel: each instance of the service is a register holding its
-// weight (or absent); a read returns every register; partitioned by key.
-var linModel = porcupine.Model{
+// registers is the model of both histories: each key is a register
+// (absent, or a value: an instance of the service and its weight, a
+// configuration key and its value) with compare-and-set, which only the
+// KV history uses; a read returns every register. A CAS's output is true
+// (applied), false (refused: the key did not hold expect) or nil (outcome
+// unknown: it applies if the key holds expect where it is placed).
+var registers = porcupine.Model{
 	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
 		keys := map[string]bool{}
 		for _, o := range history {
-			if in := o.Input.(linInput); in.op == "write" {
+			if in := o.Input.(regInput); in.op != "read" {
 				keys[in.key] = true
 			}
 		}
-		var names []string
+		names := make([]string, 0, len(keys))
 		for k := range keys {
 			names = append(names, k)
 		}
@@ -121,16 +126,16 @@ var linModel = porcupine.Model{
 		for _, k := range names {
 			var part []porcupine.Operation
 			for _, o := range history {
-				in := o.Input.(linInput)
+				in := o.Input.(regInput)
 				switch {
-				case in.op == "write" && in.key == k:
+				case in.op != "read" && in.key == k:
 					part = append(part, o)
 				case in.op == "read":
 					v, ok := o.Output.(map[string]int)[k]
 					if !ok {
 						v = absent
 					}
-					o.Input, o.Output = linInput{op: "read", key: k}, v
+					o.Input, o.Output = regInput{op: "read", key: k}, v
 					part = append(part, o)
 				}
 			}
@@ -140,19 +145,36 @@ var linModel = porcupine.Model{
 	},
 	Init: func() any { return absent },
 	Step: func(state, input, output any) (bool, any) {
-		in := input.(linInput)
-		if in.op == "write" {
+		in, s := input.(regInput), state.(int)
+		switch in.op {
+		case "write":
 			return true, in.value
+		case "cas":
+			ok, known := output.(bool)
+			switch {
+			case !known:
+				if s == in.expect {
+					return true, in.value
+				}
+				return true, s
+			case ok:
+				return s == in.expect, in.value
+			default:
+				return s != in.expect, s
+			}
 		}
-		return output.(int) == state.(int), state
+		return output.(int) == s, s
 	},
 	DescribeOperation: func(input, output any) string {
-		in := input.(linInput)
-		if in.op == "write" {
+		in := input.(regInput)
+		switch in.op {
+		case "write":
 			if in.value == absent {
 				return fmt.Sprintf("delete %s", in.key)
 			}
 			return fmt.Sprintf("%s = %d", in.key, in.value)
+		case "cas":
+			return fmt.Sprintf("%s: %s -> %d: %v", in.key, valueString(in.expect), in.value, output)
 		}
 		if v, ok := output.(int); ok {
 			return fmt.Sprintf("read %s: %s", in.key, valueString(v))
@@ -162,14 +184,8 @@ var linModel = porcupine.Model{
 	DescribeState: func(state any) string { return valueString(state.(int)) },
 }
 
-func valueString(v int) string {
-	if v == absent {
-		return "absent"
-	}
-	return fmt.Sprint(v)
-}
-
-// Porcupine turns a history into porcupine's operations.
+// Porcupine turns a history, the service's or the KV store's, into
+// porcupine's operations.
 func Porcupine(ops []Op) []porcupine.Operation {
 	out := make([]porcupine.Operation, 0, len(ops))
 	for _, o := range ops {
@@ -177,19 +193,31 @@ func Porcupine(ops []Op) []porcupine.Operation {
 			Metadata: fmt.Sprintf("server %d, %s, index %d", o.Server, o.Status, o.Index)}
 		switch o.Kind {
 		case "read":
-			po.Input, po.Output = linInput{op: "read"}, o.Read
+			po.Input, po.Output = regInput{op: "read"}, o.Read
+		case "cas":
+			po.Input = regInput{op: "cas", key: o.Key, value: o.Value, expect: o.Expect}
+			if !o.Unknown() {
+				po.Output = !o.Failed
+			}
 		default: // write, expire
-			po.Input = linInput{op: "write", key: o.Key, value: o.Value}
+			po.Input = regInput{op: "write", key: o.Key, value: o.Value}
 		}
 		out = append(out, po)
 	}
 	return out
 }
 
+func valueString(v int) string {
+	if v == absent {
+		return "absent"
+	}
+	return fmt.Sprint(v)
+}
+
 // CheckLinearizable checks a tenant's history, ended by the final read,
 // with porcupine (Resolve first).
 func CheckLinearizable(ops []Op, final Op, timeout time.Duration) (porcupine.CheckResult, porcupine.LinearizationInfo) {
-	return porcupine.CheckOperationsVerbose(linModel, Porcupine(Resolve(ops, final)), timeout)
+	return porcupine.CheckOperationsVerbose(registers, Porcupine(Resolve(ops, final)), timeout)
 }
 
 // Resolve narrows the writes whose outcome is unknown, so that porcupine

@@ -3,10 +3,8 @@ package chaos
 import (
 	"encoding/json"
 	"fmt"
-	"math"
 	mrand "math/rand/v2"
 	"net/http"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -71,13 +69,7 @@ func (w *workload) kvWrite(c *client, r *mrand.Rand, key string, value int) {
 	} else {
 		a = w.do(c, id, http.MethodPut, w.kvPath(key), rawValue(value))
 	}
-	o.Return, o.Status = w.now(), a.String()
-	switch a.outcome() {
-	case applied:
-		o.Index = a.index
-		w.recordKV(o)
-	case unknownOutcome:
-		o.Return = math.MaxInt64
+	if w.answered(&o, a) {
 		w.recordKV(o)
 	}
 }
@@ -102,16 +94,11 @@ func (w *workload) kvCAS(c *client, r *mrand.Rand, key string, expect, value int
 	txn := api.KVTxnRequest{Compare: []api.KVCompare{cmp}, Put: []api.KVTxnPut{{Key: kvPrefix + "/" + key, Text: &text}}}
 	o := Op{Client: c.id, Kind: "cas", Key: key, Value: value, Expect: expect, Call: w.now(), Server: id}
 	a := w.do(c, id, http.MethodPost, w.path("/kv:txn"), txn)
-	o.Return, o.Status = w.now(), a.String()
 	switch {
 	case a.err == nil && a.status == http.StatusConflict && strings.Contains(string(a.body), `"compare":0`):
-		o.Failed = true
+		o.Return, o.Status, o.Failed = w.now(), a.String(), true
 		w.recordKV(o)
-	case a.outcome() == applied:
-		o.Index = a.index
-		w.recordKV(o)
-	case a.outcome() == unknownOutcome:
-		o.Return = math.MaxInt64
+	case w.answered(&o, a):
 		w.recordKV(o)
 	}
 }
@@ -168,119 +155,10 @@ func (w *workload) kvHistory() []Op {
 	return append([]Op(nil), w.kvOps...)
 }
 
-// kvInput is one KV operation on one key, as porcupine sees it.
-type kvInput struct {
-	op     string // write, read, cas
-	key    string
-	value  int
-	expect int
-}
-
-// kvModel: each key is a register (absent, or a value) with
-// compare-and-set; a read returns every register. A CAS's output is true
-// (applied), false (refused: the key did not hold expect) or nil (outcome
-// unknown: it applies if the key holds expect where it is placed).
-var kvModel = porcupine.Model{
-	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
-		keys := map[string]bool{}
-		for _, o := range history {
-			if in := o.Input.(kvInput); in.op != "read" {
-				keys[in.key] = true
-			}
-		}
-		names := make([]string, 0, len(keys))
-		for k := range keys {
-			names = append(names, k)
-		}
-		sort.Strings(names)
-		var parts [][]porcupine.Operation
-		for _, k := range names {
-			var part []porcupine.Operation
-			for _, o := range history {
-				in := o.Input.(kvInput)
-				switch {
-				case in.op != "read" && in.key == k:
-					part = append(part, o)
-				case in.op == "read":
-					v, ok := o.Output.(map[string]int)[k]
-					if !ok {
-						v = absent
-					}
-					o.Input, o.Output = kvInput{op: "read", key: k}, v
-					part = append(part, o)
-				}
-			}
-			parts = append(parts, part)
-		}
-		return parts
-	},
-	Init: func() any { return absent },
-	Step: func(state, input, output any) (bool, any) {
-		in, s := input.(kvInput), state.(int)
-		switch in.op {
-		case "write":
-			return true, in.value
-		case "cas":
-			ok, known := output.(bool)
-			switch {
-			case !known:
-				if s == in.expect {
-					return true, in.value
-				}
-				return true, s
-			case ok:
-				return s == in.expect, in.value
-			default:
-				return s != in.expect, s
-			}
-		}
-		return output.(int) == s, s
-	},
-	DescribeOperation: func(input, output any) string {
-		in := input.(kvInput)
-		switch in.op {
-		case "write":
-			if in.value == absent {
-				return fmt.Sprintf("delete %s", in.key)
-			}
-			return fmt.Sprintf("%s = %d", in.key, in.value)
-		case "cas":
-			return fmt.Sprintf("%s: %s -> %d: %v", in.key, valueString(in.expect), in.value, output)
-		}
-		if v, ok := output.(int); ok {
-			return fmt.Sprintf("read %s: %s", in.key, valueString(v))
-		}
-		return "read"
-	},
-	DescribeState: func(state any) string { return valueString(state.(int)) },
-}
-
-// KVPorcupine turns a KV history into porcupine's operations.
-func KVPorcupine(ops []Op) []porcupine.Operation {
-	out := make([]porcupine.Operation, 0, len(ops))
-	for _, o := range ops {
-		po := porcupine.Operation{ClientId: o.Client, Call: o.Call, Return: o.Return,
-			Metadata: fmt.Sprintf("server %d, %s, index %d", o.Server, o.Status, o.Index)}
-		switch o.Kind {
-		case "read":
-			po.Input, po.Output = kvInput{op: "read"}, o.Read
-		case "cas":
-			po.Input = kvInput{op: "cas", key: o.Key, value: o.Value, expect: o.Expect}
-			if !o.Unknown() {
-				po.Output = !o.Failed
-			}
-		default:
-			po.Input = kvInput{op: "write", key: o.Key, value: o.Value}
-		}
-		out = append(out, po)
-	}
-	return out
-}
-
 // CheckKVLinearizable checks a tenant's KV history, ended by the final
 // read, with porcupine (ResolveKV first).
 func CheckKVLinearizable(ops []Op, final Op, timeout time.Duration) (porcupine.CheckResult, porcupine.LinearizationInfo) {
-	return porcupine.CheckOperationsVerbose(kvModel, KVPorcupine(ResolveKV(ops, final)), timeout)
+	return porcupine.CheckOperationsVerbose(registers, Porcupine(ResolveKV(ops, final)), timeout)
 }
 
 // ResolveKV narrows the writes and CASes whose outcome is unknown, as

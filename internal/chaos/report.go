@@ -90,13 +90,13 @@ func (s *scenario) save(r *Result, out string) string {
 		put(filepath.Join(tn.name, "ledger.json"), ledger)
 		_, info := CheckLinearizable(ops, final, time.Minute)
 		info.AddAnnotations(s.annotations(tn))
-		if err := porcupine.VisualizePath(linModel, info, filepath.Join(dir, tn.name, "history.html")); err != nil {
+		if err := porcupine.VisualizePath(registers, info, filepath.Join(dir, tn.name, "history.html")); err != nil {
 			s.t.Logf("save: porcupine: %v", err)
 		}
 		if tn.kvFinal != nil {
 			_, kvInfo := CheckKVLinearizable(tn.work.kvHistory(), *tn.kvFinal, time.Minute)
 			kvInfo.AddAnnotations(s.annotations(tn))
-			if err := porcupine.VisualizePath(kvModel, kvInfo, filepath.Join(dir, tn.name, "kv-history.html")); err != nil {
+			if err := porcupine.VisualizePath(registers, kvInfo, filepath.Join(dir, tn.name, "kv-history.html")); err != nil {
 				s.t.Logf("save: porcupine: %v", err)
 			}
 		}

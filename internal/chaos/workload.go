@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
@@ -54,7 +53,7 @@ type Op struct {
 }
 
 // Unknown reports whether the operation's outcome is unknown.
-func (o Op) Unknown() bool { return o.Return == math.MaxInt64 }
+func (o Op) Unknown() bool { return o.Return == unknownReturn }
 
 // workload is one tenant's harness-side clients: one writes and deletes
 // permanent instances, one registers instances under sessions it opens,
@@ -184,6 +183,23 @@ func (a answer) outcome() outcome {
 	}
 }
 
+// answered fills in o, a write, from a: when it returned, the answer,
+// and where it applied, or an open end (unknownReturn) when its outcome
+// is unknown. It reports whether o may have applied: a write that surely
+// did not is no part of the history.
+func (w *workload) answered(o *Op, a answer) bool {
+	o.Return, o.Status = w.now(), a.String()
+	switch a.outcome() {
+	case applied:
+		o.Index = a.index
+		return true
+	case unknownOutcome:
+		o.Return = unknownReturn
+		return true
+	}
+	return false
+}
+
 func (a answer) String() string {
 	if a.err != nil {
 		return "error: " + a.err.Error()
@@ -238,19 +254,10 @@ func (w *workload) write(c *client, r *mrand.Rand, key string, value int, sessio
 		a = w.do(c, id, http.MethodPut, w.path("/services/"+linService+"/instances/"+key),
 			api.RegisterRequest{Address: "127.0.0.1:3", Weight: &weight, Session: session})
 	}
-	o.Return, o.Status = w.now(), a.String()
-	switch out := a.outcome(); out {
-	case applied:
-		o.Index = a.index
+	if w.answered(&o, a) {
 		w.record(o)
-		return out
-	case unknownOutcome:
-		o.Return = math.MaxInt64
-		w.record(o)
-		return out
-	default:
-		return out
 	}
+	return a.outcome()
 }
 
 // read is a consistent read of the service, recorded when it answered.
@@ -341,20 +348,13 @@ func (w *workload) sessions(c *client, r *mrand.Rand) {
 			// End the session: its instance goes with it.
 			id := w.server(r)
 			o := Op{Client: c.id, Kind: "write", Key: key, Value: absent, Call: w.now(), Server: id}
-			a := w.do(c, id, http.MethodDelete, w.path("/sessions/"+sid), nil)
-			o.Return, o.Status = w.now(), a.String()
-			switch a.outcome() {
-			case applied:
-				o.Index = a.index
-				w.record(o)
-			case unknownOutcome:
-				o.Return = math.MaxInt64
+			if w.answered(&o, w.do(c, id, http.MethodDelete, w.path("/sessions/"+sid), nil)) {
 				w.record(o)
 			}
 		}
 		// Whatever happened, the session may expire from its last
 		// answered keepalive + TTL on (its instance with it).
 		w.record(Op{Client: 100 + c.id, Kind: "expire", Key: key, Value: absent,
-			Call: acked + int64(sessionTTL) - int64(50*time.Millisecond), Return: math.MaxInt64})
+			Call: acked + int64(sessionTTL) - int64(50*time.Millisecond), Return: unknownReturn})
 	}
 }
