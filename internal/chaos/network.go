@@ -121,41 +121,36 @@ func (n *network) clientLinks(name string) map[int]*Proxy {
 	return n.client[name]
 }
 
-// cutRaft cuts (or, with rule, degrades) the Raft link from one server
+// raftLink cuts (or, with rule, degrades) the Raft link from one server
 // to another.
 func (n *network) raftLink(from, to int, rule Rule) {
 	n.raft[to].SetFrom(from, rule)
 }
 
 // heal clears every rule of every proxy.
-func (n *network) heal() {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for _, r := range n.raft {
-		r.Heal()
-	}
-	for _, a := range n.api {
-		a.Heal()
-	}
-	for _, c := range n.client {
-		for _, p := range c {
-			p.Heal()
-		}
-	}
+func (n *network) heal() { n.each(proxy.Heal) }
+
+func (n *network) close() { n.each(proxy.Close) }
+
+// proxy is what the network does to each of its proxies alike.
+type proxy interface {
+	Heal()
+	Close()
 }
 
-func (n *network) close() {
+// each calls f on every proxy, Raft, API and client's.
+func (n *network) each(f func(proxy)) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, r := range n.raft {
-		r.Close()
+		f(r)
 	}
 	for _, a := range n.api {
-		a.Close()
+		f(a)
 	}
 	for _, c := range n.client {
 		for _, p := range c {
-			p.Close()
+			f(p)
 		}
 	}
 }

@@ -45,20 +45,33 @@ type Proxy struct {
 	conns  map[net.Conn]struct{}
 	rng    *rand.Rand
 	closed bool
-	wg     sync.WaitGroup
+	// changed is closed, and replaced, when a rule changes or the proxy
+	// closes: what a cut holds waits on it.
+	changed chan struct{}
+	wg      sync.WaitGroup
 }
 
 // NewProxy listens on a free loopback port; target may be set later.
 func NewProxy(target string, seed uint64) (*Proxy, error) {
+	p, err := newProxy(target, seed, 0x70726f7879)
+	if err != nil {
+		return nil, err
+	}
+	p.serve(
+		func(in, out net.Conn) { p.pump(in, out, true) },
+		func(in, out net.Conn) { p.pump(out, in, false) })
+	return p, nil
+}
+
+// newProxy listens on a free loopback port; serve starts it. stream
+// tells the random streams of proxies with the same seed apart.
+func newProxy(target string, seed, stream uint64) (*Proxy, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{ln: ln, addr: ln.Addr().String(), target: target, conns: map[net.Conn]struct{}{},
-		rng: rand.New(rand.NewPCG(seed, 0x70726f7879))}
-	p.wg.Add(1)
-	go p.accept()
-	return p, nil
+	return &Proxy{ln: ln, addr: ln.Addr().String(), target: target, conns: map[net.Conn]struct{}{},
+		rng: rand.New(rand.NewPCG(seed, stream)), changed: make(chan struct{})}, nil
 }
 
 // Addr is the address to dial instead of the target.
@@ -75,7 +88,29 @@ func (p *Proxy) SetTarget(target string) {
 func (p *Proxy) Set(up, down Rule) {
 	p.mu.Lock()
 	p.up, p.down = up, down
+	p.notifyLocked()
 	p.mu.Unlock()
+}
+
+// notifyLocked wakes whatever waits for a rule to change. p.mu is held.
+func (p *Proxy) notifyLocked() {
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+// notify is notifyLocked for a caller that does not hold p.mu.
+func (p *Proxy) notify() {
+	p.mu.Lock()
+	p.notifyLocked()
+	p.mu.Unlock()
+}
+
+// wake is what closes the next time a rule changes or the proxy closes,
+// and whether it has closed already.
+func (p *Proxy) wake() (<-chan struct{}, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.changed, p.closed
 }
 
 // Heal clears both rules.
@@ -88,6 +123,7 @@ func (p *Proxy) Close() {
 	for c := range p.conns {
 		c.Close()
 	}
+	p.notifyLocked()
 	p.mu.Unlock()
 	p.ln.Close()
 	p.wg.Wait()
@@ -129,30 +165,33 @@ func (p *Proxy) untrack(c net.Conn) {
 	c.Close()
 }
 
-func (p *Proxy) accept() {
-	defer p.wg.Done()
-	for {
-		in, err := p.ln.Accept()
-		if err != nil {
-			return
+// serve accepts connections until the proxy closes: each is dialed
+// through to the target (refused, as it would be, while the target is
+// down), and up and down run on their own goroutines, one per direction.
+func (p *Proxy) serve(up, down func(in, out net.Conn)) {
+	p.wg.Go(func() {
+		for {
+			in, err := p.ln.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			target := p.target
+			p.mu.Unlock()
+			out, err := net.DialTimeout("tcp", target, 3*time.Second)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			if !p.track(in) || !p.track(out) {
+				in.Close()
+				out.Close()
+				continue
+			}
+			p.wg.Go(func() { up(in, out) })
+			p.wg.Go(func() { down(in, out) })
 		}
-		p.mu.Lock()
-		target := p.target
-		p.mu.Unlock()
-		out, err := net.DialTimeout("tcp", target, 3*time.Second)
-		if err != nil {
-			in.Close() // the target is down: refused, as it would be
-			continue
-		}
-		if !p.track(in) || !p.track(out) {
-			in.Close()
-			out.Close()
-			continue
-		}
-		p.wg.Add(2)
-		go p.pump(in, out, true)
-		go p.pump(out, in, false)
-	}
+	})
 }
 
 // chunk is what one read returned, and when.
@@ -165,7 +204,6 @@ type chunk struct {
 // chunks (bounded, so a held stream pushes back on its sender) and a
 // writer sends each once its delay passed and no cut holds it.
 func (p *Proxy) pump(src, dst net.Conn, up bool) {
-	defer p.wg.Done()
 	q := make(chan chunk, 64)
 	go func() {
 		defer close(q)
@@ -201,9 +239,7 @@ func (p *Proxy) pump(src, dst net.Conn, up bool) {
 // is closed.
 func (p *Proxy) hold(at time.Time, extra time.Duration, up bool) bool {
 	for {
-		p.mu.Lock()
-		closed := p.closed
-		p.mu.Unlock()
+		changed, closed := p.wake()
 		if closed {
 			return false
 		}
@@ -212,10 +248,16 @@ func (p *Proxy) hold(at time.Time, extra time.Duration, up bool) bool {
 		if !r.Cut && wait <= 0 {
 			return true
 		}
-		if r.Cut || wait > 5*time.Millisecond {
-			wait = 5 * time.Millisecond
+		if r.Cut {
+			<-changed
+			continue
 		}
-		time.Sleep(wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-changed:
+		}
+		t.Stop()
 	}
 }
 
@@ -233,15 +275,17 @@ type RaftProxy struct {
 
 // NewRaftProxy listens on a free loopback port in front of target.
 func NewRaftProxy(target string, seed uint64) (*RaftProxy, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := newProxy(target, seed, 0x72616674)
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{ln: ln, addr: ln.Addr().String(), target: target, conns: map[net.Conn]struct{}{},
-		rng: rand.New(rand.NewPCG(seed, 0x72616674))}
 	r := &RaftProxy{Proxy: p, rules: map[int]Rule{}}
-	p.wg.Add(1)
-	go r.accept()
+	p.serve(r.frames, func(in, out net.Conn) {
+		// The receiver answers only a closing poison.
+		defer p.untrack(in)
+		defer p.untrack(out)
+		_, _ = io.Copy(in, out)
+	})
 	return r, nil
 }
 
@@ -250,6 +294,7 @@ func (r *RaftProxy) SetFrom(node int, rule Rule) {
 	r.mu.Lock()
 	r.rules[node] = rule
 	r.mu.Unlock()
+	r.notify()
 }
 
 // Heal clears every link's rule.
@@ -257,6 +302,7 @@ func (r *RaftProxy) Heal() {
 	r.mu.Lock()
 	r.rules = map[int]Rule{}
 	r.mu.Unlock()
+	r.notify()
 }
 
 func (r *RaftProxy) ruleFrom(node int) Rule {
@@ -272,38 +318,6 @@ func (r *RaftProxy) ruleFrom(node int) Rule {
 		cut = cut && x.Cut
 	}
 	return Rule{Cut: cut}
-}
-
-func (r *RaftProxy) accept() {
-	p := r.Proxy
-	defer p.wg.Done()
-	for {
-		in, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		target := p.target
-		p.mu.Unlock()
-		out, err := net.DialTimeout("tcp", target, 3*time.Second)
-		if err != nil {
-			in.Close()
-			continue
-		}
-		if !p.track(in) || !p.track(out) {
-			in.Close()
-			out.Close()
-			continue
-		}
-		p.wg.Add(2)
-		go r.frames(in, out)
-		go func() { // the receiver answers only a closing poison
-			defer p.wg.Done()
-			defer p.untrack(in)
-			defer p.untrack(out)
-			_, _ = io.Copy(in, out)
-		}()
-	}
 }
 
 var (
@@ -327,7 +341,6 @@ type frame struct {
 // sender's link; what it cannot parse it copies unchanged.
 func (r *RaftProxy) frames(in, out net.Conn) {
 	p := r.Proxy
-	defer p.wg.Done()
 	q := make(chan frame, 256)
 	rd := bufio.NewReaderSize(in, 64<<10)
 	go func() {
@@ -366,15 +379,15 @@ func (r *RaftProxy) frames(in, out net.Conn) {
 			}
 		} else {
 			// A snapshot stream or bytes we do not understand: held.
-			for rule.Cut {
-				time.Sleep(5 * time.Millisecond)
-				rule = r.ruleFrom(sender)
-				p.mu.Lock()
-				closed := p.closed
-				p.mu.Unlock()
+			for {
+				changed, closed := p.wake()
 				if closed {
 					return
 				}
+				if !r.ruleFrom(sender).Cut {
+					break
+				}
+				<-changed
 			}
 		}
 		if _, err := out.Write(f.b); err != nil {
