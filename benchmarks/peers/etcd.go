@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/rafting/rafting/internal/proctest"
@@ -58,17 +57,16 @@ type Etcd struct {
 	// /usr/bin/etcd).
 	Bin string
 
-	dir        string
-	setting    Setting
-	procs      []*proctest.Proc
-	clientURLs []string
-	cli        *clientv3.Client
-	memberBin  string
-	runs       int
+	ezCluster // endpoints: the client URLs
+	cli       *clientv3.Client
 }
 
 // NewEtcd returns the etcd target.
-func NewEtcd() Target { return &Etcd{Bin: etcdBinary()} }
+func NewEtcd() Target {
+	t := &Etcd{Bin: etcdBinary()}
+	t.ezCluster = ezCluster{system: "etcd", sys: t}
+	return t
+}
 
 func etcdBinary() string {
 	if p, err := exec.LookPath("etcd"); err == nil {
@@ -163,12 +161,9 @@ func (t *Etcd) Start(ctx context.Context, dir string, s Setting) error {
 	if _, ok := etcdInstalled(); !ok {
 		return fmt.Errorf("etcd: %s not runnable; run scripts/install-peers.sh", t.Bin)
 	}
-	rundir, err := os.MkdirTemp(dir, "etcd-")
-	if err != nil {
+	if err := t.newRun(dir, s); err != nil {
 		return err
 	}
-	t.dir, t.setting = rundir, s
-	t.runs++
 	fail := func(err error) error {
 		t.Stop()
 		return fmt.Errorf("etcd start (%s): %w", s.Name, err)
@@ -186,7 +181,7 @@ func (t *Etcd) Start(ctx context.Context, dir string, s Setting) error {
 		}
 		cports, pports = append(cports, c), append(pports, p)
 	}
-	t.clientURLs = ezHostPorts("http://", cports)
+	t.endpoints = ezHostPorts("http://", cports)
 	peerURLs := ezHostPorts("http://", pports)
 	var initial []string
 	for i := range peerURLs {
@@ -205,9 +200,9 @@ func (t *Etcd) Start(ctx context.Context, dir string, s Setting) error {
 		name := fmt.Sprintf("e%d", i+1)
 		args := []string{
 			"--name", name,
-			"--data-dir", filepath.Join(rundir, name+".etcd"),
-			"--listen-client-urls", t.clientURLs[i],
-			"--advertise-client-urls", t.clientURLs[i],
+			"--data-dir", filepath.Join(t.dir, name+".etcd"),
+			"--listen-client-urls", t.endpoints[i],
+			"--advertise-client-urls", t.endpoints[i],
 			"--listen-peer-urls", peerURLs[i],
 			"--initial-advertise-peer-urls", peerURLs[i],
 			"--initial-cluster", strings.Join(initial, ","),
@@ -215,21 +210,22 @@ func (t *Etcd) Start(ctx context.Context, dir string, s Setting) error {
 			"--initial-cluster-token", fmt.Sprintf("bench-%d-%d", os.Getpid(), t.runs),
 			"--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn",
 		}
-		p, err := StartProcess("etcd-"+name, rundir, t.Bin, nil, append(args, extra...)...)
+		p, err := StartProcess("etcd-"+name, t.dir, t.Bin, nil, append(args, extra...)...)
 		if err != nil {
 			return fail(err)
 		}
 		t.procs = append(t.procs, p)
 	}
-	for i, u := range t.clientURLs {
+	for i, u := range t.endpoints {
 		if err := ezWaitServing(ctx, strings.TrimPrefix(u, "http://"), t.procs[i], 30*time.Second); err != nil {
 			return fail(err)
 		}
 	}
-	t.cli, err = t.client()
+	cli, err := t.client()
 	if err != nil {
 		return fail(err)
 	}
+	t.cli = cli
 	// Serving: a write commits through the quorum.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -282,7 +278,7 @@ func ezWaitServing(ctx context.Context, addr string, p *proctest.Proc, timeout t
 
 func (t *Etcd) client() (*clientv3.Client, error) {
 	return clientv3.New(clientv3.Config{
-		Endpoints:   t.clientURLs,
+		Endpoints:   t.endpoints,
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
 	})
@@ -327,14 +323,7 @@ func (t *Etcd) Stop() error {
 	for _, p := range t.procs {
 		p.Stop(10 * time.Second)
 	}
-	t.procs = nil
-	t.memberBin = ""
-	if t.dir != "" {
-		err := os.RemoveAll(t.dir)
-		t.dir = ""
-		return err
-	}
-	return nil
+	return t.stopped()
 }
 
 func (t *Etcd) running() error {
@@ -514,65 +503,22 @@ func (t *Etcd) KVWatch(ctx context.Context, watchers, rounds int) (Sample, error
 	})
 }
 
-// members returns the election's member group, building peermember once
-// per cluster.
-func (t *Etcd) members(ctx context.Context, name string, ttl int64) (*memberGroup, error) {
-	if err := t.running(); err != nil {
-		return nil, err
-	}
-	if t.memberBin == "" {
-		bin, err := buildPeerMember(ctx, t.dir)
-		if err != nil {
-			return nil, err
-		}
-		t.memberBin = bin
-	}
-	election := fmt.Sprintf("%s-%d", name, time.Now().UnixNano())
-	eps := strings.Join(t.clientURLs, ",")
-	args := func(id string) []string {
-		return []string{"-system", "etcd", "-endpoints", eps, "-id", id,
-			"-ttl", (time.Duration(ttl) * time.Second).String(), "-election", election}
-	}
-	candidates := func(ctx context.Context) (int, error) {
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		defer cancel()
-		r, err := t.cli.Get(cctx, "/election/"+election+"/", clientv3.WithPrefix(), clientv3.WithCountOnly())
-		if err != nil {
-			return 0, err
-		}
-		return int(r.Count), nil
-	}
-	return newMemberGroup(t.memberBin, t.dir, args, candidates), nil
-}
+func (t *Etcd) memberTTL() time.Duration { return time.Duration(t.ttlSeconds()) * time.Second }
 
-func (t *Etcd) Handover(ctx context.Context, rounds int) (Sample, error) {
-	ttl := t.ttlSeconds()
-	g, err := t.members(ctx, "handover", ttl)
-	if err != nil {
-		return Sample{}, fmt.Errorf("etcd handover: %w", err)
-	}
-	s, err := runElection(ctx, g, rounds, syscall.SIGTERM, 0, 30*time.Second)
-	if err != nil {
-		return s, fmt.Errorf("etcd handover: %w", err)
-	}
-	return s, nil
-}
+func (t *Etcd) lease() time.Duration { return t.memberTTL() }
 
-func (t *Etcd) Failover(ctx context.Context, s Setting, rounds int) (Sample, error) {
-	if s.Name != t.setting.Name {
-		return Sample{}, fmt.Errorf("etcd failover: cluster runs setting %q, asked for %q", t.setting.Name, s.Name)
-	}
-	ttl := t.ttlSeconds()
-	g, err := t.members(ctx, "failover", ttl)
+func (t *Etcd) keepalive() time.Duration { return etcdKeepalive(t.ttlSeconds()) }
+
+// candidates counts the election's keys (concurrency.Election's, one per
+// campaigning session).
+func (t *Etcd) candidates(ctx context.Context, election string) (int, error) {
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	r, err := t.cli.Get(cctx, "/election/"+election+"/", clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
-		return Sample{}, fmt.Errorf("etcd failover: %w", err)
+		return 0, err
 	}
-	lease := time.Duration(ttl) * time.Second
-	out, err := runElection(ctx, g, rounds, syscall.SIGKILL, etcdKeepalive(ttl), 2*lease+30*time.Second)
-	if err != nil {
-		return out, fmt.Errorf("etcd failover (%s): %w", s.Name, err)
-	}
-	return out, nil
+	return int(r.Count), nil
 }
 
 // Idle: shape's Clients clientv3 clients (each its connections to the
@@ -644,7 +590,7 @@ func (t *Etcd) Idle(ctx context.Context, shape IdleShape, d time.Duration) (Idle
 	if err := lost(""); err != nil {
 		return IdleCost{}, err
 	}
-	c, err := Usage(t.pids(), ezWholePeriods(d, etcdKeepalive(int64(ttl))))
+	c, err := Usage(t.pids(), ezWholePeriods(d, t.keepalive()))
 	if err != nil {
 		return IdleCost{}, fmt.Errorf("etcd idle: usage: %w", err)
 	}
@@ -653,14 +599,6 @@ func (t *Etcd) Idle(ctx context.Context, shape IdleShape, d time.Duration) (Idle
 	}
 	c.Instances, c.Clients, c.Sessions = instances, nc, nsess
 	return c, nil
-}
-
-func (t *Etcd) pids() []int {
-	var out []int
-	for _, p := range t.procs {
-		out = append(out, p.PID())
-	}
-	return out
 }
 
 // ezParallel runs f(0..n-1) on workers goroutines and returns the first

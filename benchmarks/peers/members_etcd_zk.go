@@ -11,14 +11,119 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/rafting/rafting/internal/proctest"
 )
+
+// ezCluster is what the etcd and ZooKeeper targets keep of the cluster
+// they run, and the Handover and Failover workloads, which run alike on
+// both: peermember processes in one election, each system's own way.
+type ezCluster struct {
+	system    string   // "etcd", "zookeeper": peermember's -system, and the errors' prefix
+	sys       ezSystem // the target itself
+	dir       string   // the cluster's directory, removed by stopped
+	setting   Setting
+	procs     []*proctest.Proc
+	endpoints []string // the members' -endpoints
+	memberBin string   // peermember, built once per cluster
+	runs      int      // clusters started so far
+}
+
+// ezSystem is what the election workloads ask of the etcd or ZooKeeper
+// target, for the setting its cluster runs.
+type ezSystem interface {
+	running() error
+	// memberTTL is the session TTL (etcd) or timeout (ZooKeeper) a member
+	// asks for; lease is how long a killed member's session outlives it
+	// at most, and keepalive how often its client renews the session.
+	memberTTL() time.Duration
+	lease() time.Duration
+	keepalive() time.Duration
+	// candidates is how many members are in the election (see
+	// memberGroup.candidates).
+	candidates(ctx context.Context, election string) (int, error)
+}
+
+// newRun makes the directory of a new cluster under dir, running s.
+func (c *ezCluster) newRun(dir string, s Setting) error {
+	rundir, err := os.MkdirTemp(dir, c.system+"-")
+	if err != nil {
+		return err
+	}
+	c.dir, c.setting = rundir, s
+	c.runs++
+	return nil
+}
+
+// stopped forgets the cluster whose processes the target has stopped and
+// removes its directory.
+func (c *ezCluster) stopped() error {
+	c.procs, c.endpoints = nil, nil
+	c.memberBin = ""
+	if c.dir == "" {
+		return nil
+	}
+	err := os.RemoveAll(c.dir)
+	c.dir = ""
+	return err
+}
+
+func (c *ezCluster) pids() []int {
+	var out []int
+	for _, p := range c.procs {
+		out = append(out, p.PID())
+	}
+	return out
+}
+
+func (c *ezCluster) Handover(ctx context.Context, rounds int) (Sample, error) {
+	s, err := c.election(ctx, "handover", rounds, syscall.SIGTERM, 0, 30*time.Second)
+	if err != nil {
+		return s, fmt.Errorf("%s handover: %w", c.system, err)
+	}
+	return s, nil
+}
+
+func (c *ezCluster) Failover(ctx context.Context, s Setting, rounds int) (Sample, error) {
+	if s.Name != c.setting.Name {
+		return Sample{}, fmt.Errorf("%s failover: cluster runs setting %q, asked for %q", c.system, c.setting.Name, s.Name)
+	}
+	out, err := c.election(ctx, "failover", rounds, syscall.SIGKILL, c.sys.keepalive(), 2*c.sys.lease()+30*time.Second)
+	if err != nil {
+		return out, fmt.Errorf("%s failover (%s): %w", c.system, s.Name, err)
+	}
+	return out, nil
+}
+
+// election runs the rounds of a new election named after what (see
+// runElection).
+func (c *ezCluster) election(ctx context.Context, what string, rounds int, sig syscall.Signal, keepalive, timeout time.Duration) (Sample, error) {
+	if err := c.sys.running(); err != nil {
+		return Sample{}, err
+	}
+	if c.memberBin == "" {
+		bin, err := buildPeerMember(ctx, c.dir)
+		if err != nil {
+			return Sample{}, err
+		}
+		c.memberBin = bin
+	}
+	election := fmt.Sprintf("%s-%d", what, time.Now().UnixNano())
+	eps, ttl := strings.Join(c.endpoints, ","), c.sys.memberTTL().String()
+	args := func(id string) []string {
+		return []string{"-system", c.system, "-endpoints", eps, "-id", id, "-ttl", ttl, "-election", election}
+	}
+	candidates := func(ctx context.Context) (int, error) { return c.sys.candidates(ctx, election) }
+	g := newMemberGroup(c.memberBin, c.dir, args, candidates)
+	return runElection(ctx, g, rounds, sig, keepalive, timeout)
+}
 
 // buildPeerMember builds cmd/peermember into dir and returns the binary's
 // path. It runs `go build` in the benchmarks module (found from this

@@ -95,13 +95,8 @@ type ZooKeeper struct {
 	// default 45 s, negative none.
 	Warmup time.Duration
 
-	dir       string
-	setting   Setting
-	procs     []*proctest.Proc
-	servers   []string // 127.0.0.1:clientPort
+	ezCluster // endpoints: 127.0.0.1:clientPort
 	cli       *zk.Conn
-	memberBin string
-	runs      int
 	// warmupRates are the last warm-up's Register steps, operations/s.
 	warmupRates []float64
 }
@@ -112,7 +107,9 @@ func NewZooKeeper() Target {
 	if err != nil {
 		java = "/usr/bin/java"
 	}
-	return &ZooKeeper{Java: java, Classpath: zkDefaultClasspath, Heap: "1000m"}
+	t := &ZooKeeper{Java: java, Classpath: zkDefaultClasspath, Heap: "1000m"}
+	t.ezCluster = ezCluster{system: "zookeeper", sys: t}
+	return t
 }
 
 const (
@@ -186,12 +183,9 @@ func (t *ZooKeeper) Start(ctx context.Context, dir string, s Setting) error {
 	if _, ok := zkInstalled(); !ok {
 		return fmt.Errorf("zookeeper: %s or java missing; run scripts/install-peers.sh", zkJar)
 	}
-	rundir, err := os.MkdirTemp(dir, "zookeeper-")
-	if err != nil {
+	if err := t.newRun(dir, s); err != nil {
 		return err
 	}
-	t.dir, t.setting = rundir, s
-	t.runs++
 	fail := func(err error) error {
 		t.Stop()
 		return fmt.Errorf("zookeeper start (%s): %w", s.Name, err)
@@ -202,11 +196,13 @@ func (t *ZooKeeper) Start(ctx context.Context, dir string, s Setting) error {
 	}
 	ports := make([]int, 9) // client, quorum, election × 3
 	for i := range ports {
-		if ports[i], err = proctest.Port(); err != nil {
+		p, err := proctest.Port()
+		if err != nil {
 			return fail(err)
 		}
+		ports[i] = p
 	}
-	t.servers = ezHostPorts("", []int{ports[0], ports[3], ports[6]})
+	t.endpoints = ezHostPorts("", []int{ports[0], ports[3], ports[6]})
 	var ensemble strings.Builder
 	for i := 0; i < 3; i++ {
 		fmt.Fprintf(&ensemble, "server.%d=127.0.0.1:%d:%d\n", i+1, ports[3*i+1], ports[3*i+2])
@@ -224,7 +220,7 @@ func (t *ZooKeeper) Start(ctx context.Context, dir string, s Setting) error {
 	}
 	for i := 0; i < 3; i++ {
 		name := fmt.Sprintf("zk%d", i+1)
-		data := filepath.Join(rundir, name)
+		data := filepath.Join(t.dir, name)
 		if err := os.MkdirAll(data, 0o755); err != nil {
 			return fail(err)
 		}
@@ -234,11 +230,11 @@ func (t *ZooKeeper) Start(ctx context.Context, dir string, s Setting) error {
 		cfg := fmt.Sprintf("tickTime=%s\ninitLimit=10\nsyncLimit=5\ndataDir=%s\nclientPort=%d\nclientPortAddress=127.0.0.1\n"+
 			"maxClientCnxns=0\nadmin.enableServer=false\n4lw.commands.whitelist=*\n%s%s",
 			tick, data, ports[3*i], ensemble.String(), strings.Join(extra, ""))
-		cfgPath := filepath.Join(rundir, name+".cfg")
+		cfgPath := filepath.Join(t.dir, name+".cfg")
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 			return fail(err)
 		}
-		p, err := StartProcess("zookeeper-"+name, rundir, t.Java, nil,
+		p, err := StartProcess("zookeeper-"+name, t.dir, t.Java, nil,
 			"-Xmx"+heap,
 			"-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
 			"-Dzookeeper.jmx.log4j.disable=true",
@@ -249,14 +245,14 @@ func (t *ZooKeeper) Start(ctx context.Context, dir string, s Setting) error {
 		}
 		t.procs = append(t.procs, p)
 	}
-	for i, addr := range t.servers {
+	for i, addr := range t.endpoints {
 		if err := ezWaitServing(ctx, addr, t.procs[i], 60*time.Second); err != nil {
 			return fail(err)
 		}
 	}
 	// Serving: every member is in the quorum (leader or follower).
 	deadline := time.Now().Add(60 * time.Second)
-	for i, addr := range t.servers {
+	for i, addr := range t.endpoints {
 		for {
 			mode, err := zkMode(addr)
 			if err == nil && (mode == "leader" || mode == "follower") {
@@ -394,10 +390,10 @@ func (t *ZooKeeper) connect(timeout time.Duration, negotiated, small bool) (*zk.
 		err    error
 	)
 	if small {
-		conn, events, err = zk.Connect(t.servers, timeout, zk.WithLogger(logger), zk.WithLogInfo(negotiated),
+		conn, events, err = zk.Connect(t.endpoints, timeout, zk.WithLogger(logger), zk.WithLogInfo(negotiated),
 			zk.WithMaxBufferSize(zkIdleBuffer), zk.WithMaxConnBufferSize(zkIdleBuffer))
 	} else {
-		conn, events, err = zk.Connect(t.servers, timeout, zk.WithLogger(logger), zk.WithLogInfo(negotiated))
+		conn, events, err = zk.Connect(t.endpoints, timeout, zk.WithLogger(logger), zk.WithLogInfo(negotiated))
 	}
 	if err != nil {
 		return nil, 0, err
@@ -433,7 +429,7 @@ func (t *ZooKeeper) connect(timeout time.Duration, negotiated, small bool) (*zk.
 			}
 		case <-wait.C:
 			conn.Close()
-			return nil, 0, fmt.Errorf("zookeeper: no session with %v within 15s", t.servers)
+			return nil, 0, fmt.Errorf("zookeeper: no session with %v within 15s", t.endpoints)
 		}
 	}
 }
@@ -485,14 +481,7 @@ func (t *ZooKeeper) Stop() error {
 	for _, p := range t.procs {
 		p.Stop(10 * time.Second)
 	}
-	t.procs = nil
-	t.memberBin = ""
-	if t.dir != "" {
-		err := os.RemoveAll(t.dir)
-		t.dir = ""
-		return err
-	}
-	return nil
+	return t.stopped()
 }
 
 func (t *ZooKeeper) running() error {
@@ -724,62 +713,26 @@ func (t *ZooKeeper) KVWatch(ctx context.Context, watchers, rounds int) (Sample, 
 	})
 }
 
-func (t *ZooKeeper) members(ctx context.Context, name string) (*memberGroup, error) {
-	if err := t.running(); err != nil {
-		return nil, err
+func (t *ZooKeeper) memberTTL() time.Duration { return t.sessionTimeout() }
+
+// lease is the session timeout the server negotiated.
+func (t *ZooKeeper) lease() time.Duration {
+	if t.setting.Lease > 0 {
+		return t.setting.Lease
 	}
-	if t.memberBin == "" {
-		bin, err := buildPeerMember(ctx, t.dir)
-		if err != nil {
-			return nil, err
-		}
-		t.memberBin = bin
-	}
-	election := fmt.Sprintf("%s-%d", name, time.Now().UnixNano())
-	eps := strings.Join(t.servers, ",")
-	ttl := t.sessionTimeout().String()
-	args := func(id string) []string {
-		return []string{"-system", "zookeeper", "-endpoints", eps, "-id", id, "-ttl", ttl, "-election", election}
-	}
-	candidates := func(ctx context.Context) (int, error) {
-		children, _, err := t.cli.Children("/latch/" + election)
-		if errors.Is(err, zk.ErrNoNode) {
-			return 0, nil
-		}
-		return len(children), err
-	}
-	return newMemberGroup(t.memberBin, t.dir, args, candidates), nil
+	return t.sessionTimeout()
 }
 
-func (t *ZooKeeper) Handover(ctx context.Context, rounds int) (Sample, error) {
-	g, err := t.members(ctx, "handover")
-	if err != nil {
-		return Sample{}, fmt.Errorf("zookeeper handover: %w", err)
-	}
-	s, err := runElection(ctx, g, rounds, syscall.SIGTERM, 0, 30*time.Second)
-	if err != nil {
-		return s, fmt.Errorf("zookeeper handover: %w", err)
-	}
-	return s, nil
-}
+// keepalive: the client pings every third of the session timeout.
+func (t *ZooKeeper) keepalive() time.Duration { return t.lease() / 3 }
 
-func (t *ZooKeeper) Failover(ctx context.Context, s Setting, rounds int) (Sample, error) {
-	if s.Name != t.setting.Name {
-		return Sample{}, fmt.Errorf("zookeeper failover: ensemble runs setting %q, asked for %q", t.setting.Name, s.Name)
+// candidates counts the election's latch znodes.
+func (t *ZooKeeper) candidates(ctx context.Context, election string) (int, error) {
+	children, _, err := t.cli.Children("/latch/" + election)
+	if errors.Is(err, zk.ErrNoNode) {
+		return 0, nil
 	}
-	g, err := t.members(ctx, "failover")
-	if err != nil {
-		return Sample{}, fmt.Errorf("zookeeper failover: %w", err)
-	}
-	lease := t.setting.Lease
-	if lease <= 0 {
-		lease = t.sessionTimeout()
-	}
-	out, err := runElection(ctx, g, rounds, syscall.SIGKILL, lease/3, 2*lease+30*time.Second)
-	if err != nil {
-		return out, fmt.Errorf("zookeeper failover (%s): %w", s.Name, err)
-	}
-	return out, nil
+	return len(children), err
 }
 
 // zkIdleBuffer bounds each idle session's buffers (go-zookeeper allocates
@@ -827,7 +780,7 @@ func (t *ZooKeeper) Idle(ctx context.Context, shape IdleShape, d time.Duration) 
 	if !ezSleep(ctx, 2*time.Second) { // settle
 		return IdleCost{}, ctx.Err()
 	}
-	c, err := Usage(t.pids(), ezWholePeriods(d, t.setting.Lease/3))
+	c, err := Usage(t.pids(), ezWholePeriods(d, t.keepalive()))
 	if err != nil {
 		return IdleCost{}, fmt.Errorf("zookeeper idle: usage: %w", err)
 	}
@@ -841,12 +794,4 @@ func (t *ZooKeeper) Idle(ctx context.Context, shape IdleShape, d time.Duration) 
 	}
 	c.Instances, c.Clients, c.Sessions = instances, nsess, nsess
 	return c, nil
-}
-
-func (t *ZooKeeper) pids() []int {
-	var out []int
-	for _, p := range t.procs {
-		out = append(out, p.PID())
-	}
-	return out
 }
