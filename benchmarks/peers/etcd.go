@@ -286,6 +286,9 @@ func (t *Etcd) client() (*clientv3.Client, error) {
 
 // clients opens n clients in parallel.
 func (t *Etcd) clients(n int) ([]*clientv3.Client, error) {
+	if err := t.running(); err != nil {
+		return nil, err
+	}
 	out := make([]*clientv3.Client, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -340,9 +343,6 @@ func (t *Etcd) running() error {
 const ezRegisterKeys = 20
 
 func (t *Etcd) Register(ctx context.Context, clients int, d time.Duration) (Sample, error) {
-	if err := t.running(); err != nil {
-		return Sample{}, err
-	}
 	cs, err := t.clients(clients)
 	if err != nil {
 		return Sample{}, fmt.Errorf("etcd register: clients: %w", err)
@@ -375,9 +375,6 @@ func (t *Etcd) Register(ctx context.Context, clients int, d time.Duration) (Samp
 }
 
 func (t *Etcd) Propagation(ctx context.Context, watchers, rounds int) (Sample, error) {
-	if err := t.running(); err != nil {
-		return Sample{}, err
-	}
 	cs, err := t.clients(watchers)
 	if err != nil {
 		return Sample{}, fmt.Errorf("etcd propagation: clients: %w", err)
@@ -385,32 +382,13 @@ func (t *Etcd) Propagation(ctx context.Context, watchers, rounds int) (Sample, e
 	defer closeEtcdClients(cs)
 	prefix := fmt.Sprintf("/services/propagation-%d/", time.Now().UnixNano())
 	obs := make(chan seen, watchers*rounds+16)
-	wctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer func() { cancel(); wg.Wait() }()
-	for _, c := range cs {
-		wch := c.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
-		select {
-		case r, ok := <-wch:
-			if !ok || !r.Created {
-				return Sample{}, fmt.Errorf("etcd propagation: watch not created: %v", r.Err())
-			}
-		case <-time.After(10 * time.Second):
-			return Sample{}, errors.New("etcd propagation: watch not created within 10s")
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for r := range wch {
-				now := time.Now()
-				for _, ev := range r.Events {
-					if ev.Type == clientv3.EventTypePut && ev.IsCreate() {
-						obs <- seen{strings.TrimPrefix(string(ev.Kv.Key), prefix), now}
-					}
-				}
-			}
-		}()
+	stop, err := etcdWatch(ctx, cs, prefix, obs, func(ev *clientv3.Event) (string, bool) {
+		return strings.TrimPrefix(string(ev.Kv.Key), prefix), ev.Type == clientv3.EventTypePut && ev.IsCreate()
+	}, clientv3.WithPrefix())
+	if err != nil {
+		return Sample{}, fmt.Errorf("etcd propagation: %w", err)
 	}
+	defer stop()
 	lr, err := t.cli.Grant(ctx, t.ttlSeconds())
 	if err != nil {
 		return Sample{}, fmt.Errorf("etcd propagation: grant: %w", err)
@@ -425,9 +403,6 @@ func (t *Etcd) Propagation(ctx context.Context, watchers, rounds int) (Sample, e
 // KVPut: each client its own clientv3.Client putting its own kvKeys keys
 // in turn (plain keys, no lease: configuration outlives its writer).
 func (t *Etcd) KVPut(ctx context.Context, clients int, d time.Duration) (Sample, error) {
-	if err := t.running(); err != nil {
-		return Sample{}, err
-	}
 	cs, err := t.clients(clients)
 	if err != nil {
 		return Sample{}, fmt.Errorf("etcd kv put: clients: %w", err)
@@ -457,9 +432,6 @@ func (t *Etcd) KVPut(ctx context.Context, clients int, d time.Duration) (Sample,
 // KVWatch: each watcher its own client with a Watch on the key; a round
 // is one Put of a new value, seen in the watcher's Put event.
 func (t *Etcd) KVWatch(ctx context.Context, watchers, rounds int) (Sample, error) {
-	if err := t.running(); err != nil {
-		return Sample{}, err
-	}
 	cs, err := t.clients(watchers)
 	if err != nil {
 		return Sample{}, fmt.Errorf("etcd kv watch: clients: %w", err)
@@ -471,36 +443,52 @@ func (t *Etcd) KVWatch(ctx context.Context, watchers, rounds int) (Sample, error
 	}
 	defer t.cli.Delete(context.Background(), key)
 	obs := make(chan seen, watchers*rounds+16)
-	wctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer func() { cancel(); wg.Wait() }()
-	for _, c := range cs {
-		wch := c.Watch(wctx, key, clientv3.WithCreatedNotify())
-		select {
-		case r, ok := <-wch:
-			if !ok || !r.Created {
-				return Sample{}, fmt.Errorf("etcd kv watch: watch not created: %v", r.Err())
-			}
-		case <-time.After(10 * time.Second):
-			return Sample{}, errors.New("etcd kv watch: watch not created within 10s")
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for r := range wch {
-				now := time.Now()
-				for _, ev := range r.Events {
-					if ev.Type == clientv3.EventTypePut {
-						obs <- seen{string(ev.Kv.Value), now}
-					}
-				}
-			}
-		}()
+	stop, err := etcdWatch(ctx, cs, key, obs, func(ev *clientv3.Event) (string, bool) {
+		return string(ev.Kv.Value), ev.Type == clientv3.EventTypePut
+	})
+	if err != nil {
+		return Sample{}, fmt.Errorf("etcd kv watch: %w", err)
 	}
+	defer stop()
 	return watchRounds(ctx, "etcd kv watch", watchers, rounds, obs, func(value string) error {
 		_, err := t.cli.Put(ctx, key, value)
 		return err
 	})
+}
+
+// etcdWatch has each client Watch key (opts: clientv3.WithPrefix for a
+// prefix) and sends on obs the name observe gives each event it accepts,
+// stamped when its response arrived. It returns once every watch is
+// created; stop ends them.
+func etcdWatch(ctx context.Context, cs []*clientv3.Client, key string, obs chan<- seen,
+	observe func(*clientv3.Event) (string, bool), opts ...clientv3.OpOption) (stop func(), err error) {
+	wctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	stop = func() { cancel(); wg.Wait() }
+	for _, c := range cs {
+		wch := c.Watch(wctx, key, append(opts, clientv3.WithCreatedNotify())...)
+		select {
+		case r, ok := <-wch:
+			if !ok || !r.Created {
+				stop()
+				return nil, fmt.Errorf("watch not created: %v", r.Err())
+			}
+		case <-time.After(10 * time.Second):
+			stop()
+			return nil, errors.New("watch not created within 10s")
+		}
+		wg.Go(func() {
+			for r := range wch {
+				now := time.Now()
+				for _, ev := range r.Events {
+					if name, ok := observe(ev); ok {
+						obs <- seen{name, now}
+					}
+				}
+			}
+		})
+	}
+	return stop, nil
 }
 
 func (t *Etcd) memberTTL() time.Duration { return time.Duration(t.ttlSeconds()) * time.Second }
@@ -528,9 +516,6 @@ func (t *Etcd) candidates(ctx context.Context, election string) (int, error) {
 // lease of its own and its key, the clients being connections the
 // instances share in turn.
 func (t *Etcd) Idle(ctx context.Context, shape IdleShape, d time.Duration) (IdleCost, error) {
-	if err := t.running(); err != nil {
-		return IdleCost{}, err
-	}
 	nc, instances := max(shape.Clients, 1), shape.Instances()
 	cs, err := t.clients(nc)
 	if err != nil {

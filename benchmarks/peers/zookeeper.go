@@ -436,6 +436,9 @@ func (t *ZooKeeper) connect(timeout time.Duration, negotiated, small bool) (*zk.
 
 // connectN opens n sessions in parallel.
 func (t *ZooKeeper) connectN(n int, timeout time.Duration) ([]*zk.Conn, error) {
+	if err := t.running(); err != nil {
+		return nil, err
+	}
 	out := make([]*zk.Conn, n)
 	err := ezParallel(64, n, func(i int) error {
 		c, _, err := t.connect(timeout, false, false)
@@ -497,9 +500,6 @@ func (t *ZooKeeper) Register(ctx context.Context, clients int, d time.Duration) 
 
 // register is Register with sessions of the given timeout.
 func (t *ZooKeeper) register(ctx context.Context, clients int, d, timeout time.Duration) (Sample, error) {
-	if err := t.running(); err != nil {
-		return Sample{}, err
-	}
 	cs, err := t.connectN(clients, timeout)
 	if err != nil {
 		return Sample{}, fmt.Errorf("zookeeper register: sessions: %w", err)
@@ -535,9 +535,6 @@ func (t *ZooKeeper) Propagation(ctx context.Context, watchers, rounds int) (Samp
 
 // propagation is Propagation with sessions of the given timeout.
 func (t *ZooKeeper) propagation(ctx context.Context, watchers, rounds int, timeout time.Duration) (Sample, error) {
-	if err := t.running(); err != nil {
-		return Sample{}, err
-	}
 	cs, err := t.connectN(watchers, timeout)
 	if err != nil {
 		return Sample{}, fmt.Errorf("zookeeper propagation: sessions: %w", err)
@@ -548,50 +545,24 @@ func (t *ZooKeeper) propagation(ctx context.Context, watchers, rounds int, timeo
 		return Sample{}, err
 	}
 	obs := make(chan seen, watchers*(rounds+1)+16)
-	armed := make(chan error, watchers)
-	wctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer func() { cancel(); wg.Wait() }()
-	for _, c := range cs {
-		// A read is served by the session's own server, which may not
-		// have applied the create of svc yet: sync it first.
-		if _, err := c.Sync(svc); err != nil {
-			return Sample{}, fmt.Errorf("zookeeper propagation: sync: %w", err)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			known := map[string]bool{}
-			first := true
-			for {
-				children, _, ch, err := c.ChildrenW(svc)
-				now := time.Now()
-				if first {
-					armed <- err
-					first = false
-				}
-				if err != nil {
-					return
-				}
-				for _, k := range children {
-					if !known[k] {
-						known[k] = true
-						obs <- seen{k, now}
-					}
-				}
-				select {
-				case <-ch:
-				case <-wctx.Done():
-					return
+	stop, err := zkFollow(ctx, cs, svc, func(c *zk.Conn) func() (<-chan zk.Event, error) {
+		known := map[string]bool{}
+		return func() (<-chan zk.Event, error) {
+			children, _, ch, err := c.ChildrenW(svc)
+			now := time.Now()
+			for _, k := range children {
+				if !known[k] {
+					known[k] = true
+					obs <- seen{k, now}
 				}
 			}
-		}()
-	}
-	for range cs {
-		if err := <-armed; err != nil {
-			return Sample{}, fmt.Errorf("zookeeper propagation: ChildrenW: %w", err)
+			return ch, err
 		}
+	})
+	if err != nil {
+		return Sample{}, fmt.Errorf("zookeeper propagation: %w", err)
 	}
+	defer stop()
 	return watchRounds(ctx, "zookeeper propagation", watchers, rounds, obs, func(name string) error {
 		_, err := t.cli.Create(svc+"/"+name, []byte(`{"addr":"127.0.0.1:9999"}`), zk.FlagEphemeral, zk.WorldACL(zk.PermAll))
 		return err
@@ -602,9 +573,6 @@ func (t *ZooKeeper) propagation(ctx context.Context, watchers, rounds int, timeo
 // persistent znodes in turn (created before the clock starts: setData
 // needs them).
 func (t *ZooKeeper) KVPut(ctx context.Context, clients int, d time.Duration) (Sample, error) {
-	if err := t.running(); err != nil {
-		return Sample{}, err
-	}
 	cs, err := t.connectN(clients, t.sessionTimeout())
 	if err != nil {
 		return Sample{}, fmt.Errorf("zookeeper kv put: sessions: %w", err)
@@ -645,9 +613,6 @@ func (t *ZooKeeper) KVPut(ctx context.Context, clients int, d time.Duration) (Sa
 // NodeCache does); its latency is until that read returns the new value.
 // A round is one setData by the driver.
 func (t *ZooKeeper) KVWatch(ctx context.Context, watchers, rounds int) (Sample, error) {
-	if err := t.running(); err != nil {
-		return Sample{}, err
-	}
 	cs, err := t.connectN(watchers, t.sessionTimeout())
 	if err != nil {
 		return Sample{}, fmt.Errorf("zookeeper kv watch: sessions: %w", err)
@@ -666,51 +631,66 @@ func (t *ZooKeeper) KVWatch(ctx context.Context, watchers, rounds int) (Sample, 
 		t.cli.Delete(parent, -1)
 	}()
 	obs := make(chan seen, watchers*(rounds+1)+16)
-	armed := make(chan error, watchers)
+	stop, err := zkFollow(ctx, cs, node, func(c *zk.Conn) func() (<-chan zk.Event, error) {
+		version := int32(-1)
+		return func() (<-chan zk.Event, error) {
+			data, stat, ch, err := c.GetW(node)
+			now := time.Now()
+			if err == nil && stat.Version != version {
+				version = stat.Version
+				obs <- seen{string(data), now}
+			}
+			return ch, err
+		}
+	})
+	if err != nil {
+		return Sample{}, fmt.Errorf("zookeeper kv watch: %w", err)
+	}
+	defer stop()
+	return watchRounds(ctx, "zookeeper kv watch", watchers, rounds, obs, func(value string) error {
+		_, err := t.cli.Set(node, []byte(value), -1)
+		return err
+	})
+}
+
+// zkFollow has every session follow path the way Curator's caches do:
+// a read that sets a watch, again each time the watch fires, until stop.
+// reader gives each session its read, which keeps what that session has
+// seen and reports what is new, and returns the watch. zkFollow returns
+// once every session's first read is in.
+func zkFollow(ctx context.Context, cs []*zk.Conn, path string, reader func(*zk.Conn) func() (<-chan zk.Event, error)) (stop func(), err error) {
+	armed := make(chan error, len(cs))
 	wctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	defer func() { cancel(); wg.Wait() }()
+	stop = func() { cancel(); wg.Wait() }
 	for _, c := range cs {
-		// The session's own server may not have applied the create yet.
-		if _, err := c.Sync(node); err != nil {
-			return Sample{}, fmt.Errorf("zookeeper kv watch: sync: %w", err)
+		// A read is served by the session's own server, which may not
+		// have applied the create of path yet: sync it first.
+		if _, err := c.Sync(path); err != nil {
+			stop()
+			return nil, fmt.Errorf("sync: %w", err)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			version := int32(-1)
-			first := true
-			for {
-				data, stat, ch, err := c.GetW(node)
-				now := time.Now()
-				if first {
-					armed <- err
-					first = false
-				}
-				if err != nil {
-					return
-				}
-				if stat.Version != version {
-					version = stat.Version
-					obs <- seen{string(data), now}
-				}
+		read := reader(c)
+		wg.Go(func() {
+			ch, err := read()
+			armed <- err
+			for err == nil {
 				select {
 				case <-ch:
 				case <-wctx.Done():
 					return
 				}
+				ch, err = read()
 			}
-		}()
+		})
 	}
 	for range cs {
 		if err := <-armed; err != nil {
-			return Sample{}, fmt.Errorf("zookeeper kv watch: GetW: %w", err)
+			stop()
+			return nil, fmt.Errorf("read %s: %w", path, err)
 		}
 	}
-	return watchRounds(ctx, "zookeeper kv watch", watchers, rounds, obs, func(value string) error {
-		_, err := t.cli.Set(node, []byte(value), -1)
-		return err
-	})
+	return stop, nil
 }
 
 func (t *ZooKeeper) memberTTL() time.Duration { return t.sessionTimeout() }
