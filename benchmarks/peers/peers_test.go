@@ -745,23 +745,9 @@ func versions(root string) map[string]string {
 func cpuSnapshot() (children map[int]int64, self int64, at time.Time) {
 	at = time.Now()
 	children = map[int]int64{}
-	me := strconv.Itoa(os.Getpid())
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		st := string(b)
-		i := strings.LastIndexByte(st, ')')
-		if f := strings.Fields(st[i+1:]); len(f) > 1 && f[1] == me {
-			if t, _, err := cpuTicks(pid); err == nil {
-				children[pid] = t
-			}
+	for _, pid := range childPIDs() {
+		if t, _, err := cpuTicks(pid); err == nil {
+			children[pid] = t
 		}
 	}
 	self, _, _ = cpuTicks(os.Getpid())

@@ -28,20 +28,28 @@ func StartProcess(name, logDir, bin string, env []string, args ...string) (*proc
 // everywhere Go runs).
 const clockTicks = 100
 
-// cpuTicks returns utime+stime of pid and its resident set in bytes.
-func cpuTicks(pid int) (ticks int64, rss int64, err error) {
+// statFields are the fields of /proc/<pid>/stat after the command name,
+// which may hold spaces: state, ppid, … (proc(5)'s numbering less 3).
+func statFields(pid int) ([]string, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
-	// The command name may hold spaces; fields start after its ')'.
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, 0, errors.New("malformed /proc stat")
+		return nil, errors.New("malformed /proc stat")
 	}
-	f := strings.Fields(s[i+1:])
-	// After ')': state(0) ... utime(11) stime(12) ... rss(21) in pages.
+	return strings.Fields(s[i+1:]), nil
+}
+
+// cpuTicks returns utime+stime of pid and its resident set in bytes.
+func cpuTicks(pid int) (ticks int64, rss int64, err error) {
+	f, err := statFields(pid)
+	if err != nil {
+		return 0, 0, err
+	}
+	// state(0) ... utime(11) stime(12) ... rss(21) in pages.
 	if len(f) < 22 {
 		return 0, 0, errors.New("short /proc stat")
 	}

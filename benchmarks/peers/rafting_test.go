@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 )
@@ -152,32 +151,21 @@ func TestRafting(t *testing.T) {
 
 // pidAlive reports whether pid is a running (not zombie) process.
 func pidAlive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i >= 0 && len(s) > i+2 && s[i+2] != 'Z'
+	f, err := statFields(pid)
+	return err == nil && len(f) > 0 && f[0] != "Z"
 }
 
 // childPIDs are the live processes whose parent is this one.
 func childPIDs() []int {
 	ents, _ := os.ReadDir("/proc")
+	me := strconv.Itoa(os.Getpid())
 	var out []int
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		f := strings.Fields(s[i+1:])
-		if len(f) > 1 && f[0] != "Z" && f[1] == strconv.Itoa(os.Getpid()) {
+		if f, err := statFields(pid); err == nil && len(f) > 1 && f[0] != "Z" && f[1] == me {
 			out = append(out, pid)
 		}
 	}

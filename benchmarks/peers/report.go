@@ -66,6 +66,19 @@ const (
 	TargetIdleClients = "idle-clients"
 )
 
+// targetGoals are the targets' goals, as the report states them.
+var targetGoals = map[string]string{
+	TargetRegister:         "registration throughput ≥ 1.0× ZooKeeper's and ≥ 1.5× etcd's",
+	TargetPropagation:      "membership propagation to 100 watchers: p50 ≤ etcd's and p99 ≤ 0.8× etcd's",
+	TargetHandover:         "graceful handover no slower than either peer (p50 and p99)",
+	TargetFailoverDefaults: "crash failover at defaults ≥ 20× faster than the fastest peer at its defaults (p50 and p99)",
+	TargetFailoverSame:     "crash failover at the same lease no slower than either peer (p50 and p99)",
+	TargetKVPut:            "configuration put throughput ≥ 1.0× the better peer's",
+	TargetKVWatch:          "configuration change to 100 watchers: p99 ≤ 0.8× etcd's",
+	TargetIdle:             "idle cost, instances over 10 client connections: servers' CPU ≤ the lower peer's and RSS ≤ etcd's",
+	TargetIdleClients:      "idle cost, a connection and session per client of 10 instances: servers' CPU ≤ the lower peer's and RSS ≤ etcd's",
+}
+
 // Workload is one workload's runs, one per system.
 type Workload struct {
 	Key    string `json:"key"` // a file name: register-32, failover-tuned, idle
@@ -333,27 +346,8 @@ type Verdict struct {
 
 // Verdict decides w's target, if it has one.
 func (w *Workload) Verdict(peers []string) (Verdict, bool) {
-	v := Verdict{Target: w.Target, Workload: w.Key}
-	switch w.Target {
-	case TargetRegister:
-		v.Goal = "registration throughput ≥ 1.0× ZooKeeper's and ≥ 1.5× etcd's"
-	case TargetPropagation:
-		v.Goal = "membership propagation to 100 watchers: p50 ≤ etcd's and p99 ≤ 0.8× etcd's"
-	case TargetHandover:
-		v.Goal = "graceful handover no slower than either peer (p50 and p99)"
-	case TargetFailoverDefaults:
-		v.Goal = "crash failover at defaults ≥ 20× faster than the fastest peer at its defaults (p50 and p99)"
-	case TargetFailoverSame:
-		v.Goal = "crash failover at the same lease no slower than either peer (p50 and p99)"
-	case TargetKVPut:
-		v.Goal = "configuration put throughput ≥ 1.0× the better peer's"
-	case TargetKVWatch:
-		v.Goal = "configuration change to 100 watchers: p99 ≤ 0.8× etcd's"
-	case TargetIdle:
-		v.Goal = "idle cost, instances over 10 client connections: servers' CPU ≤ the lower peer's and RSS ≤ etcd's"
-	case TargetIdleClients:
-		v.Goal = "idle cost, a connection and session per client of 10 instances: servers' CPU ≤ the lower peer's and RSS ≤ etcd's"
-	default:
+	v := Verdict{Target: w.Target, Workload: w.Key, Goal: targetGoals[w.Target]}
+	if v.Goal == "" {
 		return v, false
 	}
 	if w.Target == TargetKVWatch || w.Target == TargetPropagation {
