@@ -23,7 +23,7 @@ func TestEtcd(t *testing.T) {
 	defer tg.Stop()
 	dir := t.TempDir()
 
-	def := ezSetting(t, tg, "default")
+	def := settingOf(t, tg, "default")
 	if err := tg.Start(ctx, dir, def); err != nil {
 		t.Fatal(err)
 	}
@@ -39,12 +39,12 @@ func TestEtcd(t *testing.T) {
 		t.Logf("default server: TTL 1 s granted as %d s", lr.TTL)
 	}
 
-	ezWorkloads(t, ctx, tg, dir, 0)
+	checkWorkloads(t, ctx, tg, dir, 3*settingOf(t, tg, "tuned").Lease)
 
 	if err := tg.Stop(); err != nil {
 		t.Error(err)
 	}
-	ezCheckClean(t, base)
+	checkClean(t, base)
 }
 
 // TestEtcdLeaseArithmetic checks the server's minimum TTL and the client's

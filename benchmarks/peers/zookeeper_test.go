@@ -23,7 +23,7 @@ func TestZooKeeper(t *testing.T) {
 	defer tg.Stop()
 	dir := t.TempDir()
 
-	def := ezSetting(t, tg, "default")
+	def := settingOf(t, tg, "default")
 	start := time.Now()
 	if err := tg.Start(ctx, dir, def); err != nil {
 		t.Fatal(err)
@@ -31,10 +31,10 @@ func TestZooKeeper(t *testing.T) {
 	t.Logf("start (%s) with at most %v warm-up: %v (warm-up register steps: %.0f ops/s)", def.Name, tg.Warmup,
 		time.Since(start).Round(time.Millisecond), tg.warmupRates)
 
-	ezWorkloads(t, ctx, tg, dir, time.Second)
+	checkWorkloads(t, ctx, tg, dir, 3*settingOf(t, tg, "tuned").Lease+time.Second)
 
 	if err := tg.Stop(); err != nil {
 		t.Error(err)
 	}
-	ezCheckClean(t, base)
+	checkClean(t, base)
 }
