@@ -273,6 +273,13 @@ func (r *rafting) Stop() error {
 	return err
 }
 
+func (r *rafting) running() error {
+	if len(r.servers) == 0 {
+		return errors.New("rafting: not started")
+	}
+	return nil
+}
+
 // PIDs are the server processes' IDs.
 func (r *rafting) PIDs() []int {
 	var pids []int
@@ -317,8 +324,8 @@ func (r *rafting) sdkOptions(tenant, token string) []sdk.Option {
 // re-registering its member in turn with a new weight (Member.Update: one
 // registration under the session, a Raft entry, answered once applied).
 func (r *rafting) Register(ctx context.Context, clients int, d time.Duration) (Sample, error) {
-	if len(r.servers) == 0 {
-		return Sample{}, errors.New("rafting: not started")
+	if err := r.running(); err != nil {
+		return Sample{}, err
 	}
 	members := make([]*sdk.Member, clients)
 	defer func() {
@@ -356,8 +363,8 @@ func (r *rafting) Register(ctx context.Context, clients int, d time.Duration) (S
 // PUT's start until its cache held the instance. The service keeps at most
 // 10 instances: the oldest is deregistered between rounds.
 func (r *rafting) Propagation(ctx context.Context, watchers, rounds int) (Sample, error) {
-	if len(r.servers) == 0 {
-		return Sample{}, errors.New("rafting: not started")
+	if err := r.running(); err != nil {
+		return Sample{}, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -370,6 +377,7 @@ func (r *rafting) Propagation(ctx context.Context, watchers, rounds int) (Sample
 	var cur atomic.Pointer[round]
 	var wg sync.WaitGroup
 	var clients []*sdk.Client
+	var svcs []*sdk.Service
 	defer func() {
 		cancel()
 		for _, c := range clients {
@@ -388,6 +396,7 @@ func (r *rafting) Propagation(ctx context.Context, watchers, rounds int) (Sample
 		if err != nil {
 			return Sample{}, fmt.Errorf("rafting propagation: watch: %w", err)
 		}
+		svcs = append(svcs, svc)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -434,8 +443,10 @@ func (r *rafting) Propagation(ctx context.Context, watchers, rounds int) (Sample
 			if err := r.must(ctx, leader, r.token, http.MethodDelete, r.tenantPath(raftingTenant, "/services/prop/instances/"+ids[0]), nil, nil); err != nil {
 				return Sample{}, fmt.Errorf("rafting propagation: deregister: %w", err)
 			}
+			if err := removed(ctx, svcs, ids[0]); err != nil {
+				return Sample{}, fmt.Errorf("rafting propagation: deregister: %w", err)
+			}
 			ids = ids[1:]
-			time.Sleep(50 * time.Millisecond) // let the removal reach every watcher
 		}
 		rd := &round{id: fmt.Sprintf("p%d", n), seen: make([]atomic.Int64, watchers), done: make(chan struct{})}
 		rd.left.Store(int32(watchers))
@@ -460,6 +471,25 @@ func (r *rafting) Propagation(ctx context.Context, watchers, rounds int) (Sample
 	}
 	s.Elapsed = time.Since(start)
 	return s, nil
+}
+
+// removed waits until no watcher's cache holds instance id.
+func removed(ctx context.Context, svcs []*sdk.Service, id string) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for _, svc := range svcs {
+		for {
+			if _, ok := svc.Snapshot().Instance(id); !ok {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("instance %s still in a watcher's cache after 10s", id)
+			}
+			if !ezSleep(ctx, 5*time.Millisecond) {
+				return ctx.Err()
+			}
+		}
+	}
+	return nil
 }
 
 // sdkClients connects n SDK Clients to the bench tenant, in parallel; the
@@ -499,8 +529,8 @@ func (r *rafting) deleteKVs(prefix string) error {
 // KVPut: each client its own SDK Client, Client.Put of its own kvKeys keys
 // in turn (created before the clock starts, as the peers' are).
 func (r *rafting) KVPut(ctx context.Context, clients int, d time.Duration) (Sample, error) {
-	if len(r.servers) == 0 {
-		return Sample{}, errors.New("rafting: not started")
+	if err := r.running(); err != nil {
+		return Sample{}, err
 	}
 	cs, err := r.sdkClients(ctx, clients)
 	defer closeSDKClients(cs)
@@ -532,8 +562,8 @@ func (r *rafting) KVPut(ctx context.Context, clients int, d time.Duration) (Samp
 // subtree and an OnChange callback; a round is one Client.Put of a new
 // value by the driver's Client, seen in the callback's snapshot.
 func (r *rafting) KVWatch(ctx context.Context, watchers, rounds int) (Sample, error) {
-	if len(r.servers) == 0 {
-		return Sample{}, errors.New("rafting: not started")
+	if err := r.running(); err != nil {
+		return Sample{}, err
 	}
 	cs, err := r.sdkClients(ctx, watchers+1)
 	defer closeSDKClients(cs) // ends every OnChange
@@ -621,8 +651,8 @@ type msGroup struct {
 }
 
 func (r *rafting) newGroup(ctx context.Context, args ...string) (*msGroup, error) {
-	if len(r.servers) == 0 {
-		return nil, errors.New("rafting: not started")
+	if err := r.running(); err != nil {
+		return nil, err
 	}
 	tenant := fmt.Sprintf("ms%d", r.tenants.Add(1))
 	var t api.Tenant
@@ -810,25 +840,12 @@ func (r *rafting) Failover(ctx context.Context, st Setting, rounds int) (Sample,
 // an instance process of its own would. After raftingIdleSettle, the
 // servers' CPU and memory over d.
 func (r *rafting) Idle(ctx context.Context, shape IdleShape, d time.Duration) (IdleCost, error) {
-	if len(r.servers) == 0 {
-		return IdleCost{}, errors.New("rafting: not started")
+	if err := r.running(); err != nil {
+		return IdleCost{}, err
 	}
 	nc, instances := max(shape.Clients, 1), shape.Instances()
-	clients := make([]*sdk.Client, nc)
-	defer func() {
-		var wg sync.WaitGroup
-		for _, c := range clients {
-			if c != nil {
-				wg.Go(func() { c.Close() }) // every member leaves
-			}
-		}
-		wg.Wait()
-	}()
-	err := raftingParallel(ctx, 32, nc, func(i int) error {
-		c, err := sdk.Connect(ctx, r.sdkOptions(raftingTenant, r.token)...)
-		clients[i] = c
-		return err
-	})
+	clients, err := r.sdkClients(ctx, nc)
+	defer closeSDKClients(clients) // every member leaves
 	if err != nil {
 		return IdleCost{}, fmt.Errorf("rafting idle: connect %d clients: %w", nc, err)
 	}
