@@ -233,6 +233,16 @@ func (p plan) failoverRounds(lease time.Duration) int {
 	return min(max(int(p.failBudget/est), p.failLo), p.failHi)
 }
 
+// fanOut runs a fan-out workload (Propagation, KVWatch) of sys with p's
+// watchers and rounds.
+func (p plan) fanOut(ctx context.Context, sys string, op func(ctx context.Context, watchers, rounds int) (Sample, error)) (*Run, error) {
+	s, err := op(ctx, p.watchers, p.propRounds)
+	if err != nil {
+		return nil, err
+	}
+	return NewRun(sys, s), nil
+}
+
 // throughput runs a throughput workload (a Target's Register or KVPut)
 // with clients clients: a warm-up of p.warm that is not counted, then
 // p.measure, over which the servers' CPU and this process's (the
@@ -460,12 +470,7 @@ func runPeers(ctx context.Context, factories []func() Target, p plan, dir, root 
 				p.watchers, p.propRounds, p.watchers*p.propRounds), TargetPropagation)
 		fg = append(fg, step{target: t, setting: def, fresh: !p.quick, w: w, title: "membership propagation",
 			run: func(ctx context.Context, t Target, restart func() error) (*Run, error) {
-				s, err := t.Propagation(ctx, p.watchers, p.propRounds)
-				if err != nil {
-					return nil, err
-				}
-				r := NewRun(sys, s)
-				return r, nil
+				return p.fanOut(ctx, sys, t.Propagation)
 			}})
 		w = workload(fmt.Sprintf("kvput-%d", p.kvClients), KindThroughput, fmt.Sprintf("Configuration put throughput, %d clients", p.kvClients),
 			fmt.Sprintf("%d concurrent clients write new values (about 100 bytes) to configuration keys for %v, after a %v warm-up, each client to its own %d keys in turn, created before the clock starts; every write's latency is kept.",
@@ -479,11 +484,7 @@ func runPeers(ctx context.Context, factories []func() Target, p plan, dir, root 
 				p.watchers, p.propRounds, p.watchers*p.propRounds), TargetKVWatch)
 		fg = append(fg, step{target: t, setting: def, fresh: !p.quick, w: w, title: "configuration watch",
 			run: func(ctx context.Context, t Target, restart func() error) (*Run, error) {
-				s, err := t.KVWatch(ctx, p.watchers, p.propRounds)
-				if err != nil {
-					return nil, err
-				}
-				return NewRun(sys, s), nil
+				return p.fanOut(ctx, sys, t.KVWatch)
 			}})
 		w = workload("handover", KindLatency, "Graceful handover",
 			fmt.Sprintf("Three member processes; %d times the master is told to stop (SIGTERM) and resigns; the sample is the time until another member knows it is master.", p.handover),

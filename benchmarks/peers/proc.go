@@ -63,32 +63,26 @@ func cpuTicks(pid int) (ticks int64, rss int64, err error) {
 // their summed resident memory at the end, and this process's CPU (the
 // clients') over the same window. The caller fills in what ran.
 func Usage(pids []int, d time.Duration) (IdleCost, error) {
-	sum := func() (int64, int64, error) {
-		var t, r int64
+	// snapshot sums the ticks and resident memory of pids, and reads
+	// this process's ticks.
+	snapshot := func() (ticks, rss, self int64, err error) {
 		for _, pid := range pids {
-			ti, ri, err := cpuTicks(pid)
+			t, r, err := cpuTicks(pid)
 			if err != nil {
-				return 0, 0, err
+				return 0, 0, 0, err
 			}
-			t, r = t+ti, r+ri
+			ticks, rss = ticks+t, rss+r
 		}
-		return t, r, nil
+		self, _, err = cpuTicks(os.Getpid())
+		return ticks, rss, self, err
 	}
-	t0, _, err := sum()
-	if err != nil {
-		return IdleCost{}, err
-	}
-	self0, _, err := cpuTicks(os.Getpid())
+	t0, _, self0, err := snapshot()
 	if err != nil {
 		return IdleCost{}, err
 	}
 	start := time.Now()
-	time.Sleep(d)
-	t1, r1, err := sum()
-	if err != nil {
-		return IdleCost{}, err
-	}
-	self1, _, err := cpuTicks(os.Getpid())
+	time.Sleep(d) // the window measured
+	t1, r1, self1, err := snapshot()
 	if err != nil {
 		return IdleCost{}, err
 	}
