@@ -122,11 +122,12 @@ func TestServerFailover(t *testing.T) {
 		}
 		eventually(t, 10*time.Second, "m1 master again", m.IsMaster)
 		// Past drop_grace and the lease: nothing expired meanwhile.
-		for until := start.Add(2500 * time.Millisecond); time.Now().Before(until); time.Sleep(20 * time.Millisecond) {
+		throughout(t, time.Until(start.Add(2500*time.Millisecond)), func() error {
 			if s.IsMaster() {
-				t.Fatal("a standby was granted during a server failover")
+				return errors.New("a standby was granted during a server failover")
 			}
-		}
+			return nil
+		})
 		eventually(t, 5*time.Second, "m1 master", m.IsMaster)
 		if got := fencingToken(m); got != tok {
 			t.Fatalf("token %d after failover, want %d", got, tok)

@@ -21,6 +21,18 @@ func eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 	servertest.Eventually(t, timeout, what, cond)
 }
 
+// throughout fails t as soon as check returns an error, checking every
+// 5 ms for d: for what must keep holding for a while, as eventually is
+// for what must come to hold.
+func throughout(t testing.TB, d time.Duration, check func() error) {
+	t.Helper()
+	for until := time.Now().Add(d); time.Now().Before(until); time.Sleep(5 * time.Millisecond) {
+		if err := check(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func ctxT(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)

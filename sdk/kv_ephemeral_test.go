@@ -2,6 +2,7 @@ package sdk_test
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"testing"
@@ -47,11 +48,12 @@ func testEphemeral(t *testing.T, tn *tenant) {
 	if _, err := other.PutEphemeral(ctxT(t, 10*time.Second), "jobs/owner", []byte("j2")); !errors.Is(err, sdk.ErrConflict) {
 		t.Fatalf("PutEphemeral of a key another live session holds = %v, want ErrConflict", err)
 	}
-	for until := time.Now().Add(1500 * time.Millisecond); time.Now().Before(until); time.Sleep(20 * time.Millisecond) {
+	throughout(t, 1500*time.Millisecond, func() error {
 		if got, ok := value(v, "jobs/owner"); !ok || got != "j1" {
-			t.Fatalf("the ephemeral key of a live member is %q, %v", got, ok)
+			return fmt.Errorf("the ephemeral key of a live member is %q, %v", got, ok)
 		}
-	}
+		return nil
+	})
 	if _, err := other.PutEphemeral(ctxT(t, 10*time.Second), "jobs/j2", []byte("up")); err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package sdk_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"sync"
 	"testing"
@@ -22,7 +23,6 @@ type lateProxy struct {
 
 	mu    sync.Mutex
 	match func(*http.Request) bool
-	kept  []heldRequest
 }
 
 func newLateProxy(t *testing.T, server string) *lateProxy {
@@ -32,7 +32,7 @@ func newLateProxy(t *testing.T, server string) *lateProxy {
 		hit := p.match != nil && p.match(r)
 		if hit {
 			p.match = nil // only the first
-			p.kept = append(p.kept, hold(r))
+			p.keep(hold(r))
 		}
 		p.mu.Unlock()
 		if hit {
@@ -47,23 +47,6 @@ func (p *lateProxy) arm(match func(*http.Request) bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.match = match
-}
-
-func (p *lateProxy) keptCount() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.kept)
-}
-
-// deliver sends the kept requests to the server now and returns their
-// statuses.
-func (p *lateProxy) deliver(t *testing.T) []int {
-	t.Helper()
-	p.mu.Lock()
-	reqs := p.kept
-	p.kept = nil
-	p.mu.Unlock()
-	return p.resend(t, reqs)
 }
 
 func instanceState(t *testing.T, c *sdktest.Cluster, svc, id string) api.State {
@@ -116,11 +99,12 @@ func TestJoinRegistrationCannotUndoDrain(t *testing.T) {
 		eventually(t, 10*time.Second, "the drain", func() bool { return instanceState(t, c, "jl", "a") == api.StateDraining })
 		got := p.deliver(t) // Join's first registration commits now
 		t.Logf("the late copy of Join's registration answered %v", got)
-		for until := time.Now().Add(time.Second); time.Now().Before(until); time.Sleep(10 * time.Millisecond) {
+		throughout(t, time.Second, func() error {
 			if st := instanceState(t, c, "jl", "a"); st != api.StateDraining {
-				t.Fatalf("during the drain delay the instance is %q, want draining: a late copy of Join's registration undid Leave's drain", st)
+				return fmt.Errorf("during the drain delay the instance is %q, want draining: a late copy of Join's registration undid Leave's drain", st)
 			}
-		}
+			return nil
+		})
 		if err := <-left; err != nil {
 			t.Fatalf("Leave() = %v", err)
 		}

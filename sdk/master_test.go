@@ -225,11 +225,12 @@ func testPausedMaster(t *testing.T, tn *tenant) {
 	}
 	eventually(t, time.Second, "the term's Ctx to end", func() bool { return term.Ctx.Err() != nil })
 	// No successor while a's session lives (its TTL is 5 s).
-	for until := paused.Add(1500 * time.Millisecond); time.Now().Before(until); time.Sleep(10 * time.Millisecond) {
+	throughout(t, time.Until(paused.Add(1500*time.Millisecond)), func() error {
 		if b.IsMaster() {
-			t.Fatal("a successor was granted while the master's session lives")
+			return errors.New("a successor was granted while the master's session lives")
 		}
-	}
+		return nil
+	})
 	sdk.PauseKeepalives(a, false)
 	resumed := time.Now()
 	for !a.IsMaster() {
@@ -272,11 +273,12 @@ func testColdStart(t *testing.T, tn *tenant) {
 	late := tn.join(t, msInstance("cold", "c9", 9), cs, sdk.WithTwoStepStartup())
 	c1 := tn.join(t, msInstance("cold", "c1", 1), cs)
 	c2 := tn.join(t, msInstance("cold", "c2", 2), cs)
-	for until := time.Now().Add(300 * time.Millisecond); time.Now().Before(until); time.Sleep(10 * time.Millisecond) {
+	throughout(t, 300*time.Millisecond, func() error {
 		if _, ok := svc.Master(); ok || len(masters(late, c1, c2)) > 0 {
-			t.Fatal("a master was elected with two of three ready")
+			return errors.New("a master was elected with two of three ready")
 		}
-	}
+		return nil
+	})
 	c3 := tn.join(t, msInstance("cold", "c3", 3), cs)
 	watchOneMaster(t, late, c1, c2, c3)
 	eventually(t, 5*time.Second, "c3 (the highest priority) elected", func() bool { return c3.IsMaster() })

@@ -3,6 +3,7 @@ package sdk_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -25,11 +26,10 @@ import (
 type holdProxy struct {
 	*frontProxy
 
-	mu        sync.Mutex
-	hold      func(*http.Request) bool
-	gate      chan struct{} // closed: held requests go through
-	abandoned []heldRequest // held requests whose clients gave up
-	seen      func(*http.Request)
+	mu   sync.Mutex
+	hold func(*http.Request) bool
+	gate chan struct{} // closed: held requests go through
+	seen func(*http.Request)
 }
 
 func newHoldProxy(t *testing.T, server string) *holdProxy {
@@ -49,9 +49,7 @@ func newHoldProxy(t *testing.T, server string) *holdProxy {
 		case <-gate:
 			return false
 		case <-r.Context().Done():
-			p.mu.Lock()
-			p.abandoned = append(p.abandoned, h)
-			p.mu.Unlock()
+			p.keep(h) // abandoned by its client
 			return true
 		}
 	})
@@ -64,7 +62,8 @@ func newHoldProxy(t *testing.T, server string) *holdProxy {
 func (p *holdProxy) holding(t *testing.T, match func(*http.Request) bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.hold, p.gate, p.abandoned = match, make(chan struct{}), nil
+	p.hold, p.gate = match, make(chan struct{})
+	p.takeKept()
 	t.Cleanup(func() {
 		p.open()
 		p.mu.Lock()
@@ -82,23 +81,6 @@ func (p *holdProxy) open() {
 	default:
 		close(p.gate)
 	}
-}
-
-// deliver sends the abandoned requests to the server now (the late
-// commit) and returns their answers' statuses.
-func (p *holdProxy) deliver(t *testing.T) []int {
-	t.Helper()
-	p.mu.Lock()
-	reqs := p.abandoned
-	p.abandoned = nil
-	p.mu.Unlock()
-	return p.resend(t, reqs)
-}
-
-func (p *holdProxy) abandonedCount() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.abandoned)
 }
 
 // TestUnknownOutcome: a master's own write that hands its mastership over
@@ -146,7 +128,7 @@ func TestUnknownOutcome(t *testing.T) {
 		if _, ok := m.Mastership(); ok || fencingToken(m) != 0 {
 			t.Fatal("Mastership() while the write's outcome is unknown")
 		}
-		eventually(t, 5*time.Second, "the proxy to see the write abandoned", func() bool { return p.abandonedCount() == 1 })
+		eventually(t, 5*time.Second, "the proxy to see the write abandoned", func() bool { return p.keptCount() == 1 })
 	}
 
 	t.Run("ResignApplied", func(t *testing.T) {
@@ -169,11 +151,12 @@ func TestUnknownOutcome(t *testing.T) {
 		}
 		eventually(t, 5*time.Second, "b to take over", b.IsMaster)
 		p.open() // the member's re-sent resign: 409, the token moved on
-		for until := time.Now().Add(300 * time.Millisecond); time.Now().Before(until); time.Sleep(5 * time.Millisecond) {
+		throughout(t, 300*time.Millisecond, func() error {
 			if a.IsMaster() {
-				t.Fatalf("a is master again after its resign applied: %s", sdk.Debug(a))
+				return fmt.Errorf("a is master again after its resign applied: %s", sdk.Debug(a))
 			}
-		}
+			return nil
+		})
 		if fencingToken(b) <= term.Token {
 			t.Fatalf("b's token %d <= a's %d", fencingToken(b), term.Token)
 		}
@@ -226,11 +209,12 @@ func TestUnknownOutcome(t *testing.T) {
 		if got := p.deliver(t); len(got) != 1 || got[0] != http.StatusConflict {
 			t.Fatalf("the late first copy answered %v, want [409], the re-sent copy's answer", got)
 		}
-		for until := time.Now().Add(300 * time.Millisecond); time.Now().Before(until); time.Sleep(5 * time.Millisecond) {
+		throughout(t, 300*time.Millisecond, func() error {
 			if b.IsMaster() || fencingToken(a) != term.Token {
-				t.Fatalf("a late copy of a refused resign handed over: a %v (token %d, was %d), b %v", a.Role(), fencingToken(a), term.Token, b.Role())
+				return fmt.Errorf("a late copy of a refused resign handed over: a %v (token %d, was %d), b %v", a.Role(), fencingToken(a), term.Token, b.Role())
 			}
-		}
+			return nil
+		})
 	})
 
 	for _, state := range []api.State{api.StateDraining, api.StateStarting} {
@@ -254,11 +238,12 @@ func TestUnknownOutcome(t *testing.T) {
 				want = sdk.Starting
 			}
 			eventually(t, 5*time.Second, "a to keep the state that applied", func() bool { return a.Role() == want })
-			for until := time.Now().Add(300 * time.Millisecond); time.Now().Before(until); time.Sleep(5 * time.Millisecond) {
+			throughout(t, 300*time.Millisecond, func() error {
 				if a.Role() != want {
-					t.Fatalf("a is %v after its %s registration applied: %s", a.Role(), state, sdk.Debug(a))
+					return fmt.Errorf("a is %v after its %s registration applied: %s", a.Role(), state, sdk.Debug(a))
 				}
-			}
+				return nil
+			})
 			// The member's registration is the one that applied: a later
 			// Update (made once the outcome is known) keeps its state.
 			if err := a.Update(ctxT(t, 10*time.Second), sdk.SetWeight(5)); err != nil {
@@ -307,11 +292,12 @@ func TestLeaveRacesRegisterAgain(t *testing.T) {
 	}
 	eventually(t, 10*time.Second, "the drain", func() bool { return state() == api.StateDraining })
 	p.open() // the registration sent before Leave reaches the servers now
-	for until := time.Now().Add(time.Second); time.Now().Before(until); time.Sleep(10 * time.Millisecond) {
+	throughout(t, time.Second, func() error {
 		if st := state(); st != api.StateDraining {
-			t.Fatalf("during the drain delay the instance is %q, want draining: a late registration undid the drain", st)
+			return fmt.Errorf("during the drain delay the instance is %q, want draining: a late registration undid the drain", st)
 		}
-	}
+		return nil
+	})
 	if err := <-left; err != nil {
 		t.Fatalf("Leave() = %v", err)
 	}

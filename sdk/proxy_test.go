@@ -10,6 +10,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +25,9 @@ type frontProxy struct {
 	target *url.URL
 	rp     *httputil.ReverseProxy
 	addr   string // host:port, for sdk.WithServers
+
+	keptMu sync.Mutex
+	kept   []heldRequest // not forwarded: deliver sends them late
 }
 
 // newFrontProxy starts a proxy in front of server (host:port), closed
@@ -82,7 +86,7 @@ func opensSession(r *http.Request) (string, bool) {
 }
 
 // heldRequest is a request a proxy kept instead of forwarding it, to
-// send it later as a late copy (resend).
+// send it later as a late copy (deliver).
 type heldRequest struct {
 	method, path string
 	header       http.Header
@@ -96,12 +100,35 @@ func hold(r *http.Request) heldRequest {
 	return heldRequest{r.Method, r.URL.RequestURI(), r.Header.Clone(), body}
 }
 
-// resend sends reqs to the proxy's server now, around the proxy, and
-// returns their answers' statuses.
-func (p *frontProxy) resend(t *testing.T, reqs []heldRequest) []int {
+// keep keeps h, for deliver.
+func (p *frontProxy) keep(h heldRequest) {
+	p.keptMu.Lock()
+	defer p.keptMu.Unlock()
+	p.kept = append(p.kept, h)
+}
+
+func (p *frontProxy) keptCount() int {
+	p.keptMu.Lock()
+	defer p.keptMu.Unlock()
+	return len(p.kept)
+}
+
+// takeKept returns the kept requests and forgets them.
+func (p *frontProxy) takeKept() []heldRequest {
+	p.keptMu.Lock()
+	defer p.keptMu.Unlock()
+	reqs := p.kept
+	p.kept = nil
+	return reqs
+}
+
+// deliver sends the kept requests to the server now, around the proxy
+// (the late commit of a write whose client saw no outcome), and returns
+// their answers' statuses.
+func (p *frontProxy) deliver(t *testing.T) []int {
 	t.Helper()
 	var statuses []int
-	for _, h := range reqs {
+	for _, h := range p.takeKept() {
 		r, err := http.NewRequest(h.method, p.target.String()+h.path, bytes.NewReader(h.body))
 		if err != nil {
 			t.Fatal(err)
