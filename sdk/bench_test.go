@@ -50,12 +50,14 @@ func benchPropagation(b *testing.B, opts ...sdk.Option) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
+	var svcs []*sdk.Service
 	for i := range clients {
 		cl := c.Connect(b, opts...)
 		svc, err := cl.Service(ctx, "prop")
 		if err != nil {
 			b.Fatal(err)
 		}
+		svcs = append(svcs, svc)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -78,9 +80,17 @@ func benchPropagation(b *testing.B, opts ...sdk.Option) {
 	for n := range b.N {
 		if len(members) == 10 {
 			b.StopTimer()
+			gone := members[0].ID()
 			members[0].Leave(ctx)
 			members = members[1:]
-			time.Sleep(50 * time.Millisecond) // let the leave reach every client
+			eventually(b, 10*time.Second, "the leave to reach every client", func() bool {
+				for _, svc := range svcs {
+					if _, ok := svc.Snapshot().Instance(gone); ok {
+						return false
+					}
+				}
+				return true
+			})
 			b.StartTimer()
 		}
 		r := &round{id: fmt.Sprintf("p%d", n), seen: make([]atomic.Int64, clients), done: make(chan struct{})}
