@@ -27,12 +27,7 @@ func TestPlacementUnderWorkload(t *testing.T) {
 	if r.Injected[ReplaceNode] != 1 || r.Injected[KillMetaLeader] != 1 {
 		t.Fatalf("faults injected: %v", r.Injected)
 	}
-	for _, v := range r.Violations {
-		t.Errorf("violation: %s", v)
-	}
-	if len(r.Violations) > 0 {
-		t.Logf("saved to %s", r.Save(t.TempDir()))
-	}
+	failOnViolations(t, r)
 }
 
 // TestNodesJoinAndLeaveUnderFaults: five servers, two tenants under the
@@ -67,6 +62,13 @@ func TestNodesJoinAndLeaveUnderFaults(t *testing.T) {
 	if r.Injected[AddNode] != 1 || r.Injected[RemoveNode] != 1 {
 		t.Fatalf("faults injected: %v", r.Injected)
 	}
+	failOnViolations(t, r)
+}
+
+// failOnViolations fails t with each of r's violations, and saves the run
+// where it outlives the test when there are any.
+func failOnViolations(t *testing.T, r *Result) {
+	t.Helper()
 	for _, v := range r.Violations {
 		t.Errorf("violation: %s", v)
 	}

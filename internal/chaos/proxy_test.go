@@ -50,17 +50,24 @@ func roundTrip(t *testing.T, c net.Conn, rd *bufio.Reader, timeout time.Duration
 	return time.Since(start), true
 }
 
+// dial connects to addr, and closes the connection when t ends.
+func dial(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 func TestProxyRules(t *testing.T) {
 	p, err := NewProxy(echo(t), 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	c, err := net.Dial("tcp", p.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dial(t, p.Addr())
 	rd := bufio.NewReader(c)
 	if _, ok := roundTrip(t, c, rd, time.Second); !ok {
 		t.Fatal("no answer through a healthy proxy")
@@ -126,11 +133,7 @@ func TestRaftProxyDropsMessagesByLink(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	c, err := net.Dial("tcp", p.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dial(t, p.Addr())
 	next := func() (string, bool) {
 		select {
 		case f := <-got:
