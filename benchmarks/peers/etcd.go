@@ -362,16 +362,12 @@ func (t *Etcd) Register(ctx context.Context, clients int, d time.Duration) (Samp
 		}
 	}()
 	run := t.runs
-	s, err := closedLoop(ctx, clients, d, 0, func(ctx context.Context, i, n int) error {
+	return closedLoop(ctx, "etcd register", clients, d, 0, func(ctx context.Context, i, n int) error {
 		key := fmt.Sprintf("/services/register/c%d-%d-i%d", run, i, n%ezRegisterKeys)
 		val := fmt.Sprintf(`{"addr":"127.0.0.1:%d","rev":%d}`, 10000+i, n)
 		_, err := cs[i].Put(ctx, key, val, clientv3.WithLease(leases[i]))
 		return err
 	})
-	if err != nil {
-		return s, fmt.Errorf("etcd register: %w", err)
-	}
-	return s, nil
 }
 
 func (t *Etcd) Propagation(ctx context.Context, watchers, rounds int) (Sample, error) {
@@ -419,14 +415,10 @@ func (t *Etcd) KVPut(ctx context.Context, clients int, d time.Duration) (Sample,
 	if err != nil {
 		return Sample{}, fmt.Errorf("etcd kv put: create: %w", err)
 	}
-	s, err := closedLoop(ctx, clients, d, kvKeys, func(ctx context.Context, i, n int) error {
+	return closedLoop(ctx, "etcd kv put", clients, d, kvKeys, func(ctx context.Context, i, n int) error {
 		_, err := cs[i].Put(ctx, fmt.Sprintf("%sc%d/k%d", prefix, i, n%kvKeys), kvValue(i, n))
 		return err
 	})
-	if err != nil {
-		return s, fmt.Errorf("etcd kv put: %w", err)
-	}
-	return s, nil
 }
 
 // KVWatch: each watcher its own client with a Watch on the key; a round

@@ -346,13 +346,9 @@ func (r *rafting) Register(ctx context.Context, clients int, d time.Duration) (S
 	if err != nil {
 		return Sample{}, fmt.Errorf("rafting register: join: %w", err)
 	}
-	s, err := closedLoop(ctx, clients, d, 0, func(ctx context.Context, w, i int) error {
+	return closedLoop(ctx, "rafting register", clients, d, 0, func(ctx context.Context, w, i int) error {
 		return members[w].Update(ctx, sdk.SetWeight(1+i%100))
 	})
-	if err != nil {
-		return s, fmt.Errorf("rafting register: %w", err)
-	}
-	return s, nil
 }
 
 // Propagation: watchers SDK Clients watch service "prop" (Client.Service
@@ -548,14 +544,10 @@ func (r *rafting) KVPut(ctx context.Context, clients int, d time.Duration) (Samp
 	if err != nil {
 		return Sample{}, fmt.Errorf("rafting kv put: create: %w", err)
 	}
-	s, err := closedLoop(ctx, clients, d, kvKeys, func(ctx context.Context, i, n int) error {
+	return closedLoop(ctx, "rafting kv put", clients, d, kvKeys, func(ctx context.Context, i, n int) error {
 		_, err := cs[i].Put(ctx, key(i, n%kvKeys), []byte(kvValue(i, n)))
 		return err
 	})
-	if err != nil {
-		return s, fmt.Errorf("rafting kv put: %w", err)
-	}
-	return s, nil
 }
 
 // KVWatch: each watcher its own SDK Client with a Config view of the key's

@@ -143,11 +143,12 @@ func kvValue(client, n int) string {
 	return fmt.Sprintf(`{"endpoint":"db-%d.internal:5432","pool":{"max":%d,"idle":8},"timeout_ms":2500,"rev":%d}`, client%100, 16+n%48, n)
 }
 
-// closedLoop runs one closed loop per client for d: client i does
-// op(ctx, i, n) for n = from, from+1, … one at a time, each with 10 s at
-// most, and keeps each one's latency; an error ends that client's loop
-// and is returned (all of them, joined) with the sample of what was done.
-func closedLoop(ctx context.Context, clients int, d time.Duration, from int, op func(ctx context.Context, i, n int) error) (Sample, error) {
+// closedLoop runs the throughput workload what ("etcd register"): one
+// closed loop per client for d, client i doing op(ctx, i, n) for n =
+// from, from+1, … one at a time, each with 10 s at most, and keeping each
+// one's latency. An error ends that client's loop and is returned (all of
+// them, joined) with the sample of what was done.
+func closedLoop(ctx context.Context, what string, clients int, d time.Duration, from int, op func(ctx context.Context, i, n int) error) (Sample, error) {
 	lats := make([][]time.Duration, clients)
 	errs := make([]error, clients)
 	var wg sync.WaitGroup
@@ -172,7 +173,10 @@ func closedLoop(ctx context.Context, clients int, d time.Duration, from int, op 
 		})
 	}
 	wg.Wait()
-	return sampleOf(start, lats), errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return sampleOf(start, lats), fmt.Errorf("%s: %w", what, err)
+	}
+	return sampleOf(start, lats), nil
 }
 
 // sampleOf gathers the latencies that concurrent clients kept, one slice

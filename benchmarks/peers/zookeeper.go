@@ -509,7 +509,7 @@ func (t *ZooKeeper) register(ctx context.Context, clients int, d, timeout time.D
 	if err := zkMkdirs(t.cli, parent); err != nil {
 		return Sample{}, err
 	}
-	s, err := closedLoop(ctx, clients, d, 0, func(_ context.Context, i, n int) error {
+	return closedLoop(ctx, "zookeeper register", clients, d, 0, func(_ context.Context, i, n int) error {
 		path := fmt.Sprintf("%s/c%d-i%d", parent, i, n%ezRegisterKeys)
 		val := []byte(fmt.Sprintf(`{"addr":"127.0.0.1:%d","rev":%d}`, 10000+i, n))
 		var err error
@@ -523,10 +523,6 @@ func (t *ZooKeeper) register(ctx context.Context, clients int, d, timeout time.D
 		}
 		return nil
 	})
-	if err != nil {
-		return s, fmt.Errorf("zookeeper register: %w", err)
-	}
-	return s, nil
 }
 
 func (t *ZooKeeper) Propagation(ctx context.Context, watchers, rounds int) (Sample, error) {
@@ -596,16 +592,12 @@ func (t *ZooKeeper) KVPut(ctx context.Context, clients int, d time.Duration) (Sa
 		return Sample{}, fmt.Errorf("zookeeper kv put: create: %w", err)
 	}
 	// The client library takes no context: an operation ends with its session.
-	s, err := closedLoop(ctx, clients, d, kvKeys, func(_ context.Context, i, n int) error {
+	return closedLoop(ctx, "zookeeper kv put", clients, d, kvKeys, func(_ context.Context, i, n int) error {
 		if _, err := cs[i].Set(path(i, n%kvKeys), []byte(kvValue(i, n)), -1); err != nil {
 			return fmt.Errorf("%s: %w", path(i, n%kvKeys), err)
 		}
 		return nil
 	})
-	if err != nil {
-		return s, fmt.Errorf("zookeeper kv put: %w", err)
-	}
-	return s, nil
 }
 
 // KVWatch: each watcher its own session reading the znode with getData and
