@@ -103,6 +103,10 @@ func (s *Server) lookAt(ctx context.Context, addr, token string) cluster.PeerLoo
 		return cluster.PeerLook{Answered: true, Health: api.NodeUnknown}
 	}
 	l := cluster.PeerLook{Answered: true, Build: c.Build, Applied: map[uint64]uint64{}, Leaders: map[uint64]uint64{}}
+	l.RaftAddresses = make(map[uint64]string, len(c.Nodes))
+	for _, nd := range c.Nodes {
+		l.RaftAddresses[nd.ID] = nd.RaftAddress
+	}
 	for _, sh := range c.Shards {
 		if sh.Applied > 0 { // a replica it runs
 			l.Applied[sh.ShardID] = sh.Applied

@@ -28,6 +28,10 @@ type PeerLook struct {
 	// the shard (placement: a node learns the leaders of the shards it
 	// does not hold from the nodes that do).
 	Leaders map[uint64]uint64
+	// RaftAddresses is the Raft address of each node its meta replica
+	// records (node ID -> address): a node whose own meta replica is
+	// behind learns from it the addresses of nodes that joined since.
+	RaftAddresses map[uint64]string
 }
 
 // peerState is what the node keeps of another.
@@ -75,6 +79,9 @@ func (n *Node) SawPeers(looks map[uint64]PeerLook, at time.Time) {
 		}
 		return lag
 	}
+	for _, l := range looks {
+		n.learnAddresses(l.RaftAddresses)
+	}
 	v := &n.peerViews
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -100,6 +107,29 @@ func (n *Node) SawPeers(looks map[uint64]PeerLook, at time.Time) {
 			continue
 		}
 		p.PeerLook, p.lastContact, p.lag = l, at, lagOf(l.Applied)
+	}
+}
+
+// learnAddresses gives the registry the Raft address of each node it has
+// none for, as a peer's meta replica records it. A node learns its peers'
+// addresses from its own meta replica, which learns its entries from the
+// meta shard's leader, which it answers through the registry: a node that
+// was down while another joined, restarted when the joined node leads the
+// meta shard, answered none of its messages (no address for it), and the
+// leader, its first append to the node unanswered, sent it only
+// heartbeats, which carry no entries: the node's meta replica never caught
+// up (TestRestartedNodeFollowsLeaderThatJoinedWhileDown). The meta shard
+// stays the authority: an address the registry has is not changed here.
+func (n *Node) learnAddresses(addrs map[uint64]string) {
+	for id, addr := range addrs {
+		if id == n.cfg.NodeID || addr == "" || n.meta.Removed(id) {
+			continue
+		}
+		if _, known := n.reg.addr(id); known {
+			continue
+		}
+		n.reg.setAddr(id, addr)
+		n.log.Info("raft address of a node learnt from a peer (this node's meta replica does not record it yet)", "member", id, "raft", addr)
 	}
 }
 
