@@ -55,6 +55,7 @@ type connCounts struct {
 	w       *waiter        // nil: none
 	hand    func(net.Conn) // gives a connection back to Accept as it was served (lc, or TLS over it)
 	parking parking        // refusals waiting for their turn (conns_park.go)
+	pacing  pacing         // new connections of tenants refused for their rate (conns_pace.go)
 
 	mu        sync.Mutex
 	total     int
@@ -77,7 +78,8 @@ func Limit(ln net.Listener, lim ConnLimits) net.Listener {
 	}
 	l := &limitedListener{Listener: ln, c: &connCounts{lim: lim, perAddr: map[string]*list.List{}, perTenant: map[string]int{},
 		parking: parking{byConn: map[*limitedConn]*parked{}, next: map[string]time.Time{}, count: map[string]int{},
-			waiting: map[string]int{}}},
+			waiting: map[string]int{}},
+		pacing: pacing{marks: map[string]paceMark{}, next: map[string]time.Time{}}},
 		ready: make(chan net.Conn, 64), closing: make(chan struct{}), ended: make(chan struct{})}
 	l.c.hand = l.handBack
 	if w, err := newWaiter(l.handOn); err == nil {
@@ -159,8 +161,34 @@ func (l *limitedListener) acceptLoop() {
 var silentTimeout = 10 * time.Second
 
 // handOn gives an admitted connection to Accept (TLS over it, with
-// ConnLimits.TLS).
+// ConnLimits.TLS), in its turn when its source address is paced
+// (conns_pace.go).
 func (l *limitedListener) handOn(lc *limitedConn) {
+	now := time.Now()
+	deadline := lc.accepted.Add(silentTimeout)
+	if d := l.c.lim.AuthTimeout; d > 0 {
+		deadline = lc.accepted.Add(d)
+	}
+	at, paced := l.c.pacing.turn(lc.host, now, deadline)
+	switch {
+	case paced && at.IsZero():
+		// Its turn would come after its auth timeout: it waits for that
+		// (never read), then is closed. Closed at once, its client would
+		// dial again at once, as fast as the node can close them.
+		time.AfterFunc(deadline.Sub(now), func() { lc.Close() })
+	case !at.After(now):
+		l.handOnNow(lc)
+	default:
+		time.AfterFunc(at.Sub(now), func() {
+			if !lc.isClosed() {
+				l.handOnNow(lc)
+			}
+		})
+	}
+}
+
+// handOnNow is handOn, at once.
+func (l *limitedListener) handOnNow(lc *limitedConn) {
 	if cfg := l.c.lim.TLS; cfg != nil {
 		l.handBack(tls.Server(lc, cfg))
 		return
@@ -347,6 +375,13 @@ func (c *limitedConn) setTimer(t *time.Timer) {
 		return
 	}
 	c.timer = t
+}
+
+// isClosed reports whether the connection was closed (or counted out).
+func (c *limitedConn) isClosed() bool {
+	c.counts.mu.Lock()
+	defer c.counts.mu.Unlock()
+	return c.closed
 }
 
 func (c *limitedConn) authTimeout() {
