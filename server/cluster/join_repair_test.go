@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/rafting/rafting/api"
+	"github.com/rafting/rafting/server/config"
 	"github.com/rafting/rafting/server/fsm"
 	"github.com/rafting/rafting/server/servertest"
 )
@@ -90,5 +91,45 @@ func TestJoinRepairPromotesCaughtUpReplica(t *testing.T) {
 	servertest.Eventually(t, 10*time.Second, "acme's key through node 2", func() bool {
 		r := c.Do(two, tok, http.MethodGet, "/v1/tenants/acme/kv/k?consistent=true", nil)
 		return r.Status == http.StatusOK
+	})
+}
+
+// TestJoinRepairOutlivesFirstFailedLook: a node that joined is dead for
+// the placement only once unreachable for --dead-after since it was
+// first looked at, not since the looking node started. The join's repair
+// move onto a joiner not listening yet (here: never) stays under way
+// after a first look found it down, on a node up longer than
+// --dead-after, and is undone once --dead-after has passed. Before, that
+// first look made the joiner dead at once and the move was undone at the
+// next pass: a joiner whose process starts a moment after its join lost
+// its repair to a race with the looks.
+func TestJoinRepairOutlivesFirstFailedLook(t *testing.T) {
+	const deadAfter = 4 * time.Second
+	started := time.Now()
+	c := servertest.Start(t, servertest.Options{Nodes: 1, RTT: 25 * time.Millisecond, Configure: func(cfg *config.Config) {
+		cfg.DeadAfter = deadAfter
+	}})
+	c.CreateTenant("acme", api.Quotas{})
+	servertest.Eventually(t, 2*deadAfter, "node 1 up for longer than --dead-after", func() bool { return time.Since(started) > deadAfter })
+	c.JoinUnstarted(1, 2)
+	node := c.Server(1).Node()
+	servertest.Eventually(t, 10*time.Second, "a look at node 2 unanswered", func() bool {
+		for _, nd := range node.Cluster().Nodes {
+			if nd.ID == 2 {
+				return nd.Health == api.NodeUnreachable
+			}
+		}
+		return false
+	})
+	looked := time.Now()
+	for time.Since(looked) < deadAfter/2 {
+		if rec, _ := node.Meta().Tenant("acme"); rec.Move == nil {
+			t.Fatalf("acme's repair move onto node 2 undone %v after the first look found node 2 down (--dead-after %v)", time.Since(looked), deadAfter)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	servertest.Eventually(t, 3*deadAfter, "the move undone once node 2 was down for --dead-after", func() bool {
+		rec, _ := node.Meta().Tenant("acme")
+		return rec.Move == nil && len(rec.Retired) == 1
 	})
 }

@@ -39,6 +39,7 @@ type peerState struct {
 	PeerLook
 	looked      bool      // a look was made
 	lastContact time.Time // the last answer (zero: never)
+	firstLook   time.Time // the round that first looked at it
 	lag         uint64
 }
 
@@ -98,7 +99,7 @@ func (n *Node) SawPeers(looks map[uint64]PeerLook, at time.Time) {
 	for id, l := range looks {
 		p := v.peers[id]
 		if p == nil {
-			p = &peerState{}
+			p = &peerState{firstLook: at}
 			v.peers[id] = p
 		}
 		p.looked = true

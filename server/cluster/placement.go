@@ -95,7 +95,13 @@ func (n *Node) deadNodes(now time.Time) map[uint64]bool {
 		}
 		last := p.lastContact
 		if last.IsZero() {
-			last = n.removal.since // never answered since this node started
+			// Never answered: unreachable since this node started, or
+			// since it was first looked at (a node that joined since:
+			// one look before its process listens is not DeadAfter).
+			last = n.removal.since
+			if p.firstLook.After(last) {
+				last = p.firstLook
+			}
 		}
 		if now.Sub(last) > after {
 			dead[id] = true
