@@ -117,77 +117,46 @@ func (s *Service) listen(fn func(*Snapshot)) func() {
 	})
 }
 
-// run is the watch loop.
+// run is the watch loop (watchLoop), on the client stream once filled
+// (cache_stream.go).
 func (s *Service) run(ctx context.Context) {
-	j := transport.NewJitter(50*time.Millisecond, 2*time.Second)
+	watchLoop{tr: s.c.tr, round: s.round, failed: s.failed,
+		before: func(ctx context.Context) bool {
+			if s.c.stream != nil && s.filledNow() {
+				s.runStream(ctx)
+				return false
+			}
+			return true
+		}}.run(ctx)
+}
+
+// round is one read of the watch loop: a blocking query once filled.
+func (s *Service) round(ctx context.Context, server string, consistent bool) (outcome, string, error) {
 	wait := s.c.cfg.conn.watchWait
-	server := ""
-	// The first fill is a linearizable read (a ReadIndex on the server
-	// that answers): a plain one may come from a replica that has not
-	// applied a registration whose Join already returned, in this process
-	// or another, and the new Client would miss that instance.
-	consistent := true
-	for ctx.Err() == nil {
-		if s.c.stream != nil && s.filledNow() {
-			s.runStream(ctx) // cache_stream.go
-			return
+	v := s.cache.View()
+	req := transport.Request{Method: http.MethodGet, Path: s.path, Server: server}
+	if s.filledNow() {
+		req.Path += "?index=" + strconv.FormatUint(v.Index, 10) + "&wait=" + strconv.FormatInt(wait.Milliseconds(), 10)
+		if e := v.Epoch; e > 0 {
+			// A server of another epoch answers at once.
+			req.Path += "&epoch=" + strconv.FormatUint(e, 10)
 		}
-		v := s.cache.View()
-		req := transport.Request{Method: http.MethodGet, Path: s.path, Server: server}
-		if s.filledNow() {
-			req.Path += "?index=" + strconv.FormatUint(v.Index, 10) + "&wait=" + strconv.FormatInt(wait.Milliseconds(), 10)
-			if e := v.Epoch; e > 0 {
-				// A server of another epoch answers at once.
-				req.Path += "&epoch=" + strconv.FormatUint(e, 10)
-			}
-			req.Long, req.Timeout = true, wait+wait/16+10*time.Second
-		} else if consistent {
-			req.Path += "?consistent=true"
-		}
-		resp, err := s.c.tr.Do(ctx, req)
-		var r *api.ServiceResponse
-		if err == nil {
-			r, err = decodeService(resp.Body, &s.known)
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			s.failed(err)
-			used := server
-			if resp != nil {
-				used = resp.Server
-			}
-			server = s.c.tr.Next(used)
-			var ae *api.Error
-			if errors.As(err, &ae) && ae.RetryAfter > 0 {
-				j.SetFloor(ae.RetryAfter)
-			}
-			if !sleep(ctx, j.NextBackOff()) {
-				return
-			}
-			continue
-		}
-		switch s.apply(r, resp.Epoch()) {
-		case applied:
-			j.Reset()
-			server, consistent = resp.Server, false
-		case belowFloor:
-			// An answer below our own write, though linearizable: only a
-			// log that started over answers so (see position). Ask again.
-			server, consistent = resp.Server, true
-			if !sleep(ctx, j.NextBackOff()) {
-				return
-			}
-		case older:
-			// A replica behind what we already saw (a node that lost
-			// touch): try another.
-			server = s.c.tr.Next(resp.Server)
-			if !sleep(ctx, j.NextBackOff()) {
-				return
-			}
-		}
+		req.Long, req.Timeout = true, wait+wait/16+10*time.Second
+	} else if consistent {
+		req.Path += "?consistent=true"
 	}
+	resp, err := s.c.tr.Do(ctx, req)
+	var r *api.ServiceResponse
+	if err == nil {
+		r, err = decodeService(resp.Body, &s.known)
+	}
+	if err != nil {
+		if resp != nil {
+			server = resp.Server
+		}
+		return 0, server, err
+	}
+	return s.apply(r, resp.Epoch()), resp.Server, nil
 }
 
 func (s *Service) filledNow() bool {

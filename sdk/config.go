@@ -449,67 +449,43 @@ func serverOf(err error, tried string) string {
 	return tried
 }
 
-// run is the watch loop, the Service's (cache.go) for a subtree.
+// run is the watch loop (watchLoop) for a subtree, on the client stream
+// once filled (config_stream.go) unless the subtree is too large for a
+// watch of it: then by blocking reads.
 func (v *Config) run(ctx context.Context) {
-	j := transport.NewJitter(50*time.Millisecond, 2*time.Second)
+	blocking := false // by blocking reads, with a client stream too
+	watchLoop{tr: v.c.tr, round: v.round, failed: v.failed,
+		applied: func(ctx context.Context) bool {
+			if v.c.stream == nil || blocking {
+				return true
+			}
+			blocking = true
+			return v.runStream(ctx)
+		}}.run(ctx)
+}
+
+// round is one read of the watch loop: every page of the subtree, a
+// blocking query for the first once filled.
+func (v *Config) round(ctx context.Context, server string, consistent bool) (outcome, string, error) {
 	wait := v.c.cfg.conn.watchWait
-	server := ""
-	consistent := true // the first fill, as a Service's
-	blocking := false  // by blocking reads, with a client stream too
-	for ctx.Err() == nil {
-		req := transport.Request{Method: http.MethodGet, Server: server}
-		filled := v.filledNow()
-		if filled {
-			pos := v.position()
-			q := "&index=" + strconv.FormatUint(indexOf(pos), 10) + "&wait=" + strconv.FormatInt(wait.Milliseconds(), 10)
-			if e := epochOf(pos); e > 0 {
-				q += "&epoch=" + strconv.FormatUint(e, 10) // a server of another epoch answers at once
-			}
-			req.Path = v.pagePath(q, "", false)
-			req.Long, req.Timeout = true, wait+wait/16+10*time.Second
-		} else {
-			req.Path = v.pagePath("", "", consistent)
+	req := transport.Request{Method: http.MethodGet, Server: server}
+	filled := v.filledNow()
+	if filled {
+		pos := v.position()
+		q := "&index=" + strconv.FormatUint(indexOf(pos), 10) + "&wait=" + strconv.FormatInt(wait.Milliseconds(), 10)
+		if e := epochOf(pos); e > 0 {
+			q += "&epoch=" + strconv.FormatUint(e, 10) // a server of another epoch answers at once
 		}
-		l, used, err := v.listFrom(ctx, req, !filled && consistent)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			v.failed(err)
-			server = v.c.tr.Next(used)
-			var ae *api.Error
-			if errors.As(err, &ae) && ae.RetryAfter > 0 {
-				j.SetFloor(ae.RetryAfter)
-			}
-			if !sleep(ctx, j.NextBackOff()) {
-				return
-			}
-			continue
-		}
-		switch v.apply(l, time.Now()) {
-		case applied:
-			j.Reset()
-			server, consistent = used, false
-			if v.c.stream != nil && !blocking {
-				// Filled: the stream follows it (config_stream.go), unless
-				// the subtree is too large for a watch of it.
-				if !v.runStream(ctx) {
-					return
-				}
-				blocking = true
-			}
-		case belowFloor:
-			server, consistent = used, true
-			if !sleep(ctx, j.NextBackOff()) {
-				return
-			}
-		case older:
-			server = v.c.tr.Next(used)
-			if !sleep(ctx, j.NextBackOff()) {
-				return
-			}
-		}
+		req.Path = v.pagePath(q, "", false)
+		req.Long, req.Timeout = true, wait+wait/16+10*time.Second
+	} else {
+		req.Path = v.pagePath("", "", consistent)
 	}
+	l, used, err := v.listFrom(ctx, req, !filled && consistent)
+	if err != nil {
+		return 0, used, err
+	}
+	return v.apply(l, time.Now()), used, nil
 }
 
 // failed records a failed read: after every server failed in a row the
