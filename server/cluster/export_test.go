@@ -61,3 +61,18 @@ func (n *Node) ShardMembership(ctx context.Context, shard uint64) (voters, nonVo
 	}
 	return m.Nodes, m.NonVotings, nil
 }
+
+// ConfigChangeID is a shard's membership version as this node reads it.
+func (n *Node) ConfigChangeID(ctx context.Context, shard uint64) (uint64, error) {
+	m, err := n.nh.SyncGetShardMembership(ctx, shard)
+	if err != nil {
+		return 0, err
+	}
+	return m.ConfigChangeID, nil
+}
+
+// DeleteReplicaAt takes replica out of shard's membership at version
+// ccid through this node, as a removal and the sweep do.
+func (n *Node) DeleteReplicaAt(ctx context.Context, shard, replica, ccid uint64) error {
+	return n.deleteReplica(ctx, shard, replica, ccid)
+}

@@ -98,8 +98,8 @@ func (n *Node) promoteOnce(ctx context.Context) (bool, error) {
 		return false, errNotMember
 	}
 	start := time.Now()
-	if err := n.nh.SyncRequestAddReplica(ctx, fsm.MetaShardID, me, nodeHostID(me), m.ConfigChangeID); err != nil {
-		return false, raftError(err, ctx)
+	if err := n.addVoter(ctx, fsm.MetaShardID, me, nodeHostID(me), m.ConfigChangeID); err != nil {
+		return false, err
 	}
 	n.log.Info("this node's meta replica caught up and was promoted to a voter", "took", time.Since(start))
 	return true, nil

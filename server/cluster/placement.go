@@ -284,8 +284,8 @@ func (n *Node) driveMove(ctx context.Context, t *Tenant, rec *fsm.TenantRecord) 
 		if n.moveStalled(rec, time.Now()) {
 			n.log.Warn("replica move undone: its new replica did not catch up", "tenant", rec.Name, "node", target.Node, "replica", mv.Add)
 			if addNonVoting {
-				if err := n.nh.SyncRequestDeleteReplica(ctx, rec.ShardID, mv.Add, m.ConfigChangeID); err != nil {
-					return raftError(err, ctx)
+				if err := n.deleteReplica(ctx, rec.ShardID, mv.Add, m.ConfigChangeID); err != nil {
+					return err
 				}
 			}
 			end.Undo = true
@@ -299,16 +299,16 @@ func (n *Node) driveMove(ctx context.Context, t *Tenant, rec *fsm.TenantRecord) 
 				return err
 			}
 			n.log.Info("replica move: adding a non-voting replica", "tenant", rec.Name, "node", target.Node, "replica", mv.Add, "reason", mv.Reason)
-			if err := n.nh.SyncRequestAddNonVoting(ctx, rec.ShardID, mv.Add, nodeHostID(target.Node), m.ConfigChangeID); err != nil {
-				return raftError(err, ctx)
+			if err := n.addNonVoting(ctx, rec.ShardID, mv.Add, nodeHostID(target.Node), m.ConfigChangeID); err != nil {
+				return err
 			}
 			return nil
 		}
 		if mv.Step == fsm.StepAdding {
 			return nil // its node reports it caught up
 		}
-		if err := n.nh.SyncRequestAddReplica(ctx, rec.ShardID, mv.Add, nodeHostID(target.Node), m.ConfigChangeID); err != nil {
-			return raftError(err, ctx)
+		if err := n.addVoter(ctx, rec.ShardID, mv.Add, nodeHostID(target.Node), m.ConfigChangeID); err != nil {
+			return err
 		}
 		n.log.Info("replica move: new replica promoted", "tenant", rec.Name, "node", target.Node, "replica", mv.Add)
 		return step(fsm.StepPromoted)
@@ -323,8 +323,8 @@ func (n *Node) driveMove(ctx context.Context, t *Tenant, rec *fsm.TenantRecord) 
 				return n.handOver(ctx, t, m.Nodes, mv.Add)
 			}
 			if votes || nonVoting {
-				if err := n.nh.SyncRequestDeleteReplica(ctx, rec.ShardID, mv.Remove, m.ConfigChangeID); err != nil {
-					return raftError(err, ctx)
+				if err := n.deleteReplica(ctx, rec.ShardID, mv.Remove, m.ConfigChangeID); err != nil {
+					return err
 				}
 			}
 		}
@@ -358,8 +358,8 @@ func (n *Node) sweep(ctx context.Context, rec *fsm.TenantRecord) (bool, error) {
 			if _, retired := rec.Retired[rid]; !retired && !(ok && n.meta.Removed(node)) {
 				continue
 			}
-			if err := n.nh.SyncRequestDeleteReplica(ctx, rec.ShardID, rid, m.ConfigChangeID); err != nil {
-				return false, raftError(err, ctx)
+			if err := n.deleteReplica(ctx, rec.ShardID, rid, m.ConfigChangeID); err != nil {
+				return false, err
 			}
 			n.log.Info("replica of a removed node taken out of its shard", "tenant", rec.Name, "replica", rid, "node", node)
 			return false, nil // the next pass reads the membership again

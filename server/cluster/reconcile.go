@@ -319,8 +319,8 @@ func (n *Node) AddNode(ctx context.Context, id uint64, raftAddr, apiAddr string)
 		// Non-voting: it counts in no quorum until it has caught up and
 		// promoted itself (join.go). A voter added before it runs would
 		// make four members of which two answer when one of three is down.
-		if err := n.nh.SyncRequestAddNonVoting(ctx, fsm.MetaShardID, id, nodeHostID(id), mm.ConfigChangeID); err != nil {
-			return raftError(err, ctx)
+		if err := n.addNonVoting(ctx, fsm.MetaShardID, id, nodeHostID(id), mm.ConfigChangeID); err != nil {
+			return err
 		}
 	}
 	if _, err := n.ProposeMeta(ctx, fsm.Encode(fsm.OpRegisterNode, fsm.RegisterNode{ID: id, RaftAddress: raftAddr, APIAddress: apiAddr})); err != nil {
@@ -341,8 +341,8 @@ func (n *Node) AddNode(ctx context.Context, id uint64, raftAddr, apiAddr string)
 		if _, ok := m.Nodes[o.Replica]; ok {
 			continue
 		}
-		if err := n.nh.SyncRequestAddReplica(ctx, rec.ShardID, o.Replica, nodeHostID(id), m.ConfigChangeID); err != nil {
-			return raftError(err, ctx)
+		if err := n.addVoter(ctx, rec.ShardID, o.Replica, nodeHostID(id), m.ConfigChangeID); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -512,8 +512,8 @@ func (n *Node) RemoveNode(ctx context.Context, id uint64, opts RemoveOptions) (e
 		if voter && len(mm.Nodes) < 2 {
 			return api.Errorf(api.CodeConflict, "node %d is the cluster's last member", id)
 		}
-		if err := n.nh.SyncRequestDeleteReplica(ctx, fsm.MetaShardID, id, mm.ConfigChangeID); err != nil {
-			return raftError(err, ctx)
+		if err := n.deleteReplica(ctx, fsm.MetaShardID, id, mm.ConfigChangeID); err != nil {
+			return err
 		}
 	}
 	for _, rec := range n.meta.Tenants() {
@@ -535,8 +535,8 @@ func (n *Node) RemoveNode(ctx context.Context, id uint64, opts RemoveOptions) (e
 		if _, nonVoting := m.NonVotings[rid]; !voter && !nonVoting {
 			continue
 		}
-		if err := n.nh.SyncRequestDeleteReplica(ctx, rec.ShardID, rid, m.ConfigChangeID); err != nil {
-			return raftError(err, ctx)
+		if err := n.deleteReplica(ctx, rec.ShardID, rid, m.ConfigChangeID); err != nil {
+			return err
 		}
 	}
 	_, err = n.ProposeMeta(ctx, fsm.Encode(fsm.OpRemoveNode, fsm.RemoveNode{ID: id, NowMs: time.Now().UnixMilli()}))
