@@ -194,23 +194,35 @@ func (s *Service) apply(r *api.ServiceResponse, epoch uint64) outcome {
 	return s.cache.Apply(r, epochOf(position(epoch, 0)))
 }
 
-// refresh brings the cache to at least a position (read-your-writes): one plain
-// read, then a linearizable one if that replica was behind. Concurrent
-// refreshes of one service share one request, made under the first
-// caller's ctx (bounded to 5 s): if that ctx ends, the others ask again.
+// refresh brings the cache to at least a position (read-your-writes):
+// refreshTo, by fetch.
 func (s *Service) refresh(ctx context.Context, pos uint64) error {
-	for s.position() < pos {
-		ch := s.c.flight.DoChan("refresh/"+s.name, func() (any, error) {
+	err := s.c.refreshTo(ctx, "refresh/"+s.name, pos, s.position, s.fetch)
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("sdk: service %s: read-your-writes at index %d: %w", s.name, indexOf(pos), ctx.Err())
+	}
+	return err
+}
+
+// refreshTo brings a view (a Service's, a Config's) to at least pos: fetch
+// makes one plain read, then a linearizable one if that replica was
+// behind. Concurrent refreshes of one view (key) share one fetch, made
+// under the first caller's ctx (bounded to 5 s): if that ctx ends, the
+// others ask again.
+func (c *Client) refreshTo(ctx context.Context, key string, pos uint64, position func() uint64,
+	fetch func(context.Context, uint64) error) error {
+	for position() < pos {
+		ch := c.flight.DoChan(key, func() (any, error) {
 			fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
-			return nil, s.fetch(fctx, pos)
+			return nil, fetch(fctx, pos)
 		})
 		select {
 		case res := <-ch:
 			err := res.Err
 			switch {
 			case ctx.Err() != nil:
-				return fmt.Errorf("sdk: service %s: read-your-writes at index %d: %w", s.name, indexOf(pos), ctx.Err())
+				return ctx.Err()
 			case err == nil:
 			case transport.Retryable(err) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
 				sleep(ctx, 20*time.Millisecond)
@@ -218,7 +230,7 @@ func (s *Service) refresh(ctx context.Context, pos uint64) error {
 				return err
 			}
 		case <-ctx.Done():
-			return fmt.Errorf("sdk: service %s: read-your-writes at index %d: %w", s.name, indexOf(pos), ctx.Err())
+			return ctx.Err()
 		}
 	}
 	return nil

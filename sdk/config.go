@@ -580,34 +580,9 @@ func (v *Config) caughtUp(ctx context.Context, pos uint64) error {
 	return v.refresh(ctx, pos)
 }
 
-// refresh brings the view to at least a position: one plain read, then a
-// linearizable one if that replica was behind. Concurrent refreshes of one
-// view share one read, made under the first caller's ctx (bounded to
-// 5 s): if that ctx ends, the others ask again.
+// refresh brings the view to at least a position: refreshTo, by fetch.
 func (v *Config) refresh(ctx context.Context, pos uint64) error {
-	for v.position() < pos {
-		ch := v.c.flight.DoChan("config\x00"+v.prefix, func() (any, error) {
-			fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			defer cancel()
-			return nil, v.fetch(fctx, pos)
-		})
-		select {
-		case res := <-ch:
-			err := res.Err
-			switch {
-			case ctx.Err() != nil:
-				return ctx.Err()
-			case err == nil:
-			case transport.Retryable(err) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
-				sleep(ctx, 20*time.Millisecond)
-			default:
-				return err
-			}
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	return nil
+	return v.c.refreshTo(ctx, "config\x00"+v.prefix, pos, v.position, v.fetch)
 }
 
 func (v *Config) fetch(ctx context.Context, pos uint64) error {
