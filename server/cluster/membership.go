@@ -10,10 +10,10 @@ import (
 // one membership change pending per shard replica and refuses any other
 // through that replica (ErrSystemBusy) until it is applied, dropped, or
 // its deadline passes, however the caller's ctx ended: a change whose
-// proposal was lost on its way to a leader that died holds the slot for
-// the caller's whole deadline. A removal's (30 s, its HTTP request's)
-// held the sweep and every move of a tenant's shard for 30 s on the node
-// that led it next, after the removal's client had long given up
+// proposal is lost (forwarded to a leader that died, say) holds the slot
+// for the caller's whole deadline. A removal's (30 s, its HTTP
+// request's) held the sweep, and so every move, of a tenant's shard for
+// 30 s on the node that led it, after the removal's client had given up
 // (docs/RELIABILITY.md; TestLostConfigChangeHoldsNoShard). A change not
 // made in time is asked again by its caller, which reads the membership
 // first.
