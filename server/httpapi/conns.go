@@ -60,8 +60,9 @@ type connCounts struct {
 	mu        sync.Mutex
 	total     int
 	unauth    int
-	perAddr   map[string]*list.List // unauthenticated connections by source address, oldest first
-	perTenant map[string]int        // authenticated connections by tenant
+	perAddr   map[string]*list.List     // unauthenticated connections by source address, oldest first
+	perTenant map[string]int            // authenticated connections by tenant
+	byAddr    map[string]map[string]int // authenticated connections by source address, then identity (a tenant, "" the admin tokens)
 }
 
 // Limit wraps a listener with the limits, below TLS (ConnLimits.TLS, or
@@ -77,6 +78,7 @@ func Limit(ln net.Listener, lim ConnLimits) net.Listener {
 		lim.MaxPerTenant = max(1, lim.MaxTotal*9/10)
 	}
 	l := &limitedListener{Listener: ln, c: &connCounts{lim: lim, perAddr: map[string]*list.List{}, perTenant: map[string]int{},
+		byAddr: map[string]map[string]int{},
 		parking: parking{byConn: map[*limitedConn]*parked{}, next: map[string]time.Time{}, count: map[string]int{},
 			waiting: map[string]int{}},
 		pacing: pacing{marks: map[string]paceMark{}, next: map[string]time.Time{}}},
@@ -196,12 +198,37 @@ func (l *limitedListener) handOnNow(lc *limitedConn) {
 	l.handBack(lc)
 }
 
-// handBack gives a connection to Accept as it is.
+// handBack gives a connection to Accept as it is; once the listener is
+// closing, it closes it (a paced or parked connection's turn may come
+// after Close drained ready: nothing would Accept it).
 func (l *limitedListener) handBack(c net.Conn) {
 	select {
-	case l.ready <- c:
 	case <-l.closing:
 		c.Close()
+		return
+	default:
+	}
+	select {
+	case l.ready <- c:
+		select {
+		case <-l.closing: // closed meanwhile, perhaps drained before c came
+			l.drain()
+		default:
+		}
+	case <-l.closing:
+		c.Close()
+	}
+}
+
+// drain closes the connections in ready (the listener is closing).
+func (l *limitedListener) drain() {
+	for {
+		select {
+		case c := <-l.ready:
+			c.Close()
+		default:
+			return
+		}
 	}
 }
 
@@ -233,15 +260,7 @@ func (l *limitedListener) Close() error {
 			l.w.close()
 		}
 		l.c.parking.close()
-		for {
-			select {
-			case c := <-l.ready:
-				c.Close()
-				continue
-			default:
-			}
-			break
-		}
+		l.drain()
 	})
 	return err
 }
@@ -305,6 +324,13 @@ func (c *connCounts) closeLocked(lc *limitedConn) {
 	c.total--
 	if !lc.authed {
 		c.unauthDoneLocked(lc)
+	} else if ids := c.byAddr[lc.host]; ids != nil {
+		if ids[lc.tenant]--; ids[lc.tenant] <= 0 {
+			delete(ids, lc.tenant)
+		}
+		if len(ids) == 0 {
+			delete(c.byAddr, lc.host)
+		}
 	}
 	if lc.tenant != "" {
 		if c.perTenant[lc.tenant]--; c.perTenant[lc.tenant] <= 0 {
@@ -362,6 +388,13 @@ func (c *limitedConn) authenticated(tenant string) bool {
 	if c.timer != nil {
 		c.timer.Stop()
 	}
+	ids := c.counts.byAddr[c.host]
+	if ids == nil {
+		ids = map[string]int{}
+		c.counts.byAddr[c.host] = ids
+	}
+	ids[tenant]++
+	c.counts.pacing.seen(c.host, tenant)
 	return true
 }
 

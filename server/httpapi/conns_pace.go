@@ -2,8 +2,6 @@ package httpapi
 
 import (
 	"context"
-	"maps"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,11 +29,15 @@ import (
 // Rafting. Paced, that tenant's new connections cost the node what its
 // rate allows, whatever it opens; the rest wait in the kernel.
 //
-// Never marked: the addresses of the cluster's own nodes (forwarded
-// keepalives and proxied requests come from them, for every tenant). A
-// client behind the same address as a refused tenant (a NAT) has its new
-// connections paced with that tenant's, as it shares its per-address
-// bucket when it has no token: docs/DECISIONS.md.
+// Never marked: an address from which a connection is open as another
+// identity (another tenant, an admin token) — a NAT's or a proxy's, the
+// cluster's own nodes' (they forward every tenant's keepalives and proxied
+// requests) — and a mark goes when such a connection authenticates; nor
+// by a refusal of a request a node forwarded or proxied (its source is
+// that node). A client behind a marked address with no connection open
+// yet waits with the tenant's connections, and fails when the tenant's
+// turns run past its auth timeout: docs/DECISIONS.md. Not covered: a
+// flood with no token (the per-address bucket's, as before pacing).
 
 // PaceMark is how long a refusal marks its source address.
 const PaceMark = 10 * time.Second
@@ -47,10 +49,10 @@ const maxPaceMarks = maxAddressBuckets
 // pacing is a listener's marked addresses and its tenants' turns.
 type pacing struct {
 	mu    sync.Mutex
-	marks map[string]paceMark   // by source address
-	next  map[string]time.Time  // by tenant: when its next paced connection may go on
-	swept time.Time             // the last sweepLocked
-	peers atomic.Pointer[peers] // never marked
+	marks map[string]paceMark  // by source address
+	next  map[string]time.Time // by tenant: when its next paced connection may go on
+	swept time.Time            // the last sweepLocked
+	held  atomic.Int64         // len(marks), read without mu
 }
 
 type paceMark struct {
@@ -59,23 +61,14 @@ type paceMark struct {
 	until  time.Time
 }
 
-// peers is the set of the cluster's nodes' hosts, as source addresses
-// (addrKey) are written.
-type peers struct {
-	hosts map[string]bool
-	at    time.Time
-}
-
 // mark marks host as tenant's, whose connections go on at rate a second.
 func (p *pacing) mark(host, tenant string, rate float64, now time.Time) {
 	if rate <= 0 {
 		return // unlimited: nothing to pace at
 	}
-	if ps := p.peers.Load(); ps != nil && ps.hosts[host] {
-		return
-	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	defer p.count()
 	if _, ok := p.marks[host]; !ok && len(p.marks) >= maxPaceMarks {
 		if now.Sub(p.swept) >= time.Second {
 			p.sweepLocked(now)
@@ -103,6 +96,7 @@ func (p *pacing) turn(host string, now, deadline time.Time) (at time.Time, paced
 	}
 	if now.After(m.until) {
 		delete(p.marks, host)
+		p.count()
 		return now, false
 	}
 	gap := time.Duration(float64(time.Second) / m.rate)
@@ -116,6 +110,7 @@ func (p *pacing) turn(host string, now, deadline time.Time) (at time.Time, paced
 	p.next[m.tenant] = at.Add(gap)
 	if len(p.next) > maxPaceMarks && now.Sub(p.swept) >= time.Second {
 		p.sweepLocked(now)
+		p.count()
 	}
 	if at.Before(now) {
 		at = now
@@ -139,61 +134,44 @@ func (p *pacing) sweepLocked(now time.Time) {
 	}
 }
 
-// markPaced marks the source address of the connection ctx is of as
-// tenant's, paced at rate (tarpitOn, for a refusal of tenant's).
-func markPaced(ctx context.Context, tenant string, rate float64, now time.Time) {
-	if lc, ok := ctx.Value(connKey{}).(*limitedConn); ok {
-		lc.counts.pacing.mark(lc.host, tenant, rate, now)
+// seen unmarks host when a connection from it authenticates as another
+// identity than the mark's (a tenant, or "" for the admin tokens): the
+// address is shared.
+func (p *pacing) seen(host, identity string) {
+	if p.held.Load() == 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if m, ok := p.marks[host]; ok && m.tenant != identity {
+		delete(p.marks, host)
+		p.count()
 	}
 }
 
-// setPeers gives the listener of ctx's connection the cluster's nodes'
-// hosts, never marked, at most once every peersTTL: addresses at once, as
-// addrKey writes them, host names as they resolve.
-func setPeers(ctx context.Context, now time.Time, addrs func() []string) {
+// count publishes len(marks) (mu held).
+func (p *pacing) count() { p.held.Store(int64(len(p.marks))) }
+
+// markPaced marks the source address of the connection ctx is of as
+// tenant's, paced at rate (tarpitOn, for a refusal of tenant's), unless a
+// connection from that address is open as another identity's: a shared
+// address (a NAT, a proxy) is never paced.
+func markPaced(ctx context.Context, tenant string, rate float64, now time.Time) {
 	lc, ok := ctx.Value(connKey{}).(*limitedConn)
 	if !ok {
 		return
 	}
-	p := &lc.counts.pacing
-	old := p.peers.Load()
-	if old != nil && now.Sub(old.at) < peersTTL {
-		return
-	}
-	literal := map[string]bool{}
-	var names []string
-	for _, a := range addrs() {
-		host, _, err := net.SplitHostPort(a)
-		if err != nil || host == "" {
-			continue
-		}
-		if ip := net.ParseIP(host); ip != nil {
-			literal[addrKey(&net.TCPAddr{IP: ip})] = true
-		} else {
-			names = append(names, host)
+	c := lc.counts
+	c.mu.Lock()
+	shared := false
+	for id := range c.byAddr[lc.host] {
+		if id != tenant {
+			shared = true
+			break
 		}
 	}
-	hosts := maps.Clone(literal)
-	if old != nil && len(names) > 0 { // the names as resolved before, until they resolve again
-		maps.Copy(hosts, old.hosts)
+	c.mu.Unlock()
+	if !shared {
+		c.pacing.mark(lc.host, tenant, rate, now)
 	}
-	fresh := &peers{hosts: hosts, at: now}
-	if !p.peers.CompareAndSwap(old, fresh) || len(names) == 0 {
-		return // another caller refreshes
-	}
-	go func() {
-		rctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		resolved := literal
-		for _, name := range names {
-			ips, _ := net.DefaultResolver.LookupIPAddr(rctx, name)
-			for _, ip := range ips {
-				resolved[addrKey(&net.TCPAddr{IP: ip.IP})] = true
-			}
-		}
-		p.peers.CompareAndSwap(fresh, &peers{hosts: resolved, at: now})
-	}()
 }
-
-// peersTTL is how long the cluster's nodes' hosts are taken as resolved.
-const peersTTL = 10 * time.Second

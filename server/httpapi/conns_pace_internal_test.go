@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"container/list"
 	"context"
 	"fmt"
 	"testing"
@@ -48,26 +49,61 @@ func TestPacingTurns(t *testing.T) {
 	}
 }
 
-// TestPacingBounds: the cluster's own nodes are never marked (a follower
-// forwards every tenant's keepalives), and marks from more addresses than
-// maxPaceMarks make room rather than grow.
-func TestPacingBounds(t *testing.T) {
-	lc := &limitedConn{counts: &connCounts{pacing: pacing{marks: map[string]paceMark{}, next: map[string]time.Time{}}}}
-	p := &lc.counts.pacing
-	ctx := context.WithValue(context.Background(), connKey{}, lc)
-	now := time.Unix(1000, 0)
-	setPeers(ctx, now, func() []string { return []string{"10.1.0.1:7000", "10.1.0.2:7001", "[fd00::1]:7000"} })
-	for _, host := range []string{"10.1.0.1", "10.1.0.2", "fd00::"} {
-		p.mark(host, "mallory", 10, now)
-		if _, paced := p.turn(host, now, now.Add(time.Minute)); paced {
-			t.Fatalf("a node's address %s was marked", host)
-		}
+// TestPacingSharedAddresses: an address from which a connection is open
+// as another identity (a tenant, an admin token) is never marked — a NAT's,
+// a proxy's, a node's — and a mark goes when one authenticates.
+func TestPacingSharedAddresses(t *testing.T) {
+	counts := &connCounts{perAddr: map[string]*list.List{}, perTenant: map[string]int{}, byAddr: map[string]map[string]int{},
+		pacing: pacing{marks: map[string]paceMark{}, next: map[string]time.Time{}}}
+	conn := func(host string) (*limitedConn, context.Context) {
+		lc := &limitedConn{counts: counts, host: host}
+		counts.mu.Lock()
+		counts.total++
+		counts.unauth++
+		counts.mu.Unlock()
+		return lc, context.WithValue(context.Background(), connKey{}, lc)
 	}
+	now := time.Unix(1000, 0)
+	paced := func(host string) bool {
+		_, p := counts.pacing.turn(host, now, now.Add(time.Minute))
+		return p
+	}
+	victim, _ := conn("10.0.0.1")
+	victim.authenticated("victim")
+	mallory, ctx := conn("10.0.0.1")
+	mallory.authenticated("mallory")
+	markPaced(ctx, "mallory", 10, now)
+	if paced("10.0.0.1") {
+		t.Fatal("an address with another tenant's connection open was marked")
+	}
+	counts.mu.Lock()
+	counts.closeLocked(victim)
+	counts.mu.Unlock()
+	markPaced(ctx, "mallory", 10, now)
+	if !paced("10.0.0.1") {
+		t.Fatal("an address with only the refused tenant's connections open was not marked")
+	}
+	admin, _ := conn("10.0.0.1")
+	admin.authenticated("") // an admin token
+	if paced("10.0.0.1") {
+		t.Fatal("the mark stayed when a connection from the address authenticated as another identity")
+	}
+	markPaced(ctx, "mallory", 10, now)
+	if paced("10.0.0.1") {
+		t.Fatal("marked again while the admin's connection is open")
+	}
+}
+
+// TestPacingBounds: marks from more addresses than maxPaceMarks make room
+// rather than grow.
+func TestPacingBounds(t *testing.T) {
+	p := &pacing{marks: map[string]paceMark{}, next: map[string]time.Time{}}
+	now := time.Unix(1000, 0)
 	for i := range maxPaceMarks + 100 {
 		p.mark(fmt.Sprintf("10.2.%d.%d", i/256, i%256), "mallory", 10, now.Add(time.Duration(i)))
 	}
-	if n := len(p.marks); n > maxPaceMarks {
-		t.Fatalf("%d marks, want at most %d", n, maxPaceMarks)
+	if n := len(p.marks); n > maxPaceMarks || p.held.Load() != int64(n) {
+		t.Fatalf("%d marks (counted %d), want at most %d", n, p.held.Load(), maxPaceMarks)
 	}
 	if _, paced := p.turn(fmt.Sprintf("10.2.%d.%d", (maxPaceMarks+99)/256, (maxPaceMarks+99)%256), now, now.Add(time.Minute)); !paced {
 		t.Fatal("the newest mark was dropped to make room")

@@ -39,7 +39,6 @@ import (
 // Measured: another tenant's 32 blocking reads (wait=1s) through the
 // proxying node, at once, while the attacker is refused.
 func TestRedTeam4PeerSourceAddressMarked(t *testing.T) {
-	t.Skip("red team 4 finding 1: fails until fixed")
 	x := rt4ProxyCluster(t, func(cfg *config.Config) {
 		cfg.Replicas = 1
 		host := fmt.Sprintf("127.0.0.%d", 20+cfg.NodeID)
@@ -233,7 +232,6 @@ func btoi(b bool) int {
 // finding 1. (Also: a resolution that fails — the 1 s lookup timeout —
 // replaces the names by nothing until the next refresh, 10 s on.)
 func TestRedTeam4PeerNamesMarkedBeforeResolved(t *testing.T) {
-	t.Skip("red team 4 finding 1b: fails until fixed")
 	x := rt4ProxyCluster(t, func(cfg *config.Config) {
 		cfg.Replicas = 1
 		_, apiPort, _ := net.SplitHostPort(cfg.APIAddress)

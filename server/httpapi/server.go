@@ -576,7 +576,9 @@ func (s *Server) tarpitOn(w http.ResponseWriter, r *http.Request, who identity, 
 	key := "ip:" + remoteHost(r)
 	if who.tenant != "" {
 		key = "t:" + who.tenant
-		s.markPaced(r, who.tenant)
+		if r.Header.Get(HeaderProxied) == "" && r.Header.Get(headerForwarded) == "" {
+			s.markPaced(r, who.tenant) // not a node's address
+		}
 	}
 	if !s.holds.take(key) {
 		if w != nil && r.ProtoMajor == 2 && s.waitTurn(r, key) {
@@ -601,22 +603,9 @@ func (s *Server) tarpitOn(w http.ResponseWriter, r *http.Request, who identity, 
 // markPaced marks the source address of r, refused for tenant, so that
 // the new connections from it go on at the tenant's rate (conns_pace.go).
 func (s *Server) markPaced(r *http.Request, tenant string) {
-	rec, ok := s.node.Meta().Brief(tenant)
-	if !ok {
-		return
+	if rec, ok := s.node.Meta().Brief(tenant); ok {
+		markPaced(r.Context(), tenant, float64(rec.Quotas.RequestsPerSecond), time.Now())
 	}
-	now := time.Now()
-	setPeers(r.Context(), now, s.peerAddrs)
-	markPaced(r.Context(), tenant, float64(rec.Quotas.RequestsPerSecond), now)
-}
-
-// peerAddrs is every address of the cluster's nodes.
-func (s *Server) peerAddrs() []string {
-	var addrs []string
-	for _, n := range s.node.Meta().Nodes() {
-		addrs = append(addrs, n.APIAddress, n.RaftAddress)
-	}
-	return addrs
 }
 
 func bearer(r *http.Request) string {
