@@ -53,7 +53,7 @@ func defaultMaxConnections(limit uint64) int {
 type connCounts struct {
 	lim     ConnLimits
 	w       *waiter        // nil: none
-	hand    func(net.Conn) // gives a connection back to Accept as it was served (lc, or TLS over it)
+	hand    func(net.Conn) // gives a parked connection back after its answer (rest)
 	parking parking        // refusals waiting for their turn (conns_park.go)
 	pacing  pacing         // new connections of tenants refused for their rate (conns_pace.go)
 
@@ -83,7 +83,7 @@ func Limit(ln net.Listener, lim ConnLimits) net.Listener {
 			waiting: map[string]int{}},
 		pacing: pacing{marks: map[string]paceMark{}, next: map[string]time.Time{}}},
 		ready: make(chan net.Conn, 64), closing: make(chan struct{}), ended: make(chan struct{})}
-	l.c.hand = l.handBack
+	l.c.hand = l.rest
 	if w, err := newWaiter(l.handOn); err == nil {
 		l.w = w
 		l.c.w = w
@@ -164,8 +164,16 @@ var silentTimeout = 10 * time.Second
 
 // handOn gives an admitted connection to Accept (TLS over it, with
 // ConnLimits.TLS), in its turn when its source address is paced
-// (conns_pace.go).
+// (conns_pace.go); a connection back from a parked answer (rest), at once
+// and as it is.
 func (l *limitedListener) handOn(lc *limitedConn) {
+	if lc.rested.Load() {
+		if t := lc.restTimer.Swap(nil); t != nil {
+			t.Stop()
+		}
+		l.handBack(lc)
+		return
+	}
 	now := time.Now()
 	deadline := lc.accepted.Add(silentTimeout)
 	if d := l.c.lim.AuthTimeout; d > 0 {
@@ -197,6 +205,39 @@ func (l *limitedListener) handOnNow(lc *limitedConn) {
 	}
 	l.handBack(lc)
 }
+
+// rest gives back a parked connection once its answer is written: held
+// by the waiter until its next request's bytes arrive, with no goroutine
+// and no buffer, as a new connection is (net/http's idle connection holds
+// both: ≈ 15 KB each, a few thousand of them under attack pattern 5), and
+// closed if none come within restIdle (the server's IdleTimeout). Handed
+// to Accept at once when it cannot be held: TLS over it, bytes of its next
+// request already read, no waiter.
+func (l *limitedListener) rest(c net.Conn) {
+	lc, ok := c.(*limitedConn)
+	if !ok || l.w == nil || len(lc.ahead) > 0 {
+		l.handBack(c)
+		return
+	}
+	lc.rested.Store(true)
+	if !l.w.add(lc) {
+		l.handBack(c)
+		return
+	}
+	w := l.w
+	t := time.AfterFunc(restIdle, func() {
+		if w.holding(lc) {
+			lc.Close()
+		}
+	})
+	if old := lc.restTimer.Swap(t); old != nil {
+		old.Stop()
+	}
+}
+
+// restIdle closes a rested connection that sent nothing: the API server's
+// IdleTimeout (server.Server's) did so while net/http held it.
+var restIdle = 2 * time.Minute
 
 // handBack gives a connection to Accept as it is; once the listener is
 // closing, it closes it (a paced or parked connection's turn may come
@@ -352,6 +393,8 @@ type limitedConn struct {
 	accepted time.Time
 
 	noReads, halfClosed, lingering atomic.Bool // endReads, CloseWrite, Close
+	rested                         atomic.Bool // came back from a parked answer (rest): never paced
+	restTimer                      atomic.Pointer[time.Timer]
 
 	waitID uint32 // in its waiter's held connections (guarded by the waiter's mu); 0: not
 	ahead  []byte // read before it was parked (a pipelined request's start): Read returns it first
