@@ -53,8 +53,8 @@ func TestRedTeam5RestedClosedBySilentTimer(t *testing.T) {
 		t.Fatal("not authenticated")
 	}
 	time.Sleep(100 * time.Millisecond) // its request refused and parked meanwhile
-	l.rest(lc)                          // as parking.release does once the parked answer is written
-	time.Sleep(400 * time.Millisecond)  // the client waits its Retry-After
+	l.rest(lc)                         // as parking.release does once the parked answer is written
+	time.Sleep(400 * time.Millisecond) // the client waits its Retry-After
 	c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 	_, err = c.Read(make([]byte, 1))
 	open := errors.Is(err, os.ErrDeadlineExceeded)
