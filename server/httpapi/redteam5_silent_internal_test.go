@@ -19,7 +19,9 @@ import (
 // instead of restIdle (2 min) after its answer. An honest client's next
 // request then races the close: a POST (not retried by Go's transport,
 // nor by most clients) written as the node closes the connection fails.
-// The closure also keeps the limitedConn reachable meanwhile.
+// The closure also keeps the limitedConn reachable meanwhile. The silent
+// timer is set only when AuthTimeout is 0 or above silentTimeout (the
+// default, 5 s, sets none): a node configured so.
 //
 // Measured (silentTimeout shortened to 300 ms): an authenticated
 // connection rested 100 ms after its accept, checked 400 ms later (well
