@@ -149,7 +149,7 @@ func (l *limitedListener) acceptLoop() {
 		if d := l.c.lim.AuthTimeout; d == 0 || d > silentTimeout {
 			w := l.w
 			time.AfterFunc(silentTimeout, func() {
-				if w.holding(lc) {
+				if !lc.rested.Load() && w.take(lc) { // a rested one has its own (rest)
 					lc.Close()
 				}
 			})
@@ -226,7 +226,7 @@ func (l *limitedListener) rest(c net.Conn) {
 	}
 	w := l.w
 	t := time.AfterFunc(restIdle, func() {
-		if w.holding(lc) {
+		if w.take(lc) {
 			lc.Close()
 		}
 	})
@@ -484,6 +484,9 @@ func (c *limitedConn) Close() error {
 }
 
 func (c *limitedConn) closeNow() error {
+	if t := c.restTimer.Swap(nil); t != nil {
+		t.Stop() // it would keep the connection reachable for restIdle
+	}
 	if w := c.counts.w; w != nil {
 		w.forget(c)
 	}

@@ -113,6 +113,20 @@ func (w *waiter) forget(c *limitedConn) {
 	w.mu.Unlock()
 }
 
+// take takes c out of the held connections and reports whether it was
+// held: false once it was handed on (or closed), so that a timer closing
+// an idle held connection never closes one net/http now serves.
+func (w *waiter) take(c *limitedConn) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if c.waitID == 0 || w.pending[c.waitID] != c {
+		return false
+	}
+	delete(w.pending, c.waitID)
+	c.waitID = 0
+	return true
+}
+
 func (w *waiter) loop() {
 	defer close(w.done)
 	defer w.handOver()

@@ -13,4 +13,5 @@ func newWaiter(func(*limitedConn)) (*waiter, error) { return nil, errors.ErrUnsu
 func (w *waiter) add(*limitedConn) bool     { return false }
 func (w *waiter) forget(*limitedConn)       {}
 func (w *waiter) holding(*limitedConn) bool { return false }
+func (w *waiter) take(*limitedConn) bool    { return false }
 func (w *waiter) close()                    {}

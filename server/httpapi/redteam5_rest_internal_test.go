@@ -26,7 +26,6 @@ import (
 // Measured: of 200 rested connections whose clients hung up (each closed
 // by the waiter), how many limitedConns are still reachable after GC.
 func TestRedTeam5RestTimersOutliveConnections(t *testing.T) {
-	t.Skip("red team 5 finding 1: fails until fixed")
 	// The held connections' silent timers (acceptLoop) also keep each
 	// limitedConn until they fire: shortened, so that they are out of the
 	// measure.

@@ -27,7 +27,6 @@ import (
 // connection rested 100 ms after its accept, checked 400 ms later (well
 // within restIdle): is it still open?
 func TestRedTeam5RestedClosedBySilentTimer(t *testing.T) {
-	t.Skip("red team 5 finding 2: fails until fixed")
 	defer func(d time.Duration) { silentTimeout = d }(silentTimeout)
 	silentTimeout = 300 * time.Millisecond
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
