@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/rafting/rafting/api"
 	"github.com/rafting/rafting/server/servertest"
@@ -78,9 +79,15 @@ func TestAccessLog(t *testing.T) {
 	// A session's ID is a secret too (DESIGN.md: whoever knows it can keep
 	// the session alive or end it): its paths are logged with its tag.
 	session := "sess-accesslog-0123456789abcdef"
-	for _, r := range []*servertest.Response{
-		c.Do(1, token, http.MethodPut, "/v1/tenants/acme/sessions/"+session, api.SessionRequest{TTLMs: 5000}),
-		c.Do(1, token, http.MethodPut, "/v1/tenants/acme/sessions/"+session+"/keepalive", struct{}{}),
+	opened := c.Do(1, token, http.MethodPut, "/v1/tenants/acme/sessions/"+session, api.SessionRequest{TTLMs: 5000})
+	// A keepalive may meet a leader whose session manager has not seen its
+	// leadership yet: 503 with Retry-After, retried as a client does.
+	keepalive := c.Do(1, token, http.MethodPut, "/v1/tenants/acme/sessions/"+session+"/keepalive", struct{}{})
+	for end := time.Now().Add(5 * time.Second); keepalive.Status == http.StatusServiceUnavailable && time.Now().Before(end); {
+		time.Sleep(100 * time.Millisecond)
+		keepalive = c.Do(1, token, http.MethodPut, "/v1/tenants/acme/sessions/"+session+"/keepalive", struct{}{})
+	}
+	for _, r := range []*servertest.Response{opened, keepalive,
 		c.Do(1, token, http.MethodDelete, "/v1/tenants/acme/sessions/"+session, nil),
 	} {
 		rec, found := find(r.Header.Get("X-Request-Id"))
