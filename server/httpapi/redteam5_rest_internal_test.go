@@ -29,17 +29,7 @@ func TestRedTeam5RestTimersOutliveConnections(t *testing.T) {
 	// The held connections' silent timers (acceptLoop) also keep each
 	// limitedConn until they fire: shortened, so that they are out of the
 	// measure.
-	defer func(d time.Duration) { silentTimeout = d }(silentTimeout)
-	silentTimeout = 100 * time.Millisecond
-	inner, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := Limit(inner, ConnLimits{MaxTotal: 1000}).(*limitedListener)
-	defer l.Close()
-	if l.w == nil {
-		t.Skip("no waiter on this platform")
-	}
+	inner, l := heldListener(t, 100*time.Millisecond, ConnLimits{MaxTotal: 1000})
 	const n = 200
 	var refs []weak.Pointer[limitedConn]
 	var clients []net.Conn
@@ -94,4 +84,24 @@ func TestRedTeam5RestTimersOutliveConnections(t *testing.T) {
 	if alive > n/10 {
 		t.Errorf("%d of %d closed rested connections retained (their restIdle timers, %v, are not stopped on Close)", alive, n, restIdle)
 	}
+}
+
+// heldListener is a limited listener on loopback with its waiter (the
+// test is skipped where there is none) and silentTimeout set to silent
+// for the test; inner is the listener under it.
+func heldListener(t *testing.T, silent time.Duration, lim ConnLimits) (net.Listener, *limitedListener) {
+	t.Helper()
+	old := silentTimeout
+	silentTimeout = silent
+	t.Cleanup(func() { silentTimeout = old })
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := Limit(inner, lim).(*limitedListener)
+	t.Cleanup(func() { l.Close() })
+	if l.w == nil {
+		t.Skip("no waiter on this platform")
+	}
+	return inner, l
 }

@@ -27,17 +27,7 @@ import (
 // connection rested 100 ms after its accept, checked 400 ms later (well
 // within restIdle): is it still open?
 func TestRedTeam5RestedClosedBySilentTimer(t *testing.T) {
-	defer func(d time.Duration) { silentTimeout = d }(silentTimeout)
-	silentTimeout = 300 * time.Millisecond
-	inner, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := Limit(inner, ConnLimits{MaxTotal: 100}).(*limitedListener)
-	defer l.Close()
-	if l.w == nil {
-		t.Skip("no waiter on this platform")
-	}
+	inner, l := heldListener(t, 300*time.Millisecond, ConnLimits{MaxTotal: 100})
 	c, err := net.Dial("tcp", inner.Addr().String())
 	if err != nil {
 		t.Fatal(err)
